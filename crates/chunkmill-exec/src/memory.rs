@@ -1,0 +1,132 @@
+//! Memory admission.
+//!
+//! The budget is what one worker process may hold (`--max-mem`) less what the process held
+//! before any task started (its baseline: code, runtime, thread stacks), measured, not guessed.
+//! Every task declares its projected peak (its plan stage's `projected_mem`: block, decoded and
+//! encoded chunk buffers, codec overhead). A task starts only once its projection fits in what
+//! the running tasks leave free:
+//!
+//! ```text
+//!  max_mem ┌───────────────────────────────┐
+//!          │ free                          │ ← a task waits until its projection fits here
+//!          ├───────────────────────────────┤
+//!          │ task 7 reservation            │
+//!          ├───────────────────────────────┤
+//!          │ task 6 reservation            │
+//!          ├───────────────────────────────┤
+//!          │ baseline (measured at start)  │
+//!        0 └───────────────────────────────┘
+//! ```
+//!
+//! Reservations are returned on drop, so a failing task gives its memory back too. The planner
+//! has already refused any task that cannot fit alone, so waiting always ends.
+
+use parking_lot::{Condvar, Mutex};
+
+/// A pool of bytes tasks reserve before they run.
+#[derive(Debug)]
+pub struct MemoryPool {
+    capacity: u64,
+    used: Mutex<u64>,
+    freed: Condvar,
+}
+
+impl MemoryPool {
+    /// A pool of `capacity` bytes.
+    #[must_use]
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The pool's size.
+    #[must_use]
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes reserved now.
+    #[must_use]
+    pub fn reserved(&self) -> u64 {
+        *self.used.lock()
+    }
+
+    /// Wait until `bytes` fit, then reserve them. A request larger than the whole pool waits
+    /// only for the pool to be empty (the planner refuses such tasks before a run starts).
+    pub fn reserve(&self, bytes: u64) -> Reservation<'_> {
+        let mut used = self.used.lock();
+        while *used > 0 && *used + bytes > self.capacity {
+            self.freed.wait(&mut used);
+        }
+        *used += bytes;
+        Reservation { pool: self, bytes }
+    }
+}
+
+/// Bytes held for one running task; given back on drop.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    pool: &'a MemoryPool,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut used = self.pool.used.lock();
+        *used -= self.bytes;
+        self.pool.freed.notify_all();
+    }
+}
+
+/// Resident memory of this process now, in bytes (Linux; 0 where it cannot be read).
+#[must_use]
+pub fn current_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`; 0 where unknown).
+#[must_use]
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn never_over_capacity() {
+        let pool = Arc::new(MemoryPool::new(100));
+        let peak = Arc::new(AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let pool = pool.clone();
+                let peak = peak.clone();
+                s.spawn(move || {
+                    for _ in 0..50 {
+                        let _r = pool.reserve(30 + i);
+                        peak.fetch_max(pool.reserved(), Ordering::SeqCst);
+                        std::thread::yield_now();
+                    }
+                });
+            }
+        });
+        assert!(peak.load(Ordering::SeqCst) <= 100);
+        assert_eq!(pool.reserved(), 0);
+    }
+}

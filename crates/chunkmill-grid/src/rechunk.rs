@@ -1,0 +1,514 @@
+//! Rechunk planning: which sequence of copy stages moves an array from its source chunks to its
+//! target chunks cheapest, with no task holding more than its share of the memory budget.
+//!
+//! Every strategy is a chain of *copy stages*. A copy stage reads an input array and writes an
+//! output array; its tasks are the blocks of a regular *block grid*; task `i` reads block `i`
+//! (decoding every input chunk it meets, whole) and writes every output chunk inside it. Output
+//! grids always contain the block boundaries, so each task owns whole output chunks.
+//!
+//! * **direct** — one stage, blocks are whole target chunks that also line up with the source
+//!   chunks: each source chunk is decoded once.
+//! * **multipass** — one stage whose blocks cut through source chunks: the source is decoded
+//!   several times (the plan says how many), but nothing is written twice.
+//! * **intermediate** — two stages. Stage 1's blocks are groups of whole source chunks ("read
+//!   blocks"), stage 2's are groups of whole target chunks ("write blocks"). The intermediate is
+//!   cut at the union of both block grids (rectilinear when they do not nest), so stage 1 writes
+//!   whole pieces and stage 2 reads each piece exactly once. This is Rechunker's push/pull with
+//!   its race removed (Rechunker maps stage 1 over intermediate chunks for that reason and loses
+//!   read consolidation).
+//! * **multistage** — `k > 2` stages whose block shapes interpolate geometrically, axis by axis,
+//!   from the read block to the write block (Rechunker's multistage idea), so the pieces between
+//!   stages stay large when source and target are far apart.
+//!
+//! The cost model estimates every candidate's time from decoded bytes, encoded bytes, objects
+//! and tasks, and the cheapest one wins.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AxisChunks, Grid, GridError};
+
+/// What one byte and one object cost to move through a medium, in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MediumCost {
+    /// Per decoded byte read (fetch + decode).
+    pub read_ns_per_byte: f64,
+    /// Per decoded byte written (encode + store).
+    pub write_ns_per_byte: f64,
+    /// Per object (chunk or piece) read or written.
+    pub ns_per_object: f64,
+}
+
+impl MediumCost {
+    /// Raw pieces on a local disk: a memcpy and a page-cache write.
+    pub const LOCAL_RAW: MediumCost = MediumCost {
+        read_ns_per_byte: 0.3,
+        write_ns_per_byte: 0.6,
+        ns_per_object: 40_000.0,
+    };
+}
+
+/// Everything the planner needs to know about one rechunk.
+#[derive(Clone, Debug)]
+pub struct RechunkProblem {
+    /// The array's shape.
+    pub shape: Vec<u64>,
+    /// Bytes per element.
+    pub item_size: u64,
+    /// The source chunk grid.
+    pub source: Grid,
+    /// The target chunk (or shard) shape; each task writes whole ones.
+    pub target_chunks: Vec<u64>,
+    /// Memory available to the tasks of one stage running together, in bytes.
+    pub budget: u64,
+    /// How many tasks may run at once at most.
+    pub workers: u64,
+    /// Cost of reading the source.
+    pub source_cost: MediumCost,
+    /// Cost of writing the target.
+    pub target_cost: MediumCost,
+    /// Cost of writing and reading an intermediate.
+    pub intermediate_cost: MediumCost,
+    /// Fixed cost of one task, in nanoseconds.
+    pub ns_per_task: f64,
+    /// Bytes each task holds besides its buffers (codec contexts, bookkeeping).
+    pub task_overhead: u64,
+    /// Most stages to consider.
+    pub max_stages: usize,
+}
+
+/// How a plan moves the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// One stage, each source chunk decoded once.
+    Direct,
+    /// One stage, the source decoded more than once.
+    Multipass,
+    /// Two stages through one intermediate.
+    Intermediate,
+    /// More than two stages.
+    Multistage,
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::Direct => "direct",
+            Strategy::Multipass => "multipass",
+            Strategy::Intermediate => "intermediate",
+            Strategy::Multistage => "multistage",
+        })
+    }
+}
+
+/// One copy stage of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CopyStage {
+    /// The input's chunk grid.
+    pub input: Grid,
+    /// The output's chunk grid.
+    pub output: Grid,
+    /// Task `i` is block `i` of this grid.
+    pub blocks: Grid,
+    /// Bytes one task holds at its peak.
+    pub projected_mem: u64,
+    /// Decoded bytes read by all tasks (more than the array when blocks cut input chunks).
+    pub bytes_read: u64,
+    /// Input chunks read by all tasks.
+    pub objects_read: u64,
+    /// Decoded bytes written.
+    pub bytes_written: u64,
+    /// Output chunks written.
+    pub objects_written: u64,
+}
+
+impl CopyStage {
+    /// Number of tasks.
+    #[must_use]
+    pub fn tasks(&self) -> u64 {
+        self.blocks.num_chunks()
+    }
+}
+
+/// A chosen plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RechunkPlan {
+    /// How it moves the data.
+    pub strategy: Strategy,
+    /// The stages, in order; stage `i + 1` reads what stage `i` wrote.
+    pub stages: Vec<CopyStage>,
+    /// How many tasks the plan was sized to run at once.
+    pub concurrency: u64,
+    /// The cost model's estimate, in seconds.
+    pub estimated_seconds: f64,
+}
+
+/// Bytes one copy task holds at its peak: its block, plus, while reading, one input chunk
+/// decoded and encoded, or, while writing, one output chunk cut out of the block and encoded.
+/// Inputs are released before the writes start, so the two phases do not add up.
+#[must_use]
+pub fn copy_task_memory(
+    block_elems: u64,
+    max_input_chunk_elems: u64,
+    max_output_chunk_elems: u64,
+    item_size: u64,
+    overhead: u64,
+) -> u64 {
+    let block = block_elems * item_size;
+    let reading = 2 * max_input_chunk_elems * item_size;
+    let writing = 2 * max_output_chunk_elems * item_size;
+    block + reading.max(writing) + overhead
+}
+
+impl RechunkProblem {
+    fn stage(&self, input: &Grid, output: &Grid, blocks: Grid) -> CopyStage {
+        let block_elems: u64 = blocks.max_chunk_elements();
+        let in_max = input.max_chunk_elements();
+        let out_max = output.max_chunk_elements();
+        let projected_mem = copy_task_memory(
+            block_elems,
+            in_max,
+            out_max,
+            self.item_size,
+            self.task_overhead,
+        );
+        let read_elems: u64 = input
+            .axes()
+            .iter()
+            .zip(blocks.axes())
+            .map(|(i, b)| i.covered_length(b))
+            .product();
+        let objects_read: u64 = input
+            .axes()
+            .iter()
+            .zip(blocks.axes())
+            .map(|(i, b)| i.covered_count(b))
+            .product();
+        let total: u64 = self.shape.iter().product();
+        CopyStage {
+            input: input.clone(),
+            output: output.clone(),
+            blocks,
+            projected_mem,
+            bytes_read: read_elems * self.item_size,
+            objects_read,
+            bytes_written: total * self.item_size,
+            objects_written: output.num_chunks(),
+        }
+    }
+
+    fn stage_seconds(
+        &self,
+        stage: &CopyStage,
+        read: MediumCost,
+        write: MediumCost,
+        conc: u64,
+    ) -> f64 {
+        let ns = stage.bytes_read as f64 * read.read_ns_per_byte
+            + stage.bytes_written as f64 * write.write_ns_per_byte
+            + stage.objects_read as f64 * read.ns_per_object
+            + stage.objects_written as f64 * write.ns_per_object
+            + stage.tasks() as f64 * self.ns_per_task;
+        let parallel = conc.min(stage.tasks()).max(1) as f64;
+        ns / parallel / 1e9
+    }
+
+    /// Grow `base` axis by axis (in `order`), in whole multiples of `base`, as far as `limit`
+    /// allows and `fits` accepts.
+    fn consolidate(
+        &self,
+        base: &[u64],
+        limit: &[u64],
+        order: &[usize],
+        fits: &dyn Fn(&[u64]) -> bool,
+    ) -> Vec<u64> {
+        let mut block: Vec<u64> = base
+            .iter()
+            .zip(&self.shape)
+            .map(|(&b, &len)| b.min(len.max(1)))
+            .collect();
+        for &axis in order {
+            let unit = base[axis].max(1);
+            let cap = limit[axis].max(unit);
+            // Largest multiple m with block[axis] = min(m * unit, cap) that still fits.
+            let (mut lo, mut hi) = (1u64, cap.div_ceil(unit));
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                let mut trial = block.clone();
+                trial[axis] = (mid * unit).min(cap);
+                if fits(&trial) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            block[axis] = (lo * unit).min(cap);
+        }
+        block
+    }
+
+    fn regular(&self, block: &[u64]) -> Grid {
+        Grid::new(
+            block
+                .iter()
+                .zip(&self.shape)
+                .map(|(&b, &len)| AxisChunks::Regular {
+                    size: b.max(1),
+                    len,
+                })
+                .collect(),
+        )
+    }
+
+    fn target_grid(&self) -> Grid {
+        self.regular(&self.target_chunks)
+    }
+
+    /// Plans with one stage: blocks of whole target chunks, grown to cut the fewest source chunks.
+    fn one_stage(&self, per_task: u64, orders: &[Vec<usize>], conc: u64) -> Vec<RechunkPlan> {
+        let target = self.target_grid();
+        let full = self.shape.clone();
+        let mut plans = Vec::new();
+        for order in orders {
+            let fits = |b: &[u64]| {
+                let blocks = self.regular(b);
+                self.stage(&self.source, &target, blocks).projected_mem <= per_task
+            };
+            if !fits(&self.target_chunks) {
+                continue;
+            }
+            let block = self.consolidate(&self.target_chunks, &full, order, &fits);
+            let stage = self.stage(&self.source, &target, self.regular(&block));
+            let total: u64 = self.shape.iter().product::<u64>() * self.item_size;
+            let strategy = if stage.bytes_read <= total {
+                Strategy::Direct
+            } else {
+                Strategy::Multipass
+            };
+            let secs = self.stage_seconds(&stage, self.source_cost, self.target_cost, conc);
+            plans.push(RechunkPlan {
+                strategy,
+                stages: vec![stage],
+                concurrency: conc,
+                estimated_seconds: secs,
+            });
+        }
+        plans
+    }
+
+    /// Plans with `k >= 2` stages: read blocks of whole source chunks, write blocks of whole
+    /// target chunks, and geometric steps between them.
+    fn staged(&self, per_task: u64, orders: &[Vec<usize>], conc: u64) -> Vec<RechunkPlan> {
+        let target = self.target_grid();
+        let source_chunks = self.source.max_chunk_shape();
+        let Some(source_unit) = self
+            .source
+            .axes()
+            .iter()
+            .map(AxisChunks::regular_size)
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return Vec::new();
+        };
+        let mut plans = Vec::new();
+        for order in orders {
+            // Write blocks: whole target chunks, as large as a task may hold.
+            let write_fits = |b: &[u64]| {
+                let blocks = self.regular(b);
+                let piece = self.regular(
+                    &b.iter()
+                        .zip(&source_chunks)
+                        .map(|(&x, &y)| x.min(y))
+                        .collect::<Vec<_>>(),
+                );
+                self.stage(&piece, &target, blocks).projected_mem <= per_task
+            };
+            if !write_fits(&self.target_chunks) {
+                continue;
+            }
+            let write = self.consolidate(&self.target_chunks, &self.shape, order, &write_fits);
+            // Read blocks: whole source chunks, grown only where the write blocks are longer.
+            let limit: Vec<u64> = write
+                .iter()
+                .zip(&source_unit)
+                .map(|(&w, &s)| if w > s { w } else { s })
+                .collect();
+            let read_fits = |b: &[u64]| {
+                let blocks = self.regular(b);
+                let out = blocks.union(&self.regular(&write));
+                self.stage(&self.source, &out, blocks).projected_mem <= per_task
+            };
+            if !read_fits(&source_unit) {
+                continue;
+            }
+            let read = self.consolidate(&source_unit, &limit, order, &read_fits);
+            for k in 2..=self.max_stages.max(2) {
+                if let Some(plan) = self.chain(&read, &write, k, per_task, conc) {
+                    plans.push(plan);
+                }
+            }
+        }
+        plans
+    }
+
+    fn chain(
+        &self,
+        read: &[u64],
+        write: &[u64],
+        k: usize,
+        per_task: u64,
+        conc: u64,
+    ) -> Option<RechunkPlan> {
+        let blocks: Vec<Vec<u64>> = (0..k)
+            .map(|j| {
+                let t = j as f64 / (k - 1) as f64;
+                read.iter()
+                    .zip(write)
+                    .zip(&self.shape)
+                    .map(|((&r, &w), &len)| {
+                        let v = (r as f64).powf(1.0 - t) * (w as f64).powf(t);
+                        (v.floor() as u64).clamp(1, len.max(1))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut blocks = blocks;
+        blocks[0] = read.to_vec();
+        blocks[k - 1] = write.to_vec();
+        if blocks.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        let target = self.target_grid();
+        let mut input = self.source.clone();
+        let mut stages = Vec::with_capacity(k);
+        let mut secs = 0.0;
+        for j in 0..k {
+            let block_grid = self.regular(&blocks[j]);
+            let output = if j + 1 == k {
+                target.clone()
+            } else {
+                block_grid.union(&self.regular(&blocks[j + 1]))
+            };
+            let stage = self.stage(&input, &output, block_grid);
+            if stage.projected_mem > per_task {
+                return None;
+            }
+            let read_cost = if j == 0 {
+                self.source_cost
+            } else {
+                self.intermediate_cost
+            };
+            let write_cost = if j + 1 == k {
+                self.target_cost
+            } else {
+                self.intermediate_cost
+            };
+            secs += self.stage_seconds(&stage, read_cost, write_cost, conc);
+            input = output;
+            stages.push(stage);
+        }
+        Some(RechunkPlan {
+            strategy: if k == 2 {
+                Strategy::Intermediate
+            } else {
+                Strategy::Multistage
+            },
+            stages,
+            concurrency: conc,
+            estimated_seconds: secs,
+        })
+    }
+
+    fn axis_orders(&self) -> Vec<Vec<usize>> {
+        let ndim = self.shape.len();
+        let last_first: Vec<usize> = (0..ndim).rev().collect();
+        if ndim > 4 {
+            let mut first_last = last_first.clone();
+            first_last.reverse();
+            return vec![last_first, first_last];
+        }
+        let mut orders = Vec::new();
+        permutations(&mut (0..ndim).collect(), 0, &mut orders);
+        orders
+    }
+
+    /// The smallest memory one task of any strategy needs: a target chunk, or a source chunk.
+    fn minimum_task_memory(&self) -> u64 {
+        let source = self.source.max_chunk_shape();
+        let piece: Vec<u64> = source
+            .iter()
+            .zip(&self.target_chunks)
+            .map(|(&s, &t)| s.min(t))
+            .collect();
+        let target = self.target_grid();
+        let direct = self.stage(&self.source, &target, self.regular(&self.target_chunks));
+        let piece_grid = self.regular(&piece);
+        let up = self.stage(&self.source, &piece_grid, self.regular(&source));
+        let down = self.stage(&piece_grid, &target, self.regular(&self.target_chunks));
+        direct
+            .projected_mem
+            .min(up.projected_mem.max(down.projected_mem))
+    }
+
+    /// The cheapest plan that fits the budget.
+    ///
+    /// # Errors
+    /// [`GridError::Rank`] when the shapes disagree, [`GridError::ZeroChunk`] for a 0 chunk,
+    /// [`GridError::DoesNotFit`] when no task of any strategy fits the budget.
+    pub fn plan(&self) -> Result<RechunkPlan, GridError> {
+        let ndim = self.shape.len();
+        if self.source.ndim() != ndim || self.target_chunks.len() != ndim {
+            return Err(GridError::Rank {
+                got: self.target_chunks.len(),
+                expected: ndim,
+            });
+        }
+        if self.target_chunks.contains(&0) {
+            return Err(GridError::ZeroChunk);
+        }
+        let total: u64 = self.shape.iter().product();
+        let target = self.target_grid();
+        if total == 0 {
+            let stage = self.stage(&self.source, &target, self.regular(&self.target_chunks));
+            return Ok(RechunkPlan {
+                strategy: Strategy::Direct,
+                stages: vec![stage],
+                concurrency: 1,
+                estimated_seconds: 0.0,
+            });
+        }
+        let orders = self.axis_orders();
+        let mut best: Option<RechunkPlan> = None;
+        for conc in 1..=self.workers.max(1) {
+            let per_task = self.budget / conc;
+            let mut candidates = self.one_stage(per_task, &orders, conc);
+            candidates.extend(self.staged(per_task, &orders, conc));
+            for plan in candidates {
+                let better = best.as_ref().is_none_or(|b| {
+                    plan.estimated_seconds < b.estimated_seconds * 0.999
+                        || (plan.estimated_seconds <= b.estimated_seconds * 1.001
+                            && plan.stages.len() < b.stages.len())
+                });
+                if better {
+                    best = Some(plan);
+                }
+            }
+        }
+        best.ok_or_else(|| GridError::DoesNotFit {
+            task_bytes: self.minimum_task_memory(),
+            budget: self.budget,
+        })
+    }
+}
+
+fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+    if k == items.len() {
+        out.push(items.clone());
+        return;
+    }
+    for i in k..items.len() {
+        items.swap(k, i);
+        permutations(items, k + 1, out);
+        items.swap(k, i);
+    }
+}

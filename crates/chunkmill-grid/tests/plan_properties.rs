@@ -1,0 +1,192 @@
+//! Properties every rechunk plan must have, checked on random shapes and chunkings by counting
+//! elements, not by trusting the planner's own figures.
+
+use chunkmill_grid::rechunk::{copy_task_memory, MediumCost, RechunkPlan, RechunkProblem};
+use chunkmill_grid::{copy_region, Grid, GridError, Region};
+use proptest::prelude::*;
+
+const ZSTD: MediumCost = MediumCost {
+    read_ns_per_byte: 1.0,
+    write_ns_per_byte: 2.5,
+    ns_per_object: 30_000.0,
+};
+
+fn problem(
+    shape: &[u64],
+    source: &[u64],
+    target: &[u64],
+    budget: u64,
+    workers: u64,
+) -> RechunkProblem {
+    RechunkProblem {
+        shape: shape.to_vec(),
+        item_size: 4,
+        source: Grid::regular(shape, source).unwrap(),
+        target_chunks: target.to_vec(),
+        budget,
+        workers,
+        source_cost: ZSTD,
+        target_cost: ZSTD,
+        intermediate_cost: MediumCost::LOCAL_RAW,
+        ns_per_task: 50_000.0,
+        task_overhead: 0,
+        max_stages: 4,
+    }
+}
+
+/// Every element lands in exactly one block per stage, every block holds whole output chunks,
+/// and reads of whole input chunks cover each block.
+fn check_plan(p: &RechunkProblem, plan: &RechunkPlan) {
+    let total: u64 = p.shape.iter().product();
+    let per_task = p.budget / plan.concurrency;
+    let last = plan.stages.len() - 1;
+    for (i, stage) in plan.stages.iter().enumerate() {
+        assert!(
+            stage.projected_mem <= per_task,
+            "stage {i} needs {} > {per_task}",
+            stage.projected_mem
+        );
+        let mut covered = 0u64;
+        let mut written_chunks = 0u64;
+        for t in 0..stage.tasks() {
+            let block = stage.blocks.chunk_region(&stage.blocks.unravel(t));
+            covered += block.num_elements();
+            assert!(
+                stage.output.is_aligned(&block),
+                "stage {i} block {block} cuts output chunks"
+            );
+            for c in stage.output.chunks_in(&block) {
+                assert!(block.contains(&stage.output.chunk_region(&c)));
+                written_chunks += 1;
+            }
+            // The memory model: block + the largest input or output chunk twice.
+            let in_max = stage
+                .input
+                .chunks_in(&block)
+                .map(|c| stage.input.chunk_region(&c).num_elements())
+                .max()
+                .unwrap_or(0);
+            let out_max = stage
+                .output
+                .chunks_in(&block)
+                .map(|c| stage.output.chunk_region(&c).num_elements())
+                .max()
+                .unwrap_or(0);
+            assert!(
+                copy_task_memory(block.num_elements(), in_max, out_max, p.item_size, 0)
+                    <= stage.projected_mem
+            );
+        }
+        assert_eq!(
+            covered, total,
+            "stage {i} blocks must tile the array exactly once"
+        );
+        assert_eq!(
+            written_chunks,
+            stage.output.num_chunks(),
+            "each output chunk written by exactly one task"
+        );
+        if i > 0 {
+            assert_eq!(stage.input, plan.stages[i - 1].output);
+        }
+        if i == last {
+            assert_eq!(
+                stage.output,
+                Grid::regular(&p.shape, &p.target_chunks).unwrap()
+            );
+        }
+    }
+    assert_eq!(plan.stages[0].input, p.source);
+}
+
+fn dims() -> impl Strategy<Value = (Vec<u64>, Vec<u64>, Vec<u64>)> {
+    (0usize..=3).prop_flat_map(|ndim| {
+        prop::collection::vec((0u64..40, 1u64..12, 1u64..12), ndim).prop_map(|axes| {
+            let shape = axes.iter().map(|a| a.0).collect();
+            let source = axes.iter().map(|a| a.1).collect();
+            let target = axes.iter().map(|a| a.2).collect();
+            (shape, source, target)
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn plans_tile_fit_and_own_whole_chunks((shape, source, target) in dims(), budget_kb in 1u64..64, workers in 1u64..4) {
+        let p = problem(&shape, &source, &target, budget_kb * 1024, workers);
+        match p.plan() {
+            Ok(plan) => check_plan(&p, &plan),
+            Err(GridError::DoesNotFit { task_bytes, budget }) => {
+                // Refusal is right only when one target chunk and one source chunk cannot fit.
+                let s: u64 = source.iter().zip(&shape).map(|(&c, &l)| c.min(l)).product::<u64>() * 4;
+                let t: u64 = target.iter().zip(&shape).map(|(&c, &l)| c.min(l)).product::<u64>() * 4;
+                prop_assert!(task_bytes > budget);
+                prop_assert!(s.max(t) * 2 > budget / workers || s + t > budget);
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn copy_region_moves_every_element((shape, source, _t) in dims()) {
+        // Copy each source chunk into a whole-array buffer and compare with the arithmetic.
+        let grid = Grid::regular(&shape, &source).unwrap();
+        let whole = Region::whole(&shape);
+        let n = whole.num_elements() as usize;
+        let mut out = vec![0u32; n];
+        for c in grid.chunks_in(&whole) {
+            let region = grid.chunk_region(&c);
+            // The chunk's values are their C-order index in the whole array.
+            let mut values = Vec::with_capacity(region.num_elements() as usize);
+            for point in chunkmill_grid::CoordIter::new(region.ranges().to_vec()) {
+                values.push(shape.iter().zip(&point).fold(0u64, |acc, (&l, &x)| acc * l + x) as u32);
+            }
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            let mut out_bytes: Vec<u8> = out.iter().flat_map(|v| v.to_ne_bytes()).collect();
+            copy_region(&bytes, &region, &mut out_bytes, &whole, &region, 4);
+            out = out_bytes.chunks(4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])).collect();
+        }
+        let expected: Vec<u32> = (0..n as u32).collect();
+        prop_assert_eq!(out, expected);
+    }
+}
+
+#[test]
+fn benchmark_problem_goes_through_an_intermediate() {
+    // 2.27 GB float32 (8760, 180, 360), time-chunked to space-chunked, 512 MB, 2 workers.
+    let p = problem(
+        &[8760, 180, 360],
+        &[24, 180, 360],
+        &[8760, 18, 36],
+        480_000_000,
+        2,
+    );
+    let plan = p.plan().unwrap();
+    check_plan(&p, &plan);
+    assert_eq!(plan.stages.len(), 2, "{plan:#?}");
+    // Each source chunk is read once and each intermediate piece once.
+    let total = 8760u64 * 180 * 360 * 4;
+    assert_eq!(plan.stages[0].bytes_read, total);
+    assert_eq!(plan.stages[1].bytes_read, total);
+}
+
+#[test]
+fn aligned_rechunk_is_direct() {
+    let p = problem(&[100, 100], &[10, 100], &[50, 50], 1_000_000, 2);
+    let plan = p.plan().unwrap();
+    check_plan(&p, &plan);
+    assert_eq!(plan.strategy, chunkmill_grid::rechunk::Strategy::Direct);
+}
+
+#[test]
+fn too_small_budget_is_refused_with_numbers() {
+    let p = problem(&[100, 100], &[100, 100], &[100, 100], 1000, 1);
+    match p.plan() {
+        Err(GridError::DoesNotFit { task_bytes, budget }) => {
+            assert_eq!(budget, 1000);
+            assert_eq!(task_bytes, 3 * 100 * 100 * 4);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -1,0 +1,174 @@
+//! The copy task: read one block of the input (decoding every input chunk it meets, whole, once),
+//! assemble it in one buffer, then write every output chunk inside it.
+//!
+//! What it holds at its peak is exactly what [`chunkmill_grid::rechunk::copy_task_memory`]
+//! counts: the block, plus one input chunk encoded and decoded while reading, or one output
+//! chunk cut out and encoded while writing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chunkmill_exec::{TaskRunner, TaskStats};
+use chunkmill_grid::{copy_region, Grid, Region};
+use chunkmill_plan::{CopyStage, Endpoint, Stage, StageKind};
+use chunkmill_store::zarr::ZarrArray;
+use chunkmill_store::Store;
+use parking_lot::Mutex;
+
+/// An endpoint opened once per process and shared by every task that uses it.
+enum Opened {
+    Zarr(ZarrArray),
+    Pieces { store: Store, prefix: String },
+}
+
+/// Runs copy tasks; opens each endpoint once.
+#[derive(Default)]
+pub struct CopyRunner {
+    opened: Mutex<HashMap<String, Arc<Opened>>>,
+}
+
+impl CopyRunner {
+    /// A runner with nothing opened yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn open(&self, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
+        let key = endpoint.describe();
+        if let Some(found) = self.opened.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let opened = match endpoint {
+            Endpoint::Zarr { url, path, .. } => {
+                let store = Store::open(url).map_err(|e| e.to_string())?;
+                Opened::Zarr(ZarrArray::open(&store, path).map_err(|e| e.to_string())?)
+            }
+            Endpoint::Pieces { url, prefix, .. } => Opened::Pieces {
+                store: Store::open(url).map_err(|e| e.to_string())?,
+                prefix: prefix.clone(),
+            },
+        };
+        let opened = Arc::new(opened);
+        self.opened.lock().insert(key, opened.clone());
+        Ok(opened)
+    }
+}
+
+/// The nominal region of Zarr chunk `coords`: full chunk shape even past the array's edge.
+fn nominal_region(grid: &Grid, coords: &[u64]) -> Region {
+    Region::new(
+        grid.axes()
+            .iter()
+            .zip(coords)
+            .map(|(axis, &c)| match axis.regular_size() {
+                Some(size) => c * size..(c + 1) * size,
+                None => axis.chunk(c),
+            })
+            .collect(),
+    )
+}
+
+fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
+    format!("{prefix}/{}", grid.ravel(coords))
+}
+
+impl CopyRunner {
+    fn copy(&self, stage: &CopyStage, region: &Region) -> Result<TaskStats, String> {
+        let item = stage.item_size as usize;
+        let input = self.open(&stage.input)?;
+        let output = self.open(&stage.output)?;
+        let in_grid = stage.input.grid();
+        let out_grid = stage.output.grid();
+        let mut stats = TaskStats::default();
+        let mut block = vec![0u8; region.num_elements() as usize * item];
+
+        for coords in in_grid.chunks_in(region) {
+            let (bytes, held) = match &*input {
+                Opened::Zarr(array) => (
+                    array.read_chunk(&coords).map_err(|e| e.to_string())?,
+                    nominal_region(in_grid, &coords),
+                ),
+                Opened::Pieces { store, prefix } => {
+                    let key = piece_key(prefix, in_grid, &coords);
+                    let held = in_grid.chunk_region(&coords);
+                    let bytes = store.get(&key).map_err(|e| e.to_string())?.ok_or_else(|| {
+                        format!("{}: intermediate piece {key} is missing", store.url())
+                    })?;
+                    if bytes.len() as u64 != held.num_elements() * stage.item_size {
+                        return Err(format!(
+                            "{}: intermediate piece {key} has {} bytes, expected {}",
+                            store.url(),
+                            bytes.len(),
+                            held.num_elements() * stage.item_size
+                        ));
+                    }
+                    (bytes, held)
+                }
+            };
+            stats.bytes_read += bytes.len() as u64;
+            if let Some(what) = region.intersect(&held) {
+                copy_region(&bytes, &held, &mut block, region, &what, item);
+            } else if region.ndim() == 0 {
+                copy_region(&bytes, &held, &mut block, region, region, item);
+            }
+        }
+
+        let out_chunks: Vec<Vec<u64>> = out_grid.chunks_in(region).collect();
+        let single = out_chunks.len() == 1;
+        let mut block = Some(block);
+        for coords in out_chunks {
+            match &*output {
+                Opened::Zarr(array) => {
+                    let target = nominal_region(out_grid, &coords);
+                    let bytes = if single && target == *region {
+                        block.take().unwrap_or_default()
+                    } else {
+                        let source = block.as_ref().ok_or("block already consumed")?;
+                        let mut bytes = if target.num_elements()
+                            == out_grid.chunk_region(&coords).num_elements()
+                        {
+                            vec![0u8; target.num_elements() as usize * item]
+                        } else {
+                            array.fill_bytes().repeat(target.num_elements() as usize)
+                        };
+                        if let Some(what) = region.intersect(&target) {
+                            copy_region(source, region, &mut bytes, &target, &what, item);
+                        } else if region.ndim() == 0 {
+                            copy_region(source, region, &mut bytes, &target, region, item);
+                        }
+                        bytes
+                    };
+                    stats.bytes_written += bytes.len() as u64;
+                    array
+                        .write_chunk(&coords, bytes)
+                        .map_err(|e| e.to_string())?;
+                }
+                Opened::Pieces { store, prefix } => {
+                    let target = out_grid.chunk_region(&coords);
+                    let bytes = if single && target == *region {
+                        block.take().unwrap_or_default()
+                    } else {
+                        let source = block.as_ref().ok_or("block already consumed")?;
+                        let mut bytes = vec![0u8; target.num_elements() as usize * item];
+                        copy_region(source, region, &mut bytes, &target, &target, item);
+                        bytes
+                    };
+                    stats.bytes_written += bytes.len() as u64;
+                    store
+                        .put(&piece_key(prefix, out_grid, &coords), bytes)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+impl TaskRunner for CopyRunner {
+    fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
+        match &stage.kind {
+            StageKind::Copy(copy) => self.copy(copy, &stage.task_region(task)),
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! `chunkmill rechunk`: a Zarr array or group, rechunked into a new Zarr store with bounded
+//! memory.
+//!
+//! The job: read the source hierarchy; decide each array's target chunks (by dimension name or
+//! axis; 1-d coordinates whole; arrays without the named dimensions copied as they are); plan
+//! each array with [`chunkmill_grid::rechunk`]; lay the stages end to end in one
+//! [`Plan`]; create the target metadata; run; write consolidated metadata; delete the
+//! intermediates.
+
+use chunkmill_exec::{memory, run_plan, Event, RunOptions, RunSummary};
+use chunkmill_grid::rechunk::{MediumCost, RechunkPlan, RechunkProblem, Strategy};
+use chunkmill_grid::{Grid, GridError};
+use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
+use chunkmill_store::markers::Markers;
+use chunkmill_store::zarr::{self, ArrayInfo, ArraySpec, Compressor, Encoding, GroupInfo, Node};
+use chunkmill_store::{Store, StoreKind};
+use serde::Serialize;
+
+use crate::copy::CopyRunner;
+use crate::spec::ChunkSpec;
+use crate::OpsError;
+
+/// Bytes kept free of task reservations for what no task owns: allocator slack, progress,
+/// listing buffers.
+const RESERVE_FIXED: u64 = 24 << 20;
+/// Bytes a task holds besides its buffers: codec contexts, bookkeeping.
+const TASK_OVERHEAD: u64 = 4 << 20;
+
+/// Everything `chunkmill rechunk` is asked.
+#[derive(Clone, Debug)]
+pub struct RechunkOptions {
+    /// Source store URL.
+    pub source: String,
+    /// Target store URL.
+    pub target: String,
+    /// Target chunks.
+    pub chunks: ChunkSpec,
+    /// Memory budget of the process, bytes.
+    pub max_mem: u64,
+    /// Where intermediates go (default: under the work dir).
+    pub temp: Option<String>,
+    /// Only these arrays (and their coordinates).
+    pub arrays: Vec<String>,
+    /// Target compressor; `None` keeps the source's.
+    pub codec: Option<Compressor>,
+    /// Target shard shape (v3 only).
+    pub shards: Option<ChunkSpec>,
+    /// Target Zarr format.
+    pub zarr_format: u8,
+    /// Most tasks at once.
+    pub workers: usize,
+    /// Extra attempts per failed task.
+    pub retries: u32,
+    /// Skip tasks whose markers exist.
+    pub resume: bool,
+    /// Replace an existing target.
+    pub overwrite: bool,
+    /// Work dir URL (default `<target>.work`).
+    pub work_dir: Option<String>,
+}
+
+/// One array's part of the job, for the plan printout.
+#[derive(Clone, Debug, Serialize)]
+pub struct ArrayPlan {
+    /// Array path (`""` for a root array).
+    pub path: String,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// numpy data type.
+    pub dtype: String,
+    /// Source chunks.
+    pub source_chunks: Vec<u64>,
+    /// Target chunks.
+    pub target_chunks: Vec<u64>,
+    /// Target shards.
+    pub target_shards: Option<Vec<u64>>,
+    /// Chosen strategy.
+    pub strategy: Strategy,
+    /// The cost model's estimate, seconds.
+    pub estimated_seconds: f64,
+    /// Tasks the plan was sized to run at once.
+    pub concurrency: u64,
+    /// Decoded bytes of the array.
+    pub nbytes: u64,
+}
+
+/// A planned rechunk: the plan and what the target will hold.
+#[derive(Clone, Debug)]
+pub struct RechunkJob {
+    /// The plan.
+    pub plan: Plan,
+    /// Per-array summary.
+    pub arrays: Vec<ArrayPlan>,
+    /// Groups to create in the target.
+    pub groups: Vec<GroupInfo>,
+    /// Arrays to create in the target.
+    pub specs: Vec<ArraySpec>,
+    /// Bytes the tasks may hold together.
+    pub task_budget: u64,
+    /// Process memory before any task.
+    pub baseline: u64,
+    /// Work dir URL.
+    pub work_dir: String,
+    /// Intermediate URL.
+    pub temp: String,
+}
+
+/// What a finished rechunk did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RechunkReport {
+    /// The plan id.
+    pub plan_id: String,
+    /// Arrays rechunked.
+    pub arrays: usize,
+    /// Tasks run now.
+    pub tasks_run: u64,
+    /// Tasks skipped (already done).
+    pub tasks_skipped: u64,
+    /// Failed attempts retried.
+    pub retries: u64,
+    /// Decoded bytes of all target arrays.
+    pub bytes: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Peak resident memory of this process, bytes.
+    pub peak_rss: u64,
+    /// The budget, bytes.
+    pub max_mem: u64,
+    /// True when the run found the job already complete.
+    pub already_complete: bool,
+}
+
+fn medium_cost(compressor: Option<&Compressor>, kind: StoreKind) -> MediumCost {
+    let (read, write) = match compressor {
+        Some(Compressor::None) => (0.3, 0.6),
+        Some(Compressor::Zstd(level)) => (1.0, 2.5 * (1.0 + f64::from((*level).max(1) - 1) / 3.0)),
+        Some(Compressor::Gzip(level)) => (4.0, 6.0 + 3.0 * f64::from(*level)),
+        Some(Compressor::Blosc { .. }) => (0.8, 1.6),
+        None => (2.0, 5.0),
+    };
+    MediumCost {
+        read_ns_per_byte: read,
+        write_ns_per_byte: write,
+        ns_per_object: if kind == StoreKind::S3 { 20e6 } else { 40e3 },
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn is_coordinate(info: &ArrayInfo) -> bool {
+    info.shape.len() == 1
+        && info
+            .dimension_names
+            .as_ref()
+            .and_then(|d| d[0].as_deref())
+            .is_some_and(|d| d == last_segment(&info.path))
+}
+
+/// Resolve `spec` for one array: `Ok(None)` when the spec names none of its dimensions.
+fn resolve(spec: &ChunkSpec, info: &ArrayInfo, base: &[u64]) -> Result<Option<Vec<u64>>, OpsError> {
+    let whole = |len: u64| len.max(1);
+    match spec {
+        ChunkSpec::ByAxis(sizes) => {
+            if sizes.len() != info.shape.len() {
+                return Err(OpsError::Usage(format!(
+                    "'{}' has {} dimensions but the chunk spec gives {}",
+                    display_path(&info.path),
+                    info.shape.len(),
+                    sizes.len()
+                )));
+            }
+            Ok(Some(
+                sizes
+                    .iter()
+                    .zip(&info.shape)
+                    .map(|(s, &len)| s.map_or(whole(len), |s| s.min(whole(len))))
+                    .collect(),
+            ))
+        }
+        ChunkSpec::ByName(named) => {
+            let Some(dims) = &info.dimension_names else {
+                return Ok(None);
+            };
+            let mut any = false;
+            let chunks = dims
+                .iter()
+                .zip(&info.shape)
+                .zip(base)
+                .map(|((d, &len), &b)| {
+                    match named.iter().find(|(n, _)| Some(n.as_str()) == d.as_deref()) {
+                        Some((_, s)) => {
+                            any = true;
+                            s.map_or(whole(len), |s| s.min(whole(len)))
+                        }
+                        None => b,
+                    }
+                })
+                .collect();
+            Ok(any.then_some(chunks))
+        }
+    }
+}
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+fn default_work_dir(target: &str) -> String {
+    format!("{}.work", target.trim_end_matches('/'))
+}
+
+/// Plan a rechunk without running or writing anything.
+///
+/// # Errors
+/// [`OpsError::Usage`] for a malformed request, [`OpsError::Refused`] for missing or
+/// inconsistent inputs or a budget no plan fits.
+#[allow(clippy::too_many_lines)]
+pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
+    if options.zarr_format != 2 && options.zarr_format != 3 {
+        return Err(OpsError::Usage(format!(
+            "--zarr-format must be 2 or 3, got {}",
+            options.zarr_format
+        )));
+    }
+    if options.shards.is_some() && options.zarr_format != 3 {
+        return Err(OpsError::Usage(
+            "--shards needs Zarr v3 (--zarr-format 3)".into(),
+        ));
+    }
+    let source = Store::open(&options.source).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    if source.url() == target.url() {
+        return Err(OpsError::Usage(format!(
+            "{}: the target is the source; chunkmill never modifies a source",
+            target.url()
+        )));
+    }
+    if source.kind() == StoreKind::Local
+        && !std::path::Path::new(source.url().trim_start_matches("file://")).exists()
+    {
+        return Err(OpsError::Refused(format!(
+            "{}: no such file or directory",
+            source.url()
+        )));
+    }
+    let nodes = zarr::list_nodes(&source).map_err(|e| OpsError::Refused(e.to_string()))?;
+    if nodes.is_empty() {
+        return Err(OpsError::Refused(format!(
+            "{}: no Zarr array or group found",
+            source.url()
+        )));
+    }
+    let mut groups: Vec<GroupInfo> = Vec::new();
+    let mut all_arrays: Vec<ArrayInfo> = Vec::new();
+    for node in nodes {
+        match node {
+            Node::Group(g) => groups.push(g),
+            Node::Array(a) => all_arrays.push(a),
+        }
+    }
+
+    // Which arrays: all, or the named ones plus the coordinates of their dimensions.
+    let selected: Vec<ArrayInfo> = if options.arrays.is_empty() {
+        all_arrays.clone()
+    } else {
+        let mut chosen: Vec<ArrayInfo> = Vec::new();
+        for name in &options.arrays {
+            let found = all_arrays
+                .iter()
+                .find(|a| a.path == name.trim_matches('/') || last_segment(&a.path) == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> =
+                        all_arrays.iter().map(|a| display_path(&a.path)).collect();
+                    OpsError::Usage(format!(
+                        "{}: no array '{name}'; arrays: {}",
+                        source.url(),
+                        names.join(", ")
+                    ))
+                })?;
+            chosen.push(found.clone());
+        }
+        let dims: Vec<String> = chosen
+            .iter()
+            .flat_map(|a| a.dimension_names.clone().unwrap_or_default())
+            .flatten()
+            .collect();
+        for a in &all_arrays {
+            if is_coordinate(a)
+                && dims.iter().any(|d| d == last_segment(&a.path))
+                && !chosen.iter().any(|c| c.path == a.path)
+            {
+                chosen.push(a.clone());
+            }
+        }
+        chosen.sort_by(|a, b| a.path.cmp(&b.path));
+        chosen
+    };
+
+    if let ChunkSpec::ByAxis(_) = options.chunks {
+        let data: Vec<&ArrayInfo> = selected.iter().filter(|a| !is_coordinate(a)).collect();
+        if data.len() != 1 && selected.len() != 1 {
+            return Err(OpsError::Usage(format!(
+                "{}: chunks by position need a single array; name the dimensions (time=…,lat=…) or pick one with --array",
+                source.url()
+            )));
+        }
+    }
+    if let ChunkSpec::ByName(named) = &options.chunks {
+        let known: Vec<String> = selected
+            .iter()
+            .flat_map(|a| a.dimension_names.clone().unwrap_or_default())
+            .flatten()
+            .collect();
+        for (name, _) in named {
+            if !known.contains(name) {
+                let mut dims = known.clone();
+                dims.sort();
+                dims.dedup();
+                return Err(OpsError::Usage(format!(
+                    "{}: no dimension '{name}' in the arrays to rechunk; dimensions: {}",
+                    source.url(),
+                    if dims.is_empty() {
+                        "(none named)".to_string()
+                    } else {
+                        dims.join(", ")
+                    }
+                )));
+            }
+        }
+    }
+
+    let work_dir = options
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| default_work_dir(target.url()));
+    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let temp_url = options
+        .temp
+        .clone()
+        .unwrap_or_else(|| work.join("intermediate"));
+    let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
+
+    let baseline = memory::current_rss();
+    let reserve = RESERVE_FIXED + options.max_mem / 32;
+    let task_budget = options.max_mem.saturating_sub(baseline + reserve);
+
+    let mut stages = Vec::new();
+    let mut cleanup = Vec::new();
+    let mut summaries = Vec::new();
+    let mut specs = Vec::new();
+    for (index, info) in selected.iter().enumerate() {
+        let data_chunks = resolve(&options.chunks, info, &info.chunks)?;
+        let chunks = if is_coordinate(info) && data_chunks.is_some() {
+            vec![info.shape[0].max(1)]
+        } else {
+            data_chunks.unwrap_or_else(|| info.chunks.clone())
+        };
+        let shards = match &options.shards {
+            None => None,
+            Some(spec) => resolve(spec, info, &chunks)?,
+        };
+        if let Some(shards) = &shards {
+            if shards.iter().zip(&chunks).any(|(&s, &c)| s % c != 0) {
+                return Err(OpsError::Usage(format!(
+                    "'{}': shards {shards:?} must be whole multiples of the chunks {chunks:?}",
+                    display_path(&info.path)
+                )));
+            }
+        }
+        let encoding = match &options.codec {
+            Some(c) => Encoding::Compressor(c.clone()),
+            None => zarr::inherit_encoding(info, options.zarr_format).map_err(OpsError::Usage)?,
+        };
+        let target_compressor = match &encoding {
+            Encoding::Compressor(c) => Some(c.clone()),
+            Encoding::Documents(_) => info.compressor.clone(),
+        };
+        let grid_chunks = shards.clone().unwrap_or_else(|| chunks.clone());
+        let source_grid = Grid::regular(&info.shape, &info.chunks)
+            .map_err(|e| OpsError::Refused(format!("'{}': {e}", display_path(&info.path))))?;
+        let problem = RechunkProblem {
+            shape: info.shape.clone(),
+            item_size: info.item_size as u64,
+            source: source_grid.clone(),
+            target_chunks: grid_chunks.clone(),
+            budget: task_budget,
+            workers: options.workers as u64,
+            source_cost: medium_cost(info.compressor.as_ref(), source.kind()),
+            target_cost: medium_cost(target_compressor.as_ref(), target.kind()),
+            intermediate_cost: medium_cost(Some(&Compressor::None), temp.kind()),
+            ns_per_task: 100e3,
+            task_overhead: TASK_OVERHEAD,
+            max_stages: 4,
+        };
+        let plan: RechunkPlan = problem.plan().map_err(|e| match e {
+            GridError::DoesNotFit { task_bytes, .. } => OpsError::Refused(format!(
+                "'{}': one task needs at least {} but --max-mem {} leaves {} for tasks (process baseline {}, reserve {}); raise --max-mem to at least {} or choose smaller chunks",
+                display_path(&info.path),
+                human(task_bytes),
+                human(options.max_mem),
+                human(task_budget),
+                human(baseline),
+                human(reserve),
+                human(task_bytes + baseline + RESERVE_FIXED + (task_bytes + baseline + RESERVE_FIXED) / 31 + 1),
+            )),
+            other => OpsError::Refused(format!("'{}': {other}", display_path(&info.path))),
+        })?;
+        let label_path = if info.path.is_empty() {
+            "array".to_string()
+        } else {
+            info.path.replace('/', ".")
+        };
+        let last = plan.stages.len() - 1;
+        for (j, s) in plan.stages.iter().enumerate() {
+            let prefix = format!("a{index}-s{j}");
+            let input = if j == 0 {
+                Endpoint::Zarr {
+                    url: source.url().to_string(),
+                    path: info.path.clone(),
+                    grid: source_grid.clone(),
+                }
+            } else {
+                Endpoint::Pieces {
+                    url: temp.url().to_string(),
+                    prefix: format!("a{index}-s{}", j - 1),
+                    grid: s.input.clone(),
+                }
+            };
+            let output = if j == last {
+                Endpoint::Zarr {
+                    url: target.url().to_string(),
+                    path: info.path.clone(),
+                    grid: s.output.clone(),
+                }
+            } else {
+                cleanup.push((temp.url().to_string(), format!("{prefix}/")));
+                Endpoint::Pieces {
+                    url: temp.url().to_string(),
+                    prefix: prefix.clone(),
+                    grid: s.output.clone(),
+                }
+            };
+            let what = if j == last {
+                "to target"
+            } else {
+                "to intermediate"
+            };
+            stages.push(Stage {
+                name: format!("{index:03}-{j}"),
+                label: format!("{label_path} {}/{} {what}", j + 1, plan.stages.len()),
+                kind: StageKind::Copy(CopyStage {
+                    input,
+                    output,
+                    blocks: s.blocks.clone(),
+                    item_size: info.item_size as u64,
+                }),
+                projected_mem: s.projected_mem,
+                bytes_read: s.bytes_read,
+                bytes_written: s.bytes_written,
+            });
+        }
+        summaries.push(ArrayPlan {
+            path: info.path.clone(),
+            shape: info.shape.clone(),
+            dtype: info.dtype.clone(),
+            source_chunks: info.chunks.clone(),
+            target_chunks: chunks.clone(),
+            target_shards: shards.clone(),
+            strategy: plan.strategy,
+            estimated_seconds: plan.estimated_seconds,
+            concurrency: plan.concurrency,
+            nbytes: info.nbytes(),
+        });
+        specs.push(ArraySpec {
+            path: info.path.clone(),
+            zarr_format: options.zarr_format,
+            shape: info.shape.clone(),
+            dtype: info.dtype.clone(),
+            chunks: grid_chunks,
+            inner_chunks: shards.map(|_| chunks),
+            fill_value: zarr::translate_fill_value(
+                &info.fill_value,
+                &info.dtype,
+                options.zarr_format,
+            ),
+            encoding,
+            dimension_names: info.dimension_names.clone(),
+            attributes: info.attributes.clone(),
+        });
+    }
+    let plan = Plan::new("rechunk", options.max_mem, stages, cleanup);
+    Ok(RechunkJob {
+        plan,
+        arrays: summaries,
+        groups,
+        specs,
+        task_budget,
+        baseline,
+        work_dir,
+        temp: temp_url,
+    })
+}
+
+/// Bytes as a person reads them (`512.0 MB`).
+#[must_use]
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> OpsError {
+    OpsError::Failed(e.to_string())
+}
+
+/// Plan and run a rechunk.
+///
+/// # Errors
+/// As [`plan_rechunk`]; [`OpsError::Refused`] when the target exists (without `--overwrite`) or
+/// the work dir belongs to another plan; [`OpsError::Failed`] when tasks fail after retries.
+pub fn run_rechunk(
+    options: &RechunkOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RechunkReport, OpsError> {
+    let job = plan_rechunk(options)?;
+    let plan = &job.plan;
+    let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let markers = Markers::new(work.clone(), &plan.plan_id);
+    let complete_key = format!("{}/complete.json", plan.plan_id);
+
+    let previous = match work.get("plan.json").map_err(failed)? {
+        Some(bytes) => Some(
+            Plan::from_json(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| OpsError::Refused(format!("{}: {e}", work.join("plan.json"))))?,
+        ),
+        None => None,
+    };
+    let resuming = options.resume && previous.as_ref().is_some_and(|p| p.plan_id == plan.plan_id);
+    if options.resume {
+        if let Some(p) = &previous {
+            if p.plan_id != plan.plan_id && !options.overwrite {
+                return Err(OpsError::Refused(format!(
+                    "{}: the work dir holds plan {} of another job (this one is {}); use another --work-dir, or --overwrite to start over",
+                    job.work_dir, p.plan_id, plan.plan_id
+                )));
+            }
+        }
+    }
+    if resuming && work.exists(&complete_key).map_err(failed)? {
+        return Ok(RechunkReport {
+            plan_id: plan.plan_id.clone(),
+            arrays: job.specs.len(),
+            tasks_run: 0,
+            tasks_skipped: plan.total_tasks(),
+            retries: 0,
+            bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
+            seconds: 0.0,
+            peak_rss: memory::peak_rss(),
+            max_mem: options.max_mem,
+            already_complete: true,
+        });
+    }
+    let target_has_data = !target.is_empty().map_err(failed)?;
+    if !resuming {
+        if target_has_data && !options.overwrite {
+            return Err(OpsError::Refused(format!(
+                "{}: target exists; use --overwrite to replace it",
+                target.url()
+            )));
+        }
+        if target_has_data {
+            target.erase_prefix("").map_err(failed)?;
+        }
+        markers.clear().map_err(failed)?;
+        work.erase(&complete_key).map_err(failed)?;
+    }
+    work.put("plan.json", plan.to_json().into_bytes())
+        .map_err(failed)?;
+
+    // The target's metadata first, so a crash leaves a store whose arrays read as fill values.
+    for group in &job.groups {
+        zarr::create_group(&target, &group.path, options.zarr_format, &group.attributes)
+            .map_err(failed)?;
+    }
+    for spec in &job.specs {
+        zarr::create_array(&target, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
+    }
+
+    let mut run_options = RunOptions::new(options.workers, job.task_budget);
+    run_options.retries = options.retries;
+    let runner = CopyRunner::new();
+    let summary: RunSummary =
+        run_plan(plan, &runner, &markers, &run_options, on_event).map_err(failed)?;
+
+    zarr::write_consolidated(&target).map_err(failed)?;
+    for (url, prefix) in &plan.cleanup {
+        Store::open(url)
+            .and_then(|s| s.erase_prefix(prefix))
+            .map_err(failed)?;
+    }
+    let report = RechunkReport {
+        plan_id: plan.plan_id.clone(),
+        arrays: job.specs.len(),
+        tasks_run: summary.tasks_run,
+        tasks_skipped: summary.tasks_skipped,
+        retries: summary.retries,
+        bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
+        seconds: summary.seconds,
+        peak_rss: memory::peak_rss(),
+        max_mem: options.max_mem,
+        already_complete: false,
+    };
+    markers.clear().map_err(failed)?;
+    work.put(
+        &complete_key,
+        serde_json::to_vec_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(failed)?;
+    Ok(report)
+}

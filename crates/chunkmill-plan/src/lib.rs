@@ -1,0 +1,234 @@
+//! A plan is data: a list of stages, each with `n` tasks whose work is computed from
+//! `(plan, stage, task index)`, so `plan.json` stays small however many tasks there are.
+//!
+//! Each stage writes one array (an intermediate or a final target); each task writes whole
+//! chunks of it that no other task writes, and declares the bytes it holds at its peak
+//! (`projected_mem`), which executors use to admit tasks within the memory budget.
+//!
+//! ```
+//! use chunkmill_grid::Grid;
+//! use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
+//!
+//! let grid = Grid::regular(&[100], &[10]).unwrap();
+//! let stage = Stage {
+//!     name: "00-a-direct".into(),
+//!     label: "a: copy".into(),
+//!     kind: StageKind::Copy(CopyStage {
+//!         input: Endpoint::Zarr { url: "memory://src".into(), path: "a".into(), grid: grid.clone() },
+//!         output: Endpoint::Zarr { url: "memory://dst".into(), path: "a".into(), grid: grid.clone() },
+//!         blocks: Grid::regular(&[100], &[50]).unwrap(),
+//!         item_size: 4,
+//!     }),
+//!     projected_mem: 1000,
+//!     bytes_read: 400,
+//!     bytes_written: 400,
+//! };
+//! let plan = Plan::new("rechunk", 1 << 20, vec![stage], vec![]);
+//! assert_eq!(plan.stages[0].tasks(), 2);
+//! let back: Plan = serde_json::from_str(&plan.to_json()).unwrap();
+//! assert_eq!(back.plan_id, plan.plan_id);
+//! ```
+
+use chunkmill_grid::{Grid, Region};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The version of the `plan.json` format; a worker refuses any other.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// Where a stage reads or writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Endpoint {
+    /// A Zarr array (v2 or v3) at `path` in the store at `url`.
+    Zarr {
+        url: String,
+        path: String,
+        grid: Grid,
+    },
+    /// Raw C-ordered pieces under `prefix` of the store at `url`, one object per chunk of
+    /// `grid`, keyed by its C-order number: our intermediates, no codec and no metadata.
+    Pieces {
+        url: String,
+        prefix: String,
+        grid: Grid,
+    },
+}
+
+impl Endpoint {
+    /// The chunk grid.
+    #[must_use]
+    pub fn grid(&self) -> &Grid {
+        match self {
+            Endpoint::Zarr { grid, .. } | Endpoint::Pieces { grid, .. } => grid,
+        }
+    }
+
+    /// A short description for plans and errors.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Zarr { url, path, .. } => {
+                if path.is_empty() {
+                    url.clone()
+                } else {
+                    format!("{url}/{path}")
+                }
+            }
+            Endpoint::Pieces { url, prefix, .. } => format!("{url}/{prefix} (intermediate)"),
+        }
+    }
+}
+
+/// A stage that copies one array into another, block by block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CopyStage {
+    /// What it reads.
+    pub input: Endpoint,
+    /// What it writes; its grid holds every block boundary.
+    pub output: Endpoint,
+    /// Task `i` copies block `i` of this grid.
+    pub blocks: Grid,
+    /// Bytes per element.
+    pub item_size: u64,
+}
+
+/// What a stage does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StageKind {
+    /// Copy blocks from one array to another.
+    Copy(CopyStage),
+}
+
+/// One stage of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// A name that is safe in a path; markers live under it.
+    pub name: String,
+    /// What a person reads in the plan.
+    pub label: String,
+    /// The work.
+    pub kind: StageKind,
+    /// Bytes one task holds at its peak.
+    pub projected_mem: u64,
+    /// Decoded bytes the stage reads.
+    pub bytes_read: u64,
+    /// Decoded bytes the stage writes.
+    pub bytes_written: u64,
+}
+
+impl Stage {
+    /// Number of tasks.
+    #[must_use]
+    pub fn tasks(&self) -> u64 {
+        match &self.kind {
+            StageKind::Copy(c) => c.blocks.num_chunks(),
+        }
+    }
+
+    /// The array region task `task` owns.
+    #[must_use]
+    pub fn task_region(&self, task: u64) -> Region {
+        match &self.kind {
+            StageKind::Copy(c) => c.blocks.chunk_region(&c.blocks.unravel(task)),
+        }
+    }
+}
+
+/// A whole job: stages run in order, each after the previous one is complete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// [`PLAN_FORMAT`] of the writer.
+    pub format: u32,
+    /// The chunkmill version that wrote it.
+    pub chunkmill_version: String,
+    /// A digest of everything below: two runs of the same job have the same id.
+    pub plan_id: String,
+    /// What job made it (`rechunk`, …).
+    pub job: String,
+    /// The memory budget of one worker process, bytes.
+    pub max_mem: u64,
+    /// The stages.
+    pub stages: Vec<Stage>,
+    /// Store URLs and prefixes to delete once every stage is complete (intermediates).
+    pub cleanup: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// A plan with its id computed from its content.
+    #[must_use]
+    pub fn new(
+        job: &str,
+        max_mem: u64,
+        stages: Vec<Stage>,
+        cleanup: Vec<(String, String)>,
+    ) -> Self {
+        let mut plan = Plan {
+            format: PLAN_FORMAT,
+            chunkmill_version: env!("CARGO_PKG_VERSION").to_string(),
+            plan_id: String::new(),
+            job: job.to_string(),
+            max_mem,
+            stages,
+            cleanup,
+        };
+        let digest = Sha256::digest(serde_json::to_vec(&plan).unwrap_or_default());
+        plan.plan_id = hex::encode(&digest[..8]);
+        plan
+    }
+
+    /// The plan as pretty JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parse `plan.json`, refusing another format version.
+    ///
+    /// # Errors
+    /// [`PlanError`] when the text is not a plan of this format.
+    pub fn from_json(text: &str) -> Result<Plan, PlanError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let format = value
+            .get("format")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if format != u64::from(PLAN_FORMAT) {
+            return Err(PlanError::Version {
+                got: format,
+                expected: PLAN_FORMAT,
+            });
+        }
+        serde_json::from_value(value).map_err(|e| PlanError::Invalid(e.to_string()))
+    }
+
+    /// Total tasks over all stages.
+    #[must_use]
+    pub fn total_tasks(&self) -> u64 {
+        self.stages.iter().map(Stage::tasks).sum()
+    }
+
+    /// The largest projected memory of any task.
+    #[must_use]
+    pub fn max_projected_mem(&self) -> u64 {
+        self.stages
+            .iter()
+            .map(|s| s.projected_mem)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// What can be wrong with a plan document.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// Not a plan.
+    #[error("not a chunkmill plan: {0}")]
+    Invalid(String),
+    /// Written by another format version.
+    #[error("plan format {got}, expected {expected}: written by another chunkmill version")]
+    Version { got: u64, expected: u32 },
+}

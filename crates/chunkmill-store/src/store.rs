@@ -1,0 +1,242 @@
+use std::sync::Arc;
+
+use zarrs_storage::{
+    ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, StorePrefix,
+};
+
+use crate::{local, memory, s3, StoreError};
+
+/// Which backend a store uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A directory on a local filesystem.
+    Local,
+    /// An S3 bucket and prefix.
+    S3,
+    /// A named in-process memory store (tests and one-process pipelines).
+    Memory,
+}
+
+/// A store opened from a URL: what zarrs reads and writes through, and our own keys.
+#[derive(Clone)]
+pub struct Store {
+    url: String,
+    kind: StoreKind,
+    storage: ReadableWritableListableStorage,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.url)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Open the store a URL names: a local path, `file:///path`, `s3://bucket/prefix` or
+    /// `memory://name`. Nothing is created until something is written.
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`] for an unknown scheme or a malformed URL.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let url = url.trim_end_matches('/').to_string();
+        let bad = |reason: &str| StoreError::BadUrl {
+            url: url.clone(),
+            reason: reason.to_string(),
+        };
+        let (kind, storage): (StoreKind, ReadableWritableListableStorage) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket name"));
+                }
+                (
+                    StoreKind::S3,
+                    s3::open(bucket, prefix).map_err(|e| bad(&e))?,
+                )
+            } else if let Some(name) = url.strip_prefix("memory://") {
+                (StoreKind::Memory, memory::open(name))
+            } else if let Some(path) = url.strip_prefix("file://") {
+                (
+                    StoreKind::Local,
+                    Arc::new(local::LocalStore::new(path).map_err(|e| bad(&e))?),
+                )
+            } else if url.contains("://") {
+                return Err(bad(
+                    "unsupported scheme; use a path, file://, s3:// or memory://",
+                ));
+            } else {
+                let path = if url.is_empty() { "/" } else { url.as_str() };
+                (
+                    StoreKind::Local,
+                    Arc::new(local::LocalStore::new(path).map_err(|e| bad(&e))?),
+                )
+            };
+        Ok(Store { url, kind, storage })
+    }
+
+    /// The URL the store was opened from (never holds credentials).
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The backend.
+    #[must_use]
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// The storage zarrs reads and writes through.
+    #[must_use]
+    pub fn storage(&self) -> ReadableWritableListableStorage {
+        self.storage.clone()
+    }
+
+    fn key(&self, key: &str) -> Result<StoreKey, StoreError> {
+        StoreKey::new(key).map_err(|e| StoreError::BadUrl {
+            url: self.url.clone(),
+            reason: format!("invalid key {key}: {e}"),
+        })
+    }
+
+    fn backend(
+        &self,
+        operation: &'static str,
+        key: &str,
+    ) -> impl FnOnce(zarrs_storage::StorageError) -> StoreError + '_ {
+        let key = key.to_string();
+        move |source| StoreError::Backend {
+            url: self.url.clone(),
+            operation,
+            key,
+            source,
+        }
+    }
+
+    /// The value at `key`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = self.key(key)?;
+        Ok(self
+            .storage
+            .get(&k)
+            .map_err(self.backend("get", key))?
+            .map(|b| b.to_vec()))
+    }
+
+    /// The JSON value at `key`, or `None`.
+    ///
+    /// # Errors
+    /// [`StoreError::Json`] when the value is not JSON, [`StoreError::Backend`] otherwise.
+    pub fn get_json(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Json {
+                        url: self.url.clone(),
+                        key: key.to_string(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Write `value` at `key` atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn put(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let k = self.key(key)?;
+        self.storage
+            .set(&k, value.into())
+            .map_err(self.backend("put", key))
+    }
+
+    /// Write a JSON document at `key`, pretty-printed.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
+        text.push(b'\n');
+        self.put(key, text)
+    }
+
+    /// True when `key` holds a value.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        let k = self.key(key)?;
+        Ok(self
+            .storage
+            .size_key(&k)
+            .map_err(self.backend("stat", key))?
+            .is_some())
+    }
+
+    /// Every key under `prefix` (`""` for all, otherwise ending in `/`).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let p = StorePrefix::new(prefix).map_err(|e| StoreError::BadUrl {
+            url: self.url.clone(),
+            reason: format!("invalid prefix {prefix}: {e}"),
+        })?;
+        let keys = self
+            .storage
+            .list_prefix(&p)
+            .map_err(self.backend("list", prefix))?;
+        Ok(keys.into_iter().map(|k| k.as_str().to_string()).collect())
+    }
+
+    /// True when the store holds nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.list("")?.is_empty())
+    }
+
+    /// Remove every key under `prefix` (`""` for everything).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn erase_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let p = StorePrefix::new(prefix).map_err(|e| StoreError::BadUrl {
+            url: self.url.clone(),
+            reason: format!("invalid prefix {prefix}: {e}"),
+        })?;
+        self.storage
+            .erase_prefix(&p)
+            .map_err(self.backend("erase", prefix))
+    }
+
+    /// Remove one key (absent keys are fine).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn erase(&self, key: &str) -> Result<(), StoreError> {
+        let k = self.key(key)?;
+        self.storage.erase(&k).map_err(self.backend("erase", key))
+    }
+
+    /// A URL for `path` below this store.
+    #[must_use]
+    pub fn join(&self, path: &str) -> String {
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            self.url.clone()
+        } else {
+            format!("{}/{}", self.url, path)
+        }
+    }
+}

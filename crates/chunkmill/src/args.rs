@@ -1,0 +1,122 @@
+//! What the user typed: clap definitions only, no I/O.
+
+use clap::{Args, Parser, Subcommand};
+
+/// Archival scientific data to analysis-ready Zarr, in parallel, with memory known before the
+/// work starts.
+#[derive(Debug, Parser)]
+#[command(name = "chunkmill", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Rechunk a Zarr v2/v3 array or group into a new Zarr store within a memory budget.
+    Rechunk(RechunkArgs),
+    /// Show the plan of a job without running it: stages, tasks, projected memory per task,
+    /// bytes read, written and held in intermediates.
+    Plan {
+        #[command(subcommand)]
+        job: PlanJob,
+    },
+    /// Describe a Zarr store: arrays, shapes, data types, chunks, shards, codecs, dimension
+    /// names, fill values, sizes.
+    Inspect(InspectArgs),
+    /// Build a demo dataset and rechunk it, with the plan, a progress bar and a verification.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanJob {
+    /// The plan of `chunkmill rechunk` with the same arguments.
+    Rechunk(RechunkArgs),
+}
+
+/// Flags every running job shares.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// Where tasks run: `threads` in this process.
+    #[arg(long, default_value = "threads", value_parser = ["threads"])]
+    pub executor: String,
+    /// Most tasks at once (default: the number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Extra attempts for a failed task, with exponential backoff.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// Continue a run that stopped: skip tasks whose markers say done.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace an existing target.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Work dir for plan.json and task markers (default: `<TARGET>.work`).
+    #[arg(long, value_name = "URL")]
+    pub work_dir: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RechunkArgs {
+    /// Source Zarr store: a path, file://, s3://bucket/key or memory://name.
+    pub source: String,
+    /// Target Zarr store (must not exist unless --overwrite or --resume).
+    pub target: String,
+    /// Target chunks: `time=8760,lat=18,lon=36` by dimension name or `8760,18,36` by axis;
+    /// -1 is the whole axis.
+    #[arg(long, value_name = "SPEC")]
+    pub chunks: String,
+    /// Memory budget of the process: `512MB`, `2GiB`, `1.5GB`.
+    #[arg(long, value_name = "SIZE")]
+    pub max_mem: String,
+    /// Where intermediates go (default: inside the work dir); deleted after success.
+    #[arg(long, value_name = "URL")]
+    pub temp: Option<String>,
+    /// Only this array (and the coordinates of its dimensions); repeatable.
+    #[arg(long = "array", value_name = "NAME")]
+    pub arrays: Vec<String>,
+    /// Target compressor: zstd:LEVEL, gzip:LEVEL, blosc:CNAME:LEVEL or none (default: the
+    /// source's).
+    #[arg(long, value_name = "CODEC")]
+    pub codec: Option<String>,
+    /// Target shard shape (Zarr v3), same form as --chunks; whole multiples of the chunks.
+    #[arg(long, value_name = "SPEC")]
+    pub shards: Option<String>,
+    /// Target Zarr format.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub zarr_format: u8,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A Zarr store: a path or URL.
+    pub path: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for the demo data (created; replaced if it holds an earlier demo).
+    #[arg(long, default_value = "chunkmill-demo")]
+    pub dir: String,
+    /// Memory budget for the demo rechunk.
+    #[arg(long, default_value = "64MB")]
+    pub max_mem: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}

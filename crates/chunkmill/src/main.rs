@@ -1,0 +1,85 @@
+//! The `chunkmill` command: argument parsing, progress, exit codes. Every job is a call into
+//! `chunkmill-ops`.
+
+mod args;
+mod demo;
+mod inspect;
+mod progress;
+mod rechunk;
+
+use clap::Parser;
+
+/// A failure with the exit code it maps to: 1 failed, 2 usage, 3 refused before running.
+#[derive(Debug)]
+pub struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<chunkmill_ops::OpsError> for Failure {
+    fn from(e: chunkmill_ops::OpsError) -> Self {
+        Self {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self {
+            code: 1,
+            message: format!("{e:#}"),
+        }
+    }
+}
+
+/// Return freed buffers to the system at once, so resident memory follows what the tasks
+/// hold. glibc otherwise raises its mmap threshold after the first large free and keeps later
+/// chunk buffers on its heap, where resident memory only grows.
+#[allow(unsafe_code)]
+fn tame_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+fn run(cli: args::Cli) -> Result<(), Failure> {
+    match cli.command {
+        args::Command::Rechunk(a) => rechunk::run(&a),
+        args::Command::Plan {
+            job: args::PlanJob::Rechunk(a),
+        } => rechunk::plan(&a),
+        args::Command::Inspect(a) => inspect::run(&a),
+        args::Command::Demo(a) => demo::run(&a),
+    }
+}
+
+fn main() {
+    tame_allocator();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHUNKMILL_LOG")
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = args::Cli::parse();
+    if let Err(failure) = run(cli) {
+        for line in failure.message.lines() {
+            eprintln!("chunkmill: {line}");
+        }
+        std::process::exit(failure.code);
+    }
+}

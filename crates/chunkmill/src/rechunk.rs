@@ -1,0 +1,200 @@
+//! `chunkmill rechunk` and `chunkmill plan rechunk`.
+
+use chunkmill_ops::rechunk::{human, plan_rechunk, run_rechunk, RechunkJob, RechunkOptions};
+use chunkmill_ops::spec::{parse_size, ChunkSpec};
+use chunkmill_plan::{Endpoint, StageKind};
+use serde_json::json;
+
+use crate::args::RechunkArgs;
+use crate::progress::Progress;
+use crate::Failure;
+
+fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
+    let chunks: ChunkSpec = a.chunks.parse().map_err(Failure::usage)?;
+    let shards = a
+        .shards
+        .as_deref()
+        .map(str::parse::<ChunkSpec>)
+        .transpose()
+        .map_err(Failure::usage)?;
+    let max_mem = parse_size(&a.max_mem).map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
+    let codec = a
+        .codec
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: String| Failure::usage(format!("--codec: {e}")))?;
+    let workers = a
+        .common
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if workers == 0 {
+        return Err(Failure::usage("--workers must be at least 1"));
+    }
+    Ok(RechunkOptions {
+        source: a.source.clone(),
+        target: a.target.clone(),
+        chunks,
+        max_mem,
+        temp: a.temp.clone(),
+        arrays: a.arrays.clone(),
+        codec,
+        shards,
+        zarr_format: a.zarr_format,
+        workers,
+        retries: a.common.retries,
+        resume: a.common.resume,
+        overwrite: a.common.overwrite,
+        work_dir: a.common.work_dir.clone(),
+    })
+}
+
+fn plan_json(job: &RechunkJob) -> serde_json::Value {
+    let plan = &job.plan;
+    let stages: Vec<_> = plan
+        .stages
+        .iter()
+        .map(|s| {
+            let StageKind::Copy(c) = &s.kind;
+            let block = c.blocks.max_chunk_shape();
+            json!({
+                "name": s.name, "label": s.label, "kind": "copy", "tasks": s.tasks(),
+                "projected_mem": s.projected_mem, "read_block": block, "write_block": block,
+                "source": c.input.describe(), "target": c.output.describe(),
+                "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+                "output_chunks": c.output.grid().num_chunks(),
+            })
+        })
+        .collect();
+    let intermediate: u64 = plan
+        .stages
+        .iter()
+        .filter(|s| matches!(&s.kind, StageKind::Copy(c) if matches!(c.output, Endpoint::Pieces { .. })))
+        .map(|s| s.bytes_written)
+        .sum();
+    let largest = job.arrays.iter().max_by_key(|a| a.nbytes);
+    json!({
+        "plan_id": plan.plan_id,
+        "strategy": largest.map(|a| a.strategy.to_string()),
+        "max_mem": plan.max_mem,
+        "task_budget": job.task_budget,
+        "baseline_mem": job.baseline,
+        "tasks": plan.total_tasks(),
+        "max_projected_mem": plan.max_projected_mem(),
+        "bytes_read": plan.stages.iter().map(|s| s.bytes_read).sum::<u64>(),
+        "bytes_written": plan.stages.iter().map(|s| s.bytes_written).sum::<u64>(),
+        "bytes_intermediate": intermediate,
+        "work_dir": job.work_dir,
+        "temp": job.temp,
+        "arrays": job.arrays,
+        "stages": stages,
+    })
+}
+
+fn print_plan(job: &RechunkJob) {
+    let plan = &job.plan;
+    println!(
+        "plan {}  ({} stages, {} tasks)",
+        plan.plan_id,
+        plan.stages.len(),
+        plan.total_tasks()
+    );
+    println!(
+        "memory: --max-mem {} = baseline {} + tasks {} + reserve; largest task {}",
+        human(plan.max_mem),
+        human(job.baseline),
+        human(job.task_budget),
+        human(plan.max_projected_mem())
+    );
+    for a in &job.arrays {
+        println!(
+            "array {:<12} {:?} {} {} → {:?}{}: {} (~{:.1} s est., {} at once)",
+            if a.path.is_empty() { "/" } else { &a.path },
+            a.shape,
+            a.dtype,
+            format!("{:?}", a.source_chunks),
+            a.target_chunks,
+            a.target_shards
+                .as_ref()
+                .map(|s| format!(" in shards {s:?}"))
+                .unwrap_or_default(),
+            a.strategy,
+            a.estimated_seconds,
+            a.concurrency,
+        );
+    }
+    for s in &plan.stages {
+        let StageKind::Copy(c) = &s.kind;
+        println!(
+            "  stage {:<7} {:<36} {:>7} tasks  block {:?}  {} per task  read {}  write {}",
+            s.name,
+            s.label,
+            s.tasks(),
+            c.blocks.max_chunk_shape(),
+            human(s.projected_mem),
+            human(s.bytes_read),
+            human(s.bytes_written)
+        );
+    }
+    let intermediate: u64 = plan
+        .stages
+        .iter()
+        .filter(|s| matches!(&s.kind, StageKind::Copy(c) if matches!(c.output, Endpoint::Pieces { .. })))
+        .map(|s| s.bytes_written)
+        .sum();
+    println!("intermediates: {} at {}", human(intermediate), job.temp);
+}
+
+/// `chunkmill plan rechunk`.
+pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
+    let job = plan_rechunk(&options(a)?)?;
+    if a.common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan_json(&job)).unwrap_or_default()
+        );
+    } else {
+        print_plan(&job);
+    }
+    Ok(())
+}
+
+/// `chunkmill rechunk`.
+pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
+    let opts = options(a)?;
+    let show = !(a.common.no_progress || a.common.quiet || a.common.json);
+    let total: u64 = plan_rechunk(&opts)?
+        .plan
+        .stages
+        .iter()
+        .map(|s| s.bytes_written)
+        .sum();
+    let progress = Progress::new(total, show);
+    let report = run_rechunk(&opts, &|e| progress.on_event(e));
+    progress.finish();
+    let report = report?;
+    if a.common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else if !a.common.quiet {
+        if report.already_complete {
+            println!("{}: already complete (plan {})", a.target, report.plan_id);
+        } else {
+            println!(
+                "rechunked {} array(s), {} in {:.2} s ({}/s); {} tasks run, {} skipped, {} retried; peak RSS {} of {}",
+                report.arrays,
+                human(report.bytes),
+                report.seconds,
+                human((report.bytes as f64 / report.seconds.max(1e-9)) as u64),
+                report.tasks_run,
+                report.tasks_skipped,
+                report.retries,
+                human(report.peak_rss),
+                human(report.max_mem)
+            );
+        }
+    }
+    Ok(())
+}
