@@ -24,7 +24,7 @@ use crate::OpsError;
 /// listing buffers.
 const RESERVE_FIXED: u64 = 24 << 20;
 /// Bytes a task holds besides its buffers: codec contexts, bookkeeping.
-const TASK_OVERHEAD: u64 = 4 << 20;
+const TASK_OVERHEAD: u64 = 1 << 20;
 
 /// Everything `chunkmill rechunk` is asked.
 #[derive(Clone, Debug)]
