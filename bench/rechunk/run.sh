@@ -117,9 +117,14 @@ EOF
 # --- measurement ---------------------------------------------------------------------
 json_str() { "$BPY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
-write_meta() {  # name status rc load_before uptime_before rustc_count cmd note
+cpu_busy_s() {  # machine-wide busy CPU seconds since boot (user+nice+system+irq+softirq)
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2+$3+$4+$7+$8)/hz}' /proc/stat
+}
+
+write_meta() {  # name status rc load_before uptime_before rustc_count cmd note [busy_before busy_after]
   cat >"$RAW/$1.meta.json" <<EOF
 {"status": "$2", "rc": $3, "timeout_s": $TIMEOUT, "load_before": "$4",
+ "machine_busy_cpu_s": $(awk -v a="${9:-0}" -v b="${10:-0}" 'BEGIN {printf "%.2f", b - a}'),
  "uptime_before": $(json_str "$5"), "rustc_processes_before": $6,
  "load_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "command": $(json_str "$7"), "note": $(json_str "$8")}
 EOF
@@ -127,23 +132,25 @@ EOF
 
 measure() {  # name cmd...
   local name=$1; shift
-  local load up rustc rc status
+  local load up rustc rc status busy0 busy1
   sync
   load=$(cut -d' ' -f1 /proc/loadavg)
   up=$(uptime)
   rustc=$(pgrep -c -x rustc || true)
   say "== $name (cap ${TIMEOUT}s; load $load; rustc processes running: $rustc)"
   say "   $*"
+  busy0=$(cpu_busy_s)
   /usr/bin/time -v -o "$RAW/$name.time" timeout --kill-after=10 "$TIMEOUT" "$@" >"$RAW/$name.log" 2>&1 &
   local tpid=$!
   "$BPY" bench/rechunk/treepeak.py "$tpid" --out "$RAW/$name.tree.json" &
   local spid=$!
   set +e; wait "$tpid"; rc=$?; set -e
+  busy1=$(cpu_busy_s)
   wait "$spid" || true
   if [[ $rc == 0 ]]; then status=ok
   elif [[ $rc == 124 || $rc == 137 ]]; then status=timeout
   else status=failed; fi
-  write_meta "$name" "$status" "$rc" "$load" "$up" "$rustc" "$*" ""
+  write_meta "$name" "$status" "$rc" "$load" "$up" "$rustc" "$*" "" "$busy0" "$busy1"
   local wall rss
   wall=$(grep 'Elapsed (wall' "$RAW/$name.time" | awk '{print $NF}')
   rss=$(awk '/Maximum resident/ {printf "%.0f", $NF*1024/1e6}' "$RAW/$name.time")

@@ -52,7 +52,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("pid", type=int)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--interval", type=float, default=0.1)
+    ap.add_argument("--interval", type=float, default=0.2)
     args = ap.parse_args()
 
     peak = 0

@@ -217,7 +217,7 @@ def assert_fill_value(src: zarr.Array, tgt: zarr.Array) -> None:
     sf, tf = src.fill_value, tgt.fill_value
     sfmt, tfmt = src.metadata.zarr_format, tgt.metadata.zarr_format
     if sfmt == tfmt:
-        assert fill_equal(sf, tf, src.dtype), f"{tgt.path}: fill value {tf!r}, source has {sf!r}"
+        assert fill_equal(sf, tf, src.dtype), f"{tgt.path or '<root>'}: fill value {tf!r}, source has {sf!r}"
         return
     if sfmt == 2:
         want = [sf] if sf is not None else [np.zeros((), dtype=src.dtype)[()]]
@@ -226,7 +226,7 @@ def assert_fill_value(src: zarr.Array, tgt: zarr.Array) -> None:
         if "_FillValue" in src.attrs:
             want.append(decoded_fill_attr(src))
     assert any(fill_equal(w, tf, src.dtype) for w in want), (
-        f"{tgt.path}: fill value {tf!r} (zarr v{tfmt}); source (v{sfmt}) has {sf!r}, accepted {want!r}"
+        f"{tgt.path or '<root>'}: fill value {tf!r} (zarr v{tfmt}); source (v{sfmt}) has {sf!r}, accepted {want!r}"
     )
 
 

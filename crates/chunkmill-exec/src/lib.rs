@@ -174,6 +174,7 @@ pub fn run_plan(
     let pool = MemoryPool::new(options.memory);
     let mut summary = RunSummary::default();
     for (index, stage) in plan.stages.iter().enumerate() {
+        let stage_start = Instant::now();
         let done = markers.marked(&stage.name)?;
         let pending: Vec<u64> = (0..stage.tasks()).filter(|t| !done.contains(t)).collect();
         on_event(&Event::StageStarted {
@@ -264,6 +265,7 @@ pub fn run_plan(
                 message,
             });
         }
+        tracing::info!(stage = %stage.name, label = %stage.label, tasks = pending.len(), seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
         on_event(&Event::StageFinished { index });
     }
     summary.seconds = started.elapsed().as_secs_f64();

@@ -69,6 +69,33 @@ fn nominal_region(grid: &Grid, coords: &[u64]) -> Region {
     )
 }
 
+/// A zeroed buffer. Large ones ask the kernel for transparent huge pages first: a task's block
+/// is touched page by page as chunks land in it, and one 2 MiB fault costs far less than 512
+/// small ones (about a sixth of a rechunk's time went to page faults without this).
+#[allow(unsafe_code)]
+fn zeroed(len: usize) -> Vec<u8> {
+    const HUGE: usize = 2 << 20;
+    let mut buffer: Vec<u8> = Vec::with_capacity(len);
+    if len >= 4 * HUGE {
+        let start = buffer.as_mut_ptr() as usize;
+        let aligned = start.next_multiple_of(HUGE);
+        let end = (start + len) / HUGE * HUGE;
+        if end > aligned {
+            // SAFETY: the range lies inside the allocation just made and not yet touched;
+            // madvise only sets a paging hint and never changes the memory's contents.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+    buffer.resize(len, 0);
+    buffer
+}
+
 fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
     format!("{prefix}/{}", grid.ravel(coords))
 }
@@ -81,12 +108,14 @@ impl CopyRunner {
         let in_grid = stage.input.grid();
         let out_grid = stage.output.grid();
         let mut stats = TaskStats::default();
-        let mut block = vec![0u8; region.num_elements() as usize * item];
+        let mut block = zeroed(region.num_elements() as usize * item);
 
         for coords in in_grid.chunks_in(region) {
             let (bytes, held) = match &*input {
                 Opened::Zarr(array) => (
-                    array.read_chunk(&coords).map_err(|e| e.to_string())?,
+                    chunkmill_store::Bytes::from(
+                        array.read_chunk(&coords).map_err(|e| e.to_string())?,
+                    ),
                     nominal_region(in_grid, &coords),
                 ),
                 Opened::Pieces { store, prefix } => {
@@ -128,7 +157,7 @@ impl CopyRunner {
                         let mut bytes = if target.num_elements()
                             == out_grid.chunk_region(&coords).num_elements()
                         {
-                            vec![0u8; target.num_elements() as usize * item]
+                            zeroed(target.num_elements() as usize * item)
                         } else {
                             array.fill_bytes().repeat(target.num_elements() as usize)
                         };
@@ -150,7 +179,7 @@ impl CopyRunner {
                         block.take().unwrap_or_default()
                     } else {
                         let source = block.as_ref().ok_or("block already consumed")?;
-                        let mut bytes = vec![0u8; target.num_elements() as usize * item];
+                        let mut bytes = zeroed(target.num_elements() as usize * item);
                         copy_region(source, region, &mut bytes, &target, &target, item);
                         bytes
                     };

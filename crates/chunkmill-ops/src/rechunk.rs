@@ -23,6 +23,11 @@ use crate::OpsError;
 /// Bytes kept free of task reservations for what no task owns: allocator slack, progress,
 /// listing buffers.
 const RESERVE_FIXED: u64 = 24 << 20;
+/// What the planner assumes the process holds before any task (code, runtime, thread stacks).
+/// A fixed figure, not the measured one, so the same request always gives the same plan (and
+/// plan id, which `--resume` relies on); the run measures the real baseline and admits tasks
+/// within what is really left.
+const BASELINE_ALLOWANCE: u64 = 32 << 20;
 /// Bytes a task holds besides its buffers: codec contexts, bookkeeping.
 const TASK_OVERHEAD: u64 = 1 << 20;
 
@@ -175,7 +180,7 @@ fn resolve(spec: &ChunkSpec, info: &ArrayInfo, base: &[u64]) -> Result<Option<Ve
                 sizes
                     .iter()
                     .zip(&info.shape)
-                    .map(|(s, &len)| s.map_or(whole(len), |s| s.min(whole(len))))
+                    .map(|(s, &len)| s.map_or(whole(len), |s| capped(s, len)))
                     .collect(),
             ))
         }
@@ -192,7 +197,7 @@ fn resolve(spec: &ChunkSpec, info: &ArrayInfo, base: &[u64]) -> Result<Option<Ve
                     match named.iter().find(|(n, _)| Some(n.as_str()) == d.as_deref()) {
                         Some((_, s)) => {
                             any = true;
-                            s.map_or(whole(len), |s| s.min(whole(len)))
+                            s.map_or(whole(len), |s| capped(s, len))
                         }
                         None => b,
                     }
@@ -200,6 +205,15 @@ fn resolve(spec: &ChunkSpec, info: &ArrayInfo, base: &[u64]) -> Result<Option<Ve
                 .collect();
             Ok(any.then_some(chunks))
         }
+    }
+}
+
+/// A requested chunk size no longer than its axis (an empty axis keeps the request).
+fn capped(size: u64, len: u64) -> u64 {
+    if len == 0 {
+        size
+    } else {
+        size.min(len)
     }
 }
 
@@ -346,9 +360,9 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         .unwrap_or_else(|| work.join("intermediate"));
     let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
 
-    let baseline = memory::current_rss();
+    let baseline = BASELINE_ALLOWANCE.max(memory::current_rss());
     let reserve = RESERVE_FIXED + options.max_mem / 32;
-    let task_budget = options.max_mem.saturating_sub(baseline + reserve);
+    let task_budget = options.max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve);
 
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
@@ -477,6 +491,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
             concurrency: plan.concurrency,
             nbytes: info.nbytes(),
         });
+        let (fill_value, attributes) = zarr::translate_fill(info, options.zarr_format);
         specs.push(ArraySpec {
             path: info.path.clone(),
             zarr_format: options.zarr_format,
@@ -484,14 +499,10 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
             dtype: info.dtype.clone(),
             chunks: grid_chunks,
             inner_chunks: shards.map(|_| chunks),
-            fill_value: zarr::translate_fill_value(
-                &info.fill_value,
-                &info.dtype,
-                options.zarr_format,
-            ),
+            fill_value,
             encoding,
             dimension_names: info.dimension_names.clone(),
-            attributes: info.attributes.clone(),
+            attributes,
         });
     }
     let plan = Plan::new("rechunk", options.max_mem, stages, cleanup);
@@ -535,7 +546,18 @@ pub fn run_rechunk(
     options: &RechunkOptions,
     on_event: &(dyn Fn(&Event) + Sync),
 ) -> Result<RechunkReport, OpsError> {
-    let job = plan_rechunk(options)?;
+    run_job(&plan_rechunk(options)?, options, on_event)
+}
+
+/// Run a rechunk planned by [`plan_rechunk`] with the same options.
+///
+/// # Errors
+/// As [`run_rechunk`].
+pub fn run_job(
+    job: &RechunkJob,
+    options: &RechunkOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RechunkReport, OpsError> {
     let plan = &job.plan;
     let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
@@ -600,7 +622,20 @@ pub fn run_rechunk(
         zarr::create_array(&target, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
     }
 
-    let mut run_options = RunOptions::new(options.workers, job.task_budget);
+    let measured = memory::current_rss();
+    let capacity = options
+        .max_mem
+        .saturating_sub(measured + RESERVE_FIXED + options.max_mem / 32);
+    if capacity < plan.max_projected_mem() {
+        return Err(OpsError::Refused(format!(
+            "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",
+            human(measured),
+            human(options.max_mem),
+            human(capacity),
+            human(plan.max_projected_mem())
+        )));
+    }
+    let mut run_options = RunOptions::new(options.workers, capacity);
     run_options.retries = options.retries;
     let runner = CopyRunner::new();
     let summary: RunSummary =

@@ -12,18 +12,21 @@ use serde_json::json;
 fn make_source(url: &str, shape: &[u64], chunks: &[u64], skip_some: bool) {
     let store = Store::open(url).unwrap();
     store.erase_prefix("").unwrap();
-    zarr::create_array(&store, &ArraySpec {
-        path: String::new(),
-        zarr_format: 3,
-        shape: shape.to_vec(),
-        dtype: "int64".into(),
-        chunks: chunks.to_vec(),
-        inner_chunks: None,
-        fill_value: json!(-1),
-        encoding: Encoding::Compressor(Compressor::Zstd(1)),
-        dimension_names: None,
-        attributes: serde_json::Map::new(),
-    })
+    zarr::create_array(
+        &store,
+        &ArraySpec {
+            path: String::new(),
+            zarr_format: 3,
+            shape: shape.to_vec(),
+            dtype: "int64".into(),
+            chunks: chunks.to_vec(),
+            inner_chunks: None,
+            fill_value: json!(-1),
+            encoding: Encoding::Compressor(Compressor::Zstd(1)),
+            dimension_names: None,
+            attributes: serde_json::Map::new(),
+        },
+    )
     .unwrap();
     let array = ZarrArray::open(&store, "").unwrap();
     let grid = Grid::regular(shape, chunks).unwrap();
@@ -31,11 +34,21 @@ fn make_source(url: &str, shape: &[u64], chunks: &[u64], skip_some: bool) {
         if skip_some && n % 3 == 1 {
             continue; // never written: reads as the fill value -1
         }
-        let nominal: Vec<_> = c.iter().zip(chunks).map(|(&i, &s)| i * s..(i + 1) * s).collect();
+        let nominal: Vec<_> = c
+            .iter()
+            .zip(chunks)
+            .map(|(&i, &s)| i * s..(i + 1) * s)
+            .collect();
         let bytes: Vec<u8> = CoordIter::new(nominal)
             .flat_map(|p| {
                 let inside = p.iter().zip(shape).all(|(x, n)| x < n);
-                let v = if inside { p.iter().zip(shape).fold(0i64, |a, (&x, &n)| a * n as i64 + x as i64) } else { -1 };
+                let v = if inside {
+                    p.iter()
+                        .zip(shape)
+                        .fold(0i64, |a, (&x, &n)| a * n as i64 + x as i64)
+                } else {
+                    -1
+                };
                 v.to_ne_bytes()
             })
             .collect();
@@ -51,7 +64,11 @@ fn check_target(url: &str, shape: &[u64], source_chunks: &[u64], chunks: &[u64],
     let grid = Grid::regular(shape, chunks).unwrap();
     for c in CoordIter::new(grid.counts().into_iter().map(|k| 0..k).collect()) {
         let bytes = array.read_chunk(&c).unwrap();
-        let nominal: Vec<_> = c.iter().zip(chunks).map(|(&i, &s)| i * s..(i + 1) * s).collect();
+        let nominal: Vec<_> = c
+            .iter()
+            .zip(chunks)
+            .map(|(&i, &s)| i * s..(i + 1) * s)
+            .collect();
         for (i, p) in CoordIter::new(nominal).enumerate() {
             if p.iter().zip(shape).any(|(x, n)| x >= n) {
                 continue;
@@ -59,7 +76,13 @@ fn check_target(url: &str, shape: &[u64], source_chunks: &[u64], chunks: &[u64],
             let got = i64::from_ne_bytes(bytes[8 * i..8 * i + 8].try_into().unwrap());
             let src_chunk: Vec<u64> = p.iter().zip(source_chunks).map(|(x, s)| x / s).collect();
             let skipped = skip_some && source_grid.ravel(&src_chunk) % 3 == 1;
-            let want = if skipped { -1 } else { p.iter().zip(shape).fold(0i64, |a, (&x, &n)| a * n as i64 + x as i64) };
+            let want = if skipped {
+                -1
+            } else {
+                p.iter()
+                    .zip(shape)
+                    .fold(0i64, |a, (&x, &n)| a * n as i64 + x as i64)
+            };
             assert_eq!(got, want, "at {p:?}");
         }
     }
@@ -90,7 +113,7 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
 
 /// A budget that leaves `task_mib` MiB for tasks above this process's baseline.
 fn budget(task_mib: u64) -> u64 {
-    let base = chunkmill_exec::memory::current_rss() + (24 << 20);
+    let base = chunkmill_exec::memory::current_rss().max(32 << 20) + (24 << 20);
     ((base + (task_mib << 20)) as f64 * 1.04) as u64
 }
 
@@ -112,7 +135,13 @@ fn rechunks_equal_the_arithmetic() {
         let want: Vec<u64> = spec
             .split(',')
             .zip(shape.iter())
-            .map(|(s, &len)| if s == "-1" { len } else { s.parse::<u64>().unwrap().min(len) })
+            .map(|(s, &len)| {
+                if s == "-1" {
+                    len
+                } else {
+                    s.parse::<u64>().unwrap().min(len)
+                }
+            })
             .collect();
         check_target(&dst, shape, source_chunks, &want, *skip);
     }
@@ -126,28 +155,46 @@ fn a_tight_budget_goes_through_intermediates_and_still_equals_the_arithmetic() {
     let mut opts = options(src, dst, "400,1", budget(1) + 400_000);
     opts.workers = 1;
     let job = plan_rechunk(&opts).unwrap();
-    assert_ne!(job.arrays[0].strategy, chunkmill_grid::rechunk::Strategy::Direct, "{:?}", job.arrays[0]);
+    assert_ne!(
+        job.arrays[0].strategy,
+        chunkmill_grid::rechunk::Strategy::Direct,
+        "{:?}",
+        job.arrays[0]
+    );
     assert!(job.plan.max_projected_mem() <= job.task_budget);
     run_rechunk(&opts, &|_| {}).unwrap();
     check_target(dst, &[400, 400], &[1, 400], &[400, 1], false);
     // Intermediates are gone.
-    assert!(Store::open(&format!("{dst}.work/intermediate")).unwrap().is_empty().unwrap());
+    assert!(Store::open(&format!("{dst}.work/intermediate"))
+        .unwrap()
+        .is_empty()
+        .unwrap());
 }
 
 #[test]
 fn empty_and_zero_d_arrays() {
-    for (n, shape, chunks, spec) in [(0, vec![0u64, 10], vec![1u64, 5], "1,10"), (1, vec![], vec![], "")] {
+    for (n, shape, chunks, spec) in [
+        (0, vec![0u64, 10], vec![1u64, 5], "1,10"),
+        (1, vec![], vec![], ""),
+    ] {
         let src = format!("memory://edge-src-{n}");
         let dst = format!("memory://edge-dst-{n}");
         make_source(&src, &shape, &chunks, false);
-        let spec = if spec.is_empty() { ChunkSpec::ByAxis(vec![]) } else { spec.parse().unwrap() };
+        let spec = if spec.is_empty() {
+            ChunkSpec::ByAxis(vec![])
+        } else {
+            spec.parse().unwrap()
+        };
         let mut opts = options(&src, &dst, "1", budget(4));
         opts.chunks = spec;
         run_rechunk(&opts, &|_| {}).unwrap();
         let array = ZarrArray::open(&Store::open(&dst).unwrap(), "").unwrap();
         assert_eq!(array.info().shape, shape);
         if shape.is_empty() {
-            assert_eq!(i64::from_ne_bytes(array.read_chunk(&[]).unwrap()[..8].try_into().unwrap()), 0);
+            assert_eq!(
+                i64::from_ne_bytes(array.read_chunk(&[]).unwrap()[..8].try_into().unwrap()),
+                0
+            );
         }
     }
 }

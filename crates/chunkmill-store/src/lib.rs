@@ -29,6 +29,7 @@ mod store;
 pub mod zarr;
 
 pub use store::{Store, StoreKind};
+pub use zarrs_storage::Bytes;
 
 /// What can go wrong reaching a store.
 #[derive(Debug, thiserror::Error)]

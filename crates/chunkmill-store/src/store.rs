@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use zarrs_storage::{
-    ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, StorePrefix,
+    Bytes, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, StorePrefix,
 };
 
 use crate::{local, memory, s3, StoreError};
@@ -120,13 +120,9 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the backend fails.
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let k = self.key(key)?;
-        Ok(self
-            .storage
-            .get(&k)
-            .map_err(self.backend("get", key))?
-            .map(|b| b.to_vec()))
+        Ok(self.storage.get(&k).map_err(self.backend("get", key))?)
     }
 
     /// The JSON value at `key`, or `None`.

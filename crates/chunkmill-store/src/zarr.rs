@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use zarrs::array::{Array, ArrayBytes};
 use zarrs_codec::CodecOptions;
@@ -488,17 +489,107 @@ pub struct ArraySpec {
     pub attributes: Map<String, Value>,
 }
 
-/// The fill value `value` (written for `from` format) as the `to` format writes it.
-#[must_use]
-pub fn translate_fill_value(value: &Value, dtype: &str, to: u8) -> Value {
-    if to == 3 && value.is_null() {
-        return if dtype == "bool" {
-            json!(false)
+/// The bytes (little-endian) of a fill value written as JSON for `dtype`.
+fn fill_le_bytes(value: &Value, dtype: &str) -> Option<Vec<u8>> {
+    let float = |v: &Value| -> Option<f64> {
+        match v {
+            Value::String(s) if s == "NaN" => Some(f64::NAN),
+            Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
+            Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
+            other => other.as_f64(),
+        }
+    };
+    Some(match dtype {
+        "float32" => (float(value)? as f32).to_le_bytes().to_vec(),
+        "float64" => float(value)?.to_le_bytes().to_vec(),
+        "bool" => vec![u8::from(value.as_bool()?)],
+        d if d.starts_with("int") => {
+            let size = v3_item_size(d)?;
+            value.as_i64()?.to_le_bytes()[..size].to_vec()
+        }
+        d if d.starts_with("uint") => {
+            let size = v3_item_size(d)?;
+            value.as_u64()?.to_le_bytes()[..size].to_vec()
+        }
+        _ => return None,
+    })
+}
+
+/// The JSON fill value of little-endian `bytes` of `dtype`.
+fn fill_from_le_bytes(bytes: &[u8], dtype: &str) -> Option<Value> {
+    let special = |f: f64| -> Value {
+        if f.is_nan() {
+            json!("NaN")
+        } else if f.is_infinite() {
+            json!(if f > 0.0 { "Infinity" } else { "-Infinity" })
         } else {
-            json!(0)
-        };
+            json!(f)
+        }
+    };
+    Some(match (dtype, bytes.len()) {
+        ("float32", 4) => special(f64::from(f32::from_le_bytes(bytes.try_into().ok()?))),
+        ("float64", 8) => special(f64::from_le_bytes(bytes.try_into().ok()?)),
+        _ => return None,
+    })
+}
+
+/// The fill value and attributes a target of format `to` needs so that zarr-python reads the
+/// same values and xarray decodes the same variable as from `source`.
+///
+/// xarray takes a v2 array's `fill_value` as its `_FillValue`, but in v3 reads only the
+/// `_FillValue` attribute (base64 of the value's bytes for floats). So v2 → v3 adds that
+/// attribute, and v3 → v2 moves the attribute into `fill_value` (or, without one, keeps a NaN
+/// fill, and otherwise writes `null` and stores every chunk, as zarr-python reads a missing v2
+/// chunk as zeros then).
+#[must_use]
+pub fn translate_fill(source: &ArrayInfo, to: u8) -> (Value, Map<String, Value>) {
+    let mut attributes = source.attributes.clone();
+    let fill = source.fill_value.clone();
+    if source.zarr_format == to {
+        return (fill, attributes);
     }
-    value.clone()
+    if to == 3 {
+        if fill.is_null() {
+            return (
+                if source.dtype == "bool" {
+                    json!(false)
+                } else {
+                    json!(0)
+                },
+                attributes,
+            );
+        }
+        if !attributes.contains_key("_FillValue") {
+            let encoded = if source.dtype.starts_with("float") {
+                // xarray stores a float _FillValue as the 8 bytes of a double, whatever the dtype.
+                fill_le_bytes(&fill, "float64")
+                    .map(|b| json!(base64::engine::general_purpose::STANDARD.encode(b)))
+            } else {
+                Some(fill.clone())
+            };
+            if let Some(encoded) = encoded {
+                attributes.insert("_FillValue".into(), encoded);
+            }
+        }
+        return (fill, attributes);
+    }
+    match attributes.get("_FillValue").cloned() {
+        // A base64 float means nothing to xarray in v2: it becomes the fill value itself.
+        Some(Value::String(s)) if source.dtype.starts_with("float") => {
+            if let Some(decoded) = base64::engine::general_purpose::STANDARD
+                .decode(&s)
+                .ok()
+                .and_then(|b| fill_from_le_bytes(&b, "float64"))
+            {
+                attributes.remove("_FillValue");
+                return (decoded, attributes);
+            }
+        }
+        Some(number) if number.is_number() => return (number, attributes),
+        _ => {}
+    }
+    let keep_nan = source.dtype.starts_with("float") && fill == json!("NaN");
+    (if keep_nan { fill } else { Value::Null }, attributes)
 }
 
 /// Encoding of `source` as a target of format `to`: the same codecs when the formats agree,
@@ -738,7 +829,9 @@ impl ZarrArray {
             ));
         }
         // One task decodes one chunk at a time: parallelism comes from tasks, memory stays known.
-        let options = CodecOptions::default().with_concurrent_target(1);
+        let options = CodecOptions::default()
+            .with_concurrent_target(1)
+            .with_store_empty_chunks(info.zarr_format == 2 && info.fill_value.is_null());
         Ok(ZarrArray {
             info,
             url: store.url().to_string(),

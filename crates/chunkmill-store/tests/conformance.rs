@@ -13,14 +13,17 @@ fn put_get_list_erase(store: &Store) {
     store.put("a/b/c", vec![1, 2, 3]).unwrap();
     store.put("a/d", vec![4]).unwrap();
     store.put("e", vec![]).unwrap();
-    assert_eq!(store.get("a/b/c").unwrap(), Some(vec![1, 2, 3]));
-    assert_eq!(store.get("e").unwrap(), Some(vec![]));
+    assert_eq!(
+        store.get("a/b/c").unwrap().as_deref(),
+        Some(&[1u8, 2, 3][..])
+    );
+    assert_eq!(store.get("e").unwrap().as_deref(), Some(&[][..]));
     assert!(store.exists("a/d").unwrap());
     let mut keys = store.list("a/").unwrap();
     keys.sort();
     assert_eq!(keys, vec!["a/b/c".to_string(), "a/d".to_string()]);
     store.put("a/b/c", vec![9]).unwrap();
-    assert_eq!(store.get("a/b/c").unwrap(), Some(vec![9]));
+    assert_eq!(store.get("a/b/c").unwrap().as_deref(), Some(&[9u8][..]));
     store.erase_prefix("a/").unwrap();
     assert_eq!(store.list("").unwrap(), vec!["e".to_string()]);
     store.erase("e").unwrap();
@@ -40,7 +43,10 @@ fn markers(store: &Store) {
     assert!(!m.is_marked("s1", 3).unwrap());
     assert_eq!(m.records("s0").unwrap()[2].1["seconds"], 17);
     // Another plan's markers are apart.
-    assert!(Markers::new(store.clone(), "plan2").marked("s0").unwrap().is_empty());
+    assert!(Markers::new(store.clone(), "plan2")
+        .marked("s0")
+        .unwrap()
+        .is_empty());
     m.clear().unwrap();
     assert!(m.marked("s0").unwrap().is_empty());
 }
@@ -63,12 +69,16 @@ fn zarr_round_trip(store: &Store) {
         zarr::create_array(store, &spec).unwrap();
         let array = ZarrArray::open(store, &spec.path).unwrap();
         assert!(f32::from_ne_bytes(array.fill_bytes().try_into().unwrap()).is_nan());
-        let values: Vec<u8> = (0..8).flat_map(|i| (i as f32 * 1.5).to_ne_bytes()).collect();
+        let values: Vec<u8> = (0..8)
+            .flat_map(|i| (i as f32 * 1.5).to_ne_bytes())
+            .collect();
         array.write_chunk(&[1, 1], values.clone()).unwrap();
         assert_eq!(array.read_chunk(&[1, 1]).unwrap(), values);
         // A chunk never written decodes to the fill value.
         let empty = array.read_chunk(&[0, 0]).unwrap();
-        assert!(empty.chunks(4).all(|b| f32::from_ne_bytes(b.try_into().unwrap()).is_nan()));
+        assert!(empty
+            .chunks(4)
+            .all(|b| f32::from_ne_bytes(b.try_into().unwrap()).is_nan()));
         let info = array.info();
         assert_eq!(info.dimension_names, spec.dimension_names);
         assert_eq!(info.attributes["units"], "K");
@@ -108,7 +118,10 @@ fn local_writes_leave_no_partial_files() {
     for i in 0..20 {
         store.put(&format!("k/{i}"), vec![i; 1000]).unwrap();
     }
-    let names: Vec<String> = std::fs::read_dir(dir.path().join("k")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("k"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names.len(), 20, "{names:?}");
     assert!(names.iter().all(|n| !n.contains("partial")));
 }
@@ -124,6 +137,12 @@ fn s3_backend() {
 
 #[test]
 fn bad_urls_are_refused() {
-    assert!(Store::open("ftp://x/y").unwrap_err().to_string().contains("unsupported scheme"));
-    assert!(Store::open("s3://").unwrap_err().to_string().contains("no bucket"));
+    assert!(Store::open("ftp://x/y")
+        .unwrap_err()
+        .to_string()
+        .contains("unsupported scheme"));
+    assert!(Store::open("s3://")
+        .unwrap_err()
+        .to_string()
+        .contains("no bucket"));
 }

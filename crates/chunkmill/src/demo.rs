@@ -3,7 +3,7 @@
 //! checked against the formula that made it.
 
 use chunkmill_grid::{CoordIter, Grid};
-use chunkmill_ops::rechunk::{human, plan_rechunk, run_rechunk, RechunkOptions};
+use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, RechunkOptions};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_store::zarr::{self, ArraySpec, Compressor, Encoding, ZarrArray};
 use chunkmill_store::Store;
@@ -253,7 +253,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
     println!("3. rechunking into {target}");
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, !a.no_progress);
-    let report = run_rechunk(&options, &|e| progress.on_event(e));
+    let report = run_job(&job, &options, &|e| progress.on_event(e));
     progress.finish();
     let report = report?;
     println!(

@@ -43,14 +43,15 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// Return freed buffers to the system at once, so resident memory follows what the tasks
-/// hold. glibc otherwise raises its mmap threshold after the first large free and keeps later
-/// chunk buffers on its heap, where resident memory only grows.
+/// Keep resident memory close to what the tasks hold. Buffers up to 32 MiB (chunks, pieces)
+/// come from the heap and are reused without fresh page faults; larger ones (task blocks) are
+/// mapped and returned on free. glibc would otherwise move its threshold by itself, and a
+/// block freed to the heap could stay resident.
 #[allow(unsafe_code)]
 fn tame_allocator() {
     // SAFETY: mallopt only sets allocator parameters; it is called before any other thread runs.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }

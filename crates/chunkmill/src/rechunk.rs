@@ -1,6 +1,6 @@
 //! `chunkmill rechunk` and `chunkmill plan rechunk`.
 
-use chunkmill_ops::rechunk::{human, plan_rechunk, run_rechunk, RechunkJob, RechunkOptions};
+use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, RechunkJob, RechunkOptions};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
@@ -163,14 +163,10 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
 pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let opts = options(a)?;
     let show = !(a.common.no_progress || a.common.quiet || a.common.json);
-    let total: u64 = plan_rechunk(&opts)?
-        .plan
-        .stages
-        .iter()
-        .map(|s| s.bytes_written)
-        .sum();
+    let job = plan_rechunk(&opts)?;
+    let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, show);
-    let report = run_rechunk(&opts, &|e| progress.on_event(e));
+    let report = run_job(&job, &opts, &|e| progress.on_event(e));
     progress.finish();
     let report = report?;
     if a.common.json {
