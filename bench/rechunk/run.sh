@@ -19,6 +19,9 @@
 #   BENCH_TOOLS="..."       subset/order of: chunkmill rechunker-dask rechunker-python dask cubed floor
 #   BENCH_TIMEOUT=600       cap per tool, seconds (a capped tool is reported as "> N s (timed out)")
 #   BENCH_WORKERS=2         threads for the peers' schedulers and the parallel codec floor
+#   BENCH_QUIET_WAIT=0      before each tool, wait up to this many seconds for the machine to be
+#                           quiet (< 0.5 CPU s used in 10 s by anything else); on a shared
+#                           machine where someone compiles, e.g. 600
 #   BENCH_KEEP_OUTPUTS=1    keep the outputs under bench/data/out after verification
 #   BENCH_PYTHON=python3.12 interpreter used to create the venvs
 set -euo pipefail
@@ -130,10 +133,24 @@ write_meta() {  # name status rc load_before uptime_before rustc_count cmd note 
 EOF
 }
 
+wait_quiet() {  # up to BENCH_QUIET_WAIT seconds for a 10 s window with < 0.5 CPU s busy
+  local limit=${BENCH_QUIET_WAIT:-0} waited=0 a b
+  ((limit > 0)) || return 0
+  while ((waited < limit)); do
+    a=$(cpu_busy_s); sleep 10; b=$(cpu_busy_s); waited=$((waited + 10))
+    if awk -v a="$a" -v b="$b" 'BEGIN {exit !(b - a < 0.5)}'; then
+      ((waited > 10)) && say "   (waited ${waited}s for a quiet machine)"
+      return 0
+    fi
+  done
+  say "   machine still busy after ${limit}s; measuring anyway (see the others' CPU column)"
+}
+
 measure() {  # name cmd...
   local name=$1; shift
   local load up rustc rc status busy0 busy1
   sync
+  wait_quiet
   load=$(cut -d' ' -f1 /proc/loadavg)
   up=$(uptime)
   rustc=$(pgrep -c -x rustc || true)

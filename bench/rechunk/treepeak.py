@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sample the summed RSS of a process tree until its root exits (Linux, stdlib only).
 
-    treepeak.py PID --out FILE [--interval 0.1]
+    treepeak.py PID --out FILE [--interval 0.2]
 
 /usr/bin/time -v reports the peak RSS of the largest single process it waited
 for, which is the whole tree's peak only when the tool runs in one process (all

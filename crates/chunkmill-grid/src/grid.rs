@@ -174,7 +174,7 @@ impl AxisChunks {
     #[must_use]
     pub fn is_aligned(&self, range: &Range<u64>) -> bool {
         let on = |x: u64| match self {
-            Self::Regular { size, len } => x % size == 0 || x == *len,
+            Self::Regular { size, len } => x.is_multiple_of(*size) || x == *len,
             Self::Rectilinear { bounds } => bounds.binary_search(&x).is_ok(),
         };
         on(range.start) && on(range.end)

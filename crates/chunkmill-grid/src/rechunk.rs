@@ -229,7 +229,8 @@ impl RechunkProblem {
             .collect();
         for &axis in order {
             let unit = base[axis].max(1);
-            let cap = limit[axis].max(unit);
+            // A block never reaches past the array: one clipped chunk is the whole axis.
+            let cap = limit[axis].max(unit).min(self.shape[axis].max(1));
             // Largest multiple m with block[axis] = min(m * unit, cap) that still fits.
             let (mut lo, mut hi) = (1u64, cap.div_ceil(unit));
             while lo < hi {
@@ -245,6 +246,14 @@ impl RechunkProblem {
             block[axis] = (lo * unit).min(cap);
         }
         block
+    }
+
+    fn clipped(&self, block: &[u64]) -> Vec<u64> {
+        block
+            .iter()
+            .zip(&self.shape)
+            .map(|(&b, &len)| b.min(len.max(1)))
+            .collect()
     }
 
     fn regular(&self, block: &[u64]) -> Grid {
@@ -274,7 +283,7 @@ impl RechunkProblem {
                 let blocks = self.regular(b);
                 self.stage(&self.source, &target, blocks).projected_mem <= per_task
             };
-            if !fits(&self.target_chunks) {
+            if !fits(&self.clipped(&self.target_chunks)) {
                 continue;
             }
             let block = self.consolidate(&self.target_chunks, &full, order, &fits);
@@ -323,7 +332,7 @@ impl RechunkProblem {
                 );
                 self.stage(&piece, &target, blocks).projected_mem <= per_task
             };
-            if !write_fits(&self.target_chunks) {
+            if !write_fits(&self.clipped(&self.target_chunks)) {
                 continue;
             }
             let write = self.consolidate(&self.target_chunks, &self.shape, order, &write_fits);
@@ -338,7 +347,7 @@ impl RechunkProblem {
                 let out = blocks.union(&self.regular(&write));
                 self.stage(&self.source, &out, blocks).projected_mem <= per_task
             };
-            if !read_fits(&source_unit) {
+            if !read_fits(&self.clipped(&source_unit)) {
                 continue;
             }
             let read = self.consolidate(&source_unit, &limit, order, &read_fits);

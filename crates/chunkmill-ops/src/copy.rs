@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 /// An endpoint opened once per process and shared by every task that uses it.
 enum Opened {
-    Zarr(ZarrArray),
+    Zarr(Box<ZarrArray>),
     Pieces { store: Store, prefix: String },
 }
 
@@ -42,7 +42,9 @@ impl CopyRunner {
         let opened = match endpoint {
             Endpoint::Zarr { url, path, .. } => {
                 let store = Store::open(url).map_err(|e| e.to_string())?;
-                Opened::Zarr(ZarrArray::open(&store, path).map_err(|e| e.to_string())?)
+                Opened::Zarr(Box::new(
+                    ZarrArray::open(&store, path).map_err(|e| e.to_string())?,
+                ))
             }
             Endpoint::Pieces { url, prefix, .. } => Opened::Pieces {
                 store: Store::open(url).map_err(|e| e.to_string())?,

@@ -122,7 +122,7 @@ impl Store {
     /// [`StoreError::Backend`] when the backend fails.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let k = self.key(key)?;
-        Ok(self.storage.get(&k).map_err(self.backend("get", key))?)
+        self.storage.get(&k).map_err(self.backend("get", key))
     }
 
     /// The JSON value at `key`, or `None`.

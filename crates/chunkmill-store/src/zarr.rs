@@ -198,6 +198,7 @@ pub struct GroupInfo {
 
 /// A node of a Zarr hierarchy.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a handful per store, read once
 pub enum Node {
     /// An array.
     Array(ArrayInfo),

@@ -1,6 +1,8 @@
 //! One conformance suite, run by every backend: memory, a local directory, and S3 (a real
 //! S3-compatible server that scripts/test starts; named by `CHUNKMILL_TEST_S3`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use chunkmill_store::markers::Markers;
 use chunkmill_store::zarr::{self, ArraySpec, Compressor, Encoding, ZarrArray};
 use chunkmill_store::Store;

@@ -108,11 +108,11 @@ fn print_plan(job: &RechunkJob) {
     );
     for a in &job.arrays {
         println!(
-            "array {:<12} {:?} {} {} → {:?}{}: {} (~{:.1} s est., {} at once)",
+            "array {:<12} {:?} {} {:?} → {:?}{}: {} (~{:.1} s est., {} at once)",
             if a.path.is_empty() { "/" } else { &a.path },
             a.shape,
             a.dtype,
-            format!("{:?}", a.source_chunks),
+            a.source_chunks,
             a.target_chunks,
             a.target_shards
                 .as_ref()
