@@ -64,6 +64,11 @@ pub trait TaskRunner: Send + Sync {
     /// # Errors
     /// A message saying what failed; the executor retries and then reports it.
     fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String>;
+
+    /// Give back whatever the calling thread keeps between its tasks (reused buffers). The
+    /// executor calls it before a thread waits for memory and when the thread ends, so
+    /// memory kept for reuse never stands in the way of another task's reservation.
+    fn release_idle(&self) {}
 }
 
 /// What happens during a run, for progress bars and reports.
@@ -195,54 +200,75 @@ pub fn run_plan(
         let marker_error: Mutex<Option<StoreError>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
         let threads = options.workers.min(pending.len()).max(1);
+        let run_tasks = || loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(&task) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                return;
+            };
+            let reservation = match pool.try_reserve(stage.projected_mem) {
+                Some(r) => r,
+                None => {
+                    runner.release_idle();
+                    pool.reserve(stage.projected_mem)
+                }
+            };
+            let task_start = Instant::now();
+            let mut attempt = 0;
+            let outcome = loop {
+                match runner.run(stage, task) {
+                    Ok(stats) => break Ok(stats),
+                    Err(error) if attempt < options.retries => {
+                        attempt += 1;
+                        retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(stage = %stage.name, task, attempt, %error, "task failed, retrying");
+                        on_event(&Event::TaskRetrying {
+                            stage: index,
+                            task,
+                            attempt,
+                            error,
+                        });
+                        std::thread::sleep(options.backoff * 2u32.pow(attempt - 1));
+                    }
+                    Err(error) => break Err(error),
+                }
+            };
+            drop(reservation);
+            match outcome {
+                Ok(stats) => {
+                    let seconds = task_start.elapsed().as_secs_f64();
+                    let record = serde_json::json!({
+                        "seconds": seconds,
+                        "attempts": attempt + 1,
+                        "bytes_read": stats.bytes_read,
+                        "bytes_written": stats.bytes_written,
+                        "peak_rss": memory::peak_rss(),
+                        "projected_mem": stage.projected_mem,
+                    });
+                    if let Err(e) = markers.mark(&stage.name, task, &record) {
+                        *marker_error.lock() = Some(e);
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    read.fetch_add(stats.bytes_read, Ordering::Relaxed);
+                    written.fetch_add(stats.bytes_written, Ordering::Relaxed);
+                    on_event(&Event::TaskFinished {
+                        stage: index,
+                        task,
+                        stats,
+                        seconds,
+                        decoded_bytes: decoded_per_task,
+                    });
+                }
+                Err(message) => failures.lock().push((task, message)),
+            }
+        };
         std::thread::scope(|scope| {
             for _ in 0..threads {
-                scope.spawn(|| loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let Some(&task) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        return;
-                    };
-                    let reservation = pool.reserve(stage.projected_mem);
-                    let task_start = Instant::now();
-                    let mut attempt = 0;
-                    let outcome = loop {
-                        match runner.run(stage, task) {
-                            Ok(stats) => break Ok(stats),
-                            Err(error) if attempt < options.retries => {
-                                attempt += 1;
-                                retries.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(stage = %stage.name, task, attempt, %error, "task failed, retrying");
-                                on_event(&Event::TaskRetrying { stage: index, task, attempt, error });
-                                std::thread::sleep(options.backoff * 2u32.pow(attempt - 1));
-                            }
-                            Err(error) => break Err(error),
-                        }
-                    };
-                    drop(reservation);
-                    match outcome {
-                        Ok(stats) => {
-                            let seconds = task_start.elapsed().as_secs_f64();
-                            let record = serde_json::json!({
-                                "seconds": seconds,
-                                "attempts": attempt + 1,
-                                "bytes_read": stats.bytes_read,
-                                "bytes_written": stats.bytes_written,
-                                "peak_rss": memory::peak_rss(),
-                                "projected_mem": stage.projected_mem,
-                            });
-                            if let Err(e) = markers.mark(&stage.name, task, &record) {
-                                *marker_error.lock() = Some(e);
-                                stop.store(true, Ordering::Relaxed);
-                                return;
-                            }
-                            read.fetch_add(stats.bytes_read, Ordering::Relaxed);
-                            written.fetch_add(stats.bytes_written, Ordering::Relaxed);
-                            on_event(&Event::TaskFinished { stage: index, task, stats, seconds, decoded_bytes: decoded_per_task });
-                        }
-                        Err(message) => failures.lock().push((task, message)),
-                    }
+                scope.spawn(|| {
+                    run_tasks();
+                    runner.release_idle();
                 });
             }
         });

@@ -54,6 +54,16 @@ impl MemoryPool {
         *self.used.lock()
     }
 
+    /// Reserve `bytes` if they fit now.
+    pub fn try_reserve(&self, bytes: u64) -> Option<Reservation<'_>> {
+        let mut used = self.used.lock();
+        if *used > 0 && *used + bytes > self.capacity {
+            return None;
+        }
+        *used += bytes;
+        Some(Reservation { pool: self, bytes })
+    }
+
     /// Wait until `bytes` fit, then reserve them. A request larger than the whole pool waits
     /// only for the pool to be empty (the planner refuses such tasks before a run starts).
     pub fn reserve(&self, bytes: u64) -> Reservation<'_> {

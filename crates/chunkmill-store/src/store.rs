@@ -41,6 +41,19 @@ impl Store {
     /// # Errors
     /// [`StoreError::BadUrl`] for an unknown scheme or a malformed URL.
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, false)
+    }
+
+    /// Open a store for scratch data that is written once and read once (intermediates): a
+    /// local one bypasses the page cache where the filesystem allows it.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_scratch(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, true)
+    }
+
+    fn open_with(url: &str, scratch: bool) -> Result<Store, StoreError> {
         let url = match url.split_once("://") {
             Some((scheme, rest)) => format!("{scheme}://{}", rest.trim_end_matches('/')),
             None if url.len() > 1 => url.trim_end_matches('/').to_string(),
@@ -65,7 +78,7 @@ impl Store {
             } else if let Some(path) = url.strip_prefix("file://") {
                 (
                     StoreKind::Local,
-                    Arc::new(local::LocalStore::new(path).map_err(|e| bad(&e))?),
+                    Arc::new(local::LocalStore::new(path, scratch).map_err(|e| bad(&e))?),
                 )
             } else if url.contains("://") {
                 return Err(bad(
@@ -75,7 +88,7 @@ impl Store {
                 let path = if url.is_empty() { "/" } else { url.as_str() };
                 (
                     StoreKind::Local,
-                    Arc::new(local::LocalStore::new(path).map_err(|e| bad(&e))?),
+                    Arc::new(local::LocalStore::new(path, scratch).map_err(|e| bad(&e))?),
                 )
             };
         Ok(Store { url, kind, storage })
