@@ -21,6 +21,9 @@ pub enum Command {
         #[command(subcommand)]
         job: PlanJob,
     },
+    /// Write virtual Zarr references (kerchunk JSON) to every chunk of NetCDF/HDF5 files,
+    /// combined along a dimension with strict checks; no data is copied.
+    Virtualize(VirtualizeArgs),
     /// Describe a Zarr store: arrays, shapes, data types, chunks, shards, codecs, dimension
     /// names, fill values, sizes.
     Inspect(InspectArgs),
@@ -97,6 +100,46 @@ pub struct RechunkArgs {
     pub zarr_format: u8,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct VirtualizeArgs {
+    /// Input files: paths, globs (quoted) or @file listing one per line.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Where the references go (local path).
+    #[arg(long, value_name = "PATH")]
+    pub output: String,
+    /// Reference format: kerchunk-json.
+    #[arg(long, default_value = "kerchunk-json")]
+    pub format: String,
+    /// Concatenate along this dimension (or stack along it when the files lack it).
+    #[arg(long, value_name = "DIM")]
+    pub concat_dim: Option<String>,
+    /// Variables that must be equal in every file, compared by value and taken once.
+    #[arg(long, value_name = "DIM,...")]
+    pub identical_dims: Option<String>,
+    /// Inline chunks stored in fewer bytes than this (default 500).
+    #[arg(long, value_name = "BYTES")]
+    pub inline_threshold: Option<u64>,
+    /// Continue past files that cannot be opened or referenced, and list them.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Scanning threads (default: the number of CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod demo;
 mod inspect;
 mod progress;
 mod rechunk;
+mod virtualize;
 
 use clap::Parser;
 
@@ -65,6 +66,7 @@ fn run(cli: args::Cli) -> Result<(), Failure> {
         args::Command::Plan {
             job: args::PlanJob::Rechunk(a),
         } => rechunk::plan(&a),
+        args::Command::Virtualize(a) => virtualize::run(&a),
         args::Command::Inspect(a) => inspect::run(&a),
         args::Command::Demo(a) => demo::run(&a),
     }

@@ -1,0 +1,106 @@
+//! Writing a file so that the output path holds either the old content or the whole new
+//! content, never a part: write a temporary file next to it, flush and sync it, rename it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// Writes `path` through `write`, atomically. Refuses an existing `path` unless `overwrite`.
+/// Returns the number of bytes written.
+///
+/// # Errors
+/// [`Error::OutputExists`], or [`Error::Write`] when writing, syncing or renaming fails (or
+/// `write` fails); the temporary file is removed and `path` is untouched.
+pub(crate) fn write_atomic(
+    path: &Path,
+    overwrite: bool,
+    write: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
+) -> Result<u64> {
+    if !overwrite && path.exists() {
+        return Err(Error::OutputExists {
+            path: path.to_path_buf(),
+        });
+    }
+    let tmp = temp_path(path);
+    let result = (|| -> io::Result<u64> {
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        {
+            let mut w = BufWriter::with_capacity(1 << 20, &file);
+            write(&mut w)?;
+            w.flush()?;
+        }
+        file.sync_all()?;
+        let len = file.metadata()?.len();
+        drop(file);
+        if !overwrite && path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "output appeared while writing",
+            ));
+        }
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Make the rename durable; not every platform can open a directory.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(len)
+    })();
+    result.map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        if source.kind() == io::ErrorKind::AlreadyExists && !overwrite {
+            Error::OutputExists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            Error::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_nothing() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let dir =
+            std::env::temp_dir().join(format!("chunkmill-manifest-atomic-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let out = dir.join("refs.json");
+        let _ = fs::remove_file(&out);
+        let err = write_atomic(&out, false, |w| {
+            w.write_all(b"{\"half")?;
+            Err(io::Error::other("boom"))
+        });
+        assert!(matches!(err, Err(Error::Write { .. })));
+        assert!(!out.exists());
+        assert_eq!(fs::read_dir(&dir)?.count(), 0, "temporary file left behind");
+        assert_eq!(write_atomic(&out, false, |w| w.write_all(b"{}"))?, 2);
+        assert!(matches!(
+            write_atomic(&out, false, |w| w.write_all(b"{}")),
+            Err(Error::OutputExists { .. })
+        ));
+        assert_eq!(write_atomic(&out, true, |w| w.write_all(b"[1]"))?, 3);
+        assert_eq!(fs::read_to_string(&out)?, "[1]");
+        fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}

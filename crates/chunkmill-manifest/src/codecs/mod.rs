@@ -1,0 +1,337 @@
+//! HDF5 filters → Zarr codecs, one file per filter.
+//!
+//! A chunk of an HDF5 dataset is its elements in C order, in the stored byte order, passed
+//! through the filter pipeline in order (shuffle, then deflate, then fletcher32, …). The Zarr
+//! codec list that reads it back is the `bytes` codec (which carries the byte order) followed by
+//! one bytes-to-bytes codec per filter, in the same order:
+//!
+//! | HDF5 filter (id) | Zarr v3 codec | numcodecs id (Zarr v2 / kerchunk) | module |
+//! |---|---|---|---|
+//! | deflate (1) | `numcodecs.zlib` `{level}` | `zlib` | [`deflate`] |
+//! | shuffle (2) | `numcodecs.shuffle` `{elementsize}` | `shuffle` | [`shuffle`] |
+//! | fletcher32 (3) | `numcodecs.fletcher32` | `fletcher32` | [`fletcher32`] |
+//! | zstd (32015) | `zstd` `{level, checksum: false}` | `zstd` | [`zstd`] |
+//! | lzf (32000) | — error | — | [`lzf`] |
+//! | szip (4), nbit (5), scaleoffset (6), others | — error | — | [`unsupported`] |
+//!
+//! Besides the mapping, deflate, shuffle and fletcher32 can be decoded and encoded here:
+//! small coordinates are loaded (decoded) to be concatenated or compared, and a chunk whose
+//! filter mask skipped a filter is re-encoded through the whole pipeline before it is
+//! inlined (see [`crate`]'s "Filter masks").
+
+pub mod deflate;
+pub mod fletcher32;
+pub mod lzf;
+pub mod shuffle;
+pub mod unsupported;
+pub mod zstd;
+
+use chunkmill_hdf5::{ByteOrder, DType, Filter};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// One Zarr v3 codec: a name and its configuration, as written in `zarr.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Codec {
+    /// The v3 name: `bytes`, `zstd`, or `numcodecs.<id>` for numcodecs codecs.
+    pub name: String,
+    /// The configuration object (empty when the codec has none).
+    #[serde(default)]
+    pub configuration: Map<String, Value>,
+}
+
+impl Codec {
+    /// The array-to-bytes `bytes` codec; `endian` is `None` for one-byte types.
+    pub fn bytes(endian: Option<ByteOrder>) -> Self {
+        let mut configuration = Map::new();
+        match endian {
+            Some(ByteOrder::Big) => {
+                configuration.insert("endian".into(), "big".into());
+            }
+            Some(ByteOrder::Little) => {
+                configuration.insert("endian".into(), "little".into());
+            }
+            _ => {}
+        }
+        Self {
+            name: "bytes".into(),
+            configuration,
+        }
+    }
+
+    /// A numcodecs codec `id` with its configuration (v3 name `numcodecs.<id>`).
+    pub fn numcodecs(id: &str, configuration: Map<String, Value>) -> Self {
+        Self {
+            name: format!("numcodecs.{id}"),
+            configuration,
+        }
+    }
+
+    /// Whether this is the array-to-bytes `bytes` codec (expressed by the dtype in Zarr v2).
+    pub fn is_bytes(&self) -> bool {
+        self.name == "bytes"
+    }
+
+    /// The codec as Zarr v3 JSON: `{"name": …, "configuration": {…}}`.
+    pub fn to_v3(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("name".into(), Value::String(self.name.clone()));
+        if !self.configuration.is_empty() {
+            m.insert(
+                "configuration".into(),
+                Value::Object(self.configuration.clone()),
+            );
+        }
+        Value::Object(m)
+    }
+
+    /// The codec as a numcodecs configuration for Zarr v2 `filters`/`compressor`
+    /// (`{"id": "zlib", "level": 4}`); `None` for the `bytes` codec.
+    pub fn to_numcodecs(&self) -> Option<Value> {
+        if self.is_bytes() {
+            return None;
+        }
+        let id = self.name.strip_prefix("numcodecs.").unwrap_or(&self.name);
+        let mut m = Map::new();
+        m.insert("id".into(), Value::String(id.to_string()));
+        for (k, v) in &self.configuration {
+            // numcodecs' Zstd has no `checksum` argument before 0.13 and ignores it on decode.
+            if id == "zstd" && k == "checksum" {
+                continue;
+            }
+            m.insert(k.clone(), v.clone());
+        }
+        Some(Value::Object(m))
+    }
+
+    /// A numcodecs configuration (`{"id": …, …}`) as a codec: `zstd` keeps its v3 core name,
+    /// everything else becomes `numcodecs.<id>`.
+    pub fn from_numcodecs(value: &Value) -> Option<Self> {
+        let m = value.as_object()?;
+        let id = m.get("id")?.as_str()?;
+        let mut configuration: Map<String, Value> = m
+            .iter()
+            .filter(|(k, _)| *k != "id")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if id == "zstd" {
+            configuration
+                .entry("checksum")
+                .or_insert(Value::Bool(false));
+            return Some(Self {
+                name: "zstd".into(),
+                configuration,
+            });
+        }
+        Some(Self::numcodecs(id, configuration))
+    }
+}
+
+/// Why a filter pipeline has no Zarr equivalent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    /// The filter's short name.
+    pub filter: String,
+    /// Its HDF5 id.
+    pub id: u16,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl FilterError {
+    pub(crate) fn new(filter: &Filter, reason: impl Into<String>) -> Self {
+        Self {
+            filter: filter.name.clone(),
+            id: filter.id,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The Zarr v3 codec list for data of type `dtype` written through `filters`: the `bytes`
+/// codec, then one codec per filter in pipeline order.
+///
+/// # Errors
+/// The first filter that has no Zarr codec, with the reason.
+pub fn zarr_codecs(filters: &[Filter], dtype: &DType) -> Result<Vec<Codec>, FilterError> {
+    let endian = match dtype.byte_order {
+        ByteOrder::NotApplicable => None,
+        o => Some(o),
+    };
+    let mut out = vec![Codec::bytes(endian)];
+    for f in filters {
+        out.push(match f.id {
+            deflate::ID => deflate::codec(f),
+            shuffle::ID => shuffle::codec(f, dtype),
+            fletcher32::ID => fletcher32::codec(f),
+            zstd::ID => zstd::codec(f),
+            lzf::ID => return Err(lzf::error(f)),
+            _ => return Err(unsupported::error(f)),
+        });
+    }
+    Ok(out)
+}
+
+/// Undoes the filters of a stored chunk, last first, skipping those `mask` marks as not
+/// applied. `element_size` is the dtype size (shuffle's default).
+///
+/// # Errors
+/// A filter this crate cannot decode (zstd, lzf, …), or bytes that do not decode.
+pub fn decode(
+    filters: &[Filter],
+    mask: u32,
+    element_size: usize,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let mut bytes = bytes;
+    for (i, f) in filters.iter().enumerate().rev() {
+        if i < 32 && mask & (1 << i) != 0 {
+            continue;
+        }
+        bytes = match f.id {
+            deflate::ID => deflate::decode(&bytes)?,
+            shuffle::ID => shuffle::unshuffle(&bytes, shuffle::element_size(f, element_size)),
+            fletcher32::ID => fletcher32::strip(&bytes)?,
+            _ => {
+                return Err(format!(
+                    "cannot decode filter {} (HDF5 id {}) here",
+                    f.name, f.id
+                ))
+            }
+        };
+    }
+    Ok(bytes)
+}
+
+/// Passes raw chunk bytes through the whole pipeline, as HDF5 does when no filter is
+/// skipped.
+///
+/// # Errors
+/// A filter this crate cannot encode.
+pub fn encode(filters: &[Filter], element_size: usize, raw: Vec<u8>) -> Result<Vec<u8>, String> {
+    let mut bytes = raw;
+    for f in filters {
+        bytes = match f.id {
+            deflate::ID => deflate::encode(&bytes, deflate::level(f))?,
+            shuffle::ID => shuffle::shuffle(&bytes, shuffle::element_size(f, element_size)),
+            fletcher32::ID => fletcher32::append(&bytes),
+            _ => {
+                return Err(format!(
+                    "cannot encode filter {} (HDF5 id {}) here",
+                    f.name, f.id
+                ))
+            }
+        };
+    }
+    Ok(bytes)
+}
+
+/// Whether [`decode`] and [`encode`] handle every filter of the pipeline.
+pub fn can_reencode(filters: &[Filter]) -> bool {
+    filters
+        .iter()
+        .all(|f| matches!(f.id, deflate::ID | shuffle::ID | fletcher32::ID))
+}
+
+#[cfg(test)]
+pub(crate) fn filter(id: u16, name: &str, parameters: Vec<u32>) -> Filter {
+    Filter {
+        id,
+        name: name.into(),
+        stored_name: None,
+        parameters,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn f4(order: ByteOrder) -> DType {
+        DType {
+            numpy: if order == ByteOrder::Big {
+                ">f4"
+            } else {
+                "<f4"
+            }
+            .into(),
+            name: "float32".into(),
+            byte_order: order,
+            size: 4,
+            class: "float",
+        }
+    }
+
+    #[test]
+    fn netcdf_zlib_shuffle_maps_in_pipeline_order() -> Result<(), FilterError> {
+        let filters = [filter(2, "shuffle", vec![4]), filter(1, "deflate", vec![5])];
+        let codecs = zarr_codecs(&filters, &f4(ByteOrder::Big))?;
+        let v3: Vec<Value> = codecs.iter().map(Codec::to_v3).collect();
+        assert_eq!(
+            v3,
+            vec![
+                json!({"name": "bytes", "configuration": {"endian": "big"}}),
+                json!({"name": "numcodecs.shuffle", "configuration": {"elementsize": 4}}),
+                json!({"name": "numcodecs.zlib", "configuration": {"level": 5}}),
+            ]
+        );
+        let v2: Vec<Value> = codecs.iter().filter_map(Codec::to_numcodecs).collect();
+        assert_eq!(
+            v2,
+            vec![
+                json!({"id": "shuffle", "elementsize": 4}),
+                json!({"id": "zlib", "level": 5})
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn inexpressible_filters_are_named() {
+        for (id, name) in [
+            (4, "szip"),
+            (5, "nbit"),
+            (6, "scaleoffset"),
+            (32000, "lzf"),
+            (32013, "zfp"),
+        ] {
+            let err = zarr_codecs(&[filter(id, name, vec![])], &f4(ByteOrder::Little)).err();
+            assert_eq!(
+                err.as_ref().map(|e| (e.id, e.filter.as_str())),
+                Some((id, name))
+            );
+        }
+    }
+
+    #[test]
+    fn decode_undoes_encode_and_honours_the_mask() -> Result<(), String> {
+        let filters = [
+            filter(2, "shuffle", vec![4]),
+            filter(1, "deflate", vec![4]),
+            filter(3, "fletcher32", vec![]),
+        ];
+        let raw: Vec<u8> = (0..4000u32)
+            .flat_map(|x| (x as f32).to_le_bytes())
+            .collect();
+        let stored = encode(&filters, 4, raw.clone())?;
+        assert!(stored.len() < raw.len());
+        assert_eq!(decode(&filters, 0, 4, stored)?, raw);
+        // Deflate skipped (bit 1): the stored bytes are shuffled and checksummed only.
+        let partial = fletcher32::append(&shuffle::shuffle(&raw, 4));
+        assert_eq!(decode(&filters, 0b010, 4, partial)?, raw);
+        Ok(())
+    }
+
+    #[test]
+    fn numcodecs_round_trip() {
+        let z = Codec::from_numcodecs(&json!({"id": "zstd", "level": 3}));
+        assert_eq!(z.as_ref().map(|c| c.name.as_str()), Some("zstd"));
+        assert_eq!(
+            z.and_then(|c| c.to_numcodecs()),
+            Some(json!({"id": "zstd", "level": 3}))
+        );
+        let s = Codec::from_numcodecs(&json!({"id": "shuffle", "elementsize": 2}));
+        assert_eq!(s.map(|c| c.name), Some("numcodecs.shuffle".to_string()));
+    }
+}

@@ -1,0 +1,84 @@
+//! HDF5 shuffle (filter 2, `H5Z_FILTER_SHUFFLE`) → `numcodecs.shuffle`.
+//!
+//! Spec: <https://docs.hdfgroup.org/hdf5/develop/group___d_c_p_l.html> (`H5Pset_shuffle`): byte
+//! `b` of element `e` goes to position `b × n + e`; client data `[element size]`; bytes past
+//! the last whole element stay in place. numcodecs' `Shuffle(elementsize)` is the same
+//! transform (a bytes-to-bytes codec in Zarr v3, a filter in Zarr v2).
+//!
+//! ```
+//! use chunkmill_manifest::codecs::shuffle;
+//! # let filter = chunkmill_hdf5::Filter { id: 2, name: "shuffle".into(), stored_name: None, parameters: vec![4] };
+//! # let dtype = chunkmill_hdf5::DType { numpy: "<f4".into(), name: "float32".into(), byte_order: chunkmill_hdf5::ByteOrder::Little, size: 4, class: "float" };
+//! let codec = shuffle::codec(&filter, &dtype);
+//! assert_eq!(codec.to_numcodecs(), Some(serde_json::json!({"id": "shuffle", "elementsize": 4})));
+//! assert_eq!(shuffle::shuffle(&[1, 2, 3, 4, 5, 6], 2), vec![1, 3, 5, 2, 4, 6]);
+//! ```
+
+use chunkmill_hdf5::{DType, Filter};
+use serde_json::{Map, Value};
+
+use super::Codec;
+
+/// HDF5 filter id.
+pub const ID: u16 = 2;
+
+/// The element size of the filter (client data 0), else the dtype's.
+pub fn element_size(filter: &Filter, dtype_size: usize) -> usize {
+    filter
+        .parameters
+        .first()
+        .map_or(dtype_size, |&p| p as usize)
+        .max(1)
+}
+
+/// `numcodecs.shuffle` with the element size.
+pub fn codec(filter: &Filter, dtype: &DType) -> Codec {
+    let mut c = Map::new();
+    c.insert(
+        "elementsize".into(),
+        Value::from(element_size(filter, dtype.size)),
+    );
+    Codec::numcodecs("shuffle", c)
+}
+
+/// Shuffles `bytes` of `size`-byte elements.
+pub fn shuffle(bytes: &[u8], size: usize) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if size > 1 {
+        let n = bytes.len() / size;
+        for e in 0..n {
+            for b in 0..size {
+                out[b * n + e] = bytes[e * size + b];
+            }
+        }
+    }
+    out
+}
+
+/// Undoes [`shuffle`].
+pub fn unshuffle(bytes: &[u8], size: usize) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    if size > 1 {
+        let n = bytes.len() / size;
+        for e in 0..n {
+            for b in 0..size {
+                out[e * size + b] = bytes[b * n + e];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_bytes_stay_in_place() {
+        let data = [1, 2, 3, 4, 5, 6, 7];
+        let s = shuffle(&data, 2);
+        assert_eq!(s, vec![1, 3, 5, 2, 4, 6, 7]);
+        assert_eq!(unshuffle(&s, 2), data.to_vec());
+        assert_eq!(shuffle(&data, 1), data.to_vec());
+    }
+}

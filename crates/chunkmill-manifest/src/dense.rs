@@ -1,0 +1,230 @@
+//! Loading a small variable's decoded values (the concat coordinate, identical-dims
+//! variables) and decoding single chunks.
+
+use chunkmill_hdf5::{DataRefs, SourceFile, Variable};
+
+use crate::codecs;
+use crate::error::{Error, Result};
+
+/// Largest variable loaded into memory (64 MiB): coordinates are far smaller.
+pub const MAX_LOADED_BYTES: u64 = 64 * 1024 * 1024;
+
+fn unsupported(file: &SourceFile, var: &Variable, reason: String) -> Error {
+    Error::Unsupported {
+        file: file.name().to_string(),
+        variable: var.path.clone(),
+        reason,
+    }
+}
+
+/// The decoded bytes of one stored chunk: filters undone (those `mask` skipped excepted).
+pub(crate) fn decode_chunk(
+    file: &SourceFile,
+    var: &Variable,
+    indices: &[u64],
+    offset: u64,
+    length: u64,
+    mask: u32,
+) -> Result<Vec<u8>> {
+    let stored = file.read_range(offset, length)?;
+    codecs::decode(&var.filters, mask, var.dtype.size, stored.to_vec()).map_err(|reason| {
+        Error::Decode {
+            file: file.name().to_string(),
+            variable: var.path.clone(),
+            chunk: indices.to_vec(),
+            reason,
+        }
+    })
+}
+
+/// All of `var`'s elements, decoded, in C order and the stored byte order; never-written
+/// chunks hold the fill value.
+///
+/// # Errors
+/// [`Error::Unsupported`] above [`MAX_LOADED_BYTES`] or for a filter this crate cannot
+/// decode; [`Error::Decode`] for a corrupt chunk; read errors from the source.
+pub(crate) fn load(file: &SourceFile, var: &Variable, refs: &DataRefs) -> Result<Vec<u8>> {
+    let elem = var.dtype.size.max(1);
+    let elements = var
+        .shape
+        .iter()
+        .try_fold(1u64, |a, &s| a.checked_mul(s))
+        .unwrap_or(u64::MAX);
+    let total = elements.saturating_mul(elem as u64);
+    if total > MAX_LOADED_BYTES {
+        return Err(unsupported(
+            file,
+            var,
+            format!("{total} bytes is too large to load (limit {MAX_LOADED_BYTES})"),
+        ));
+    }
+    let total = total as usize;
+    let fill: Vec<u8> = match &var.fill_value {
+        Some(f) if f.bytes.len() == elem => f.bytes.clone(),
+        _ => vec![0; elem],
+    };
+    let short = |what: &str, got: usize| {
+        unsupported(
+            file,
+            var,
+            format!("{what} holds {got} bytes, expected {total}"),
+        )
+    };
+    match refs {
+        DataRefs::Contiguous { range: None } => Ok(fill.repeat(total / elem)),
+        DataRefs::Contiguous { range: Some(r) } => {
+            let bytes = file.read_range(r.offset, r.length)?;
+            bytes
+                .get(..total)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| short("the contiguous data", bytes.len()))
+        }
+        DataRefs::Compact { bytes } => bytes
+            .get(..total)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| short("the compact data", bytes.len())),
+        DataRefs::Chunked {
+            chunk_shape,
+            chunks,
+            ..
+        } => {
+            let mut out = fill.repeat(total / elem);
+            let chunk_elements: u64 = chunk_shape.iter().product();
+            let chunk_bytes = (chunk_elements as usize).saturating_mul(elem);
+            for c in chunks {
+                let decoded =
+                    decode_chunk(file, var, &c.indices, c.offset, c.length, c.filter_mask)?;
+                if decoded.len() < chunk_bytes {
+                    return Err(Error::Decode {
+                        file: file.name().to_string(),
+                        variable: var.path.clone(),
+                        chunk: c.indices.clone(),
+                        reason: format!(
+                            "decodes to {} bytes, expected {chunk_bytes}",
+                            decoded.len()
+                        ),
+                    });
+                }
+                let origin: Vec<u64> = c
+                    .indices
+                    .iter()
+                    .zip(chunk_shape)
+                    .map(|(i, s)| i * s)
+                    .collect();
+                copy_block(&mut out, &var.shape, &decoded, chunk_shape, &origin, elem);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Copies the part of a C-order block of `block_shape` (at `origin`) that lies inside a
+/// C-order array of `shape` into it.
+pub(crate) fn copy_block(
+    dst: &mut [u8],
+    shape: &[u64],
+    block: &[u8],
+    block_shape: &[u64],
+    origin: &[u64],
+    elem: usize,
+) {
+    let rank = shape.len();
+    if rank == 0 {
+        let n = elem.min(block.len()).min(dst.len());
+        dst[..n].copy_from_slice(&block[..n]);
+        return;
+    }
+    let extent: Vec<u64> = (0..rank)
+        .map(|d| block_shape[d].min(shape[d].saturating_sub(origin[d])))
+        .collect();
+    if extent.contains(&0) {
+        return;
+    }
+    let stride = |s: &[u64]| {
+        let mut st = vec![1u64; rank];
+        for d in (0..rank.saturating_sub(1)).rev() {
+            st[d] = st[d + 1] * s[d + 1];
+        }
+        st
+    };
+    let (dst_stride, src_stride) = (stride(shape), stride(block_shape));
+    let row = extent[rank - 1] as usize * elem;
+    let mut idx = vec![0u64; rank - 1];
+    loop {
+        let mut src = 0u64;
+        let mut dst_at = origin[rank - 1];
+        for d in 0..rank - 1 {
+            src += idx[d] * src_stride[d];
+            dst_at += (origin[d] + idx[d]) * dst_stride[d];
+        }
+        let (s, t) = (src as usize * elem, dst_at as usize * elem);
+        if let (Some(from), Some(to)) = (block.get(s..s + row), dst.get_mut(t..t + row)) {
+            to.copy_from_slice(from);
+        }
+        // Next row.
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < extent[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Joins C-order arrays along `axis`: `parts[i]` has shape `shapes[i]`; all agree off `axis`.
+pub(crate) fn concat_values(
+    parts: &[&[u8]],
+    shapes: &[Vec<u64>],
+    axis: usize,
+    elem: usize,
+) -> Vec<u8> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let Some(first) = shapes.first() else {
+        return out;
+    };
+    let outer: u64 = first[..axis].iter().product();
+    let inner: u64 = first[axis + 1..].iter().product();
+    for o in 0..outer {
+        for (p, s) in parts.iter().zip(shapes) {
+            let block = (s[axis] * inner) as usize * elem;
+            let start = o as usize * block;
+            if let Some(b) = p.get(start..start + block) {
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_blocks_are_clipped() {
+        // A 3×3 array of u8 from 2×2 blocks.
+        let mut dst = vec![0u8; 9];
+        let shape = [3, 3];
+        for (bi, bj, v) in [(0, 0, 1u8), (0, 1, 2), (1, 0, 3), (1, 1, 4)] {
+            copy_block(&mut dst, &shape, &[v; 4], &[2, 2], &[bi * 2, bj * 2], 1);
+        }
+        assert_eq!(dst, vec![1, 1, 2, 1, 1, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn concat_along_inner_axis() {
+        let a = [1u8, 2, 3, 4]; // 2×2
+        let b = [5u8, 6]; // 2×1
+        let out = concat_values(&[&a, &b], &[vec![2, 2], vec![2, 1]], 1, 1);
+        assert_eq!(out, vec![1, 2, 5, 3, 4, 6]);
+        let out = concat_values(&[&a, &[9, 9]], &[vec![2, 2], vec![1, 2]], 0, 1);
+        assert_eq!(out, vec![1, 2, 3, 4, 9, 9]);
+    }
+}

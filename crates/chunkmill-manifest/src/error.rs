@@ -1,0 +1,162 @@
+//! Errors of this crate. Every message starts with the file (or input, or output) it is about,
+//! then the variable, then the reason, so that one line is enough to act on:
+//! `chunkmill: <file>: <variable>: <reason>`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while scanning, combining, writing or reading references.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening or listing a file failed (not HDF5/NetCDF, truncated, corrupt, …). The message
+    /// of chunkmill-hdf5 already names the file and the object.
+    #[error(transparent)]
+    Source(#[from] chunkmill_hdf5::Error),
+
+    /// An HDF5 filter that no Zarr codec expresses (szip, scaleoffset, nbit, lzf, unknown ids).
+    #[error("{file}: {variable}: filter {filter} (HDF5 id {id}) has no Zarr codec: {reason}")]
+    UnsupportedFilter {
+        /// Path or URL of the file.
+        file: String,
+        /// Path of the variable in the file.
+        variable: String,
+        /// Short filter name (`szip`, `scaleoffset`, …).
+        filter: String,
+        /// HDF5 filter id.
+        id: u16,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// A chunk whose filter mask says that some filters were skipped, which cannot be
+    /// referenced as if fully filtered and could not be re-encoded and inlined.
+    #[error(
+        "{file}: {variable}: chunk {chunk:?} skipped filters {skipped:?} (filter mask {mask:#x}): {reason}"
+    )]
+    FilterMask {
+        /// Path or URL of the file.
+        file: String,
+        /// Path of the variable in the file.
+        variable: String,
+        /// Grid indices of the chunk.
+        chunk: Vec<u64>,
+        /// The filter mask as stored.
+        mask: u32,
+        /// Names of the skipped filters.
+        skipped: Vec<String>,
+        /// Why it cannot be handled.
+        reason: String,
+    },
+
+    /// A variable this crate cannot reference (variable-length or compound types, a value
+    /// that cannot be decoded to be loaded, …).
+    #[error("{file}: {variable}: {reason}")]
+    Unsupported {
+        /// Path or URL of the file.
+        file: String,
+        /// Path of the variable in the file.
+        variable: String,
+        /// What is not supported.
+        reason: String,
+    },
+
+    /// Stored bytes that do not decode (a corrupt chunk, a wrong checksum).
+    #[error("{file}: {variable}: cannot decode chunk {chunk:?}: {reason}")]
+    Decode {
+        /// Path or URL of the file.
+        file: String,
+        /// Path of the variable in the file.
+        variable: String,
+        /// Grid indices of the chunk.
+        chunk: Vec<u64>,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Two inputs of a combine differ where they must agree (boxed: it is the largest).
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
+
+    /// Inputs that cannot be joined by references, for a reason other than a plain difference
+    /// (a partial chunk in the middle of the concat dimension, …).
+    #[error("{file}: {variable}: {reason}")]
+    Combine {
+        /// The input concerned.
+        file: String,
+        /// The variable (array key).
+        variable: String,
+        /// Why, in words.
+        reason: String,
+    },
+
+    /// An input argument (path, glob, `@file` list) that cannot be expanded.
+    #[error("{input}: {reason}")]
+    Input {
+        /// The argument as given.
+        input: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// Options that do not fit the inputs (several files and no concat dimension, …).
+    #[error("{0}")]
+    Usage(String),
+
+    /// Every input failed; the reasons are in `skipped`.
+    #[error("all {} inputs failed; first: {}", .skipped.len(), .skipped.first().map_or("", |s| s.reason.as_str()))]
+    AllInputsFailed {
+        /// Each input and its reason.
+        skipped: Vec<crate::SkippedFile>,
+    },
+
+    /// The output exists and overwriting was not asked for.
+    #[error("{}: output exists; use --overwrite to replace it", .path.display())]
+    OutputExists {
+        /// The output path.
+        path: PathBuf,
+    },
+
+    /// Writing the output failed; nothing was left at the output path.
+    #[error("{}: cannot write: {source}", .path.display())]
+    Write {
+        /// The output path.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A reference file that cannot be read or parsed.
+    #[error("{path}: {reason}")]
+    Reference {
+        /// Path of the reference file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A manifest operation on inconsistent shapes (a bug in the caller or a corrupt input).
+    #[error("manifest: {0}")]
+    Manifest(String),
+}
+
+/// What differs between an input of a combine and the first input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {variable}: {what} differs: got {got}, expected {expected} (as in {first})")]
+pub struct Mismatch {
+    /// The input that differs.
+    pub file: String,
+    /// The variable (array key) that differs.
+    pub variable: String,
+    /// What differs: `dtype`, `codecs`, `chunk shape`, `fill value`, `attribute
+    /// scale_factor`, `shape`, `values`, `presence`, …
+    pub what: String,
+    /// Its value in `file`.
+    pub got: String,
+    /// Its value in the first input.
+    pub expected: String,
+    /// The first input, the reference for the comparison.
+    pub first: String,
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

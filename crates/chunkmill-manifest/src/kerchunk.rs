@@ -1,0 +1,581 @@
+//! kerchunk reference JSON, version 1 (`{"version": 1, "refs": {…}}`), written and read.
+//!
+//! Keys follow Zarr v2: `.zgroup`, `.zattrs`, `<array>/.zarray`, `<array>/.zattrs` (with
+//! `_ARRAY_DIMENSIONS`), and `<array>/i.j.k` chunk keys whose value is `[url, offset, length]`
+//! or, for inlined chunks, `"base64:…"`. Missing chunks have no key (a read gives the fill
+//! value). fsspec's `ReferenceFileSystem` serves it to zarr-python and xarray:
+//!
+//! ```python
+//! xr.open_dataset("reference://", engine="zarr",
+//!                 backend_kwargs={"consolidated": False, "storage_options": {"fo": path}})
+//! ```
+//!
+//! The writer streams the references (no JSON tree of the whole file in memory) and writes
+//! atomically. The reader accepts version 1 (with `templates`) and version 0; `gen` and
+//! whole-file references (`[url]`) are refused with a clear error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::array::{ArrayMetadata, ManifestArray, VirtualDataset};
+use crate::atomic::write_atomic;
+use crate::codecs::Codec;
+use crate::error::{Error, Result};
+use crate::manifest::{ChunkEntry, ChunkManifest};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+fn prefixed(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}/{key}")
+    }
+}
+
+/// The chunk key of grid indices: `i.j.k`, `0` for a scalar.
+fn chunk_key(indices: &[u64]) -> String {
+    if indices.is_empty() {
+        return "0".into();
+    }
+    indices
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Writes `ds` as kerchunk JSON v1 to `w`.
+///
+/// # Errors
+/// Only the writer's.
+pub fn to_kerchunk_json(ds: &VirtualDataset, w: &mut dyn Write) -> io::Result<()> {
+    w.write_all(b"{\"version\":1,\"refs\":{\n")?;
+    let mut first = true;
+    let mut entry = |w: &mut dyn Write, key: &str, value: &str| -> io::Result<()> {
+        if !first {
+            w.write_all(b",\n")?;
+        }
+        first = false;
+        w.write_all(json_string(key).as_bytes())?;
+        w.write_all(b":")?;
+        w.write_all(value.as_bytes())
+    };
+    // Every group, parents of arrays included.
+    let mut groups: BTreeSet<String> = ds.groups.keys().cloned().collect();
+    groups.insert(String::new());
+    for key in ds.arrays.keys() {
+        let mut parts: Vec<&str> = key.split('/').collect();
+        parts.pop();
+        for n in 1..=parts.len() {
+            groups.insert(parts[..n].join("/"));
+        }
+    }
+    let zgroup = json_string("{\"zarr_format\":2}");
+    for g in &groups {
+        entry(w, &prefixed(g, ".zgroup"), &zgroup)?;
+        let attrs = ds.groups.get(g).cloned().unwrap_or_default();
+        entry(
+            w,
+            &prefixed(g, ".zattrs"),
+            &json_string(&Value::Object(attrs).to_string()),
+        )?;
+    }
+    for (key, array) in &ds.arrays {
+        let m = &array.metadata;
+        let zarray = m.to_zarray(array.manifest.has_missing());
+        entry(
+            w,
+            &prefixed(key, ".zarray"),
+            &json_string(&zarray.to_string()),
+        )?;
+        entry(w, &prefixed(key, ".zattrs"), &json_string(&m.to_zattrs()))?;
+        for (flat, chunk) in array.manifest.iter() {
+            let value = match chunk {
+                ChunkEntry::Missing => continue,
+                ChunkEntry::Inlined(bytes) => json_string(&format!("base64:{}", B64.encode(bytes))),
+                ChunkEntry::Reference {
+                    path_id,
+                    offset,
+                    length,
+                } => {
+                    let url = ds.urls.get(path_id as usize).ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{key}: path id {path_id} has no URL"),
+                        )
+                    })?;
+                    format!("[{},{offset},{length}]", json_string(url))
+                }
+            };
+            let chunk_name = chunk_key(&array.manifest.indices(flat));
+            entry(w, &prefixed(key, &chunk_name), &value)?;
+        }
+    }
+    w.write_all(b"\n}}\n")
+}
+
+/// Writes `ds` as kerchunk JSON v1 at `path`, atomically (temporary file + rename): on any
+/// error nothing is left at `path`. Returns the bytes written.
+///
+/// # Errors
+/// [`Error::OutputExists`] unless `overwrite`; [`Error::Write`].
+pub fn write_kerchunk_json(ds: &VirtualDataset, path: &Path, overwrite: bool) -> Result<u64> {
+    write_atomic(path, overwrite, |w| to_kerchunk_json(ds, w))
+}
+
+/// Reads kerchunk JSON (v1 or v0) from `path`.
+///
+/// # Errors
+/// [`Error::Reference`] for a file that cannot be read or parsed, or uses `gen` or whole-file
+/// references.
+pub fn read_kerchunk_json(path: &Path) -> Result<VirtualDataset> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Reference {
+        path: name.clone(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse_kerchunk_json(&text, &name)
+}
+
+/// Python's `json` writes NaN and the infinities as bare literals (zarr-python does, in
+/// `.zattrs`); serde_json refuses them. They become the strings Zarr uses.
+fn quote_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+            out.push(c);
+            rest = &rest[1..];
+            continue;
+        }
+        if let Some(word) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push('"');
+            out.push_str(word);
+            out.push('"');
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Parses kerchunk JSON text; `name` is used in errors and becomes the dataset's name.
+///
+/// # Errors
+/// As [`read_kerchunk_json`].
+pub fn parse_kerchunk_json(text: &str, name: &str) -> Result<VirtualDataset> {
+    let bad = |reason: String| Error::Reference {
+        path: name.to_string(),
+        reason,
+    };
+    let top: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let top = top
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let (refs, templates) = match top.get("version") {
+        Some(v) if v.as_u64() == Some(1) => {
+            if top
+                .get("gen")
+                .and_then(Value::as_array)
+                .is_some_and(|g| !g.is_empty())
+            {
+                return Err(bad("`gen` references are not supported".into()));
+            }
+            let refs = top
+                .get("refs")
+                .and_then(Value::as_object)
+                .ok_or_else(|| bad("version 1 without a `refs` object".into()))?;
+            let templates: HashMap<String, String> = top
+                .get("templates")
+                .and_then(Value::as_object)
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (refs, templates)
+        }
+        Some(v) => return Err(bad(format!("unsupported version {v}"))),
+        None => (top, HashMap::new()),
+    };
+
+    // A metadata value: a JSON string, an object (v0), or base64 JSON text.
+    let metadata = |key: &str, v: &Value| -> Result<Value> {
+        let text = match v {
+            Value::String(s) => match s.strip_prefix("base64:") {
+                Some(b) => {
+                    String::from_utf8(B64.decode(b).map_err(|e| bad(format!("{key}: {e}")))?)
+                        .map_err(|e| bad(format!("{key}: {e}")))?
+                }
+                None => s.clone(),
+            },
+            Value::Object(_) => return Ok(v.clone()),
+            _ => {
+                return Err(bad(format!(
+                    "{key}: metadata is neither text nor an object"
+                )))
+            }
+        };
+        serde_json::from_str(&quote_non_finite(&text))
+            .map_err(|e| bad(format!("{key}: not JSON: {e}")))
+    };
+
+    let mut groups = BTreeMap::new();
+    let mut zarrays: BTreeMap<String, Value> = BTreeMap::new();
+    let mut zattrs: BTreeMap<String, Value> = BTreeMap::new();
+    let mut chunks: BTreeMap<String, Vec<(String, &Value)>> = BTreeMap::new();
+    for (key, v) in refs {
+        let (prefix, leaf) = match key.rsplit_once('/') {
+            Some((p, l)) => (p.to_string(), l),
+            None => (String::new(), key.as_str()),
+        };
+        match leaf {
+            ".zgroup" => {
+                groups.entry(prefix).or_insert_with(Map::new);
+            }
+            ".zarray" => {
+                zarrays.insert(prefix, metadata(key, v)?);
+            }
+            ".zattrs" => {
+                zattrs.insert(prefix, metadata(key, v)?);
+            }
+            ".zmetadata" => {}
+            _ => chunks
+                .entry(prefix)
+                .or_default()
+                .push((leaf.to_string(), v)),
+        }
+    }
+    for (prefix, attrs) in &zattrs {
+        if let (Some(g), Some(a)) = (groups.get_mut(prefix), attrs.as_object()) {
+            *g = a.clone();
+        }
+    }
+
+    let mut urls: Vec<String> = Vec::new();
+    let mut url_ids: HashMap<String, u32> = HashMap::new();
+    let mut arrays = BTreeMap::new();
+    for (key, zarray) in zarrays {
+        let attrs = zattrs
+            .get(&key)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let metadata = array_metadata(&key, &zarray, attrs).map_err(bad)?;
+        let grid: Vec<u64> = metadata
+            .shape
+            .iter()
+            .zip(&metadata.chunk_shape)
+            .map(|(&s, &c)| s.div_ceil(c.max(1)))
+            .collect();
+        let mut manifest = ChunkManifest::new(grid)?;
+        for (leaf, v) in chunks.remove(&key).unwrap_or_default() {
+            let indices: Option<Vec<u64>> = if metadata.shape.is_empty() {
+                (leaf == "0").then(Vec::new)
+            } else {
+                leaf.split(['.', '/']).map(|p| p.parse().ok()).collect()
+            };
+            let flat = indices
+                .and_then(|i| manifest.flat_index(&i))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{key}/{leaf}: not a chunk key of the grid {:?}",
+                        manifest.grid_shape()
+                    ))
+                })?;
+            match v {
+                Value::String(s) => {
+                    let bytes = match s.strip_prefix("base64:") {
+                        Some(b) => B64
+                            .decode(b)
+                            .map_err(|e| bad(format!("{key}/{leaf}: {e}")))?,
+                        None => s.as_bytes().to_vec(),
+                    };
+                    manifest.set_inlined(flat, bytes)?;
+                }
+                Value::Array(a) if a.len() == 3 => {
+                    let url = a[0]
+                        .as_str()
+                        .ok_or_else(|| bad(format!("{key}/{leaf}: URL is not text")))?;
+                    let url = expand_template(url, &templates);
+                    let (Some(offset), Some(length)) = (a[1].as_u64(), a[2].as_u64()) else {
+                        return Err(bad(format!(
+                            "{key}/{leaf}: offset and length must be integers"
+                        )));
+                    };
+                    let id = match url_ids.get(&url) {
+                        Some(&id) => id,
+                        None => {
+                            let id = u32::try_from(urls.len())
+                                .map_err(|_| bad("too many URLs".into()))?;
+                            url_ids.insert(url.clone(), id);
+                            urls.push(url);
+                            id
+                        }
+                    };
+                    manifest.set_reference(flat, id, offset, length)?;
+                }
+                Value::Array(a) if a.len() == 1 => {
+                    return Err(bad(format!(
+                        "{key}/{leaf}: whole-file references are not supported"
+                    )));
+                }
+                _ => return Err(bad(format!("{key}/{leaf}: not a reference"))),
+            }
+        }
+        arrays.insert(key, ManifestArray { metadata, manifest });
+    }
+    if let Some((key, _)) = chunks
+        .iter()
+        .find(|(k, _)| !k.is_empty() && !groups.contains_key(*k))
+    {
+        return Err(bad(format!("{key}: chunks without a .zarray")));
+    }
+    groups.entry(String::new()).or_insert_with(Map::new);
+    Ok(VirtualDataset {
+        name: name.to_string(),
+        urls,
+        groups,
+        arrays,
+    })
+}
+
+fn expand_template(url: &str, templates: &HashMap<String, String>) -> String {
+    if !url.contains("{{") {
+        return url.to_string();
+    }
+    let mut out = url.to_string();
+    for (k, v) in templates {
+        out = out.replace(&format!("{{{{{k}}}}}", k = k), v);
+    }
+    out
+}
+
+/// `.zarray` + `.zattrs` → metadata. A non-null v2 fill value becomes the `_FillValue`
+/// attribute again (the writer moves it out), as xarray reads it.
+fn array_metadata(
+    key: &str,
+    zarray: &Value,
+    mut attrs: Map<String, Value>,
+) -> std::result::Result<ArrayMetadata, String> {
+    let z = zarray
+        .as_object()
+        .ok_or_else(|| format!("{key}/.zarray: not an object"))?;
+    let u64s = |field: &str| -> std::result::Result<Vec<u64>, String> {
+        z.get(field)
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("{key}/.zarray: no {field}"))?
+            .iter()
+            .map(|x| {
+                x.as_u64()
+                    .ok_or_else(|| format!("{key}/.zarray: {field} holds a non-integer"))
+            })
+            .collect()
+    };
+    let shape = u64s("shape")?;
+    let chunk_shape = u64s("chunks")?;
+    if chunk_shape.len() != shape.len() || chunk_shape.contains(&0) {
+        return Err(format!(
+            "{key}/.zarray: chunks {chunk_shape:?} do not fit shape {shape:?}"
+        ));
+    }
+    let dtype = z
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{key}/.zarray: dtype is not a simple type string"))?
+        .to_string();
+    let endian = match dtype.chars().next() {
+        Some('<') => Some(chunkmill_hdf5::ByteOrder::Little),
+        Some('>') => Some(chunkmill_hdf5::ByteOrder::Big),
+        _ => None,
+    };
+    let mut codecs = vec![Codec::bytes(endian)];
+    for f in z
+        .get("filters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        codecs.push(
+            Codec::from_numcodecs(f)
+                .ok_or_else(|| format!("{key}/.zarray: filter {f} has no id"))?,
+        );
+    }
+    if let Some(c) = z.get("compressor").filter(|c| !c.is_null()) {
+        codecs.push(
+            Codec::from_numcodecs(c)
+                .ok_or_else(|| format!("{key}/.zarray: compressor {c} has no id"))?,
+        );
+    }
+    let fill_value = z.get("fill_value").cloned().unwrap_or(Value::Null);
+    let dimension_names: Vec<String> = match attrs.remove("_ARRAY_DIMENSIONS") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|d| {
+                d.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{key}/.zattrs: _ARRAY_DIMENSIONS holds {d}"))
+            })
+            .collect::<std::result::Result<_, _>>()?,
+        _ => (0..shape.len()).map(|i| format!("dim_{i}")).collect(),
+    };
+    if dimension_names.len() != shape.len() {
+        return Err(format!(
+            "{key}/.zattrs: _ARRAY_DIMENSIONS {dimension_names:?} do not fit shape {shape:?}"
+        ));
+    }
+    if !fill_value.is_null() {
+        attrs.insert("_FillValue".into(), fill_value.clone());
+    }
+    Ok(ArrayMetadata {
+        shape,
+        dtype,
+        chunk_shape,
+        fill_value,
+        codecs,
+        dimension_names,
+        attributes: attrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset() -> Result<VirtualDataset> {
+        let mut attributes = Map::new();
+        attributes.insert("units".into(), Value::from("K"));
+        attributes.insert("_FillValue".into(), Value::from("NaN"));
+        let metadata = ArrayMetadata {
+            shape: vec![3, 4],
+            dtype: ">f4".into(),
+            chunk_shape: vec![2, 4],
+            fill_value: Value::from("NaN"),
+            codecs: vec![
+                Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Big)),
+                Codec::from_numcodecs(&serde_json::json!({"id": "zlib", "level": 4}))
+                    .ok_or_else(|| Error::Manifest("codec".into()))?,
+            ],
+            dimension_names: vec!["time".into(), "x".into()],
+            attributes,
+        };
+        let mut manifest = ChunkManifest::new(vec![2, 1])?;
+        manifest.set_reference(0, 0, 4096, 100)?;
+        manifest.set_inlined(1, vec![1, 2, 3])?;
+        let mut arrays = BTreeMap::new();
+        arrays.insert("g/air".to_string(), ManifestArray { metadata, manifest });
+        let mut groups = BTreeMap::new();
+        groups.insert(
+            String::new(),
+            Map::from_iter([("title".to_string(), Value::from("t"))]),
+        );
+        Ok(VirtualDataset {
+            name: "mem".into(),
+            urls: vec!["/data/a \"b\".nc".into()],
+            groups,
+            arrays,
+        })
+    }
+
+    #[test]
+    fn writes_the_keys_kerchunk_writes() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        to_kerchunk_json(&dataset()?, &mut out)?;
+        let v: Value = serde_json::from_slice(&out)?;
+        let refs = &v["refs"];
+        assert_eq!(v["version"], 1);
+        assert_eq!(refs[".zgroup"], "{\"zarr_format\":2}");
+        assert_eq!(refs["g/.zgroup"], "{\"zarr_format\":2}");
+        assert_eq!(
+            refs["g/air/0.0"],
+            serde_json::json!(["/data/a \"b\".nc", 4096, 100])
+        );
+        assert_eq!(refs["g/air/1.0"], "base64:AQID");
+        let zarray: Value =
+            serde_json::from_str(refs["g/air/.zarray"].as_str().unwrap_or_default())?;
+        assert_eq!(zarray["dtype"], ">f4");
+        assert_eq!(zarray["fill_value"], "NaN");
+        assert_eq!(
+            zarray["filters"],
+            serde_json::json!([{"id": "zlib", "level": 4}])
+        );
+        assert_eq!(
+            refs["g/air/.zattrs"],
+            "{\"_ARRAY_DIMENSIONS\":[\"time\",\"x\"],\"units\":\"K\"}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn reads_back_what_it_writes() -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let ds = dataset()?;
+        let mut out = Vec::new();
+        to_kerchunk_json(&ds, &mut out)?;
+        let back = parse_kerchunk_json(std::str::from_utf8(&out)?, "mem")?;
+        let (a, b) = (&ds.arrays["g/air"], &back.arrays["g/air"]);
+        assert_eq!(a.manifest, b.manifest);
+        assert_eq!(a.metadata, b.metadata);
+        assert_eq!(back.urls, ds.urls);
+        assert_eq!(back.groups[""], ds.groups[""]);
+        Ok(())
+    }
+
+    #[test]
+    fn bare_nan_literals_are_read() -> Result<()> {
+        let text = r#"{"version":1,"refs":{".zgroup":"{\"zarr_format\":2}",
+            "v/.zarray":"{\"shape\":[],\"chunks\":[],\"dtype\":\"<f8\",\"fill_value\":NaN,\"filters\":null,\"compressor\":null,\"zarr_format\":2,\"order\":\"C\"}",
+            "v/.zattrs":"{\"_ARRAY_DIMENSIONS\":[],\"missing_value\":-Infinity,\"note\":\"NaN is fine\"}",
+            "v/0":"base64:AAAAAAAA+H8="}}"#;
+        let ds = parse_kerchunk_json(text, "t")?;
+        let v = &ds.arrays["v"];
+        assert_eq!(v.metadata.attributes["missing_value"], "-Infinity");
+        assert_eq!(v.metadata.attributes["note"], "NaN is fine");
+        assert_eq!(v.metadata.fill_value, "NaN");
+        assert_eq!(
+            v.manifest.get(0),
+            Some(ChunkEntry::Inlined(&f64::NAN.to_le_bytes()))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_represent() {
+        let whole = r#"{"version":1,"refs":{"v/.zarray":"{\"shape\":[1],\"chunks\":[1],\"dtype\":\"<i4\",\"fill_value\":0,\"zarr_format\":2}","v/0":["s3://b/k"]}}"#;
+        let err = parse_kerchunk_json(whole, "t")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("whole-file references"), "{err}");
+        assert!(parse_kerchunk_json("[]", "t").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! # chunkmill-manifest
+//!
+//! Virtual Zarr datasets over HDF5, NetCDF-4 and NetCDF-3 files: **where every chunk's bytes
+//! are**, with the Zarr metadata and codecs that decode them, joined strictly across many
+//! files and written as kerchunk references that xarray opens through fsspec.
+//!
+//! ## Overview
+//!
+//! - [`ChunkManifest`]: one array's chunks as three flat vectors in C grid order — a path id
+//!   (into the dataset's URL table), an offset, a length — plus a sparse map of inlined chunks.
+//!   Never-written chunks are [`MISSING`] and read as the fill value. No string per chunk.
+//! - [`ManifestArray`] = [`ArrayMetadata`] (shape, numpy dtype with byte order, chunk shape,
+//!   fill value, Zarr v3 codecs, dimension names, attributes incl. CF) + its manifest.
+//!   [`VirtualDataset`] = URL table + group attributes + arrays by key.
+//! - [`codecs`]: HDF5 filters → Zarr codecs, one module per filter (deflate →
+//!   `numcodecs.zlib`, shuffle → `numcodecs.shuffle`, fletcher32 → `numcodecs.fletcher32`,
+//!   zstd → `zstd`); lzf, szip, nbit, scaleoffset and unknown filters are an error naming the
+//!   filter and the variable.
+//! - [`scan()`]: one file (through `chunkmill-hdf5`, no libhdf5, no lock) → a
+//!   [`VirtualDataset`]. Chunks below the inline threshold, compact datasets and the variables
+//!   asked for in [`ScanOptions::load`] are inlined.
+//! - [`combine()`]: concatenation along a dimension, or stacking along a new one, refusing
+//!   inputs that differ (see the module docs for every check).
+//! - [`kerchunk`]: JSON v1 writer (streaming, atomic) and reader.
+//! - [`virtualize()`]: inputs (paths, globs, `@lists`) → parallel scan on threads → combine →
+//!   references, with a progress callback and `skip_bad`.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use chunkmill_manifest::{virtualize, VirtualizeOptions};
+//!
+//! let mut options = VirtualizeOptions::new("air.json");
+//! options.concat_dim = Some("time".into());
+//! options.identical_dims = vec!["lat".into(), "lon".into()];
+//! let report = virtualize(&["data/air_*.nc".to_string()], &options)?;
+//! println!("{} files, {} references", report.files.len(), report.stats.references);
+//! # Ok::<(), chunkmill_manifest::Error>(())
+//! ```
+//!
+//! ## Fill values
+//!
+//! The Zarr fill value of an array is the file's (the HDF5 fill value, NetCDF-3's
+//! `_FillValue` or default). In kerchunk (Zarr v2) output, xarray takes `.zarray`'s
+//! `fill_value` as `_FillValue`, so it is written as the `_FillValue` attribute when the
+//! variable has one, as the file's fill value when some chunk was never written, and as
+//! `null` otherwise — never as a value the original file did not declare for masking when
+//! every chunk exists.
+//!
+//! ## Filter masks
+//!
+//! HDF5 records per chunk which filters were skipped (an optional filter that failed, e.g.
+//! deflate that did not shrink, or a chunk written with `H5Dwrite_chunk`). Such a chunk cannot
+//! be referenced: the array's codecs would undo filters that were never applied. When every
+//! filter of the pipeline is one this crate can run (deflate, shuffle, fletcher32), the chunk
+//! is read, the applied filters undone, the whole pipeline applied and the result **inlined**
+//! (up to [`scan::MAX_REENCODED_CHUNK`] bytes decoded). Otherwise it is an
+//! [`Error::FilterMask`] naming the file, the variable, the chunk and the skipped filters.
+//!
+//! ## Not yet
+//!
+//! kerchunk Parquet and Icechunk output, remote (`s3://`) inputs, whole-file and `gen`
+//! references in the reader.
+
+mod array;
+mod atomic;
+pub mod codecs;
+pub mod combine;
+mod dense;
+mod error;
+pub mod kerchunk;
+mod manifest;
+pub mod scan;
+mod virtualize;
+
+pub use array::{ArrayMetadata, ManifestArray, ManifestStats, VirtualDataset};
+pub use combine::{combine, CombineOptions};
+pub use error::{Error, Mismatch, Result};
+pub use kerchunk::{read_kerchunk_json, write_kerchunk_json};
+pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
+pub use scan::{scan, scan_path, FileScan, ScanOptions};
+pub use virtualize::{
+    build, expand_inputs, virtualize, OutputFormat, ProgressFn, SkippedFile, VirtualizeOptions,
+    VirtualizeReport,
+};

@@ -1,0 +1,370 @@
+//! `virtualize`: inputs → parallel scan → strict combine → kerchunk JSON, atomically.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::array::{ManifestStats, VirtualDataset};
+use crate::combine::{combine, order_by_coordinate, CombineOptions};
+use crate::error::{Error, Result};
+use crate::kerchunk::write_kerchunk_json;
+use crate::scan::{scan_path, FileScan, ScanOptions, DEFAULT_INLINE_THRESHOLD};
+
+/// Called after each file is scanned with (files done, files in total), from the scanning
+/// threads (so it must be `Send + Sync`); keep it short.
+pub type ProgressFn = dyn Fn(usize, usize) + Send + Sync;
+
+/// The reference format written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OutputFormat {
+    /// kerchunk JSON, version 1.
+    #[default]
+    KerchunkJson,
+}
+
+/// What [`virtualize`] does.
+#[derive(Clone)]
+pub struct VirtualizeOptions {
+    /// Where the references go.
+    pub output: PathBuf,
+    /// Their format.
+    pub format: OutputFormat,
+    /// Dimension to concatenate along, or to stack along when the files do not have it.
+    /// `None` is for one input only.
+    pub concat_dim: Option<String>,
+    /// Variables that must be equal in every file (compared by value) and are taken once.
+    pub identical_dims: Vec<String>,
+    /// Chunks stored in fewer bytes are inlined (kerchunk's default, 500).
+    pub inline_threshold: u64,
+    /// Continue past files that cannot be opened or referenced, listing them in the report.
+    /// Files that differ from the others are never skipped: that stays an error.
+    pub skip_bad: bool,
+    /// Replace an existing output.
+    pub overwrite: bool,
+    /// Scanning threads; 0 means one per core.
+    pub threads: usize,
+    /// Progress callback, see [`ProgressFn`].
+    pub progress: Option<Arc<ProgressFn>>,
+}
+
+impl VirtualizeOptions {
+    /// Defaults: kerchunk JSON at `output`, no concat dimension, inline threshold 500,
+    /// strict (no skipping), no overwrite, one thread per core.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        Self {
+            output: output.into(),
+            format: OutputFormat::KerchunkJson,
+            concat_dim: None,
+            identical_dims: Vec::new(),
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            skip_bad: false,
+            overwrite: false,
+            threads: 0,
+            progress: None,
+        }
+    }
+}
+
+impl fmt::Debug for VirtualizeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VirtualizeOptions")
+            .field("output", &self.output)
+            .field("format", &self.format)
+            .field("concat_dim", &self.concat_dim)
+            .field("identical_dims", &self.identical_dims)
+            .field("inline_threshold", &self.inline_threshold)
+            .field("skip_bad", &self.skip_bad)
+            .field("overwrite", &self.overwrite)
+            .field("threads", &self.threads)
+            .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .finish()
+    }
+}
+
+/// An input skipped under `skip_bad`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedFile {
+    /// The file.
+    pub file: String,
+    /// The error, in one line.
+    pub reason: String,
+}
+
+/// What [`virtualize`] did.
+#[derive(Debug, Clone)]
+pub struct VirtualizeReport {
+    /// Where the references were written.
+    pub output: PathBuf,
+    /// Files combined, in the order used.
+    pub files: Vec<String>,
+    /// Files skipped (only with `skip_bad`).
+    pub skipped: Vec<SkippedFile>,
+    /// Objects not referenced (virtual datasets, external links), one line each.
+    pub warnings: Vec<String>,
+    /// Whether the files were reordered by their first concat-coordinate value.
+    pub reordered: bool,
+    /// Arrays, references, inlined chunks and bytes, missing chunks.
+    pub stats: ManifestStats,
+    /// Size of the output.
+    pub bytes_written: u64,
+    /// Seconds spent scanning (parallel), combining, writing.
+    pub scan_seconds: f64,
+    /// See `scan_seconds`.
+    pub combine_seconds: f64,
+    /// See `scan_seconds`.
+    pub write_seconds: f64,
+}
+
+/// Expands inputs: paths, globs (`data/*.nc`, sorted), `file://` paths and `@list` files (one
+/// input per line; blank lines and `#` comments skipped). Order is kept.
+///
+/// # Errors
+/// [`Error::Input`] for a glob that matches nothing, an unreadable `@list`, a bad pattern, or a
+/// remote URL (this entry point reads local files only).
+pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        expand_one(input, &mut out, 0)?;
+    }
+    Ok(out)
+}
+
+fn expand_one(input: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+    let err = |reason: String| Error::Input {
+        input: input.to_string(),
+        reason,
+    };
+    if let Some(list) = input.strip_prefix('@') {
+        if depth > 4 {
+            return Err(err("@lists nested too deep".into()));
+        }
+        let text =
+            std::fs::read_to_string(list).map_err(|e| err(format!("cannot read the list: {e}")))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            expand_one(line, out, depth + 1)?;
+        }
+        return Ok(());
+    }
+    let path = input.strip_prefix("file://").unwrap_or(input);
+    if path.contains("://") {
+        return Err(err(
+            "remote URLs are not read by virtualize yet; give local paths".into(),
+        ));
+    }
+    if path.contains(['*', '?', '[']) {
+        let mut matched: Vec<PathBuf> = glob::glob(path)
+            .map_err(|e| err(format!("bad pattern: {e}")))?
+            .filter_map(std::result::Result::ok)
+            .filter(|p| p.is_file())
+            .collect();
+        if matched.is_empty() {
+            return Err(err("matches no file".into()));
+        }
+        matched.sort();
+        out.extend(matched);
+        return Ok(());
+    }
+    out.push(PathBuf::from(path));
+    Ok(())
+}
+
+/// The URL written for a local file: its absolute path, symlinks resolved.
+fn url_of(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Scans `files` on `threads` threads. Without `skip_bad`, the first failure stops the
+/// others from starting new files.
+fn scan_all(
+    files: &[PathBuf],
+    scan_options: &ScanOptions,
+    threads: usize,
+    skip_bad: bool,
+    progress: Option<&ProgressFn>,
+) -> Vec<Option<Result<FileScan>>> {
+    let n = files.len();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut results: Vec<Option<Result<FileScan>>> = (0..n).map(|_| None).collect();
+    let per_thread: Vec<Vec<(usize, Result<FileScan>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.clamp(1, n.max(1)))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut local = Vec::new();
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        let r = scan_path(&files[i], &url_of(&files[i]), scan_options);
+                        if r.is_err() && !skip_bad {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        local.push((i, r));
+                        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if let Some(p) = progress {
+                            p(d, n);
+                        }
+                    }
+                    local
+                })
+            })
+            .collect();
+        // A panicking scan loses that thread's results; `build` reports the files left
+        // without one.
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for (i, r) in per_thread.into_iter().flatten() {
+        results[i] = Some(r);
+    }
+    results
+}
+
+/// Scans and combines `inputs` without writing anything: the dataset and a report whose
+/// output fields are empty. [`virtualize`] is this plus the write.
+///
+/// # Errors
+/// As [`virtualize`], less the output errors.
+pub fn build(
+    inputs: &[String],
+    options: &VirtualizeOptions,
+) -> Result<(VirtualDataset, VirtualizeReport)> {
+    let files = expand_inputs(inputs)?;
+    if files.is_empty() {
+        return Err(Error::Usage("no input file".into()));
+    }
+    if files.len() > 1 && options.concat_dim.is_none() {
+        return Err(Error::Usage(format!(
+            "{} input files and no concat dimension: name the dimension to concatenate (or stack) along",
+            files.len()
+        )));
+    }
+    let mut load: Vec<String> = options.identical_dims.clone();
+    if let Some(d) = &options.concat_dim {
+        load.push(d.clone());
+    }
+    let scan_options = ScanOptions {
+        inline_threshold: options.inline_threshold,
+        load,
+    };
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        t => t,
+    };
+    let t0 = Instant::now();
+    let results = scan_all(
+        &files,
+        &scan_options,
+        threads,
+        options.skip_bad,
+        options.progress.as_deref(),
+    );
+    let scan_seconds = t0.elapsed().as_secs_f64();
+
+    let mut datasets = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
+    let names_scanned: Vec<bool> = results.iter().map(Option::is_some).collect();
+    for (path, r) in files.iter().zip(results) {
+        match r {
+            Some(Ok(scan)) => {
+                warnings.extend(scan.warnings);
+                datasets.push(scan.dataset);
+            }
+            Some(Err(e)) if options.skip_bad => skipped.push(SkippedFile {
+                file: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+            Some(Err(e)) => return Err(e),
+            // Not started because another file failed (only without skip_bad: that failure is
+            // returned by this loop), or lost to a panic (reported below).
+            None => {}
+        }
+    }
+    if datasets.is_empty() {
+        return Err(Error::AllInputsFailed { skipped });
+    }
+    if let Some((path, _)) = files.iter().zip(&names_scanned).find(|(_, done)| !**done) {
+        return Err(Error::Input {
+            input: path.display().to_string(),
+            reason: "its scan did not finish (a scanning thread panicked)".into(),
+        });
+    }
+
+    let t1 = Instant::now();
+    let reordered = match &options.concat_dim {
+        Some(d) => order_by_coordinate(&mut datasets, d),
+        None => false,
+    };
+    let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
+    let combined = combine(
+        datasets,
+        &CombineOptions {
+            concat_dim: options.concat_dim.clone(),
+            identical_dims: options.identical_dims.clone(),
+        },
+    )?;
+    let combine_seconds = t1.elapsed().as_secs_f64();
+    let report = VirtualizeReport {
+        output: PathBuf::new(),
+        files: names,
+        skipped,
+        warnings,
+        reordered,
+        stats: combined.stats(),
+        bytes_written: 0,
+        scan_seconds,
+        combine_seconds,
+        write_seconds: 0.0,
+    };
+    Ok((combined, report))
+}
+
+/// Virtualizes `inputs` (paths, globs, `@list` files) into one reference file: scans them in
+/// parallel on threads, joins them strictly along `concat_dim` (or takes the single file),
+/// and writes `options.output` atomically.
+///
+/// # Errors
+/// - [`Error::Input`] / [`Error::Usage`]: inputs that do not expand, several files without a
+///   concat dimension;
+/// - [`Error::OutputExists`] (checked before scanning) unless `overwrite`;
+/// - the first file error in input order ([`Error::Source`], [`Error::UnsupportedFilter`],
+///   [`Error::FilterMask`], [`Error::Unsupported`], …) unless `skip_bad`, and
+///   [`Error::AllInputsFailed`] when every file was skipped;
+/// - [`Error::Mismatch`] / [`Error::Combine`]: files that differ or cannot be joined;
+/// - [`Error::Write`]: the output could not be written (nothing is left at its path).
+pub fn virtualize(inputs: &[String], options: &VirtualizeOptions) -> Result<VirtualizeReport> {
+    if !options.overwrite && options.output.exists() {
+        return Err(Error::OutputExists {
+            path: options.output.clone(),
+        });
+    }
+    let (dataset, mut report) = build(inputs, options)?;
+    let t = Instant::now();
+    report.bytes_written = match options.format {
+        OutputFormat::KerchunkJson => {
+            write_kerchunk_json(&dataset, &options.output, options.overwrite)?
+        }
+    };
+    report.write_seconds = t.elapsed().as_secs_f64();
+    report.output = options.output.clone();
+    Ok(report)
+}

@@ -1,0 +1,101 @@
+//! `chunkmill virtualize`: references to every chunk of many NetCDF/HDF5 files, no data copied.
+
+use std::sync::Arc;
+
+use chunkmill_manifest::{virtualize, Error, VirtualizeOptions};
+use indicatif::ProgressBar;
+use serde_json::json;
+
+use crate::args::VirtualizeArgs;
+use crate::Failure;
+
+fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Usage(_) | Error::Input { .. } => 2,
+        Error::Write { .. } => 1,
+        _ => 3,
+    }
+}
+
+/// Scan, combine, write.
+pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
+    if a.format != "kerchunk-json" {
+        return Err(Failure::usage(format!(
+            "--format {}: only kerchunk-json is written so far (kerchunk-parquet and icechunk are not yet)",
+            a.format
+        )));
+    }
+    let mut options = VirtualizeOptions::new(&a.output);
+    options.concat_dim.clone_from(&a.concat_dim);
+    options.identical_dims = a
+        .identical_dims
+        .as_deref()
+        .map(|d| {
+            d.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(t) = a.inline_threshold {
+        options.inline_threshold = t;
+    }
+    options.skip_bad = a.skip_bad;
+    options.overwrite = a.overwrite;
+    options.threads = a.workers.unwrap_or(0);
+    let show = !(a.no_progress || a.quiet || a.json);
+    let bar = if show {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    let progress_bar = bar.clone();
+    options.progress = Some(Arc::new(move |done, total| {
+        progress_bar.set_length(total as u64);
+        progress_bar.set_position(done as u64);
+    }));
+    let report = virtualize(&a.inputs, &options);
+    bar.finish_and_clear();
+    let report = report.map_err(|e| Failure {
+        code: exit_code(&e),
+        message: e.to_string(),
+    })?;
+    for skipped in &report.skipped {
+        eprintln!("chunkmill: skipped {}: {}", skipped.file, skipped.reason);
+    }
+    for warning in &report.warnings {
+        eprintln!("chunkmill: warning: {warning}");
+    }
+    let seconds = report.scan_seconds + report.combine_seconds + report.write_seconds;
+    if a.json {
+        let value = json!({
+            "output": report.output, "files": report.files.len(),
+            "skipped": report.skipped.iter().map(|s| json!({"file": s.file, "reason": s.reason})).collect::<Vec<_>>(),
+            "warnings": report.warnings, "reordered": report.reordered,
+            "arrays": report.stats.arrays, "references": report.stats.references,
+            "inlined": report.stats.inlined, "missing": report.stats.missing,
+            "bytes_written": report.bytes_written, "seconds": seconds,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else if !a.quiet {
+        println!(
+            "{}: {} file(s), {} array(s), {} references, {} inlined, in {:.3} s ({:.0} files/s){}",
+            report.output.display(),
+            report.files.len(),
+            report.stats.arrays,
+            report.stats.references,
+            report.stats.inlined,
+            seconds,
+            report.files.len() as f64 / seconds.max(1e-9),
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; {} skipped", report.skipped.len())
+            }
+        );
+    }
+    Ok(())
+}
