@@ -1,6 +1,7 @@
 //! Loading a small variable's decoded values (the concat coordinate, identical-dims
 //! variables) and decoding single chunks.
 
+use chunkmill_grid::{copy_region, Region};
 use chunkmill_hdf5::{DataRefs, SourceFile, Variable};
 
 use crate::codecs;
@@ -119,7 +120,8 @@ pub(crate) fn load(file: &SourceFile, var: &Variable, refs: &DataRefs) -> Result
 }
 
 /// Copies the part of a C-order block of `block_shape` (at `origin`) that lies inside a
-/// C-order array of `shape` into it.
+/// C-order array of `shape` into it. A block or array buffer shorter than its shape says (a
+/// corrupt chunk) copies nothing; the values then read as what `dst` held.
 pub(crate) fn copy_block(
     dst: &mut [u8],
     shape: &[u64],
@@ -128,52 +130,21 @@ pub(crate) fn copy_block(
     origin: &[u64],
     elem: usize,
 ) {
-    let rank = shape.len();
-    if rank == 0 {
-        let n = elem.min(block.len()).min(dst.len());
-        dst[..n].copy_from_slice(&block[..n]);
+    let held = Region::new(
+        origin
+            .iter()
+            .zip(block_shape)
+            .map(|(&o, &b)| o..o + b)
+            .collect(),
+    );
+    let whole = Region::whole(shape);
+    if block.len() < held.num_elements() as usize * elem
+        || dst.len() < whole.num_elements() as usize * elem
+    {
         return;
     }
-    let extent: Vec<u64> = (0..rank)
-        .map(|d| block_shape[d].min(shape[d].saturating_sub(origin[d])))
-        .collect();
-    if extent.contains(&0) {
-        return;
-    }
-    let stride = |s: &[u64]| {
-        let mut st = vec![1u64; rank];
-        for d in (0..rank.saturating_sub(1)).rev() {
-            st[d] = st[d + 1] * s[d + 1];
-        }
-        st
-    };
-    let (dst_stride, src_stride) = (stride(shape), stride(block_shape));
-    let row = extent[rank - 1] as usize * elem;
-    let mut idx = vec![0u64; rank - 1];
-    loop {
-        let mut src = 0u64;
-        let mut dst_at = origin[rank - 1];
-        for d in 0..rank - 1 {
-            src += idx[d] * src_stride[d];
-            dst_at += (origin[d] + idx[d]) * dst_stride[d];
-        }
-        let (s, t) = (src as usize * elem, dst_at as usize * elem);
-        if let (Some(from), Some(to)) = (block.get(s..s + row), dst.get_mut(t..t + row)) {
-            to.copy_from_slice(from);
-        }
-        // Next row.
-        let mut d = rank - 1;
-        loop {
-            if d == 0 {
-                return;
-            }
-            d -= 1;
-            idx[d] += 1;
-            if idx[d] < extent[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
+    if let Some(what) = whole.intersect(&held) {
+        copy_region(block, &held, dst, &whole, &what, elem);
     }
 }
 

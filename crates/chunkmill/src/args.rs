@@ -37,6 +37,20 @@ pub enum PlanJob {
     Rechunk(RechunkArgs),
 }
 
+/// How a job reports.
+#[derive(Debug, Args, Clone)]
+pub struct Output {
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// Flags every running job shares.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
@@ -58,15 +72,8 @@ pub struct Common {
     /// Work dir for plan.json and task markers (default: `<TARGET>.work`).
     #[arg(long, value_name = "URL")]
     pub work_dir: Option<String>,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Print nothing but errors.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: Output,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -131,15 +138,8 @@ pub struct VirtualizeArgs {
     /// Scanning threads (default: the number of CPUs).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// No progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Print nothing but errors.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub report: Output,
 }
 
 #[derive(Debug, Args)]

@@ -148,7 +148,7 @@ fn print_plan(job: &RechunkJob) {
 /// `chunkmill plan rechunk`.
 pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
     let job = plan_rechunk(&options(a)?)?;
-    if a.common.json {
+    if a.common.report.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&plan_json(&job)).unwrap_or_default()
@@ -162,19 +162,19 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
 /// `chunkmill rechunk`.
 pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let opts = options(a)?;
-    let show = !(a.common.no_progress || a.common.quiet || a.common.json);
+    let show = !(a.common.report.no_progress || a.common.report.quiet || a.common.report.json);
     let job = plan_rechunk(&opts)?;
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, show);
     let report = run_job(&job, &opts, &|e| progress.on_event(e));
     progress.finish();
     let report = report?;
-    if a.common.json {
+    if a.common.report.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
-    } else if !a.common.quiet {
+    } else if !a.common.report.quiet {
         if report.already_complete {
             println!("{}: already complete (plan {})", a.target, report.plan_id);
         } else {

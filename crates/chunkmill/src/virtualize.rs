@@ -43,7 +43,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     options.skip_bad = a.skip_bad;
     options.overwrite = a.overwrite;
     options.threads = a.workers.unwrap_or(0);
-    let show = !(a.no_progress || a.quiet || a.json);
+    let show = !(a.report.no_progress || a.report.quiet || a.report.json);
     let bar = if show {
         ProgressBar::new(0)
     } else {
@@ -67,7 +67,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
         eprintln!("chunkmill: warning: {warning}");
     }
     let seconds = report.scan_seconds + report.combine_seconds + report.write_seconds;
-    if a.json {
+    if a.report.json {
         let value = json!({
             "output": report.output, "files": report.files.len(),
             "skipped": report.skipped.iter().map(|s| json!({"file": s.file, "reason": s.reason})).collect::<Vec<_>>(),
@@ -80,7 +80,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
-    } else if !a.quiet {
+    } else if !a.report.quiet {
         println!(
             "{}: {} file(s), {} array(s), {} references, {} inlined, in {:.3} s ({:.0} files/s){}",
             report.output.display(),
