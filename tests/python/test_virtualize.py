@@ -96,3 +96,25 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert refs.read_text() == "keep me"
     oracle.ok("virtualize", tmp_path / "day0.nc", "--output", refs, "--overwrite")
     xr.testing.assert_identical(open_refs(refs).load(), xr.open_dataset(tmp_path / "day0.nc").load())
+
+
+def test_inspect_netcdf_and_references(tmp_path):
+    import json
+
+    import h5py
+
+    write_day(tmp_path / "day0.nc", 0)
+    write_day(tmp_path / "day1.nc", 1)
+    doc = json.loads(oracle.ok("inspect", tmp_path / "day0.nc", "--json").stdout)
+    air = next(v for v in doc["variables"] if v["path"] == "/air")
+    with h5py.File(tmp_path / "day0.nc") as f:
+        assert air["shape"] == list(f["air"].shape)
+        assert air["chunk_shape"] == list(f["air"].chunks)
+        assert air["byte_ranges"] == f["air"].id.get_num_chunks()
+    assert air["dimensions"] == ["time", "lat", "lon"]
+    refs = tmp_path / "refs.json"
+    oracle.ok("virtualize", tmp_path / "day0.nc", tmp_path / "day1.nc", "--output", refs, "--concat-dim", "time")
+    doc = json.loads(oracle.ok("inspect", refs, "--json").stdout)
+    arrays = {a["path"]: a for a in doc["arrays"]}
+    assert arrays["air"]["shape"] == [48, 12, 20] and arrays["air"]["chunks"] == [6, 12, 10]
+    assert len(doc["files"]) == 2

@@ -3,13 +3,142 @@
 use chunkmill_ops::rechunk::human;
 use chunkmill_store::zarr::{self, Node};
 use chunkmill_store::Store;
-use serde_json::json;
+use std::path::Path;
+
+use serde_json::{json, Value};
 
 use crate::args::InspectArgs;
 use crate::Failure;
 
-/// Print the store's groups and arrays.
+fn fail(code: i32) -> impl Fn(String) -> Failure {
+    move |message| Failure { code, message }
+}
+
+/// A kerchunk reference file: its arrays and how many chunks each references.
+fn references(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
+    let refs = chunkmill_manifest::read_kerchunk_json(path).map_err(|e| fail(1)(e.to_string()))?;
+    let arrays: Vec<_> = refs
+        .arrays
+        .iter()
+        .map(|(key, array)| {
+            let m = &array.metadata;
+            json!({
+                "path": key, "shape": m.shape, "dtype": m.dtype, "chunks": m.chunk_shape,
+                "fill_value": m.fill_value, "dimension_names": m.dimension_names,
+                "codecs": m.codecs.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+                "chunk_slots": array.manifest.len(), "attributes": m.attributes,
+            })
+        })
+        .collect();
+    if a.json {
+        let doc = json!({"url": path.display().to_string(), "kind": "kerchunk-json", "files": refs.urls, "arrays": arrays});
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "{} (kerchunk references into {} file(s))",
+        path.display(),
+        refs.urls.len()
+    );
+    for v in &arrays {
+        println!(
+            "array {}  {} {}  chunks {}  dims {}  codecs {}  {} chunk slots",
+            v["path"].as_str().unwrap_or(""),
+            v["dtype"].as_str().unwrap_or(""),
+            v["shape"],
+            v["chunks"],
+            v["dimension_names"],
+            v["codecs"],
+            v["chunk_slots"]
+        );
+    }
+    Ok(())
+}
+
+/// An HDF5, NetCDF-4 or NetCDF-3 file: its variables, dimensions and chunk byte ranges.
+fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
+    let file = chunkmill_hdf5::SourceFile::open_path(path).map_err(|e| fail(1)(e.to_string()))?;
+    let inventory = file.inventory().map_err(|e| fail(1)(e.to_string()))?;
+    let ranges: Vec<Value> = inventory
+        .variables
+        .iter()
+        .map(|v| match file.data_refs(v) {
+            Ok(refs) => refs.range_count().into(),
+            Err(e) => e.to_string().into(),
+        })
+        .collect();
+    if a.json {
+        let mut doc = serde_json::to_value(&inventory).unwrap_or_default();
+        for (out, n) in doc["variables"]
+            .as_array_mut()
+            .into_iter()
+            .flatten()
+            .zip(&ranges)
+        {
+            out["byte_ranges"] = n.clone();
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(());
+    }
+    println!("{} ({:?})", path.display(), inventory.format);
+    for d in &inventory.dimensions {
+        println!(
+            "dimension {}{}  {}{}",
+            if d.group.is_empty() || d.group == "/" {
+                ""
+            } else {
+                &d.group
+            },
+            d.name,
+            d.length,
+            if d.unlimited { " (unlimited)" } else { "" }
+        );
+    }
+    for (v, n) in inventory.variables.iter().zip(&ranges) {
+        println!(
+            "variable {}  {} {:?}  chunks {}  dims {}  filters {}  byte ranges {}",
+            v.path,
+            v.dtype.name,
+            v.shape,
+            v.chunk_shape
+                .as_ref()
+                .map_or("-".to_string(), |c| format!("{c:?}")),
+            v.dimensions
+                .as_ref()
+                .map_or("-".to_string(), |d| d.join(",")),
+            if v.filters.is_empty() {
+                "-".to_string()
+            } else {
+                v.filters
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
+            n
+        );
+    }
+    for u in &inventory.unlisted {
+        println!("not listed {}: {}", u.path, u.reason);
+    }
+    Ok(())
+}
+
+/// Print what a path holds: a Zarr store's groups and arrays, a kerchunk reference file's
+/// arrays, or an HDF5/NetCDF file's variables.
 pub fn run(a: &InspectArgs) -> Result<(), Failure> {
+    let path = Path::new(&a.path);
+    if path.is_file() {
+        let head = std::fs::read(path)
+            .map(|b| b.iter().take(64).copied().collect::<Vec<u8>>())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&head);
+        return if text.trim_start().starts_with('{') {
+            references(a, path)
+        } else {
+            archive(a, path)
+        };
+    }
     let store = Store::open(&a.path).map_err(|e| Failure::usage(e.to_string()))?;
     let nodes = zarr::list_nodes(&store).map_err(|e| Failure {
         code: 1,
