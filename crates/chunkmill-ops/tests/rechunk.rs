@@ -223,3 +223,33 @@ fn refusals_write_nothing() {
     run_rechunk(&again, &|_| {}).unwrap();
     check_target(dst, &[100, 100], &[100, 100], &[20, 20], false);
 }
+
+#[test]
+fn s3_source_target_and_intermediates() {
+    let Ok(bucket) = std::env::var("CHUNKMILL_TEST_S3") else {
+        eprintln!("SKIPPED s3_source_target_and_intermediates: CHUNKMILL_TEST_S3 is not set (scripts/test starts a server and sets it)");
+        return;
+    };
+    let src = format!("{bucket}/rechunk/src.zarr");
+    let dst = format!("{bucket}/rechunk/dst.zarr");
+    for url in [&src, &dst, &format!("{dst}.work")] {
+        Store::open(url).unwrap().erase_prefix("").unwrap();
+    }
+    make_source(&src, &[300, 300], &[1, 300], true);
+    let mut opts = options(&src, &dst, "300,1", budget(1) + 200_000);
+    opts.workers = 1;
+    let job = plan_rechunk(&opts).unwrap();
+    assert_ne!(
+        job.arrays[0].strategy,
+        chunkmill_grid::rechunk::Strategy::Direct
+    );
+    run_rechunk(&opts, &|_| {}).unwrap();
+    check_target(&dst, &[300, 300], &[1, 300], &[300, 1], true);
+    // The work dir on S3 holds the plan and the completion record; intermediates are gone.
+    let work = Store::open(&format!("{dst}.work")).unwrap();
+    assert!(work.exists("plan.json").unwrap());
+    assert!(Store::open(&format!("{dst}.work/intermediate"))
+        .unwrap()
+        .is_empty()
+        .unwrap());
+}

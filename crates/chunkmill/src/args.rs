@@ -57,7 +57,7 @@ pub struct Common {
     /// Where tasks run: `threads` in this process.
     #[arg(long, default_value = "threads", value_parser = ["threads"])]
     pub executor: String,
-    /// Most tasks at once (default: the number of CPUs).
+    /// Most tasks at once (default: twice the number of CPUs, so storage waits overlap work).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Extra attempts for a failed task, with exponential backoff.

@@ -231,7 +231,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
         codec: Some(Compressor::Zstd(1)),
         shards: None,
         zarr_format: 3,
-        workers: std::thread::available_parallelism().map_or(1, usize::from),
+        workers: crate::default_workers(),
         retries: 2,
         resume: false,
         overwrite: false,

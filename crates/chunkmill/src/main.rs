@@ -60,6 +60,14 @@ fn tame_allocator() {
     }
 }
 
+/// Tasks at once when `--workers` is not given: twice the CPUs. Tasks wait on storage (reads,
+/// writes, the kernel's page cache), and a second task per core keeps the core busy meanwhile
+/// (on the rechunk benchmark: 9.3 s with 2 workers on 2 cores, 6.4–7.0 s with 4–6); memory
+/// admission still keeps them all within `--max-mem`.
+pub fn default_workers() -> usize {
+    2 * std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 fn run(cli: args::Cli) -> Result<(), Failure> {
     match cli.command {
         args::Command::Rechunk(a) => rechunk::run(&a),

@@ -24,10 +24,7 @@ fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
         .map(str::parse)
         .transpose()
         .map_err(|e: String| Failure::usage(format!("--codec: {e}")))?;
-    let workers = a
-        .common
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let workers = a.common.workers.unwrap_or_else(crate::default_workers);
     if workers == 0 {
         return Err(Failure::usage("--workers must be at least 1"));
     }
