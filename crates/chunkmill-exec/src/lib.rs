@@ -37,6 +37,7 @@
 
 pub mod memory;
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,9 @@ pub enum ExecError {
         attempts: u32,
         message: String,
     },
+    /// A stage or task range that the plan does not have.
+    #[error("{0}")]
+    NoSuchTasks(String),
     /// The work dir could not be read or written.
     #[error("work dir: {0}")]
     Markers(#[from] StoreError),
@@ -179,121 +183,224 @@ pub fn run_plan(
     let pool = MemoryPool::new(options.memory);
     let mut summary = RunSummary::default();
     for (index, stage) in plan.stages.iter().enumerate() {
-        let stage_start = Instant::now();
-        let done = markers.marked(&stage.name)?;
-        let pending: Vec<u64> = (0..stage.tasks()).filter(|t| !done.contains(t)).collect();
-        on_event(&Event::StageStarted {
+        run_stage(
             index,
-            name: stage.name.clone(),
-            label: stage.label.clone(),
-            tasks: stage.tasks(),
-            done_before: stage.tasks() - pending.len() as u64,
-            decoded_bytes: stage.bytes_written,
-        });
-        summary.tasks_skipped += stage.tasks() - pending.len() as u64;
-        let decoded_per_task = stage.bytes_written / stage.tasks().max(1);
-        let next = AtomicUsize::new(0);
-        let retries = AtomicU64::new(0);
-        let read = AtomicU64::new(0);
-        let written = AtomicU64::new(0);
-        let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
-        let marker_error: Mutex<Option<StoreError>> = Mutex::new(None);
-        let stop = AtomicBool::new(false);
-        let threads = options.workers.min(pending.len()).max(1);
-        let run_tasks = || loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let Some(&task) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                return;
-            };
-            let reservation = match pool.try_reserve(stage.projected_mem) {
-                Some(r) => r,
-                None => {
-                    runner.release_idle();
-                    pool.reserve(stage.projected_mem)
-                }
-            };
-            let task_start = Instant::now();
-            let mut attempt = 0;
-            let outcome = loop {
-                match runner.run(stage, task) {
-                    Ok(stats) => break Ok(stats),
-                    Err(error) if attempt < options.retries => {
-                        attempt += 1;
-                        retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(stage = %stage.name, task, attempt, %error, "task failed, retrying");
-                        on_event(&Event::TaskRetrying {
-                            stage: index,
-                            task,
-                            attempt,
-                            error,
-                        });
-                        std::thread::sleep(options.backoff * 2u32.pow(attempt - 1));
-                    }
-                    Err(error) => break Err(error),
-                }
-            };
-            drop(reservation);
-            match outcome {
-                Ok(stats) => {
-                    let seconds = task_start.elapsed().as_secs_f64();
-                    let record = serde_json::json!({
-                        "seconds": seconds,
-                        "attempts": attempt + 1,
-                        "bytes_read": stats.bytes_read,
-                        "bytes_written": stats.bytes_written,
-                        "peak_rss": memory::peak_rss(),
-                        "projected_mem": stage.projected_mem,
-                    });
-                    if let Err(e) = markers.mark(&stage.name, task, &record) {
-                        *marker_error.lock() = Some(e);
-                        stop.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    read.fetch_add(stats.bytes_read, Ordering::Relaxed);
-                    written.fetch_add(stats.bytes_written, Ordering::Relaxed);
-                    on_event(&Event::TaskFinished {
-                        stage: index,
-                        task,
-                        stats,
-                        seconds,
-                        decoded_bytes: decoded_per_task,
-                    });
-                }
-                Err(message) => failures.lock().push((task, message)),
-            }
-        };
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    run_tasks();
-                    runner.release_idle();
-                });
-            }
-        });
-        if let Some(e) = marker_error.into_inner() {
-            return Err(ExecError::Markers(e));
-        }
-        summary.tasks_run += pending.len() as u64;
-        summary.retries += retries.into_inner();
-        summary.bytes_read += read.into_inner();
-        summary.bytes_written += written.into_inner();
-        let mut failures = failures.into_inner();
-        if !failures.is_empty() {
-            failures.sort_by_key(|f| f.0);
-            let (task, message) = failures[0].clone();
-            return Err(ExecError::TaskFailed {
-                stage: stage.label.clone(),
-                task,
-                failed: failures.len() as u64,
-                attempts: options.retries + 1,
-                message,
-            });
-        }
-        tracing::info!(stage = %stage.name, label = %stage.label, tasks = pending.len(), seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
-        on_event(&Event::StageFinished { index });
+            stage,
+            0..stage.tasks(),
+            &pool,
+            runner,
+            markers,
+            options,
+            on_event,
+            &mut summary,
+        )?;
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Run tasks `tasks` of stage `index` only (what `chunkmill worker` does for a batch engine),
+/// skipping those whose markers exist.
+///
+/// # Errors
+/// As [`run_plan`]; [`ExecError::NoSuchTasks`] when the stage or the range is not in the plan.
+pub fn run_stage_slice(
+    plan: &Plan,
+    index: usize,
+    tasks: Range<u64>,
+    runner: &dyn TaskRunner,
+    markers: &Markers,
+    options: &RunOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RunSummary, ExecError> {
+    let stage = plan.stages.get(index).ok_or_else(|| {
+        ExecError::NoSuchTasks(format!(
+            "stage {index}: the plan has {} stages",
+            plan.stages.len()
+        ))
+    })?;
+    if tasks.start > tasks.end || tasks.end > stage.tasks() {
+        return Err(ExecError::NoSuchTasks(format!(
+            "tasks {}..{} of stage '{}': it has tasks 0..{}",
+            tasks.start,
+            tasks.end,
+            stage.name,
+            stage.tasks()
+        )));
+    }
+    let started = Instant::now();
+    let pool = MemoryPool::new(options.memory);
+    let mut summary = RunSummary::default();
+    run_stage(
+        index,
+        stage,
+        tasks,
+        &pool,
+        runner,
+        markers,
+        options,
+        on_event,
+        &mut summary,
+    )?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Environment variable of the fault hook: a fraction of task attempts (0 to 1) that fail
+/// before they start, chosen by a hash of stage, task and attempt so that a run is
+/// reproducible. For tests of retries only; nothing else sets it.
+pub const FAULT_RATE_VAR: &str = "CHUNKMILL_TEST_FAULT_RATE";
+
+fn injected_fault(stage: &Stage, task: u64, attempt: u32) -> Option<String> {
+    static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let rate = *RATE.get_or_init(|| {
+        std::env::var(FAULT_RATE_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    });
+    if rate <= 0.0 {
+        return None;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in stage
+        .name
+        .bytes()
+        .chain(task.to_le_bytes())
+        .chain(attempt.to_le_bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let draw = (h >> 11) as f64 / (1u64 << 53) as f64;
+    (draw < rate).then(|| format!("injected fault ({FAULT_RATE_VAR})"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    index: usize,
+    stage: &Stage,
+    tasks: Range<u64>,
+    pool: &MemoryPool,
+    runner: &dyn TaskRunner,
+    markers: &Markers,
+    options: &RunOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+    summary: &mut RunSummary,
+) -> Result<(), ExecError> {
+    let stage_start = Instant::now();
+    let done = markers.marked(&stage.name)?;
+    let pending: Vec<u64> = tasks.clone().filter(|t| !done.contains(t)).collect();
+    on_event(&Event::StageStarted {
+        index,
+        name: stage.name.clone(),
+        label: stage.label.clone(),
+        tasks: tasks.end - tasks.start,
+        done_before: tasks.end - tasks.start - pending.len() as u64,
+        decoded_bytes: stage.bytes_written,
+    });
+    summary.tasks_skipped += tasks.end - tasks.start - pending.len() as u64;
+    let decoded_per_task = stage.bytes_written / stage.tasks().max(1);
+    let next = AtomicUsize::new(0);
+    let retries = AtomicU64::new(0);
+    let read = AtomicU64::new(0);
+    let written = AtomicU64::new(0);
+    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    let marker_error: Mutex<Option<StoreError>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let threads = options.workers.min(pending.len()).max(1);
+    let run_tasks = || loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(&task) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
+            return;
+        };
+        let reservation = match pool.try_reserve(stage.projected_mem) {
+            Some(r) => r,
+            None => {
+                runner.release_idle();
+                pool.reserve(stage.projected_mem)
+            }
+        };
+        let task_start = Instant::now();
+        let mut attempt = 0;
+        let outcome = loop {
+            match injected_fault(stage, task, attempt).map_or_else(|| runner.run(stage, task), Err)
+            {
+                Ok(stats) => break Ok(stats),
+                Err(error) if attempt < options.retries => {
+                    attempt += 1;
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(stage = %stage.name, task, attempt, %error, "task failed, retrying");
+                    on_event(&Event::TaskRetrying {
+                        stage: index,
+                        task,
+                        attempt,
+                        error,
+                    });
+                    std::thread::sleep(options.backoff * 2u32.pow(attempt - 1));
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        drop(reservation);
+        match outcome {
+            Ok(stats) => {
+                let seconds = task_start.elapsed().as_secs_f64();
+                let record = serde_json::json!({
+                    "seconds": seconds,
+                    "attempts": attempt + 1,
+                    "bytes_read": stats.bytes_read,
+                    "bytes_written": stats.bytes_written,
+                    "peak_rss": memory::peak_rss(),
+                    "projected_mem": stage.projected_mem,
+                });
+                if let Err(e) = markers.mark(&stage.name, task, &record) {
+                    *marker_error.lock() = Some(e);
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+                read.fetch_add(stats.bytes_read, Ordering::Relaxed);
+                written.fetch_add(stats.bytes_written, Ordering::Relaxed);
+                on_event(&Event::TaskFinished {
+                    stage: index,
+                    task,
+                    stats,
+                    seconds,
+                    decoded_bytes: decoded_per_task,
+                });
+            }
+            Err(message) => failures.lock().push((task, message)),
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                run_tasks();
+                runner.release_idle();
+            });
+        }
+    });
+    if let Some(e) = marker_error.into_inner() {
+        return Err(ExecError::Markers(e));
+    }
+    summary.tasks_run += pending.len() as u64;
+    summary.retries += retries.into_inner();
+    summary.bytes_read += read.into_inner();
+    summary.bytes_written += written.into_inner();
+    let mut failures = failures.into_inner();
+    if !failures.is_empty() {
+        failures.sort_by_key(|f| f.0);
+        let (task, message) = failures[0].clone();
+        return Err(ExecError::TaskFailed {
+            stage: stage.label.clone(),
+            task,
+            failed: failures.len() as u64,
+            attempts: options.retries + 1,
+            message,
+        });
+    }
+    tracing::info!(stage = %stage.name, label = %stage.label, tasks = pending.len(), seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
+    on_event(&Event::StageFinished { index });
+    Ok(())
 }

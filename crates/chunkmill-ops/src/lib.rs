@@ -9,6 +9,7 @@
 pub mod copy;
 pub mod rechunk;
 pub mod spec;
+pub mod work;
 
 /// Why a job did not complete, sorted by what the user should do about it.
 #[derive(Debug, thiserror::Error)]

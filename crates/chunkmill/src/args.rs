@@ -27,6 +27,11 @@ pub enum Command {
     /// Describe a Zarr store: arrays, shapes, data types, chunks, shards, codecs, dimension
     /// names, fill values, sizes.
     Inspect(InspectArgs),
+    /// Run a slice of one stage of a stored plan: the entry point for batch engines (SLURM
+    /// arrays, Kubernetes indexed jobs, AWS Batch, Dask, Lithops).
+    Worker(WorkerArgs),
+    /// Progress of a run from its work dir: done and pending tasks per stage.
+    Status(StatusArgs),
     /// Build a demo dataset and rechunk it, with the plan, a progress bar and a verification.
     Demo(DemoArgs),
 }
@@ -140,6 +145,36 @@ pub struct VirtualizeArgs {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub report: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The plan: `<work-dir>/plan.json` (local path or URL), or the work dir.
+    #[arg(long, value_name = "URL")]
+    pub plan: String,
+    /// Stage name (as `chunkmill status` lists it) or index.
+    #[arg(long)]
+    pub stage: String,
+    /// Tasks to run: A..B (B excluded), A..=B or A.
+    #[arg(long, value_name = "A..B")]
+    pub tasks: String,
+    /// Most tasks at once in this process (default: twice the CPUs).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Extra attempts for a failed task.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    #[command(flatten)]
+    pub report: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The run's work dir (default of a rechunk: `<TARGET>.work`).
+    pub work_dir: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod inspect;
 mod progress;
 mod rechunk;
 mod virtualize;
+mod work;
 
 use clap::Parser;
 
@@ -76,6 +77,8 @@ fn run(cli: args::Cli) -> Result<(), Failure> {
         } => rechunk::plan(&a),
         args::Command::Virtualize(a) => virtualize::run(&a),
         args::Command::Inspect(a) => inspect::run(&a),
+        args::Command::Worker(a) => work::worker(&a),
+        args::Command::Status(a) => work::status(&a),
         args::Command::Demo(a) => demo::run(&a),
     }
 }

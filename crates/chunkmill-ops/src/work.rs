@@ -1,0 +1,200 @@
+//! A run's work dir seen from outside the run: `chunkmill worker` runs a slice of a stage of
+//! the plan stored there (the entry point for batch engines), `chunkmill status` reads its
+//! markers. Both work while a run is going and after it crashed.
+
+use std::ops::Range;
+
+use chunkmill_exec::{memory, run_stage_slice, Event, RunOptions, RunSummary};
+use chunkmill_plan::Plan;
+use chunkmill_store::markers::Markers;
+use chunkmill_store::Store;
+use serde::Serialize;
+
+use crate::copy::CopyRunner;
+use crate::OpsError;
+
+/// The work dir store and key of a `plan.json` URL (`…/work/plan.json` or the work dir itself).
+fn locate(plan_url: &str) -> Result<(Store, String), OpsError> {
+    let trimmed = plan_url.trim_end_matches('/');
+    let (dir, key) = match trimmed.rsplit_once('/') {
+        Some((dir, name)) if name.ends_with(".json") => (dir.to_string(), name.to_string()),
+        _ => (trimmed.to_string(), "plan.json".to_string()),
+    };
+    let store = Store::open(&dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    Ok((store, key))
+}
+
+/// Read the plan a URL names, refusing another format version.
+///
+/// # Errors
+/// [`OpsError::Refused`] when there is no plan or it is of another version.
+pub fn load_plan(plan_url: &str) -> Result<(Store, Plan), OpsError> {
+    let (store, key) = locate(plan_url)?;
+    let bytes = store
+        .get(&key)
+        .map_err(|e| OpsError::Failed(e.to_string()))?
+        .ok_or_else(|| OpsError::Refused(format!("{}: no plan there", store.join(&key))))?;
+    let plan = Plan::from_json(&String::from_utf8_lossy(&bytes))
+        .map_err(|e| OpsError::Refused(format!("{}: {e}", store.join(&key))))?;
+    Ok((store, plan))
+}
+
+/// Parse `A..B` (B excluded), `A..=B` or a single task `A`.
+///
+/// # Errors
+/// [`OpsError::Usage`] echoing the input.
+pub fn parse_tasks(text: &str) -> Result<Range<u64>, OpsError> {
+    let bad = || {
+        OpsError::Usage(format!(
+            "invalid task range '{text}': expected A..B (B excluded), A..=B or A"
+        ))
+    };
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+    if let Some((a, b)) = text.split_once("..=") {
+        Ok(num(a)?..num(b)?.checked_add(1).ok_or_else(bad)?)
+    } else if let Some((a, b)) = text.split_once("..") {
+        Ok(num(a)?..num(b)?)
+    } else {
+        let a = num(text)?;
+        Ok(a..a + 1)
+    }
+}
+
+/// Run tasks `tasks` of stage `stage` (its name or index) of the plan at `plan_url`, skipping
+/// those already marked done, with the plan's memory budget for this process.
+///
+/// # Errors
+/// [`OpsError::Refused`] for a missing plan, another plan version, an unknown stage or range;
+/// [`OpsError::Failed`] when tasks fail after `retries`.
+pub fn run_worker(
+    plan_url: &str,
+    stage: &str,
+    tasks: Range<u64>,
+    workers: usize,
+    retries: u32,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RunSummary, OpsError> {
+    let (work, plan) = load_plan(plan_url)?;
+    let index = plan
+        .stages
+        .iter()
+        .position(|s| s.name == stage)
+        .or_else(|| {
+            stage
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i < plan.stages.len())
+        })
+        .ok_or_else(|| {
+            let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+            OpsError::Refused(format!(
+                "plan {}: no stage '{stage}'; stages: {}",
+                plan.plan_id,
+                names.join(", ")
+            ))
+        })?;
+    let capacity = plan
+        .max_mem
+        .saturating_sub(memory::current_rss() + (24 << 20) + plan.max_mem / 32);
+    if capacity < plan.stages[index].projected_mem {
+        return Err(OpsError::Refused(format!(
+            "plan {}: one task of stage '{}' needs {} bytes but this process has {capacity} left of --max-mem {}",
+            plan.plan_id, plan.stages[index].name, plan.stages[index].projected_mem, plan.max_mem
+        )));
+    }
+    let mut options = RunOptions::new(workers, capacity);
+    options.retries = retries;
+    let markers = Markers::new(work, &plan.plan_id);
+    run_stage_slice(
+        &plan,
+        index,
+        tasks,
+        &CopyRunner::new(),
+        &markers,
+        &options,
+        on_event,
+    )
+    .map_err(|e| match e {
+        chunkmill_exec::ExecError::NoSuchTasks(m) => {
+            OpsError::Refused(format!("plan {}: {m}", plan.plan_id))
+        }
+        other => OpsError::Failed(other.to_string()),
+    })
+}
+
+/// Progress of one stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct StageStatus {
+    /// Stage name (markers live under it).
+    pub name: String,
+    /// What it does.
+    pub label: String,
+    /// Tasks in the stage.
+    pub tasks: u64,
+    /// Tasks marked done.
+    pub done: u64,
+    /// Tasks not yet done.
+    pub pending: u64,
+}
+
+/// Progress of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunStatus {
+    /// The plan id.
+    pub plan_id: String,
+    /// The job.
+    pub job: String,
+    /// True when the run finished (its completion record exists).
+    pub complete: bool,
+    /// Per stage.
+    pub stages: Vec<StageStatus>,
+}
+
+/// Read the progress of the run whose work dir is `work_dir`.
+///
+/// # Errors
+/// [`OpsError::Refused`] when there is no plan there.
+pub fn status(work_dir: &str) -> Result<RunStatus, OpsError> {
+    let (work, plan) = load_plan(work_dir)?;
+    let complete = work
+        .exists(&format!("{}/complete.json", plan.plan_id))
+        .map_err(|e| OpsError::Failed(e.to_string()))?;
+    let markers = Markers::new(work, &plan.plan_id);
+    let mut stages = Vec::new();
+    for stage in &plan.stages {
+        let done = if complete {
+            stage.tasks()
+        } else {
+            markers
+                .marked(&stage.name)
+                .map_err(|e| OpsError::Failed(e.to_string()))?
+                .len() as u64
+        };
+        stages.push(StageStatus {
+            name: stage.name.clone(),
+            label: stage.label.clone(),
+            tasks: stage.tasks(),
+            done,
+            pending: stage.tasks().saturating_sub(done),
+        });
+    }
+    Ok(RunStatus {
+        plan_id: plan.plan_id.clone(),
+        job: plan.job.clone(),
+        complete,
+        stages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ranges() {
+        assert_eq!(parse_tasks("3..7").unwrap(), 3..7);
+        assert_eq!(parse_tasks("3..=7").unwrap(), 3..8);
+        assert_eq!(parse_tasks("5").unwrap(), 5..6);
+        assert!(parse_tasks("x..2").is_err());
+    }
+}

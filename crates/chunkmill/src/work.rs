@@ -1,0 +1,61 @@
+//! `chunkmill worker` and `chunkmill status`.
+
+use chunkmill_ops::work::{parse_tasks, run_worker, status as read_status};
+
+use crate::args::{StatusArgs, WorkerArgs};
+use crate::progress::Progress;
+use crate::Failure;
+
+/// Run a slice of a stage; exit non-zero when a task fails after its retries.
+pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
+    let tasks = parse_tasks(&a.tasks)?;
+    let show = !(a.report.no_progress || a.report.quiet || a.report.json);
+    let progress = Progress::new(0, show);
+    let summary = run_worker(
+        &a.plan,
+        &a.stage,
+        tasks,
+        a.workers.unwrap_or_else(crate::default_workers),
+        a.retries,
+        &|e| progress.on_event(e),
+    );
+    progress.finish();
+    let summary = summary?;
+    if a.report.json {
+        let doc = serde_json::json!({"tasks_run": summary.tasks_run, "tasks_skipped": summary.tasks_skipped, "retries": summary.retries, "seconds": summary.seconds});
+        println!("{doc}");
+    } else if !a.report.quiet {
+        println!(
+            "stage {} tasks {}: {} run, {} already done, {} retried, {:.2} s",
+            a.stage,
+            a.tasks,
+            summary.tasks_run,
+            summary.tasks_skipped,
+            summary.retries,
+            summary.seconds
+        );
+    }
+    Ok(())
+}
+
+/// Print done / pending per stage.
+pub fn status(a: &StatusArgs) -> Result<(), Failure> {
+    let st = read_status(&a.work_dir)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "plan {} ({}){}",
+        st.plan_id,
+        st.job,
+        if st.complete { ": complete" } else { "" }
+    );
+    for s in &st.stages {
+        println!(
+            "  stage {:<8} {:<36} {:>7} done {:>7} pending of {}",
+            s.name, s.label, s.done, s.pending, s.tasks
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+"""Failures and batch engines: injected task faults are retried and give the same bytes; a run
+whose tasks fail exits 1 and resumes; `chunkmill worker` runs the stages of a stored plan (the
+batch-engine entry point) and `chunkmill status` follows it; a plan of another version is
+refused. The fault hook (CHUNKMILL_TEST_FAULT_RATE) exists for these tests only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+import oracle
+
+SHAPE, CHUNKS, SPEC = (400, 60, 60), (4, 60, 60), "time=-1,lat=6,lon=6"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rel") / "src.zarr"
+    t, y, x = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), np.arange(SHAPE[2]), indexing="ij")
+    data = (np.sin(t / 30.0) * 10 + np.cos(y / 5.0) + x * 0.5).astype("float32")
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    a = g.create_array("v", shape=SHAPE, chunks=CHUNKS, dtype="float32", fill_value=np.nan,
+                       dimension_names=("time", "lat", "lon"))
+    a[...] = data
+    zarr.consolidate_metadata(path)
+    return path, data
+
+
+def rechunk(src, tgt, *extra, env=None):
+    return oracle.run(*oracle.rechunk_args(src, tgt, SPEC, "64MB", "--workers", "4", *extra), env=env)
+
+
+def same_tree(a, b):
+    fa, fb = oracle.tree_files(a), oracle.tree_files(b)
+    assert sorted(fa) == sorted(fb)
+    assert [k for k in fa if fa[k] != fb[k]] == []
+
+
+def test_injected_faults_are_retried_and_give_the_same_bytes(tmp_path, source):
+    src, data = source
+    oracle.ok(*oracle.rechunk_args(src, tmp_path / "ref.zarr", SPEC, "64MB", "--workers", "4"))
+    r = rechunk(src, tmp_path / "faulty.zarr", "--retries", "8", "--json", env={"CHUNKMILL_TEST_FAULT_RATE": "0.1"})
+    assert r.returncode == 0, oracle.describe(r)
+    report = json.loads(r.stdout)
+    assert report["retries"] > 0, "the fault hook should have failed some attempts"
+    same_tree(tmp_path / "ref.zarr", tmp_path / "faulty.zarr")
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "faulty.zarr", path="v")[...], data)
+
+
+def test_failed_tasks_exit_1_and_the_run_resumes(tmp_path, source):
+    src, data = source
+    tgt, work = tmp_path / "t.zarr", tmp_path / "work"
+    r = rechunk(src, tgt, "--retries", "0", "--work-dir", work, env={"CHUNKMILL_TEST_FAULT_RATE": "0.5"})
+    assert r.returncode == 1, oracle.describe(r)
+    assert "injected fault" in r.stderr and r.stderr.strip().count("\n") == 0
+    oracle.ok(*oracle.rechunk_args(src, tgt, SPEC, "64MB", "--workers", "4", "--work-dir", work, "--resume"))
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+
+
+def test_worker_runs_the_stages_of_a_stored_plan(tmp_path, source):
+    src, data = source
+    tgt, work = tmp_path / "t.zarr", tmp_path / "work"
+    # Every attempt fails: the driver leaves plan.json and the target's metadata, no task done.
+    r = rechunk(src, tgt, "--retries", "0", "--work-dir", work, env={"CHUNKMILL_TEST_FAULT_RATE": "1"})
+    assert r.returncode == 1, oracle.describe(r)
+    status = json.loads(oracle.ok("status", work, "--json").stdout)
+    assert not status["complete"] and all(s["done"] == 0 for s in status["stages"])
+    # Each stage in its own worker processes, two slices each, as a batch engine would.
+    for stage in status["stages"]:
+        n, half = stage["tasks"], stage["tasks"] // 2
+        oracle.ok("worker", "--plan", work / "plan.json", "--stage", stage["name"], "--tasks", f"0..{half}", "--no-progress")
+        mid = json.loads(oracle.ok("status", work, "--json").stdout)
+        assert next(s for s in mid["stages"] if s["name"] == stage["name"])["done"] == half
+        oracle.ok("worker", "--plan", work, "--stage", stage["name"], "--tasks", f"{half}..{n}", "--no-progress")
+    status = json.loads(oracle.ok("status", work, "--json").stdout)
+    assert all(s["pending"] == 0 for s in status["stages"])
+    # The driver, resumed, finds every task done and finishes (consolidated metadata, cleanup).
+    oracle.ok(*oracle.rechunk_args(src, tgt, SPEC, "64MB", "--workers", "4", "--work-dir", work, "--resume"))
+    assert json.loads(oracle.ok("status", work, "--json").stdout)["complete"]
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+    oracle.ok(*oracle.rechunk_args(src, tmp_path / "ref.zarr", SPEC, "64MB", "--workers", "4"))
+    same_tree(tmp_path / "ref.zarr", tgt)
+
+
+def test_worker_refuses_another_plan_version_and_unknown_tasks(tmp_path, source):
+    src, _ = source
+    tgt, work = tmp_path / "t.zarr", tmp_path / "work"
+    rechunk(src, tgt, "--retries", "0", "--work-dir", work, env={"CHUNKMILL_TEST_FAULT_RATE": "1"})
+    plan = json.loads((work / "plan.json").read_text())
+    stage = plan["stages"][0]["name"]
+    r = oracle.run("worker", "--plan", work, "--stage", "nope", "--tasks", "0..1")
+    assert r.returncode == 3 and "no stage 'nope'" in r.stderr, oracle.describe(r)
+    r = oracle.run("worker", "--plan", work, "--stage", stage, "--tasks", "0..100000")
+    assert r.returncode == 3 and "tasks 0..100000" in r.stderr, oracle.describe(r)
+    plan["format"] = 999
+    (work / "plan.json").write_text(json.dumps(plan))
+    r = oracle.run("worker", "--plan", work, "--stage", stage, "--tasks", "0..1")
+    assert r.returncode == 3 and "plan format 999" in r.stderr, oracle.describe(r)
