@@ -161,3 +161,25 @@ def test_killed_at_twenty_moments_then_resumed_gives_the_same_bytes(tmp_path, la
     oracle.ok(*oracle.rechunk_args(src, tgt, SPEC, "64MB", "--workers", "1", "--work-dir", work, "--resume"))
     same_tree(ref, tgt)
     np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+
+
+def test_processes_executor_gives_the_same_bytes_as_threads(tmp_path, source):
+    src, data = source
+    oracle.ok(*oracle.rechunk_args(src, tmp_path / "threads.zarr", SPEC, "64MB", "--workers", "4"))
+    r = oracle.ok(*oracle.rechunk_args(src, tmp_path / "procs.zarr", SPEC, "64MB", "--workers", "2",
+                                       "--executor", "processes", "--json"))
+    assert json.loads(r.stdout)["tasks_run"] > 1
+    same_tree(tmp_path / "threads.zarr", tmp_path / "procs.zarr")
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "procs.zarr", path="v")[...], data)
+
+
+def test_processes_executor_retries_failed_workers_then_reports(tmp_path, source):
+    src, data = source
+    # Tasks fail inside the worker processes; each slice is given to new processes.
+    r = rechunk(src, tmp_path / "t.zarr", "--executor", "processes", "--retries", "6",
+                env={"CHUNKMILL_TEST_FAULT_RATE": "0.2"})
+    assert r.returncode == 0, oracle.describe(r)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "t.zarr", path="v")[...], data)
+    r = rechunk(src, tmp_path / "u.zarr", "--executor", "processes", "--retries", "0",
+                env={"CHUNKMILL_TEST_FAULT_RATE": "1"})
+    assert r.returncode == 1 and "injected fault" in r.stderr, oracle.describe(r)

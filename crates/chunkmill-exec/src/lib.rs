@@ -36,6 +36,7 @@
 //! ```
 
 pub mod memory;
+pub mod processes;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

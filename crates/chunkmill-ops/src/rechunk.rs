@@ -7,6 +7,7 @@
 //! [`Plan`]; create the target metadata; run; write consolidated metadata; delete the
 //! intermediates.
 
+use chunkmill_exec::processes::{run_plan_processes, WorkerCommand};
 use chunkmill_exec::{memory, run_plan, Event, RunOptions, RunSummary};
 use chunkmill_grid::rechunk::{MediumCost, RechunkPlan, RechunkProblem, Strategy};
 use chunkmill_grid::{Grid, GridError};
@@ -30,6 +31,17 @@ const RESERVE_FIXED: u64 = 24 << 20;
 const BASELINE_ALLOWANCE: u64 = 32 << 20;
 /// Bytes a task holds besides its buffers: codec contexts, bookkeeping.
 const TASK_OVERHEAD: u64 = 1 << 20;
+
+/// Where the tasks run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Executor {
+    /// Threads of this process.
+    #[default]
+    Threads,
+    /// Child `chunkmill worker` processes of this program, so a crash in one task never takes
+    /// the run down.
+    Processes { program: std::path::PathBuf },
+}
 
 /// Everything `chunkmill rechunk` is asked.
 #[derive(Clone, Debug)]
@@ -62,6 +74,8 @@ pub struct RechunkOptions {
     pub overwrite: bool,
     /// Work dir URL (default `<target>.work`).
     pub work_dir: Option<String>,
+    /// Where the tasks run.
+    pub executor: Executor,
 }
 
 /// One array's part of the job, for the plan printout.
@@ -637,9 +651,24 @@ pub fn run_job(
     }
     let mut run_options = RunOptions::new(options.workers, capacity);
     run_options.retries = options.retries;
-    let runner = CopyRunner::new();
-    let summary: RunSummary =
-        run_plan(plan, &runner, &markers, &run_options, on_event).map_err(failed)?;
+    let summary: RunSummary = match &options.executor {
+        Executor::Threads => run_plan(plan, &CopyRunner::new(), &markers, &run_options, on_event),
+        Executor::Processes { program } => {
+            let command = WorkerCommand {
+                program: program.clone(),
+                plan_url: work.join("plan.json"),
+            };
+            run_plan_processes(
+                plan,
+                &command,
+                &markers,
+                options.workers,
+                options.retries,
+                on_event,
+            )
+        }
+    }
+    .map_err(failed)?;
 
     zarr::write_consolidated(&target).map_err(failed)?;
     for (url, prefix) in &plan.cleanup {

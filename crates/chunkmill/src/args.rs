@@ -59,8 +59,9 @@ pub struct Output {
 /// Flags every running job shares.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// Where tasks run: `threads` in this process.
-    #[arg(long, default_value = "threads", value_parser = ["threads"])]
+    /// Where tasks run: `threads` of this process, or `processes`: child `chunkmill worker`
+    /// processes, each within --max-mem, so a crash in one task never takes the run down.
+    #[arg(long, default_value = "threads", value_parser = ["threads", "processes"])]
     pub executor: String,
     /// Most tasks at once (default: twice the number of CPUs, so storage waits overlap work).
     #[arg(long)]

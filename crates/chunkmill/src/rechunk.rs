@@ -1,6 +1,6 @@
 //! `chunkmill rechunk` and `chunkmill plan rechunk`.
 
-use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, RechunkJob, RechunkOptions};
+use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, Executor, RechunkJob, RechunkOptions};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
@@ -43,6 +43,16 @@ fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
         resume: a.common.resume,
         overwrite: a.common.overwrite,
         work_dir: a.common.work_dir.clone(),
+        executor: match a.common.executor.as_str() {
+            "processes" => Executor::Processes {
+                program: std::env::current_exe().map_err(|e| {
+                    Failure::usage(format!(
+                        "--executor processes: cannot find this program: {e}"
+                    ))
+                })?,
+            },
+            _ => Executor::Threads,
+        },
     })
 }
 

@@ -1,0 +1,196 @@
+//! The `processes` executor: each stage's pending tasks, in contiguous slices, run by child
+//! processes of `chunkmill worker`, at most `workers` at once. A crash, an abort or the kernel's
+//! OOM killer in one task takes down one child, never the run: the slice is run again (its done
+//! tasks are skipped through their markers) up to `retries` times.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chunkmill_plan::Plan;
+use chunkmill_store::markers::Markers;
+
+use crate::{Event, ExecError, RunSummary, TaskStats};
+
+/// How to start one worker process.
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    /// The `chunkmill` executable.
+    pub program: std::path::PathBuf,
+    /// The plan's URL, as `chunkmill worker --plan` takes it.
+    pub plan_url: String,
+}
+
+struct Running {
+    child: Child,
+    start: u64,
+    end: u64,
+    attempt: u32,
+}
+
+fn spawn(
+    cmd: &WorkerCommand,
+    stage: &str,
+    start: u64,
+    end: u64,
+    retries: u32,
+) -> std::io::Result<Child> {
+    Command::new(&cmd.program)
+        .args(["worker", "--plan", &cmd.plan_url, "--stage", stage])
+        .arg("--tasks")
+        .arg(format!("{start}..{end}"))
+        .args(["--workers", "1", "--retries"])
+        .arg(retries.to_string())
+        .args(["--quiet", "--no-progress"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+}
+
+/// Run every stage of `plan` with child worker processes.
+///
+/// # Errors
+/// [`ExecError::TaskFailed`] when a slice still fails after `retries` new processes,
+/// [`ExecError::Markers`] when the work dir cannot be read.
+pub fn run_plan_processes(
+    plan: &Plan,
+    command: &WorkerCommand,
+    markers: &Markers,
+    workers: usize,
+    retries: u32,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RunSummary, ExecError> {
+    let started = Instant::now();
+    let mut summary = RunSummary::default();
+    for (index, stage) in plan.stages.iter().enumerate() {
+        let done = markers.marked(&stage.name)?;
+        let pending: Vec<u64> = (0..stage.tasks()).filter(|t| !done.contains(t)).collect();
+        on_event(&Event::StageStarted {
+            index,
+            name: stage.name.clone(),
+            label: stage.label.clone(),
+            tasks: stage.tasks(),
+            done_before: stage.tasks() - pending.len() as u64,
+            decoded_bytes: stage.bytes_written,
+        });
+        summary.tasks_skipped += stage.tasks() - pending.len() as u64;
+        // Contiguous slices of pending tasks, about four per process so that the load evens out.
+        let per_slice = pending.len().div_ceil(workers.max(1) * 4).max(1);
+        let mut slices: Vec<(u64, u64, u32)> = pending
+            .chunks(per_slice)
+            .map(|c| (c[0], c[c.len() - 1] + 1, 0))
+            .collect();
+        slices.reverse();
+        let decoded_per_task = stage.bytes_written / stage.tasks().max(1);
+        let mut running: Vec<Running> = Vec::new();
+        let mut failure: Option<(u64, String, u32)> = None;
+        while !slices.is_empty() || !running.is_empty() {
+            while running.len() < workers.max(1) && failure.is_none() {
+                let Some((start, end, attempt)) = slices.pop() else {
+                    break;
+                };
+                let child = spawn(command, &stage.name, start, end, retries).map_err(|e| {
+                    ExecError::TaskFailed {
+                        stage: stage.label.clone(),
+                        task: start,
+                        failed: end - start,
+                        attempts: attempt + 1,
+                        message: format!("cannot start {}: {e}", command.program.display()),
+                    }
+                })?;
+                running.push(Running {
+                    child,
+                    start,
+                    end,
+                    attempt,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            let mut i = 0;
+            while i < running.len() {
+                let status = running[i]
+                    .child
+                    .try_wait()
+                    .map_err(|e| ExecError::TaskFailed {
+                        stage: stage.label.clone(),
+                        task: running[i].start,
+                        failed: 1,
+                        attempts: 1,
+                        message: e.to_string(),
+                    })?;
+                let Some(status) = status else {
+                    i += 1;
+                    continue;
+                };
+                let finished = running.swap_remove(i);
+                let mut stderr = String::new();
+                if let Some(mut pipe) = finished.child.stderr {
+                    use std::io::Read;
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                if status.success() {
+                    for task in finished.start..finished.end {
+                        on_event(&Event::TaskFinished {
+                            stage: index,
+                            task,
+                            stats: TaskStats::default(),
+                            seconds: 0.0,
+                            decoded_bytes: decoded_per_task,
+                        });
+                    }
+                    continue;
+                }
+                let reason = stderr
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("chunkmill: ")
+                    .to_string();
+                let reason = if reason.is_empty() {
+                    format!("worker process ended with {status}")
+                } else {
+                    reason
+                };
+                if finished.attempt < retries {
+                    summary.retries += 1;
+                    on_event(&Event::TaskRetrying {
+                        stage: index,
+                        task: finished.start,
+                        attempt: finished.attempt + 1,
+                        error: reason,
+                    });
+                    slices.push((finished.start, finished.end, finished.attempt + 1));
+                } else if failure.is_none() {
+                    failure = Some((finished.start, reason, finished.attempt + 1));
+                }
+            }
+            if failure.is_some() && running.is_empty() {
+                break;
+            }
+        }
+        summary.tasks_run += pending.len() as u64;
+        if let Some((task, message, attempts)) = failure {
+            let still = (0..stage.tasks())
+                .filter(|t| !markers.is_marked(&stage.name, *t).unwrap_or(false))
+                .count();
+            return Err(ExecError::TaskFailed {
+                stage: stage.label.clone(),
+                task,
+                failed: still as u64,
+                attempts,
+                message,
+            });
+        }
+        on_event(&Event::StageFinished { index });
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The path of the running executable, for spawning workers of the same version.
+///
+/// # Errors
+/// When the OS cannot say.
+pub fn current_program() -> std::io::Result<std::path::PathBuf> {
+    std::env::current_exe()
+}
