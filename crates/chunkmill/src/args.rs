@@ -193,7 +193,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "chunkmill-demo")]
     pub dir: String,
     /// Memory budget for the demo rechunk.
-    #[arg(long, default_value = "64MB")]
+    #[arg(long, default_value = "128MB")]
     pub max_mem: String,
     /// No progress bar.
     #[arg(long)]
