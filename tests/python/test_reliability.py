@@ -183,3 +183,18 @@ def test_processes_executor_retries_failed_workers_then_reports(tmp_path, source
     r = rechunk(src, tmp_path / "u.zarr", "--executor", "processes", "--retries", "0",
                 env={"CHUNKMILL_TEST_FAULT_RATE": "1"})
     assert r.returncode == 1 and "injected fault" in r.stderr, oracle.describe(r)
+
+
+def test_processes_executor_backs_up_a_straggler(tmp_path, source):
+    """One worker process straggles (the test-only hook makes the first process that runs task 3
+    sleep 60 s): a backup process runs its slice, wins, and the straggler is killed."""
+    src, data = source
+    flag = tmp_path / "slowed-once"
+    r = rechunk(src, tmp_path / "t.zarr", "--executor", "processes", "--json",
+                env={"CHUNKMILL_TEST_SLOW_TASK": f"3:{flag}"})
+    assert r.returncode == 0, oracle.describe(r)
+    assert flag.exists(), "the hook should have slowed one process"
+    assert json.loads(r.stdout)["backups"] >= 1
+    oracle.ok(*oracle.rechunk_args(src, tmp_path / "ref.zarr", SPEC, "64MB", "--workers", "4"))
+    same_tree(tmp_path / "ref.zarr", tmp_path / "t.zarr")
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "t.zarr", path="v")[...], data)

@@ -139,6 +139,8 @@ pub struct RunSummary {
     pub tasks_skipped: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
+    /// Straggling slices whose backup copy finished first (processes executor).
+    pub backups: u64,
     /// Decoded bytes read.
     pub bytes_read: u64,
     /// Decoded bytes written.
@@ -252,7 +254,33 @@ pub fn run_stage_slice(
 /// reproducible. For tests of retries only; nothing else sets it.
 pub const FAULT_RATE_VAR: &str = "CHUNKMILL_TEST_FAULT_RATE";
 
+/// Environment variable of the straggler hook: `TASK:PATH` makes the first process that
+/// creates the file PATH (exclusively) sleep 60 s before it runs task TASK of any stage, so
+/// tests can make one worker process straggle. For tests only; nothing else sets it.
+pub const SLOW_TASK_VAR: &str = "CHUNKMILL_TEST_SLOW_TASK";
+
+fn injected_delay(task: u64) {
+    let Ok(spec) = std::env::var(SLOW_TASK_VAR) else {
+        return;
+    };
+    let Some((which, path)) = spec.split_once(':') else {
+        return;
+    };
+    if which.parse::<u64>().ok() != Some(task) {
+        return;
+    }
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .is_ok()
+    {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
 fn injected_fault(stage: &Stage, task: u64, attempt: u32) -> Option<String> {
+    injected_delay(task);
     static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let rate = *RATE.get_or_init(|| {
         std::env::var(FAULT_RATE_VAR)

@@ -25,7 +25,13 @@ struct Running {
     start: u64,
     end: u64,
     attempt: u32,
+    started: Instant,
+    /// A second copy of this slice runs (or this is that copy).
+    backed_up: bool,
 }
+
+/// Fewest slices in a stage for stragglers to get backups.
+const BACKUP_MIN_SLICES: usize = 4;
 
 fn spawn(
     cmd: &WorkerCommand,
@@ -82,6 +88,8 @@ pub fn run_plan_processes(
             .collect();
         slices.reverse();
         let decoded_per_task = stage.bytes_written / stage.tasks().max(1);
+        let total_slices = slices.len();
+        let mut durations: Vec<f64> = Vec::new();
         let mut running: Vec<Running> = Vec::new();
         let mut failure: Option<(u64, String, u32)> = None;
         while !slices.is_empty() || !running.is_empty() {
@@ -103,7 +111,40 @@ pub fn run_plan_processes(
                     start,
                     end,
                     attempt,
+                    started: Instant::now(),
+                    backed_up: false,
                 });
+            }
+            // Straggler backups: with nothing left to start and half the slices done, a slice
+            // running for more than 3x the median gets a second process; the first to finish
+            // wins and the other is killed. Safe: whole-chunk atomic writes, same bytes.
+            if slices.is_empty()
+                && running.len() < workers.max(1)
+                && failure.is_none()
+                && total_slices >= BACKUP_MIN_SLICES
+                && durations.len() * 2 >= total_slices
+            {
+                let mut sorted = durations.clone();
+                sorted.sort_by(f64::total_cmp);
+                let median = sorted[sorted.len() / 2].max(0.05);
+                if let Some(slow) = running
+                    .iter_mut()
+                    .find(|r| !r.backed_up && r.started.elapsed().as_secs_f64() > 3.0 * median)
+                {
+                    slow.backed_up = true;
+                    let (start, end, attempt) = (slow.start, slow.end, slow.attempt);
+                    if let Ok(child) = spawn(command, &stage.name, start, end, retries) {
+                        tracing::info!(stage = %stage.name, start, end, "backup of a straggling slice");
+                        running.push(Running {
+                            child,
+                            start,
+                            end,
+                            attempt,
+                            started: Instant::now(),
+                            backed_up: true,
+                        });
+                    }
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
             let mut i = 0;
@@ -128,7 +169,18 @@ pub fn run_plan_processes(
                     use std::io::Read;
                     let _ = pipe.read_to_string(&mut stderr);
                 }
+                // The partner copy of this slice, if any, is no longer needed or no longer alone.
+                let partner = running
+                    .iter()
+                    .position(|r| r.start == finished.start && r.end == finished.end);
                 if status.success() {
+                    durations.push(finished.started.elapsed().as_secs_f64());
+                    if let Some(p) = partner {
+                        let mut other = running.swap_remove(p);
+                        let _ = other.child.kill();
+                        let _ = other.child.wait();
+                        summary.backups += 1;
+                    }
                     for task in finished.start..finished.end {
                         on_event(&Event::TaskFinished {
                             stage: index,
@@ -151,6 +203,10 @@ pub fn run_plan_processes(
                 } else {
                     reason
                 };
+                if partner.is_some() {
+                    // Its twin still runs and may finish the slice.
+                    continue;
+                }
                 if finished.attempt < retries {
                     summary.retries += 1;
                     on_event(&Event::TaskRetrying {

@@ -137,6 +137,8 @@ pub struct RechunkReport {
     pub tasks_skipped: u64,
     /// Failed attempts retried.
     pub retries: u64,
+    /// Straggling slices whose backup copy finished first.
+    pub backups: u64,
     /// Decoded bytes of all target arrays.
     pub bytes: u64,
     /// Wall time, seconds.
@@ -603,6 +605,7 @@ pub fn run_job(
             tasks_run: 0,
             tasks_skipped: plan.total_tasks(),
             retries: 0,
+            backups: 0,
             bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
             seconds: 0.0,
             peak_rss: memory::peak_rss(),
@@ -682,6 +685,7 @@ pub fn run_job(
         tasks_run: summary.tasks_run,
         tasks_skipped: summary.tasks_skipped,
         retries: summary.retries,
+        backups: summary.backups,
         bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
         seconds: summary.seconds,
         peak_rss: memory::peak_rss(),
