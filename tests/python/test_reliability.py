@@ -198,3 +198,17 @@ def test_processes_executor_backs_up_a_straggler(tmp_path, source):
     oracle.ok(*oracle.rechunk_args(src, tmp_path / "ref.zarr", SPEC, "64MB", "--workers", "4"))
     same_tree(tmp_path / "ref.zarr", tmp_path / "t.zarr")
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "t.zarr", path="v")[...], data)
+
+
+def test_report_has_the_plan_and_every_task(tmp_path, source):
+    src, _ = source
+    report = tmp_path / "run.html"
+    plan = json.loads(oracle.ok("plan", *oracle.rechunk_args(src, tmp_path / "t.zarr", SPEC, "64MB", "--workers", "4"), "--json").stdout)
+    oracle.ok(*oracle.rechunk_args(src, tmp_path / "t.zarr", SPEC, "64MB", "--workers", "4", "--report", report))
+    page = report.read_text()
+    assert page.startswith("<!doctype html>") and plan["plan_id"] in page
+    tasks = sum(s["tasks"] for s in plan["stages"])
+    assert page.count("<rect") == 2 * tasks  # a timeline bar and a projection mark per task
+    assert page.count("<circle") == tasks
+    for s in plan["stages"]:
+        assert s["name"] in page

@@ -376,7 +376,12 @@ fn run_stage(
         match outcome {
             Ok(stats) => {
                 let seconds = task_start.elapsed().as_secs_f64();
+                let started_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+                    - seconds * 1000.0;
                 let record = serde_json::json!({
+                    "started_ms": started_ms,
                     "seconds": seconds,
                     "attempts": attempt + 1,
                     "bytes_read": stats.bytes_read,

@@ -8,6 +8,7 @@
 
 pub mod copy;
 pub mod rechunk;
+pub mod report;
 pub mod spec;
 pub mod work;
 

@@ -76,6 +76,8 @@ pub struct RechunkOptions {
     pub work_dir: Option<String>,
     /// Where the tasks run.
     pub executor: Executor,
+    /// Write a self-contained HTML report of the run here.
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// One array's part of the job, for the plan printout.
@@ -673,6 +675,19 @@ pub fn run_job(
     }
     .map_err(failed)?;
 
+    if let Some(path) = &options.report {
+        let mut records = Vec::new();
+        for (i, stage) in plan.stages.iter().enumerate() {
+            for (task, value) in markers.records(&stage.name).map_err(failed)? {
+                records.push(crate::report::TaskRecord::from_marker(i, task, &value));
+            }
+        }
+        let title = format!("rechunk {} → {}", options.source, options.target);
+        let page = crate::report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
+        std::fs::write(path, page).map_err(|e| {
+            OpsError::Failed(format!("{}: cannot write the report: {e}", path.display()))
+        })?;
+    }
     zarr::write_consolidated(&target).map_err(failed)?;
     for (url, prefix) in &plan.cleanup {
         Store::open(url)

@@ -111,6 +111,7 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
         overwrite: false,
         work_dir: None,
         executor: chunkmill_ops::rechunk::Executor::Threads,
+        report: None,
     }
 }
 

@@ -75,6 +75,10 @@ pub struct Common {
     /// Replace an existing target.
     #[arg(long)]
     pub overwrite: bool,
+    /// Write a self-contained HTML report: the plan, a timeline of every task, each task's
+    /// peak memory against its projection and the budget.
+    #[arg(long = "report", value_name = "FILE")]
+    pub report_file: Option<String>,
     /// Work dir for plan.json and task markers (default: `<TARGET>.work`).
     #[arg(long, value_name = "URL")]
     pub work_dir: Option<String>,

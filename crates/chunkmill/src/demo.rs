@@ -237,6 +237,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
         overwrite: false,
         work_dir: None,
         executor: chunkmill_ops::rechunk::Executor::Threads,
+        report: None,
     };
     println!(
         "2. plan: rechunk to time=-1, lat=9, lon=18 within --max-mem {}",

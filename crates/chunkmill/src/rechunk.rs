@@ -53,6 +53,7 @@ fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
             },
             _ => Executor::Threads,
         },
+        report: a.common.report_file.clone().map(Into::into),
     })
 }
 
