@@ -181,7 +181,7 @@ pub fn html(
     let _ = write!(
         out,
         "<h2>Memory</h2><p>Dots: the process's peak resident memory when each task ended; grey: the task's projected memory; red line: the budget ({}).</p>\
-         <svg width=\"{width}\" height=\"{height}\"><line x1=\"0\" x2=\"{width}\" y1=\"{budget_y:.1}\" y2=\"{budget_y:.1}\" stroke=\"#d33\"/>{dots}</svg></body></html>\n",
+         <svg width=\"{width}\" height=\"{height}\"><line x1=\"0\" x2=\"{width}\" y1=\"{budget_y:.1}\" y2=\"{budget_y:.1}\" stroke=\"#d33\"/>{dots}</svg></body></html>",
         human(plan.max_mem)
     );
     out
