@@ -1052,3 +1052,60 @@ fn one_file_serves_many_threads() -> TestResult {
     });
     Ok(())
 }
+
+/// A short mutation fuzz run over the corpus, in every test run (the stable toolchain here has
+/// no cargo-fuzz): byte flips, word overwrites and truncations of each small file, opened,
+/// listed and referenced. Errors are fine; a panic is a failure.
+#[test]
+fn mutated_files_never_panic() -> TestResult {
+    if skip() {
+        return Ok(());
+    }
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut checked = 0;
+    for name in hdf5_files().into_iter().chain(files("nc3_")) {
+        let bytes = std::fs::read(corpus().join(&name))?;
+        if bytes.len() > 600_000 {
+            continue;
+        }
+        for round in 0..40 {
+            let mut mutated = bytes.clone();
+            match round % 3 {
+                0 => {
+                    for _ in 0..1 + next() % 4 {
+                        let at = (next() % mutated.len() as u64) as usize;
+                        mutated[at] ^= 1 << (next() % 8);
+                    }
+                }
+                1 => {
+                    let at = (next() % mutated.len() as u64) as usize;
+                    for b in mutated.iter_mut().skip(at).take(8) {
+                        *b = next() as u8;
+                    }
+                }
+                _ => mutated.truncate((next() % mutated.len() as u64) as usize),
+            }
+            let result = std::panic::catch_unwind(|| {
+                let source: Arc<dyn chunkmill_hdf5::RangeSource> =
+                    Arc::new(chunkmill_hdf5::MemorySource::new(name.clone(), mutated));
+                if let Ok(file) = SourceFile::open(source) {
+                    if let Ok(inventory) = file.inventory() {
+                        for v in &inventory.variables {
+                            let _ = file.data_refs(v);
+                        }
+                    }
+                }
+            });
+            assert!(result.is_ok(), "{name}: mutation round {round} panicked");
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} mutated files checked");
+    Ok(())
+}
