@@ -78,6 +78,9 @@ pub struct RechunkOptions {
     pub executor: Executor,
     /// Write a self-contained HTML report of the run here.
     pub report: Option<std::path::PathBuf>,
+    /// Stop after writing plan.json and the target's metadata: the tasks are left to
+    /// `chunkmill worker` processes of a batch engine.
+    pub prepare_only: bool,
 }
 
 /// One array's part of the job, for the plan printout.
@@ -641,6 +644,21 @@ pub fn run_job(
         zarr::create_array(&target, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
     }
 
+    if options.prepare_only {
+        return Ok(RechunkReport {
+            plan_id: plan.plan_id.clone(),
+            arrays: job.specs.len(),
+            tasks_run: 0,
+            tasks_skipped: 0,
+            retries: 0,
+            backups: 0,
+            bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
+            seconds: 0.0,
+            peak_rss: memory::peak_rss(),
+            max_mem: options.max_mem,
+            already_complete: false,
+        });
+    }
     let measured = memory::current_rss();
     let capacity = options
         .max_mem

@@ -112,6 +112,7 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
         work_dir: None,
         executor: chunkmill_ops::rechunk::Executor::Threads,
         report: None,
+        prepare_only: false,
     }
 }
 

@@ -115,6 +115,10 @@ pub struct RechunkArgs {
     /// Target Zarr format.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub zarr_format: u8,
+    /// Only write plan.json and the target's metadata, and stop: the tasks are for
+    /// `chunkmill worker` on a batch engine; `--resume` afterwards finishes the job.
+    #[arg(long)]
+    pub prepare: bool,
     #[command(flatten)]
     pub common: Common,
 }

@@ -238,6 +238,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
         work_dir: None,
         executor: chunkmill_ops::rechunk::Executor::Threads,
         report: None,
+        prepare_only: false,
     };
     println!(
         "2. plan: rechunk to time=-1, lat=9, lon=18 within --max-mem {}",

@@ -54,6 +54,7 @@ fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
             _ => Executor::Threads,
         },
         report: a.common.report_file.clone().map(Into::into),
+        prepare_only: a.prepare,
     })
 }
 
@@ -183,7 +184,9 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else if !a.common.report.quiet {
-        if report.already_complete {
+        if a.prepare {
+            println!("prepared plan {}: run its stages with `chunkmill worker`, then this command with --resume", report.plan_id);
+        } else if report.already_complete {
             println!("{}: already complete (plan {})", a.target, report.plan_id);
         } else {
             println!(
