@@ -37,6 +37,7 @@
 
 pub mod memory;
 pub mod processes;
+pub mod slurm;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -67,11 +68,36 @@ pub trait TaskRunner: Send + Sync {
     /// A message saying what failed; the executor retries and then reports it.
     fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String>;
 
+    /// Run task `task` of `stage`, giving up early once `cancel` is set (another copy of the
+    /// task finished first). A runner that cannot stop part-way keeps the default, which runs
+    /// the task to its end.
+    ///
+    /// # Errors
+    /// As [`TaskRunner::run`]; [`SUPERSEDED`] when it stopped because of `cancel`.
+    fn run_cancellable(
+        &self,
+        stage: &Stage,
+        task: u64,
+        cancel: &AtomicBool,
+    ) -> Result<TaskStats, String> {
+        let _ = cancel;
+        self.run(stage, task)
+    }
+
     /// Give back whatever the calling thread keeps between its tasks (reused buffers). The
     /// executor calls it before a thread waits for memory and when the thread ends, so
     /// memory kept for reuse never stands in the way of another task's reservation.
     fn release_idle(&self) {}
 }
+
+/// The error of a task copy that stopped because another copy of the same task finished first.
+pub const SUPERSEDED: &str = "superseded by a backup copy that finished first";
+
+/// Fewest tasks in a stage for stragglers to get backups.
+const BACKUP_MIN_TASKS: usize = 4;
+
+/// A task is a straggler once it has run this many times the stage's median task time.
+const STRAGGLER_FACTOR: f64 = 3.0;
 
 /// What happens during a run, for progress bars and reports.
 #[derive(Clone, Debug)]
@@ -139,7 +165,7 @@ pub struct RunSummary {
     pub tasks_skipped: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
-    /// Straggling slices whose backup copy finished first (processes executor).
+    /// Straggling tasks (or slices, for processes) whose backup copy finished first.
     pub backups: u64,
     /// Decoded bytes read.
     pub bytes_read: u64,
@@ -168,6 +194,12 @@ pub enum ExecError {
     /// The work dir could not be read or written.
     #[error("work dir: {0}")]
     Markers(#[from] StoreError),
+    /// The batch engine refused or could not be reached.
+    #[error("{0}")]
+    Engine(String),
+    /// The run was interrupted (Ctrl-C) and its jobs cancelled.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// Run every stage of `plan` in order on a pool of threads, skipping tasks whose markers exist.
@@ -255,11 +287,11 @@ pub fn run_stage_slice(
 pub const FAULT_RATE_VAR: &str = "CHUNKMILL_TEST_FAULT_RATE";
 
 /// Environment variable of the straggler hook: `TASK:PATH` makes the first process that
-/// creates the file PATH (exclusively) sleep 60 s before it runs task TASK of any stage, so
-/// tests can make one worker process straggle. For tests only; nothing else sets it.
+/// creates the file PATH (exclusively) write its pid there and sleep 60 s before it runs task
+/// TASK of any stage, so tests can make one worker process straggle (or kill it mid-task). For tests only; nothing else sets it.
 pub const SLOW_TASK_VAR: &str = "CHUNKMILL_TEST_SLOW_TASK";
 
-fn injected_delay(task: u64) {
+fn injected_delay(task: u64, cancel: &AtomicBool) {
     let Ok(spec) = std::env::var(SLOW_TASK_VAR) else {
         return;
     };
@@ -269,18 +301,24 @@ fn injected_delay(task: u64) {
     if which.parse::<u64>().ok() != Some(task) {
         return;
     }
-    if std::fs::OpenOptions::new()
+    if let Ok(mut file) = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .is_ok()
     {
-        std::thread::sleep(Duration::from_secs(60));
+        // The pid lets a test kill exactly the process that straggles.
+        let _ = std::io::Write::write_all(&mut file, std::process::id().to_string().as_bytes());
+        drop(file);
+        // A straggler that yields to its backup, as a copy task does between chunks.
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
-fn injected_fault(stage: &Stage, task: u64, attempt: u32) -> Option<String> {
-    injected_delay(task);
+fn injected_fault(stage: &Stage, task: u64, attempt: u32, cancel: &AtomicBool) -> Option<String> {
+    injected_delay(task, cancel);
     static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let rate = *RATE.get_or_init(|| {
         std::env::var(FAULT_RATE_VAR)
@@ -302,6 +340,64 @@ fn injected_fault(stage: &Stage, task: u64, attempt: u32) -> Option<String> {
     }
     let draw = (h >> 11) as f64 / (1u64 << 53) as f64;
     (draw < rate).then(|| format!("injected fault ({FAULT_RATE_VAR})"))
+}
+
+/// The copies of one task that are running (the first, and a backup once it straggles).
+struct Inflight {
+    started: Instant,
+    backed_up: bool,
+    running: u32,
+    cancels: Vec<std::sync::Arc<AtomicBool>>,
+}
+
+/// What the threads of one stage share.
+struct StageState {
+    pending: Vec<u64>,
+    next: AtomicUsize,
+    inflight: Mutex<std::collections::HashMap<u64, Inflight>>,
+    finished: Mutex<std::collections::HashSet<u64>>,
+    durations: Mutex<Vec<f64>>,
+    retries: AtomicU64,
+    backups: AtomicU64,
+    read: AtomicU64,
+    written: AtomicU64,
+    failures: Mutex<Vec<(u64, String)>>,
+    marker_error: Mutex<Option<StoreError>>,
+    stop: AtomicBool,
+}
+
+impl StageState {
+    /// A task to back up: once nothing is left to start and half the tasks are done, the
+    /// longest-running task past 3x the median task time, if it has no backup yet.
+    /// `Ok(None)` means "wait, one may straggle later"; `Err(())` means "nothing can".
+    #[allow(clippy::result_unit_err)]
+    fn straggler(&self) -> Result<Option<(u64, std::sync::Arc<AtomicBool>)>, ()> {
+        let mut inflight = self.inflight.lock();
+        if inflight.values().all(|f| f.backed_up) || self.stop.load(Ordering::Relaxed) {
+            return Err(());
+        }
+        let durations = self.durations.lock();
+        if self.pending.len() < BACKUP_MIN_TASKS || durations.len() * 2 < self.pending.len() {
+            return Ok(None);
+        }
+        let mut sorted = durations.clone();
+        drop(durations);
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2].max(0.01);
+        let slowest = inflight
+            .iter_mut()
+            .filter(|(_, f)| {
+                !f.backed_up && f.started.elapsed().as_secs_f64() > STRAGGLER_FACTOR * median
+            })
+            .max_by_key(|(_, f)| f.started.elapsed());
+        Ok(slowest.map(|(&task, f)| {
+            f.backed_up = true;
+            f.running += 1;
+            let cancel = std::sync::Arc::new(AtomicBool::new(false));
+            f.cancels.push(cancel.clone());
+            (task, cancel)
+        }))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -329,37 +425,38 @@ fn run_stage(
     });
     summary.tasks_skipped += tasks.end - tasks.start - pending.len() as u64;
     let decoded_per_task = stage.bytes_written / stage.tasks().max(1);
-    let next = AtomicUsize::new(0);
-    let retries = AtomicU64::new(0);
-    let read = AtomicU64::new(0);
-    let written = AtomicU64::new(0);
-    let failures: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
-    let marker_error: Mutex<Option<StoreError>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
     let threads = options.workers.min(pending.len()).max(1);
-    let run_tasks = || loop {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(&task) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
-            return;
-        };
-        let reservation = match pool.try_reserve(stage.projected_mem) {
-            Some(r) => r,
-            None => {
-                runner.release_idle();
-                pool.reserve(stage.projected_mem)
-            }
-        };
+    let state = StageState {
+        pending,
+        next: AtomicUsize::new(0),
+        inflight: Mutex::new(std::collections::HashMap::new()),
+        finished: Mutex::new(std::collections::HashSet::new()),
+        durations: Mutex::new(Vec::new()),
+        retries: AtomicU64::new(0),
+        backups: AtomicU64::new(0),
+        read: AtomicU64::new(0),
+        written: AtomicU64::new(0),
+        failures: Mutex::new(Vec::new()),
+        marker_error: Mutex::new(None),
+        stop: AtomicBool::new(false),
+    };
+
+    // One copy of a task, with its retries; the first copy of a task to finish writes the
+    // marker and cancels the other.
+    let run_copy = |task: u64, backup: bool, cancel: &AtomicBool| {
         let task_start = Instant::now();
         let mut attempt = 0;
         let outcome = loop {
-            match injected_fault(stage, task, attempt).map_or_else(|| runner.run(stage, task), Err)
+            match injected_fault(stage, task, attempt, cancel)
+                .map_or_else(|| runner.run_cancellable(stage, task, cancel), Err)
             {
                 Ok(stats) => break Ok(stats),
+                Err(error) if error == SUPERSEDED || cancel.load(Ordering::Relaxed) => {
+                    break Err(SUPERSEDED.to_string())
+                }
                 Err(error) if attempt < options.retries => {
                     attempt += 1;
-                    retries.fetch_add(1, Ordering::Relaxed);
+                    state.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(stage = %stage.name, task, attempt, %error, "task failed, retrying");
                     on_event(&Event::TaskRetrying {
                         stage: index,
@@ -372,57 +469,137 @@ fn run_stage(
                 Err(error) => break Err(error),
             }
         };
-        drop(reservation);
-        match outcome {
-            Ok(stats) => {
-                let seconds = task_start.elapsed().as_secs_f64();
-                let started_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-                    - seconds * 1000.0;
-                let record = serde_json::json!({
-                    "started_ms": started_ms,
-                    "seconds": seconds,
-                    "attempts": attempt + 1,
-                    "bytes_read": stats.bytes_read,
-                    "bytes_written": stats.bytes_written,
-                    "peak_rss": memory::peak_rss(),
-                    "projected_mem": stage.projected_mem,
-                });
-                if let Err(e) = markers.mark(&stage.name, task, &record) {
-                    *marker_error.lock() = Some(e);
-                    stop.store(true, Ordering::Relaxed);
-                    return;
+        let won = {
+            let mut inflight = state.inflight.lock();
+            let others_running = inflight.get_mut(&task).map_or(0, |f| {
+                f.running -= 1;
+                f.running
+            });
+            let won = outcome.is_ok() && state.finished.lock().insert(task);
+            if won {
+                if let Some(f) = inflight.get(&task) {
+                    f.cancels
+                        .iter()
+                        .for_each(|c| c.store(true, Ordering::Relaxed));
                 }
-                read.fetch_add(stats.bytes_read, Ordering::Relaxed);
-                written.fetch_add(stats.bytes_written, Ordering::Relaxed);
-                on_event(&Event::TaskFinished {
-                    stage: index,
-                    task,
-                    stats,
-                    seconds,
-                    decoded_bytes: decoded_per_task,
-                });
             }
-            Err(message) => failures.lock().push((task, message)),
+            if let Err(message) = &outcome {
+                let lost = message == SUPERSEDED || state.finished.lock().contains(&task);
+                if !lost && others_running == 0 {
+                    state.failures.lock().push((task, message.clone()));
+                }
+            }
+            if others_running == 0 {
+                inflight.remove(&task);
+            }
+            won
+        };
+        let Ok(stats) = outcome else { return };
+        if !won {
+            return;
+        }
+        let seconds = task_start.elapsed().as_secs_f64();
+        state.durations.lock().push(seconds);
+        if backup {
+            state.backups.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(stage = %stage.name, task, "the backup of a straggling task finished first");
+        }
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+            - seconds * 1000.0;
+        let record = serde_json::json!({
+            "started_ms": started_ms,
+            "seconds": seconds,
+            "attempts": attempt + 1,
+            "backup": backup,
+            "bytes_read": stats.bytes_read,
+            "bytes_written": stats.bytes_written,
+            "peak_rss": memory::peak_rss(),
+            "projected_mem": stage.projected_mem,
+        });
+        if let Err(e) = markers.mark(&stage.name, task, &record) {
+            *state.marker_error.lock() = Some(e);
+            state.stop.store(true, Ordering::Relaxed);
+            return;
+        }
+        state.read.fetch_add(stats.bytes_read, Ordering::Relaxed);
+        state
+            .written
+            .fetch_add(stats.bytes_written, Ordering::Relaxed);
+        on_event(&Event::TaskFinished {
+            stage: index,
+            task,
+            stats,
+            seconds,
+            decoded_bytes: decoded_per_task,
+        });
+    };
+
+    let run_tasks = || {
+        // First every pending task once, then backups of stragglers while any may straggle.
+        while !state.stop.load(Ordering::Relaxed) {
+            let Some(&task) = state
+                .pending
+                .get(state.next.fetch_add(1, Ordering::Relaxed))
+            else {
+                break;
+            };
+            let reservation = match pool.try_reserve(stage.projected_mem) {
+                Some(r) => r,
+                None => {
+                    runner.release_idle();
+                    pool.reserve(stage.projected_mem)
+                }
+            };
+            let cancel = std::sync::Arc::new(AtomicBool::new(false));
+            state.inflight.lock().insert(
+                task,
+                Inflight {
+                    started: Instant::now(),
+                    backed_up: false,
+                    running: 1,
+                    cancels: vec![cancel.clone()],
+                },
+            );
+            run_copy(task, false, &cancel);
+            drop(reservation);
+        }
+        runner.release_idle();
+        loop {
+            match state.straggler() {
+                Err(()) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some((task, cancel))) => {
+                    // A backup only runs on memory that is free now; it never waits for it.
+                    let Some(reservation) = pool.try_reserve(stage.projected_mem) else {
+                        if let Some(f) = state.inflight.lock().get_mut(&task) {
+                            f.running -= 1;
+                        }
+                        return;
+                    };
+                    tracing::info!(stage = %stage.name, task, "backup of a straggling task");
+                    run_copy(task, true, &cancel);
+                    drop(reservation);
+                    runner.release_idle();
+                }
+            }
         }
     };
     std::thread::scope(|scope| {
         for _ in 0..threads {
-            scope.spawn(|| {
-                run_tasks();
-                runner.release_idle();
-            });
+            scope.spawn(run_tasks);
         }
     });
-    if let Some(e) = marker_error.into_inner() {
+    if let Some(e) = state.marker_error.into_inner() {
         return Err(ExecError::Markers(e));
     }
-    summary.tasks_run += pending.len() as u64;
-    summary.retries += retries.into_inner();
-    summary.bytes_read += read.into_inner();
-    summary.bytes_written += written.into_inner();
-    let mut failures = failures.into_inner();
+    summary.tasks_run += state.pending.len() as u64;
+    summary.retries += state.retries.into_inner();
+    summary.backups += state.backups.into_inner();
+    summary.bytes_read += state.read.into_inner();
+    summary.bytes_written += state.written.into_inner();
+    let mut failures = state.failures.into_inner();
     if !failures.is_empty() {
         failures.sort_by_key(|f| f.0);
         let (task, message) = failures[0].clone();
@@ -434,7 +611,139 @@ fn run_stage(
             message,
         });
     }
-    tracing::info!(stage = %stage.name, label = %stage.label, tasks = pending.len(), seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
+    tracing::info!(stage = %stage.name, label = %stage.label, tasks = state.pending.len(), seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
     on_event(&Event::StageFinished { index });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunkmill_grid::Grid;
+    use chunkmill_plan::{CopyStage, Endpoint, StageKind};
+    use chunkmill_store::Store;
+    use std::collections::HashMap;
+
+    fn plan(tasks: u64) -> Plan {
+        let grid = Grid::regular(&[tasks * 10], &[10]).unwrap();
+        let endpoint = Endpoint::Zarr {
+            url: "memory://x".into(),
+            path: "a".into(),
+            grid: grid.clone(),
+        };
+        let stage = Stage {
+            name: "s".into(),
+            label: "s".into(),
+            projected_mem: 10,
+            bytes_read: 0,
+            bytes_written: 0,
+            kind: StageKind::Copy(CopyStage {
+                input: endpoint.clone(),
+                output: endpoint,
+                blocks: grid,
+                item_size: 4,
+            }),
+        };
+        Plan::new("test", 1000, vec![stage], vec![])
+    }
+
+    /// Task `slow` straggles on its first copy until it is cancelled (or 30 s pass).
+    struct Straggler {
+        slow: u64,
+        copies: Mutex<HashMap<u64, u32>>,
+        first_copy_cancelled: AtomicBool,
+    }
+
+    impl TaskRunner for Straggler {
+        fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
+            self.run_cancellable(stage, task, &AtomicBool::new(false))
+        }
+
+        fn run_cancellable(
+            &self,
+            _stage: &Stage,
+            task: u64,
+            cancel: &AtomicBool,
+        ) -> Result<TaskStats, String> {
+            let copy = {
+                let mut copies = self.copies.lock();
+                let n = copies.entry(task).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if task == self.slow && copy == 1 {
+                let until = Instant::now() + Duration::from_secs(30);
+                while !cancel.load(Ordering::Relaxed) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if cancel.load(Ordering::Relaxed) {
+                    self.first_copy_cancelled.store(true, Ordering::Relaxed);
+                    return Err(SUPERSEDED.into());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(TaskStats::default())
+        }
+    }
+
+    #[test]
+    fn a_straggling_task_gets_a_backup_that_wins() {
+        let plan = plan(12);
+        let markers = Markers::new(Store::open("memory://exec-backup").unwrap(), &plan.plan_id);
+        let runner = Straggler {
+            slow: 2,
+            copies: Mutex::new(HashMap::new()),
+            first_copy_cancelled: AtomicBool::new(false),
+        };
+        let summary =
+            run_plan(&plan, &runner, &markers, &RunOptions::new(4, 1000), &|_| {}).unwrap();
+        assert_eq!(summary.backups, 1);
+        assert_eq!(summary.tasks_run, 12);
+        assert!(runner.first_copy_cancelled.load(Ordering::Relaxed));
+        let copies = runner.copies.lock();
+        assert_eq!(copies[&2], 2);
+        assert!((0..12).filter(|&t| t != 2).all(|t| copies[&t] == 1));
+        assert_eq!(markers.marked("s").unwrap().len(), 12);
+    }
+
+    #[test]
+    fn a_failing_straggler_defers_to_its_backup() {
+        // The straggler's first copy fails (instead of being cancelled) after its backup
+        // started: the backup's success decides, and the run succeeds.
+        struct FailsLate(Straggler);
+        impl TaskRunner for FailsLate {
+            fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
+                self.0.run(stage, task)
+            }
+            fn run_cancellable(
+                &self,
+                stage: &Stage,
+                task: u64,
+                cancel: &AtomicBool,
+            ) -> Result<TaskStats, String> {
+                let first = task == self.0.slow && !self.0.copies.lock().contains_key(&task);
+                if first {
+                    self.0.copies.lock().insert(task, 1);
+                    std::thread::sleep(Duration::from_millis(300));
+                    return Err("disk on fire".into());
+                }
+                self.0.run_cancellable(stage, task, cancel)
+            }
+        }
+        let plan = plan(12);
+        let markers = Markers::new(
+            Store::open("memory://exec-backup-2").unwrap(),
+            &plan.plan_id,
+        );
+        let runner = FailsLate(Straggler {
+            slow: 5,
+            copies: Mutex::new(HashMap::new()),
+            first_copy_cancelled: AtomicBool::new(false),
+        });
+        let mut options = RunOptions::new(4, 1000);
+        options.retries = 0;
+        let summary = run_plan(&plan, &runner, &markers, &options, &|_| {}).unwrap();
+        assert_eq!(summary.backups, 1);
+        assert_eq!(markers.marked("s").unwrap().len(), 12);
+    }
 }

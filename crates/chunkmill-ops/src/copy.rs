@@ -7,9 +7,10 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chunkmill_exec::{TaskRunner, TaskStats};
+use chunkmill_exec::{TaskRunner, TaskStats, SUPERSEDED};
 use chunkmill_grid::{copy_region, Grid, Region};
 use chunkmill_plan::{CopyStage, Endpoint, Stage, StageKind};
 use chunkmill_store::zarr::ZarrArray;
@@ -124,7 +125,20 @@ fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
 }
 
 impl CopyRunner {
-    fn copy(&self, stage: &CopyStage, region: &Region) -> Result<TaskStats, String> {
+    fn copy(
+        &self,
+        stage: &CopyStage,
+        region: &Region,
+        cancel: &AtomicBool,
+    ) -> Result<TaskStats, String> {
+        // Checked before each chunk: a straggler whose backup finished stops at the next one.
+        let superseded = || {
+            if cancel.load(Ordering::Relaxed) {
+                Err(SUPERSEDED.to_string())
+            } else {
+                Ok(())
+            }
+        };
         let item = stage.item_size as usize;
         let input = self.open(&stage.input)?;
         let output = self.open(&stage.output)?;
@@ -134,6 +148,7 @@ impl CopyRunner {
         let mut block = block_buffer(region.num_elements() as usize * item);
 
         for coords in in_grid.chunks_in(region) {
+            superseded()?;
             let (bytes, held) = match &*input {
                 Opened::Zarr(array) => (
                     chunkmill_store::Bytes::from(
@@ -170,6 +185,7 @@ impl CopyRunner {
         let single = out_chunks.len() == 1;
         let mut block = Some(block);
         for coords in out_chunks {
+            superseded()?;
             match &*output {
                 Opened::Zarr(array) => {
                     let target = nominal_region(out_grid, &coords);
@@ -223,7 +239,20 @@ impl CopyRunner {
 impl TaskRunner for CopyRunner {
     fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
         match &stage.kind {
-            StageKind::Copy(copy) => self.copy(copy, &stage.task_region(task)),
+            StageKind::Copy(copy) => {
+                self.copy(copy, &stage.task_region(task), &AtomicBool::new(false))
+            }
+        }
+    }
+
+    fn run_cancellable(
+        &self,
+        stage: &Stage,
+        task: u64,
+        cancel: &AtomicBool,
+    ) -> Result<TaskStats, String> {
+        match &stage.kind {
+            StageKind::Copy(copy) => self.copy(copy, &stage.task_region(task), cancel),
         }
     }
 

@@ -27,6 +27,10 @@ pub enum OpsError {
     /// `--resume` continues.
     #[error("{0}")]
     Failed(String),
+    /// Stopped by the user (Ctrl-C) after cancelling what it had started (exit 130); markers
+    /// are kept, so `--resume` continues.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 impl OpsError {
@@ -37,6 +41,7 @@ impl OpsError {
             OpsError::Usage(_) => 2,
             OpsError::Refused(_) => 3,
             OpsError::Failed(_) => 1,
+            OpsError::Interrupted(_) => 130,
         }
     }
 }

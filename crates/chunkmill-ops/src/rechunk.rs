@@ -8,6 +8,7 @@
 //! intermediates.
 
 use chunkmill_exec::processes::{run_plan_processes, WorkerCommand};
+use chunkmill_exec::slurm::{run_plan_slurm, SlurmOptions};
 use chunkmill_exec::{memory, run_plan, Event, RunOptions, RunSummary};
 use chunkmill_grid::rechunk::{MediumCost, RechunkPlan, RechunkProblem, Strategy};
 use chunkmill_grid::{Grid, GridError};
@@ -33,7 +34,7 @@ const BASELINE_ALLOWANCE: u64 = 32 << 20;
 const TASK_OVERHEAD: u64 = 1 << 20;
 
 /// Where the tasks run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub enum Executor {
     /// Threads of this process.
     #[default]
@@ -41,6 +42,24 @@ pub enum Executor {
     /// Child `chunkmill worker` processes of this program, so a crash in one task never takes
     /// the run down.
     Processes { program: std::path::PathBuf },
+    /// SLURM job arrays of `chunkmill worker`, one per stage, chained with `afterok`.
+    Slurm(SlurmExecutor),
+}
+
+/// What the SLURM executor needs besides the plan.
+#[derive(Clone, Debug)]
+pub struct SlurmExecutor {
+    /// The `chunkmill` executable, at a path the compute nodes see.
+    pub program: std::path::PathBuf,
+    /// Options for every `sbatch` (`--account=x --partition=y --time=00:30:00`).
+    pub sbatch_options: Vec<String>,
+    /// Tasks per array element (default: about four elements per concurrent slot).
+    pub tasks_per_job: Option<u64>,
+    /// Where the elements' logs go (default: `slurm-logs` in a local work dir, else
+    /// `chunkmill-slurm-logs` in the current directory).
+    pub log_dir: Option<std::path::PathBuf>,
+    /// Set by a Ctrl-C handler: the run cancels its jobs and stops.
+    pub interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Everything `chunkmill rechunk` is asked.
@@ -690,8 +709,40 @@ pub fn run_job(
                 on_event,
             )
         }
+        Executor::Slurm(slurm) => {
+            let log_dir = slurm.log_dir.clone().unwrap_or_else(|| match work.kind() {
+                StoreKind::Local => {
+                    let url = work.url();
+                    std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url))
+                        .join("slurm-logs")
+                }
+                _ => std::path::PathBuf::from("chunkmill-slurm-logs"),
+            });
+            let slurm_options = SlurmOptions {
+                program: slurm.program.clone(),
+                plan_url: work.join("plan.json"),
+                memory_mib: options.max_mem.div_ceil(1 << 20),
+                concurrent: options.workers,
+                retries: options.retries,
+                tasks_per_job: slurm.tasks_per_job,
+                sbatch_options: slurm.sbatch_options.clone(),
+                log_dir,
+                poll: std::time::Duration::from_millis(500),
+            };
+            run_plan_slurm(
+                plan,
+                &slurm_options,
+                &markers,
+                &work,
+                &slurm.interrupted,
+                on_event,
+            )
+        }
     }
-    .map_err(failed)?;
+    .map_err(|e| match e {
+        chunkmill_exec::ExecError::Interrupted(m) => OpsError::Interrupted(m),
+        other => failed(other),
+    })?;
 
     if let Some(path) = &options.report {
         let mut records = Vec::new();

@@ -60,7 +60,55 @@ pub fn parse_tasks(text: &str) -> Result<Range<u64>, OpsError> {
     }
 }
 
-/// Run tasks `tasks` of stage `stage` (its name or index) of the plan at `plan_url`, skipping
+/// Which tasks of a stage a worker runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskSelection {
+    /// These tasks.
+    Range(Range<u64>),
+    /// The `index`-th batch of `size` tasks (the last one shorter): what an array element of a
+    /// batch engine runs, its index taken from `SLURM_ARRAY_TASK_ID`, `JOB_COMPLETION_INDEX`
+    /// or `AWS_BATCH_JOB_ARRAY_INDEX`.
+    Batch { size: u64, index: u64 },
+}
+
+impl TaskSelection {
+    /// The batch named by the environment variable `var`.
+    ///
+    /// # Errors
+    /// [`OpsError::Usage`] when the variable is unset or not a number, or `size` is 0.
+    pub fn batch_from_env(size: u64, var: &str) -> Result<Self, OpsError> {
+        if size == 0 {
+            return Err(OpsError::Usage("--batch must be at least 1".into()));
+        }
+        let value = std::env::var(var)
+            .map_err(|_| OpsError::Usage(format!("--index-env {var}: the variable is not set")))?;
+        let index = value.trim().parse().map_err(|_| {
+            OpsError::Usage(format!("--index-env {var}: '{value}' is not a task index"))
+        })?;
+        Ok(Self::Batch { size, index })
+    }
+
+    /// The task range in a stage of `tasks` tasks; a batch past the end is refused.
+    ///
+    /// # Errors
+    /// [`OpsError::Refused`] for a batch that starts past the stage's last task.
+    pub fn resolve(&self, tasks: u64) -> Result<Range<u64>, OpsError> {
+        match self {
+            Self::Range(r) => Ok(r.clone()),
+            Self::Batch { size, index } => {
+                let start = index.saturating_mul(*size);
+                if start >= tasks {
+                    return Err(OpsError::Refused(format!(
+                        "batch {index} of {size} tasks starts at task {start}, but the stage has {tasks} tasks"
+                    )));
+                }
+                Ok(start..start.saturating_add(*size).min(tasks))
+            }
+        }
+    }
+}
+
+/// Run `tasks` of stage `stage` (its name or index) of the plan at `plan_url`, skipping
 /// those already marked done, with the plan's memory budget for this process.
 ///
 /// # Errors
@@ -69,7 +117,7 @@ pub fn parse_tasks(text: &str) -> Result<Range<u64>, OpsError> {
 pub fn run_worker(
     plan_url: &str,
     stage: &str,
-    tasks: Range<u64>,
+    tasks: &TaskSelection,
     workers: usize,
     retries: u32,
     on_event: &(dyn Fn(&Event) + Sync),
@@ -93,6 +141,7 @@ pub fn run_worker(
                 names.join(", ")
             ))
         })?;
+    let tasks = tasks.resolve(plan.stages[index].tasks())?;
     let capacity = plan
         .max_mem
         .saturating_sub(memory::current_rss() + (24 << 20) + plan.max_mem / 32);

@@ -59,13 +59,26 @@ pub struct Output {
 /// Flags every running job shares.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// Where tasks run: `threads` of this process, or `processes`: child `chunkmill worker`
-    /// processes, each within --max-mem, so a crash in one task never takes the run down.
-    #[arg(long, default_value = "threads", value_parser = ["threads", "processes"])]
+    /// Where tasks run: `threads` of this process; `processes`: child `chunkmill worker`
+    /// processes, each within --max-mem, so a crash in one task never takes the run down;
+    /// `slurm`: one SLURM job array of `chunkmill worker` per stage, chained with afterok.
+    #[arg(long, default_value = "threads", value_parser = ["threads", "processes", "slurm"])]
     pub executor: String,
-    /// Most tasks at once (default: twice the number of CPUs, so storage waits overlap work).
+    /// Most tasks at once (default: twice the number of CPUs, so storage waits overlap work);
+    /// with --executor slurm, most array elements running at once (`--array=…%N`).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Options for every sbatch of --executor slurm, as one string:
+    /// `--slurm-opt "--account=x --partition=y --time=00:30:00"`.
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
+    pub slurm_opt: Option<String>,
+    /// Tasks per SLURM array element (default: about four elements per concurrent element,
+    /// never more elements than the cluster's MaxArraySize).
+    #[arg(long, value_name = "N")]
+    pub slurm_tasks_per_job: Option<u64>,
+    /// Directory for the SLURM array elements' logs (default: `slurm-logs` in the work dir).
+    #[arg(long, value_name = "DIR")]
+    pub slurm_log_dir: Option<String>,
     /// Extra attempts for a failed task, with exponential backoff.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
@@ -165,8 +178,20 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub stage: String,
     /// Tasks to run: A..B (B excluded), A..=B or A.
-    #[arg(long, value_name = "A..B")]
-    pub tasks: String,
+    #[arg(
+        long,
+        value_name = "A..B",
+        required_unless_present = "batch",
+        conflicts_with = "batch"
+    )]
+    pub tasks: Option<String>,
+    /// Run the index-th batch of N tasks, the index read from --index-env (for array jobs).
+    #[arg(long, value_name = "N", requires = "index_env")]
+    pub batch: Option<u64>,
+    /// Environment variable holding the batch index: SLURM_ARRAY_TASK_ID,
+    /// JOB_COMPLETION_INDEX (Kubernetes), AWS_BATCH_JOB_ARRAY_INDEX.
+    #[arg(long, value_name = "VAR", requires = "batch")]
+    pub index_env: Option<String>,
     /// Most tasks at once in this process (default: twice the CPUs).
     #[arg(long)]
     pub workers: Option<usize>,

@@ -1,6 +1,11 @@
 //! `chunkmill rechunk` and `chunkmill plan rechunk`.
 
-use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, Executor, RechunkJob, RechunkOptions};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use chunkmill_ops::rechunk::{
+    human, plan_rechunk, run_job, Executor, RechunkJob, RechunkOptions, SlurmExecutor,
+};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
@@ -51,10 +56,38 @@ fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
                     ))
                 })?,
             },
+            "slurm" => Executor::Slurm(slurm_executor(&a.common)?),
             _ => Executor::Threads,
         },
         report: a.common.report_file.clone().map(Into::into),
         prepare_only: a.prepare,
+    })
+}
+
+fn slurm_executor(common: &crate::args::Common) -> Result<SlurmExecutor, Failure> {
+    let program = std::env::current_exe()
+        .map_err(|e| Failure::usage(format!("--executor slurm: cannot find this program: {e}")))?;
+    let sbatch_options = match &common.slurm_opt {
+        Some(text) => shell_words::split(text)
+            .map_err(|e| Failure::usage(format!("--slurm-opt '{text}': {e}")))?,
+        None => Vec::new(),
+    };
+    if common.slurm_tasks_per_job == Some(0) {
+        return Err(Failure::usage("--slurm-tasks-per-job must be at least 1"));
+    }
+    // Ctrl-C (or a scheduler's SIGTERM) must reach the executor, which cancels its jobs, rather
+    // than kill the driver and leave arrays running with no one waiting for them.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .map_err(|e| Failure::usage(format!("cannot handle signal {signal}: {e}")))?;
+    }
+    Ok(SlurmExecutor {
+        program,
+        sbatch_options,
+        tasks_per_job: common.slurm_tasks_per_job,
+        log_dir: common.slurm_log_dir.clone().map(Into::into),
+        interrupted,
     })
 }
 

@@ -1,6 +1,6 @@
 //! `chunkmill worker` and `chunkmill status`.
 
-use chunkmill_ops::work::{parse_tasks, run_worker, status as read_status};
+use chunkmill_ops::work::{parse_tasks, run_worker, status as read_status, TaskSelection};
 
 use crate::args::{StatusArgs, WorkerArgs};
 use crate::progress::Progress;
@@ -8,13 +8,21 @@ use crate::Failure;
 
 /// Run a slice of a stage; exit non-zero when a task fails after its retries.
 pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
-    let tasks = parse_tasks(&a.tasks)?;
+    let tasks = match (&a.tasks, a.batch, &a.index_env) {
+        (Some(text), _, _) => TaskSelection::Range(parse_tasks(text)?),
+        (None, Some(size), Some(var)) => TaskSelection::batch_from_env(size, var)?,
+        _ => {
+            return Err(Failure::usage(
+                "give --tasks A..B, or --batch N with --index-env VAR",
+            ))
+        }
+    };
     let show = !(a.report.no_progress || a.report.quiet || a.report.json);
     let progress = Progress::new(0, show);
     let summary = run_worker(
         &a.plan,
         &a.stage,
-        tasks,
+        &tasks,
         a.workers.unwrap_or_else(crate::default_workers),
         a.retries,
         &|e| progress.on_event(e),
@@ -28,7 +36,7 @@ pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
         println!(
             "stage {} tasks {}: {} run, {} already done, {} retried, {:.2} s",
             a.stage,
-            a.tasks,
+            describe(&tasks),
             summary.tasks_run,
             summary.tasks_skipped,
             summary.retries,
@@ -36,6 +44,13 @@ pub fn worker(a: &WorkerArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+fn describe(tasks: &TaskSelection) -> String {
+    match tasks {
+        TaskSelection::Range(r) => format!("{}..{}", r.start, r.end),
+        TaskSelection::Batch { size, index } => format!("batch {index} of {size}"),
+    }
 }
 
 /// Print done / pending per stage.

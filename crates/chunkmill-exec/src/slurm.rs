@@ -1,0 +1,548 @@
+//! The `slurm` executor: one job array per stage, stages chained with `afterok`, each array
+//! element a `chunkmill worker` that runs a batch of tasks. The markers in the work dir are the
+//! only truth: the driver learns progress from them, and when the arrays have left the queue it
+//! resubmits the elements whose tasks still lack markers (up to `retries` times per stage). So
+//! a worker killed mid-task, a node lost or a driver restarted all end the same way: the missing
+//! tasks run again, and their whole-chunk atomic writes make that safe.
+//!
+//! SLURM's own accounting is not needed (`sacct` is often off on small clusters): a job that has
+//! left `squeue` is finished, and the markers say how.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chunkmill_plan::Plan;
+use chunkmill_store::markers::Markers;
+use chunkmill_store::Store;
+
+use crate::{Event, ExecError, RunSummary, TaskStats};
+
+/// SLURM's default `MaxArraySize`, used when `scontrol` does not say.
+const DEFAULT_MAX_ARRAY_SIZE: u64 = 1001;
+
+/// Array elements per concurrent slot when the batch size is not given: enough for the load to
+/// even out, few enough that SLURM's per-job start-up (about a second) stays small.
+const ELEMENTS_PER_SLOT: u64 = 4;
+
+/// How long `squeue` may keep failing (controller restarting) before the run gives up.
+const SQUEUE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// How to submit workers to SLURM.
+#[derive(Clone, Debug)]
+pub struct SlurmOptions {
+    /// The `chunkmill` executable, at a path the compute nodes see.
+    pub program: PathBuf,
+    /// The plan's URL (`<work-dir>/plan.json`), reachable from the compute nodes.
+    pub plan_url: String,
+    /// `--mem` of every array element, in MiB.
+    pub memory_mib: u64,
+    /// Most array elements running at once (`--array=…%LIMIT`).
+    pub concurrent: usize,
+    /// Resubmissions of a stage's unfinished elements; also each worker's in-process retries.
+    pub retries: u32,
+    /// Tasks per array element (default: about four elements per concurrent slot, and never
+    /// more elements than the cluster's `MaxArraySize`).
+    pub tasks_per_job: Option<u64>,
+    /// Options passed to every `sbatch` as they are (`--account`, `--partition`, `--time`, …);
+    /// they come after chunkmill's own, so they win.
+    pub sbatch_options: Vec<String>,
+    /// Where the array elements' logs go (a directory the compute nodes can write).
+    pub log_dir: PathBuf,
+    /// How often the queue and the markers are read.
+    pub poll: Duration,
+}
+
+/// A submitted array: which stage, which elements, how many tasks each.
+#[derive(Clone, Debug)]
+struct Submitted {
+    job_id: String,
+    stage: usize,
+    batch: u64,
+    elements: Vec<u64>,
+}
+
+/// Quote one word for `sh`.
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// `0-3,5,7-9`: SLURM's array index list of sorted `indices`.
+#[must_use]
+pub fn array_spec(indices: &[u64]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < indices.len() {
+        let start = indices[i];
+        let mut end = start;
+        while i + 1 < indices.len() && indices[i + 1] == end + 1 {
+            i += 1;
+            end = indices[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// Tasks per array element for a stage of `tasks` tasks.
+#[must_use]
+pub fn batch_size(tasks: u64, concurrent: usize, max_array_size: u64, wanted: Option<u64>) -> u64 {
+    let fewest = tasks.div_ceil(max_array_size.max(1)).max(1);
+    let default = tasks
+        .div_ceil((concurrent.max(1) as u64) * ELEMENTS_PER_SLOT)
+        .max(1);
+    wanted.unwrap_or(default).max(fewest)
+}
+
+fn run_command(program: &str, args: &[String]) -> Result<(bool, String, String), ExecError> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ExecError::Engine(format!("cannot run {program}: {e}")))?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// The cluster's `MaxArraySize` (`scontrol show config`), or SLURM's default.
+fn max_array_size() -> u64 {
+    let Ok((true, out, _)) = run_command("scontrol", &["show".into(), "config".into()]) else {
+        return DEFAULT_MAX_ARRAY_SIZE;
+    };
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "MaxArraySize")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_ARRAY_SIZE)
+}
+
+/// Job ids of `jobs` that are still queued or running.
+fn still_queued(jobs: &[String]) -> Result<HashSet<String>, String> {
+    if jobs.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let args = vec![
+        "-h".to_string(),
+        "-o".to_string(),
+        "%F".to_string(),
+        "-j".to_string(),
+        jobs.join(","),
+    ];
+    match run_command("squeue", &args) {
+        Ok((true, out, _)) => Ok(out.lines().map(|l| l.trim().to_string()).collect()),
+        // Jobs that finished long ago are purged, and squeue calls their ids invalid.
+        Ok((false, _, err)) if err.contains("Invalid job id") => Ok(HashSet::new()),
+        Ok((_, _, err)) => Err(err.trim().to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn cancel(jobs: &[String]) {
+    if jobs.is_empty() {
+        return;
+    }
+    if let Err(e) = run_command("scancel", jobs) {
+        tracing::warn!(error = %e, "scancel failed");
+    }
+}
+
+/// The key, in the work dir, of the job ids a driver submitted: a restarted driver cancels the
+/// ones still queued before it submits what is missing.
+fn jobs_key(plan: &Plan) -> String {
+    format!("{}/slurm-jobs.json", plan.plan_id)
+}
+
+fn record_jobs(work: &Store, plan: &Plan, jobs: &[String]) -> Result<(), ExecError> {
+    let doc = serde_json::json!({ "jobs": jobs });
+    work.put(&jobs_key(plan), doc.to_string().into_bytes())?;
+    Ok(())
+}
+
+fn cancel_leftovers(work: &Store, plan: &Plan) -> Result<(), ExecError> {
+    let Some(bytes) = work.get(&jobs_key(plan))? else {
+        return Ok(());
+    };
+    let jobs: Vec<String> = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["jobs"].clone()).ok())
+        .unwrap_or_default();
+    if let Ok(queued) = still_queued(&jobs) {
+        let left: Vec<String> = jobs.into_iter().filter(|j| queued.contains(j)).collect();
+        if !left.is_empty() {
+            tracing::info!(jobs = ?left, "cancelling the jobs an earlier driver left queued");
+            cancel(&left);
+        }
+    }
+    Ok(())
+}
+
+fn log_path(options: &SlurmOptions, stage: &str, job_id: &str, element: u64) -> PathBuf {
+    options
+        .log_dir
+        .join(format!("chunkmill-{stage}-{job_id}_{element}.log"))
+}
+
+/// The last line a failed element wrote, as the reason of the failure.
+fn failure_reason(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(|l| l.trim_start_matches("chunkmill: ").to_string())
+        })
+        .unwrap_or_else(|| format!("no log at {}", path.display()))
+}
+
+fn submit(
+    plan: &Plan,
+    options: &SlurmOptions,
+    stage: usize,
+    batch: u64,
+    elements: &[u64],
+    after: Option<&str>,
+) -> Result<String, ExecError> {
+    let name = &plan.stages[stage].name;
+    let script = format!(
+        "exec {} worker --plan {} --stage {} --batch {batch} --index-env SLURM_ARRAY_TASK_ID \
+         --workers \"${{SLURM_CPUS_PER_TASK:-1}}\" --retries {} --quiet --no-progress",
+        shell_quote(&options.program.to_string_lossy()),
+        shell_quote(&options.plan_url),
+        shell_quote(name),
+        options.retries,
+    );
+    let mut args = vec![
+        "--parsable".to_string(),
+        format!("--job-name=chunkmill-{name}"),
+        format!(
+            "--array={}%{}",
+            array_spec(elements),
+            options.concurrent.max(1)
+        ),
+        format!("--mem={}M", options.memory_mib.max(1)),
+        format!(
+            "--output={}",
+            options
+                .log_dir
+                .join(format!("chunkmill-{name}-%A_%a.log"))
+                .display()
+        ),
+        "--kill-on-invalid-dep=yes".to_string(),
+    ];
+    if let Some(job) = after {
+        args.push(format!("--dependency=afterok:{job}"));
+    }
+    args.extend(options.sbatch_options.iter().cloned());
+    args.push(format!("--wrap={script}"));
+    let (ok, out, err) = run_command("sbatch", &args)?;
+    let job_id = out.trim().split(';').next().unwrap_or("").to_string();
+    if !ok || job_id.is_empty() {
+        return Err(ExecError::Engine(format!(
+            "sbatch refused stage '{name}': {}",
+            err.trim()
+        )));
+    }
+    tracing::info!(stage = %name, job = %job_id, elements = elements.len(), batch, "submitted");
+    Ok(job_id)
+}
+
+/// Progress seen in the markers, turned into events.
+struct Progress<'a> {
+    plan: &'a Plan,
+    markers: &'a Markers,
+    on_event: &'a (dyn Fn(&Event) + Sync),
+    /// The stage whose tasks are being reported, and the tasks reported of it.
+    active: Option<(usize, HashSet<u64>)>,
+    summary: RunSummary,
+}
+
+impl Progress<'_> {
+    /// The first stage with tasks lacking markers, after reporting what finished since the last
+    /// call; `None` when every stage is complete.
+    fn advance(&mut self) -> Result<Option<usize>, ExecError> {
+        loop {
+            let stage_index = self.active.as_ref().map_or(0, |(s, _)| *s);
+            let Some(stage) = self.plan.stages.get(stage_index) else {
+                return Ok(None);
+            };
+            let done = self.markers.marked(&stage.name)?;
+            match &mut self.active {
+                Some((_, seen)) => {
+                    let decoded_bytes = stage.bytes_written / stage.tasks().max(1);
+                    let mut new: Vec<u64> = done.difference(seen).copied().collect();
+                    new.sort_unstable();
+                    for task in new {
+                        seen.insert(task);
+                        self.summary.tasks_run += 1;
+                        (self.on_event)(&Event::TaskFinished {
+                            stage: stage_index,
+                            task,
+                            stats: TaskStats::default(),
+                            seconds: 0.0,
+                            decoded_bytes,
+                        });
+                    }
+                }
+                None => {
+                    self.start(stage_index, done.clone());
+                }
+            }
+            if (done.len() as u64) < stage.tasks() {
+                return Ok(Some(stage_index));
+            }
+            (self.on_event)(&Event::StageFinished { index: stage_index });
+            let next = stage_index + 1;
+            if next >= self.plan.stages.len() {
+                self.active = Some((next, HashSet::new()));
+                return Ok(None);
+            }
+            let done_next = self.markers.marked(&self.plan.stages[next].name)?;
+            self.start(next, done_next);
+        }
+    }
+
+    fn start(&mut self, index: usize, done: HashSet<u64>) {
+        let stage = &self.plan.stages[index];
+        self.summary.tasks_skipped += done.len() as u64;
+        (self.on_event)(&Event::StageStarted {
+            index,
+            name: stage.name.clone(),
+            label: stage.label.clone(),
+            tasks: stage.tasks(),
+            done_before: done.len() as u64,
+            decoded_bytes: stage.bytes_written,
+        });
+        self.active = Some((index, done));
+    }
+}
+
+/// Run every stage of `plan` as SLURM job arrays and wait for them.
+///
+/// `interrupted` is polled: once it is set (Ctrl-C) every job this run submitted is cancelled
+/// and the run returns [`ExecError::Interrupted`]; `--resume` continues it later.
+///
+/// # Errors
+/// [`ExecError::TaskFailed`] when a stage still lacks markers after `retries` resubmissions,
+/// [`ExecError::Engine`] when `sbatch` refuses or `squeue` stays unreachable,
+/// [`ExecError::Interrupted`], [`ExecError::Markers`] when the work dir cannot be read.
+pub fn run_plan_slurm(
+    plan: &Plan,
+    options: &SlurmOptions,
+    markers: &Markers,
+    work: &Store,
+    interrupted: &AtomicBool,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RunSummary, ExecError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&options.log_dir).map_err(|e| {
+        ExecError::Engine(format!(
+            "cannot create the SLURM log dir {}: {e}",
+            options.log_dir.display()
+        ))
+    })?;
+    cancel_leftovers(work, plan)?;
+    let max_array = max_array_size();
+    let mut progress = Progress {
+        plan,
+        markers,
+        on_event,
+        active: None,
+        summary: RunSummary::default(),
+    };
+    let mut failed_rounds = vec![0u32; plan.stages.len()];
+    let mut all_jobs: Vec<String> = Vec::new();
+    let mut round: Vec<Submitted> = Vec::new();
+    while let Some(first) = progress.advance()? {
+        // The previous round ended with `first` unfinished although every stage before it is
+        // complete: its elements ran (or were lost) and left tasks without markers.
+        if round.iter().any(|s| s.stage == first) {
+            failed_rounds[first] += 1;
+            if failed_rounds[first] > options.retries {
+                return Err(stage_failure(plan, options, markers, &round, first));
+            }
+            progress.summary.retries += 1;
+            let stage = &plan.stages[first];
+            (on_event)(&Event::TaskRetrying {
+                stage: first,
+                task: 0,
+                attempt: failed_rounds[first],
+                error: format!(
+                    "resubmitting the unfinished elements of stage '{}'",
+                    stage.name
+                ),
+            });
+        }
+        round.clear();
+        let mut after: Option<String> = None;
+        for index in first..plan.stages.len() {
+            let stage = &plan.stages[index];
+            let done = markers.marked(&stage.name)?;
+            let batch = batch_size(
+                stage.tasks(),
+                options.concurrent,
+                max_array,
+                options.tasks_per_job,
+            );
+            let elements: Vec<u64> = (0..stage.tasks().div_ceil(batch))
+                .filter(|e| {
+                    let end = ((e + 1) * batch).min(stage.tasks());
+                    (e * batch..end).any(|t| !done.contains(&t))
+                })
+                .collect();
+            if elements.is_empty() {
+                continue;
+            }
+            let job_id = match submit(plan, options, index, batch, &elements, after.as_deref()) {
+                Ok(id) => id,
+                Err(e) => {
+                    cancel(&round.iter().map(|s| s.job_id.clone()).collect::<Vec<_>>());
+                    return Err(e);
+                }
+            };
+            after = Some(job_id.clone());
+            all_jobs.push(job_id.clone());
+            round.push(Submitted {
+                job_id,
+                stage: index,
+                batch,
+                elements,
+            });
+        }
+        record_jobs(work, plan, &all_jobs)?;
+        wait_for(&round, options, interrupted, &mut progress)?;
+    }
+    let mut summary = progress.summary;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Poll until every job of `round` has left the queue, reporting progress from the markers.
+fn wait_for(
+    round: &[Submitted],
+    options: &SlurmOptions,
+    interrupted: &AtomicBool,
+    progress: &mut Progress<'_>,
+) -> Result<(), ExecError> {
+    let jobs: Vec<String> = round.iter().map(|s| s.job_id.clone()).collect();
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            cancel(&jobs);
+            return Err(ExecError::Interrupted(format!(
+                "cancelled SLURM job(s) {}; --resume continues the run",
+                jobs.join(", ")
+            )));
+        }
+        progress.advance()?;
+        match still_queued(&jobs) {
+            Ok(queued) => {
+                unreachable_since = None;
+                let queued_ids: HashSet<&str> = queued
+                    .iter()
+                    .map(|j| j.split('_').next().unwrap_or(j))
+                    .collect();
+                if !jobs.iter().any(|j| queued_ids.contains(j.as_str())) {
+                    return Ok(());
+                }
+            }
+            Err(message) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > SQUEUE_PATIENCE {
+                    return Err(ExecError::Engine(format!(
+                        "squeue has failed for {} s: {message}",
+                        SQUEUE_PATIENCE.as_secs()
+                    )));
+                }
+            }
+        }
+        std::thread::sleep(options.poll);
+    }
+}
+
+fn stage_failure(
+    plan: &Plan,
+    options: &SlurmOptions,
+    markers: &Markers,
+    round: &[Submitted],
+    stage_index: usize,
+) -> ExecError {
+    let stage = &plan.stages[stage_index];
+    let done = markers.marked(&stage.name).unwrap_or_default();
+    let missing: Vec<u64> = (0..stage.tasks()).filter(|t| !done.contains(t)).collect();
+    let first = missing.first().copied().unwrap_or(0);
+    let message = round.iter().find(|s| s.stage == stage_index).map_or_else(
+        || "no marker was written".to_string(),
+        |s| {
+            let element = first / s.batch.max(1);
+            let reason = if s.elements.contains(&element) {
+                failure_reason(&log_path(options, &stage.name, &s.job_id, element))
+            } else {
+                "no marker was written".to_string()
+            };
+            format!("array job {}_{element}: {reason}", s.job_id)
+        },
+    );
+    ExecError::TaskFailed {
+        stage: stage.label.clone(),
+        task: first,
+        failed: missing.len() as u64,
+        attempts: options.retries + 1,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_specs_compress_runs() {
+        assert_eq!(array_spec(&[0, 1, 2, 3, 5, 7, 8, 9]), "0-3,5,7-9");
+        assert_eq!(array_spec(&[4]), "4");
+        assert_eq!(array_spec(&[]), "");
+    }
+
+    #[test]
+    fn batches_keep_arrays_under_the_cluster_limit() {
+        // 10 000 tasks, 1001 elements at most: 10 per element, 1000 elements.
+        assert_eq!(batch_size(10_000, 50, 1001, Some(1)), 10);
+        assert_eq!(
+            10_000u64.div_ceil(batch_size(10_000, 50, 1001, Some(1))),
+            1000
+        );
+        // Default: four elements per concurrent slot.
+        assert_eq!(batch_size(100, 5, 1001, None), 5);
+        assert_eq!(batch_size(3, 5, 1001, None), 1);
+        // An explicit batch larger than needed is kept.
+        assert_eq!(batch_size(100, 5, 8, Some(20)), 20);
+        assert_eq!(batch_size(100, 5, 8, Some(2)), 13);
+    }
+
+    #[test]
+    fn words_are_quoted_for_sh() {
+        assert_eq!(shell_quote("/usr/bin/chunkmill"), "/usr/bin/chunkmill");
+        assert_eq!(shell_quote("s3://b/w/plan.json"), "s3://b/w/plan.json");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,162 @@
+"""The SLURM executor against a real SLURM (slurmctld, slurmd and munge on this machine, started
+by scripts/test through scripts/slurm-local with MaxArraySize=8): a rechunk through job arrays
+equals the same rechunk on threads byte for byte; stages are chained; arrays stay under
+MaxArraySize; a worker killed mid-task is resubmitted and the run completes; a task that keeps
+failing is reported with its reason; Ctrl-C cancels every job and --resume finishes.
+
+Without a SLURM these tests skip, unless CHUNKMILL_REQUIRE_SLURM=1 (set by scripts/test), which
+turns the skip into a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+import oracle
+
+SHAPE, CHUNKS, SPEC = (400, 60, 60), (4, 60, 60), "time=-1,lat=6,lon=6"
+# Small enough that the plan goes through an intermediate store: two stages to chain.
+BUDGET = "64MB"
+
+
+def _slurm_problem() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) on PATH"
+    r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0 or not re.search(r"idle|mix|alloc", r.stdout):
+        return f"no SLURM node is up: {r.stdout.strip()} {r.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    problem = _slurm_problem()
+    if problem is not None:
+        if os.environ.get("CHUNKMILL_REQUIRE_SLURM") == "1":
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    return {"max_array": int(re.search(r"MaxArraySize\s*=\s*(\d+)", config).group(1))}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("slurm") / "src.zarr"
+    t, y, x = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), np.arange(SHAPE[2]), indexing="ij")
+    data = (np.sin(t / 30.0) * 10 + np.cos(y / 5.0) + x * 0.5).astype("float32")
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    a = g.create_array("v", shape=SHAPE, chunks=CHUNKS, dtype="float32", fill_value=np.nan,
+                       dimension_names=("time", "lat", "lon"))
+    a[...] = data
+    zarr.consolidate_metadata(path)
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, source):
+    src, _ = source
+    ref = tmp_path_factory.mktemp("slurm-ref") / "threads.zarr"
+    oracle.ok(*oracle.rechunk_args(src, ref, SPEC, BUDGET, "--workers", "2"))
+    return ref
+
+
+def same_tree(a, b):
+    fa, fb = oracle.tree_files(a), oracle.tree_files(b)
+    assert sorted(fa) == sorted(fb)
+    assert [k for k in fa if fa[k] != fb[k]] == []
+
+
+def slurm_args(src, tgt, work, *extra):
+    return oracle.rechunk_args(src, tgt, SPEC, BUDGET, "--executor", "slurm", "--workers", "4",
+                               "--work-dir", work, *extra)
+
+
+def no_jobs_left():
+    r = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True)
+    return [j for j in r.stdout.split() if j.startswith("chunkmill-")] == []
+
+
+def test_slurm_rechunk_equals_threads_byte_for_byte(tmp_path, slurm, source, reference):
+    src, data = source
+    plan = json.loads(oracle.ok("plan", *oracle.rechunk_args(src, tmp_path / "p.zarr", SPEC, BUDGET), "--json").stdout)
+    assert len(plan["stages"]) >= 2, "the test wants chained stages"
+    tgt, work = tmp_path / "slurm.zarr", tmp_path / "work"
+    r = oracle.ok(*slurm_args(src, tgt, work, "--json"))
+    report = json.loads(r.stdout)
+    assert report["tasks_run"] == sum(s["tasks"] for s in plan["stages"])
+    same_tree(reference, tgt)
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+    # One array per stage, each with at most MaxArraySize elements, each element's log present.
+    logs = sorted(p.name for p in (work / "slurm-logs").iterdir())
+    for stage in plan["stages"]:
+        elements = {m.group(1) for n in logs if (m := re.fullmatch(rf"chunkmill-{stage['name']}-\d+_(\d+)\.log", n))}
+        assert 1 <= len(elements) <= slurm["max_array"], (stage["name"], logs)
+        if stage["tasks"] > slurm["max_array"]:
+            assert len(elements) == slurm["max_array"] or len(elements) < stage["tasks"]
+    assert no_jobs_left()
+
+
+def test_slurm_worker_killed_mid_task_is_resubmitted(tmp_path, slurm, source, reference):
+    src, data = source
+    tgt, work, flag = tmp_path / "t.zarr", tmp_path / "work", tmp_path / "slow-task"
+    env = {**os.environ, "CHUNKMILL_TEST_SLOW_TASK": f"3:{flag}"}
+    driver = subprocess.Popen([str(oracle.chunkmill_bin()), *map(str, slurm_args(src, tgt, work, "--json"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (flag.exists() and flag.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), "the hook should have slowed the worker of task 3"
+    os.kill(int(flag.read_text()), signal.SIGKILL)  # the worker, mid-task, on a SLURM node
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err
+    assert json.loads(out)["retries"] >= 1
+    same_tree(reference, tgt)
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+
+
+def test_slurm_task_that_keeps_failing_is_reported(tmp_path, slurm, source):
+    src, _ = source
+    tgt, work = tmp_path / "t.zarr", tmp_path / "work"
+    r = oracle.run(*slurm_args(src, tgt, work, "--retries", "1"), env={"CHUNKMILL_TEST_FAULT_RATE": "1"})
+    assert r.returncode == 1, oracle.describe(r)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "injected fault" in lines[0], r.stderr
+    assert no_jobs_left()
+    # The markers of nothing; a resume without the fault finishes the run.
+    oracle.ok(*slurm_args(src, tgt, work, "--resume"))
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], source[1])
+
+
+def test_ctrl_c_cancels_every_job_and_resume_finishes(tmp_path, slurm, source, reference):
+    src, data = source
+    tgt, work, flag = tmp_path / "t.zarr", tmp_path / "work", tmp_path / "slow-task"
+    env = {**os.environ, "CHUNKMILL_TEST_SLOW_TASK": f"5:{flag}"}
+    driver = subprocess.Popen([str(oracle.chunkmill_bin()), *map(str, slurm_args(src, tgt, work))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (flag.exists() and flag.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flag.exists()
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=60)
+    assert driver.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err
+    deadline = time.monotonic() + 30
+    while not no_jobs_left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert no_jobs_left(), "Ctrl-C must cancel the arrays"
+    status = json.loads(oracle.ok("status", work, "--json").stdout)
+    assert not status["complete"]
+    oracle.ok(*slurm_args(src, tgt, work, "--resume"))
+    same_tree(reference, tgt)
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+
