@@ -418,3 +418,19 @@ def create_array(
 
 def new_group(path, zarr_format: int, attrs: dict | None = None) -> zarr.Group:
     return zarr.open_group(str(path), mode="w", zarr_format=zarr_format, attributes=attrs or {})
+
+
+def write_series(path, shape=(400, 60, 60), chunks=(4, 60, 60)):
+    """A Zarr v3 store with one float32 array `v` (dims time, lat, lon) of smooth, distinct
+    values, consolidated; returns the numpy data it holds."""
+    import numpy as np
+    import zarr
+
+    t, y, x = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    data = (np.sin(t / 30.0) * 10 + np.cos(y / 5.0) + x * 0.5).astype("float32")
+    g = zarr.open_group(path, mode="w", zarr_format=3)
+    a = g.create_array("v", shape=shape, chunks=chunks, dtype="float32", fill_value=np.nan,
+                       dimension_names=("time", "lat", "lon"))
+    a[...] = data
+    zarr.consolidate_metadata(path)
+    return data

@@ -19,14 +19,7 @@ SHAPE, CHUNKS, SPEC = (400, 60, 60), (4, 60, 60), "time=-1,lat=6,lon=6"
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     path = tmp_path_factory.mktemp("rel") / "src.zarr"
-    t, y, x = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), np.arange(SHAPE[2]), indexing="ij")
-    data = (np.sin(t / 30.0) * 10 + np.cos(y / 5.0) + x * 0.5).astype("float32")
-    g = zarr.open_group(path, mode="w", zarr_format=3)
-    a = g.create_array("v", shape=SHAPE, chunks=CHUNKS, dtype="float32", fill_value=np.nan,
-                       dimension_names=("time", "lat", "lon"))
-    a[...] = data
-    zarr.consolidate_metadata(path)
-    return path, data
+    return path, oracle.write_series(path, SHAPE, CHUNKS)
 
 
 def rechunk(src, tgt, *extra, env=None):
@@ -111,15 +104,7 @@ def _markers(work):
 def larger_source(tmp_path_factory):
     """46 MB: with a 64 MB budget and one worker, some 40 tasks to kill in between."""
     path = tmp_path_factory.mktemp("rel-big") / "src.zarr"
-    shape = (800, 120, 120)
-    t, y, x = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
-    data = (np.sin(t / 40.0) * 10 + np.cos(y / 9.0) + x * 0.25).astype("float32")
-    g = zarr.open_group(path, mode="w", zarr_format=3)
-    a = g.create_array("v", shape=shape, chunks=(4, 120, 120), dtype="float32", fill_value=np.nan,
-                       dimension_names=("time", "lat", "lon"))
-    a[...] = data
-    zarr.consolidate_metadata(path)
-    return path, data
+    return path, oracle.write_series(path, (800, 120, 120), (4, 120, 120))
 
 
 def test_killed_at_twenty_moments_then_resumed_gives_the_same_bytes(tmp_path, larger_source):

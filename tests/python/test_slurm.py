@@ -51,14 +51,7 @@ def slurm():
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     path = tmp_path_factory.mktemp("slurm") / "src.zarr"
-    t, y, x = np.meshgrid(np.arange(SHAPE[0]), np.arange(SHAPE[1]), np.arange(SHAPE[2]), indexing="ij")
-    data = (np.sin(t / 30.0) * 10 + np.cos(y / 5.0) + x * 0.5).astype("float32")
-    g = zarr.open_group(path, mode="w", zarr_format=3)
-    a = g.create_array("v", shape=SHAPE, chunks=CHUNKS, dtype="float32", fill_value=np.nan,
-                       dimension_names=("time", "lat", "lon"))
-    a[...] = data
-    zarr.consolidate_metadata(path)
-    return path, data
+    return path, oracle.write_series(path, SHAPE, CHUNKS)
 
 
 @pytest.fixture(scope="module")

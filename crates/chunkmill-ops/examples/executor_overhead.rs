@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         executors.push("processes");
     }
     for name in executors {
-        store.erase_prefix("out")?;
+        store.erase_prefix("out/")?;
         array(&store, "out", tasks)?;
         let work = Store::open(&format!("{root}/work-{name}"))?;
         work.put("plan.json", plan.to_json().into_bytes())?;
