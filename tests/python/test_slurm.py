@@ -153,3 +153,23 @@ def test_ctrl_c_cancels_every_job_and_resume_finishes(tmp_path, slurm, source, r
     same_tree(reference, tgt)
     np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
 
+
+
+def test_slurm_options_reach_sbatch(tmp_path, slurm, source, reference):
+    src, data = source
+    # --slurm-opt is passed to sbatch as it is: a partition that does not exist is sbatch's error.
+    r = oracle.run(*slurm_args(src, tmp_path / "bad.zarr", tmp_path / "bad-work", "--slurm-opt",
+                               "--partition=no-such-partition"))
+    assert r.returncode == 1 and "no-such-partition" in r.stderr, oracle.describe(r)
+    assert len(r.stderr.strip().splitlines()) == 1
+    # Valid options, an explicit batch of 5 tasks per element and a log dir of our own.
+    tgt, work, logs = tmp_path / "t.zarr", tmp_path / "work", tmp_path / "logs"
+    oracle.ok(*slurm_args(src, tgt, work, "--slurm-opt", "--partition=debug --time=00:10:00",
+                          "--slurm-tasks-per-job", "5", "--slurm-log-dir", logs))
+    plan = json.loads(oracle.ok("plan", *oracle.rechunk_args(src, tmp_path / "p.zarr", SPEC, BUDGET), "--json").stdout)
+    names = [p.name for p in logs.iterdir()]
+    for stage in plan["stages"]:
+        elements = [n for n in names if n.startswith(f"chunkmill-{stage['name']}-")]
+        assert len(elements) == -(-stage["tasks"] // 5), (stage, names)
+    same_tree(reference, tgt)
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)

@@ -121,6 +121,19 @@ fn run_command(program: &str, args: &[String]) -> Result<(bool, String, String),
     ))
 }
 
+/// A SLURM command's stderr as one line: errors stay one line however many SLURM printed.
+fn one_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            l.split_once(": error: ").map_or(l, |(_, rest)| rest)
+        })
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The cluster's `MaxArraySize` (`scontrol show config`), or SLURM's default.
 fn max_array_size() -> u64 {
     let Ok((true, out, _)) = run_command("scontrol", &["show".into(), "config".into()]) else {
@@ -149,7 +162,7 @@ fn still_queued(jobs: &[String]) -> Result<HashSet<String>, String> {
         Ok((true, out, _)) => Ok(out.lines().map(|l| l.trim().to_string()).collect()),
         // Jobs that finished long ago are purged, and squeue calls their ids invalid.
         Ok((false, _, err)) if err.contains("Invalid job id") => Ok(HashSet::new()),
-        Ok((_, _, err)) => Err(err.trim().to_string()),
+        Ok((_, _, err)) => Err(one_line(&err)),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -258,7 +271,7 @@ fn submit(
     if !ok || job_id.is_empty() {
         return Err(ExecError::Engine(format!(
             "sbatch refused stage '{name}': {}",
-            err.trim()
+            one_line(&err)
         )));
     }
     tracing::info!(stage = %name, job = %job_id, elements = elements.len(), batch, "submitted");
@@ -535,6 +548,15 @@ mod tests {
         // An explicit batch larger than needed is kept.
         assert_eq!(batch_size(100, 5, 8, Some(20)), 20);
         assert_eq!(batch_size(100, 5, 8, Some(2)), 13);
+    }
+
+    #[test]
+    fn slurm_errors_become_one_line() {
+        let err = "sbatch: error: invalid partition specified: p\nsbatch: error: Batch job submission failed: Invalid partition name specified\n";
+        assert_eq!(
+            one_line(err),
+            "invalid partition specified: p; Batch job submission failed: Invalid partition name specified"
+        );
     }
 
     #[test]
