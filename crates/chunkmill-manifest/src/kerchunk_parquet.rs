@@ -47,6 +47,7 @@ use std::sync::Arc;
 use parquet::basic::Compression;
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{ByteArray, ByteArrayType, DataType, Int64Type};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
@@ -114,6 +115,10 @@ pub fn write_kerchunk_parquet(
                 .set_column_dictionary_enabled(ColumnPath::from("offset"), false)
                 .set_column_dictionary_enabled(ColumnPath::from("size"), false)
                 .set_column_dictionary_enabled(ColumnPath::from("raw"), false)
+                .set_key_value_metadata(Some(vec![KeyValue::new(
+                    "pandas".to_string(),
+                    pandas_metadata(),
+                )]))
                 .build(),
         );
         // One shared buffer per URL: a row holds a reference to it, not a copy.
@@ -159,6 +164,31 @@ pub fn write_kerchunk_parquet(
             })?;
         Ok(written + zmetadata.len() as u64)
     })
+}
+
+/// The `pandas` key of the file metadata: the column types pandas gives the columns when
+/// fsspec reads a file (`pd.read_parquet`). Without it fastparquet reads `offset` and `size`
+/// as nullable integers, which become floats in fsspec's hands.
+fn pandas_metadata() -> String {
+    let column = |name: &str, pandas: &str, numpy: &str| {
+        serde_json::json!({
+            "name": name, "field_name": name, "pandas_type": pandas, "numpy_type": numpy,
+            "metadata": null,
+        })
+    };
+    serde_json::json!({
+        "index_columns": [],
+        "column_indexes": [],
+        "partition_columns": [],
+        "columns": [
+            column("path", "unicode", "object"),
+            column("offset", "int64", "int64"),
+            column("size", "int64", "int64"),
+            column("raw", "bytes", "object"),
+        ],
+        "creator": {"library": "chunkmill", "version": env!("CARGO_PKG_VERSION")},
+    })
+    .to_string()
 }
 
 /// `.zmetadata`: every metadata document as a JSON object (the `.zattrs` texts may hold
