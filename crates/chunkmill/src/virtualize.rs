@@ -80,6 +80,8 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             "arrays": report.stats.arrays, "references": report.stats.references,
             "inlined": report.stats.inlined, "missing": report.stats.missing,
             "bytes_written": report.bytes_written, "seconds": seconds,
+            "scan_seconds": report.scan_seconds, "combine_seconds": report.combine_seconds,
+            "write_seconds": report.write_seconds,
         });
         println!(
             "{}",
