@@ -214,6 +214,18 @@ def test_fifty_thousand_chunks_to_parquet_match_h5py(tmp_path):
     ds = open_reference_fs(out)
     for sl in (slice(0, 7), slice(9_995, 10_007), slice(49_990, 50_000)):
         np.testing.assert_array_equal(ds.big[sl].values, data[sl])
+    # kerchunk's own Parquet of the same file (fastparquet, `path` categorical: one URL for
+    # 10 000 rows) is read by chunkmill inspect with every chunk referenced.
+    import kerchunk.df
+    import kerchunk.hdf
+
+    refs = kerchunk.hdf.SingleHdf5ToZarr(str(path), inline_threshold=0).translate()
+    theirs = tmp_path / "kerchunk.parq"
+    kerchunk.df.refs_to_dataframe(refs, str(theirs), record_size=10_000)
+    assert str(pd.read_parquet(theirs / "big" / "refs.0.parq", engine="fastparquet").path.dtype) == "category"
+    doc = json.loads(oracle.ok("inspect", theirs, "--json").stdout)
+    big = next(a for a in doc["arrays"] if a["path"] == "big")
+    assert (big["references"], big["inlined"], big["missing"]) == (50_000, 0, 0)
 
 
 def test_inspect_reads_kerchunk_own_parquet(tmp_path):
