@@ -336,3 +336,5 @@ def test_s3_inputs_that_do_not_exist_are_named(tmp_path, s3_prefix):
     r = oracle.run("virtualize", f"{prefix}/none/missing.nc", "--output", tmp_path / "r.json")
     oracle.assert_one_error_line(r, codes=[3], mentions=[f"{prefix}/none/missing.nc", "no such object"])
     assert not (tmp_path / "r.json").exists()
+    r = oracle.run("virtualize", f"{prefix}/none/missing.nc", "--output", f"{prefix}/refs.json")
+    oracle.assert_one_error_line(r, codes=[2], mentions=["--output", "local path"])

@@ -33,6 +33,7 @@ pub enum OutputFormat {
 
 /// One input file after expansion.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Input {
     /// A local file.
     Local(PathBuf),

@@ -19,6 +19,12 @@ fn exit_code(e: &Error) -> i32 {
 
 /// Scan, combine, write.
 pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
+    if a.output.contains("://") {
+        return Err(Failure::usage(format!(
+            "--output {}: references are written to a local path (inputs may be s3:// URLs)",
+            a.output
+        )));
+    }
     let mut options = VirtualizeOptions::new(&a.output);
     options.format = match a.format.as_str() {
         "kerchunk-json" => OutputFormat::KerchunkJson,
