@@ -88,5 +88,5 @@ pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
 pub use scan::{scan, scan_path, FileScan, ScanOptions};
 pub use virtualize::{
     build, expand_inputs, virtualize, Input, OutputFormat, ProgressFn, SkippedFile,
-    VirtualizeOptions, VirtualizeReport,
+    VirtualizeOptions, VirtualizeReport, REMOTE_THREADS_PER_CORE,
 };

@@ -15,6 +15,9 @@ use crate::kerchunk_parquet::{write_kerchunk_parquet, DEFAULT_RECORD_SIZE};
 use crate::remote;
 use crate::scan::{scan, scan_path, FileScan, ScanOptions, DEFAULT_INLINE_THRESHOLD};
 
+/// Scanning threads per core by default when some input is read from an object store.
+pub const REMOTE_THREADS_PER_CORE: usize = 4;
+
 /// Called after each file is scanned with (files done, files in total), from the scanning
 /// threads (so it must be `Send + Sync`); keep it short.
 pub type ProgressFn = dyn Fn(usize, usize) + Send + Sync;
@@ -72,7 +75,8 @@ pub struct VirtualizeOptions {
     pub skip_bad: bool,
     /// Replace an existing output.
     pub overwrite: bool,
-    /// Scanning threads; 0 means one per core.
+    /// Scanning threads; 0 means one per core, or [`REMOTE_THREADS_PER_CORE`] per core when
+    /// some input is an object in a store (its reads wait on the network).
     pub threads: usize,
     /// Progress callback, see [`ProgressFn`].
     pub progress: Option<Arc<ProgressFn>>,
@@ -311,7 +315,15 @@ pub fn build(
         load,
     };
     let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            // Reads of objects wait on the network, not on a core.
+            if files.iter().any(|f| matches!(f, Input::Url(_))) {
+                cores * REMOTE_THREADS_PER_CORE
+            } else {
+                cores
+            }
+        }
         t => t,
     };
     let t0 = Instant::now();

@@ -154,7 +154,7 @@ pub struct VirtualizeArgs {
     /// Replace an existing output.
     #[arg(long)]
     pub overwrite: bool,
-    /// Scanning threads (default: the number of CPUs).
+    /// Scanning threads (default: the number of CPUs; four per CPU when some input is in S3).
     #[arg(long)]
     pub workers: Option<usize>,
     #[command(flatten)]
