@@ -4,6 +4,8 @@ inputs give one error line, a non-zero exit and no output."""
 
 from __future__ import annotations
 
+import json
+
 import netCDF4
 import numpy as np
 import pytest
@@ -118,3 +120,221 @@ def test_inspect_netcdf_and_references(tmp_path):
     arrays = {a["path"]: a for a in doc["arrays"]}
     assert arrays["air"]["shape"] == [48, 12, 20] and arrays["air"]["chunks"] == [6, 12, 10]
     assert len(doc["files"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# kerchunk Parquet
+
+
+def open_reference_fs(fo, remote_options: dict | None = None, **kw) -> xr.Dataset:
+    """References (JSON file or Parquet directory) opened as fsspec's reference filesystem.
+    With remote options (S3), the reference and remote filesystems are made asynchronous, as
+    zarr-python 3 needs them (it would otherwise remake the reference filesystem around the
+    synchronous s3fs instance, which fsspec refuses)."""
+    import fsspec
+
+    if remote_options is not None:
+        kw.update(remote_options={**remote_options, "asynchronous": True}, asynchronous=True)
+    fs = fsspec.filesystem("reference", fo=str(fo), **kw)
+    return xr.open_dataset(fs.get_mapper(), engine="zarr", consolidated=False)
+
+
+def test_parquet_references_equal_open_mfdataset(tmp_path):
+    import pandas as pd
+
+    files = [tmp_path / f"day{d}.nc" for d in range(3)]
+    for d, f in enumerate(files):
+        write_day(f, d)
+    out = tmp_path / "refs.parq"
+    r = oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", out, "--concat-dim", "time",
+                  "--format", "kerchunk-parquet", "--record-size", "7", "--json")
+    doc = json.loads(r.stdout)
+    # air: 3 files x 4 time chunks x 2 lon chunks = 24 chunks -> 4 files of 7 rows, padded
+    assert sorted(p.name for p in (out / "air").iterdir()) == [f"refs.{i}.parq" for i in range(4)]
+    for i in range(4):
+        df = pd.read_parquet(out / "air" / f"refs.{i}.parq", engine="fastparquet")
+        assert list(df.columns) == ["path", "offset", "size", "raw"] and len(df) == 7
+    last = pd.read_parquet(out / "air" / "refs.3.parq", engine="fastparquet")
+    assert last.path.notna().sum() == 3 and last.path.isna().sum() == 4  # chunks 21..23, then padding
+    meta = json.loads((out / ".zmetadata").read_text())
+    assert meta["record_size"] == 7 and meta["metadata"]["air/.zarray"]["chunks"] == [6, 12, 10]
+    got = open_reference_fs(out).load()
+    want = xr.open_mfdataset([str(f) for f in files], combine="by_coords").load()
+    xr.testing.assert_identical(got, want)
+    assert doc["references"] + doc["inlined"] > 24
+    # the same references as the JSON output
+    refs = tmp_path / "refs.json"
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", refs, "--concat-dim", "time")
+    xr.testing.assert_identical(open_refs(refs).load(), got)
+
+
+def test_parquet_output_is_refused_when_it_exists(tmp_path):
+    write_day(tmp_path / "day0.nc", 0)
+    out = tmp_path / "refs.parq"
+    out.mkdir()
+    (out / "keep").write_text("me")
+    r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "kerchunk-parquet")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["refs.parq", "--overwrite"])
+    assert (out / "keep").read_text() == "me"
+    oracle.ok("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "kerchunk-parquet", "--overwrite")
+    assert not (out / "keep").exists()
+    xr.testing.assert_identical(open_reference_fs(out).load(), xr.open_dataset(tmp_path / "day0.nc").load())
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", tmp_path / "x", "--format", "kerchunk-parquet",
+                   "--record-size", "0")
+    assert r.returncode == 2, oracle.describe(r)
+
+
+def test_fifty_thousand_chunks_to_parquet_match_h5py(tmp_path):
+    """50 000 chunks, references only (no inlining), 5 record files: every offset and size is
+    h5py's, and values read through fsspec equal h5py's."""
+    import time
+
+    import h5py
+    import pandas as pd
+
+    path = tmp_path / "big.h5"
+    data = (np.arange(500_000, dtype="i2") % 1000).reshape(50_000, 10)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("big", data=data, maxshape=(None, 10), chunks=(1, 10))
+    out = tmp_path / "big.parq"
+    t0 = time.perf_counter()
+    oracle.ok("virtualize", path, "--output", out, "--format", "kerchunk-parquet", "--record-size", "10000",
+              "--inline-threshold", "0", "--no-progress")
+    print(f"virtualize to Parquet, 50 000 chunks: {time.perf_counter() - t0:.2f} s (debug build)")
+    want = {}
+    with h5py.File(path) as f:
+        f["big"].id.chunk_iter(lambda info: want.__setitem__(info.chunk_offset[0], (info.byte_offset, info.size)))
+    parts = [pd.read_parquet(out / "big" / f"refs.{i}.parq", engine="fastparquet") for i in range(5)]
+    df = pd.concat(parts, ignore_index=True)
+    assert len(df) == 50_000 and df.raw.isna().all()
+    assert (df.path == str(path.resolve())).all()
+    got = dict(zip(range(50_000), zip(df.offset.tolist(), df["size"].tolist())))
+    assert got == want
+    ds = open_reference_fs(out)
+    for sl in (slice(0, 7), slice(9_995, 10_007), slice(49_990, 50_000)):
+        np.testing.assert_array_equal(ds.big[sl].values, data[sl])
+    # kerchunk's own Parquet of the same file (fastparquet, `path` categorical: one URL for
+    # 10 000 rows) is read by chunkmill inspect with every chunk referenced.
+    import kerchunk.df
+    import kerchunk.hdf
+
+    refs = kerchunk.hdf.SingleHdf5ToZarr(str(path), inline_threshold=0).translate()
+    theirs = tmp_path / "kerchunk.parq"
+    kerchunk.df.refs_to_dataframe(refs, str(theirs), record_size=10_000)
+    assert str(pd.read_parquet(theirs / "big" / "refs.0.parq", engine="fastparquet").path.dtype) == "category"
+    doc = json.loads(oracle.ok("inspect", theirs, "--json").stdout)
+    big = next(a for a in doc["arrays"] if a["path"] == "big")
+    assert (big["references"], big["inlined"], big["missing"]) == (50_000, 0, 0)
+
+
+def test_inspect_reads_kerchunk_own_parquet(tmp_path):
+    """kerchunk's references (SingleHdf5ToZarr) written as Parquet by kerchunk.df (fsspec's
+    LazyReferenceMapper) are read by chunkmill inspect with the same chunks."""
+    import kerchunk.df
+    import kerchunk.hdf
+
+    write_day(tmp_path / "day0.nc", 0)
+    refs = kerchunk.hdf.SingleHdf5ToZarr(str(tmp_path / "day0.nc"), inline_threshold=300).translate()
+    out = tmp_path / "kerchunk.parq"
+    kerchunk.df.refs_to_dataframe(refs, str(out), record_size=3)
+    doc = json.loads(oracle.ok("inspect", out, "--json").stdout)
+    assert doc["kind"] == "kerchunk-parquet"
+    arrays = {a["path"]: a for a in doc["arrays"]}
+    keys = refs["refs"]
+    for var in ("air", "time", "lat", "lon"):
+        zarray = json.loads(keys[f"{var}/.zarray"])
+        a = arrays[var]
+        assert a["shape"] == zarray["shape"] and a["chunks"] == zarray["chunks"], var
+        chunks = {k: v for k, v in keys.items() if k.startswith(f"{var}/") and not k.split("/")[-1].startswith(".z")}
+        assert a["references"] == sum(isinstance(v, list) for v in chunks.values()), var
+        assert a["inlined"] == sum(not isinstance(v, list) for v in chunks.values()), var
+        assert a["references"] + a["inlined"] + a["missing"] == a["chunk_slots"], var
+    assert arrays["air"]["references"] == 8 and doc["files"] == [str(tmp_path / "day0.nc")]
+
+
+# ---------------------------------------------------------------------------------------------
+# s3:// inputs (the S3-compatible server that scripts/test starts)
+
+
+def s3_options() -> dict:
+    import os
+
+    return {
+        "key": os.environ["AWS_ACCESS_KEY_ID"],
+        "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "anon": False,
+        "client_kwargs": {
+            "endpoint_url": os.environ["AWS_ENDPOINT_URL"],
+            "region_name": os.environ.get("AWS_REGION", "us-east-1"),
+        },
+    }
+
+
+@pytest.fixture
+def s3_prefix():
+    """A fresh prefix in the test bucket, as (s3fs filesystem, "s3://bucket/prefix")."""
+    import os
+    import uuid
+
+    url = os.environ.get("CHUNKMILL_TEST_S3")
+    if not url:
+        pytest.skip("CHUNKMILL_TEST_S3 is not set (scripts/test starts an S3 server and sets it)")
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_options())
+    prefix = f"{url.rstrip('/')}/virtualize-{uuid.uuid4().hex[:8]}"
+    yield fs, prefix
+    try:
+        fs.rm(prefix, recursive=True)
+    except FileNotFoundError:
+        pass  # nothing was uploaded
+
+
+def test_s3_inputs_reference_the_same_chunks_as_local_files(tmp_path, s3_prefix):
+    fs, prefix = s3_prefix
+    files = [tmp_path / f"day{d}.nc" for d in range(3)]
+    for d, f in enumerate(files):
+        write_day(f, d)
+        fs.put(str(f), f"{prefix}/data/{f.name}")
+    fs.put(str(files[0]), f"{prefix}/data/other/day9.nc")  # not matched: * does not cross /
+    local = tmp_path / "local.json"
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", local, "--concat-dim", "time")
+    remote = tmp_path / "remote.json"
+    r = oracle.ok("virtualize", f"{prefix}/data/day*.nc", "--output", remote, "--concat-dim", "time", "--json")
+    assert json.loads(r.stdout)["files"] == 3
+    lrefs = json.loads(local.read_text())["refs"]
+    rrefs = json.loads(remote.read_text())["refs"]
+    assert sorted(lrefs) == sorted(rrefs)
+    n = 0
+    for key, lv in lrefs.items():
+        rv = rrefs[key]
+        if isinstance(lv, list):
+            assert rv[0] == f"{prefix}/data/{lv[0].rsplit('/', 1)[1]}", key
+            assert rv[1:] == lv[1:], key
+            n += 1
+        else:
+            assert rv == lv, key
+    assert n >= 24
+    want = xr.open_mfdataset([str(f) for f in files], combine="by_coords").load()
+    got = open_reference_fs(remote, remote_protocol="s3", remote_options=s3_options()).load()
+    xr.testing.assert_identical(got, want)
+    # the same from Parquet, and from a plain URL list
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("".join(f"{prefix}/data/{f.name}\n" for f in files))
+    out = tmp_path / "remote.parq"
+    oracle.ok("virtualize", f"@{listing}", "--output", out, "--concat-dim", "time", "--format", "kerchunk-parquet",
+              "--record-size", "5")
+    got = open_reference_fs(out, remote_protocol="s3", remote_options=s3_options()).load()
+    xr.testing.assert_identical(got, want)
+
+
+def test_s3_inputs_that_do_not_exist_are_named(tmp_path, s3_prefix):
+    _fs, prefix = s3_prefix
+    r = oracle.run("virtualize", f"{prefix}/none/*.nc", "--output", tmp_path / "r.json")
+    oracle.assert_one_error_line(r, codes=[2], mentions=[f"{prefix}/none/*.nc", "matches no object"])
+    r = oracle.run("virtualize", f"{prefix}/none/missing.nc", "--output", tmp_path / "r.json")
+    oracle.assert_one_error_line(r, codes=[3], mentions=[f"{prefix}/none/missing.nc", "no such object"])
+    assert not (tmp_path / "r.json").exists()
+    r = oracle.run("virtualize", f"{prefix}/none/missing.nc", "--output", f"{prefix}/refs.json")
+    oracle.assert_one_error_line(r, codes=[2], mentions=["--output", "local path"])

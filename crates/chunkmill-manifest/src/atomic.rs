@@ -75,6 +75,75 @@ pub(crate) fn write_atomic(
     })
 }
 
+/// Fills a new directory at `dir` through `fill` (which gets a temporary directory next to
+/// `dir` and writes everything there), then renames it into place: `dir` holds either what
+/// it held before or the whole new content. Refuses an existing `dir` unless `overwrite`;
+/// with `overwrite`, the old content is moved aside, the new one renamed in, the old removed.
+///
+/// # Errors
+/// [`Error::OutputExists`]; the error of `fill`; [`Error::Write`] when the directory cannot
+/// be created or renamed. The temporary directory is removed on any error.
+pub(crate) fn write_dir_atomic(
+    dir: &Path,
+    overwrite: bool,
+    fill: impl FnOnce(&Path) -> Result<u64>,
+) -> Result<u64> {
+    let exists = || fs::symlink_metadata(dir).is_ok();
+    if !overwrite && exists() {
+        return Err(Error::OutputExists {
+            path: dir.to_path_buf(),
+        });
+    }
+    let write_err = |source: io::Error| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(write_err)?;
+    }
+    let tmp = temp_path(dir);
+    fs::create_dir(&tmp).map_err(write_err)?;
+    let result = fill(&tmp).and_then(|bytes| {
+        sync_dir(&tmp);
+        if exists() {
+            if !overwrite {
+                return Err(Error::OutputExists {
+                    path: dir.to_path_buf(),
+                });
+            }
+            let old = temp_path(dir);
+            fs::rename(dir, &old).map_err(write_err)?;
+            if let Err(e) = fs::rename(&tmp, dir) {
+                // Put the old content back.
+                let _ = fs::rename(&old, dir);
+                return Err(write_err(e));
+            }
+            let _ = if old.is_dir() {
+                fs::remove_dir_all(&old)
+            } else {
+                fs::remove_file(&old)
+            };
+        } else {
+            fs::rename(&tmp, dir).map_err(write_err)?;
+        }
+        if let Some(parent) = dir.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sync_dir(parent);
+        }
+        Ok(bytes)
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Makes renames in `dir` durable, where the platform can open a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-fn prefixed(prefix: &str, key: &str) -> String {
+pub(crate) fn prefixed(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
     } else {
@@ -53,6 +53,38 @@ fn chunk_key(indices: &[u64]) -> String {
         .join(".")
 }
 
+/// The `.zgroup` and `.zattrs` documents (key, JSON text) of every group of `ds`, parents
+/// of arrays included, in key order.
+pub(crate) fn group_documents(ds: &VirtualDataset) -> Vec<(String, String)> {
+    let mut groups: BTreeSet<String> = ds.groups.keys().cloned().collect();
+    groups.insert(String::new());
+    for key in ds.arrays.keys() {
+        let mut parts: Vec<&str> = key.split('/').collect();
+        parts.pop();
+        for n in 1..=parts.len() {
+            groups.insert(parts[..n].join("/"));
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len() * 2);
+    for g in &groups {
+        out.push((prefixed(g, ".zgroup"), "{\"zarr_format\":2}".to_string()));
+        let attrs = ds.groups.get(g).cloned().unwrap_or_default();
+        out.push((prefixed(g, ".zattrs"), Value::Object(attrs).to_string()));
+    }
+    out
+}
+
+/// The `.zarray` and `.zattrs` documents (key, JSON text) of the array `key`. `.zattrs` may
+/// hold bare `NaN`/`Infinity` literals, as zarr-python writes them.
+pub(crate) fn array_documents(key: &str, array: &ManifestArray) -> [(String, String); 2] {
+    let m = &array.metadata;
+    let zarray = m.to_zarray(array.manifest.has_missing());
+    [
+        (prefixed(key, ".zarray"), zarray.to_string()),
+        (prefixed(key, ".zattrs"), m.to_zattrs()),
+    ]
+}
+
 /// Writes `ds` as kerchunk JSON v1 to `w`.
 ///
 /// # Errors
@@ -69,35 +101,13 @@ pub fn to_kerchunk_json(ds: &VirtualDataset, w: &mut dyn Write) -> io::Result<()
         w.write_all(b":")?;
         w.write_all(value.as_bytes())
     };
-    // Every group, parents of arrays included.
-    let mut groups: BTreeSet<String> = ds.groups.keys().cloned().collect();
-    groups.insert(String::new());
-    for key in ds.arrays.keys() {
-        let mut parts: Vec<&str> = key.split('/').collect();
-        parts.pop();
-        for n in 1..=parts.len() {
-            groups.insert(parts[..n].join("/"));
-        }
-    }
-    let zgroup = json_string("{\"zarr_format\":2}");
-    for g in &groups {
-        entry(w, &prefixed(g, ".zgroup"), &zgroup)?;
-        let attrs = ds.groups.get(g).cloned().unwrap_or_default();
-        entry(
-            w,
-            &prefixed(g, ".zattrs"),
-            &json_string(&Value::Object(attrs).to_string()),
-        )?;
+    for (key, text) in group_documents(ds) {
+        entry(w, &key, &json_string(&text))?;
     }
     for (key, array) in &ds.arrays {
-        let m = &array.metadata;
-        let zarray = m.to_zarray(array.manifest.has_missing());
-        entry(
-            w,
-            &prefixed(key, ".zarray"),
-            &json_string(&zarray.to_string()),
-        )?;
-        entry(w, &prefixed(key, ".zattrs"), &json_string(&m.to_zattrs()))?;
+        for (doc_key, text) in array_documents(key, array) {
+            entry(w, &doc_key, &json_string(&text))?;
+        }
         for (flat, chunk) in array.manifest.iter() {
             let value = match chunk {
                 ChunkEntry::Missing => continue,
@@ -148,7 +158,7 @@ pub fn read_kerchunk_json(path: &Path) -> Result<VirtualDataset> {
 
 /// Python's `json` writes NaN and the infinities as bare literals (zarr-python does, in
 /// `.zattrs`); serde_json refuses them. They become the strings Zarr uses.
-fn quote_non_finite(text: &str) -> String {
+pub(crate) fn quote_non_finite(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_string = false;
     let mut escaped = false;
@@ -383,7 +393,7 @@ fn expand_template(url: &str, templates: &HashMap<String, String>) -> String {
 
 /// `.zarray` + `.zattrs` → metadata. A non-null v2 fill value becomes the `_FillValue`
 /// attribute again (the writer moves it out), as xarray reads it.
-fn array_metadata(
+pub(crate) fn array_metadata(
     key: &str,
     zarray: &Value,
     mut attrs: Map<String, Value>,

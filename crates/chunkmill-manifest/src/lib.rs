@@ -22,7 +22,10 @@
 //! - [`combine()`]: concatenation along a dimension, or stacking along a new one, refusing
 //!   inputs that differ (see the module docs for every check).
 //! - [`kerchunk`]: JSON v1 writer (streaming, atomic) and reader.
-//! - [`virtualize()`]: inputs (paths, globs, `@lists`) → parallel scan on threads → combine →
+//! - [`kerchunk_parquet`]: Parquet writer (a directory in fsspec's `LazyReferenceMapper`
+//!   layout, written atomically) and reader (also of what fsspec and kerchunk write).
+//! - [`virtualize()`]: inputs (paths, globs, `s3://` URLs and globs, `@lists`) → parallel scan
+//!   on threads (objects read through chunkmill-store behind a block cache) → combine →
 //!   references, with a progress callback and `skip_bad`.
 //!
 //! ## Example
@@ -59,8 +62,7 @@
 //!
 //! ## Not yet
 //!
-//! kerchunk Parquet and Icechunk output, remote (`s3://`) inputs, whole-file and `gen`
-//! references in the reader.
+//! Icechunk output, whole-file and `gen` references in the readers.
 
 mod array;
 mod atomic;
@@ -69,7 +71,9 @@ pub mod combine;
 mod dense;
 mod error;
 pub mod kerchunk;
+pub mod kerchunk_parquet;
 mod manifest;
+mod remote;
 pub mod scan;
 mod virtualize;
 
@@ -77,9 +81,12 @@ pub use array::{ArrayMetadata, ManifestArray, ManifestStats, VirtualDataset};
 pub use combine::{combine, CombineOptions};
 pub use error::{Error, Mismatch, Result};
 pub use kerchunk::{read_kerchunk_json, write_kerchunk_json};
+pub use kerchunk_parquet::{
+    is_kerchunk_parquet, read_kerchunk_parquet, write_kerchunk_parquet, DEFAULT_RECORD_SIZE,
+};
 pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
 pub use scan::{scan, scan_path, FileScan, ScanOptions};
 pub use virtualize::{
-    build, expand_inputs, virtualize, OutputFormat, ProgressFn, SkippedFile, VirtualizeOptions,
-    VirtualizeReport,
+    build, expand_inputs, virtualize, Input, OutputFormat, ProgressFn, SkippedFile,
+    VirtualizeOptions, VirtualizeReport, REMOTE_THREADS_PER_CORE,
 };

@@ -1,4 +1,5 @@
-//! `virtualize`: inputs → parallel scan → strict combine → kerchunk JSON, atomically.
+//! `virtualize`: inputs (local paths, globs, `@lists`, `s3://` URLs and globs) → parallel scan
+//! → strict combine → kerchunk JSON or Parquet, atomically.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,12 @@ use crate::array::{ManifestStats, VirtualDataset};
 use crate::combine::{combine, order_by_coordinate, CombineOptions};
 use crate::error::{Error, Result};
 use crate::kerchunk::write_kerchunk_json;
-use crate::scan::{scan_path, FileScan, ScanOptions, DEFAULT_INLINE_THRESHOLD};
+use crate::kerchunk_parquet::{write_kerchunk_parquet, DEFAULT_RECORD_SIZE};
+use crate::remote;
+use crate::scan::{scan, scan_path, FileScan, ScanOptions, DEFAULT_INLINE_THRESHOLD};
+
+/// Scanning threads per core by default when some input is read from an object store.
+pub const REMOTE_THREADS_PER_CORE: usize = 4;
 
 /// Called after each file is scanned with (files done, files in total), from the scanning
 /// threads (so it must be `Send + Sync`); keep it short.
@@ -23,6 +29,29 @@ pub enum OutputFormat {
     /// kerchunk JSON, version 1.
     #[default]
     KerchunkJson,
+    /// kerchunk Parquet: a directory of `.zmetadata` and `<array>/refs.<i>.parq` files of
+    /// [`VirtualizeOptions::record_size`] chunks each (fsspec's `LazyReferenceMapper` layout).
+    KerchunkParquet,
+}
+
+/// One input file after expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input {
+    /// A local file.
+    Local(PathBuf),
+    /// An object of a store: `s3://bucket/key` (or `memory://name/key`).
+    Url(String),
+}
+
+impl Input {
+    /// The path or URL, as shown in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Input::Local(p) => p.display().to_string(),
+            Input::Url(u) => u.clone(),
+        }
+    }
 }
 
 /// What [`virtualize`] does.
@@ -32,6 +61,8 @@ pub struct VirtualizeOptions {
     pub output: PathBuf,
     /// Their format.
     pub format: OutputFormat,
+    /// Chunks per Parquet file ([`OutputFormat::KerchunkParquet`] only).
+    pub record_size: usize,
     /// Dimension to concatenate along, or to stack along when the files do not have it.
     /// `None` is for one input only.
     pub concat_dim: Option<String>,
@@ -44,7 +75,8 @@ pub struct VirtualizeOptions {
     pub skip_bad: bool,
     /// Replace an existing output.
     pub overwrite: bool,
-    /// Scanning threads; 0 means one per core.
+    /// Scanning threads; 0 means one per core, or [`REMOTE_THREADS_PER_CORE`] per core when
+    /// some input is an object in a store (its reads wait on the network).
     pub threads: usize,
     /// Progress callback, see [`ProgressFn`].
     pub progress: Option<Arc<ProgressFn>>,
@@ -57,6 +89,7 @@ impl VirtualizeOptions {
         Self {
             output: output.into(),
             format: OutputFormat::KerchunkJson,
+            record_size: DEFAULT_RECORD_SIZE,
             concat_dim: None,
             identical_dims: Vec::new(),
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
@@ -73,6 +106,7 @@ impl fmt::Debug for VirtualizeOptions {
         f.debug_struct("VirtualizeOptions")
             .field("output", &self.output)
             .field("format", &self.format)
+            .field("record_size", &self.record_size)
             .field("concat_dim", &self.concat_dim)
             .field("identical_dims", &self.identical_dims)
             .field("inline_threshold", &self.inline_threshold)
@@ -118,13 +152,14 @@ pub struct VirtualizeReport {
     pub write_seconds: f64,
 }
 
-/// Expands inputs: paths, globs (`data/*.nc`, sorted), `file://` paths and `@list` files (one
-/// input per line; blank lines and `#` comments skipped). Order is kept.
+/// Expands inputs: paths, globs (`data/*.nc`, sorted), `file://` paths, `s3://bucket/key`
+/// URLs and globs (`s3://bucket/data/*.nc`: the objects under `data/` that match, sorted) and
+/// `@list` files (one input per line; blank lines and `#` comments skipped). Order is kept.
 ///
 /// # Errors
-/// [`Error::Input`] for a glob that matches nothing, an unreadable `@list`, a bad pattern, or a
-/// remote URL (this entry point reads local files only).
-pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+/// [`Error::Input`] for a glob that matches nothing, an unreadable `@list`, a bad pattern, a
+/// URL of another scheme, or a bucket that cannot be listed.
+pub fn expand_inputs(inputs: &[String]) -> Result<Vec<Input>> {
     let mut out = Vec::new();
     for input in inputs {
         expand_one(input, &mut out, 0)?;
@@ -132,7 +167,7 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn expand_one(input: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+fn expand_one(input: &str, out: &mut Vec<Input>, depth: usize) -> Result<()> {
     let err = |reason: String| Error::Input {
         input: input.to_string(),
         reason,
@@ -152,10 +187,16 @@ fn expand_one(input: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
         }
         return Ok(());
     }
+    if remote::is_remote(input) {
+        let mut urls = Vec::new();
+        remote::expand(input, &mut urls)?;
+        out.extend(urls.into_iter().map(Input::Url));
+        return Ok(());
+    }
     let path = input.strip_prefix("file://").unwrap_or(input);
     if path.contains("://") {
         return Err(err(
-            "remote URLs are not read by virtualize yet; give local paths".into(),
+            "unsupported URL scheme; give local paths, file:// or s3:// URLs".into(),
         ));
     }
     if path.contains(['*', '?', '[']) {
@@ -168,10 +209,10 @@ fn expand_one(input: &str, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
             return Err(err("matches no file".into()));
         }
         matched.sort();
-        out.extend(matched);
+        out.extend(matched.into_iter().map(Input::Local));
         return Ok(());
     }
-    out.push(PathBuf::from(path));
+    out.push(Input::Local(PathBuf::from(path)));
     Ok(())
 }
 
@@ -184,10 +225,18 @@ fn url_of(path: &Path) -> String {
         .to_string()
 }
 
+/// Scans one input: a local file by positional reads, an object through a block cache.
+fn scan_input(input: &Input, options: &ScanOptions) -> Result<FileScan> {
+    match input {
+        Input::Local(path) => scan_path(path, &url_of(path), options),
+        Input::Url(url) => scan(&remote::open(url)?, url, options),
+    }
+}
+
 /// Scans `files` on `threads` threads. Without `skip_bad`, the first failure stops the
 /// others from starting new files.
 fn scan_all(
-    files: &[PathBuf],
+    files: &[Input],
     scan_options: &ScanOptions,
     threads: usize,
     skip_bad: bool,
@@ -211,7 +260,7 @@ fn scan_all(
                         if i >= n {
                             break;
                         }
-                        let r = scan_path(&files[i], &url_of(&files[i]), scan_options);
+                        let r = scan_input(&files[i], scan_options);
                         if r.is_err() && !skip_bad {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -266,7 +315,15 @@ pub fn build(
         load,
     };
     let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            // Reads of objects wait on the network, not on a core.
+            if files.iter().any(|f| matches!(f, Input::Url(_))) {
+                cores * REMOTE_THREADS_PER_CORE
+            } else {
+                cores
+            }
+        }
         t => t,
     };
     let t0 = Instant::now();
@@ -290,7 +347,7 @@ pub fn build(
                 datasets.push(scan.dataset);
             }
             Some(Err(e)) if options.skip_bad => skipped.push(SkippedFile {
-                file: path.display().to_string(),
+                file: path.name(),
                 reason: e.to_string(),
             }),
             Some(Err(e)) => return Err(e),
@@ -304,7 +361,7 @@ pub fn build(
     }
     if let Some((path, _)) = files.iter().zip(&names_scanned).find(|(_, done)| !**done) {
         return Err(Error::Input {
-            input: path.display().to_string(),
+            input: path.name(),
             reason: "its scan did not finish (a scanning thread panicked)".into(),
         });
     }
@@ -338,7 +395,7 @@ pub fn build(
     Ok((combined, report))
 }
 
-/// Virtualizes `inputs` (paths, globs, `@list` files) into one reference file: scans them in
+/// Virtualizes `inputs` (paths, globs, `s3://` URLs, `@list` files) into one reference output: scans them in
 /// parallel on threads, joins them strictly along `concat_dim` (or takes the single file),
 /// and writes `options.output` atomically.
 ///
@@ -352,6 +409,9 @@ pub fn build(
 /// - [`Error::Mismatch`] / [`Error::Combine`]: files that differ or cannot be joined;
 /// - [`Error::Write`]: the output could not be written (nothing is left at its path).
 pub fn virtualize(inputs: &[String], options: &VirtualizeOptions) -> Result<VirtualizeReport> {
+    if options.format == OutputFormat::KerchunkParquet && options.record_size == 0 {
+        return Err(Error::Usage("the record size must be at least 1".into()));
+    }
     if !options.overwrite && options.output.exists() {
         return Err(Error::OutputExists {
             path: options.output.clone(),
@@ -363,6 +423,12 @@ pub fn virtualize(inputs: &[String], options: &VirtualizeOptions) -> Result<Virt
         OutputFormat::KerchunkJson => {
             write_kerchunk_json(&dataset, &options.output, options.overwrite)?
         }
+        OutputFormat::KerchunkParquet => write_kerchunk_parquet(
+            &dataset,
+            &options.output,
+            options.record_size,
+            options.overwrite,
+        )?,
     };
     report.write_seconds = t.elapsed().as_secs_f64();
     report.output = options.output.clone();

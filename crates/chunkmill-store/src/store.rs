@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use zarrs_storage::byte_range::ByteRange;
 use zarrs_storage::{
     Bytes, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, StorePrefix,
 };
@@ -148,6 +149,46 @@ impl Store {
             },
             Err(e) => Err(self.backend("get", key)(e)),
         }
+    }
+
+    /// The `len` bytes of the value at `key` starting at `offset`, or `None` when there is no
+    /// value. Asking for bytes past the end of the value is an error of the backend.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails or the range passes the end.
+    pub fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Option<Bytes>, StoreError> {
+        let k = self.key(key)?;
+        if len == 0 {
+            // object_store refuses an empty range; an empty read only needs the key to exist.
+            return Ok(self
+                .storage
+                .size_key(&k)
+                .map_err(self.backend("stat", key))?
+                .map(|_| Bytes::new()));
+        }
+        let bytes = self
+            .storage
+            .get_partial(&k, ByteRange::FromStart(offset, Some(len)))
+            .map_err(self.backend("get_range", key))?;
+        match bytes {
+            Some(b) if b.len() as u64 != len => Err(self.backend("get_range", key)(
+                zarrs_storage::StorageError::Other(format!(
+                    "bytes {offset}..{} asked, {} returned (past the end of the value?)",
+                    offset.saturating_add(len),
+                    b.len()
+                )),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// The size in bytes of the value at `key`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let k = self.key(key)?;
+        self.storage.size_key(&k).map_err(self.backend("stat", key))
     }
 
     /// The JSON value at `key`, or `None`.

@@ -33,6 +33,28 @@ fn put_get_list_erase(store: &Store) {
     assert!(store.is_empty().unwrap());
 }
 
+fn ranges_and_sizes(store: &Store) {
+    store.erase_prefix("").unwrap();
+    let value: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    store.put("dir/obj.nc", value.clone()).unwrap();
+    store.put("empty", vec![]).unwrap();
+    assert_eq!(store.size("dir/obj.nc").unwrap(), Some(100_000));
+    assert_eq!(store.size("empty").unwrap(), Some(0));
+    assert_eq!(store.size("missing").unwrap(), None);
+    for (offset, len) in [(0u64, 8u64), (65_530, 20), (99_990, 10), (1, 99_999)] {
+        let got = store.get_range("dir/obj.nc", offset, len).unwrap().unwrap();
+        assert_eq!(&got[..], &value[offset as usize..(offset + len) as usize]);
+    }
+    assert_eq!(
+        store.get_range("dir/obj.nc", 500, 0).unwrap().as_deref(),
+        Some(&[][..])
+    );
+    assert_eq!(store.get_range("missing", 0, 4).unwrap(), None);
+    assert_eq!(store.get_range("missing", 0, 0).unwrap(), None);
+    assert!(store.get_range("dir/obj.nc", 99_995, 10).is_err());
+    store.erase_prefix("").unwrap();
+}
+
 fn markers(store: &Store) {
     store.erase_prefix("").unwrap();
     let m = Markers::new(store.clone(), "plan1");
@@ -95,6 +117,7 @@ fn zarr_round_trip(store: &Store) {
 
 fn suite(store: &Store) {
     put_get_list_erase(store);
+    ranges_and_sizes(store);
     markers(store);
     zarr_round_trip(store);
 }

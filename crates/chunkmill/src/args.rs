@@ -21,8 +21,8 @@ pub enum Command {
         #[command(subcommand)]
         job: PlanJob,
     },
-    /// Write virtual Zarr references (kerchunk JSON) to every chunk of NetCDF/HDF5 files,
-    /// combined along a dimension with strict checks; no data is copied.
+    /// Write virtual Zarr references (kerchunk JSON or Parquet) to every chunk of NetCDF/HDF5
+    /// files, local or in S3, combined along a dimension with strict checks; no data is copied.
     Virtualize(VirtualizeArgs),
     /// Describe a Zarr store: arrays, shapes, data types, chunks, shards, codecs, dimension
     /// names, fill values, sizes.
@@ -138,15 +138,20 @@ pub struct RechunkArgs {
 
 #[derive(Debug, Args)]
 pub struct VirtualizeArgs {
-    /// Input files: paths, globs (quoted) or @file listing one per line.
+    /// Input files: paths, globs (quoted), s3://bucket/key URLs and globs
+    /// (s3://bucket/data/*.nc), or @file listing one per line.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// Where the references go (local path).
+    /// Where the references go (local path): a file for kerchunk-json, a directory for
+    /// kerchunk-parquet.
     #[arg(long, value_name = "PATH")]
     pub output: String,
-    /// Reference format: kerchunk-json.
-    #[arg(long, default_value = "kerchunk-json")]
+    /// Reference format.
+    #[arg(long, default_value = "kerchunk-json", value_parser = ["kerchunk-json", "kerchunk-parquet"])]
     pub format: String,
+    /// Chunks per Parquet file (kerchunk-parquet only).
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub record_size: u64,
     /// Concatenate along this dimension (or stack along it when the files lack it).
     #[arg(long, value_name = "DIM")]
     pub concat_dim: Option<String>,
@@ -162,7 +167,7 @@ pub struct VirtualizeArgs {
     /// Replace an existing output.
     #[arg(long)]
     pub overwrite: bool,
-    /// Scanning threads (default: the number of CPUs).
+    /// Scanning threads (default: the number of CPUs; four per CPU when some input is in S3).
     #[arg(long)]
     pub workers: Option<usize>,
     #[command(flatten)]
@@ -213,7 +218,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A Zarr store: a path or URL.
+    /// A Zarr store (path or URL), a kerchunk JSON file or Parquet directory, or an
+    /// HDF5/NetCDF file.
     pub path: String,
     /// Print JSON.
     #[arg(long)]

@@ -1,4 +1,5 @@
-//! `chunkmill inspect`: what a Zarr store holds.
+//! `chunkmill inspect`: what a Zarr store, kerchunk references (JSON or Parquet) or an
+//! HDF5/NetCDF file holds.
 
 use chunkmill_ops::rechunk::human;
 use chunkmill_store::zarr::{self, Node};
@@ -14,42 +15,58 @@ fn fail(code: i32) -> impl Fn(String) -> Failure {
     move |message| Failure { code, message }
 }
 
-/// A kerchunk reference file: its arrays and how many chunks each references.
-fn references(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
-    let refs = chunkmill_manifest::read_kerchunk_json(path).map_err(|e| fail(1)(e.to_string()))?;
+/// kerchunk references (a JSON file or a Parquet directory): their arrays and how many chunks
+/// each references, inlines and misses.
+fn references(a: &InspectArgs, path: &Path, parquet: bool) -> Result<(), Failure> {
+    let refs = if parquet {
+        chunkmill_manifest::read_kerchunk_parquet(path)
+    } else {
+        chunkmill_manifest::read_kerchunk_json(path)
+    }
+    .map_err(|e| fail(1)(e.to_string()))?;
+    let kind = if parquet {
+        "kerchunk-parquet"
+    } else {
+        "kerchunk-json"
+    };
     let arrays: Vec<_> = refs
         .arrays
         .iter()
         .map(|(key, array)| {
             let m = &array.metadata;
+            let (references, inlined, missing) = array.manifest.counts();
             json!({
                 "path": key, "shape": m.shape, "dtype": m.dtype, "chunks": m.chunk_shape,
                 "fill_value": m.fill_value, "dimension_names": m.dimension_names,
                 "codecs": m.codecs.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
                 "chunk_slots": array.manifest.len(), "attributes": m.attributes,
+                "references": references, "inlined": inlined, "missing": missing,
             })
         })
         .collect();
     if a.json {
-        let doc = json!({"url": path.display().to_string(), "kind": "kerchunk-json", "files": refs.urls, "arrays": arrays});
+        let doc = json!({"url": path.display().to_string(), "kind": kind, "files": refs.urls, "arrays": arrays});
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(());
     }
     println!(
-        "{} (kerchunk references into {} file(s))",
+        "{} ({kind} references into {} file(s))",
         path.display(),
         refs.urls.len()
     );
     for v in &arrays {
         println!(
-            "array {}  {} {}  chunks {}  dims {}  codecs {}  {} chunk slots",
+            "array {}  {} {}  chunks {}  dims {}  codecs {}  {} chunk slots: {} references, {} inlined, {} missing",
             v["path"].as_str().unwrap_or(""),
             v["dtype"].as_str().unwrap_or(""),
             v["shape"],
             v["chunks"],
             v["dimension_names"],
             v["codecs"],
-            v["chunk_slots"]
+            v["chunk_slots"],
+            v["references"],
+            v["inlined"],
+            v["missing"]
         );
     }
     Ok(())
@@ -134,10 +151,13 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&head);
         return if text.trim_start().starts_with('{') {
-            references(a, path)
+            references(a, path, false)
         } else {
             archive(a, path)
         };
+    }
+    if path.is_dir() && chunkmill_manifest::is_kerchunk_parquet(path) {
+        return references(a, path, true);
     }
     let store = Store::open(&a.path).map_err(|e| Failure::usage(e.to_string()))?;
     let nodes = zarr::list_nodes(&store).map_err(|e| Failure {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chunkmill_manifest::{virtualize, Error, VirtualizeOptions};
+use chunkmill_manifest::{virtualize, Error, OutputFormat, VirtualizeOptions};
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -19,13 +19,24 @@ fn exit_code(e: &Error) -> i32 {
 
 /// Scan, combine, write.
 pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
-    if a.format != "kerchunk-json" {
+    if a.output.contains("://") {
         return Err(Failure::usage(format!(
-            "--format {}: only kerchunk-json is written so far (kerchunk-parquet and icechunk are not yet)",
-            a.format
+            "--output {}: references are written to a local path (inputs may be s3:// URLs)",
+            a.output
         )));
     }
     let mut options = VirtualizeOptions::new(&a.output);
+    options.format = match a.format.as_str() {
+        "kerchunk-json" => OutputFormat::KerchunkJson,
+        "kerchunk-parquet" => OutputFormat::KerchunkParquet,
+        other => {
+            return Err(Failure::usage(format!(
+                "--format {other}: expected kerchunk-json or kerchunk-parquet"
+            )))
+        }
+    };
+    options.record_size = usize::try_from(a.record_size)
+        .map_err(|_| Failure::usage(format!("--record-size {}: too large", a.record_size)))?;
     options.concat_dim.clone_from(&a.concat_dim);
     options.identical_dims = a
         .identical_dims
@@ -75,6 +86,8 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             "arrays": report.stats.arrays, "references": report.stats.references,
             "inlined": report.stats.inlined, "missing": report.stats.missing,
             "bytes_written": report.bytes_written, "seconds": seconds,
+            "scan_seconds": report.scan_seconds, "combine_seconds": report.combine_seconds,
+            "write_seconds": report.write_seconds,
         });
         println!(
             "{}",
