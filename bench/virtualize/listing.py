@@ -5,9 +5,9 @@
                [--repeat 7]
 
 Each command is a whole process, started with subprocess and reaped with os.wait4
-(runtimes.py), so the figure is process wall time (perf_counter, sub-millisecond) and
-ru_maxrss; it runs once untimed (warm-up: file in the page cache, binary loaded), then REPEAT
-times; min and median are reported. Commands:
+(runtimes.py), so the figure is process wall time (perf_counter, sub-millisecond); it runs
+once untimed under /usr/bin/time -f %M (warm-up: file in the page cache, binary loaded; peak
+RSS), then REPEAT times; min and median are reported. Commands:
   chunkmill-inspect     chunkmill inspect FILE --json           (lists every chunk: byte_ranges)
   chunkmill-virtualize  chunkmill virtualize FILE --output R.json --format kerchunk-json
                         (lists and writes 50 000 references)
@@ -80,23 +80,7 @@ def main() -> int:
     args = ap.parse_args()
     peers = os.path.join(HERE, "peers.py")
     f = args.file
-    results, problems = [], []
-
-    truth_path = os.path.join(args.raw, "list-truth.json")
-    subprocess.run([args.python, peers, "h5py-chunk-iter", f, "--var", args.var, "--out", truth_path],
-                   check=True, stdout=subprocess.DEVNULL)
-    with open(truth_path) as fh:
-        truth_list = json.load(fh)
-    with open(os.path.join(args.raw, "list-truth.meta"), "w") as fh:
-        fh.write(str(len(truth_list)))
-    # chunk_offset is in array elements; the grid index divides it by the chunk shape
-    import h5py
-
-    with h5py.File(f, "r") as h:
-        cshape = h[args.var].chunks
-    truth = {tuple(o // c for o, c in zip(off, cshape)): (b, s) for off, b, s in truth_list}
-    if len(truth) != args.expect:
-        problems.append(f"h5py lists {len(truth)} chunks, expected {args.expect}")
+    results, problems, to_check = [], [], []
 
     if args.chunkmill:
         r = bench("chunkmill-inspect", [args.chunkmill, "inspect", f, "--json"], args.raw, args.repeat)
@@ -115,13 +99,7 @@ def main() -> int:
                                            "--format", "kerchunk-json", "--overwrite", "--no-progress", "--quiet"],
                   args.raw, args.repeat)
         if r["status"] == "ok":
-            table, inline = chunk_table_from_refs(refs_out, args.var)
-            r["chunk_refs"], r["inlined"] = len(table), inline
-            if table != truth:
-                missing = len(set(truth) - set(table))
-                wrong = sum(1 for k in table if k in truth and table[k] != truth[k])
-                problems.append(f"chunkmill virtualize references differ from h5py chunk_iter: "
-                                f"{len(table)} refs ({inline} inlined), {missing} missing, {wrong} with other offset/size")
+            to_check.append((r, "chunkmill virtualize", refs_out))
         results.append(r)
 
     results.append(bench("h5py-chunk-iter", [args.python, peers, "h5py-chunk-iter", f, "--var", args.var],
@@ -130,11 +108,34 @@ def main() -> int:
     r = bench("kerchunk-single", [args.python, peers, "kerchunk-one", f, "--out", kref], args.raw,
               max(1, args.repeat // 3))
     if r["status"] == "ok":
-        table, inline = chunk_table_from_refs(kref, args.var)
+        to_check.append((r, "kerchunk", kref))
+    results.append(r)
+
+    # --- checks (after the timings: the parent stays small while it starts the commands)
+    truth_path = os.path.join(args.raw, "list-truth.json")
+    subprocess.run([args.python, peers, "h5py-chunk-iter", f, "--var", args.var, "--out", truth_path],
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(truth_path) as fh:
+        truth_list = json.load(fh)
+    with open(os.path.join(args.raw, "list-truth.meta"), "w") as fh:
+        fh.write(str(len(truth_list)))
+    # chunk_offset is in array elements; the grid index divides it by the chunk shape
+    import h5py
+
+    with h5py.File(f, "r") as h:
+        cshape = h[args.var].chunks
+    truth = {tuple(o // c for o, c in zip(off, cshape)): (b, s) for off, b, s in truth_list}
+    if len(truth) != args.expect:
+        problems.append(f"h5py lists {len(truth)} chunks, expected {args.expect}")
+
+    for r, what, path in to_check:
+        table, inline = chunk_table_from_refs(path, args.var)
         r["chunk_refs"], r["inlined"] = len(table), inline
         if table != truth:
-            problems.append(f"kerchunk references differ from h5py chunk_iter ({len(table)} refs, {inline} inlined)")
-    results.append(r)
+            missing = len(set(truth) - set(table))
+            wrong = sum(1 for k in table if k in truth and table[k] != truth[k])
+            problems.append(f"{what} references differ from h5py chunk_iter: {len(table)} refs "
+                            f"({inline} inlined), {missing} missing, {wrong} with other offset/size")
 
     for p in problems:
         print(f"listing: WRONG: {p}", file=sys.stderr)
