@@ -173,3 +173,18 @@ def test_slurm_options_reach_sbatch(tmp_path, slurm, source, reference):
         assert len(elements) == -(-stage["tasks"] // 5), (stage, names)
     same_tree(reference, tgt)
     np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+
+
+def test_slurm_straggling_element_gets_a_backup(tmp_path, slurm, source, reference):
+    """The element holding task 3 straggles (the test-only hook holds its worker for 60 s): once
+    half the elements are done it gets a one-element backup array, which finishes its tasks;
+    the straggler is cancelled and the later stage, cancelled with it, is submitted again."""
+    src, data = source
+    tgt, work, flag = tmp_path / "t.zarr", tmp_path / "work", tmp_path / "slow-task"
+    r = oracle.run(*slurm_args(src, tgt, work, "--json"), env={"CHUNKMILL_TEST_SLOW_TASK": f"3:{flag}"})
+    assert r.returncode == 0, oracle.describe(r)
+    assert flag.exists(), "the hook should have slowed the worker of task 3"
+    assert json.loads(r.stdout)["backups"] >= 1
+    assert no_jobs_left()
+    same_tree(reference, tgt)
+    np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)

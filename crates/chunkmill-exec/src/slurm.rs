@@ -8,7 +8,7 @@
 //! SLURM's own accounting is not needed (`sacct` is often off on small clusters): a job that has
 //! left `squeue` is finished, and the markers say how.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,12 @@ const DEFAULT_MAX_ARRAY_SIZE: u64 = 1001;
 /// Array elements per concurrent slot when the batch size is not given: enough for the load to
 /// even out, few enough that SLURM's per-job start-up (about a second) stays small.
 const ELEMENTS_PER_SLOT: u64 = 4;
+
+/// Fewest elements in an array for stragglers to get backups.
+const BACKUP_MIN_ELEMENTS: usize = 4;
+
+/// An element is a straggler once it has run this many times the median element time.
+const STRAGGLER_FACTOR: f64 = 3.0;
 
 /// How long `squeue` may keep failing (controller restarting) before the run gives up.
 const SQUEUE_PATIENCE: Duration = Duration::from_secs(120);
@@ -62,6 +68,58 @@ struct Submitted {
     stage: usize,
     batch: u64,
     elements: Vec<u64>,
+    /// A one-element array that backs up a straggling element of the stage's array.
+    backup: bool,
+}
+
+impl Submitted {
+    /// Whether every task of `element` has its marker.
+    fn element_done(&self, element: u64, tasks: u64, done: &HashSet<u64>) -> bool {
+        let end = ((element + 1) * self.batch).min(tasks);
+        (element * self.batch..end).all(|t| done.contains(&t))
+    }
+}
+
+/// `squeue`'s elapsed time (`M:SS`, `H:MM:SS` or `D-HH:MM:SS`) in seconds.
+fn parse_elapsed(text: &str) -> Option<f64> {
+    let (days, clock) = match text.split_once('-') {
+        Some((d, rest)) => (d.parse::<f64>().ok()?, rest),
+        None => (0.0, text),
+    };
+    let mut seconds = 0.0;
+    for part in clock.split(':') {
+        seconds = seconds * 60.0 + part.parse::<f64>().ok()?;
+    }
+    Some(days * 86_400.0 + seconds)
+}
+
+/// The running elements of array `job` and how long each has run.
+fn running_elements(job: &str) -> Vec<(u64, f64)> {
+    let args = ["-h", "-t", "RUNNING", "-o", "%i|%M", "-j", job].map(String::from);
+    let Ok((true, out, _)) = run_command("squeue", &args) else {
+        return Vec::new();
+    };
+    out.lines()
+        .filter_map(|line| {
+            let (id, elapsed) = line.trim().split_once('|')?;
+            let element = id.rsplit_once('_')?.1.parse().ok()?;
+            Some((element, parse_elapsed(elapsed)?))
+        })
+        .collect()
+}
+
+/// Straggler watch over the array of the stage that runs now.
+#[derive(Default)]
+struct Stragglers {
+    stage: Option<usize>,
+    /// Longest run seen of each element of the array.
+    elapsed: HashMap<u64, f64>,
+    /// Run times of the elements that finished.
+    finished: HashMap<u64, f64>,
+    /// Backed-up elements and their backup's job id; removed once settled.
+    backups: HashMap<u64, String>,
+    /// Backups that settled with the original still running (the backup won).
+    won: u64,
 }
 
 /// Quote one word for `sh`.
@@ -333,6 +391,14 @@ impl Progress<'_> {
         }
     }
 
+    /// The stage being reported and the tasks seen done of it.
+    fn active(&self) -> Option<(usize, &HashSet<u64>)> {
+        self.active
+            .as_ref()
+            .filter(|(s, _)| *s < self.plan.stages.len())
+            .map(|(s, seen)| (*s, seen))
+    }
+
     fn start(&mut self, index: usize, done: HashSet<u64>) {
         let stage = &self.plan.stages[index];
         self.summary.tasks_skipped += done.len() as u64;
@@ -384,10 +450,14 @@ pub fn run_plan_slurm(
     let mut failed_rounds = vec![0u32; plan.stages.len()];
     let mut all_jobs: Vec<String> = Vec::new();
     let mut round: Vec<Submitted> = Vec::new();
+    // Stages whose jobs the driver cancelled itself (behind a backed-up straggler): their
+    // resubmission is not a failure.
+    let mut cancelled_by_us: HashSet<usize> = HashSet::new();
+    let mut backups_won = 0;
     while let Some(first) = progress.advance()? {
         // The previous round ended with `first` unfinished although every stage before it is
         // complete: its elements ran (or were lost) and left tasks without markers.
-        if round.iter().any(|s| s.stage == first) {
+        if round.iter().any(|s| s.stage == first) && !cancelled_by_us.contains(&first) {
             failed_rounds[first] += 1;
             if failed_rounds[first] > options.retries {
                 return Err(stage_failure(plan, options, markers, &round, first));
@@ -405,6 +475,7 @@ pub fn run_plan_slurm(
             });
         }
         round.clear();
+        cancelled_by_us.clear();
         let mut after: Option<String> = None;
         for index in first..plan.stages.len() {
             let stage = &plan.stages[index];
@@ -438,56 +509,202 @@ pub fn run_plan_slurm(
                 stage: index,
                 batch,
                 elements,
+                backup: false,
             });
         }
         record_jobs(work, plan, &all_jobs)?;
-        wait_for(&round, options, interrupted, &mut progress)?;
+        let mut round_state = Round {
+            plan,
+            options,
+            jobs: &mut round,
+            all_jobs: &mut all_jobs,
+            cancelled_by_us: &mut cancelled_by_us,
+            stragglers: Stragglers::default(),
+        };
+        round_state.wait(interrupted, &mut progress)?;
+        backups_won += round_state.stragglers.won;
+        record_jobs(work, plan, &all_jobs)?;
     }
     let mut summary = progress.summary;
+    summary.backups = backups_won;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-/// Poll until every job of `round` has left the queue, reporting progress from the markers.
-fn wait_for(
-    round: &[Submitted],
-    options: &SlurmOptions,
-    interrupted: &AtomicBool,
-    progress: &mut Progress<'_>,
-) -> Result<(), ExecError> {
-    let jobs: Vec<String> = round.iter().map(|s| s.job_id.clone()).collect();
-    let mut unreachable_since: Option<Instant> = None;
-    loop {
-        if interrupted.load(Ordering::Relaxed) {
-            cancel(&jobs);
-            return Err(ExecError::Interrupted(format!(
-                "cancelled SLURM job(s) {}; --resume continues the run",
-                jobs.join(", ")
-            )));
+/// One round of submitted arrays, watched until they have all left the queue.
+struct Round<'a> {
+    plan: &'a Plan,
+    options: &'a SlurmOptions,
+    jobs: &'a mut Vec<Submitted>,
+    all_jobs: &'a mut Vec<String>,
+    cancelled_by_us: &'a mut HashSet<usize>,
+    stragglers: Stragglers,
+}
+
+impl Round<'_> {
+    /// Poll until every job has left the queue, reporting progress from the markers and
+    /// backing up stragglers.
+    fn wait(
+        &mut self,
+        interrupted: &AtomicBool,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), ExecError> {
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            let jobs: Vec<String> = self.jobs.iter().map(|s| s.job_id.clone()).collect();
+            if interrupted.load(Ordering::Relaxed) {
+                cancel(&jobs);
+                return Err(ExecError::Interrupted(format!(
+                    "cancelled SLURM job(s) {}; --resume continues the run",
+                    jobs.join(", ")
+                )));
+            }
+            progress.advance()?;
+            if let Some((stage, done)) = progress.active() {
+                let done = done.clone();
+                self.watch_stragglers(stage, &done)?;
+            }
+            match still_queued(&jobs) {
+                Ok(queued) => {
+                    unreachable_since = None;
+                    let queued_ids: HashSet<&str> = queued
+                        .iter()
+                        .map(|j| j.split('_').next().unwrap_or(j))
+                        .collect();
+                    if !jobs.iter().any(|j| queued_ids.contains(j.as_str())) {
+                        return Ok(());
+                    }
+                }
+                Err(message) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > SQUEUE_PATIENCE {
+                        return Err(ExecError::Engine(format!(
+                            "squeue has failed for {} s: {message}",
+                            SQUEUE_PATIENCE.as_secs()
+                        )));
+                    }
+                }
+            }
+            std::thread::sleep(self.options.poll);
         }
-        progress.advance()?;
-        match still_queued(&jobs) {
-            Ok(queued) => {
-                unreachable_since = None;
-                let queued_ids: HashSet<&str> = queued
+    }
+
+    /// Once half of the stage's elements have finished, an element running for more than 3x
+    /// their median gets a one-element backup array; when its tasks are all marked (by either
+    /// copy) the other copy is cancelled. The later stages' arrays, chained behind the
+    /// straggler with afterok, are cancelled when the backup starts and submitted again by the
+    /// next round, so that cancelling the straggler does not count as a failure.
+    fn watch_stragglers(&mut self, stage: usize, done: &HashSet<u64>) -> Result<(), ExecError> {
+        let Some(array) = self
+            .jobs
+            .iter()
+            .find(|s| s.stage == stage && !s.backup)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        if let Some(previous) = self.stragglers.stage.filter(|p| *p != stage) {
+            // The progress moved on, so that stage is complete: settle its backups.
+            let original = self
+                .jobs
+                .iter()
+                .find(|s| s.stage == previous && !s.backup)
+                .map(|s| s.job_id.clone());
+            let running: HashSet<u64> = original
+                .as_deref()
+                .map(|job| running_elements(job).into_iter().map(|(e, _)| e).collect())
+                .unwrap_or_default();
+            for (element, backup_job) in std::mem::take(&mut self.stragglers.backups) {
+                if let (true, Some(job)) = (running.contains(&element), &original) {
+                    self.stragglers.won += 1;
+                    cancel(&[format!("{job}_{element}")]);
+                }
+                cancel(&[backup_job]);
+            }
+        }
+        if self.stragglers.stage != Some(stage) {
+            self.stragglers = Stragglers {
+                stage: Some(stage),
+                won: self.stragglers.won,
+                ..Stragglers::default()
+            };
+        }
+        let tasks = self.plan.stages[stage].tasks();
+        let running: HashMap<u64, f64> = running_elements(&array.job_id).into_iter().collect();
+        let watch = &mut self.stragglers;
+        for (&element, &elapsed) in &running {
+            let seen = watch.elapsed.entry(element).or_insert(0.0);
+            *seen = seen.max(elapsed);
+        }
+        // An element that came and went between two polls ran for less than one poll.
+        let poll = self.options.poll.as_secs_f64();
+        for &element in &array.elements {
+            if !running.contains_key(&element) && array.element_done(element, tasks, done) {
+                let elapsed = watch.elapsed.get(&element).copied().unwrap_or(poll);
+                watch.finished.entry(element).or_insert(elapsed);
+            }
+        }
+        let settled: Vec<(u64, String)> = watch
+            .backups
+            .iter()
+            .filter(|(e, _)| array.element_done(**e, tasks, done))
+            .map(|(e, j)| (*e, j.clone()))
+            .collect();
+        for (element, backup_job) in settled {
+            watch.backups.remove(&element);
+            if running.contains_key(&element) {
+                watch.won += 1;
+                cancel(&[format!("{}_{element}", array.job_id)]);
+            }
+            cancel(&[backup_job]);
+        }
+        let elements = array.elements.len();
+        if elements < BACKUP_MIN_ELEMENTS || watch.finished.len() * 2 < elements {
+            return Ok(());
+        }
+        let mut times: Vec<f64> = watch.finished.values().copied().collect();
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2].max(1.0);
+        let stragglers: Vec<u64> = running
+            .iter()
+            .filter(|(e, t)| **t > STRAGGLER_FACTOR * median && !watch.backups.contains_key(e))
+            .filter(|(e, _)| !array.element_done(**e, tasks, done))
+            .map(|(e, _)| *e)
+            .collect();
+        for element in stragglers {
+            let later: Vec<String> = self
+                .jobs
+                .iter()
+                .filter(|s| s.stage > stage)
+                .map(|s| s.job_id.clone())
+                .collect();
+            cancel(&later);
+            self.cancelled_by_us.extend(
+                self.jobs
                     .iter()
-                    .map(|j| j.split('_').next().unwrap_or(j))
-                    .collect();
-                if !jobs.iter().any(|j| queued_ids.contains(j.as_str())) {
-                    return Ok(());
-                }
-            }
-            Err(message) => {
-                let since = *unreachable_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > SQUEUE_PATIENCE {
-                    return Err(ExecError::Engine(format!(
-                        "squeue has failed for {} s: {message}",
-                        SQUEUE_PATIENCE.as_secs()
-                    )));
-                }
-            }
+                    .filter(|s| s.stage > stage)
+                    .map(|s| s.stage),
+            );
+            let job_id = submit(
+                self.plan,
+                self.options,
+                stage,
+                array.batch,
+                &[element],
+                None,
+            )?;
+            tracing::info!(stage = %self.plan.stages[stage].name, element, backup = %job_id, "backup of a straggling array element");
+            self.stragglers.backups.insert(element, job_id.clone());
+            self.all_jobs.push(job_id.clone());
+            self.jobs.push(Submitted {
+                job_id,
+                stage,
+                batch: array.batch,
+                elements: vec![element],
+                backup: true,
+            });
         }
-        std::thread::sleep(options.poll);
+        Ok(())
     }
 }
 
@@ -548,6 +765,14 @@ mod tests {
         // An explicit batch larger than needed is kept.
         assert_eq!(batch_size(100, 5, 8, Some(20)), 20);
         assert_eq!(batch_size(100, 5, 8, Some(2)), 13);
+    }
+
+    #[test]
+    fn squeue_times_parse() {
+        assert_eq!(parse_elapsed("0:07"), Some(7.0));
+        assert_eq!(parse_elapsed("1:02:03"), Some(3723.0));
+        assert_eq!(parse_elapsed("2-00:00:01"), Some(172_801.0));
+        assert_eq!(parse_elapsed("INVALID"), None);
     }
 
     #[test]
