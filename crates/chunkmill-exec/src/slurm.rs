@@ -343,6 +343,9 @@ struct Progress<'a> {
     on_event: &'a (dyn Fn(&Event) + Sync),
     /// The stage whose tasks are being reported, and the tasks reported of it.
     active: Option<(usize, HashSet<u64>)>,
+    /// Each stage's tasks that were done before this run started (a resumed run): skipped,
+    /// not run. Tasks marked later were run by this run, however late they are seen.
+    done_before_run: Vec<HashSet<u64>>,
     summary: RunSummary,
 }
 
@@ -374,7 +377,8 @@ impl Progress<'_> {
                     }
                 }
                 None => {
-                    self.start(stage_index, done.clone());
+                    self.start(stage_index);
+                    continue;
                 }
             }
             if (done.len() as u64) < stage.tasks() {
@@ -386,8 +390,7 @@ impl Progress<'_> {
                 self.active = Some((next, HashSet::new()));
                 return Ok(None);
             }
-            let done_next = self.markers.marked(&self.plan.stages[next].name)?;
-            self.start(next, done_next);
+            self.start(next);
         }
     }
 
@@ -399,18 +402,19 @@ impl Progress<'_> {
             .map(|(s, seen)| (*s, seen))
     }
 
-    fn start(&mut self, index: usize, done: HashSet<u64>) {
+    fn start(&mut self, index: usize) {
         let stage = &self.plan.stages[index];
-        self.summary.tasks_skipped += done.len() as u64;
+        let before = self.done_before_run[index].clone();
+        self.summary.tasks_skipped += before.len() as u64;
         (self.on_event)(&Event::StageStarted {
             index,
             name: stage.name.clone(),
             label: stage.label.clone(),
             tasks: stage.tasks(),
-            done_before: done.len() as u64,
+            done_before: before.len() as u64,
             decoded_bytes: stage.bytes_written,
         });
-        self.active = Some((index, done));
+        self.active = Some((index, before));
     }
 }
 
@@ -445,6 +449,11 @@ pub fn run_plan_slurm(
         markers,
         on_event,
         active: None,
+        done_before_run: plan
+            .stages
+            .iter()
+            .map(|s| markers.marked(&s.name))
+            .collect::<Result<_, _>>()?,
         summary: RunSummary::default(),
     };
     let mut failed_rounds = vec![0u32; plan.stages.len()];
