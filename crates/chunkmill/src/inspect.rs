@@ -146,9 +146,12 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
 pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     let path = Path::new(&a.path);
     if path.is_file() {
-        let head = std::fs::read(path)
-            .map(|b| b.iter().take(64).copied().collect::<Vec<u8>>())
-            .unwrap_or_default();
+        // Only the first bytes tell JSON from HDF5/NetCDF; a data file may be gigabytes.
+        let mut head = Vec::with_capacity(64);
+        if let Ok(file) = std::fs::File::open(path) {
+            use std::io::Read;
+            let _ = file.take(64).read_to_end(&mut head);
+        }
         let text = String::from_utf8_lossy(&head);
         return if text.trim_start().starts_with('{') {
             references(a, path, false)
