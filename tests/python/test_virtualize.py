@@ -346,8 +346,11 @@ def test_s3_inputs_that_do_not_exist_are_named(tmp_path, s3_prefix):
 
 def open_icechunk(path, containers: dict) -> xr.Dataset:
     """The `main` branch of the Icechunk repository at `path`, with the virtual chunk
-    containers `containers` ({url_prefix: credentials or None}) authorized."""
+    containers `containers` ({url_prefix: credentials, or None for local files}) authorized."""
     import icechunk
+
+    # icechunk 2.3 deprecates None for local file containers: it wants this explicit sentinel
+    containers = {k: icechunk.credentials.LocalFileSystemAccess if v is None else v for k, v in containers.items()}
 
     repo = icechunk.Repository.open(
         icechunk.local_filesystem_storage(str(path)), authorize_virtual_chunk_access=containers
@@ -467,9 +470,9 @@ def test_icechunk_s3_inputs_declare_an_s3_container(tmp_path, s3_prefix):
     container = f"{prefix}/data/"
     repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(out)))
     assert list(repo.config.virtual_chunk_containers or {}) == [container]
-    credentials = icechunk.s3_credentials(access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-                                          secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
-    got = open_icechunk(out, {container: credentials}).load()
+    credentials = icechunk.containers_credentials({container: icechunk.s3_credentials(
+        access_key_id=os.environ["AWS_ACCESS_KEY_ID"], secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])})
+    got = open_icechunk(out, credentials).load()
     want = xr.open_mfdataset([str(f) for f in files], combine="by_coords").load()
     xr.testing.assert_identical(got, want)
     doc = json.loads(oracle.ok("inspect", out, "--json").stdout)

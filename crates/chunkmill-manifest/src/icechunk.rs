@@ -25,7 +25,7 @@
 //! import icechunk, xarray as xr
 //! repo = icechunk.Repository.open(
 //!     icechunk.local_filesystem_storage("out.icechunk"),
-//!     authorize_virtual_chunk_access={"file:///data/": None},
+//!     authorize_virtual_chunk_access={"file:///data/": icechunk.credentials.LocalFileSystemAccess},
 //! )
 //! ds = xr.open_zarr(repo.readonly_session("main").store, consolidated=False)
 //! ```
