@@ -24,6 +24,9 @@
 //! - [`kerchunk`]: JSON v1 writer (streaming, atomic) and reader.
 //! - [`kerchunk_parquet`]: Parquet writer (a directory in fsspec's `LazyReferenceMapper`
 //!   layout, written atomically) and reader (also of what fsspec and kerchunk write).
+//! - [`icechunk`]: Icechunk repository writer (one commit on `main`, every chunk a virtual
+//!   reference, virtual chunk containers for the input directories; written atomically) and
+//!   reader (back to a [`VirtualDataset`]).
 //! - [`virtualize()`]: inputs (paths, globs, `s3://` URLs and globs, `@lists`) → parallel scan
 //!   on threads (objects read through chunkmill-store behind a block cache) → combine →
 //!   references, with a progress callback and `skip_bad`.
@@ -62,7 +65,8 @@
 //!
 //! ## Not yet
 //!
-//! Icechunk output, whole-file and `gen` references in the readers.
+//! Whole-file and `gen` references in the readers; Icechunk checksums (last-modified) on
+//! virtual references; Icechunk repositories in object stores (local directories only).
 
 mod array;
 mod atomic;
@@ -70,6 +74,7 @@ pub mod codecs;
 pub mod combine;
 mod dense;
 mod error;
+pub mod icechunk;
 pub mod kerchunk;
 pub mod kerchunk_parquet;
 mod manifest;
@@ -80,6 +85,7 @@ mod virtualize;
 pub use array::{ArrayMetadata, ManifestArray, ManifestStats, VirtualDataset};
 pub use combine::{combine, CombineOptions};
 pub use error::{Error, Mismatch, Result};
+pub use icechunk::{is_icechunk, read_icechunk, write_icechunk};
 pub use kerchunk::{read_kerchunk_json, write_kerchunk_json};
 pub use kerchunk_parquet::{
     is_kerchunk_parquet, read_kerchunk_parquet, write_kerchunk_parquet, DEFAULT_RECORD_SIZE,

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::array::{ManifestStats, VirtualDataset};
 use crate::combine::{combine, order_by_coordinate, CombineOptions};
 use crate::error::{Error, Result};
+use crate::icechunk::write_icechunk;
 use crate::kerchunk::write_kerchunk_json;
 use crate::kerchunk_parquet::{write_kerchunk_parquet, DEFAULT_RECORD_SIZE};
 use crate::remote;
@@ -32,6 +33,9 @@ pub enum OutputFormat {
     /// kerchunk Parquet: a directory of `.zmetadata` and `<array>/refs.<i>.parq` files of
     /// [`VirtualizeOptions::record_size`] chunks each (fsspec's `LazyReferenceMapper` layout).
     KerchunkParquet,
+    /// An Icechunk repository (a directory): one commit on `main`, every chunk a virtual
+    /// reference, a virtual chunk container per input directory.
+    Icechunk,
 }
 
 /// One input file after expansion.
@@ -429,6 +433,7 @@ pub fn virtualize(inputs: &[String], options: &VirtualizeOptions) -> Result<Virt
             options.record_size,
             options.overwrite,
         )?,
+        OutputFormat::Icechunk => write_icechunk(&dataset, &options.output, options.overwrite)?,
     };
     report.write_seconds = t.elapsed().as_secs_f64();
     report.output = options.output.clone();

@@ -21,8 +21,9 @@ pub enum Command {
         #[command(subcommand)]
         job: PlanJob,
     },
-    /// Write virtual Zarr references (kerchunk JSON or Parquet) to every chunk of NetCDF/HDF5
-    /// files, local or in S3, combined along a dimension with strict checks; no data is copied.
+    /// Write virtual Zarr references (kerchunk JSON or Parquet, or an Icechunk repository) to
+    /// every chunk of NetCDF/HDF5 files, local or in S3, combined along a dimension with strict
+    /// checks; no data is copied.
     Virtualize(VirtualizeArgs),
     /// Describe a Zarr store: arrays, shapes, data types, chunks, shards, codecs, dimension
     /// names, fill values, sizes.
@@ -143,11 +144,11 @@ pub struct VirtualizeArgs {
     #[arg(required = true)]
     pub inputs: Vec<String>,
     /// Where the references go (local path): a file for kerchunk-json, a directory for
-    /// kerchunk-parquet.
+    /// kerchunk-parquet and icechunk (an Icechunk repository, one commit on main).
     #[arg(long, value_name = "PATH")]
     pub output: String,
     /// Reference format.
-    #[arg(long, default_value = "kerchunk-json", value_parser = ["kerchunk-json", "kerchunk-parquet"])]
+    #[arg(long, default_value = "kerchunk-json", value_parser = ["kerchunk-json", "kerchunk-parquet", "icechunk"])]
     pub format: String,
     /// Chunks per Parquet file (kerchunk-parquet only).
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -218,8 +219,8 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A Zarr store (path or URL), a kerchunk JSON file or Parquet directory, or an
-    /// HDF5/NetCDF file.
+    /// A Zarr store (path or URL), a kerchunk JSON file or Parquet directory, an Icechunk
+    /// repository, or an HDF5/NetCDF file.
     pub path: String,
     /// Print JSON.
     #[arg(long)]

@@ -1,5 +1,5 @@
-//! `chunkmill inspect`: what a Zarr store, kerchunk references (JSON or Parquet) or an
-//! HDF5/NetCDF file holds.
+//! `chunkmill inspect`: what a Zarr store, kerchunk references (JSON or Parquet), an Icechunk
+//! repository of virtual references or an HDF5/NetCDF file holds.
 
 use chunkmill_ops::rechunk::human;
 use chunkmill_store::zarr::{self, Node};
@@ -15,19 +15,28 @@ fn fail(code: i32) -> impl Fn(String) -> Failure {
     move |message| Failure { code, message }
 }
 
-/// kerchunk references (a JSON file or a Parquet directory): their arrays and how many chunks
-/// each references, inlines and misses.
-fn references(a: &InspectArgs, path: &Path, parquet: bool) -> Result<(), Failure> {
-    let refs = if parquet {
-        chunkmill_manifest::read_kerchunk_parquet(path)
-    } else {
-        chunkmill_manifest::read_kerchunk_json(path)
+/// What holds references: a kerchunk JSON file, a kerchunk Parquet directory, an Icechunk
+/// repository.
+#[derive(Clone, Copy)]
+enum Kind {
+    Json,
+    Parquet,
+    Icechunk,
+}
+
+/// References (a kerchunk JSON file or Parquet directory, an Icechunk repository): their
+/// arrays and how many chunks each references, inlines and misses.
+fn references(a: &InspectArgs, path: &Path, kind: Kind) -> Result<(), Failure> {
+    let refs = match kind {
+        Kind::Json => chunkmill_manifest::read_kerchunk_json(path),
+        Kind::Parquet => chunkmill_manifest::read_kerchunk_parquet(path),
+        Kind::Icechunk => chunkmill_manifest::read_icechunk(path),
     }
     .map_err(|e| fail(1)(e.to_string()))?;
-    let kind = if parquet {
-        "kerchunk-parquet"
-    } else {
-        "kerchunk-json"
+    let kind = match kind {
+        Kind::Json => "kerchunk-json",
+        Kind::Parquet => "kerchunk-parquet",
+        Kind::Icechunk => "icechunk",
     };
     let arrays: Vec<_> = refs
         .arrays
@@ -141,8 +150,8 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Print what a path holds: a Zarr store's groups and arrays, a kerchunk reference file's
-/// arrays, or an HDF5/NetCDF file's variables.
+/// Print what a path holds: a Zarr store's groups and arrays, the arrays of kerchunk
+/// references or of an Icechunk repository, or an HDF5/NetCDF file's variables.
 pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     let path = Path::new(&a.path);
     if path.is_file() {
@@ -154,13 +163,16 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
         }
         let text = String::from_utf8_lossy(&head);
         return if text.trim_start().starts_with('{') {
-            references(a, path, false)
+            references(a, path, Kind::Json)
         } else {
             archive(a, path)
         };
     }
     if path.is_dir() && chunkmill_manifest::is_kerchunk_parquet(path) {
-        return references(a, path, true);
+        return references(a, path, Kind::Parquet);
+    }
+    if path.is_dir() && chunkmill_manifest::is_icechunk(path) {
+        return references(a, path, Kind::Icechunk);
     }
     let store = Store::open(&a.path).map_err(|e| Failure::usage(e.to_string()))?;
     let nodes = zarr::list_nodes(&store).map_err(|e| Failure {

@@ -29,9 +29,10 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     options.format = match a.format.as_str() {
         "kerchunk-json" => OutputFormat::KerchunkJson,
         "kerchunk-parquet" => OutputFormat::KerchunkParquet,
+        "icechunk" => OutputFormat::Icechunk,
         other => {
             return Err(Failure::usage(format!(
-                "--format {other}: expected kerchunk-json or kerchunk-parquet"
+                "--format {other}: expected kerchunk-json, kerchunk-parquet or icechunk"
             )))
         }
     };
