@@ -380,11 +380,13 @@ async fn write_repository(ds: &VirtualDataset, tmp: &Path) -> std::result::Resul
                 .map_err(|e| format!("{key}: {e}"))?
             {
                 SetVirtualRefsResult::Done => {}
-                SetVirtualRefsResult::FailedRefs(failed) => return Err(format!(
+                SetVirtualRefsResult::FailedRefs(failed) => {
+                    return Err(format!(
                     "{key}: {} chunk(s) point outside every virtual chunk container, first {:?}",
                     failed.len(),
                     failed.first().map(|c| c.0.clone()).unwrap_or_default()
-                )),
+                ))
+                }
             }
         }
     }
