@@ -78,6 +78,7 @@ pub mod icechunk;
 pub mod kerchunk;
 pub mod kerchunk_parquet;
 mod manifest;
+pub mod reader;
 mod remote;
 pub mod scan;
 mod virtualize;
@@ -91,6 +92,7 @@ pub use kerchunk_parquet::{
     is_kerchunk_parquet, read_kerchunk_parquet, write_kerchunk_parquet, DEFAULT_RECORD_SIZE,
 };
 pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
+pub use reader::ChunkReader;
 pub use scan::{scan, scan_path, FileScan, ScanOptions};
 pub use virtualize::{
     build, expand_inputs, virtualize, Input, OutputFormat, ProgressFn, SkippedFile,

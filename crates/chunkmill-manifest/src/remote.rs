@@ -151,6 +151,17 @@ impl RangeSource for StoreObject {
 /// exist or its size cannot be read; [`Error::Source`] from [`SourceFile::open`] when it is
 /// not HDF5/NetCDF.
 pub(crate) fn open(url: &str) -> Result<SourceFile> {
+    Ok(SourceFile::open(Arc::new(BlockCache::new(open_object(
+        url,
+    )?)))?)
+}
+
+/// The object at `url` for range reads, without a cache (chunk data is read once).
+///
+/// # Errors
+/// [`Error::Source`] (`cannot open`) when the store cannot be opened, the object does not
+/// exist or its size cannot be read.
+pub(crate) fn open_object(url: &str) -> Result<Arc<dyn RangeSource>> {
     let open_err = |e: io::Error| {
         Error::Source(chunkmill_hdf5::Error::Open {
             file: url.to_string(),
@@ -165,13 +176,12 @@ pub(crate) fn open(url: &str) -> Result<SourceFile> {
         .size(key)
         .map_err(|e| open_err(io::Error::other(e.to_string())))?
         .ok_or_else(|| open_err(io::Error::new(io::ErrorKind::NotFound, "no such object")))?;
-    let object: Arc<dyn RangeSource> = Arc::new(StoreObject {
+    Ok(Arc::new(StoreObject {
         url: url.to_string(),
         store,
         key: key.to_string(),
         size,
-    });
-    Ok(SourceFile::open(Arc::new(BlockCache::new(object)))?)
+    }))
 }
 
 #[cfg(test)]

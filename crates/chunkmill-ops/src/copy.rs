@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use chunkmill_exec::{TaskRunner, TaskStats, SUPERSEDED};
 use chunkmill_grid::{copy_region, Grid, Region};
-use chunkmill_plan::{CopyStage, Endpoint, Stage, StageKind};
+use chunkmill_manifest::ChunkReader;
+use chunkmill_plan::{AxisWindow, CopyStage, Endpoint, Stage, StageKind, ValueMap};
 use chunkmill_store::zarr::ZarrArray;
 use chunkmill_store::Store;
 use parking_lot::Mutex;
@@ -20,7 +21,38 @@ use parking_lot::Mutex;
 /// An endpoint opened once per process and shared by every task that uses it.
 enum Opened {
     Zarr(Box<ZarrArray>),
-    Pieces { store: Store, prefix: String },
+    Pieces {
+        store: Store,
+        prefix: String,
+    },
+    References(Box<ChunkReader>),
+    Window {
+        source: Arc<Opened>,
+        source_grid: Grid,
+        axes: Vec<AxisWindow>,
+        values: Option<ValueMap>,
+        /// Bytes per element as the source stores them.
+        source_item: usize,
+    },
+}
+
+impl Opened {
+    /// Bytes per element of what [`CopyRunner::read_chunk`] returns.
+    fn item_size(&self) -> usize {
+        match self {
+            Opened::Zarr(array) => array.info().item_size,
+            Opened::Pieces { .. } => 0,
+            Opened::References(reader) => reader.array().metadata.element_size(),
+            Opened::Window {
+                values,
+                source_item,
+                ..
+            } => values
+                .as_ref()
+                .and_then(|v| crate::values::Numeric::parse(&v.to).ok())
+                .map_or(*source_item, crate::values::Numeric::size),
+        }
+    }
 }
 
 /// Runs copy tasks; opens each endpoint once.
@@ -52,6 +84,28 @@ impl CopyRunner {
                 store: Store::open_scratch(url).map_err(|e| e.to_string())?,
                 prefix: prefix.clone(),
             },
+            Endpoint::References { url, path, .. } => {
+                let dataset = crate::sources::read_references(url).map_err(|e| e.to_string())?;
+                Opened::References(Box::new(
+                    ChunkReader::new(&dataset, path).map_err(|e| e.to_string())?,
+                ))
+            }
+            Endpoint::Window {
+                source,
+                axes,
+                values,
+                ..
+            } => {
+                let opened_source = self.open(source)?;
+                let source_item = opened_source.item_size();
+                Opened::Window {
+                    source: opened_source,
+                    source_grid: source.grid().clone(),
+                    axes: axes.clone(),
+                    values: values.clone(),
+                    source_item,
+                }
+            }
         };
         let opened = Arc::new(opened);
         self.opened.lock().insert(key, opened.clone());
@@ -125,6 +179,108 @@ fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
 }
 
 impl CopyRunner {
+    /// Chunk `coords` of an opened input of grid `grid`: its decoded elements and the region
+    /// they cover (the nominal chunk for Zarr and references, which may run past the edge).
+    fn read_chunk(
+        &self,
+        input: &Opened,
+        grid: &Grid,
+        coords: &[u64],
+        item_size: u64,
+    ) -> Result<(chunkmill_store::Bytes, Region), String> {
+        Ok(match input {
+            Opened::Zarr(array) => (
+                chunkmill_store::Bytes::from(array.read_chunk(coords).map_err(|e| e.to_string())?),
+                nominal_region(grid, coords),
+            ),
+            Opened::Pieces { store, prefix } => {
+                let key = piece_key(prefix, grid, coords);
+                let held = grid.chunk_region(coords);
+                let bytes = store.get(&key).map_err(|e| e.to_string())?.ok_or_else(|| {
+                    format!("{}: intermediate piece {key} is missing", store.url())
+                })?;
+                if bytes.len() as u64 != held.num_elements() * item_size {
+                    return Err(format!(
+                        "{}: intermediate piece {key} has {} bytes, expected {}",
+                        store.url(),
+                        bytes.len(),
+                        held.num_elements() * item_size
+                    ));
+                }
+                (bytes, held)
+            }
+            Opened::References(reader) => (
+                chunkmill_store::Bytes::from(reader.read_chunk(coords).map_err(|e| e.to_string())?),
+                nominal_region(grid, coords),
+            ),
+            Opened::Window {
+                source,
+                source_grid,
+                axes,
+                values,
+                source_item,
+            } => {
+                let held = grid.chunk_region(coords);
+                let wanted = Region::new(
+                    held.ranges()
+                        .iter()
+                        .zip(axes)
+                        .map(|(r, w)| {
+                            if w.reverse {
+                                w.start + w.len - r.end..w.start + w.len - r.start
+                            } else {
+                                w.start + r.start..w.start + r.end
+                            }
+                        })
+                        .collect(),
+                );
+                let bytes = self.read_into(source, source_grid, &wanted, *source_item)?;
+                let reversed: Vec<bool> = axes.iter().map(|w| w.reverse).collect();
+                let bytes = crate::values::flip(&bytes, &wanted.shape(), &reversed, *source_item);
+                let bytes = match values {
+                    Some(map) => crate::values::convert(map, &bytes)?,
+                    None => bytes,
+                };
+                (chunkmill_store::Bytes::from(bytes), held)
+            }
+        })
+    }
+
+    /// The elements of `region` of an opened input, assembled from every chunk it meets.
+    fn read_into(
+        &self,
+        input: &Opened,
+        grid: &Grid,
+        region: &Region,
+        item: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut out = vec![0u8; region.num_elements() as usize * item];
+        for coords in grid.chunks_in(region) {
+            let (bytes, held) = self.read_chunk(input, grid, &coords, item as u64)?;
+            if let Some(what) = region.intersect(&held) {
+                copy_region(&bytes, &held, &mut out, region, &what, item);
+            } else if region.ndim() == 0 {
+                copy_region(&bytes, &held, &mut out, region, region, item);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The elements of `region` of `endpoint` (in its grid's coordinates), `item` bytes each:
+    /// how a job reads a coordinate before it plans.
+    ///
+    /// # Errors
+    /// The endpoint cannot be opened or read.
+    pub fn read_region(
+        &self,
+        endpoint: &Endpoint,
+        region: &Region,
+        item: usize,
+    ) -> Result<Vec<u8>, String> {
+        let opened = self.open(endpoint)?;
+        self.read_into(&opened, endpoint.grid(), region, item)
+    }
+
     fn copy(
         &self,
         stage: &CopyStage,
@@ -149,30 +305,7 @@ impl CopyRunner {
 
         for coords in in_grid.chunks_in(region) {
             superseded()?;
-            let (bytes, held) = match &*input {
-                Opened::Zarr(array) => (
-                    chunkmill_store::Bytes::from(
-                        array.read_chunk(&coords).map_err(|e| e.to_string())?,
-                    ),
-                    nominal_region(in_grid, &coords),
-                ),
-                Opened::Pieces { store, prefix } => {
-                    let key = piece_key(prefix, in_grid, &coords);
-                    let held = in_grid.chunk_region(&coords);
-                    let bytes = store.get(&key).map_err(|e| e.to_string())?.ok_or_else(|| {
-                        format!("{}: intermediate piece {key} is missing", store.url())
-                    })?;
-                    if bytes.len() as u64 != held.num_elements() * stage.item_size {
-                        return Err(format!(
-                            "{}: intermediate piece {key} has {} bytes, expected {}",
-                            store.url(),
-                            bytes.len(),
-                            held.num_elements() * stage.item_size
-                        ));
-                    }
-                    (bytes, held)
-                }
-            };
+            let (bytes, held) = self.read_chunk(&input, in_grid, &coords, stage.item_size)?;
             stats.bytes_read += bytes.len() as u64;
             if let Some(what) = region.intersect(&held) {
                 copy_region(&bytes, &held, &mut block, region, &what, item);
@@ -211,6 +344,12 @@ impl CopyRunner {
                     array
                         .write_chunk(&coords, bytes)
                         .map_err(|e| e.to_string())?;
+                }
+                Opened::References(_) | Opened::Window { .. } => {
+                    return Err(format!(
+                        "{}: a stage cannot write to a read-only endpoint",
+                        stage.output.describe()
+                    ));
                 }
                 Opened::Pieces { store, prefix } => {
                     let target = out_grid.chunk_region(&coords);

@@ -3,13 +3,18 @@
 //!
 //! * [`rechunk`] — Zarr v2/v3 → Zarr, bounded memory, the cheapest plan of direct, multipass,
 //!   intermediate and multistage.
+//! * [`convert`] — NetCDF/HDF5 files, references or Zarr → Zarr with a selection, renames,
+//!   CF decoding, casts and reversed axes, planned and run as a rechunk is.
 //!
 //! Errors carry the exit code the command line gives them ([`OpsError::exit_code`]).
 
+pub mod convert;
 pub mod copy;
 pub mod rechunk;
 pub mod report;
+pub mod sources;
 pub mod spec;
+pub mod values;
 pub mod work;
 
 /// Why a job did not complete, sorted by what the user should do about it.

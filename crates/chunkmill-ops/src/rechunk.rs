@@ -24,12 +24,12 @@ use crate::OpsError;
 
 /// Bytes kept free of task reservations for what no task owns: allocator slack, progress,
 /// listing buffers.
-const RESERVE_FIXED: u64 = 24 << 20;
+pub(crate) const RESERVE_FIXED: u64 = 24 << 20;
 /// What the planner assumes the process holds before any task (code, runtime, thread stacks).
 /// A fixed figure, not the measured one, so the same request always gives the same plan (and
 /// plan id, which `--resume` relies on); the run measures the real baseline and admits tasks
 /// within what is really left.
-const BASELINE_ALLOWANCE: u64 = 32 << 20;
+pub(crate) const BASELINE_ALLOWANCE: u64 = 32 << 20;
 /// Bytes a task holds besides its buffers: codec contexts, bookkeeping.
 const TASK_OVERHEAD: u64 = 1 << 20;
 
@@ -175,7 +175,7 @@ pub struct RechunkReport {
     pub already_complete: bool,
 }
 
-fn medium_cost(compressor: Option<&Compressor>, kind: StoreKind) -> MediumCost {
+pub(crate) fn medium_cost(compressor: Option<&Compressor>, kind: StoreKind) -> MediumCost {
     let (read, write) = match compressor {
         Some(Compressor::None) => (0.3, 0.6),
         Some(Compressor::Zstd(level)) => (1.0, 2.5 * (1.0 + f64::from((*level).max(1) - 1) / 3.0)),
@@ -190,11 +190,11 @@ fn medium_cost(compressor: Option<&Compressor>, kind: StoreKind) -> MediumCost {
     }
 }
 
-fn last_segment(path: &str) -> &str {
+pub(crate) fn last_segment(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn is_coordinate(info: &ArrayInfo) -> bool {
+pub(crate) fn is_coordinate(info: &ArrayInfo) -> bool {
     info.shape.len() == 1
         && info
             .dimension_names
@@ -204,7 +204,11 @@ fn is_coordinate(info: &ArrayInfo) -> bool {
 }
 
 /// Resolve `spec` for one array: `Ok(None)` when the spec names none of its dimensions.
-fn resolve(spec: &ChunkSpec, info: &ArrayInfo, base: &[u64]) -> Result<Option<Vec<u64>>, OpsError> {
+pub(crate) fn resolve(
+    spec: &ChunkSpec,
+    info: &ArrayInfo,
+    base: &[u64],
+) -> Result<Option<Vec<u64>>, OpsError> {
     let whole = |len: u64| len.max(1);
     match spec {
         ChunkSpec::ByAxis(sizes) => {
@@ -257,7 +261,7 @@ fn capped(size: u64, len: u64) -> u64 {
     }
 }
 
-fn display_path(path: &str) -> &str {
+pub(crate) fn display_path(path: &str) -> &str {
     if path.is_empty() {
         "/"
     } else {
@@ -265,7 +269,7 @@ fn display_path(path: &str) -> &str {
     }
 }
 
-fn default_work_dir(target: &str) -> String {
+pub(crate) fn default_work_dir(target: &str) -> String {
     format!("{}.work", target.trim_end_matches('/'))
 }
 
@@ -404,146 +408,39 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
     let reserve = RESERVE_FIXED + options.max_mem / 32;
     let task_budget = options.max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve);
 
+    let context = PlanContext {
+        options,
+        target: &target,
+        temp: &temp,
+        task_budget,
+        baseline,
+        reserve,
+    };
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
     let mut specs = Vec::new();
     for (index, info) in selected.iter().enumerate() {
-        let data_chunks = resolve(&options.chunks, info, &info.chunks)?;
-        let chunks = if is_coordinate(info) && data_chunks.is_some() {
-            vec![info.shape[0].max(1)]
-        } else {
-            data_chunks.unwrap_or_else(|| info.chunks.clone())
-        };
-        let shards = match &options.shards {
-            None => None,
-            Some(spec) => resolve(spec, info, &chunks)?,
-        };
-        if let Some(shards) = &shards {
-            if shards.iter().zip(&chunks).any(|(&s, &c)| s % c != 0) {
-                return Err(OpsError::Usage(format!(
-                    "'{}': shards {shards:?} must be whole multiples of the chunks {chunks:?}",
-                    display_path(&info.path)
-                )));
-            }
-        }
-        let encoding = match &options.codec {
-            Some(c) => Encoding::Compressor(c.clone()),
-            None => zarr::inherit_encoding(info, options.zarr_format).map_err(OpsError::Usage)?,
-        };
-        let target_compressor = match &encoding {
-            Encoding::Compressor(c) => Some(c.clone()),
-            Encoding::Documents(_) => info.compressor.clone(),
-        };
-        let grid_chunks = shards.clone().unwrap_or_else(|| chunks.clone());
         let source_grid = Grid::regular(&info.shape, &info.chunks)
             .map_err(|e| OpsError::Refused(format!("'{}': {e}", display_path(&info.path))))?;
-        let problem = RechunkProblem {
-            shape: info.shape.clone(),
-            item_size: info.item_size as u64,
-            source: source_grid.clone(),
-            target_chunks: grid_chunks.clone(),
-            budget: task_budget,
-            workers: options.workers as u64,
-            source_cost: medium_cost(info.compressor.as_ref(), source.kind()),
-            target_cost: medium_cost(target_compressor.as_ref(), target.kind()),
-            intermediate_cost: medium_cost(Some(&Compressor::None), temp.kind()),
-            ns_per_task: 100e3,
-            task_overhead: TASK_OVERHEAD,
-            max_stages: 4,
-        };
-        let plan: RechunkPlan = problem.plan().map_err(|e| match e {
-            GridError::DoesNotFit { task_bytes, .. } => OpsError::Refused(format!(
-                "'{}': one task needs at least {} but --max-mem {} leaves {} for tasks (process baseline {}, reserve {}); raise --max-mem to at least {} or choose smaller chunks",
-                display_path(&info.path),
-                human(task_bytes),
-                human(options.max_mem),
-                human(task_budget),
-                human(baseline),
-                human(reserve),
-                human(task_bytes + baseline + RESERVE_FIXED + (task_bytes + baseline + RESERVE_FIXED) / 31 + 1),
-            )),
-            other => OpsError::Refused(format!("'{}': {other}", display_path(&info.path))),
-        })?;
-        let label_path = if info.path.is_empty() {
-            "array".to_string()
-        } else {
-            info.path.replace('/', ".")
-        };
-        let last = plan.stages.len() - 1;
-        for (j, s) in plan.stages.iter().enumerate() {
-            let prefix = format!("a{index}-s{j}");
-            let input = if j == 0 {
-                Endpoint::Zarr {
+        let planned = plan_array(
+            &context,
+            &ArrayJob {
+                index,
+                info,
+                input: Endpoint::Zarr {
                     url: source.url().to_string(),
                     path: info.path.clone(),
-                    grid: source_grid.clone(),
-                }
-            } else {
-                Endpoint::Pieces {
-                    url: temp.url().to_string(),
-                    prefix: format!("a{index}-s{}", j - 1),
-                    grid: s.input.clone(),
-                }
-            };
-            let output = if j == last {
-                Endpoint::Zarr {
-                    url: target.url().to_string(),
-                    path: info.path.clone(),
-                    grid: s.output.clone(),
-                }
-            } else {
-                cleanup.push((temp.url().to_string(), format!("{prefix}/")));
-                Endpoint::Pieces {
-                    url: temp.url().to_string(),
-                    prefix: prefix.clone(),
-                    grid: s.output.clone(),
-                }
-            };
-            let what = if j == last {
-                "to target"
-            } else {
-                "to intermediate"
-            };
-            stages.push(Stage {
-                name: format!("{index:03}-{j}"),
-                label: format!("{label_path} {}/{} {what}", j + 1, plan.stages.len()),
-                kind: StageKind::Copy(CopyStage {
-                    input,
-                    output,
-                    blocks: s.blocks.clone(),
-                    item_size: info.item_size as u64,
-                }),
-                projected_mem: s.projected_mem,
-                bytes_read: s.bytes_read,
-                bytes_written: s.bytes_written,
-            });
-        }
-        summaries.push(ArrayPlan {
-            path: info.path.clone(),
-            shape: info.shape.clone(),
-            dtype: info.dtype.clone(),
-            source_chunks: info.chunks.clone(),
-            target_chunks: chunks.clone(),
-            target_shards: shards.clone(),
-            strategy: plan.strategy,
-            estimated_seconds: plan.estimated_seconds,
-            concurrency: plan.concurrency,
-            nbytes: info.nbytes(),
-        });
-        let (fill_value, attributes) = zarr::translate_fill(info, options.zarr_format);
-        specs.push(ArraySpec {
-            path: info.path.clone(),
-            zarr_format: options.zarr_format,
-            shape: info.shape.clone(),
-            dtype: info.dtype.clone(),
-            chunks: grid_chunks,
-            inner_chunks: shards.map(|_| chunks),
-            fill_value,
-            encoding,
-            dimension_names: info.dimension_names.clone(),
-            attributes,
-        });
+                    grid: source_grid,
+                },
+                source_cost: medium_cost(info.compressor.as_ref(), source.kind()),
+                extra_task_mem: 0,
+            },
+        )?;
+        stages.extend(planned.stages);
+        cleanup.extend(planned.cleanup);
+        summaries.push(planned.summary);
+        specs.push(planned.spec);
     }
     let plan = Plan::new("rechunk", options.max_mem, stages, cleanup);
     Ok(RechunkJob {
@@ -555,6 +452,192 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         baseline,
         work_dir,
         temp: temp_url,
+    })
+}
+
+/// What every array of a job is planned against.
+pub(crate) struct PlanContext<'a> {
+    pub options: &'a RechunkOptions,
+    pub target: &'a Store,
+    pub temp: &'a Store,
+    pub task_budget: u64,
+    pub baseline: u64,
+    /// Bytes kept free of task reservations.
+    pub reserve: u64,
+}
+
+/// One array to plan: what the target holds (`info`: shape, data type, chunks, names) and
+/// what the first stage reads (`input`, whose grid is in the target's coordinates).
+pub(crate) struct ArrayJob<'a> {
+    pub index: usize,
+    pub info: &'a ArrayInfo,
+    pub input: Endpoint,
+    pub source_cost: MediumCost,
+    /// Bytes a task of the first stage holds besides what the copy task counts (a source
+    /// chunk decoded in another data type, for instance).
+    pub extra_task_mem: u64,
+}
+
+/// The stages of one array, what to delete afterwards, its summary and its target metadata.
+pub(crate) struct PlannedArray {
+    pub stages: Vec<Stage>,
+    pub cleanup: Vec<(String, String)>,
+    pub summary: ArrayPlan,
+    pub spec: ArraySpec,
+}
+
+/// Plan one array: target chunks, stages (first one reading `job.input`), metadata.
+#[allow(clippy::too_many_lines)]
+pub(crate) fn plan_array(
+    context: &PlanContext<'_>,
+    job: &ArrayJob<'_>,
+) -> Result<PlannedArray, OpsError> {
+    let PlanContext {
+        options,
+        target,
+        temp,
+        task_budget,
+        baseline,
+        reserve,
+    } = *context;
+    let (index, info) = (job.index, job.info);
+    let mut stages = Vec::new();
+    let mut cleanup = Vec::new();
+    let data_chunks = resolve(&options.chunks, info, &info.chunks)?;
+    let chunks = if is_coordinate(info) && data_chunks.is_some() {
+        vec![info.shape[0].max(1)]
+    } else {
+        data_chunks.unwrap_or_else(|| info.chunks.clone())
+    };
+    let shards = match &options.shards {
+        None => None,
+        Some(spec) => resolve(spec, info, &chunks)?,
+    };
+    if let Some(shards) = &shards {
+        if shards.iter().zip(&chunks).any(|(&s, &c)| s % c != 0) {
+            return Err(OpsError::Usage(format!(
+                "'{}': shards {shards:?} must be whole multiples of the chunks {chunks:?}",
+                display_path(&info.path)
+            )));
+        }
+    }
+    let encoding = match &options.codec {
+        Some(c) => Encoding::Compressor(c.clone()),
+        None => zarr::inherit_encoding(info, options.zarr_format).map_err(OpsError::Usage)?,
+    };
+    let target_compressor = match &encoding {
+        Encoding::Compressor(c) => Some(c.clone()),
+        Encoding::Documents(_) => info.compressor.clone(),
+    };
+    let grid_chunks = shards.clone().unwrap_or_else(|| chunks.clone());
+    let source_grid = job.input.grid().clone();
+    let problem = RechunkProblem {
+        shape: info.shape.clone(),
+        item_size: info.item_size as u64,
+        source: source_grid.clone(),
+        target_chunks: grid_chunks.clone(),
+        budget: task_budget,
+        workers: options.workers as u64,
+        source_cost: job.source_cost,
+        target_cost: medium_cost(target_compressor.as_ref(), target.kind()),
+        intermediate_cost: medium_cost(Some(&Compressor::None), temp.kind()),
+        ns_per_task: 100e3,
+        task_overhead: TASK_OVERHEAD + job.extra_task_mem,
+        max_stages: 4,
+    };
+    let plan: RechunkPlan = problem.plan().map_err(|e| match e {
+        GridError::DoesNotFit { task_bytes, .. } => OpsError::Refused(format!(
+            "'{}': one task needs at least {} but --max-mem {} leaves {} for tasks (process baseline {}, reserve {}); raise --max-mem to at least {} or choose smaller chunks",
+            display_path(&info.path),
+            human(task_bytes),
+            human(options.max_mem),
+            human(task_budget),
+            human(baseline),
+            human(reserve),
+            human(task_bytes + baseline + RESERVE_FIXED + (task_bytes + baseline + RESERVE_FIXED) / 31 + 1),
+        )),
+        other => OpsError::Refused(format!("'{}': {other}", display_path(&info.path))),
+    })?;
+    let label_path = if info.path.is_empty() {
+        "array".to_string()
+    } else {
+        info.path.replace('/', ".")
+    };
+    let last = plan.stages.len() - 1;
+    for (j, s) in plan.stages.iter().enumerate() {
+        let prefix = format!("a{index}-s{j}");
+        let input = if j == 0 {
+            job.input.clone()
+        } else {
+            Endpoint::Pieces {
+                url: temp.url().to_string(),
+                prefix: format!("a{index}-s{}", j - 1),
+                grid: s.input.clone(),
+            }
+        };
+        let output = if j == last {
+            Endpoint::Zarr {
+                url: target.url().to_string(),
+                path: info.path.clone(),
+                grid: s.output.clone(),
+            }
+        } else {
+            cleanup.push((temp.url().to_string(), format!("{prefix}/")));
+            Endpoint::Pieces {
+                url: temp.url().to_string(),
+                prefix: prefix.clone(),
+                grid: s.output.clone(),
+            }
+        };
+        let what = if j == last {
+            "to target"
+        } else {
+            "to intermediate"
+        };
+        stages.push(Stage {
+            name: format!("{index:03}-{j}"),
+            label: format!("{label_path} {}/{} {what}", j + 1, plan.stages.len()),
+            kind: StageKind::Copy(CopyStage {
+                input,
+                output,
+                blocks: s.blocks.clone(),
+                item_size: info.item_size as u64,
+            }),
+            projected_mem: s.projected_mem,
+            bytes_read: s.bytes_read,
+            bytes_written: s.bytes_written,
+        });
+    }
+    let summary = ArrayPlan {
+        path: info.path.clone(),
+        shape: info.shape.clone(),
+        dtype: info.dtype.clone(),
+        source_chunks: info.chunks.clone(),
+        target_chunks: chunks.clone(),
+        target_shards: shards.clone(),
+        strategy: plan.strategy,
+        estimated_seconds: plan.estimated_seconds,
+        concurrency: plan.concurrency,
+        nbytes: info.nbytes(),
+    };
+    let (fill_value, attributes) = zarr::translate_fill(info, options.zarr_format);
+    let spec = ArraySpec {
+        path: info.path.clone(),
+        zarr_format: options.zarr_format,
+        shape: info.shape.clone(),
+        dtype: info.dtype.clone(),
+        chunks: grid_chunks,
+        inner_chunks: shards.map(|_| chunks),
+        fill_value,
+        encoding,
+        dimension_names: info.dimension_names.clone(),
+        attributes,
+    };
+    Ok(PlannedArray {
+        stages,
+        cleanup,
+        summary,
+        spec,
     })
 }
 

@@ -53,6 +53,50 @@ pub enum Endpoint {
         prefix: String,
         grid: Grid,
     },
+    /// Array `path` of a virtual dataset described by the kerchunk JSON references at `url`:
+    /// each chunk read by byte range from the file it points into and decoded with the
+    /// array's codecs.
+    References {
+        url: String,
+        path: String,
+        grid: Grid,
+    },
+    /// Another endpoint seen through a window: a range of each axis (read backwards where
+    /// `reverse`), its values optionally converted. `grid` cuts the window at the source's
+    /// chunk boundaries, so each of its chunks lies inside one source chunk.
+    Window {
+        source: Box<Endpoint>,
+        axes: Vec<AxisWindow>,
+        values: Option<ValueMap>,
+        grid: Grid,
+    },
+}
+
+/// The part of one source axis a [`Endpoint::Window`] shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AxisWindow {
+    /// First source index.
+    pub start: u64,
+    /// Number of indices.
+    pub len: u64,
+    /// Output index `i` is source index `start + len - 1 - i`.
+    pub reverse: bool,
+}
+
+/// A change of every value read through a window: CF unpacking and a change of data type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ValueMap {
+    /// The source data type (numpy name: `int16`, `float32`, …), little-endian.
+    pub from: String,
+    /// The output data type.
+    pub to: String,
+    /// Source values that mean "no data" (`_FillValue`, `missing_value`): NaN in a float
+    /// output.
+    pub missing: Vec<f64>,
+    /// Multiply by this (CF `scale_factor`).
+    pub scale: Option<f64>,
+    /// Then add this (CF `add_offset`).
+    pub offset: Option<f64>,
 }
 
 impl Endpoint {
@@ -60,7 +104,10 @@ impl Endpoint {
     #[must_use]
     pub fn grid(&self) -> &Grid {
         match self {
-            Endpoint::Zarr { grid, .. } | Endpoint::Pieces { grid, .. } => grid,
+            Endpoint::Zarr { grid, .. }
+            | Endpoint::Pieces { grid, .. }
+            | Endpoint::References { grid, .. }
+            | Endpoint::Window { grid, .. } => grid,
         }
     }
 
@@ -76,6 +123,30 @@ impl Endpoint {
                 }
             }
             Endpoint::Pieces { url, prefix, .. } => format!("{url}/{prefix} (intermediate)"),
+            Endpoint::References { url, path, .. } => format!("{url}#{path}"),
+            Endpoint::Window {
+                source,
+                axes,
+                values,
+                ..
+            } => {
+                let ranges: Vec<String> = axes
+                    .iter()
+                    .map(|a| {
+                        let range = format!("{}:{}", a.start, a.start + a.len);
+                        if a.reverse {
+                            format!("{range} reversed")
+                        } else {
+                            range
+                        }
+                    })
+                    .collect();
+                let mut text = format!("{}[{}]", source.describe(), ranges.join(", "));
+                if let Some(v) = values {
+                    text.push_str(&format!(" as {}", v.to));
+                }
+                text
+            }
         }
     }
 }

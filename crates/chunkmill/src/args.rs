@@ -15,6 +15,9 @@ pub struct Cli {
 pub enum Command {
     /// Rechunk a Zarr v2/v3 array or group into a new Zarr store within a memory budget.
     Rechunk(RechunkArgs),
+    /// Convert NetCDF/HDF5 files, references or a Zarr store into an analysis-ready Zarr
+    /// store: new chunks, a selection, renames, CF decoding, casts, reversed axes.
+    Convert(ConvertArgs),
     /// Show the plan of a job without running it: stages, tasks, projected memory per task,
     /// bytes read, written and held in intermediates.
     Plan {
@@ -41,6 +44,8 @@ pub enum Command {
 pub enum PlanJob {
     /// The plan of `chunkmill rechunk` with the same arguments.
     Rechunk(RechunkArgs),
+    /// The plan of `chunkmill convert` with the same arguments.
+    Convert(ConvertArgs),
 }
 
 /// How a job reports.
@@ -100,12 +105,9 @@ pub struct Common {
     pub report: Output,
 }
 
+/// What the target of a job looks like and how the job is planned (rechunk and convert).
 #[derive(Debug, Args, Clone)]
-pub struct RechunkArgs {
-    /// Source Zarr store: a path, file://, s3://bucket/key or memory://name.
-    pub source: String,
-    /// Target Zarr store (must not exist unless --overwrite or --resume).
-    pub target: String,
+pub struct TargetArgs {
     /// Target chunks: `time=8760,lat=18,lon=36` by dimension name or `8760,18,36` by axis;
     /// -1 is the whole axis.
     #[arg(long, value_name = "SPEC")]
@@ -116,11 +118,8 @@ pub struct RechunkArgs {
     /// Where intermediates go (default: inside the work dir); deleted after success.
     #[arg(long, value_name = "URL")]
     pub temp: Option<String>,
-    /// Only this array (and the coordinates of its dimensions); repeatable.
-    #[arg(long = "array", value_name = "NAME")]
-    pub arrays: Vec<String>,
     /// Target compressor: zstd:LEVEL, gzip:LEVEL, blosc:CNAME:LEVEL or none (default: the
-    /// source's).
+    /// source's for rechunk, zstd:1 for convert).
     #[arg(long, value_name = "CODEC")]
     pub codec: Option<String>,
     /// Target shard shape (Zarr v3), same form as --chunks; whole multiples of the chunks.
@@ -133,6 +132,68 @@ pub struct RechunkArgs {
     /// `chunkmill worker` on a batch engine; `--resume` afterwards finishes the job.
     #[arg(long)]
     pub prepare: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RechunkArgs {
+    /// Source Zarr store: a path, file://, s3://bucket/key or memory://name.
+    pub source: String,
+    /// Target Zarr store (must not exist unless --overwrite or --resume).
+    pub target: String,
+    /// Only this array (and the coordinates of its dimensions); repeatable.
+    #[arg(long = "array", value_name = "NAME")]
+    pub arrays: Vec<String>,
+    #[command(flatten)]
+    pub plan: TargetArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConvertArgs {
+    /// Inputs, then the target: NetCDF-4/HDF5/NetCDF-3 files (paths, quoted globs, s3://
+    /// URLs and globs, @file lists), or one kerchunk JSON file, kerchunk Parquet directory,
+    /// Icechunk repository or Zarr store; the last path is the target Zarr store.
+    #[arg(required = true, num_args = 2.., value_name = "INPUT... TARGET")]
+    pub paths: Vec<String>,
+    /// Only these variables (and the coordinates of their dimensions): `air,uwnd`.
+    #[arg(long, value_name = "V,...", value_delimiter = ',')]
+    pub variables: Vec<String>,
+    /// Select by coordinate value, both ends included: `lat=-30:30`,
+    /// `time=2020-01-01:2020-06-30` (CF times in the coordinate's units and calendar); an end
+    /// may be left empty. Repeatable.
+    #[arg(long, value_name = "DIM=START:STOP")]
+    pub select: Vec<String>,
+    /// Select by index, Python style (stop excluded, negative from the end): `time=0:24`.
+    #[arg(long, value_name = "DIM=I:J")]
+    pub isel: Vec<String>,
+    /// Rename a variable or dimension: `air=temperature`. Repeatable.
+    #[arg(long, value_name = "OLD=NEW")]
+    pub rename: Vec<String>,
+    /// Leave a variable out. Repeatable.
+    #[arg(long, value_name = "VAR")]
+    pub drop: Vec<String>,
+    /// Unpack CF-packed values (scale_factor, add_offset) to floats, with _FillValue and
+    /// missing_value as NaN.
+    #[arg(long)]
+    pub decode_cf: bool,
+    /// Store a variable as another numeric type: `air=float32`. Repeatable.
+    #[arg(long, value_name = "VAR=DTYPE")]
+    pub cast: Vec<String>,
+    /// Read a dimension backwards (descending latitudes become ascending). Repeatable.
+    #[arg(long, value_name = "DIM")]
+    pub reverse: Vec<String>,
+    /// Concatenate the input files along this dimension (or stack along it when they lack it).
+    #[arg(long, value_name = "DIM")]
+    pub concat_dim: Option<String>,
+    /// Variables that must be equal in every input file, compared by value and taken once.
+    #[arg(long, value_name = "DIM,...")]
+    pub identical_dims: Option<String>,
+    /// Refuse a selection that cuts through source chunks instead of warning.
+    #[arg(long)]
+    pub strict_alignment: bool,
+    #[command(flatten)]
+    pub plan: TargetArgs,
     #[command(flatten)]
     pub common: Common,
 }

@@ -2,6 +2,7 @@
 //! `chunkmill-ops`.
 
 mod args;
+mod convert;
 mod demo;
 mod inspect;
 mod progress;
@@ -72,6 +73,10 @@ pub fn default_workers() -> usize {
 fn run(cli: args::Cli) -> Result<(), Failure> {
     match cli.command {
         args::Command::Rechunk(a) => rechunk::run(&a),
+        args::Command::Convert(a) => convert::run(&a),
+        args::Command::Plan {
+            job: args::PlanJob::Convert(a),
+        } => convert::plan(&a),
         args::Command::Plan {
             job: args::PlanJob::Rechunk(a),
         } => rechunk::plan(&a),

@@ -4,51 +4,64 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use chunkmill_ops::rechunk::{
-    human, plan_rechunk, run_job, Executor, RechunkJob, RechunkOptions, SlurmExecutor,
+    human, plan_rechunk, run_job, Executor, RechunkJob, RechunkOptions, RechunkReport,
+    SlurmExecutor,
 };
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
 
-use crate::args::RechunkArgs;
+use crate::args::{Common, RechunkArgs, TargetArgs};
 use crate::progress::Progress;
 use crate::Failure;
 
 fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
-    let chunks: ChunkSpec = a.chunks.parse().map_err(Failure::usage)?;
-    let shards = a
+    run_options(&a.source, &a.target, &a.arrays, &a.plan, &a.common)
+}
+
+/// The options of a job that writes `target` as `plan` and `common` say.
+pub fn run_options(
+    source: &str,
+    target: &str,
+    arrays: &[String],
+    plan: &TargetArgs,
+    common: &Common,
+) -> Result<RechunkOptions, Failure> {
+    let chunks: ChunkSpec = plan.chunks.parse().map_err(Failure::usage)?;
+    let shards = plan
         .shards
         .as_deref()
         .map(str::parse::<ChunkSpec>)
         .transpose()
         .map_err(Failure::usage)?;
-    let max_mem = parse_size(&a.max_mem).map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
-    let codec = a
+    let max_mem =
+        parse_size(&plan.max_mem).map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
+    let codec = plan
         .codec
         .as_deref()
         .map(str::parse)
         .transpose()
         .map_err(|e: String| Failure::usage(format!("--codec: {e}")))?;
-    let workers = a.common.workers.unwrap_or_else(crate::default_workers);
+    let workers = common.workers.unwrap_or_else(crate::default_workers);
     if workers == 0 {
         return Err(Failure::usage("--workers must be at least 1"));
     }
     Ok(RechunkOptions {
-        source: a.source.clone(),
-        target: a.target.clone(),
+        source: source.to_string(),
+        target: target.to_string(),
         chunks,
         max_mem,
-        temp: a.temp.clone(),
-        arrays: a.arrays.clone(),
+        temp: plan.temp.clone(),
+        arrays: arrays.to_vec(),
         codec,
         shards,
-        zarr_format: a.zarr_format,
+        zarr_format: plan.zarr_format,
         workers,
-        retries: a.common.retries,
-        resume: a.common.resume,
-        overwrite: a.common.overwrite,
-        work_dir: a.common.work_dir.clone(),
-        executor: match a.common.executor.as_str() {
+        retries: common.retries,
+        resume: common.resume,
+        overwrite: common.overwrite,
+        work_dir: common.work_dir.clone(),
+        executor: match common.executor.as_str() {
             "processes" => Executor::Processes {
                 program: std::env::current_exe().map_err(|e| {
                     Failure::usage(format!(
@@ -56,15 +69,15 @@ fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
                     ))
                 })?,
             },
-            "slurm" => Executor::Slurm(slurm_executor(&a.common)?),
+            "slurm" => Executor::Slurm(slurm_executor(common)?),
             _ => Executor::Threads,
         },
-        report: a.common.report_file.clone().map(Into::into),
-        prepare_only: a.prepare,
+        report: common.report_file.clone().map(Into::into),
+        prepare_only: plan.prepare,
     })
 }
 
-fn slurm_executor(common: &crate::args::Common) -> Result<SlurmExecutor, Failure> {
+fn slurm_executor(common: &Common) -> Result<SlurmExecutor, Failure> {
     let program = std::env::current_exe()
         .map_err(|e| Failure::usage(format!("--executor slurm: cannot find this program: {e}")))?;
     let sbatch_options = match &common.slurm_opt {
@@ -91,7 +104,7 @@ fn slurm_executor(common: &crate::args::Common) -> Result<SlurmExecutor, Failure
     })
 }
 
-fn plan_json(job: &RechunkJob) -> serde_json::Value {
+pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
     let plan = &job.plan;
     let stages: Vec<_> = plan
         .stages
@@ -133,7 +146,7 @@ fn plan_json(job: &RechunkJob) -> serde_json::Value {
     })
 }
 
-fn print_plan(job: &RechunkJob) {
+pub fn print_plan(job: &RechunkJob) {
     let plan = &job.plan;
     println!(
         "plan {}  ({} stages, {} tasks)",
@@ -204,26 +217,49 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
 /// `chunkmill rechunk`.
 pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let opts = options(a)?;
-    let show = !(a.common.report.no_progress || a.common.report.quiet || a.common.report.json);
     let job = plan_rechunk(&opts)?;
+    let report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts, on_event))?;
+    print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common);
+    Ok(())
+}
+
+/// Runs `job` through `run`, with a progress bar unless the output flags say otherwise.
+pub fn run_with_progress(
+    job: &RechunkJob,
+    common: &Common,
+    run: impl FnOnce(
+        &(dyn Fn(&chunkmill_exec::Event) + Sync),
+    ) -> Result<RechunkReport, chunkmill_ops::OpsError>,
+) -> Result<RechunkReport, Failure> {
+    let show = !(common.report.no_progress || common.report.quiet || common.report.json);
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, show);
-    let report = run_job(&job, &opts, &|e| progress.on_event(e));
+    let report = run(&|e| progress.on_event(e));
     progress.finish();
-    let report = report?;
-    if a.common.report.json {
+    Ok(report?)
+}
+
+/// What a finished job prints: JSON, one line, or nothing.
+pub fn print_report(
+    report: &RechunkReport,
+    verb: &str,
+    target: &str,
+    prepared: bool,
+    common: &Common,
+) {
+    if common.report.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(report).unwrap_or_default()
         );
-    } else if !a.common.report.quiet {
-        if a.prepare {
+    } else if !common.report.quiet {
+        if prepared {
             println!("prepared plan {}: run its stages with `chunkmill worker`, then this command with --resume", report.plan_id);
         } else if report.already_complete {
-            println!("{}: already complete (plan {})", a.target, report.plan_id);
+            println!("{target}: already complete (plan {})", report.plan_id);
         } else {
             println!(
-                "rechunked {} array(s), {} in {:.2} s ({}/s); {} tasks run, {} skipped, {} retried; peak RSS {} of {}",
+                "{verb} {} array(s), {} in {:.2} s ({}/s); {} tasks run, {} skipped, {} retried; peak RSS {} of {}",
                 report.arrays,
                 human(report.bytes),
                 report.seconds,
@@ -236,5 +272,4 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
             );
         }
     }
-    Ok(())
 }

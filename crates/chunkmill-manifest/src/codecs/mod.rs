@@ -203,6 +203,53 @@ pub fn decode(
     Ok(bytes)
 }
 
+/// Decodes `stored` bytes of a chunk with a Zarr v3 codec list (`bytes` plus the
+/// bytes-to-bytes codecs this crate writes, and `numcodecs.gzip` that other reference tools
+/// write), returning the elements little-endian.
+///
+/// # Errors
+/// A codec this crate cannot decode, named, or bytes that do not decode.
+pub fn decode_zarr(
+    codecs: &[Codec],
+    element_size: usize,
+    stored: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let mut bytes = stored;
+    let mut big_endian = false;
+    for codec in codecs.iter().rev() {
+        let config = |key: &str| codec.configuration.get(key).and_then(Value::as_u64);
+        bytes = match codec.name.as_str() {
+            "bytes" => {
+                big_endian =
+                    codec.configuration.get("endian").and_then(Value::as_str) == Some("big");
+                continue;
+            }
+            "numcodecs.zlib" => deflate::decode(&bytes)?,
+            "numcodecs.gzip" | "gzip" => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                    .map_err(|e| format!("gzip: {e}"))?;
+                out
+            }
+            "numcodecs.shuffle" => {
+                let size = config("elementsize").map_or(element_size, |s| s as usize);
+                shuffle::unshuffle(&bytes, size.max(1))
+            }
+            "numcodecs.fletcher32" => fletcher32::strip(&bytes)?,
+            "zstd" | "numcodecs.zstd" => {
+                ::zstd::stream::decode_all(&bytes[..]).map_err(|e| format!("zstd: {e}"))?
+            }
+            other => return Err(format!("codec '{other}' cannot be decoded by chunkmill")),
+        };
+    }
+    if big_endian && element_size > 1 {
+        for element in bytes.chunks_exact_mut(element_size) {
+            element.reverse();
+        }
+    }
+    Ok(bytes)
+}
+
 /// Passes raw chunk bytes through the whole pipeline, as HDF5 does when no filter is
 /// skipped.
 ///

@@ -13,9 +13,9 @@
 //! assert_eq!(codec.to_numcodecs(), Some(serde_json::json!({"id": "zstd", "level": 5})));
 //! ```
 //!
-//! This crate does not decode zstd itself (that would add a C library): a zstd-compressed
-//! concat coordinate or identical-dims variable cannot be loaded, and a zstd chunk with a
-//! filter mask is refused.
+//! Chunk data is decoded for `chunkmill convert` by [`super::decode_zarr`] (the zstd library
+//! zarrs builds anyway); scanning does not decode zstd: a zstd-compressed concat coordinate or
+//! identical-dims variable cannot be loaded, and a zstd chunk with a filter mask is refused.
 
 use chunkmill_hdf5::Filter;
 use serde_json::{Map, Value};

@@ -1,0 +1,205 @@
+//! Reading the data a virtual array points to: each chunk fetched by byte range from its file
+//! (local, `s3://`) or taken from the manifest when inlined, decoded with the array's Zarr
+//! codecs, and returned as little-endian elements in C order. Never-written chunks read as
+//! the fill value.
+//!
+//! Files are opened once per reader and shared by every thread; a range read is one `pread`
+//! locally and one ranged GET in an object store, with no lock held while it runs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use chunkmill_hdf5::{LocalFile, RangeSource};
+use serde_json::Value;
+
+use crate::array::{ManifestArray, VirtualDataset};
+use crate::codecs;
+use crate::error::{Error, Result};
+use crate::manifest::ChunkEntry;
+use crate::remote;
+
+/// Reads the chunks of one array of a [`VirtualDataset`].
+pub struct ChunkReader {
+    name: String,
+    urls: Vec<String>,
+    array: ManifestArray,
+    fill: Vec<u8>,
+    opened: Mutex<HashMap<u32, Arc<dyn RangeSource>>>,
+}
+
+impl std::fmt::Debug for ChunkReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkReader")
+            .field("array", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkReader {
+    /// A reader of array `key` of `dataset`.
+    ///
+    /// # Errors
+    /// [`Error::Reference`] when the dataset has no such array, or its data type or fill value
+    /// cannot be read.
+    pub fn new(dataset: &VirtualDataset, key: &str) -> Result<Self> {
+        let array = dataset
+            .arrays
+            .get(key)
+            .ok_or_else(|| Error::Reference {
+                path: dataset.name.clone(),
+                reason: format!(
+                    "no array '{key}'; arrays: {}",
+                    dataset
+                        .arrays
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?
+            .clone();
+        let fill =
+            fill_bytes(&array.metadata.dtype, &array.metadata.fill_value).ok_or_else(|| {
+                Error::Reference {
+                    path: dataset.name.clone(),
+                    reason: format!(
+                        "{key}: fill value {} cannot be read as {}",
+                        array.metadata.fill_value, array.metadata.dtype
+                    ),
+                }
+            })?;
+        Ok(Self {
+            name: key.to_string(),
+            urls: dataset.urls.clone(),
+            array,
+            fill,
+            opened: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The array read.
+    pub fn array(&self) -> &ManifestArray {
+        &self.array
+    }
+
+    /// The fill value, little-endian.
+    pub fn fill_value(&self) -> &[u8] {
+        &self.fill
+    }
+
+    fn source(&self, path_id: u32) -> Result<Arc<dyn RangeSource>> {
+        let mut opened = match self.opened.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(found) = opened.get(&path_id) {
+            return Ok(found.clone());
+        }
+        let url = self.urls.get(path_id as usize).ok_or_else(|| {
+            Error::Manifest(format!("{}: path id {path_id} has no URL", self.name))
+        })?;
+        let source: Arc<dyn RangeSource> = if remote::is_remote(url) {
+            remote::open_object(url)?
+        } else {
+            let path = url.strip_prefix("file://").unwrap_or(url);
+            Arc::new(LocalFile::open(path)?)
+        };
+        opened.insert(path_id, source.clone());
+        Ok(source)
+    }
+
+    /// The decoded elements of chunk `indices` (its whole nominal extent, little-endian).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] naming the file, the array and the chunk when the bytes cannot be
+    /// read or decoded, or decode to the wrong size.
+    pub fn read_chunk(&self, indices: &[u64]) -> Result<Vec<u8>> {
+        let meta = &self.array.metadata;
+        let elements: u64 = meta.chunk_shape.iter().product();
+        let expected = elements as usize * meta.element_size();
+        let flat = self
+            .array
+            .manifest
+            .flat_index(indices)
+            .ok_or_else(|| Error::Manifest(format!("{}: no chunk {indices:?}", self.name)))?;
+        let (file, stored) = match self.array.manifest.get(flat) {
+            None | Some(ChunkEntry::Missing) => return Ok(self.fill.repeat(elements as usize)),
+            Some(ChunkEntry::Inlined(bytes)) => ("(inlined)".to_string(), bytes.to_vec()),
+            Some(ChunkEntry::Reference {
+                path_id,
+                offset,
+                length,
+            }) => {
+                let source = self.source(path_id)?;
+                let bytes =
+                    source
+                        .read_range(offset, length as usize)
+                        .map_err(|e| Error::Decode {
+                            file: source.name().to_string(),
+                            variable: self.name.clone(),
+                            chunk: indices.to_vec(),
+                            reason: format!("bytes {offset}..{}: {e}", offset + length),
+                        })?;
+                (source.name().to_string(), bytes.to_vec())
+            }
+        };
+        let error = |reason: String| Error::Decode {
+            file: file.clone(),
+            variable: self.name.clone(),
+            chunk: indices.to_vec(),
+            reason,
+        };
+        let decoded =
+            codecs::decode_zarr(&meta.codecs, meta.element_size(), stored).map_err(error)?;
+        if decoded.len() != expected {
+            return Err(error(format!(
+                "decoded to {} bytes, expected {expected}",
+                decoded.len()
+            )));
+        }
+        Ok(decoded)
+    }
+}
+
+/// The little-endian bytes of fill value `value` (Zarr JSON) for numpy dtype `dtype`.
+pub fn fill_bytes(dtype: &str, value: &Value) -> Option<Vec<u8>> {
+    let body = dtype.trim_start_matches(['<', '>', '|', '=']);
+    let (kind, size) = body.split_at(1);
+    let size: usize = size.parse().ok()?;
+    if value.is_null() {
+        return Some(vec![0; size]);
+    }
+    let float = || -> Option<f64> {
+        match value {
+            Value::String(s) if s == "NaN" => Some(f64::NAN),
+            Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
+            Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            other => other.as_f64(),
+        }
+    };
+    Some(match (kind, size) {
+        ("f", 4) => (float()? as f32).to_le_bytes().to_vec(),
+        ("f", 8) => float()?.to_le_bytes().to_vec(),
+        ("i", _) if size <= 8 => {
+            let v = value.as_i64().or_else(|| float().map(|f| f as i64))?;
+            v.to_le_bytes()[..size].to_vec()
+        }
+        ("u" | "b", _) if size <= 8 => {
+            let v = value.as_u64().or_else(|| float().map(|f| f as u64))?;
+            v.to_le_bytes()[..size].to_vec()
+        }
+        ("S", _) => match value {
+            Value::String(s) => {
+                let mut b = base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .unwrap_or_default();
+                b.resize(size, 0);
+                b
+            }
+            _ => vec![0; size],
+        },
+        _ => return None,
+    })
+}

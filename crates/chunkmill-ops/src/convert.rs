@@ -1,0 +1,978 @@
+//! `chunkmill convert`: archival files, references or Zarr → an analysis-ready Zarr store with
+//! new chunks, a selection and transforms, in parallel and within a memory budget.
+//!
+//! The job, top-down:
+//! 1. open the inputs ([`crate::sources`]): files are scanned and combined as `virtualize`
+//!    does (every check included), references read, or a Zarr store listed;
+//! 2. choose the arrays (`--variables`, `--drop`, and the coordinates of the chosen ones);
+//! 3. resolve the selection per dimension (`--select` by coordinate value, CF times
+//!    included; `--isel` by index) and `--reverse`, into one window per axis;
+//! 4. describe each output array: renamed, its shape the window's, its values unpacked
+//!    (`--decode-cf`) or cast (`--cast`), its attributes adjusted;
+//! 5. plan each array exactly as `rechunk` does, its first stage reading the source through
+//!    an [`Endpoint::Window`] whose chunks are cut at the source's chunk boundaries, so every
+//!    task owns whole, aligned output regions and reads each source chunk once;
+//! 6. run it with the same executor, markers, retries and resume as `rechunk`.
+//!
+//! A selection that cuts through source chunks reads more than it keeps: the plan shows the
+//! read amplification, a warning names the nearest aligned selection, and
+//! `--strict-alignment` refuses instead.
+
+use std::collections::BTreeMap;
+
+use chunkmill_exec::Event;
+use chunkmill_grid::{AxisChunks, Grid};
+use chunkmill_plan::{AxisWindow, Endpoint, Plan, ValueMap};
+use chunkmill_store::zarr::{ArrayInfo, Compressor, GroupInfo};
+use chunkmill_store::Store;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::rechunk::{
+    display_path, is_coordinate, medium_cost, plan_array, run_job, ArrayJob, PlanContext,
+    RechunkJob, RechunkOptions, RechunkReport,
+};
+use crate::sources::{self, Source, SourceArray};
+use crate::values::Numeric;
+use crate::OpsError;
+
+/// CF attributes that `--decode-cf` applies and then removes.
+const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue", "missing_value"];
+
+/// A selection of one dimension by coordinate value, both ends included (as xarray's
+/// `.sel(dim=slice(start, stop))`); an end left empty is open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueSelection {
+    /// Dimension name (as in the source).
+    pub dim: String,
+    /// First value, as typed: a number, or a date for a CF time coordinate.
+    pub start: Option<String>,
+    /// Last value.
+    pub stop: Option<String>,
+}
+
+/// A selection of one dimension by index, Python's `start:stop` (stop excluded, negative
+/// counts from the end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexSelection {
+    /// Dimension name (as in the source).
+    pub dim: String,
+    /// First index.
+    pub start: Option<i64>,
+    /// One past the last index.
+    pub stop: Option<i64>,
+}
+
+/// Everything `chunkmill convert` is asked.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Inputs: paths, globs, `s3://` URLs, `@lists`; or one reference file or Zarr store.
+    pub inputs: Vec<String>,
+    /// Target, chunks, codec, budget, executor and the rest, as for rechunk (`source` and
+    /// `arrays` unused).
+    pub run: RechunkOptions,
+    /// Only these variables (and their coordinates); all when empty.
+    pub variables: Vec<String>,
+    /// Variables left out.
+    pub drop: Vec<String>,
+    /// Selections by coordinate value.
+    pub select: Vec<ValueSelection>,
+    /// Selections by index.
+    pub isel: Vec<IndexSelection>,
+    /// Dimensions read backwards (descending latitudes become ascending).
+    pub reverse: Vec<String>,
+    /// New names of variables and dimensions.
+    pub rename: Vec<(String, String)>,
+    /// Unpack CF-packed values (`scale_factor`, `add_offset`) and mask `_FillValue` and
+    /// `missing_value` as NaN.
+    pub decode_cf: bool,
+    /// Data type per variable.
+    pub cast: Vec<(String, String)>,
+    /// Concatenate input files along this dimension.
+    pub concat_dim: Option<String>,
+    /// Variables that must be equal in every input file.
+    pub identical_dims: Vec<String>,
+    /// Refuse a selection that cuts through source chunks.
+    pub strict_alignment: bool,
+}
+
+/// A selection that reads more than it keeps.
+#[derive(Clone, Debug, Serialize)]
+pub struct Misalignment {
+    /// The array.
+    pub array: String,
+    /// Bytes decoded / bytes kept.
+    pub amplification: f64,
+    /// The nearest selection on source chunk boundaries, as flags.
+    pub suggestion: String,
+}
+
+/// A planned conversion.
+#[derive(Clone, Debug)]
+pub struct ConvertJob {
+    /// The plan and the target's metadata, run as a rechunk is.
+    pub job: RechunkJob,
+    /// Selections that cut through source chunks.
+    pub misaligned: Vec<Misalignment>,
+    /// Virtual dataset to write where the plan's reference endpoints point, before running.
+    references: Option<(chunkmill_manifest::VirtualDataset, String)>,
+}
+
+fn parse_date(text: &str) -> Option<(i64, u32, u32, f64)> {
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next().map_or(Some(1), |m| m.parse().ok())?;
+    let day: u32 = parts.next().map_or(Some(1), |d| d.parse().ok())?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut seconds = 0.0;
+    if let Some(time) = time {
+        let time = time.trim_end_matches('Z');
+        for (i, part) in time.split(':').enumerate() {
+            let value: f64 = part.parse().ok()?;
+            seconds += value * [3600.0, 60.0, 1.0].get(i)?;
+        }
+    }
+    Some((year, month, day, seconds))
+}
+
+/// Days from 1970-01-01 in the proleptic Gregorian calendar (the civil-from-days algorithm
+/// run backwards).
+fn days_gregorian(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Days from year 0 in a calendar xarray/cftime knows.
+fn days_in_calendar(calendar: &str, (y, m, d): (i64, u32, u32)) -> Option<i64> {
+    const CUMULATIVE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    match calendar {
+        "standard" | "gregorian" | "proleptic_gregorian" | "" => Some(days_gregorian(y, m, d)),
+        "noleap" | "365_day" => Some(y * 365 + CUMULATIVE[m as usize - 1] + i64::from(d) - 1),
+        "all_leap" | "366_day" => {
+            let leap_shift = i64::from(m > 2);
+            Some(y * 366 + CUMULATIVE[m as usize - 1] + leap_shift + i64::from(d) - 1)
+        }
+        "360_day" => Some(y * 360 + i64::from(m - 1) * 30 + i64::from(d) - 1),
+        _ => None,
+    }
+}
+
+/// A CF time (`2020-01-31`, `2020-01-31T12:00`) in the coordinate's units
+/// (`days since 1990-01-01`) and calendar.
+fn cf_time_value(text: &str, units: &str, calendar: &str) -> Result<f64, String> {
+    let (unit, reference) = units
+        .split_once(" since ")
+        .ok_or_else(|| format!("units '{units}' are not '<unit> since <date>'"))?;
+    let seconds_per_unit = match unit.trim() {
+        "days" | "day" | "d" => 86_400.0,
+        "hours" | "hour" | "h" | "hr" => 3_600.0,
+        "minutes" | "minute" | "min" => 60.0,
+        "seconds" | "second" | "s" | "sec" => 1.0,
+        "milliseconds" | "ms" => 1e-3,
+        other => return Err(format!("time unit '{other}' is not supported")),
+    };
+    let parse = |t: &str| {
+        parse_date(t.trim())
+            .ok_or_else(|| format!("'{t}' is not a date like 2020-01-31 or 2020-01-31T12:00"))
+    };
+    let reference = reference
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("T");
+    let (ry, rm, rd, rs) = parse(&reference)?;
+    let (y, m, d, s) = parse(text)?;
+    let calendar = calendar.to_ascii_lowercase();
+    let days = |ymd| {
+        days_in_calendar(&calendar, ymd)
+            .ok_or_else(|| format!("calendar '{calendar}' is not supported"))
+    };
+    let delta = (days((y, m, d))? - days((ry, rm, rd))?) as f64 * 86_400.0 + s - rs;
+    Ok(delta / seconds_per_unit)
+}
+
+fn element_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, String> {
+    let map = ValueMap {
+        from: dtype.to_string(),
+        to: "float64".into(),
+        missing: Vec::new(),
+        scale: None,
+        offset: None,
+    };
+    let wide = crate::values::convert(&map, bytes)?;
+    Ok(wide
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .collect())
+}
+
+/// The index range `xarray.sel(dim=slice(start, stop))` picks on a monotonic coordinate.
+fn value_range(
+    values: &[f64],
+    start: Option<f64>,
+    stop: Option<f64>,
+) -> Result<std::ops::Range<u64>, String> {
+    let ascending = values.windows(2).all(|w| w[0] < w[1]);
+    let descending = values.windows(2).all(|w| w[0] > w[1]);
+    if !ascending && !descending {
+        return Err("the coordinate is not monotonic, so it cannot be selected by value".into());
+    }
+    let n = values.len();
+    let (first, last) = if ascending {
+        (
+            start.map_or(0, |s| values.iter().position(|&v| v >= s).unwrap_or(n)),
+            stop.map_or(n, |s| {
+                values.iter().rposition(|&v| v <= s).map_or(0, |i| i + 1)
+            }),
+        )
+    } else {
+        (
+            start.map_or(0, |s| values.iter().position(|&v| v <= s).unwrap_or(n)),
+            stop.map_or(n, |s| {
+                values.iter().rposition(|&v| v >= s).map_or(0, |i| i + 1)
+            }),
+        )
+    };
+    if first >= last {
+        return Err(format!(
+            "selects nothing: the coordinate runs from {} to {} ({})",
+            values.first().copied().unwrap_or(f64::NAN),
+            values.last().copied().unwrap_or(f64::NAN),
+            if ascending {
+                "ascending"
+            } else {
+                "descending: give the larger value first"
+            }
+        ));
+    }
+    Ok(first as u64..last as u64)
+}
+
+fn index_range(len: u64, start: Option<i64>, stop: Option<i64>) -> std::ops::Range<u64> {
+    let resolve = |i: i64| -> u64 {
+        if i < 0 {
+            (len as i64 + i).max(0) as u64
+        } else {
+            (i as u64).min(len)
+        }
+    };
+    let first = start.map_or(0, resolve);
+    let last = stop.map_or(len, resolve);
+    first..last.max(first)
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::String(s) if s == "NaN" => Some(f64::NAN),
+        other => other.as_f64(),
+    }
+}
+
+fn numbers(value: Option<&Value>) -> Vec<f64> {
+    match value {
+        Some(Value::Array(items)) => items.iter().filter_map(number).collect(),
+        Some(v) => number(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Whether a JSON number read from a file attribute was a float32 there (it round-trips).
+fn looks_float32(v: f64) -> bool {
+    f64::from(v as f32) == v
+}
+
+/// The float type xarray's CF decoding gives a packed or masked variable of type `dtype`.
+fn decoded_dtype(dtype: Numeric, scale: Option<f64>, offset: Option<f64>) -> &'static str {
+    let small_int =
+        matches!(dtype, Numeric::Int(s) | Numeric::UInt(s) if s <= 2) || dtype == Numeric::Bool;
+    match (scale, offset) {
+        (None, None) if dtype == Numeric::Float(4) || small_int => "float32",
+        (None, None) => "float64",
+        (Some(s), Some(o)) if looks_float32(s) && looks_float32(o) && small_int => "float32",
+        (Some(s), None) if looks_float32(s) && (small_int || dtype == Numeric::Float(4)) => {
+            "float32"
+        }
+        _ => "float64",
+    }
+}
+
+struct Renames<'a>(&'a [(String, String)]);
+
+impl Renames<'_> {
+    fn apply(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(old, _)| old == name)
+            .map_or_else(|| name.to_string(), |(_, new)| new.clone())
+    }
+
+    fn apply_path(&self, key: &str) -> String {
+        match key.rsplit_once('/') {
+            Some((group, last)) => format!("{group}/{}", self.apply(last)),
+            None => self.apply(key),
+        }
+    }
+}
+
+fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// The window's chunks, cut at the source chunk boundaries (`size` apart) inside
+/// `start..start + len`, in output coordinates.
+fn window_axis(size: u64, window: &AxisWindow) -> Result<AxisChunks, String> {
+    let end = window.start + window.len;
+    let aligned_start = if window.reverse { end } else { window.start };
+    if aligned_start % size == 0 {
+        return AxisChunks::regular(size, window.len).map_err(|e| e.to_string());
+    }
+    let mut bounds: Vec<u64> = vec![window.start];
+    let mut b = (window.start / size + 1) * size;
+    while b < end {
+        bounds.push(b);
+        b += size;
+    }
+    bounds.push(end);
+    let mut out: Vec<u64> = if window.reverse {
+        bounds.iter().rev().map(|&b| end - b).collect()
+    } else {
+        bounds.iter().map(|&b| b - window.start).collect()
+    };
+    out.dedup();
+    AxisChunks::rectilinear(out).map_err(|e| e.to_string())
+}
+
+/// Bytes decoded / bytes kept along one axis of chunk `size` and length `len`.
+fn axis_read(size: u64, len: u64, window: &AxisWindow) -> u64 {
+    let first = window.start / size * size;
+    let last = ((window.start + window.len).div_ceil(size) * size).min(len);
+    last - first
+}
+
+/// Plan a conversion without writing anything.
+///
+/// # Errors
+/// [`OpsError::Usage`] for a malformed request; [`OpsError::Refused`] for inputs that are
+/// missing or inconsistent, a selection outside the data, a misaligned selection under
+/// `--strict-alignment`, or a budget no plan fits.
+#[allow(clippy::too_many_lines)]
+pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
+    let run = &options.run;
+    if run.zarr_format != 2 && run.zarr_format != 3 {
+        return Err(OpsError::Usage(format!(
+            "--zarr-format must be 2 or 3, got {}",
+            run.zarr_format
+        )));
+    }
+    if run.shards.is_some() && run.zarr_format != 3 {
+        return Err(OpsError::Usage(
+            "--shards needs Zarr v3 (--zarr-format 3)".into(),
+        ));
+    }
+    let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let source = sources::open(
+        &options.inputs,
+        options.concat_dim.as_deref(),
+        &options.identical_dims,
+    )?;
+    if let Source::Zarr { store, .. } = &source {
+        if store.url() == target.url() {
+            return Err(OpsError::Usage(format!(
+                "{}: the target is the source; chunkmill never modifies a source",
+                target.url()
+            )));
+        }
+    }
+    let source_name = sources::describe(&options.inputs);
+    let all = source.arrays()?;
+    let find = |name: &str| {
+        all.iter()
+            .find(|a| a.key == name.trim_matches('/') || last_segment(&a.key) == name)
+    };
+    let names = || {
+        all.iter()
+            .map(|a| a.key.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for name in options.variables.iter().chain(&options.drop) {
+        if find(name).is_none() {
+            return Err(OpsError::Refused(format!(
+                "{source_name}: no variable '{name}'; variables: {}",
+                names()
+            )));
+        }
+    }
+    let dropped = |a: &SourceArray| {
+        options
+            .drop
+            .iter()
+            .any(|d| find(d).is_some_and(|f| f.key == a.key))
+    };
+    let mut chosen: Vec<&SourceArray> = if options.variables.is_empty() {
+        all.iter().filter(|a| !dropped(a)).collect()
+    } else {
+        let mut chosen: Vec<&SourceArray> = options
+            .variables
+            .iter()
+            .filter_map(|v| find(v))
+            .filter(|a| !dropped(a))
+            .collect();
+        let dims: Vec<String> = chosen
+            .iter()
+            .flat_map(|a| a.info.dimension_names.clone().unwrap_or_default())
+            .flatten()
+            .collect();
+        for a in &all {
+            if is_coordinate(&a.info)
+                && dims.iter().any(|d| d == last_segment(&a.key))
+                && !dropped(a)
+                && !chosen.iter().any(|c| c.key == a.key)
+            {
+                chosen.push(a);
+            }
+        }
+        chosen
+    };
+    chosen.sort_by(|a, b| a.key.cmp(&b.key));
+    chosen.dedup_by(|a, b| a.key == b.key);
+    if chosen.is_empty() {
+        return Err(OpsError::Refused(format!(
+            "{source_name}: no variable left to convert"
+        )));
+    }
+
+    // Dimension lengths, and each selected dimension's window.
+    let mut dim_len: BTreeMap<String, u64> = BTreeMap::new();
+    for a in &all {
+        for (d, &len) in a
+            .info
+            .dimension_names
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .zip(&a.info.shape)
+        {
+            if let Some(d) = d {
+                dim_len.entry(d.clone()).or_insert(len);
+            }
+        }
+    }
+    let known = |dim: &str, flag: &str| -> Result<u64, OpsError> {
+        dim_len.get(dim).copied().ok_or_else(|| {
+            OpsError::Usage(format!(
+                "{flag} {dim}: no dimension '{dim}' in {source_name}; dimensions: {}",
+                dim_len.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    };
+    let mut ranges: BTreeMap<String, std::ops::Range<u64>> = BTreeMap::new();
+    for sel in &options.isel {
+        let len = known(&sel.dim, "--isel")?;
+        let range = index_range(len, sel.start, sel.stop);
+        if range.is_empty() {
+            return Err(OpsError::Refused(format!(
+                "--isel {}: selects nothing of {len} indices",
+                sel.dim
+            )));
+        }
+        ranges.insert(sel.dim.clone(), range);
+    }
+    let mut coordinate_values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for sel in &options.select {
+        let len = known(&sel.dim, "--select")?;
+        let coordinate = all
+            .iter()
+            .find(|a| a.key == sel.dim && a.info.shape.len() == 1)
+            .ok_or_else(|| {
+                OpsError::Refused(format!(
+                    "--select {}: {source_name} has no coordinate variable '{}' to select by value; use --isel",
+                    sel.dim, sel.dim
+                ))
+            })?;
+        let bytes = source.read_all(coordinate)?;
+        let values = element_values(&bytes, &coordinate.info.dtype)
+            .map_err(|e| OpsError::Refused(format!("--select {}: {e}", sel.dim)))?;
+        let units = coordinate.attributes.get("units").and_then(Value::as_str);
+        let calendar = coordinate
+            .attributes
+            .get("calendar")
+            .and_then(Value::as_str)
+            .unwrap_or("standard");
+        let parse = |text: &Option<String>| -> Result<Option<f64>, OpsError> {
+            let Some(text) = text else { return Ok(None) };
+            if let Ok(v) = text.parse::<f64>() {
+                return Ok(Some(v));
+            }
+            match units {
+                Some(u) if u.contains(" since ") => cf_time_value(text, u, calendar)
+                    .map(Some)
+                    .map_err(|e| OpsError::Usage(format!("--select {}: {e}", sel.dim))),
+                _ => Err(OpsError::Usage(format!(
+                    "--select {}: '{text}' is not a number, and '{}' is not a CF time coordinate",
+                    sel.dim, sel.dim
+                ))),
+            }
+        };
+        let (start, stop) = (parse(&sel.start)?, parse(&sel.stop)?);
+        let picked = value_range(&values, start, stop).map_err(|e| {
+            OpsError::Refused(format!(
+                "--select {}={}:{}: {e}",
+                sel.dim,
+                sel.start.as_deref().unwrap_or(""),
+                sel.stop.as_deref().unwrap_or("")
+            ))
+        })?;
+        let picked = match ranges.get(&sel.dim) {
+            Some(earlier) => earlier.start.max(picked.start)..earlier.end.min(picked.end),
+            None => picked,
+        };
+        if picked.is_empty() || picked.end > len {
+            return Err(OpsError::Refused(format!(
+                "--select {} and --isel {} together select nothing",
+                sel.dim, sel.dim
+            )));
+        }
+        coordinate_values.insert(sel.dim.clone(), values);
+        ranges.insert(sel.dim.clone(), picked);
+    }
+    for dim in &options.reverse {
+        known(dim, "--reverse")?;
+    }
+    for (old, _) in &options.rename {
+        if find(old).is_none() && !dim_len.contains_key(old) {
+            return Err(OpsError::Usage(format!(
+                "--rename {old}: no variable or dimension '{old}'; variables: {}",
+                names()
+            )));
+        }
+    }
+    for (name, dtype) in &options.cast {
+        if find(name).is_none() {
+            return Err(OpsError::Refused(format!(
+                "--cast {name}: no variable '{name}'; variables: {}",
+                names()
+            )));
+        }
+        Numeric::parse(dtype).map_err(|e| OpsError::Usage(format!("--cast {name}: {e}")))?;
+    }
+
+    let renames = Renames(&options.rename);
+    let work_dir = run
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| crate::rechunk::default_work_dir(target.url()));
+    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let references_url = work.join("sources.json");
+    let temp_url = run
+        .temp
+        .clone()
+        .unwrap_or_else(|| work.join("intermediate"));
+    let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let baseline = crate::rechunk::BASELINE_ALLOWANCE.max(chunkmill_exec::memory::current_rss());
+    let reserve = crate::rechunk::RESERVE_FIXED + run.max_mem / 32;
+    let task_budget = run
+        .max_mem
+        .saturating_sub(crate::rechunk::BASELINE_ALLOWANCE + reserve);
+    let context = PlanContext {
+        options: run,
+        target: &target,
+        temp: &temp,
+        task_budget,
+        baseline,
+        reserve,
+    };
+
+    let mut stages = Vec::new();
+    let mut cleanup = Vec::new();
+    let mut summaries = Vec::new();
+    let mut specs = Vec::new();
+    let mut misaligned = Vec::new();
+    for (index, array) in chosen.iter().enumerate() {
+        let info = &array.info;
+        let dims: Vec<Option<String>> = info
+            .dimension_names
+            .clone()
+            .unwrap_or_else(|| vec![None; info.shape.len()]);
+        let axes: Vec<AxisWindow> = dims
+            .iter()
+            .zip(&info.shape)
+            .map(|(d, &len)| {
+                let range = d
+                    .as_ref()
+                    .and_then(|d| ranges.get(d))
+                    .cloned()
+                    .unwrap_or(0..len);
+                AxisWindow {
+                    start: range.start,
+                    len: range.end - range.start,
+                    reverse: d.as_ref().is_some_and(|d| options.reverse.contains(d)),
+                }
+            })
+            .collect();
+
+        // Values: CF decoding, then a cast.
+        let source_type = Numeric::parse(&info.dtype)
+            .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+        let mut attributes = array.attributes.clone();
+        let decode = options.decode_cf
+            && PACKING_ATTRIBUTES
+                .iter()
+                .any(|a| attributes.contains_key(*a))
+            && !is_time_like(&attributes);
+        let mut values = None;
+        let mut out_dtype = info.dtype.clone();
+        if decode {
+            let scale = attributes.get("scale_factor").and_then(number);
+            let offset = attributes.get("add_offset").and_then(number);
+            let mut missing = numbers(attributes.get("_FillValue"));
+            missing.extend(numbers(attributes.get("missing_value")));
+            out_dtype = decoded_dtype(source_type, scale, offset).to_string();
+            for a in PACKING_ATTRIBUTES {
+                attributes.remove(a);
+            }
+            values = Some(ValueMap {
+                from: info.dtype.clone(),
+                to: out_dtype.clone(),
+                missing,
+                scale,
+                offset,
+            });
+        }
+        if let Some((_, to)) = options
+            .cast
+            .iter()
+            .find(|(name, _)| find(name).is_some_and(|f| f.key == array.key))
+        {
+            out_dtype = to.clone();
+            values = Some(match values {
+                Some(mut map) => {
+                    map.to = to.clone();
+                    map
+                }
+                None => ValueMap {
+                    from: info.dtype.clone(),
+                    to: to.clone(),
+                    missing: Vec::new(),
+                    scale: None,
+                    offset: None,
+                },
+            });
+        }
+        let out_type = Numeric::parse(&out_dtype).map_err(OpsError::Usage)?;
+
+        let windowed = axes
+            .iter()
+            .zip(&info.shape)
+            .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
+            || values.is_some();
+        let plain = source.endpoint(array, &references_url)?;
+        let input = if windowed {
+            let grid = Grid::new(
+                axes.iter()
+                    .zip(&info.chunks)
+                    .map(|(w, &size)| window_axis(size, w))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?,
+            );
+            Endpoint::Window {
+                source: Box::new(plain),
+                axes: axes.clone(),
+                values: values.clone(),
+                grid,
+            }
+        } else {
+            plain
+        };
+
+        // Read amplification, and the nearest aligned selection.
+        let kept: u64 = axes.iter().map(|w| w.len).product();
+        let read: u64 = axes
+            .iter()
+            .zip(&info.chunks)
+            .zip(&info.shape)
+            .map(|((w, &size), &len)| axis_read(size, len, w))
+            .product();
+        if kept > 0 && read > kept {
+            let suggestion: Vec<String> = axes
+                .iter()
+                .zip(&info.chunks)
+                .zip(&info.shape)
+                .zip(&dims)
+                .filter(|(((w, &size), &len), _)| axis_read(size, len, w) > w.len)
+                .map(|(((w, &size), &len), d)| {
+                    let first = w.start / size * size;
+                    let last = ((w.start + w.len).div_ceil(size) * size).min(len);
+                    let name = d.clone().unwrap_or_default();
+                    match coordinate_values.get(&name) {
+                        Some(values) => format!(
+                            "--select {name}={}:{} (--isel {name}={first}:{last})",
+                            values[first as usize],
+                            values[last as usize - 1]
+                        ),
+                        None => format!("--isel {name}={first}:{last}"),
+                    }
+                })
+                .collect();
+            misaligned.push(Misalignment {
+                array: array.key.clone(),
+                amplification: read as f64 / kept as f64,
+                suggestion: suggestion.join(" "),
+            });
+        }
+
+        let out_dims: Vec<Option<String>> = dims
+            .iter()
+            .map(|d| d.as_ref().map(|d| renames.apply(d)))
+            .collect();
+        let (fill_value, zarr_format) = if decode && out_type.is_float() {
+            (Value::String("NaN".into()), run.zarr_format)
+        } else {
+            // As the source's Zarr view has them: a virtual array's `_FillValue` is its fill
+            // value, which the target's format then carries its own way.
+            attributes = info.attributes.clone();
+            (info.fill_value.clone(), info.zarr_format)
+        };
+        let out_info = ArrayInfo {
+            path: renames.apply_path(&array.key),
+            zarr_format,
+            shape: axes.iter().map(|w| w.len).collect(),
+            dtype: out_dtype.clone(),
+            item_size: out_type.size(),
+            chunks: info
+                .chunks
+                .iter()
+                .zip(&axes)
+                .map(|(&c, w)| c.min(w.len).max(1))
+                .collect(),
+            inner_chunks: None,
+            dimension_names: Some(out_dims),
+            fill_value: if out_dtype == info.dtype || decode {
+                fill_value
+            } else {
+                Value::Null
+            },
+            attributes,
+            compressor: None,
+            codecs: Vec::new(),
+        };
+        let source_chunk_bytes =
+            info.chunks.iter().product::<u64>() * info.item_size.max(out_type.size()) as u64;
+        let planned = plan_array(
+            &context,
+            &ArrayJob {
+                index,
+                info: &out_info,
+                input,
+                source_cost: medium_cost(None, source.kind()),
+                // A window holds a source chunk decoded, the part it keeps, and that part
+                // reversed or converted.
+                extra_task_mem: if windowed {
+                    3 * source_chunk_bytes
+                } else {
+                    source_chunk_bytes
+                },
+            },
+        )?;
+        stages.extend(planned.stages);
+        cleanup.extend(planned.cleanup);
+        summaries.push(planned.summary);
+        specs.push(planned.spec);
+    }
+    if options.strict_alignment && !misaligned.is_empty() {
+        let m = &misaligned[0];
+        return Err(OpsError::Refused(format!(
+            "'{}': the selection cuts through source chunks and reads {:.2}× what it keeps (--strict-alignment); nearest aligned: {}",
+            display_path(&m.array),
+            m.amplification,
+            m.suggestion
+        )));
+    }
+    let plan = Plan::new("convert", run.max_mem, stages, cleanup);
+    let root = source.root_attributes();
+    let references = match source {
+        Source::Virtual(dataset) => Some((dataset, references_url)),
+        Source::Zarr { .. } => None,
+    };
+    let groups = vec![GroupInfo {
+        path: String::new(),
+        zarr_format: run.zarr_format,
+        attributes: root,
+    }];
+    Ok(ConvertJob {
+        job: RechunkJob {
+            plan,
+            arrays: summaries,
+            groups,
+            specs,
+            task_budget,
+            baseline,
+            work_dir,
+            temp: temp_url,
+        },
+        misaligned,
+        references,
+    })
+}
+
+/// A time coordinate xarray decodes to dates: its packing is left for xarray to apply.
+fn is_time_like(attributes: &Map<String, Value>) -> bool {
+    attributes
+        .get("units")
+        .and_then(Value::as_str)
+        .is_some_and(|u| u.contains(" since "))
+}
+
+/// Plan and run a conversion.
+///
+/// # Errors
+/// As [`plan_convert`] and [`run_job`].
+pub fn run_convert(
+    options: &ConvertOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RechunkReport, OpsError> {
+    let job = plan_convert(options)?;
+    run_planned(&job, options, on_event)
+}
+
+/// Run a conversion planned by [`plan_convert`] with the same options.
+///
+/// # Errors
+/// As [`run_job`]; [`OpsError::Failed`] when the references cannot be written.
+pub fn run_planned(
+    job: &ConvertJob,
+    options: &ConvertOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RechunkReport, OpsError> {
+    let target = Store::open(&options.run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    // Refuse before writing anything when the target exists, as run_job would.
+    if !options.run.resume
+        && !options.run.overwrite
+        && !target
+            .is_empty()
+            .map_err(|e| OpsError::Failed(e.to_string()))?
+    {
+        return Err(OpsError::Refused(format!(
+            "{}: target exists; use --overwrite to replace it",
+            target.url()
+        )));
+    }
+    if let Some((dataset, url)) = &job.references {
+        sources::write_references(dataset, url)?;
+    }
+    let mut run = options.run.clone();
+    run.source = sources::describe(&options.inputs);
+    run_job(&job.job, &run, on_event)
+}
+
+/// The compressor a conversion writes when none is asked for.
+#[must_use]
+pub fn default_codec() -> Compressor {
+    Compressor::Zstd(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cf_time_in_days_hours_and_calendars() {
+        assert_eq!(
+            cf_time_value("2020-01-01", "days since 2020-01-01", "standard").unwrap(),
+            0.0
+        );
+        assert_eq!(
+            cf_time_value("2020-03-01", "days since 2020-01-01", "standard").unwrap(),
+            60.0
+        );
+        assert_eq!(
+            cf_time_value("2020-03-01", "days since 2020-01-01", "noleap").unwrap(),
+            59.0
+        );
+        assert_eq!(
+            cf_time_value("2020-03-01", "days since 2020-01-01", "360_day").unwrap(),
+            60.0
+        );
+        assert_eq!(
+            cf_time_value(
+                "1970-01-02T06:00",
+                "hours since 1970-01-01 00:00:00",
+                "gregorian"
+            )
+            .unwrap(),
+            30.0
+        );
+        assert_eq!(days_gregorian(1970, 1, 1), 0);
+        assert_eq!(days_gregorian(2000, 3, 1), 11_017);
+        assert!(cf_time_value("2020-01-01", "days since 2020-01-01", "julian").is_err());
+    }
+
+    #[test]
+    fn value_ranges_follow_xarray_label_slicing() {
+        let up = [0.5, 1.5, 2.5, 3.5];
+        assert_eq!(value_range(&up, Some(1.0), Some(2.5)).unwrap(), 1..3);
+        assert_eq!(value_range(&up, None, Some(0.5)).unwrap(), 0..1);
+        let down = [3.5, 2.5, 1.5, 0.5];
+        assert_eq!(value_range(&down, Some(3.0), Some(1.5)).unwrap(), 1..3);
+        assert!(value_range(&down, Some(1.5), Some(3.0)).is_err());
+        assert!(value_range(&up, Some(10.0), Some(20.0)).is_err());
+        assert!(value_range(&[1.0, 0.0, 2.0], Some(0.0), None).is_err());
+    }
+
+    #[test]
+    fn windows_cut_at_source_chunk_boundaries() {
+        let w = AxisWindow {
+            start: 3,
+            len: 10,
+            reverse: false,
+        };
+        assert_eq!(window_axis(4, &w).unwrap().bounds(), vec![0, 1, 5, 9, 10]);
+        let r = AxisWindow {
+            start: 3,
+            len: 10,
+            reverse: true,
+        };
+        assert_eq!(window_axis(4, &r).unwrap().bounds(), vec![0, 1, 5, 9, 10]);
+        let aligned = AxisWindow {
+            start: 4,
+            len: 10,
+            reverse: false,
+        };
+        assert_eq!(
+            window_axis(4, &aligned).unwrap(),
+            AxisChunks::regular(4, 10).unwrap()
+        );
+        assert_eq!(axis_read(4, 20, &w), 16);
+        assert_eq!(index_range(10, Some(-3), None), 7..10);
+        assert_eq!(index_range(10, Some(2), Some(5)), 2..5);
+    }
+
+    #[test]
+    fn decoded_types_follow_xarray() {
+        assert_eq!(
+            decoded_dtype(Numeric::Int(2), Some(0.5), Some(10.0)),
+            "float32"
+        );
+        assert_eq!(
+            decoded_dtype(Numeric::Int(2), Some(0.1), Some(10.0)),
+            "float64"
+        );
+        assert_eq!(
+            decoded_dtype(Numeric::Int(4), Some(0.5), Some(1.0)),
+            "float64"
+        );
+        assert_eq!(decoded_dtype(Numeric::Float(4), None, None), "float32");
+        assert_eq!(decoded_dtype(Numeric::Int(4), None, None), "float64");
+    }
+}

@@ -1,0 +1,342 @@
+//! What `chunkmill convert` reads: archival files (NetCDF-4/HDF5/NetCDF-3, through the same
+//! scan and combine as `virtualize`), reference files (kerchunk JSON or Parquet, Icechunk
+//! repositories) or a Zarr store, each array described as a Zarr array with the endpoint a
+//! task reads it through.
+//!
+//! Files and references become one [`VirtualDataset`], written as kerchunk JSON into the work
+//! dir when the job runs, so that every worker process (local, SLURM, a batch engine) reads
+//! the same chunks by byte range without scanning again.
+
+use std::path::Path;
+
+use chunkmill_grid::{copy_region, Grid, Region};
+use chunkmill_manifest::{ChunkReader, VirtualDataset, VirtualizeOptions};
+use chunkmill_plan::Endpoint;
+use chunkmill_store::zarr::{self, ArrayInfo, GroupInfo, Node, ZarrArray};
+use chunkmill_store::{Store, StoreKind};
+use serde_json::{Map, Value};
+
+use crate::OpsError;
+
+/// Reads one chunk, decoded.
+type ChunkRead = dyn Fn(&[u64]) -> Result<Vec<u8>, String>;
+
+/// The inputs of a conversion.
+#[derive(Debug)]
+pub enum Source {
+    /// A Zarr store.
+    Zarr {
+        /// The store.
+        store: Store,
+        /// Its groups.
+        groups: Vec<GroupInfo>,
+    },
+    /// Files or references, as one virtual dataset.
+    Virtual(VirtualDataset),
+}
+
+/// One array of a source.
+#[derive(Clone, Debug)]
+pub struct SourceArray {
+    /// Its key (`air`, `group/air`).
+    pub key: String,
+    /// Described as a Zarr array: numpy data type name, little-endian elements; for virtual
+    /// arrays, as the kerchunk (Zarr v2) view shows it (fill value = `_FillValue`).
+    pub info: ArrayInfo,
+    /// The attributes as the file has them (with `_FillValue`).
+    pub attributes: Map<String, Value>,
+}
+
+/// How the source is told, for messages.
+#[must_use]
+pub fn describe(inputs: &[String]) -> String {
+    match inputs {
+        [one] => one.clone(),
+        [first, .., last] => format!("{first} … {last} ({} inputs)", inputs.len()),
+        [] => String::new(),
+    }
+}
+
+fn is_zarr_dir(path: &Path) -> bool {
+    [".zgroup", ".zarray", "zarr.json", ".zmetadata"]
+        .iter()
+        .any(|m| path.join(m).is_file())
+}
+
+fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
+    match e {
+        chunkmill_manifest::Error::Usage(m) => OpsError::Usage(m.clone()),
+        other => OpsError::Refused(other.to_string()),
+    }
+}
+
+/// Opens the inputs: one Zarr store, one reference file or repository, or data files
+/// concatenated along `concat_dim` with every check of `virtualize`.
+///
+/// # Errors
+/// [`OpsError::Refused`] naming the input and the reason (missing, unreadable, files that
+/// differ); [`OpsError::Usage`] for a malformed request.
+pub fn open(
+    inputs: &[String],
+    concat_dim: Option<&str>,
+    identical_dims: &[String],
+) -> Result<Source, OpsError> {
+    if let [one] = inputs {
+        let path = Path::new(one);
+        if path.is_dir() {
+            if chunkmill_manifest::is_icechunk(path) {
+                return chunkmill_manifest::read_icechunk(path)
+                    .map(Source::Virtual)
+                    .map_err(|e| manifest_error(&e));
+            }
+            if chunkmill_manifest::is_kerchunk_parquet(path) {
+                return chunkmill_manifest::read_kerchunk_parquet(path)
+                    .map(Source::Virtual)
+                    .map_err(|e| manifest_error(&e));
+            }
+            if is_zarr_dir(path) {
+                return open_zarr(one);
+            }
+            return Err(OpsError::Refused(format!(
+                "{one}: a directory that is neither a Zarr store, kerchunk Parquet references nor an Icechunk repository"
+            )));
+        }
+        if path.is_file() && one.ends_with(".json") {
+            return chunkmill_manifest::read_kerchunk_json(path)
+                .map(Source::Virtual)
+                .map_err(|e| manifest_error(&e));
+        }
+        let data_file = [".nc", ".nc4", ".h5", ".hdf5", ".he5", ".cdf", ".hdf"]
+            .iter()
+            .any(|ext| one.ends_with(ext));
+        if one.contains("://") && !data_file && !one.contains(['*', '?', '[']) {
+            return open_zarr(one);
+        }
+    }
+    let mut options = VirtualizeOptions::new("");
+    options.concat_dim = concat_dim.map(str::to_string);
+    options.identical_dims = identical_dims.to_vec();
+    // Small chunks stay references: the reader fetches what it needs.
+    options.inline_threshold = 0;
+    let (dataset, _) =
+        chunkmill_manifest::build(inputs, &options).map_err(|e| manifest_error(&e))?;
+    Ok(Source::Virtual(dataset))
+}
+
+fn open_zarr(url: &str) -> Result<Source, OpsError> {
+    let store = Store::open(url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let nodes = zarr::list_nodes(&store).map_err(|e| OpsError::Refused(e.to_string()))?;
+    if nodes.is_empty() {
+        return Err(OpsError::Refused(format!(
+            "{url}: no Zarr array or group found"
+        )));
+    }
+    let groups = nodes
+        .into_iter()
+        .filter_map(|n| match n {
+            Node::Group(g) => Some(g),
+            Node::Array(_) => None,
+        })
+        .collect();
+    Ok(Source::Zarr { store, groups })
+}
+
+/// numpy's `dtype.str` (`<f4`) → its name (`float32`).
+fn numpy_name(dtype: &str) -> Option<String> {
+    let body = dtype.trim_start_matches(['<', '>', '|', '=']);
+    let (kind, size) = body.split_at(1);
+    let bits = size.parse::<usize>().ok()? * 8;
+    Some(match kind {
+        "f" if bits == 32 || bits == 64 => format!("float{bits}"),
+        "i" => format!("int{bits}"),
+        "u" => format!("uint{bits}"),
+        "b" if bits == 8 => "bool".to_string(),
+        _ => return None,
+    })
+}
+
+impl Source {
+    /// Every array, sorted by key.
+    ///
+    /// # Errors
+    /// [`OpsError::Refused`] for an array of a data type convert cannot write (strings).
+    pub fn arrays(&self) -> Result<Vec<SourceArray>, OpsError> {
+        match self {
+            Source::Zarr { store, .. } => {
+                let nodes = zarr::list_nodes(store).map_err(|e| OpsError::Refused(e.to_string()))?;
+                Ok(nodes
+                    .into_iter()
+                    .filter_map(|n| match n {
+                        Node::Array(info) => Some(SourceArray {
+                            key: info.path.clone(),
+                            attributes: info.attributes.clone(),
+                            info,
+                        }),
+                        Node::Group(_) => None,
+                    })
+                    .collect())
+            }
+            Source::Virtual(dataset) => dataset
+                .arrays
+                .iter()
+                .map(|(key, array)| {
+                    let meta = &array.metadata;
+                    let dtype = numpy_name(&meta.dtype).ok_or_else(|| {
+                        OpsError::Refused(format!(
+                            "{}: {key}: data type {} cannot be converted (numbers and booleans only)",
+                            dataset.name, meta.dtype
+                        ))
+                    })?;
+                    let zarray = meta.to_zarray(array.manifest.has_missing());
+                    let mut attributes = meta.attributes.clone();
+                    attributes.remove("_FillValue");
+                    Ok(SourceArray {
+                        key: key.clone(),
+                        info: ArrayInfo {
+                            path: key.clone(),
+                            zarr_format: 2,
+                            shape: meta.shape.clone(),
+                            dtype,
+                            item_size: meta.element_size(),
+                            chunks: meta.chunk_shape.clone(),
+                            inner_chunks: None,
+                            dimension_names: Some(
+                                meta.dimension_names.iter().cloned().map(Some).collect(),
+                            ),
+                            fill_value: zarray.get("fill_value").cloned().unwrap_or(Value::Null),
+                            attributes,
+                            compressor: None,
+                            codecs: Vec::new(),
+                        },
+                        attributes: meta.attributes.clone(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Attributes of the root group.
+    #[must_use]
+    pub fn root_attributes(&self) -> Map<String, Value> {
+        match self {
+            Source::Zarr { groups, .. } => groups
+                .iter()
+                .find(|g| g.path.is_empty())
+                .map(|g| g.attributes.clone())
+                .unwrap_or_default(),
+            Source::Virtual(dataset) => dataset.groups.get("").cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Store kind of the chunk data, for the cost model.
+    #[must_use]
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            Source::Zarr { store, .. } => store.kind(),
+            Source::Virtual(dataset) => {
+                if dataset.urls.iter().any(|u| u.starts_with("s3://")) {
+                    StoreKind::S3
+                } else {
+                    StoreKind::Local
+                }
+            }
+        }
+    }
+
+    /// The endpoint tasks read `array` through; `references` is where the virtual dataset is
+    /// (or will be) written.
+    ///
+    /// # Errors
+    /// [`OpsError::Refused`] for a chunk grid that cannot be built.
+    pub fn endpoint(&self, array: &SourceArray, references: &str) -> Result<Endpoint, OpsError> {
+        let grid = Grid::regular(&array.info.shape, &array.info.chunks)
+            .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+        Ok(match self {
+            Source::Zarr { store, .. } => Endpoint::Zarr {
+                url: store.url().to_string(),
+                path: array.key.clone(),
+                grid,
+            },
+            Source::Virtual(_) => Endpoint::References {
+                url: references.to_string(),
+                path: array.key.clone(),
+                grid,
+            },
+        })
+    }
+
+    /// Every element of `array`, little-endian, read now (coordinates, to select by value).
+    ///
+    /// # Errors
+    /// [`OpsError::Refused`] naming the array when it cannot be read.
+    pub fn read_all(&self, array: &SourceArray) -> Result<Vec<u8>, OpsError> {
+        let info = &array.info;
+        let fail = |e: String| OpsError::Refused(format!("{}: cannot read: {e}", array.key));
+        let grid = Grid::regular(&info.shape, &info.chunks).map_err(|e| fail(e.to_string()))?;
+        let whole = Region::whole(&info.shape);
+        let item = info.item_size;
+        let mut out = vec![0u8; whole.num_elements() as usize * item];
+        let read: Box<ChunkRead> = match self {
+            Source::Zarr { store, .. } => {
+                let opened = ZarrArray::open(store, &array.key).map_err(|e| fail(e.to_string()))?;
+                Box::new(move |c| opened.read_chunk(c).map_err(|e| e.to_string()))
+            }
+            Source::Virtual(dataset) => {
+                let reader =
+                    ChunkReader::new(dataset, &array.key).map_err(|e| fail(e.to_string()))?;
+                Box::new(move |c| reader.read_chunk(c).map_err(|e| e.to_string()))
+            }
+        };
+        for coords in grid.chunks_in(&whole) {
+            let bytes = read(&coords).map_err(&fail)?;
+            let held = Region::new(
+                coords
+                    .iter()
+                    .zip(&info.chunks)
+                    .map(|(&c, &size)| c * size..(c + 1) * size)
+                    .collect(),
+            );
+            if let Some(what) = whole.intersect(&held) {
+                copy_region(&bytes, &held, &mut out, &whole, &what, item);
+            } else if whole.ndim() == 0 {
+                copy_region(&bytes, &held, &mut out, &whole, &whole, item);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn split_url(url: &str) -> (&str, &str) {
+    match url.rfind('/') {
+        Some(i) => (&url[..i], &url[i + 1..]),
+        None => (".", url),
+    }
+}
+
+/// Writes `dataset` as kerchunk JSON at `url` (a local path or an object URL).
+///
+/// # Errors
+/// [`OpsError::Failed`] when it cannot be written.
+pub fn write_references(dataset: &VirtualDataset, url: &str) -> Result<(), OpsError> {
+    let mut text = Vec::new();
+    chunkmill_manifest::kerchunk::to_kerchunk_json(dataset, &mut text)
+        .map_err(|e| OpsError::Failed(format!("{url}: {e}")))?;
+    let (dir, name) = split_url(url);
+    Store::open(dir)
+        .and_then(|s| s.put(name, text))
+        .map_err(|e| OpsError::Failed(format!("{url}: cannot write the references: {e}")))
+}
+
+/// Reads the kerchunk JSON that [`write_references`] wrote.
+///
+/// # Errors
+/// A message naming the URL.
+pub fn read_references(url: &str) -> Result<VirtualDataset, String> {
+    let (dir, name) = split_url(url);
+    let bytes = Store::open(dir)
+        .and_then(|s| s.get(name))
+        .map_err(|e| format!("{url}: {e}"))?
+        .ok_or_else(|| format!("{url}: the job's references are missing"))?;
+    chunkmill_manifest::kerchunk::parse_kerchunk_json(&String::from_utf8_lossy(&bytes), url)
+        .map_err(|e| e.to_string())
+}

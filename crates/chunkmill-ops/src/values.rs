@@ -1,0 +1,259 @@
+//! What a window does to the elements it reads: reversing axes and changing values (CF
+//! unpacking, masking, a change of data type). Elements are little-endian, in C order.
+
+use chunkmill_plan::ValueMap;
+
+/// A numeric data type by its numpy name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numeric {
+    /// `bool`.
+    Bool,
+    /// `int8` … `int64`, by size in bytes.
+    Int(usize),
+    /// `uint8` … `uint64`.
+    UInt(usize),
+    /// `float32`, `float64`.
+    Float(usize),
+}
+
+impl Numeric {
+    /// The type named `name` (`int16`, `float32`, …).
+    ///
+    /// # Errors
+    /// A message naming the type when it is not numeric.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let bits = |prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|b| b.parse::<usize>().ok())
+                .filter(|b| [8, 16, 32, 64].contains(b))
+                .map(|b| b / 8)
+        };
+        if name == "bool" {
+            return Ok(Self::Bool);
+        }
+        if let Some(size) = bits("uint") {
+            return Ok(Self::UInt(size));
+        }
+        if let Some(size) = bits("int") {
+            return Ok(Self::Int(size));
+        }
+        match bits("float") {
+            Some(size @ (4 | 8)) => Ok(Self::Float(size)),
+            _ => Err(format!(
+                "'{name}' is not a numeric data type (bool, int8…int64, uint8…uint64, float32, float64)"
+            )),
+        }
+    }
+
+    /// Bytes per element.
+    #[must_use]
+    pub fn size(self) -> usize {
+        match self {
+            Self::Bool => 1,
+            Self::Int(s) | Self::UInt(s) | Self::Float(s) => s,
+        }
+    }
+
+    /// Whether it holds NaN.
+    #[must_use]
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::Float(_))
+    }
+
+    fn read(self, bytes: &[u8]) -> f64 {
+        let mut wide = [0u8; 8];
+        wide[..bytes.len()].copy_from_slice(bytes);
+        match self {
+            Self::Bool => f64::from(u8::from(bytes[0] != 0)),
+            Self::UInt(_) => u64::from_le_bytes(wide) as f64,
+            Self::Int(size) => {
+                let shift = 64 - 8 * size as u32;
+                ((i64::from_le_bytes(wide) << shift) >> shift) as f64
+            }
+            Self::Float(4) => {
+                f64::from(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+            }
+            Self::Float(_) => f64::from_le_bytes(wide),
+        }
+    }
+
+    /// Writes `value` as numpy's `astype` would (truncation towards zero for integers,
+    /// wrapping past the type's range).
+    fn write(self, value: f64, out: &mut [u8]) {
+        match self {
+            Self::Bool => out[0] = u8::from(value != 0.0),
+            Self::Float(4) => out.copy_from_slice(&(value as f32).to_le_bytes()),
+            Self::Float(_) => out.copy_from_slice(&value.to_le_bytes()),
+            Self::Int(size) | Self::UInt(size) => {
+                let wide = if value < 0.0 {
+                    (value as i64).to_le_bytes()
+                } else {
+                    (value as u64).to_le_bytes()
+                };
+                out.copy_from_slice(&wide[..size]);
+            }
+        }
+    }
+}
+
+/// `input` (elements of `map.from`) converted to `map.to`: masked values become NaN (or 0 in
+/// an integer output), then `value × scale + offset`.
+///
+/// # Errors
+/// A message when a data type is not numeric or the bytes are not whole elements.
+pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
+    let from = Numeric::parse(&map.from)?;
+    let to = Numeric::parse(&map.to)?;
+    if !input.len().is_multiple_of(from.size()) {
+        return Err(format!(
+            "{} bytes are not whole {} elements",
+            input.len(),
+            map.from
+        ));
+    }
+    let n = input.len() / from.size();
+    let mut out = vec![0u8; n * to.size()];
+    let masked = |v: f64| {
+        map.missing
+            .iter()
+            .any(|&m| m == v || (m.is_nan() && v.is_nan()))
+    };
+    for (element, slot) in input
+        .chunks_exact(from.size())
+        .zip(out.chunks_exact_mut(to.size()))
+    {
+        let raw = from.read(element);
+        let value = if masked(raw) {
+            f64::NAN
+        } else {
+            raw * map.scale.unwrap_or(1.0) + map.offset.unwrap_or(0.0)
+        };
+        if value.is_nan() && !to.is_float() {
+            to.write(0.0, slot);
+        } else {
+            to.write(value, slot);
+        }
+    }
+    Ok(out)
+}
+
+/// Reverses `data` (C order, `shape`, `item` bytes per element) along every axis marked in
+/// `reversed`.
+#[must_use]
+pub fn flip(data: &[u8], shape: &[u64], reversed: &[bool], item: usize) -> Vec<u8> {
+    let ndim = shape.len();
+    if ndim == 0 || !reversed.iter().any(|&r| r) || data.is_empty() {
+        return data.to_vec();
+    }
+    let row_len = shape[ndim - 1] as usize;
+    let row_bytes = row_len * item;
+    let rows = data.len() / row_bytes.max(1);
+    let mut out = vec![0u8; data.len()];
+    let mut index = vec![0u64; ndim - 1];
+    for row in 0..rows {
+        // The destination row: each outer index mirrored where its axis is reversed.
+        let mut dest = 0u64;
+        for (axis, &i) in index.iter().enumerate() {
+            let i = if reversed[axis] {
+                shape[axis] - 1 - i
+            } else {
+                i
+            };
+            dest = dest * shape[axis] + i;
+        }
+        let src = &data[row * row_bytes..(row + 1) * row_bytes];
+        let dst = &mut out[dest as usize * row_bytes..(dest as usize + 1) * row_bytes];
+        if reversed[ndim - 1] {
+            for (k, element) in src.chunks_exact(item).enumerate() {
+                let at = (row_len - 1 - k) * item;
+                dst[at..at + item].copy_from_slice(element);
+            }
+        } else {
+            dst.copy_from_slice(src);
+        }
+        for axis in (0..ndim - 1).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpacks_int16_with_scale_offset_and_mask() {
+        let input: Vec<u8> = [-32767i16, 0, 100, 32767]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let map = ValueMap {
+            from: "int16".into(),
+            to: "float32".into(),
+            missing: vec![32767.0],
+            scale: Some(0.5),
+            offset: Some(10.0),
+        };
+        let out = convert(&map, &input).unwrap();
+        let values: Vec<f32> = out
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(values[0], -32767.0 * 0.5 + 10.0);
+        assert_eq!(values[1], 10.0);
+        assert_eq!(values[2], 60.0);
+        assert!(values[3].is_nan());
+    }
+
+    #[test]
+    fn casts_like_numpy_astype() {
+        let input: Vec<u8> = [1.9f64, -1.9, 300.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let map = ValueMap {
+            from: "float64".into(),
+            to: "int16".into(),
+            missing: vec![],
+            scale: None,
+            offset: None,
+        };
+        let out = convert(&map, &input).unwrap();
+        let values: Vec<i16> = out
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(values, vec![1, -1, 300]);
+    }
+
+    #[test]
+    fn flips_each_axis_of_a_2x3_array() {
+        let data: Vec<u8> = (0..6).collect();
+        assert_eq!(
+            flip(&data, &[2, 3], &[false, true], 1),
+            vec![2, 1, 0, 5, 4, 3]
+        );
+        assert_eq!(
+            flip(&data, &[2, 3], &[true, false], 1),
+            vec![3, 4, 5, 0, 1, 2]
+        );
+        assert_eq!(
+            flip(&data, &[2, 3], &[true, true], 1),
+            vec![5, 4, 3, 2, 1, 0]
+        );
+        let wide: Vec<u8> = (0..4).flat_map(|v: u16| v.to_le_bytes()).collect();
+        let flipped = flip(&wide, &[4], &[true], 2);
+        assert_eq!(
+            flipped,
+            [3u16, 2, 1, 0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+        );
+    }
+}

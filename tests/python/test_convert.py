@@ -1,0 +1,250 @@
+"""`chunkmill convert` from the command line: collections written by netCDF4-python are converted
+to Zarr, and xarray must read the result equal to `xarray.open_mfdataset` of the same files with
+the equivalent xarray operations applied (sel, isel, reversed axes, rename, drop, CF decoding,
+astype). Bad input gives one error line, exit 3, and the target is left as it was."""
+
+from __future__ import annotations
+
+import json
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import oracle
+
+NLAT, NLON, NT = 36, 48, 24
+
+
+def write_day(path, day: int, *, air_dtype="i2", fmt="NETCDF4", uwnd_chunks=(24, 9, 12)) -> None:
+    """One day of a collection: CF time, descending latitudes, `air` packed as int16 with
+    scale_factor/add_offset/_FillValue and some masked values, `uwnd` float32 with a fill value,
+    chunked differently."""
+    ds = netCDF4.Dataset(path, "w", format=fmt)
+    ds.createDimension("time", None)
+    ds.createDimension("lat", NLAT)
+    ds.createDimension("lon", NLON)
+    t = ds.createVariable("time", "f8", ("time",))
+    t.units = "hours since 2020-01-01"
+    t.calendar = "standard"
+    lat = ds.createVariable("lat", "f4", ("lat",))
+    lat[:] = np.linspace(87.5, -87.5, NLAT)
+    lat.units = "degrees_north"
+    lon = ds.createVariable("lon", "f4", ("lon",))
+    lon[:] = np.arange(NLON) * 7.5
+    lon.units = "degrees_east"
+    nc4 = fmt == "NETCDF4"
+    air_kw = dict(zlib=True, shuffle=True, chunksizes=(6, 12, 24)) if nc4 else {}
+    air = ds.createVariable("air", air_dtype, ("time", "lat", "lon"), fill_value=-32767, **air_kw)
+    air.scale_factor = 0.01
+    air.add_offset = 250.0
+    air.units = "K"
+    uwnd_kw = dict(zlib=True, chunksizes=uwnd_chunks) if nc4 else {}
+    uwnd = ds.createVariable("uwnd", "f4", ("time", "lat", "lon"), fill_value=np.float32(-9999.0), **uwnd_kw)
+    uwnd.units = "m/s"
+    rng = np.random.default_rng(day)
+    t[:] = np.arange(NT) + NT * day
+    values = 250 + 30 * rng.random((NT, NLAT, NLON))
+    mask = np.zeros(values.shape, bool)
+    mask[0, 0, :3] = True  # stored as the fill value, read back as NaN
+    air[:] = np.ma.array(values, mask=mask)
+    wind = (rng.standard_normal((NT, NLAT, NLON)) * 10).astype("f4")
+    wmask = np.zeros(wind.shape, bool)
+    wmask[1, 2, 3] = True
+    uwnd[:] = np.ma.array(wind, mask=wmask)
+    ds.title = "chunkmill convert test"
+    ds.close()
+
+
+def collection(tmp_path, days=3, **kw) -> list:
+    files = [tmp_path / f"day{d}.nc" for d in range(days)]
+    for d, f in enumerate(files):
+        write_day(f, d, **kw)
+    return files
+
+
+def mfdataset(files) -> xr.Dataset:
+    return xr.open_mfdataset([str(f) for f in files], combine="by_coords").load()
+
+
+def convert(inputs, target, *extra, chunks="time=-1,lat=12,lon=16", max_mem="64MB"):
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return oracle.ok("convert", *inputs, target, "--chunks", chunks, "--max-mem", max_mem,
+                     "--concat-dim", "time", "--no-progress", *extra)
+
+
+def opened(target) -> xr.Dataset:
+    return oracle.open_xr_no_flags(target).load()
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_files_convert_to_what_open_mfdataset_reads(tmp_path, zarr_format):
+    files = collection(tmp_path)
+    target = tmp_path / "cache.zarr"
+    convert(str(tmp_path / "day*.nc"), target, "--zarr-format", zarr_format)
+    got = opened(target)
+    want = mfdataset(files)
+    xr.testing.assert_identical(got, want)
+    group = zarr.open_group(str(target), mode="r")
+    assert group["air"].chunks == (3 * NT, 12, 16)
+    assert group["uwnd"].chunks == (3 * NT, 12, 16)
+    assert group["time"].chunks == (3 * NT,)
+    assert group.metadata.zarr_format == zarr_format
+    # The packed values are stored as they were: int16, unpacked by xarray on reading.
+    assert group["air"].dtype == np.dtype("int16")
+
+
+def test_select_by_value_with_cf_times_and_descending_latitudes(tmp_path):
+    files = collection(tmp_path)
+    target = tmp_path / "sel.zarr"
+    r = convert(str(tmp_path / "day*.nc"), target,
+                "--select", "lat=30:-30", "--select", "time=2020-01-02:2020-01-02T23:00",
+                "--select", "lon=15:100")
+    got = opened(target)
+    want = mfdataset(files).sel(lat=slice(30, -30), time=slice("2020-01-02", "2020-01-02T23:00"),
+                                lon=slice(15, 100))
+    assert got.sizes["time"] == 24 and got.sizes["lat"] > 0
+    xr.testing.assert_identical(got, want)
+    # lat 30:-30 starts inside a source chunk of 12 latitudes: the run says so.
+    assert "nearest aligned" in r.stderr
+
+
+def test_isel_reverse_rename_drop(tmp_path):
+    files = collection(tmp_path)
+    target = tmp_path / "t.zarr"
+    convert(str(tmp_path / "day*.nc"), target,
+            "--isel", "lon=5:-3", "--reverse", "lat", "--rename", "air=temperature",
+            "--rename", "lon=longitude", "--drop", "uwnd")
+    got = opened(target)
+    want = (mfdataset(files).isel(lon=slice(5, -3)).isel(lat=slice(None, None, -1))
+            .rename(air="temperature", lon="longitude").drop_vars("uwnd"))
+    xr.testing.assert_identical(got, want)
+    assert list(got.lat.values) == sorted(got.lat.values)
+
+
+def test_variables_subset_keeps_its_coordinates(tmp_path):
+    files = collection(tmp_path, days=2)
+    target = tmp_path / "v.zarr"
+    convert(str(tmp_path / "day*.nc"), target, "--variables", "uwnd")
+    got = opened(target)
+    assert set(got.data_vars) == {"uwnd"}
+    xr.testing.assert_identical(got, mfdataset(files)[["uwnd"]])
+
+
+def test_decode_cf_and_cast(tmp_path):
+    files = collection(tmp_path, days=2)
+    target = tmp_path / "d.zarr"
+    convert(str(tmp_path / "day*.nc"), target, "--decode-cf", "--cast", "uwnd=float64")
+    group = zarr.open_group(str(target), mode="r")
+    # Unpacked on disk: floats with NaN where the fill value was, no packing attributes left.
+    assert group["air"].dtype == np.dtype("float64")
+    assert "scale_factor" not in group["air"].attrs and "_FillValue" not in group["air"].attrs
+    assert group["uwnd"].dtype == np.dtype("float64")
+    want = mfdataset(files)
+    want["uwnd"] = want["uwnd"].astype("float64")
+    raw = xr.open_zarr(str(target), mask_and_scale=False).load()
+    np.testing.assert_array_equal(raw["air"].values, want["air"].values)
+    np.testing.assert_array_equal(raw["uwnd"].values, want["uwnd"].values)
+    assert np.isnan(raw["air"].values[0, 0, :3]).all()
+    assert np.isnan(raw["uwnd"].values[1, 2, 3])
+    xr.testing.assert_identical(opened(target), want)
+
+
+def test_netcdf3_collection(tmp_path):
+    files = collection(tmp_path, days=2, fmt="NETCDF3_64BIT_OFFSET")
+    target = tmp_path / "nc3.zarr"
+    convert(str(tmp_path / "day*.nc"), target, "--select", "lat=60:-60")
+    xr.testing.assert_identical(opened(target), mfdataset(files).sel(lat=slice(60, -60)))
+
+
+def test_references_and_zarr_stores_are_sources_too(tmp_path):
+    files = collection(tmp_path, days=2)
+    refs = tmp_path / "refs.json"
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", refs, "--concat-dim", "time", "--no-progress")
+    from_refs = tmp_path / "from-refs.zarr"
+    convert(str(refs), from_refs, "--isel", "time=10:30")
+    want = mfdataset(files).isel(time=slice(10, 30))
+    xr.testing.assert_identical(opened(from_refs), want)
+    # The converted store is a source in turn.
+    again = tmp_path / "again.zarr"
+    convert(str(from_refs), again, "--select", "lat=45:-45", chunks="time=5,lat=-1,lon=-1")
+    xr.testing.assert_identical(opened(again), want.sel(lat=slice(45, -45)))
+    assert zarr.open_group(str(again), mode="r")["air"].chunks[0] == 5
+
+
+def test_processes_executor_and_resume_give_the_same_store(tmp_path):
+    files = collection(tmp_path, days=2)
+    target = tmp_path / "p.zarr"
+    convert(str(tmp_path / "day*.nc"), target, "--executor", "processes", "--workers", "2",
+            "--reverse", "lat", "--decode-cf")
+    want = mfdataset(files).isel(lat=slice(None, None, -1))
+    xr.testing.assert_identical(opened(target), want)
+    r = convert(str(tmp_path / "day*.nc"), target, "--executor", "processes", "--workers", "2",
+                "--reverse", "lat", "--decode-cf", "--resume")
+    assert "already complete" in r.stdout
+
+
+def test_plan_shows_read_amplification_and_strict_alignment_refuses(tmp_path):
+    collection(tmp_path, days=1)
+    target = tmp_path / "s.zarr"
+    args = ["convert", str(tmp_path / "day0.nc"), target, "--chunks", "lat=12", "--max-mem", "64MB",
+            "--select", "lat=80:-80", "--no-progress"]
+    plan = oracle.ok("plan", *args, "--json")
+    misaligned = json.loads(plan.stdout)["misaligned"]
+    amplified = {m["array"]: m["amplification"] for m in misaligned}
+    # Latitudes 87.5, 82.5, …, -87.5: 32 of the 36 kept (77.5 … -77.5), all 36 decoded.
+    assert amplified["air"] == pytest.approx(36 / 32)
+    r = oracle.run(*args, "--strict-alignment")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["strict-alignment", "--isel lat=0:36"])
+    assert not target.exists()
+
+
+def test_bad_inputs_are_refused_and_the_cache_untouched(tmp_path):
+    collection(tmp_path, days=2)
+    write_day(tmp_path / "day2.nc", 2, air_dtype="i4")
+    target = tmp_path / "bad.zarr"
+    r = oracle.run("convert", str(tmp_path / "day*.nc"), target, "--chunks", "lat=12", "--max-mem", "64MB",
+                   "--concat-dim", "time")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["day2.nc", "air"])
+    assert not target.exists()
+
+    (tmp_path / "day2.nc").unlink()
+    good = tmp_path / "good.zarr"
+    convert(str(tmp_path / "day*.nc"), good)
+    before = oracle.tree_files(good)
+    for extra, mentions in [
+        (["--variables", "vwnd"], ["vwnd"]),
+        (["--select", "lat=95:90"], ["lat", "selects nothing"]),
+        (["--select", "time=2031-01-01:2031-02-01"], ["time"]),
+        ([], ["exists", "--overwrite"]),
+    ]:
+        r = oracle.run("convert", str(tmp_path / "day*.nc"), good, "--chunks", "lat=12", "--max-mem", "64MB",
+                       "--concat-dim", "time", *extra)
+        oracle.assert_one_error_line(r, codes=[3], mentions=mentions)
+        assert oracle.tree_files(good) == before
+
+
+def test_s3_inputs(tmp_path):
+    import os
+    import uuid
+
+    import s3fs
+
+    url = os.environ.get("CHUNKMILL_TEST_S3")
+    if not url:
+        pytest.skip("CHUNKMILL_TEST_S3 is not set (scripts/test starts an S3 server and sets it)")
+    fs = s3fs.S3FileSystem(
+        skip_instance_cache=True, key=os.environ["AWS_ACCESS_KEY_ID"], secret=os.environ["AWS_SECRET_ACCESS_KEY"],
+        client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "region_name": "us-east-1"})
+    prefix = f"{url.rstrip('/')}/convert-{uuid.uuid4().hex[:8]}"
+    files = collection(tmp_path, days=2)
+    for f in files:
+        fs.put(str(f), f"{prefix}/{f.name}")
+    try:
+        target = tmp_path / "s3.zarr"
+        convert(f"{prefix}/day*.nc", target, "--select", "lat=40:-40")
+        xr.testing.assert_identical(opened(target), mfdataset(files).sel(lat=slice(40, -40)))
+    finally:
+        fs.rm(prefix, recursive=True)
