@@ -248,3 +248,48 @@ def test_s3_inputs(tmp_path):
         xr.testing.assert_identical(opened(target), mfdataset(files).sel(lat=slice(40, -40)))
     finally:
         fs.rm(prefix, recursive=True)
+
+
+def test_append_adds_new_days_and_the_same_append_changes_nothing(tmp_path):
+    files = collection(tmp_path, days=4)
+    cache = tmp_path / "cache.zarr"
+    # time chunks of 10: the cache's 48 steps end inside a chunk, which the append completes.
+    convert([str(f) for f in files[:2]], cache, "--decode-cf", chunks="time=10,lat=12,lon=16")
+    r = convert([str(f) for f in files[2:]], cache, "--decode-cf", "--append", "time",
+                chunks="time=10,lat=12,lon=16")
+    xr.testing.assert_identical(opened(cache), mfdataset(files))
+    assert zarr.open_group(str(cache), mode="r")["air"].chunks == (10, 12, 16)
+    before = oracle.tree_files(cache)
+    r = convert([str(f) for f in files[2:]], cache, "--decode-cf", "--append", "time",
+                chunks="time=10,lat=12,lon=16")
+    assert "nothing appended" in r.stdout
+    assert oracle.tree_files(cache) == before
+
+
+def test_append_refuses_overlapping_or_mismatched_data(tmp_path):
+    files = collection(tmp_path, days=3)
+    cache = tmp_path / "cache.zarr"
+    convert([str(f) for f in files[:2]], cache, chunks="time=10,lat=12,lon=16")
+    before = oracle.tree_files(cache)
+    base = ["convert", "--chunks", "time=10", "--max-mem", "64MB", "--concat-dim", "time", "--append", "time"]
+    # Day 1 is in the cache already, day 2 is not: overlapping.
+    r = oracle.run(*base, str(files[1]), str(files[2]), cache)
+    oracle.assert_one_error_line(r, codes=[3], mentions=["time", "overlapping"])
+    # The same day with another selection: lat differs from the cache's.
+    r = oracle.run(*base, str(files[2]), cache, "--select", "lat=40:-40")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["lat"])
+    assert oracle.tree_files(cache) == before
+
+
+def test_interrupted_append_resumes(tmp_path):
+    files = collection(tmp_path, days=4)
+    cache, work = tmp_path / "cache.zarr", tmp_path / "work"
+    convert([str(f) for f in files[:2]], cache, chunks="time=10,lat=12,lon=16")
+    args = ["convert", *[str(f) for f in files[2:]], cache, "--chunks", "time=10", "--max-mem", "64MB",
+            "--concat-dim", "time", "--append", "time", "--work-dir", work, "--no-progress"]
+    r = oracle.run(*args, "--retries", "0", env={"CHUNKMILL_TEST_FAULT_RATE": "0.5"})
+    assert r.returncode == 1, oracle.describe(r)
+    # Until the append completes, readers see the cache as it was.
+    xr.testing.assert_identical(opened(cache), mfdataset(files[:2]))
+    oracle.ok(*args, "--resume")
+    xr.testing.assert_identical(opened(cache), mfdataset(files))

@@ -94,6 +94,8 @@ pub struct ConvertOptions {
     pub identical_dims: Vec<String>,
     /// Refuse a selection that cuts through source chunks.
     pub strict_alignment: bool,
+    /// Add the inputs to the existing target along this dimension.
+    pub append: Option<String>,
 }
 
 /// A selection that reads more than it keeps.
@@ -115,7 +117,11 @@ pub struct ConvertJob {
     /// Selections that cut through source chunks.
     pub misaligned: Vec<Misalignment>,
     /// Virtual dataset to write where the plan's reference endpoints point, before running.
-    references: Option<(chunkmill_manifest::VirtualDataset, String)>,
+    pub(crate) references: Option<(chunkmill_manifest::VirtualDataset, String)>,
+    /// What an append adds, recorded in the work dir before the target grows.
+    pub(crate) append: Option<crate::append::AppendRecord>,
+    /// Set when an append finds every input value already in the cache: nothing runs.
+    pub nothing_new: Option<String>,
 }
 
 fn parse_date(text: &str) -> Option<(i64, u32, u32, f64)> {
@@ -366,8 +372,147 @@ fn axis_read(size: u64, len: u64, window: &AxisWindow) -> u64 {
 /// [`OpsError::Usage`] for a malformed request; [`OpsError::Refused`] for inputs that are
 /// missing or inconsistent, a selection outside the data, a misaligned selection under
 /// `--strict-alignment`, or a budget no plan fits.
-#[allow(clippy::too_many_lines)]
 pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
+    if options.append.is_some() {
+        return crate::append::plan_append(options);
+    }
+    let prepared = prepare(options)?;
+    let run = &options.run;
+    let (context_parts, temp) = budget(options, &prepared)?;
+    let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let context = context_parts.context(run, &target, &temp);
+    let mut stages = Vec::new();
+    let mut cleanup = Vec::new();
+    let mut summaries = Vec::new();
+    let mut specs = Vec::new();
+    for (index, output) in prepared.outputs.iter().enumerate() {
+        let planned = plan_array(
+            &context,
+            &ArrayJob {
+                index,
+                info: &output.info,
+                input: output.input.clone(),
+                source_cost: medium_cost(None, prepared.source.kind()),
+                extra_task_mem: output.extra_task_mem,
+            },
+        )?;
+        stages.extend(planned.stages);
+        cleanup.extend(planned.cleanup);
+        summaries.push(planned.summary);
+        specs.push(planned.spec);
+    }
+    let plan = Plan::new("convert", run.max_mem, stages, cleanup);
+    let groups = vec![GroupInfo {
+        path: String::new(),
+        zarr_format: run.zarr_format,
+        attributes: prepared.source.root_attributes(),
+    }];
+    Ok(ConvertJob {
+        job: RechunkJob {
+            plan,
+            arrays: summaries,
+            groups,
+            specs,
+            task_budget: context_parts.task_budget,
+            baseline: context_parts.baseline,
+            work_dir: prepared.work_dir.clone(),
+            temp: temp.url().to_string(),
+            existing_target: false,
+            resize: Vec::new(),
+        },
+        misaligned: prepared.misaligned.clone(),
+        references: prepared.references(),
+        append: None,
+        nothing_new: None,
+    })
+}
+
+/// The memory split of a job: what its tasks may hold together.
+pub(crate) struct Budget {
+    pub task_budget: u64,
+    pub baseline: u64,
+    pub reserve: u64,
+}
+
+impl Budget {
+    pub(crate) fn context<'a>(
+        &self,
+        options: &'a RechunkOptions,
+        target: &'a Store,
+        temp: &'a Store,
+    ) -> PlanContext<'a> {
+        PlanContext {
+            options,
+            target,
+            temp,
+            task_budget: self.task_budget,
+            baseline: self.baseline,
+            reserve: self.reserve,
+        }
+    }
+}
+
+/// The budget and the intermediate store of a conversion.
+pub(crate) fn budget(
+    options: &ConvertOptions,
+    prepared: &Prepared,
+) -> Result<(Budget, Store), OpsError> {
+    let run = &options.run;
+    let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let temp_url = run
+        .temp
+        .clone()
+        .unwrap_or_else(|| work.join("intermediate"));
+    let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let baseline = crate::rechunk::BASELINE_ALLOWANCE.max(chunkmill_exec::memory::current_rss());
+    let reserve = crate::rechunk::RESERVE_FIXED + run.max_mem / 32;
+    let task_budget = run
+        .max_mem
+        .saturating_sub(crate::rechunk::BASELINE_ALLOWANCE + reserve);
+    Ok((
+        Budget {
+            task_budget,
+            baseline,
+            reserve,
+        },
+        temp,
+    ))
+}
+
+/// One array of the target: what it holds and how the first stage reads it.
+#[derive(Clone, Debug)]
+pub(crate) struct OutputArray {
+    /// The source array it comes from.
+    pub source_key: String,
+    /// Shape, data type, chunks (the source's), names, attributes of the target array.
+    pub info: ArrayInfo,
+    /// What the first stage reads, in the target's coordinates.
+    pub input: Endpoint,
+    /// Bytes a first-stage task holds besides what the copy task counts.
+    pub extra_task_mem: u64,
+}
+
+/// A request resolved against the inputs: the arrays to write and how to read them.
+pub(crate) struct Prepared {
+    pub source: Source,
+    pub outputs: Vec<OutputArray>,
+    pub misaligned: Vec<Misalignment>,
+    pub work_dir: String,
+    pub references_url: String,
+}
+
+impl Prepared {
+    fn references(self) -> Option<(chunkmill_manifest::VirtualDataset, String)> {
+        match self.source {
+            Source::Virtual(dataset) => Some((dataset, self.references_url)),
+            Source::Zarr { .. } => None,
+        }
+    }
+}
+
+/// Opens the inputs and resolves the selection, transforms and names into output arrays.
+#[allow(clippy::too_many_lines)]
+pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.run;
     if run.zarr_format != 2 && run.zarr_format != 3 {
         return Err(OpsError::Usage(format!(
@@ -575,31 +720,9 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         .unwrap_or_else(|| crate::rechunk::default_work_dir(target.url()));
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let references_url = work.join("sources.json");
-    let temp_url = run
-        .temp
-        .clone()
-        .unwrap_or_else(|| work.join("intermediate"));
-    let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let baseline = crate::rechunk::BASELINE_ALLOWANCE.max(chunkmill_exec::memory::current_rss());
-    let reserve = crate::rechunk::RESERVE_FIXED + run.max_mem / 32;
-    let task_budget = run
-        .max_mem
-        .saturating_sub(crate::rechunk::BASELINE_ALLOWANCE + reserve);
-    let context = PlanContext {
-        options: run,
-        target: &target,
-        temp: &temp,
-        task_budget,
-        baseline,
-        reserve,
-    };
-
-    let mut stages = Vec::new();
-    let mut cleanup = Vec::new();
-    let mut summaries = Vec::new();
-    let mut specs = Vec::new();
+    let mut outputs = Vec::new();
     let mut misaligned = Vec::new();
-    for (index, array) in chosen.iter().enumerate() {
+    for array in &chosen {
         let info = &array.info;
         let dims: Vec<Option<String>> = info
             .dimension_names
@@ -769,26 +892,18 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         };
         let source_chunk_bytes =
             info.chunks.iter().product::<u64>() * info.item_size.max(out_type.size()) as u64;
-        let planned = plan_array(
-            &context,
-            &ArrayJob {
-                index,
-                info: &out_info,
-                input,
-                source_cost: medium_cost(None, source.kind()),
-                // A window holds a source chunk decoded, the part it keeps, and that part
-                // reversed or converted.
-                extra_task_mem: if windowed {
-                    3 * source_chunk_bytes
-                } else {
-                    source_chunk_bytes
-                },
+        outputs.push(OutputArray {
+            source_key: array.key.clone(),
+            info: out_info,
+            input,
+            // A window holds a source chunk decoded, the part it keeps, and that part
+            // reversed or converted.
+            extra_task_mem: if windowed {
+                3 * source_chunk_bytes
+            } else {
+                source_chunk_bytes
             },
-        )?;
-        stages.extend(planned.stages);
-        cleanup.extend(planned.cleanup);
-        summaries.push(planned.summary);
-        specs.push(planned.spec);
+        });
     }
     if options.strict_alignment && !misaligned.is_empty() {
         let m = &misaligned[0];
@@ -799,30 +914,12 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             m.suggestion
         )));
     }
-    let plan = Plan::new("convert", run.max_mem, stages, cleanup);
-    let root = source.root_attributes();
-    let references = match source {
-        Source::Virtual(dataset) => Some((dataset, references_url)),
-        Source::Zarr { .. } => None,
-    };
-    let groups = vec![GroupInfo {
-        path: String::new(),
-        zarr_format: run.zarr_format,
-        attributes: root,
-    }];
-    Ok(ConvertJob {
-        job: RechunkJob {
-            plan,
-            arrays: summaries,
-            groups,
-            specs,
-            task_budget,
-            baseline,
-            work_dir,
-            temp: temp_url,
-        },
+    Ok(Prepared {
+        source,
+        outputs,
         misaligned,
-        references,
+        work_dir,
+        references_url,
     })
 }
 
@@ -856,8 +953,24 @@ pub fn run_planned(
     on_event: &(dyn Fn(&Event) + Sync),
 ) -> Result<RechunkReport, OpsError> {
     let target = Store::open(&options.run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    if job.nothing_new.is_some() {
+        return Ok(RechunkReport {
+            plan_id: job.job.plan.plan_id.clone(),
+            arrays: 0,
+            tasks_run: 0,
+            tasks_skipped: 0,
+            retries: 0,
+            backups: 0,
+            bytes: 0,
+            seconds: 0.0,
+            peak_rss: chunkmill_exec::memory::peak_rss(),
+            max_mem: options.run.max_mem,
+            already_complete: true,
+        });
+    }
     // Refuse before writing anything when the target exists, as run_job would.
-    if !options.run.resume
+    if !job.job.existing_target
+        && !options.run.resume
         && !options.run.overwrite
         && !target
             .is_empty()
@@ -870,6 +983,17 @@ pub fn run_planned(
     }
     if let Some((dataset, url)) = &job.references {
         sources::write_references(dataset, url)?;
+    }
+    if let Some(record) = &job.append {
+        // Before the arrays grow: a resumed append reads the old length from here.
+        Store::open(&job.job.work_dir)
+            .and_then(|w| {
+                w.put_json(
+                    crate::append::RECORD_KEY,
+                    &serde_json::to_value(record).unwrap_or_default(),
+                )
+            })
+            .map_err(|e| OpsError::Failed(e.to_string()))?;
     }
     let mut run = options.run.clone();
     run.source = sources::describe(&options.inputs);

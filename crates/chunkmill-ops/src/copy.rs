@@ -34,6 +34,16 @@ enum Opened {
         /// Bytes per element as the source stores them.
         source_item: usize,
     },
+    Concat {
+        axis: usize,
+        /// Each part, its grid, and where it starts along the axis.
+        parts: Vec<(Arc<Opened>, Grid, u64)>,
+    },
+    Shifted {
+        inner: Arc<Opened>,
+        inner_grid: Grid,
+        chunk_offset: Vec<u64>,
+    },
 }
 
 impl Opened {
@@ -51,6 +61,8 @@ impl Opened {
                 .as_ref()
                 .and_then(|v| crate::values::Numeric::parse(&v.to).ok())
                 .map_or(*source_item, crate::values::Numeric::size),
+            Opened::Concat { parts, .. } => parts.first().map_or(0, |(p, _, _)| p.item_size()),
+            Opened::Shifted { inner, .. } => inner.item_size(),
         }
     }
 }
@@ -106,6 +118,28 @@ impl CopyRunner {
                     source_item,
                 }
             }
+            Endpoint::Concat { axis, parts, .. } => {
+                let mut opened_parts = Vec::with_capacity(parts.len());
+                let mut start = 0;
+                for part in parts {
+                    let len = part.grid().shape().get(*axis).copied().unwrap_or(0);
+                    opened_parts.push((self.open(part)?, part.grid().clone(), start));
+                    start += len;
+                }
+                Opened::Concat {
+                    axis: *axis,
+                    parts: opened_parts,
+                }
+            }
+            Endpoint::Shifted {
+                inner,
+                chunk_offset,
+                ..
+            } => Opened::Shifted {
+                inner: self.open(inner)?,
+                inner_grid: inner.grid().clone(),
+                chunk_offset: chunk_offset.clone(),
+            },
         };
         let opened = Arc::new(opened);
         self.opened.lock().insert(key, opened.clone());
@@ -243,6 +277,57 @@ impl CopyRunner {
                 };
                 (chunkmill_store::Bytes::from(bytes), held)
             }
+            Opened::Concat { axis, parts } => {
+                let held = grid.chunk_region(coords);
+                let at = held.ranges()[*axis].start;
+                let (part, part_grid, start) = parts
+                    .iter()
+                    .rev()
+                    .find(|(_, g, start)| *start <= at && g.shape()[*axis] > 0)
+                    .ok_or_else(|| format!("no part of the concatenation holds index {at}"))?;
+                let local = Region::new(
+                    held.ranges()
+                        .iter()
+                        .enumerate()
+                        .map(|(a, r)| {
+                            if a == *axis {
+                                r.start - start..r.end - start
+                            } else {
+                                r.clone()
+                            }
+                        })
+                        .collect(),
+                );
+                let bytes = self.read_into(part, part_grid, &local, item_size as usize)?;
+                (chunkmill_store::Bytes::from(bytes), held)
+            }
+            Opened::Shifted {
+                inner,
+                inner_grid,
+                chunk_offset,
+            } => {
+                let inner_coords: Vec<u64> = coords
+                    .iter()
+                    .zip(chunk_offset)
+                    .map(|(c, o)| c + o)
+                    .collect();
+                let (bytes, inner_held) =
+                    self.read_chunk(inner, inner_grid, &inner_coords, item_size)?;
+                let origin: Vec<u64> = chunk_offset
+                    .iter()
+                    .zip(inner_grid.axes())
+                    .map(|(&o, axis)| if o == 0 { 0 } else { axis.chunk(o).start })
+                    .collect();
+                let held = Region::new(
+                    inner_held
+                        .ranges()
+                        .iter()
+                        .zip(&origin)
+                        .map(|(r, &o)| r.start - o..r.end - o)
+                        .collect(),
+                );
+                (bytes, held)
+            }
         })
     }
 
@@ -314,6 +399,15 @@ impl CopyRunner {
             }
         }
 
+        // An append writes the end of an existing array: chunk coordinates move by the offset.
+        let (output, out_offset) = match &*output {
+            Opened::Shifted {
+                inner,
+                chunk_offset,
+                ..
+            } => (inner.clone(), chunk_offset.clone()),
+            _ => (output.clone(), vec![0; out_grid.ndim()]),
+        };
         let out_chunks: Vec<Vec<u64>> = out_grid.chunks_in(region).collect();
         let single = out_chunks.len() == 1;
         let mut block = Some(block);
@@ -341,11 +435,13 @@ impl CopyRunner {
                         bytes
                     };
                     stats.bytes_written += bytes.len() as u64;
-                    array
-                        .write_chunk(&coords, bytes)
-                        .map_err(|e| e.to_string())?;
+                    let at: Vec<u64> = coords.iter().zip(&out_offset).map(|(c, o)| c + o).collect();
+                    array.write_chunk(&at, bytes).map_err(|e| e.to_string())?;
                 }
-                Opened::References(_) | Opened::Window { .. } => {
+                Opened::References(_)
+                | Opened::Window { .. }
+                | Opened::Concat { .. }
+                | Opened::Shifted { .. } => {
                     return Err(format!(
                         "{}: a stage cannot write to a read-only endpoint",
                         stage.output.describe()

@@ -146,6 +146,11 @@ pub struct RechunkJob {
     pub work_dir: String,
     /// Intermediate URL.
     pub temp: String,
+    /// The target exists and the job writes into it (an append): it is neither refused nor
+    /// erased, and its arrays are resized instead of created.
+    pub existing_target: bool,
+    /// Arrays of an existing target to give a new shape before any task runs.
+    pub resize: Vec<(String, Vec<u64>)>,
 }
 
 /// What a finished rechunk did.
@@ -452,6 +457,8 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         baseline,
         work_dir,
         temp: temp_url,
+        existing_target: false,
+        resize: Vec::new(),
     })
 }
 
@@ -721,7 +728,7 @@ pub fn run_job(
         });
     }
     let target_has_data = !target.is_empty().map_err(failed)?;
-    if !resuming {
+    if !resuming && !job.existing_target {
         if target_has_data && !options.overwrite {
             return Err(OpsError::Refused(format!(
                 "{}: target exists; use --overwrite to replace it",
@@ -731,13 +738,20 @@ pub fn run_job(
         if target_has_data {
             target.erase_prefix("").map_err(failed)?;
         }
+    }
+    if !resuming {
         markers.clear().map_err(failed)?;
         work.erase(&complete_key).map_err(failed)?;
     }
     work.put("plan.json", plan.to_json().into_bytes())
         .map_err(failed)?;
 
-    // The target's metadata first, so a crash leaves a store whose arrays read as fill values.
+    // The target's metadata first, so a crash leaves a store whose arrays read as fill values
+    // (an append grows the arrays; consolidated metadata, which readers use, keeps the old
+    // shapes until the last task is done).
+    for (path, shape) in &job.resize {
+        zarr::resize(&target, path, shape).map_err(|e| OpsError::Refused(e.to_string()))?;
+    }
     for group in &job.groups {
         zarr::create_group(&target, &group.path, options.zarr_format, &group.attributes)
             .map_err(failed)?;

@@ -70,6 +70,21 @@ pub enum Endpoint {
         values: Option<ValueMap>,
         grid: Grid,
     },
+    /// Several endpoints one after another along `axis` (an existing array's last chunks,
+    /// then new data). `grid` has a boundary at every join, so each of its chunks lies in one
+    /// part.
+    Concat {
+        axis: usize,
+        parts: Vec<Endpoint>,
+        grid: Grid,
+    },
+    /// The chunks of `inner` from `chunk_offset` on, seen as chunks from 0: how an append
+    /// writes the end of an existing array. `grid` is the shifted part of the inner grid.
+    Shifted {
+        inner: Box<Endpoint>,
+        chunk_offset: Vec<u64>,
+        grid: Grid,
+    },
 }
 
 /// The part of one source axis a [`Endpoint::Window`] shows.
@@ -107,7 +122,9 @@ impl Endpoint {
             Endpoint::Zarr { grid, .. }
             | Endpoint::Pieces { grid, .. }
             | Endpoint::References { grid, .. }
-            | Endpoint::Window { grid, .. } => grid,
+            | Endpoint::Window { grid, .. }
+            | Endpoint::Concat { grid, .. }
+            | Endpoint::Shifted { grid, .. } => grid,
         }
     }
 
@@ -147,6 +164,15 @@ impl Endpoint {
                 }
                 text
             }
+            Endpoint::Concat { axis, parts, .. } => {
+                let parts: Vec<String> = parts.iter().map(Endpoint::describe).collect();
+                format!("concat(axis {axis}: {})", parts.join(" + "))
+            }
+            Endpoint::Shifted {
+                inner,
+                chunk_offset,
+                ..
+            } => format!("{} from chunk {chunk_offset:?}", inner.describe()),
         }
     }
 }

@@ -718,6 +718,30 @@ pub fn create_array(store: &Store, spec: &ArraySpec) -> Result<(), ZarrError> {
     ZarrArray::open(store, &spec.path).map(|_| ())
 }
 
+/// Change the shape of an existing array (v2 or v3), keeping everything else of its
+/// metadata: how an append grows an array before writing its new chunks.
+///
+/// # Errors
+/// [`ZarrError::NotFound`] when no array is at `path`; [`ZarrError`] when the store fails.
+pub fn resize(store: &Store, path: &str, shape: &[u64]) -> Result<(), ZarrError> {
+    for name in ["zarr.json", ".zarray"] {
+        let k = key(path, name);
+        if let Some(mut doc) = store.get_json(&k)? {
+            if name == "zarr.json" && doc.get("node_type").and_then(Value::as_str) != Some("array")
+            {
+                continue;
+            }
+            doc["shape"] = json!(shape);
+            store.put_json(&k, &doc)?;
+            return ZarrArray::open(store, path).map(|_| ());
+        }
+    }
+    Err(ZarrError::NotFound {
+        url: store.url().to_string(),
+        path: path.to_string(),
+    })
+}
+
 /// Write the metadata of a group.
 ///
 /// # Errors

@@ -192,6 +192,11 @@ pub struct ConvertArgs {
     /// Refuse a selection that cuts through source chunks instead of warning.
     #[arg(long)]
     pub strict_alignment: bool,
+    /// Add the inputs to the existing target along this dimension (give the same transform
+    /// flags as the conversion that made it); inputs already in the target change nothing,
+    /// overlapping or earlier ones are refused.
+    #[arg(long, value_name = "DIM")]
+    pub append: Option<String>,
     #[command(flatten)]
     pub plan: TargetArgs,
     #[command(flatten)]

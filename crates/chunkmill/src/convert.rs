@@ -101,6 +101,7 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
             })
             .unwrap_or_default(),
         strict_alignment: a.strict_alignment,
+        append: a.append.clone(),
     })
 }
 
@@ -143,6 +144,18 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let opts = options(a)?;
     let job = plan_convert(&opts)?;
     warn_misaligned(&job, a.common.report.quiet || a.common.report.json);
+    if let Some(message) = &job.nothing_new {
+        if !a.common.report.quiet {
+            println!("{message}");
+        }
+        return Ok(());
+    }
+    if let Some(message) = &job.nothing_new {
+        if !a.common.report.quiet {
+            println!("{message}");
+        }
+        return Ok(());
+    }
     let report = run_with_progress(&job.job, &a.common, |on_event| {
         run_planned(&job, &opts, on_event)
     })?;

@@ -1,0 +1,420 @@
+//! `chunkmill convert --append DIM`: new files added to an existing cache along a dimension.
+//!
+//! The new data is resolved exactly as a conversion is (the same flags must be given), then
+//! checked against the cache: the same arrays, data types and other dimensions, equal
+//! coordinates elsewhere, the same units and calendar along DIM, and new coordinate values
+//! that all come after the cache's last one. Data that the cache already holds (the same
+//! append run again) changes nothing; overlapping or earlier values are refused.
+//!
+//! Each appended array grows in place: its metadata gets the new shape, then tasks write
+//! whole chunks from the chunk that holds the cache's last element on (that chunk is read
+//! back and completed, so every task still owns whole chunks). Consolidated metadata keeps
+//! the old shapes until every task is done, so readers see the old cache until then. The old
+//! length is recorded in the work dir first (`append.json`), so `--resume` plans the same
+//! tasks after the arrays have grown.
+
+use chunkmill_grid::{AxisChunks, Grid};
+use chunkmill_plan::{AxisWindow, Endpoint, Plan, StageKind};
+use chunkmill_store::zarr::ArrayInfo;
+use chunkmill_store::Store;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::convert::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
+use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob};
+use crate::sources::{self, Source, SourceArray};
+use crate::spec::ChunkSpec;
+use crate::values::Numeric;
+use crate::OpsError;
+
+/// What an append adds: kept in the work dir so that a resumed append plans the same tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendRecord {
+    /// The dimension appended along.
+    pub dim: String,
+    /// The cache's length along it before the append.
+    pub old_len: u64,
+    /// Its length after.
+    pub new_len: u64,
+}
+
+/// Where the record lives in the work dir.
+pub(crate) const RECORD_KEY: &str = "append.json";
+
+fn refused(message: String) -> OpsError {
+    OpsError::Refused(message)
+}
+
+fn f64_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, OpsError> {
+    let from = Numeric::parse(dtype).map_err(refused)?;
+    Ok(bytes
+        .chunks_exact(from.size())
+        .map(|b| {
+            let map = chunkmill_plan::ValueMap {
+                from: dtype.to_string(),
+                to: "float64".into(),
+                missing: Vec::new(),
+                scale: None,
+                offset: None,
+            };
+            crate::values::convert(&map, b)
+                .ok()
+                .and_then(|w| w.try_into().ok())
+                .map_or(f64::NAN, f64::from_le_bytes)
+        })
+        .collect())
+}
+
+/// The values of a 1-d output array (a coordinate) as the target will hold them.
+fn output_values(
+    source: &Source,
+    array: &SourceArray,
+    output: &OutputArray,
+) -> Result<Vec<f64>, OpsError> {
+    let all = f64_values(&source.read_all(array)?, &array.info.dtype)?;
+    let window = match &output.input {
+        Endpoint::Window { axes, .. } => axes.first().cloned(),
+        _ => None,
+    }
+    .unwrap_or(AxisWindow {
+        start: 0,
+        len: all.len() as u64,
+        reverse: false,
+    });
+    let mut picked: Vec<f64> =
+        all[window.start as usize..(window.start + window.len) as usize].to_vec();
+    if window.reverse {
+        picked.reverse();
+    }
+    Ok(picked)
+}
+
+fn text_of(value: Option<&Value>) -> String {
+    value.and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// Plans an append (see the module docs).
+///
+/// # Errors
+/// [`OpsError::Refused`] when there is no cache, when the new data does not fit it (naming the
+/// array and the difference), or when its coordinate values overlap or precede the cache's.
+#[allow(clippy::too_many_lines)]
+pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
+    let run = &options.run;
+    let dim = options.append.clone().unwrap_or_default();
+    let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    if target
+        .is_empty()
+        .map_err(|e| OpsError::Failed(e.to_string()))?
+    {
+        return Err(refused(format!(
+            "{}: --append {dim}: no cache to append to; convert without --append first",
+            target.url()
+        )));
+    }
+    let cache = sources::open(std::slice::from_ref(&run.target), None, &[])?;
+    let cache_arrays = cache.arrays()?;
+    let prepared = prepare(options)?;
+    let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let record: Option<AppendRecord> = if run.resume {
+        work.get_json(RECORD_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .filter(|r: &AppendRecord| r.dim == dim)
+    } else {
+        None
+    };
+    let source_array = |key: &str| {
+        prepared
+            .source
+            .arrays()
+            .ok()
+            .and_then(|all| all.into_iter().find(|a| a.key == key))
+    };
+    let cached = |path: &str| cache_arrays.iter().find(|a| a.key == path);
+    let renamed_dim = options
+        .rename
+        .iter()
+        .find(|(old, _)| *old == dim)
+        .map_or_else(|| dim.clone(), |(_, new)| new.clone());
+
+    // The coordinate along DIM: units, calendar and values decide what is new.
+    let new_coord = prepared
+        .outputs
+        .iter()
+        .find(|o| o.info.path == renamed_dim && o.info.shape.len() == 1)
+        .ok_or_else(|| {
+            refused(format!(
+                "--append {dim}: the inputs have no coordinate variable '{dim}' to order the new data by"
+            ))
+        })?;
+    let old_coord = cached(&renamed_dim).ok_or_else(|| {
+        refused(format!(
+            "{}: --append {dim}: the cache has no coordinate '{renamed_dim}'",
+            target.url()
+        ))
+    })?;
+    for attribute in ["units", "calendar"] {
+        let (new, old) = (
+            text_of(new_coord.info.attributes.get(attribute)),
+            text_of(old_coord.attributes.get(attribute)),
+        );
+        if new != old {
+            return Err(refused(format!(
+                "--append {dim}: the new data's {dim} {attribute} '{new}' differ from the cache's '{old}'"
+            )));
+        }
+    }
+    let coord_source = source_array(&new_coord.source_key)
+        .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
+    let new_values = output_values(&prepared.source, &coord_source, new_coord)?;
+    let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
+    let old_len = match &record {
+        Some(r) => r.old_len,
+        None => old_coord.info.shape[0],
+    };
+    if record.is_none() {
+        let last = old_values.last().copied().unwrap_or(f64::NEG_INFINITY);
+        let units = text_of(old_coord.attributes.get("units"));
+        if new_values.iter().all(|v| old_values.contains(v)) {
+            return Ok(ConvertJob {
+                job: empty_job(&prepared.work_dir),
+                misaligned: Vec::new(),
+                references: None,
+                append: None,
+                nothing_new: Some(format!(
+                    "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
+                    target.url(),
+                    new_values.len()
+                )),
+            });
+        }
+        if new_values.first().is_some_and(|&first| first <= last) {
+            return Err(refused(format!(
+                "--append {dim}: the new data starts at {dim} = {} {units}, not after the cache's last {dim} = {last}: overlapping or out-of-order data is not appended",
+                new_values[0]
+            )));
+        }
+    }
+    let appended = new_values.len() as u64;
+    let new_len = old_len + appended;
+
+    let (budget_parts, temp) = budget(options, &prepared)?;
+    // The cache's chunks are kept: plan each array with its own chunks, not --chunks.
+    let mut keep_chunks = run.clone();
+    keep_chunks.chunks = ChunkSpec::ByName(Vec::new());
+    keep_chunks.shards = None;
+    let context = budget_parts.context(&keep_chunks, &target, &temp);
+    let mut stages = Vec::new();
+    let mut cleanup = Vec::new();
+    let mut summaries = Vec::new();
+    let mut resize = Vec::new();
+    for (index, output) in prepared.outputs.iter().enumerate() {
+        let path = &output.info.path;
+        let old = cached(path).ok_or_else(|| {
+            refused(format!(
+                "{}: --append {dim}: the cache has no array '{path}' (the inputs do)",
+                target.url()
+            ))
+        })?;
+        let old_info = &old.info;
+        if old_info.dtype != output.info.dtype {
+            return Err(refused(format!(
+                "--append {dim}: '{path}' is {} in the inputs but {} in the cache",
+                output.info.dtype, old_info.dtype
+            )));
+        }
+        if old_info.inner_chunks.is_some() {
+            return Err(refused(format!(
+                "--append {dim}: '{path}' is sharded in the cache; appending to shards is not supported"
+            )));
+        }
+        let dims = output.info.dimension_names.clone().unwrap_or_default();
+        let axis = dims
+            .iter()
+            .position(|d| d.as_deref() == Some(renamed_dim.as_str()));
+        for (a, (&new, &was)) in output.info.shape.iter().zip(&old_info.shape).enumerate() {
+            if Some(a) != axis && new != was {
+                return Err(refused(format!(
+                    "--append {dim}: '{path}' has {new} along {} in the inputs but {was} in the cache",
+                    dims[a].clone().unwrap_or_default()
+                )));
+            }
+        }
+        if output.info.shape.len() != old_info.shape.len() {
+            return Err(refused(format!(
+                "--append {dim}: '{path}' has {} dimensions in the inputs but {} in the cache",
+                output.info.shape.len(),
+                old_info.shape.len()
+            )));
+        }
+        let Some(axis) = axis else {
+            // Not along DIM: it must be what the cache holds, and is not written again.
+            if output.info.shape.len() == 1 {
+                let source = source_array(&output.source_key)
+                    .ok_or_else(|| refused(format!("--append {dim}: cannot read '{path}'")))?;
+                let new = output_values(&prepared.source, &source, output)?;
+                let was = f64_values(&cache.read_all(old)?, &old_info.dtype)?;
+                if new != was {
+                    return Err(refused(format!(
+                        "--append {dim}: coordinate '{path}' of the inputs differs from the cache's"
+                    )));
+                }
+            }
+            continue;
+        };
+        let chunk = old_info.chunks[axis];
+        let aligned_start = old_len / chunk * chunk;
+        let mut full_shape = old_info.shape.clone();
+        full_shape[axis] = new_len;
+        let mut part_shape = full_shape.clone();
+        part_shape[axis] = new_len - aligned_start;
+
+        // The cache's last, partial chunk along DIM is read back and completed.
+        let input = if aligned_start < old_len {
+            let mut old_shape = old_info.shape.clone();
+            old_shape[axis] = old_len;
+            let cache_grid = Grid::regular(&old_shape, &old_info.chunks)
+                .map_err(|e| refused(format!("{path}: {e}")))?;
+            let axes: Vec<AxisWindow> = old_shape
+                .iter()
+                .enumerate()
+                .map(|(a, &len)| {
+                    if a == axis {
+                        AxisWindow {
+                            start: aligned_start,
+                            len: old_len - aligned_start,
+                            reverse: false,
+                        }
+                    } else {
+                        AxisWindow {
+                            start: 0,
+                            len,
+                            reverse: false,
+                        }
+                    }
+                })
+                .collect();
+            let mut tail_shape = old_shape.clone();
+            tail_shape[axis] = old_len - aligned_start;
+            let tail_grid = Grid::regular(&tail_shape, &old_info.chunks)
+                .map_err(|e| refused(format!("{path}: {e}")))?;
+            let tail = Endpoint::Window {
+                source: Box::new(Endpoint::Zarr {
+                    url: target.url().to_string(),
+                    path: path.clone(),
+                    grid: cache_grid,
+                }),
+                axes,
+                values: None,
+                grid: tail_grid.clone(),
+            };
+            let new_grid = output.input.grid();
+            let concat_axes: Vec<AxisChunks> = (0..part_shape.len())
+                .map(|a| {
+                    if a == axis {
+                        let mut bounds = tail_grid.axes()[a].bounds();
+                        let shift = *bounds.last().unwrap_or(&0);
+                        bounds.extend(
+                            new_grid.axes()[a]
+                                .bounds()
+                                .iter()
+                                .skip(1)
+                                .map(|b| b + shift),
+                        );
+                        AxisChunks::rectilinear(bounds)
+                    } else {
+                        Ok(tail_grid.axes()[a].union(&new_grid.axes()[a]))
+                    }
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| refused(format!("{path}: {e}")))?;
+            Endpoint::Concat {
+                axis,
+                parts: vec![tail, output.input.clone()],
+                grid: Grid::new(concat_axes),
+            }
+        } else {
+            output.input.clone()
+        };
+        let info = ArrayInfo {
+            shape: part_shape.clone(),
+            chunks: old_info.chunks.clone(),
+            ..output.info.clone()
+        };
+        let mut planned = plan_array(
+            &context,
+            &ArrayJob {
+                index,
+                info: &info,
+                input,
+                source_cost: medium_cost(None, prepared.source.kind()),
+                extra_task_mem: output.extra_task_mem,
+            },
+        )?;
+        let mut chunk_offset = vec![0; full_shape.len()];
+        chunk_offset[axis] = aligned_start / chunk;
+        if let Some(last) = planned.stages.last_mut() {
+            let StageKind::Copy(copy) = &mut last.kind;
+            let grid = copy.output.grid().clone();
+            copy.output = Endpoint::Shifted {
+                inner: Box::new(Endpoint::Zarr {
+                    url: target.url().to_string(),
+                    path: path.clone(),
+                    grid: Grid::regular(&full_shape, &old_info.chunks)
+                        .map_err(|e| refused(format!("{path}: {e}")))?,
+                }),
+                chunk_offset,
+                grid,
+            };
+        }
+        stages.extend(planned.stages);
+        cleanup.extend(planned.cleanup);
+        summaries.push(planned.summary);
+        resize.push((path.clone(), full_shape));
+    }
+    let plan = Plan::new("append", run.max_mem, stages, cleanup);
+    let references = match &prepared.source {
+        Source::Virtual(dataset) => Some((dataset.clone(), prepared.references_url.clone())),
+        Source::Zarr { .. } => None,
+    };
+    Ok(ConvertJob {
+        job: RechunkJob {
+            plan,
+            arrays: summaries,
+            groups: Vec::new(),
+            specs: Vec::new(),
+            task_budget: budget_parts.task_budget,
+            baseline: budget_parts.baseline,
+            work_dir: prepared.work_dir.clone(),
+            temp: temp.url().to_string(),
+            existing_target: true,
+            resize,
+        },
+        misaligned: prepared.misaligned,
+        references,
+        append: Some(AppendRecord {
+            dim,
+            old_len,
+            new_len,
+        }),
+        nothing_new: None,
+    })
+}
+
+/// A job with nothing to run.
+fn empty_job(work_dir: &str) -> RechunkJob {
+    RechunkJob {
+        plan: Plan::new("append", 0, Vec::new(), Vec::new()),
+        arrays: Vec::new(),
+        groups: Vec::new(),
+        specs: Vec::new(),
+        task_budget: 0,
+        baseline: 0,
+        work_dir: work_dir.to_string(),
+        temp: String::new(),
+        existing_target: true,
+        resize: Vec::new(),
+    }
+}
