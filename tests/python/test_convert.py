@@ -293,3 +293,50 @@ def test_interrupted_append_resumes(tmp_path):
     xr.testing.assert_identical(opened(cache), mfdataset(files[:2]))
     oracle.ok(*args, "--resume")
     xr.testing.assert_identical(opened(cache), mfdataset(files))
+
+
+@pytest.mark.parametrize("kind", ["toml", "yaml"])
+def test_recipe_file_rebuilds_the_cache(tmp_path, kind):
+    files = collection(tmp_path, days=2)
+    target = tmp_path / "r.zarr"
+    if kind == "toml":
+        text = f"""
+inputs = ["{tmp_path / 'day*.nc'}"]
+target = "{target}"
+chunks = "time=-1,lat=12,lon=16"
+max_mem = "64MB"
+concat_dim = "time"
+select = ["lat=60:-60"]
+rename = ["air=temperature"]
+reverse = ["lat"]
+decode_cf = true
+zarr_format = 2
+"""
+    else:
+        text = f"""
+inputs: ["{tmp_path / 'day*.nc'}"]
+target: "{target}"
+chunks: "time=-1,lat=12,lon=16"
+max_mem: 64MB
+concat_dim: time
+select: ["lat=60:-60"]
+rename: ["air=temperature"]
+reverse: [lat]
+decode_cf: true
+zarr_format: 2
+"""
+    recipe = tmp_path / f"cache.{kind}"
+    recipe.write_text(text)
+    oracle.ok("convert", "--recipe", recipe, "--no-progress")
+    want = (mfdataset(files).sel(lat=slice(60, -60)).isel(lat=slice(None, None, -1))
+            .rename(air="temperature"))
+    xr.testing.assert_identical(opened(target), want)
+    assert zarr.open_group(str(target), mode="r").metadata.zarr_format == 2
+    # Flags on the command line add to the recipe: another variable dropped, a new target.
+    other = tmp_path / "r2.zarr"
+    oracle.ok("convert", "--recipe", recipe, str(other), "--drop", "uwnd", "--no-progress")
+    xr.testing.assert_identical(opened(other), want.drop_vars("uwnd"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('inputs = ["x.nc"]\ntarget = "t.zarr"\nmax_memory = "1GB"\n')
+    r = oracle.run("convert", "--recipe", bad)
+    oracle.assert_one_error_line(r, codes=[2], mentions=["bad.toml", "max_memory"])

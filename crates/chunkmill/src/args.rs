@@ -109,12 +109,13 @@ pub struct Common {
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
     /// Target chunks: `time=8760,lat=18,lon=36` by dimension name or `8760,18,36` by axis;
-    /// -1 is the whole axis.
+    /// -1 is the whole axis. Required (convert: here or in the recipe).
     #[arg(long, value_name = "SPEC")]
-    pub chunks: String,
-    /// Memory budget of the process: `512MB`, `2GiB`, `1.5GB`.
+    pub chunks: Option<String>,
+    /// Memory budget of the process: `512MB`, `2GiB`, `1.5GB`. Required (convert: here or in
+    /// the recipe).
     #[arg(long, value_name = "SIZE")]
-    pub max_mem: String,
+    pub max_mem: Option<String>,
     /// Where intermediates go (default: inside the work dir); deleted after success.
     #[arg(long, value_name = "URL")]
     pub temp: Option<String>,
@@ -125,9 +126,9 @@ pub struct TargetArgs {
     /// Target shard shape (Zarr v3), same form as --chunks; whole multiples of the chunks.
     #[arg(long, value_name = "SPEC")]
     pub shards: Option<String>,
-    /// Target Zarr format.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
-    pub zarr_format: u8,
+    /// Target Zarr format: 2 or 3 (default 3).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub zarr_format: Option<u8>,
     /// Only write plan.json and the target's metadata, and stop: the tasks are for
     /// `chunkmill worker` on a batch engine; `--resume` afterwards finishes the job.
     #[arg(long)]
@@ -154,8 +155,16 @@ pub struct ConvertArgs {
     /// Inputs, then the target: NetCDF-4/HDF5/NetCDF-3 files (paths, quoted globs, s3://
     /// URLs and globs, @file lists), or one kerchunk JSON file, kerchunk Parquet directory,
     /// Icechunk repository or Zarr store; the last path is the target Zarr store.
-    #[arg(required = true, num_args = 2.., value_name = "INPUT... TARGET")]
+    /// With --recipe, the paths may be left out (the recipe's inputs and target are used) or
+    /// be just the target.
+    #[arg(value_name = "INPUT... TARGET")]
     pub paths: Vec<String>,
+    /// A TOML (.toml) or YAML (.yaml, .yml) file with the conversion: inputs, target and every
+    /// flag below by its long name (`max_mem`, `select = ["lat=-30:30"]`, `decode_cf = true`),
+    /// so a cache can be rebuilt from one file. Flags given here as well override its values
+    /// (lists add to them).
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<String>,
     /// Only these variables (and the coordinates of their dimensions): `air,uwnd`.
     #[arg(long, value_name = "V,...", value_delimiter = ',')]
     pub variables: Vec<String>,

@@ -32,7 +32,8 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
     let (target, inputs) = a
         .paths
         .split_last()
-        .ok_or_else(|| Failure::usage("give the inputs, then the target"))?;
+        .filter(|(_, inputs)| !inputs.is_empty())
+        .ok_or_else(|| Failure::usage("give the inputs, then the target (or a --recipe)"))?;
     let mut run = run_options(&inputs.join(" "), target, &[], &a.plan, &a.common)?;
     if run.codec.is_none() {
         run.codec = Some(default_codec());
@@ -119,6 +120,7 @@ fn warn_misaligned(job: &ConvertJob, quiet: bool) {
 
 /// `chunkmill plan convert`.
 pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
+    let a = &crate::recipe::apply(a)?;
     let job = plan_convert(&options(a)?)?;
     if a.common.report.json {
         let mut value = plan_json(&job.job);
@@ -141,6 +143,7 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
 
 /// `chunkmill convert`.
 pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
+    let a = &crate::recipe::apply(a)?;
     let opts = options(a)?;
     let job = plan_convert(&opts)?;
     warn_misaligned(&job, a.common.report.quiet || a.common.report.json);

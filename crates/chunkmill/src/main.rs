@@ -7,6 +7,7 @@ mod demo;
 mod inspect;
 mod progress;
 mod rechunk;
+mod recipe;
 mod virtualize;
 mod work;
 

@@ -27,15 +27,24 @@ pub fn run_options(
     plan: &TargetArgs,
     common: &Common,
 ) -> Result<RechunkOptions, Failure> {
-    let chunks: ChunkSpec = plan.chunks.parse().map_err(Failure::usage)?;
+    let chunks: ChunkSpec = plan
+        .chunks
+        .as_deref()
+        .ok_or_else(|| Failure::usage("--chunks is required"))?
+        .parse()
+        .map_err(Failure::usage)?;
     let shards = plan
         .shards
         .as_deref()
         .map(str::parse::<ChunkSpec>)
         .transpose()
         .map_err(Failure::usage)?;
-    let max_mem =
-        parse_size(&plan.max_mem).map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
+    let max_mem = parse_size(
+        plan.max_mem
+            .as_deref()
+            .ok_or_else(|| Failure::usage("--max-mem is required"))?,
+    )
+    .map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
     let codec = plan
         .codec
         .as_deref()
@@ -55,7 +64,7 @@ pub fn run_options(
         arrays: arrays.to_vec(),
         codec,
         shards,
-        zarr_format: plan.zarr_format,
+        zarr_format: plan.zarr_format.unwrap_or(3),
         workers,
         retries: common.retries,
         resume: common.resume,
