@@ -12,6 +12,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Rechunk a Zarr v2/v3 array or group into a new Zarr store within a memory budget.
     Rechunk(RechunkArgs),
@@ -41,6 +42,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum PlanJob {
     /// The plan of `chunkmill rechunk` with the same arguments.
     Rechunk(RechunkArgs),
