@@ -340,3 +340,27 @@ zarr_format: 2
     bad.write_text('inputs = ["x.nc"]\ntarget = "t.zarr"\nmax_memory = "1GB"\n')
     r = oracle.run("convert", "--recipe", bad)
     oracle.assert_one_error_line(r, codes=[2], mentions=["bad.toml", "max_memory"])
+
+
+def test_tiles_for_machine_learning(tmp_path):
+    files = collection(tmp_path, days=2)
+    target = tmp_path / "tiles.zarr"
+    r = convert(str(tmp_path / "day*.nc"), target, "--tile", "lat=12,lon=20", "--select", "lon=0:330")
+    ds = mfdataset(files).sel(lon=slice(0, 330))
+    got = opened(target)
+    nlat, nlon = NLAT // 12, ds.sizes["lon"] // 20  # 3 × 2 tiles, the last 5 longitudes left out
+    assert got.sizes["tile"] == nlat * nlon
+    assert got["air"].dims == ("tile", "time", "lat", "lon")
+    assert set(got.coords) >= {"tile_lat", "tile_lon", "time"}
+    for t in range(nlat * nlon):
+        i, j = divmod(t, nlon)
+        la, lo = slice(i * 12, (i + 1) * 12), slice(j * 20, (j + 1) * 20)
+        for name in ("air", "uwnd"):
+            np.testing.assert_array_equal(got[name].values[t], ds[name].values[:, la, lo])
+        np.testing.assert_array_equal(got["tile_lat"].values[t], ds["lat"].values[la])
+        np.testing.assert_array_equal(got["tile_lon"].values[t], ds["lon"].values[lo])
+    np.testing.assert_array_equal(got["time"].values, ds["time"].values)
+    group = zarr.open_group(str(target), mode="r")
+    assert group["air"].chunks == (1, 2 * NT, 12, 20)  # one tile per chunk
+    # Tiles of 20 longitudes cut through the 24-longitude chunks of air: said, with a better size.
+    assert "--tile lon=24" in r.stderr

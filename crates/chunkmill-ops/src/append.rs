@@ -23,7 +23,6 @@ use serde_json::Value;
 use crate::convert::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
 use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob};
 use crate::sources::{self, Source, SourceArray};
-use crate::spec::ChunkSpec;
 use crate::values::Numeric;
 use crate::OpsError;
 
@@ -201,9 +200,8 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let new_len = old_len + appended;
 
     let (budget_parts, temp) = budget(options, &prepared)?;
-    // The cache's chunks are kept: plan each array with its own chunks, not --chunks.
+    // The cache's chunks are kept (each array is planned with its own), and its shards.
     let mut keep_chunks = run.clone();
-    keep_chunks.chunks = ChunkSpec::ByName(Vec::new());
     keep_chunks.shards = None;
     let context = budget_parts.context(&keep_chunks, &target, &temp);
     let mut stages = Vec::new();
@@ -351,6 +349,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 input,
                 source_cost: medium_cost(None, prepared.source.kind()),
                 extra_task_mem: output.extra_task_mem,
+                chunks: Some(old_info.chunks.clone()),
             },
         )?;
         let mut chunk_offset = vec![0; full_shape.len()];

@@ -96,6 +96,9 @@ pub struct ConvertOptions {
     pub strict_alignment: bool,
     /// Add the inputs to the existing target along this dimension.
     pub append: Option<String>,
+    /// Cut these dimensions in tiles of these sizes, stacked along a new first dimension
+    /// `tile`, one tile per chunk; a remainder shorter than a tile is left out.
+    pub tile: Vec<(String, u64)>,
 }
 
 /// A selection that reads more than it keeps.
@@ -394,6 +397,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 input: output.input.clone(),
                 source_cost: medium_cost(None, prepared.source.kind()),
                 extra_task_mem: output.extra_task_mem,
+                chunks: output.chunks.clone(),
             },
         )?;
         stages.extend(planned.stages);
@@ -490,6 +494,8 @@ pub(crate) struct OutputArray {
     pub input: Endpoint,
     /// Bytes a first-stage task holds besides what the copy task counts.
     pub extra_task_mem: u64,
+    /// Exact target chunks (tiles: one per chunk), instead of what `--chunks` gives.
+    pub chunks: Option<Vec<u64>>,
 }
 
 /// A request resolved against the inputs: the arrays to write and how to read them.
@@ -720,6 +726,11 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         .unwrap_or_else(|| crate::rechunk::default_work_dir(target.url()));
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let references_url = work.join("sources.json");
+    let tiling = if options.tile.is_empty() {
+        None
+    } else {
+        Some(Tiling::new(&options.tile, &dim_len, &ranges)?)
+    };
     let mut outputs = Vec::new();
     let mut misaligned = Vec::new();
     for array in &chosen {
@@ -892,7 +903,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         };
         let source_chunk_bytes =
             info.chunks.iter().product::<u64>() * info.item_size.max(out_type.size()) as u64;
-        outputs.push(OutputArray {
+        let output = OutputArray {
             source_key: array.key.clone(),
             info: out_info,
             input,
@@ -903,7 +914,24 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             } else {
                 source_chunk_bytes
             },
-        });
+            chunks: None,
+        };
+        let tiled = tiling
+            .as_ref()
+            .map(|t| t.apply(output.clone(), &dims, &options.run.chunks, &renames))
+            .transpose()?
+            .flatten();
+        if let Some((tiled, amplification)) = tiled {
+            if let Some(m) = amplification {
+                misaligned.push(Misalignment {
+                    array: array.key.clone(),
+                    ..m
+                });
+            }
+            outputs.push(tiled);
+        } else {
+            outputs.push(output);
+        }
     }
     if options.strict_alignment && !misaligned.is_empty() {
         let m = &misaligned[0];
@@ -921,6 +949,173 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         work_dir,
         references_url,
     })
+}
+
+/// `--tile`: the tiled dimensions, their tile sizes and tile counts.
+struct Tiling {
+    /// (dimension, tile size, tiles along it), in the order given.
+    dims: Vec<(String, u64, u64)>,
+}
+
+impl Tiling {
+    fn new(
+        tile: &[(String, u64)],
+        dim_len: &BTreeMap<String, u64>,
+        ranges: &BTreeMap<String, std::ops::Range<u64>>,
+    ) -> Result<Self, OpsError> {
+        let mut dims = Vec::new();
+        for (dim, size) in tile {
+            let len = match ranges.get(dim) {
+                Some(r) => r.end - r.start,
+                None => *dim_len.get(dim).ok_or_else(|| {
+                    OpsError::Usage(format!(
+                        "--tile {dim}: no dimension '{dim}'; dimensions: {}",
+                        dim_len.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?,
+            };
+            if *size == 0 || *size > len {
+                return Err(OpsError::Refused(format!(
+                    "--tile {dim}={size}: {dim} has {len} elements (after the selection): a tile must hold 1 to {len}"
+                )));
+            }
+            dims.push((dim.clone(), *size, len / size));
+        }
+        Ok(Self { dims })
+    }
+
+    fn count(&self) -> u64 {
+        self.dims.iter().map(|(_, _, c)| c).product()
+    }
+
+    /// `output` cut in tiles when it has a tiled dimension (`dims`: its source dimension
+    /// names), with the read amplification of tiles that cut through source chunks.
+    fn apply(
+        &self,
+        output: OutputArray,
+        dims: &[Option<String>],
+        spec: &crate::spec::ChunkSpec,
+        renames: &Renames<'_>,
+    ) -> Result<Option<(OutputArray, Option<Misalignment>)>, OpsError> {
+        let slots: Vec<Option<usize>> = dims
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .and_then(|d| self.dims.iter().position(|(t, _, _)| t == d))
+            })
+            .collect();
+        if slots.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let sizes: Vec<Option<u64>> = slots.iter().map(|s| s.map(|k| self.dims[k].1)).collect();
+        let counts: Vec<u64> = self.dims.iter().map(|(_, _, c)| *c).collect();
+        let info = &output.info;
+        let source_grid = output.input.grid();
+        let mut axes =
+            vec![AxisChunks::regular(1, self.count())
+                .map_err(|e| OpsError::Refused(e.to_string()))?];
+        let mut shape = vec![self.count()];
+        let mut chunks = vec![1];
+        let mut names = vec![Some("tile".to_string())];
+        let mut read = 1.0;
+        let mut suggestions = Vec::new();
+        for (a, size) in sizes.iter().enumerate() {
+            let name = info.dimension_names.as_ref().and_then(|d| d[a].clone());
+            names.push(name.clone());
+            match size {
+                Some(size) => {
+                    axes.push(
+                        AxisChunks::regular(*size, *size)
+                            .map_err(|e| OpsError::Refused(e.to_string()))?,
+                    );
+                    shape.push(*size);
+                    chunks.push(*size);
+                    let chunk = info.chunks[a];
+                    if size % chunk != 0 {
+                        // Each tile decodes every source chunk it meets, whole.
+                        let count = self.dims[slots[a].unwrap_or(0)].2;
+                        let decoded: u64 = (0..count)
+                            .map(|i| {
+                                let (start, end) = (i * size, (i + 1) * size);
+                                (end.div_ceil(chunk) - start / chunk) * chunk
+                            })
+                            .sum();
+                        read *= decoded as f64 / (count * size) as f64;
+                        let better = ((*size as f64 / chunk as f64).round() as u64).max(1) * chunk;
+                        suggestions.push(format!(
+                            "--tile {}={better}",
+                            dims[a].clone().unwrap_or_default()
+                        ));
+                    }
+                }
+                None => {
+                    axes.push(source_grid.axes()[a].clone());
+                    shape.push(info.shape[a]);
+                    let named = match spec {
+                        crate::spec::ChunkSpec::ByName(named) => named
+                            .iter()
+                            .find(|(n, _)| Some(n) == name.as_ref())
+                            .map(|(_, s)| s.unwrap_or(info.shape[a]).min(info.shape[a]).max(1)),
+                        crate::spec::ChunkSpec::ByAxis(_) => {
+                            return Err(OpsError::Usage(
+                                "--tile needs --chunks by dimension name (time=-1)".into(),
+                            ))
+                        }
+                    };
+                    chunks.push(named.unwrap_or(info.chunks[a]));
+                }
+            }
+        }
+        let is_tiled_coordinate = info.shape.len() == 1
+            && names[1]
+                .as_deref()
+                .is_some_and(|d| last_segment(&info.path) == d);
+        let mut tiled_info = ArrayInfo {
+            shape,
+            chunks: chunks.clone(),
+            dimension_names: Some(names),
+            ..info.clone()
+        };
+        if is_tiled_coordinate {
+            // A 2-d coordinate cannot keep its dimension's name in xarray: lat → tile_lat.
+            let renamed = renames.apply_path(&tiled_info.path);
+            tiled_info.path = match renamed.rsplit_once('/') {
+                Some((group, last)) => format!("{group}/tile_{last}"),
+                None => format!("tile_{renamed}"),
+            };
+        } else {
+            let coordinates: Vec<String> = self
+                .dims
+                .iter()
+                .filter(|(d, _, _)| dims.iter().any(|x| x.as_deref() == Some(d)))
+                .map(|(d, _, _)| format!("tile_{}", renames.apply(d)))
+                .collect();
+            tiled_info
+                .attributes
+                .insert("coordinates".into(), Value::String(coordinates.join(" ")));
+        }
+        let amplification = (read > 1.0).then(|| Misalignment {
+            array: String::new(),
+            amplification: read,
+            suggestion: suggestions.join(" "),
+        });
+        Ok(Some((
+            OutputArray {
+                source_key: output.source_key,
+                info: tiled_info,
+                input: Endpoint::Tiles {
+                    source: Box::new(output.input),
+                    sizes,
+                    slots,
+                    counts,
+                    grid: Grid::new(axes),
+                },
+                extra_task_mem: output.extra_task_mem,
+                chunks: Some(chunks),
+            },
+            amplification,
+        )))
+    }
 }
 
 /// A time coordinate xarray decodes to dates: its packing is left for xarray to apply.

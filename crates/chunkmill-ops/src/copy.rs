@@ -44,6 +44,13 @@ enum Opened {
         inner_grid: Grid,
         chunk_offset: Vec<u64>,
     },
+    Tiles {
+        source: Arc<Opened>,
+        source_grid: Grid,
+        sizes: Vec<Option<u64>>,
+        slots: Vec<Option<usize>>,
+        counts: Vec<u64>,
+    },
 }
 
 impl Opened {
@@ -63,6 +70,7 @@ impl Opened {
                 .map_or(*source_item, crate::values::Numeric::size),
             Opened::Concat { parts, .. } => parts.first().map_or(0, |(p, _, _)| p.item_size()),
             Opened::Shifted { inner, .. } => inner.item_size(),
+            Opened::Tiles { source, .. } => source.item_size(),
         }
     }
 }
@@ -139,6 +147,19 @@ impl CopyRunner {
                 inner: self.open(inner)?,
                 inner_grid: inner.grid().clone(),
                 chunk_offset: chunk_offset.clone(),
+            },
+            Endpoint::Tiles {
+                source,
+                sizes,
+                slots,
+                counts,
+                ..
+            } => Opened::Tiles {
+                source: self.open(source)?,
+                source_grid: source.grid().clone(),
+                sizes: sizes.clone(),
+                slots: slots.clone(),
+                counts: counts.clone(),
             },
         };
         let opened = Arc::new(opened);
@@ -328,6 +349,37 @@ impl CopyRunner {
                 );
                 (bytes, held)
             }
+            Opened::Tiles {
+                source,
+                source_grid,
+                sizes,
+                slots,
+                counts,
+            } => {
+                let held = grid.chunk_region(coords);
+                let tile = held.ranges()[0].start;
+                // The tile's index along each tiled dimension, C order over `counts`.
+                let mut index = vec![0u64; counts.len()];
+                let mut rest = tile;
+                for (k, &count) in counts.iter().enumerate().rev() {
+                    index[k] = rest % count.max(1);
+                    rest /= count.max(1);
+                }
+                let wanted = Region::new(
+                    held.ranges()[1..]
+                        .iter()
+                        .zip(sizes.iter().zip(slots))
+                        .map(|(r, (size, slot))| match (size, slot) {
+                            (Some(size), Some(k)) => {
+                                index[*k] * size + r.start..index[*k] * size + r.end
+                            }
+                            _ => r.clone(),
+                        })
+                        .collect(),
+                );
+                let bytes = self.read_into(source, source_grid, &wanted, item_size as usize)?;
+                (chunkmill_store::Bytes::from(bytes), held)
+            }
         })
     }
 
@@ -441,7 +493,8 @@ impl CopyRunner {
                 Opened::References(_)
                 | Opened::Window { .. }
                 | Opened::Concat { .. }
-                | Opened::Shifted { .. } => {
+                | Opened::Shifted { .. }
+                | Opened::Tiles { .. } => {
                     return Err(format!(
                         "{}: a stage cannot write to a read-only endpoint",
                         stage.output.describe()

@@ -440,6 +440,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
                 },
                 source_cost: medium_cost(info.compressor.as_ref(), source.kind()),
                 extra_task_mem: 0,
+                chunks: None,
             },
         )?;
         stages.extend(planned.stages);
@@ -483,6 +484,8 @@ pub(crate) struct ArrayJob<'a> {
     /// Bytes a task of the first stage holds besides what the copy task counts (a source
     /// chunk decoded in another data type, for instance).
     pub extra_task_mem: u64,
+    /// Exact target chunks, instead of what the chunk spec gives (tiles, appends).
+    pub chunks: Option<Vec<u64>>,
 }
 
 /// The stages of one array, what to delete afterwards, its summary and its target metadata.
@@ -510,8 +513,11 @@ pub(crate) fn plan_array(
     let (index, info) = (job.index, job.info);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
-    let data_chunks = resolve(&options.chunks, info, &info.chunks)?;
-    let chunks = if is_coordinate(info) && data_chunks.is_some() {
+    let data_chunks = match &job.chunks {
+        Some(fixed) => Some(fixed.clone()),
+        None => resolve(&options.chunks, info, &info.chunks)?,
+    };
+    let chunks = if job.chunks.is_none() && is_coordinate(info) && data_chunks.is_some() {
         vec![info.shape[0].max(1)]
     } else {
         data_chunks.unwrap_or_else(|| info.chunks.clone())

@@ -78,6 +78,18 @@ pub enum Endpoint {
         parts: Vec<Endpoint>,
         grid: Grid,
     },
+    /// Non-overlapping tiles of `source` stacked along a new first axis (`tile`): tile `t` is
+    /// the block at multi-index `unravel(t, counts)` over the tiled dimensions. Source axis `a`
+    /// is cut in tiles of `sizes[a]` when set, the tile index along it being component
+    /// `slots[a]`. `grid`: one tile per chunk along the first axis, whole tiles along tiled
+    /// axes, the source's chunks elsewhere.
+    Tiles {
+        source: Box<Endpoint>,
+        sizes: Vec<Option<u64>>,
+        slots: Vec<Option<usize>>,
+        counts: Vec<u64>,
+        grid: Grid,
+    },
     /// The chunks of `inner` from `chunk_offset` on, seen as chunks from 0: how an append
     /// writes the end of an existing array. `grid` is the shifted part of the inner grid.
     Shifted {
@@ -124,7 +136,8 @@ impl Endpoint {
             | Endpoint::References { grid, .. }
             | Endpoint::Window { grid, .. }
             | Endpoint::Concat { grid, .. }
-            | Endpoint::Shifted { grid, .. } => grid,
+            | Endpoint::Shifted { grid, .. }
+            | Endpoint::Tiles { grid, .. } => grid,
         }
     }
 
@@ -173,6 +186,13 @@ impl Endpoint {
                 chunk_offset,
                 ..
             } => format!("{} from chunk {chunk_offset:?}", inner.describe()),
+            Endpoint::Tiles { source, sizes, .. } => {
+                let sizes: Vec<String> = sizes
+                    .iter()
+                    .map(|s| s.map_or_else(|| "·".to_string(), |s| s.to_string()))
+                    .collect();
+                format!("{} in tiles of [{}]", source.describe(), sizes.join(", "))
+            }
         }
     }
 }

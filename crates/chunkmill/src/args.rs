@@ -203,6 +203,11 @@ pub struct ConvertArgs {
     /// Refuse a selection that cuts through source chunks instead of warning.
     #[arg(long)]
     pub strict_alignment: bool,
+    /// Cut dimensions in non-overlapping tiles stacked along a new first dimension `tile`,
+    /// one tile per chunk (machine-learning caches): `lat=32,lon=32`. Each tile keeps its
+    /// coordinates as `tile_lat(tile, lat)`; a remainder shorter than a tile is left out.
+    #[arg(long, value_name = "DIM=SIZE,...")]
+    pub tile: Option<String>,
     /// Add the inputs to the existing target along this dimension (give the same transform
     /// flags as the conversion that made it); inputs already in the target change nothing,
     /// overlapping or earlier ones are refused.

@@ -103,6 +103,23 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
             .unwrap_or_default(),
         strict_alignment: a.strict_alignment,
         append: a.append.clone(),
+        tile: a
+            .tile
+            .as_deref()
+            .map(|spec| {
+                spec.split(',')
+                    .map(|part| {
+                        let (dim, size) =
+                            split_pair("--tile", part, "DIM=SIZE,…, like lat=32,lon=32")?;
+                        let size = size.parse::<u64>().map_err(|_| {
+                            Failure::usage(format!("--tile '{spec}': {size} is not a tile size"))
+                        })?;
+                        Ok((dim.to_string(), size))
+                    })
+                    .collect::<Result<Vec<_>, Failure>>()
+            })
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

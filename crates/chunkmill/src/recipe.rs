@@ -46,6 +46,7 @@ struct Recipe {
     identical_dims: Option<Vec<String>>,
     strict_alignment: Option<bool>,
     append: Option<String>,
+    tile: Option<String>,
     work_dir: Option<String>,
 }
 
@@ -109,6 +110,7 @@ pub fn apply(args: &ConvertArgs) -> Result<ConvertArgs, Failure> {
         .clone()
         .or(recipe.identical_dims.map(|d| d.join(",")));
     merged.append = args.append.clone().or(recipe.append);
+    merged.tile = args.tile.clone().or(recipe.tile);
     merged.common.work_dir = args.common.work_dir.clone().or(recipe.work_dir);
     Ok(merged)
 }
