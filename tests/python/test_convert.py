@@ -245,7 +245,13 @@ def test_s3_inputs(tmp_path):
     try:
         target = tmp_path / "s3.zarr"
         convert(f"{prefix}/day*.nc", target, "--select", "lat=40:-40")
-        xr.testing.assert_identical(opened(target), mfdataset(files).sel(lat=slice(40, -40)))
+        want = mfdataset(files).sel(lat=slice(40, -40))
+        xr.testing.assert_identical(opened(target), want)
+        # The target, its work dir and the references in it in S3 too, run by worker processes.
+        convert(f"{prefix}/day*.nc", f"{prefix}/out.zarr", "--select", "lat=40:-40",
+                "--executor", "processes", "--workers", "2")
+        got = xr.open_zarr(fs.get_mapper(f"{prefix}/out.zarr")).load()
+        xr.testing.assert_identical(got, want)
     finally:
         fs.rm(prefix, recursive=True)
 
