@@ -188,3 +188,26 @@ def test_slurm_straggling_element_gets_a_backup(tmp_path, slurm, source, referen
     assert no_jobs_left()
     same_tree(reference, tgt)
     np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
+
+
+def test_virtualize_and_convert_run_on_slurm(slurm, tmp_path):
+    """The scan of `virtualize` as SLURM array tasks, and a `convert` whose tasks read the
+    references from the work dir, equal their runs on threads."""
+    import xarray as xr
+
+    from test_convert import collection, mfdataset
+    from test_virtualize import normalized_refs
+
+    files = collection(tmp_path, days=3)
+    threads, on_slurm = tmp_path / "threads.json", tmp_path / "slurm.json"
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", threads, "--concat-dim", "time", "--no-progress")
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", on_slurm, "--concat-dim", "time", "--no-progress",
+              "--executor", "slurm", "--files-per-task", "1", "--work-dir", tmp_path / "scan-work",
+              timeout=600)
+    assert normalized_refs(on_slurm) == normalized_refs(threads)
+    target = tmp_path / "cache.zarr"
+    oracle.ok("convert", str(tmp_path / "day*.nc"), target, "--concat-dim", "time", "--chunks", "time=-1,lat=12,lon=16",
+              "--max-mem", BUDGET, "--select", "lat=60:-60", "--decode-cf", "--executor", "slurm", "--no-progress",
+              timeout=600)
+    got = oracle.open_xr_no_flags(target).load()
+    xr.testing.assert_identical(got, mfdataset(files).sel(lat=slice(60, -60)))

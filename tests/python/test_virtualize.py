@@ -477,3 +477,40 @@ def test_icechunk_s3_inputs_declare_an_s3_container(tmp_path, s3_prefix):
     xr.testing.assert_identical(got, want)
     doc = json.loads(oracle.ok("inspect", out, "--json").stdout)
     assert sorted(doc["files"]) == [f"{prefix}/data/{f.name}" for f in files]
+
+
+# ---------------------------------------------------------------------------------------------
+# the scan as map tasks of an executor (`--executor processes`; SLURM in test_slurm.py)
+
+
+def normalized_refs(path) -> dict:
+    """A kerchunk JSON file with its metadata documents parsed (attribute order aside)."""
+    refs = json.loads(path.read_text())["refs"]
+    return {k: json.loads(v) if k.rsplit("/", 1)[-1].startswith(".z") else v for k, v in refs.items()}
+
+
+def test_scan_on_worker_processes_writes_the_same_references(tmp_path):
+    files = [tmp_path / f"day{d}.nc" for d in range(5)]
+    for d, f in enumerate(files):
+        write_day(f, d)
+    (tmp_path / "bad.nc").write_bytes(b"not a netcdf file at all" * 10)
+    threads, procs = tmp_path / "threads.json", tmp_path / "procs.json"
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", threads, "--concat-dim", "time",
+              "--no-progress")
+    work = tmp_path / "work"
+    oracle.ok("virtualize", str(tmp_path / "day*.nc"), "--output", procs, "--concat-dim", "time",
+              "--no-progress", "--executor", "processes", "--workers", "2", "--files-per-task", "2",
+              "--work-dir", work)
+    assert normalized_refs(procs) == normalized_refs(threads)
+    xr.testing.assert_identical(open_refs(procs).load(),
+                                xr.open_mfdataset([str(f) for f in files], combine="by_coords").load())
+    # A bad file is refused as on threads (exit 3, named), or skipped with --skip-bad.
+    both = ["virtualize", str(tmp_path / "*.nc"), "--concat-dim", "time", "--no-progress",
+            "--executor", "processes", "--workers", "2", "--work-dir", work]
+    r = oracle.run(*both, "--output", tmp_path / "x.json")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["bad.nc"])
+    assert not (tmp_path / "x.json").exists()
+    r = oracle.run(*both, "--output", tmp_path / "y.json", "--skip-bad")
+    assert r.returncode == 0, oracle.describe(r)
+    assert "bad.nc" in r.stderr
+    assert normalized_refs(tmp_path / "y.json") == normalized_refs(threads)

@@ -137,6 +137,16 @@ pub enum Error {
     /// A manifest operation on inconsistent shapes (a bug in the caller or a corrupt input).
     #[error("manifest: {0}")]
     Manifest(String),
+
+    /// A file's scan failed in another process (an executor's task): its message, which names
+    /// the file.
+    #[error("{0}")]
+    Task(String),
+
+    /// The executor running the scans failed (a task could not run after its retries, the
+    /// work dir could not be written).
+    #[error("{0}")]
+    Executor(String),
 }
 
 /// What differs between an input of a combine and the first input.

@@ -95,6 +95,6 @@ pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
 pub use reader::ChunkReader;
 pub use scan::{scan, scan_path, FileScan, ScanOptions};
 pub use virtualize::{
-    build, expand_inputs, virtualize, Input, OutputFormat, ProgressFn, SkippedFile,
-    VirtualizeOptions, VirtualizeReport, REMOTE_THREADS_PER_CORE,
+    build, expand_inputs, scan_input, virtualize, Input, OutputFormat, ProgressFn, ScanExecutor,
+    ScanResults, SkippedFile, VirtualizeOptions, VirtualizeReport, REMOTE_THREADS_PER_CORE,
 };

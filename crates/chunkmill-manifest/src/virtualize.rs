@@ -49,6 +49,16 @@ pub enum Input {
 }
 
 impl Input {
+    /// The input a line of a list names: a URL with a scheme chunkmill reads (`s3://`,
+    /// `memory://`), else a local path.
+    pub fn parse(line: &str) -> Self {
+        if remote::is_remote(line) {
+            Input::Url(line.to_string())
+        } else {
+            Input::Local(PathBuf::from(line))
+        }
+    }
+
     /// The path or URL, as shown in messages.
     pub fn name(&self) -> String {
         match self {
@@ -84,6 +94,24 @@ pub struct VirtualizeOptions {
     pub threads: usize,
     /// Progress callback, see [`ProgressFn`].
     pub progress: Option<Arc<ProgressFn>>,
+    /// Runs the scans somewhere else than this process's threads (an executor's tasks);
+    /// `None` scans on `threads` threads here.
+    pub scanner: Option<Arc<dyn ScanExecutor>>,
+}
+
+/// What a scan of many files gives back: per input, in order, its scan or its error (`None`
+/// for a file not scanned because another one failed first).
+pub type ScanResults = Vec<Option<Result<FileScan>>>;
+
+/// Scans files elsewhere: on an executor's tasks (local processes, SLURM array elements),
+/// each task scanning a slice of the files with [`scan_input`].
+pub trait ScanExecutor: Send + Sync {
+    /// Scans `files` with `options`. Files that fail are returned as errors, not raised, so
+    /// that `skip_bad` decides.
+    ///
+    /// # Errors
+    /// The executor itself failed (a task could not run), naming why.
+    fn scan(&self, files: &[Input], options: &ScanOptions) -> Result<ScanResults>;
 }
 
 impl VirtualizeOptions {
@@ -101,6 +129,7 @@ impl VirtualizeOptions {
             overwrite: false,
             threads: 0,
             progress: None,
+            scanner: None,
         }
     }
 }
@@ -118,6 +147,7 @@ impl fmt::Debug for VirtualizeOptions {
             .field("overwrite", &self.overwrite)
             .field("threads", &self.threads)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .field("scanner", &self.scanner.as_ref().map(|_| "executor"))
             .finish()
     }
 }
@@ -230,7 +260,10 @@ fn url_of(path: &Path) -> String {
 }
 
 /// Scans one input: a local file by positional reads, an object through a block cache.
-fn scan_input(input: &Input, options: &ScanOptions) -> Result<FileScan> {
+///
+/// # Errors
+/// As [`scan`].
+pub fn scan_input(input: &Input, options: &ScanOptions) -> Result<FileScan> {
     match input {
         Input::Local(path) => scan_path(path, &url_of(path), options),
         Input::Url(url) => scan(&remote::open(url)?, url, options),
@@ -331,13 +364,16 @@ pub fn build(
         t => t,
     };
     let t0 = Instant::now();
-    let results = scan_all(
-        &files,
-        &scan_options,
-        threads,
-        options.skip_bad,
-        options.progress.as_deref(),
-    );
+    let results = match &options.scanner {
+        Some(scanner) => scanner.scan(&files, &scan_options)?,
+        None => scan_all(
+            &files,
+            &scan_options,
+            threads,
+            options.skip_bad,
+            options.progress.as_deref(),
+        ),
+    };
     let scan_seconds = t0.elapsed().as_secs_f64();
 
     let mut datasets = Vec::with_capacity(files.len());

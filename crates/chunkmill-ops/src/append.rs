@@ -354,8 +354,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         )?;
         let mut chunk_offset = vec![0; full_shape.len()];
         chunk_offset[axis] = aligned_start / chunk;
-        if let Some(last) = planned.stages.last_mut() {
-            let StageKind::Copy(copy) = &mut last.kind;
+        if let Some(StageKind::Copy(copy)) = planned.stages.last_mut().map(|s| &mut s.kind) {
             let grid = copy.output.grid().clone();
             copy.output = Endpoint::Shifted {
                 inner: Box::new(Endpoint::Zarr {

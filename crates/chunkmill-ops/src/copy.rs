@@ -54,7 +54,7 @@ enum Opened {
 }
 
 impl Opened {
-    /// Bytes per element of what [`CopyRunner::read_chunk`] returns.
+    /// Bytes per element of what [`StageRunner::read_chunk`] returns.
     fn item_size(&self) -> usize {
         match self {
             Opened::Zarr(array) => array.info().item_size,
@@ -77,11 +77,11 @@ impl Opened {
 
 /// Runs copy tasks; opens each endpoint once.
 #[derive(Default)]
-pub struct CopyRunner {
+pub struct StageRunner {
     opened: Mutex<HashMap<String, Arc<Opened>>>,
 }
 
-impl CopyRunner {
+impl StageRunner {
     /// A runner with nothing opened yet.
     #[must_use]
     pub fn new() -> Self {
@@ -233,7 +233,7 @@ fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
     format!("{prefix}/{}", grid.ravel(coords))
 }
 
-impl CopyRunner {
+impl StageRunner {
     /// Chunk `coords` of an opened input of grid `grid`: its decoded elements and the region
     /// they cover (the nominal chunk for Zarr and references, which may run past the edge).
     fn read_chunk(
@@ -524,13 +524,9 @@ impl CopyRunner {
     }
 }
 
-impl TaskRunner for CopyRunner {
+impl TaskRunner for StageRunner {
     fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
-        match &stage.kind {
-            StageKind::Copy(copy) => {
-                self.copy(copy, &stage.task_region(task), &AtomicBool::new(false))
-            }
-        }
+        self.run_cancellable(stage, task, &AtomicBool::new(false))
     }
 
     fn run_cancellable(
@@ -541,6 +537,7 @@ impl TaskRunner for CopyRunner {
     ) -> Result<TaskStats, String> {
         match &stage.kind {
             StageKind::Copy(copy) => self.copy(copy, &stage.task_region(task), cancel),
+            StageKind::Scan(scan) => crate::scan::run_scan_task(scan, task, cancel),
         }
     }
 

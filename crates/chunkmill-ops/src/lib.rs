@@ -13,6 +13,7 @@ pub mod convert;
 pub mod copy;
 pub mod rechunk;
 pub mod report;
+pub mod scan;
 pub mod sources;
 pub mod spec;
 pub mod values;

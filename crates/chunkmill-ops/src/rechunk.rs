@@ -18,7 +18,7 @@ use chunkmill_store::zarr::{self, ArrayInfo, ArraySpec, Compressor, Encoding, Gr
 use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
 
-use crate::copy::CopyRunner;
+use crate::copy::StageRunner;
 use crate::spec::ChunkSpec;
 use crate::OpsError;
 
@@ -654,6 +654,81 @@ pub(crate) fn plan_array(
     })
 }
 
+/// How much an executor may run at once.
+pub(crate) struct ExecutorLimits {
+    pub workers: usize,
+    pub retries: u32,
+    pub max_mem: u64,
+    /// Bytes the tasks of this process may hold together (threads executor).
+    pub capacity: u64,
+}
+
+/// Runs every stage of `plan` on `executor`, markers in `work`.
+///
+/// # Errors
+/// [`OpsError::Failed`] when tasks fail after retries; [`OpsError::Interrupted`] on Ctrl-C.
+pub(crate) fn run_on_executor(
+    plan: &Plan,
+    executor: &Executor,
+    work: &Store,
+    markers: &Markers,
+    limits: &ExecutorLimits,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RunSummary, OpsError> {
+    let mut run_options = RunOptions::new(limits.workers, limits.capacity);
+    run_options.retries = limits.retries;
+    match executor {
+        Executor::Threads => run_plan(plan, &StageRunner::new(), markers, &run_options, on_event),
+        Executor::Processes { program } => {
+            let command = WorkerCommand {
+                program: program.clone(),
+                plan_url: work.join("plan.json"),
+            };
+            run_plan_processes(
+                plan,
+                &command,
+                markers,
+                limits.workers,
+                limits.retries,
+                on_event,
+            )
+        }
+        Executor::Slurm(slurm) => {
+            let log_dir = slurm.log_dir.clone().unwrap_or_else(|| match work.kind() {
+                StoreKind::Local => {
+                    let url = work.url();
+                    std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url))
+                        .join("slurm-logs")
+                }
+                _ => std::path::PathBuf::from("chunkmill-slurm-logs"),
+            });
+            let slurm_options = SlurmOptions {
+                program: slurm.program.clone(),
+                plan_url: work.join("plan.json"),
+                memory_mib: limits.max_mem.div_ceil(1 << 20),
+                concurrent: limits.workers,
+                retries: limits.retries,
+                tasks_per_job: slurm.tasks_per_job,
+                sbatch_options: slurm.sbatch_options.clone(),
+                log_dir,
+                poll: std::time::Duration::from_millis(500),
+            };
+            run_plan_slurm(
+                plan,
+                &slurm_options,
+                markers,
+                work,
+                &slurm.interrupted,
+                on_event,
+            )
+        }
+    }
+    .map_err(|e| match e {
+        chunkmill_exec::ExecError::Interrupted(m) => OpsError::Interrupted(m),
+        other => failed(other),
+    })
+}
+
 /// Bytes as a person reads them (`512.0 MB`).
 #[must_use]
 pub fn human(bytes: u64) -> String {
@@ -794,58 +869,19 @@ pub fn run_job(
             human(plan.max_projected_mem())
         )));
     }
-    let mut run_options = RunOptions::new(options.workers, capacity);
-    run_options.retries = options.retries;
-    let summary: RunSummary = match &options.executor {
-        Executor::Threads => run_plan(plan, &CopyRunner::new(), &markers, &run_options, on_event),
-        Executor::Processes { program } => {
-            let command = WorkerCommand {
-                program: program.clone(),
-                plan_url: work.join("plan.json"),
-            };
-            run_plan_processes(
-                plan,
-                &command,
-                &markers,
-                options.workers,
-                options.retries,
-                on_event,
-            )
-        }
-        Executor::Slurm(slurm) => {
-            let log_dir = slurm.log_dir.clone().unwrap_or_else(|| match work.kind() {
-                StoreKind::Local => {
-                    let url = work.url();
-                    std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url))
-                        .join("slurm-logs")
-                }
-                _ => std::path::PathBuf::from("chunkmill-slurm-logs"),
-            });
-            let slurm_options = SlurmOptions {
-                program: slurm.program.clone(),
-                plan_url: work.join("plan.json"),
-                memory_mib: options.max_mem.div_ceil(1 << 20),
-                concurrent: options.workers,
-                retries: options.retries,
-                tasks_per_job: slurm.tasks_per_job,
-                sbatch_options: slurm.sbatch_options.clone(),
-                log_dir,
-                poll: std::time::Duration::from_millis(500),
-            };
-            run_plan_slurm(
-                plan,
-                &slurm_options,
-                &markers,
-                &work,
-                &slurm.interrupted,
-                on_event,
-            )
-        }
-    }
-    .map_err(|e| match e {
-        chunkmill_exec::ExecError::Interrupted(m) => OpsError::Interrupted(m),
-        other => failed(other),
-    })?;
+    let summary = run_on_executor(
+        plan,
+        &options.executor,
+        &work,
+        &markers,
+        &ExecutorLimits {
+            workers: options.workers,
+            retries: options.retries,
+            max_mem: options.max_mem,
+            capacity,
+        },
+        on_event,
+    )?;
 
     if let Some(path) = &options.report {
         let mut records = Vec::new();

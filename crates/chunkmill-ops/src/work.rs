@@ -10,7 +10,7 @@ use chunkmill_store::markers::Markers;
 use chunkmill_store::Store;
 use serde::Serialize;
 
-use crate::copy::CopyRunner;
+use crate::copy::StageRunner;
 use crate::OpsError;
 
 /// The work dir store and key of a `plan.json` URL (`…/work/plan.json` or the work dir itself).
@@ -158,7 +158,7 @@ pub fn run_worker(
         &plan,
         index,
         tasks,
-        &CopyRunner::new(),
+        &StageRunner::new(),
         &markers,
         &options,
         on_event,

@@ -210,12 +210,34 @@ pub struct CopyStage {
     pub item_size: u64,
 }
 
+/// A stage that scans files for `virtualize` as map tasks: task `i` scans files
+/// `i × files_per_task ..` of the list at `inputs_url` and writes, per file, its references
+/// (or the reason it failed) under `output_url`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanStage {
+    /// A text object, one input (path or URL) per line, in input order.
+    pub inputs_url: String,
+    /// Number of inputs.
+    pub files: u64,
+    /// Inputs per task.
+    pub files_per_task: u64,
+    /// Where results go: `<output_url>/<input index>.json`.
+    pub output_url: String,
+    /// Chunks stored in fewer bytes are inlined.
+    pub inline_threshold: u64,
+    /// Variables whose values are loaded (the concat coordinate, identical dims).
+    pub load: Vec<String>,
+}
+
 /// What a stage does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // a handful per plan
 pub enum StageKind {
     /// Copy blocks from one array to another.
     Copy(CopyStage),
+    /// Scan files into references.
+    Scan(ScanStage),
 }
 
 /// One stage of a plan.
@@ -241,14 +263,20 @@ impl Stage {
     pub fn tasks(&self) -> u64 {
         match &self.kind {
             StageKind::Copy(c) => c.blocks.num_chunks(),
+            StageKind::Scan(s) => s.files.div_ceil(s.files_per_task.max(1)),
         }
     }
 
-    /// The array region task `task` owns.
+    /// The array region task `task` owns (for a scan, its range of inputs).
     #[must_use]
     pub fn task_region(&self, task: u64) -> Region {
         match &self.kind {
             StageKind::Copy(c) => c.blocks.chunk_region(&c.blocks.unravel(task)),
+            StageKind::Scan(s) => {
+                let per = s.files_per_task.max(1);
+                let files = task * per..((task + 1) * per).min(s.files);
+                Region::new(std::iter::once(files).collect())
+            }
         }
     }
 }

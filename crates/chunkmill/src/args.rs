@@ -64,18 +64,14 @@ pub struct Output {
     pub quiet: bool,
 }
 
-/// Flags every running job shares.
+/// Where tasks run, for every job that runs tasks.
 #[derive(Debug, Args, Clone)]
-pub struct Common {
+pub struct ExecutorArgs {
     /// Where tasks run: `threads` of this process; `processes`: child `chunkmill worker`
     /// processes, each within --max-mem, so a crash in one task never takes the run down;
     /// `slurm`: one SLURM job array of `chunkmill worker` per stage, chained with afterok.
     #[arg(long, default_value = "threads", value_parser = ["threads", "processes", "slurm"])]
     pub executor: String,
-    /// Most tasks at once (default: twice the number of CPUs, so storage waits overlap work);
-    /// with --executor slurm, most array elements running at once (`--array=…%N`).
-    #[arg(long)]
-    pub workers: Option<usize>,
     /// Options for every sbatch of --executor slurm, as one string:
     /// `--slurm-opt "--account=x --partition=y --time=00:30:00"`.
     #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
@@ -90,6 +86,17 @@ pub struct Common {
     /// Extra attempts for a failed task, with exponential backoff.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
+}
+
+/// Flags every running job shares.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    #[command(flatten)]
+    pub run: ExecutorArgs,
+    /// Most tasks at once (default: twice the number of CPUs, so storage waits overlap work);
+    /// with --executor slurm, most array elements running at once (`--array=…%N`).
+    #[arg(long)]
+    pub workers: Option<usize>,
     /// Continue a run that stopped: skip tasks whose markers say done.
     #[arg(long)]
     pub resume: bool,
@@ -250,9 +257,20 @@ pub struct VirtualizeArgs {
     /// Replace an existing output.
     #[arg(long)]
     pub overwrite: bool,
-    /// Scanning threads (default: the number of CPUs; four per CPU when some input is in S3).
+    /// Scanning threads (default: the number of CPUs; four per CPU when some input is in S3);
+    /// with another executor, most tasks (or SLURM array elements) at once.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Work dir of a scan on `processes` or `slurm` (default: `<OUTPUT>.work`): the input list,
+    /// the plan, markers and each file's result; cleaned up afterwards.
+    #[arg(long, value_name = "URL")]
+    pub work_dir: Option<String>,
+    /// Files per task of a scan on `processes` or `slurm` (default: about four tasks per
+    /// worker).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub files_per_task: Option<u64>,
+    #[command(flatten)]
+    pub run: ExecutorArgs,
     #[command(flatten)]
     pub report: Output,
 }

@@ -11,7 +11,7 @@ use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
 
-use crate::args::{Common, RechunkArgs, TargetArgs};
+use crate::args::{Common, ExecutorArgs, RechunkArgs, TargetArgs};
 use crate::progress::Progress;
 use crate::Failure;
 
@@ -66,27 +66,32 @@ pub fn run_options(
         shards,
         zarr_format: plan.zarr_format.unwrap_or(3),
         workers,
-        retries: common.retries,
+        retries: common.run.retries,
         resume: common.resume,
         overwrite: common.overwrite,
         work_dir: common.work_dir.clone(),
-        executor: match common.executor.as_str() {
-            "processes" => Executor::Processes {
-                program: std::env::current_exe().map_err(|e| {
-                    Failure::usage(format!(
-                        "--executor processes: cannot find this program: {e}"
-                    ))
-                })?,
-            },
-            "slurm" => Executor::Slurm(slurm_executor(common)?),
-            _ => Executor::Threads,
-        },
+        executor: executor_of(&common.run)?,
         report: common.report_file.clone().map(Into::into),
         prepare_only: plan.prepare,
     })
 }
 
-fn slurm_executor(common: &Common) -> Result<SlurmExecutor, Failure> {
+/// The executor the flags name.
+pub fn executor_of(run: &ExecutorArgs) -> Result<Executor, Failure> {
+    Ok(match run.executor.as_str() {
+        "processes" => Executor::Processes {
+            program: std::env::current_exe().map_err(|e| {
+                Failure::usage(format!(
+                    "--executor processes: cannot find this program: {e}"
+                ))
+            })?,
+        },
+        "slurm" => Executor::Slurm(slurm_executor(run)?),
+        _ => Executor::Threads,
+    })
+}
+
+fn slurm_executor(common: &ExecutorArgs) -> Result<SlurmExecutor, Failure> {
     let program = std::env::current_exe()
         .map_err(|e| Failure::usage(format!("--executor slurm: cannot find this program: {e}")))?;
     let sbatch_options = match &common.slurm_opt {
@@ -118,16 +123,18 @@ pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
     let stages: Vec<_> = plan
         .stages
         .iter()
-        .map(|s| {
-            let StageKind::Copy(c) = &s.kind;
+        .filter_map(|s| {
+            let StageKind::Copy(c) = &s.kind else {
+                return None;
+            };
             let block = c.blocks.max_chunk_shape();
-            json!({
+            Some(json!({
                 "name": s.name, "label": s.label, "kind": "copy", "tasks": s.tasks(),
                 "projected_mem": s.projected_mem, "read_block": block, "write_block": block,
                 "source": c.input.describe(), "target": c.output.describe(),
                 "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
                 "output_chunks": c.output.grid().num_chunks(),
-            })
+            }))
         })
         .collect();
     let intermediate: u64 = plan
@@ -188,7 +195,9 @@ pub fn print_plan(job: &RechunkJob) {
         );
     }
     for s in &plan.stages {
-        let StageKind::Copy(c) = &s.kind;
+        let StageKind::Copy(c) = &s.kind else {
+            continue;
+        };
         println!(
             "  stage {:<7} {:<36} {:>7} tasks  block {:?}  {} per task  read {}  write {}",
             s.name,

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
+use chunkmill_exec::Event;
 use chunkmill_manifest::{virtualize, Error, OutputFormat, VirtualizeOptions};
+use chunkmill_ops::scan::ExecutorScanner;
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -12,7 +14,7 @@ use crate::Failure;
 fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Usage(_) | Error::Input { .. } => 2,
-        Error::Write { .. } => 1,
+        Error::Write { .. } | Error::Executor(_) => 1,
         _ => 3,
     }
 }
@@ -66,6 +68,31 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
         progress_bar.set_length(total as u64);
         progress_bar.set_position(done as u64);
     }));
+    if a.run.executor != "threads" {
+        let tasks_bar = bar.clone();
+        options.scanner = Some(Arc::new(ExecutorScanner {
+            executor: crate::rechunk::executor_of(&a.run)?,
+            work_dir: a
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| format!("{}.work", a.output.trim_end_matches('/'))),
+            workers: a.workers.unwrap_or_else(crate::default_workers),
+            retries: a.run.retries,
+            // A scan holds one file's manifest at a time; SLURM gets this as --mem.
+            max_mem: 1 << 30,
+            files_per_task: a.files_per_task,
+            on_event: Some(Box::new(move |event| match event {
+                Event::StageStarted {
+                    tasks, done_before, ..
+                } => {
+                    tasks_bar.set_length(*tasks);
+                    tasks_bar.set_position(*done_before);
+                }
+                Event::TaskFinished { .. } => tasks_bar.inc(1),
+                _ => {}
+            })),
+        }));
+    }
     let report = virtualize(&a.inputs, &options);
     bar.finish_and_clear();
     let report = report.map_err(|e| Failure {

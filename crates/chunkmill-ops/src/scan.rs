@@ -1,0 +1,215 @@
+//! `chunkmill virtualize --executor processes|slurm`: the scan of many files as map tasks of a
+//! plan, run by the same executors as every other job (retries, markers, `chunkmill worker`),
+//! then combined by the driver exactly as a scan on threads is.
+//!
+//! Task `i` scans a slice of the input list stored in the work dir and writes, for each file,
+//! one object `<work>/scan/<index>.json`: the file's references as kerchunk JSON and the
+//! warnings of its scan, or the reason it failed. A file that cannot be scanned is a result,
+//! not a failed task: retrying would fail the same way, and `--skip-bad` decides in the driver.
+
+use std::sync::atomic::AtomicBool;
+
+use chunkmill_exec::{Event, TaskStats};
+use chunkmill_manifest::{scan_input, FileScan, Input, ScanExecutor, ScanOptions, ScanResults};
+use chunkmill_plan::{Plan, ScanStage, Stage, StageKind};
+use chunkmill_store::markers::Markers;
+use chunkmill_store::Store;
+use serde_json::{json, Value};
+
+use crate::rechunk::{run_on_executor, Executor, ExecutorLimits};
+
+/// Runs task `task` of a scan stage.
+///
+/// # Errors
+/// The input list or a result cannot be read or written.
+pub(crate) fn run_scan_task(
+    stage: &ScanStage,
+    task: u64,
+    cancel: &AtomicBool,
+) -> Result<TaskStats, String> {
+    let (list_dir, list_key) = split(&stage.inputs_url);
+    let list = Store::open(list_dir)
+        .and_then(|s| s.get(list_key))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: the list of inputs is missing", stage.inputs_url))?;
+    let list = String::from_utf8_lossy(&list);
+    let inputs: Vec<&str> = list.lines().collect();
+    let out = Store::open(&stage.output_url).map_err(|e| e.to_string())?;
+    let options = ScanOptions {
+        inline_threshold: stage.inline_threshold,
+        load: stage.load.clone(),
+    };
+    let per = stage.files_per_task.max(1);
+    let mut stats = TaskStats::default();
+    for index in task * per..((task + 1) * per).min(stage.files) {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(chunkmill_exec::SUPERSEDED.to_string());
+        }
+        let line = inputs
+            .get(index as usize)
+            .ok_or_else(|| format!("{}: no input {index}", stage.inputs_url))?;
+        let input = Input::parse(line);
+        let result = match scan_input(&input, &options) {
+            Ok(scan) => {
+                let mut text = Vec::new();
+                chunkmill_manifest::kerchunk::to_kerchunk_json(&scan.dataset, &mut text)
+                    .map_err(|e| e.to_string())?;
+                json!({
+                    "references": String::from_utf8_lossy(&text),
+                    "warnings": scan.warnings,
+                })
+            }
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        let bytes = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
+        stats.bytes_written += bytes.len() as u64;
+        out.put(&format!("{index}.json"), bytes)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(stats)
+}
+
+fn split(url: &str) -> (&str, &str) {
+    url.rsplit_once('/').unwrap_or((".", url))
+}
+
+/// A callback for the executor's events.
+pub type EventFn = dyn Fn(&Event) + Send + Sync;
+
+/// Scans on an executor's tasks; see the module docs.
+pub struct ExecutorScanner {
+    /// Where the tasks run.
+    pub executor: Executor,
+    /// Work dir: the input list, the plan, markers and results.
+    pub work_dir: String,
+    /// Most tasks at once.
+    pub workers: usize,
+    /// Extra attempts of a failed task.
+    pub retries: u32,
+    /// Memory of one worker process (SLURM `--mem`), bytes.
+    pub max_mem: u64,
+    /// Files per task (default: enough for about four tasks per worker).
+    pub files_per_task: Option<u64>,
+    /// Progress of the tasks.
+    pub on_event: Option<Box<EventFn>>,
+}
+
+impl std::fmt::Debug for ExecutorScanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorScanner")
+            .field("executor", &self.executor)
+            .field("work_dir", &self.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn task_error(e: impl std::fmt::Display) -> chunkmill_manifest::Error {
+    chunkmill_manifest::Error::Executor(e.to_string())
+}
+
+impl ScanExecutor for ExecutorScanner {
+    fn scan(
+        &self,
+        files: &[Input],
+        options: &ScanOptions,
+    ) -> chunkmill_manifest::Result<ScanResults> {
+        let work = Store::open(&self.work_dir).map_err(task_error)?;
+        let list: String = files.iter().map(|f| format!("{}\n", line_of(f))).collect();
+        work.put("scan-inputs.txt", list.into_bytes())
+            .map_err(task_error)?;
+        let n = files.len() as u64;
+        let per = self
+            .files_per_task
+            .unwrap_or_else(|| n.div_ceil(4 * self.workers.max(1) as u64))
+            .max(1);
+        let stage = Stage {
+            name: "scan".into(),
+            label: format!("scan {n} files"),
+            kind: StageKind::Scan(ScanStage {
+                inputs_url: work.join("scan-inputs.txt"),
+                files: n,
+                files_per_task: per,
+                output_url: work.join("scan"),
+                inline_threshold: options.inline_threshold,
+                load: options.load.clone(),
+            }),
+            // A scan holds one file's manifest: small against any budget.
+            projected_mem: 16 << 20,
+            bytes_read: 0,
+            bytes_written: 0,
+        };
+        let plan = Plan::new("virtualize", self.max_mem, vec![stage], Vec::new());
+        work.put("plan.json", plan.to_json().into_bytes())
+            .map_err(task_error)?;
+        let markers = Markers::new(work.clone(), &plan.plan_id);
+        markers.clear().map_err(task_error)?;
+        work.erase_prefix("scan/").map_err(task_error)?;
+        let quiet = |_: &Event| {};
+        let on_event: &(dyn Fn(&Event) + Sync) = match &self.on_event {
+            Some(f) => f.as_ref(),
+            None => &quiet,
+        };
+        run_on_executor(
+            &plan,
+            &self.executor,
+            &work,
+            &markers,
+            &ExecutorLimits {
+                workers: self.workers,
+                retries: self.retries,
+                max_mem: self.max_mem,
+                capacity: self.max_mem,
+            },
+            on_event,
+        )
+        .map_err(task_error)?;
+        let out = Store::open(&work.join("scan")).map_err(task_error)?;
+        let mut results = Vec::with_capacity(files.len());
+        for (index, file) in files.iter().enumerate() {
+            let bytes = out
+                .get(&format!("{index}.json"))
+                .map_err(task_error)?
+                .ok_or_else(|| task_error(format!("{}: its scan left no result", file.name())))?;
+            let value: Value = serde_json::from_slice(&bytes).map_err(task_error)?;
+            results.push(Some(read_result(&value, file)));
+        }
+        markers.clear().map_err(task_error)?;
+        work.erase_prefix("scan/").map_err(task_error)?;
+        Ok(results)
+    }
+}
+
+fn line_of(input: &Input) -> String {
+    match input {
+        // Absolute, so that a worker started elsewhere finds it.
+        Input::Local(path) => std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
+        other => other.name(),
+    }
+}
+
+#[allow(clippy::result_large_err)] // the manifest crate's error, as its scans return it
+fn read_result(value: &Value, file: &Input) -> chunkmill_manifest::Result<FileScan> {
+    if let Some(error) = value.get("error").and_then(Value::as_str) {
+        return Err(chunkmill_manifest::Error::Task(error.to_string()));
+    }
+    let text = value
+        .get("references")
+        .and_then(Value::as_str)
+        .ok_or_else(|| task_error(format!("{}: a scan result without references", file.name())))?;
+    let dataset = chunkmill_manifest::kerchunk::parse_kerchunk_json(text, &file.name())?;
+    let warnings = value
+        .get("warnings")
+        .and_then(Value::as_array)
+        .map(|w| {
+            w.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(FileScan { dataset, warnings })
+}
