@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use chunkmill_exec::Event;
-use chunkmill_grid::{AxisChunks, Grid};
+use chunkmill_grid::Grid;
 use chunkmill_plan::{AxisWindow, Endpoint, Plan, ValueMap};
 use chunkmill_store::zarr::{ArrayInfo, Compressor, GroupInfo};
 use chunkmill_store::Store;
@@ -32,36 +32,17 @@ use crate::rechunk::{
     display_path, is_coordinate, medium_cost, plan_array, run_job, ArrayJob, PlanContext,
     RechunkJob, RechunkOptions, RechunkReport,
 };
+use crate::selection::{
+    axis_read, cf_time_value, element_values, index_range, value_range, window_axis,
+};
+pub use crate::selection::{IndexSelection, ValueSelection};
 use crate::sources::{self, Source, SourceArray};
+use crate::tiles::Tiling;
 use crate::values::Numeric;
 use crate::OpsError;
 
 /// CF attributes that `--decode-cf` applies and then removes.
 const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue", "missing_value"];
-
-/// A selection of one dimension by coordinate value, both ends included (as xarray's
-/// `.sel(dim=slice(start, stop))`); an end left empty is open.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValueSelection {
-    /// Dimension name (as in the source).
-    pub dim: String,
-    /// First value, as typed: a number, or a date for a CF time coordinate.
-    pub start: Option<String>,
-    /// Last value.
-    pub stop: Option<String>,
-}
-
-/// A selection of one dimension by index, Python's `start:stop` (stop excluded, negative
-/// counts from the end).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexSelection {
-    /// Dimension name (as in the source).
-    pub dim: String,
-    /// First index.
-    pub start: Option<i64>,
-    /// One past the last index.
-    pub stop: Option<i64>,
-}
 
 /// Everything `chunkmill convert` is asked.
 #[derive(Clone, Debug)]
@@ -127,160 +108,6 @@ pub struct ConvertJob {
     pub nothing_new: Option<String>,
 }
 
-fn parse_date(text: &str) -> Option<(i64, u32, u32, f64)> {
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (text, None),
-    };
-    let mut parts = date.splitn(3, '-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: u32 = parts.next().map_or(Some(1), |m| m.parse().ok())?;
-    let day: u32 = parts.next().map_or(Some(1), |d| d.parse().ok())?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut seconds = 0.0;
-    if let Some(time) = time {
-        let time = time.trim_end_matches('Z');
-        for (i, part) in time.split(':').enumerate() {
-            let value: f64 = part.parse().ok()?;
-            seconds += value * [3600.0, 60.0, 1.0].get(i)?;
-        }
-    }
-    Some((year, month, day, seconds))
-}
-
-/// Days from 1970-01-01 in the proleptic Gregorian calendar (the civil-from-days algorithm
-/// run backwards).
-fn days_gregorian(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Days from year 0 in a calendar xarray/cftime knows.
-fn days_in_calendar(calendar: &str, (y, m, d): (i64, u32, u32)) -> Option<i64> {
-    const CUMULATIVE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    match calendar {
-        "standard" | "gregorian" | "proleptic_gregorian" | "" => Some(days_gregorian(y, m, d)),
-        "noleap" | "365_day" => Some(y * 365 + CUMULATIVE[m as usize - 1] + i64::from(d) - 1),
-        "all_leap" | "366_day" => {
-            let leap_shift = i64::from(m > 2);
-            Some(y * 366 + CUMULATIVE[m as usize - 1] + leap_shift + i64::from(d) - 1)
-        }
-        "360_day" => Some(y * 360 + i64::from(m - 1) * 30 + i64::from(d) - 1),
-        _ => None,
-    }
-}
-
-/// A CF time (`2020-01-31`, `2020-01-31T12:00`) in the coordinate's units
-/// (`days since 1990-01-01`) and calendar.
-fn cf_time_value(text: &str, units: &str, calendar: &str) -> Result<f64, String> {
-    let (unit, reference) = units
-        .split_once(" since ")
-        .ok_or_else(|| format!("units '{units}' are not '<unit> since <date>'"))?;
-    let seconds_per_unit = match unit.trim() {
-        "days" | "day" | "d" => 86_400.0,
-        "hours" | "hour" | "h" | "hr" => 3_600.0,
-        "minutes" | "minute" | "min" => 60.0,
-        "seconds" | "second" | "s" | "sec" => 1.0,
-        "milliseconds" | "ms" => 1e-3,
-        other => return Err(format!("time unit '{other}' is not supported")),
-    };
-    let parse = |t: &str| {
-        parse_date(t.trim())
-            .ok_or_else(|| format!("'{t}' is not a date like 2020-01-31 or 2020-01-31T12:00"))
-    };
-    let reference = reference
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join("T");
-    let (ry, rm, rd, rs) = parse(&reference)?;
-    let (y, m, d, s) = parse(text)?;
-    let calendar = calendar.to_ascii_lowercase();
-    let days = |ymd| {
-        days_in_calendar(&calendar, ymd)
-            .ok_or_else(|| format!("calendar '{calendar}' is not supported"))
-    };
-    let delta = (days((y, m, d))? - days((ry, rm, rd))?) as f64 * 86_400.0 + s - rs;
-    Ok(delta / seconds_per_unit)
-}
-
-fn element_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, String> {
-    let map = ValueMap {
-        from: dtype.to_string(),
-        to: "float64".into(),
-        missing: Vec::new(),
-        scale: None,
-        offset: None,
-    };
-    let wide = crate::values::convert(&map, bytes)?;
-    Ok(wide
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        .collect())
-}
-
-/// The index range `xarray.sel(dim=slice(start, stop))` picks on a monotonic coordinate.
-fn value_range(
-    values: &[f64],
-    start: Option<f64>,
-    stop: Option<f64>,
-) -> Result<std::ops::Range<u64>, String> {
-    let ascending = values.windows(2).all(|w| w[0] < w[1]);
-    let descending = values.windows(2).all(|w| w[0] > w[1]);
-    if !ascending && !descending {
-        return Err("the coordinate is not monotonic, so it cannot be selected by value".into());
-    }
-    let n = values.len();
-    let (first, last) = if ascending {
-        (
-            start.map_or(0, |s| values.iter().position(|&v| v >= s).unwrap_or(n)),
-            stop.map_or(n, |s| {
-                values.iter().rposition(|&v| v <= s).map_or(0, |i| i + 1)
-            }),
-        )
-    } else {
-        (
-            start.map_or(0, |s| values.iter().position(|&v| v <= s).unwrap_or(n)),
-            stop.map_or(n, |s| {
-                values.iter().rposition(|&v| v >= s).map_or(0, |i| i + 1)
-            }),
-        )
-    };
-    if first >= last {
-        return Err(format!(
-            "selects nothing: the coordinate runs from {} to {} ({})",
-            values.first().copied().unwrap_or(f64::NAN),
-            values.last().copied().unwrap_or(f64::NAN),
-            if ascending {
-                "ascending"
-            } else {
-                "descending: give the larger value first"
-            }
-        ));
-    }
-    Ok(first as u64..last as u64)
-}
-
-fn index_range(len: u64, start: Option<i64>, stop: Option<i64>) -> std::ops::Range<u64> {
-    let resolve = |i: i64| -> u64 {
-        if i < 0 {
-            (len as i64 + i).max(0) as u64
-        } else {
-            (i as u64).min(len)
-        }
-    };
-    let first = start.map_or(0, resolve);
-    let last = stop.map_or(len, resolve);
-    first..last.max(first)
-}
-
 fn number(value: &Value) -> Option<f64> {
     match value {
         Value::String(s) if s == "NaN" => Some(f64::NAN),
@@ -316,17 +143,17 @@ fn decoded_dtype(dtype: Numeric, scale: Option<f64>, offset: Option<f64>) -> &'s
     }
 }
 
-struct Renames<'a>(&'a [(String, String)]);
+pub(crate) struct Renames<'a>(&'a [(String, String)]);
 
 impl Renames<'_> {
-    fn apply(&self, name: &str) -> String {
+    pub(crate) fn apply(&self, name: &str) -> String {
         self.0
             .iter()
             .find(|(old, _)| old == name)
             .map_or_else(|| name.to_string(), |(_, new)| new.clone())
     }
 
-    fn apply_path(&self, key: &str) -> String {
+    pub(crate) fn apply_path(&self, key: &str) -> String {
         match key.rsplit_once('/') {
             Some((group, last)) => format!("{group}/{}", self.apply(last)),
             None => self.apply(key),
@@ -334,39 +161,8 @@ impl Renames<'_> {
     }
 }
 
-fn last_segment(key: &str) -> &str {
+pub(crate) fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
-}
-
-/// The window's chunks, cut at the source chunk boundaries (`size` apart) inside
-/// `start..start + len`, in output coordinates.
-fn window_axis(size: u64, window: &AxisWindow) -> Result<AxisChunks, String> {
-    let end = window.start + window.len;
-    let aligned_start = if window.reverse { end } else { window.start };
-    if aligned_start % size == 0 {
-        return AxisChunks::regular(size, window.len).map_err(|e| e.to_string());
-    }
-    let mut bounds: Vec<u64> = vec![window.start];
-    let mut b = (window.start / size + 1) * size;
-    while b < end {
-        bounds.push(b);
-        b += size;
-    }
-    bounds.push(end);
-    let mut out: Vec<u64> = if window.reverse {
-        bounds.iter().rev().map(|&b| end - b).collect()
-    } else {
-        bounds.iter().map(|&b| b - window.start).collect()
-    };
-    out.dedup();
-    AxisChunks::rectilinear(out).map_err(|e| e.to_string())
-}
-
-/// Bytes decoded / bytes kept along one axis of chunk `size` and length `len`.
-fn axis_read(size: u64, len: u64, window: &AxisWindow) -> u64 {
-    let first = window.start / size * size;
-    let last = ((window.start + window.len).div_ceil(size) * size).min(len);
-    last - first
 }
 
 /// Plan a conversion without writing anything.
@@ -520,17 +316,7 @@ impl Prepared {
 #[allow(clippy::too_many_lines)]
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.run;
-    if run.zarr_format != 2 && run.zarr_format != 3 {
-        return Err(OpsError::Usage(format!(
-            "--zarr-format must be 2 or 3, got {}",
-            run.zarr_format
-        )));
-    }
-    if run.shards.is_some() && run.zarr_format != 3 {
-        return Err(OpsError::Usage(
-            "--shards needs Zarr v3 (--zarr-format 3)".into(),
-        ));
-    }
+    crate::rechunk::check_format(run)?;
     let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let source = sources::open(
         &options.inputs,
@@ -951,173 +737,6 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     })
 }
 
-/// `--tile`: the tiled dimensions, their tile sizes and tile counts.
-struct Tiling {
-    /// (dimension, tile size, tiles along it), in the order given.
-    dims: Vec<(String, u64, u64)>,
-}
-
-impl Tiling {
-    fn new(
-        tile: &[(String, u64)],
-        dim_len: &BTreeMap<String, u64>,
-        ranges: &BTreeMap<String, std::ops::Range<u64>>,
-    ) -> Result<Self, OpsError> {
-        let mut dims = Vec::new();
-        for (dim, size) in tile {
-            let len = match ranges.get(dim) {
-                Some(r) => r.end - r.start,
-                None => *dim_len.get(dim).ok_or_else(|| {
-                    OpsError::Usage(format!(
-                        "--tile {dim}: no dimension '{dim}'; dimensions: {}",
-                        dim_len.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ))
-                })?,
-            };
-            if *size == 0 || *size > len {
-                return Err(OpsError::Refused(format!(
-                    "--tile {dim}={size}: {dim} has {len} elements (after the selection): a tile must hold 1 to {len}"
-                )));
-            }
-            dims.push((dim.clone(), *size, len / size));
-        }
-        Ok(Self { dims })
-    }
-
-    fn count(&self) -> u64 {
-        self.dims.iter().map(|(_, _, c)| c).product()
-    }
-
-    /// `output` cut in tiles when it has a tiled dimension (`dims`: its source dimension
-    /// names), with the read amplification of tiles that cut through source chunks.
-    fn apply(
-        &self,
-        output: OutputArray,
-        dims: &[Option<String>],
-        spec: &crate::spec::ChunkSpec,
-        renames: &Renames<'_>,
-    ) -> Result<Option<(OutputArray, Option<Misalignment>)>, OpsError> {
-        let slots: Vec<Option<usize>> = dims
-            .iter()
-            .map(|d| {
-                d.as_ref()
-                    .and_then(|d| self.dims.iter().position(|(t, _, _)| t == d))
-            })
-            .collect();
-        if slots.iter().all(Option::is_none) {
-            return Ok(None);
-        }
-        let sizes: Vec<Option<u64>> = slots.iter().map(|s| s.map(|k| self.dims[k].1)).collect();
-        let counts: Vec<u64> = self.dims.iter().map(|(_, _, c)| *c).collect();
-        let info = &output.info;
-        let source_grid = output.input.grid();
-        let mut axes =
-            vec![AxisChunks::regular(1, self.count())
-                .map_err(|e| OpsError::Refused(e.to_string()))?];
-        let mut shape = vec![self.count()];
-        let mut chunks = vec![1];
-        let mut names = vec![Some("tile".to_string())];
-        let mut read = 1.0;
-        let mut suggestions = Vec::new();
-        for (a, size) in sizes.iter().enumerate() {
-            let name = info.dimension_names.as_ref().and_then(|d| d[a].clone());
-            names.push(name.clone());
-            match size {
-                Some(size) => {
-                    axes.push(
-                        AxisChunks::regular(*size, *size)
-                            .map_err(|e| OpsError::Refused(e.to_string()))?,
-                    );
-                    shape.push(*size);
-                    chunks.push(*size);
-                    let chunk = info.chunks[a];
-                    if size % chunk != 0 {
-                        // Each tile decodes every source chunk it meets, whole.
-                        let count = self.dims[slots[a].unwrap_or(0)].2;
-                        let decoded: u64 = (0..count)
-                            .map(|i| {
-                                let (start, end) = (i * size, (i + 1) * size);
-                                (end.div_ceil(chunk) - start / chunk) * chunk
-                            })
-                            .sum();
-                        read *= decoded as f64 / (count * size) as f64;
-                        let better = ((*size as f64 / chunk as f64).round() as u64).max(1) * chunk;
-                        suggestions.push(format!(
-                            "--tile {}={better}",
-                            dims[a].clone().unwrap_or_default()
-                        ));
-                    }
-                }
-                None => {
-                    axes.push(source_grid.axes()[a].clone());
-                    shape.push(info.shape[a]);
-                    let named = match spec {
-                        crate::spec::ChunkSpec::ByName(named) => named
-                            .iter()
-                            .find(|(n, _)| Some(n) == name.as_ref())
-                            .map(|(_, s)| s.unwrap_or(info.shape[a]).min(info.shape[a]).max(1)),
-                        crate::spec::ChunkSpec::ByAxis(_) => {
-                            return Err(OpsError::Usage(
-                                "--tile needs --chunks by dimension name (time=-1)".into(),
-                            ))
-                        }
-                    };
-                    chunks.push(named.unwrap_or(info.chunks[a]));
-                }
-            }
-        }
-        let is_tiled_coordinate = info.shape.len() == 1
-            && names[1]
-                .as_deref()
-                .is_some_and(|d| last_segment(&info.path) == d);
-        let mut tiled_info = ArrayInfo {
-            shape,
-            chunks: chunks.clone(),
-            dimension_names: Some(names),
-            ..info.clone()
-        };
-        if is_tiled_coordinate {
-            // A 2-d coordinate cannot keep its dimension's name in xarray: lat → tile_lat.
-            let renamed = renames.apply_path(&tiled_info.path);
-            tiled_info.path = match renamed.rsplit_once('/') {
-                Some((group, last)) => format!("{group}/tile_{last}"),
-                None => format!("tile_{renamed}"),
-            };
-        } else {
-            let coordinates: Vec<String> = self
-                .dims
-                .iter()
-                .filter(|(d, _, _)| dims.iter().any(|x| x.as_deref() == Some(d)))
-                .map(|(d, _, _)| format!("tile_{}", renames.apply(d)))
-                .collect();
-            tiled_info
-                .attributes
-                .insert("coordinates".into(), Value::String(coordinates.join(" ")));
-        }
-        let amplification = (read > 1.0).then(|| Misalignment {
-            array: String::new(),
-            amplification: read,
-            suggestion: suggestions.join(" "),
-        });
-        Ok(Some((
-            OutputArray {
-                source_key: output.source_key,
-                info: tiled_info,
-                input: Endpoint::Tiles {
-                    source: Box::new(output.input),
-                    sizes,
-                    slots,
-                    counts,
-                    grid: Grid::new(axes),
-                },
-                extra_task_mem: output.extra_task_mem,
-                chunks: Some(chunks),
-            },
-            amplification,
-        )))
-    }
-}
-
 /// A time coordinate xarray decodes to dates: its packing is left for xarray to apply.
 fn is_time_like(attributes: &Map<String, Value>) -> bool {
     attributes
@@ -1204,78 +823,6 @@ pub fn default_codec() -> Compressor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cf_time_in_days_hours_and_calendars() {
-        assert_eq!(
-            cf_time_value("2020-01-01", "days since 2020-01-01", "standard").unwrap(),
-            0.0
-        );
-        assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "standard").unwrap(),
-            60.0
-        );
-        assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "noleap").unwrap(),
-            59.0
-        );
-        assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "360_day").unwrap(),
-            60.0
-        );
-        assert_eq!(
-            cf_time_value(
-                "1970-01-02T06:00",
-                "hours since 1970-01-01 00:00:00",
-                "gregorian"
-            )
-            .unwrap(),
-            30.0
-        );
-        assert_eq!(days_gregorian(1970, 1, 1), 0);
-        assert_eq!(days_gregorian(2000, 3, 1), 11_017);
-        assert!(cf_time_value("2020-01-01", "days since 2020-01-01", "julian").is_err());
-    }
-
-    #[test]
-    fn value_ranges_follow_xarray_label_slicing() {
-        let up = [0.5, 1.5, 2.5, 3.5];
-        assert_eq!(value_range(&up, Some(1.0), Some(2.5)).unwrap(), 1..3);
-        assert_eq!(value_range(&up, None, Some(0.5)).unwrap(), 0..1);
-        let down = [3.5, 2.5, 1.5, 0.5];
-        assert_eq!(value_range(&down, Some(3.0), Some(1.5)).unwrap(), 1..3);
-        assert!(value_range(&down, Some(1.5), Some(3.0)).is_err());
-        assert!(value_range(&up, Some(10.0), Some(20.0)).is_err());
-        assert!(value_range(&[1.0, 0.0, 2.0], Some(0.0), None).is_err());
-    }
-
-    #[test]
-    fn windows_cut_at_source_chunk_boundaries() {
-        let w = AxisWindow {
-            start: 3,
-            len: 10,
-            reverse: false,
-        };
-        assert_eq!(window_axis(4, &w).unwrap().bounds(), vec![0, 1, 5, 9, 10]);
-        let r = AxisWindow {
-            start: 3,
-            len: 10,
-            reverse: true,
-        };
-        assert_eq!(window_axis(4, &r).unwrap().bounds(), vec![0, 1, 5, 9, 10]);
-        let aligned = AxisWindow {
-            start: 4,
-            len: 10,
-            reverse: false,
-        };
-        assert_eq!(
-            window_axis(4, &aligned).unwrap(),
-            AxisChunks::regular(4, 10).unwrap()
-        );
-        assert_eq!(axis_read(4, 20, &w), 16);
-        assert_eq!(index_range(10, Some(-3), None), 7..10);
-        assert_eq!(index_range(10, Some(2), Some(5)), 2..5);
-    }
 
     #[test]
     fn decoded_types_follow_xarray() {

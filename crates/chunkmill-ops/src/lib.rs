@@ -14,8 +14,10 @@ pub mod copy;
 pub mod rechunk;
 pub mod report;
 pub mod scan;
+mod selection;
 pub mod sources;
 pub mod spec;
+mod tiles;
 pub mod values;
 pub mod work;
 

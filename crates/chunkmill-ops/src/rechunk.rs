@@ -278,13 +278,8 @@ pub(crate) fn default_work_dir(target: &str) -> String {
     format!("{}.work", target.trim_end_matches('/'))
 }
 
-/// Plan a rechunk without running or writing anything.
-///
-/// # Errors
-/// [`OpsError::Usage`] for a malformed request, [`OpsError::Refused`] for missing or
-/// inconsistent inputs or a budget no plan fits.
-#[allow(clippy::too_many_lines)]
-pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
+/// Refuses a Zarr format other than 2 or 3, and shards without v3.
+pub(crate) fn check_format(options: &RechunkOptions) -> Result<(), OpsError> {
     if options.zarr_format != 2 && options.zarr_format != 3 {
         return Err(OpsError::Usage(format!(
             "--zarr-format must be 2 or 3, got {}",
@@ -296,6 +291,17 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
             "--shards needs Zarr v3 (--zarr-format 3)".into(),
         ));
     }
+    Ok(())
+}
+
+/// Plan a rechunk without running or writing anything.
+///
+/// # Errors
+/// [`OpsError::Usage`] for a malformed request, [`OpsError::Refused`] for missing or
+/// inconsistent inputs or a budget no plan fits.
+#[allow(clippy::too_many_lines)]
+pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
+    check_format(options)?;
     let source = Store::open(&options.source).map_err(|e| OpsError::Usage(e.to_string()))?;
     let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     if source.url() == target.url() {
