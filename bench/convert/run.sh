@@ -35,7 +35,7 @@
 #   CHUNKMILL=path          chunkmill binary (default target/release/chunkmill; skipped, with a
 #                           message, if missing)
 #   CHUNKMILL_EXTRA_ARGS    extra arguments for chunkmill convert (recorded in the results)
-#   BENCH_FILES=365         use the first N daily files (N < 365: the files are named one by one)
+#   BENCH_FILES=365         use the first N daily files (N < 365: chunkmill gets them as an @list)
 #   BENCH_TOOLS="..."       subset/order of: chunkmill xarray-dask rechunker xarray-dask-threads
 #   BENCH_WORKERS=2         dask workers (processes of 1 thread; threads for xarray-dask-threads)
 #   BENCH_MAX_MEM=1GB       the budget: chunkmill --max-mem, rechunker max_mem, LocalCluster total
@@ -118,7 +118,7 @@ if ((NFILES == 365)); then
   n_glob=$(compgen -G "$DATA/day_*.nc" | wc -l)
   ((n_glob == 365)) || { say "$DATA holds $n_glob day_*.nc files, expected 365"; exit 1; }
 else
-  mapfile -t CM_INPUTS <"$LIST"
+  CM_INPUTS=("@$LIST")                 # chunkmill reads the file list
 fi
 rm -f "$RAW"/*.time "$RAW"/*.log "$RAW"/*.meta.json "$RAW"/*.tree.json "$RAW"/*.stdout "$RAW"/verify.json \
   "$RAW"/chunkmill-plan.json "$RAW"/output-sizes.txt

@@ -118,6 +118,31 @@ pub use model::{
 };
 pub use source::{LocalFile, MemorySource, RangeSource};
 
+/// HDF5 filters that no Zarr codec expresses but hdf5-reader decodes: szip, nbit, scaleoffset.
+pub const NATIVE_FILTERS: [u16; 3] = [4, 5, 6];
+
+/// Decodes `data` through HDF5 filter `id` (one of [`NATIVE_FILTERS`]) with hdf5-reader's own
+/// decoder and the filter's client data, producing at most `limit` bytes: how `chunkmill
+/// convert` reads variables whose filters no Zarr codec expresses.
+///
+/// # Errors
+/// A filter that is not one of them, or bytes that do not decode.
+pub fn decode_native_filter(
+    id: u16,
+    client_data: &[u32],
+    data: &[u8],
+    limit: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    use hdf5_reader::filters::{nbit, scaleoffset, szip};
+    let decoded = match id {
+        4 => szip::decompress_with_limit(data, client_data, limit),
+        5 => nbit::decompress_with_limit(data, client_data, limit),
+        6 => scaleoffset::decompress_with_limit(data, client_data, limit),
+        other => return Err(format!("HDF5 filter {other} has no decoder here")),
+    };
+    decoded.map_err(|e| e.to_string())
+}
+
 /// One open HDF5, NetCDF-4 or NetCDF-3 file. `Send + Sync`: share it between threads.
 pub struct SourceFile {
     source: Arc<dyn RangeSource>,

@@ -28,6 +28,10 @@ pub struct ScanOptions {
     /// Variables (by name, e.g. the concat coordinate and the identical dims) whose decoded
     /// values are loaded and inlined as one uncompressed chunk.
     pub load: Vec<String>,
+    /// Keep filters no Zarr codec expresses (szip, nbit, scaleoffset) as chunkmill's own
+    /// codec ([`crate::codecs::native`]) instead of refusing them: for `convert`, which decodes
+    /// them; never for references others read.
+    pub native_filters: bool,
 }
 
 impl Default for ScanOptions {
@@ -35,6 +39,7 @@ impl Default for ScanOptions {
         Self {
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             load: Vec::new(),
+            native_filters: false,
         }
     }
 }
@@ -179,8 +184,8 @@ fn scan_variable(
             var.dtype.class, var.dtype.numpy
         )));
     }
-    let codecs =
-        codecs::zarr_codecs(&var.filters, &var.dtype).map_err(|e| Error::UnsupportedFilter {
+    let codecs = codecs::zarr_codecs_with(&var.filters, &var.dtype, options.native_filters)
+        .map_err(|e| Error::UnsupportedFilter {
             file: file.name().to_string(),
             variable: var.path.clone(),
             filter: e.filter,

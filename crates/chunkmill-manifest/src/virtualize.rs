@@ -94,6 +94,9 @@ pub struct VirtualizeOptions {
     pub threads: usize,
     /// Progress callback, see [`ProgressFn`].
     pub progress: Option<Arc<ProgressFn>>,
+    /// Keep filters no Zarr codec expresses as chunkmill's own codec (see
+    /// [`ScanOptions::native_filters`]): for `convert` only.
+    pub native_filters: bool,
     /// Runs the scans somewhere else than this process's threads (an executor's tasks);
     /// `None` scans on `threads` threads here.
     pub scanner: Option<Arc<dyn ScanExecutor>>,
@@ -129,6 +132,7 @@ impl VirtualizeOptions {
             overwrite: false,
             threads: 0,
             progress: None,
+            native_filters: false,
             scanner: None,
         }
     }
@@ -350,6 +354,7 @@ pub fn build(
     let scan_options = ScanOptions {
         inline_threshold: options.inline_threshold,
         load,
+        native_filters: options.native_filters,
     };
     let threads = match options.threads {
         0 => {

@@ -38,6 +38,7 @@ pub(crate) fn run_scan_task(
     let options = ScanOptions {
         inline_threshold: stage.inline_threshold,
         load: stage.load.clone(),
+        native_filters: false,
     };
     let per = stage.files_per_task.max(1);
     let mut stats = TaskStats::default();

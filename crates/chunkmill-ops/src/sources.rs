@@ -118,6 +118,8 @@ pub fn open(
     options.identical_dims = identical_dims.to_vec();
     // Small chunks stay references: the reader fetches what it needs.
     options.inline_threshold = 0;
+    // szip, nbit and scaleoffset are decoded by hdf5-reader's own filters.
+    options.native_filters = true;
     let (dataset, _) =
         chunkmill_manifest::build(inputs, &options).map_err(|e| manifest_error(&e))?;
     Ok(Source::Virtual(dataset))

@@ -22,6 +22,7 @@
 pub mod deflate;
 pub mod fletcher32;
 pub mod lzf;
+pub mod native;
 pub mod shuffle;
 pub mod unsupported;
 pub mod zstd;
@@ -154,6 +155,19 @@ impl FilterError {
 /// # Errors
 /// The first filter that has no Zarr codec, with the reason.
 pub fn zarr_codecs(filters: &[Filter], dtype: &DType) -> Result<Vec<Codec>, FilterError> {
+    zarr_codecs_with(filters, dtype, false)
+}
+
+/// As [`zarr_codecs`]; with `native`, filters hdf5-reader decodes but no Zarr codec expresses
+/// (szip, nbit, scaleoffset) become [`native`] codecs instead of an error (for `convert`).
+///
+/// # Errors
+/// As [`zarr_codecs`].
+pub fn zarr_codecs_with(
+    filters: &[Filter],
+    dtype: &DType,
+    native: bool,
+) -> Result<Vec<Codec>, FilterError> {
     let endian = match dtype.byte_order {
         ByteOrder::NotApplicable => None,
         o => Some(o),
@@ -166,6 +180,7 @@ pub fn zarr_codecs(filters: &[Filter], dtype: &DType) -> Result<Vec<Codec>, Filt
             fletcher32::ID => fletcher32::codec(f),
             zstd::ID => zstd::codec(f),
             lzf::ID => return Err(lzf::error(f)),
+            id if native && native::handles(id) => native::codec(f),
             _ => return Err(unsupported::error(f)),
         });
     }
@@ -203,6 +218,9 @@ pub fn decode(
     Ok(bytes)
 }
 
+/// Largest chunk a native HDF5 filter may decode to (HDF5's own chunk size limit, 4 GiB).
+const MAX_DECODED: usize = u32::MAX as usize;
+
 /// Decodes `stored` bytes of a chunk with a Zarr v3 codec list (`bytes` plus the
 /// bytes-to-bytes codecs this crate writes, and `numcodecs.gzip` that other reference tools
 /// write), returning the elements little-endian.
@@ -239,6 +257,7 @@ pub fn decode_zarr(
             "zstd" | "numcodecs.zstd" => {
                 ::zstd::stream::decode_all(&bytes[..]).map_err(|e| format!("zstd: {e}"))?
             }
+            name if native::is(name) => native::decode(&codec.configuration, &bytes, MAX_DECODED)?,
             other => return Err(format!("codec '{other}' cannot be decoded by chunkmill")),
         };
     }
