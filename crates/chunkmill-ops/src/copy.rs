@@ -4,6 +4,12 @@
 //! What it holds at its peak is exactly what [`chunkmill_grid::rechunk::copy_task_memory`]
 //! counts: the block, plus one input chunk encoded and decoded while reading, or one output
 //! chunk cut out and encoded while writing.
+//!
+//! Inputs are endpoints of the plan: a Zarr array, intermediate pieces, or what `convert`
+//! composes over them — references read by byte range, windows (a range per axis, reversed,
+//! values converted), tiles, and the concatenation and shifted output of an append. Each
+//! endpoint's chunk is read whole and decoded once per task. [`StageRunner`] also runs the
+//! scan tasks of `virtualize` on executors ([`crate::scan`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -75,10 +81,12 @@ impl Opened {
     }
 }
 
-/// Runs copy tasks; opens each endpoint once.
+/// Runs the tasks of every stage kind (copies, scans); opens each endpoint once, and reads
+/// each reference file once.
 #[derive(Default)]
 pub struct StageRunner {
     opened: Mutex<HashMap<String, Arc<Opened>>>,
+    references: Mutex<HashMap<String, Arc<chunkmill_manifest::VirtualDataset>>>,
 }
 
 impl StageRunner {
@@ -105,7 +113,15 @@ impl StageRunner {
                 prefix: prefix.clone(),
             },
             Endpoint::References { url, path, .. } => {
-                let dataset = crate::sources::read_references(url).map_err(|e| e.to_string())?;
+                let cached = self.references.lock().get(url).cloned();
+                let dataset = match cached {
+                    Some(d) => d,
+                    None => {
+                        let d = Arc::new(crate::sources::read_references(url)?);
+                        self.references.lock().insert(url.clone(), d.clone());
+                        d
+                    }
+                };
                 Opened::References(Box::new(
                     ChunkReader::new(&dataset, path).map_err(|e| e.to_string())?,
                 ))
