@@ -624,7 +624,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .zip(&info.shape)
             .map(|((w, &size), &len)| axis_read(size, len, w))
             .product();
-        if kept > 0 && read > kept {
+        if kept > 0 && read > kept && !is_coordinate(info) {
             let suggestion: Vec<String> = axes
                 .iter()
                 .zip(&info.chunks)

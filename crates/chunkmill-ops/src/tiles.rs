@@ -103,7 +103,7 @@ impl Tiling {
                         read *= decoded as f64 / (count * size) as f64;
                         let better = ((*size as f64 / chunk as f64).round() as u64).max(1) * chunk;
                         suggestions.push(format!(
-                            "--tile {}={better}",
+                            "{}={better}",
                             dims[a].clone().unwrap_or_default()
                         ));
                     }
@@ -154,10 +154,11 @@ impl Tiling {
                 .attributes
                 .insert("coordinates".into(), Value::String(coordinates.join(" ")));
         }
-        let amplification = (read > 1.0).then(|| Misalignment {
+        // A coordinate is read whole at once whatever its chunks: not worth a warning.
+        let amplification = (read > 1.0 && !is_tiled_coordinate).then(|| Misalignment {
             array: String::new(),
             amplification: read,
-            suggestion: suggestions.join(" "),
+            suggestion: format!("--tile {}", suggestions.join(",")),
         });
         Ok(Some((
             OutputArray {
