@@ -14,13 +14,16 @@ netCDF encoding - zlib, shuffle, chunksizes - is dropped, so each tool writes th
 
 Scheduler (both peers), --scheduler:
   distributed (default): a dask.distributed LocalCluster(n_workers=WORKERS, threads_per_worker=1,
-             processes=True, memory_limit=MAX_MEM / WORKERS), so the workers together hold the
-             same budget as chunkmill's --max-mem, with dask's default spill/pause/terminate
-             thresholds (0.6/0.7/0.8/0.95). A Client on it becomes dask's default scheduler, for
-             open_mfdataset's parallel open and for the writes. This is what the Pangeo docs
-             start with, and what xarray's maintainers advise for netCDF4 files: with
+             processes=True, memory_limit=M) and a Client on it, which becomes dask's default
+             scheduler, for open_mfdataset's parallel open and for the writes. This is what the
+             Pangeo docs start with, and what xarray's maintainers advise for netCDF4 files: with
              parallel=True, netCDF4-python under dask's threaded scheduler segfaults at random
-             (pydata/xarray#7079, #11088; it happened here in the first trial of rechunker).
+             (pydata/xarray#7079, #11088; it happened here in the trials, SIGSEGV and SIGBUS).
+             --worker-memory budget (default): M = MAX_MEM / WORKERS, so the workers together
+             hold chunkmill's --max-mem, with dask's default spill/pause/terminate thresholds
+             (0.6/0.7/0.8/0.95 of M).
+             --worker-memory auto: M = dask's "auto" (the machine's memory / WORKERS, about
+             12 GB here): what `Client()` gives on this 2-core machine (2 workers x 1 thread).
   threads:   dask's default threaded scheduler with WORKERS threads (there is no memory limit
              there); run.sh runs it for xarray-dask as an extra row, "xarray-dask-threads".
 
@@ -89,11 +92,13 @@ def start_scheduler(args):
     if args.scheduler == "distributed":
         from dask.distributed import Client, LocalCluster
 
-        per_worker = parse_bytes(args.max_mem) // args.workers
+        per_worker = parse_bytes(args.max_mem) // args.workers if args.worker_memory == "budget" else "auto"
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                memory_limit=per_worker, dashboard_address=None)
-        info["memory_limit_per_worker"] = per_worker
-        return Client(cluster), cluster, info
+        client = Client(cluster)
+        info["worker_memory"] = args.worker_memory
+        info["memory_limit_per_worker"] = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+        return client, cluster, info
     dask.config.set(scheduler="threads", num_workers=args.workers)
     return None, None, info
 
@@ -173,6 +178,8 @@ def main() -> int:
     ap.add_argument("--max-mem", required=True)
     ap.add_argument("--scheduler", choices=["distributed", "threads"], default="distributed")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--worker-memory", choices=["budget", "auto"], default="budget",
+                    help="distributed: each worker's memory_limit, MAX_MEM / WORKERS or dask's 'auto'")
     args = ap.parse_args()
     if args.mode == "xarray-dask":
         run_xarray_dask(args)

@@ -18,11 +18,12 @@ import os
 import re
 import sys
 
-ORDER = ["chunkmill", "xarray-dask", "rechunker", "xarray-dask-threads"]
+ORDER = ["chunkmill", "xarray-dask", "xarray-dask-1gb", "rechunker", "xarray-dask-threads"]
 LABELS = {
     "chunkmill": "chunkmill convert",
-    "xarray-dask": "xarray + dask (open_mfdataset, .chunk, to_zarr; LocalCluster {w} workers x {pw})",
-    "rechunker": "rechunker 0.5.4 (max_mem {mm}; same LocalCluster)",
+    "xarray-dask": "xarray + dask (open_mfdataset, .chunk, to_zarr; LocalCluster {w} workers x 1 thread, memory_limit auto)",
+    "xarray-dask-1gb": "xarray + dask, the same on a LocalCluster of {w} workers x {pw} ({mm} in all)",
+    "rechunker": "rechunker 0.5.4 (max_mem {mm}, execute() on the xarray + dask LocalCluster)",
     "xarray-dask-threads": "xarray + dask, threaded scheduler ({w} threads, no memory limit)",
 }
 BAR_SPEEDUP = 5           # chunkmill >= 5x faster than xarray + dask, same run
@@ -125,6 +126,16 @@ def main() -> int:
             row["cpu_s"] = max(row["user_s"] + row["sys_s"], row.get("tree_cpu_s") or 0.0)
         if "machine_busy_cpu_s" in row and "cpu_s" in row:
             row["other_cpu_s"] = max(0.0, row["machine_busy_cpu_s"] - row["cpu_s"])
+        if row.get("status") == "failed":
+            try:
+                log = open(os.path.join(raw, f"{name}.log"), errors="replace").read()
+            except OSError:
+                log = ""
+            restarts = log.count("exceeded 95% memory budget")
+            errs = [ln.strip() for ln in log.splitlines()
+                    if re.match(r"^[\w.]*(Error|Exception|KilledWorker)\b", ln.strip()) or ln.startswith("Fatal Python error")]
+            row["failure"] = (errs[-1][:300] if errs else f"exit {row.get('rc')}") + \
+                (f"; {restarts} worker restarts for exceeding 95% of memory_limit" if restarts else "")
         doc = last_json_line(os.path.join(raw, f"{name}.stdout"))
         if doc is not None:
             row["report"] = doc
@@ -187,7 +198,7 @@ def main() -> int:
 
     bar = []
     if cm:
-        for peer in ("xarray-dask", "xarray-dask-threads"):
+        for peer in ("xarray-dask", "xarray-dask-1gb", "xarray-dask-threads"):
             r = next((x for x in rows if x["name"] == peer), None)
             if r is None or r.get("status") == "skipped":
                 continue
@@ -244,6 +255,8 @@ def main() -> int:
                     f"peak RSS within the {mm} budget):")
         text.extend(bar)
     for r in rows:
+        if r.get("failure"):
+            text.append(f"- {r['name']} failed: {r['failure']}")
         for n in (r.get("verify") or {}).get("notes", []):
             text.append(f"- note ({r['name']}): {n}")
     out = "\n".join(text) + "\n"

@@ -21,9 +21,14 @@
 #                        --chunks time=-1,lat=18,lon=36 --max-mem 1GB --no-progress --json
 #   xarray-dask          xr.open_mfdataset(files, parallel=True, combine="by_coords")
 #                        .chunk(time=-1, lat=18, lon=36).to_zarr(OUT) on a dask.distributed
-#                        LocalCluster of 2 worker processes x 1 thread, memory_limit 500MB each
+#                        LocalCluster of 2 worker processes x 1 thread, memory_limit "auto" (what
+#                        `Client()` gives on this 2-core machine; about 12 GB per worker)
+#   xarray-dask-1gb      the same on a LocalCluster whose 2 workers have memory_limit 500MB each
+#                        (1GB in all, the budget)
 #   rechunker            rechunker.rechunk(that dataset, {"time": -1, "lat": 18, "lon": 36},
-#                        max_mem="1GB", OUT, TEMP).execute() on the same kind of LocalCluster
+#                        max_mem="1GB", OUT, TEMP).execute() on the xarray-dask LocalCluster
+#                        (max_mem is rechunker's per-task limit; workers of 500MB cannot run
+#                        tasks of 1GB)
 #   xarray-dask-threads  xarray-dask on dask's threaded scheduler (2 threads, no memory limit);
 #                        netCDF4 + threads + parallel=True may segfault (pydata/xarray#7079)
 # (bench/convert/peers.py tells the details and why.) Every output is then opened with
@@ -36,9 +41,11 @@
 #                           message, if missing)
 #   CHUNKMILL_EXTRA_ARGS    extra arguments for chunkmill convert (recorded in the results)
 #   BENCH_FILES=365         use the first N daily files (N < 365: chunkmill gets them as an @list)
-#   BENCH_TOOLS="..."       subset/order of: chunkmill xarray-dask rechunker xarray-dask-threads
+#   BENCH_TOOLS="..."       subset/order of: chunkmill xarray-dask xarray-dask-1gb rechunker
+#                           xarray-dask-threads
 #   BENCH_WORKERS=2         dask workers (processes of 1 thread; threads for xarray-dask-threads)
-#   BENCH_MAX_MEM=1GB       the budget: chunkmill --max-mem, rechunker max_mem, LocalCluster total
+#   BENCH_MAX_MEM=1GB       the budget: chunkmill --max-mem, rechunker max_mem, xarray-dask-1gb's
+#                           LocalCluster in all
 #   BENCH_TIMEOUT=1200      cap per tool, seconds (a capped tool is reported as "> N s (timed out)")
 #   BENCH_QUIET_WAIT=0      before each tool, wait up to this many seconds for a quiet machine
 #                           (< 0.5 CPU s used in 10 s by anything else), e.g. 600 on a shared one
@@ -67,7 +74,7 @@ WORKERS=${BENCH_WORKERS:-2}
 MAXMEM=${BENCH_MAX_MEM:-1GB}
 CHUNKS=time=-1,lat=18,lon=36
 CHUNKMILL=${CHUNKMILL:-target/release/chunkmill}
-TOOLS=${BENCH_TOOLS:-"chunkmill xarray-dask rechunker xarray-dask-threads"}
+TOOLS=${BENCH_TOOLS:-"chunkmill xarray-dask xarray-dask-1gb rechunker xarray-dask-threads"}
 VENV=.venv/bench
 VENV2=.venv/bench-zarr2
 NICE=(nice -n "${BENCH_NICE:-10}")
@@ -237,13 +244,16 @@ for tool in $TOOLS; do
       fi
       measure chunkmill "${CM_CMD[@]}" ;;
     xarray-dask)
-      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler distributed --list "$LIST" \
-        --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
+      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler distributed --worker-memory auto \
+        --list "$LIST" --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
+    xarray-dask-1gb)
+      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler distributed --worker-memory budget \
+        --list "$LIST" --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     xarray-dask-threads)
       measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler threads --list "$LIST" \
         --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     rechunker)
-      measure "$tool" "$BPY2" bench/convert/peers.py rechunker --scheduler distributed --list "$LIST" \
+      measure "$tool" "$BPY2" bench/convert/peers.py rechunker --scheduler distributed --worker-memory auto --list "$LIST" \
         --out "$out" --temp "$OUTDIR/$tool-temp.zarr" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     *) say "unknown tool '$tool' in BENCH_TOOLS"; exit 2 ;;
   esac
