@@ -3,8 +3,9 @@
 
     peers.py xarray-dask  --list FILES.txt --out OUT.zarr --chunks time=-1,lat=18,lon=36
                           --max-mem 1GB [--scheduler distributed|threads] [--workers 2]
+                          [--worker-memory budget|auto] [--engine netcdf4|h5netcdf] [--file-cache N]
     peers.py rechunker    --list FILES.txt --out OUT.zarr --temp TEMP.zarr --chunks ... --max-mem 1GB
-                          [--scheduler distributed|threads] [--workers 2]
+                          (the same options)
 
 FILES.txt holds one NetCDF path per line, in time order. Each mode does the whole job, from
 import to the last chunk written, so the caller's /usr/bin/time sees all of it. Both open the
@@ -27,6 +28,26 @@ Scheduler (both peers), --scheduler:
   threads:   dask's default threaded scheduler with WORKERS threads (there is no memory limit
              there); run.sh runs it for xarray-dask as an extra row, "xarray-dask-threads".
 
+File cache, --file-cache N: xarray keeps at most file_cache_maxsize (128) netCDF files open and
+             closes the least recently used one from CachingFileManager.__del__, i.e. from
+             whichever thread the garbage collector runs in. With 365 files that close races with
+             reads in the worker thread: in the first full run (2026-12-02 05:26 UTC) every dask
+             worker died again and again ("RuntimeError: NetCDF: HDF error" in
+             CachingFileManager.__del__, workers removed and restarted) until a task failed with
+             "RuntimeError: NetCDF: Can't open HDF5 attribute", after 110 s; at 40 files it never
+             happened. run.sh therefore sets N = 512 (> 365 files: nothing is ever evicted), in
+             the client and, through a WorkerPlugin, in every worker (restarted ones too).
+             That was not enough: in the second full run (05:36 UTC) the workers crashed the same
+             way ("NetCDF: HDF error" in CachingFileManager.__del__ still: most likely each task's
+             unpickled file manager is dropped, and its file closed, in the worker's event-loop
+             thread while the task thread reads). netCDF-C is not thread-safe. In the third
+             (05:39 UTC, the recorded one) it completed, after 3 worker crashes.
+Engine, --engine h5netcdf: the usual workaround (h5py serialises every HDF5 call behind one
+             global lock). run.sh runs xarray + dask both ways: with
+             xarray's default engine (netcdf4) as the issue's line has it, and with h5netcdf,
+             which is the row that completes; the 1GB cluster and the threaded scheduler use
+             h5netcdf too, so that their only difference from it is memory or scheduler.
+
 xarray-dask  ds.chunk(time=-1, lat=18, lon=36).to_zarr(OUT, mode="w", consolidated=True)
              (zarr-python 3: Zarr format 3, as chunkmill writes by default). With a distributed
              client dask rechunks with its default method there, p2p (shuffle through the
@@ -35,8 +56,9 @@ rechunker    rechunker.rechunk(ds, {"time": -1, "lat": 18, "lon": 36}, max_mem=M
              temp_store=TEMP, target_options=Zstd(1) per data variable).execute() on the
              scheduler above, then zarr.consolidate_metadata(OUT) so xarray opens it without
              flags. rechunker's max_mem is per task, so 2 workers may hold 2 x MAX_MEM in its
-             model (and the LocalCluster caps each worker at MAX_MEM / 2). rechunker 0.5.4 runs
-             on zarr-python 2 only: Zarr format 2.
+             model; run.sh runs it on the "auto" LocalCluster (workers of MAX_MEM / 2 cannot hold
+             a task of MAX_MEM; in the 40-file trial it failed there). rechunker 0.5.4 runs on
+             zarr-python 2 only: Zarr format 2.
 
 A line of JSON with the in-process phase times goes to stdout.
 """
@@ -84,11 +106,31 @@ def clean_encoding(ds):
     return ds
 
 
+from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
+
+
+class FileCachePlugin(WorkerPlugin):
+    """A dask WorkerPlugin: xarray's file_cache_maxsize on every worker, restarted ones too."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def setup(self, worker):
+        import xarray as xr
+
+        xr.set_options(file_cache_maxsize=self.size)
+
+
 def start_scheduler(args):
     """(client, cluster, info): a LocalCluster within MAX_MEM, or dask's threads."""
     import dask
 
-    info = {"scheduler": args.scheduler, "workers": args.workers}
+    info = {"scheduler": args.scheduler, "workers": args.workers, "file_cache_maxsize": args.file_cache or 128,
+            "engine": args.engine or "netcdf4 (xarray's default)"}
+    if args.file_cache:
+        import xarray as xr
+
+        xr.set_options(file_cache_maxsize=args.file_cache)
     if args.scheduler == "distributed":
         from dask.distributed import Client, LocalCluster
 
@@ -96,6 +138,8 @@ def start_scheduler(args):
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                                memory_limit=per_worker, dashboard_address=None)
         client = Client(cluster)
+        if args.file_cache:
+            client.register_plugin(FileCachePlugin(args.file_cache))
         info["worker_memory"] = args.worker_memory
         info["memory_limit_per_worker"] = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
         return client, cluster, info
@@ -118,7 +162,7 @@ def run_xarray_dask(args):
     chunks = parse_chunks(args.chunks)
     client, cluster, info = start_scheduler(args)
     t_setup = time.perf_counter()
-    ds = xr.open_mfdataset(files, parallel=True, combine="by_coords")
+    ds = xr.open_mfdataset(files, parallel=True, combine="by_coords", engine=args.engine)
     t_open = time.perf_counter()
     ds = clean_encoding(ds).chunk(chunks)
     encoding = {name: {"compressors": [zarr.codecs.ZstdCodec(level=1)]} for name in ds.data_vars}
@@ -142,7 +186,7 @@ def run_rechunker(args):
     chunks = parse_chunks(args.chunks)
     client, cluster, info = start_scheduler(args)
     t_setup = time.perf_counter()
-    ds = xr.open_mfdataset(files, parallel=True, combine="by_coords")
+    ds = xr.open_mfdataset(files, parallel=True, combine="by_coords", engine=args.engine)
     t_open = time.perf_counter()
     ds = clean_encoding(ds)
     options = {name: {"compressor": numcodecs.Zstd(level=1)} for name in ds.data_vars}
@@ -178,6 +222,10 @@ def main() -> int:
     ap.add_argument("--max-mem", required=True)
     ap.add_argument("--scheduler", choices=["distributed", "threads"], default="distributed")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--engine", choices=["netcdf4", "h5netcdf"], default=None,
+                    help="open_mfdataset's engine (default: xarray's, netcdf4 for these files)")
+    ap.add_argument("--file-cache", type=int, default=0,
+                    help="xarray's file_cache_maxsize in the client and every worker (0: xarray's default, 128)")
     ap.add_argument("--worker-memory", choices=["budget", "auto"], default="budget",
                     help="distributed: each worker's memory_limit, MAX_MEM / WORKERS or dask's 'auto'")
     args = ap.parse_args()

@@ -22,15 +22,17 @@
 #   xarray-dask          xr.open_mfdataset(files, parallel=True, combine="by_coords")
 #                        .chunk(time=-1, lat=18, lon=36).to_zarr(OUT) on a dask.distributed
 #                        LocalCluster of 2 worker processes x 1 thread, memory_limit "auto" (what
-#                        `Client()` gives on this 2-core machine; about 12 GB per worker)
-#   xarray-dask-1gb      the same on a LocalCluster whose 2 workers have memory_limit 500MB each
-#                        (1GB in all, the budget)
-#   rechunker            rechunker.rechunk(that dataset, {"time": -1, "lat": 18, "lon": 36},
-#                        max_mem="1GB", OUT, TEMP).execute() on the xarray-dask LocalCluster
-#                        (max_mem is rechunker's per-task limit; workers of 500MB cannot run
-#                        tasks of 1GB)
-#   xarray-dask-threads  xarray-dask on dask's threaded scheduler (2 threads, no memory limit);
-#                        netCDF4 + threads + parallel=True may segfault (pydata/xarray#7079)
+#                        `Client()` gives on this 2-core machine; about 12 GB per worker);
+#                        xarray's default engine, netcdf4 (its workers crash with 365 files)
+#   xarray-dask-h5netcdf the same with engine="h5netcdf" (thread-safe: this one completes)
+#   xarray-dask-1gb      xarray-dask-h5netcdf on a LocalCluster whose 2 workers have
+#                        memory_limit 500MB each (1GB in all, the budget)
+#   xarray-dask-threads  xarray-dask-h5netcdf on dask's threaded scheduler (2 threads, no
+#                        memory limit; with netcdf4 it segfaults at once, pydata/xarray#7079)
+#   rechunker            rechunker.rechunk(open_mfdataset's dataset (netcdf4), {"time": -1,
+#                        "lat": 18, "lon": 36}, max_mem="1GB", OUT, TEMP).execute() on the
+#                        xarray-dask LocalCluster (max_mem is rechunker's per-task limit; workers
+#                        of 500MB cannot run tasks of 1GB)
 # (bench/convert/peers.py tells the details and why.) Every output is then opened with
 # xr.open_zarr and compared, all values, with xarray.open_mfdataset of the originals
 # (bench/convert/verify.py; not measured). Results: bench/out/convert-results.md and .json (raw
@@ -41,11 +43,15 @@
 #                           message, if missing)
 #   CHUNKMILL_EXTRA_ARGS    extra arguments for chunkmill convert (recorded in the results)
 #   BENCH_FILES=365         use the first N daily files (N < 365: chunkmill gets them as an @list)
-#   BENCH_TOOLS="..."       subset/order of: chunkmill xarray-dask xarray-dask-1gb rechunker
-#                           xarray-dask-threads
+#   BENCH_TOOLS="..."       subset/order of: chunkmill xarray-dask xarray-dask-h5netcdf
+#                           xarray-dask-1gb xarray-dask-threads rechunker
 #   BENCH_WORKERS=2         dask workers (processes of 1 thread; threads for xarray-dask-threads)
 #   BENCH_MAX_MEM=1GB       the budget: chunkmill --max-mem, rechunker max_mem, xarray-dask-1gb's
 #                           LocalCluster in all
+#   BENCH_FILE_CACHE=512    xarray's file_cache_maxsize in the peers (client and every dask worker);
+#                           xarray's default, 128, makes the dask workers crash with 365 netCDF4
+#                           files (bench/convert/peers.py tells why); 0 = xarray's default
+#   BENCH_SAMPLE_S=0.25     interval of the process-tree sampler, seconds
 #   BENCH_TIMEOUT=1200      cap per tool, seconds (a capped tool is reported as "> N s (timed out)")
 #   BENCH_QUIET_WAIT=0      before each tool, wait up to this many seconds for a quiet machine
 #                           (< 0.5 CPU s used in 10 s by anything else), e.g. 600 on a shared one
@@ -73,8 +79,10 @@ TIMEOUT=${BENCH_TIMEOUT:-1200}
 WORKERS=${BENCH_WORKERS:-2}
 MAXMEM=${BENCH_MAX_MEM:-1GB}
 CHUNKS=time=-1,lat=18,lon=36
+FILE_CACHE=${BENCH_FILE_CACHE:-512}
+SAMPLE_S=${BENCH_SAMPLE_S:-0.25}   # the tree sampler's interval (each scan of /proc costs CPU on 2 cores)
 CHUNKMILL=${CHUNKMILL:-target/release/chunkmill}
-TOOLS=${BENCH_TOOLS:-"chunkmill xarray-dask xarray-dask-1gb rechunker xarray-dask-threads"}
+TOOLS=${BENCH_TOOLS:-"chunkmill xarray-dask xarray-dask-h5netcdf xarray-dask-1gb xarray-dask-threads rechunker"}
 VENV=.venv/bench
 VENV2=.venv/bench-zarr2
 NICE=(nice -n "${BENCH_NICE:-10}")
@@ -133,7 +141,7 @@ rm -rf "${OUTDIR:?}"/*
 say "warming the page cache with the inputs ($(du -ch $(cat "$LIST") | tail -1 | cut -f1)) ..."
 cat $(cat "$LIST") >/dev/null
 # Untimed: load the peers' modules once, so no one pays for reading site-packages from disk
-"$BPY" -c 'import xarray, dask.distributed, netCDF4, zarr, pandas'
+"$BPY" -c 'import xarray, dask.distributed, netCDF4, h5netcdf, zarr, pandas'
 "$BPY2" -c 'import xarray, dask.distributed, netCDF4, zarr, rechunker'
 
 # --- chunkmill binary ------------------------------------------------------------------
@@ -169,12 +177,12 @@ env = {
   "python": platform.python_version(),
   "free_g": subprocess.check_output(["free", "-g"], text=True),
   "uptime_start": subprocess.check_output(["uptime"], text=True).strip(),
-  "files": $NFILES, "workers": $WORKERS, "max_mem": "$MAXMEM", "chunks": "$CHUNKS",
-  "versions": {"venv $VENV": ver("$BPY", ["xarray", "dask", "distributed", "zarr", "numcodecs", "netCDF4", "numpy", "pandas"]),
+  "files": $NFILES, "workers": $WORKERS, "file_cache_maxsize": $FILE_CACHE, "max_mem": "$MAXMEM", "chunks": "$CHUNKS",
+  "versions": {"venv $VENV": ver("$BPY", ["xarray", "dask", "distributed", "zarr", "numcodecs", "netCDF4", "h5netcdf", "h5py", "numpy", "pandas"]),
                "venv $VENV2": ver("$BPY2", ["rechunker", "xarray", "dask", "distributed", "zarr", "numcodecs", "netCDF4", "numpy"])},
   "chunkmill": "$CHUNKMILL", "chunkmill_version": "$cm_version", "chunkmill_built": "$cm_mtime",
   "chunkmill_command": $(json_str "${CM_CMD[*]}"),
-  "chunkmill_extra_args": "${CHUNKMILL_EXTRA_ARGS:-}", "timeout_s": $TIMEOUT, "nice": ${BENCH_NICE:-10},
+  "chunkmill_extra_args": "${CHUNKMILL_EXTRA_ARGS:-}", "timeout_s": $TIMEOUT, "nice": ${BENCH_NICE:-10}, "sample_interval_s": $SAMPLE_S,
 }
 json.dump(env, open(sys.argv[1], "w"), indent=1)
 EOF
@@ -217,7 +225,7 @@ measure() {  # name cmd...
   busy0=$(cpu_busy_s)
   "${NICE[@]}" /usr/bin/time -v -o "$RAW/$name.time" timeout --kill-after=10 "$TIMEOUT" "$@" >"$RAW/$name.stdout" 2>"$RAW/$name.log" &
   local tpid=$!
-  "$BPY" bench/virtualize/treesample.py "$tpid" --out "$RAW/$name.tree.json" --interval 0.1 &
+  "$BPY" bench/virtualize/treesample.py "$tpid" --out "$RAW/$name.tree.json" --interval "$SAMPLE_S" &
   local spid=$!
   set +e; wait "$tpid"; rc=$?; set -e
   busy1=$(cpu_busy_s)
@@ -244,16 +252,19 @@ for tool in $TOOLS; do
       fi
       measure chunkmill "${CM_CMD[@]}" ;;
     xarray-dask)
-      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler distributed --worker-memory auto \
+      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler distributed --worker-memory auto --file-cache "$FILE_CACHE" \
         --list "$LIST" --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
+    xarray-dask-h5netcdf)
+      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --engine h5netcdf --scheduler distributed --worker-memory auto \
+        --file-cache "$FILE_CACHE" --list "$LIST" --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     xarray-dask-1gb)
-      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler distributed --worker-memory budget \
+      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --engine h5netcdf --scheduler distributed --worker-memory budget --file-cache "$FILE_CACHE" \
         --list "$LIST" --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     xarray-dask-threads)
-      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --scheduler threads --list "$LIST" \
+      measure "$tool" "$BPY" bench/convert/peers.py xarray-dask --engine h5netcdf --scheduler threads --file-cache "$FILE_CACHE" --list "$LIST" \
         --out "$out" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     rechunker)
-      measure "$tool" "$BPY2" bench/convert/peers.py rechunker --scheduler distributed --worker-memory auto --list "$LIST" \
+      measure "$tool" "$BPY2" bench/convert/peers.py rechunker --scheduler distributed --worker-memory auto --file-cache "$FILE_CACHE" --list "$LIST" \
         --out "$out" --temp "$OUTDIR/$tool-temp.zarr" --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
     *) say "unknown tool '$tool' in BENCH_TOOLS"; exit 2 ;;
   esac
