@@ -102,10 +102,8 @@ impl Tiling {
                             .sum();
                         read *= decoded as f64 / (count * size) as f64;
                         let better = ((*size as f64 / chunk as f64).round() as u64).max(1) * chunk;
-                        suggestions.push(format!(
-                            "{}={better}",
-                            dims[a].clone().unwrap_or_default()
-                        ));
+                        suggestions
+                            .push(format!("{}={better}", dims[a].clone().unwrap_or_default()));
                     }
                 }
                 None => {
