@@ -259,3 +259,24 @@ def test_processes_executor_with_everything_on_s3(tmp_path, source):
     back = tmp_path / "back.zarr"
     oracle.ok(*oracle.rechunk_args(s3_dst, back, SPEC, "64MB"))
     np.testing.assert_array_equal(zarr.open_array(back, path="v")[...], data)
+
+
+def test_output_cut_short_by_its_reader_is_not_a_panic(tmp_path, source):
+    """`chunkmill status WORK | head -1`: when the reader of its output has gone, chunkmill ends
+    as command-line tools do (SIGPIPE), not with a panic."""
+    import os
+    import signal
+    import subprocess
+
+    src, _ = source
+    work = tmp_path / "work"
+    rechunk(src, tmp_path / "t.zarr", "--work-dir", work, "--prepare")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before chunkmill writes a byte
+    try:
+        r = subprocess.run([str(oracle.chunkmill_bin()), "status", str(work)], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "panicked" not in r.stderr, r.stderr
+    assert r.returncode == -signal.SIGPIPE, (r.returncode, r.stderr)

@@ -63,6 +63,18 @@ fn tame_allocator() {
     }
 }
 
+/// End quietly, as command-line tools do, when the reader of our output goes away
+/// (`chunkmill status WORK | head -1`), instead of panicking on the failed print. Only writes to
+/// stdout and stderr can raise SIGPIPE here: sockets are written with MSG_NOSIGNAL by the
+/// standard library, and child processes get no stdin from us.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal before any other thread runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Tasks at once when `--workers` is not given: twice the CPUs. Tasks wait on storage (reads,
 /// writes, the kernel's page cache), and a second task per core keeps the core busy meanwhile
 /// (on the rechunk benchmark: 9.3 s with 2 workers on 2 cores, 6.4–7.0 s with 4–6); memory
@@ -91,6 +103,7 @@ fn run(cli: args::Cli) -> Result<(), Failure> {
 
 fn main() {
     tame_allocator();
+    default_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CHUNKMILL_LOG")
