@@ -19,20 +19,21 @@
 //!         Ok(TaskStats::default())
 //!     }
 //! }
-//! let grid = Grid::regular(&[100], &[10]).unwrap();
+//! let grid = Grid::regular(&[100], &[10])?;
 //! let endpoint = Endpoint::Zarr { url: "memory://x".into(), path: "a".into(), grid: grid.clone() };
 //! let stage = Stage {
 //!     name: "s".into(), label: "s".into(), projected_mem: 10, bytes_read: 0, bytes_written: 0,
 //!     kind: StageKind::Copy(CopyStage { input: endpoint.clone(), output: endpoint, blocks: grid, item_size: 4 }),
 //! };
 //! let plan = Plan::new("test", 100, vec![stage], vec![]);
-//! let markers = Markers::new(Store::open("memory://exec-doc").unwrap(), &plan.plan_id);
+//! let markers = Markers::new(Store::open("memory://exec-doc")?, &plan.plan_id);
 //! let runner = Count(AtomicU64::new(0));
-//! let summary = run_plan(&plan, &runner, &markers, &RunOptions::new(2, 100), &|_| {}).unwrap();
+//! let summary = run_plan(&plan, &runner, &markers, &RunOptions::new(2, 100), &|_| {})?;
 //! assert_eq!((summary.tasks_run, runner.0.load(Ordering::SeqCst)), (10, 10));
 //! // Run again: every task has its marker, nothing runs.
-//! let summary = run_plan(&plan, &runner, &markers, &RunOptions::new(2, 100), &|_| {}).unwrap();
+//! let summary = run_plan(&plan, &runner, &markers, &RunOptions::new(2, 100), &|_| {})?;
 //! assert_eq!((summary.tasks_run, summary.tasks_skipped), (0, 10));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 pub mod memory;

@@ -8,11 +8,12 @@
 //! ```
 //! use chunkmill_grid::{Grid, Region};
 //!
-//! let grid = Grid::regular(&[10, 10], &[4, 5]).unwrap();
+//! let grid = Grid::regular(&[10, 10], &[4, 5])?;
 //! assert_eq!(grid.num_chunks(), 6);
 //! // The chunks a 3x3 box at (3, 4) touches.
 //! let touched: Vec<_> = grid.chunks_in(&Region::new(vec![3..6, 4..7])).collect();
 //! assert_eq!(touched, vec![vec![0, 0], vec![0, 1], vec![1, 0], vec![1, 1]]);
+//! # Ok::<(), chunkmill_grid::GridError>(())
 //! ```
 
 mod copy;

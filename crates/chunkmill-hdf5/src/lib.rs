@@ -73,7 +73,7 @@
 //! let source: Arc<dyn RangeSource> = Arc::new(MemorySource::new("data.nc", classic_file()));
 //! let file = SourceFile::open(source)?;
 //! let inventory = file.inventory()?;
-//! let v = inventory.variable("/v").expect("listed");
+//! let Some(v) = inventory.variable("/v") else { panic!("/v is not listed") };
 //! assert_eq!(v.dtype.numpy, ">i2");
 //! assert_eq!(v.dimensions.as_deref(), Some(&["x".to_string()][..]));
 //! match file.data_refs(v)? {

@@ -9,14 +9,14 @@
 //! use chunkmill_grid::Grid;
 //! use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
 //!
-//! let grid = Grid::regular(&[100], &[10]).unwrap();
+//! let grid = Grid::regular(&[100], &[10])?;
 //! let stage = Stage {
 //!     name: "00-a-direct".into(),
 //!     label: "a: copy".into(),
 //!     kind: StageKind::Copy(CopyStage {
 //!         input: Endpoint::Zarr { url: "memory://src".into(), path: "a".into(), grid: grid.clone() },
 //!         output: Endpoint::Zarr { url: "memory://dst".into(), path: "a".into(), grid: grid.clone() },
-//!         blocks: Grid::regular(&[100], &[50]).unwrap(),
+//!         blocks: Grid::regular(&[100], &[50])?,
 //!         item_size: 4,
 //!     }),
 //!     projected_mem: 1000,
@@ -25,8 +25,9 @@
 //! };
 //! let plan = Plan::new("rechunk", 1 << 20, vec![stage], vec![]);
 //! assert_eq!(plan.stages[0].tasks(), 2);
-//! let back: Plan = serde_json::from_str(&plan.to_json()).unwrap();
+//! let back = Plan::from_json(&plan.to_json())?;
 //! assert_eq!(back.plan_id, plan.plan_id);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use chunkmill_grid::{Grid, Region};

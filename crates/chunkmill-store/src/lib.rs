@@ -11,10 +11,11 @@
 //! ```
 //! use chunkmill_store::Store;
 //!
-//! let store = Store::open("memory://doc-example").unwrap();
-//! store.put("a/b", b"hello".to_vec()).unwrap();
-//! assert_eq!(store.get("a/b").unwrap().as_deref(), Some(&b"hello"[..]));
-//! assert_eq!(store.list("a/").unwrap(), vec!["a/b".to_string()]);
+//! let store = Store::open("memory://doc-example")?;
+//! store.put("a/b", b"hello".to_vec())?;
+//! assert_eq!(store.get("a/b")?.as_deref(), Some(&b"hello"[..]));
+//! assert_eq!(store.list("a/")?, vec!["a/b".to_string()]);
+//! # Ok::<(), chunkmill_store::StoreError>(())
 //! ```
 //!
 //! S3 settings come from the usual variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
