@@ -59,6 +59,15 @@ impl Input {
         }
     }
 
+    /// What references point at: a local file's absolute path (symlinks resolved), or the
+    /// URL.
+    pub fn url(&self) -> String {
+        match self {
+            Input::Local(path) => url_of(path),
+            Input::Url(url) => url.clone(),
+        }
+    }
+
     /// The path or URL, as shown in messages.
     pub fn name(&self) -> String {
         match self {
@@ -269,7 +278,7 @@ fn url_of(path: &Path) -> String {
 /// As [`scan`].
 pub fn scan_input(input: &Input, options: &ScanOptions) -> Result<FileScan> {
     match input {
-        Input::Local(path) => scan_path(path, &url_of(path), options),
+        Input::Local(path) => scan_path(path, &input.url(), options),
         Input::Url(url) => scan(&remote::open(url)?, url, options),
     }
 }

@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use crate::convert::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
 use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob};
+use crate::selection::element_values;
 use crate::sources::{self, Source, SourceArray};
-use crate::values::Numeric;
 use crate::OpsError;
 
 /// What an append adds: kept in the work dir so that a resumed append plans the same tasks.
@@ -45,23 +45,7 @@ fn refused(message: String) -> OpsError {
 }
 
 fn f64_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, OpsError> {
-    let from = Numeric::parse(dtype).map_err(refused)?;
-    Ok(bytes
-        .chunks_exact(from.size())
-        .map(|b| {
-            let map = chunkmill_plan::ValueMap {
-                from: dtype.to_string(),
-                to: "float64".into(),
-                missing: Vec::new(),
-                scale: None,
-                offset: None,
-            };
-            crate::values::convert(&map, b)
-                .ok()
-                .and_then(|w| w.try_into().ok())
-                .map_or(f64::NAN, f64::from_le_bytes)
-        })
-        .collect())
+    element_values(bytes, dtype).map_err(refused)
 }
 
 /// The values of a 1-d output array (a coordinate) as the target will hold them.
@@ -124,13 +108,8 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     } else {
         None
     };
-    let source_array = |key: &str| {
-        prepared
-            .source
-            .arrays()
-            .ok()
-            .and_then(|all| all.into_iter().find(|a| a.key == key))
-    };
+    let source_arrays = prepared.source.arrays()?;
+    let source_array = |key: &str| source_arrays.iter().find(|a| a.key == key);
     let cached = |path: &str| cache_arrays.iter().find(|a| a.key == path);
     let renamed_dim = options
         .rename
@@ -167,7 +146,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     }
     let coord_source = source_array(&new_coord.source_key)
         .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
-    let new_values = output_values(&prepared.source, &coord_source, new_coord)?;
+    let new_values = output_values(&prepared.source, coord_source, new_coord)?;
     let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
     let old_len = match &record {
         Some(r) => r.old_len,
@@ -252,7 +231,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             if output.info.shape.len() == 1 {
                 let source = source_array(&output.source_key)
                     .ok_or_else(|| refused(format!("--append {dim}: cannot read '{path}'")))?;
-                let new = output_values(&prepared.source, &source, output)?;
+                let new = output_values(&prepared.source, source, output)?;
                 let was = f64_values(&cache.read_all(old)?, &old_info.dtype)?;
                 if new != was {
                     return Err(refused(format!(

@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::rechunk::{
-    display_path, is_coordinate, medium_cost, plan_array, run_job, ArrayJob, PlanContext,
+    display_path, is_coordinate, medium_cost, plan_array, run_job, temp_store, ArrayJob, Budget,
     RechunkJob, RechunkOptions, RechunkReport,
 };
 use crate::selection::{
@@ -227,56 +227,14 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     })
 }
 
-/// The memory split of a job: what its tasks may hold together.
-pub(crate) struct Budget {
-    pub task_budget: u64,
-    pub baseline: u64,
-    pub reserve: u64,
-}
-
-impl Budget {
-    pub(crate) fn context<'a>(
-        &self,
-        options: &'a RechunkOptions,
-        target: &'a Store,
-        temp: &'a Store,
-    ) -> PlanContext<'a> {
-        PlanContext {
-            options,
-            target,
-            temp,
-            task_budget: self.task_budget,
-            baseline: self.baseline,
-            reserve: self.reserve,
-        }
-    }
-}
-
 /// The budget and the intermediate store of a conversion.
 pub(crate) fn budget(
     options: &ConvertOptions,
     prepared: &Prepared,
 ) -> Result<(Budget, Store), OpsError> {
-    let run = &options.run;
     let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let temp_url = run
-        .temp
-        .clone()
-        .unwrap_or_else(|| work.join("intermediate"));
-    let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let baseline = crate::rechunk::BASELINE_ALLOWANCE.max(chunkmill_exec::memory::current_rss());
-    let reserve = crate::rechunk::RESERVE_FIXED + run.max_mem / 32;
-    let task_budget = run
-        .max_mem
-        .saturating_sub(crate::rechunk::BASELINE_ALLOWANCE + reserve);
-    Ok((
-        Budget {
-            task_budget,
-            baseline,
-            reserve,
-        },
-        temp,
-    ))
+    let (_, temp) = temp_store(&options.run, &work)?;
+    Ok((Budget::for_max_mem(options.run.max_mem), temp))
 }
 
 /// One array of the target: what it holds and how the first stage reads it.

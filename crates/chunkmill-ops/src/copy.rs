@@ -307,7 +307,7 @@ impl StageRunner {
                 );
                 let bytes = self.read_into(source, source_grid, &wanted, *source_item)?;
                 let reversed: Vec<bool> = axes.iter().map(|w| w.reverse).collect();
-                let bytes = crate::values::flip(&bytes, &wanted.shape(), &reversed, *source_item);
+                let bytes = crate::values::flip(bytes, &wanted.shape(), &reversed, *source_item);
                 let bytes = match values {
                     Some(map) => crate::values::convert(map, &bytes)?,
                     None => bytes,
@@ -417,6 +417,13 @@ impl StageRunner {
             }
         }
         Ok(out)
+    }
+
+    /// Gives the runner a reference file's dataset already in memory, as if read from `url`.
+    pub fn preload_references(&self, url: &str, dataset: chunkmill_manifest::VirtualDataset) {
+        self.references
+            .lock()
+            .insert(url.to_string(), Arc::new(dataset));
     }
 
     /// The elements of `region` of `endpoint` (in its grid's coordinates), `item` bytes each:

@@ -409,24 +409,9 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         .clone()
         .unwrap_or_else(|| default_work_dir(target.url()));
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let temp_url = options
-        .temp
-        .clone()
-        .unwrap_or_else(|| work.join("intermediate"));
-    let temp = Store::open(&temp_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-
-    let baseline = BASELINE_ALLOWANCE.max(memory::current_rss());
-    let reserve = RESERVE_FIXED + options.max_mem / 32;
-    let task_budget = options.max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve);
-
-    let context = PlanContext {
-        options,
-        target: &target,
-        temp: &temp,
-        task_budget,
-        baseline,
-        reserve,
-    };
+    let (temp_url, temp) = temp_store(options, &work)?;
+    let budget = Budget::for_max_mem(options.max_mem);
+    let context = budget.context(options, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -460,8 +445,8 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         arrays: summaries,
         groups,
         specs,
-        task_budget,
-        baseline,
+        task_budget: budget.task_budget,
+        baseline: budget.baseline,
         work_dir,
         temp: temp_url,
         existing_target: false,
@@ -478,6 +463,57 @@ pub(crate) struct PlanContext<'a> {
     pub baseline: u64,
     /// Bytes kept free of task reservations.
     pub reserve: u64,
+}
+
+/// The memory split of a job: what its tasks may hold together, beside the process baseline
+/// and a reserve.
+pub(crate) struct Budget {
+    pub task_budget: u64,
+    pub baseline: u64,
+    pub reserve: u64,
+}
+
+impl Budget {
+    /// The split of `max_mem`. The planner counts a fixed baseline allowance, not the
+    /// measured one, so the same request always gives the same plan (and plan id).
+    pub(crate) fn for_max_mem(max_mem: u64) -> Self {
+        let reserve = RESERVE_FIXED + max_mem / 32;
+        Self {
+            task_budget: max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve),
+            baseline: BASELINE_ALLOWANCE.max(memory::current_rss()),
+            reserve,
+        }
+    }
+
+    /// What every array of a job writing `target` is planned against.
+    pub(crate) fn context<'a>(
+        &self,
+        options: &'a RechunkOptions,
+        target: &'a Store,
+        temp: &'a Store,
+    ) -> PlanContext<'a> {
+        PlanContext {
+            options,
+            target,
+            temp,
+            task_budget: self.task_budget,
+            baseline: self.baseline,
+            reserve: self.reserve,
+        }
+    }
+}
+
+/// Where intermediates go: `--temp`, or `intermediate` in the work dir (its URL and store).
+pub(crate) fn temp_store(
+    options: &RechunkOptions,
+    work: &Store,
+) -> Result<(String, Store), OpsError> {
+    let url = options
+        .temp
+        .clone()
+        .unwrap_or_else(|| work.join("intermediate"));
+    let store = Store::open(&url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    Ok((url, store))
 }
 
 /// One array to plan: what the target holds (`info`: shape, data type, chunks, names) and

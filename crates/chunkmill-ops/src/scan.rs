@@ -27,7 +27,7 @@ pub(crate) fn run_scan_task(
     task: u64,
     cancel: &AtomicBool,
 ) -> Result<TaskStats, String> {
-    let (list_dir, list_key) = split(&stage.inputs_url);
+    let (list_dir, list_key) = crate::sources::split_url(&stage.inputs_url);
     let list = Store::open(list_dir)
         .and_then(|s| s.get(list_key))
         .map_err(|e| e.to_string())?
@@ -68,10 +68,6 @@ pub(crate) fn run_scan_task(
             .map_err(|e| e.to_string())?;
     }
     Ok(stats)
-}
-
-fn split(url: &str) -> (&str, &str) {
-    url.rsplit_once('/').unwrap_or((".", url))
 }
 
 /// A callback for the executor's events.
@@ -115,7 +111,8 @@ impl ScanExecutor for ExecutorScanner {
         options: &ScanOptions,
     ) -> chunkmill_manifest::Result<ScanResults> {
         let work = Store::open(&self.work_dir).map_err(task_error)?;
-        let list: String = files.iter().map(|f| format!("{}\n", line_of(f))).collect();
+        // Local paths absolute, so that a worker started elsewhere finds them.
+        let list: String = files.iter().map(|f| format!("{}\n", f.url())).collect();
         work.put("scan-inputs.txt", list.into_bytes())
             .map_err(task_error)?;
         let n = files.len() as u64;
@@ -177,18 +174,6 @@ impl ScanExecutor for ExecutorScanner {
         markers.clear().map_err(task_error)?;
         work.erase_prefix("scan/").map_err(task_error)?;
         Ok(results)
-    }
-}
-
-fn line_of(input: &Input) -> String {
-    match input {
-        // Absolute, so that a worker started elsewhere finds it.
-        Input::Local(path) => std::fs::canonicalize(path)
-            .or_else(|_| std::path::absolute(path))
-            .unwrap_or_else(|_| path.clone())
-            .display()
-            .to_string(),
-        other => other.name(),
     }
 }
 

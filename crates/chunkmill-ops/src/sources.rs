@@ -9,17 +9,15 @@
 
 use std::path::Path;
 
-use chunkmill_grid::{copy_region, Grid, Region};
-use chunkmill_manifest::{ChunkReader, VirtualDataset, VirtualizeOptions};
+use chunkmill_grid::{Grid, Region};
+use chunkmill_manifest::{VirtualDataset, VirtualizeOptions};
 use chunkmill_plan::Endpoint;
-use chunkmill_store::zarr::{self, ArrayInfo, GroupInfo, Node, ZarrArray};
+use chunkmill_store::zarr::{self, ArrayInfo, GroupInfo, Node};
 use chunkmill_store::{Store, StoreKind};
 use serde_json::{Map, Value};
 
+use crate::copy::StageRunner;
 use crate::OpsError;
-
-/// Reads one chunk, decoded.
-type ChunkRead = dyn Fn(&[u64]) -> Result<Vec<u8>, String>;
 
 /// The inputs of a conversion.
 #[derive(Debug)]
@@ -267,48 +265,31 @@ impl Source {
         })
     }
 
-    /// Every element of `array`, little-endian, read now (coordinates, to select by value).
+    /// Every element of `array`, little-endian, read now (coordinates, to select by value),
+    /// the way tasks read it.
     ///
     /// # Errors
     /// [`OpsError::Refused`] naming the array when it cannot be read.
     pub fn read_all(&self, array: &SourceArray) -> Result<Vec<u8>, OpsError> {
-        let info = &array.info;
-        let fail = |e: String| OpsError::Refused(format!("{}: cannot read: {e}", array.key));
-        let grid = Grid::regular(&info.shape, &info.chunks).map_err(|e| fail(e.to_string()))?;
-        let whole = Region::whole(&info.shape);
-        let item = info.item_size;
-        let mut out = vec![0u8; whole.num_elements() as usize * item];
-        let read: Box<ChunkRead> = match self {
-            Source::Zarr { store, .. } => {
-                let opened = ZarrArray::open(store, &array.key).map_err(|e| fail(e.to_string()))?;
-                Box::new(move |c| opened.read_chunk(c).map_err(|e| e.to_string()))
-            }
-            Source::Virtual(dataset) => {
-                let reader =
-                    ChunkReader::new(dataset, &array.key).map_err(|e| fail(e.to_string()))?;
-                Box::new(move |c| reader.read_chunk(c).map_err(|e| e.to_string()))
-            }
-        };
-        for coords in grid.chunks_in(&whole) {
-            let bytes = read(&coords).map_err(&fail)?;
-            let held = Region::new(
-                coords
-                    .iter()
-                    .zip(&info.chunks)
-                    .map(|(&c, &size)| c * size..(c + 1) * size)
-                    .collect(),
-            );
-            if let Some(what) = whole.intersect(&held) {
-                copy_region(&bytes, &held, &mut out, &whole, &what, item);
-            } else if whole.ndim() == 0 {
-                copy_region(&bytes, &held, &mut out, &whole, &whole, item);
-            }
+        // The references are not written yet: the runner is given them in memory.
+        const IN_MEMORY: &str = "in-memory://references.json";
+        let runner = StageRunner::new();
+        if let Source::Virtual(dataset) = self {
+            runner.preload_references(IN_MEMORY, dataset.clone());
         }
-        Ok(out)
+        let endpoint = self.endpoint(array, IN_MEMORY)?;
+        runner
+            .read_region(
+                &endpoint,
+                &Region::whole(&array.info.shape),
+                array.info.item_size,
+            )
+            .map_err(|e| OpsError::Refused(format!("{}: cannot read: {e}", array.key)))
     }
 }
 
-fn split_url(url: &str) -> (&str, &str) {
+/// `dir/name` → (`dir`, `name`): the store and key of an object URL or path.
+pub(crate) fn split_url(url: &str) -> (&str, &str) {
     match url.rfind('/') {
         Some(i) => (&url[..i], &url[i + 1..]),
         None => (".", url),

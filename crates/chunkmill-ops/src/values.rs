@@ -138,12 +138,12 @@ pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Reverses `data` (C order, `shape`, `item` bytes per element) along every axis marked in
-/// `reversed`.
+/// `reversed`; returns it as it is when none is.
 #[must_use]
-pub fn flip(data: &[u8], shape: &[u64], reversed: &[bool], item: usize) -> Vec<u8> {
+pub fn flip(data: Vec<u8>, shape: &[u64], reversed: &[bool], item: usize) -> Vec<u8> {
     let ndim = shape.len();
     if ndim == 0 || !reversed.iter().any(|&r| r) || data.is_empty() {
-        return data.to_vec();
+        return data;
     }
     let row_len = shape[ndim - 1] as usize;
     let row_bytes = row_len * item;
@@ -235,19 +235,19 @@ mod tests {
     fn flips_each_axis_of_a_2x3_array() {
         let data: Vec<u8> = (0..6).collect();
         assert_eq!(
-            flip(&data, &[2, 3], &[false, true], 1),
+            flip(data.clone(), &[2, 3], &[false, true], 1),
             vec![2, 1, 0, 5, 4, 3]
         );
         assert_eq!(
-            flip(&data, &[2, 3], &[true, false], 1),
+            flip(data.clone(), &[2, 3], &[true, false], 1),
             vec![3, 4, 5, 0, 1, 2]
         );
         assert_eq!(
-            flip(&data, &[2, 3], &[true, true], 1),
+            flip(data.clone(), &[2, 3], &[true, true], 1),
             vec![5, 4, 3, 2, 1, 0]
         );
         let wide: Vec<u8> = (0..4).flat_map(|v: u16| v.to_le_bytes()).collect();
-        let flipped = flip(&wide, &[4], &[true], 2);
+        let flipped = flip(wide, &[4], &[true], 2);
         assert_eq!(
             flipped,
             [3u16, 2, 1, 0]
