@@ -620,13 +620,15 @@ fn run_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
     use chunkmill_grid::Grid;
     use chunkmill_plan::{CopyStage, Endpoint, StageKind};
     use chunkmill_store::Store;
     use std::collections::HashMap;
 
-    fn plan(tasks: u64) -> Plan {
-        let grid = Grid::regular(&[tasks * 10], &[10]).unwrap();
+    fn plan(tasks: u64) -> Result<Plan, chunkmill_grid::GridError> {
+        let grid = Grid::regular(&[tasks * 10], &[10])?;
         let endpoint = Endpoint::Zarr {
             url: "memory://x".into(),
             path: "a".into(),
@@ -645,7 +647,7 @@ mod tests {
                 item_size: 4,
             }),
         };
-        Plan::new("test", 1000, vec![stage], vec![])
+        Ok(Plan::new("test", 1000, vec![stage], vec![]))
     }
 
     /// Task `slow` straggles on its first copy until it is cancelled (or 30 s pass).
@@ -688,27 +690,27 @@ mod tests {
     }
 
     #[test]
-    fn a_straggling_task_gets_a_backup_that_wins() {
-        let plan = plan(12);
-        let markers = Markers::new(Store::open("memory://exec-backup").unwrap(), &plan.plan_id);
+    fn a_straggling_task_gets_a_backup_that_wins() -> TestResult {
+        let plan = plan(12)?;
+        let markers = Markers::new(Store::open("memory://exec-backup")?, &plan.plan_id);
         let runner = Straggler {
             slow: 2,
             copies: Mutex::new(HashMap::new()),
             first_copy_cancelled: AtomicBool::new(false),
         };
-        let summary =
-            run_plan(&plan, &runner, &markers, &RunOptions::new(4, 1000), &|_| {}).unwrap();
+        let summary = run_plan(&plan, &runner, &markers, &RunOptions::new(4, 1000), &|_| {})?;
         assert_eq!(summary.backups, 1);
         assert_eq!(summary.tasks_run, 12);
         assert!(runner.first_copy_cancelled.load(Ordering::Relaxed));
         let copies = runner.copies.lock();
         assert_eq!(copies[&2], 2);
         assert!((0..12).filter(|&t| t != 2).all(|t| copies[&t] == 1));
-        assert_eq!(markers.marked("s").unwrap().len(), 12);
+        assert_eq!(markers.marked("s")?.len(), 12);
+        Ok(())
     }
 
     #[test]
-    fn a_failing_straggler_defers_to_its_backup() {
+    fn a_failing_straggler_defers_to_its_backup() -> TestResult {
         // The straggler's first copy fails (instead of being cancelled) after its backup
         // started: the backup's success decides, and the run succeeds.
         struct FailsLate(Straggler);
@@ -731,11 +733,8 @@ mod tests {
                 self.0.run_cancellable(stage, task, cancel)
             }
         }
-        let plan = plan(12);
-        let markers = Markers::new(
-            Store::open("memory://exec-backup-2").unwrap(),
-            &plan.plan_id,
-        );
+        let plan = plan(12)?;
+        let markers = Markers::new(Store::open("memory://exec-backup-2")?, &plan.plan_id);
         let runner = FailsLate(Straggler {
             slow: 5,
             copies: Mutex::new(HashMap::new()),
@@ -743,8 +742,9 @@ mod tests {
         });
         let mut options = RunOptions::new(4, 1000);
         options.retries = 0;
-        let summary = run_plan(&plan, &runner, &markers, &options, &|_| {}).unwrap();
+        let summary = run_plan(&plan, &runner, &markers, &options, &|_| {})?;
         assert_eq!(summary.backups, 1);
-        assert_eq!(markers.marked("s").unwrap().len(), 12);
+        assert_eq!(markers.marked("s")?.len(), 12);
+        Ok(())
     }
 }

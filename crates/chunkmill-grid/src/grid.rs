@@ -397,19 +397,22 @@ impl Iterator for CoordIter {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn regular_axis_clips_last_chunk() {
-        let axis = AxisChunks::regular(7, 33).unwrap();
+    fn regular_axis_clips_last_chunk() -> TestResult {
+        let axis = AxisChunks::regular(7, 33)?;
         assert_eq!(axis.count(), 5);
         assert_eq!(axis.chunk(4), 28..33);
         assert_eq!(axis.overlapping(&(6..15)), 0..3);
         assert_eq!(axis.overlapping(&(7..14)), 1..2);
+        Ok(())
     }
 
     #[test]
-    fn rectilinear_overlap_matches_regular() {
-        let regular = AxisChunks::regular(5, 23).unwrap();
-        let rect = AxisChunks::rectilinear(regular.bounds()).unwrap();
+    fn rectilinear_overlap_matches_regular() -> TestResult {
+        let regular = AxisChunks::regular(5, 23)?;
+        let rect = AxisChunks::rectilinear(regular.bounds())?;
         for start in 0..23 {
             for end in start + 1..=23 {
                 assert_eq!(
@@ -418,26 +421,30 @@ mod tests {
                 );
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn union_of_coprime_axes() {
-        let a = AxisChunks::regular(3, 10).unwrap();
-        let b = AxisChunks::regular(4, 10).unwrap();
+    fn union_of_coprime_axes() -> TestResult {
+        let a = AxisChunks::regular(3, 10)?;
+        let b = AxisChunks::regular(4, 10)?;
         assert_eq!(a.union(&b).bounds(), vec![0, 3, 4, 6, 8, 9, 10]);
+        Ok(())
     }
 
     #[test]
-    fn zero_d_grid_has_one_chunk() {
-        let grid = Grid::regular(&[], &[]).unwrap();
+    fn zero_d_grid_has_one_chunk() -> TestResult {
+        let grid = Grid::regular(&[], &[])?;
         assert_eq!(grid.num_chunks(), 1);
         assert_eq!(grid.chunks_in(&Region::whole(&[])).count(), 1);
+        Ok(())
     }
 
     #[test]
-    fn empty_axis_has_no_chunks() {
-        let grid = Grid::regular(&[0, 10], &[1, 5]).unwrap();
+    fn empty_axis_has_no_chunks() -> TestResult {
+        let grid = Grid::regular(&[0, 10], &[1, 5])?;
         assert_eq!(grid.num_chunks(), 0);
         assert_eq!(grid.chunks_in(&Region::whole(&[0, 10])).count(), 0);
+        Ok(())
     }
 }

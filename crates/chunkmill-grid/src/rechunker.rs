@@ -208,38 +208,41 @@ pub fn multistage_rechunking_plan(
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn eight_by_eight_examples() {
-        let plan = rechunking_plan(&[8, 8], &[1, 8], &[8, 1], 4, 32).unwrap();
+    fn eight_by_eight_examples() -> TestResult {
+        let plan = rechunking_plan(&[8, 8], &[1, 8], &[8, 1], 4, 32)?;
         assert_eq!(
             (plan.read, plan.intermediate, plan.write),
             (vec![1, 8], vec![1, 1], vec![8, 1])
         );
-        let plan = rechunking_plan(&[8, 8], &[1, 8], &[8, 1], 4, 64).unwrap();
+        let plan = rechunking_plan(&[8, 8], &[1, 8], &[8, 1], 4, 64)?;
         assert_eq!(
             (plan.read, plan.intermediate, plan.write),
             (vec![2, 8], vec![2, 2], vec![8, 2])
         );
-        let plan = rechunking_plan(&[8, 8], &[1, 8], &[8, 1], 4, 256).unwrap();
+        let plan = rechunking_plan(&[8, 8], &[1, 8], &[8, 1], 4, 256)?;
         assert_eq!(
             (plan.read, plan.intermediate, plan.write),
             (vec![8, 8], vec![8, 8], vec![8, 8])
         );
+        Ok(())
     }
 
     #[test]
-    fn era5_single_stage() {
+    fn era5_single_stage() -> TestResult {
         let plan = rechunking_plan(
             &[350_640, 721, 1440],
             &[31, 721, 1440],
             &[350_640, 10, 10],
             4,
             1_000_000_000,
-        )
-        .unwrap();
+        )?;
         assert_eq!(plan.read, vec![217, 721, 1440]);
         assert_eq!(plan.intermediate, vec![217, 10, 70]);
         assert_eq!(plan.write, vec![350_640, 10, 70]);
+        Ok(())
     }
 
     #[test]
@@ -260,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn era5_multistage_picks_two_stages() {
+    fn era5_multistage_picks_two_stages() -> TestResult {
         let plan = multistage_rechunking_plan(
             &[350_640, 721, 1440],
             &[31, 721, 1440],
@@ -268,10 +271,10 @@ mod tests {
             4,
             10_000_000,
             1_000_000_000,
-        )
-        .unwrap();
+        )?;
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0].read, vec![217, 721, 1440]);
         assert_eq!(plan[1].write, vec![350_640, 10, 70]);
+        Ok(())
     }
 }

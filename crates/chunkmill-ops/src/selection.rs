@@ -217,22 +217,24 @@ pub(crate) fn axis_read(size: u64, len: u64, window: &AxisWindow) -> u64 {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn cf_time_in_days_hours_and_calendars() {
+    fn cf_time_in_days_hours_and_calendars() -> TestResult {
         assert_eq!(
-            cf_time_value("2020-01-01", "days since 2020-01-01", "standard").unwrap(),
+            cf_time_value("2020-01-01", "days since 2020-01-01", "standard")?,
             0.0
         );
         assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "standard").unwrap(),
+            cf_time_value("2020-03-01", "days since 2020-01-01", "standard")?,
             60.0
         );
         assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "noleap").unwrap(),
+            cf_time_value("2020-03-01", "days since 2020-01-01", "noleap")?,
             59.0
         );
         assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "360_day").unwrap(),
+            cf_time_value("2020-03-01", "days since 2020-01-01", "360_day")?,
             60.0
         );
         assert_eq!(
@@ -240,52 +242,51 @@ mod tests {
                 "1970-01-02T06:00",
                 "hours since 1970-01-01 00:00:00",
                 "gregorian"
-            )
-            .unwrap(),
+            )?,
             30.0
         );
         assert_eq!(days_gregorian(1970, 1, 1), 0);
         assert_eq!(days_gregorian(2000, 3, 1), 11_017);
         assert!(cf_time_value("2020-01-01", "days since 2020-01-01", "julian").is_err());
+        Ok(())
     }
 
     #[test]
-    fn value_ranges_follow_xarray_label_slicing() {
+    fn value_ranges_follow_xarray_label_slicing() -> TestResult {
         let up = [0.5, 1.5, 2.5, 3.5];
-        assert_eq!(value_range(&up, Some(1.0), Some(2.5)).unwrap(), 1..3);
-        assert_eq!(value_range(&up, None, Some(0.5)).unwrap(), 0..1);
+        assert_eq!(value_range(&up, Some(1.0), Some(2.5))?, 1..3);
+        assert_eq!(value_range(&up, None, Some(0.5))?, 0..1);
         let down = [3.5, 2.5, 1.5, 0.5];
-        assert_eq!(value_range(&down, Some(3.0), Some(1.5)).unwrap(), 1..3);
+        assert_eq!(value_range(&down, Some(3.0), Some(1.5))?, 1..3);
         assert!(value_range(&down, Some(1.5), Some(3.0)).is_err());
         assert!(value_range(&up, Some(10.0), Some(20.0)).is_err());
         assert!(value_range(&[1.0, 0.0, 2.0], Some(0.0), None).is_err());
+        Ok(())
     }
 
     #[test]
-    fn windows_cut_at_source_chunk_boundaries() {
+    fn windows_cut_at_source_chunk_boundaries() -> TestResult {
         let w = AxisWindow {
             start: 3,
             len: 10,
             reverse: false,
         };
-        assert_eq!(window_axis(4, &w).unwrap().bounds(), vec![0, 1, 5, 9, 10]);
+        assert_eq!(window_axis(4, &w)?.bounds(), vec![0, 1, 5, 9, 10]);
         let r = AxisWindow {
             start: 3,
             len: 10,
             reverse: true,
         };
-        assert_eq!(window_axis(4, &r).unwrap().bounds(), vec![0, 1, 5, 9, 10]);
+        assert_eq!(window_axis(4, &r)?.bounds(), vec![0, 1, 5, 9, 10]);
         let aligned = AxisWindow {
             start: 4,
             len: 10,
             reverse: false,
         };
-        assert_eq!(
-            window_axis(4, &aligned).unwrap(),
-            AxisChunks::regular(4, 10).unwrap()
-        );
+        assert_eq!(window_axis(4, &aligned)?, AxisChunks::regular(4, 10)?);
         assert_eq!(axis_read(4, 20, &w), 16);
         assert_eq!(index_range(10, Some(-3), None), 7..10);
         assert_eq!(index_range(10, Some(2), Some(5)), 2..5);
+        Ok(())
     }
 }

@@ -87,26 +87,30 @@ impl std::str::FromStr for ChunkSpec {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512MB").unwrap(), 512_000_000);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 * 1024 * 1024 * 1024);
-        assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
+    fn sizes() -> TestResult {
+        assert_eq!(parse_size("512MB")?, 512_000_000);
+        assert_eq!(parse_size("2GiB")?, 2 * 1024 * 1024 * 1024);
+        assert_eq!(parse_size("1.5GB")?, 1_500_000_000);
         assert!(parse_size("lots").unwrap_err().contains("'lots'"));
         assert!(parse_size("-5MB").is_err());
+        Ok(())
     }
 
     #[test]
-    fn specs() {
+    fn specs() -> TestResult {
         assert_eq!(
-            "time=-1,lat=18".parse::<ChunkSpec>().unwrap(),
+            "time=-1,lat=18".parse::<ChunkSpec>()?,
             ChunkSpec::ByName(vec![("time".into(), None), ("lat".into(), Some(18))])
         );
         assert_eq!(
-            "8760,18,36".parse::<ChunkSpec>().unwrap(),
+            "8760,18,36".parse::<ChunkSpec>()?,
             ChunkSpec::ByAxis(vec![Some(8760), Some(18), Some(36)])
         );
         assert!("time=0".parse::<ChunkSpec>().is_err());
         assert!("time=5,7".parse::<ChunkSpec>().is_err());
+        Ok(())
     }
 }

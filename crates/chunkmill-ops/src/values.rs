@@ -186,8 +186,10 @@ pub fn flip(data: Vec<u8>, shape: &[u64], reversed: &[bool], item: usize) -> Vec
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn unpacks_int16_with_scale_offset_and_mask() {
+    fn unpacks_int16_with_scale_offset_and_mask() -> TestResult {
         let input: Vec<u8> = [-32767i16, 0, 100, 32767]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -199,19 +201,20 @@ mod tests {
             scale: Some(0.5),
             offset: Some(10.0),
         };
-        let out = convert(&map, &input).unwrap();
+        let out = convert(&map, &input)?;
         let values: Vec<f32> = out
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         assert_eq!(values[0], -32767.0 * 0.5 + 10.0);
         assert_eq!(values[1], 10.0);
         assert_eq!(values[2], 60.0);
         assert!(values[3].is_nan());
+        Ok(())
     }
 
     #[test]
-    fn casts_like_numpy_astype() {
+    fn casts_like_numpy_astype() -> TestResult {
         let input: Vec<u8> = [1.9f64, -1.9, 300.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -223,12 +226,13 @@ mod tests {
             scale: None,
             offset: None,
         };
-        let out = convert(&map, &input).unwrap();
+        let out = convert(&map, &input)?;
         let values: Vec<i16> = out
             .chunks_exact(2)
-            .map(|b| i16::from_le_bytes(b.try_into().unwrap()))
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
         assert_eq!(values, vec![1, -1, 300]);
+        Ok(())
     }
 
     #[test]

@@ -239,11 +239,14 @@ pub fn status(work_dir: &str) -> Result<RunStatus, OpsError> {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn task_ranges() {
-        assert_eq!(parse_tasks("3..7").unwrap(), 3..7);
-        assert_eq!(parse_tasks("3..=7").unwrap(), 3..8);
-        assert_eq!(parse_tasks("5").unwrap(), 5..6);
+    fn task_ranges() -> TestResult {
+        assert_eq!(parse_tasks("3..7")?, 3..7);
+        assert_eq!(parse_tasks("3..=7")?, 3..8);
+        assert_eq!(parse_tasks("5")?, 5..6);
         assert!(parse_tasks("x..2").is_err());
+        Ok(())
     }
 }
