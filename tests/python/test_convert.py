@@ -400,3 +400,22 @@ def test_filters_without_zarr_codec_are_decoded_by_hdf5_reader(tmp_path):
         np.testing.assert_array_equal(group["t"][...], f["t"][...])
         np.testing.assert_array_equal(group["c"][...], f["c"][...])
     assert group["t"].chunks == (20, 30)
+
+
+def test_parquet_and_icechunk_references_lists_and_shards(tmp_path):
+    """The other reference formats as sources, an @list of inputs, and a sharded target."""
+    files = collection(tmp_path, days=2)
+    want = mfdataset(files)
+    listing = tmp_path / "inputs.txt"
+    listing.write_text("".join(f"{f}\n" for f in files))
+    for fmt, out in [("kerchunk-parquet", tmp_path / "refs.parq"), ("icechunk", tmp_path / "refs.icechunk")]:
+        oracle.ok("virtualize", f"@{listing}", "--output", out, "--concat-dim", "time", "--format", fmt,
+                  "--no-progress")
+        target = tmp_path / f"{out.name}.zarr"
+        convert(str(out), target, "--select", "lat=60:-60")
+        xr.testing.assert_identical(opened(target), want.sel(lat=slice(60, -60)))
+    sharded = tmp_path / "sharded.zarr"
+    convert(f"@{listing}", sharded, "--shards", "time=-1,lat=24,lon=48")
+    xr.testing.assert_identical(opened(sharded), want)
+    air = zarr.open_group(str(sharded), mode="r")["air"]
+    assert air.shards == (2 * NT, 24, 48) and air.chunks == (2 * NT, 12, 16)

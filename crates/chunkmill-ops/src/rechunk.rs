@@ -559,14 +559,16 @@ pub(crate) fn plan_array(
         Some(fixed) => Some(fixed.clone()),
         None => resolve(&options.chunks, info, &info.chunks)?,
     };
-    let chunks = if job.chunks.is_none() && is_coordinate(info) && data_chunks.is_some() {
+    // A coordinate is written as one chunk, which needs no shard around it.
+    let whole_coordinate = job.chunks.is_none() && is_coordinate(info) && data_chunks.is_some();
+    let chunks = if whole_coordinate {
         vec![info.shape[0].max(1)]
     } else {
         data_chunks.unwrap_or_else(|| info.chunks.clone())
     };
     let shards = match &options.shards {
-        None => None,
-        Some(spec) => resolve(spec, info, &chunks)?,
+        Some(spec) if !whole_coordinate => resolve(spec, info, &chunks)?,
+        _ => None,
     };
     if let Some(shards) = &shards {
         if shards.iter().zip(&chunks).any(|(&s, &c)| s % c != 0) {
