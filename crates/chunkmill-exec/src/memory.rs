@@ -100,6 +100,34 @@ pub fn current_rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Memory this process holds, as a run's baseline: its anonymous and shared resident pages,
+/// measured once the allocator has returned its free heap pages to the system. Pages mapped
+/// from files (the executable's code, above all) are left out: the kernel drops them under
+/// pressure instead of failing, and how many are resident depends on the page cache, which
+/// made the same run fit `--max-mem` on one machine and be refused on another. Without the
+/// trim, memory that reading the inputs used and freed (a Parquet reference table) would stay
+/// resident under the allocator's high trim threshold and count as held.
+#[must_use]
+pub fn held_memory() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only releases free pages of the heap; it takes the allocator's locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    match (field("RssAnon:"), field("RssShmem:")) {
+        (Some(anon), shmem) => (anon + shmem.unwrap_or(0)) * 1024,
+        (None, _) => current_rss(),
+    }
+}
+
 /// Peak resident memory of this process so far, in bytes (Linux `VmHWM`; 0 where unknown).
 #[must_use]
 pub fn peak_rss() -> u64 {

@@ -480,7 +480,7 @@ impl Budget {
         let reserve = RESERVE_FIXED + max_mem / 32;
         Self {
             task_budget: max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve),
-            baseline: BASELINE_ALLOWANCE.max(memory::current_rss()),
+            baseline: BASELINE_ALLOWANCE.max(memory::held_memory()),
             reserve,
         }
     }
@@ -501,6 +501,15 @@ impl Budget {
             reserve: self.reserve,
         }
     }
+}
+
+/// What the tasks of this process may reserve together under `max_mem`: what is left after the
+/// baseline it holds now (measured once the allocator has given back its free pages) and the
+/// reserve. Returns the measured baseline too, for the error that refuses a run.
+pub(crate) fn task_capacity(max_mem: u64) -> (u64, u64) {
+    let measured = memory::held_memory();
+    let capacity = max_mem.saturating_sub(measured + RESERVE_FIXED + max_mem / 32);
+    (measured, capacity)
 }
 
 /// Where intermediates go: `--temp`, or `intermediate` in the work dir (its URL and store).
@@ -900,10 +909,7 @@ pub fn run_job(
             already_complete: false,
         });
     }
-    let measured = memory::current_rss();
-    let capacity = options
-        .max_mem
-        .saturating_sub(measured + RESERVE_FIXED + options.max_mem / 32);
+    let (measured, capacity) = task_capacity(options.max_mem);
     if capacity < plan.max_projected_mem() {
         return Err(OpsError::Refused(format!(
             "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use chunkmill_exec::{memory, run_stage_slice, Event, RunOptions, RunSummary};
+use chunkmill_exec::{run_stage_slice, Event, RunOptions, RunSummary};
 use chunkmill_plan::Plan;
 use chunkmill_store::markers::Markers;
 use chunkmill_store::Store;
@@ -142,9 +142,7 @@ pub fn run_worker(
             ))
         })?;
     let tasks = tasks.resolve(plan.stages[index].tasks())?;
-    let capacity = plan
-        .max_mem
-        .saturating_sub(memory::current_rss() + (24 << 20) + plan.max_mem / 32);
+    let (_, capacity) = crate::rechunk::task_capacity(plan.max_mem);
     if capacity < plan.stages[index].projected_mem {
         return Err(OpsError::Refused(format!(
             "plan {}: one task of stage '{}' needs {} bytes but this process has {capacity} left of --max-mem {}",
