@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rechunker::lcm;
 use crate::{AxisChunks, Grid, GridError};
 
 /// What one byte and one object cost to move through a medium, in nanoseconds.
@@ -273,20 +274,41 @@ impl RechunkProblem {
         self.regular(&self.target_chunks)
     }
 
-    /// Plans with one stage: blocks of whole target chunks, grown to cut the fewest source chunks.
+    /// Plans with one stage: blocks of whole target chunks, grown to cut the fewest source
+    /// chunks; and, where it fits, blocks grown from the smallest region that is whole source
+    /// and whole target chunks at once (their least common multiple per axis), whose tasks
+    /// never decode a source chunk another task decodes too.
     fn one_stage(&self, per_task: u64, orders: &[Vec<usize>], conc: u64) -> Vec<RechunkPlan> {
         let target = self.target_grid();
         let full = self.shape.clone();
+        let fits = |b: &[u64]| {
+            let blocks = self.regular(b);
+            self.stage(&self.source, &target, blocks).projected_mem <= per_task
+        };
+        let aligned: Option<Vec<u64>> = self
+            .source
+            .axes()
+            .iter()
+            .zip(&self.target_chunks)
+            .zip(&self.shape)
+            .map(|((axis, &t), &len)| {
+                axis.regular_size()
+                    .map(|s| lcm(s.max(1), t).min(len.max(1)))
+            })
+            .collect();
+        let mut bases = vec![self.target_chunks.clone()];
+        if let Some(unit) = aligned.filter(|u| *u != self.target_chunks && fits(u)) {
+            bases.push(unit);
+        }
         let mut plans = Vec::new();
-        for order in orders {
-            let fits = |b: &[u64]| {
-                let blocks = self.regular(b);
-                self.stage(&self.source, &target, blocks).projected_mem <= per_task
-            };
-            if !fits(&self.clipped(&self.target_chunks)) {
+        for (order, base) in orders
+            .iter()
+            .flat_map(|o| bases.iter().map(move |b| (o, b)))
+        {
+            if !fits(&self.clipped(base)) {
                 continue;
             }
-            let block = self.consolidate(&self.target_chunks, &full, order, &fits);
+            let block = self.consolidate(base, &full, order, &fits);
             let stage = self.stage(&self.source, &target, self.regular(&block));
             let total: u64 = self.shape.iter().product::<u64>() * self.item_size;
             let strategy = if stage.bytes_read <= total {

@@ -112,7 +112,7 @@ pub fn stage_chunks(read: &[u64], write: &[u64], stage_count: usize) -> Vec<Vec<
 
 /// Pieces when an axis of length `len` cut in `a` is re-cut in `b`.
 fn axis_splits(len: u64, a: u64, b: u64) -> u64 {
-    let lcm = a / gcd(a, b) * b;
+    let lcm = lcm(a, b);
     let full = len / lcm;
     let rest = len % lcm;
     let per = lcm / a + lcm / b - 1;
@@ -130,6 +130,11 @@ fn gcd(a: u64, b: u64) -> u64 {
     } else {
         gcd(b, a % b)
     }
+}
+
+/// The least common multiple of two chunk sizes (not 0).
+pub(crate) fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }
 
 /// Rechunker's IO count of one stage: pieces when reading `read` blocks into `intermediate`

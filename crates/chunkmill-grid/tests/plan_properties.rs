@@ -208,3 +208,29 @@ fn regression_small_budget_4x25() {
         }
     }
 }
+
+#[test]
+fn blocks_grow_from_whole_source_and_target_chunks_when_they_fit() {
+    // Source rows of 50, target rows of 25: blocks grown from the target chunk alone land on
+    // 175 rows for two workers, and the source chunk at 150..200 is decoded by two tasks.
+    // Grown from lcm(50, 25) = 50 rows (and lcm(100, 150) = 300 columns), every source chunk
+    // is decoded by one task.
+    // Float64, the budget and per-task overhead of a 64 MB `convert` (as planned for h5py's
+    // chunks in tests/python/test_convert.py).
+    let p = RechunkProblem {
+        item_size: 8,
+        task_overhead: (1 << 20) + 50 * 100 * 8,
+        ns_per_task: 100e3,
+        ..problem(&[400, 300], &[50, 100], &[25, 150], 3_279_744, 2)
+    };
+    let plan = p.plan().unwrap();
+    check_plan(&p, &plan);
+    assert_eq!(plan.stages.len(), 1, "{plan:#?}");
+    assert_eq!(plan.stages[0].bytes_read, 400 * 300 * 8, "{plan:#?}");
+    for t in 0..plan.stages[0].tasks() {
+        let block = plan.stages[0]
+            .blocks
+            .chunk_region(&plan.stages[0].blocks.unravel(t));
+        assert!(p.source.is_aligned(&block), "{block} cuts source chunks");
+    }
+}

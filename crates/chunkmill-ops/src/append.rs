@@ -328,6 +328,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 input,
                 source_cost: medium_cost(None, prepared.source.kind()),
                 extra_task_mem: output.extra_task_mem,
+                read_factor: output.read_factor,
                 chunks: Some(old_info.chunks.clone()),
             },
         )?;

@@ -193,6 +193,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 input: output.input.clone(),
                 source_cost: medium_cost(None, prepared.source.kind()),
                 extra_task_mem: output.extra_task_mem,
+                read_factor: output.read_factor,
                 chunks: output.chunks.clone(),
             },
         )?;
@@ -248,6 +249,9 @@ pub(crate) struct OutputArray {
     pub input: Endpoint,
     /// Bytes a first-stage task holds besides what the copy task counts.
     pub extra_task_mem: u64,
+    /// Source bytes decoded per byte the target keeps: above 1 where a selection or tiles cut
+    /// through source chunks, or where the values are converted to another size.
+    pub read_factor: f64,
     /// Exact target chunks (tiles: one per chunk), instead of what `--chunks` gives.
     pub chunks: Option<Vec<u64>>,
 }
@@ -658,6 +662,11 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             } else {
                 source_chunk_bytes
             },
+            read_factor: if kept == 0 {
+                1.0
+            } else {
+                (read * info.item_size as u64) as f64 / (kept * out_type.size() as u64) as f64
+            },
             chunks: None,
         };
         let tiled = tiling
@@ -726,19 +735,13 @@ pub fn run_planned(
 ) -> Result<RechunkReport, OpsError> {
     let target = Store::open(&options.run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     if job.nothing_new.is_some() {
-        return Ok(RechunkReport {
-            plan_id: job.job.plan.plan_id.clone(),
-            arrays: 0,
-            tasks_run: 0,
-            tasks_skipped: 0,
-            retries: 0,
-            backups: 0,
-            bytes: 0,
-            seconds: 0.0,
-            peak_rss: chunkmill_exec::memory::peak_rss(),
-            max_mem: options.run.max_mem,
-            already_complete: true,
-        });
+        return Ok(RechunkReport::without_tasks(
+            &job.job.plan.plan_id,
+            0,
+            0,
+            options.run.max_mem,
+            true,
+        ));
     }
     // Refuse before writing anything when the target exists, as run_job would.
     if !job.job.existing_target

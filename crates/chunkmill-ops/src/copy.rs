@@ -245,23 +245,53 @@ fn zeroed(len: usize) -> Vec<u8> {
     buffer
 }
 
+/// One chunk of an input, read.
+struct ChunkRead {
+    /// Its elements.
+    bytes: chunkmill_store::Bytes,
+    /// The region they cover (the nominal chunk for Zarr and references, which may run past
+    /// the array's edge).
+    held: Region,
+    /// Bytes decoded from storage to produce it: more than `bytes` where a window or a tile
+    /// keeps part of the source chunks it met.
+    decoded: u64,
+}
+
+impl ChunkRead {
+    fn stored(bytes: Vec<u8>, held: Region) -> Self {
+        Self {
+            decoded: bytes.len() as u64,
+            bytes: bytes.into(),
+            held,
+        }
+    }
+
+    /// Copies what `region` (held in `out`) needs of this chunk.
+    fn place(&self, out: &mut [u8], region: &Region, item: usize) {
+        if let Some(what) = region.intersect(&self.held) {
+            copy_region(&self.bytes, &self.held, out, region, &what, item);
+        } else if region.ndim() == 0 {
+            copy_region(&self.bytes, &self.held, out, region, region, item);
+        }
+    }
+}
+
 fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
     format!("{prefix}/{}", grid.ravel(coords))
 }
 
 impl StageRunner {
-    /// Chunk `coords` of an opened input of grid `grid`: its decoded elements and the region
-    /// they cover (the nominal chunk for Zarr and references, which may run past the edge).
+    /// Chunk `coords` of an opened input of grid `grid`.
     fn read_chunk(
         &self,
         input: &Opened,
         grid: &Grid,
         coords: &[u64],
         item_size: u64,
-    ) -> Result<(chunkmill_store::Bytes, Region), String> {
+    ) -> Result<ChunkRead, String> {
         Ok(match input {
-            Opened::Zarr(array) => (
-                chunkmill_store::Bytes::from(array.read_chunk(coords).map_err(|e| e.to_string())?),
+            Opened::Zarr(array) => ChunkRead::stored(
+                array.read_chunk(coords).map_err(|e| e.to_string())?,
                 nominal_region(grid, coords),
             ),
             Opened::Pieces { store, prefix } => {
@@ -278,10 +308,15 @@ impl StageRunner {
                         held.num_elements() * item_size
                     ));
                 }
-                (bytes, held)
+                let decoded = bytes.len() as u64;
+                ChunkRead {
+                    bytes,
+                    held,
+                    decoded,
+                }
             }
-            Opened::References(reader) => (
-                chunkmill_store::Bytes::from(reader.read_chunk(coords).map_err(|e| e.to_string())?),
+            Opened::References(reader) => ChunkRead::stored(
+                reader.read_chunk(coords).map_err(|e| e.to_string())?,
                 nominal_region(grid, coords),
             ),
             Opened::Window {
@@ -305,14 +340,19 @@ impl StageRunner {
                         })
                         .collect(),
                 );
-                let bytes = self.read_into(source, source_grid, &wanted, *source_item)?;
+                let (bytes, decoded) =
+                    self.read_into(source, source_grid, &wanted, *source_item)?;
                 let reversed: Vec<bool> = axes.iter().map(|w| w.reverse).collect();
                 let bytes = crate::values::flip(bytes, &wanted.shape(), &reversed, *source_item);
                 let bytes = match values {
                     Some(map) => crate::values::convert(map, &bytes)?,
                     None => bytes,
                 };
-                (chunkmill_store::Bytes::from(bytes), held)
+                ChunkRead {
+                    bytes: bytes.into(),
+                    held,
+                    decoded,
+                }
             }
             Opened::Concat { axis, parts } => {
                 let held = grid.chunk_region(coords);
@@ -335,8 +375,13 @@ impl StageRunner {
                         })
                         .collect(),
                 );
-                let bytes = self.read_into(part, part_grid, &local, item_size as usize)?;
-                (chunkmill_store::Bytes::from(bytes), held)
+                let (bytes, decoded) =
+                    self.read_into(part, part_grid, &local, item_size as usize)?;
+                ChunkRead {
+                    bytes: bytes.into(),
+                    held,
+                    decoded,
+                }
             }
             Opened::Shifted {
                 inner,
@@ -348,22 +393,22 @@ impl StageRunner {
                     .zip(chunk_offset)
                     .map(|(c, o)| c + o)
                     .collect();
-                let (bytes, inner_held) =
-                    self.read_chunk(inner, inner_grid, &inner_coords, item_size)?;
+                let inner_read = self.read_chunk(inner, inner_grid, &inner_coords, item_size)?;
                 let origin: Vec<u64> = chunk_offset
                     .iter()
                     .zip(inner_grid.axes())
                     .map(|(&o, axis)| if o == 0 { 0 } else { axis.chunk(o).start })
                     .collect();
                 let held = Region::new(
-                    inner_held
+                    inner_read
+                        .held
                         .ranges()
                         .iter()
                         .zip(&origin)
                         .map(|(r, &o)| r.start - o..r.end - o)
                         .collect(),
                 );
-                (bytes, held)
+                ChunkRead { held, ..inner_read }
             }
             Opened::Tiles {
                 source,
@@ -393,30 +438,34 @@ impl StageRunner {
                         })
                         .collect(),
                 );
-                let bytes = self.read_into(source, source_grid, &wanted, item_size as usize)?;
-                (chunkmill_store::Bytes::from(bytes), held)
+                let (bytes, decoded) =
+                    self.read_into(source, source_grid, &wanted, item_size as usize)?;
+                ChunkRead {
+                    bytes: bytes.into(),
+                    held,
+                    decoded,
+                }
             }
         })
     }
 
-    /// The elements of `region` of an opened input, assembled from every chunk it meets.
+    /// The elements of `region` of an opened input, assembled from every chunk it meets, and
+    /// the bytes decoded to get them.
     fn read_into(
         &self,
         input: &Opened,
         grid: &Grid,
         region: &Region,
         item: usize,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<(Vec<u8>, u64), String> {
         let mut out = vec![0u8; region.num_elements() as usize * item];
+        let mut decoded = 0;
         for coords in grid.chunks_in(region) {
-            let (bytes, held) = self.read_chunk(input, grid, &coords, item as u64)?;
-            if let Some(what) = region.intersect(&held) {
-                copy_region(&bytes, &held, &mut out, region, &what, item);
-            } else if region.ndim() == 0 {
-                copy_region(&bytes, &held, &mut out, region, region, item);
-            }
+            let read = self.read_chunk(input, grid, &coords, item as u64)?;
+            read.place(&mut out, region, item);
+            decoded += read.decoded;
         }
-        Ok(out)
+        Ok((out, decoded))
     }
 
     /// Gives the runner a reference file's dataset already in memory, as if read from `url`.
@@ -438,7 +487,7 @@ impl StageRunner {
         item: usize,
     ) -> Result<Vec<u8>, String> {
         let opened = self.open(endpoint)?;
-        self.read_into(&opened, endpoint.grid(), region, item)
+        Ok(self.read_into(&opened, endpoint.grid(), region, item)?.0)
     }
 
     fn copy(
@@ -465,13 +514,9 @@ impl StageRunner {
 
         for coords in in_grid.chunks_in(region) {
             superseded()?;
-            let (bytes, held) = self.read_chunk(&input, in_grid, &coords, stage.item_size)?;
-            stats.bytes_read += bytes.len() as u64;
-            if let Some(what) = region.intersect(&held) {
-                copy_region(&bytes, &held, &mut block, region, &what, item);
-            } else if region.ndim() == 0 {
-                copy_region(&bytes, &held, &mut block, region, region, item);
-            }
+            let read = self.read_chunk(&input, in_grid, &coords, stage.item_size)?;
+            read.place(&mut block, region, item);
+            stats.bytes_read += read.decoded;
         }
 
         // An append writes the end of an existing array: chunk coordinates move by the offset.

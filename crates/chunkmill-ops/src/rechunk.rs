@@ -170,6 +170,10 @@ pub struct RechunkReport {
     pub backups: u64,
     /// Decoded bytes of all target arrays.
     pub bytes: u64,
+    /// Decoded bytes the tasks run now read from their inputs (every source chunk counted each
+    /// time it is decoded); known for the threads executor, `None` where the tasks ran in other
+    /// processes.
+    pub bytes_read: Option<u64>,
     /// Wall time, seconds.
     pub seconds: f64,
     /// Peak resident memory of this process, bytes.
@@ -178,6 +182,32 @@ pub struct RechunkReport {
     pub max_mem: u64,
     /// True when the run found the job already complete.
     pub already_complete: bool,
+}
+
+impl RechunkReport {
+    /// The report of a run that ran no task: the job was already complete, or only prepared.
+    pub(crate) fn without_tasks(
+        plan_id: &str,
+        arrays: usize,
+        bytes: u64,
+        max_mem: u64,
+        already_complete: bool,
+    ) -> Self {
+        Self {
+            plan_id: plan_id.to_string(),
+            arrays,
+            tasks_run: 0,
+            tasks_skipped: 0,
+            retries: 0,
+            backups: 0,
+            bytes,
+            bytes_read: Some(0),
+            seconds: 0.0,
+            peak_rss: memory::peak_rss(),
+            max_mem,
+            already_complete,
+        }
+    }
 }
 
 pub(crate) fn medium_cost(compressor: Option<&Compressor>, kind: StoreKind) -> MediumCost {
@@ -431,6 +461,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
                 },
                 source_cost: medium_cost(info.compressor.as_ref(), source.kind()),
                 extra_task_mem: 0,
+                read_factor: 1.0,
                 chunks: None,
             },
         )?;
@@ -535,6 +566,9 @@ pub(crate) struct ArrayJob<'a> {
     /// Bytes a task of the first stage holds besides what the copy task counts (a source
     /// chunk decoded in another data type, for instance).
     pub extra_task_mem: u64,
+    /// Source bytes the first stage decodes per byte it delivers (see
+    /// [`crate::convert::OutputArray::read_factor`]); 1 for a plain rechunk.
+    pub read_factor: f64,
     /// Exact target chunks, instead of what the chunk spec gives (tiles, appends).
     pub chunks: Option<Vec<u64>>,
 }
@@ -670,7 +704,11 @@ pub(crate) fn plan_array(
                 item_size: info.item_size as u64,
             }),
             projected_mem: s.projected_mem,
-            bytes_read: s.bytes_read,
+            bytes_read: if j == 0 {
+                (s.bytes_read as f64 * job.read_factor).round() as u64
+            } else {
+                s.bytes_read
+            },
             bytes_written: s.bytes_written,
         });
     }
@@ -847,19 +885,15 @@ pub fn run_job(
         }
     }
     if resuming && work.exists(&complete_key).map_err(failed)? {
-        return Ok(RechunkReport {
-            plan_id: plan.plan_id.clone(),
-            arrays: job.specs.len(),
-            tasks_run: 0,
-            tasks_skipped: plan.total_tasks(),
-            retries: 0,
-            backups: 0,
-            bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
-            seconds: 0.0,
-            peak_rss: memory::peak_rss(),
-            max_mem: options.max_mem,
-            already_complete: true,
-        });
+        let mut report = RechunkReport::without_tasks(
+            &plan.plan_id,
+            job.specs.len(),
+            job.arrays.iter().map(|a| a.nbytes).sum(),
+            options.max_mem,
+            true,
+        );
+        report.tasks_skipped = plan.total_tasks();
+        return Ok(report);
     }
     let target_has_data = !target.is_empty().map_err(failed)?;
     if !resuming && !job.existing_target {
@@ -895,19 +929,13 @@ pub fn run_job(
     }
 
     if options.prepare_only {
-        return Ok(RechunkReport {
-            plan_id: plan.plan_id.clone(),
-            arrays: job.specs.len(),
-            tasks_run: 0,
-            tasks_skipped: 0,
-            retries: 0,
-            backups: 0,
-            bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
-            seconds: 0.0,
-            peak_rss: memory::peak_rss(),
-            max_mem: options.max_mem,
-            already_complete: false,
-        });
+        return Ok(RechunkReport::without_tasks(
+            &plan.plan_id,
+            job.specs.len(),
+            job.arrays.iter().map(|a| a.nbytes).sum(),
+            options.max_mem,
+            false,
+        ));
     }
     let (measured, capacity) = task_capacity(options.max_mem);
     if capacity < plan.max_projected_mem() {
@@ -960,6 +988,7 @@ pub fn run_job(
         retries: summary.retries,
         backups: summary.backups,
         bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
+        bytes_read: matches!(options.executor, Executor::Threads).then_some(summary.bytes_read),
         seconds: summary.seconds,
         peak_rss: memory::peak_rss(),
         max_mem: options.max_mem,

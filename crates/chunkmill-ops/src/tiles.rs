@@ -170,6 +170,7 @@ impl Tiling {
                     grid: Grid::new(axes),
                 },
                 extra_task_mem: output.extra_task_mem,
+                read_factor: output.read_factor * read,
                 chunks: Some(chunks),
             },
             amplification,
