@@ -481,3 +481,48 @@ def test_each_source_chunk_is_decoded_once(tmp_path):
         assert planned["bytes_read"] == want
         with h5py.File(path, "r") as f:
             np.testing.assert_array_equal(zarr.open_group(str(target), mode="r")["v"][...], f["v"][ys, xs])
+
+
+def test_references_are_followed_only_where_allowed(tmp_path):
+    """A reference file can name any location as a chunk's: only those under the directory
+    holding it, or under an --allow-refs prefix, are read. Elsewhere (another directory, a path
+    that climbs out with '..', a symbolic link out of the allowed directory, an S3 URL) the
+    conversion is refused before anything is written, naming the reference file, the array,
+    the location and the flag."""
+    data = tmp_path / "archive"
+    data.mkdir()
+    files = collection(data, days=2)
+    want = mfdataset(files)
+    refs_dir = tmp_path / "refs"
+    refs_dir.mkdir()
+    refs = refs_dir / "refs.json"
+    oracle.ok("virtualize", str(data / "day*.nc"), "--output", refs, "--concat-dim", "time", "--no-progress")
+    target = tmp_path / "out.zarr"
+    r = oracle.run("convert", refs, target, "--chunks", "time=-1", "--max-mem", "64MB", "--concat-dim", "time")
+    oracle.assert_one_error_line(r, codes=[3], mentions=[str(refs), str(data), "--allow-refs"])
+    assert not target.exists()
+    convert(str(refs), target, "--allow-refs", str(data))
+    xr.testing.assert_identical(opened(target), want)
+
+    # The data moved next to the references: followed by default.
+    doc = json.loads(refs.read_text())
+    text = json.dumps(doc).replace(str(data), str(refs_dir))
+    for f in files:
+        (refs_dir / f.name).write_bytes(f.read_bytes())
+    refs.write_text(text)
+    convert(str(refs), tmp_path / "local.zarr")
+    xr.testing.assert_identical(opened(tmp_path / "local.zarr"), want)
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"credentials" * 1000)
+    (refs_dir / "escape").symlink_to(tmp_path)
+    for location in [f"{refs_dir}/../secret.bin", f"{refs_dir}/escape/secret.bin", "s3://bucket/day0.nc"]:
+        bad = json.loads(text)
+        key = next(k for k, v in bad["refs"].items() if k.startswith("air/") and isinstance(v, list))
+        bad["refs"][key] = [location, 0, 100]
+        (refs_dir / "bad.json").write_text(json.dumps(bad))
+        out = tmp_path / "bad.zarr"
+        r = oracle.run("convert", refs_dir / "bad.json", out, "--chunks", "time=-1", "--max-mem", "64MB",
+                       "--concat-dim", "time")
+        oracle.assert_one_error_line(r, codes=[3], mentions=["bad.json", "'air'", location])
+        assert not out.exists()

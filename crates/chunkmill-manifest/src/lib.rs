@@ -68,6 +68,7 @@
 //! Whole-file and `gen` references in the readers; Icechunk checksums (last-modified) on
 //! virtual references; Icechunk repositories in object stores (local directories only).
 
+pub mod access;
 mod array;
 mod atomic;
 pub mod codecs;
@@ -83,6 +84,7 @@ mod remote;
 pub mod scan;
 mod virtualize;
 
+pub use access::ReferenceAccess;
 pub use array::{ArrayMetadata, ManifestArray, ManifestStats, VirtualDataset};
 pub use combine::{combine, CombineOptions};
 pub use error::{Error, Mismatch, Result};

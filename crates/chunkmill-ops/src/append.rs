@@ -95,7 +95,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             target.url()
         )));
     }
-    let cache = sources::open(std::slice::from_ref(&run.target), None, &[])?;
+    let cache = sources::open(std::slice::from_ref(&run.target), None, &[], &[])?;
     let cache_arrays = cache.arrays()?;
     let prepared = prepare(options)?;
     let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;

@@ -77,6 +77,9 @@ pub struct ConvertOptions {
     pub strict_alignment: bool,
     /// Add the inputs to the existing target along this dimension.
     pub append: Option<String>,
+    /// Prefixes (paths or URLs) a reference input's chunks may point into, besides the
+    /// directory holding the reference file ([`chunkmill_manifest::ReferenceAccess`]).
+    pub allow_refs: Vec<String>,
     /// Cut these dimensions in tiles of these sizes, stacked along a new first dimension
     /// `tile`, one tile per chunk; a remainder shorter than a tile is left out.
     pub tile: Vec<(String, u64)>,
@@ -284,6 +287,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         &options.inputs,
         options.concat_dim.as_deref(),
         &options.identical_dims,
+        &options.allow_refs,
     )?;
     if let Source::Zarr { store, .. } = &source {
         if store.url() == target.url() {

@@ -69,28 +69,34 @@ fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
 }
 
 /// Opens the inputs: one Zarr store, one reference file or repository, or data files
-/// concatenated along `concat_dim` with every check of `virtualize`.
+/// concatenated along `concat_dim` with every check of `virtualize`. A reference input's
+/// chunks must all lie under the directory holding it or under a prefix of `allow_refs`.
 ///
 /// # Errors
 /// [`OpsError::Refused`] naming the input and the reason (missing, unreadable, files that
-/// differ); [`OpsError::Usage`] for a malformed request.
+/// differ, references outside the allowed locations); [`OpsError::Usage`] for a malformed
+/// request.
 pub fn open(
     inputs: &[String],
     concat_dim: Option<&str>,
     identical_dims: &[String],
+    allow_refs: &[String],
 ) -> Result<Source, OpsError> {
+    let checked = |path: &Path, read: chunkmill_manifest::Result<VirtualDataset>| {
+        let dataset = read.map_err(|e| manifest_error(&e))?;
+        chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
+            .and_then(|access| access.check(&dataset))
+            .map_err(|e| manifest_error(&e))?;
+        Ok(Source::Virtual(dataset))
+    };
     if let [one] = inputs {
         let path = Path::new(one);
         if path.is_dir() {
             if chunkmill_manifest::is_icechunk(path) {
-                return chunkmill_manifest::read_icechunk(path)
-                    .map(Source::Virtual)
-                    .map_err(|e| manifest_error(&e));
+                return checked(path, chunkmill_manifest::read_icechunk(path));
             }
             if chunkmill_manifest::is_kerchunk_parquet(path) {
-                return chunkmill_manifest::read_kerchunk_parquet(path)
-                    .map(Source::Virtual)
-                    .map_err(|e| manifest_error(&e));
+                return checked(path, chunkmill_manifest::read_kerchunk_parquet(path));
             }
             if is_zarr_dir(path) {
                 return open_zarr(one);
@@ -100,9 +106,7 @@ pub fn open(
             )));
         }
         if path.is_file() && one.ends_with(".json") {
-            return chunkmill_manifest::read_kerchunk_json(path)
-                .map(Source::Virtual)
-                .map_err(|e| manifest_error(&e));
+            return checked(path, chunkmill_manifest::read_kerchunk_json(path));
         }
         let data_file = [".nc", ".nc4", ".h5", ".hdf5", ".he5", ".cdf", ".hdf"]
             .iter()

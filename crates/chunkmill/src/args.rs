@@ -220,6 +220,12 @@ pub struct ConvertArgs {
     /// overlapping or earlier ones are refused.
     #[arg(long, value_name = "DIM")]
     pub append: Option<String>,
+    /// Follow the chunk references of a reference input (kerchunk JSON or Parquet, Icechunk)
+    /// under this path or URL prefix too; by default only those under the directory holding
+    /// the reference file are followed. Repeatable: `--allow-refs /gws/archive/
+    /// --allow-refs s3://bucket/era5/`.
+    #[arg(long, value_name = "PREFIX")]
+    pub allow_refs: Vec<String>,
     #[command(flatten)]
     pub plan: TargetArgs,
     #[command(flatten)]

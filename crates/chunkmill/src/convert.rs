@@ -103,6 +103,7 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
             .unwrap_or_default(),
         strict_alignment: a.strict_alignment,
         append: a.append.clone(),
+        allow_refs: a.allow_refs.clone(),
         tile: a
             .tile
             .as_deref()

@@ -47,6 +47,7 @@ struct Recipe {
     strict_alignment: Option<bool>,
     append: Option<String>,
     tile: Option<String>,
+    allow_refs: Option<Vec<String>>,
     work_dir: Option<String>,
 }
 
@@ -102,6 +103,7 @@ pub fn apply(args: &ConvertArgs) -> Result<ConvertArgs, Failure> {
     merged.drop = list(recipe.drop, &args.drop);
     merged.cast = list(recipe.cast, &args.cast);
     merged.reverse = list(recipe.reverse, &args.reverse);
+    merged.allow_refs = list(recipe.allow_refs, &args.allow_refs);
     merged.decode_cf |= recipe.decode_cf.unwrap_or(false);
     merged.strict_alignment |= recipe.strict_alignment.unwrap_or(false);
     merged.concat_dim = args.concat_dim.clone().or(recipe.concat_dim);
