@@ -52,6 +52,16 @@ impl ArrayMetadata {
         dtype_size(&self.dtype)
     }
 
+    /// Chunks along each axis: the last one may run past the array's end.
+    #[must_use]
+    pub fn grid_shape(&self) -> Vec<u64> {
+        self.shape
+            .iter()
+            .zip(&self.chunk_shape)
+            .map(|(&s, &c)| s.div_ceil(c.max(1)))
+            .collect()
+    }
+
     /// The Zarr v3 `data_type`: `float32`, `int16`, `bool`, … (byte order lives in the
     /// `bytes` codec); byte strings are `null_terminated_bytes` as zarr-python 3 names them.
     pub fn data_type_v3(&self) -> Value {

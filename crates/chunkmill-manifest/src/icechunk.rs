@@ -457,13 +457,8 @@ async fn read_repository(dir: &Path) -> std::result::Result<VirtualDataset, Stri
             NodeData::Array { .. } => {
                 let metadata = array_metadata(&doc, attributes)
                     .map_err(|e| format!("{key}/zarr.json: {e}"))?;
-                let grid: Vec<u64> = metadata
-                    .shape
-                    .iter()
-                    .zip(&metadata.chunk_shape)
-                    .map(|(&s, &c)| s.div_ceil(c))
-                    .collect();
-                let mut manifest = ChunkManifest::new(grid).map_err(|e| format!("{key}: {e}"))?;
+                let mut manifest =
+                    ChunkManifest::new(metadata.grid_shape()).map_err(|e| format!("{key}: {e}"))?;
                 let chunks: Vec<_> = session
                     .read()
                     .await

@@ -302,13 +302,7 @@ pub fn parse_kerchunk_json(text: &str, name: &str) -> Result<VirtualDataset> {
             .cloned()
             .unwrap_or_default();
         let metadata = array_metadata(&key, &zarray, attrs).map_err(bad)?;
-        let grid: Vec<u64> = metadata
-            .shape
-            .iter()
-            .zip(&metadata.chunk_shape)
-            .map(|(&s, &c)| s.div_ceil(c.max(1)))
-            .collect();
-        let mut manifest = ChunkManifest::new(grid)?;
+        let mut manifest = ChunkManifest::new(metadata.grid_shape())?;
         for (leaf, v) in chunks.remove(&key).unwrap_or_default() {
             let indices: Option<Vec<u64>> = if metadata.shape.is_empty() {
                 (leaf == "0").then(Vec::new)

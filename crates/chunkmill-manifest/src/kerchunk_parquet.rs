@@ -391,13 +391,7 @@ pub fn read_kerchunk_parquet(dir: &Path) -> Result<VirtualDataset> {
             .cloned()
             .unwrap_or_default();
         let metadata = array_metadata(&key, &zarray, attrs).map_err(bad_meta)?;
-        let grid: Vec<u64> = metadata
-            .shape
-            .iter()
-            .zip(&metadata.chunk_shape)
-            .map(|(&s, &c)| s.div_ceil(c.max(1)))
-            .collect();
-        let mut manifest = ChunkManifest::new(grid)?;
+        let mut manifest = ChunkManifest::new(metadata.grid_shape())?;
         let n = manifest.len();
         for record in 0..n.div_ceil(record_size) {
             let path = dir.join(&key).join(format!("refs.{record}.parq"));
