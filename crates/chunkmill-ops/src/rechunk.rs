@@ -535,12 +535,15 @@ impl Budget {
 }
 
 /// What the tasks of this process may reserve together under `max_mem`: what is left after the
-/// baseline it holds now (measured once the allocator has given back its free pages) and the
-/// reserve. Returns the measured baseline too, for the error that refuses a run.
+/// baseline and the reserve. The baseline is the planner's allowance, or what the process
+/// holds now if that is more (anonymous memory, measured once the allocator has given back its
+/// free pages): the allowance also covers the executable's resident code, which is not
+/// measured because how much of it is resident depends on the page cache. Returns the
+/// baseline, for the error that refuses a run.
 pub(crate) fn task_capacity(max_mem: u64) -> (u64, u64) {
-    let measured = memory::held_memory();
-    let capacity = max_mem.saturating_sub(measured + RESERVE_FIXED + max_mem / 32);
-    (measured, capacity)
+    let baseline = BASELINE_ALLOWANCE.max(memory::held_memory());
+    let capacity = max_mem.saturating_sub(baseline + RESERVE_FIXED + max_mem / 32);
+    (baseline, capacity)
 }
 
 /// Where intermediates go: `--temp`, or `intermediate` in the work dir (its URL and store).
@@ -937,11 +940,11 @@ pub fn run_job(
             false,
         ));
     }
-    let (measured, capacity) = task_capacity(options.max_mem);
+    let (baseline, capacity) = task_capacity(options.max_mem);
     if capacity < plan.max_projected_mem() {
         return Err(OpsError::Refused(format!(
             "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",
-            human(measured),
+            human(baseline),
             human(options.max_mem),
             human(capacity),
             human(plan.max_projected_mem())
