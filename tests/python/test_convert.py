@@ -227,18 +227,10 @@ def test_bad_inputs_are_refused_and_the_cache_untouched(tmp_path):
 
 
 def test_s3_inputs(tmp_path):
-    import os
-    import uuid
-
+    prefix = oracle.s3_prefix("convert")
     import s3fs
 
-    url = os.environ.get("CHUNKMILL_TEST_S3")
-    if not url:
-        pytest.skip("CHUNKMILL_TEST_S3 is not set (scripts/test starts an S3 server and sets it)")
-    fs = s3fs.S3FileSystem(
-        skip_instance_cache=True, key=os.environ["AWS_ACCESS_KEY_ID"], secret=os.environ["AWS_SECRET_ACCESS_KEY"],
-        client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "region_name": "us-east-1"})
-    prefix = f"{url.rstrip('/')}/convert-{uuid.uuid4().hex[:8]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **oracle.s3_options())
     files = collection(tmp_path, days=2)
     for f in files:
         fs.put(str(f), f"{prefix}/{f.name}")

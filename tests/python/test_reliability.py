@@ -240,16 +240,8 @@ def test_processes_executor_with_everything_on_s3(tmp_path, source):
     """Source, target, work dir and intermediates on the S3 server scripts/test starts (moto on
     127.0.0.1): worker processes read plan.json from S3 and write markers there. Checked against
     the numpy data after copying the target back to a local store."""
-    import os
-    import uuid
-
-    bucket = os.environ.get("CHUNKMILL_TEST_S3")
-    if not bucket:
-        if os.environ.get("CHUNKMILL_REQUIRE_BIN") == "1":
-            pytest.fail("CHUNKMILL_TEST_S3 is not set; scripts/test starts an S3 server and sets it")
-        pytest.skip("CHUNKMILL_TEST_S3 is not set")
+    prefix = oracle.s3_prefix("processes")
     src, data = source
-    prefix = f"{bucket}/processes-{uuid.uuid4().hex[:8]}"
     s3_src, s3_dst, work = f"{prefix}/src.zarr", f"{prefix}/dst.zarr", f"{prefix}/work"
     oracle.ok(*oracle.rechunk_args(src, s3_src, "time=8,lat=60,lon=60", "64MB"))
     r = oracle.ok(*oracle.rechunk_args(s3_src, s3_dst, SPEC, "64MB", "--executor", "processes", "--workers", "2",

@@ -218,15 +218,8 @@ def test_slurm_with_target_and_work_dir_on_s3(tmp_path, slurm, source):
     127.0.0.1): the array elements read the plan from S3 and write chunks and markers there,
     with the endpoint and credentials the driver's environment passes through sbatch. Values
     checked against numpy after copying the target back to a local store."""
-    import uuid
-
-    bucket = os.environ.get("CHUNKMILL_TEST_S3")
-    if not bucket:
-        if os.environ.get("CHUNKMILL_REQUIRE_BIN") == "1":
-            pytest.fail("CHUNKMILL_TEST_S3 is not set; scripts/test starts an S3 server and sets it")
-        pytest.skip("CHUNKMILL_TEST_S3 is not set")
+    prefix = oracle.s3_prefix("slurm")
     src, data = source
-    prefix = f"{bucket}/slurm-{uuid.uuid4().hex[:8]}"
     tgt, work = f"{prefix}/t.zarr", f"{prefix}/work"
     plan = json.loads(oracle.ok("plan", *oracle.rechunk_args(src, tgt, SPEC, BUDGET, "--work-dir", work),
                                 "--json").stdout)

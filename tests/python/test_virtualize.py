@@ -257,33 +257,13 @@ def test_inspect_reads_kerchunk_own_parquet(tmp_path):
 # s3:// inputs (the S3-compatible server that scripts/test starts)
 
 
-def s3_options() -> dict:
-    import os
-
-    return {
-        "key": os.environ["AWS_ACCESS_KEY_ID"],
-        "secret": os.environ["AWS_SECRET_ACCESS_KEY"],
-        "anon": False,
-        "client_kwargs": {
-            "endpoint_url": os.environ["AWS_ENDPOINT_URL"],
-            "region_name": os.environ.get("AWS_REGION", "us-east-1"),
-        },
-    }
-
-
 @pytest.fixture
 def s3_prefix():
     """A fresh prefix in the test bucket, as (s3fs filesystem, "s3://bucket/prefix")."""
-    import os
-    import uuid
-
-    url = os.environ.get("CHUNKMILL_TEST_S3")
-    if not url:
-        pytest.skip("CHUNKMILL_TEST_S3 is not set (scripts/test starts an S3 server and sets it)")
+    prefix = oracle.s3_prefix("virtualize")
     import s3fs
 
-    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3_options())
-    prefix = f"{url.rstrip('/')}/virtualize-{uuid.uuid4().hex[:8]}"
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **oracle.s3_options())
     yield fs, prefix
     try:
         fs.rm(prefix, recursive=True)
@@ -317,7 +297,7 @@ def test_s3_inputs_reference_the_same_chunks_as_local_files(tmp_path, s3_prefix)
             assert rv == lv, key
     assert n >= 24
     want = xr.open_mfdataset([str(f) for f in files], combine="by_coords").load()
-    got = open_reference_fs(remote, remote_protocol="s3", remote_options=s3_options()).load()
+    got = open_reference_fs(remote, remote_protocol="s3", remote_options=oracle.s3_options()).load()
     xr.testing.assert_identical(got, want)
     # the same from Parquet, and from a plain URL list
     listing = tmp_path / "inputs.txt"
@@ -325,7 +305,7 @@ def test_s3_inputs_reference_the_same_chunks_as_local_files(tmp_path, s3_prefix)
     out = tmp_path / "remote.parq"
     oracle.ok("virtualize", f"@{listing}", "--output", out, "--concat-dim", "time", "--format", "kerchunk-parquet",
               "--record-size", "5")
-    got = open_reference_fs(out, remote_protocol="s3", remote_options=s3_options()).load()
+    got = open_reference_fs(out, remote_protocol="s3", remote_options=oracle.s3_options()).load()
     xr.testing.assert_identical(got, want)
 
 
