@@ -141,7 +141,8 @@ impl ChunkReader {
                             chunk: indices.to_vec(),
                             reason: format!("bytes {offset}..{}: {e}", offset + length),
                         })?;
-                (source.name().to_string(), bytes.to_vec())
+                // The buffer the read allocated, taken back without a copy.
+                (source.name().to_string(), Vec::from(bytes))
             }
         };
         let error = |reason: String| Error::Decode {
@@ -150,8 +151,8 @@ impl ChunkReader {
             chunk: indices.to_vec(),
             reason,
         };
-        let decoded =
-            codecs::decode_zarr(&meta.codecs, meta.element_size(), stored).map_err(error)?;
+        let decoded = codecs::decode_zarr(&meta.codecs, meta.element_size(), stored, expected)
+            .map_err(error)?;
         if decoded.len() != expected {
             return Err(error(format!(
                 "decoded to {} bytes, expected {expected}",

@@ -84,9 +84,9 @@ pub fn open(
 ) -> Result<Source, OpsError> {
     let checked = |path: &Path, read: chunkmill_manifest::Result<VirtualDataset>| {
         let dataset = read.map_err(|e| manifest_error(&e))?;
-        chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
-            .and_then(|access| access.check(&dataset))
+        let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
             .map_err(|e| manifest_error(&e))?;
+        access.check(&dataset).map_err(|e| manifest_error(&e))?;
         Ok(Source::Virtual(dataset))
     };
     if let [one] = inputs {

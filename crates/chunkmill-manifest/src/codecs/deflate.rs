@@ -36,12 +36,20 @@ pub fn codec(filter: &Filter) -> Codec {
     Codec::numcodecs("zlib", c)
 }
 
-/// Inflates one zlib stream.
+/// Inflates one zlib stream; `decoded_len` is the size it should inflate to when known (0
+/// when not), so the output is allocated once instead of grown and copied.
 ///
 /// # Errors
 /// When the bytes are not a complete zlib stream.
-pub fn decode(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(3));
+pub fn decode(bytes: &[u8], decoded_len: usize) -> Result<Vec<u8>, String> {
+    // A checksum filter after deflate adds its 4 bytes: room for them too. Deflate cannot
+    // expand more than 1032:1, which bounds what metadata from a file can make us allocate.
+    let capacity = if decoded_len > 0 {
+        (decoded_len + 8).min(bytes.len().saturating_mul(1032).saturating_add(64))
+    } else {
+        bytes.len().saturating_mul(3)
+    };
+    let mut out = Vec::with_capacity(capacity);
     flate2::read::ZlibDecoder::new(bytes)
         .read_to_end(&mut out)
         .map_err(|e| format!("deflate: {e}"))?;
@@ -65,8 +73,12 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_garbage() -> Result<(), String> {
         let data = b"chunkmill chunkmill chunkmill chunkmill".repeat(10);
-        assert_eq!(decode(&encode(&data, 4)?)?, data);
-        assert!(decode(b"not zlib").is_err());
+        let packed = encode(&data, 4)?;
+        // Unknown size, the right size, and a size hint that is wrong (still decodes it all).
+        for hint in [0, data.len(), 3] {
+            assert_eq!(decode(&packed, hint)?, data);
+        }
+        assert!(decode(b"not zlib", 0).is_err());
         Ok(())
     }
 

@@ -204,7 +204,7 @@ pub fn decode(
             continue;
         }
         bytes = match f.id {
-            deflate::ID => deflate::decode(&bytes)?,
+            deflate::ID => deflate::decode(&bytes, 0)?,
             shuffle::ID => shuffle::unshuffle(&bytes, shuffle::element_size(f, element_size)),
             fletcher32::ID => fletcher32::strip(&bytes)?,
             _ => {
@@ -223,7 +223,8 @@ const MAX_DECODED: usize = u32::MAX as usize;
 
 /// Decodes `stored` bytes of a chunk with a Zarr v3 codec list (`bytes` plus the
 /// bytes-to-bytes codecs this crate writes, and `numcodecs.gzip` that other reference tools
-/// write), returning the elements little-endian.
+/// write), returning the elements little-endian; `decoded_len` is the chunk's decoded size
+/// (0 when unknown), used to allocate the output once.
 ///
 /// # Errors
 /// A codec this crate cannot decode, named, or bytes that do not decode.
@@ -231,6 +232,7 @@ pub fn decode_zarr(
     codecs: &[Codec],
     element_size: usize,
     stored: Vec<u8>,
+    decoded_len: usize,
 ) -> Result<Vec<u8>, String> {
     let mut bytes = stored;
     let mut big_endian = false;
@@ -242,7 +244,7 @@ pub fn decode_zarr(
                     codec.configuration.get("endian").and_then(Value::as_str) == Some("big");
                 continue;
             }
-            "numcodecs.zlib" => deflate::decode(&bytes)?,
+            "numcodecs.zlib" => deflate::decode(&bytes, decoded_len)?,
             "numcodecs.gzip" | "gzip" => {
                 let mut out = Vec::new();
                 std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
