@@ -572,12 +572,18 @@ fn run_stage(
                 Err(()) => return,
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                 Ok(Some((task, cancel))) => {
-                    // A backup only runs on memory that is free now; it never waits for it.
+                    // A backup only runs on memory that is free now; it never blocks on it.
+                    // Until tasks still running give some back, the straggler stays unmarked
+                    // and is looked at again (giving up here left it without a backup for
+                    // good when the budget held two tasks and another was finishing).
                     let Some(reservation) = pool.try_reserve(stage.projected_mem) else {
                         if let Some(f) = state.inflight.lock().get_mut(&task) {
                             f.running -= 1;
+                            f.backed_up = false;
+                            f.cancels.pop();
                         }
-                        return;
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
                     };
                     tracing::info!(stage = %stage.name, task, "backup of a straggling task");
                     run_copy(task, true, &cancel);
@@ -653,6 +659,9 @@ mod tests {
     /// Task `slow` straggles on its first copy until it is cancelled (or 30 s pass).
     struct Straggler {
         slow: u64,
+        /// A task that takes 300 ms instead of 2: still holding memory when the straggler is
+        /// found.
+        lagging: Option<u64>,
         copies: Mutex<HashMap<u64, u32>>,
         first_copy_cancelled: AtomicBool,
     }
@@ -684,9 +693,34 @@ mod tests {
                     return Err(SUPERSEDED.into());
                 }
             }
-            std::thread::sleep(Duration::from_millis(2));
+            let pause = if Some(task) == self.lagging { 300 } else { 2 };
+            std::thread::sleep(Duration::from_millis(pause));
             Ok(TaskStats::default())
         }
+    }
+
+    #[test]
+    fn a_backup_waits_for_memory_a_running_task_gives_back() -> TestResult {
+        // Memory for two tasks: the straggler holds one share, the last task (lagging) the
+        // other when the straggler is found, so its backup can start only once that ends.
+        let plan = plan(12)?;
+        let markers = Markers::new(Store::open("memory://exec-backup-memory")?, &plan.plan_id);
+        let runner = Straggler {
+            slow: 2,
+            lagging: Some(11),
+            copies: Mutex::new(HashMap::new()),
+            first_copy_cancelled: AtomicBool::new(false),
+        };
+        let started = Instant::now();
+        let summary = run_plan(&plan, &runner, &markers, &RunOptions::new(4, 20), &|_| {})?;
+        assert_eq!(summary.backups, 1);
+        assert!(runner.first_copy_cancelled.load(Ordering::Relaxed));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the run waited for the straggler, not for memory"
+        );
+        assert_eq!(markers.marked("s")?.len(), 12);
+        Ok(())
     }
 
     #[test]
@@ -695,6 +729,7 @@ mod tests {
         let markers = Markers::new(Store::open("memory://exec-backup")?, &plan.plan_id);
         let runner = Straggler {
             slow: 2,
+            lagging: None,
             copies: Mutex::new(HashMap::new()),
             first_copy_cancelled: AtomicBool::new(false),
         };
@@ -737,6 +772,7 @@ mod tests {
         let markers = Markers::new(Store::open("memory://exec-backup-2")?, &plan.plan_id);
         let runner = FailsLate(Straggler {
             slow: 5,
+            lagging: None,
             copies: Mutex::new(HashMap::new()),
             first_copy_cancelled: AtomicBool::new(false),
         });
