@@ -539,6 +539,10 @@ fn run_stage(
 
     let run_tasks = || {
         // First every pending task once, then backups of stragglers while any may straggle.
+        // A thread keeps its reservation from one task to its next (they are the same size):
+        // what it keeps for reuse between them (a spare block) is then always reserved, and
+        // no other thread can take that memory while the spare still holds it.
+        let mut kept = None;
         while !state.stop.load(Ordering::Relaxed) {
             let Some(&task) = state
                 .pending
@@ -546,7 +550,10 @@ fn run_stage(
             else {
                 break;
             };
-            let reservation = match pool.try_reserve(stage.projected_mem) {
+            let reservation = match kept
+                .take()
+                .or_else(|| pool.try_reserve(stage.projected_mem))
+            {
                 Some(r) => r,
                 None => {
                     runner.release_idle();
@@ -564,9 +571,10 @@ fn run_stage(
                 },
             );
             run_copy(task, false, &cancel);
-            drop(reservation);
+            kept = Some(reservation);
         }
         runner.release_idle();
+        drop(kept);
         loop {
             match state.straggler() {
                 Err(()) => return,
@@ -598,6 +606,7 @@ fn run_stage(
             scope.spawn(run_tasks);
         }
     });
+    memory::return_free_heap();
     if let Some(e) = state.marker_error.into_inner() {
         return Err(ExecError::Markers(e));
     }

@@ -109,12 +109,7 @@ pub fn current_rss() -> u64 {
 /// resident under the allocator's high trim threshold and count as held.
 #[must_use]
 pub fn held_memory() -> u64 {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim only releases free pages of the heap; it takes the allocator's locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    return_free_heap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -125,6 +120,19 @@ pub fn held_memory() -> u64 {
     match (field("RssAnon:"), field("RssShmem:")) {
         (Some(anon), shmem) => (anon + shmem.unwrap_or(0)) * 1024,
         (None, _) => current_rss(),
+    }
+}
+
+/// Returns the heap's free pages to the system. The binary keeps up to 128 MiB of free heap
+/// per arena so that a task's next chunk reuses the last one's pages; between stages, whose
+/// tasks hold buffers of other sizes, that kept memory is nobody's and would count against
+/// `--max-mem` beside the next stage's reservations.
+pub fn return_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only releases free pages of the heap; it takes the allocator's locks.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -23,8 +23,20 @@ use crate::spec::ChunkSpec;
 use crate::OpsError;
 
 /// Bytes kept free of task reservations for what no task owns: allocator slack, progress,
-/// listing buffers.
+/// listing buffers; plus [`RESERVE_SHARE`] of the budget.
 pub(crate) const RESERVE_FIXED: u64 = 24 << 20;
+/// The share of `--max-mem` (1/32) kept free besides [`RESERVE_FIXED`].
+const RESERVE_SHARE: u64 = 32;
+
+/// Bytes of `max_mem` kept free of task reservations.
+fn reserve(max_mem: u64) -> u64 {
+    RESERVE_FIXED + max_mem / RESERVE_SHARE
+}
+
+/// The smallest budget that leaves `held` bytes (baseline and tasks) beside its reserve.
+fn budget_for(held: u64) -> u64 {
+    (held + RESERVE_FIXED) * RESERVE_SHARE / (RESERVE_SHARE - 1) + 1
+}
 /// What the planner assumes the process holds before any task (code, runtime, thread stacks).
 /// A fixed figure, not the measured one, so the same request always gives the same plan (and
 /// plan id, which `--resume` relies on); the run measures the real baseline and admits tasks
@@ -508,7 +520,7 @@ impl Budget {
     /// The split of `max_mem`. The planner counts a fixed baseline allowance, not the
     /// measured one, so the same request always gives the same plan (and plan id).
     pub(crate) fn for_max_mem(max_mem: u64) -> Self {
-        let reserve = RESERVE_FIXED + max_mem / 32;
+        let reserve = reserve(max_mem);
         Self {
             task_budget: max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve),
             baseline: BASELINE_ALLOWANCE.max(memory::held_memory()),
@@ -542,7 +554,7 @@ impl Budget {
 /// baseline, for the error that refuses a run.
 pub(crate) fn task_capacity(max_mem: u64) -> (u64, u64) {
     let baseline = BASELINE_ALLOWANCE.max(memory::held_memory());
-    let capacity = max_mem.saturating_sub(baseline + RESERVE_FIXED + max_mem / 32);
+    let capacity = max_mem.saturating_sub(baseline + reserve(max_mem));
     (baseline, capacity)
 }
 
@@ -657,7 +669,7 @@ pub(crate) fn plan_array(
             human(task_budget),
             human(baseline),
             human(reserve),
-            human(task_bytes + baseline + RESERVE_FIXED + (task_bytes + baseline + RESERVE_FIXED) / 31 + 1),
+            human(budget_for(task_bytes + baseline)),
         )),
         other => OpsError::Refused(format!("'{}': {other}", display_path(&info.path))),
     })?;
