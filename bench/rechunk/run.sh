@@ -54,7 +54,7 @@ TOOLS=${BENCH_TOOLS:-"floor chunkmill rechunker-dask rechunker-python dask cubed
 VENV=.venv/bench
 VENV2=.venv/bench-zarr2
 
-say() { printf '%s\n' "run.sh: $*" >&2; }
+. bench/lib.sh  # say, ensure_venv, json_str, cpu_busy_s, wait_quiet
 
 # --- prerequisites -------------------------------------------------------------------
 if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -v true >/dev/null 2>&1; then
@@ -68,21 +68,6 @@ if [[ -z ${PYENV_VERSION:-} ]] && command -v pyenv >/dev/null 2>&1 && pyenv vers
   export PYENV_VERSION=3.12.1
 fi
 
-ensure_venv() {  # dir requirements-file
-  local dir=$1 req=$2 stamp want
-  stamp=$dir/.requirements.sha256
-  want=$(sha256sum "$req" | cut -d' ' -f1)
-  if [[ -x $dir/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
-    return 0
-  fi
-  command -v "$PY" >/dev/null || { say "$PY not found: set BENCH_PYTHON to a Python 3.12 interpreter"; exit 1; }
-  say "creating venv $dir from $req ..."
-  rm -rf "$dir"
-  "$PY" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$dir/bin/python" -m pip install -q -r "$req"
-  echo "$want" >"$stamp"
-}
 ensure_venv "$VENV" bench/requirements.txt
 ensure_venv "$VENV2" bench/requirements-zarr2.txt
 BPY=$ROOT/$VENV/bin/python
@@ -118,12 +103,6 @@ json.dump(env, open(sys.argv[1], "w"), indent=1)
 EOF
 
 # --- measurement ---------------------------------------------------------------------
-json_str() { "$BPY" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
-
-cpu_busy_s() {  # machine-wide busy CPU seconds since boot (user+nice+system+irq+softirq)
-  awk -v hz="$(getconf CLK_TCK)" '/^cpu / {printf "%.2f", ($2+$3+$4+$7+$8)/hz}' /proc/stat
-}
-
 write_meta() {  # name status rc load_before uptime_before rustc_count cmd note [busy_before busy_after]
   cat >"$RAW/$1.meta.json" <<EOF
 {"status": "$2", "rc": $3, "timeout_s": $TIMEOUT, "load_before": "$4",
@@ -131,19 +110,6 @@ write_meta() {  # name status rc load_before uptime_before rustc_count cmd note 
  "uptime_before": $(json_str "$5"), "rustc_processes_before": $6,
  "load_after": "$(cut -d' ' -f1-3 /proc/loadavg)", "command": $(json_str "$7"), "note": $(json_str "$8")}
 EOF
-}
-
-wait_quiet() {  # up to BENCH_QUIET_WAIT seconds for a 10 s window with < 0.5 CPU s busy
-  local limit=${BENCH_QUIET_WAIT:-0} waited=0 a b
-  ((limit > 0)) || return 0
-  while ((waited < limit)); do
-    a=$(cpu_busy_s); sleep 10; b=$(cpu_busy_s); waited=$((waited + 10))
-    if awk -v a="$a" -v b="$b" 'BEGIN {exit !(b - a < 0.5)}'; then
-      ((waited > 10)) && say "   (waited ${waited}s for a quiet machine)"
-      return 0
-    fi
-  done
-  say "   machine still busy after ${limit}s; measuring anyway (see the others' CPU column)"
 }
 
 measure() {  # name cmd...
