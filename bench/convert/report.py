@@ -18,6 +18,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import load_json, output_sizes, parse_time_v  # noqa: E402
+
 ORDER = ["chunkmill", "xarray-dask", "xarray-dask-h5netcdf", "xarray-dask-1gb", "xarray-dask-threads", "rechunker"]
 LABELS = {
     "chunkmill": "chunkmill convert",
@@ -29,40 +32,6 @@ LABELS = {
 }
 BAR_SPEEDUP = 5           # chunkmill >= 5x faster than xarray + dask, same run
 BUDGET_MB = 1000          # --max-mem 1GB
-
-
-def parse_time_v(path):
-    out = {}
-    if not os.path.exists(path):
-        return out
-    text = open(path).read()
-    m = re.search(r"Elapsed \(wall clock\) time .*?: (\S+)", text)
-    if m:
-        secs = 0.0
-        for p in m.group(1).split(":"):
-            secs = secs * 60 + float(p)
-        out["wall_s"] = secs
-    for key, pat in [("user_s", r"User time \(seconds\): (\S+)"),
-                     ("sys_s", r"System time \(seconds\): (\S+)"),
-                     ("maxrss_kib", r"Maximum resident set size \(kbytes\): (\d+)"),
-                     ("major_faults", r"Major \(requiring I/O\) page faults: (\d+)"),
-                     ("fs_outputs", r"File system outputs: (\d+)")]:
-        m = re.search(pat, text)
-        if m:
-            out[key] = float(m.group(1))
-    if "maxrss_kib" in out:
-        out["peak_rss_mb"] = out["maxrss_kib"] * 1024 / 1e6
-    return out
-
-
-def load_json(path, default=None):
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                return json.load(f)
-            except ValueError:
-                return default
-    return default
 
 
 def last_json_line(path):
@@ -96,11 +65,7 @@ def main() -> int:
 
     env = load_json(os.path.join(raw, "env.json"), {})
     verify = {r["name"]: r for r in load_json(os.path.join(raw, "verify.json"), [])}
-    sizes = {}
-    if os.path.exists(os.path.join(raw, "output-sizes.txt")):
-        for line in open(os.path.join(raw, "output-sizes.txt")):
-            n, p = line.split(None, 1)
-            sizes[os.path.basename(p.strip())] = int(n)
+    sizes = output_sizes(raw)
     workers = env.get("workers", 2)
     mm = env.get("max_mem", "1GB")
     try:

@@ -13,8 +13,10 @@ dask, rechunker and cubed parse it). "x chunkmill" = tool wall / chunkmill wall.
 import argparse
 import json
 import os
-import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import load_json, parse_time_v  # noqa: E402
 
 ORDER = ["chunkmill", "rechunker-dask", "rechunker-python", "dask", "cubed"]
 LABELS = {
@@ -26,38 +28,6 @@ LABELS = {
 }
 # The bar of issue 2: chunkmill wall <= peer wall / factor.
 BAR = {"cubed": 8, "rechunker-dask": 8, "rechunker-python": 8, "dask": 4}
-
-
-def parse_time_v(path):
-    out = {}
-    if not os.path.exists(path):
-        return out
-    text = open(path).read()
-    m = re.search(r"Elapsed \(wall clock\) time .*?: (\S+)", text)
-    if m:
-        parts = [float(p) for p in m.group(1).split(":")]
-        secs = 0.0
-        for p in parts:
-            secs = secs * 60 + p
-        out["wall_s"] = secs
-    for key, pat in [("user_s", r"User time \(seconds\): (\S+)"),
-                     ("sys_s", r"System time \(seconds\): (\S+)"),
-                     ("maxrss_kib", r"Maximum resident set size \(kbytes\): (\d+)"),
-                     ("exit_status", r"Exit status: (\d+)"),
-                     ("cpu_percent", r"Percent of CPU this job got: (\d+)%")]:
-        m = re.search(pat, text)
-        if m:
-            out[key] = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
-    if "maxrss_kib" in out:
-        out["peak_rss_mb"] = out["maxrss_kib"] * 1024 / 1e6
-    return out
-
-
-def load_json(path, default=None):
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return default
 
 
 def main() -> int:

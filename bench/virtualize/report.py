@@ -14,8 +14,10 @@ divided by the row's (= row wall / chunkmill wall), against chunkmill in the sam
 import argparse
 import json
 import os
-import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import load_json, output_sizes, parse_time_v  # noqa: E402
 
 ORDER = ["chunkmill-json", "chunkmill-parquet", "kerchunk-json", "kerchunk-parquet",
          "virtualizarr-json", "virtualizarr-parquet"]
@@ -29,38 +31,6 @@ BAR_RSS_MB = 100        # chunkmill peak RSS < 100 MB
 BAR_LIST_MS = 20        # 50 000-chunk index listed in < 20 ms
 
 
-def parse_time_v(path):
-    out = {}
-    if not os.path.exists(path):
-        return out
-    text = open(path).read()
-    m = re.search(r"Elapsed \(wall clock\) time .*?: (\S+)", text)
-    if m:
-        secs = 0.0
-        for p in m.group(1).split(":"):
-            secs = secs * 60 + float(p)
-        out["wall_s"] = secs
-    for key, pat in [("user_s", r"User time \(seconds\): (\S+)"),
-                     ("sys_s", r"System time \(seconds\): (\S+)"),
-                     ("maxrss_kib", r"Maximum resident set size \(kbytes\): (\d+)")]:
-        m = re.search(pat, text)
-        if m:
-            out[key] = float(m.group(1))
-    if "maxrss_kib" in out:
-        out["peak_rss_mb"] = out["maxrss_kib"] * 1024 / 1e6
-    return out
-
-
-def load_json(path, default=None):
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                return json.load(f)
-            except ValueError:
-                return default
-    return default
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("raw")
@@ -71,11 +41,7 @@ def main() -> int:
 
     env = load_json(os.path.join(raw, "env.json"), {})
     verify = {r["name"]: r for r in load_json(os.path.join(raw, "verify.json"), [])}
-    sizes = {}
-    if os.path.exists(os.path.join(raw, "output-sizes.txt")):
-        for line in open(os.path.join(raw, "output-sizes.txt")):
-            n, p = line.split(None, 1)
-            sizes[os.path.basename(p.strip())] = int(n)
+    sizes = output_sizes(raw)
     rows = []
     for name in ORDER:
         meta = load_json(os.path.join(raw, f"{name}.meta.json"))
