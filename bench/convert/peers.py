@@ -153,10 +153,11 @@ def stop_scheduler(client, cluster):
         cluster.close()
 
 
-def run_xarray_dask(args):
-    import dask
+def open_inputs(args):
+    """What both peers start with: the scheduler, then xr.open_mfdataset of the files with their
+    encodings cleaned. Returns files, chunks, client, cluster, info, dataset and the two times
+    (setup done, dataset open)."""
     import xarray as xr
-    import zarr
 
     files = read_list(args.list)
     chunks = parse_chunks(args.chunks)
@@ -164,7 +165,15 @@ def run_xarray_dask(args):
     t_setup = time.perf_counter()
     ds = xr.open_mfdataset(files, parallel=True, combine="by_coords", engine=args.engine)
     t_open = time.perf_counter()
-    ds = clean_encoding(ds).chunk(chunks)
+    return files, chunks, client, cluster, info, clean_encoding(ds), t_setup, t_open
+
+
+def run_xarray_dask(args):
+    import dask
+    import zarr
+
+    files, chunks, client, cluster, info, ds, t_setup, t_open = open_inputs(args)
+    ds = ds.chunk(chunks)
     encoding = {name: {"compressors": [zarr.codecs.ZstdCodec(level=1)]} for name in ds.data_vars}
     ds.to_zarr(args.out, mode="w", consolidated=True, encoding=encoding)
     t_write = time.perf_counter()
@@ -178,17 +187,10 @@ def run_xarray_dask(args):
 def run_rechunker(args):
     import dask
     import numcodecs
-    import xarray as xr
     import zarr
     from rechunker import rechunk
 
-    files = read_list(args.list)
-    chunks = parse_chunks(args.chunks)
-    client, cluster, info = start_scheduler(args)
-    t_setup = time.perf_counter()
-    ds = xr.open_mfdataset(files, parallel=True, combine="by_coords", engine=args.engine)
-    t_open = time.perf_counter()
-    ds = clean_encoding(ds)
+    files, chunks, client, cluster, info, ds, t_setup, t_open = open_inputs(args)
     options = {name: {"compressor": numcodecs.Zstd(level=1)} for name in ds.data_vars}
     plan = rechunk(ds, chunks, max_mem=args.max_mem, target_store=args.out, temp_store=args.temp,
                    target_options=options)
