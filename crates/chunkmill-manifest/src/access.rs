@@ -170,23 +170,18 @@ impl ReferenceAccess {
     /// [`Error::Reference`] naming the reference file, an array with a chunk outside the
     /// allowed locations, the location, and the flag that would allow it.
     pub fn check(&self, dataset: &VirtualDataset) -> Result<()> {
-        // The first array (in key order) with a chunk in a location not allowed.
-        let mut refused = None;
-        for (key, array) in &dataset.arrays {
-            let mut seen = std::collections::BTreeSet::new();
-            for &id in array.manifest.path_ids() {
-                let Some(url) = dataset.urls.get(id as usize) else {
-                    continue; // MISSING and INLINED are past the table
-                };
-                if seen.insert(id) && !self.allows(url) {
-                    refused = Some((key, url));
-                    break;
-                }
-            }
-            if refused.is_some() {
-                break;
-            }
-        }
+        // Each location is judged once (resolving a local one touches the file system); the
+        // error names the first array, in key order, with a chunk in a refused one.
+        let mut judged = vec![false; dataset.urls.len()];
+        let refused = dataset.arrays.iter().find_map(|(key, array)| {
+            array.manifest.path_ids().iter().find_map(|&id| {
+                // MISSING and INLINED are past the table.
+                let seen = judged.get_mut(id as usize)?;
+                let url = &dataset.urls[id as usize];
+                let first = !std::mem::replace(seen, true);
+                (first && !self.allows(url)).then_some((key, url))
+            })
+        });
         let Some((array, url)) = refused else {
             return Ok(());
         };

@@ -3,8 +3,9 @@
 //! codecs, and returned as little-endian elements in C order. Never-written chunks read as
 //! the fill value.
 //!
-//! Files are opened once per reader and shared by every thread; a range read is one `pread`
-//! locally and one ranged GET in an object store, with no lock held while it runs.
+//! Files are opened once per [`FilePool`], which the readers of every array of a dataset share
+//! with every thread; a range read is one `pread` locally and one ranged GET in an object
+//! store, with no lock held while it runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,13 +20,50 @@ use crate::error::{Error, Result};
 use crate::manifest::ChunkEntry;
 use crate::remote;
 
+/// Files that chunk references point into, each opened once (by URL) for every reader that
+/// shares the pool.
+#[derive(Default)]
+pub struct FilePool {
+    opened: Mutex<HashMap<String, Arc<dyn RangeSource>>>,
+}
+
+impl std::fmt::Debug for FilePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilePool").finish_non_exhaustive()
+    }
+}
+
+impl FilePool {
+    /// The file at `url`, opened now if no reader has opened it yet.
+    ///
+    /// # Errors
+    /// The file cannot be opened (missing, unreadable, no such object).
+    pub fn open(&self, url: &str) -> Result<Arc<dyn RangeSource>> {
+        let lock = || match self.opened.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(found) = lock().get(url) {
+            return Ok(found.clone());
+        }
+        // Opened without the lock (a remote open is a request): two threads may both open
+        // the same file once, and the first to finish is kept.
+        let source: Arc<dyn RangeSource> = if remote::is_remote(url) {
+            remote::open_object(url)?
+        } else {
+            Arc::new(LocalFile::open(url.strip_prefix("file://").unwrap_or(url))?)
+        };
+        Ok(lock().entry(url.to_string()).or_insert(source).clone())
+    }
+}
+
 /// Reads the chunks of one array of a [`VirtualDataset`].
 pub struct ChunkReader {
     name: String,
     urls: Vec<String>,
     array: ManifestArray,
     fill: Vec<u8>,
-    opened: Mutex<HashMap<u32, Arc<dyn RangeSource>>>,
+    files: Arc<FilePool>,
 }
 
 impl std::fmt::Debug for ChunkReader {
@@ -37,12 +75,12 @@ impl std::fmt::Debug for ChunkReader {
 }
 
 impl ChunkReader {
-    /// A reader of array `key` of `dataset`.
+    /// A reader of array `key` of `dataset`, opening files through `files`.
     ///
     /// # Errors
     /// [`Error::Reference`] when the dataset has no such array, or its data type or fill value
     /// cannot be read.
-    pub fn new(dataset: &VirtualDataset, key: &str) -> Result<Self> {
+    pub fn new(dataset: &VirtualDataset, key: &str, files: Arc<FilePool>) -> Result<Self> {
         let array = dataset
             .arrays
             .get(key)
@@ -74,7 +112,7 @@ impl ChunkReader {
             urls: dataset.urls.clone(),
             array,
             fill,
-            opened: Mutex::new(HashMap::new()),
+            files,
         })
     }
 
@@ -89,24 +127,10 @@ impl ChunkReader {
     }
 
     fn source(&self, path_id: u32) -> Result<Arc<dyn RangeSource>> {
-        let mut opened = match self.opened.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(found) = opened.get(&path_id) {
-            return Ok(found.clone());
-        }
         let url = self.urls.get(path_id as usize).ok_or_else(|| {
             Error::Manifest(format!("{}: path id {path_id} has no URL", self.name))
         })?;
-        let source: Arc<dyn RangeSource> = if remote::is_remote(url) {
-            remote::open_object(url)?
-        } else {
-            let path = url.strip_prefix("file://").unwrap_or(url);
-            Arc::new(LocalFile::open(path)?)
-        };
-        opened.insert(path_id, source.clone());
-        Ok(source)
+        self.files.open(url)
     }
 
     /// The decoded elements of chunk `indices` (its whole nominal extent, little-endian).

@@ -49,8 +49,8 @@ const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue
 pub struct ConvertOptions {
     /// Inputs: paths, globs, `s3://` URLs, `@lists`; or one reference file or Zarr store.
     pub inputs: Vec<String>,
-    /// Target, chunks, codec, budget, executor and the rest, as for rechunk (`source` and
-    /// `arrays` unused).
+    /// Target, chunks, codec, budget, executor and the rest, as for rechunk (`source` only
+    /// names the inputs in reports, as [`sources::describe`] does; `arrays` unused).
     pub run: RechunkOptions,
     /// Only these variables (and their coordinates); all when empty.
     pub variables: Vec<String>,
@@ -774,9 +774,7 @@ pub fn run_planned(
             })
             .map_err(|e| OpsError::Failed(e.to_string()))?;
     }
-    let mut run = options.run.clone();
-    run.source = sources::describe(&options.inputs);
-    run_job(&job.job, &run, on_event)
+    run_job(&job.job, &options.run, on_event)
 }
 
 /// The compressor a conversion writes when none is asked for.

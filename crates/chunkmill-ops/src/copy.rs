@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use chunkmill_exec::{TaskRunner, TaskStats, SUPERSEDED};
 use chunkmill_grid::{copy_region, Grid, Region};
+use chunkmill_manifest::reader::FilePool;
 use chunkmill_manifest::ChunkReader;
 use chunkmill_plan::{AxisWindow, CopyStage, Endpoint, Stage, StageKind, ValueMap};
 use chunkmill_store::zarr::ZarrArray;
@@ -87,6 +88,8 @@ impl Opened {
 pub struct StageRunner {
     opened: Mutex<HashMap<String, Arc<Opened>>>,
     references: Mutex<HashMap<String, Arc<chunkmill_manifest::VirtualDataset>>>,
+    /// The data files references point into, opened once for the readers of every array.
+    files: Arc<FilePool>,
 }
 
 impl StageRunner {
@@ -113,17 +116,22 @@ impl StageRunner {
                 prefix: prefix.clone(),
             },
             Endpoint::References { url, path, .. } => {
-                let cached = self.references.lock().get(url).cloned();
-                let dataset = match cached {
-                    Some(d) => d,
-                    None => {
-                        let d = Arc::new(crate::sources::read_references(url)?);
-                        self.references.lock().insert(url.clone(), d.clone());
-                        d
+                // Read under the lock: threads opening the same references wait for one read
+                // instead of each parsing the file.
+                let dataset = {
+                    let mut references = self.references.lock();
+                    match references.get(url) {
+                        Some(d) => d.clone(),
+                        None => {
+                            let d = Arc::new(crate::sources::read_references(url)?);
+                            references.insert(url.clone(), d.clone());
+                            d
+                        }
                     }
                 };
                 Opened::References(Box::new(
-                    ChunkReader::new(&dataset, path).map_err(|e| e.to_string())?,
+                    ChunkReader::new(&dataset, path, self.files.clone())
+                        .map_err(|e| e.to_string())?,
                 ))
             }
             Endpoint::Window {

@@ -34,7 +34,13 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
         .split_last()
         .filter(|(_, inputs)| !inputs.is_empty())
         .ok_or_else(|| Failure::usage("give the inputs, then the target (or a --recipe)"))?;
-    let mut run = run_options(&inputs.join(" "), target, &[], &a.plan, &a.common)?;
+    let mut run = run_options(
+        &chunkmill_ops::sources::describe(inputs),
+        target,
+        &[],
+        &a.plan,
+        &a.common,
+    )?;
     if run.codec.is_none() {
         run.codec = Some(default_codec());
     }
@@ -165,12 +171,6 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let opts = options(a)?;
     let job = plan_convert(&opts)?;
     warn_misaligned(&job, a.common.report.quiet || a.common.report.json);
-    if let Some(message) = &job.nothing_new {
-        if !a.common.report.quiet {
-            println!("{message}");
-        }
-        return Ok(());
-    }
     if let Some(message) = &job.nothing_new {
         if !a.common.report.quiet {
             println!("{message}");
