@@ -86,8 +86,8 @@ pub trait TaskRunner: Send + Sync {
     }
 
     /// Give back whatever the calling thread keeps between its tasks (reused buffers). The
-    /// executor calls it before a thread waits for memory and when the thread ends, so
-    /// memory kept for reuse never stands in the way of another task's reservation.
+    /// executor calls it when a thread has no task of the stage left (before it gives its
+    /// reservation back) and after each backup, so memory kept for reuse is always reserved.
     fn release_idle(&self) {}
 }
 
@@ -369,10 +369,15 @@ struct StageState {
 
 impl StageState {
     /// A task to back up: once nothing is left to start and half the tasks are done, the
-    /// longest-running task past 3x the median task time, if it has no backup yet.
-    /// `Ok(None)` means "wait, one may straggle later"; `Err(())` means "nothing can".
+    /// longest-running task past 3x the median task time, if it has no backup yet, claimed
+    /// for a backup only if `reserve` gets the backup its memory (under the same lock, so the
+    /// straggler cannot finish between the claim and the reservation). `Ok(None)` means "wait,
+    /// one may straggle later, or memory may come free"; `Err(())` means "nothing can".
     #[allow(clippy::result_unit_err)]
-    fn straggler(&self) -> Result<Option<(u64, std::sync::Arc<AtomicBool>)>, ()> {
+    fn straggler<R>(
+        &self,
+        reserve: impl FnOnce() -> Option<R>,
+    ) -> Result<Option<(u64, std::sync::Arc<AtomicBool>, R)>, ()> {
         let mut inflight = self.inflight.lock();
         if inflight.values().all(|f| f.backed_up) || self.stop.load(Ordering::Relaxed) {
             return Err(());
@@ -391,13 +396,17 @@ impl StageState {
                 !f.backed_up && f.started.elapsed().as_secs_f64() > STRAGGLER_FACTOR * median
             })
             .max_by_key(|(_, f)| f.started.elapsed());
-        Ok(slowest.map(|(&task, f)| {
-            f.backed_up = true;
-            f.running += 1;
-            let cancel = std::sync::Arc::new(AtomicBool::new(false));
-            f.cancels.push(cancel.clone());
-            (task, cancel)
-        }))
+        let Some((&task, f)) = slowest else {
+            return Ok(None);
+        };
+        let Some(reservation) = reserve() else {
+            return Ok(None);
+        };
+        f.backed_up = true;
+        f.running += 1;
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        f.cancels.push(cancel.clone());
+        Ok(Some((task, cancel, reservation)))
     }
 }
 
@@ -550,16 +559,10 @@ fn run_stage(
             else {
                 break;
             };
-            let reservation = match kept
+            // A thread's first task waits for memory here; it holds no spare block yet.
+            let reservation = kept
                 .take()
-                .or_else(|| pool.try_reserve(stage.projected_mem))
-            {
-                Some(r) => r,
-                None => {
-                    runner.release_idle();
-                    pool.reserve(stage.projected_mem)
-                }
-            };
+                .unwrap_or_else(|| pool.reserve(stage.projected_mem));
             let cancel = std::sync::Arc::new(AtomicBool::new(false));
             state.inflight.lock().insert(
                 task,
@@ -576,23 +579,13 @@ fn run_stage(
         runner.release_idle();
         drop(kept);
         loop {
-            match state.straggler() {
+            // A backup only runs on memory that is free now; it never blocks on it. Until a
+            // running task gives some back, the straggler stays unclaimed and is looked at
+            // again.
+            match state.straggler(|| pool.try_reserve(stage.projected_mem)) {
                 Err(()) => return,
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Ok(Some((task, cancel))) => {
-                    // A backup only runs on memory that is free now; it never blocks on it.
-                    // Until tasks still running give some back, the straggler stays unmarked
-                    // and is looked at again (giving up here left it without a backup for
-                    // good when the budget held two tasks and another was finishing).
-                    let Some(reservation) = pool.try_reserve(stage.projected_mem) else {
-                        if let Some(f) = state.inflight.lock().get_mut(&task) {
-                            f.running -= 1;
-                            f.backed_up = false;
-                            f.cancels.pop();
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
+                Ok(Some((task, cancel, reservation))) => {
                     tracing::info!(stage = %stage.name, task, "backup of a straggling task");
                     run_copy(task, true, &cancel);
                     drop(reservation);
