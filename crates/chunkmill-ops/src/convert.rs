@@ -104,7 +104,7 @@ pub struct ConvertJob {
     /// Selections that cut through source chunks.
     pub misaligned: Vec<Misalignment>,
     /// Virtual dataset to write where the plan's reference endpoints point, before running.
-    pub(crate) references: Option<(chunkmill_manifest::VirtualDataset, String)>,
+    pub(crate) references: Option<(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String)>,
     /// What an append adds, recorded in the work dir before the target grows.
     pub(crate) append: Option<crate::append::AppendRecord>,
     /// Set when an append finds every input value already in the cache: nothing runs.
@@ -269,7 +269,7 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    fn references(self) -> Option<(chunkmill_manifest::VirtualDataset, String)> {
+    fn references(self) -> Option<(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String)> {
         match self.source {
             Source::Virtual(dataset) => Some((dataset, self.references_url)),
             Source::Zarr { .. } => None,

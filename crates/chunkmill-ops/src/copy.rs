@@ -100,7 +100,9 @@ impl StageRunner {
     }
 
     fn open(&self, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
-        let key = endpoint.describe();
+        // The whole endpoint is the key: `describe` is for people, and leaves out what two
+        // windows of one source may differ in (their value maps, their grids).
+        let key = serde_json::to_string(endpoint).map_err(|e| e.to_string())?;
         if let Some(found) = self.opened.lock().get(&key) {
             return Ok(found.clone());
         }
@@ -186,9 +188,13 @@ impl StageRunner {
                 counts: counts.clone(),
             },
         };
-        let opened = Arc::new(opened);
-        self.opened.lock().insert(key, opened.clone());
-        Ok(opened)
+        // Threads that opened it at the same time all use the first one kept.
+        Ok(self
+            .opened
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(opened))
+            .clone())
     }
 }
 
@@ -477,10 +483,8 @@ impl StageRunner {
     }
 
     /// Gives the runner a reference file's dataset already in memory, as if read from `url`.
-    pub fn preload_references(&self, url: &str, dataset: chunkmill_manifest::VirtualDataset) {
-        self.references
-            .lock()
-            .insert(url.to_string(), Arc::new(dataset));
+    pub fn preload_references(&self, url: &str, dataset: Arc<chunkmill_manifest::VirtualDataset>) {
+        self.references.lock().insert(url.to_string(), dataset);
     }
 
     /// The elements of `region` of `endpoint` (in its grid's coordinates), `item` bytes each:

@@ -30,7 +30,7 @@ pub enum Source {
         groups: Vec<GroupInfo>,
     },
     /// Files or references, as one virtual dataset.
-    Virtual(VirtualDataset),
+    Virtual(std::sync::Arc<VirtualDataset>),
 }
 
 /// One array of a source.
@@ -87,7 +87,7 @@ pub fn open(
         let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
             .map_err(|e| manifest_error(&e))?;
         access.check(&dataset).map_err(|e| manifest_error(&e))?;
-        Ok(Source::Virtual(dataset))
+        Ok(Source::Virtual(dataset.into()))
     };
     if let [one] = inputs {
         let path = Path::new(one);
@@ -124,7 +124,7 @@ pub fn open(
     options.native_filters = true;
     let (dataset, _) =
         chunkmill_manifest::build(inputs, &options).map_err(|e| manifest_error(&e))?;
-    Ok(Source::Virtual(dataset))
+    Ok(Source::Virtual(dataset.into()))
 }
 
 fn open_zarr(url: &str) -> Result<Source, OpsError> {
@@ -275,7 +275,8 @@ impl Source {
     /// # Errors
     /// [`OpsError::Refused`] naming the array when it cannot be read.
     pub fn read_all(&self, array: &SourceArray) -> Result<Vec<u8>, OpsError> {
-        // The references are not written yet: the runner is given them in memory.
+        // The references are not written yet: the runner is given them in memory (shared,
+        // not copied).
         const IN_MEMORY: &str = "in-memory://references.json";
         let runner = StageRunner::new();
         if let Source::Virtual(dataset) = self {
