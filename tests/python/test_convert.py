@@ -151,6 +151,17 @@ def test_decode_cf_and_cast(tmp_path):
     assert np.isnan(raw["uwnd"].values[1, 2, 3])
     xr.testing.assert_identical(opened(target), want)
 
+    # Unpacked, then cast to integers: no packing attribute comes back for readers to apply
+    # a second time; the values are numpy's astype of the unpacked ones, masked ones 0.
+    ints = tmp_path / "i.zarr"
+    convert(str(tmp_path / "day*.nc"), ints, "--decode-cf", "--cast", "air=int32")
+    got = opened(ints)["air"]
+    assert got.dtype == np.dtype("int32") and "scale_factor" not in got.attrs
+    unpacked = mfdataset(files)["air"].values
+    kept = ~np.isnan(unpacked)
+    np.testing.assert_array_equal(got.values[kept], unpacked[kept].astype("int32"))
+    assert (got.values[~kept] == 0).all()
+
 
 def test_netcdf3_collection(tmp_path):
     files = collection(tmp_path, days=2, fmt="NETCDF3_64BIT_OFFSET")

@@ -624,6 +624,10 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .collect();
         let (fill_value, zarr_format) = if decode && out_type.is_float() {
             (Value::String("NaN".into()), run.zarr_format)
+        } else if decode {
+            // Unpacked, then cast to integers (masked values written as 0): the packing
+            // attributes stay removed, or readers would unpack the values a second time.
+            (Value::from(0), run.zarr_format)
         } else {
             // As the source's Zarr view has them: a virtual array's `_FillValue` is its fill
             // value, which the target's format then carries its own way.
