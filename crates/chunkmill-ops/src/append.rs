@@ -144,15 +144,16 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             )));
         }
     }
-    let coord_source = source_array(&new_coord.source_key)
-        .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
-    let new_values = output_values(&prepared.source, coord_source, new_coord)?;
-    let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
     let old_len = match &record {
         Some(r) => r.old_len,
         None => old_coord.info.shape[0],
     };
+    // Checked once, before the cache grows; a resumed append trusts its record.
     if record.is_none() {
+        let coord_source = source_array(&new_coord.source_key)
+            .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
+        let new_values = output_values(&prepared.source, coord_source, new_coord)?;
+        let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
         let last = old_values.last().copied().unwrap_or(f64::NEG_INFINITY);
         let units = text_of(old_coord.attributes.get("units"));
         if new_values.iter().all(|v| old_values.contains(v)) {
@@ -175,7 +176,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             )));
         }
     }
-    let appended = new_values.len() as u64;
+    let appended = new_coord.info.shape[0];
     let new_len = old_len + appended;
 
     let (budget_parts, temp) = budget(options, &prepared)?;

@@ -29,8 +29,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::rechunk::{
-    display_path, is_coordinate, medium_cost, plan_array, run_job, temp_store, ArrayJob, Budget,
-    RechunkJob, RechunkOptions, RechunkReport,
+    display_path, is_coordinate, last_segment, medium_cost, plan_array, run_job, temp_store,
+    ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport,
 };
 use crate::selection::{
     axis_read, cf_time_value, element_values, index_range, value_range, window_axis,
@@ -162,10 +162,6 @@ impl Renames<'_> {
             None => self.apply(key),
         }
     }
-}
-
-pub(crate) fn last_segment(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
 }
 
 /// Plan a conversion without writing anything.

@@ -46,9 +46,9 @@ enum Opened {
         /// Each part, its grid, and where it starts along the axis.
         parts: Vec<(Arc<Opened>, Grid, u64)>,
     },
+    /// Only ever a stage's output (an append's target): chunks written `chunk_offset` further.
     Shifted {
         inner: Arc<Opened>,
-        inner_grid: Grid,
         chunk_offset: Vec<u64>,
     },
     Tiles {
@@ -171,7 +171,6 @@ impl StageRunner {
                 ..
             } => Opened::Shifted {
                 inner: self.open(inner)?,
-                inner_grid: inner.grid().clone(),
                 chunk_offset: chunk_offset.clone(),
             },
             Endpoint::Tiles {
@@ -397,32 +396,8 @@ impl StageRunner {
                     decoded,
                 }
             }
-            Opened::Shifted {
-                inner,
-                inner_grid,
-                chunk_offset,
-            } => {
-                let inner_coords: Vec<u64> = coords
-                    .iter()
-                    .zip(chunk_offset)
-                    .map(|(c, o)| c + o)
-                    .collect();
-                let inner_read = self.read_chunk(inner, inner_grid, &inner_coords, item_size)?;
-                let origin: Vec<u64> = chunk_offset
-                    .iter()
-                    .zip(inner_grid.axes())
-                    .map(|(&o, axis)| if o == 0 { 0 } else { axis.chunk(o).start })
-                    .collect();
-                let held = Region::new(
-                    inner_read
-                        .held
-                        .ranges()
-                        .iter()
-                        .zip(&origin)
-                        .map(|(r, &o)| r.start - o..r.end - o)
-                        .collect(),
-                );
-                ChunkRead { held, ..inner_read }
+            Opened::Shifted { .. } => {
+                return Err("an append's shifted target is written, never read".to_string())
             }
             Opened::Tiles {
                 source,
