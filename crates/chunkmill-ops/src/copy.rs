@@ -590,9 +590,14 @@ impl TaskRunner for StageRunner {
         task: u64,
         cancel: &AtomicBool,
     ) -> Result<TaskStats, String> {
+        let region = stage.task_region(task);
         match &stage.kind {
-            StageKind::Copy(copy) => self.copy(copy, &stage.task_region(task), cancel),
-            StageKind::Scan(scan) => crate::scan::run_scan_task(scan, task, cancel),
+            StageKind::Copy(copy) => self.copy(copy, &region, cancel),
+            // A scan task's region is its range of inputs.
+            StageKind::Scan(scan) => {
+                let files = region.ranges().first().cloned().unwrap_or_default();
+                crate::scan::run_scan_task(scan, files, cancel)
+            }
         }
     }
 

@@ -18,13 +18,13 @@ use serde_json::{json, Value};
 
 use crate::rechunk::{run_on_executor, Executor, ExecutorLimits};
 
-/// Runs task `task` of a scan stage.
+/// Scans inputs `files` (a task's region, `Stage::task_region`) of a scan stage.
 ///
 /// # Errors
 /// The input list or a result cannot be read or written.
 pub(crate) fn run_scan_task(
     stage: &ScanStage,
-    task: u64,
+    files: std::ops::Range<u64>,
     cancel: &AtomicBool,
 ) -> Result<TaskStats, String> {
     let (list_dir, list_key) = crate::sources::split_url(&stage.inputs_url);
@@ -40,9 +40,8 @@ pub(crate) fn run_scan_task(
         load: stage.load.clone(),
         native_filters: false,
     };
-    let per = stage.files_per_task.max(1);
     let mut stats = TaskStats::default();
-    for index in task * per..((task + 1) * per).min(stage.files) {
+    for index in files {
         if cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(chunkmill_exec::SUPERSEDED.to_string());
         }
