@@ -502,17 +502,16 @@ pub(crate) struct PlanContext<'a> {
     pub options: &'a RechunkOptions,
     pub target: &'a Store,
     pub temp: &'a Store,
-    pub task_budget: u64,
-    pub baseline: u64,
-    /// Bytes kept free of task reservations.
-    pub reserve: u64,
+    pub budget: Budget,
 }
 
 /// The memory split of a job: what its tasks may hold together, beside the process baseline
 /// and a reserve.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Budget {
     pub task_budget: u64,
     pub baseline: u64,
+    /// Bytes kept free of task reservations.
     pub reserve: u64,
 }
 
@@ -523,7 +522,7 @@ impl Budget {
         let reserve = reserve(max_mem);
         Self {
             task_budget: max_mem.saturating_sub(BASELINE_ALLOWANCE + reserve),
-            baseline: BASELINE_ALLOWANCE.max(memory::held_memory()),
+            baseline: baseline(),
             reserve,
         }
     }
@@ -539,21 +538,24 @@ impl Budget {
             options,
             target,
             temp,
-            task_budget: self.task_budget,
-            baseline: self.baseline,
-            reserve: self.reserve,
+            budget: *self,
         }
     }
 }
 
+/// What the process counts as held before any task: the planner's allowance, or what it holds
+/// now if that is more (anonymous memory, measured once the allocator has given back its free
+/// pages). The allowance also covers the executable's resident code, which is not measured
+/// because how much of it is resident depends on the page cache.
+fn baseline() -> u64 {
+    BASELINE_ALLOWANCE.max(memory::held_memory())
+}
+
 /// What the tasks of this process may reserve together under `max_mem`: what is left after the
-/// baseline and the reserve. The baseline is the planner's allowance, or what the process
-/// holds now if that is more (anonymous memory, measured once the allocator has given back its
-/// free pages): the allowance also covers the executable's resident code, which is not
-/// measured because how much of it is resident depends on the page cache. Returns the
-/// baseline, for the error that refuses a run.
+/// [`baseline`], measured now, and the reserve. Returns the baseline too, for the error that
+/// refuses a run.
 pub(crate) fn task_capacity(max_mem: u64) -> (u64, u64) {
-    let baseline = BASELINE_ALLOWANCE.max(memory::held_memory());
+    let baseline = baseline();
     let capacity = max_mem.saturating_sub(baseline + reserve(max_mem));
     (baseline, capacity)
 }
@@ -606,9 +608,12 @@ pub(crate) fn plan_array(
         options,
         target,
         temp,
-        task_budget,
-        baseline,
-        reserve,
+        budget:
+            Budget {
+                task_budget,
+                baseline,
+                reserve,
+            },
     } = *context;
     let (index, info) = (job.index, job.info);
     let mut stages = Vec::new();
