@@ -375,19 +375,9 @@ impl StageRunner {
                     .rev()
                     .find(|(_, g, start)| *start <= at && g.shape()[*axis] > 0)
                     .ok_or_else(|| format!("no part of the concatenation holds index {at}"))?;
-                let local = Region::new(
-                    held.ranges()
-                        .iter()
-                        .enumerate()
-                        .map(|(a, r)| {
-                            if a == *axis {
-                                r.start - start..r.end - start
-                            } else {
-                                r.clone()
-                            }
-                        })
-                        .collect(),
-                );
+                let mut origin = vec![0; held.ndim()];
+                origin[*axis] = *start;
+                let local = held.relative_to(&origin);
                 let (bytes, decoded) =
                     self.read_into(part, part_grid, &local, item_size as usize)?;
                 ChunkRead {
