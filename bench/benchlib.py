@@ -58,3 +58,26 @@ def output_sizes(raw):
             n, p = line.split(None, 1)
             sizes[os.path.basename(p.strip())] = int(n)
     return sizes
+
+
+def read_list(path):
+    """The input files listed one per line in `path`, as absolute paths."""
+    with open(path) as f:
+        return [os.path.abspath(line.strip()) for line in f if line.strip()]
+
+
+def parse_chunks(spec):
+    """`time=-1,lat=18` → {"time": -1, "lat": 18}."""
+    return {k.strip(): int(v) for k, v in (p.split("=") for p in spec.split(","))}
+
+
+def same(a, b):
+    """Equal shapes and values, NaN equal to NaN for floats."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))

@@ -70,6 +70,9 @@ import sys
 import time
 import warnings
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import parse_chunks, read_list  # noqa: E402
+
 T0 = time.perf_counter()
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -78,19 +81,6 @@ NC_KEYS = ("zlib", "shuffle", "complevel", "fletcher32", "contiguous", "chunksiz
            "original_shape", "compression", "szip_coding", "szip_pixels_per_block", "blosc_shuffle",
            "preferred_chunks", "chunks", "endian", "least_significant_digit", "significant_digits",
            "quantize_mode")
-
-
-def read_list(path):
-    with open(path) as f:
-        return [os.path.abspath(line.strip()) for line in f if line.strip()]
-
-
-def parse_chunks(spec):
-    out = {}
-    for part in spec.split(","):
-        k, v = part.split("=")
-        out[k.strip()] = int(v)
-    return out
 
 
 def parse_bytes(s):

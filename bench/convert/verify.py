@@ -18,6 +18,7 @@ open_mfdataset keeps), not as failures. Prints one line per store; exit 1 if any
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -26,23 +27,13 @@ import numpy as np
 import xarray as xr
 import zarr
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import parse_chunks, same  # noqa: E402
+
 warnings.filterwarnings("ignore")
 
 DATA_VARS = ("air", "uwnd")
 ATTRS = ("units", "standard_name", "long_name")
-
-
-def parse_chunks(spec):
-    return {k.strip(): int(v) for k, v in (p.split("=") for p in spec.split(","))}
-
-
-def same(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    if a.shape != b.shape:
-        return False
-    if a.dtype.kind == "f":
-        return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(np.array_equal(a, b))
 
 
 def check(name, path, ref, want_chunks):

@@ -31,12 +31,10 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import read_list  # noqa: E402
+
 T0 = time.perf_counter()
-
-
-def read_list(path):
-    with open(path) as f:
-        return [os.path.abspath(line.strip()) for line in f if line.strip()]
 
 
 def _kerchunk_scan(path):

@@ -31,6 +31,9 @@ import h5py
 import numpy as np
 import xarray as xr
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchlib import same  # noqa: E402
+
 warnings.filterwarnings("ignore", category=RuntimeWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -103,16 +106,6 @@ def compare_refs(path, truth):
         problems.append(f"chunk references vs h5py chunk_iter: {missing} missing, {wrong} wrong, {inline} inlined "
                         f"of {len(truth)}" + (": " + "; ".join(examples) if examples else ""))
     return problems
-
-
-def same(a, b):
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        return False
-    if a.dtype.kind == "f":
-        return bool(np.array_equal(a, b, equal_nan=True))
-    return bool(np.array_equal(a, b))
 
 
 def check(name, path, ref, steps, truth):
