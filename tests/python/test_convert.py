@@ -529,3 +529,22 @@ def test_references_are_followed_only_where_allowed(tmp_path):
                        "--concat-dim", "time")
         oracle.assert_one_error_line(r, codes=[3], mentions=["bad.json", "'air'", location])
         assert not out.exists()
+
+
+def test_a_text_variable_is_refused_unless_dropped(tmp_path):
+    """A character variable (station names, as NetCDF files often carry) cannot become a
+    numeric Zarr array: converting it is refused, naming it and the flag that leaves it out;
+    with --drop the rest converts."""
+    files = collection(tmp_path, days=2)
+    for f in files:
+        with netCDF4.Dataset(f, "a") as ds:
+            ds.createDimension("nchar", 4)
+            label = ds.createVariable("label", "S1", ("lat", "nchar"))
+            label[:] = netCDF4.stringtochar(np.array(["abcd"] * NLAT, dtype="S4"))
+    target = tmp_path / "t.zarr"
+    r = oracle.run("convert", *files, target, "--chunks", "time=-1", "--max-mem", "64MB", "--concat-dim", "time",
+                   "--identical-dims", "label")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["label", "--drop label"])
+    assert not target.exists()
+    convert(files, target, "--drop", "label", "--identical-dims", "label")
+    xr.testing.assert_identical(opened(target), mfdataset(files).drop_vars("label"))

@@ -96,7 +96,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         )));
     }
     let cache = sources::open(std::slice::from_ref(&run.target), None, &[], &[])?;
-    let cache_arrays = cache.arrays()?;
+    let cache_arrays = cache.arrays();
     let prepared = prepare(options)?;
     let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let record: Option<AppendRecord> = if run.resume {
@@ -108,7 +108,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     } else {
         None
     };
-    let source_arrays = prepared.source.arrays()?;
+    let source_arrays = &prepared.arrays;
     let source_array = |key: &str| source_arrays.iter().find(|a| a.key == key);
     let cached = |path: &str| cache_arrays.iter().find(|a| a.key == path);
     let renamed_dim = options

@@ -258,6 +258,8 @@ pub(crate) struct OutputArray {
 /// A request resolved against the inputs: the arrays to write and how to read them.
 pub(crate) struct Prepared {
     pub source: Source,
+    /// Every array of the source, as listed once.
+    pub arrays: Vec<SourceArray>,
     pub outputs: Vec<OutputArray>,
     pub misaligned: Vec<Misalignment>,
     pub work_dir: String,
@@ -294,7 +296,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         }
     }
     let source_name = sources::describe(&options.inputs);
-    let all = source.arrays()?;
+    let all = source.arrays();
     let find = |name: &str| {
         all.iter()
             .find(|a| a.key == name.trim_matches('/') || last_segment(&a.key) == name)
@@ -346,6 +348,9 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     };
     chosen.sort_by(|a, b| a.key.cmp(&b.key));
     chosen.dedup_by(|a, b| a.key == b.key);
+    if let Some(reason) = chosen.iter().find_map(|a| a.unsupported.as_ref()) {
+        return Err(OpsError::Refused(reason.clone()));
+    }
     if chosen.is_empty() {
         return Err(OpsError::Refused(format!(
             "{source_name}: no variable left to convert"
@@ -701,6 +706,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     }
     Ok(Prepared {
         source,
+        arrays: all,
         outputs,
         misaligned,
         work_dir,

@@ -28,6 +28,8 @@ pub enum Source {
         store: Store,
         /// Its groups.
         groups: Vec<GroupInfo>,
+        /// Its arrays, sorted by key (listed once, when opened).
+        arrays: Vec<SourceArray>,
     },
     /// Files or references, as one virtual dataset.
     Virtual(std::sync::Arc<VirtualDataset>),
@@ -43,6 +45,9 @@ pub struct SourceArray {
     pub info: ArrayInfo,
     /// The attributes as the file has them (with `_FillValue`).
     pub attributes: Map<String, Value>,
+    /// Why it cannot be converted (a data type that is not a number or a boolean), if so:
+    /// refused only when the job chooses it, so `--drop` can leave it out.
+    pub unsupported: Option<String>,
 }
 
 /// How the source is told, for messages.
@@ -135,14 +140,24 @@ fn open_zarr(url: &str) -> Result<Source, OpsError> {
             "{url}: no Zarr array or group found"
         )));
     }
-    let groups = nodes
-        .into_iter()
-        .filter_map(|n| match n {
-            Node::Group(g) => Some(g),
-            Node::Array(_) => None,
-        })
-        .collect();
-    Ok(Source::Zarr { store, groups })
+    let mut groups = Vec::new();
+    let mut arrays = Vec::new();
+    for node in nodes {
+        match node {
+            Node::Group(g) => groups.push(g),
+            Node::Array(info) => arrays.push(SourceArray {
+                key: info.path.clone(),
+                attributes: info.attributes.clone(),
+                info,
+                unsupported: None,
+            }),
+        }
+    }
+    Ok(Source::Zarr {
+        store,
+        groups,
+        arrays,
+    })
 }
 
 /// numpy's `dtype.str` (`<f4`) → its name (`float32`).
@@ -161,46 +176,32 @@ fn numpy_name(dtype: &str) -> Option<String> {
 
 impl Source {
     /// Every array, sorted by key.
-    ///
-    /// # Errors
-    /// [`OpsError::Refused`] for an array of a data type convert cannot write (strings).
-    pub fn arrays(&self) -> Result<Vec<SourceArray>, OpsError> {
+    #[must_use]
+    pub fn arrays(&self) -> Vec<SourceArray> {
         match self {
-            Source::Zarr { store, .. } => {
-                let nodes = zarr::list_nodes(store).map_err(|e| OpsError::Refused(e.to_string()))?;
-                Ok(nodes
-                    .into_iter()
-                    .filter_map(|n| match n {
-                        Node::Array(info) => Some(SourceArray {
-                            key: info.path.clone(),
-                            attributes: info.attributes.clone(),
-                            info,
-                        }),
-                        Node::Group(_) => None,
-                    })
-                    .collect())
-            }
+            Source::Zarr { arrays, .. } => arrays.clone(),
             Source::Virtual(dataset) => dataset
                 .arrays
                 .iter()
                 .map(|(key, array)| {
                     let meta = &array.metadata;
-                    let dtype = numpy_name(&meta.dtype).ok_or_else(|| {
-                        OpsError::Refused(format!(
-                            "{}: {key}: data type {} cannot be converted (numbers and booleans only)",
+                    let dtype = numpy_name(&meta.dtype);
+                    let unsupported = dtype.is_none().then(|| {
+                        format!(
+                            "{}: {key}: data type {} cannot be converted (numbers and booleans only); leave it out with --drop {key}",
                             dataset.name, meta.dtype
-                        ))
-                    })?;
+                        )
+                    });
                     let zarray = meta.to_zarray(array.manifest.has_missing());
                     let mut attributes = meta.attributes.clone();
                     attributes.remove("_FillValue");
-                    Ok(SourceArray {
+                    SourceArray {
                         key: key.clone(),
                         info: ArrayInfo {
                             path: key.clone(),
                             zarr_format: 2,
                             shape: meta.shape.clone(),
-                            dtype,
+                            dtype: dtype.unwrap_or_else(|| meta.dtype.clone()),
                             item_size: meta.element_size(),
                             chunks: meta.chunk_shape.clone(),
                             inner_chunks: None,
@@ -213,7 +214,8 @@ impl Source {
                             codecs: Vec::new(),
                         },
                         attributes: meta.attributes.clone(),
-                    })
+                        unsupported,
+                    }
                 })
                 .collect(),
         }
