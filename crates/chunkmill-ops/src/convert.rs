@@ -33,7 +33,7 @@ use crate::rechunk::{
     ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport,
 };
 use crate::selection::{
-    axis_read, cf_time_value, element_values, index_range, value_range, window_axis,
+    aligned_range, axis_read, cf_time_value, element_values, index_range, value_range, window_axis,
 };
 pub use crate::selection::{IndexSelection, ValueSelection};
 use crate::sources::{self, Source, SourceArray};
@@ -599,8 +599,10 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
                 .zip(&dims)
                 .filter(|(((w, &size), &len), _)| axis_read(size, len, w) > w.len)
                 .map(|(((w, &size), &len), d)| {
-                    let first = w.start / size * size;
-                    let last = ((w.start + w.len).div_ceil(size) * size).min(len);
+                    let std::ops::Range {
+                        start: first,
+                        end: last,
+                    } = aligned_range(size, len, w);
                     let name = d.clone().unwrap_or_default();
                     match coordinate_values.get(&name) {
                         Some(values) => format!(

@@ -139,21 +139,20 @@ pub(crate) fn value_range(
         return Err("the coordinate is not monotonic, so it cannot be selected by value".into());
     }
     let n = values.len();
-    let (first, last) = if ascending {
-        (
-            start.map_or(0, |s| values.iter().position(|&v| v >= s).unwrap_or(n)),
-            stop.map_or(n, |s| {
-                values.iter().rposition(|&v| v <= s).map_or(0, |i| i + 1)
-            }),
-        )
-    } else {
-        (
-            start.map_or(0, |s| values.iter().position(|&v| v <= s).unwrap_or(n)),
-            stop.map_or(n, |s| {
-                values.iter().rposition(|&v| v >= s).map_or(0, |i| i + 1)
-            }),
-        )
-    };
+    // A descending coordinate is an ascending one read with the opposite sign.
+    let sign = if ascending { 1.0 } else { -1.0 };
+    let first = start.map_or(0, |s| {
+        values
+            .iter()
+            .position(|&v| sign * v >= sign * s)
+            .unwrap_or(n)
+    });
+    let last = stop.map_or(n, |s| {
+        values
+            .iter()
+            .rposition(|&v| sign * v <= sign * s)
+            .map_or(0, |i| i + 1)
+    });
     if first >= last {
         return Err(format!(
             "selects nothing: the coordinate runs from {} to {} ({})",
@@ -206,11 +205,18 @@ pub(crate) fn window_axis(size: u64, window: &AxisWindow) -> Result<AxisChunks, 
     AxisChunks::rectilinear(out).map_err(|e| e.to_string())
 }
 
-/// Bytes decoded / bytes kept along one axis of chunk `size` and length `len`.
-pub(crate) fn axis_read(size: u64, len: u64, window: &AxisWindow) -> u64 {
+/// The whole source chunks (of `size`, on an axis of length `len`) that `window` meets: what
+/// reading it decodes, and the nearest selection on chunk boundaries.
+pub(crate) fn aligned_range(size: u64, len: u64, window: &AxisWindow) -> std::ops::Range<u64> {
     let first = window.start / size * size;
     let last = ((window.start + window.len).div_ceil(size) * size).min(len);
-    last - first
+    first..last
+}
+
+/// Elements decoded along one axis of chunk `size` and length `len` to read `window`.
+pub(crate) fn axis_read(size: u64, len: u64, window: &AxisWindow) -> u64 {
+    let range = aligned_range(size, len, window);
+    range.end - range.start
 }
 
 #[cfg(test)]
