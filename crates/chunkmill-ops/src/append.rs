@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::convert::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
-use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob};
+use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob, WorkFile};
 use crate::selection::element_values;
 use crate::sources::{self, Source, SourceArray};
 use crate::OpsError;
@@ -160,8 +160,6 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             return Ok(ConvertJob {
                 job: empty_job(&prepared.work_dir),
                 misaligned: Vec::new(),
-                references: None,
-                append: None,
                 nothing_new: Some(format!(
                     "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
                     target.url(),
@@ -354,10 +352,17 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         resize.push((path.clone(), full_shape));
     }
     let plan = Plan::new("append", run.max_mem, stages, cleanup);
-    let references = match &prepared.source {
-        Source::Virtual(dataset) => Some((dataset.clone(), prepared.references_url.clone())),
-        Source::Zarr { .. } => None,
+    let record = AppendRecord {
+        dim,
+        old_len,
+        new_len,
     };
+    // The record before the arrays grow: a resumed append reads the old length from it.
+    let mut work_files = vec![WorkFile::Json(
+        RECORD_KEY.to_string(),
+        serde_json::to_value(&record).unwrap_or_default(),
+    )];
+    work_files.extend(prepared.references());
     Ok(ConvertJob {
         job: RechunkJob {
             plan,
@@ -370,14 +375,9 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             temp: temp.url().to_string(),
             existing_target: true,
             resize,
+            work_files,
         },
         misaligned: prepared.misaligned,
-        references,
-        append: Some(AppendRecord {
-            dim,
-            old_len,
-            new_len,
-        }),
         nothing_new: None,
     })
 }
@@ -395,5 +395,6 @@ fn empty_job(work_dir: &str) -> RechunkJob {
         temp: String::new(),
         existing_target: true,
         resize: Vec::new(),
+        work_files: Vec::new(),
     }
 }

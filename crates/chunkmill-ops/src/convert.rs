@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::rechunk::{
     display_path, is_coordinate, last_segment, medium_cost, plan_array, run_job, temp_store,
-    ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport,
+    ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport, WorkFile,
 };
 use crate::selection::{
     aligned_range, axis_read, cf_time_value, element_values, index_range, value_range, window_axis,
@@ -103,10 +103,6 @@ pub struct ConvertJob {
     pub job: RechunkJob,
     /// Selections that cut through source chunks.
     pub misaligned: Vec<Misalignment>,
-    /// Virtual dataset to write where the plan's reference endpoints point, before running.
-    pub(crate) references: Option<(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String)>,
-    /// What an append adds, recorded in the work dir before the target grows.
-    pub(crate) append: Option<crate::append::AppendRecord>,
     /// Set when an append finds every input value already in the cache: nothing runs.
     pub nothing_new: Option<String>,
 }
@@ -219,10 +215,9 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             temp: temp.url().to_string(),
             existing_target: false,
             resize: Vec::new(),
+            work_files: prepared.references().into_iter().collect(),
         },
         misaligned: prepared.misaligned.clone(),
-        references: prepared.references(),
-        append: None,
         nothing_new: None,
     })
 }
@@ -267,9 +262,13 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    fn references(self) -> Option<(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String)> {
-        match self.source {
-            Source::Virtual(dataset) => Some((dataset, self.references_url)),
+    /// The references the plan's tasks read, to write before they run.
+    pub(crate) fn references(&self) -> Option<WorkFile> {
+        match &self.source {
+            Source::Virtual(dataset) => Some(WorkFile::References(
+                dataset.clone(),
+                self.references_url.clone(),
+            )),
             Source::Zarr { .. } => None,
         }
     }
@@ -745,7 +744,6 @@ pub fn run_planned(
     options: &ConvertOptions,
     on_event: &(dyn Fn(&Event) + Sync),
 ) -> Result<RechunkReport, OpsError> {
-    let target = Store::open(&options.run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     if job.nothing_new.is_some() {
         return Ok(RechunkReport::without_tasks(
             &job.job.plan.plan_id,
@@ -754,33 +752,6 @@ pub fn run_planned(
             options.run.max_mem,
             true,
         ));
-    }
-    // Refuse before writing anything when the target exists, as run_job would.
-    if !job.job.existing_target
-        && !options.run.resume
-        && !options.run.overwrite
-        && !target
-            .is_empty()
-            .map_err(|e| OpsError::Failed(e.to_string()))?
-    {
-        return Err(OpsError::Refused(format!(
-            "{}: target exists; use --overwrite to replace it",
-            target.url()
-        )));
-    }
-    if let Some((dataset, url)) = &job.references {
-        sources::write_references(dataset, url)?;
-    }
-    if let Some(record) = &job.append {
-        // Before the arrays grow: a resumed append reads the old length from here.
-        Store::open(&job.job.work_dir)
-            .and_then(|w| {
-                w.put_json(
-                    crate::append::RECORD_KEY,
-                    &serde_json::to_value(record).unwrap_or_default(),
-                )
-            })
-            .map_err(|e| OpsError::Failed(e.to_string()))?;
     }
     run_job(&job.job, &options.run, on_event)
 }

@@ -163,6 +163,18 @@ pub struct RechunkJob {
     pub existing_target: bool,
     /// Arrays of an existing target to give a new shape before any task runs.
     pub resize: Vec<(String, Vec<u64>)>,
+    /// What the run writes before it touches the target, once its checks have passed.
+    pub work_files: Vec<WorkFile>,
+}
+
+/// Something a job's tasks or a resumed run read, written by [`run_job`] after its checks
+/// (an existing target, another plan in the work dir) and before the target changes.
+#[derive(Clone, Debug)]
+pub enum WorkFile {
+    /// A JSON document under a key of the work dir (an append's record).
+    Json(String, serde_json::Value),
+    /// The virtual dataset the plan's reference endpoints read, as kerchunk JSON at a URL.
+    References(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String),
 }
 
 /// What a finished rechunk did.
@@ -494,6 +506,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         temp: temp_url,
         existing_target: false,
         resize: Vec::new(),
+        work_files: Vec::new(),
     })
 }
 
@@ -933,6 +946,12 @@ pub fn run_job(
     }
     work.put("plan.json", plan.to_json().into_bytes())
         .map_err(failed)?;
+    for file in &job.work_files {
+        match file {
+            WorkFile::Json(key, value) => work.put_json(key, value).map_err(failed)?,
+            WorkFile::References(dataset, url) => crate::sources::write_references(dataset, url)?,
+        }
+    }
 
     // The target's metadata first, so a crash leaves a store whose arrays read as fill values
     // (an append grows the arrays; consolidated metadata, which readers use, keeps the old
