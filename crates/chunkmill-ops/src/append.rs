@@ -14,7 +14,7 @@
 //! tasks after the arrays have grown.
 
 use chunkmill_grid::{AxisChunks, Grid};
-use chunkmill_plan::{AxisWindow, Endpoint, Plan, StageKind};
+use chunkmill_plan::{AxisWindow, Endpoint, Plan};
 use chunkmill_store::zarr::ArrayInfo;
 use chunkmill_store::Store;
 use serde::{Deserialize, Serialize};
@@ -319,7 +319,11 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             chunks: old_info.chunks.clone(),
             ..output.info.clone()
         };
-        let mut planned = plan_array(
+        let mut chunk_offset = vec![0; full_shape.len()];
+        chunk_offset[axis] = aligned_start / chunk;
+        let full_grid = Grid::regular(&full_shape, &old_info.chunks)
+            .map_err(|e| refused(format!("{path}: {e}")))?;
+        let planned = plan_array(
             &context,
             &ArrayJob {
                 index,
@@ -329,23 +333,9 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 extra_task_mem: output.extra_task_mem,
                 read_factor: output.read_factor,
                 chunks: Some(old_info.chunks.clone()),
+                write_at: Some((chunk_offset, full_grid)),
             },
         )?;
-        let mut chunk_offset = vec![0; full_shape.len()];
-        chunk_offset[axis] = aligned_start / chunk;
-        if let Some(StageKind::Copy(copy)) = planned.stages.last_mut().map(|s| &mut s.kind) {
-            let grid = copy.output.grid().clone();
-            copy.output = Endpoint::Shifted {
-                inner: Box::new(Endpoint::Zarr {
-                    url: target.url().to_string(),
-                    path: path.clone(),
-                    grid: Grid::regular(&full_shape, &old_info.chunks)
-                        .map_err(|e| refused(format!("{path}: {e}")))?,
-                }),
-                chunk_offset,
-                grid,
-            };
-        }
         stages.extend(planned.stages);
         cleanup.extend(planned.cleanup);
         summaries.push(planned.summary);

@@ -190,6 +190,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 extra_task_mem: output.extra_task_mem,
                 read_factor: output.read_factor,
                 chunks: output.chunks.clone(),
+                write_at: None,
             },
         )?;
         stages.extend(planned.stages);

@@ -487,6 +487,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
                 extra_task_mem: 0,
                 read_factor: 1.0,
                 chunks: None,
+                write_at: None,
             },
         )?;
         stages.extend(planned.stages);
@@ -601,6 +602,9 @@ pub(crate) struct ArrayJob<'a> {
     pub read_factor: f64,
     /// Exact target chunks, instead of what the chunk spec gives (tiles, appends).
     pub chunks: Option<Vec<u64>>,
+    /// Where an append writes: chunks go `chunk_offset` further into the target array, whose
+    /// whole grid (after it grows) is `grid`. `None` writes the array planned, from chunk 0.
+    pub write_at: Option<(Vec<u64>, Grid)>,
 }
 
 /// The stages of one array, what to delete afterwards, its summary and its target metadata.
@@ -709,10 +713,18 @@ pub(crate) fn plan_array(
             }
         };
         let output = if j == last {
-            Endpoint::Zarr {
+            let zarr = |grid: Grid| Endpoint::Zarr {
                 url: target.url().to_string(),
                 path: info.path.clone(),
-                grid: s.output.clone(),
+                grid,
+            };
+            match &job.write_at {
+                None => zarr(s.output.clone()),
+                Some((chunk_offset, grid)) => Endpoint::Shifted {
+                    inner: Box::new(zarr(grid.clone())),
+                    chunk_offset: chunk_offset.clone(),
+                    grid: s.output.clone(),
+                },
             }
         } else {
             cleanup.push((temp.url().to_string(), format!("{prefix}/")));
