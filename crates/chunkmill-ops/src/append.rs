@@ -301,7 +301,9 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                         );
                         AxisChunks::rectilinear(bounds)
                     } else {
-                        Ok(tail_grid.axes()[a].union(&new_grid.axes()[a]))
+                        // The new data's chunks, so each of its source chunks is decoded once
+                        // (the cache's one chunk row is read into whatever pieces need it).
+                        Ok(new_grid.axes()[a].clone())
                     }
                 })
                 .collect::<Result<_, _>>()
