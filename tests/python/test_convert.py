@@ -373,6 +373,11 @@ def test_tiles_for_machine_learning(tmp_path):
     assert group["air"].chunks == (1, 2 * NT, 12, 20)  # one tile per chunk
     # Tiles of 20 longitudes cut through the 24-longitude chunks of air: said, with a better size.
     assert "--tile lon=24" in r.stderr
+    # A dimension tiled twice is a malformed request.
+    bad = oracle.run("convert", *files, tmp_path / "bad.zarr", "--chunks", "time=-1", "--max-mem", "64MB",
+                     "--concat-dim", "time", "--tile", "lat=12,lat=6")
+    oracle.assert_one_error_line(bad, codes=[2], mentions=["lat is given twice"])
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 def test_filters_without_zarr_codec_are_decoded_by_hdf5_reader(tmp_path):

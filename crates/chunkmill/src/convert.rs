@@ -124,6 +124,18 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
                         Ok((dim.to_string(), size))
                     })
                     .collect::<Result<Vec<_>, Failure>>()
+                    .and_then(|tiles| {
+                        match tiles
+                            .iter()
+                            .enumerate()
+                            .find(|(i, (dim, _))| tiles[..*i].iter().any(|(d, _)| d == dim))
+                        {
+                            Some((_, (dim, _))) => Err(Failure::usage(format!(
+                                "--tile '{spec}': {dim} is given twice"
+                            ))),
+                            None => Ok(tiles),
+                        }
+                    })
             })
             .transpose()?
             .unwrap_or_default(),
