@@ -14,7 +14,7 @@
 //! atomically. The reader accepts version 1 (with `templates`) and version 0; `gen` and
 //! whole-file references (`[url]`) are refused with a clear error.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -56,15 +56,9 @@ fn chunk_key(indices: &[u64]) -> String {
 /// The `.zgroup` and `.zattrs` documents (key, JSON text) of every group of `ds`, parents
 /// of arrays included, in key order.
 pub(crate) fn group_documents(ds: &VirtualDataset) -> Vec<(String, String)> {
-    let mut groups: BTreeSet<String> = ds.groups.keys().cloned().collect();
-    groups.insert(String::new());
-    for key in ds.arrays.keys() {
-        let mut parts: Vec<&str> = key.split('/').collect();
-        parts.pop();
-        for n in 1..=parts.len() {
-            groups.insert(parts[..n].join("/"));
-        }
-    }
+    let keys: Vec<&str> = ds.arrays.keys().map(String::as_str).collect();
+    let mut groups = chunkmill_store::zarr::parent_groups(&keys);
+    groups.extend(ds.groups.keys().cloned());
     let mut out = Vec::with_capacity(groups.len() * 2);
     for g in &groups {
         out.push((prefixed(g, ".zgroup"), "{\"zarr_format\":2}".to_string()));

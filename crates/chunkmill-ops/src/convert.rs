@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use chunkmill_exec::Event;
 use chunkmill_grid::Grid;
 use chunkmill_plan::{AxisWindow, Endpoint, Plan, ValueMap};
-use chunkmill_store::zarr::{ArrayInfo, Compressor, GroupInfo};
+use chunkmill_store::zarr::{ArrayInfo, Compressor};
 use chunkmill_store::Store;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -199,11 +199,8 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         specs.push(planned.spec);
     }
     let plan = Plan::new("convert", run.max_mem, stages, cleanup);
-    let groups = vec![GroupInfo {
-        path: String::new(),
-        zarr_format: run.zarr_format,
-        attributes: prepared.source.root_attributes(),
-    }];
+    let keys: Vec<&str> = specs.iter().map(|s| s.path.as_str()).collect();
+    let groups = prepared.source.groups_for(&keys, run.zarr_format);
     Ok(ConvertJob {
         job: RechunkJob {
             plan,

@@ -221,16 +221,32 @@ impl Source {
         }
     }
 
-    /// Attributes of the root group.
+    /// The groups a target holding `array_keys` needs: the root and every group above an
+    /// array (readers refuse an array whose parent group has no metadata), each with the
+    /// source's attributes for it.
     #[must_use]
-    pub fn root_attributes(&self) -> Map<String, Value> {
+    pub fn groups_for(&self, array_keys: &[&str], zarr_format: u8) -> Vec<GroupInfo> {
+        zarr::parent_groups(array_keys)
+            .into_iter()
+            .map(|path| GroupInfo {
+                attributes: self.group_attributes(&path),
+                path,
+                zarr_format,
+            })
+            .collect()
+    }
+
+    /// The attributes of the group at `path` (`""` for the root); empty for a group the
+    /// source does not describe (an implicit parent).
+    #[must_use]
+    pub fn group_attributes(&self, path: &str) -> Map<String, Value> {
         match self {
             Source::Zarr { groups, .. } => groups
                 .iter()
-                .find(|g| g.path.is_empty())
+                .find(|g| g.path == path)
                 .map(|g| g.attributes.clone())
                 .unwrap_or_default(),
-            Source::Virtual(dataset) => dataset.groups.get("").cloned().unwrap_or_default(),
+            Source::Virtual(dataset) => dataset.groups.get(path).cloned().unwrap_or_default(),
         }
     }
 

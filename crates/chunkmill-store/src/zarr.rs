@@ -764,6 +764,21 @@ pub fn create_group(
     Ok(())
 }
 
+/// The root (`""`) and every group above one of `array_paths`, sorted, parents first.
+#[must_use]
+pub fn parent_groups(array_paths: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut groups = std::collections::BTreeSet::from([String::new()]);
+    for path in array_paths {
+        let mut end = 0;
+        while let Some(slash) = path[end..].find('/') {
+            end += slash;
+            groups.insert(path[..end].to_string());
+            end += 1;
+        }
+    }
+    groups
+}
+
 /// Write consolidated metadata for the hierarchy rooted at the store's root group, in the form
 /// zarr-python and xarray read by default (`consolidated_metadata` inline in v3, `.zmetadata`
 /// in v2). A root that is an array needs none.
@@ -910,5 +925,19 @@ impl ZarrArray {
         self.array
             .store_chunk_opt(chunk, ArrayBytes::new_flen(bytes), &self.options)
             .map_err(|e| self.chunk_err(chunk, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_groups;
+
+    #[test]
+    fn parent_groups_lists_every_group_above_an_array_once() {
+        let groups: Vec<String> = parent_groups(&["v", "sub/w", "sub/deeper/x", "other/y"])
+            .into_iter()
+            .collect();
+        assert_eq!(groups, ["", "other", "sub", "sub/deeper"]);
+        assert_eq!(parent_groups(&[]).into_iter().collect::<Vec<_>>(), [""]);
     }
 }
