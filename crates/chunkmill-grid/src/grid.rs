@@ -10,13 +10,40 @@ use crate::{GridError, Region};
 ///
 /// A regular axis stores two numbers however many chunks it has, so a plan over a million
 /// chunks stays small. A rectilinear axis stores its boundaries.
+///
+/// Read from JSON (a plan a person may have edited) an axis is checked as its constructors
+/// check it: a chunk size of 0 or boundaries that do not increase from 0 are an error, never a
+/// division by zero later.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    try_from = "UncheckedAxis"
+)]
 pub enum AxisChunks {
     /// Chunks of `size` elements; the last one is clipped to `len`.
     Regular { size: u64, len: u64 },
     /// Chunk `i` spans `bounds[i]..bounds[i + 1]`; `bounds` starts at 0 and ends at the length.
     Rectilinear { bounds: Vec<u64> },
+}
+
+/// [`AxisChunks`] as JSON has it, before the checks.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum UncheckedAxis {
+    Regular { size: u64, len: u64 },
+    Rectilinear { bounds: Vec<u64> },
+}
+
+impl TryFrom<UncheckedAxis> for AxisChunks {
+    type Error = GridError;
+
+    fn try_from(axis: UncheckedAxis) -> Result<Self, GridError> {
+        match axis {
+            UncheckedAxis::Regular { size, len } => Self::regular(size, len),
+            UncheckedAxis::Rectilinear { bounds } => Self::rectilinear(bounds),
+        }
+    }
 }
 
 impl AxisChunks {
@@ -396,6 +423,19 @@ impl Iterator for CoordIter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_block_size_zero_is_an_error_when_read_not_a_panic() {
+        let zero: Result<AxisChunks, _> =
+            serde_json::from_str(r#"{"kind": "regular", "size": 0, "len": 10}"#);
+        assert!(zero.is_err_and(|e| e.to_string().contains("chunk size 0")));
+        let backwards: Result<AxisChunks, _> =
+            serde_json::from_str(r#"{"kind": "rectilinear", "bounds": [0, 5, 3]}"#);
+        assert!(backwards.is_err());
+        let fine: Result<AxisChunks, _> =
+            serde_json::from_str(r#"{"kind": "regular", "size": 4, "len": 10}"#);
+        assert_eq!(fine.ok(), AxisChunks::regular(4, 10).ok());
+    }
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

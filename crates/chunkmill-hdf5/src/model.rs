@@ -71,6 +71,12 @@ pub struct Attribute {
     pub name: String,
     /// Value.
     pub value: Value,
+    /// numpy's name of the stored element type when it is a number (`float32`, `int16`,
+    /// `uint8`), so that readers can apply rules that depend on it — xarray's CF decoding
+    /// unpacks into float32 only when `scale_factor`/`add_offset` are stored as float32.
+    /// `None` for text, compounds and other non-numeric attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
 }
 
 /// Byte order of a type.

@@ -280,6 +280,7 @@ fn attributes(attrs: &[netcdf_reader::NcAttribute]) -> Vec<Attribute> {
         .map(|a| Attribute {
             name: a.name.clone(),
             value: values::from_netcdf3(&a.value),
+            dtype: values::netcdf3_type_name(&a.value).map(str::to_string),
         })
         .collect()
 }

@@ -31,13 +31,12 @@ pub(crate) fn float_value(x: f64) -> Value {
     }
 }
 
-/// An `f32` as the shortest decimal that reads back to it (0.1f32 is `0.1`, not
-/// `0.10000000149011612`).
+/// An `f32` as JSON: its exact value widened to f64 (0.1f32 is `0.10000000149011612`), the
+/// number numpy's `float(np.float32(0.1))` gives and so the one xarray and zarr-python write
+/// for a float32 attribute. The shortest decimal (`0.1`) would read back as a different
+/// float64, so a reader comparing or computing in float64 would see another value.
 pub(crate) fn f32_value(x: f32) -> Value {
-    if !x.is_finite() {
-        return float_value(f64::from(x));
-    }
-    float_value(format!("{x}").parse::<f64>().unwrap_or(f64::from(x)))
+    float_value(f64::from(x))
 }
 
 fn f16_to_f32(bits: u16) -> f32 {
@@ -237,6 +236,23 @@ pub(crate) fn shape_values(mut elements: Vec<Value>, shape: &[u64]) -> Value {
     nest(&mut elements.into_iter(), shape)
 }
 
+/// numpy's name of a NetCDF-3 attribute's numeric type, `None` for text.
+pub(crate) fn netcdf3_type_name(value: &NcAttrValue) -> Option<&'static str> {
+    Some(match value {
+        NcAttrValue::Bytes(_) => "int8",
+        NcAttrValue::UBytes(_) => "uint8",
+        NcAttrValue::Shorts(_) => "int16",
+        NcAttrValue::UShorts(_) => "uint16",
+        NcAttrValue::Ints(_) => "int32",
+        NcAttrValue::UInts(_) => "uint32",
+        NcAttrValue::Int64s(_) => "int64",
+        NcAttrValue::UInt64s(_) => "uint64",
+        NcAttrValue::Floats(_) => "float32",
+        NcAttrValue::Doubles(_) => "float64",
+        _ => return None,
+    })
+}
+
 /// A NetCDF-3 attribute as JSON: text is a string, one number a scalar, more an array.
 pub(crate) fn from_netcdf3(value: &NcAttrValue) -> Value {
     fn many<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
@@ -283,14 +299,14 @@ mod tests {
     }
 
     #[test]
-    fn numbers_keep_their_value_and_shortest_form() {
+    fn float32_numbers_are_widened_exactly_as_numpy_does() {
         let f4 = Datatype::FloatingPoint {
             size: 4,
             byte_order: H5Order::BigEndian,
         };
         assert_eq!(
             decode_element(&f4, &0.1f32.to_be_bytes(), &NoFile),
-            Value::from(0.1)
+            Value::from(0.100_000_001_490_116_12)
         );
         assert_eq!(
             decode_element(&f4, &f32::NAN.to_be_bytes(), &NoFile),

@@ -44,6 +44,11 @@ pub struct ArrayMetadata {
     /// User attributes, CF ones included (`units`, `calendar`, `scale_factor`, `add_offset`,
     /// `_FillValue`, `missing_value`, …), as chunkmill-hdf5 lists them.
     pub attributes: Map<String, Value>,
+    /// numpy's name of each numeric attribute's stored type (`scale_factor` → `float32`),
+    /// as the scanned file stores it: JSON numbers lose it, and xarray's CF decoding depends
+    /// on it. Empty for arrays read from references (JSON), whose attributes are Python
+    /// floats and ints to xarray as well.
+    pub attribute_types: BTreeMap<String, String>,
 }
 
 impl ArrayMetadata {
@@ -320,6 +325,7 @@ mod tests {
             codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
             dimension_names: vec!["x".into()],
             attributes,
+            attribute_types: BTreeMap::new(),
         }
     }
 

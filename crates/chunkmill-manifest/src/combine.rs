@@ -504,6 +504,7 @@ mod tests {
             codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
             dimension_names: vec!["time".into(), "x".into()],
             attributes,
+            attribute_types: BTreeMap::new(),
         };
         let mut manifest = ChunkManifest::new(vec![shape.div_ceil(chunk), 1])?;
         for i in 0..manifest.len() {

@@ -608,6 +608,7 @@ fn array_metadata(
         codecs,
         dimension_names,
         attributes,
+        attribute_types: BTreeMap::new(),
     })
 }
 
@@ -636,6 +637,7 @@ mod tests {
             ],
             dimension_names: vec!["time".into(), "lon".into()],
             attributes,
+            attribute_types: BTreeMap::new(),
         };
         let mut manifest = ChunkManifest::new(vec![3, 1])?;
         manifest.set_reference(0, 0, 100, 40)?;
@@ -654,6 +656,7 @@ mod tests {
             codecs: vec![Codec::bytes(Some(ByteOrder::Big))],
             dimension_names: vec!["time".into()],
             attributes: t_attrs,
+            attribute_types: BTreeMap::new(),
         };
         // 5 doubles = 40 bytes inline; a big loaded array goes to a chunk object.
         let big = ManifestArray::loaded(
@@ -665,6 +668,7 @@ mod tests {
                 codecs: vec![Codec::bytes(None)],
                 dimension_names: vec!["x".into()],
                 attributes: Map::new(),
+                attribute_types: BTreeMap::new(),
             },
             (0..1000).map(|i| (i % 251) as u8).collect(),
         )?;

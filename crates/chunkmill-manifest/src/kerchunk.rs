@@ -463,6 +463,7 @@ pub(crate) fn array_metadata(
         codecs,
         dimension_names,
         attributes: attrs,
+        attribute_types: BTreeMap::new(),
     })
 }
 
@@ -486,6 +487,7 @@ mod tests {
             ],
             dimension_names: vec!["time".into(), "x".into()],
             attributes,
+            attribute_types: BTreeMap::new(),
         };
         let mut manifest = ChunkManifest::new(vec![2, 1])?;
         manifest.set_reference(0, 0, 4096, 100)?;

@@ -630,6 +630,7 @@ mod tests {
             codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
             dimension_names: vec!["time".into(), "x".into()],
             attributes,
+            attribute_types: BTreeMap::new(),
         };
         let mut manifest = ChunkManifest::new(vec![grid, 1])?;
         for i in 0..manifest.len() {
@@ -655,6 +656,7 @@ mod tests {
             attributes: [("_FillValue".to_string(), Value::from(0))]
                 .into_iter()
                 .collect(),
+            attribute_types: BTreeMap::new(),
         };
         let mut scalar_manifest = ChunkManifest::new(vec![])?;
         scalar_manifest.set_inlined(0, 7i32.to_le_bytes().to_vec())?;

@@ -218,6 +218,11 @@ fn scan_variable(
         codecs,
         dimension_names,
         attributes: to_map(&var.attributes),
+        attribute_types: var
+            .attributes
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), a.dtype.clone()?)))
+            .collect(),
     };
     let refs = file.data_refs(var)?;
     if options.load.contains(&var.name) {

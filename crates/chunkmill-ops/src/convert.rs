@@ -33,7 +33,8 @@ use crate::rechunk::{
     ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport, WorkFile,
 };
 use crate::selection::{
-    aligned_range, axis_read, cf_time_value, element_values, index_range, value_range, window_axis,
+    aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
+    value_range, window_axis, Bound,
 };
 pub use crate::selection::{IndexSelection, ValueSelection};
 use crate::sources::{self, Source, SourceArray};
@@ -122,24 +123,157 @@ fn numbers(value: Option<&Value>) -> Vec<f64> {
     }
 }
 
-/// Whether a JSON number read from a file attribute was a float32 there (it round-trips).
-fn looks_float32(v: f64) -> bool {
-    f64::from(v as f32) == v
+/// A CF attribute's number and the numpy type xarray reads it as: the type the file stores
+/// (NetCDF/HDF5), or for JSON attributes (references, Zarr) what Python makes of the number
+/// (int64 for an integer, float64 otherwise). A one-element list counts as its element, as
+/// xarray takes `.item()` of it.
+fn typed_attribute(
+    attributes: &Map<String, Value>,
+    types: Option<&BTreeMap<String, String>>,
+    name: &str,
+) -> Option<(f64, Numeric)> {
+    let value = match attributes.get(name)? {
+        Value::Array(items) if items.len() == 1 => &items[0],
+        other => other,
+    };
+    let number = number(value)?;
+    let stored = types
+        .and_then(|t| t.get(name))
+        .and_then(|t| Numeric::parse(t).ok());
+    let json = if value.is_i64() || value.is_u64() {
+        Numeric::Int(8)
+    } else {
+        Numeric::Float(8)
+    };
+    Some((number, stored.unwrap_or(json)))
 }
 
-/// The float type xarray's CF decoding gives a packed or masked variable of type `dtype`.
-fn decoded_dtype(dtype: Numeric, scale: Option<f64>, offset: Option<f64>) -> &'static str {
-    let small_int =
-        matches!(dtype, Numeric::Int(s) | Numeric::UInt(s) if s <= 2) || dtype == Numeric::Bool;
-    match (scale, offset) {
-        (None, None) if dtype == Numeric::Float(4) || small_int => "float32",
-        (None, None) => "float64",
-        (Some(s), Some(o)) if looks_float32(s) && looks_float32(o) && small_int => "float32",
-        (Some(s), None) if looks_float32(s) && (small_int || dtype == Numeric::Float(4)) => {
-            "float32"
-        }
-        _ => "float64",
+/// The stored types of a virtual array's attributes (none for a Zarr source).
+fn attribute_types<'a>(source: &'a Source, key: &str) -> Option<&'a BTreeMap<String, String>> {
+    match source {
+        Source::Virtual(dataset) => dataset
+            .arrays
+            .get(key)
+            .map(|a| &a.metadata.attribute_types),
+        Source::Zarr { .. } => None,
     }
+}
+
+/// What `--decode-cf` and `--cast` do to one array's values: the value map, the output type
+/// and the attributes left. `None` when the values are read as stored.
+struct Values {
+    map: Option<ValueMap>,
+    out_dtype: String,
+    /// Whether the CF packing was applied (its attributes removed).
+    decoded: bool,
+}
+
+/// Decides the values of `array` under `--decode-cf`/`--cast`, refusing before anything is
+/// written a cast into an integer type that could not hold every value the array may have.
+fn array_values(
+    options: &ConvertOptions,
+    source: &Source,
+    array: &SourceArray,
+    cast: Option<&str>,
+    attributes: &mut Map<String, Value>,
+) -> Result<Values, OpsError> {
+    let info = &array.info;
+    let source_type = Numeric::parse(&info.dtype)
+        .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+    let decode = options.decode_cf
+        && PACKING_ATTRIBUTES
+            .iter()
+            .any(|a| attributes.contains_key(*a))
+        && !is_time_like(attributes);
+    let mut map = None;
+    let mut out_dtype = info.dtype.clone();
+    // The values before a cast could be anything in this range.
+    let mut range = range_attribute(attributes, &["valid_range", "actual_range"])
+        .or_else(|| {
+            let min = typed_attribute(attributes, None, "valid_min")?.0;
+            let max = typed_attribute(attributes, None, "valid_max")?.0;
+            Some((min, max))
+        })
+        .unwrap_or_else(|| source_type.range());
+    if decode {
+        let types = attribute_types(source, &array.key);
+        let scale = typed_attribute(attributes, types, "scale_factor");
+        let offset = typed_attribute(attributes, types, "add_offset");
+        let compute = crate::values::decoded_type(
+            source_type,
+            scale.map(|s| s.1),
+            offset.map(|o| o.1),
+        )
+        .map_err(|e| OpsError::Refused(format!("--decode-cf: '{}': {e}", array.key)))?;
+        let mut missing = numbers(attributes.get("_FillValue"));
+        missing.extend(numbers(attributes.get("missing_value")));
+        // CF's valid_range is in packed units (actual_range in unpacked ones, but xarray
+        // leaves both as they are): unpack the bounds as the values are.
+        if !attributes.contains_key("actual_range") {
+            let unpack = |v: f64| v * scale.map_or(1.0, |s| s.0) + offset.map_or(0.0, |o| o.0);
+            let (a, b) = (unpack(range.0), unpack(range.1));
+            range = (a.min(b), a.max(b));
+        }
+        out_dtype = compute.name();
+        for a in PACKING_ATTRIBUTES {
+            attributes.remove(a);
+        }
+        map = Some(ValueMap {
+            from: info.dtype.clone(),
+            to: out_dtype.clone(),
+            missing,
+            scale: scale.map(|s| s.0),
+            offset: offset.map(|o| o.0),
+            compute: Some(compute.name()),
+        });
+    }
+    if let Some(to) = cast {
+        let to_type =
+            Numeric::parse(to).map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
+        if !to_type.holds(range.0, range.1) {
+            return Err(OpsError::Refused(format!(
+                "--cast {}={to}: '{}' may hold values from {} to {}{}, which {to} cannot store (numpy's astype would wrap them around silently); cast to a wider type{}",
+                last_segment(&array.key),
+                array.key,
+                range.0,
+                range.1,
+                if decode { " once unpacked" } else { "" },
+                if source_type.is_float() && !decode {
+                    ", or give the variable a valid_range or actual_range attribute that shows its values fit"
+                } else {
+                    ""
+                }
+            )));
+        }
+        out_dtype = to.to_string();
+        map = Some(match map {
+            Some(mut map) => {
+                map.to = to.to_string();
+                map
+            }
+            None => ValueMap {
+                from: info.dtype.clone(),
+                to: to.to_string(),
+                missing: Vec::new(),
+                scale: None,
+                offset: None,
+                compute: None,
+            },
+        });
+    }
+    Ok(Values {
+        map,
+        out_dtype,
+        decoded: decode,
+    })
+}
+
+/// The two numbers of a range attribute (`valid_range`, `actual_range`), the first found.
+fn range_attribute(attributes: &Map<String, Value>, names: &[&str]) -> Option<(f64, f64)> {
+    names.iter().find_map(|name| match numbers(attributes.get(*name)).as_slice() {
+        [a, b] if a <= b => Some((*a, *b)),
+        _ => None,
+    })
 }
 
 pub(crate) struct Renames<'a>(&'a [(String, String)]);
@@ -198,7 +332,8 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         summaries.push(planned.summary);
         specs.push(planned.spec);
     }
-    let plan = Plan::new("convert", run.max_mem, stages, cleanup);
+    let plan = Plan::new("convert", run.max_mem, stages, cleanup)
+        .with_urls(crate::work::absolute_url);
     let keys: Vec<&str> = specs.iter().map(|s| s.path.as_str()).collect();
     let groups = prepared.source.groups_for(&keys, run.zarr_format);
     Ok(ConvertJob {
@@ -411,22 +546,28 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .get("calendar")
             .and_then(Value::as_str)
             .unwrap_or("standard");
-        let parse = |text: &Option<String>| -> Result<Option<f64>, OpsError> {
+        // Each end names a period: a number itself, a date string what pandas' partial
+        // string indexing reads in it (`2020-01-10` is the whole day).
+        let parse = |text: &Option<String>| -> Result<Option<(f64, f64)>, OpsError> {
             let Some(text) = text else { return Ok(None) };
-            if let Ok(v) = text.parse::<f64>() {
-                return Ok(Some(v));
-            }
-            match units {
-                Some(u) if u.contains(" since ") => cf_time_value(text, u, calendar)
+            // On a CF time coordinate, which xarray shows as dates, a bound is a date even
+            // when it looks like a number (`2020` is the year).
+            match (units, text.parse::<f64>()) {
+                (Some(u), _) if u.contains(" since ") => cf_time_period(text, u, calendar)
                     .map(Some)
                     .map_err(|e| OpsError::Usage(format!("--select {}: {e}", sel.dim))),
+                (_, Ok(v)) => Ok(Some((v, v))),
                 _ => Err(OpsError::Usage(format!(
                     "--select {}: '{text}' is not a number, and '{}' is not a CF time coordinate",
                     sel.dim, sel.dim
                 ))),
             }
         };
-        let (start, stop) = (parse(&sel.start)?, parse(&sel.stop)?);
+        let (start, stop) = Bound::periods(
+            parse(&sel.start)?,
+            parse(&sel.stop)?,
+            is_descending(&values),
+        );
         let picked = value_range(&values, start, stop).map_err(|e| {
             OpsError::Refused(format!(
                 "--select {}={}:{}: {e}",
@@ -459,6 +600,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             )));
         }
     }
+    check_renames(&options.rename, &chosen, &dim_len)?;
     for (name, dtype) in &options.cast {
         if find(name).is_none() {
             return Err(OpsError::Refused(format!(
@@ -507,53 +649,17 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .collect();
 
         // Values: CF decoding, then a cast.
-        let source_type = Numeric::parse(&info.dtype)
-            .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
         let mut attributes = array.attributes.clone();
-        let decode = options.decode_cf
-            && PACKING_ATTRIBUTES
-                .iter()
-                .any(|a| attributes.contains_key(*a))
-            && !is_time_like(&attributes);
-        let mut values = None;
-        let mut out_dtype = info.dtype.clone();
-        if decode {
-            let scale = attributes.get("scale_factor").and_then(number);
-            let offset = attributes.get("add_offset").and_then(number);
-            let mut missing = numbers(attributes.get("_FillValue"));
-            missing.extend(numbers(attributes.get("missing_value")));
-            out_dtype = decoded_dtype(source_type, scale, offset).to_string();
-            for a in PACKING_ATTRIBUTES {
-                attributes.remove(a);
-            }
-            values = Some(ValueMap {
-                from: info.dtype.clone(),
-                to: out_dtype.clone(),
-                missing,
-                scale,
-                offset,
-            });
-        }
-        if let Some((_, to)) = options
+        let cast = options
             .cast
             .iter()
             .find(|(name, _)| find(name).is_some_and(|f| f.key == array.key))
-        {
-            out_dtype = to.clone();
-            values = Some(match values {
-                Some(mut map) => {
-                    map.to = to.clone();
-                    map
-                }
-                None => ValueMap {
-                    from: info.dtype.clone(),
-                    to: to.clone(),
-                    missing: Vec::new(),
-                    scale: None,
-                    offset: None,
-                },
-            });
-        }
+            .map(|(_, to)| to.as_str());
+        let Values {
+            map: values,
+            out_dtype,
+            decoded: decode,
+        } = array_values(options, &source, array, cast, &mut attributes)?;
         let out_type = Numeric::parse(&out_dtype).map_err(OpsError::Usage)?;
 
         let windowed = axes
@@ -713,6 +819,58 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     })
 }
 
+/// Refuses, before anything is written, renames that would give two variables or two
+/// dimensions one name (`--rename air=precip` when `precip` is kept, two renames to one
+/// name, a dimension renamed to another's name) or a name that is not a plain name, as
+/// xarray's `rename` refuses a name that conflicts.
+fn check_renames(
+    rename: &[(String, String)],
+    chosen: &[&SourceArray],
+    dim_len: &BTreeMap<String, u64>,
+) -> Result<(), OpsError> {
+    for (i, (old, new)) in rename.iter().enumerate() {
+        if new.is_empty() || new.contains(['/', '\\', '\0']) || new == "." || new == ".." {
+            return Err(OpsError::Usage(format!(
+                "--rename {old}={new}: '{new}' is not a plain name (no '/', '\\', '.' or '..')"
+            )));
+        }
+        if rename[..i].iter().any(|(o, _)| o == old) {
+            return Err(OpsError::Usage(format!(
+                "--rename {old}: renamed twice"
+            )));
+        }
+    }
+    let renames = Renames(rename);
+    let mut variables: BTreeMap<String, &str> = BTreeMap::new();
+    for a in chosen {
+        let new = renames.apply_path(&a.key);
+        if let Some(other) = variables.insert(new.clone(), &a.key) {
+            return Err(OpsError::Refused(format!(
+                "--rename: '{other}' and '{}' would both be called '{new}'; drop one with --drop or choose another name",
+                a.key
+            )));
+        }
+    }
+    let mut dims: BTreeMap<String, &str> = BTreeMap::new();
+    for old in dim_len.keys() {
+        let new = renames.apply(old);
+        if let Some(other) = dims.insert(new.clone(), old) {
+            return Err(OpsError::Refused(format!(
+                "--rename: dimensions '{other}' and '{old}' would both be called '{new}'"
+            )));
+        }
+        // A dimension may share its name only with its own coordinate.
+        if let Some(var) = variables.get(&new) {
+            if new != *old && *var != old.as_str() {
+                return Err(OpsError::Refused(format!(
+                    "--rename {old}={new}: '{new}' is already the variable '{var}'; drop it with --drop {var} or choose another name"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A time coordinate xarray decodes to dates: its packing is left for xarray to apply.
 fn is_time_like(attributes: &Map<String, Value>) -> bool {
     attributes
@@ -765,20 +923,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decoded_types_follow_xarray() {
+    fn range_attributes_are_read_in_order() {
+        let mut attributes = Map::new();
+        attributes.insert("actual_range".into(), serde_json::json!([2.0, 7.5]));
         assert_eq!(
-            decoded_dtype(Numeric::Int(2), Some(0.5), Some(10.0)),
-            "float32"
+            range_attribute(&attributes, &["valid_range", "actual_range"]),
+            Some((2.0, 7.5))
         );
+        attributes.insert("valid_range".into(), serde_json::json!([9, 1]));
+        // A reversed range says nothing.
         assert_eq!(
-            decoded_dtype(Numeric::Int(2), Some(0.1), Some(10.0)),
-            "float64"
+            range_attribute(&attributes, &["valid_range"]),
+            None
         );
-        assert_eq!(
-            decoded_dtype(Numeric::Int(4), Some(0.5), Some(1.0)),
-            "float64"
-        );
-        assert_eq!(decoded_dtype(Numeric::Float(4), None, None), "float32");
-        assert_eq!(decoded_dtype(Numeric::Int(4), None, None), "float64");
     }
 }

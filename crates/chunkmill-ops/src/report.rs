@@ -8,6 +8,39 @@ use serde_json::Value;
 
 use crate::rechunk::human;
 
+/// Refuses, before the job runs, a local output file (`--report`, virtualize's `--output`)
+/// that could only fail once the work is done: its directory does not exist, or the path is
+/// an existing directory where a file is wanted (`want_dir` false).
+///
+/// # Errors
+/// [`OpsError::Refused`] naming the flag, the path and what is wrong.
+pub fn check_output_path(
+    flag: &str,
+    path: &std::path::Path,
+    want_dir: bool,
+) -> Result<(), crate::OpsError> {
+    let refused = |why: &str| {
+        Err(crate::OpsError::Refused(format!(
+            "{flag} {}: {why}",
+            path.display()
+        )))
+    };
+    if !want_dir && path.is_dir() {
+        return refused("is a directory; give a file name");
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return refused(&format!(
+            "the directory {} does not exist; create it first",
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
 /// One finished task, as its marker recorded it.
 #[derive(Clone, Debug)]
 pub struct TaskRecord {
@@ -185,4 +218,23 @@ pub fn html(
         human(plan.max_mem)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_path_in_a_missing_directory_or_a_directory_is_refused(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let missing = dir.path().join("nope").join("r.html");
+        let err = check_output_path("--report", &missing, false).err();
+        assert!(matches!(&err, Some(crate::OpsError::Refused(m)) if m.contains("does not exist")));
+        let err = check_output_path("--report", dir.path(), false).err();
+        assert!(matches!(&err, Some(crate::OpsError::Refused(m)) if m.contains("is a directory")));
+        check_output_path("--report", &dir.path().join("r.html"), false)?;
+        check_output_path("--output", dir.path(), true)?;
+        Ok(())
+    }
 }

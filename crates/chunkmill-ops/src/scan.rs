@@ -135,7 +135,8 @@ impl ScanExecutor for ExecutorScanner {
             bytes_read: 0,
             bytes_written: 0,
         };
-        let plan = Plan::new("virtualize", self.max_mem, vec![stage], Vec::new());
+        let plan = Plan::new("virtualize", self.max_mem, vec![stage], Vec::new())
+            .with_urls(crate::work::absolute_url);
         work.put("plan.json", plan.to_json().into_bytes())
             .map_err(task_error)?;
         let markers = Markers::new(work.clone(), &plan.plan_id);

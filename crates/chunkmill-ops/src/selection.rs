@@ -78,9 +78,9 @@ pub(crate) fn days_in_calendar(calendar: &str, (y, m, d): (i64, u32, u32)) -> Op
     }
 }
 
-/// A CF time (`2020-01-31`, `2020-01-31T12:00`) in the coordinate's units
-/// (`days since 1990-01-01`) and calendar.
-pub(crate) fn cf_time_value(text: &str, units: &str, calendar: &str) -> Result<f64, String> {
+/// Seconds per unit of a CF time coordinate's units (`days since …` → 86400) and its
+/// reference date.
+fn cf_units(units: &str) -> Result<(f64, &str), String> {
     let (unit, reference) = units
         .split_once(" since ")
         .ok_or_else(|| format!("units '{units}' are not '<unit> since <date>'"))?;
@@ -92,24 +92,72 @@ pub(crate) fn cf_time_value(text: &str, units: &str, calendar: &str) -> Result<f
         "milliseconds" | "ms" => 1e-3,
         other => return Err(format!("time unit '{other}' is not supported")),
     };
-    let parse = |t: &str| {
-        parse_date(t.trim())
-            .ok_or_else(|| format!("'{t}' is not a date like 2020-01-31 or 2020-01-31T12:00"))
-    };
+    Ok((seconds_per_unit, reference))
+}
+
+fn parsed(text: &str) -> Result<(i64, u32, u32, f64), String> {
+    parse_date(text.trim())
+        .ok_or_else(|| format!("'{text}' is not a date like 2020-01-31 or 2020-01-31T12:00"))
+}
+
+/// Seconds from the reference date of `units` to a date, in `calendar`.
+fn seconds_since(
+    (y, m, d, s): (i64, u32, u32, f64),
+    units: &str,
+    calendar: &str,
+) -> Result<f64, String> {
+    let (_, reference) = cf_units(units)?;
     let reference = reference
         .split_whitespace()
         .take(2)
         .collect::<Vec<_>>()
         .join("T");
-    let (ry, rm, rd, rs) = parse(&reference)?;
-    let (y, m, d, s) = parse(text)?;
+    let (ry, rm, rd, rs) = parsed(&reference)?;
     let calendar = calendar.to_ascii_lowercase();
     let days = |ymd| {
         days_in_calendar(&calendar, ymd)
             .ok_or_else(|| format!("calendar '{calendar}' is not supported"))
     };
-    let delta = (days((y, m, d))? - days((ry, rm, rd))?) as f64 * 86_400.0 + s - rs;
-    Ok(delta / seconds_per_unit)
+    Ok((days((y, m, d))? - days((ry, rm, rd))?) as f64 * 86_400.0 + s - rs)
+}
+
+/// The instants a date string names, as pandas' and xarray's partial string indexing reads
+/// it: `2020` is the whole year, `2020-01` the month, `2020-01-10` the day, `2020-01-10T06`
+/// the hour, `…T06:30` the minute, `…T06:30:15` the second; a fractional second names one
+/// instant. Returns `start..end` in the coordinate's units, `end` excluded (equal to `start`
+/// for one instant).
+pub(crate) fn cf_time_period(
+    text: &str,
+    units: &str,
+    calendar: &str,
+) -> Result<(f64, f64), String> {
+    let (per_unit, _) = cf_units(units)?;
+    let date = parsed(text)?;
+    let trimmed = text.trim().trim_end_matches('Z');
+    let (day_part, time_part) = match trimmed.split_once(['T', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (trimmed, None),
+    };
+    let (y, m, _, _) = date;
+    let start = seconds_since(date, units, calendar)?;
+    let end = match (day_part.split('-').count(), time_part) {
+        (1, None) => seconds_since((y + 1, 1, 1, 0.0), units, calendar)?,
+        (2, None) => {
+            let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            seconds_since((next.0, next.1, 1, 0.0), units, calendar)?
+        }
+        (_, None) => start + 86_400.0,
+        (_, Some(time)) => {
+            let parts: Vec<&str> = time.split(':').collect();
+            match parts.as_slice() {
+                [_] => start + 3_600.0,
+                [_, _] => start + 60.0,
+                [.., sec] if !sec.contains('.') => start + 1.0,
+                _ => start,
+            }
+        }
+    };
+    Ok((start / per_unit, end / per_unit))
 }
 
 pub(crate) fn element_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, String> {
@@ -119,6 +167,7 @@ pub(crate) fn element_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, Stri
         missing: Vec::new(),
         scale: None,
         offset: None,
+        compute: None,
     };
     let wide = crate::values::convert(&map, bytes)?;
     Ok(wide
@@ -127,11 +176,62 @@ pub(crate) fn element_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, Stri
         .collect())
 }
 
+/// One end of a selection by value: the values from (or up to) `value`, and whether
+/// `value` itself is in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Bound {
+    pub value: f64,
+    pub inclusive: bool,
+}
+
+impl Bound {
+    pub(crate) fn at(value: f64) -> Self {
+        Self {
+            value,
+            inclusive: true,
+        }
+    }
+
+    /// The ends of a selection whose start and stop name periods (`start_period`,
+    /// `stop_period`: `start..end` in the coordinate's units, `end` excluded, or equal to
+    /// `start` for one instant): both whole periods are in, on an ascending coordinate and
+    /// on a descending one, whose selection runs from the later period down to the earlier
+    /// (the instants pandas selects on the coordinate sorted ascending; pandas refuses date
+    /// strings on a descending index).
+    pub(crate) fn periods(
+        start_period: Option<(f64, f64)>,
+        stop_period: Option<(f64, f64)>,
+        descending: bool,
+    ) -> (Option<Bound>, Option<Bound>) {
+        let low = |(a, _): (f64, f64)| Bound::at(a);
+        let high = |(a, b): (f64, f64)| {
+            if b > a {
+                Bound {
+                    value: b,
+                    inclusive: false,
+                }
+            } else {
+                Bound::at(a)
+            }
+        };
+        if descending {
+            (start_period.map(high), stop_period.map(low))
+        } else {
+            (start_period.map(low), stop_period.map(high))
+        }
+    }
+}
+
+/// Whether the coordinate decreases (strictly) along its axis.
+pub(crate) fn is_descending(values: &[f64]) -> bool {
+    values.len() > 1 && values.windows(2).all(|w| w[0] > w[1])
+}
+
 /// The index range `xarray.sel(dim=slice(start, stop))` picks on a monotonic coordinate.
 pub(crate) fn value_range(
     values: &[f64],
-    start: Option<f64>,
-    stop: Option<f64>,
+    start: Option<Bound>,
+    stop: Option<Bound>,
 ) -> Result<std::ops::Range<u64>, String> {
     let ascending = values.windows(2).all(|w| w[0] < w[1]);
     let descending = values.windows(2).all(|w| w[0] > w[1]);
@@ -141,16 +241,25 @@ pub(crate) fn value_range(
     let n = values.len();
     // A descending coordinate is an ascending one read with the opposite sign.
     let sign = if ascending { 1.0 } else { -1.0 };
-    let first = start.map_or(0, |s| {
-        values
-            .iter()
-            .position(|&v| sign * v >= sign * s)
-            .unwrap_or(n)
-    });
+    let after = |v: f64, b: Bound| {
+        if b.inclusive {
+            sign * v >= sign * b.value
+        } else {
+            sign * v > sign * b.value
+        }
+    };
+    let before = |v: f64, b: Bound| {
+        if b.inclusive {
+            sign * v <= sign * b.value
+        } else {
+            sign * v < sign * b.value
+        }
+    };
+    let first = start.map_or(0, |s| values.iter().position(|&v| after(v, s)).unwrap_or(n));
     let last = stop.map_or(n, |s| {
         values
             .iter()
-            .rposition(|&v| sign * v <= sign * s)
+            .rposition(|&v| before(v, s))
             .map_or(0, |i| i + 1)
     });
     if first >= last {
@@ -225,26 +334,30 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+    fn start_of(text: &str, units: &str, calendar: &str) -> Result<f64, String> {
+        cf_time_period(text, units, calendar).map(|p| p.0)
+    }
+
     #[test]
     fn cf_time_in_days_hours_and_calendars() -> TestResult {
         assert_eq!(
-            cf_time_value("2020-01-01", "days since 2020-01-01", "standard")?,
+            start_of("2020-01-01", "days since 2020-01-01", "standard")?,
             0.0
         );
         assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "standard")?,
+            start_of("2020-03-01", "days since 2020-01-01", "standard")?,
             60.0
         );
         assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "noleap")?,
+            start_of("2020-03-01", "days since 2020-01-01", "noleap")?,
             59.0
         );
         assert_eq!(
-            cf_time_value("2020-03-01", "days since 2020-01-01", "360_day")?,
+            start_of("2020-03-01", "days since 2020-01-01", "360_day")?,
             60.0
         );
         assert_eq!(
-            cf_time_value(
+            start_of(
                 "1970-01-02T06:00",
                 "hours since 1970-01-01 00:00:00",
                 "gregorian"
@@ -253,20 +366,46 @@ mod tests {
         );
         assert_eq!(days_gregorian(1970, 1, 1), 0);
         assert_eq!(days_gregorian(2000, 3, 1), 11_017);
-        assert!(cf_time_value("2020-01-01", "days since 2020-01-01", "julian").is_err());
+        assert!(start_of("2020-01-01", "days since 2020-01-01", "julian").is_err());
         Ok(())
     }
 
     #[test]
     fn value_ranges_follow_xarray_label_slicing() -> TestResult {
+        let at = |v| Some(Bound::at(v));
         let up = [0.5, 1.5, 2.5, 3.5];
-        assert_eq!(value_range(&up, Some(1.0), Some(2.5))?, 1..3);
-        assert_eq!(value_range(&up, None, Some(0.5))?, 0..1);
+        assert_eq!(value_range(&up, at(1.0), at(2.5))?, 1..3);
+        assert_eq!(value_range(&up, None, at(0.5))?, 0..1);
         let down = [3.5, 2.5, 1.5, 0.5];
-        assert_eq!(value_range(&down, Some(3.0), Some(1.5))?, 1..3);
-        assert!(value_range(&down, Some(1.5), Some(3.0)).is_err());
-        assert!(value_range(&up, Some(10.0), Some(20.0)).is_err());
-        assert!(value_range(&[1.0, 0.0, 2.0], Some(0.0), None).is_err());
+        assert_eq!(value_range(&down, at(3.0), at(1.5))?, 1..3);
+        assert!(value_range(&down, at(1.5), at(3.0)).is_err());
+        assert!(value_range(&up, at(10.0), at(20.0)).is_err());
+        assert!(value_range(&[1.0, 0.0, 2.0], at(0.0), None).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn select_time_partial_date_stop_keeps_the_whole_day() -> TestResult {
+        // Hourly from 2020-01-01T00: `2020-01-03:2020-01-10` keeps Jan 10 up to 23:00.
+        let hours: Vec<f64> = (0..24 * 12).map(f64::from).collect();
+        let units = "hours since 2020-01-01";
+        let start = cf_time_period("2020-01-03", units, "standard")?;
+        let stop = cf_time_period("2020-01-10", units, "standard")?;
+        assert_eq!(stop, (216.0, 240.0));
+        let (a, b) = Bound::periods(Some(start), Some(stop), false);
+        assert_eq!(value_range(&hours, a, b)?, 48..240);
+        // Each resolution names its whole period.
+        assert_eq!(cf_time_period("2020", units, "standard")?, (0.0, 8784.0));
+        assert_eq!(cf_time_period("2020-02", units, "noleap")?, (744.0, 1416.0));
+        assert_eq!(cf_time_period("2020-01-02T05", units, "standard")?, (29.0, 30.0));
+        let minute = cf_time_period("2020-01-02T05:30", units, "standard")?;
+        assert!((minute.1 - minute.0 - 1.0 / 60.0).abs() < 1e-12);
+        let instant = cf_time_period("2020-01-02T05:30:00.5", units, "standard")?;
+        assert_eq!(instant.0, instant.1);
+        // Descending: from the end of the later day down to the start of the earlier one.
+        let down: Vec<f64> = hours.iter().rev().copied().collect();
+        let (a, b) = Bound::periods(Some(stop), Some(start), true);
+        assert_eq!(value_range(&down, a, b)?, 48..240);
         Ok(())
     }
 

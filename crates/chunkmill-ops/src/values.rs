@@ -77,14 +77,50 @@ impl Numeric {
         }
     }
 
-    /// Writes `value` as numpy's `astype` would (truncation towards zero for integers,
-    /// wrapping past the type's range).
-    fn write(self, value: f64, out: &mut [u8]) {
+    /// The values the type holds, as floats: the smallest and the largest (the whole line
+    /// for floats).
+    #[must_use]
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Self::Bool => (0.0, 1.0),
+            Self::Int(size) => {
+                let half = 2f64.powi(8 * size as i32 - 1);
+                (-half, half - 1.0)
+            }
+            Self::UInt(size) => (0.0, 2f64.powi(8 * size as i32) - 1.0),
+            Self::Float(_) => (f64::NEG_INFINITY, f64::INFINITY),
+        }
+    }
+
+    /// Whether every value of `lo..=hi` is stored as itself (integers: truncated towards
+    /// zero, as numpy's `astype` does) rather than wrapped around. Floats and booleans take
+    /// any value (a float64 past float32's range becomes infinite, as in numpy).
+    #[must_use]
+    pub fn holds(self, lo: f64, hi: f64) -> bool {
+        match self {
+            Self::Int(_) | Self::UInt(_) => {
+                let (min, max) = self.range();
+                lo.trunc() >= min && hi.trunc() <= max
+            }
+            Self::Bool | Self::Float(_) => true,
+        }
+    }
+
+    /// Writes `value` as numpy's `astype` would (truncation towards zero for integers), but
+    /// refuses a value an integer type cannot hold instead of wrapping it around
+    /// (`astype(int8)` of 280 is 24).
+    fn write(self, value: f64, out: &mut [u8]) -> Result<(), String> {
         match self {
             Self::Bool => out[0] = u8::from(value != 0.0),
             Self::Float(4) => out.copy_from_slice(&(value as f32).to_le_bytes()),
             Self::Float(_) => out.copy_from_slice(&value.to_le_bytes()),
             Self::Int(size) | Self::UInt(size) => {
+                if !self.holds(value, value) {
+                    return Err(format!(
+                        "the value {value} does not fit {} (chunkmill does not wrap it around as numpy's astype would)",
+                        self.name()
+                    ));
+                }
                 let wide = if value < 0.0 {
                     (value as i64).to_le_bytes()
                 } else {
@@ -93,17 +129,80 @@ impl Numeric {
                 out.copy_from_slice(&wide[..size]);
             }
         }
+        Ok(())
+    }
+
+    /// numpy's name.
+    #[must_use]
+    pub fn name(self) -> String {
+        match self {
+            Self::Bool => "bool".into(),
+            Self::Int(s) => format!("int{}", 8 * s),
+            Self::UInt(s) => format!("uint{}", 8 * s),
+            Self::Float(s) => format!("float{}", 8 * s),
+        }
     }
 }
 
-/// `input` (elements of `map.from`) converted to `map.to`: masked values become NaN (or 0 in
-/// an integer output), then `value × scale + offset`.
+/// The type xarray's CF decoding gives data of type `data` with a `scale_factor` and an
+/// `add_offset` of these stored types (`_choose_float_dtype` in xarray/coding/variables.py,
+/// and `maybe_promote` when there are neither and only a fill value is masked):
+/// * both given, of one float type: that type — float32 scale and offset unpack int16 into
+///   float32, and even float64 data —, except 32-bit integers, which need float64;
+/// * an offset without a scale of the same float type: float64;
+/// * a scale alone: its type;
+/// * neither: float32 for floats of ≤ 32 bits and integers of ≤ 16 bits, else float64.
 ///
 /// # Errors
-/// A message when a data type is not numeric or the bytes are not whole elements.
+/// When a scale alone is of an integer type: xarray would "unpack" into that integer type,
+/// which no reader expects, so chunkmill refuses rather than guess.
+pub fn decoded_type(
+    data: Numeric,
+    scale: Option<Numeric>,
+    offset: Option<Numeric>,
+) -> Result<Numeric, String> {
+    match (scale, offset) {
+        (Some(s), Some(o)) if s == o && s.is_float() => {
+            if matches!(data, Numeric::Int(4) | Numeric::UInt(4)) {
+                Ok(Numeric::Float(8))
+            } else {
+                Ok(s)
+            }
+        }
+        (_, Some(_)) => Ok(Numeric::Float(8)),
+        (Some(s), None) if s.is_float() => Ok(s),
+        (Some(s), None) => Err(format!(
+            "its scale_factor is stored as {}, not as a float: xarray would unpack into that integer type; use --cast instead of --decode-cf for it",
+            s.name()
+        )),
+        (None, None) => Ok(match data {
+            Numeric::Float(4) | Numeric::Int(1 | 2) | Numeric::UInt(1 | 2) => Numeric::Float(4),
+            _ => Numeric::Float(8),
+        }),
+    }
+}
+
+/// `input` (elements of `map.from`) converted to `map.to` as xarray decodes and numpy casts:
+/// each element becomes `map.compute` (float64 when absent), masked values NaN (`data ==
+/// fill` compared in that type, as xarray's mask does), others `× scale` then `+ offset`, each
+/// step rounded to `compute`; then cast to `map.to` (NaN as 0 in an integer output).
+///
+/// # Errors
+/// A message when a data type is not numeric, the bytes are not whole elements, or a value
+/// does not fit an integer output.
 pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
     let from = Numeric::parse(&map.from)?;
     let to = Numeric::parse(&map.to)?;
+    let single = match map.compute.as_deref().map(Numeric::parse).transpose()? {
+        None | Some(Numeric::Float(8)) => false,
+        Some(Numeric::Float(4)) => true,
+        Some(other) => {
+            return Err(format!(
+                "values cannot be unpacked in {}: float32 or float64 only",
+                other.name()
+            ))
+        }
+    };
     if !input.len().is_multiple_of(from.size()) {
         return Err(format!(
             "{} bytes are not whole {} elements",
@@ -113,25 +212,30 @@ pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
     }
     let n = input.len() / from.size();
     let mut out = vec![0u8; n * to.size()];
-    let masked = |v: f64| {
-        map.missing
-            .iter()
-            .any(|&m| m == v || (m.is_nan() && v.is_nan()))
-    };
+    let masked = |v: f64| map.missing.iter().any(|&m| m == v);
     for (element, slot) in input
         .chunks_exact(from.size())
         .zip(out.chunks_exact_mut(to.size()))
     {
         let raw = from.read(element);
-        let value = if masked(raw) {
+        let value = if single {
+            let x = raw as f32;
+            if masked(f64::from(x)) {
+                f64::NAN
+            } else {
+                let x = map.scale.map_or(x, |s| x * s as f32);
+                f64::from(map.offset.map_or(x, |o| x + o as f32))
+            }
+        } else if masked(raw) {
             f64::NAN
         } else {
-            raw * map.scale.unwrap_or(1.0) + map.offset.unwrap_or(0.0)
+            let x = map.scale.map_or(raw, |s| raw * s);
+            map.offset.map_or(x, |o| x + o)
         };
         if value.is_nan() && !to.is_float() {
-            to.write(0.0, slot);
+            to.write(0.0, slot)?;
         } else {
-            to.write(value, slot);
+            to.write(value, slot)?;
         }
     }
     Ok(out)
@@ -200,6 +304,7 @@ mod tests {
             missing: vec![32767.0],
             scale: Some(0.5),
             offset: Some(10.0),
+            compute: Some("float32".into()),
         };
         let out = convert(&map, &input)?;
         let values: Vec<f32> = out
@@ -225,6 +330,7 @@ mod tests {
             missing: vec![],
             scale: None,
             offset: None,
+            compute: None,
         };
         let out = convert(&map, &input)?;
         let values: Vec<i16> = out

@@ -24,18 +24,80 @@ fn locate(plan_url: &str) -> Result<(Store, String), OpsError> {
     Ok((store, key))
 }
 
-/// Read the plan a URL names, refusing another format version.
+/// A local path as an absolute one, symbolic links of its existing part resolved (the part
+/// not created yet appended as written, `.` and `..` resolved); a URL with a scheme as it is.
+/// What a plan stores, so that a worker started in any directory reads and writes the same
+/// locations as the run that planned it.
+#[must_use]
+pub fn absolute_url(url: &str) -> String {
+    if url.contains("://") || url.is_empty() {
+        return url.to_string();
+    }
+    let Ok(absolute) = std::path::absolute(url) else {
+        return url.to_string();
+    };
+    // Lexically first (`a/../b`), then the longest existing ancestor canonically.
+    let mut clean = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut base = clean.as_path();
+    let resolved = loop {
+        if let Ok(real) = base.canonicalize() {
+            break real;
+        }
+        match (base.file_name(), base.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => break clean.clone(),
+        }
+    };
+    let mut out = resolved;
+    for name in rest.iter().rev() {
+        out.push(name);
+    }
+    out.to_string_lossy().into_owned()
+}
+
+/// Read the plan a URL names, refusing another format version or a plan that fails its
+/// checks ([`Plan::validate`]). Relative locations in it (a hand-written plan; chunkmill
+/// writes absolute ones) are taken relative to the plan's directory, never to the directory
+/// the worker was started in.
 ///
 /// # Errors
-/// [`OpsError::Refused`] when there is no plan or it is of another version.
+/// [`OpsError::Refused`] when there is no plan, it is of another version, or a field is
+/// invalid (named).
 pub fn load_plan(plan_url: &str) -> Result<(Store, Plan), OpsError> {
     let (store, key) = locate(plan_url)?;
     let bytes = store
         .get(&key)
         .map_err(|e| OpsError::Failed(e.to_string()))?
         .ok_or_else(|| OpsError::Refused(format!("{}: no plan there", store.join(&key))))?;
-    let plan = Plan::from_json(&String::from_utf8_lossy(&bytes))
+    let mut plan = Plan::from_json(&String::from_utf8_lossy(&bytes))
         .map_err(|e| OpsError::Refused(format!("{}: {e}", store.join(&key))))?;
+    let base = absolute_url(store.url());
+    for url in plan.urls_mut() {
+        if !url.contains("://") && !std::path::Path::new(url.as_str()).is_absolute() {
+            let joined = if base.contains("://") {
+                format!("{}/{url}", base.trim_end_matches('/'))
+            } else {
+                std::path::Path::new(&base)
+                    .join(url.as_str())
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            *url = absolute_url(&joined);
+        }
+    }
     Ok((store, plan))
 }
 
@@ -94,6 +156,10 @@ impl TaskSelection {
     /// [`OpsError::Refused`] for a batch that starts past the stage's last task.
     pub fn resolve(&self, tasks: u64) -> Result<Range<u64>, OpsError> {
         match self {
+            Self::Range(r) if r.start >= r.end || r.end > tasks => Err(OpsError::Refused(format!(
+                "--tasks {}..{}: the stage has tasks 0..{tasks}",
+                r.start, r.end
+            ))),
             Self::Range(r) => Ok(r.clone()),
             Self::Batch { size, index } => {
                 let start = index.saturating_mul(*size);
@@ -238,6 +304,83 @@ mod tests {
     use super::*;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A copy stage from `input_url` to `output_url`, 10 elements in chunks and blocks of 5.
+    fn copy_plan(input_url: &str, output_url: &str) -> Result<Plan, Box<dyn std::error::Error>> {
+        use chunkmill_grid::Grid;
+        use chunkmill_plan::{CopyStage, Endpoint, Stage, StageKind};
+        let grid = Grid::regular(&[10], &[5])?;
+        let zarr = |url: &str| Endpoint::Zarr {
+            url: url.into(),
+            path: "a".into(),
+            grid: grid.clone(),
+        };
+        let stage = Stage {
+            name: "000-0".into(),
+            label: "a".into(),
+            kind: StageKind::Copy(CopyStage {
+                input: zarr(input_url),
+                output: zarr(output_url),
+                blocks: grid.clone(),
+                item_size: 4,
+            }),
+            projected_mem: 100,
+            bytes_read: 40,
+            bytes_written: 40,
+        };
+        Ok(Plan::new("rechunk", 1 << 30, vec![stage], vec![]))
+    }
+
+    #[test]
+    fn plan_relative_urls_resolve_against_the_plan_directory_not_the_worker_cwd() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work)?;
+        std::fs::write(
+            work.join("plan.json"),
+            copy_plan("../src.zarr", "t.zarr")?.to_json(),
+        )?;
+        let (_, plan) = load_plan(&work.to_string_lossy())?;
+        let urls: Vec<String> = plan.clone().urls_mut().into_iter().map(|u| u.clone()).collect();
+        let root = dir.path().canonicalize()?;
+        assert_eq!(
+            urls,
+            vec![
+                root.join("src.zarr").to_string_lossy().into_owned(),
+                root.join("work").join("t.zarr").to_string_lossy().into_owned(),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn worker_refuses_a_hand_edited_plan_with_block_size_0() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_string_lossy().into_owned();
+        let json = copy_plan(&format!("{root}/s.zarr"), &format!("{root}/t.zarr"))?
+            .to_json()
+            .replacen("\"size\": 5", "\"size\": 0", 1);
+        std::fs::write(dir.path().join("plan.json"), json)?;
+        let result = run_worker(&root, "000-0", &TaskSelection::Range(0..1), 1, 0, &|_| {});
+        assert!(
+            matches!(&result, Err(OpsError::Refused(m)) if m.contains("chunk size 0")),
+            "{result:?}"
+        );
+        // Nothing was written beside the plan.
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn absolute_urls_resolve_dot_dot_and_keep_schemes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().canonicalize()?;
+        let messy = format!("{}/a/../b/./c.zarr", dir.path().display());
+        assert_eq!(absolute_url(&messy), root.join("b/c.zarr").to_string_lossy());
+        assert_eq!(absolute_url("s3://bucket/x.zarr"), "s3://bucket/x.zarr");
+        assert_eq!(absolute_url("memory://m"), "memory://m");
+        Ok(())
+    }
 
     #[test]
     fn task_ranges() -> TestResult {

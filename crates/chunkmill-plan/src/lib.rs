@@ -125,9 +125,106 @@ pub struct ValueMap {
     pub scale: Option<f64>,
     /// Then add this (CF `add_offset`).
     pub offset: Option<f64>,
+    /// The type the unpacking is computed in (numpy name), as xarray computes it:
+    /// `data.astype(compute) * scale + offset`, each step rounded to `compute`, then cast to
+    /// `to`. float64 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
 }
 
 impl Endpoint {
+    /// Whether the endpoint is consistent: as many axes as its grid everywhere, windows
+    /// inside their source, array paths and prefixes inside their store.
+    ///
+    /// # Errors
+    /// What is wrong, for [`PlanError::Field`].
+    pub fn check(&self) -> Result<(), String> {
+        let ndim = self.grid().ndim();
+        let rank = |what: &str, n: usize| {
+            if n == ndim {
+                Ok(())
+            } else {
+                Err(format!("{what} has {n} axes, its grid {ndim}"))
+            }
+        };
+        match self {
+            Endpoint::Zarr { path, .. } | Endpoint::References { path, .. } => inside_store(path),
+            Endpoint::Pieces { prefix, .. } => inside_store(prefix),
+            Endpoint::Window {
+                source, axes, grid, ..
+            } => {
+                rank("the window", axes.len())?;
+                rank("the window's source", source.grid().ndim())?;
+                let source_shape = source.grid().shape();
+                for (i, (w, len)) in axes.iter().zip(&source_shape).enumerate() {
+                    if w.start.checked_add(w.len).is_none_or(|end| end > *len)
+                        || grid.shape()[i] != w.len
+                    {
+                        return Err(format!(
+                            "window axis {i} ({}..+{}) does not fit its source of length {len} or its grid",
+                            w.start, w.len
+                        ));
+                    }
+                }
+                source.check()
+            }
+            Endpoint::Concat { axis, parts, .. } => {
+                if *axis >= ndim || parts.is_empty() {
+                    return Err(format!("concat axis {axis} of {ndim}, {} parts", parts.len()));
+                }
+                for p in parts {
+                    rank("a concat part", p.grid().ndim())?;
+                    p.check()?;
+                }
+                Ok(())
+            }
+            Endpoint::Tiles {
+                source,
+                sizes,
+                slots,
+                ..
+            } => {
+                let n = source.grid().ndim();
+                if sizes.len() != n || slots.len() != n || ndim != n + 1 {
+                    return Err(format!(
+                        "tiles of a {n}-axis source need {n} sizes and slots and a grid of {} axes",
+                        n + 1
+                    ));
+                }
+                if sizes.iter().flatten().any(|&s| s == 0) {
+                    return Err("a tile size of 0".into());
+                }
+                source.check()
+            }
+            Endpoint::Shifted {
+                inner,
+                chunk_offset,
+                ..
+            } => {
+                rank("the shift", chunk_offset.len())?;
+                rank("the shifted array", inner.grid().ndim())?;
+                inner.check()
+            }
+        }
+    }
+
+    fn urls_mut<'a>(&'a mut self, out: &mut Vec<&'a mut String>) {
+        match self {
+            Endpoint::Zarr { url, .. }
+            | Endpoint::Pieces { url, .. }
+            | Endpoint::References { url, .. } => out.push(url),
+            Endpoint::Window { source, .. } | Endpoint::Tiles { source, .. } => {
+                source.urls_mut(out);
+            }
+            Endpoint::Shifted { inner, .. } => inner.urls_mut(out),
+            Endpoint::Concat { parts, .. } => {
+                for p in parts {
+                    p.urls_mut(out);
+                }
+            }
+        }
+    }
+
     /// The chunk grid.
     #[must_use]
     pub fn grid(&self) -> &Grid {
@@ -347,7 +444,87 @@ impl Plan {
                 expected: PLAN_FORMAT,
             });
         }
-        serde_json::from_value(value).map_err(|e| PlanError::Invalid(e.to_string()))
+        let plan: Plan =
+            serde_json::from_value(value).map_err(|e| PlanError::Invalid(e.to_string()))?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// Checks what `plan.json` could get wrong, edited by hand or written by another tool, so
+    /// that no task divides by zero, writes chunks it does not own or puts a marker outside
+    /// the work dir: stage names are plain path segments and unique; a copy stage's blocks,
+    /// input and output cut arrays of one shape, and every block starts and ends on output
+    /// chunk boundaries; endpoints have as many axes as their grids; array paths, prefixes
+    /// and cleanup prefixes stay inside their store (no `..`, not absolute). Grids are
+    /// checked as they are read ([`chunkmill_grid::AxisChunks`]).
+    ///
+    /// # Errors
+    /// [`PlanError::Field`] naming the field and what is wrong.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let field = |at: String, why: String| Err(PlanError::Field { field: at, reason: why });
+        for (i, stage) in self.stages.iter().enumerate() {
+            let at = |name: &str| format!("stages[{i}].{name}");
+            if let Err(why) = plain_segment(&stage.name) {
+                return field(at("name"), why);
+            }
+            if self.stages[..i].iter().any(|s| s.name == stage.name) {
+                return field(at("name"), format!("'{}' names two stages", stage.name));
+            }
+            match &stage.kind {
+                StageKind::Copy(copy) => {
+                    check_copy(copy).or_else(|(name, why)| field(at(&name), why))?;
+                }
+                StageKind::Scan(scan) => {
+                    if scan.files_per_task == 0 {
+                        return field(at("files_per_task"), "must be at least 1".into());
+                    }
+                }
+            }
+        }
+        for (i, (_, prefix)) in self.cleanup.iter().enumerate() {
+            if prefix.is_empty() {
+                return field(
+                    format!("cleanup[{i}]"),
+                    "an empty prefix would delete the whole store".into(),
+                );
+            }
+            inside_store(prefix).or_else(|why| field(format!("cleanup[{i}]"), why))?;
+        }
+        Ok(())
+    }
+
+    /// The same plan with every location passed through `f` (made absolute, say), its id
+    /// computed again from the new content.
+    #[must_use]
+    pub fn with_urls(mut self, mut f: impl FnMut(&str) -> String) -> Plan {
+        for url in self.urls_mut() {
+            *url = f(url);
+        }
+        let mut plan = Plan::new(&self.job, self.max_mem, self.stages, self.cleanup);
+        plan.chunkmill_version = self.chunkmill_version;
+        plan
+    }
+
+    /// Every location the plan reads or writes: endpoint URLs, scan inputs and outputs,
+    /// cleanup stores.
+    pub fn urls_mut(&mut self) -> Vec<&mut String> {
+        let mut out = Vec::new();
+        for stage in &mut self.stages {
+            match &mut stage.kind {
+                StageKind::Copy(copy) => {
+                    copy.input.urls_mut(&mut out);
+                    copy.output.urls_mut(&mut out);
+                }
+                StageKind::Scan(scan) => {
+                    out.push(&mut scan.inputs_url);
+                    out.push(&mut scan.output_url);
+                }
+            }
+        }
+        for (url, _) in &mut self.cleanup {
+            out.push(url);
+        }
+        out
     }
 
     /// Total tasks over all stages.
@@ -367,6 +544,74 @@ impl Plan {
     }
 }
 
+/// A stage name is a directory of the work dir: one plain segment.
+fn plain_segment(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a plain name (letters, digits, '-', '_', '.'; no '/' or '..'): markers live under it"
+        ))
+    }
+}
+
+/// A key prefix or array path that stays inside its store.
+fn inside_store(path: &str) -> Result<(), String> {
+    if path.starts_with('/') || path.split(['/', '\\']).any(|s| s == "..") {
+        return Err(format!("'{path}' leaves its store (absolute, or with '..')"));
+    }
+    Ok(())
+}
+
+fn check_copy(copy: &CopyStage) -> Result<(), (String, String)> {
+    let out = copy.output.grid();
+    let shape = out.shape();
+    if copy.item_size == 0 {
+        return Err(("item_size".into(), "must be at least 1".into()));
+    }
+    if copy.blocks.shape() != shape {
+        return Err((
+            "blocks".into(),
+            format!(
+                "cut an array of shape {:?}, the output is {shape:?}",
+                copy.blocks.shape()
+            ),
+        ));
+    }
+    if copy.input.grid().shape() != shape {
+        return Err((
+            "input".into(),
+            format!(
+                "reads an array of shape {:?}, the output is {shape:?}",
+                copy.input.grid().shape()
+            ),
+        ));
+    }
+    for (axis, (blocks, chunks)) in copy.blocks.axes().iter().zip(out.axes()).enumerate() {
+        if let Some(b) = (0..blocks.count()).find(|&b| !chunks.is_aligned(&blocks.chunk(b))) {
+            return Err((
+                "blocks".into(),
+                format!(
+                    "block {b} of axis {axis} ({:?}) does not start and end on output chunk boundaries: two tasks would write one chunk",
+                    blocks.chunk(b)
+                ),
+            ));
+        }
+    }
+    copy.input
+        .check()
+        .map_err(|why| ("input".to_string(), why))?;
+    copy.output
+        .check()
+        .map_err(|why| ("output".to_string(), why))
+}
+
 /// What can be wrong with a plan document.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -374,7 +619,106 @@ pub enum PlanError {
     /// Not a plan.
     #[error("not a chunkmill plan: {0}")]
     Invalid(String),
+    /// A field that no plan chunkmill writes could hold.
+    #[error("invalid plan: {field}: {reason}")]
+    Field { field: String, reason: String },
     /// Written by another format version.
     #[error("plan format {got}, expected {expected}: written by another chunkmill version")]
     Version { got: u64, expected: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A one-stage copy of 100 elements in output chunks of 10, blocks of 20.
+    fn plan() -> Result<Plan, Box<dyn std::error::Error>> {
+        let out = Grid::regular(&[100], &[10])?;
+        let stage = Stage {
+            name: "000-0".into(),
+            label: "a: copy".into(),
+            kind: StageKind::Copy(CopyStage {
+                input: Endpoint::Zarr {
+                    url: "/data/src.zarr".into(),
+                    path: "a".into(),
+                    grid: Grid::regular(&[100], &[25])?,
+                },
+                output: Endpoint::Zarr {
+                    url: "/data/t.zarr".into(),
+                    path: "a".into(),
+                    grid: out,
+                },
+                blocks: Grid::regular(&[100], &[20])?,
+                item_size: 4,
+            }),
+            projected_mem: 1000,
+            bytes_read: 400,
+            bytes_written: 400,
+        };
+        Ok(Plan::new("rechunk", 1 << 20, vec![stage], vec![]))
+    }
+
+    /// The plan's JSON edited by `edit`, read back.
+    fn edited(edit: impl Fn(&mut serde_json::Value)) -> Result<Plan, PlanError> {
+        let mut value: serde_json::Value =
+            serde_json::from_str(&plan().map_err(|e| PlanError::Invalid(e.to_string()))?.to_json())
+                .map_err(|e| PlanError::Invalid(e.to_string()))?;
+        edit(&mut value);
+        Plan::from_json(&value.to_string())
+    }
+
+    fn refused(result: Result<Plan, PlanError>, words: &str) -> bool {
+        matches!(result, Err(e) if e.to_string().contains(words))
+    }
+
+    #[test]
+    fn a_plan_chunkmill_writes_is_valid() -> TestResult {
+        plan()?.validate()?;
+        assert!(edited(|_| {}).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn plan_block_size_0_is_refused_when_read() {
+        let r = edited(|p| p["stages"][0]["kind"]["blocks"]["axes"][0]["size"] = 0.into());
+        assert!(refused(r, "chunk size 0"));
+    }
+
+    #[test]
+    fn plan_blocks_not_aligned_to_output_chunks_are_refused() {
+        let r = edited(|p| p["stages"][0]["kind"]["blocks"]["axes"][0]["size"] = 15.into());
+        assert!(refused(r, "stages[0].blocks: block 0 of axis 0 (0..15)"));
+        let r = edited(|p| p["stages"][0]["kind"]["blocks"]["axes"][0]["len"] = 90.into());
+        assert!(refused(r, "stages[0].blocks"));
+    }
+
+    #[test]
+    fn plan_stage_names_with_dotdot_or_slash_are_refused() {
+        for name in ["../../x", "a/b", "..", "", ".hidden", "a\\b"] {
+            let r = edited(|p| p["stages"][0]["name"] = name.into());
+            assert!(refused(r, "stages[0].name"), "{name}");
+        }
+    }
+
+    #[test]
+    fn plan_paths_and_cleanup_prefixes_stay_in_their_store() {
+        let r = edited(|p| p["stages"][0]["kind"]["output"]["path"] = "../../etc".into());
+        assert!(refused(r, "stages[0].output"));
+        let r = edited(|p| p["cleanup"] = serde_json::json!([["/data/t.zarr", ""]]));
+        assert!(refused(r, "cleanup[0]"));
+        let r = edited(|p| p["cleanup"] = serde_json::json!([["/tmp/x", "../y/"]]));
+        assert!(refused(r, "cleanup[0]"));
+    }
+
+    #[test]
+    fn urls_are_rewritten_and_the_id_follows() -> TestResult {
+        let plan = plan()?;
+        let moved = plan.clone().with_urls(|u| u.replace("/data", "/elsewhere"));
+        assert_ne!(moved.plan_id, plan.plan_id);
+        assert!(moved.to_json().contains("/elsewhere/src.zarr"));
+        assert_eq!(moved.clone().with_urls(str::to_string).plan_id, moved.plan_id);
+        Ok(())
+    }
 }

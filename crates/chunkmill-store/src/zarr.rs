@@ -66,7 +66,14 @@ impl std::str::FromStr for Compressor {
         match parts.as_slice() {
             ["none"] => Ok(Compressor::None),
             ["zstd"] => Ok(Compressor::Zstd(1)),
-            ["zstd", l] => l.parse().map(Compressor::Zstd).map_err(|_| bad()),
+            // The levels libzstd and the Zarr codec metadata accept (zarrs refuses others
+            // when it reads the metadata back, after the target was started).
+            ["zstd", l] => match l.parse() {
+                Ok(level) if (-131_072..=22).contains(&level) => Ok(Compressor::Zstd(level)),
+                _ => Err(format!(
+                    "unsupported codec '{s}': the zstd level must be an integer from -131072 to 22"
+                )),
+            },
             ["gzip"] => Ok(Compressor::Gzip(5)),
             ["gzip", l] => match l.parse() {
                 Ok(level) if level <= 9 => Ok(Compressor::Gzip(level)),

@@ -21,11 +21,32 @@ fn split_range<'a>(
     form: &str,
 ) -> Result<(&'a str, Option<&'a str>, Option<&'a str>), Failure> {
     let (dim, range) = split_pair(flag, text, form)?;
-    let (start, stop) = range
-        .split_once(':')
-        .ok_or_else(|| Failure::usage(format!("{flag} '{text}': expected {form}")))?;
+    // Times hold colons too (`2020-01-02T05:30:2020-01-02T07:45`): the separator is the one
+    // colon that leaves a plausible bound on each side.
+    let splits: Vec<(&str, &str)> = range
+        .match_indices(':')
+        .map(|(i, _)| (&range[..i], &range[i + 1..]))
+        .filter(|(a, b)| plausible_bound(a) && plausible_bound(b))
+        .collect();
+    let [(start, stop)] = splits.as_slice() else {
+        return Err(Failure::usage(format!("{flag} '{text}': expected {form}")));
+    };
     let some = |s: &'a str| (!s.trim().is_empty()).then_some(s.trim());
     Ok((dim, some(start), some(stop)))
+}
+
+/// Empty, a number, or a date whose day part has no colon and whose time part (after `T` or
+/// a space) holds only digits, colons and a fraction.
+fn plausible_bound(text: &str) -> bool {
+    let text = text.trim();
+    if text.is_empty() || text.parse::<f64>().is_ok() {
+        return true;
+    }
+    let (day, time) = text
+        .trim_end_matches('Z')
+        .split_once(['T', ' '])
+        .unwrap_or((text, ""));
+    !day.contains(':') && time.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.')
 }
 
 fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {

@@ -1,5 +1,6 @@
 //! `chunkmill rechunk` and `chunkmill plan rechunk`.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -51,6 +52,9 @@ pub fn run_options(
         .map(str::parse)
         .transpose()
         .map_err(|e: String| Failure::usage(format!("--codec: {e}")))?;
+    if let Some(report) = &common.report_file {
+        chunkmill_ops::report::check_output_path("--report", Path::new(report), false)?;
+    }
     let workers = common.workers.unwrap_or_else(crate::default_workers);
     if workers == 0 {
         return Err(Failure::usage("--workers must be at least 1"));

@@ -27,6 +27,12 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             a.output
         )));
     }
+    // Icechunk and kerchunk Parquet are directories, kerchunk JSON a file.
+    chunkmill_ops::report::check_output_path(
+        "--output",
+        std::path::Path::new(a.output.trim_end_matches('/')),
+        a.format != "kerchunk-json",
+    )?;
     let mut options = VirtualizeOptions::new(&a.output);
     options.format = match a.format.as_str() {
         "kerchunk-json" => OutputFormat::KerchunkJson,

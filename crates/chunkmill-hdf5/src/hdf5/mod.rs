@@ -688,6 +688,7 @@ fn split_attributes(
         let decoded = Attribute {
             name: attr.name.clone(),
             value,
+            dtype: crate::dtype::numeric_name(&crate::dtype::from_hdf5(&attr.datatype, 16)),
         };
         if is_internal(&attr.name, dimension_scale) {
             internal.push(decoded);
