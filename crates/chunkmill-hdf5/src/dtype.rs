@@ -4,7 +4,7 @@ use hdf5_reader::messages::datatype::Datatype;
 use hdf5_reader::{ByteOrder as H5Order, StringSize, VarLenKind};
 use netcdf_reader::NcType;
 
-use crate::model::{ByteOrder, DType};
+use crate::model::{ByteOrder, DType, Field};
 
 fn order(o: H5Order, size: usize) -> (ByteOrder, char) {
     if size <= 1 {
@@ -156,6 +156,21 @@ pub(crate) fn from_hdf5(dt: &Datatype, vlen_ref_size: usize) -> DType {
         Datatype::Opaque { size, .. } => void(*size as usize, "opaque"),
         Datatype::Array { .. } => void(stored_size(dt, vlen_ref_size), "array"),
         Datatype::Reference { size, .. } => object(usize::from(*size), "reference"),
+    }
+}
+
+/// The members of a compound type (empty for any other type).
+pub(crate) fn fields(dt: &Datatype, vlen_ref_size: usize) -> Vec<Field> {
+    match dt {
+        Datatype::Compound { fields, .. } => fields
+            .iter()
+            .map(|f| Field {
+                name: f.name.clone(),
+                offset: f.byte_offset as usize,
+                dtype: from_hdf5(&f.datatype, vlen_ref_size),
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
