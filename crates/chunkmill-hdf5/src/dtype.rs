@@ -4,7 +4,7 @@ use hdf5_reader::messages::datatype::Datatype;
 use hdf5_reader::{ByteOrder as H5Order, StringSize, VarLenKind};
 use netcdf_reader::NcType;
 
-use crate::model::{ByteOrder, DType};
+use crate::model::{ByteOrder, DType, Field};
 
 fn order(o: H5Order, size: usize) -> (ByteOrder, char) {
     if size <= 1 {
@@ -164,6 +164,21 @@ pub(crate) fn numeric_name(dtype: &DType) -> Option<String> {
     matches!(dtype.class, "integer" | "float" | "bitfield" | "bool" | "enum")
         .then(|| dtype.name.clone())
         .filter(|n| !n.starts_with(['S', 'V', 'O']) && n != "object")
+}
+
+/// The members of a compound type (empty for any other type).
+pub(crate) fn fields(dt: &Datatype, vlen_ref_size: usize) -> Vec<Field> {
+    match dt {
+        Datatype::Compound { fields, .. } => fields
+            .iter()
+            .map(|f| Field {
+                name: f.name.clone(),
+                offset: f.byte_offset as usize,
+                dtype: from_hdf5(&f.datatype, vlen_ref_size),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The numpy description of a NetCDF-3 type (always big-endian on disk).

@@ -98,6 +98,7 @@ mod dtype;
 mod error;
 mod format;
 mod hdf5;
+pub mod lzf;
 mod model;
 mod netcdf3;
 mod source;
@@ -113,7 +114,7 @@ pub use error::{Error, Result};
 pub use format::{detect_format, Format, HDF5_SIGNATURE};
 pub use hdf5::filter_name;
 pub use model::{
-    Attribute, ByteOrder, ByteRange, ChunkIndexKind, ChunkRef, DType, DataRefs, Dimension,
+    Attribute, ByteOrder, ByteRange, ChunkIndexKind, ChunkRef, DType, DataRefs, Dimension, Field,
     FillValue, Filter, GroupInfo, Inventory, Layout, Unlisted, Variable,
 };
 pub use source::{LocalFile, MemorySource, RangeSource};
@@ -121,7 +122,11 @@ pub use source::{LocalFile, MemorySource, RangeSource};
 /// HDF5 filters that no Zarr codec expresses but hdf5-reader decodes: szip, nbit, scaleoffset.
 pub const NATIVE_FILTERS: [u16; 3] = [4, 5, 6];
 
-/// Decodes `data` through HDF5 filter `id` (one of [`NATIVE_FILTERS`]) with hdf5-reader's own
+/// Filters no Zarr codec expresses that [`decode_native_filter`] decodes: the
+/// [`NATIVE_FILTERS`] and LZF ([`lzf`]).
+pub const DECODABLE_FILTERS: [u16; 4] = [4, 5, 6, lzf::LZF_FILTER];
+
+/// Decodes `data` through HDF5 filter `id` (one of [`DECODABLE_FILTERS`]) with hdf5-reader's own
 /// decoder and the filter's client data, producing at most `limit` bytes: how `chunkmill
 /// convert` reads variables whose filters no Zarr codec expresses.
 ///
@@ -138,6 +143,15 @@ pub fn decode_native_filter(
         4 => szip::decompress_with_limit(data, client_data, limit),
         5 => nbit::decompress_with_limit(data, client_data, limit),
         6 => scaleoffset::decompress_with_limit(data, client_data, limit),
+        lzf::LZF_FILTER => {
+            let n = lzf::decoded_size(client_data)?;
+            if n > limit {
+                return Err(format!(
+                    "lzf: a chunk of {n} bytes passes the limit of {limit}"
+                ));
+            }
+            return lzf::decompress(data, n);
+        }
         other => return Err(format!("HDF5 filter {other} has no decoder here")),
     };
     decoded.map_err(|e| e.to_string())
@@ -237,6 +251,23 @@ impl SourceFile {
         match &self.reader {
             Reader::Hdf5(r) => r.data_refs(variable),
             Reader::NetCdf3(r) => r.data_refs(variable),
+        }
+    }
+
+    /// Every element of a string variable (fixed or variable length), decoded to text, in C
+    /// order; filters are undone.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a NetCDF-3 file (its text is `|S1` characters) or a
+    /// variable that is not a string; [`Error::Hdf5`] when the data cannot be read.
+    pub fn read_strings(&self, variable: &Variable) -> Result<Vec<String>> {
+        match &self.reader {
+            Reader::Hdf5(r) => r.read_strings(variable),
+            Reader::NetCdf3(_) => Err(Error::Unsupported {
+                file: self.name().to_string(),
+                variable: variable.path.clone(),
+                reason: "NetCDF-3 has no string type".into(),
+            }),
         }
     }
 

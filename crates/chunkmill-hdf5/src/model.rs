@@ -109,6 +109,17 @@ pub struct DType {
     pub class: &'static str,
 }
 
+/// A member of a compound type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Field {
+    /// Its name.
+    pub name: String,
+    /// Its first byte within the element.
+    pub offset: usize,
+    /// Its type.
+    pub dtype: DType,
+}
+
 /// How the data of a variable is laid out in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -219,6 +230,9 @@ pub struct Variable {
     pub aliases: Vec<String>,
     /// HDF5 object header address (relative to the superblock), `None` for NetCDF-3.
     pub object_address: Option<u64>,
+    /// The members of a compound type, in file order; empty for other types.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
 }
 
 impl Variable {

@@ -201,6 +201,7 @@ impl NetCdf3Reader {
             is_dimension_scale: v.dimensions.len() == 1 && v.dimensions[0].name == v.name,
             aliases: Vec::new(),
             object_address: None,
+            fields: Vec::new(),
         }
     }
 

@@ -65,11 +65,21 @@ impl LocalFile {
     /// Opens `path` for reading.
     ///
     /// # Errors
-    /// [`Error::Open`] if the file cannot be opened or its size read.
+    /// [`Error::Open`] if the file cannot be opened or its size read, or if it is not a
+    /// regular file (a FIFO would block the open until some writer came, forever; a
+    /// directory or a device is no data file).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let name = path.display().to_string();
         let open = || -> io::Result<(File, u64)> {
+            // Checked before the open, which is what blocks on a FIFO.
+            let kind = std::fs::metadata(path)?.file_type();
+            if !kind.is_file() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("not a regular file ({})", file_kind(kind)),
+                ));
+            }
             let file = File::open(path)?;
             let size = file.metadata()?.len();
             Ok((file, size))
@@ -79,6 +89,28 @@ impl LocalFile {
             source,
         })?;
         Ok(Self { name, file, size })
+    }
+}
+
+/// What a non-regular file is, in words.
+fn file_kind(kind: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a named pipe";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
     }
 }
 

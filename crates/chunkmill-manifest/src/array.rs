@@ -68,24 +68,10 @@ impl ArrayMetadata {
     }
 
     /// The Zarr v3 `data_type`: `float32`, `int16`, `bool`, … (byte order lives in the
-    /// `bytes` codec); byte strings are `null_terminated_bytes` as zarr-python 3 names them.
+    /// `bytes` codec); byte strings are `null_terminated_bytes` as zarr-python 3 names them;
+    /// a structured type is a `struct` of its fields.
     pub fn data_type_v3(&self) -> Value {
-        let kind = self.dtype.chars().nth(1).unwrap_or('V');
-        let size = self.element_size();
-        let name = match kind {
-            'f' => format!("float{}", size * 8),
-            'i' => format!("int{}", size * 8),
-            'u' => format!("uint{}", size * 8),
-            'b' => "bool".into(),
-            'S' => {
-                return serde_json::json!({
-                    "name": "null_terminated_bytes",
-                    "configuration": {"length_bytes": size}
-                })
-            }
-            _ => format!("r{}", size * 8),
-        };
-        Value::String(name)
+        data_type_v3(&self.dtype)
     }
 
     /// `zarr.json` of this array (Zarr v3), without any storage transformer: the chunk
@@ -116,10 +102,15 @@ impl ArrayMetadata {
             None if has_missing_chunks => v2_fill_value(&self.dtype, &self.fill_value),
             None => Value::Null,
         };
+        // A structured type is numpy's `descr` list, not a string.
+        let dtype = match structured_fields(&self.dtype) {
+            Some(_) => serde_json::from_str(&self.dtype).unwrap_or(Value::Null),
+            None => Value::String(self.dtype.clone()),
+        };
         serde_json::json!({
             "shape": self.shape,
             "chunks": self.chunk_shape,
-            "dtype": self.dtype,
+            "dtype": dtype,
             "fill_value": fill,
             "order": "C",
             "filters": if filters.is_empty() { Value::Null } else { Value::Array(filters) },
@@ -166,6 +157,35 @@ impl ArrayMetadata {
     }
 }
 
+/// See [`ArrayMetadata::data_type_v3`].
+fn data_type_v3(dtype: &str) -> Value {
+    if let Some(fields) = structured_fields(dtype) {
+        let fields: Vec<Value> = fields
+            .iter()
+            .map(|(name, t)| serde_json::json!({"name": name, "data_type": data_type_v3(t)}))
+            .collect();
+        return serde_json::json!({"name": "struct", "configuration": {"fields": fields}});
+    }
+    let kind = dtype.chars().nth(1).unwrap_or('V');
+    let size = dtype_size(dtype);
+    let name = match kind {
+        'f' => format!("float{}", size * 8),
+        'i' => format!("int{}", size * 8),
+        'u' => format!("uint{}", size * 8),
+        'b' => "bool".into(),
+        // Variable-length UTF-8 (`|O`, the `vlen-utf8` codec), zarr-python 3's `string`.
+        'O' => "string".into(),
+        'S' => {
+            return serde_json::json!({
+                "name": "null_terminated_bytes",
+                "configuration": {"length_bytes": size}
+            })
+        }
+        _ => format!("r{}", size * 8),
+    };
+    Value::String(name)
+}
+
 /// A JSON value where the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (also inside arrays)
 /// become the bare literals that Python's `json` reads.
 fn numeric_literal(v: &Value) -> String {
@@ -183,9 +203,22 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-/// Size in bytes of a numpy dtype string (`<f4` → 4, `|S10` → 10, `|b1` → 1).
+/// Size in bytes of a numpy dtype string (`<f4` → 4, `|S10` → 10, `|b1` → 1); of a
+/// structured type (see [`structured_fields`]), the sum of its fields'.
 pub(crate) fn dtype_size(dtype: &str) -> usize {
+    if let Some(fields) = structured_fields(dtype) {
+        return fields.iter().map(|(_, t)| dtype_size(t)).sum();
+    }
     dtype.get(2..).and_then(|s| s.parse().ok()).unwrap_or(1)
+}
+
+/// The fields of a structured dtype, which is held as the JSON text of numpy's packed
+/// `descr` (`[["id","<i4"],["value","<f8"]]`, as Zarr v2 writes it); `None` for any other.
+pub fn structured_fields(dtype: &str) -> Option<Vec<(String, String)>> {
+    if !dtype.starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(dtype).ok()
 }
 
 /// A fill value as Zarr v2 writes it for `dtype`: byte strings in base64, others as given.

@@ -550,27 +550,29 @@ fn array_metadata(
     };
     let data_type = doc.get("data_type").ok_or("no data_type")?;
     let dtype = match data_type {
-        Value::String(name) => {
-            let (kind, bits) = if name == "bool" {
-                ('b', "8")
-            } else if let Some(b) = name.strip_prefix("float") {
-                ('f', b)
-            } else if let Some(b) = name.strip_prefix("uint") {
-                ('u', b)
-            } else if let Some(b) = name.strip_prefix("int") {
-                ('i', b)
-            } else if let Some(b) = name.strip_prefix('r') {
-                ('V', b)
-            } else {
-                return Err(format!("data type {name} is not supported"));
-            };
-            let bytes = bits
-                .parse::<usize>()
-                .map_err(|_| format!("data type {name} is not supported"))?
-                / 8;
-            let order = if bytes == 1 { '|' } else { order };
-            format!("{order}{kind}{bytes}")
+        // Variable-length UTF-8 strings (the `vlen-utf8` codec), inlined by a scan.
+        Value::String(name) if name == "string" => "|O".to_string(),
+        // A compound variable inlined by a scan: back to numpy's packed `descr`.
+        other if other.get("name") == Some(&Value::from("struct")) => {
+            let fields = other
+                .pointer("/configuration/fields")
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("data type {other} has no fields"))?;
+            let mut descr = Vec::new();
+            for f in fields {
+                let name = f.get("name").and_then(Value::as_str);
+                let t = f.get("data_type").and_then(Value::as_str);
+                let (Some(name), Some(t)) = (name, t) else {
+                    return Err(format!("data type {other}: field {f} is not supported"));
+                };
+                descr.push(Value::from(vec![
+                    Value::from(name),
+                    Value::from(numpy_of_v3(t, order)?),
+                ]));
+            }
+            Value::Array(descr).to_string()
         }
+        Value::String(name) => numpy_of_v3(name, order)?,
         other => {
             let n = other
                 .pointer("/configuration/length_bytes")
@@ -610,6 +612,30 @@ fn array_metadata(
         attributes,
         attribute_types: BTreeMap::new(),
     })
+}
+
+/// A Zarr v3 numeric data type name (`float32`, `int16`, `bool`, `r64`) as a numpy type
+/// string of byte order `order` (`<`, `>`; `|` for one byte).
+fn numpy_of_v3(name: &str, order: char) -> std::result::Result<String, String> {
+    let (kind, bits) = if name == "bool" {
+        ('b', "8")
+    } else if let Some(b) = name.strip_prefix("float") {
+        ('f', b)
+    } else if let Some(b) = name.strip_prefix("uint") {
+        ('u', b)
+    } else if let Some(b) = name.strip_prefix("int") {
+        ('i', b)
+    } else if let Some(b) = name.strip_prefix('r') {
+        ('V', b)
+    } else {
+        return Err(format!("data type {name} is not supported"));
+    };
+    let bytes = bits
+        .parse::<usize>()
+        .map_err(|_| format!("data type {name} is not supported"))?
+        / 8;
+    let order = if bytes == 1 { '|' } else { order };
+    Ok(format!("{order}{kind}{bytes}"))
 }
 
 #[cfg(test)]

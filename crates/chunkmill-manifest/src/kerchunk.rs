@@ -407,12 +407,21 @@ pub(crate) fn array_metadata(
             "{key}/.zarray: chunks {chunk_shape:?} do not fit shape {shape:?}"
         ));
     }
-    let dtype = z
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("{key}/.zarray: dtype is not a simple type string"))?
-        .to_string();
-    let endian = match dtype.chars().next() {
+    let dtype = match z.get("dtype") {
+        Some(Value::String(s)) => s.clone(),
+        // A structured type, numpy's packed `descr` as chunkmill writes it (its own inlined
+        // compound variables).
+        Some(d @ Value::Array(_)) => Some(d.to_string())
+            .filter(|t| crate::array::structured_fields(t).is_some())
+            .ok_or_else(|| format!("{key}/.zarray: dtype {d} is not a list of [name, type]"))?,
+        _ => return Err(format!("{key}/.zarray: dtype is not a simple type string")),
+    };
+    // A structured type's byte order is its fields' (all alike, see scan).
+    let first_order = crate::array::structured_fields(&dtype).and_then(|f| {
+        f.iter()
+            .find_map(|(_, t)| t.chars().next().filter(|c| matches!(c, '<' | '>')))
+    });
+    let endian = match first_order.or_else(|| dtype.chars().next()) {
         Some('<') => Some(chunkmill_hdf5::ByteOrder::Little),
         Some('>') => Some(chunkmill_hdf5::ByteOrder::Big),
         _ => None,

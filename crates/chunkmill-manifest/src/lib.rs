@@ -14,8 +14,8 @@
 //!   [`VirtualDataset`] = URL table + group attributes + arrays by key.
 //! - [`codecs`]: HDF5 filters → Zarr codecs, one module per filter (deflate →
 //!   `numcodecs.zlib`, shuffle → `numcodecs.shuffle`, fletcher32 → `numcodecs.fletcher32`,
-//!   zstd → `zstd`); lzf, szip, nbit, scaleoffset and unknown filters are an error naming the
-//!   filter and the variable.
+//!   zstd → `zstd`); lzf, szip, nbit, scaleoffset and unknown filters have none: [`scan()`]
+//!   decodes such a variable and inlines it when small, else leaves it out naming the filter.
 //! - [`scan()`]: one file (through `chunkmill-hdf5`, no libhdf5, no lock) → a
 //!   [`VirtualDataset`]. Chunks below the inline threshold, compact datasets and the variables
 //!   asked for in [`ScanOptions::load`] are inlined.
@@ -95,7 +95,7 @@ pub use kerchunk_parquet::{
 };
 pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
 pub use reader::ChunkReader;
-pub use scan::{scan, scan_path, FileScan, ScanOptions};
+pub use scan::{scan, scan_path, FileScan, ScanOptions, SkippedVariable};
 pub use virtualize::{
     build, expand_inputs, scan_input, virtualize, Input, OutputFormat, ProgressFn, ScanExecutor,
     ScanResults, SkippedFile, VirtualizeOptions, VirtualizeReport, REMOTE_THREADS_PER_CORE,

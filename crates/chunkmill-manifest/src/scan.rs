@@ -28,10 +28,15 @@ pub struct ScanOptions {
     /// Variables (by name, e.g. the concat coordinate and the identical dims) whose decoded
     /// values are loaded and inlined as one uncompressed chunk.
     pub load: Vec<String>,
-    /// Keep filters no Zarr codec expresses (szip, nbit, scaleoffset) as chunkmill's own
-    /// codec ([`crate::codecs::native`]) instead of refusing them: for `convert`, which decodes
-    /// them; never for references others read.
+    /// Keep filters no Zarr codec expresses (szip, nbit, scaleoffset, LZF) as chunkmill's own
+    /// codec ([`crate::codecs::native`]) instead of inlining or skipping the variable: for
+    /// `convert`, which decodes them; never for references others read. With it, a variable
+    /// that cannot be referenced (strings, a compound) is loaded whatever its size (up to
+    /// [`dense::MAX_LOADED_BYTES`]) and one that cannot be loaded fails the file, as
+    /// `convert` must not lose a variable silently.
     pub native_filters: bool,
+    /// Variables (by key: `air`, `group/air`) left out without being read.
+    pub drop: Vec<String>,
 }
 
 impl Default for ScanOptions {
@@ -40,8 +45,20 @@ impl Default for ScanOptions {
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             load: Vec::new(),
             native_filters: false,
+            drop: Vec::new(),
         }
     }
+}
+
+/// A variable a scan left out because it can be neither referenced nor inlined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedVariable {
+    /// The file.
+    pub file: String,
+    /// Its key (`station_name`, `group/air`).
+    pub variable: String,
+    /// Why it cannot be referenced, and why it was not inlined.
+    pub reason: String,
 }
 
 /// A scanned file.
@@ -52,6 +69,10 @@ pub struct FileScan {
     /// Objects the file holds that are not in the dataset (virtual datasets, external
     /// links), each with the reason.
     pub warnings: Vec<String>,
+    /// Variables that could be neither referenced nor inlined.
+    pub skipped: Vec<SkippedVariable>,
+    /// Keys of [`ScanOptions::drop`] that this file has.
+    pub dropped: Vec<String>,
 }
 
 /// Opens the local file at `path` and scans it; chunks point at `url`.
@@ -63,13 +84,15 @@ pub fn scan_path(path: &Path, url: &str, options: &ScanOptions) -> Result<FileSc
     scan(&file, url, options)
 }
 
-/// Scans an open file: every variable becomes a [`ManifestArray`].
+/// Scans an open file: every variable becomes a [`ManifestArray`], one by one. A variable
+/// that cannot be referenced (a type or filter no Zarr codec reads, a pipeline order numcodecs
+/// cannot undo, a filter-masked chunk that cannot be re-encoded) is decoded and inlined when
+/// it holds fewer than [`ScanOptions::inline_threshold`] bytes (strings as `vlen-utf8`), and
+/// otherwise left out and listed in [`FileScan::skipped`]: never the whole file.
 ///
 /// # Errors
-/// The first variable that cannot be referenced: an inexpressible filter
-/// ([`Error::UnsupportedFilter`]), a filter-masked chunk that cannot be re-encoded
-/// ([`Error::FilterMask`]), an unsupported type ([`Error::Unsupported`]); listing errors of
-/// chunkmill-hdf5 ([`Error::Source`]).
+/// Errors of the file rather than of one variable: listing errors of chunkmill-hdf5
+/// ([`Error::Source`]), a chunk that does not decode ([`Error::Decode`]).
 pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileScan> {
     let inventory = file.inventory()?;
     let mut groups = BTreeMap::new();
@@ -78,14 +101,42 @@ pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileS
     }
     let mut phony: Vec<u64> = Vec::new();
     let mut arrays = BTreeMap::new();
+    let mut skipped = Vec::new();
+    let mut dropped = Vec::new();
     let unlimited = netcdf4_unlimited_lengths(&inventory);
     for var in &inventory.variables {
         let key = match group_key(&var.group) {
             g if g.is_empty() => var.name.clone(),
             g => format!("{g}/{}", var.name),
         };
-        let array = scan_variable(file, &netcdf_extent(var, &unlimited), options, &mut phony)?;
-        arrays.insert(key, array);
+        if options.drop.contains(&key) {
+            dropped.push(key);
+            continue;
+        }
+        let var = netcdf_extent(var, &unlimited);
+        match scan_variable(file, &var, options, &mut phony) {
+            Ok(array) => {
+                arrays.insert(key, array);
+            }
+            Err(e) => {
+                let Some(why) = variable_reason(&e) else {
+                    return Err(e);
+                };
+                match inline_decoded(file, &var, options, &mut phony) {
+                    Ok(array) => {
+                        arrays.insert(key, array);
+                    }
+                    // convert reads every variable it is given: one it can neither reference
+                    // nor load stays an error there rather than vanishing.
+                    Err(_) if options.native_filters => return Err(e),
+                    Err(not_inlined) => skipped.push(SkippedVariable {
+                        file: file.name().to_string(),
+                        variable: key,
+                        reason: format!("{why}; {not_inlined}"),
+                    }),
+                }
+            }
+        }
     }
     let warnings = inventory
         .unlisted
@@ -100,7 +151,157 @@ pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileS
             arrays,
         },
         warnings,
+        skipped,
+        dropped,
     })
+}
+
+/// Why `e` keeps one variable, not the file, from being referenced (`None`: a file error).
+fn variable_reason(e: &Error) -> Option<String> {
+    match e {
+        Error::UnsupportedFilter {
+            filter, id, reason, ..
+        } => Some(format!(
+            "filter {filter} (HDF5 id {id}) has no Zarr codec: {reason}"
+        )),
+        Error::Unsupported { reason, .. }
+        | Error::Source(chunkmill_hdf5::Error::Unsupported { reason, .. }) => Some(reason.clone()),
+        Error::FilterMask {
+            chunk,
+            skipped,
+            reason,
+            ..
+        } => Some(format!(
+            "chunk {chunk:?} skipped filters {skipped:?}: {reason}"
+        )),
+        _ => None,
+    }
+}
+
+/// The metadata every array of `var` starts from: its shape, dtype, fill value, dimension
+/// names and attributes, one chunk of the whole shape, and `codecs`.
+fn base_metadata(
+    var: &Variable,
+    codecs: Vec<codecs::Codec>,
+    phony: &mut Vec<u64>,
+) -> ArrayMetadata {
+    let dimension_names = var.dimensions.clone().unwrap_or_else(|| {
+        // As h5netcdf names axes without dimension scales: one phony dimension per length.
+        var.shape
+            .iter()
+            .map(|len| {
+                let k = phony.iter().position(|l| l == len).unwrap_or_else(|| {
+                    phony.push(*len);
+                    phony.len() - 1
+                });
+                format!("phony_dim_{k}")
+            })
+            .collect()
+    });
+    let fill_value = var
+        .fill_value
+        .as_ref()
+        .map_or_else(|| default_fill(&var.dtype.numpy), |f| f.value.clone());
+    ArrayMetadata {
+        shape: var.shape.clone(),
+        dtype: var.dtype.numpy.clone(),
+        chunk_shape: var.shape.iter().map(|&s| s.max(1)).collect(),
+        fill_value,
+        codecs,
+        dimension_names,
+        attributes: to_map(&var.attributes),
+        attribute_types: var
+            .attributes
+            .iter()
+            .filter_map(|a| Some((a.name.clone(), a.dtype.clone()?)))
+            .collect(),
+    }
+}
+
+/// `var` decoded and held inline as one uncompressed chunk, when it is smaller than the
+/// inline threshold (or is loaded anyway, see [`ScanOptions::load`]); `Err` says why not.
+fn inline_decoded(
+    file: &SourceFile,
+    var: &Variable,
+    options: &ScanOptions,
+    phony: &mut Vec<u64>,
+) -> std::result::Result<ManifestArray, String> {
+    // convert (native_filters) loads any variable it can, up to dense::MAX_LOADED_BYTES.
+    let threshold = if options.native_filters {
+        u64::MAX
+    } else {
+        options.inline_threshold
+    };
+    let too_large = |bytes: u64| {
+        format!(
+            "not inlined: {bytes} bytes decoded, and only variables of fewer than \
+             --inline-threshold {threshold} bytes are"
+        )
+    };
+    let elements: u64 = var.shape.iter().product();
+    match var.dtype.class {
+        "vlen_string" => {
+            let mut strings = file.read_strings(var).map_err(|e| e.to_string())?;
+            // Elements past the HDF5 extent (a NetCDF-4 unlimited dimension, see
+            // netcdf_extent) read as netCDF-C's empty-string fill.
+            strings.resize(
+                usize::try_from(elements).unwrap_or(usize::MAX),
+                String::new(),
+            );
+            let bytes = codecs::encode_vlen_utf8(&strings)?;
+            if bytes.len() as u64 >= threshold {
+                return Err(too_large(bytes.len() as u64));
+            }
+            let mut metadata = base_metadata(var, vec![codecs::Codec::vlen_utf8()], phony);
+            metadata.dtype = "|O".into();
+            metadata.fill_value = Value::String(String::new());
+            let grid: Vec<u64> = var.shape.iter().map(|&s| u64::from(s > 0)).collect();
+            let mut manifest = ChunkManifest::new(grid).map_err(|e| e.to_string())?;
+            if !manifest.is_empty() {
+                manifest.set_inlined(0, bytes).map_err(|e| e.to_string())?;
+            }
+            Ok(ManifestArray { metadata, manifest })
+        }
+        "compound" => {
+            let packed = structured(var)?;
+            let bytes = elements.saturating_mul(packed.size as u64);
+            if bytes >= threshold && !options.load.contains(&var.name) {
+                return Err(too_large(bytes));
+            }
+            let refs = file.data_refs(var).map_err(|e| e.to_string())?;
+            let values = dense::load(file, var, &refs).map_err(|e| e.to_string())?;
+            let mut metadata = base_metadata(var, vec![codecs::Codec::bytes(packed.order)], phony);
+            metadata.dtype.clone_from(&packed.descr);
+            // Zarr v3's struct fill value is an object of field values; never written chunks
+            // do not occur (the variable is one inlined chunk).
+            metadata.fill_value = Value::Object(
+                var.fields
+                    .iter()
+                    .map(|f| (f.name.clone(), default_fill(&f.dtype.numpy)))
+                    .collect(),
+            );
+            ManifestArray::loaded(metadata, packed.pack(&values, var.dtype.size))
+                .map_err(|e| e.to_string())
+        }
+        "vlen" | "opaque" | "array" | "reference" => Err(format!(
+            "not inlined: chunkmill writes no Zarr data type for the {} type {}",
+            var.dtype.class, var.dtype.numpy
+        )),
+        _ => {
+            let bytes = elements.saturating_mul(var.dtype.size as u64);
+            if bytes >= threshold && !options.load.contains(&var.name) {
+                return Err(too_large(bytes));
+            }
+            let refs = file.data_refs(var).map_err(|e| e.to_string())?;
+            let values = dense::load(file, var, &refs).map_err(|e| e.to_string())?;
+            let endian = match var.dtype.byte_order {
+                chunkmill_hdf5::ByteOrder::NotApplicable => None,
+                o => Some(o),
+            };
+            let metadata = base_metadata(var, vec![codecs::Codec::bytes(endian)], phony);
+            ManifestArray::loaded(metadata, values).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// The length of each unlimited dimension of a NetCDF-4 file, as netCDF-C sees it: the
@@ -192,38 +393,7 @@ fn scan_variable(
             id: e.id,
             reason: e.reason,
         })?;
-    let dimension_names = var.dimensions.clone().unwrap_or_else(|| {
-        // As h5netcdf names axes without dimension scales: one phony dimension per length.
-        var.shape
-            .iter()
-            .map(|len| {
-                let k = phony.iter().position(|l| l == len).unwrap_or_else(|| {
-                    phony.push(*len);
-                    phony.len() - 1
-                });
-                format!("phony_dim_{k}")
-            })
-            .collect()
-    });
-    let fill_value = var
-        .fill_value
-        .as_ref()
-        .map_or_else(|| default_fill(&var.dtype.numpy), |f| f.value.clone());
-    let whole: Vec<u64> = var.shape.iter().map(|&s| s.max(1)).collect();
-    let mut metadata = ArrayMetadata {
-        shape: var.shape.clone(),
-        dtype: var.dtype.numpy.clone(),
-        chunk_shape: whole.clone(),
-        fill_value,
-        codecs,
-        dimension_names,
-        attributes: to_map(&var.attributes),
-        attribute_types: var
-            .attributes
-            .iter()
-            .filter_map(|a| Some((a.name.clone(), a.dtype.clone()?)))
-            .collect(),
-    };
+    let mut metadata = base_metadata(var, codecs, phony);
     let refs = file.data_refs(var)?;
     if options.load.contains(&var.name) {
         let values = dense::load(file, var, &refs)?;
@@ -251,6 +421,20 @@ fn scan_variable(
                 .collect();
             let mut m = ChunkManifest::new(grid)?;
             let chunk_bytes = chunk_shape.iter().product::<u64>().saturating_mul(elem);
+            if let Some(e) = codecs::inexpressible_order(&var.filters, var.dtype.size, chunk_bytes)
+            {
+                return Err(unsupported(format!(
+                    "filter {} (HDF5 id {}) cannot be read by Zarr in this pipeline ({}): {}",
+                    e.filter,
+                    e.id,
+                    var.filters
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" → "),
+                    e.reason
+                )));
+            }
             for c in chunks {
                 let flat = m.flat_index(&c.indices).ok_or_else(|| {
                     unsupported(format!(
@@ -305,6 +489,73 @@ fn scan_variable(
         }
     };
     Ok(ManifestArray { metadata, manifest })
+}
+
+/// A compound type as a packed numpy structured type.
+struct Packed {
+    /// numpy's `descr` as JSON text (see [`crate::array::structured_fields`]).
+    descr: String,
+    /// The fields' byte order (one for all), `None` when every field is one byte.
+    order: Option<chunkmill_hdf5::ByteOrder>,
+    /// Each field's offset in the stored element and size.
+    fields: Vec<(usize, usize)>,
+    /// Bytes of a packed element.
+    size: usize,
+}
+
+impl Packed {
+    /// Stored elements of `stored_size` bytes (fields at their offsets, maybe padded) as
+    /// packed ones.
+    fn pack(&self, values: &[u8], stored_size: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(values.len() / stored_size.max(1) * self.size);
+        for element in values.chunks_exact(stored_size.max(1)) {
+            for &(offset, size) in &self.fields {
+                out.extend_from_slice(element.get(offset..offset + size).unwrap_or(&[]));
+            }
+        }
+        out
+    }
+}
+
+/// `var`'s compound type as a packed structured type, or why Zarr cannot hold it: a member
+/// that is not a number, a boolean or a fixed-length byte string, members of mixed byte
+/// order (one `bytes` codec carries the order), members outside the element.
+fn structured(var: &Variable) -> std::result::Result<Packed, String> {
+    let mut descr = Vec::new();
+    let mut fields = Vec::new();
+    let mut order = None;
+    for f in &var.fields {
+        let plain = matches!(
+            f.dtype.class,
+            "integer" | "float" | "bool" | "string" | "char"
+        ) && !f.dtype.numpy.starts_with("|O");
+        if !plain || f.offset + f.dtype.size > var.dtype.size {
+            return Err(format!(
+                "not inlined: compound member {} of type {} has no Zarr struct field type",
+                f.name, f.dtype.numpy
+            ));
+        }
+        if f.dtype.byte_order != chunkmill_hdf5::ByteOrder::NotApplicable {
+            if order.is_some_and(|o| o != f.dtype.byte_order) {
+                return Err("not inlined: compound members of both byte orders".into());
+            }
+            order = Some(f.dtype.byte_order);
+        }
+        descr.push(Value::from(vec![
+            Value::from(f.name.clone()),
+            Value::from(f.dtype.numpy.clone()),
+        ]));
+        fields.push((f.offset, f.dtype.size));
+    }
+    if fields.is_empty() {
+        return Err("not inlined: a compound type without members".into());
+    }
+    Ok(Packed {
+        descr: Value::Array(descr).to_string(),
+        order,
+        size: fields.iter().map(|(_, s)| s).sum(),
+        fields,
+    })
 }
 
 /// A chunk whose filter mask skipped filters, made readable by the array's codecs: decoded

@@ -14,7 +14,9 @@ use crate::icechunk::write_icechunk;
 use crate::kerchunk::write_kerchunk_json;
 use crate::kerchunk_parquet::{write_kerchunk_parquet, DEFAULT_RECORD_SIZE};
 use crate::remote;
-use crate::scan::{scan, scan_path, FileScan, ScanOptions, DEFAULT_INLINE_THRESHOLD};
+use crate::scan::{
+    scan, scan_path, FileScan, ScanOptions, SkippedVariable, DEFAULT_INLINE_THRESHOLD,
+};
 
 /// Scanning threads per core by default when some input is read from an object store.
 pub const REMOTE_THREADS_PER_CORE: usize = 4;
@@ -91,8 +93,12 @@ pub struct VirtualizeOptions {
     pub concat_dim: Option<String>,
     /// Variables that must be equal in every file (compared by value) and are taken once.
     pub identical_dims: Vec<String>,
-    /// Chunks stored in fewer bytes are inlined (kerchunk's default, 500).
+    /// Chunks stored in fewer bytes are inlined (kerchunk's default, 500); so are variables
+    /// that cannot be referenced and decode to fewer bytes.
     pub inline_threshold: u64,
+    /// Variables (by key: `air`, `group/air`) left out of the output; each must be in some
+    /// input.
+    pub drop: Vec<String>,
     /// Continue past files that cannot be opened or referenced, listing them in the report.
     /// Files that differ from the others are never skipped: that stays an error.
     pub skip_bad: bool,
@@ -137,6 +143,7 @@ impl VirtualizeOptions {
             concat_dim: None,
             identical_dims: Vec::new(),
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
+            drop: Vec::new(),
             skip_bad: false,
             overwrite: false,
             threads: 0,
@@ -156,6 +163,7 @@ impl fmt::Debug for VirtualizeOptions {
             .field("concat_dim", &self.concat_dim)
             .field("identical_dims", &self.identical_dims)
             .field("inline_threshold", &self.inline_threshold)
+            .field("drop", &self.drop)
             .field("skip_bad", &self.skip_bad)
             .field("overwrite", &self.overwrite)
             .field("threads", &self.threads)
@@ -185,6 +193,9 @@ pub struct VirtualizeReport {
     pub skipped: Vec<SkippedFile>,
     /// Objects not referenced (virtual datasets, external links), one line each.
     pub warnings: Vec<String>,
+    /// Variables left out of the output because some file's could be neither referenced
+    /// nor inlined (the variable is left out of every file, so that the files still join).
+    pub skipped_variables: Vec<SkippedVariable>,
     /// Whether the files were reordered by their first concat-coordinate value.
     pub reordered: bool,
     /// Arrays, references, inlined chunks and bytes, missing chunks.
@@ -364,6 +375,7 @@ pub fn build(
         inline_threshold: options.inline_threshold,
         load,
         native_filters: options.native_filters,
+        drop: options.drop.clone(),
     };
     let threads = match options.threads {
         0 => {
@@ -393,11 +405,15 @@ pub fn build(
     let mut datasets = Vec::with_capacity(files.len());
     let mut skipped = Vec::new();
     let mut warnings = Vec::new();
+    let mut skipped_variables = Vec::new();
+    let mut dropped = std::collections::BTreeSet::new();
     let names_scanned: Vec<bool> = results.iter().map(Option::is_some).collect();
     for (path, r) in files.iter().zip(results) {
         match r {
             Some(Ok(scan)) => {
                 warnings.extend(scan.warnings);
+                skipped_variables.extend(scan.skipped);
+                dropped.extend(scan.dropped);
                 datasets.push(scan.dataset);
             }
             Some(Err(e)) if options.skip_bad => skipped.push(SkippedFile {
@@ -419,6 +435,17 @@ pub fn build(
             reason: "its scan did not finish (a scanning thread panicked)".into(),
         });
     }
+    leave_out(
+        &mut datasets,
+        &options.drop,
+        &skipped_variables,
+        &mut dropped,
+    );
+    if let Some(key) = options.drop.iter().find(|k| !dropped.contains(*k)) {
+        return Err(Error::Usage(format!(
+            "--drop {key}: no input has a variable {key}"
+        )));
+    }
 
     let t1 = Instant::now();
     let reordered = match &options.concat_dim {
@@ -439,6 +466,7 @@ pub fn build(
         files: names,
         skipped,
         warnings,
+        skipped_variables,
         reordered,
         stats: combined.stats(),
         bytes_written: 0,
@@ -447,6 +475,26 @@ pub fn build(
         write_seconds: 0.0,
     };
     Ok((combined, report))
+}
+
+/// Removes the dropped variables (a scan on an executor does not drop them itself) and the
+/// skipped ones from every dataset; `dropped` gathers the dropped keys found.
+fn leave_out(
+    datasets: &mut [VirtualDataset],
+    drop: &[String],
+    skipped: &[SkippedVariable],
+    dropped: &mut std::collections::BTreeSet<String>,
+) {
+    for d in datasets {
+        for key in drop {
+            if d.arrays.remove(key).is_some() {
+                dropped.insert(key.clone());
+            }
+        }
+        for s in skipped {
+            d.arrays.remove(&s.variable);
+        }
+    }
 }
 
 /// Virtualizes `inputs` (paths, globs, `s3://` URLs, `@list` files) into one reference output: scans them in

@@ -10,7 +10,9 @@
 use std::sync::atomic::AtomicBool;
 
 use chunkmill_exec::{Event, TaskStats};
-use chunkmill_manifest::{scan_input, FileScan, Input, ScanExecutor, ScanOptions, ScanResults};
+use chunkmill_manifest::{
+    scan_input, FileScan, Input, ScanExecutor, ScanOptions, ScanResults, SkippedVariable,
+};
 use chunkmill_plan::{Plan, ScanStage, Stage, StageKind};
 use chunkmill_store::markers::Markers;
 use chunkmill_store::Store;
@@ -39,6 +41,8 @@ pub(crate) fn run_scan_task(
         inline_threshold: stage.inline_threshold,
         load: stage.load.clone(),
         native_filters: false,
+        // The driver leaves dropped variables out of every file's result.
+        drop: Vec::new(),
     };
     let mut stats = TaskStats::default();
     for index in files {
@@ -57,6 +61,9 @@ pub(crate) fn run_scan_task(
                 json!({
                     "references": String::from_utf8_lossy(&text),
                     "warnings": scan.warnings,
+                    "skipped_variables": scan.skipped.iter().map(|v| json!({
+                        "variable": v.variable, "reason": v.reason,
+                    })).collect::<Vec<_>>(),
                 })
             }
             Err(e) => json!({ "error": e.to_string() }),
@@ -197,5 +204,23 @@ fn read_result(value: &Value, file: &Input) -> chunkmill_manifest::Result<FileSc
                 .collect()
         })
         .unwrap_or_default();
-    Ok(FileScan { dataset, warnings })
+    let skipped = value
+        .get("skipped_variables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            Some(SkippedVariable {
+                file: file.name(),
+                variable: v.get("variable")?.as_str()?.to_string(),
+                reason: v.get("reason")?.as_str()?.to_string(),
+            })
+        })
+        .collect();
+    Ok(FileScan {
+        dataset,
+        warnings,
+        skipped,
+        dropped: Vec::new(),
+    })
 }

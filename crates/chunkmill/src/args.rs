@@ -254,9 +254,14 @@ pub struct VirtualizeArgs {
     /// Variables that must be equal in every file, compared by value and taken once.
     #[arg(long, value_name = "DIM,...")]
     pub identical_dims: Option<String>,
-    /// Inline chunks stored in fewer bytes than this (default 500).
+    /// Inline chunks stored in fewer bytes than this (default 500); a variable no Zarr reader
+    /// could read by reference (strings, LZF, szip, …) is decoded and inlined when it
+    /// decodes to fewer bytes, and otherwise left out with a warning.
     #[arg(long, value_name = "BYTES")]
     pub inline_threshold: Option<u64>,
+    /// Leave a variable out of the references (`station_name`, `group/air`). Repeatable.
+    #[arg(long, value_name = "VAR")]
+    pub drop: Vec<String>,
     /// Continue past files that cannot be opened or referenced, and list them.
     #[arg(long)]
     pub skip_bad: bool,

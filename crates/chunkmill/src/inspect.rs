@@ -81,18 +81,34 @@ fn references(a: &InspectArgs, path: &Path, kind: Kind) -> Result<(), Failure> {
     Ok(())
 }
 
-/// An HDF5, NetCDF-4 or NetCDF-3 file: its variables, dimensions and chunk byte ranges.
+/// An HDF5, NetCDF-4 or NetCDF-3 file: its variables, dimensions and chunk byte ranges. A
+/// file that cannot be opened, or whose variables' data cannot all be located (truncated,
+/// corrupt), is a bad input: exit 3, as `virtualize` and `convert` refuse it, after what
+/// could be listed is shown.
 fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
-    let file = chunkmill_hdf5::SourceFile::open_path(path).map_err(|e| fail(1)(e.to_string()))?;
-    let inventory = file.inventory().map_err(|e| fail(1)(e.to_string()))?;
+    let file = chunkmill_hdf5::SourceFile::open_path(path).map_err(|e| fail(3)(e.to_string()))?;
+    let inventory = file.inventory().map_err(|e| fail(3)(e.to_string()))?;
+    let mut damage = Vec::new();
     let ranges: Vec<Value> = inventory
         .variables
         .iter()
         .map(|v| match file.data_refs(v) {
             Ok(refs) => refs.range_count().into(),
-            Err(e) => e.to_string().into(),
+            Err(e) => {
+                damage.push(e.to_string());
+                e.to_string().into()
+            }
         })
         .collect();
+    let damaged = || match damage.first() {
+        None => Ok(()),
+        Some(first) => Err(fail(3)(format!(
+            "{}: damaged: the data of {} of {} variable(s) cannot be located; first: {first}",
+            path.display(),
+            damage.len(),
+            inventory.variables.len()
+        ))),
+    };
     if a.json {
         let mut doc = serde_json::to_value(&inventory).unwrap_or_default();
         for (out, n) in doc["variables"]
@@ -104,7 +120,7 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
             out["byte_ranges"] = n.clone();
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Ok(());
+        return damaged();
     }
     println!("{} ({:?})", path.display(), inventory.format);
     for d in &inventory.dimensions {
@@ -147,7 +163,7 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
     for u in &inventory.unlisted {
         println!("not listed {}: {}", u.path, u.reason);
     }
-    Ok(())
+    damaged()
 }
 
 /// Print what a path holds: a Zarr store's groups and arrays, the arrays of kerchunk

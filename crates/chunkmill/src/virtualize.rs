@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chunkmill_exec::Event;
-use chunkmill_manifest::{virtualize, Error, OutputFormat, VirtualizeOptions};
+use chunkmill_manifest::{virtualize, Error, OutputFormat, SkippedVariable, VirtualizeOptions};
 use chunkmill_ops::scan::ExecutorScanner;
 use indicatif::ProgressBar;
 use serde_json::json;
@@ -17,6 +17,39 @@ fn exit_code(e: &Error) -> i32 {
         Error::Write { .. } | Error::Executor(_) => 1,
         _ => 3,
     }
+}
+
+/// One warning for every variable left out: each once, with the reason the first file gave
+/// and how many files it was left out of, and the flag that leaves it out on purpose.
+fn skipped_variables_warning(skipped: &[SkippedVariable]) -> Option<String> {
+    let mut by_variable: Vec<(&SkippedVariable, usize)> = Vec::new();
+    for s in skipped {
+        match by_variable
+            .iter_mut()
+            .find(|(v, _)| v.variable == s.variable)
+        {
+            Some((_, n)) => *n += 1,
+            None => by_variable.push((s, 1)),
+        }
+    }
+    if by_variable.is_empty() {
+        return None;
+    }
+    let mut text = format!(
+        "chunkmill: warning: {} variable(s) left out of the references (neither referenceable nor small enough to inline; raise --inline-threshold to inline them, or leave them out on purpose with --drop NAME):",
+        by_variable.len()
+    );
+    for (s, files) in &by_variable {
+        let more = match files {
+            1 => String::new(),
+            n => format!(" (and {} more file(s))", n - 1),
+        };
+        text.push_str(&format!(
+            "\n  --drop {}: {}{more}: {}",
+            s.variable, s.file, s.reason
+        ));
+    }
+    Some(text)
 }
 
 /// Scan, combine, write.
@@ -60,6 +93,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     if let Some(t) = a.inline_threshold {
         options.inline_threshold = t;
     }
+    options.drop.clone_from(&a.drop);
     options.skip_bad = a.skip_bad;
     options.overwrite = a.overwrite;
     options.threads = a.workers.unwrap_or(0);
@@ -111,12 +145,16 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     for warning in &report.warnings {
         eprintln!("chunkmill: warning: {warning}");
     }
+    if let Some(text) = skipped_variables_warning(&report.skipped_variables) {
+        eprintln!("{text}");
+    }
     let seconds = report.scan_seconds + report.combine_seconds + report.write_seconds;
     if a.report.json {
         let value = json!({
             "output": report.output, "files": report.files.len(),
             "skipped": report.skipped.iter().map(|s| json!({"file": s.file, "reason": s.reason})).collect::<Vec<_>>(),
             "warnings": report.warnings, "reordered": report.reordered,
+            "skipped_variables": report.skipped_variables.iter().map(|s| json!({"file": s.file, "variable": s.variable, "reason": s.reason})).collect::<Vec<_>>(),
             "arrays": report.stats.arrays, "references": report.stats.references,
             "inlined": report.stats.inlined, "missing": report.stats.missing,
             "bytes_written": report.bytes_written, "seconds": seconds,

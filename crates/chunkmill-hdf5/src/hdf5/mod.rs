@@ -56,9 +56,21 @@ impl Hdf5Reader {
     pub(crate) fn open(source: Arc<dyn RangeSource>) -> Result<Self> {
         let name = source.name().to_string();
         let size = source.size();
+        let mut filters = hdf5_reader::FilterRegistry::new();
+        // h5py's LZF, which hdf5-reader does not know: string variables read whole
+        // (`read_strings`) may use it.
+        filters.register(
+            crate::lzf::LZF_FILTER,
+            Box::new(|filter, data, _| {
+                crate::lzf::decoded_size(&filter.client_data)
+                    .and_then(|n| crate::lzf::decompress(data, n))
+                    .map_err(hdf5_reader::error::Error::InvalidData)
+            }),
+        );
         let options = OpenOptions::default()
             .with_chunk_cache_bytes(0)
-            .with_chunk_cache_slots(1);
+            .with_chunk_cache_slots(1)
+            .with_filter_registry(filters);
         let file = Hdf5File::from_storage_with_options(
             Arc::new(storage::SourceStorage::new(source)),
             options,
@@ -114,6 +126,19 @@ impl Hdf5Reader {
             .get_or_parse_header(ds.address())
             .map_err(self.h5_error(&variable.path))?;
         chunks::data_refs(&self.facts(), &variable.path, &ds, &header)
+    }
+
+    /// The text of every element of a string variable.
+    pub(crate) fn read_strings(&self, variable: &Variable) -> Result<Vec<String>> {
+        let cached = self.datasets.lock().get(&variable.path).cloned();
+        let ds = match cached {
+            Some(ds) => ds,
+            None => self
+                .file
+                .dataset(&variable.path)
+                .map_err(self.h5_error(&variable.path))?,
+        };
+        ds.read_strings().map_err(self.h5_error(&variable.path))
     }
 
     /// Walks every group and builds the inventory.
@@ -608,6 +633,7 @@ fn variable(
         is_dimension_scale: is_scale,
         aliases: object.aliases.clone(),
         object_address: Some(dataset.address()),
+        fields: dtype::fields(dataset.dtype(), cx.vlen_ref_size()),
     }
 }
 

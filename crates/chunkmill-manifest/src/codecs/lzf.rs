@@ -7,8 +7,9 @@
 //! (`Hdf5FeatureNotSupported`). imagecodecs registers `imagecodecs_lzf`, but it expects
 //! its own size header or an output size per call, which a Zarr codec configuration
 //! cannot give for the partial last chunk, and it is an optional, heavy dependency of the
-//! reader. So an LZF variable is refused, naming the filter and the variable; re-writing the
-//! data (chunkmill convert) is the way out.
+//! reader. So no codec maps it: `virtualize` decodes an LZF variable
+//! ([`chunkmill_hdf5::lzf`]) and inlines it when it is small, else leaves it out naming the
+//! filter; `convert` decodes it.
 //!
 //! ```
 //! use chunkmill_manifest::codecs::lzf;
@@ -28,7 +29,7 @@ pub const ID: u16 = 32000;
 pub fn error(filter: &Filter) -> FilterError {
     FilterError::new(
         filter,
-        "numcodecs and zarr-python have no LZF codec and kerchunk refuses it; re-encode the \
-         variable (e.g. with chunkmill convert) instead of referencing it",
+        "numcodecs and zarr-python have no LZF codec and kerchunk refuses it; chunkmill convert \
+         re-encodes it",
     )
 }

@@ -14,7 +14,12 @@
 //! | lzf (32000) | — error | — | [`lzf`] |
 //! | szip (4), nbit (5), scaleoffset (6), others | — error | — | [`unsupported`] |
 //!
-//! Besides the mapping, deflate, shuffle and fletcher32 can be decoded and encoded here:
+//! A pipeline every codec maps can still be unreadable: fletcher32 before shuffle on 8-byte
+//! elements ([`inexpressible_order`]). The scan decodes a variable without a codec chain and
+//! inlines it, or leaves it out (see [`crate::scan()`]).
+//!
+//! Besides the mapping, deflate, shuffle and fletcher32 can be decoded and encoded here
+//! (and szip, nbit, scaleoffset and LZF decoded, through chunkmill-hdf5):
 //! small coordinates are loaded (decoded) to be concatenated or compared, and a chunk whose
 //! filter mask skipped a filter is re-encoded through the whole pipeline before it is
 //! inlined (see [`crate`]'s "Filter masks").
@@ -68,6 +73,15 @@ impl Codec {
         }
     }
 
+    /// The array-to-bytes `vlen-utf8` codec of variable-length strings (numcodecs' `VLenUTF8`
+    /// layout: a little-endian `u32` count, then each item as a `u32` length and its UTF-8).
+    pub fn vlen_utf8() -> Self {
+        Self {
+            name: VLEN_UTF8.into(),
+            configuration: Map::new(),
+        }
+    }
+
     /// Whether this is the array-to-bytes `bytes` codec (expressed by the dtype in Zarr v2).
     pub fn is_bytes(&self) -> bool {
         self.name == "bytes"
@@ -77,7 +91,9 @@ impl Codec {
     pub fn to_v3(&self) -> Value {
         let mut m = Map::new();
         m.insert("name".into(), Value::String(self.name.clone()));
-        if !self.configuration.is_empty() {
+        // numcodecs' Zarr v3 wrappers (`numcodecs.fletcher32`) refuse a codec without a
+        // `configuration` key, even an empty one.
+        if !self.configuration.is_empty() || self.name.starts_with("numcodecs.") {
             m.insert(
                 "configuration".into(),
                 Value::Object(self.configuration.clone()),
@@ -115,6 +131,9 @@ impl Codec {
             .filter(|(k, _)| *k != "id")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        if id == VLEN_UTF8 {
+            return Some(Self::vlen_utf8());
+        }
         if id == "zstd" {
             configuration
                 .entry("checksum")
@@ -126,6 +145,64 @@ impl Codec {
         }
         Some(Self::numcodecs(id, configuration))
     }
+}
+
+/// The name (v3) and id (numcodecs) of the variable-length UTF-8 string codec.
+pub const VLEN_UTF8: &str = "vlen-utf8";
+
+/// `strings` in the layout of the `vlen-utf8` codec: a little-endian `u32` count, then each
+/// item as a little-endian `u32` byte length and its UTF-8 bytes.
+///
+/// # Errors
+/// More items, or an item longer, than a `u32` counts.
+pub fn encode_vlen_utf8(strings: &[String]) -> Result<Vec<u8>, String> {
+    let len = |n: usize| u32::try_from(n).map_err(|_| format!("vlen-utf8: {n} does not fit a u32"));
+    let total: usize = strings.iter().map(|s| s.len() + 4).sum();
+    let mut out = Vec::with_capacity(total + 4);
+    out.extend_from_slice(&len(strings.len())?.to_le_bytes());
+    for s in strings {
+        out.extend_from_slice(&len(s.len())?.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Why a pipeline that every codec expresses still cannot be read by Zarr: numcodecs'
+/// `Shuffle` refuses a buffer that is not a whole number of elements, while HDF5's shuffle
+/// leaves the bytes past the last whole element in place. When fletcher32 comes before
+/// shuffle in the pipeline (netCDF-C's order: fletcher32, shuffle, deflate), the shuffled
+/// buffer is the chunk plus the 4-byte checksum, which is a whole number of elements only
+/// for 1-, 2- and 4-byte elements; for 8-byte ones (doubles) no codec chain reads it.
+/// `chunk_bytes` is a chunk's decoded size.
+pub fn inexpressible_order(
+    filters: &[Filter],
+    element_size: usize,
+    chunk_bytes: u64,
+) -> Option<FilterError> {
+    let mut extra = 0u64;
+    for f in filters {
+        match f.id {
+            fletcher32::ID => extra += 4,
+            shuffle::ID => {
+                let size = shuffle::element_size(f, element_size) as u64;
+                if size > 1 && (chunk_bytes + extra) % size != 0 {
+                    return Some(FilterError::new(
+                        f,
+                        format!(
+                            "it comes after fletcher32 in the pipeline, so it shuffles {} bytes \
+                             (the chunk and its checksum), not a whole number of {size}-byte \
+                             elements: numcodecs' Shuffle refuses that buffer",
+                            chunk_bytes + extra
+                        ),
+                    ));
+                }
+            }
+            // Past a compressor the length is the compressed one: later filters are not
+            // checked (no writer puts shuffle there).
+            _ => break,
+        }
+    }
+    None
 }
 
 /// Why a filter pipeline has no Zarr equivalent.
@@ -207,6 +284,9 @@ pub fn decode(
             deflate::ID => deflate::decode(&bytes, 0)?,
             shuffle::ID => shuffle::unshuffle(&bytes, shuffle::element_size(f, element_size)),
             fletcher32::ID => fletcher32::strip(&bytes)?,
+            id if chunkmill_hdf5::DECODABLE_FILTERS.contains(&id) => {
+                chunkmill_hdf5::decode_native_filter(id, &f.parameters, &bytes, MAX_DECODED)?
+            }
             _ => {
                 return Err(format!(
                     "cannot decode filter {} (HDF5 id {}) here",

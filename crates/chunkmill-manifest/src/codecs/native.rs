@@ -1,7 +1,8 @@
-//! HDF5 filters that no Zarr codec expresses (szip 4, nbit 5, scaleoffset 6) kept as a
-//! chunkmill-private codec, `chunkmill.hdf5_filter`, for `chunkmill convert` only: it decodes
-//! them with hdf5-reader's own decoders and writes ordinary Zarr. `virtualize` never writes
-//! this codec (no other reader would understand it) and refuses such filters instead.
+//! HDF5 filters that no Zarr codec expresses (szip 4, nbit 5, scaleoffset 6, LZF 32000) kept
+//! as a chunkmill-private codec, `chunkmill.hdf5_filter`, for `chunkmill convert` only: it
+//! decodes them with hdf5-reader's own decoders (LZF with chunkmill-hdf5's) and writes ordinary
+//! Zarr. `virtualize` never writes this codec (no other reader would understand it): it
+//! decodes such a variable and inlines it, or leaves it out (see [`crate::scan`]).
 //!
 //! ```
 //! use chunkmill_manifest::codecs::native;
@@ -21,7 +22,7 @@ pub const NAME: &str = "chunkmill.hdf5_filter";
 
 /// Whether `id` is a filter this module keeps.
 pub fn handles(id: u16) -> bool {
-    chunkmill_hdf5::NATIVE_FILTERS.contains(&id)
+    chunkmill_hdf5::DECODABLE_FILTERS.contains(&id)
 }
 
 /// The codec for `filter`: its id (`filter_id`: numcodecs keeps `id` for the codec's name),
