@@ -225,13 +225,13 @@ def test_resume_with_other_workers_continues_the_stored_plan(tmp_path):
     src = tmp_path / "src.zarr"
     values = _zarr(src, shape=(96, 64, 64), chunks=(1, 64, 64))
     target = tmp_path / "t.zarr"
-    base = ["rechunk", src, target, "--chunks", "time=-1,lat=8,lon=8", "--max-mem", "40MB", "--no-progress"]
-    plans = {w: json.loads(oracle.ok("plan", *base[1:], "--workers", w, "--json").stdout)["plan_id"]
+    base = ["rechunk", src, target, "--chunks", "time=-1,lat=8,lon=8", "--max-mem", "64MB", "--no-progress"]
+    plans = {w: json.loads(oracle.ok("plan", *base, "--workers", w, "--json").stdout)["plan_id"]
              for w in ("1", "8")}
     assert plans["1"] != plans["8"], "the worker count must change this plan for the test to mean anything"
     oracle.ok(*base, "--workers", "8", "--prepare")
     r = oracle.ok(*base, "--workers", "1", "--resume")
-    assert "cut for --workers 8" in r.stderr, oracle.describe(r)
+    assert "cut for another worker count" in r.stderr, oracle.describe(r)
     np.testing.assert_array_equal(zarr.open_group(str(target))["air"][...], values)
 
 
@@ -244,7 +244,7 @@ def test_resume_of_another_job_names_what_differs(tmp_path):
                    "--no-progress")
     err = _one_error(r, 3)
     assert "what differs" in err and "--max-mem 64.0 MB → 128.0 MB" in err, err
-    assert "writes" in err or "task blocks" in err, err
+    assert "writes chunks [24, 8, 10] of [24, 8, 10] → [24, 2, 10]" in err, err
 
 
 # ---------------------------------------------------------------------------------------------

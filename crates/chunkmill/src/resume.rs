@@ -43,7 +43,7 @@ pub fn reconcile<J>(
         };
         if id_of(&job).plan_id == stored.plan_id {
             eprintln!(
-                "chunkmill: resuming plan {} as it was cut for --workers {w}; running {workers} at once",
+                "chunkmill: resuming plan {}: it was cut for another worker count (--workers {w} gives the same plan); running {workers} at once",
                 stored.plan_id
             );
             return Ok(job);
@@ -110,6 +110,16 @@ pub fn differences(stored: &Plan, new: &Plan) -> Vec<String> {
                 "stage {name} writes {} → {}",
                 ca.output.describe(),
                 cb.output.describe()
+            ));
+        }
+        let (ga, gb) = (ca.output.grid(), cb.output.grid());
+        if ga != gb {
+            out.push(format!(
+                "stage {name} writes chunks {:?} of {:?} → {:?} of {:?}",
+                ga.max_chunk_shape(),
+                ga.shape(),
+                gb.max_chunk_shape(),
+                gb.shape()
             ));
         }
         let (ba, bb) = (ca.blocks.max_chunk_shape(), cb.blocks.max_chunk_shape());
