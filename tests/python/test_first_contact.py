@@ -279,3 +279,19 @@ def test_readme_quickstart_runs_as_written(tmp_path):
     want = xr.open_mfdataset(sorted((demo / "data").glob("air_*.nc")), combine="nested", concat_dim="time")
     np.testing.assert_array_equal(got.air.values, want.air.values)
     assert got.air.encoding["chunks"][0] == got.air.shape[0]
+
+
+def test_convert_chunks_naming_no_dimension_is_refused_like_rechunk(files, tmp_path):
+    target = tmp_path / "t.zarr"
+    r = oracle.run("convert", *files, target, "--concat-dim", "time", "--chunks", "tiem=4", "--max-mem", "64MB",
+                   "--no-progress")
+    err = _one_error(r, 2)
+    assert "no dimension 'tiem'" in err and "time" in err, err
+    assert not target.exists()
+    # the spec names the target's dimensions: a renamed one by its new name
+    r = oracle.run("convert", *files, target, "--concat-dim", "time", "--rename", "time=t", "--chunks", "time=4",
+                   "--max-mem", "64MB", "--no-progress")
+    assert "renamed to 't'" in _one_error(r, 2)
+    oracle.ok("convert", *files, target, "--concat-dim", "time", "--rename", "time=t", "--chunks", "t=4",
+              "--max-mem", "64MB", "--no-progress")
+    assert zarr.open_group(str(target))["air"].chunks[0] == 4

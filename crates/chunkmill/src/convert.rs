@@ -4,6 +4,7 @@ use chunkmill_ops::convert::{
     default_codec, plan_convert, run_planned, ConvertJob, ConvertOptions, IndexSelection,
     ValueSelection,
 };
+use chunkmill_ops::spec::ChunkSpec;
 
 use crate::args::ConvertArgs;
 use crate::rechunk::{
@@ -186,10 +187,46 @@ fn warn_misaligned(job: &ConvertJob, quiet: bool) {
     }
 }
 
+/// A `--chunks` or `--shards` spec naming a dimension no converted array has (a typo, most
+/// often) is refused, as `rechunk` refuses it, instead of being ignored. The specs name the
+/// target's dimensions, so a renamed dimension goes by its new name.
+fn check_spec_names(opts: &ConvertOptions, job: &ConvertJob) -> Result<(), Failure> {
+    let known: Vec<&str> = job
+        .job
+        .specs
+        .iter()
+        .flat_map(|s| s.dimension_names.iter().flatten().flatten())
+        .map(String::as_str)
+        .collect();
+    for (flag, spec) in [("--chunks", Some(&opts.run.chunks)), ("--shards", opts.run.shards.as_ref())] {
+        let Some(ChunkSpec::ByName(named)) = spec else {
+            continue;
+        };
+        if let Some((name, _)) = named.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            let mut dims: Vec<&str> = known.clone();
+            dims.sort_unstable();
+            dims.dedup();
+            let renamed = opts
+                .rename
+                .iter()
+                .find(|(old, _)| old == name)
+                .map(|(_, new)| format!(" ('{name}' is renamed to '{new}': name it {new})"))
+                .unwrap_or_default();
+            return Err(Failure::usage(format!(
+                "{flag}: no dimension '{name}' in the arrays to convert{renamed}; dimensions: {}",
+                dims.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `chunkmill plan convert`.
 pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
-    let job = plan_convert(&options(a)?)?;
+    let opts = options(a)?;
+    let job = plan_convert(&opts)?;
+    check_spec_names(&opts, &job)?;
     let target = a.paths.last().map_or("", String::as_str);
     let (_, origin) = resolve_budget(target, &a.plan, &a.common)?;
     if a.common.report.json {
@@ -219,6 +256,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let (_, origin) = resolve_budget(&opts.run.target, &a.plan, &a.common)?;
     announce_budget(opts.run.max_mem, origin, &a.common);
     let job = plan_convert(&opts)?;
+    check_spec_names(&opts, &job)?;
     let job = if opts.run.resume && !opts.run.overwrite {
         crate::resume::reconcile(
             job,
