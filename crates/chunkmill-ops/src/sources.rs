@@ -100,7 +100,9 @@ pub fn open(
         let path = Path::new(one.strip_prefix("file://").unwrap_or(one));
         let local = !one.contains("://") || one.starts_with("file://");
         if local && !one.contains(['*', '?', '[']) && !path.exists() {
-            return Err(OpsError::Refused(format!("{one}: no such file or directory")));
+            return Err(OpsError::Refused(format!(
+                "{one}: no such file or directory"
+            )));
         }
         if path.is_dir() {
             if chunkmill_manifest::is_icechunk(path) {

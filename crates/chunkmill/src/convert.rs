@@ -45,7 +45,10 @@ fn refuse_repeated(a: &ConvertArgs) -> Result<(), Failure> {
     refuse_duplicates("--drop", a.drop.iter().map(String::as_str))?;
     refuse_duplicates(
         "--variables",
-        a.variables.iter().map(String::as_str).filter(|v| !v.is_empty()),
+        a.variables
+            .iter()
+            .map(String::as_str)
+            .filter(|v| !v.is_empty()),
     )?;
     refuse_duplicates("--rename", a.rename.iter().map(|t| key(t)))?;
     refuse_duplicates("--cast", a.cast.iter().map(|t| key(t)))?;
@@ -198,7 +201,10 @@ fn check_spec_names(opts: &ConvertOptions, job: &ConvertJob) -> Result<(), Failu
         .flat_map(|s| s.dimension_names.iter().flatten().flatten())
         .map(String::as_str)
         .collect();
-    for (flag, spec) in [("--chunks", Some(&opts.run.chunks)), ("--shards", opts.run.shards.as_ref())] {
+    for (flag, spec) in [
+        ("--chunks", Some(&opts.run.chunks)),
+        ("--shards", opts.run.shards.as_ref()),
+    ] {
         let Some(ChunkSpec::ByName(named)) = spec else {
             continue;
         };

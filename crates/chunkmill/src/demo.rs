@@ -338,7 +338,10 @@ fn write_collection(dir: &std::path::Path) -> Result<(), Failure> {
         write(
             &dir.join(format!("air_2020-01-{:02}.nc", day + 1)),
             &[("time", 24), ("lat", ny), ("lon", nx)],
-            &[text("title", "chunkmill demo: one day of hourly air temperature")],
+            &[text(
+                "title",
+                "chunkmill demo: one day of hourly air temperature",
+            )],
             &vars,
         )
         .map_err(fail)?;
@@ -350,8 +353,9 @@ fn write_collection(dir: &std::path::Path) -> Result<(), Failure> {
 fn chunkmill(words: &[&str]) -> Result<(), Failure> {
     use clap::Parser;
     println!("   $ chunkmill {}", shell_words::join(words));
-    let cli = crate::args::Cli::try_parse_from(std::iter::once("chunkmill").chain(words.iter().copied()))
-        .map_err(|e| fail(e.to_string()))?;
+    let cli =
+        crate::args::Cli::try_parse_from(std::iter::once("chunkmill").chain(words.iter().copied()))
+            .map_err(|e| fail(e.to_string()))?;
     crate::run(cli)
 }
 
@@ -367,10 +371,24 @@ fn netcdf_path(dir: &std::path::Path, a: &DemoArgs) -> Result<(), Failure> {
     write_collection(&files)?;
     let pattern = files.join("air_*.nc").to_string_lossy().into_owned();
     let refs = dir.join("air.json").to_string_lossy().into_owned();
-    let cache = dir.join("air-time-series.zarr").to_string_lossy().into_owned();
-    let progress: &[&str] = if a.no_progress { &["--no-progress"] } else { &[] };
+    let cache = dir
+        .join("air-time-series.zarr")
+        .to_string_lossy()
+        .into_owned();
+    let progress: &[&str] = if a.no_progress {
+        &["--no-progress"]
+    } else {
+        &[]
+    };
     println!("6. virtualizing them: references to their chunks, no data copied");
-    let mut words: Vec<&str> = vec!["virtualize", &pattern, "--concat-dim", "time", "--output", &refs];
+    let mut words: Vec<&str> = vec![
+        "virtualize",
+        &pattern,
+        "--concat-dim",
+        "time",
+        "--output",
+        &refs,
+    ];
     words.extend(progress);
     chunkmill(&words)?;
     println!("7. converting the references into a time-series cache");

@@ -95,7 +95,9 @@ pub fn resolve_budget(
     crate::budget::default_max_mem()
         .map(|bytes| (bytes, BudgetOrigin::Default))
         .ok_or_else(|| {
-            Failure::usage("--max-mem is required here: this system does not say how much memory is available")
+            Failure::usage(
+                "--max-mem is required here: this system does not say how much memory is available",
+            )
         })
 }
 
@@ -336,11 +338,7 @@ pub fn origin_name(origin: BudgetOrigin) -> &'static str {
 /// output stays one document).
 pub fn announce_budget(max_mem: u64, origin: BudgetOrigin, common: &Common) {
     if origin != BudgetOrigin::Given && !common.report.quiet {
-        eprintln!(
-            "chunkmill: --max-mem {}{}",
-            human(max_mem),
-            origin.note()
-        );
+        eprintln!("chunkmill: --max-mem {}{}", human(max_mem), origin.note());
     }
 }
 
