@@ -99,7 +99,7 @@ pub fn open(
     if let [one] = inputs {
         let path = Path::new(one.strip_prefix("file://").unwrap_or(one));
         let local = !one.contains("://") || one.starts_with("file://");
-        if local && !one.contains(['*', '?', '[']) && !path.exists() {
+        if local && !one.starts_with('@') && !one.contains(['*', '?', '[']) && !path.exists() {
             return Err(OpsError::Refused(format!(
                 "{one}: no such file or directory"
             )));

@@ -194,6 +194,10 @@ fn warn_misaligned(job: &ConvertJob, quiet: bool) {
 /// often) is refused, as `rechunk` refuses it, instead of being ignored. The specs name the
 /// target's dimensions, so a renamed dimension goes by its new name.
 fn check_spec_names(opts: &ConvertOptions, job: &ConvertJob) -> Result<(), Failure> {
+    if job.job.existing_target {
+        // An append writes the target's chunks, whatever the spec says.
+        return Ok(());
+    }
     let known: Vec<&str> = job
         .job
         .specs
