@@ -114,9 +114,10 @@ def test_select_by_value_with_cf_times_and_descending_latitudes(tmp_path):
 def test_isel_reverse_rename_drop(tmp_path):
     files = collection(tmp_path)
     target = tmp_path / "t.zarr"
+    # --chunks names the target's dimensions, so the renamed one by its new name
     convert(str(tmp_path / "day*.nc"), target,
             "--isel", "lon=5:-3", "--reverse", "lat", "--rename", "air=temperature",
-            "--rename", "lon=longitude", "--drop", "uwnd")
+            "--rename", "lon=longitude", "--drop", "uwnd", chunks="time=-1,lat=12,longitude=16")
     got = opened(target)
     want = (mfdataset(files).isel(lon=slice(5, -3)).isel(lat=slice(None, None, -1))
             .rename(air="temperature", lon="longitude").drop_vars("uwnd"))

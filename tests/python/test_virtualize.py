@@ -312,7 +312,7 @@ def test_s3_inputs_reference_the_same_chunks_as_local_files(tmp_path, s3_prefix)
 def test_s3_inputs_that_do_not_exist_are_named(tmp_path, s3_prefix):
     _fs, prefix = s3_prefix
     r = oracle.run("virtualize", f"{prefix}/none/*.nc", "--output", tmp_path / "r.json")
-    oracle.assert_one_error_line(r, codes=[2], mentions=[f"{prefix}/none/*.nc", "matches no object"])
+    oracle.assert_one_error_line(r, codes=[3], mentions=[f"{prefix}/none/*.nc", "matches no object"])
     r = oracle.run("virtualize", f"{prefix}/none/missing.nc", "--output", tmp_path / "r.json")
     oracle.assert_one_error_line(r, codes=[3], mentions=[f"{prefix}/none/missing.nc", "no such object"])
     assert not (tmp_path / "r.json").exists()

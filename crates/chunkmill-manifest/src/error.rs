@@ -149,6 +149,21 @@ pub enum Error {
     Executor(String),
 }
 
+impl Error {
+    /// The exit code of the command line for this error (the README's table): 2 for a
+    /// malformed request, 1 for a failure while writing or running, 3 for everything refused
+    /// before a write, a missing or unreadable input included (a glob that matches nothing is
+    /// a missing input, as a path that does not exist is).
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Write { .. } | Error::Executor(_) => 1,
+            _ => 3,
+        }
+    }
+}
+
 /// What differs between an input of a combine and the first input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}: {variable}: {what} differs: got {got}, expected {expected} (as in {first})")]

@@ -215,8 +215,8 @@ pub struct VirtualizeReport {
 /// `@list` files (one input per line; blank lines and `#` comments skipped). Order is kept.
 ///
 /// # Errors
-/// [`Error::Input`] for a glob that matches nothing, an unreadable `@list`, a bad pattern, a
-/// URL of another scheme, or a bucket that cannot be listed.
+/// [`Error::Input`] for a glob that matches nothing, an unreadable `@list` or a bucket that
+/// cannot be listed; [`Error::Usage`] for a bad pattern or a URL of another scheme.
 pub fn expand_inputs(inputs: &[String]) -> Result<Vec<Input>> {
     let mut out = Vec::new();
     for input in inputs {
@@ -253,13 +253,13 @@ fn expand_one(input: &str, out: &mut Vec<Input>, depth: usize) -> Result<()> {
     }
     let path = input.strip_prefix("file://").unwrap_or(input);
     if path.contains("://") {
-        return Err(err(
-            "unsupported URL scheme; give local paths, file:// or s3:// URLs".into(),
-        ));
+        return Err(Error::Usage(format!(
+            "{input}: unsupported URL scheme; give local paths, file:// or s3:// URLs"
+        )));
     }
     if path.contains(['*', '?', '[']) {
         let mut matched: Vec<PathBuf> = glob::glob(path)
-            .map_err(|e| err(format!("bad pattern: {e}")))?
+            .map_err(|e| Error::Usage(format!("{input}: bad pattern: {e}")))?
             .filter_map(std::result::Result::ok)
             .filter(|p| p.is_file())
             .collect();

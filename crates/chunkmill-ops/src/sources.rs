@@ -67,9 +67,11 @@ fn is_zarr_dir(path: &Path) -> bool {
 }
 
 fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
-    match e {
-        chunkmill_manifest::Error::Usage(m) => OpsError::Usage(m.clone()),
-        other => OpsError::Refused(other.to_string()),
+    // The same code as `chunkmill virtualize` gives the same error.
+    match e.exit_code() {
+        2 => OpsError::Usage(e.to_string()),
+        1 => OpsError::Failed(e.to_string()),
+        _ => OpsError::Refused(e.to_string()),
     }
 }
 
@@ -95,7 +97,13 @@ pub fn open(
         Ok(Source::Virtual(dataset.into()))
     };
     if let [one] = inputs {
-        let path = Path::new(one);
+        let path = Path::new(one.strip_prefix("file://").unwrap_or(one));
+        let local = !one.contains("://") || one.starts_with("file://");
+        if local && !one.starts_with('@') && !one.contains(['*', '?', '[']) && !path.exists() {
+            return Err(OpsError::Refused(format!(
+                "{one}: no such file or directory"
+            )));
+        }
         if path.is_dir() {
             if chunkmill_manifest::is_icechunk(path) {
                 return checked(path, chunkmill_manifest::read_icechunk(path));

@@ -68,7 +68,8 @@ pub struct Output {
 #[derive(Debug, Args, Clone)]
 pub struct ExecutorArgs {
     /// Where tasks run: `threads` of this process; `processes`: child `chunkmill worker`
-    /// processes, each within --max-mem, so a crash in one task never takes the run down;
+    /// processes, each within the job's memory budget (--max-mem of rechunk and convert, 1 GB
+    /// per scanning process of virtualize), so a crash in one task never takes the run down;
     /// `slurm`: one SLURM job array of `chunkmill worker` per stage, chained with afterok.
     #[arg(long, default_value = "threads", value_parser = ["threads", "processes", "slurm"])]
     pub executor: String,
@@ -118,11 +119,15 @@ pub struct Common {
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
     /// Target chunks: `time=8760,lat=18,lon=36` by dimension name or `8760,18,36` by axis;
-    /// -1 is the whole axis. Required (convert: here or in the recipe).
+    /// -1 is the whole axis. Dimensions not named keep the source's chunks; rechunk without
+    /// --chunks keeps every array's chunks (to change --codec, --shards or --zarr-format).
+    /// Required by convert (here or in the recipe).
     #[arg(long, value_name = "SPEC")]
     pub chunks: Option<String>,
-    /// Memory budget of the process: `512MB`, `2GiB`, `1.5GB`. Required (convert: here or in
-    /// the recipe).
+    /// Memory budget of the process: `512MB`, `2GiB`, `1.5GB` (MB and GB are decimal, MiB
+    /// and GiB binary). Default: half of the available memory (MemAvailable, or what the
+    /// cgroup allows if less), rounded down to 64 MB; with --resume, the budget of the plan
+    /// being resumed. The plan shows which was used.
     #[arg(long, value_name = "SIZE")]
     pub max_mem: Option<String>,
     /// Where intermediates go (default: inside the work dir); deleted after success.

@@ -4,9 +4,13 @@ use chunkmill_ops::convert::{
     default_codec, plan_convert, run_planned, ConvertJob, ConvertOptions, IndexSelection,
     ValueSelection,
 };
+use chunkmill_ops::spec::ChunkSpec;
 
 use crate::args::ConvertArgs;
-use crate::rechunk::{plan_json, print_plan, print_report, run_options, run_with_progress};
+use crate::rechunk::{
+    announce_budget, origin_name, plan_json, print_plan, print_report, refuse_duplicates,
+    resolve_budget, run_options, run_with_progress, stored_plan,
+};
 use crate::Failure;
 
 fn split_pair<'a>(flag: &str, text: &'a str, form: &str) -> Result<(&'a str, &'a str), Failure> {
@@ -49,12 +53,44 @@ fn plausible_bound(text: &str) -> bool {
     !day.contains(':') && time.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.')
 }
 
+/// The name before `=` of `NAME=VALUE`, or the whole text.
+fn key(text: &str) -> &str {
+    text.split_once('=').map_or(text, |(k, _)| k).trim()
+}
+
+/// Repeated names in the repeatable flags: the same variable reversed, dropped, renamed or cast
+/// twice, or a dimension selected twice (by value or by index), is refused before anything is
+/// opened.
+fn refuse_repeated(a: &ConvertArgs) -> Result<(), Failure> {
+    refuse_duplicates("--reverse", a.reverse.iter().map(String::as_str))?;
+    refuse_duplicates("--drop", a.drop.iter().map(String::as_str))?;
+    refuse_duplicates(
+        "--variables",
+        a.variables
+            .iter()
+            .map(String::as_str)
+            .filter(|v| !v.is_empty()),
+    )?;
+    refuse_duplicates("--rename", a.rename.iter().map(|t| key(t)))?;
+    refuse_duplicates("--cast", a.cast.iter().map(|t| key(t)))?;
+    refuse_duplicates(
+        "--select/--isel of dimension",
+        a.select.iter().chain(&a.isel).map(|t| key(t)),
+    )
+}
+
 fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
+    refuse_repeated(a)?;
     let (target, inputs) = a
         .paths
         .split_last()
         .filter(|(_, inputs)| !inputs.is_empty())
         .ok_or_else(|| Failure::usage("give the inputs, then the target (or a --recipe)"))?;
+    if a.plan.chunks.is_none() {
+        return Err(Failure::usage(
+            "--chunks is required (here or in the recipe): the target's chunks, like time=-1,lat=10,lon=10",
+        ));
+    }
     let mut run = run_options(
         &chunkmill_ops::sources::describe(inputs),
         target,
@@ -175,19 +211,65 @@ fn warn_misaligned(job: &ConvertJob, quiet: bool) {
     }
 }
 
+/// A `--chunks` or `--shards` spec naming a dimension no converted array has (a typo, most
+/// often) is refused, as `rechunk` refuses it, instead of being ignored. The specs name the
+/// target's dimensions, so a renamed dimension goes by its new name.
+fn check_spec_names(opts: &ConvertOptions, job: &ConvertJob) -> Result<(), Failure> {
+    if job.job.existing_target {
+        // An append writes the target's chunks, whatever the spec says.
+        return Ok(());
+    }
+    let known: Vec<&str> = job
+        .job
+        .specs
+        .iter()
+        .flat_map(|s| s.dimension_names.iter().flatten().flatten())
+        .map(String::as_str)
+        .collect();
+    for (flag, spec) in [
+        ("--chunks", Some(&opts.run.chunks)),
+        ("--shards", opts.run.shards.as_ref()),
+    ] {
+        let Some(ChunkSpec::ByName(named)) = spec else {
+            continue;
+        };
+        if let Some((name, _)) = named.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            let mut dims: Vec<&str> = known.clone();
+            dims.sort_unstable();
+            dims.dedup();
+            let renamed = opts
+                .rename
+                .iter()
+                .find(|(old, _)| old == name)
+                .map(|(_, new)| format!(" ('{name}' is renamed to '{new}': name it {new})"))
+                .unwrap_or_default();
+            return Err(Failure::usage(format!(
+                "{flag}: no dimension '{name}' in the arrays to convert{renamed}; dimensions: {}",
+                dims.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `chunkmill plan convert`.
 pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
-    let job = plan_convert(&options(a)?)?;
+    let opts = options(a)?;
+    let job = plan_convert(&opts)?;
+    check_spec_names(&opts, &job)?;
+    let target = a.paths.last().map_or("", String::as_str);
+    let (_, origin) = resolve_budget(target, &a.plan, &a.common)?;
     if a.common.report.json {
         let mut value = plan_json(&job.job);
+        value["max_mem_origin"] = serde_json::json!(origin_name(origin));
         value["misaligned"] = serde_json::to_value(&job.misaligned).unwrap_or_default();
         println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
-        print_plan(&job.job);
+        print_plan(&job.job, origin);
         for m in &job.misaligned {
             println!(
                 "read amplification {:.2}× for {}; nearest aligned: {}",
@@ -202,7 +284,25 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
 pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
     let opts = options(a)?;
+    let (_, origin) = resolve_budget(&opts.run.target, &a.plan, &a.common)?;
+    announce_budget(opts.run.max_mem, origin, &a.common);
     let job = plan_convert(&opts)?;
+    check_spec_names(&opts, &job)?;
+    let job = if opts.run.resume && !opts.run.overwrite {
+        crate::resume::reconcile(
+            job,
+            stored_plan(&opts.run.target, &a.common).as_ref(),
+            opts.run.workers,
+            |j| &j.job.plan,
+            |w| {
+                let mut o = opts.clone();
+                o.run.workers = w;
+                Ok(plan_convert(&o)?)
+            },
+        )?
+    } else {
+        job
+    };
     warn_misaligned(&job, a.common.report.quiet || a.common.report.json);
     if let Some(message) = &job.nothing_new {
         if !a.common.report.quiet {

@@ -1,6 +1,8 @@
 //! `chunkmill demo`: a small climate-like dataset (hourly air temperature, 720 × 90 × 180,
 //! chunked by time as archives are), rechunked for time-series analysis, then every value
-//! checked against the formula that made it.
+//! checked against the formula that made it. Then the path most users come for: a collection
+//! of daily NetCDF files, virtualized into kerchunk references and converted into a
+//! time-series Zarr cache by the very commands it prints, checked against the formula too.
 
 use chunkmill_grid::{CoordIter, Grid};
 use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, RechunkOptions};
@@ -155,11 +157,19 @@ fn build_source(url: &str) -> Result<(), Failure> {
     zarr::write_consolidated(&store).map_err(fail)
 }
 
-fn verify(url: &str) -> Result<u64, Failure> {
+/// Checks every value of `air` (of shape `shape`) in the store at `url` against [`air`].
+fn verify(url: &str, shape: &[u64]) -> Result<u64, Failure> {
     let store = Store::open(url).map_err(fail)?;
     let array = ZarrArray::open(&store, "air").map_err(fail)?;
+    if array.info().shape != shape || array.info().dtype != "float32" {
+        return Err(fail(format!(
+            "{url}: air is {} {:?}, expected float32 {shape:?}",
+            array.info().dtype,
+            array.info().shape
+        )));
+    }
     let chunks = array.info().chunks.clone();
-    let grid = Grid::regular(&SHAPE, &chunks).map_err(fail)?;
+    let grid = Grid::regular(shape, &chunks).map_err(fail)?;
     let mut checked = 0u64;
     for c in CoordIter::new(grid.counts().into_iter().map(|n| 0..n).collect()) {
         let bytes = array.read_chunk(&c).map_err(fail)?;
@@ -170,7 +180,7 @@ fn verify(url: &str) -> Result<u64, Failure> {
             .map(|(&o, &s)| o..o + s)
             .collect();
         for (i, p) in CoordIter::new(nominal).enumerate() {
-            if p.iter().zip(&SHAPE).any(|(x, n)| x >= n) {
+            if p.iter().zip(shape).any(|(x, n)| x >= n) {
                 continue;
             }
             let got = f32::from_ne_bytes([
@@ -267,8 +277,134 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
         human(report.peak_rss),
         a.max_mem
     );
-    let checked = verify(&target)?;
+    let checked = verify(&target, &SHAPE)?;
     println!("4. verified: all {checked} values of air equal the formula that generated them");
     println!("   open it with: xarray.open_zarr({target:?})");
+    netcdf_path(dir, a)
+}
+
+/// Days of the NetCDF collection, one file each.
+const DAYS: u64 = 10;
+
+/// Writes one NetCDF-3 file per day of hourly `air` (the hours of the whole series, so the
+/// files concatenate along time into what [`air`] gives).
+fn write_collection(dir: &std::path::Path) -> Result<(), Failure> {
+    use crate::demo_netcdf::{write, Attr, Values, Var};
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let text = |k: &str, v: &str| (k.to_string(), Attr::Text(v.to_string()));
+    let [_, ny, nx] = SHAPE;
+    for day in 0..DAYS {
+        let hours = day * 24..(day + 1) * 24;
+        let mut air_values = Vec::with_capacity((24 * ny * nx) as usize);
+        for t in hours.clone() {
+            for y in 0..ny {
+                air_values.extend((0..nx).map(|x| air(t, y, x)));
+            }
+        }
+        let vars = [
+            Var {
+                name: "time".into(),
+                dims: vec![0],
+                attrs: vec![
+                    text("units", "hours since 2020-01-01 00:00:00"),
+                    text("calendar", "standard"),
+                    text("standard_name", "time"),
+                ],
+                values: Values::Double(hours.map(|h| h as f64).collect()),
+            },
+            Var {
+                name: "lat".into(),
+                dims: vec![1],
+                attrs: vec![text("units", "degrees_north")],
+                values: Values::Float((0..ny).map(|y| -89.0 + 2.0 * y as f32).collect()),
+            },
+            Var {
+                name: "lon".into(),
+                dims: vec![2],
+                attrs: vec![text("units", "degrees_east")],
+                values: Values::Float((0..nx).map(|x| 2.0 * x as f32).collect()),
+            },
+            Var {
+                name: "air".into(),
+                dims: vec![0, 1, 2],
+                attrs: vec![
+                    text("units", "K"),
+                    text("long_name", "air temperature"),
+                    ("valid_max".to_string(), Attr::Double(400.0)),
+                ],
+                values: Values::Float(air_values),
+            },
+        ];
+        write(
+            &dir.join(format!("air_2020-01-{:02}.nc", day + 1)),
+            &[("time", 24), ("lat", ny), ("lon", nx)],
+            &[text(
+                "title",
+                "chunkmill demo: one day of hourly air temperature",
+            )],
+            &vars,
+        )
+        .map_err(fail)?;
+    }
+    Ok(())
+}
+
+/// Runs a chunkmill command line in this process, as a user would type it.
+fn chunkmill(words: &[&str]) -> Result<(), Failure> {
+    use clap::Parser;
+    println!("   $ chunkmill {}", shell_words::join(words));
+    let cli =
+        crate::args::Cli::try_parse_from(std::iter::once("chunkmill").chain(words.iter().copied()))
+            .map_err(|e| fail(e.to_string()))?;
+    crate::run(cli)
+}
+
+/// NetCDF files → references → time-series Zarr, verified.
+fn netcdf_path(dir: &std::path::Path, a: &DemoArgs) -> Result<(), Failure> {
+    let files = dir.join("data");
+    println!(
+        "5. writing {DAYS} daily NetCDF-3 files of air [24, {}, {}] float32 into {}",
+        SHAPE[1],
+        SHAPE[2],
+        files.display()
+    );
+    write_collection(&files)?;
+    let pattern = files.join("air_*.nc").to_string_lossy().into_owned();
+    let refs = dir.join("air.json").to_string_lossy().into_owned();
+    let cache = dir
+        .join("air-time-series.zarr")
+        .to_string_lossy()
+        .into_owned();
+    let progress: &[&str] = if a.no_progress {
+        &["--no-progress"]
+    } else {
+        &[]
+    };
+    println!("6. virtualizing them: references to their chunks, no data copied");
+    let mut words: Vec<&str> = vec![
+        "virtualize",
+        &pattern,
+        "--concat-dim",
+        "time",
+        "--output",
+        &refs,
+    ];
+    words.extend(progress);
+    chunkmill(&words)?;
+    println!("7. converting the references into a time-series cache");
+    let mut words: Vec<&str> = vec![
+        "convert",
+        &refs,
+        &cache,
+        "--chunks",
+        "time=-1,lat=9,lon=18",
+        "--max-mem",
+        &a.max_mem,
+    ];
+    words.extend(progress);
+    chunkmill(&words)?;
+    let checked = verify(&cache, &[DAYS * 24, SHAPE[1], SHAPE[2]])?;
+    println!("8. verified: all {checked} values of air equal the formula that generated them");
+    println!("   open it with: xarray.open_zarr({cache:?})");
     Ok(())
 }

@@ -190,16 +190,20 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     if path.is_dir() && chunkmill_manifest::is_icechunk(path) {
         return references(a, path, Kind::Icechunk);
     }
+    let local = a.path.strip_prefix("file://").unwrap_or(&a.path);
+    if !local.contains("://") && !Path::new(local).exists() {
+        return Err(Failure::refused(format!(
+            "{}: no such file or directory",
+            a.path
+        )));
+    }
     let store = Store::open(&a.path).map_err(|e| Failure::usage(e.to_string()))?;
-    let nodes = zarr::list_nodes(&store).map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
-    })?;
+    let nodes = zarr::list_nodes(&store).map_err(|e| Failure::refused(e.to_string()))?;
     if nodes.is_empty() {
-        return Err(Failure {
-            code: 1,
-            message: format!("{}: no Zarr array or group found", store.url()),
-        });
+        return Err(Failure::refused(format!(
+            "{}: no Zarr array or group found (not a Zarr store)",
+            store.url()
+        )));
     }
     let mut arrays = Vec::new();
     let mut groups = Vec::new();

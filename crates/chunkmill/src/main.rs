@@ -2,18 +2,36 @@
 //! `chunkmill-ops`.
 
 mod args;
+mod budget;
 mod convert;
 mod demo;
+mod demo_netcdf;
 mod inspect;
 mod progress;
 mod rechunk;
 mod recipe;
+mod resume;
 mod virtualize;
 mod work;
 
 use clap::Parser;
 
-/// A failure with the exit code it maps to: 1 failed, 2 usage, 3 refused before running.
+/// The exit codes, the same for every command (README, "Exit codes").
+pub mod exit {
+    /// The job is done.
+    pub const DONE: i32 = 0;
+    /// Failed while running, after retries; `--resume` continues.
+    pub const FAILED: i32 = 1;
+    /// The command line is malformed: a flag, a value, a spec (nothing was read or written).
+    pub const USAGE: i32 = 2;
+    /// Refused before anything was written: an input that does not exist or does not fit, a
+    /// target that exists, a plan that does not fit the budget.
+    pub const REFUSED: i32 = 3;
+    /// Stopped by Ctrl-C (or SIGTERM) after cancelling what it started; `--resume` continues.
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// A failure with the exit code it maps to (see [`exit`]).
 #[derive(Debug)]
 pub struct Failure {
     code: i32,
@@ -23,10 +41,35 @@ pub struct Failure {
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
         Self {
-            code: 2,
+            code: exit::USAGE,
             message: message.into(),
         }
     }
+
+    fn refused(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::REFUSED,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<chunkmill_manifest::Error> for Failure {
+    fn from(e: chunkmill_manifest::Error) -> Self {
+        Self {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The flag that fixes an error whose message does not name it (messages of the libraries
+/// speak of dimensions and files, not of flags).
+fn hint(message: &str) -> Option<&'static str> {
+    if message.contains("no concat dimension") && !message.contains("--concat-dim") {
+        return Some("give the dimension to concatenate along with --concat-dim DIM");
+    }
+    None
 }
 
 impl From<chunkmill_ops::OpsError> for Failure {
@@ -41,7 +84,7 @@ impl From<chunkmill_ops::OpsError> for Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
         Self {
-            code: 1,
+            code: exit::FAILED,
             message: format!("{e:#}"),
         }
     }
@@ -113,7 +156,12 @@ fn main() {
         .init();
     let cli = args::Cli::parse();
     if let Err(failure) = run(cli) {
-        for line in failure.message.lines() {
+        let mut message = failure.message;
+        if let Some(hint) = hint(&message) {
+            // Errors are one line: the hint follows the reason.
+            message = format!("{message}; {hint}");
+        }
+        for line in message.lines() {
             eprintln!("chunkmill: {line}");
         }
         std::process::exit(failure.code);

@@ -17,7 +17,100 @@ use crate::progress::Progress;
 use crate::Failure;
 
 fn options(a: &RechunkArgs) -> Result<RechunkOptions, Failure> {
+    refuse_duplicates("--array", a.arrays.iter().map(String::as_str))?;
+    refuse_data_file(&a.source)?;
     run_options(&a.source, &a.target, &a.arrays, &a.plan, &a.common)
+}
+
+/// A flag repeated with the same value means nothing more the second time, and is most often
+/// a slip for another value: refused (exit 2) rather than guessed at.
+pub fn refuse_duplicates<'a>(
+    flag: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Failure> {
+    let mut seen: Vec<&str> = Vec::new();
+    for v in values {
+        if seen.contains(&v) {
+            return Err(Failure::usage(format!("{flag} {v} is given twice")));
+        }
+        seen.push(v);
+    }
+    Ok(())
+}
+
+/// `rechunk` reads Zarr only: a NetCDF/HDF5 file is the job of `convert`, which the message
+/// names with the command to type.
+fn refuse_data_file(source: &str) -> Result<(), Failure> {
+    let path = std::path::Path::new(source.strip_prefix("file://").unwrap_or(source));
+    let data_ext = [".nc", ".nc4", ".h5", ".hdf5", ".he5", ".cdf", ".hdf"]
+        .iter()
+        .any(|ext| source.to_ascii_lowercase().ends_with(ext));
+    if path.is_file() || (data_ext && !path.is_dir()) {
+        return Err(Failure::usage(format!(
+            "{source}: rechunk reads a Zarr store, and this is a file; for NetCDF/HDF5 files use `chunkmill convert {source} TARGET.zarr --chunks ...`"
+        )));
+    }
+    Ok(())
+}
+
+/// Where `--max-mem` came from, for the plan and the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetOrigin {
+    /// The flag (or the recipe).
+    Given,
+    /// Half of the available memory (`budget::default_max_mem`).
+    Default,
+    /// The stored plan of the run being resumed.
+    Resumed,
+}
+
+impl BudgetOrigin {
+    /// What the plan summary says after the budget.
+    pub fn note(self) -> &'static str {
+        match self {
+            BudgetOrigin::Given => "",
+            BudgetOrigin::Default => {
+                " (default: half of the available memory; set it with --max-mem)"
+            }
+            BudgetOrigin::Resumed => " (from the plan being resumed)",
+        }
+    }
+}
+
+/// The budget: `--max-mem`; on `--resume`, the stored plan's (so that the same plan is found
+/// again wherever free memory went meanwhile); else half of the available memory.
+pub fn resolve_budget(
+    target: &str,
+    plan: &TargetArgs,
+    common: &Common,
+) -> Result<(u64, BudgetOrigin), Failure> {
+    if let Some(text) = plan.max_mem.as_deref() {
+        let bytes = parse_size(text).map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
+        return Ok((bytes, BudgetOrigin::Given));
+    }
+    if common.resume {
+        if let Some(stored) = stored_plan(target, common) {
+            return Ok((stored.max_mem, BudgetOrigin::Resumed));
+        }
+    }
+    crate::budget::default_max_mem()
+        .map(|bytes| (bytes, BudgetOrigin::Default))
+        .ok_or_else(|| {
+            Failure::usage(
+                "--max-mem is required here: this system does not say how much memory is available",
+            )
+        })
+}
+
+/// The plan stored in the work dir of a job writing `target`, if it can be read.
+pub fn stored_plan(target: &str, common: &Common) -> Option<chunkmill_plan::Plan> {
+    let work = common
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| format!("{}.work", target.trim_end_matches('/')));
+    let store = chunkmill_store::Store::open(&work).ok()?;
+    let bytes = store.get("plan.json").ok()??;
+    chunkmill_plan::Plan::from_json(&String::from_utf8_lossy(&bytes)).ok()
 }
 
 /// The options of a job that writes `target` as `plan` and `common` say.
@@ -28,24 +121,19 @@ pub fn run_options(
     plan: &TargetArgs,
     common: &Common,
 ) -> Result<RechunkOptions, Failure> {
-    let chunks: ChunkSpec = plan
-        .chunks
-        .as_deref()
-        .ok_or_else(|| Failure::usage("--chunks is required"))?
-        .parse()
-        .map_err(Failure::usage)?;
+    // Without --chunks every array keeps its chunks (a copy that changes the codec, shards or
+    // format); a spec naming some dimensions keeps the source's chunks along the others.
+    let chunks: ChunkSpec = match plan.chunks.as_deref() {
+        Some(text) => text.parse().map_err(Failure::usage)?,
+        None => ChunkSpec::ByName(Vec::new()),
+    };
     let shards = plan
         .shards
         .as_deref()
         .map(str::parse::<ChunkSpec>)
         .transpose()
         .map_err(Failure::usage)?;
-    let max_mem = parse_size(
-        plan.max_mem
-            .as_deref()
-            .ok_or_else(|| Failure::usage("--max-mem is required"))?,
-    )
-    .map_err(|e| Failure::usage(format!("--max-mem: {e}")))?;
+    let (max_mem, _) = resolve_budget(target, plan, common)?;
     let codec = plan
         .codec
         .as_deref()
@@ -166,7 +254,8 @@ pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
     })
 }
 
-pub fn print_plan(job: &RechunkJob) {
+/// The plan as a person reads it; `budget` says where `--max-mem` came from.
+pub fn print_plan(job: &RechunkJob, budget: BudgetOrigin) {
     let plan = &job.plan;
     println!(
         "plan {}  ({} stages, {} tasks)",
@@ -175,8 +264,9 @@ pub fn print_plan(job: &RechunkJob) {
         plan.total_tasks()
     );
     println!(
-        "memory: --max-mem {} = baseline {} + tasks {} + reserve; largest task {}",
+        "memory: --max-mem {}{} = baseline {} + tasks {} + reserve; largest task {}",
         human(plan.max_mem),
+        budget.note(),
         human(job.baseline),
         human(job.task_budget),
         human(plan.max_projected_mem())
@@ -225,21 +315,58 @@ pub fn print_plan(job: &RechunkJob) {
 /// `chunkmill plan rechunk`.
 pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
     let job = plan_rechunk(&options(a)?)?;
+    let (_, origin) = resolve_budget(&a.target, &a.plan, &a.common)?;
     if a.common.report.json {
+        let mut value = plan_json(&job);
+        value["max_mem_origin"] = json!(origin_name(origin));
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan_json(&job)).unwrap_or_default()
+            serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
-        print_plan(&job);
+        print_plan(&job, origin);
     }
     Ok(())
+}
+
+/// How `--json` names where the budget came from.
+pub fn origin_name(origin: BudgetOrigin) -> &'static str {
+    match origin {
+        BudgetOrigin::Given => "given",
+        BudgetOrigin::Default => "default",
+        BudgetOrigin::Resumed => "resumed",
+    }
+}
+
+/// Says which budget a run uses when the user did not give one (on stderr, so that `--json`
+/// output stays one document).
+pub fn announce_budget(max_mem: u64, origin: BudgetOrigin, common: &Common) {
+    if origin != BudgetOrigin::Given && !common.report.quiet {
+        eprintln!("chunkmill: --max-mem {}{}", human(max_mem), origin.note());
+    }
 }
 
 /// `chunkmill rechunk`.
 pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let opts = options(a)?;
+    let (_, origin) = resolve_budget(&a.target, &a.plan, &a.common)?;
+    announce_budget(opts.max_mem, origin, &a.common);
     let job = plan_rechunk(&opts)?;
+    let job = if opts.resume && !opts.overwrite {
+        crate::resume::reconcile(
+            job,
+            stored_plan(&a.target, &a.common).as_ref(),
+            opts.workers,
+            |j| &j.plan,
+            |w| {
+                let mut o = opts.clone();
+                o.workers = w;
+                Ok(plan_rechunk(&o)?)
+            },
+        )?
+    } else {
+        job
+    };
     let report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts, on_event))?;
     print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common);
     Ok(())

@@ -3,21 +3,13 @@
 use std::sync::Arc;
 
 use chunkmill_exec::Event;
-use chunkmill_manifest::{virtualize, Error, OutputFormat, SkippedVariable, VirtualizeOptions};
+use chunkmill_manifest::{virtualize, OutputFormat, SkippedVariable, VirtualizeOptions};
 use chunkmill_ops::scan::ExecutorScanner;
 use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::args::VirtualizeArgs;
 use crate::Failure;
-
-fn exit_code(e: &Error) -> i32 {
-    match e {
-        Error::Usage(_) | Error::Input { .. } => 2,
-        Error::Write { .. } | Error::Executor(_) => 1,
-        _ => 3,
-    }
-}
 
 /// One warning for every variable left out: each once, with the reason the first file gave
 /// and how many files it was left out of, and the flag that leaves it out on purpose.
@@ -135,10 +127,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     }
     let report = virtualize(&a.inputs, &options);
     bar.finish_and_clear();
-    let report = report.map_err(|e| Failure {
-        code: exit_code(&e),
-        message: e.to_string(),
-    })?;
+    let report = report.map_err(Failure::from)?;
     for skipped in &report.skipped {
         eprintln!("chunkmill: skipped {}: {}", skipped.file, skipped.reason);
     }

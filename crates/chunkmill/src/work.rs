@@ -55,7 +55,7 @@ fn describe(tasks: &TaskSelection) -> String {
 
 /// Print done / pending per stage.
 pub fn status(a: &StatusArgs) -> Result<(), Failure> {
-    let st = read_status(&a.work_dir)?;
+    let st = read_status(&a.work_dir).map_err(|e| status_hint(&a.work_dir, e))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
         return Ok(());
@@ -73,4 +73,17 @@ pub fn status(a: &StatusArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// `status TARGET` for `status TARGET.work`, the usual slip: the message names the work dir.
+fn status_hint(given: &str, e: chunkmill_ops::OpsError) -> Failure {
+    let mut failure = Failure::from(e);
+    let trimmed = given.trim_end_matches('/');
+    if !trimmed.ends_with(".work") {
+        failure.message = format!(
+            "{}; {trimmed} is not a work dir; the work dir of a job writing {trimmed} is {trimmed}.work (or its --work-dir): `chunkmill status {trimmed}.work`",
+            failure.message
+        );
+    }
+    failure
 }
