@@ -52,7 +52,7 @@ def skipped_lines(stderr: str) -> list[str]:
     return [line.strip() for line in stderr.splitlines() if line.strip().startswith("--drop ")]
 
 
-def write_stations(path) -> None:
+def write_stations(path, first_day: int = 0) -> None:
     """A NetCDF-4 station file: vlen-string names, fixed char codes, numeric data."""
     with netCDF4.Dataset(path, "w") as ds:
         ds.createDimension("station", len(NAMES))
@@ -64,7 +64,7 @@ def write_stations(path) -> None:
         code = ds.createVariable("station_code", "S1", ("station", "nchar"))
         code[:] = netCDF4.stringtochar(np.array(["VAL", "MHD", "ZRH", "", "NYA"], dtype="S4"))
         t = ds.createVariable("time", "f8", ("time",))
-        t[:] = np.arange(300)
+        t[:] = np.arange(300) + first_day
         t.units = "days since 2020-01-01"
         # Random values: chunks that compress to more than the inline threshold.
         v = ds.createVariable("temp", "f4", ("time", "station"), zlib=True, chunksizes=(100, 5))
@@ -113,6 +113,36 @@ def test_string_variable_over_the_threshold_is_skipped_not_the_file(tmp_path):
     r = virtualize(path, tmp_path / "other.json", "kerchunk-json", "--drop", "no_such_var")
     assert r.returncode == 2 and "no_such_var" in r.stderr, oracle.describe(r)
     assert not (tmp_path / "other.json").exists()
+
+
+def test_scan_on_worker_processes_inlines_and_skips_the_same_variables(tmp_path):
+    """A scan on worker processes passes each file's references through JSON: the inlined
+    strings and the list of variables left out must survive it, as on threads."""
+    for d in range(2):
+        write_stations(tmp_path / f"stations{d}.nc", first_day=300 * d)
+    runs = {}
+    for name, extra in [("threads", []), ("procs", ["--executor", "processes", "--workers", "2",
+                                                    "--files-per-task", "1", "--work-dir", tmp_path / "work"])]:
+        out = tmp_path / f"{name}.json"
+        r = oracle.run("virtualize", str(tmp_path / "stations*.nc"), "--output", out, "--concat-dim", "time",
+                       "--identical-dims", "station_code", "--no-progress", "--drop", "temp", "--json", *extra)
+        assert r.returncode == 0, oracle.describe(r)
+        runs[name] = (json.loads(out.read_text())["refs"], skipped_lines(r.stderr), json.loads(r.stdout))
+    assert runs["procs"][0] == runs["threads"][0]
+    assert runs["procs"][1] == runs["threads"][1] == []
+    got = open_refs(tmp_path / "procs.json", "kerchunk-json", tmp_path).load()
+    assert [str(s) for s in got.station_name.values] == NAMES and "temp" not in got
+    assert got.sizes["time"] == 600
+    for name in ("threads", "procs"):
+        out = tmp_path / f"{name}_small.json"
+        extra = ["--executor", "processes", "--workers", "2", "--work-dir", tmp_path / "work2"] if name == "procs" else []
+        r = oracle.run("virtualize", str(tmp_path / "stations*.nc"), "--output", out, "--concat-dim", "time",
+                       "--no-progress", "--inline-threshold", "20", "--json", *extra)
+        assert r.returncode == 0, oracle.describe(r)
+        lines = skipped_lines(r.stderr)
+        assert len(lines) == 1 and lines[0].startswith("--drop station_name:") and "1 more file" in lines[0], r.stderr
+        report = json.loads(r.stdout)
+        assert [s["variable"] for s in report["skipped_variables"]] == ["station_name", "station_name"]
 
 
 @pytest.mark.parametrize("fmt", ["kerchunk-json", "icechunk"])

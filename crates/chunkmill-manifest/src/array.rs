@@ -384,6 +384,29 @@ mod tests {
     }
 
     #[test]
+    fn structured_and_string_types_in_v2_and_v3() {
+        let mut m = meta();
+        m.dtype = r#"[["id","<i4"],["value","<f8"],["flag","|S2"]]"#.into();
+        assert_eq!(m.element_size(), 14);
+        assert_eq!(
+            m.to_zarray(false)["dtype"],
+            serde_json::json!([["id", "<i4"], ["value", "<f8"], ["flag", "|S2"]])
+        );
+        assert_eq!(
+            m.data_type_v3(),
+            serde_json::json!({"name": "struct", "configuration": {"fields": [
+                {"name": "id", "data_type": "int32"},
+                {"name": "value", "data_type": "float64"},
+                {"name": "flag", "data_type": {"name": "null_terminated_bytes", "configuration": {"length_bytes": 2}}},
+            ]}})
+        );
+        m.dtype = "|O".into();
+        assert_eq!(m.data_type_v3(), Value::from("string"));
+        assert_eq!(m.to_zarray(false)["dtype"], Value::from("|O"));
+        assert_eq!(structured_fields("<f4"), None);
+    }
+
+    #[test]
     fn byte_string_fill_values_are_base64() {
         assert_eq!(v2_fill_value("|S2", &Value::from("a")), Value::from("YQA="));
         assert_eq!(dtype_size("|S10"), 10);

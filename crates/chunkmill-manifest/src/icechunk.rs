@@ -777,6 +777,72 @@ mod tests {
         Ok(())
     }
 
+    /// What a scan inlines for a variable no codec reads: strings and a compound.
+    fn inlined_only() -> Result<VirtualDataset> {
+        let meta = |dtype: &str, codecs: Vec<Codec>, fill: Value| ArrayMetadata {
+            shape: vec![2],
+            dtype: dtype.into(),
+            chunk_shape: vec![2],
+            fill_value: fill,
+            codecs,
+            dimension_names: vec!["station".into()],
+            attributes: Map::new(),
+        };
+        let mut names = ManifestArray::loaded(
+            meta("|O", vec![Codec::bytes(None)], Value::from("")),
+            vec![0; 2],
+        )?;
+        names.metadata.codecs = vec![Codec::vlen_utf8()];
+        let strings =
+            crate::codecs::encode_vlen_utf8(&["a".into(), "bc".into()]).map_err(Error::Manifest)?;
+        names.manifest.set_inlined(0, strings)?;
+        let records = ManifestArray::loaded(
+            meta(
+                r#"[["id","<i4"],["value","<f8"]]"#,
+                vec![Codec::bytes(Some(ByteOrder::Little))],
+                serde_json::json!({"id": 0, "value": 0.0}),
+            ),
+            vec![7; 24],
+        )?;
+        Ok(VirtualDataset {
+            name: "inlined".into(),
+            urls: Vec::new(),
+            groups: BTreeMap::from([(String::new(), Map::new())]),
+            arrays: BTreeMap::from([("names".into(), names), ("records".into(), records)]),
+        })
+    }
+
+    #[test]
+    fn inlined_strings_and_structs_read_back_from_icechunk_and_kerchunk(
+    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let ds = inlined_only()?;
+        let root =
+            std::env::temp_dir().join(format!("chunkmill-icechunk-inl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        let out = root.join("repo.icechunk");
+        write_icechunk(&ds, &out, false)?;
+        let back = read_icechunk(&out)?;
+        for key in ["names", "records"] {
+            assert_eq!(back.arrays.get(key), ds.arrays.get(key), "{key}");
+        }
+        let mut json = Vec::new();
+        crate::kerchunk::to_kerchunk_json(&ds, &mut json)?;
+        let back = crate::kerchunk::parse_kerchunk_json(std::str::from_utf8(&json)?, "mem")?;
+        assert_eq!(
+            back.arrays["records"].metadata.dtype,
+            ds.arrays["records"].metadata.dtype
+        );
+        assert_eq!(
+            back.arrays["records"].metadata.codecs,
+            ds.arrays["records"].metadata.codecs
+        );
+        assert_eq!(back.arrays["names"].metadata.codecs[1], Codec::vlen_utf8());
+        assert_eq!(back.arrays["names"].manifest, ds.arrays["names"].manifest);
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    }
+
     #[test]
     fn containers_are_directories_not_covered_by_another() {
         let urls = vec![

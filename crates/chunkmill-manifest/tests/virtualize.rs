@@ -367,29 +367,41 @@ fn a_file_that_is_not_netcdf_fails_unless_skip_bad() {
 }
 
 #[test]
-fn inexpressible_filters_are_refused_naming_filter_and_variable() {
+fn inexpressible_filters_inline_small_variables_and_leave_out_large_ones() {
     if skip() {
         return;
     }
     let inputs = files("filters");
-    for (file, expected) in [
-        (
-            &inputs[0],
-            "/packed: filter scaleoffset (HDF5 id 6) has no Zarr codec",
-        ),
-        (
-            &inputs[1],
-            "/squeezed: filter lzf (HDF5 id 32000) has no Zarr codec",
-        ),
-    ] {
+    // Both hold 0..100 (i4 and f4): 400 bytes decoded.
+    let values: [Vec<u8>; 2] = [
+        (0..100i32).flat_map(i32::to_le_bytes).collect(),
+        (0..100).flat_map(|x| (x as f32).to_le_bytes()).collect(),
+    ];
+    for ((file, values), (variable, expected)) in inputs.iter().zip(&values).zip([
+        ("packed", "filter scaleoffset (HDF5 id 6) has no Zarr codec"),
+        ("squeezed", "filter lzf (HDF5 id 32000) has no Zarr codec"),
+    ]) {
         let out = output("filters");
-        let message =
-            error_of(virtualize(std::slice::from_ref(file), &options(&out, None))).to_string();
-        assert!(
-            message.starts_with(&format!("{file}: {expected}")),
-            "{message}"
+        // Below the default inline threshold (500): decoded and inlined.
+        let (dataset, report) = build(std::slice::from_ref(file), &options(&out, None))
+            .expect("a variable without a codec no longer fails the file");
+        assert!(report.skipped_variables.is_empty());
+        assert_eq!(
+            dataset.arrays[variable].loaded_values(),
+            Some(&values[..]),
+            "{file}: {variable}"
         );
-        assert!(!out.exists());
+        // Above it: left out, naming the filter.
+        let mut o = options(&out, None);
+        o.inline_threshold = 100;
+        let report = virtualize(std::slice::from_ref(file), &o).expect("virtualize");
+        let skipped = &report.skipped_variables;
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].variable, variable);
+        assert!(skipped[0].reason.starts_with(expected), "{skipped:?}");
+        let written = read_kerchunk_json(&out).expect("read back");
+        assert!(!written.arrays.contains_key(variable));
+        std::fs::remove_file(&out).expect("remove the output");
     }
 }
 

@@ -472,6 +472,74 @@ mod tests {
     }
 
     #[test]
+    fn fletcher32_before_shuffle_is_inexpressible_for_8_byte_elements_only() {
+        // netCDF-C's order: fletcher32, shuffle, deflate.
+        let pipeline = |size: u32| {
+            [
+                filter(3, "fletcher32", vec![]),
+                filter(2, "shuffle", vec![size]),
+                filter(1, "deflate", vec![4]),
+            ]
+        };
+        for size in [1u32, 2, 4] {
+            assert_eq!(
+                inexpressible_order(&pipeline(size), size as usize, 400),
+                None
+            );
+        }
+        let e = inexpressible_order(&pipeline(8), 8, 800);
+        assert_eq!(e.as_ref().map(|e| e.filter.as_str()), Some("shuffle"));
+        assert!(e.is_some_and(|e| e.reason.contains("804 bytes")));
+        // Shuffle first (the usual order), or fletcher32 last: the buffer is whole elements.
+        let usual = [
+            filter(2, "shuffle", vec![8]),
+            filter(1, "deflate", vec![4]),
+            filter(3, "fletcher32", vec![]),
+        ];
+        assert_eq!(inexpressible_order(&usual, 8, 800), None);
+    }
+
+    #[test]
+    fn vlen_utf8_layout_is_numcodecs() -> Result<(), String> {
+        let bytes = encode_vlen_utf8(&["ab".to_string(), String::new(), "é".to_string()])?;
+        assert_eq!(
+            bytes,
+            [
+                &3u32.to_le_bytes()[..],
+                &2u32.to_le_bytes(),
+                b"ab",
+                &0u32.to_le_bytes(),
+                &2u32.to_le_bytes(),
+                "é".as_bytes()
+            ]
+            .concat()
+        );
+        let c = Codec::from_numcodecs(&json!({"id": "vlen-utf8"}));
+        assert_eq!(
+            c.as_ref().map(Codec::to_v3),
+            Some(json!({"name": "vlen-utf8"}))
+        );
+        assert_eq!(
+            c.and_then(|c| c.to_numcodecs()),
+            Some(json!({"id": "vlen-utf8"}))
+        );
+        assert_eq!(
+            Codec::numcodecs("fletcher32", Map::new()).to_v3(),
+            json!({"name": "numcodecs.fletcher32", "configuration": {}})
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn lzf_chunks_are_decoded() -> Result<(), String> {
+        // An LZF chunk of 0..8 as bytes: one literal run; h5py's client data holds the size.
+        let lzf = [filter(32000, "lzf", vec![4, 261, 8])];
+        let stored = [&[7u8][..], &[0, 1, 2, 3, 4, 5, 6, 7]].concat();
+        assert_eq!(decode(&lzf, 0, 1, stored)?, (0..8).collect::<Vec<u8>>());
+        Ok(())
+    }
+
+    #[test]
     fn numcodecs_round_trip() {
         let z = Codec::from_numcodecs(&json!({"id": "zstd", "level": 3}));
         assert_eq!(z.as_ref().map(|c| c.name.as_str()), Some("zstd"));
