@@ -83,8 +83,10 @@ fn references(a: &InspectArgs, path: &Path, kind: Kind) -> Result<(), Failure> {
 
 /// An HDF5, NetCDF-4 or NetCDF-3 file: its variables, dimensions and chunk byte ranges.
 fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
-    let file = chunkmill_hdf5::SourceFile::open_path(path).map_err(|e| fail(1)(e.to_string()))?;
-    let inventory = file.inventory().map_err(|e| fail(1)(e.to_string()))?;
+    // A file that is not HDF5/NetCDF, or is damaged, is refused input (exit 3), as in convert
+    // and virtualize.
+    let file = chunkmill_hdf5::SourceFile::open_path(path).map_err(|e| fail(3)(e.to_string()))?;
+    let inventory = file.inventory().map_err(|e| fail(3)(e.to_string()))?;
     let ranges: Vec<Value> = inventory
         .variables
         .iter()
