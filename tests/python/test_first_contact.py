@@ -96,6 +96,20 @@ def test_missing_path_says_it_does_not_exist(tmp_path, command):
     assert "no such file or directory" in err and "no Zarr array or group" not in err, err
 
 
+def test_a_file_that_is_not_netcdf_exits_3_in_every_command(tmp_path):
+    text = tmp_path / "notes.nc"
+    text.write_text("not NetCDF\n")
+    runs = [
+        oracle.run("inspect", text),
+        oracle.run("virtualize", text, "--output", tmp_path / "r.json"),
+        # no --max-mem: the default budget is announced only for a job that runs, so the refusal
+        # stays one line
+        oracle.run("convert", text, tmp_path / "c.zarr", "--chunks", "time=-1"),
+    ]
+    for r in runs:
+        oracle.assert_one_error_line(r, codes=[3], mentions=["notes.nc", "not an HDF5 or NetCDF file"])
+
+
 # ---------------------------------------------------------------------------------------------
 # errors name what fixes them
 

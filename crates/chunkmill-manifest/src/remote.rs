@@ -57,8 +57,8 @@ fn store_of(root: &str) -> std::result::Result<Store, String> {
 /// plain URL itself (whether it exists is found out when it is scanned).
 ///
 /// # Errors
-/// [`Error::Input`] for a URL without a key, a bad pattern, a listing that fails, or a glob
-/// that matches nothing.
+/// [`Error::Usage`] for a bad pattern; [`Error::Input`] for a URL without a key, a listing
+/// that fails, or a glob that matches nothing.
 pub(crate) fn expand(input: &str, out: &mut Vec<String>) -> Result<()> {
     let err = |reason: String| Error::Input {
         input: input.to_string(),
@@ -71,7 +71,9 @@ pub(crate) fn expand(input: &str, out: &mut Vec<String>) -> Result<()> {
         out.push(input.to_string());
         return Ok(());
     }
-    let pattern = glob::Pattern::new(key).map_err(|e| err(format!("bad pattern: {e}")))?;
+    // A malformed pattern is a usage error, as for a local glob.
+    let pattern =
+        glob::Pattern::new(key).map_err(|e| Error::Usage(format!("{input}: bad pattern: {e}")))?;
     let literal = &key[..key.find(['*', '?', '[']).unwrap_or(key.len())];
     let prefix = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
     let store = store_of(root).map_err(&err)?;

@@ -285,9 +285,10 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
     let opts = options(a)?;
     let (_, origin) = resolve_budget(&opts.run.target, &a.plan, &a.common)?;
-    announce_budget(opts.run.max_mem, origin, &a.common);
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
+    // After planning, so that a refused job prints its one error line only.
+    announce_budget(opts.run.max_mem, origin, &a.common);
     let job = if opts.run.resume && !opts.run.overwrite {
         crate::resume::reconcile(
             job,

@@ -40,7 +40,7 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }

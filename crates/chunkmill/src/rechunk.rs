@@ -350,8 +350,9 @@ pub fn announce_budget(max_mem: u64, origin: BudgetOrigin, common: &Common) {
 pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let opts = options(a)?;
     let (_, origin) = resolve_budget(&a.target, &a.plan, &a.common)?;
-    announce_budget(opts.max_mem, origin, &a.common);
     let job = plan_rechunk(&opts)?;
+    // After planning, so that a refused job prints its one error line only.
+    announce_budget(opts.max_mem, origin, &a.common);
     let job = if opts.resume && !opts.overwrite {
         crate::resume::reconcile(
             job,
