@@ -233,7 +233,7 @@ def test_every_overwrite_target_source_combination_leaves_the_sandbox_unchanged(
     of_src = ["data/src.zarr", "./data/src.zarr/", str(box / "data/src.zarr"), "link_to_src",
               "data/src.zarr/inner.zarr", "data/src.zarr/v", "scripts/../data/src.zarr"]
     others = [".", "./", "..", "data", "data/", "precious", "precious/", "scripts", "scripts/run.sh", "notes.txt",
-              "data/a.nc", "./data/../data/b.nc", str(tmp_path), "/"]
+              "data/a.nc", "./data/../data/b.nc", str(tmp_path)]
     flags = ([], ["--overwrite"], ["--overwrite", "--resume"])
     rechunk_src = ["rechunk", "data/src.zarr"]
     convert_src = ["convert", "data/src.zarr"]
@@ -314,8 +314,10 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_files(tmp_path, kil
     src, data = kill_source
     spec, extra = "time=-1,lat=6,lon=6", ["--workers", "2"]
     ref = tmp_path / "ref.zarr"
-    t0 = time.monotonic()
     oracle.ok(*oracle.rechunk_args(src, ref, spec, "64MB", *extra))
+    # How long one --overwrite run takes (what every run below is), to kill within it.
+    t0 = time.monotonic()
+    oracle.ok(*oracle.rechunk_args(src, ref, spec, "64MB", *extra, "--overwrite"))
     duration = time.monotonic() - t0
     tgt = tmp_path / "t.zarr"
     oracle.ok(*oracle.rechunk_args(src, tgt, "time=16,lat=60,lon=60", "64MB"))
@@ -328,7 +330,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_files(tmp_path, kil
         args = oracle.rechunk_args(src, tgt, spec, "64MB", *extra, "--overwrite", "--resume")
         proc = subprocess.Popen([str(oracle.chunkmill_bin()), *map(str, args)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
-        time.sleep(rng.uniform(0, duration))
+        time.sleep(rng.uniform(0.02, 0.95) * duration)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1
@@ -340,6 +342,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_files(tmp_path, kil
             # Until the swap the old target is whole; after it, the new one.
             assert now in (current, want), "a killed --overwrite run left a mixed target"
         current = now
+    print(f"{kills} of {moments} runs killed; one run takes {duration:.2f} s")
     assert kills >= min(moments, 3), f"only {kills} runs were killed"
     oracle.ok(*oracle.rechunk_args(src, tgt, spec, "64MB", *extra, "--overwrite", "--resume"))
     got = oracle.tree_files(tgt)
@@ -348,3 +351,28 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_files(tmp_path, kil
     np.testing.assert_array_equal(zarr.open_array(tgt, path="v")[...], data)
     assert strays(tmp_path) == [], strays(tmp_path)
     assert not Path(f"{tgt}.work").exists()
+
+
+def test_s3_prefix_without_zarr_metadata_is_refused_and_a_zarr_target_replaced(tmp_path):
+    """On S3 a prefix cannot be renamed: --overwrite replaces only a prefix whose root holds
+    Zarr metadata, and a job holds a lease object in its work dir while it runs."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**oracle.s3_options())
+    src = tmp_path / "src.zarr"
+    data = oracle.write_series(src, SHAPE, CHUNKS)
+    foreign = oracle.s3_prefix("foreign")
+    fs.pipe(f"{foreign[5:]}/notes.txt", b"not zarr")
+    r = rechunk(src, foreign, "--overwrite")
+    assert_refused(r, foreign)
+    assert "not a Zarr store" in r.stderr
+    assert fs.cat(f"{foreign[5:]}/notes.txt") == b"not zarr"
+    # A Zarr target written by chunkmill is replaced; the lease and the work dir are gone after.
+    target = oracle.s3_prefix("target")
+    oracle.ok(*oracle.rechunk_args(src, target, "time=8,lat=12,lon=12", "64MB"))
+    oracle.ok(*oracle.rechunk_args(src, target, SPEC, "64MB", "--overwrite"))
+    store = zarr.storage.FsspecStore.from_url(target, storage_options=oracle.s3_options(), read_only=True)
+    arr = zarr.open_group(store, mode="r")["v"]
+    assert arr.chunks == (40, 6, 6)
+    np.testing.assert_array_equal(arr[...], data)
+    assert not fs.exists(f"{target[5:]}.work/lock") and fs.find(f"{target[5:]}.work") == []
