@@ -190,7 +190,7 @@ def test_processes_executor_and_resume_give_the_same_store(tmp_path):
     files = collection(tmp_path, days=2)
     target = tmp_path / "p.zarr"
     convert(str(tmp_path / "day*.nc"), target, "--executor", "processes", "--workers", "2",
-            "--reverse", "lat", "--decode-cf")
+            "--reverse", "lat", "--decode-cf", "--keep-work")
     want = mfdataset(files).isel(lat=slice(None, None, -1))
     xr.testing.assert_identical(opened(target), want)
     r = convert(str(tmp_path / "day*.nc"), target, "--executor", "processes", "--workers", "2",

@@ -96,6 +96,12 @@ def test_existing_output_needs_overwrite(tmp_path):
     r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", refs)
     assert r.returncode != 0 and "--overwrite" in r.stderr
     assert refs.read_text() == "keep me"
+    # --overwrite replaces only references: this file is not chunkmill's (issue 9).
+    r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", refs, "--overwrite")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["refs.json"], pattern="not a kerchunk JSON")
+    assert refs.read_text() == "keep me"
+    refs.unlink()
+    oracle.ok("virtualize", tmp_path / "day0.nc", "--output", refs)
     oracle.ok("virtualize", tmp_path / "day0.nc", "--output", refs, "--overwrite")
     xr.testing.assert_identical(open_refs(refs).load(), xr.open_dataset(tmp_path / "day0.nc").load())
 
@@ -176,10 +182,17 @@ def test_parquet_output_is_refused_when_it_exists(tmp_path):
     r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "kerchunk-parquet")
     oracle.assert_one_error_line(r, codes=[3], mentions=["refs.parq", "--overwrite"])
     assert (out / "keep").read_text() == "me"
-    oracle.ok("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "kerchunk-parquet", "--overwrite")
-    assert not (out / "keep").exists()
+    # --overwrite replaces only references: this directory is not chunkmill's (issue 9).
+    r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "kerchunk-parquet",
+                   "--overwrite")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["refs.parq"], pattern="not a kerchunk Parquet")
+    assert (out / "keep").read_text() == "me"
+    (out / "keep").unlink()
+    for _ in range(2):  # into the empty directory, then over the references written
+        oracle.ok("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "kerchunk-parquet",
+                  "--overwrite")
     xr.testing.assert_identical(open_reference_fs(out).load(), xr.open_dataset(tmp_path / "day0.nc").load())
-    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".chunkmill-" in p.name]
     r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", tmp_path / "x", "--format", "kerchunk-parquet",
                    "--record-size", "0")
     assert r.returncode == 2, oracle.describe(r)
@@ -424,8 +437,13 @@ def test_icechunk_output_is_refused_when_it_exists(tmp_path):
     r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "icechunk")
     assert r.returncode != 0 and "--overwrite" in r.stderr, oracle.describe(r)
     assert (out / "keep").read_text() == "me"
-    oracle.ok("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "icechunk", "--overwrite")
-    assert not (out / "keep").exists()
+    # --overwrite replaces only references: this directory is not chunkmill's (issue 9).
+    r = oracle.run("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "icechunk", "--overwrite")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["out.icechunk"], pattern="not an Icechunk repository")
+    assert (out / "keep").read_text() == "me"
+    (out / "keep").unlink()
+    for _ in range(2):  # into the empty directory, then over the repository written
+        oracle.ok("virtualize", tmp_path / "day0.nc", "--output", out, "--format", "icechunk", "--overwrite")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
     got = open_icechunk(out, {f"file://{tmp_path.resolve()}/": None}).load()
     xr.testing.assert_identical(got, xr.open_dataset(tmp_path / "day0.nc").load())

@@ -1,21 +1,124 @@
 //! Writing a file so that the output path holds either the old content or the whole new
 //! content, never a part: write a temporary file next to it, flush and sync it, rename it.
+//! Before any of that, [`guard_output`] decides whether the output may be written at all.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chunkmill_store::guard::{self, GuardError, Lock, Protected, PARTIAL_SUFFIX};
+
 use crate::error::{Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn temp_path(path: &Path) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(
+        "{}{}.{n}{PARTIAL_SUFFIX}",
+        temp_prefix(path),
+        std::process::id()
+    ))
+}
+
+/// What the names of `path`'s temporary files start with.
+fn temp_prefix(path: &Path) -> String {
     let name = path
         .file_name()
         .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    format!(".{name}.")
+}
+
+/// Checks that a reference output may be written, before anything is read or written, and
+/// holds a lock beside it until dropped:
+///
+/// * `output` must not be, hold or lie inside an input (`inputs`: local paths; URLs are never
+///   the same as a local output), nor be the current directory or a parent of it;
+/// * an existing `output` is refused without `overwrite`, and with it unless `is_ours` says it
+///   is references of the requested format (`what`) or an empty directory;
+/// * a second job writing `output` is refused naming the first (a lock file
+///   `.<name>.chunkmill-lock` beside it), and temporary files that a killed run left beside
+///   it are removed.
+///
+/// # Errors
+/// [`Error::Guard`] (refused), [`Error::OutputExists`].
+pub(crate) fn guard_output(
+    output: &Path,
+    inputs: &[String],
+    overwrite: bool,
+    what: &str,
+    is_ours: impl Fn(&Path) -> bool,
+) -> Result<Lock> {
+    let shown = output.display().to_string();
+    let protected: Vec<Protected> = inputs.iter().map(Protected::input).collect();
+    guard::check_apart("--output", &shown, &protected)?;
+    let exists = fs::symlink_metadata(output).is_ok();
+    if exists && !overwrite {
+        return Err(Error::OutputExists {
+            path: output.to_path_buf(),
+        });
+    }
+    let empty_dir = fs::read_dir(output).is_ok_and(|mut d| d.next().is_none());
+    if exists && !empty_dir && !is_ours(output) {
+        return Err(Error::Guard(GuardError::Refused {
+            path: shown,
+            reason: format!(
+                "exists and is not {what}; --overwrite replaces only references chunkmill would write, so choose another --output or remove it yourself"
+            ),
+        }));
+    }
+    let canonical = guard::canonical(output)?;
+    let parent = canonical.parent().unwrap_or(Path::new("/"));
+    let name = canonical
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let dir = chunkmill_store::Store::open(&parent.display().to_string()).map_err(|e| {
+        Error::Guard(GuardError::Refused {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    let lock = Lock::acquire(
+        &dir,
+        &format!(".{name}.chunkmill-lock"),
+        &format!("virtualize → {shown}"),
+    )?;
+    // Under the lock nobody else writes this output: its temporary files are a killed run's.
+    let prefix = temp_prefix(output);
+    if let Ok(entries) = fs::read_dir(parent) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&prefix) && file.ends_with(PARTIAL_SUFFIX) {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
+        }
+    }
+    Ok(lock)
+}
+
+/// Whether `path` is a kerchunk JSON file: a JSON object whose first keys are kerchunk's
+/// (`version` or `refs`). Only the first bytes are read.
+pub(crate) fn is_kerchunk_json(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = Vec::with_capacity(4096);
+    if file.take(4096).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&head);
+    let text = text.trim_start();
+    text.starts_with('{') && (text.contains("\"version\"") || text.contains("\"refs\""))
 }
 
 /// Writes `path` through `write`, atomically. Refuses an existing `path` unless `overwrite`.

@@ -109,6 +109,11 @@ pub enum Error {
         skipped: Vec<crate::SkippedFile>,
     },
 
+    /// Writing the output could lose data chunkmill did not write (it is an input, holds one,
+    /// is the current directory, is not references), or another job is writing it.
+    #[error(transparent)]
+    Guard(#[from] chunkmill_store::guard::GuardError),
+
     /// The output exists and overwriting was not asked for.
     #[error("{}: output exists; use --overwrite to replace it", .path.display())]
     OutputExists {

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use chunkmill_store::guard::Lock;
+
 use crate::array::{ManifestStats, VirtualDataset};
+use crate::atomic::is_kerchunk_json;
 use crate::combine::{combine, order_by_coordinate, CombineOptions};
 use crate::error::{Error, Result};
 use crate::icechunk::write_icechunk;
@@ -283,6 +286,32 @@ fn url_of(path: &Path) -> String {
         .to_string()
 }
 
+/// The checks of [`crate::atomic::guard_output`] for `options.output` against the local
+/// inputs; the lock it returns is held until the output is written.
+fn guard_output(inputs: &[String], options: &VirtualizeOptions) -> Result<Lock> {
+    let local: Vec<String> = inputs
+        .iter()
+        .filter(|i| !remote::is_remote(i))
+        .cloned()
+        .collect();
+    let files: Vec<String> = expand_inputs(&local)?
+        .iter()
+        .filter_map(|i| match i {
+            Input::Local(path) => Some(path.display().to_string()),
+            Input::Url(_) => None,
+        })
+        .collect();
+    let (what, is_ours): (&str, fn(&Path) -> bool) = match options.format {
+        OutputFormat::KerchunkJson => ("a kerchunk JSON file", is_kerchunk_json),
+        OutputFormat::KerchunkParquet => (
+            "a kerchunk Parquet directory",
+            crate::kerchunk_parquet::is_kerchunk_parquet,
+        ),
+        OutputFormat::Icechunk => ("an Icechunk repository", crate::icechunk::is_icechunk),
+    };
+    crate::atomic::guard_output(&options.output, &files, options.overwrite, what, is_ours)
+}
+
 /// Scans one input: a local file by positional reads, an object through a block cache.
 ///
 /// # Errors
@@ -505,6 +534,9 @@ fn leave_out(
 /// - [`Error::Input`] / [`Error::Usage`]: inputs that do not expand, several files without a
 ///   concat dimension;
 /// - [`Error::OutputExists`] (checked before scanning) unless `overwrite`;
+/// - [`Error::Guard`] (checked before scanning): an output that is, holds or lies inside an
+///   input, is the current directory or a parent of it, exists and is not references of the
+///   format asked for, or is being written by another job;
 /// - the first file error in input order ([`Error::Source`], [`Error::UnsupportedFilter`],
 ///   [`Error::FilterMask`], [`Error::Unsupported`], …) unless `skip_bad`, and
 ///   [`Error::AllInputsFailed`] when every file was skipped;
@@ -514,11 +546,7 @@ pub fn virtualize(inputs: &[String], options: &VirtualizeOptions) -> Result<Virt
     if options.format == OutputFormat::KerchunkParquet && options.record_size == 0 {
         return Err(Error::Usage("the record size must be at least 1".into()));
     }
-    if !options.overwrite && options.output.exists() {
-        return Err(Error::OutputExists {
-            path: options.output.clone(),
-        });
-    }
+    let _lock = guard_output(inputs, options)?;
     let (dataset, mut report) = build(inputs, options)?;
     let t = Instant::now();
     report.bytes_written = match options.format {

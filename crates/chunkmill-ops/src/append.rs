@@ -356,6 +356,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         serde_json::to_value(&record).unwrap_or_default(),
     )];
     work_files.extend(prepared.references());
+    let inputs = crate::safety::inputs_of(options, &prepared.source);
     Ok(ConvertJob {
         job: RechunkJob {
             plan,
@@ -369,6 +370,8 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             existing_target: true,
             resize,
             work_files,
+            write_url: crate::safety::write_url(run, &prepared.work_dir, &inputs, true)?,
+            inputs,
         },
         misaligned: prepared.misaligned,
         nothing_new: None,
@@ -389,5 +392,7 @@ fn empty_job(work_dir: &str) -> RechunkJob {
         existing_target: true,
         resize: Vec::new(),
         work_files: Vec::new(),
+        write_url: String::new(),
+        inputs: Vec::new(),
     }
 }

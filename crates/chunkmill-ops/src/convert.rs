@@ -307,7 +307,9 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let prepared = prepare(options)?;
     let run = &options.run;
     let (context_parts, temp) = budget(options, &prepared)?;
-    let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let inputs = crate::safety::inputs_of(options, &prepared.source);
+    let write_url = crate::safety::write_url(run, &prepared.work_dir, &inputs, false)?;
+    let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let context = context_parts.context(run, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
@@ -349,6 +351,8 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             existing_target: false,
             resize: Vec::new(),
             work_files: prepared.references().into_iter().collect(),
+            write_url,
+            inputs,
         },
         misaligned: prepared.misaligned.clone(),
         nothing_new: None,

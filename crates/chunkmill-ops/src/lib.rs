@@ -13,6 +13,7 @@ pub mod convert;
 pub mod copy;
 pub mod rechunk;
 pub mod report;
+pub(crate) mod safety;
 pub mod scan;
 mod selection;
 pub mod sources;

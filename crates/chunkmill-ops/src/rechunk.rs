@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::copy::StageRunner;
 use crate::spec::ChunkSpec;
-use crate::OpsError;
+use crate::{safety, OpsError};
 
 /// Bytes kept free of task reservations for what no task owns: allocator slack, progress,
 /// listing buffers; plus [`RESERVE_SHARE`] of the budget.
@@ -103,8 +103,10 @@ pub struct RechunkOptions {
     pub resume: bool,
     /// Replace an existing target.
     pub overwrite: bool,
-    /// Work dir URL (default `<target>.work`).
+    /// Work dir URL (default `<target>.work`, removed after success).
     pub work_dir: Option<String>,
+    /// Keep the default work dir (plan and record of completion) after success.
+    pub keep_work: bool,
     /// Where the tasks run.
     pub executor: Executor,
     /// Write a self-contained HTML report of the run here.
@@ -165,6 +167,11 @@ pub struct RechunkJob {
     pub resize: Vec<(String, Vec<u64>)>,
     /// What the run writes before it touches the target, once its checks have passed.
     pub work_files: Vec<WorkFile>,
+    /// Where the tasks and metadata write: the target, or the staging store beside it that
+    /// replaces it once complete (`--overwrite` of an existing local target).
+    pub write_url: String,
+    /// What the job reads (paths or URLs), which it must never write, replace or delete.
+    pub inputs: Vec<String>,
 }
 
 /// Something a job's tasks or a resumed run read, written by [`run_job`] after its checks
@@ -357,13 +364,6 @@ pub(crate) fn check_format(options: &RechunkOptions) -> Result<(), OpsError> {
 pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
     check_format(options)?;
     let source = Store::open(&options.source).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
-    if source.url() == target.url() {
-        return Err(OpsError::Usage(format!(
-            "{}: the target is the source; chunkmill never modifies a source",
-            target.url()
-        )));
-    }
     if source.kind() == StoreKind::Local
         && !std::path::Path::new(source.url().trim_start_matches("file://")).exists()
     {
@@ -461,7 +461,10 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
     let work_dir = options
         .work_dir
         .clone()
-        .unwrap_or_else(|| default_work_dir(target.url()));
+        .unwrap_or_else(|| default_work_dir(&options.target));
+    let inputs = vec![options.source.clone()];
+    let write_url = safety::write_url(options, &work_dir, &inputs, false)?;
+    let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let (temp_url, temp) = temp_store(options, &work)?;
     let budget = Budget::for_max_mem(options.max_mem);
@@ -509,6 +512,8 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         existing_target: false,
         resize: Vec::new(),
         work_files: Vec::new(),
+        write_url,
+        inputs,
     })
 }
 
@@ -899,6 +904,11 @@ pub fn run_rechunk(
 
 /// Run a rechunk planned by [`plan_rechunk`] with the same options.
 ///
+/// Before the first write the job takes its locks (a second job on the same target or work
+/// dir is refused, naming the first) and checks its paths again (see [`crate::safety`]). An
+/// existing local target replaced by `--overwrite` is written beside it and swapped in only
+/// once complete; a resumed run first sweeps the temporary files a killed run left.
+///
 /// # Errors
 /// As [`run_rechunk`].
 pub fn run_job(
@@ -908,29 +918,18 @@ pub fn run_job(
 ) -> Result<RechunkReport, OpsError> {
     let plan = &job.plan;
     let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let write = Store::open(&job.write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    safety::check_paths(options, &job.work_dir, &job.inputs)?;
+    let locks = safety::lock(
+        &options.target,
+        &work,
+        &format!("{} {} → {}", plan.job, options.source, options.target),
+    )?;
+    let staging = safety::staging(&target, &job.write_url);
     let markers = Markers::new(work.clone(), &plan.plan_id);
-    let complete_key = format!("{}/complete.json", plan.plan_id);
-
-    let previous = match work.get("plan.json").map_err(failed)? {
-        Some(bytes) => Some(
-            Plan::from_json(&String::from_utf8_lossy(&bytes))
-                .map_err(|e| OpsError::Refused(format!("{}: {e}", work.join("plan.json"))))?,
-        ),
-        None => None,
-    };
-    let resuming = options.resume && previous.as_ref().is_some_and(|p| p.plan_id == plan.plan_id);
-    if options.resume {
-        if let Some(p) = &previous {
-            if p.plan_id != plan.plan_id && !options.overwrite {
-                return Err(OpsError::Refused(format!(
-                    "{}: the work dir holds plan {} of another job (this one is {}); use another --work-dir, or --overwrite to start over",
-                    job.work_dir, p.plan_id, plan.plan_id
-                )));
-            }
-        }
-    }
-    if resuming && work.exists(&complete_key).map_err(failed)? {
+    let resuming = is_resuming(job, options)?;
+    if resuming && work.exists(&complete_key(plan)).map_err(failed)? {
         let mut report = RechunkReport::without_tasks(
             &plan.plan_id,
             job.specs.len(),
@@ -941,45 +940,28 @@ pub fn run_job(
         report.tasks_skipped = plan.total_tasks();
         return Ok(report);
     }
-    let target_has_data = !target.is_empty().map_err(failed)?;
-    if !resuming && !job.existing_target {
-        if target_has_data && !options.overwrite {
-            return Err(OpsError::Refused(format!(
-                "{}: target exists; use --overwrite to replace it",
-                target.url()
-            )));
+    if resuming && work.exists(safety::SWAP_KEY).map_err(failed)? {
+        // Killed while the new target was being swapped in: finish that, write nothing else.
+        if let Some(staging) = &staging {
+            safety::swap(&work, &target, staging)?;
         }
-        if target_has_data {
-            target.erase_prefix("").map_err(failed)?;
-        }
+        let mut report = RechunkReport::without_tasks(
+            &plan.plan_id,
+            job.specs.len(),
+            job.arrays.iter().map(|a| a.nbytes).sum(),
+            options.max_mem,
+            false,
+        );
+        report.tasks_skipped = plan.total_tasks();
+        close(job, options, &work, &markers, &report, locks)?;
+        return Ok(report);
     }
-    if !resuming {
-        markers.clear().map_err(failed)?;
-        work.erase(&complete_key).map_err(failed)?;
+    if resuming {
+        safety::sweep(&[&job.write_url, &job.work_dir, &job.temp])?;
+    } else {
+        start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
     }
-    work.put("plan.json", plan.to_json().into_bytes())
-        .map_err(failed)?;
-    for file in &job.work_files {
-        match file {
-            WorkFile::Json(key, value) => work.put_json(key, value).map_err(failed)?,
-            WorkFile::References(dataset, url) => crate::sources::write_references(dataset, url)?,
-        }
-    }
-
-    // The target's metadata first, so a crash leaves a store whose arrays read as fill values
-    // (an append grows the arrays; consolidated metadata, which readers use, keeps the old
-    // shapes until the last task is done).
-    for (path, shape) in &job.resize {
-        zarr::resize(&target, path, shape).map_err(|e| OpsError::Refused(e.to_string()))?;
-    }
-    for group in &job.groups {
-        zarr::create_group(&target, &group.path, options.zarr_format, &group.attributes)
-            .map_err(failed)?;
-    }
-    for spec in &job.specs {
-        zarr::create_array(&target, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
-    }
-
+    write_job_files(job, options, &work, &write)?;
     if options.prepare_only {
         return Ok(RechunkReport::without_tasks(
             &plan.plan_id,
@@ -1014,23 +996,18 @@ pub fn run_job(
     )?;
 
     if let Some(path) = &options.report {
-        let mut records = Vec::new();
-        for (i, stage) in plan.stages.iter().enumerate() {
-            for (task, value) in markers.records(&stage.name).map_err(failed)? {
-                records.push(crate::report::TaskRecord::from_marker(i, task, &value));
-            }
-        }
-        let title = format!("rechunk {} → {}", options.source, options.target);
-        let page = crate::report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
-        std::fs::write(path, page).map_err(|e| {
-            OpsError::Failed(format!("{}: cannot write the report: {e}", path.display()))
-        })?;
+        write_html_report(plan, options, &markers, &summary, path)?;
     }
-    zarr::write_consolidated(&target).map_err(failed)?;
+    zarr::write_consolidated(&write).map_err(failed)?;
     for (url, prefix) in &plan.cleanup {
         Store::open(url)
             .and_then(|s| s.erase_prefix(prefix))
             .map_err(failed)?;
+    }
+    // Killed backup copies of slow tasks (processes, SLURM) may have left temporary files.
+    safety::sweep(&[&job.write_url, &job.temp])?;
+    if let Some(staging) = &staging {
+        safety::swap(&work, &target, staging)?;
     }
     let report = RechunkReport {
         plan_id: plan.plan_id.clone(),
@@ -1046,11 +1023,151 @@ pub fn run_job(
         max_mem: options.max_mem,
         already_complete: false,
     };
+    close(job, options, &work, &markers, &report, locks)?;
+    Ok(report)
+}
+
+fn complete_key(plan: &Plan) -> String {
+    format!("{}/complete.json", plan.plan_id)
+}
+
+/// Whether this run continues the one recorded in the work dir; refuses a `--resume` into a
+/// work dir of another job (without `--overwrite`).
+fn is_resuming(job: &RechunkJob, options: &RechunkOptions) -> Result<bool, OpsError> {
+    let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let previous = match work.get("plan.json").map_err(failed)? {
+        Some(bytes) => Some(
+            Plan::from_json(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| OpsError::Refused(format!("{}: {e}", work.join("plan.json"))))?,
+        ),
+        None => None,
+    };
+    let plan_id = &job.plan.plan_id;
+    if options.resume {
+        if let Some(p) = &previous {
+            if &p.plan_id != plan_id && !options.overwrite {
+                return Err(OpsError::Refused(format!(
+                    "{}: the work dir holds plan {} of another job (this one is {plan_id}); use another --work-dir, or --overwrite to start over",
+                    job.work_dir, p.plan_id
+                )));
+            }
+        }
+    }
+    Ok(options.resume && previous.as_ref().is_some_and(|p| &p.plan_id == plan_id))
+}
+
+/// A run that does not resume: refuses an existing target without `--overwrite`, clears
+/// what an earlier run left (the staging store, or on object stores the old target itself)
+/// and the markers of an earlier run of the same plan.
+fn start_afresh(
+    job: &RechunkJob,
+    options: &RechunkOptions,
+    target: &Store,
+    staging: Option<&std::path::Path>,
+    work: &Store,
+    markers: &Markers,
+) -> Result<(), OpsError> {
+    if !job.existing_target {
+        let target_has_data = !target.is_empty().map_err(failed)?;
+        if target_has_data && !options.overwrite {
+            return Err(OpsError::Refused(if options.resume {
+                format!(
+                    "{}: target exists and {} holds no run of this job to resume (a finished job removes its work dir unless --keep-work or --work-dir); use --overwrite to replace it",
+                    target.url(),
+                    job.work_dir
+                )
+            } else {
+                format!(
+                    "{}: target exists; use --overwrite to replace it",
+                    target.url()
+                )
+            }));
+        }
+        match staging {
+            Some(staging) => safety::clear_staging(staging)?,
+            // An object store cannot swap a prefix in: the old target goes first (documented).
+            None if target_has_data => target.erase_prefix("").map_err(failed)?,
+            None => {}
+        }
+    }
     markers.clear().map_err(failed)?;
+    work.erase(&complete_key(&job.plan)).map_err(failed)?;
+    work.erase(safety::SWAP_KEY).map_err(failed)?;
+    Ok(())
+}
+
+/// The plan and what the tasks read go to the work dir, then the target's metadata to where
+/// the job writes, so a crash leaves a store whose arrays read as fill values (an append
+/// grows the arrays; consolidated metadata, which readers use, keeps the old shapes until the
+/// last task is done).
+fn write_job_files(
+    job: &RechunkJob,
+    options: &RechunkOptions,
+    work: &Store,
+    write: &Store,
+) -> Result<(), OpsError> {
+    work.put("plan.json", job.plan.to_json().into_bytes())
+        .map_err(failed)?;
+    for file in &job.work_files {
+        match file {
+            WorkFile::Json(key, value) => work.put_json(key, value).map_err(failed)?,
+            WorkFile::References(dataset, url) => crate::sources::write_references(dataset, url)?,
+        }
+    }
+    for (path, shape) in &job.resize {
+        zarr::resize(write, path, shape).map_err(|e| OpsError::Refused(e.to_string()))?;
+    }
+    for group in &job.groups {
+        zarr::create_group(write, &group.path, options.zarr_format, &group.attributes)
+            .map_err(failed)?;
+    }
+    for spec in &job.specs {
+        zarr::create_array(write, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn write_html_report(
+    plan: &Plan,
+    options: &RechunkOptions,
+    markers: &Markers,
+    summary: &RunSummary,
+    path: &std::path::Path,
+) -> Result<(), OpsError> {
+    let mut records = Vec::new();
+    for (i, stage) in plan.stages.iter().enumerate() {
+        for (task, value) in markers.records(&stage.name).map_err(failed)? {
+            records.push(crate::report::TaskRecord::from_marker(i, task, &value));
+        }
+    }
+    let title = format!("rechunk {} → {}", options.source, options.target);
+    let page = crate::report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
+    std::fs::write(path, page)
+        .map_err(|e| OpsError::Failed(format!("{}: cannot write the report: {e}", path.display())))
+}
+
+/// The end of a complete run: the markers go; the work dir keeps the plan and a record of
+/// completion when it was given (`--work-dir`) or `--keep-work` asks, and is removed
+/// otherwise; the locks are released.
+fn close(
+    job: &RechunkJob,
+    options: &RechunkOptions,
+    work: &Store,
+    markers: &Markers,
+    report: &RechunkReport,
+    locks: Vec<chunkmill_store::guard::Lock>,
+) -> Result<(), OpsError> {
+    markers.clear().map_err(failed)?;
+    if options.work_dir.is_none() && !options.keep_work {
+        return safety::remove_work_dir(work, locks);
+    }
     work.put(
-        &complete_key,
-        serde_json::to_vec_pretty(&report).unwrap_or_default(),
+        &complete_key(&job.plan),
+        serde_json::to_vec_pretty(report).map_err(failed)?,
     )
     .map_err(failed)?;
-    Ok(report)
+    work.erase(safety::SWAP_KEY).map_err(failed)?;
+    safety::sweep(&[&job.work_dir])?;
+    drop(locks);
+    Ok(())
 }

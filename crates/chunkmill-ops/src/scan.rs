@@ -14,6 +14,7 @@ use chunkmill_manifest::{
     scan_input, FileScan, Input, ScanExecutor, ScanOptions, ScanResults, SkippedVariable,
 };
 use chunkmill_plan::{Plan, ScanStage, Stage, StageKind};
+use chunkmill_store::guard::{self, Lock, Protected};
 use chunkmill_store::markers::Markers;
 use chunkmill_store::Store;
 use serde_json::{json, Value};
@@ -117,6 +118,13 @@ impl ScanExecutor for ExecutorScanner {
         options: &ScanOptions,
     ) -> chunkmill_manifest::Result<ScanResults> {
         let work = Store::open(&self.work_dir).map_err(task_error)?;
+        let local: Vec<Protected> = files
+            .iter()
+            .filter(|f| matches!(f, Input::Local(_)))
+            .map(|f| Protected::input(f.url()))
+            .collect();
+        guard::check_apart("the work dir", &self.work_dir, &local)?;
+        let lock = Lock::acquire(&work, crate::safety::LOCK_KEY, "virtualize scan")?;
         // Local paths absolute, so that a worker started elsewhere finds them.
         let list: String = files.iter().map(|f| format!("{}\n", f.url())).collect();
         work.put("scan-inputs.txt", list.into_bytes())
@@ -180,6 +188,14 @@ impl ScanExecutor for ExecutorScanner {
         }
         markers.clear().map_err(task_error)?;
         work.erase_prefix("scan/").map_err(task_error)?;
+        // Nothing of the scan is left: the lock goes last, with the directory if it made it.
+        for key in ["plan.json", "scan-inputs.txt"] {
+            work.erase(key).map_err(task_error)?;
+        }
+        if let Some(dir) = work.local_path() {
+            guard::prune_empty_dirs(&dir).map_err(task_error)?;
+        }
+        drop(lock);
         Ok(results)
     }
 }

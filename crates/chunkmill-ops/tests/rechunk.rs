@@ -110,6 +110,7 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
         resume: false,
         overwrite: false,
         work_dir: None,
+        keep_work: false,
         executor: chunkmill_ops::rechunk::Executor::Threads,
         report: None,
         prepare_only: false,

@@ -22,6 +22,7 @@
 //! `AWS_SESSION_TOKEN`, `AWS_REGION` (default `us-east-1`) and `AWS_ENDPOINT_URL` for an
 //! S3-compatible server (plain `http://` endpoints are allowed). Credentials are never printed.
 
+pub mod guard;
 mod local;
 pub mod markers;
 mod memory;

@@ -13,7 +13,7 @@ use zarrs_storage::{
 };
 
 /// Suffix of in-flight temporary files; such files are never read as values.
-pub(crate) const TEMP_MARK: &str = ".chunkmill-partial";
+pub(crate) const TEMP_MARK: &str = crate::guard::PARTIAL_SUFFIX;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

@@ -107,6 +107,20 @@ impl Store {
         self.kind
     }
 
+    /// The directory of a local store (`None` for object and memory stores).
+    #[must_use]
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        if self.kind != StoreKind::Local {
+            return None;
+        }
+        let path = self.url.strip_prefix("file://").unwrap_or(&self.url);
+        Some(std::path::PathBuf::from(if path.is_empty() {
+            "/"
+        } else {
+            path
+        }))
+    }
+
     /// The storage zarrs reads and writes through.
     #[must_use]
     pub fn storage(&self) -> ReadableWritableListableStorage {

@@ -108,9 +108,14 @@ pub struct Common {
     /// peak memory against its projection and the budget.
     #[arg(long = "report", value_name = "FILE")]
     pub report_file: Option<String>,
-    /// Work dir for plan.json and task markers (default: `<TARGET>.work`).
+    /// Work dir for plan.json and task markers (default: `<TARGET>.work`, removed after
+    /// success; one given here is kept, with a record of completion).
     #[arg(long, value_name = "URL")]
     pub work_dir: Option<String>,
+    /// Keep the default work dir after success (its plan and record of completion, for
+    /// `chunkmill status` and a later `--resume` that finds the job complete).
+    #[arg(long)]
+    pub keep_work: bool,
     #[command(flatten)]
     pub report: Output,
 }

@@ -246,6 +246,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
         resume: false,
         overwrite: false,
         work_dir: None,
+        keep_work: false,
         executor: chunkmill_ops::rechunk::Executor::Threads,
         report: None,
         prepare_only: false,

@@ -162,6 +162,7 @@ pub fn run_options(
         resume: common.resume,
         overwrite: common.overwrite,
         work_dir: common.work_dir.clone(),
+        keep_work: common.keep_work,
         executor: executor_of(&common.run)?,
         report: common.report_file.clone().map(Into::into),
         prepare_only: plan.prepare,

@@ -1,0 +1,306 @@
+//! How a job keeps its hands off what it did not write: the checks of
+//! [`chunkmill_store::guard`] applied to a job's target, work dir and intermediates before the
+//! first write, the lock it holds while running, and the end of a run (the new target swapped
+//! in, temporary files swept, the work dir removed).
+
+use std::path::{Path, PathBuf};
+
+use chunkmill_store::guard::{self, Existing, GuardError, Lock, Protected};
+use chunkmill_store::Store;
+
+use crate::rechunk::RechunkOptions;
+use crate::OpsError;
+
+/// The work dir's lock file (or lease object).
+pub(crate) const LOCK_KEY: &str = "lock";
+/// Written to the work dir just before the new target is swapped in: a resumed run that
+/// finds it finishes the swap instead of writing anything.
+pub(crate) const SWAP_KEY: &str = "swap.json";
+
+impl From<GuardError> for OpsError {
+    fn from(e: GuardError) -> Self {
+        match e {
+            GuardError::Refused { .. } | GuardError::Locked { .. } => {
+                OpsError::Refused(e.to_string())
+            }
+            other => OpsError::Failed(other.to_string()),
+        }
+    }
+}
+
+fn open(url: &str) -> Result<Store, OpsError> {
+    Store::open(url).map_err(|e| OpsError::Usage(e.to_string()))
+}
+
+/// Refuses a target, work dir or `--temp` that is, holds or lies inside an input (or one
+/// another), or is the current directory or a parent of it; and a work dir that exists but
+/// is not a chunkmill work dir.
+///
+/// # Errors
+/// [`OpsError::Refused`] naming the path.
+pub(crate) fn check_paths(
+    options: &RechunkOptions,
+    work_dir: &str,
+    inputs: &[String],
+) -> Result<(), OpsError> {
+    let mut protected: Vec<Protected> = inputs.iter().map(Protected::input).collect();
+    guard::check_apart("the target", &options.target, &protected)?;
+    protected.push(Protected {
+        what: "the target",
+        url: options.target.clone(),
+    });
+    guard::check_apart("the work dir", work_dir, &protected)?;
+    let work = open(work_dir)?;
+    not_a_file(&work, work_dir, "the work dir")?;
+    if !work.is_empty().map_err(failed)?
+        && !work.exists("plan.json").map_err(failed)?
+        && !work.exists(LOCK_KEY).map_err(failed)?
+    {
+        return Err(OpsError::Refused(format!(
+            "{work_dir}: the work dir exists and is not a chunkmill work dir (no plan.json); give another --work-dir"
+        )));
+    }
+    if let Some(temp) = &options.temp {
+        let role = "the intermediates dir (--temp)";
+        guard::check_apart(role, temp, &protected)?;
+        let store = open(temp)?;
+        not_a_file(&store, temp, role)?;
+        // Intermediates are written and erased under `a<array>-s<stage>/` prefixes: a dir
+        // holding anything else is someone else's.
+        let foreign = store
+            .list("")
+            .map_err(failed)?
+            .into_iter()
+            .find(|key| !is_intermediate(key));
+        if let Some(key) = foreign {
+            return Err(OpsError::Refused(format!(
+                "{temp}: {role} holds {key}, which chunkmill did not write; give an empty or new directory"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a key is one of a job's intermediate pieces (`a3-s0/…`).
+fn is_intermediate(key: &str) -> bool {
+    let Some((first, _)) = key.split_once('/') else {
+        return false;
+    };
+    let Some((array, stage)) = first.split_once("-s") else {
+        return false;
+    };
+    array
+        .strip_prefix('a')
+        .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+        && !stage.is_empty()
+        && stage.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn not_a_file(store: &Store, shown: &str, role: &str) -> Result<(), OpsError> {
+    match store.local_path().map(std::fs::metadata) {
+        Some(Ok(meta)) if !meta.is_dir() => Err(OpsError::Refused(format!(
+            "{shown}: {role} is a file; give a directory"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> OpsError {
+    OpsError::Failed(e.to_string())
+}
+
+/// Checks the paths of a job and decides where it writes: the target itself, or — when
+/// `--overwrite` replaces an existing local Zarr store — a sibling that is swapped in once
+/// complete (see [`guard::staging_of`]). `in_place` jobs (appends) write into the target.
+///
+/// # Errors
+/// [`OpsError::Refused`] for paths that collide, or an existing target that is not a Zarr
+/// store.
+pub(crate) fn write_url(
+    options: &RechunkOptions,
+    work_dir: &str,
+    inputs: &[String],
+    in_place: bool,
+) -> Result<String, OpsError> {
+    check_paths(options, work_dir, inputs)?;
+    let target = open(&options.target)?;
+    let existing = guard::existing_zarr(&target, &options.target)?;
+    if in_place || !options.overwrite || existing != Existing::Zarr {
+        return Ok(target.url().to_string());
+    }
+    match target.local_path() {
+        Some(path) => {
+            let staging = guard::staging_of(&guard::canonical(&path)?);
+            Ok(staging.display().to_string())
+        }
+        // Object stores cannot rename a prefix: the old target is erased before writing.
+        None => Ok(target.url().to_string()),
+    }
+}
+
+/// The locks a job holds while it runs: its work dir's, and its target's (a sibling file
+/// `.<name>.chunkmill-lock`, for local targets), so two jobs on one target or one work dir
+/// never run at once.
+///
+/// # Errors
+/// [`OpsError::Refused`] naming the job that holds one.
+pub(crate) fn lock(target: &str, work: &Store, job: &str) -> Result<Vec<Lock>, OpsError> {
+    let mut locks = Vec::new();
+    if let Some(path) = open(target)?.local_path() {
+        let path = guard::canonical(&path)?;
+        if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+            let parent = open(&parent.display().to_string())?;
+            let key = format!(".{}.chunkmill-lock", name.to_string_lossy());
+            locks.push(Lock::acquire(&parent, &key, job)?);
+        }
+    }
+    locks.push(Lock::acquire(work, LOCK_KEY, job)?);
+    Ok(locks)
+}
+
+/// Removes the temporary files of killed writes under the local stores among `urls`.
+///
+/// # Errors
+/// [`OpsError::Failed`] when a directory cannot be read or a file removed.
+pub(crate) fn sweep(urls: &[&str]) -> Result<(), OpsError> {
+    for url in urls {
+        if let Some(path) = open(url)?.local_path() {
+            let removed = guard::sweep_partials(&path)?;
+            if removed > 0 {
+                tracing::info!("{url}: removed {removed} temporary file(s) of killed writes");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The local path of a staging store, when the job writes one (`write_url` differs from the
+/// target's).
+pub(crate) fn staging(target: &Store, write_url: &str) -> Option<PathBuf> {
+    (write_url != target.url())
+        .then(|| PathBuf::from(write_url.strip_prefix("file://").unwrap_or(write_url)))
+}
+
+/// Clears what an earlier, unfinished `--overwrite` run left at the staging path, after
+/// checking that it is a Zarr store (or empty), so nothing but our own writes goes.
+///
+/// # Errors
+/// [`OpsError::Refused`] when something else is there; [`OpsError::Failed`].
+pub(crate) fn clear_staging(staging: &Path) -> Result<(), OpsError> {
+    let shown = staging.display().to_string();
+    let store = open(&shown)?;
+    if guard::existing_zarr(&store, &shown)? != Existing::Absent {
+        std::fs::remove_dir_all(staging).map_err(|e| failed(format!("{shown}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Puts the complete staging store at the target. The work dir records the new store's
+/// identity first, so a resumed run killed anywhere in the swap completes it and nothing
+/// else (see [`guard::swap_in`]).
+///
+/// # Errors
+/// [`OpsError::Failed`] when the record or a rename fails.
+pub(crate) fn swap(work: &Store, target: &Store, staging: &Path) -> Result<(), OpsError> {
+    let target_path = target
+        .local_path()
+        .ok_or_else(|| failed(format!("{}: not a local store", target.url())))?;
+    let target_path = guard::canonical(&target_path)?;
+    let recorded = work
+        .get_json(SWAP_KEY)
+        .map_err(failed)?
+        .and_then(|v| serde_json::from_value::<(u64, u64)>(v["new"].clone()).ok());
+    let new = match recorded {
+        Some(id) => id,
+        None => {
+            let id = guard::identity(staging)?;
+            work.put_json(
+                SWAP_KEY,
+                &serde_json::json!({"target": target_path, "staging": staging, "new": id}),
+            )
+            .map_err(failed)?;
+            id
+        }
+    };
+    guard::swap_in(&target_path, staging, new)?;
+    Ok(())
+}
+
+/// Removes a work dir after a successful run: everything in it, then its lock (by dropping
+/// `locks`), then the directory. Only a work dir chunkmill chose is removed this way (never
+/// one given with `--work-dir`), and [`check_paths`] refused to start in one that held
+/// anything but a chunkmill run.
+///
+/// # Errors
+/// [`OpsError::Failed`] when something cannot be removed.
+pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsError> {
+    match work.local_path() {
+        Some(dir) => {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(failed(format!("{}: {e}", dir.display()))),
+            };
+            // plan.json goes last but the lock: a run killed meanwhile leaves a dir that is
+            // still recognisably a chunkmill work dir (see `check_paths`).
+            let mut entries: Vec<_> = entries
+                .collect::<Result<_, _>>()
+                .map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+            entries.sort_by_key(|e| e.file_name() == "plan.json");
+            for entry in entries {
+                if entry.file_name() == LOCK_KEY {
+                    continue;
+                }
+                let path = entry.path();
+                let removed = match entry.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                    _ => std::fs::remove_file(&path),
+                };
+                removed.map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            }
+            drop(locks);
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                // Something appeared meanwhile (another job took the dir): leave it.
+                Err(e) => {
+                    tracing::warn!("{}: left in place: {e}", dir.display());
+                    Ok(())
+                }
+            }
+        }
+        None => {
+            let mut keys = work.list("").map_err(failed)?;
+            keys.sort_by_key(|k| k == "plan.json");
+            for key in keys {
+                if key != LOCK_KEY {
+                    work.erase(&key).map_err(failed)?;
+                }
+            }
+            drop(locks);
+            Ok(())
+        }
+    }
+}
+
+/// Everything a conversion reads: its inputs as given (globs and `@lists` expanded) and the
+/// files its references point at.
+pub(crate) fn inputs_of(
+    options: &crate::convert::ConvertOptions,
+    source: &crate::sources::Source,
+) -> Vec<String> {
+    let mut inputs: Vec<String> = match chunkmill_manifest::expand_inputs(&options.inputs) {
+        Ok(expanded) => expanded
+            .iter()
+            .map(chunkmill_manifest::Input::url)
+            .collect(),
+        // The sources were opened, so this does not happen; the inputs as given still count.
+        Err(_) => options.inputs.clone(),
+    };
+    if let crate::sources::Source::Virtual(dataset) = source {
+        inputs.extend(dataset.urls.iter().cloned());
+    }
+    inputs.sort();
+    inputs.dedup();
+    inputs
+}
