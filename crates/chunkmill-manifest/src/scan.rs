@@ -52,6 +52,8 @@ pub struct FileScan {
     /// Objects the file holds that are not in the dataset (virtual datasets, external
     /// links), each with the reason.
     pub warnings: Vec<String>,
+    /// Its unlimited dimensions (a concat dimension can be inferred from them).
+    pub unlimited: Vec<String>,
 }
 
 /// Opens the local file at `path` and scans it; chunks point at `url`.
@@ -100,6 +102,12 @@ pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileS
             arrays,
         },
         warnings,
+        unlimited: inventory
+            .dimensions
+            .iter()
+            .filter(|d| d.unlimited)
+            .map(|d| d.name.clone())
+            .collect(),
     })
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn run_scan_task(
                 json!({
                     "references": String::from_utf8_lossy(&text),
                     "warnings": scan.warnings,
+                    "unlimited": scan.unlimited,
                 })
             }
             Err(e) => json!({ "error": e.to_string() }),
@@ -186,15 +187,21 @@ fn read_result(value: &Value, file: &Input) -> chunkmill_manifest::Result<FileSc
         .and_then(Value::as_str)
         .ok_or_else(|| task_error(format!("{}: a scan result without references", file.name())))?;
     let dataset = chunkmill_manifest::kerchunk::parse_kerchunk_json(text, &file.name())?;
-    let warnings = value
-        .get("warnings")
-        .and_then(Value::as_array)
-        .map(|w| {
-            w.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(FileScan { dataset, warnings })
+    let strings = |key: &str| -> Vec<String> {
+        value
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|w| {
+                w.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(FileScan {
+        dataset,
+        warnings: strings("warnings"),
+        unlimited: strings("unlimited"),
+    })
 }

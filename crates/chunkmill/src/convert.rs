@@ -28,7 +28,22 @@ fn split_range<'a>(
     Ok((dim, some(start), some(stop)))
 }
 
+/// `--compat MODE` (clap checks the word; a recipe's is checked here).
+pub(crate) fn compat(mode: Option<&str>) -> Result<chunkmill_manifest::Compat, Failure> {
+    mode.map_or(Ok(chunkmill_manifest::Compat::Equals), |m| {
+        m.parse().map_err(|e| Failure::usage(format!("--compat {e}")))
+    })
+}
+
 fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
+    if a.stack && a.concat_dim.is_none() {
+        return Err(Failure::usage(
+            "--stack needs --concat-dim NAME: the new dimension to stack the files along",
+        ));
+    }
+    if a.allow_gap && a.append.is_none() {
+        return Err(Failure::usage("--allow-gap is for --append DIM"));
+    }
     let (target, inputs) = a
         .paths
         .split_last()
@@ -107,8 +122,11 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
                     .collect()
             })
             .unwrap_or_default(),
+        stack: a.stack,
+        compat: compat(a.compat.as_deref())?,
         strict_alignment: a.strict_alignment,
         append: a.append.clone(),
+        allow_gap: a.allow_gap,
         allow_refs: a.allow_refs.clone(),
         tile: a
             .tile
@@ -142,6 +160,15 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
     })
 }
 
+/// Decisions taken for the user (an inferred concat dimension), on stderr.
+fn print_notes(job: &ConvertJob, quiet: bool) {
+    if !quiet {
+        for note in &job.notes {
+            eprintln!("chunkmill: {note}");
+        }
+    }
+}
+
 fn warn_misaligned(job: &ConvertJob, quiet: bool) {
     if quiet {
         return;
@@ -158,6 +185,7 @@ fn warn_misaligned(job: &ConvertJob, quiet: bool) {
 pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
     let job = plan_convert(&options(a)?)?;
+    print_notes(&job, a.common.report.quiet);
     if a.common.report.json {
         let mut value = plan_json(&job.job);
         value["misaligned"] = serde_json::to_value(&job.misaligned).unwrap_or_default();
@@ -182,6 +210,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
     let opts = options(a)?;
     let job = plan_convert(&opts)?;
+    print_notes(&job, a.common.report.quiet);
     warn_misaligned(&job, a.common.report.quiet || a.common.report.json);
     if let Some(message) = &job.nothing_new {
         if !a.common.report.quiet {
@@ -192,9 +221,14 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let report = run_with_progress(&job.job, &a.common, |on_event| {
         run_planned(&job, &opts, on_event)
     })?;
+    let verb = if opts.append.is_some() {
+        "appended to"
+    } else {
+        "converted"
+    };
     print_report(
         &report,
-        "converted",
+        verb,
         &opts.run.target,
         a.plan.prepare,
         &a.common,
