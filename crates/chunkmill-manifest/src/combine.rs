@@ -1,10 +1,18 @@
 //! Joining virtual datasets along a dimension, strictly.
 //!
 //! With `concat_dim` present in the inputs, every array that has it is concatenated along it;
-//! absent, every array but the dimension coordinates is stacked along a new leading
-//! dimension of that name. Arrays named in `identical_dims` must be equal in every input
-//! (compared by value: they are loaded by the scan) and are taken once; other arrays without
-//! the concat dimension are taken from the first input.
+//! absent, the inputs are refused unless `stack` asks for every array but the dimension
+//! coordinates to be stacked along a new leading dimension of that name (which gets no
+//! coordinate). Arrays named in `identical_dims` must be equal in every input (compared by
+//! value: they are loaded by the scan) and are taken once. Every other array without the
+//! concat dimension is taken once too, after its values were compared in every input (a
+//! digest of what a reader decodes, see [`crate::compare`]) unless `compat` is
+//! [`Compat::Override`]: inputs that differ there are refused, naming the input and the array.
+//!
+//! The concat coordinate (loaded) must be strictly monotonic across the joined inputs: the
+//! inputs are ordered by its first value beforehand ([`order_by_coordinate`], as
+//! `xarray.combine_by_coords` orders them), and an overlap, a repeated value or a coordinate
+//! that goes back is refused, naming the inputs and the values.
 //!
 //! Before joining an array, each input is compared with the first, and the first difference
 //! is an error naming the input, the array and both values: dtype, codecs and their
@@ -21,6 +29,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::array::{ManifestArray, VirtualDataset};
+use crate::compare;
 use crate::dense::concat_values;
 use crate::error::{Error, Mismatch, Result};
 use crate::manifest::ChunkManifest;
@@ -32,14 +41,46 @@ pub const CF_ENCODING_ATTRIBUTES: [&str; 4] =
 /// Attributes of the concat coordinate that must agree (the values are encoded with them).
 pub const CONCAT_COORDINATE_ATTRIBUTES: [&str; 2] = ["units", "calendar"];
 
+/// What to do with an array that lacks the concat dimension (it is written once), named as
+/// xarray's `compat` argument names the same choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compat {
+    /// Its values must be equal in every input (compared by a digest): a difference is
+    /// refused.
+    #[default]
+    Equals,
+    /// The first input's array is taken without comparing the others.
+    Override,
+}
+
+impl std::str::FromStr for Compat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "equals" => Ok(Self::Equals),
+            "override" => Ok(Self::Override),
+            other => Err(format!("'{other}': expected equals or override")),
+        }
+    }
+}
+
 /// How to join.
 #[derive(Debug, Clone, Default)]
 pub struct CombineOptions {
-    /// The dimension to concatenate along (or to stack along, when no input has it).
+    /// The dimension to concatenate along (or to stack along, with `stack`).
     /// `None` only for one input.
     pub concat_dim: Option<String>,
+    /// Stack the inputs along `concat_dim`, a new dimension that no input may have.
+    pub stack: bool,
     /// Variables that must be equal in every input (compared by value) and are taken once.
     pub identical_dims: Vec<String>,
+    /// Whether the other arrays without the concat dimension are compared.
+    pub compat: Compat,
+    /// Arrays the job leaves out, where it can (`convert --drop`): not compared, and the
+    /// refusal of a difference suggests `--drop`. `None` where there is no such choice.
+    pub dropped: Option<Vec<String>>,
+    /// Threads reading the arrays compared (0: one).
+    pub threads: usize,
 }
 
 enum Role {
@@ -73,21 +114,33 @@ fn show(v: Option<&Value>) -> String {
 }
 
 /// Orders inputs by the first value of their loaded concat coordinate (as
-/// `xarray.combine_by_coords` does), keeping the given order among equal values and when any
-/// input lacks a loaded numeric coordinate. Returns whether the order changed.
+/// `xarray.combine_by_coords` does): ascending, or descending when the coordinate decreases
+/// in every input that has more than one value. The given order is kept among equal values
+/// and when any input lacks a loaded numeric coordinate. Returns whether the order changed.
 pub fn order_by_coordinate(parts: &mut [VirtualDataset], concat_dim: &str) -> bool {
-    let keys: Option<Vec<f64>> = parts
+    let values: Option<Vec<Vec<f64>>> = parts
         .iter()
         .map(|p| {
             let a = p.arrays.get(concat_dim)?;
-            first_as_f64(&a.metadata.dtype, a.loaded_values()?)
+            values_as_f64(&a.metadata.dtype, a.loaded_values()?)
         })
         .collect();
-    let Some(keys) = keys else {
+    let Some(values) = values else {
         return false;
     };
+    if values.iter().any(Vec::is_empty) {
+        return false;
+    }
+    let descending = is_descending(&values);
     let mut order: Vec<usize> = (0..parts.len()).collect();
-    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+    order.sort_by(|&a, &b| {
+        let o = values[a][0].total_cmp(&values[b][0]);
+        if descending {
+            o.reverse()
+        } else {
+            o
+        }
+    });
     if order.iter().enumerate().all(|(i, &o)| i == o) {
         return false;
     }
@@ -99,6 +152,25 @@ pub fn order_by_coordinate(parts: &mut [VirtualDataset], concat_dim: &str) -> bo
         }
     }
     true
+}
+
+/// Whether a coordinate decreases in every input with more than one value (and there is
+/// one): xarray then joins in decreasing order.
+fn is_descending(values: &[Vec<f64>]) -> bool {
+    let several: Vec<&Vec<f64>> = values.iter().filter(|v| v.len() > 1).collect();
+    !several.is_empty() && several.iter().all(|v| v.windows(2).all(|w| w[1] < w[0]))
+}
+
+/// Every element of C-order values of numpy `dtype` as f64 (`None` for other kinds).
+fn values_as_f64(dtype: &str, bytes: &[u8]) -> Option<Vec<f64>> {
+    let size = crate::array::dtype_size(dtype);
+    if size == 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(size)
+        .map(|b| first_as_f64(dtype, b))
+        .collect()
 }
 
 /// The first element of C-order values of numpy `dtype` as f64.
@@ -128,9 +200,11 @@ fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
 ///
 /// # Errors
 /// [`Error::Usage`] for no input, or several without a concat dimension;
+/// [`Error::Refused`] for a concat dimension no input has (without `stack`), or one they
+/// have (with `stack`), and for a concat coordinate that overlaps, repeats or goes back;
 /// [`Error::Mismatch`] for the first difference between an input and the first;
-/// [`Error::Combine`] for a partial chunk before the last input or an identical-dims variable
-/// that was not loaded.
+/// [`Error::Combine`] for a partial chunk before the last input, an identical-dims variable
+/// that was not loaded, or an array without the concat dimension whose values differ.
 pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<VirtualDataset> {
     let Some(dim) = options.concat_dim.as_deref() else {
         let mut parts = parts;
@@ -138,7 +212,7 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
             0 => Err(Error::Usage("no input to combine".into())),
             1 => Ok(parts.remove(0)),
             n => Err(Error::Usage(format!(
-                "{n} inputs and no concat dimension: name the dimension to concatenate (or stack) along"
+                "{n} inputs and no concat dimension: name the dimension to concatenate along with --concat-dim"
             ))),
         };
     };
@@ -166,10 +240,10 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
         }
     }
 
-    let concat_mode = first
-        .arrays
-        .values()
-        .any(|a| a.metadata.dimension_names.iter().any(|d| d == dim));
+    let concat_mode = check_concat_dim(&parts, dim, options.stack)?;
+    if concat_mode {
+        check_concat_coordinate(&parts, dim)?;
+    }
     let mut urls = Vec::new();
     let mut url_offsets = Vec::with_capacity(parts.len());
     for p in &parts {
@@ -178,19 +252,18 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
         urls.extend(p.urls.iter().cloned());
     }
 
-    let mut arrays = BTreeMap::new();
-    for key in first.arrays.keys() {
-        let all: Vec<&ManifestArray> = parts.iter().filter_map(|p| p.arrays.get(key)).collect();
+    let mut roles = Vec::with_capacity(first.arrays.len());
+    for (key, array) in &first.arrays {
         let name = base_name(key);
-        let dims = &all[0].metadata.dimension_names;
-        if dims.len() != all[0].metadata.shape.len() {
+        let dims = &array.metadata.dimension_names;
+        if dims.len() != array.metadata.shape.len() {
             return Err(Error::Combine {
                 file: parts[0].name.clone(),
                 variable: key.clone(),
                 reason: format!(
                     "{} dimension names for {} axes",
                     dims.len(),
-                    all[0].metadata.shape.len()
+                    array.metadata.shape.len()
                 ),
             });
         }
@@ -206,23 +279,44 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
         } else {
             Role::Stack
         };
+        roles.push((key.clone(), role));
+    }
+    if options.compat == Compat::Equals {
+        let once: Vec<&str> = roles
+            .iter()
+            .filter(|(key, role)| {
+                matches!(role, Role::Once)
+                    && !options
+                        .dropped
+                        .iter()
+                        .flatten()
+                        .any(|d| d == key || d == base_name(key))
+            })
+            .map(|(key, _)| key.as_str())
+            .collect();
+        compare_once(&parts, &once, dim, options)?;
+    }
+
+    let mut arrays = BTreeMap::new();
+    for (key, role) in roles {
+        let all: Vec<&ManifestArray> = parts.iter().filter_map(|p| p.arrays.get(&key)).collect();
         let joined = match role {
             Role::Once => {
                 let mut a = all[0].clone();
                 a.manifest.shift_paths(url_offsets[0])?;
                 a
             }
-            Role::Identical => identical(&parts, key, &all)?,
+            Role::Identical => identical(&parts, &key, &all)?,
             Role::Concat(axis) => {
-                check_common(&parts, key, &all, name == dim)?;
-                concat(&parts, key, &all, axis, dim, &url_offsets)?
+                check_common(&parts, &key, &all, base_name(&key) == dim)?;
+                concat(&parts, &key, &all, axis, dim, &url_offsets)?
             }
             Role::Stack => {
-                check_common(&parts, key, &all, false)?;
-                stack(&parts, key, &all, dim, &url_offsets)?
+                check_common(&parts, &key, &all, false)?;
+                stack(&parts, &key, &all, dim, &url_offsets)?
             }
         };
-        arrays.insert(key.clone(), joined);
+        arrays.insert(key, joined);
     }
     Ok(VirtualDataset {
         name: format!("{} inputs joined along {dim}", parts.len()),
@@ -230,6 +324,246 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
         groups: first.groups.clone(),
         arrays,
     })
+}
+
+/// The dimensions the arrays of `parts` have, sorted, each once.
+fn dimensions(parts: &[VirtualDataset]) -> Vec<String> {
+    let mut dims: Vec<String> = parts
+        .iter()
+        .flat_map(|p| p.arrays.values())
+        .flat_map(|a| a.metadata.dimension_names.iter().cloned())
+        .collect();
+    dims.sort();
+    dims.dedup();
+    dims
+}
+
+/// Whether the inputs are concatenated along `dim` (they have it) rather than stacked
+/// (they do not, and `stack` says so).
+fn check_concat_dim(parts: &[VirtualDataset], dim: &str, stack: bool) -> Result<bool> {
+    let has = parts.iter().any(|p| {
+        p.arrays
+            .values()
+            .any(|a| a.metadata.dimension_names.iter().any(|d| d == dim))
+    });
+    match (has, stack) {
+        (true, false) => Ok(true),
+        (false, true) => Ok(false),
+        (true, true) => Err(Error::Refused(format!(
+            "--stack {dim}: the inputs already have a dimension {dim}; concatenate along it without --stack"
+        ))),
+        (false, false) => Err(Error::Refused(format!(
+            "--concat-dim {dim}: no input has a dimension {dim} (they have {}); to stack the inputs along a new dimension {dim}, add --stack",
+            dimensions(parts).join(", ")
+        ))),
+    }
+}
+
+/// The concat coordinate (every loaded numeric 1-d array named as `dim` along it) is
+/// strictly monotonic over the inputs in their order: no repeated value, no overlap, nothing
+/// going back.
+fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
+    for key in parts[0].arrays.keys().filter(|k| base_name(k) == dim) {
+        let arrays: Option<Vec<&ManifestArray>> =
+            parts.iter().map(|p| p.arrays.get(key)).collect();
+        let Some(arrays) = arrays else { continue };
+        if arrays[0].metadata.dimension_names != [dim] {
+            continue;
+        }
+        let values: Option<Vec<Vec<f64>>> = arrays
+            .iter()
+            .map(|a| values_as_f64(&a.metadata.dtype, a.loaded_values()?))
+            .collect();
+        // Not loaded or not numbers (text labels): kept in the given order, unchecked.
+        let Some(values) = values else { continue };
+        let descending = is_descending(&values);
+        let ordered = |a: f64, b: f64| if descending { b < a } else { a < b };
+        let way = if descending { "decreasing" } else { "increasing" };
+        let units = arrays[0]
+            .metadata
+            .attributes
+            .get("units")
+            .and_then(Value::as_str)
+            .map_or_else(String::new, |u| format!(" ({u})"));
+        for (i, v) in values.iter().enumerate() {
+            if let Some(j) = (1..v.len()).find(|&j| !ordered(v[j - 1], v[j])) {
+                return Err(Error::Refused(format!(
+                    "{}: {key}: the {dim} coordinate is not strictly {way} within the input: {} then {} at elements {} and {j}{units}",
+                    parts[i].name,
+                    v[j - 1],
+                    v[j],
+                    j - 1
+                )));
+            }
+        }
+        for i in 1..values.len() {
+            let (Some(&last), Some(&start)) = (values[i - 1].last(), values[i].first()) else {
+                continue;
+            };
+            if !ordered(last, start) {
+                let same = if values[i] == values[i - 1] {
+                    format!(" (both have the same {dim} values: is one a copy of the other?)")
+                } else {
+                    String::new()
+                };
+                return Err(Error::Refused(format!(
+                    "{}: {key}: starts at {dim} = {start}, not after {}'s last {dim} = {last}{units}: \
+                     inputs that overlap along {dim} are not combined{same}; inputs are ordered by \
+                     their first {dim} value and must not overlap",
+                    parts[i].name,
+                    parts[i - 1].name,
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Arrays without the concat dimension (`keys`) hold the same values in every input: they
+/// are written once.
+fn compare_once(
+    parts: &[VirtualDataset],
+    keys: &[&str],
+    dim: &str,
+    options: &CombineOptions,
+) -> Result<()> {
+    if parts.len() < 2 || keys.is_empty() {
+        return Ok(());
+    }
+    let differs = |i: usize, key: &str, what: String| {
+        let drop = match options.dropped {
+            Some(_) => format!(", or leave it out with --drop {}", base_name(key)),
+            None => String::new(),
+        };
+        Error::Combine {
+            file: parts[i].name.clone(),
+            variable: key.to_string(),
+            reason: format!(
+                "{what} {}: an array without the concat dimension {dim} is written once, so it must be \
+                 the same in every input; take the first input's values with --compat override{drop}",
+                parts[0].name
+            ),
+        }
+    };
+    let mut read = Vec::with_capacity(keys.len());
+    for key in keys {
+        let f = &parts[0].arrays[*key].metadata;
+        let mut whole = false;
+        for (i, p) in parts.iter().enumerate().skip(1) {
+            let m = &p.arrays[*key].metadata;
+            if m.dtype != f.dtype {
+                return Err(differs(
+                    i,
+                    key,
+                    format!("data type {} differs from {} in", m.dtype, f.dtype),
+                ));
+            }
+            if m.shape != f.shape {
+                return Err(differs(
+                    i,
+                    key,
+                    format!("shape {:?} differs from {:?} in", m.shape, f.shape),
+                ));
+            }
+            whole |= m.chunk_shape != f.chunk_shape;
+        }
+        read.push(((*key).to_string(), whole));
+    }
+    let digests = compare::digests(parts, &read, options.threads)?;
+    for (k, key) in keys.iter().enumerate() {
+        for i in 1..parts.len() {
+            if digests[i][k] != digests[0][k] {
+                return Err(differs(i, key, "values differ from those in".into()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A concat dimension inferred from the inputs, and why it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferredDim {
+    /// The dimension.
+    pub dim: String,
+    /// Why, in words ("the unlimited dimension of every input").
+    pub why: String,
+}
+
+/// The concat dimension of inputs given without one: the dimension unlimited in every input
+/// when there is exactly one, else the only dimension whose coordinate (a 1-d array named as
+/// its dimension) differs between the inputs (among the unlimited ones, when several are).
+/// `unlimited[i]` lists input `i`'s unlimited dimensions.
+///
+/// # Errors
+/// [`Error::Usage`] naming the candidates (or saying there are none) and `--concat-dim` when
+/// no single dimension qualifies; read errors of the coordinates compared.
+pub fn infer_concat_dim(
+    parts: &[VirtualDataset],
+    unlimited: &[Vec<String>],
+    threads: usize,
+) -> Result<InferredDim> {
+    let common: Vec<String> = unlimited
+        .first()
+        .map(|u| {
+            u.iter()
+                .filter(|d| unlimited.iter().all(|o| o.contains(d)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if let [one] = common.as_slice() {
+        return Ok(InferredDim {
+            dim: one.clone(),
+            why: "the unlimited dimension of every input".into(),
+        });
+    }
+    let Some(first) = parts.first() else {
+        return Err(Error::Usage("no input to combine".into()));
+    };
+    let mut differ: Vec<String> = Vec::new();
+    let mut compared: Vec<(String, bool)> = Vec::new();
+    for (key, array) in &first.arrays {
+        let m = &array.metadata;
+        if m.dimension_names != [key.as_str()] {
+            continue;
+        }
+        let others: Option<Vec<&ManifestArray>> =
+            parts.iter().map(|p| p.arrays.get(key)).collect();
+        let Some(others) = others else { continue };
+        if others.iter().any(|o| o.metadata.shape != m.shape) {
+            differ.push(key.clone());
+        } else {
+            let whole = others.iter().any(|o| o.metadata.chunk_shape != m.chunk_shape);
+            compared.push((key.clone(), whole));
+        }
+    }
+    let digests = compare::digests(parts, &compared, threads)?;
+    for (k, (key, _)) in compared.iter().enumerate() {
+        if digests.iter().any(|d| d[k] != digests[0][k]) {
+            differ.push(key.clone());
+        }
+    }
+    if !common.is_empty() {
+        differ.retain(|d| common.contains(d));
+    }
+    differ.sort();
+    let n = parts.len();
+    match differ.as_slice() {
+        [one] => Ok(InferredDim {
+            dim: one.clone(),
+            why: "the only dimension whose coordinate differs between the inputs".into(),
+        }),
+        [] => Err(Error::Usage(format!(
+            "{n} inputs and no --concat-dim, and none can be inferred: no dimension is unlimited in \
+             every input and no dimension coordinate differs between them; name the dimension to \
+             concatenate along with --concat-dim DIM (with --stack to stack the inputs along a new one)"
+        ))),
+        several => Err(Error::Usage(format!(
+            "{n} inputs and no --concat-dim, and it cannot be inferred: the coordinates of {} differ \
+             between the inputs; name the one to concatenate along with --concat-dim",
+            several.join(", ")
+        ))),
+    }
 }
 
 fn mismatch(
@@ -527,8 +861,38 @@ mod tests {
     fn opts() -> CombineOptions {
         CombineOptions {
             concat_dim: Some("time".into()),
-            identical_dims: vec![],
+            ..CombineOptions::default()
         }
+    }
+
+    /// A 1-d float64 array along `dim`, loaded with `values`.
+    fn coordinate(dim: &str, values: &[f64]) -> Result<ManifestArray> {
+        ManifestArray::loaded(
+            ArrayMetadata {
+                shape: vec![values.len() as u64],
+                dtype: "<f8".into(),
+                chunk_shape: vec![values.len() as u64],
+                fill_value: Value::from(0.0),
+                codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
+                dimension_names: vec![dim.into()],
+                attributes: Map::new(),
+            },
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    }
+
+    /// Input `name`: `v(time, x)` of `times.len()` steps, the loaded `time` coordinate, and a
+    /// loaded `elev(x)` holding `elev`.
+    fn timed(name: &str, times: &[f64], elev: &[f64]) -> Result<VirtualDataset> {
+        let mut d = dataset(name, array(times.len() as u64, 1, 0.1)?);
+        d.arrays
+            .insert("time".into(), coordinate("time", times)?);
+        d.arrays.insert("elev".into(), coordinate("x", elev)?);
+        Ok(d)
+    }
+
+    fn message(r: Result<VirtualDataset>) -> String {
+        r.err().map(|e| e.to_string()).unwrap_or_default()
     }
 
     #[test]
@@ -588,7 +952,8 @@ mod tests {
     fn stacking_adds_the_dimension() -> Result<()> {
         let o = CombineOptions {
             concat_dim: Some("member".into()),
-            identical_dims: vec![],
+            stack: true,
+            ..CombineOptions::default()
         };
         let out = combine(
             vec![
@@ -601,6 +966,225 @@ mod tests {
         assert_eq!(v.metadata.shape, vec![2, 4, 2]);
         assert_eq!(v.metadata.chunk_shape, vec![1, 2, 2]);
         assert_eq!(v.metadata.dimension_names[0], "member");
+        Ok(())
+    }
+
+    #[test]
+    fn concat_dim_typo_is_refused_naming_the_dimensions() -> Result<()> {
+        let o = CombineOptions {
+            concat_dim: Some("tiem".into()),
+            ..CombineOptions::default()
+        };
+        let err = message(combine(
+            vec![
+                timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+                timed("b", &[2.0, 3.0], &[5.0, 6.0])?,
+            ],
+            &o,
+        ));
+        assert_eq!(
+            err,
+            "--concat-dim tiem: no input has a dimension tiem (they have time, x); to stack the \
+             inputs along a new dimension tiem, add --stack"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn stack_does_not_label_every_input_with_the_first_inputs_times() -> Result<()> {
+        let o = CombineOptions {
+            concat_dim: Some("member".into()),
+            stack: true,
+            ..CombineOptions::default()
+        };
+        let err = message(combine(
+            vec![
+                timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+                timed("b", &[2.0, 3.0], &[5.0, 6.0])?,
+            ],
+            &o,
+        ));
+        assert!(
+            err.starts_with("b: time: values differ from those in a: an array without the concat dimension member"),
+            "{err}"
+        );
+        // Members that share their times stack, with no coordinate for the new dimension.
+        let out = combine(
+            vec![
+                timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+                timed("b", &[0.0, 1.0], &[5.0, 6.0])?,
+            ],
+            &o,
+        )?;
+        assert_eq!(out.arrays["v"].metadata.shape, vec![2, 2, 2]);
+        assert!(!out.arrays.contains_key("member"));
+        Ok(())
+    }
+
+    #[test]
+    fn stack_of_a_dimension_the_inputs_have_is_refused() -> Result<()> {
+        let o = CombineOptions {
+            concat_dim: Some("time".into()),
+            stack: true,
+            ..CombineOptions::default()
+        };
+        let err = message(combine(
+            vec![timed("a", &[0.0], &[5.0])?, timed("b", &[1.0], &[5.0])?],
+            &o,
+        ));
+        assert!(err.starts_with("--stack time: the inputs already have"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn overlapping_time_ranges_are_refused() -> Result<()> {
+        let err = message(combine(
+            vec![
+                timed("a", &[0.0, 1.0, 2.0], &[5.0, 6.0])?,
+                timed("b", &[2.0, 3.0], &[5.0, 6.0])?,
+            ],
+            &opts(),
+        ));
+        assert!(
+            err.starts_with("b: time: starts at time = 2, not after a's last time = 2: inputs that overlap"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_time_ranges_are_refused_as_copies() -> Result<()> {
+        let err = message(combine(
+            vec![
+                timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+                timed("b", &[0.0, 1.0], &[5.0, 6.0])?,
+            ],
+            &opts(),
+        ));
+        assert!(
+            err.contains("(both have the same time values: is one a copy of the other?)"),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_time_axis_going_backwards_within_an_input_is_refused() -> Result<()> {
+        let err = message(combine(
+            vec![
+                timed("a", &[0.0, 2.0, 1.0], &[5.0, 6.0])?,
+                timed("b", &[3.0, 4.0], &[5.0, 6.0])?,
+            ],
+            &opts(),
+        ));
+        assert_eq!(
+            err,
+            "a: time: the time coordinate is not strictly increasing within the input: 2 then 1 at elements 1 and 2"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn inputs_out_of_order_are_ordered_by_their_first_value() -> Result<()> {
+        let mut parts = vec![
+            timed("b", &[2.0, 3.0], &[5.0, 6.0])?,
+            timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+        ];
+        assert!(order_by_coordinate(&mut parts, "time"));
+        assert_eq!(parts[0].name, "a");
+        // Decreasing in every input: ordered decreasing, as xarray does.
+        let mut parts = vec![
+            timed("a", &[1.0, 0.0], &[5.0, 6.0])?,
+            timed("b", &[3.0, 2.0], &[5.0, 6.0])?,
+        ];
+        assert!(order_by_coordinate(&mut parts, "time"));
+        assert_eq!(parts[0].name, "b");
+        let out = combine(parts, &opts())?;
+        assert_eq!(
+            out.arrays["time"].loaded_values(),
+            Some(
+                &[3.0f64, 2.0, 1.0, 0.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()[..]
+            )
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_differing_variable_without_the_concat_dim_is_refused() -> Result<()> {
+        let parts = || -> Result<Vec<VirtualDataset>> {
+            Ok(vec![
+                timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+                timed("b", &[2.0, 3.0], &[5.0, 7.0])?,
+            ])
+        };
+        let err = message(combine(parts()?, &opts()));
+        assert_eq!(
+            err,
+            "b: elev: values differ from those in a: an array without the concat dimension time is \
+             written once, so it must be the same in every input; take the first input's values \
+             with --compat override"
+        );
+        let with_drop = CombineOptions {
+            dropped: Some(Vec::new()),
+            ..opts()
+        };
+        assert!(message(combine(parts()?, &with_drop)).ends_with(", or leave it out with --drop elev"));
+        let dropped = CombineOptions {
+            dropped: Some(vec!["elev".into()]),
+            ..opts()
+        };
+        assert!(combine(parts()?, &dropped).is_ok());
+        let first = CombineOptions {
+            compat: Compat::Override,
+            ..opts()
+        };
+        let out = combine(parts()?, &first)?;
+        assert_eq!(
+            out.arrays["elev"].loaded_values(),
+            Some(&[5.0f64, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()[..])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_concat_dim_is_inferred_or_the_candidates_named() -> Result<()> {
+        let parts = vec![
+            timed("a", &[0.0, 1.0], &[5.0, 6.0])?,
+            timed("b", &[2.0, 3.0], &[5.0, 6.0])?,
+        ];
+        let unlimited = vec![vec!["time".to_string()], vec!["time".to_string()]];
+        assert_eq!(infer_concat_dim(&parts, &unlimited, 1)?.dim, "time");
+        let none = vec![Vec::new(), Vec::new()];
+        let inferred = infer_concat_dim(&parts, &none, 1)?;
+        assert_eq!(inferred.dim, "time");
+        assert_eq!(
+            inferred.why,
+            "the only dimension whose coordinate differs between the inputs"
+        );
+        let mut ambiguous = parts.clone();
+        ambiguous[1]
+            .arrays
+            .insert("x".into(), coordinate("x", &[1.0, 2.0])?);
+        ambiguous[0]
+            .arrays
+            .insert("x".into(), coordinate("x", &[1.0, 3.0])?);
+        let err = infer_concat_dim(&ambiguous, &none, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("the coordinates of time, x differ between the inputs; name the one to concatenate along with --concat-dim"),
+            "{err}"
+        );
+        let same = vec![parts[0].clone(), parts[0].clone()];
+        let err = infer_concat_dim(&same, &none, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no dimension coordinate differs"), "{err}");
         Ok(())
     }
 

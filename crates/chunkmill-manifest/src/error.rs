@@ -89,6 +89,12 @@ pub enum Error {
         reason: String,
     },
 
+    /// Inputs that must not be combined as asked (the same file twice, overlapping or
+    /// unordered concat coordinates, a concat dimension no input has): refused before
+    /// anything is written.
+    #[error("{0}")]
+    Refused(String),
+
     /// An input argument (path, glob, `@file` list) that cannot be expanded.
     #[error("{input}: {reason}")]
     Input {

@@ -73,6 +73,8 @@ pub struct FileScan {
     pub skipped: Vec<SkippedVariable>,
     /// Keys of [`ScanOptions::drop`] that this file has.
     pub dropped: Vec<String>,
+    /// Its unlimited dimensions (a concat dimension can be inferred from them).
+    pub unlimited: Vec<String>,
 }
 
 /// Opens the local file at `path` and scans it; chunks point at `url`.
@@ -153,6 +155,12 @@ pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileS
         warnings,
         skipped,
         dropped,
+        unlimited: inventory
+            .dimensions
+            .iter()
+            .filter(|d| d.unlimited)
+            .map(|d| d.name.clone())
+            .collect(),
     })
 }
 

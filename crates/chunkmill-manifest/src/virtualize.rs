@@ -11,7 +11,8 @@ use chunkmill_store::guard::Lock;
 
 use crate::array::{ManifestStats, VirtualDataset};
 use crate::atomic::is_kerchunk_json;
-use crate::combine::{combine, order_by_coordinate, CombineOptions};
+use crate::combine::{combine, infer_concat_dim, order_by_coordinate, CombineOptions, Compat};
+use crate::compare;
 use crate::error::{Error, Result};
 use crate::icechunk::write_icechunk;
 use crate::kerchunk::write_kerchunk_json;
@@ -91,11 +92,19 @@ pub struct VirtualizeOptions {
     pub format: OutputFormat,
     /// Chunks per Parquet file ([`OutputFormat::KerchunkParquet`] only).
     pub record_size: usize,
-    /// Dimension to concatenate along, or to stack along when the files do not have it.
-    /// `None` is for one input only.
+    /// Dimension to concatenate along (or to stack along, with `stack`). `None` for one
+    /// input, or to infer it from several (see [`infer_concat_dim`]).
     pub concat_dim: Option<String>,
+    /// Stack the files along `concat_dim`, a new dimension (which no file may have).
+    pub stack: bool,
     /// Variables that must be equal in every file (compared by value) and are taken once.
     pub identical_dims: Vec<String>,
+    /// Whether the other variables without the concat dimension are compared between files
+    /// ([`Compat::Equals`], the default) or taken from the first ([`Compat::Override`]).
+    pub compat: Compat,
+    /// Variables the job leaves out afterwards (`convert --drop`): not compared; `None`
+    /// where the job cannot leave variables out (see [`CombineOptions::dropped`]).
+    pub dropped: Option<Vec<String>>,
     /// Chunks stored in fewer bytes are inlined (kerchunk's default, 500); so are variables
     /// that cannot be referenced and decode to fewer bytes.
     pub inline_threshold: u64,
@@ -144,7 +153,10 @@ impl VirtualizeOptions {
             format: OutputFormat::KerchunkJson,
             record_size: DEFAULT_RECORD_SIZE,
             concat_dim: None,
+            stack: false,
             identical_dims: Vec::new(),
+            compat: Compat::Equals,
+            dropped: None,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             drop: Vec::new(),
             skip_bad: false,
@@ -164,7 +176,10 @@ impl fmt::Debug for VirtualizeOptions {
             .field("format", &self.format)
             .field("record_size", &self.record_size)
             .field("concat_dim", &self.concat_dim)
+            .field("stack", &self.stack)
             .field("identical_dims", &self.identical_dims)
+            .field("compat", &self.compat)
+            .field("dropped", &self.dropped)
             .field("inline_threshold", &self.inline_threshold)
             .field("drop", &self.drop)
             .field("skip_bad", &self.skip_bad)
@@ -201,6 +216,11 @@ pub struct VirtualizeReport {
     pub skipped_variables: Vec<SkippedVariable>,
     /// Whether the files were reordered by their first concat-coordinate value.
     pub reordered: bool,
+    /// The concat dimension used (given or inferred).
+    pub concat_dim: Option<String>,
+    /// What the user should know of decisions taken for them (an inferred concat dimension),
+    /// one line each.
+    pub notes: Vec<String>,
     /// Arrays, references, inlined chunks and bytes, missing chunks.
     pub stats: ManifestStats,
     /// Size of the output.
@@ -390,11 +410,11 @@ pub fn build(
     if files.is_empty() {
         return Err(Error::Usage("no input file".into()));
     }
-    if files.len() > 1 && options.concat_dim.is_none() {
-        return Err(Error::Usage(format!(
-            "{} input files and no concat dimension: name the dimension to concatenate (or stack) along",
-            files.len()
-        )));
+    compare::refuse_duplicates(&files)?;
+    if options.stack && options.concat_dim.is_none() {
+        return Err(Error::Usage(
+            "--stack needs --concat-dim NAME: the new dimension to stack the files along".into(),
+        ));
     }
     let mut load: Vec<String> = options.identical_dims.clone();
     if let Some(d) = &options.concat_dim {
@@ -432,6 +452,7 @@ pub fn build(
     let scan_seconds = t0.elapsed().as_secs_f64();
 
     let mut datasets = Vec::with_capacity(files.len());
+    let mut unlimited = Vec::with_capacity(files.len());
     let mut skipped = Vec::new();
     let mut warnings = Vec::new();
     let mut skipped_variables = Vec::new();
@@ -443,6 +464,7 @@ pub fn build(
                 warnings.extend(scan.warnings);
                 skipped_variables.extend(scan.skipped);
                 dropped.extend(scan.dropped);
+                unlimited.push(scan.unlimited);
                 datasets.push(scan.dataset);
             }
             Some(Err(e)) if options.skip_bad => skipped.push(SkippedFile {
@@ -477,16 +499,38 @@ pub fn build(
     }
 
     let t1 = Instant::now();
-    let reordered = match &options.concat_dim {
-        Some(d) => order_by_coordinate(&mut datasets, d),
-        None => false,
+    let mut notes = Vec::new();
+    let concat_dim = match &options.concat_dim {
+        Some(d) => Some(d.clone()),
+        None if datasets.len() > 1 => {
+            let inferred = infer_concat_dim(&datasets, &unlimited, threads)?;
+            // The scan loaded the coordinate of a dimension given before it ran; this one is
+            // read now, to order and check the files by it.
+            for d in &mut datasets {
+                compare::load_values(d, &inferred.dim)?;
+            }
+            notes.push(format!(
+                "concatenating along {} (inferred: {}; name another with --concat-dim)",
+                inferred.dim, inferred.why
+            ));
+            Some(inferred.dim)
+        }
+        None => None,
+    };
+    let reordered = match &concat_dim {
+        Some(d) if !options.stack => order_by_coordinate(&mut datasets, d),
+        _ => false,
     };
     let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
     let combined = combine(
         datasets,
         &CombineOptions {
-            concat_dim: options.concat_dim.clone(),
+            concat_dim: concat_dim.clone(),
+            stack: options.stack,
             identical_dims: options.identical_dims.clone(),
+            compat: options.compat,
+            dropped: options.dropped.clone(),
+            threads,
         },
     )?;
     let combine_seconds = t1.elapsed().as_secs_f64();
@@ -497,6 +541,8 @@ pub fn build(
         warnings,
         skipped_variables,
         reordered,
+        concat_dim,
+        notes,
         stats: combined.stats(),
         bytes_written: 0,
         scan_seconds,

@@ -221,7 +221,9 @@ fn stacking_along_a_new_dimension_equals_open_mfdataset() {
     }
     let inputs = files("stack");
     let out = output("stack");
-    let report = virtualize(&inputs, &options(&out, Some("member"))).expect("virtualize");
+    let mut o = options(&out, Some("member"));
+    o.stack = true;
+    let report = virtualize(&inputs, &o).expect("virtualize");
     assert_eq!(report.files.len(), 3);
     oracle(&["--stack", "member"], &out, &inputs);
 }
@@ -506,10 +508,12 @@ fn usage_errors_come_before_any_work() {
     }
     let inputs = files("nc4_time");
     let out = output("usage");
-    let message = error_of(virtualize(&inputs, &options(&out, None))).to_string();
-    assert!(
-        message.starts_with("4 input files and no concat dimension"),
-        "{message}"
+    // No concat dimension: the one unlimited in every file is taken, and said.
+    let report = virtualize(&inputs, &options(&out, None)).expect("inferred");
+    assert_eq!(report.concat_dim.as_deref(), Some("time"));
+    assert_eq!(
+        report.notes,
+        ["concatenating along time (inferred: the unlimited dimension of every input; name another with --concat-dim)"]
     );
     std::fs::write(&out, "keep me").expect("write");
     let message = error_of(virtualize(&inputs, &options(&out, Some("time")))).to_string();

@@ -95,7 +95,11 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             target.url()
         )));
     }
-    let cache = sources::open(std::slice::from_ref(&run.target), None, &[], &[])?;
+    let (cache, _) = sources::open(
+        std::slice::from_ref(&run.target),
+        &chunkmill_manifest::CombineOptions::default(),
+        &[],
+    )?;
     let cache_arrays = cache.arrays();
     let prepared = prepare(options)?;
     let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
@@ -165,6 +169,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                     target.url(),
                     new_values.len()
                 )),
+                notes: prepared.notes.clone(),
             });
         }
         if new_values.first().is_some_and(|&first| first <= last) {
@@ -172,6 +177,9 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 "--append {dim}: the new data starts at {dim} = {} {units}, not after the cache's last {dim} = {last}: overlapping or out-of-order data is not appended",
                 new_values[0]
             )));
+        }
+        if !options.allow_gap {
+            refuse_gap(&dim, &units, &old_values, &new_values)?;
         }
     }
     let appended = new_coord.info.shape[0];
@@ -240,6 +248,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             }
             continue;
         };
+        refuse_other_chunks(options, output, &old_info.chunks, axis, old_len)?;
         let chunk = old_info.chunks[axis];
         let aligned_start = old_len / chunk * chunk;
         let mut full_shape = old_info.shape.clone();
@@ -375,7 +384,73 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         },
         misaligned: prepared.misaligned,
         nothing_new: None,
+        notes: prepared.notes,
     })
+}
+
+/// The step of evenly spaced `values` (at least two), if they are.
+fn regular_step(values: &[f64]) -> Option<f64> {
+    let step = values.get(1)? - values.first()?;
+    let close = |d: f64| (d - step).abs() <= 1e-9 * step.abs().max(1.0);
+    (step != 0.0 && values.windows(2).all(|w| close(w[1] - w[0]))).then_some(step)
+}
+
+/// Refuses new data that does not start one step after the cache's last value when the
+/// coordinate is evenly spaced (in the cache, or else in the new data): a gap, or a step
+/// that changes, would otherwise be appended in silence.
+fn refuse_gap(dim: &str, units: &str, old: &[f64], new: &[f64]) -> Result<(), OpsError> {
+    let (Some(&last), Some(&first)) = (old.last(), new.first()) else {
+        return Ok(());
+    };
+    let Some(step) = regular_step(old).or_else(|| regular_step(new)) else {
+        return Ok(());
+    };
+    let expected = last + step;
+    if (first - expected).abs() <= 1e-9 * step.abs().max(1.0) {
+        return Ok(());
+    }
+    let missing = ((first - last) / step).round() - 1.0;
+    let what = if missing >= 1.0 {
+        format!("{missing} steps are missing between them (a gap)")
+    } else {
+        "the step changes between them".to_string()
+    };
+    Err(refused(format!(
+        "--append {dim}: the cache's {dim} ends at {last} and goes in steps of {step} ({units}), but the new data          starts at {first}, not {expected}: {what}; give --allow-gap to append anyway"
+    )))
+}
+
+/// Refuses `--chunks` that give an appended array other chunks than the cache's: the cache
+/// keeps its own, so other chunks would be ignored in silence. Along the append axis, a
+/// cache that is one chunk (its length when made: a request capped to it) accepts any
+/// request at least that long.
+fn refuse_other_chunks(
+    options: &ConvertOptions,
+    output: &OutputArray,
+    cache_chunks: &[u64],
+    axis: usize,
+    old_len: u64,
+) -> Result<(), OpsError> {
+    if output.chunks.is_some() {
+        return Ok(());
+    }
+    let mut info = output.info.clone();
+    if let Some(len) = info.shape.get_mut(axis) {
+        *len = old_len + *len;
+    }
+    let Some(asked) = crate::rechunk::resolve(&options.run.chunks, &info, cache_chunks)? else {
+        return Ok(());
+    };
+    let fits = asked.iter().zip(cache_chunks).enumerate().all(|(a, (&r, &c))| {
+        r == c || (a == axis && c == old_len.max(1) && r >= c)
+    });
+    if fits {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "--append: '{}' is chunked {cache_chunks:?} in the cache, but --chunks gives {asked:?}: an append          keeps the cache's chunks; give the --chunks the cache was made with",
+        output.info.path
+    )))
 }
 
 /// A job with nothing to run.

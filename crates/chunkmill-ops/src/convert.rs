@@ -74,10 +74,16 @@ pub struct ConvertOptions {
     pub concat_dim: Option<String>,
     /// Variables that must be equal in every input file.
     pub identical_dims: Vec<String>,
+    /// Stack the input files along `concat_dim`, a new dimension.
+    pub stack: bool,
+    /// Whether variables without the concat dimension are compared between input files.
+    pub compat: chunkmill_manifest::Compat,
     /// Refuse a selection that cuts through source chunks.
     pub strict_alignment: bool,
     /// Add the inputs to the existing target along this dimension.
     pub append: Option<String>,
+    /// Append even when the new data does not start one step after the cache's end.
+    pub allow_gap: bool,
     /// Prefixes (paths or URLs) a reference input's chunks may point into, besides the
     /// directory holding the reference file ([`chunkmill_manifest::ReferenceAccess`]).
     pub allow_refs: Vec<String>,
@@ -106,6 +112,8 @@ pub struct ConvertJob {
     pub misaligned: Vec<Misalignment>,
     /// Set when an append finds every input value already in the cache: nothing runs.
     pub nothing_new: Option<String>,
+    /// Decisions taken for the user (an inferred concat dimension), one line each.
+    pub notes: Vec<String>,
 }
 
 fn number(value: &Value) -> Option<f64> {
@@ -356,6 +364,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         },
         misaligned: prepared.misaligned.clone(),
         nothing_new: None,
+        notes: prepared.notes.clone(),
     })
 }
 
@@ -396,6 +405,8 @@ pub(crate) struct Prepared {
     pub misaligned: Vec<Misalignment>,
     pub work_dir: String,
     pub references_url: String,
+    /// See [`ConvertJob::notes`].
+    pub notes: Vec<String>,
 }
 
 impl Prepared {
@@ -417,10 +428,16 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.run;
     crate::rechunk::check_format(run)?;
     let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let source = sources::open(
+    let (source, notes) = sources::open(
         &options.inputs,
-        options.concat_dim.as_deref(),
-        &options.identical_dims,
+        &chunkmill_manifest::CombineOptions {
+            concat_dim: options.concat_dim.clone(),
+            stack: options.stack,
+            identical_dims: options.identical_dims.clone(),
+            compat: options.compat,
+            dropped: Some(options.drop.clone()),
+            threads: 0,
+        },
         &options.allow_refs,
     )?;
     if let Source::Zarr { store, .. } = &source {
@@ -820,6 +837,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         misaligned,
         work_dir,
         references_url,
+        notes,
     })
 }
 

@@ -1011,7 +1011,7 @@ pub fn run_job(
     }
     let report = RechunkReport {
         plan_id: plan.plan_id.clone(),
-        arrays: job.specs.len(),
+        arrays: job.arrays.len(),
         tasks_run: summary.tasks_run,
         tasks_skipped: summary.tasks_skipped,
         retries: summary.retries,

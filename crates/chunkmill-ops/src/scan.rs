@@ -65,6 +65,7 @@ pub(crate) fn run_scan_task(
                     "skipped_variables": scan.skipped.iter().map(|v| json!({
                         "variable": v.variable, "reason": v.reason,
                     })).collect::<Vec<_>>(),
+                    "unlimited": scan.unlimited,
                 })
             }
             Err(e) => json!({ "error": e.to_string() }),
@@ -210,33 +211,35 @@ fn read_result(value: &Value, file: &Input) -> chunkmill_manifest::Result<FileSc
         .and_then(Value::as_str)
         .ok_or_else(|| task_error(format!("{}: a scan result without references", file.name())))?;
     let dataset = chunkmill_manifest::kerchunk::parse_kerchunk_json(text, &file.name())?;
-    let warnings = value
-        .get("warnings")
-        .and_then(Value::as_array)
-        .map(|w| {
-            w.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let skipped = value
-        .get("skipped_variables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|v| {
-            Some(SkippedVariable {
-                file: file.name(),
-                variable: v.get("variable")?.as_str()?.to_string(),
-                reason: v.get("reason")?.as_str()?.to_string(),
+    let strings = |key: &str| -> Vec<String> {
+        value
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|w| {
+                w.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
             })
-        })
-        .collect();
+            .unwrap_or_default()
+    };
     Ok(FileScan {
         dataset,
-        warnings,
-        skipped,
+        warnings: strings("warnings"),
+        unlimited: strings("unlimited"),
+        skipped: value
+            .get("skipped_variables")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                Some(SkippedVariable {
+                    file: file.name(),
+                    variable: v.get("variable")?.as_str()?.to_string(),
+                    reason: v.get("reason")?.as_str()?.to_string(),
+                })
+            })
+            .collect(),
         dropped: Vec::new(),
     })
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use chunkmill_grid::{Grid, Region};
-use chunkmill_manifest::{VirtualDataset, VirtualizeOptions};
+use chunkmill_manifest::{CombineOptions, VirtualDataset, VirtualizeOptions};
 use chunkmill_plan::Endpoint;
 use chunkmill_store::zarr::{self, ArrayInfo, GroupInfo, Node};
 use chunkmill_store::{Store, StoreKind};
@@ -76,8 +76,10 @@ fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
 }
 
 /// Opens the inputs: one Zarr store, one reference file or repository, or data files
-/// concatenated along `concat_dim` with every check of `virtualize`. A reference input's
-/// chunks must all lie under the directory holding it or under a prefix of `allow_refs`.
+/// combined as `combine` says with every check of `virtualize` (its `threads` is unused: the
+/// scan's is). A reference input's chunks must all lie under the directory holding it or
+/// under a prefix of `allow_refs`. Returns the source and notes for the user (an inferred
+/// concat dimension).
 ///
 /// # Errors
 /// [`OpsError::Refused`] naming the input and the reason (missing, unreadable, files that
@@ -85,16 +87,15 @@ fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
 /// request.
 pub fn open(
     inputs: &[String],
-    concat_dim: Option<&str>,
-    identical_dims: &[String],
+    combine: &CombineOptions,
     allow_refs: &[String],
-) -> Result<Source, OpsError> {
+) -> Result<(Source, Vec<String>), OpsError> {
     let checked = |path: &Path, read: chunkmill_manifest::Result<VirtualDataset>| {
         let dataset = read.map_err(|e| manifest_error(&e))?;
         let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
             .map_err(|e| manifest_error(&e))?;
         access.check(&dataset).map_err(|e| manifest_error(&e))?;
-        Ok(Source::Virtual(dataset.into()))
+        Ok((Source::Virtual(dataset.into()), Vec::new()))
     };
     if let [one] = inputs {
         let path = Path::new(one.strip_prefix("file://").unwrap_or(one));
@@ -112,7 +113,7 @@ pub fn open(
                 return checked(path, chunkmill_manifest::read_kerchunk_parquet(path));
             }
             if is_zarr_dir(path) {
-                return open_zarr(one);
+                return Ok((open_zarr(one)?, Vec::new()));
             }
             return Err(OpsError::Refused(format!(
                 "{one}: a directory that is neither a Zarr store, kerchunk Parquet references nor an Icechunk repository"
@@ -125,19 +126,22 @@ pub fn open(
             .iter()
             .any(|ext| one.ends_with(ext));
         if one.contains("://") && !data_file && !one.contains(['*', '?', '[']) {
-            return open_zarr(one);
+            return Ok((open_zarr(one)?, Vec::new()));
         }
     }
     let mut options = VirtualizeOptions::new("");
-    options.concat_dim = concat_dim.map(str::to_string);
-    options.identical_dims = identical_dims.to_vec();
+    options.concat_dim.clone_from(&combine.concat_dim);
+    options.stack = combine.stack;
+    options.identical_dims.clone_from(&combine.identical_dims);
+    options.compat = combine.compat;
+    options.dropped.clone_from(&combine.dropped);
     // Small chunks stay references: the reader fetches what it needs.
     options.inline_threshold = 0;
     // szip, nbit and scaleoffset are decoded by hdf5-reader's own filters.
     options.native_filters = true;
-    let (dataset, _) =
+    let (dataset, report) =
         chunkmill_manifest::build(inputs, &options).map_err(|e| manifest_error(&e))?;
-    Ok(Source::Virtual(dataset.into()))
+    Ok((Source::Virtual(dataset.into()), report.notes))
 }
 
 fn open_zarr(url: &str) -> Result<Source, OpsError> {

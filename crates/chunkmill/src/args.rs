@@ -211,12 +211,20 @@ pub struct ConvertArgs {
     /// Read a dimension backwards (descending latitudes become ascending). Repeatable.
     #[arg(long, value_name = "DIM")]
     pub reverse: Vec<String>,
-    /// Concatenate the input files along this dimension (or stack along it when they lack it).
+    /// Concatenate the input files along this dimension (default: inferred when one
+    /// dimension is unlimited in every file, or the only one whose coordinate differs).
     #[arg(long, value_name = "DIM")]
     pub concat_dim: Option<String>,
+    /// Stack the input files along --concat-dim, a new dimension none of them has.
+    #[arg(long)]
+    pub stack: bool,
     /// Variables that must be equal in every input file, compared by value and taken once.
     #[arg(long, value_name = "DIM,...")]
     pub identical_dims: Option<String>,
+    /// Variables without the concat dimension: `equals` (default) refuses files where they
+    /// differ; `override` takes the first file's without comparing.
+    #[arg(long, value_name = "MODE", value_parser = ["equals", "override"])]
+    pub compat: Option<String>,
     /// Refuse a selection that cuts through source chunks instead of warning.
     #[arg(long)]
     pub strict_alignment: bool,
@@ -230,6 +238,10 @@ pub struct ConvertArgs {
     /// overlapping or earlier ones are refused.
     #[arg(long, value_name = "DIM")]
     pub append: Option<String>,
+    /// With --append: add the new data even when it does not start one step after the
+    /// cache's end (a gap in an evenly spaced coordinate).
+    #[arg(long)]
+    pub allow_gap: bool,
     /// Follow the chunk references of a reference input (kerchunk JSON or Parquet, Icechunk)
     /// under this path or URL prefix too; by default only those under the directory holding
     /// the reference file are followed. Repeatable: `--allow-refs /gws/archive/
@@ -258,12 +270,20 @@ pub struct VirtualizeArgs {
     /// Chunks per Parquet file (kerchunk-parquet only).
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub record_size: u64,
-    /// Concatenate along this dimension (or stack along it when the files lack it).
+    /// Concatenate along this dimension (default: inferred when one dimension is unlimited
+    /// in every file, or the only one whose coordinate differs).
     #[arg(long, value_name = "DIM")]
     pub concat_dim: Option<String>,
+    /// Stack the files along --concat-dim, a new dimension none of them has.
+    #[arg(long, requires = "concat_dim")]
+    pub stack: bool,
     /// Variables that must be equal in every file, compared by value and taken once.
     #[arg(long, value_name = "DIM,...")]
     pub identical_dims: Option<String>,
+    /// Variables without the concat dimension: `equals` (default) refuses files where they
+    /// differ; `override` takes the first file's without comparing.
+    #[arg(long, value_name = "MODE", value_parser = ["equals", "override"])]
+    pub compat: Option<String>,
     /// Inline chunks stored in fewer bytes than this (default 500); a variable no Zarr reader
     /// could read by reference (strings, LZF, szip, …) is decoded and inlined when it
     /// decodes to fewer bytes, and otherwise left out with a warning.

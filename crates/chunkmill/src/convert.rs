@@ -79,8 +79,23 @@ fn refuse_repeated(a: &ConvertArgs) -> Result<(), Failure> {
     )
 }
 
+/// `--compat MODE` (clap checks the word; a recipe's is checked here).
+pub(crate) fn compat(mode: Option<&str>) -> Result<chunkmill_manifest::Compat, Failure> {
+    mode.map_or(Ok(chunkmill_manifest::Compat::Equals), |m| {
+        m.parse().map_err(|e| Failure::usage(format!("--compat {e}")))
+    })
+}
+
 fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
     refuse_repeated(a)?;
+    if a.stack && a.concat_dim.is_none() {
+        return Err(Failure::usage(
+            "--stack needs --concat-dim NAME: the new dimension to stack the files along",
+        ));
+    }
+    if a.allow_gap && a.append.is_none() {
+        return Err(Failure::usage("--allow-gap is for --append DIM"));
+    }
     let (target, inputs) = a
         .paths
         .split_last()
@@ -164,8 +179,11 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
                     .collect()
             })
             .unwrap_or_default(),
+        stack: a.stack,
+        compat: compat(a.compat.as_deref())?,
         strict_alignment: a.strict_alignment,
         append: a.append.clone(),
+        allow_gap: a.allow_gap,
         allow_refs: a.allow_refs.clone(),
         tile: a
             .tile
@@ -197,6 +215,15 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
             .transpose()?
             .unwrap_or_default(),
     })
+}
+
+/// Decisions taken for the user (an inferred concat dimension), on stderr.
+fn print_notes(job: &ConvertJob, quiet: bool) {
+    if !quiet {
+        for note in &job.notes {
+            eprintln!("chunkmill: {note}");
+        }
+    }
 }
 
 fn warn_misaligned(job: &ConvertJob, quiet: bool) {
@@ -258,6 +285,7 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     let opts = options(a)?;
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
+    print_notes(&job, a.common.report.quiet);
     let target = a.paths.last().map_or("", String::as_str);
     let (_, origin) = resolve_budget(target, &a.plan, &a.common)?;
     if a.common.report.json {
@@ -287,6 +315,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let (_, origin) = resolve_budget(&opts.run.target, &a.plan, &a.common)?;
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
+    print_notes(&job, a.common.report.quiet);
     // After planning, so that a refused job prints its one error line only.
     announce_budget(opts.run.max_mem, origin, &a.common);
     let job = if opts.run.resume && !opts.run.overwrite {
@@ -314,9 +343,14 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let report = run_with_progress(&job.job, &a.common, |on_event| {
         run_planned(&job, &opts, on_event)
     })?;
+    let verb = if opts.append.is_some() {
+        "appended to"
+    } else {
+        "converted"
+    };
     print_report(
         &report,
-        "converted",
+        verb,
         &opts.run.target,
         a.plan.prepare,
         &a.common,

@@ -43,9 +43,12 @@ struct Recipe {
     cast: Option<Vec<String>>,
     reverse: Option<Vec<String>>,
     concat_dim: Option<String>,
+    stack: Option<bool>,
     identical_dims: Option<Vec<String>>,
+    compat: Option<String>,
     strict_alignment: Option<bool>,
     append: Option<String>,
+    allow_gap: Option<bool>,
     tile: Option<String>,
     allow_refs: Option<Vec<String>>,
     work_dir: Option<String>,
@@ -112,6 +115,9 @@ pub fn apply(args: &ConvertArgs) -> Result<ConvertArgs, Failure> {
         .clone()
         .or(recipe.identical_dims.map(|d| d.join(",")));
     merged.append = args.append.clone().or(recipe.append);
+    merged.stack |= recipe.stack.unwrap_or(false);
+    merged.allow_gap |= recipe.allow_gap.unwrap_or(false);
+    merged.compat = args.compat.clone().or(recipe.compat);
     merged.tile = args.tile.clone().or(recipe.tile);
     merged.common.work_dir = args.common.work_dir.clone().or(recipe.work_dir);
     Ok(merged)

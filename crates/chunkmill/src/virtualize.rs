@@ -72,6 +72,8 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     options.record_size = usize::try_from(a.record_size)
         .map_err(|_| Failure::usage(format!("--record-size {}: too large", a.record_size)))?;
     options.concat_dim.clone_from(&a.concat_dim);
+    options.stack = a.stack;
+    options.compat = crate::convert::compat(a.compat.as_deref())?;
     options.identical_dims = a
         .identical_dims
         .as_deref()
@@ -137,6 +139,11 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     if let Some(text) = skipped_variables_warning(&report.skipped_variables) {
         eprintln!("{text}");
     }
+    if !a.report.quiet {
+        for note in &report.notes {
+            eprintln!("chunkmill: {note}");
+        }
+    }
     let seconds = report.scan_seconds + report.combine_seconds + report.write_seconds;
     if a.report.json {
         let value = json!({
@@ -144,6 +151,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             "skipped": report.skipped.iter().map(|s| json!({"file": s.file, "reason": s.reason})).collect::<Vec<_>>(),
             "warnings": report.warnings, "reordered": report.reordered,
             "skipped_variables": report.skipped_variables.iter().map(|s| json!({"file": s.file, "variable": s.variable, "reason": s.reason})).collect::<Vec<_>>(),
+            "concat_dim": report.concat_dim, "notes": report.notes,
             "arrays": report.stats.arrays, "references": report.stats.references,
             "inlined": report.stats.inlined, "missing": report.stats.missing,
             "bytes_written": report.bytes_written, "seconds": seconds,

@@ -1,0 +1,305 @@
+//! What a combine must read from the files themselves: a digest of each variable's values
+//! (to refuse inputs whose variables without the concat dimension differ), the values of a
+//! coordinate that the scan did not load (an inferred concat dimension), and which inputs
+//! name the same file twice.
+//!
+//! Values are read through the references (decoded with the array's codecs, the part of an
+//! edge chunk past the array's end left out), so the comparison is of what a reader sees,
+//! whatever the compression or chunking of each file.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chunkmill_grid::{copy_region, Region};
+
+use crate::array::{ManifestArray, VirtualDataset};
+use crate::dense::{copy_block, MAX_LOADED_BYTES};
+use crate::error::{Error, Result};
+use crate::reader::{ChunkReader, FilePool};
+use crate::virtualize::Input;
+
+/// The digest of array `key` of `dataset`: of its C-order values when loaded, else of each
+/// chunk's in-bounds values in chunk order (equal chunk shapes give equal digests for equal
+/// values), or, with `whole`, of the whole array in C order (for inputs chunked differently).
+///
+/// # Errors
+/// The chunks cannot be read or decoded; with `whole`, an array over [`MAX_LOADED_BYTES`].
+pub(crate) fn digest(
+    dataset: &VirtualDataset,
+    key: &str,
+    files: &Arc<FilePool>,
+    whole: bool,
+) -> Result<u64> {
+    let mut hasher = DefaultHasher::new();
+    let Some(array) = dataset.arrays.get(key) else {
+        return Ok(0);
+    };
+    if let Some(values) = array.loaded_values() {
+        hasher.write(values);
+        return Ok(hasher.finish());
+    }
+    let reader = ChunkReader::new(dataset, key, files.clone())?;
+    let meta = &array.metadata;
+    let elem = meta.element_size().max(1);
+    let shape = &meta.shape;
+    let whole_region = Region::whole(shape);
+    if whole {
+        let bytes = whole_region.num_elements().saturating_mul(elem as u64);
+        if bytes > MAX_LOADED_BYTES {
+            return Err(Error::Combine {
+                file: dataset.name.clone(),
+                variable: key.to_string(),
+                reason: format!(
+                    "is chunked differently in the inputs and too large ({bytes} bytes) to be compared; \
+                     take the first input's values with --compat override"
+                ),
+            });
+        }
+        let mut out = reader.fill_value().repeat(whole_region.num_elements() as usize);
+        for flat in 0..array.manifest.len() {
+            let indices = array.manifest.indices(flat);
+            let chunk = reader.read_chunk(&indices)?;
+            let origin: Vec<u64> = indices
+                .iter()
+                .zip(&meta.chunk_shape)
+                .map(|(i, c)| i * c)
+                .collect();
+            copy_block(&mut out, shape, &chunk, &meta.chunk_shape, &origin, elem);
+        }
+        hasher.write(&out);
+        return Ok(hasher.finish());
+    }
+    for flat in 0..array.manifest.len() {
+        let indices = array.manifest.indices(flat);
+        let chunk = reader.read_chunk(&indices)?;
+        hasher.write(&in_bounds(array, &indices, &chunk));
+    }
+    Ok(hasher.finish())
+}
+
+/// The part of decoded chunk `indices` that lies inside the array (an edge chunk's padding
+/// holds whatever the writer left there).
+fn in_bounds(array: &ManifestArray, indices: &[u64], chunk: &[u8]) -> Vec<u8> {
+    let meta = &array.metadata;
+    let elem = meta.element_size().max(1);
+    let held = Region::new(
+        indices
+            .iter()
+            .zip(&meta.chunk_shape)
+            .map(|(&i, &c)| i * c..i * c + c)
+            .collect(),
+    );
+    match Region::whole(&meta.shape).intersect(&held) {
+        Some(what) if what != held => {
+            let mut out = vec![0u8; what.num_elements() as usize * elem];
+            if chunk.len() >= held.num_elements() as usize * elem {
+                copy_region(chunk, &held, &mut out, &what, &what, elem);
+            }
+            out
+        }
+        Some(_) => chunk.to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// Digests of `keys` (each with whether to read it whole, see [`digest`]) of every input,
+/// read on `threads` threads: `out[i][k]` for input `i` and `keys[k]`.
+///
+/// # Errors
+/// The first read error.
+pub(crate) fn digests(
+    parts: &[VirtualDataset],
+    keys: &[(String, bool)],
+    threads: usize,
+) -> Result<Vec<Vec<Option<u64>>>> {
+    let jobs: Vec<(usize, usize)> = (0..parts.len())
+        .flat_map(|p| (0..keys.len()).map(move |k| (p, k)))
+        .collect();
+    let out: Mutex<Vec<Vec<Option<u64>>>> = Mutex::new(vec![vec![None; keys.len()]; parts.len()]);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let files = Arc::new(FilePool::default());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(p, k)) = jobs.get(i) else { break };
+                if !matches!(first_error.lock().as_deref(), Ok(None)) {
+                    break;
+                }
+                let (key, whole) = &keys[k];
+                match digest(&parts[p], key, &files, *whole) {
+                    Ok(d) => {
+                        if let Ok(mut o) = out.lock() {
+                            o[p][k] = Some(d);
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    out.into_inner()
+        .map_err(|_| Error::Manifest("a comparing thread panicked".into()))
+}
+
+/// Replaces array `key` of `dataset` by its values, read through its references, so that the
+/// combine can order and check the inputs by them (the scan loads only the coordinate of a
+/// concat dimension given before it ran).
+///
+/// # Errors
+/// The chunks cannot be read, or the array is over [`MAX_LOADED_BYTES`].
+pub(crate) fn load_values(dataset: &mut VirtualDataset, key: &str) -> Result<()> {
+    let Some(array) = dataset.arrays.get(key) else {
+        return Ok(());
+    };
+    if array.loaded_values().is_some() {
+        return Ok(());
+    }
+    let meta = array.metadata.clone();
+    let elem = meta.element_size().max(1);
+    let elements: u64 = meta.shape.iter().product();
+    if elements.saturating_mul(elem as u64) > MAX_LOADED_BYTES {
+        return Err(Error::Combine {
+            file: dataset.name.clone(),
+            variable: key.to_string(),
+            reason: "too large to load as the concat coordinate".into(),
+        });
+    }
+    let reader = ChunkReader::new(dataset, key, Arc::new(FilePool::default()))?;
+    let mut out = reader.fill_value().repeat(elements as usize);
+    for flat in 0..array.manifest.len() {
+        let indices = array.manifest.indices(flat);
+        let chunk = reader.read_chunk(&indices)?;
+        let origin: Vec<u64> = indices
+            .iter()
+            .zip(&meta.chunk_shape)
+            .map(|(i, c)| i * c)
+            .collect();
+        copy_block(&mut out, &meta.shape, &chunk, &meta.chunk_shape, &origin, elem);
+    }
+    // The reader gives little-endian elements: the loaded array says so.
+    let mut meta = meta;
+    if let Some(rest) = meta.dtype.strip_prefix('>') {
+        meta.dtype = format!("<{rest}");
+    }
+    meta.codecs = vec![crate::codecs::Codec::bytes(Some(
+        chunkmill_hdf5::ByteOrder::Little,
+    ))];
+    let loaded = ManifestArray::loaded(meta, out)?;
+    dataset.arrays.insert(key.to_string(), loaded);
+    Ok(())
+}
+
+/// What identifies a file: its device and inode (hard links, symlinks and every spelling of
+/// a path agree).
+#[cfg(unix)]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), String::new()))
+}
+
+/// What identifies a file: its canonical path (symlinks and spellings agree).
+#[cfg(not(unix))]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    Some((0, 0, canonical.display().to_string()))
+}
+
+/// A file's [`file_id`], or a URL as written.
+fn identity(input: &Input) -> Option<(u64, u64, String)> {
+    match input {
+        Input::Local(path) => file_id(path),
+        Input::Url(url) => Some((0, 0, url.clone())),
+    }
+}
+
+/// Refuses an input list that names one file twice (a repeated path, another spelling of
+/// it, a symlink or hard link to it), naming both.
+///
+/// # Errors
+/// [`Error::Refused`] naming the two inputs.
+pub(crate) fn refuse_duplicates(files: &[Input]) -> Result<()> {
+    let mut seen: Vec<((u64, u64, String), usize)> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        // A file that cannot be opened is reported by its scan.
+        let Some(id) = identity(f) else { continue };
+        if let Some((_, j)) = seen.iter().find(|(s, _)| *s == id) {
+            return Err(Error::Refused(format!(
+                "{} and {} are the same file, given twice: each input must be a different file",
+                files[*j].name(),
+                f.name()
+            )));
+        }
+        seen.push((id, i));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::array::ArrayMetadata;
+    use crate::codecs::Codec;
+
+    fn loaded(values: &[i16]) -> Result<ManifestArray> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        ManifestArray::loaded(
+            ArrayMetadata {
+                shape: vec![values.len() as u64],
+                dtype: "<i2".into(),
+                chunk_shape: vec![values.len() as u64],
+                fill_value: serde_json::Value::from(0),
+                codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
+                dimension_names: vec!["x".into()],
+                attributes: serde_json::Map::new(),
+            },
+            bytes,
+        )
+    }
+
+    #[test]
+    fn an_edge_chunk_is_cut_to_the_array() -> Result<()> {
+        let mut a = loaded(&[1, 2, 3])?;
+        a.metadata.chunk_shape = vec![2];
+        let chunk: Vec<u8> = [3i16, 99].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(in_bounds(&a, &[1], &chunk), 3i16.to_le_bytes().to_vec());
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_inputs_are_refused_naming_both() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("chunkmill-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let a = dir.join("a.nc");
+        std::fs::write(&a, b"x")?;
+        std::fs::write(dir.join("b.nc"), b"y")?;
+        let spelled = dir.join(".").join("a.nc");
+        let files = vec![
+            Input::Local(a.clone()),
+            Input::Local(dir.join("b.nc")),
+            Input::Local(spelled.clone()),
+        ];
+        let err = refuse_duplicates(&files).err().map(|e| e.to_string());
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(
+            err,
+            Some(format!(
+                "{} and {} are the same file, given twice: each input must be a different file",
+                a.display(),
+                spelled.display()
+            ))
+        );
+        Ok(())
+    }
+}
