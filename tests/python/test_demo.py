@@ -42,3 +42,18 @@ def test_demo_shows_the_netcdf_path_and_netcdf4_agrees(tmp_path):
     # the hourly series of the rechunked source is the same formula: the first 240 hours agree
     src = xr.open_zarr(demo / "source.zarr")
     np.testing.assert_array_equal(src.air.values[:240], want)
+
+
+def test_demo_replaces_an_earlier_demo_but_nothing_else(tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "source.zarr").mkdir(parents=True)
+    (demo / "thesis.tex").write_text("years of work")
+    r = oracle.run("demo", "--dir", demo, "--no-progress")
+    assert r.returncode == 3 and "thesis.tex" in r.stderr, oracle.describe(r)
+    assert (demo / "thesis.tex").read_text() == "years of work"
+    (demo / "thesis.tex").unlink()
+    (demo / "data").mkdir()
+    (demo / "data" / "field-notes.nc").write_text("mine")
+    r = oracle.run("demo", "--dir", demo, "--no-progress")
+    assert r.returncode == 3 and "data/field-notes.nc" in r.stderr, oracle.describe(r)
+    assert (demo / "data" / "field-notes.nc").read_text() == "mine"

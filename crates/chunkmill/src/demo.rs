@@ -201,18 +201,58 @@ fn verify(url: &str, shape: &[u64]) -> Result<u64, Failure> {
     Ok(checked)
 }
 
+/// What the demo (and the README's quickstart, run in it) writes in its directory.
+const DEMO_ENTRIES: [&str; 7] = [
+    "source.zarr",
+    "by-time-series.zarr",
+    "data",
+    "air.json",
+    "air-time-series.zarr",
+    "air.zarr",
+    "air.zarr.work",
+];
+
+/// The first entry of an existing `--dir` that the demo did not write, if any: an earlier
+/// demo is replaced, anything else is left alone (chunkmill removes only what it made).
+fn foreign_entry(dir: &std::path::Path) -> Option<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Some("it".into());
+    };
+    let mut seen_source = false;
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return Some("an unreadable entry".into());
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        seen_source |= name == "source.zarr";
+        if !DEMO_ENTRIES.contains(&name.as_str()) {
+            return Some(name);
+        }
+        if name == "data" {
+            let Ok(files) = std::fs::read_dir(entry.path()) else {
+                return Some("data".into());
+            };
+            for f in files.flatten() {
+                let file = f.file_name().to_string_lossy().into_owned();
+                let demo_file = file.starts_with("air_2020-01-") && file.ends_with(".nc");
+                if !demo_file || !f.file_type().is_ok_and(|t| t.is_file()) {
+                    return Some(format!("data/{file}"));
+                }
+            }
+        }
+    }
+    (!seen_source).then(|| "source.zarr (absent)".into())
+}
+
 /// Build, plan, rechunk, verify.
 pub fn run(a: &DemoArgs) -> Result<(), Failure> {
     let dir = std::path::Path::new(&a.dir);
     if dir.exists() {
-        if !dir.join("source.zarr").exists() {
-            return Err(Failure {
-                code: 3,
-                message: format!(
-                    "{}: exists and is not a chunkmill demo directory; choose another --dir",
-                    a.dir
-                ),
-            });
+        if let Some(stranger) = foreign_entry(dir) {
+            return Err(Failure::refused(format!(
+                "{}: exists and is not a chunkmill demo directory ({stranger} is not the demo's); choose another --dir",
+                a.dir
+            )));
         }
         std::fs::remove_dir_all(dir).map_err(fail)?;
     }
