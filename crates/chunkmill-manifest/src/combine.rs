@@ -364,8 +364,7 @@ fn check_concat_dim(parts: &[VirtualDataset], dim: &str, stack: bool) -> Result<
 /// going back.
 fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
     for key in parts[0].arrays.keys().filter(|k| base_name(k) == dim) {
-        let arrays: Option<Vec<&ManifestArray>> =
-            parts.iter().map(|p| p.arrays.get(key)).collect();
+        let arrays: Option<Vec<&ManifestArray>> = parts.iter().map(|p| p.arrays.get(key)).collect();
         let Some(arrays) = arrays else { continue };
         if arrays[0].metadata.dimension_names != [dim] {
             continue;
@@ -378,7 +377,11 @@ fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
         let Some(values) = values else { continue };
         let descending = is_descending(&values);
         let ordered = |a: f64, b: f64| if descending { b < a } else { a < b };
-        let way = if descending { "decreasing" } else { "increasing" };
+        let way = if descending {
+            "decreasing"
+        } else {
+            "increasing"
+        };
         let units = arrays[0]
             .metadata
             .attributes
@@ -527,13 +530,14 @@ pub fn infer_concat_dim(
         if m.dimension_names != [key.as_str()] {
             continue;
         }
-        let others: Option<Vec<&ManifestArray>> =
-            parts.iter().map(|p| p.arrays.get(key)).collect();
+        let others: Option<Vec<&ManifestArray>> = parts.iter().map(|p| p.arrays.get(key)).collect();
         let Some(others) = others else { continue };
         if others.iter().any(|o| o.metadata.shape != m.shape) {
             differ.push(key.clone());
         } else {
-            let whole = others.iter().any(|o| o.metadata.chunk_shape != m.chunk_shape);
+            let whole = others
+                .iter()
+                .any(|o| o.metadata.chunk_shape != m.chunk_shape);
             compared.push((key.clone(), whole));
         }
     }
@@ -884,8 +888,7 @@ mod tests {
     /// loaded `elev(x)` holding `elev`.
     fn timed(name: &str, times: &[f64], elev: &[f64]) -> Result<VirtualDataset> {
         let mut d = dataset(name, array(times.len() as u64, 1, 0.1)?);
-        d.arrays
-            .insert("time".into(), coordinate("time", times)?);
+        d.arrays.insert("time".into(), coordinate("time", times)?);
         d.arrays.insert("elev".into(), coordinate("x", elev)?);
         Ok(d)
     }
@@ -1031,7 +1034,10 @@ mod tests {
             vec![timed("a", &[0.0], &[5.0])?, timed("b", &[1.0], &[5.0])?],
             &o,
         ));
-        assert!(err.starts_with("--stack time: the inputs already have"), "{err}");
+        assert!(
+            err.starts_with("--stack time: the inputs already have"),
+            "{err}"
+        );
         Ok(())
     }
 
@@ -1045,7 +1051,9 @@ mod tests {
             &opts(),
         ));
         assert!(
-            err.starts_with("b: time: starts at time = 2, not after a's last time = 2: inputs that overlap"),
+            err.starts_with(
+                "b: time: starts at time = 2, not after a's last time = 2: inputs that overlap"
+            ),
             "{err}"
         );
         Ok(())
@@ -1130,7 +1138,9 @@ mod tests {
             dropped: Some(Vec::new()),
             ..opts()
         };
-        assert!(message(combine(parts()?, &with_drop)).ends_with(", or leave it out with --drop elev"));
+        assert!(
+            message(combine(parts()?, &with_drop)).ends_with(", or leave it out with --drop elev")
+        );
         let dropped = CombineOptions {
             dropped: Some(vec!["elev".into()]),
             ..opts()
@@ -1143,7 +1153,12 @@ mod tests {
         let out = combine(parts()?, &first)?;
         assert_eq!(
             out.arrays["elev"].loaded_values(),
-            Some(&[5.0f64, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()[..])
+            Some(
+                &[5.0f64, 6.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()[..]
+            )
         );
         Ok(())
     }

@@ -57,7 +57,9 @@ pub(crate) fn digest(
                 ),
             });
         }
-        let mut out = reader.fill_value().repeat(whole_region.num_elements() as usize);
+        let mut out = reader
+            .fill_value()
+            .repeat(whole_region.num_elements() as usize);
         for flat in 0..array.manifest.len() {
             let indices = array.manifest.indices(flat);
             let chunk = reader.read_chunk(&indices)?;
@@ -185,7 +187,14 @@ pub(crate) fn load_values(dataset: &mut VirtualDataset, key: &str) -> Result<()>
             .zip(&meta.chunk_shape)
             .map(|(i, c)| i * c)
             .collect();
-        copy_block(&mut out, &meta.shape, &chunk, &meta.chunk_shape, &origin, elem);
+        copy_block(
+            &mut out,
+            &meta.shape,
+            &chunk,
+            &meta.chunk_shape,
+            &origin,
+            elem,
+        );
     }
     // The reader gives little-endian elements: the loaded array says so.
     let mut meta = meta;
