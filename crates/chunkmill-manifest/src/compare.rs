@@ -1,7 +1,6 @@
 //! What a combine must read from the files themselves: a digest of each variable's values
 //! (to refuse inputs whose variables without the concat dimension differ), the values of a
-//! coordinate that the scan did not load (an inferred concat dimension), and which inputs
-//! name the same file twice.
+//! coordinate that the scan did not load (an inferred concat dimension).
 //!
 //! Values are read through the references (decoded with the array's codecs, the part of an
 //! edge chunk past the array's end left out), so the comparison is of what a reader sees,
@@ -18,7 +17,6 @@ use crate::array::{ManifestArray, VirtualDataset};
 use crate::dense::{copy_block, MAX_LOADED_BYTES};
 use crate::error::{Error, Result};
 use crate::reader::{ChunkReader, FilePool};
-use crate::virtualize::Input;
 
 /// The digest of array `key` of `dataset`: of its C-order values when loaded, else of each
 /// chunk's in-bounds values in chunk order (equal chunk shapes give equal digests for equal
@@ -209,52 +207,6 @@ pub(crate) fn load_values(dataset: &mut VirtualDataset, key: &str) -> Result<()>
     Ok(())
 }
 
-/// What identifies a file: its device and inode (hard links, symlinks and every spelling of
-/// a path agree).
-#[cfg(unix)]
-fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), String::new()))
-}
-
-/// What identifies a file: its canonical path (symlinks and spellings agree).
-#[cfg(not(unix))]
-fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
-    let canonical = std::fs::canonicalize(path).ok()?;
-    Some((0, 0, canonical.display().to_string()))
-}
-
-/// A file's [`file_id`], or a URL as written.
-fn identity(input: &Input) -> Option<(u64, u64, String)> {
-    match input {
-        Input::Local(path) => file_id(path),
-        Input::Url(url) => Some((0, 0, url.clone())),
-    }
-}
-
-/// Refuses an input list that names one file twice (a repeated path, another spelling of
-/// it, a symlink or hard link to it), naming both.
-///
-/// # Errors
-/// [`Error::Refused`] naming the two inputs.
-pub(crate) fn refuse_duplicates(files: &[Input]) -> Result<()> {
-    let mut seen: Vec<((u64, u64, String), usize)> = Vec::with_capacity(files.len());
-    for (i, f) in files.iter().enumerate() {
-        // A file that cannot be opened is reported by its scan.
-        let Some(id) = identity(f) else { continue };
-        if let Some((_, j)) = seen.iter().find(|(s, _)| *s == id) {
-            return Err(Error::Refused(format!(
-                "{} and {} are the same file, given twice: each input must be a different file",
-                files[*j].name(),
-                f.name()
-            )));
-        }
-        seen.push((id, i));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,32 +235,6 @@ mod tests {
         a.metadata.chunk_shape = vec![2];
         let chunk: Vec<u8> = [3i16, 99].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(in_bounds(&a, &[1], &chunk), 3i16.to_le_bytes().to_vec());
-        Ok(())
-    }
-
-    #[test]
-    fn duplicate_inputs_are_refused_naming_both() -> std::io::Result<()> {
-        let dir = std::env::temp_dir().join(format!("chunkmill-dup-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let a = dir.join("a.nc");
-        std::fs::write(&a, b"x")?;
-        std::fs::write(dir.join("b.nc"), b"y")?;
-        let spelled = dir.join(".").join("a.nc");
-        let files = vec![
-            Input::Local(a.clone()),
-            Input::Local(dir.join("b.nc")),
-            Input::Local(spelled.clone()),
-        ];
-        let err = refuse_duplicates(&files).err().map(|e| e.to_string());
-        std::fs::remove_dir_all(&dir)?;
-        assert_eq!(
-            err,
-            Some(format!(
-                "{} and {} are the same file, given twice: each input must be a different file",
-                a.display(),
-                spelled.display()
-            ))
-        );
         Ok(())
     }
 }
