@@ -16,19 +16,33 @@ use chunkmill_grid::{copy_region, Region};
 use crate::array::{ManifestArray, VirtualDataset};
 use crate::dense::{copy_block, MAX_LOADED_BYTES};
 use crate::error::{Error, Result};
+use crate::manifest::ChunkEntry;
 use crate::reader::{ChunkReader, FilePool};
 
-/// The digest of array `key` of `dataset`: of its C-order values when loaded, else of each
-/// chunk's in-bounds values in chunk order (equal chunk shapes give equal digests for equal
-/// values), or, with `whole`, of the whole array in C order (for inputs chunked differently).
+/// How [`digest`] reads an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The stored bytes of each chunk, not decoded: equal digests mean equal values when the
+    /// inputs share codecs and chunk shape (the cheap first pass; a difference is then
+    /// decoded to be sure).
+    Stored,
+    /// Each chunk decoded, its in-bounds values in chunk order (inputs of one chunk shape).
+    Chunks,
+    /// The whole array decoded, in C order (inputs chunked differently).
+    Whole,
+}
+
+/// The digest of array `key` of `dataset`: of its C-order values when loaded, else as `read`
+/// says.
 ///
 /// # Errors
-/// The chunks cannot be read or decoded; with `whole`, an array over [`MAX_LOADED_BYTES`].
+/// The chunks cannot be read or decoded; [`Read::Whole`] of an array over
+/// [`MAX_LOADED_BYTES`].
 pub(crate) fn digest(
     dataset: &VirtualDataset,
     key: &str,
     files: &Arc<FilePool>,
-    whole: bool,
+    read: Read,
 ) -> Result<u64> {
     let mut hasher = DefaultHasher::new();
     let Some(array) = dataset.arrays.get(key) else {
@@ -38,12 +52,15 @@ pub(crate) fn digest(
         hasher.write(values);
         return Ok(hasher.finish());
     }
+    if read == Read::Stored {
+        return stored_digest(dataset, array, files);
+    }
     let reader = ChunkReader::new(dataset, key, files.clone())?;
     let meta = &array.metadata;
     let elem = meta.element_size().max(1);
     let shape = &meta.shape;
     let whole_region = Region::whole(shape);
-    if whole {
+    if read == Read::Whole {
         let bytes = whole_region.num_elements().saturating_mul(elem as u64);
         if bytes > MAX_LOADED_BYTES {
             return Err(Error::Combine {
@@ -79,6 +96,45 @@ pub(crate) fn digest(
     Ok(hasher.finish())
 }
 
+/// The digest of the stored bytes of every chunk of `array`, in chunk order.
+fn stored_digest(
+    dataset: &VirtualDataset,
+    array: &ManifestArray,
+    files: &Arc<FilePool>,
+) -> Result<u64> {
+    let mut hasher = DefaultHasher::new();
+    for (_, entry) in array.manifest.iter() {
+        match entry {
+            ChunkEntry::Missing => hasher.write_u8(0),
+            ChunkEntry::Inlined(bytes) => {
+                hasher.write_u8(1);
+                hasher.write(bytes);
+            }
+            ChunkEntry::Reference {
+                path_id,
+                offset,
+                length,
+            } => {
+                let url = dataset.urls.get(path_id as usize).ok_or_else(|| {
+                    Error::Manifest(format!("{}: path id {path_id} has no URL", dataset.name))
+                })?;
+                let source = files.open(url)?;
+                let bytes =
+                    source
+                        .read_range(offset, length as usize)
+                        .map_err(|e| Error::Combine {
+                            file: source.name().to_string(),
+                            variable: String::new(),
+                            reason: format!("bytes {offset}..{}: {e}", offset + length),
+                        })?;
+                hasher.write_u8(2);
+                hasher.write(&bytes);
+            }
+        }
+    }
+    Ok(hasher.finish())
+}
+
 /// The part of decoded chunk `indices` that lies inside the array (an edge chunk's padding
 /// holds whatever the writer left there).
 fn in_bounds(array: &ManifestArray, indices: &[u64], chunk: &[u8]) -> Vec<u8> {
@@ -104,14 +160,14 @@ fn in_bounds(array: &ManifestArray, indices: &[u64], chunk: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Digests of `keys` (each with whether to read it whole, see [`digest`]) of every input,
-/// read on `threads` threads: `out[i][k]` for input `i` and `keys[k]`.
+/// Digests of `keys` (each with how to read it, see [`digest`]) of every input, read on
+/// `threads` threads: `out[i][k]` for input `i` and `keys[k]`.
 ///
 /// # Errors
 /// The first read error.
 pub(crate) fn digests(
     parts: &[VirtualDataset],
-    keys: &[(String, bool)],
+    keys: &[(String, Read)],
     threads: usize,
 ) -> Result<Vec<Vec<Option<u64>>>> {
     let jobs: Vec<(usize, usize)> = (0..parts.len())
@@ -129,8 +185,8 @@ pub(crate) fn digests(
                 if !matches!(first_error.lock().as_deref(), Ok(None)) {
                     break;
                 }
-                let (key, whole) = &keys[k];
-                match digest(&parts[p], key, &files, *whole) {
+                let (key, read) = &keys[k];
+                match digest(&parts[p], key, &files, *read) {
                     Ok(d) => {
                         if let Ok(mut o) = out.lock() {
                             o[p][k] = Some(d);
