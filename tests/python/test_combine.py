@@ -54,6 +54,8 @@ def open_refs(path) -> xr.Dataset:
 
 
 def by_coords(files, **kw) -> xr.Dataset:
+    """xarray's combine in its explicit mode (the module docstring), `kw` overriding it."""
+    kw = {"data_vars": "minimal", "coords": "minimal", "compat": "equals", **kw}
     return xr.combine_by_coords([xr.open_dataset(f).load() for f in files], **kw)
 
 
@@ -191,15 +193,14 @@ def test_differing_variable_without_concat_dim_is_refused(tmp_path):
     a, b = tmp_path / "a.nc", tmp_path / "b.nc"
     write(a, np.arange(4))
     write(b, np.arange(4, 8), elev_shift=0.5, seed=1)
-    strict = dict(data_vars="minimal", coords="minimal", compat="equals")
     with pytest.raises(ValueError):
-        by_coords([a, b], **strict)
+        by_coords([a, b])
     r, out = virtualize(tmp_path, [a, b], "--concat-dim", "time")
     refused(r, out, "b.nc", "elev", "a.nc", "--compat override")
     r, target = convert(tmp_path, [a, b], "--concat-dim", "time")
     refused(r, target, "b.nc", "elev", "--compat override", "--drop elev")
     # The ways out the message names.
-    want = by_coords([a, b], data_vars="minimal", coords="minimal", compat="override")
+    want = by_coords([a, b], compat="override")
     r, out = virtualize(tmp_path, [a, b], "--concat-dim", "time", "--compat", "override")
     assert r.returncode == 0, oracle.describe(r)
     xr.testing.assert_identical(open_refs(out), want)
@@ -220,7 +221,7 @@ def test_equal_variables_without_concat_dim_are_accepted_whatever_their_compress
         e[:] = ds["elev_old"][:]
     with netCDF4.Dataset(a, "a") as ds:
         ds.createVariable("elev_old", "f4", ("lat", "lon"))[:] = ds["elev"][:]
-    want = by_coords([a, b], data_vars="minimal", coords="minimal", compat="equals")
+    want = by_coords([a, b])
     r, out = virtualize(tmp_path, [a, b], "--concat-dim", "time")
     assert r.returncode == 0, oracle.describe(r)
     xr.testing.assert_identical(open_refs(out), want)
@@ -286,3 +287,16 @@ def test_append_with_other_chunks_is_refused_naming_the_caches(tmp_path, days):
     oracle.assert_one_error_line(r, codes=[3], mentions=["'air' is chunked [2, 3, 4] in the cache",
                                                          "[3, 3, 4]"])
     assert oracle.tree_files(cache) == before
+
+
+def test_append_reports_what_it_appended_not_converted_0_arrays(tmp_path, days):
+    r, cache = convert(tmp_path, [days[0]], chunks="time=4")
+    assert r.returncode == 0, oracle.describe(r)
+    r, _ = convert(tmp_path, [days[1]], "--append", "time", chunks="time=4")
+    assert r.returncode == 0, oracle.describe(r)
+    # air and time grow along time; elev, lat and lon are checked and left as they are.
+    assert r.stdout.startswith("appended 2 array(s)"), oracle.describe(r)
+    r, _ = convert(tmp_path, [days[1]], "--append", "time", chunks="time=4")
+    assert r.returncode == 0, oracle.describe(r)
+    assert "all 4 time values of the inputs are already in the cache; nothing appended" in r.stdout
+    xr.testing.assert_identical(oracle.open_xr_no_flags(cache).load(), by_coords(days[:2]))

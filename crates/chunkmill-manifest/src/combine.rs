@@ -364,8 +364,7 @@ fn check_concat_dim(parts: &[VirtualDataset], dim: &str, stack: bool) -> Result<
 /// going back.
 fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
     for key in parts[0].arrays.keys().filter(|k| base_name(k) == dim) {
-        let arrays: Option<Vec<&ManifestArray>> =
-            parts.iter().map(|p| p.arrays.get(key)).collect();
+        let arrays: Option<Vec<&ManifestArray>> = parts.iter().map(|p| p.arrays.get(key)).collect();
         let Some(arrays) = arrays else { continue };
         if arrays[0].metadata.dimension_names != [dim] {
             continue;
@@ -378,7 +377,11 @@ fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
         let Some(values) = values else { continue };
         let descending = is_descending(&values);
         let ordered = |a: f64, b: f64| if descending { b < a } else { a < b };
-        let way = if descending { "decreasing" } else { "increasing" };
+        let way = if descending {
+            "decreasing"
+        } else {
+            "increasing"
+        };
         let units = arrays[0]
             .metadata
             .attributes
@@ -449,6 +452,7 @@ fn compare_once(
     for key in keys {
         let f = &parts[0].arrays[*key].metadata;
         let mut whole = false;
+        let mut same_codecs = true;
         for (i, p) in parts.iter().enumerate().skip(1) {
             let m = &p.arrays[*key].metadata;
             if m.dtype != f.dtype {
@@ -466,15 +470,36 @@ fn compare_once(
                 ));
             }
             whole |= m.chunk_shape != f.chunk_shape;
+            same_codecs &= m.codecs == f.codecs;
         }
-        read.push(((*key).to_string(), whole));
+        let how = match (whole, same_codecs) {
+            (true, _) => compare::Read::Whole,
+            (false, true) => compare::Read::Stored,
+            (false, false) => compare::Read::Chunks,
+        };
+        read.push(((*key).to_string(), how));
     }
     let digests = compare::digests(parts, &read, options.threads)?;
+    let files = std::sync::Arc::new(crate::reader::FilePool::default());
     for (k, key) in keys.iter().enumerate() {
+        let mut decoded_first = None;
         for i in 1..parts.len() {
-            if digests[i][k] != digests[0][k] {
-                return Err(differs(i, key, "values differ from those in".into()));
+            if digests[i][k] == digests[0][k] {
+                continue;
             }
+            // Stored bytes differ: the values may not (another compression level, a
+            // checksum); decoded, they decide.
+            if read[k].1 == compare::Read::Stored {
+                let first = match decoded_first {
+                    Some(d) => d,
+                    None => compare::digest(&parts[0], key, &files, compare::Read::Chunks)?,
+                };
+                decoded_first = Some(first);
+                if compare::digest(&parts[i], key, &files, compare::Read::Chunks)? == first {
+                    continue;
+                }
+            }
+            return Err(differs(i, key, "values differ from those in".into()));
         }
     }
     Ok(())
@@ -521,20 +546,26 @@ pub fn infer_concat_dim(
         return Err(Error::Usage("no input to combine".into()));
     };
     let mut differ: Vec<String> = Vec::new();
-    let mut compared: Vec<(String, bool)> = Vec::new();
+    let mut compared: Vec<(String, compare::Read)> = Vec::new();
     for (key, array) in &first.arrays {
         let m = &array.metadata;
         if m.dimension_names != [key.as_str()] {
             continue;
         }
-        let others: Option<Vec<&ManifestArray>> =
-            parts.iter().map(|p| p.arrays.get(key)).collect();
+        let others: Option<Vec<&ManifestArray>> = parts.iter().map(|p| p.arrays.get(key)).collect();
         let Some(others) = others else { continue };
         if others.iter().any(|o| o.metadata.shape != m.shape) {
             differ.push(key.clone());
         } else {
-            let whole = others.iter().any(|o| o.metadata.chunk_shape != m.chunk_shape);
-            compared.push((key.clone(), whole));
+            let read = if others
+                .iter()
+                .any(|o| o.metadata.chunk_shape != m.chunk_shape)
+            {
+                compare::Read::Whole
+            } else {
+                compare::Read::Chunks
+            };
+            compared.push((key.clone(), read));
         }
     }
     let digests = compare::digests(parts, &compared, threads)?;
@@ -885,8 +916,7 @@ mod tests {
     /// loaded `elev(x)` holding `elev`.
     fn timed(name: &str, times: &[f64], elev: &[f64]) -> Result<VirtualDataset> {
         let mut d = dataset(name, array(times.len() as u64, 1, 0.1)?);
-        d.arrays
-            .insert("time".into(), coordinate("time", times)?);
+        d.arrays.insert("time".into(), coordinate("time", times)?);
         d.arrays.insert("elev".into(), coordinate("x", elev)?);
         Ok(d)
     }
@@ -1032,7 +1062,10 @@ mod tests {
             vec![timed("a", &[0.0], &[5.0])?, timed("b", &[1.0], &[5.0])?],
             &o,
         ));
-        assert!(err.starts_with("--stack time: the inputs already have"), "{err}");
+        assert!(
+            err.starts_with("--stack time: the inputs already have"),
+            "{err}"
+        );
         Ok(())
     }
 
@@ -1046,7 +1079,9 @@ mod tests {
             &opts(),
         ));
         assert!(
-            err.starts_with("b: time: starts at time = 2, not after a's last time = 2: inputs that overlap"),
+            err.starts_with(
+                "b: time: starts at time = 2, not after a's last time = 2: inputs that overlap"
+            ),
             "{err}"
         );
         Ok(())
@@ -1131,7 +1166,9 @@ mod tests {
             dropped: Some(Vec::new()),
             ..opts()
         };
-        assert!(message(combine(parts()?, &with_drop)).ends_with(", or leave it out with --drop elev"));
+        assert!(
+            message(combine(parts()?, &with_drop)).ends_with(", or leave it out with --drop elev")
+        );
         let dropped = CombineOptions {
             dropped: Some(vec!["elev".into()]),
             ..opts()
@@ -1144,7 +1181,12 @@ mod tests {
         let out = combine(parts()?, &first)?;
         assert_eq!(
             out.arrays["elev"].loaded_values(),
-            Some(&[5.0f64, 6.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()[..])
+            Some(
+                &[5.0f64, 6.0]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>()[..]
+            )
         );
         Ok(())
     }

@@ -1,7 +1,6 @@
 //! What a combine must read from the files themselves: a digest of each variable's values
 //! (to refuse inputs whose variables without the concat dimension differ), the values of a
-//! coordinate that the scan did not load (an inferred concat dimension), and which inputs
-//! name the same file twice.
+//! coordinate that the scan did not load (an inferred concat dimension).
 //!
 //! Values are read through the references (decoded with the array's codecs, the part of an
 //! edge chunk past the array's end left out), so the comparison is of what a reader sees,
@@ -17,20 +16,33 @@ use chunkmill_grid::{copy_region, Region};
 use crate::array::{ManifestArray, VirtualDataset};
 use crate::dense::{copy_block, MAX_LOADED_BYTES};
 use crate::error::{Error, Result};
+use crate::manifest::ChunkEntry;
 use crate::reader::{ChunkReader, FilePool};
-use crate::virtualize::Input;
 
-/// The digest of array `key` of `dataset`: of its C-order values when loaded, else of each
-/// chunk's in-bounds values in chunk order (equal chunk shapes give equal digests for equal
-/// values), or, with `whole`, of the whole array in C order (for inputs chunked differently).
+/// How [`digest`] reads an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// The stored bytes of each chunk, not decoded: equal digests mean equal values when the
+    /// inputs share codecs and chunk shape (the cheap first pass; a difference is then
+    /// decoded to be sure).
+    Stored,
+    /// Each chunk decoded, its in-bounds values in chunk order (inputs of one chunk shape).
+    Chunks,
+    /// The whole array decoded, in C order (inputs chunked differently).
+    Whole,
+}
+
+/// The digest of array `key` of `dataset`: of its C-order values when loaded, else as `read`
+/// says.
 ///
 /// # Errors
-/// The chunks cannot be read or decoded; with `whole`, an array over [`MAX_LOADED_BYTES`].
+/// The chunks cannot be read or decoded; [`Read::Whole`] of an array over
+/// [`MAX_LOADED_BYTES`].
 pub(crate) fn digest(
     dataset: &VirtualDataset,
     key: &str,
     files: &Arc<FilePool>,
-    whole: bool,
+    read: Read,
 ) -> Result<u64> {
     let mut hasher = DefaultHasher::new();
     let Some(array) = dataset.arrays.get(key) else {
@@ -40,12 +52,15 @@ pub(crate) fn digest(
         hasher.write(values);
         return Ok(hasher.finish());
     }
+    if read == Read::Stored {
+        return stored_digest(dataset, array, files);
+    }
     let reader = ChunkReader::new(dataset, key, files.clone())?;
     let meta = &array.metadata;
     let elem = meta.element_size().max(1);
     let shape = &meta.shape;
     let whole_region = Region::whole(shape);
-    if whole {
+    if read == Read::Whole {
         let bytes = whole_region.num_elements().saturating_mul(elem as u64);
         if bytes > MAX_LOADED_BYTES {
             return Err(Error::Combine {
@@ -57,7 +72,9 @@ pub(crate) fn digest(
                 ),
             });
         }
-        let mut out = reader.fill_value().repeat(whole_region.num_elements() as usize);
+        let mut out = reader
+            .fill_value()
+            .repeat(whole_region.num_elements() as usize);
         for flat in 0..array.manifest.len() {
             let indices = array.manifest.indices(flat);
             let chunk = reader.read_chunk(&indices)?;
@@ -75,6 +92,45 @@ pub(crate) fn digest(
         let indices = array.manifest.indices(flat);
         let chunk = reader.read_chunk(&indices)?;
         hasher.write(&in_bounds(array, &indices, &chunk));
+    }
+    Ok(hasher.finish())
+}
+
+/// The digest of the stored bytes of every chunk of `array`, in chunk order.
+fn stored_digest(
+    dataset: &VirtualDataset,
+    array: &ManifestArray,
+    files: &Arc<FilePool>,
+) -> Result<u64> {
+    let mut hasher = DefaultHasher::new();
+    for (_, entry) in array.manifest.iter() {
+        match entry {
+            ChunkEntry::Missing => hasher.write_u8(0),
+            ChunkEntry::Inlined(bytes) => {
+                hasher.write_u8(1);
+                hasher.write(bytes);
+            }
+            ChunkEntry::Reference {
+                path_id,
+                offset,
+                length,
+            } => {
+                let url = dataset.urls.get(path_id as usize).ok_or_else(|| {
+                    Error::Manifest(format!("{}: path id {path_id} has no URL", dataset.name))
+                })?;
+                let source = files.open(url)?;
+                let bytes =
+                    source
+                        .read_range(offset, length as usize)
+                        .map_err(|e| Error::Combine {
+                            file: source.name().to_string(),
+                            variable: String::new(),
+                            reason: format!("bytes {offset}..{}: {e}", offset + length),
+                        })?;
+                hasher.write_u8(2);
+                hasher.write(&bytes);
+            }
+        }
     }
     Ok(hasher.finish())
 }
@@ -104,14 +160,14 @@ fn in_bounds(array: &ManifestArray, indices: &[u64], chunk: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Digests of `keys` (each with whether to read it whole, see [`digest`]) of every input,
-/// read on `threads` threads: `out[i][k]` for input `i` and `keys[k]`.
+/// Digests of `keys` (each with how to read it, see [`digest`]) of every input, read on
+/// `threads` threads: `out[i][k]` for input `i` and `keys[k]`.
 ///
 /// # Errors
 /// The first read error.
 pub(crate) fn digests(
     parts: &[VirtualDataset],
-    keys: &[(String, bool)],
+    keys: &[(String, Read)],
     threads: usize,
 ) -> Result<Vec<Vec<Option<u64>>>> {
     let jobs: Vec<(usize, usize)> = (0..parts.len())
@@ -129,8 +185,8 @@ pub(crate) fn digests(
                 if !matches!(first_error.lock().as_deref(), Ok(None)) {
                     break;
                 }
-                let (key, whole) = &keys[k];
-                match digest(&parts[p], key, &files, *whole) {
+                let (key, read) = &keys[k];
+                match digest(&parts[p], key, &files, *read) {
                     Ok(d) => {
                         if let Ok(mut o) = out.lock() {
                             o[p][k] = Some(d);
@@ -185,7 +241,14 @@ pub(crate) fn load_values(dataset: &mut VirtualDataset, key: &str) -> Result<()>
             .zip(&meta.chunk_shape)
             .map(|(i, c)| i * c)
             .collect();
-        copy_block(&mut out, &meta.shape, &chunk, &meta.chunk_shape, &origin, elem);
+        copy_block(
+            &mut out,
+            &meta.shape,
+            &chunk,
+            &meta.chunk_shape,
+            &origin,
+            elem,
+        );
     }
     // The reader gives little-endian elements: the loaded array says so.
     let mut meta = meta;
@@ -197,52 +260,6 @@ pub(crate) fn load_values(dataset: &mut VirtualDataset, key: &str) -> Result<()>
     ))];
     let loaded = ManifestArray::loaded(meta, out)?;
     dataset.arrays.insert(key.to_string(), loaded);
-    Ok(())
-}
-
-/// What identifies a file: its device and inode (hard links, symlinks and every spelling of
-/// a path agree).
-#[cfg(unix)]
-fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), String::new()))
-}
-
-/// What identifies a file: its canonical path (symlinks and spellings agree).
-#[cfg(not(unix))]
-fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
-    let canonical = std::fs::canonicalize(path).ok()?;
-    Some((0, 0, canonical.display().to_string()))
-}
-
-/// A file's [`file_id`], or a URL as written.
-fn identity(input: &Input) -> Option<(u64, u64, String)> {
-    match input {
-        Input::Local(path) => file_id(path),
-        Input::Url(url) => Some((0, 0, url.clone())),
-    }
-}
-
-/// Refuses an input list that names one file twice (a repeated path, another spelling of
-/// it, a symlink or hard link to it), naming both.
-///
-/// # Errors
-/// [`Error::Refused`] naming the two inputs.
-pub(crate) fn refuse_duplicates(files: &[Input]) -> Result<()> {
-    let mut seen: Vec<((u64, u64, String), usize)> = Vec::with_capacity(files.len());
-    for (i, f) in files.iter().enumerate() {
-        // A file that cannot be opened is reported by its scan.
-        let Some(id) = identity(f) else { continue };
-        if let Some((_, j)) = seen.iter().find(|(s, _)| *s == id) {
-            return Err(Error::Refused(format!(
-                "{} and {} are the same file, given twice: each input must be a different file",
-                files[*j].name(),
-                f.name()
-            )));
-        }
-        seen.push((id, i));
-    }
     Ok(())
 }
 
@@ -274,32 +291,6 @@ mod tests {
         a.metadata.chunk_shape = vec![2];
         let chunk: Vec<u8> = [3i16, 99].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(in_bounds(&a, &[1], &chunk), 3i16.to_le_bytes().to_vec());
-        Ok(())
-    }
-
-    #[test]
-    fn duplicate_inputs_are_refused_naming_both() -> std::io::Result<()> {
-        let dir = std::env::temp_dir().join(format!("chunkmill-dup-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let a = dir.join("a.nc");
-        std::fs::write(&a, b"x")?;
-        std::fs::write(dir.join("b.nc"), b"y")?;
-        let spelled = dir.join(".").join("a.nc");
-        let files = vec![
-            Input::Local(a.clone()),
-            Input::Local(dir.join("b.nc")),
-            Input::Local(spelled.clone()),
-        ];
-        let err = refuse_duplicates(&files).err().map(|e| e.to_string());
-        std::fs::remove_dir_all(&dir)?;
-        assert_eq!(
-            err,
-            Some(format!(
-                "{} and {} are the same file, given twice: each input must be a different file",
-                a.display(),
-                spelled.display()
-            ))
-        );
         Ok(())
     }
 }

@@ -397,6 +397,52 @@ fn scan_all(
     results
 }
 
+/// What identifies a file: its device and inode (hard links, symlinks and every spelling of
+/// a path agree).
+#[cfg(unix)]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), String::new()))
+}
+
+/// What identifies a file: its canonical path (symlinks and spellings agree).
+#[cfg(not(unix))]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64, String)> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    Some((0, 0, canonical.display().to_string()))
+}
+
+/// A file's [`file_id`], or a URL as written.
+fn identity(input: &Input) -> Option<(u64, u64, String)> {
+    match input {
+        Input::Local(path) => file_id(path),
+        Input::Url(url) => Some((0, 0, url.clone())),
+    }
+}
+
+/// Refuses an input list that names one file twice (a repeated path, another spelling of
+/// it, a symlink or hard link to it), naming both.
+///
+/// # Errors
+/// [`Error::Refused`] naming the two inputs.
+fn refuse_duplicates(files: &[Input]) -> Result<()> {
+    let mut seen: Vec<((u64, u64, String), usize)> = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        // A file that cannot be opened is reported by its scan.
+        let Some(id) = identity(f) else { continue };
+        if let Some((_, j)) = seen.iter().find(|(s, _)| *s == id) {
+            return Err(Error::Refused(format!(
+                "{} and {} are the same file, given twice: each input must be a different file",
+                files[*j].name(),
+                f.name()
+            )));
+        }
+        seen.push((id, i));
+    }
+    Ok(())
+}
+
 /// Scans and combines `inputs` without writing anything: the dataset and a report whose
 /// output fields are empty. [`virtualize`] is this plus the write.
 ///
@@ -410,7 +456,7 @@ pub fn build(
     if files.is_empty() {
         return Err(Error::Usage("no input file".into()));
     }
-    compare::refuse_duplicates(&files)?;
+    refuse_duplicates(&files)?;
     if options.stack && options.concat_dim.is_none() {
         return Err(Error::Usage(
             "--stack needs --concat-dim NAME: the new dimension to stack the files along".into(),
@@ -610,4 +656,35 @@ pub fn virtualize(inputs: &[String], options: &VirtualizeOptions) -> Result<Virt
     report.write_seconds = t.elapsed().as_secs_f64();
     report.output = options.output.clone();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_inputs_are_refused_naming_both() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("chunkmill-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let a = dir.join("a.nc");
+        std::fs::write(&a, b"x")?;
+        std::fs::write(dir.join("b.nc"), b"y")?;
+        let spelled = dir.join(".").join("a.nc");
+        let files = vec![
+            Input::Local(a.clone()),
+            Input::Local(dir.join("b.nc")),
+            Input::Local(spelled.clone()),
+        ];
+        let err = refuse_duplicates(&files).err().map(|e| e.to_string());
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(
+            err,
+            Some(format!(
+                "{} and {} are the same file, given twice: each input must be a different file",
+                a.display(),
+                spelled.display()
+            ))
+        );
+        Ok(())
+    }
 }

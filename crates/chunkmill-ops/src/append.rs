@@ -416,12 +416,13 @@ fn refuse_gap(dim: &str, units: &str, old: &[f64], new: &[f64]) -> Result<(), Op
         "the step changes between them".to_string()
     };
     Err(refused(format!(
-        "--append {dim}: the cache's {dim} ends at {last} and goes in steps of {step} ({units}), but the new data          starts at {first}, not {expected}: {what}; give --allow-gap to append anyway"
+        "--append {dim}: the cache's {dim} ends at {last} and goes in steps of {step} ({units}), but the new data \
+         starts at {first}, not {expected}: {what}; give --allow-gap to append anyway"
     )))
 }
 
-/// Refuses `--chunks` that give an appended array other chunks than the cache's: the cache
-/// keeps its own, so other chunks would be ignored in silence. Along the append axis, a
+/// Refuses `--chunks` that give an appended data array other chunks than the cache's: the
+/// cache keeps its own, so other chunks would be ignored in silence. Along the append axis, a
 /// cache that is one chunk (its length when made: a request capped to it) accepts any
 /// request at least that long.
 fn refuse_other_chunks(
@@ -431,24 +432,28 @@ fn refuse_other_chunks(
     axis: usize,
     old_len: u64,
 ) -> Result<(), OpsError> {
-    if output.chunks.is_some() {
+    // Tiles fix their own chunks, and a coordinate is written as one chunk whatever --chunks.
+    if output.chunks.is_some() || crate::rechunk::is_coordinate(&output.info) {
         return Ok(());
     }
     let mut info = output.info.clone();
     if let Some(len) = info.shape.get_mut(axis) {
-        *len = old_len + *len;
+        *len += old_len;
     }
     let Some(asked) = crate::rechunk::resolve(&options.run.chunks, &info, cache_chunks)? else {
         return Ok(());
     };
-    let fits = asked.iter().zip(cache_chunks).enumerate().all(|(a, (&r, &c))| {
-        r == c || (a == axis && c == old_len.max(1) && r >= c)
-    });
+    let fits = asked
+        .iter()
+        .zip(cache_chunks)
+        .enumerate()
+        .all(|(a, (&r, &c))| r == c || (a == axis && c == old_len.max(1) && r >= c));
     if fits {
         return Ok(());
     }
     Err(refused(format!(
-        "--append: '{}' is chunked {cache_chunks:?} in the cache, but --chunks gives {asked:?}: an append          keeps the cache's chunks; give the --chunks the cache was made with",
+        "--append: '{}' is chunked {cache_chunks:?} in the cache, but --chunks gives {asked:?}: an append \
+         keeps the cache's chunks; give the --chunks the cache was made with",
         output.info.path
     )))
 }

@@ -82,7 +82,8 @@ fn refuse_repeated(a: &ConvertArgs) -> Result<(), Failure> {
 /// `--compat MODE` (clap checks the word; a recipe's is checked here).
 pub(crate) fn compat(mode: Option<&str>) -> Result<chunkmill_manifest::Compat, Failure> {
     mode.map_or(Ok(chunkmill_manifest::Compat::Equals), |m| {
-        m.parse().map_err(|e| Failure::usage(format!("--compat {e}")))
+        m.parse()
+            .map_err(|e| Failure::usage(format!("--compat {e}")))
     })
 }
 
@@ -344,16 +345,10 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
         run_planned(&job, &opts, on_event)
     })?;
     let verb = if opts.append.is_some() {
-        "appended to"
+        "appended"
     } else {
         "converted"
     };
-    print_report(
-        &report,
-        verb,
-        &opts.run.target,
-        a.plan.prepare,
-        &a.common,
-    );
+    print_report(&report, verb, &opts.run.target, a.plan.prepare, &a.common);
     Ok(())
 }
