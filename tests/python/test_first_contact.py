@@ -131,8 +131,19 @@ def test_status_of_a_target_suggests_its_work_dir(tmp_path):
     oracle.ok("status", f"{tmp_path / 't.zarr'}.work")
 
 
-def test_no_concat_dimension_names_the_flag(files, tmp_path):
-    r = oracle.run("virtualize", *files, "--output", tmp_path / "r.json", "--no-progress")
+def test_no_concat_dimension_names_the_flag(tmp_path):
+    """Files with no unlimited dimension and two coordinates that differ between them: the
+    concat dimension cannot be inferred, and the refusal names the flag that chooses it."""
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"grid{i}.nc"
+        with netCDF4.Dataset(path, "w") as ds:
+            for dim in ("x", "y"):
+                ds.createDimension(dim, 3)
+                ds.createVariable(dim, "f8", (dim,))[:] = np.arange(3) + 10 * i
+            ds.createVariable("v", "f4", ("x", "y"))[:] = np.ones((3, 3))
+        paths.append(path)
+    r = oracle.run("virtualize", *paths, "--output", tmp_path / "r.json", "--no-progress")
     err = _one_error(r, 2)
     assert "--concat-dim" in err, err
 
