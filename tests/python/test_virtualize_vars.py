@@ -275,6 +275,11 @@ def test_fifo_input_is_refused_not_waited_on(tmp_path):
     assert r.returncode == 3, oracle.describe(r)
     assert "pipe.nc" in r.stderr and "not a regular file" in r.stderr, r.stderr
     assert not (tmp_path / "refs.json").exists()
+    for command in (["inspect", fifo], ["convert", fifo, tmp_path / "out.zarr", "--chunks", "x=1",
+                                        "--max-mem", "64MB"]):
+        r = oracle.run(*command, timeout=30)
+        assert r.returncode == 3 and "pipe.nc" in r.stderr and "not a regular file" in r.stderr, oracle.describe(r)
+    assert not (tmp_path / "out.zarr").exists()
 
 
 def test_inspect_of_truncated_hdf5_reports_damage_and_exits_3(tmp_path):

@@ -3,9 +3,9 @@
 //!
 //! Format (liblzf's `lzf_d.c` documents it): a sequence of runs, each starting with a control
 //! byte `c`. `c < 32`: `c + 1` literal bytes follow. Otherwise a back reference: length
-//! `c >> 5` (7 means "7 plus the next byte"), plus 2; distance `((c & 31) << 8) + next byte
-//! + 1` back from the end of the output. h5py stores the chunk's decoded size as client data
-//! 2; a chunk that did not compress is stored as is with its filter-mask bit set.
+//! `c >> 5` (7 means "7 plus the next byte"), plus 2; distance `((c & 31) << 8)` plus the
+//! next byte plus 1, back from the end of the output. h5py stores the chunk's decoded size as
+//! client data 2; a chunk that did not compress is stored as is with its filter-mask bit set.
 
 /// The HDF5 filter id h5py registered for LZF.
 pub const LZF_FILTER: u16 = 32000;

@@ -170,6 +170,16 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
 /// references or of an Icechunk repository, or an HDF5/NetCDF file's variables.
 pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     let path = Path::new(&a.path);
+    // A FIFO, socket or device is no store or data file (and opening a FIFO would wait for a
+    // writer): refused as virtualize and convert refuse it.
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() && !m.is_dir() {
+            return Err(fail(3)(format!(
+                "{}: not a regular file or directory",
+                path.display()
+            )));
+        }
+    }
     if path.is_file() {
         // Only the first bytes tell JSON from HDF5/NetCDF; a data file may be gigabytes.
         let mut head = Vec::with_capacity(64);

@@ -185,7 +185,7 @@ pub fn inexpressible_order(
             fletcher32::ID => extra += 4,
             shuffle::ID => {
                 let size = shuffle::element_size(f, element_size) as u64;
-                if size > 1 && (chunk_bytes + extra) % size != 0 {
+                if size > 1 && !(chunk_bytes + extra).is_multiple_of(size) {
                     return Some(FilterError::new(
                         f,
                         format!(
