@@ -524,5 +524,11 @@ fn usage_errors_come_before_any_work() {
     assert_eq!(std::fs::read_to_string(&out).expect("read"), "keep me");
     let mut o = options(&out, Some("time"));
     o.overwrite = true;
+    // --overwrite replaces only references: this file is not chunkmill's (issue 9).
+    let message = error_of(virtualize(&inputs, &o)).to_string();
+    assert!(message.contains("is not a kerchunk JSON file"), "{message}");
+    assert_eq!(std::fs::read_to_string(&out).expect("read"), "keep me");
+    std::fs::remove_file(&out).expect("remove");
+    virtualize(&inputs, &options(&out, Some("time"))).expect("write");
     virtualize(&inputs, &o).expect("overwrite");
 }
