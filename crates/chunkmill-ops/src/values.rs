@@ -212,7 +212,7 @@ pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
     }
     let n = input.len() / from.size();
     let mut out = vec![0u8; n * to.size()];
-    let masked = |v: f64| map.missing.iter().any(|&m| m == v);
+    let masked = |v: f64| map.missing.contains(&v);
     for (element, slot) in input
         .chunks_exact(from.size())
         .zip(out.chunks_exact_mut(to.size()))
