@@ -15,11 +15,7 @@ use crate::{GridError, Region};
 /// check it: a chunk size of 0 or boundaries that do not increase from 0 are an error, never a
 /// division by zero later.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "snake_case",
-    try_from = "UncheckedAxis"
-)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "UncheckedAxis")]
 pub enum AxisChunks {
     /// Chunks of `size` elements; the last one is clipped to `len`.
     Regular { size: u64, len: u64 },

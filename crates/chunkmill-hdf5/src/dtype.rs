@@ -161,9 +161,12 @@ pub(crate) fn from_hdf5(dt: &Datatype, vlen_ref_size: usize) -> DType {
 
 /// numpy's name of a numeric type (`float32`, `int16`, `bool`), `None` for any other.
 pub(crate) fn numeric_name(dtype: &DType) -> Option<String> {
-    matches!(dtype.class, "integer" | "float" | "bitfield" | "bool" | "enum")
-        .then(|| dtype.name.clone())
-        .filter(|n| !n.starts_with(['S', 'V', 'O']) && n != "object")
+    matches!(
+        dtype.class,
+        "integer" | "float" | "bitfield" | "bool" | "enum"
+    )
+    .then(|| dtype.name.clone())
+    .filter(|n| !n.starts_with(['S', 'V', 'O']) && n != "object")
 }
 
 /// The members of a compound type (empty for any other type).

@@ -908,7 +908,7 @@ fn netcdf3_default_and_own_fill_values() -> TestResult {
             .and_then(|v| v.fill_value.clone())
             .map(|f| f.value)
     };
-    assert_eq!(fill("/temp"), Some(Value::from(-1e30)));
+    assert_eq!(fill("/temp"), Some(Value::from(f64::from(-1e30f32))));
     assert_eq!(fill("/odd_short"), Some(Value::from(-32767)));
     assert_eq!(fill("/flag"), Some(Value::from(-127)));
     assert_eq!(fill("/fixed"), Some(Value::from(9.969_209_968_386_869e36)));

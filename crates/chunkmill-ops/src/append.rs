@@ -352,8 +352,8 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         summaries.push(planned.summary);
         resize.push((path.clone(), full_shape));
     }
-    let plan = Plan::new("append", run.max_mem, stages, cleanup)
-        .with_urls(crate::work::absolute_url);
+    let plan =
+        Plan::new("append", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     let record = AppendRecord {
         dim,
         old_len,

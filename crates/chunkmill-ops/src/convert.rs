@@ -159,10 +159,7 @@ fn typed_attribute(
 /// The stored types of a virtual array's attributes (none for a Zarr source).
 fn attribute_types<'a>(source: &'a Source, key: &str) -> Option<&'a BTreeMap<String, String>> {
     match source {
-        Source::Virtual(dataset) => dataset
-            .arrays
-            .get(key)
-            .map(|a| &a.metadata.attribute_types),
+        Source::Virtual(dataset) => dataset.arrays.get(key).map(|a| &a.metadata.attribute_types),
         Source::Zarr { .. } => None,
     }
 }
@@ -207,12 +204,9 @@ fn array_values(
         let types = attribute_types(source, &array.key);
         let scale = typed_attribute(attributes, types, "scale_factor");
         let offset = typed_attribute(attributes, types, "add_offset");
-        let compute = crate::values::decoded_type(
-            source_type,
-            scale.map(|s| s.1),
-            offset.map(|o| o.1),
-        )
-        .map_err(|e| OpsError::Refused(format!("--decode-cf: '{}': {e}", array.key)))?;
+        let compute =
+            crate::values::decoded_type(source_type, scale.map(|s| s.1), offset.map(|o| o.1))
+                .map_err(|e| OpsError::Refused(format!("--decode-cf: '{}': {e}", array.key)))?;
         let mut missing = numbers(attributes.get("_FillValue"));
         missing.extend(numbers(attributes.get("missing_value")));
         // CF's valid_range is in packed units (actual_range in unpacked ones, but xarray
@@ -236,8 +230,8 @@ fn array_values(
         });
     }
     if let Some(to) = cast {
-        let to_type =
-            Numeric::parse(to).map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
+        let to_type = Numeric::parse(to)
+            .map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
         if !to_type.holds(range.0, range.1) {
             return Err(OpsError::Refused(format!(
                 "--cast {}={to}: '{}' may hold values from {} to {}{}, which {to} cannot store (numpy's astype would wrap them around silently); cast to a wider type{}",
@@ -278,10 +272,12 @@ fn array_values(
 
 /// The two numbers of a range attribute (`valid_range`, `actual_range`), the first found.
 fn range_attribute(attributes: &Map<String, Value>, names: &[&str]) -> Option<(f64, f64)> {
-    names.iter().find_map(|name| match numbers(attributes.get(*name)).as_slice() {
-        [a, b] if a <= b => Some((*a, *b)),
-        _ => None,
-    })
+    names
+        .iter()
+        .find_map(|name| match numbers(attributes.get(*name)).as_slice() {
+            [a, b] if a <= b => Some((*a, *b)),
+            _ => None,
+        })
 }
 
 pub(crate) struct Renames<'a>(&'a [(String, String)]);
@@ -857,9 +853,7 @@ fn check_renames(
             )));
         }
         if rename[..i].iter().any(|(o, _)| o == old) {
-            return Err(OpsError::Usage(format!(
-                "--rename {old}: renamed twice"
-            )));
+            return Err(OpsError::Usage(format!("--rename {old}: renamed twice")));
         }
     }
     let renames = Renames(rename);
@@ -954,9 +948,6 @@ mod tests {
         );
         attributes.insert("valid_range".into(), serde_json::json!([9, 1]));
         // A reversed range says nothing.
-        assert_eq!(
-            range_attribute(&attributes, &["valid_range"]),
-            None
-        );
+        assert_eq!(range_attribute(&attributes, &["valid_range"]), None);
     }
 }

@@ -498,8 +498,8 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         summaries.push(planned.summary);
         specs.push(planned.spec);
     }
-    let plan = Plan::new("rechunk", options.max_mem, stages, cleanup)
-        .with_urls(crate::work::absolute_url);
+    let plan =
+        Plan::new("rechunk", options.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     Ok(RechunkJob {
         plan,
         arrays: summaries,

@@ -397,7 +397,10 @@ mod tests {
         // Each resolution names its whole period.
         assert_eq!(cf_time_period("2020", units, "standard")?, (0.0, 8784.0));
         assert_eq!(cf_time_period("2020-02", units, "noleap")?, (744.0, 1416.0));
-        assert_eq!(cf_time_period("2020-01-02T05", units, "standard")?, (29.0, 30.0));
+        assert_eq!(
+            cf_time_period("2020-01-02T05", units, "standard")?,
+            (29.0, 30.0)
+        );
         let minute = cf_time_period("2020-01-02T05:30", units, "standard")?;
         assert!((minute.1 - minute.0 - 1.0 / 60.0).abs() < 1e-12);
         let instant = cf_time_period("2020-01-02T05:30:00.5", units, "standard")?;

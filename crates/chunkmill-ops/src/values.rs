@@ -212,7 +212,7 @@ pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
     }
     let n = input.len() / from.size();
     let mut out = vec![0u8; n * to.size()];
-    let masked = |v: f64| map.missing.iter().any(|&m| m == v);
+    let masked = |v: f64| map.missing.contains(&v);
     for (element, slot) in input
         .chunks_exact(from.size())
         .zip(out.chunks_exact_mut(to.size()))
@@ -339,6 +339,83 @@ mod tests {
             .collect();
         assert_eq!(values, vec![1, -1, 300]);
         Ok(())
+    }
+
+    #[test]
+    fn decode_cf_int16_with_float32_scale_gives_float32_as_xarray() {
+        use Numeric::{Float, Int, UInt};
+        let f32_ = Some(Float(4));
+        let f64_ = Some(Float(8));
+        assert_eq!(decoded_type(Int(2), f32_, f32_), Ok(Float(4)));
+        assert_eq!(decoded_type(Int(2), f32_, None), Ok(Float(4)));
+        assert_eq!(decoded_type(Int(2), f64_, f64_), Ok(Float(8)));
+        assert_eq!(decoded_type(Int(4), f32_, f32_), Ok(Float(8)));
+        assert_eq!(decoded_type(UInt(4), f32_, f32_), Ok(Float(8)));
+        assert_eq!(decoded_type(Int(4), f32_, None), Ok(Float(4)));
+        assert_eq!(decoded_type(Int(8), f32_, f32_), Ok(Float(4)));
+        assert_eq!(decoded_type(Float(8), f32_, f32_), Ok(Float(4)));
+        assert_eq!(decoded_type(Int(2), f32_, f64_), Ok(Float(8)));
+        assert_eq!(decoded_type(Int(1), None, f32_), Ok(Float(8)));
+        assert_eq!(decoded_type(Int(2), None, None), Ok(Float(4)));
+        assert_eq!(decoded_type(UInt(1), None, None), Ok(Float(4)));
+        assert_eq!(decoded_type(Int(4), None, None), Ok(Float(8)));
+        assert_eq!(decoded_type(Float(4), None, None), Ok(Float(4)));
+        assert!(decoded_type(Int(2), Some(Int(2)), None).is_err());
+    }
+
+    #[test]
+    fn decode_cf_float32_is_computed_in_float32_step_by_step() -> TestResult {
+        let (scale, offset) = (0.0123f32, 273.15f32);
+        let packed: Vec<i16> = (-20_000..20_000).step_by(997).collect();
+        let input: Vec<u8> = packed.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let map = ValueMap {
+            from: "int16".into(),
+            to: "float32".into(),
+            missing: vec![],
+            scale: Some(f64::from(scale)),
+            offset: Some(f64::from(offset)),
+            compute: Some("float32".into()),
+        };
+        let out = convert(&map, &input)?;
+        let got: Vec<u32> = out
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        // numpy: data.astype(float32); data *= scale; data += offset (each in float32).
+        let want: Vec<u32> = packed
+            .iter()
+            .map(|&v| (f32::from(v) * scale + offset).to_bits())
+            .collect();
+        assert_eq!(got, want);
+        // Computed in float64 and rounded once, some differ by an ulp: the bug this guards.
+        let once: Vec<u32> = packed
+            .iter()
+            .map(|&v| ((f64::from(v) * f64::from(scale) + f64::from(offset)) as f32).to_bits())
+            .collect();
+        assert_ne!(once, want);
+        Ok(())
+    }
+
+    #[test]
+    fn cast_air_int8_of_280_is_refused_not_wrapped_to_24() {
+        let input: Vec<u8> = [20.0f64, 280.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let map = ValueMap {
+            from: "float64".into(),
+            to: "int8".into(),
+            missing: vec![],
+            scale: None,
+            offset: None,
+            compute: None,
+        };
+        let err = convert(&map, &input).err().unwrap_or_default();
+        assert!(err.contains("280") && err.contains("int8"), "{err}");
+        assert!(Numeric::Int(1).holds(-128.9, 127.9));
+        assert!(!Numeric::Int(1).holds(-129.0, 0.0));
+        assert!(!Numeric::UInt(2).holds(-1.0, 0.0));
+        assert!(Numeric::Float(4).holds(f64::NEG_INFINITY, f64::INFINITY));
     }
 
     #[test]

@@ -341,13 +341,21 @@ mod tests {
             copy_plan("../src.zarr", "t.zarr")?.to_json(),
         )?;
         let (_, plan) = load_plan(&work.to_string_lossy())?;
-        let urls: Vec<String> = plan.clone().urls_mut().into_iter().map(|u| u.clone()).collect();
+        let urls: Vec<String> = plan
+            .clone()
+            .urls_mut()
+            .into_iter()
+            .map(|u| u.clone())
+            .collect();
         let root = dir.path().canonicalize()?;
         assert_eq!(
             urls,
             vec![
                 root.join("src.zarr").to_string_lossy().into_owned(),
-                root.join("work").join("t.zarr").to_string_lossy().into_owned(),
+                root.join("work")
+                    .join("t.zarr")
+                    .to_string_lossy()
+                    .into_owned(),
             ]
         );
         Ok(())
@@ -376,7 +384,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let root = dir.path().canonicalize()?;
         let messy = format!("{}/a/../b/./c.zarr", dir.path().display());
-        assert_eq!(absolute_url(&messy), root.join("b/c.zarr").to_string_lossy());
+        assert_eq!(
+            absolute_url(&messy),
+            root.join("b/c.zarr").to_string_lossy()
+        );
         assert_eq!(absolute_url("s3://bucket/x.zarr"), "s3://bucket/x.zarr");
         assert_eq!(absolute_url("memory://m"), "memory://m");
         Ok(())

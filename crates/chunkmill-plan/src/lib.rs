@@ -170,7 +170,10 @@ impl Endpoint {
             }
             Endpoint::Concat { axis, parts, .. } => {
                 if *axis >= ndim || parts.is_empty() {
-                    return Err(format!("concat axis {axis} of {ndim}, {} parts", parts.len()));
+                    return Err(format!(
+                        "concat axis {axis} of {ndim}, {} parts",
+                        parts.len()
+                    ));
                 }
                 for p in parts {
                     rank("a concat part", p.grid().ndim())?;
@@ -461,7 +464,12 @@ impl Plan {
     /// # Errors
     /// [`PlanError::Field`] naming the field and what is wrong.
     pub fn validate(&self) -> Result<(), PlanError> {
-        let field = |at: String, why: String| Err(PlanError::Field { field: at, reason: why });
+        let field = |at: String, why: String| {
+            Err(PlanError::Field {
+                field: at,
+                reason: why,
+            })
+        };
         for (i, stage) in self.stages.iter().enumerate() {
             let at = |name: &str| format!("stages[{i}].{name}");
             if let Err(why) = plain_segment(&stage.name) {
@@ -564,7 +572,9 @@ fn plain_segment(name: &str) -> Result<(), String> {
 /// A key prefix or array path that stays inside its store.
 fn inside_store(path: &str) -> Result<(), String> {
     if path.starts_with('/') || path.split(['/', '\\']).any(|s| s == "..") {
-        return Err(format!("'{path}' leaves its store (absolute, or with '..')"));
+        return Err(format!(
+            "'{path}' leaves its store (absolute, or with '..')"
+        ));
     }
     Ok(())
 }
@@ -662,9 +672,12 @@ mod tests {
 
     /// The plan's JSON edited by `edit`, read back.
     fn edited(edit: impl Fn(&mut serde_json::Value)) -> Result<Plan, PlanError> {
-        let mut value: serde_json::Value =
-            serde_json::from_str(&plan().map_err(|e| PlanError::Invalid(e.to_string()))?.to_json())
-                .map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let mut value: serde_json::Value = serde_json::from_str(
+            &plan()
+                .map_err(|e| PlanError::Invalid(e.to_string()))?
+                .to_json(),
+        )
+        .map_err(|e| PlanError::Invalid(e.to_string()))?;
         edit(&mut value);
         Plan::from_json(&value.to_string())
     }
@@ -718,7 +731,10 @@ mod tests {
         let moved = plan.clone().with_urls(|u| u.replace("/data", "/elsewhere"));
         assert_ne!(moved.plan_id, plan.plan_id);
         assert!(moved.to_json().contains("/elsewhere/src.zarr"));
-        assert_eq!(moved.clone().with_urls(str::to_string).plan_id, moved.plan_id);
+        assert_eq!(
+            moved.clone().with_urls(str::to_string).plan_id,
+            moved.plan_id
+        );
         Ok(())
     }
 }

@@ -50,7 +50,10 @@ fn plausible_bound(text: &str) -> bool {
         .trim_end_matches('Z')
         .split_once(['T', ' '])
         .unwrap_or((text, ""));
-    !day.contains(':') && time.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '.')
+    !day.contains(':')
+        && time
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == '.')
 }
 
 /// The name before `=` of `NAME=VALUE`, or the whole text.

@@ -37,7 +37,9 @@ RNG = np.random.default_rng(20261102)
 # --------------------------------------------------------------------------------------------
 
 def jfloat(x, single):
-    x = float(str(np.float32(x))) if single else float(x)
+    # float32 widened exactly, as numpy, xarray and zarr-python write it (0.1f is
+    # 0.10000000149011612, not 0.1).
+    x = float(np.float32(x)) if single else float(x)
     if math.isnan(x):
         return "NaN"
     if math.isinf(x):
