@@ -177,6 +177,19 @@ def test_target_inside_the_source_is_refused(sandbox):
     assert hashes(box) == before
 
 
+def test_target_inside_a_zarr_store_that_is_no_input_is_refused(sandbox):
+    """convert's inputs are the NetCDF files; src.zarr is no input of it, yet a target inside
+    it would add a node to that store (zarr-python would list inner.zarr as its subgroup)."""
+    box, _ = sandbox
+    before = hashes(box)
+    for extra in ([], ["--overwrite"]):
+        r = run("convert", "data/a.nc", "data/b.nc", "data/src.zarr/inner.zarr", "--concat-dim", "time",
+                "--chunks", "time=-1", "--max-mem", "64MB", "--no-progress", *extra, cwd=box)
+        assert_refused(r, "inner.zarr")
+        assert "lies inside the Zarr store" in r.stderr
+    assert hashes(box) == before
+
+
 def test_work_dir_and_temp_that_hold_or_lie_in_an_input_are_refused(sandbox):
     box, _ = sandbox
     before = hashes(box)

@@ -338,8 +338,8 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         summaries.push(planned.summary);
         specs.push(planned.spec);
     }
-    let plan = Plan::new("convert", run.max_mem, stages, cleanup)
-        .with_urls(crate::work::absolute_url);
+    let plan =
+        Plan::new("convert", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     let keys: Vec<&str> = specs.iter().map(|s| s.path.as_str()).collect();
     let groups = prepared.source.groups_for(&keys, run.zarr_format);
     Ok(ConvertJob {

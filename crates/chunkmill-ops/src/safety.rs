@@ -45,6 +45,7 @@ pub(crate) fn check_paths(
 ) -> Result<(), OpsError> {
     let mut protected: Vec<Protected> = inputs.iter().map(Protected::input).collect();
     guard::check_apart("the target", &options.target, &protected)?;
+    guard::check_not_inside_zarr("the target", &options.target)?;
     protected.push(Protected {
         what: "the target",
         url: options.target.clone(),

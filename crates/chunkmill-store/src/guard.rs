@@ -265,6 +265,35 @@ pub fn check_apart(role: &str, url: &str, protected: &[Protected]) -> Result<(),
     Ok(())
 }
 
+/// Refuses a local target that lies inside an existing Zarr store (a directory above it holds
+/// `zarr.json`, `.zgroup` or `.zarray`): writing there would add a node to someone else's
+/// hierarchy, changing what that store reads as. Object-store targets are not walked (a
+/// prefix has no parent directories to find).
+///
+/// # Errors
+/// [`GuardError::Refused`] naming the store; [`GuardError::Io`].
+pub fn check_not_inside_zarr(role: &str, url: &str) -> Result<(), GuardError> {
+    let Place::Local(path) = place(url)? else {
+        return Ok(());
+    };
+    for ancestor in path.ancestors().skip(1) {
+        if ZARR_ROOT_KEYS
+            .iter()
+            .any(|name| ancestor.join(name).is_file())
+        {
+            return Err(GuardError::Refused {
+                path: url.to_string(),
+                reason: format!(
+                    "{role} lies inside the Zarr store {}, which writing there would change; \
+                     choose a target outside it",
+                    ancestor.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// ` (/abs/path)` when the canonical path reads differently from what was given.
 fn shown_canonical(given: &str, path: &Path) -> String {
     let given = given.strip_prefix("file://").unwrap_or(given);
@@ -1005,6 +1034,27 @@ mod tests {
             assert!(err.to_string().starts_with(&target), "{err}");
         }
         check_apart("the target", &local(&tmp.path().join("t.zarr")), &inputs)?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_target_inside_a_zarr_store_that_is_no_input_is_refused() -> TestResult {
+        let tmp = tempfile::tempdir()?;
+        for (store, key) in [("v3.zarr", "zarr.json"), ("v2.zarr", ".zgroup")] {
+            let root = tmp.path().join(store);
+            std::fs::create_dir_all(root.join("air"))?;
+            std::fs::write(root.join(key), "{}")?;
+            for target in [root.join("inner.zarr"), root.join("air/deeper.zarr")] {
+                let err = check_not_inside_zarr("the target", &local(&target))
+                    .err()
+                    .ok_or("accepted")?;
+                assert!(
+                    err.to_string().contains("lies inside the Zarr store"),
+                    "{err}"
+                );
+            }
+        }
+        check_not_inside_zarr("the target", &local(&tmp.path().join("free.zarr")))?;
         Ok(())
     }
 
