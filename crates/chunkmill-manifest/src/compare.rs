@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use chunkmill_grid::{copy_region, Region};
 
 use crate::array::{ManifestArray, VirtualDataset};
-use crate::dense::{copy_block, MAX_LOADED_BYTES};
+use crate::dense::MAX_LOADED_BYTES;
 use crate::error::{Error, Result};
 use crate::manifest::ChunkEntry;
 use crate::reader::{ChunkReader, FilePool};
@@ -72,20 +72,7 @@ pub(crate) fn digest(
                 ),
             });
         }
-        let mut out = reader
-            .fill_value()
-            .repeat(whole_region.num_elements() as usize);
-        for flat in 0..array.manifest.len() {
-            let indices = array.manifest.indices(flat);
-            let chunk = reader.read_chunk(&indices)?;
-            let origin: Vec<u64> = indices
-                .iter()
-                .zip(&meta.chunk_shape)
-                .map(|(i, c)| i * c)
-                .collect();
-            copy_block(&mut out, shape, &chunk, &meta.chunk_shape, &origin, elem);
-        }
-        hasher.write(&out);
+        hasher.write(&reader.read_whole()?);
         return Ok(hasher.finish());
     }
     for flat in 0..array.manifest.len() {
@@ -231,25 +218,7 @@ pub(crate) fn load_values(dataset: &mut VirtualDataset, key: &str) -> Result<()>
             reason: "too large to load as the concat coordinate".into(),
         });
     }
-    let reader = ChunkReader::new(dataset, key, Arc::new(FilePool::default()))?;
-    let mut out = reader.fill_value().repeat(elements as usize);
-    for flat in 0..array.manifest.len() {
-        let indices = array.manifest.indices(flat);
-        let chunk = reader.read_chunk(&indices)?;
-        let origin: Vec<u64> = indices
-            .iter()
-            .zip(&meta.chunk_shape)
-            .map(|(i, c)| i * c)
-            .collect();
-        copy_block(
-            &mut out,
-            &meta.shape,
-            &chunk,
-            &meta.chunk_shape,
-            &origin,
-            elem,
-        );
-    }
+    let out = ChunkReader::new(dataset, key, Arc::new(FilePool::default()))?.read_whole()?;
     // The reader gives little-endian elements: the loaded array says so.
     let mut meta = meta;
     if let Some(rest) = meta.dtype.strip_prefix('>') {

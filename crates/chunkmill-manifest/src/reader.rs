@@ -185,6 +185,35 @@ impl ChunkReader {
         }
         Ok(decoded)
     }
+
+    /// Every element of the array, decoded, in C order (little-endian); the caller bounds
+    /// its size.
+    ///
+    /// # Errors
+    /// As [`ChunkReader::read_chunk`].
+    pub fn read_whole(&self) -> Result<Vec<u8>> {
+        let meta = &self.array.metadata;
+        let elements: u64 = meta.shape.iter().product();
+        let mut out = self.fill.repeat(elements as usize);
+        for flat in 0..self.array.manifest.len() {
+            let indices = self.array.manifest.indices(flat);
+            let chunk = self.read_chunk(&indices)?;
+            let origin: Vec<u64> = indices
+                .iter()
+                .zip(&meta.chunk_shape)
+                .map(|(i, c)| i * c)
+                .collect();
+            crate::dense::copy_block(
+                &mut out,
+                &meta.shape,
+                &chunk,
+                &meta.chunk_shape,
+                &origin,
+                meta.element_size().max(1),
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// The little-endian bytes of fill value `value` (Zarr JSON) for numpy dtype `dtype`.
