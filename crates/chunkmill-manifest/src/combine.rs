@@ -907,6 +907,7 @@ mod tests {
                 codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
                 dimension_names: vec![dim.into()],
                 attributes: Map::new(),
+                attribute_types: std::collections::BTreeMap::new(),
             },
             values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         )

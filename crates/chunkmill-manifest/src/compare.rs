@@ -249,6 +249,7 @@ mod tests {
                 codecs: vec![Codec::bytes(Some(chunkmill_hdf5::ByteOrder::Little))],
                 dimension_names: vec!["x".into()],
                 attributes: serde_json::Map::new(),
+                attribute_types: std::collections::BTreeMap::new(),
             },
             bytes,
         )

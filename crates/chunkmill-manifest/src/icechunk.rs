@@ -787,6 +787,7 @@ mod tests {
             codecs,
             dimension_names: vec!["station".into()],
             attributes: Map::new(),
+            attribute_types: std::collections::BTreeMap::new(),
         };
         let mut names = ManifestArray::loaded(
             meta("|O", vec![Codec::bytes(None)], Value::from("")),
