@@ -249,7 +249,17 @@ fn s3_source_target_and_intermediates() {
     );
     run_rechunk(&opts, &|_| {}).unwrap();
     check_target(&dst, &[300, 300], &[1, 300], &[300, 1], true);
-    // The work dir on S3 holds the plan and the completion record; intermediates are gone.
+    // The default work dir on S3 (plan, markers, lease, intermediates) is removed after success.
+    assert!(Store::open(&format!("{dst}.work"))
+        .unwrap()
+        .is_empty()
+        .unwrap());
+    // With --keep-work it stays, holding the plan; the intermediates are gone all the same.
+    let mut kept = opts.clone();
+    kept.overwrite = true;
+    kept.keep_work = true;
+    run_rechunk(&kept, &|_| {}).unwrap();
+    check_target(&dst, &[300, 300], &[1, 300], &[300, 1], true);
     let work = Store::open(&format!("{dst}.work")).unwrap();
     assert!(work.exists("plan.json").unwrap());
     assert!(Store::open(&format!("{dst}.work/intermediate"))
