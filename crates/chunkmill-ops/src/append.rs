@@ -381,6 +381,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             work_files,
             write_url: crate::safety::write_url(run, &prepared.work_dir, &inputs, true)?,
             inputs,
+            left_out: Vec::new(),
         },
         misaligned: prepared.misaligned,
         nothing_new: None,
@@ -474,5 +475,6 @@ fn empty_job(work_dir: &str) -> RechunkJob {
         work_files: Vec::new(),
         write_url: String::new(),
         inputs: Vec::new(),
+        left_out: Vec::new(),
     }
 }

@@ -357,6 +357,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             work_files: prepared.references().into_iter().collect(),
             write_url,
             inputs,
+            left_out: Vec::new(),
         },
         misaligned: prepared.misaligned.clone(),
         nothing_new: None,

@@ -172,6 +172,8 @@ pub struct RechunkJob {
     pub write_url: String,
     /// What the job reads (paths or URLs), which it must never write, replace or delete.
     pub inputs: Vec<String>,
+    /// Arrays of the source the job leaves out (it cannot read them), one warning line each.
+    pub left_out: Vec<String>,
 }
 
 /// Something a job's tasks or a resumed run read, written by [`run_job`] after its checks
@@ -381,10 +383,30 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
     }
     let mut groups: Vec<GroupInfo> = Vec::new();
     let mut all_arrays: Vec<ArrayInfo> = Vec::new();
+    let mut unsupported: Vec<(String, String)> = Vec::new();
     for node in nodes {
         match node {
             Node::Group(g) => groups.push(g),
             Node::Array(a) => all_arrays.push(a),
+            Node::Unsupported { path, reason } => unsupported.push((path, reason)),
+        }
+    }
+    // An array this build cannot read blocks the job only when the job chooses it; left out
+    // of a whole-store rechunk, it is named in a warning (`left_out`).
+    let mut left_out = Vec::new();
+    for (path, reason) in &unsupported {
+        let chosen = options
+            .arrays
+            .iter()
+            .any(|name| path == name.trim_matches('/') || last_segment(path) == name);
+        if chosen {
+            return Err(OpsError::Refused(reason.clone()));
+        }
+        if options.arrays.is_empty() {
+            left_out.push(format!(
+                "{}: left out, it cannot be rechunked: {reason}; name the arrays to rechunk with --array to leave it out on purpose",
+                display_path(path)
+            ));
         }
     }
 
@@ -514,6 +536,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         work_files: Vec::new(),
         write_url,
         inputs,
+        left_out,
     })
 }
 

@@ -163,6 +163,9 @@ fn open_zarr(url: &str) -> Result<Source, OpsError> {
                 info,
                 unsupported: None,
             }),
+            // Convert refuses a Zarr source with an array it cannot read, as before; choosing
+            // around it (as rechunk's --array does) is issue 15's work for convert.
+            Node::Unsupported { reason, .. } => return Err(OpsError::Refused(reason)),
         }
     }
     Ok(Source::Zarr {

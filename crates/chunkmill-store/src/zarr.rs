@@ -211,6 +211,15 @@ pub enum Node {
     Array(ArrayInfo),
     /// A group.
     Group(GroupInfo),
+    /// An array whose metadata this build cannot read (a data type or codec it lacks, or a
+    /// malformed document): listed rather than failing the listing, so that a job refuses it
+    /// only when it chooses it.
+    Unsupported {
+        /// Path inside the store.
+        path: String,
+        /// Why, as the metadata error says it.
+        reason: String,
+    },
 }
 
 fn key(path: &str, name: &str) -> String {
@@ -456,8 +465,14 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
     paths.dedup();
     let mut nodes = Vec::new();
     for path in paths {
-        if let Some(node) = read_node(store, &path)? {
-            nodes.push(node);
+        match read_node(store, &path) {
+            Ok(Some(node)) => nodes.push(node),
+            Ok(None) => {}
+            Err(e @ ZarrError::Metadata { .. }) => nodes.push(Node::Unsupported {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) => return Err(e),
         }
     }
     Ok(nodes)

@@ -217,6 +217,7 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     }
     let mut arrays = Vec::new();
     let mut groups = Vec::new();
+    let mut unsupported = Vec::new();
     for node in &nodes {
         match node {
             Node::Group(g) => groups.push(
@@ -244,13 +245,16 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
                     "nbytes": info.nbytes(), "attributes": info.attributes, "stored_objects": stored,
                 }));
             }
+            Node::Unsupported { path, reason } => unsupported.push(json!({
+                "path": path, "unsupported": reason,
+            })),
         }
     }
     if a.json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"url": store.url(), "groups": groups, "arrays": arrays})
+                &json!({"url": store.url(), "groups": groups, "arrays": arrays, "unsupported": unsupported})
             )
             .unwrap_or_default()
         );
@@ -270,7 +274,7 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     }
     for (a, node) in arrays.iter().zip(nodes.iter().filter_map(|n| match n {
         Node::Array(i) => Some(i),
-        Node::Group(_) => None,
+        Node::Group(_) | Node::Unsupported { .. } => None,
     })) {
         println!(
             "array {}  v{}  {} {:?}  chunks {}{}  dims {}  fill {}  codec {}  {}",
@@ -300,6 +304,9 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
             ),
             human(node.nbytes()),
         );
+    }
+    for u in &unsupported {
+        println!("array {}  unsupported: {}", u["path"], u["unsupported"]);
     }
     Ok(())
 }

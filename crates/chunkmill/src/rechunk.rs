@@ -251,6 +251,7 @@ pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
         "work_dir": job.work_dir,
         "temp": job.temp,
         "arrays": job.arrays,
+        "left_out": job.left_out,
         "stages": stages,
     })
 }
@@ -316,6 +317,7 @@ pub fn print_plan(job: &RechunkJob, budget: BudgetOrigin) {
 /// `chunkmill plan rechunk`.
 pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
     let job = plan_rechunk(&options(a)?)?;
+    warn_left_out(&job);
     let (_, origin) = resolve_budget(&a.target, &a.plan, &a.common)?;
     if a.common.report.json {
         let mut value = plan_json(&job);
@@ -328,6 +330,14 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
         print_plan(&job, origin);
     }
     Ok(())
+}
+
+/// One warning per array of the source the job leaves out because it cannot read it (always
+/// shown: the target lacks what the source has).
+fn warn_left_out(job: &RechunkJob) {
+    for line in &job.left_out {
+        eprintln!("chunkmill: warning: {line}");
+    }
 }
 
 /// How `--json` names where the budget came from.
@@ -352,6 +362,7 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let opts = options(a)?;
     let (_, origin) = resolve_budget(&a.target, &a.plan, &a.common)?;
     let job = plan_rechunk(&opts)?;
+    warn_left_out(&job);
     // After planning, so that a refused job prints its one error line only.
     announce_budget(opts.max_mem, origin, &a.common);
     let job = if opts.resume && !opts.overwrite {
