@@ -24,7 +24,7 @@
 //! coordinate itself is loaded, so its values are concatenated and inlined whatever its
 //! chunking (a NetCDF-4 unlimited `time` is often one 512-element chunk per file).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -79,6 +79,10 @@ pub struct CombineOptions {
     /// Arrays the job leaves out, where it can (`convert --drop`): not compared, and the
     /// refusal of a difference suggests `--drop`. `None` where there is no such choice.
     pub dropped: Option<Vec<String>>,
+    /// The variables the job asks for (`convert --variables`), `None` for all: the others
+    /// (except the coordinates of their dimensions) are left out before any check, so that a
+    /// variable nobody asked for cannot block the job.
+    pub keep: Option<Vec<String>>,
     /// Threads reading the arrays compared (0: one).
     pub threads: usize,
 }
@@ -93,6 +97,24 @@ enum Role {
 /// The last part of an array key (`"g/air"` → `"air"`).
 fn base_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
+}
+
+/// The keys of the arrays `keep` names (by key or by last segment) in any input, with the
+/// coordinates of their dimensions: what convert's `--variables` writes.
+fn wanted(parts: &[VirtualDataset], keep: &[String]) -> BTreeSet<String> {
+    let chosen = |key: &str| keep.iter().any(|n| n == key || n == base_name(key));
+    let dims: BTreeSet<&str> = parts
+        .iter()
+        .flat_map(|p| p.arrays.iter())
+        .filter(|(key, _)| chosen(key))
+        .flat_map(|(_, array)| array.metadata.dimension_names.iter().map(String::as_str))
+        .collect();
+    parts
+        .iter()
+        .flat_map(|p| p.arrays.keys())
+        .filter(|key| chosen(key) || dims.contains(base_name(key)))
+        .cloned()
+        .collect()
 }
 
 /// JSON values equal, numbers by value (`1 == 1.0`).
@@ -206,8 +228,20 @@ fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
 /// [`Error::Combine`] for a partial chunk before the last input, an identical-dims variable
 /// that was not loaded, or an array without the concat dimension whose values differ.
 pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<VirtualDataset> {
+    let mut parts = parts;
+    if let Some(keep) = &options.keep {
+        let wanted = wanted(&parts, keep);
+        // A name no input has is the job's to refuse, listing the variables there are.
+        let all_found = keep
+            .iter()
+            .all(|n| wanted.iter().any(|k| k == n || base_name(k) == n));
+        if all_found {
+            for p in &mut parts {
+                p.arrays.retain(|key, _| wanted.contains(key));
+            }
+        }
+    }
     let Some(dim) = options.concat_dim.as_deref() else {
-        let mut parts = parts;
         return match parts.len() {
             0 => Err(Error::Usage("no input to combine".into())),
             1 => Ok(parts.remove(0)),
@@ -232,11 +266,16 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
                 first: first.name.clone(),
             }))
         };
+        // The way around it, in the words of the command that combines.
+        let around = |key: &str| match options.dropped {
+            Some(_) => "; choose the variables to convert with --variables".to_string(),
+            None => format!("; leave it out with --drop {}", base_name(key)),
+        };
         if let Some(key) = first.arrays.keys().find(|k| !p.arrays.contains_key(*k)) {
-            return Err(mismatch(key, "absent", "present"));
+            return Err(mismatch(key, "absent", &format!("present{}", around(key))));
         }
         if let Some(key) = p.arrays.keys().find(|k| !first.arrays.contains_key(*k)) {
-            return Err(mismatch(key, "present", "absent"));
+            return Err(mismatch(key, "present", &format!("absent{}", around(key))));
         }
     }
 

@@ -105,6 +105,9 @@ pub struct VirtualizeOptions {
     /// Variables the job leaves out afterwards (`convert --drop`): not compared; `None`
     /// where the job cannot leave variables out (see [`CombineOptions::dropped`]).
     pub dropped: Option<Vec<String>>,
+    /// The variables the job asks for (`convert --variables`), `None` for all: see
+    /// [`CombineOptions::keep`].
+    pub keep: Option<Vec<String>>,
     /// Chunks stored in fewer bytes are inlined (kerchunk's default, 500); so are variables
     /// that cannot be referenced and decode to fewer bytes.
     pub inline_threshold: u64,
@@ -157,6 +160,7 @@ impl VirtualizeOptions {
             identical_dims: Vec::new(),
             compat: Compat::Equals,
             dropped: None,
+            keep: None,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             drop: Vec::new(),
             skip_bad: false,
@@ -180,6 +184,7 @@ impl fmt::Debug for VirtualizeOptions {
             .field("identical_dims", &self.identical_dims)
             .field("compat", &self.compat)
             .field("dropped", &self.dropped)
+            .field("keep", &self.keep)
             .field("inline_threshold", &self.inline_threshold)
             .field("drop", &self.drop)
             .field("skip_bad", &self.skip_bad)
@@ -576,6 +581,7 @@ pub fn build(
             identical_dims: options.identical_dims.clone(),
             compat: options.compat,
             dropped: options.dropped.clone(),
+            keep: options.keep.clone(),
             threads,
         },
     )?;

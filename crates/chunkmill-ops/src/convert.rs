@@ -433,6 +433,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             identical_dims: options.identical_dims.clone(),
             compat: options.compat,
             dropped: Some(options.drop.clone()),
+            keep: (!options.variables.is_empty()).then(|| options.variables.clone()),
             threads: 0,
         },
         &options.allow_refs,
@@ -457,7 +458,14 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for name in options.variables.iter().chain(&options.drop) {
+    // With --variables, the combine left out what was not asked for: a --drop of one of those
+    // has nothing to do.
+    let checked_drops = if options.variables.is_empty() {
+        options.drop.as_slice()
+    } else {
+        &[]
+    };
+    for name in options.variables.iter().chain(checked_drops) {
         if find(name).is_none() {
             return Err(OpsError::Refused(format!(
                 "{source_name}: no variable '{name}'; variables: {}",

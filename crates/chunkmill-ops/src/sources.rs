@@ -135,6 +135,7 @@ pub fn open(
     options.identical_dims.clone_from(&combine.identical_dims);
     options.compat = combine.compat;
     options.dropped.clone_from(&combine.dropped);
+    options.keep.clone_from(&combine.keep);
     // Small chunks stay references: the reader fetches what it needs.
     options.inline_threshold = 0;
     // szip, nbit and scaleoffset are decoded by hdf5-reader's own filters.
