@@ -111,16 +111,21 @@ impl Hdf5Reader {
         }
     }
 
-    /// Where the data of `variable` is.
-    pub(crate) fn data_refs(&self, variable: &Variable) -> Result<DataRefs> {
+    /// The dataset of `variable`, from the inventory's cache when it is there.
+    fn dataset(&self, variable: &Variable) -> Result<Dataset> {
         let cached = self.datasets.lock().get(&variable.path).cloned();
-        let ds = match cached {
-            Some(ds) => ds,
+        match cached {
+            Some(ds) => Ok(ds),
             None => self
                 .file
                 .dataset(&variable.path)
-                .map_err(self.h5_error(&variable.path))?,
-        };
+                .map_err(self.h5_error(&variable.path)),
+        }
+    }
+
+    /// Where the data of `variable` is.
+    pub(crate) fn data_refs(&self, variable: &Variable) -> Result<DataRefs> {
+        let ds = self.dataset(variable)?;
         let header = self
             .file
             .get_or_parse_header(ds.address())
@@ -130,15 +135,9 @@ impl Hdf5Reader {
 
     /// The text of every element of a string variable.
     pub(crate) fn read_strings(&self, variable: &Variable) -> Result<Vec<String>> {
-        let cached = self.datasets.lock().get(&variable.path).cloned();
-        let ds = match cached {
-            Some(ds) => ds,
-            None => self
-                .file
-                .dataset(&variable.path)
-                .map_err(self.h5_error(&variable.path))?,
-        };
-        ds.read_strings().map_err(self.h5_error(&variable.path))
+        self.dataset(variable)?
+            .read_strings()
+            .map_err(self.h5_error(&variable.path))
     }
 
     /// Walks every group and builds the inventory.
