@@ -365,7 +365,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         serde_json::to_value(&record).unwrap_or_default(),
     )];
     work_files.extend(prepared.references());
-    let inputs = crate::safety::inputs_of(options, &prepared.source);
+    let inputs = crate::convert::inputs_of(options, &prepared.source);
     Ok(ConvertJob {
         job: RechunkJob {
             plan,
@@ -379,7 +379,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             existing_target: true,
             resize,
             work_files,
-            write_url: crate::safety::write_url(run, &prepared.work_dir, &inputs, true)?,
+            write_url: crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, true)?,
             inputs,
             left_out: Vec::new(),
         },

@@ -311,8 +311,8 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let prepared = prepare(options)?;
     let run = &options.run;
     let (context_parts, temp) = budget(options, &prepared)?;
-    let inputs = crate::safety::inputs_of(options, &prepared.source);
-    let write_url = crate::safety::write_url(run, &prepared.work_dir, &inputs, false)?;
+    let inputs = inputs_of(options, &prepared.source);
+    let write_url = crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, false)?;
     let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let context = context_parts.context(run, &target, &temp);
     let mut stages = Vec::new();
@@ -941,6 +941,25 @@ pub fn run_planned(
 #[must_use]
 pub fn default_codec() -> Compressor {
     Compressor::Zstd(1)
+}
+
+/// Everything a conversion reads (what its target, work dir and temp must stay apart from): its inputs as given (globs and `@lists` expanded) and the
+/// files its references point at.
+pub(crate) fn inputs_of(options: &ConvertOptions, source: &Source) -> Vec<String> {
+    let mut inputs: Vec<String> = match chunkmill_manifest::expand_inputs(&options.inputs) {
+        Ok(expanded) => expanded
+            .iter()
+            .map(chunkmill_manifest::Input::url)
+            .collect(),
+        // The sources were opened, so this does not happen; the inputs as given still count.
+        Err(_) => options.inputs.clone(),
+    };
+    if let Source::Virtual(dataset) = source {
+        inputs.extend(dataset.urls.iter().cloned());
+    }
+    inputs.sort();
+    inputs.dedup();
+    inputs
 }
 
 #[cfg(test)]

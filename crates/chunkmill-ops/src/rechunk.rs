@@ -116,6 +116,17 @@ pub struct RechunkOptions {
     pub prepare_only: bool,
 }
 
+impl RechunkOptions {
+    /// The paths the safety checks judge.
+    pub(crate) fn paths(&self) -> crate::safety::JobPaths<'_> {
+        crate::safety::JobPaths {
+            target: &self.target,
+            temp: self.temp.as_deref(),
+            overwrite: self.overwrite,
+        }
+    }
+}
+
 /// One array's part of the job, for the plan printout.
 #[derive(Clone, Debug, Serialize)]
 pub struct ArrayPlan {
@@ -485,7 +496,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         .clone()
         .unwrap_or_else(|| default_work_dir(&options.target));
     let inputs = vec![options.source.clone()];
-    let write_url = safety::write_url(options, &work_dir, &inputs, false)?;
+    let write_url = safety::write_url(options.paths(), &work_dir, &inputs, false)?;
     let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let (temp_url, temp) = temp_store(options, &work)?;
@@ -943,7 +954,7 @@ pub fn run_job(
     let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let write = Store::open(&job.write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    safety::check_paths(options, &job.work_dir, &job.inputs)?;
+    safety::check_paths(options.paths(), &job.work_dir, &job.inputs)?;
     let locks = safety::lock(
         &options.target,
         &work,

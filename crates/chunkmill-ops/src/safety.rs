@@ -8,8 +8,18 @@ use std::path::{Path, PathBuf};
 use chunkmill_store::guard::{self, Existing, GuardError, Lock, Protected};
 use chunkmill_store::Store;
 
-use crate::rechunk::RechunkOptions;
 use crate::OpsError;
+
+/// Where a job writes, as its options say: the paths [`check_paths`] and [`write_url`] judge.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JobPaths<'a> {
+    /// The target as given.
+    pub target: &'a str,
+    /// `--temp`, if given.
+    pub temp: Option<&'a str>,
+    /// `--overwrite`.
+    pub overwrite: bool,
+}
 
 /// The work dir's lock file (or lease object).
 pub(crate) const LOCK_KEY: &str = "lock";
@@ -39,16 +49,16 @@ fn open(url: &str) -> Result<Store, OpsError> {
 /// # Errors
 /// [`OpsError::Refused`] naming the path.
 pub(crate) fn check_paths(
-    options: &RechunkOptions,
+    options: JobPaths<'_>,
     work_dir: &str,
     inputs: &[String],
 ) -> Result<(), OpsError> {
     let mut protected: Vec<Protected> = inputs.iter().map(Protected::input).collect();
-    guard::check_apart("the target", &options.target, &protected)?;
-    guard::check_not_inside_zarr("the target", &options.target)?;
+    guard::check_apart("the target", options.target, &protected)?;
+    guard::check_not_inside_zarr("the target", options.target)?;
     protected.push(Protected {
         what: "the target",
-        url: options.target.clone(),
+        url: options.target.to_string(),
     });
     guard::check_apart("the work dir", work_dir, &protected)?;
     let work = open(work_dir)?;
@@ -61,7 +71,7 @@ pub(crate) fn check_paths(
             "{work_dir}: the work dir exists and is not a chunkmill work dir (no plan.json); give another --work-dir"
         )));
     }
-    if let Some(temp) = &options.temp {
+    if let Some(temp) = options.temp {
         let role = "the intermediates dir (--temp)";
         guard::check_apart(role, temp, &protected)?;
         let store = open(temp)?;
@@ -118,14 +128,14 @@ fn failed(e: impl std::fmt::Display) -> OpsError {
 /// [`OpsError::Refused`] for paths that collide, or an existing target that is not a Zarr
 /// store.
 pub(crate) fn write_url(
-    options: &RechunkOptions,
+    options: JobPaths<'_>,
     work_dir: &str,
     inputs: &[String],
     in_place: bool,
 ) -> Result<String, OpsError> {
     check_paths(options, work_dir, inputs)?;
-    let target = open(&options.target)?;
-    let existing = guard::existing_zarr(&target, &options.target)?;
+    let target = open(options.target)?;
+    let existing = guard::existing_zarr(&target, options.target)?;
     if in_place || !options.overwrite || existing != Existing::Zarr {
         return Ok(target.url().to_string());
     }
@@ -282,26 +292,4 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             Ok(())
         }
     }
-}
-
-/// Everything a conversion reads: its inputs as given (globs and `@lists` expanded) and the
-/// files its references point at.
-pub(crate) fn inputs_of(
-    options: &crate::convert::ConvertOptions,
-    source: &crate::sources::Source,
-) -> Vec<String> {
-    let mut inputs: Vec<String> = match chunkmill_manifest::expand_inputs(&options.inputs) {
-        Ok(expanded) => expanded
-            .iter()
-            .map(chunkmill_manifest::Input::url)
-            .collect(),
-        // The sources were opened, so this does not happen; the inputs as given still count.
-        Err(_) => options.inputs.clone(),
-    };
-    if let crate::sources::Source::Virtual(dataset) = source {
-        inputs.extend(dataset.urls.iter().cloned());
-    }
-    inputs.sort();
-    inputs.dedup();
-    inputs
 }
