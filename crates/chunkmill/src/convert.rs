@@ -111,7 +111,7 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
         ));
     }
     let mut run = run_options(
-        &chunkmill_ops::sources::describe(inputs),
+        &chunkmill_ops::convert::sources::describe(inputs),
         target,
         &[],
         &a.plan,

@@ -141,7 +141,7 @@ pub fn run_options(
         .transpose()
         .map_err(|e: String| Failure::usage(format!("--codec: {e}")))?;
     if let Some(report) = &common.report_file {
-        chunkmill_ops::report::check_output_path("--report", Path::new(report), false)?;
+        chunkmill_ops::job::report::check_output_path("--report", Path::new(report), false)?;
     }
     let workers = common.workers.unwrap_or_else(crate::default_workers);
     if workers == 0 {

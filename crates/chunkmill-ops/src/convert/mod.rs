@@ -2,7 +2,7 @@
 //! new chunks, a selection and transforms, in parallel and within a memory budget.
 //!
 //! The job, top-down:
-//! 1. open the inputs ([`crate::sources`]): files are scanned and combined as `virtualize`
+//! 1. open the inputs ([`sources`]): files are scanned and combined as `virtualize`
 //!    does (every check included), references read, or a Zarr store listed;
 //! 2. choose the arrays (`--variables`, `--drop`, and the coordinates of the chosen ones);
 //! 3. resolve the selection per dimension (`--select` by coordinate value, CF times
@@ -28,19 +28,27 @@ use chunkmill_store::Store;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::rechunk::{
-    display_path, is_coordinate, last_segment, medium_cost, plan_array, run_job, temp_store,
-    ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport, WorkFile,
+pub mod append;
+mod selection;
+pub mod sources;
+mod tiles;
+
+use chunkmill_exec::budget::Budget;
+
+use crate::job::plan::{
+    display_path, is_coordinate, last_segment, medium_cost, plan_array, temp_store, ArrayJob,
+    PlanContext,
 };
-use crate::selection::{
+use crate::job::{run_job, RechunkJob, RechunkOptions, RechunkReport, WorkFile};
+use crate::values::Numeric;
+use crate::OpsError;
+use selection::{
     aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
     value_range, window_axis, Bound,
 };
-pub use crate::selection::{IndexSelection, ValueSelection};
-use crate::sources::{self, Source, SourceArray};
-use crate::tiles::Tiling;
-use crate::values::Numeric;
-use crate::OpsError;
+pub use selection::{IndexSelection, ValueSelection};
+use sources::{Source, SourceArray};
+use tiles::Tiling;
 
 /// CF attributes that `--decode-cf` applies and then removes.
 const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue", "missing_value"];
@@ -306,7 +314,7 @@ impl Renames<'_> {
 /// `--strict-alignment`, or a budget no plan fits.
 pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     if options.append.is_some() {
-        return crate::append::plan_append(options);
+        return append::plan_append(options);
     }
     let prepared = prepare(options)?;
     let run = &options.run;
@@ -314,7 +322,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let inputs = inputs_of(options, &prepared.source);
     let write_url = crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, false)?;
     let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let context = context_parts.context(run, &target, &temp);
+    let context = PlanContext::new(context_parts, run, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -423,7 +431,7 @@ impl Prepared {
 #[allow(clippy::too_many_lines)]
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.run;
-    crate::rechunk::check_format(run)?;
+    crate::job::plan::check_format(run)?;
     let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let (source, notes) = sources::open(
         &options.inputs,
@@ -641,7 +649,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let work_dir = run
         .work_dir
         .clone()
-        .unwrap_or_else(|| crate::rechunk::default_work_dir(target.url()));
+        .unwrap_or_else(|| crate::job::plan::default_work_dir(target.url()));
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let references_url = work.join("sources.json");
     let tiling = if options.tile.is_empty() {

@@ -20,10 +20,11 @@ use chunkmill_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::convert::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
-use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob, WorkFile};
-use crate::selection::element_values;
-use crate::sources::{self, Source, SourceArray};
+use super::selection::element_values;
+use super::sources::{self, Source, SourceArray};
+use super::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
+use crate::job::plan::{medium_cost, plan_array, ArrayJob, PlanContext};
+use crate::job::{RechunkJob, WorkFile};
 use crate::OpsError;
 
 /// What an append adds: kept in the work dir so that a resumed append plans the same tasks.
@@ -189,7 +190,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     // The cache's chunks are kept (each array is planned with its own), and its shards.
     let mut keep_chunks = run.clone();
     keep_chunks.shards = None;
-    let context = budget_parts.context(&keep_chunks, &target, &temp);
+    let context = PlanContext::new(budget_parts, &keep_chunks, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -365,7 +366,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         serde_json::to_value(&record).unwrap_or_default(),
     )];
     work_files.extend(prepared.references());
-    let inputs = crate::convert::inputs_of(options, &prepared.source);
+    let inputs = super::inputs_of(options, &prepared.source);
     Ok(ConvertJob {
         job: RechunkJob {
             plan,
@@ -434,14 +435,14 @@ fn refuse_other_chunks(
     old_len: u64,
 ) -> Result<(), OpsError> {
     // Tiles fix their own chunks, and a coordinate is written as one chunk whatever --chunks.
-    if output.chunks.is_some() || crate::rechunk::is_coordinate(&output.info) {
+    if output.chunks.is_some() || crate::job::plan::is_coordinate(&output.info) {
         return Ok(());
     }
     let mut info = output.info.clone();
     if let Some(len) = info.shape.get_mut(axis) {
         *len += old_len;
     }
-    let Some(asked) = crate::rechunk::resolve(&options.run.chunks, &info, cache_chunks)? else {
+    let Some(asked) = crate::job::plan::resolve(&options.run.chunks, &info, cache_chunks)? else {
         return Ok(());
     };
     let fits = asked
