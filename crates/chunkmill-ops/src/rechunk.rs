@@ -18,10 +18,21 @@ use crate::job::plan::{
     check_format, default_work_dir, display_path, is_coordinate, last_segment, medium_cost,
     plan_array, temp_store, ArrayJob, PlanContext,
 };
-pub use crate::job::{
-    human, run_job, Executor, RechunkJob, RechunkOptions, RechunkReport, SlurmExecutor,
-};
+use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout};
 use crate::spec::ChunkSpec;
+
+/// Everything `chunkmill rechunk` is asked.
+#[derive(Clone, Debug)]
+pub struct RechunkOptions {
+    /// Source store URL.
+    pub source: String,
+    /// Only these arrays (and their coordinates).
+    pub arrays: Vec<String>,
+    /// Target chunks, shards, codec and format.
+    pub layout: TargetLayout,
+    /// Target, budget, executor and the rest of the run.
+    pub job: JobOptions,
+}
 use crate::{safety, OpsError};
 
 /// Plan a rechunk without running or writing anything.
@@ -30,8 +41,8 @@ use crate::{safety, OpsError};
 /// [`OpsError::Usage`] for a malformed request, [`OpsError::Refused`] for missing or
 /// inconsistent inputs or a budget no plan fits.
 #[allow(clippy::too_many_lines)]
-pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
-    check_format(options)?;
+pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
+    check_format(&options.layout)?;
     let source = Store::open(&options.source).map_err(|e| OpsError::Usage(e.to_string()))?;
     if source.kind() == StoreKind::Local
         && !std::path::Path::new(source.url().trim_start_matches("file://")).exists()
@@ -114,7 +125,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         chosen
     };
 
-    if let ChunkSpec::ByAxis(_) = options.chunks {
+    if let ChunkSpec::ByAxis(_) = options.layout.chunks {
         let data: Vec<&ArrayInfo> = selected.iter().filter(|a| !is_coordinate(a)).collect();
         if data.len() != 1 && selected.len() != 1 {
             return Err(OpsError::Usage(format!(
@@ -123,7 +134,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
             )));
         }
     }
-    if let ChunkSpec::ByName(named) = &options.chunks {
+    if let ChunkSpec::ByName(named) = &options.layout.chunks {
         let known: Vec<String> = selected
             .iter()
             .flat_map(|a| a.dimension_names.clone().unwrap_or_default())
@@ -148,16 +159,17 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
     }
 
     let work_dir = options
+        .job
         .work_dir
         .clone()
-        .unwrap_or_else(|| default_work_dir(&options.target));
+        .unwrap_or_else(|| default_work_dir(&options.job.target));
     let inputs = vec![options.source.clone()];
-    let write_url = safety::write_url(options.paths(), &work_dir, &inputs, false)?;
+    let write_url = safety::write_url(options.job.paths(), &work_dir, &inputs, false)?;
     let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let (temp_url, temp) = temp_store(options, &work)?;
-    let budget = Budget::for_max_mem(options.max_mem);
-    let context = PlanContext::new(budget, options, &target, &temp);
+    let (temp_url, temp) = temp_store(&options.job, &work)?;
+    let budget = Budget::for_max_mem(options.job.max_mem);
+    let context = PlanContext::new(budget, &options.layout, &options.job, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -187,10 +199,12 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
         summaries.push(planned.summary);
         specs.push(planned.spec);
     }
-    let plan =
-        Plan::new("rechunk", options.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
-    Ok(RechunkJob {
+    let plan = Plan::new("rechunk", options.job.max_mem, stages, cleanup)
+        .with_urls(crate::work::absolute_url);
+    Ok(Job {
         plan,
+        source: options.source.clone(),
+        zarr_format: options.layout.zarr_format,
         arrays: summaries,
         groups,
         specs,
@@ -215,6 +229,6 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<RechunkJob, OpsError> {
 pub fn run_rechunk(
     options: &RechunkOptions,
     on_event: &(dyn Fn(&Event) + Sync),
-) -> Result<RechunkReport, OpsError> {
-    run_job(&plan_rechunk(options)?, options, on_event)
+) -> Result<JobReport, OpsError> {
+    run_job(&plan_rechunk(options)?, &options.job, on_event)
 }

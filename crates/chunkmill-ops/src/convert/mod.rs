@@ -39,7 +39,7 @@ use crate::job::plan::{
     display_path, is_coordinate, last_segment, medium_cost, plan_array, temp_store, ArrayJob,
     PlanContext,
 };
-use crate::job::{run_job, RechunkJob, RechunkOptions, RechunkReport, WorkFile};
+use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout, WorkFile};
 use crate::values::Numeric;
 use crate::OpsError;
 use selection::{
@@ -58,9 +58,10 @@ const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue
 pub struct ConvertOptions {
     /// Inputs: paths, globs, `s3://` URLs, `@lists`; or one reference file or Zarr store.
     pub inputs: Vec<String>,
-    /// Target, chunks, codec, budget, executor and the rest, as for rechunk (`source` only
-    /// names the inputs in reports, as [`sources::describe`] does; `arrays` unused).
-    pub run: RechunkOptions,
+    /// Target chunks, shards, codec and format.
+    pub layout: TargetLayout,
+    /// Target, budget, executor and the rest of the run.
+    pub job: JobOptions,
     /// Only these variables (and their coordinates); all when empty.
     pub variables: Vec<String>,
     /// Variables left out.
@@ -115,7 +116,7 @@ pub struct Misalignment {
 #[derive(Clone, Debug)]
 pub struct ConvertJob {
     /// The plan and the target's metadata, run as a rechunk is.
-    pub job: RechunkJob,
+    pub job: Job,
     /// Selections that cut through source chunks.
     pub misaligned: Vec<Misalignment>,
     /// Set when an append finds every input value already in the cache: nothing runs.
@@ -317,12 +318,12 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         return append::plan_append(options);
     }
     let prepared = prepare(options)?;
-    let run = &options.run;
+    let run = &options.job;
     let (context_parts, temp) = budget(options, &prepared)?;
     let inputs = inputs_of(options, &prepared.source);
     let write_url = crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, false)?;
     let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let context = PlanContext::new(context_parts, run, &target, &temp);
+    let context = PlanContext::new(context_parts, &options.layout, run, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -349,10 +350,14 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let plan =
         Plan::new("convert", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     let keys: Vec<&str> = specs.iter().map(|s| s.path.as_str()).collect();
-    let groups = prepared.source.groups_for(&keys, run.zarr_format);
+    let groups = prepared
+        .source
+        .groups_for(&keys, options.layout.zarr_format);
     Ok(ConvertJob {
-        job: RechunkJob {
+        job: Job {
             plan,
+            source: sources::describe(&options.inputs),
+            zarr_format: options.layout.zarr_format,
             arrays: summaries,
             groups,
             specs,
@@ -379,8 +384,8 @@ pub(crate) fn budget(
     prepared: &Prepared,
 ) -> Result<(Budget, Store), OpsError> {
     let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let (_, temp) = temp_store(&options.run, &work)?;
-    Ok((Budget::for_max_mem(options.run.max_mem), temp))
+    let (_, temp) = temp_store(&options.job, &work)?;
+    Ok((Budget::for_max_mem(options.job.max_mem), temp))
 }
 
 /// One array of the target: what it holds and how the first stage reads it.
@@ -430,8 +435,8 @@ impl Prepared {
 /// Opens the inputs and resolves the selection, transforms and names into output arrays.
 #[allow(clippy::too_many_lines)]
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
-    let run = &options.run;
-    crate::job::plan::check_format(run)?;
+    let run = &options.job;
+    crate::job::plan::check_format(&options.layout)?;
     let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let (source, notes) = sources::open(
         &options.inputs,
@@ -763,11 +768,11 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .map(|d| d.as_ref().map(|d| renames.apply(d)))
             .collect();
         let (fill_value, zarr_format) = if decode && out_type.is_float() {
-            (Value::String("NaN".into()), run.zarr_format)
+            (Value::String("NaN".into()), options.layout.zarr_format)
         } else if decode {
             // Unpacked, then cast to integers (masked values written as 0): the packing
             // attributes stay removed, or readers would unpack the values a second time.
-            (Value::from(0), run.zarr_format)
+            (Value::from(0), options.layout.zarr_format)
         } else {
             // As the source's Zarr view has them: a virtual array's `_FillValue` is its fill
             // value, which the target's format then carries its own way.
@@ -819,7 +824,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         };
         let tiled = tiling
             .as_ref()
-            .map(|t| t.apply(output.clone(), &dims, &options.run.chunks, &renames))
+            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, &renames))
             .transpose()?
             .flatten();
         if let Some((tiled, amplification)) = tiled {
@@ -919,7 +924,7 @@ fn is_time_like(attributes: &Map<String, Value>) -> bool {
 pub fn run_convert(
     options: &ConvertOptions,
     on_event: &(dyn Fn(&Event) + Sync),
-) -> Result<RechunkReport, OpsError> {
+) -> Result<JobReport, OpsError> {
     let job = plan_convert(options)?;
     run_planned(&job, options, on_event)
 }
@@ -932,17 +937,17 @@ pub fn run_planned(
     job: &ConvertJob,
     options: &ConvertOptions,
     on_event: &(dyn Fn(&Event) + Sync),
-) -> Result<RechunkReport, OpsError> {
+) -> Result<JobReport, OpsError> {
     if job.nothing_new.is_some() {
-        return Ok(RechunkReport::without_tasks(
+        return Ok(JobReport::without_tasks(
             &job.job.plan.plan_id,
             0,
             0,
-            options.run.max_mem,
+            options.job.max_mem,
             true,
         ));
     }
-    run_job(&job.job, &options.run, on_event)
+    run_job(&job.job, &options.job, on_event)
 }
 
 /// The compressor a conversion writes when none is asked for.

@@ -19,17 +19,22 @@ use chunkmill_store::zarr::{self, ArraySpec, GroupInfo};
 use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
 
-pub use options::{Executor, RechunkOptions, SlurmExecutor};
+pub use options::{Executor, JobOptions, SlurmExecutor, TargetLayout};
 pub use plan::ArrayPlan;
 
 use crate::tasks::StageRunner;
 use crate::{safety, OpsError};
 
-/// A planned rechunk: the plan and what the target will hold.
+/// A planned job: the plan and what the target will hold, as every job hands it to
+/// [`run_job`].
 #[derive(Clone, Debug)]
-pub struct RechunkJob {
+pub struct Job {
     /// The plan.
     pub plan: Plan,
+    /// What the job reads, as messages, the lock and the report name it.
+    pub source: String,
+    /// The Zarr format of the groups the run creates.
+    pub zarr_format: u8,
     /// Per-array summary.
     pub arrays: Vec<ArrayPlan>,
     /// Groups to create in the target.
@@ -70,9 +75,9 @@ pub enum WorkFile {
     References(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String),
 }
 
-/// What a finished rechunk did.
+/// What a finished job did.
 #[derive(Clone, Debug, Serialize)]
-pub struct RechunkReport {
+pub struct JobReport {
     /// The plan id.
     pub plan_id: String,
     /// Arrays rechunked.
@@ -101,7 +106,7 @@ pub struct RechunkReport {
     pub already_complete: bool,
 }
 
-impl RechunkReport {
+impl JobReport {
     /// The report of a run that ran no task: the job was already complete, or only prepared.
     pub(crate) fn without_tasks(
         plan_id: &str,
@@ -221,7 +226,7 @@ fn failed(e: impl std::fmt::Display) -> OpsError {
     OpsError::Failed(e.to_string())
 }
 
-/// Run a rechunk planned by [`plan_rechunk`] with the same options.
+/// Run a job planned by a job (rechunk, convert) with the same options.
 ///
 /// Before the first write the job takes its locks (a second job on the same target or work
 /// dir is refused, naming the first) and checks its paths again (see [`crate::safety`]). An
@@ -229,12 +234,13 @@ fn failed(e: impl std::fmt::Display) -> OpsError {
 /// once complete; a resumed run first sweeps the temporary files a killed run left.
 ///
 /// # Errors
-/// As [`run_rechunk`].
+/// [`OpsError::Refused`] when the target exists (without `--overwrite`) or the work dir belongs
+/// to another plan; [`OpsError::Failed`] when tasks fail after retries.
 pub fn run_job(
-    job: &RechunkJob,
-    options: &RechunkOptions,
+    job: &Job,
+    options: &JobOptions,
     on_event: &(dyn Fn(&Event) + Sync),
-) -> Result<RechunkReport, OpsError> {
+) -> Result<JobReport, OpsError> {
     let plan = &job.plan;
     let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let write = Store::open(&job.write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
@@ -243,13 +249,13 @@ pub fn run_job(
     let locks = safety::lock(
         &options.target,
         &work,
-        &format!("{} {} → {}", plan.job, options.source, options.target),
+        &format!("{} {} → {}", plan.job, job.source, options.target),
     )?;
     let staging = safety::staging(&target, &job.write_url);
     let markers = Markers::new(work.clone(), &plan.plan_id);
     let resuming = is_resuming(job, options)?;
     if resuming && work.exists(&complete_key(plan)).map_err(failed)? {
-        let mut report = RechunkReport::without_tasks(
+        let mut report = JobReport::without_tasks(
             &plan.plan_id,
             job.specs.len(),
             job.arrays.iter().map(|a| a.nbytes).sum(),
@@ -264,7 +270,7 @@ pub fn run_job(
         if let Some(staging) = &staging {
             safety::swap(&work, &target, staging)?;
         }
-        let mut report = RechunkReport::without_tasks(
+        let mut report = JobReport::without_tasks(
             &plan.plan_id,
             job.specs.len(),
             job.arrays.iter().map(|a| a.nbytes).sum(),
@@ -280,9 +286,9 @@ pub fn run_job(
     } else {
         start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
     }
-    write_job_files(job, options, &work, &write)?;
+    write_job_files(job, &work, &write)?;
     if options.prepare_only {
-        return Ok(RechunkReport::without_tasks(
+        return Ok(JobReport::without_tasks(
             &plan.plan_id,
             job.specs.len(),
             job.arrays.iter().map(|a| a.nbytes).sum(),
@@ -315,7 +321,7 @@ pub fn run_job(
     )?;
 
     if let Some(path) = &options.report {
-        write_html_report(plan, options, &markers, &summary, path)?;
+        write_html_report(plan, &job.source, options, &markers, &summary, path)?;
     }
     zarr::write_consolidated(&write).map_err(failed)?;
     for (url, prefix) in &plan.cleanup {
@@ -328,7 +334,7 @@ pub fn run_job(
     if let Some(staging) = &staging {
         safety::swap(&work, &target, staging)?;
     }
-    let report = RechunkReport {
+    let report = JobReport {
         plan_id: plan.plan_id.clone(),
         arrays: job.arrays.len(),
         tasks_run: summary.tasks_run,
@@ -352,7 +358,7 @@ fn complete_key(plan: &Plan) -> String {
 
 /// Whether this run continues the one recorded in the work dir; refuses a `--resume` into a
 /// work dir of another job (without `--overwrite`).
-fn is_resuming(job: &RechunkJob, options: &RechunkOptions) -> Result<bool, OpsError> {
+fn is_resuming(job: &Job, options: &JobOptions) -> Result<bool, OpsError> {
     let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let previous = match work.get("plan.json").map_err(failed)? {
         Some(bytes) => Some(
@@ -379,8 +385,8 @@ fn is_resuming(job: &RechunkJob, options: &RechunkOptions) -> Result<bool, OpsEr
 /// what an earlier run left (the staging store, or on object stores the old target itself)
 /// and the markers of an earlier run of the same plan.
 fn start_afresh(
-    job: &RechunkJob,
-    options: &RechunkOptions,
+    job: &Job,
+    options: &JobOptions,
     target: &Store,
     staging: Option<&std::path::Path>,
     work: &Store,
@@ -419,12 +425,7 @@ fn start_afresh(
 /// the job writes, so a crash leaves a store whose arrays read as fill values (an append
 /// grows the arrays; consolidated metadata, which readers use, keeps the old shapes until the
 /// last task is done).
-fn write_job_files(
-    job: &RechunkJob,
-    options: &RechunkOptions,
-    work: &Store,
-    write: &Store,
-) -> Result<(), OpsError> {
+fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsError> {
     work.put("plan.json", job.plan.to_json().into_bytes())
         .map_err(failed)?;
     for file in &job.work_files {
@@ -439,7 +440,7 @@ fn write_job_files(
         zarr::resize(write, path, shape).map_err(|e| OpsError::Refused(e.to_string()))?;
     }
     for group in &job.groups {
-        zarr::create_group(write, &group.path, options.zarr_format, &group.attributes)
+        zarr::create_group(write, &group.path, job.zarr_format, &group.attributes)
             .map_err(failed)?;
     }
     for spec in &job.specs {
@@ -450,7 +451,8 @@ fn write_job_files(
 
 fn write_html_report(
     plan: &Plan,
-    options: &RechunkOptions,
+    source: &str,
+    options: &JobOptions,
     markers: &Markers,
     summary: &RunSummary,
     path: &std::path::Path,
@@ -461,7 +463,7 @@ fn write_html_report(
             records.push(report::TaskRecord::from_marker(i, task, &value));
         }
     }
-    let title = format!("rechunk {} → {}", options.source, options.target);
+    let title = format!("{} {source} → {}", plan.job, options.target);
     let page = report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
     std::fs::write(path, page)
         .map_err(|e| OpsError::Failed(format!("{}: cannot write the report: {e}", path.display())))
@@ -471,11 +473,11 @@ fn write_html_report(
 /// completion when it was given (`--work-dir`) or `--keep-work` asks, and is removed
 /// otherwise; the locks are released.
 fn close(
-    job: &RechunkJob,
-    options: &RechunkOptions,
+    job: &Job,
+    options: &JobOptions,
     work: &Store,
     markers: &Markers,
-    report: &RechunkReport,
+    report: &JobReport,
     locks: Vec<chunkmill_store::guard::Lock>,
 ) -> Result<(), OpsError> {
     markers.clear().map_err(failed)?;

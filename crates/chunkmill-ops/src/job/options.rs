@@ -33,27 +33,16 @@ pub struct SlurmExecutor {
     pub interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Everything `chunkmill rechunk` is asked.
+/// What every job is asked besides what it reads and how it lays out the target: where it
+/// writes, within what memory, on which executor, and how it resumes, replaces and reports.
 #[derive(Clone, Debug)]
-pub struct RechunkOptions {
-    /// Source store URL.
-    pub source: String,
+pub struct JobOptions {
     /// Target store URL.
     pub target: String,
-    /// Target chunks.
-    pub chunks: ChunkSpec,
     /// Memory budget of the process, bytes.
     pub max_mem: u64,
     /// Where intermediates go (default: under the work dir).
     pub temp: Option<String>,
-    /// Only these arrays (and their coordinates).
-    pub arrays: Vec<String>,
-    /// Target compressor; `None` keeps the source's.
-    pub codec: Option<Compressor>,
-    /// Target shard shape (v3 only).
-    pub shards: Option<ChunkSpec>,
-    /// Target Zarr format.
-    pub zarr_format: u8,
     /// Most tasks at once.
     pub workers: usize,
     /// Extra attempts per failed task.
@@ -75,7 +64,7 @@ pub struct RechunkOptions {
     pub prepare_only: bool,
 }
 
-impl RechunkOptions {
+impl JobOptions {
     /// The paths the safety checks judge.
     pub(crate) fn paths(&self) -> crate::safety::JobPaths<'_> {
         crate::safety::JobPaths {
@@ -84,4 +73,17 @@ impl RechunkOptions {
             overwrite: self.overwrite,
         }
     }
+}
+
+/// How the target's arrays are laid out: what every job that writes Zarr arrays is asked.
+#[derive(Clone, Debug)]
+pub struct TargetLayout {
+    /// Target chunks.
+    pub chunks: ChunkSpec,
+    /// Target shard shape (v3 only).
+    pub shards: Option<ChunkSpec>,
+    /// Target compressor; `None` keeps the source's.
+    pub codec: Option<Compressor>,
+    /// Target Zarr format.
+    pub zarr_format: u8,
 }

@@ -10,7 +10,7 @@ use chunkmill_store::zarr::{self, ArrayInfo, ArraySpec, Compressor, Encoding};
 use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
 
-use super::{human, RechunkOptions};
+use super::{human, JobOptions, TargetLayout};
 use crate::spec::ChunkSpec;
 use crate::OpsError;
 
@@ -138,14 +138,14 @@ pub(crate) fn default_work_dir(target: &str) -> String {
 }
 
 /// Refuses a Zarr format other than 2 or 3, and shards without v3.
-pub(crate) fn check_format(options: &RechunkOptions) -> Result<(), OpsError> {
-    if options.zarr_format != 2 && options.zarr_format != 3 {
+pub(crate) fn check_format(layout: &TargetLayout) -> Result<(), OpsError> {
+    if layout.zarr_format != 2 && layout.zarr_format != 3 {
         return Err(OpsError::Usage(format!(
             "--zarr-format must be 2 or 3, got {}",
-            options.zarr_format
+            layout.zarr_format
         )));
     }
-    if options.shards.is_some() && options.zarr_format != 3 {
+    if layout.shards.is_some() && layout.zarr_format != 3 {
         return Err(OpsError::Usage(
             "--shards needs Zarr v3 (--zarr-format 3)".into(),
         ));
@@ -155,7 +155,8 @@ pub(crate) fn check_format(options: &RechunkOptions) -> Result<(), OpsError> {
 
 /// What every array of a job is planned against.
 pub(crate) struct PlanContext<'a> {
-    pub options: &'a RechunkOptions,
+    pub layout: &'a TargetLayout,
+    pub options: &'a JobOptions,
     pub target: &'a Store,
     pub temp: &'a Store,
     pub budget: Budget,
@@ -165,11 +166,13 @@ impl<'a> PlanContext<'a> {
     /// What every array of a job writing `target` is planned against.
     pub(crate) fn new(
         budget: Budget,
-        options: &'a RechunkOptions,
+        layout: &'a TargetLayout,
+        options: &'a JobOptions,
         target: &'a Store,
         temp: &'a Store,
     ) -> Self {
         Self {
+            layout,
             options,
             target,
             temp,
@@ -179,10 +182,7 @@ impl<'a> PlanContext<'a> {
 }
 
 /// Where intermediates go: `--temp`, or `intermediate` in the work dir (its URL and store).
-pub(crate) fn temp_store(
-    options: &RechunkOptions,
-    work: &Store,
-) -> Result<(String, Store), OpsError> {
+pub(crate) fn temp_store(options: &JobOptions, work: &Store) -> Result<(String, Store), OpsError> {
     let url = options
         .temp
         .clone()
@@ -226,6 +226,7 @@ pub(crate) fn plan_array(
     job: &ArrayJob<'_>,
 ) -> Result<PlannedArray, OpsError> {
     let PlanContext {
+        layout,
         options,
         target,
         temp,
@@ -241,7 +242,7 @@ pub(crate) fn plan_array(
     let mut cleanup = Vec::new();
     let data_chunks = match &job.chunks {
         Some(fixed) => Some(fixed.clone()),
-        None => resolve(&options.chunks, info, &info.chunks)?,
+        None => resolve(&layout.chunks, info, &info.chunks)?,
     };
     // A coordinate is written as one chunk, which needs no shard around it.
     let whole_coordinate = job.chunks.is_none() && is_coordinate(info) && data_chunks.is_some();
@@ -250,7 +251,7 @@ pub(crate) fn plan_array(
     } else {
         data_chunks.unwrap_or_else(|| info.chunks.clone())
     };
-    let shards = match &options.shards {
+    let shards = match &layout.shards {
         Some(spec) if !whole_coordinate => resolve(spec, info, &chunks)?,
         _ => None,
     };
@@ -262,9 +263,9 @@ pub(crate) fn plan_array(
             )));
         }
     }
-    let encoding = match &options.codec {
+    let encoding = match &layout.codec {
         Some(c) => Encoding::Compressor(c.clone()),
-        None => zarr::inherit_encoding(info, options.zarr_format).map_err(OpsError::Usage)?,
+        None => zarr::inherit_encoding(info, layout.zarr_format).map_err(OpsError::Usage)?,
     };
     let target_compressor = match &encoding {
         Encoding::Compressor(c) => Some(c.clone()),
@@ -373,10 +374,10 @@ pub(crate) fn plan_array(
         concurrency: plan.concurrency,
         nbytes: info.nbytes(),
     };
-    let (fill_value, attributes) = zarr::translate_fill(info, options.zarr_format);
+    let (fill_value, attributes) = zarr::translate_fill(info, layout.zarr_format);
     let spec = ArraySpec {
         path: info.path.clone(),
-        zarr_format: options.zarr_format,
+        zarr_format: layout.zarr_format,
         shape: info.shape.clone(),
         dtype: info.dtype.clone(),
         chunks: grid_chunks,
