@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import netCDF4
 import numpy as np
+import pytest
 import xarray as xr
 
 import oracle
@@ -72,3 +73,92 @@ def test_a_variable_missing_from_one_file_is_refused_naming_it_and_the_way_aroun
     r = oracle.run("virtualize", *files, "--output", tmp_path / "r.json", "--concat-dim", "time",
                    "--compat", "override", "--drop", "w", "--no-progress")
     assert r.returncode == 0, oracle.describe(r)
+
+
+# Per-file reference dates (issue 14, item 2) ------------------------------------------------
+
+def write_hours_since_that_day(path, day: int, *, calendar: str, dtype: str, vary_unit=False):
+    """A day of 6-hourly values whose time reads `hours since <that day>` (model output often
+    does), with CF bounds; `vary_unit` writes the odd days in minutes instead."""
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("x", 2)
+        ds.createDimension("nv", 2)
+        t = ds.createVariable("time", dtype, ("time",))
+        # Day `day` after 2021-02-27, spelled in the file's own calendar (Feb has 28 days in
+        # standard 2021 and noleap, 30 in 360_day).
+        month, dom = (2, 27 + day)
+        limit = 30 if calendar == "360_day" else 28
+        while dom > limit:
+            month, dom = month + 1, dom - limit
+            limit = 30 if calendar == "360_day" else 31
+        minutes = vary_unit and day % 2 == 1
+        t.units = f"{'minutes' if minutes else 'hours'} since 2021-{month:02d}-{dom:02d} 00:00:00"
+        t.calendar = calendar
+        t.bounds = "time_bnds"
+        step = 360 if minutes else 6
+        t[:] = np.arange(4) * step
+        b = ds.createVariable("time_bnds", dtype, ("time", "nv"))
+        b[:] = np.stack([t[:], t[:] + step], axis=1)
+        ds.createVariable("v", "f4", ("time", "x"))[:] = (
+            np.arange(8, dtype="f4").reshape(4, 2) + 100 * day)
+
+
+def hours_collection(tmp_path, n=4, **kw):
+    files = [tmp_path / f"h{i}.nc" for i in range(n)]
+    for i, f in enumerate(files):
+        write_hours_since_that_day(f, i, **kw)
+    return files
+
+
+def mfdataset(files):
+    return xr.open_mfdataset(files, combine="nested", concat_dim="time", data_vars="minimal",
+                             coords="minimal", compat="override", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)).load()
+
+
+def assert_times_equal(got: xr.Dataset, want: xr.Dataset) -> None:
+    np.testing.assert_array_equal(got.v.values, want.v.values)
+    assert list(got.time.values) == list(want.time.values)
+    assert list(got.time_bnds.values.ravel()) == list(want.time_bnds.values.ravel())
+
+
+@pytest.mark.parametrize("calendar,dtype,vary_unit", [
+    ("standard", "i4", False),
+    ("noleap", "f8", False),
+    ("360_day", "i8", True),
+])
+def test_per_file_reference_dates_are_rebased_like_open_mfdataset(tmp_path, calendar, dtype,
+                                                                  vary_unit):
+    files = hours_collection(tmp_path, calendar=calendar, dtype=dtype, vary_unit=vary_unit)
+    want = mfdataset(files)
+    target = tmp_path / "t.zarr"
+    r = convert(files, target)
+    assert r.returncode == 0, oracle.describe(r)
+    got = xr.open_zarr(str(target), decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)).load()
+    assert_times_equal(got, want)
+    assert got.time.encoding["units"].startswith("hours since 2021-02-27")
+    # References: the re-based coordinate and bounds are inlined.
+    refs = tmp_path / "refs.json"
+    r = oracle.run("virtualize", *files, "--output", refs, "--concat-dim", "time", "--no-progress")
+    assert r.returncode == 0, oracle.describe(r)
+    got = xr.open_dataset("reference://", engine="zarr", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+                          backend_kwargs={"storage_options": {"fo": str(refs)},
+                                          "consolidated": False}).load()
+    assert_times_equal(got, want)
+
+
+def test_per_file_reference_dates_in_other_calendars_are_refused(tmp_path):
+    files = hours_collection(tmp_path, n=2, calendar="standard", dtype="f8")
+    with netCDF4.Dataset(files[1], "a") as ds:
+        ds["time"].calendar = "noleap"
+    r = convert(files, tmp_path / "t.zarr")
+    oracle.assert_one_error_line(r, codes={3}, mentions=["calendar", "h1.nc"])
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_files_given_out_of_order_are_ordered_by_their_rebased_times(tmp_path):
+    files = hours_collection(tmp_path, calendar="standard", dtype="i4")
+    target = tmp_path / "t.zarr"
+    r = convert(list(reversed(files)), target)
+    assert r.returncode == 0, oracle.describe(r)
+    assert_times_equal(xr.open_zarr(str(target), decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)).load(), mfdataset(files))

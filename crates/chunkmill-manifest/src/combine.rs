@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::array::{ManifestArray, VirtualDataset};
 use crate::compare;
-use crate::dense::concat_values;
+use crate::dense::{concat_values, values_as_f64};
 use crate::error::{Error, Mismatch, Result};
 use crate::manifest::ChunkManifest;
 
@@ -183,41 +183,6 @@ fn is_descending(values: &[Vec<f64>]) -> bool {
     !several.is_empty() && several.iter().all(|v| v.windows(2).all(|w| w[1] < w[0]))
 }
 
-/// Every element of C-order values of numpy `dtype` as f64 (`None` for other kinds).
-fn values_as_f64(dtype: &str, bytes: &[u8]) -> Option<Vec<f64>> {
-    let size = crate::array::dtype_size(dtype);
-    if size == 0 {
-        return None;
-    }
-    bytes
-        .chunks_exact(size)
-        .map(|b| first_as_f64(dtype, b))
-        .collect()
-}
-
-/// The first element of C-order values of numpy `dtype` as f64.
-fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
-    let size = crate::array::dtype_size(dtype);
-    let b = bytes.get(..size)?;
-    let mut le = b.to_vec();
-    if dtype.starts_with('>') {
-        le.reverse();
-    }
-    let mut buf = [0u8; 8];
-    buf[..size.min(8)].copy_from_slice(&le[..size.min(8)]);
-    let kind = dtype.chars().nth(1)?;
-    Some(match (kind, size) {
-        ('f', 4) => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
-        ('f', 8) => f64::from_le_bytes(buf),
-        ('i', n @ (1 | 2 | 4 | 8)) => {
-            let shift = 64 - 8 * n as u32;
-            ((i64::from_le_bytes(buf) << shift) >> shift) as f64
-        }
-        ('u', 1 | 2 | 4 | 8) => u64::from_le_bytes(buf) as f64,
-        _ => return None,
-    })
-}
-
 /// Joins `parts` as `options` says (see the module documentation).
 ///
 /// # Errors
@@ -250,6 +215,9 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
             ))),
         };
     };
+    if !options.stack {
+        crate::rebase::rebase_concat_times(&mut parts, dim)?;
+    }
     let first = parts
         .first()
         .ok_or_else(|| Error::Usage("no input to combine".into()))?;
@@ -407,6 +375,27 @@ fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
         let Some(arrays) = arrays else { continue };
         if arrays[0].metadata.dimension_names != [dim] {
             continue;
+        }
+        // Values in other units or calendars are not comparable: that difference is the one
+        // to name (per-file reference dates in one calendar were re-based before).
+        for (i, a) in arrays.iter().enumerate().skip(1) {
+            // The calendar first: with it differing, units are not re-based and differ too.
+            for &name in CONCAT_COORDINATE_ATTRIBUTES.iter().rev() {
+                let (got, want) = (
+                    a.metadata.attributes.get(name),
+                    arrays[0].metadata.attributes.get(name),
+                );
+                if got != want {
+                    return Err(mismatch(
+                        parts,
+                        i,
+                        key,
+                        &format!("attribute {name}"),
+                        show(got),
+                        show(want),
+                    ));
+                }
+            }
         }
         let values: Option<Vec<Vec<f64>>> = arrays
             .iter()
@@ -895,6 +884,7 @@ mod tests {
     use super::*;
     use crate::array::ArrayMetadata;
     use crate::codecs::Codec;
+    use crate::dense::first_as_f64;
     use serde_json::Map;
 
     fn array(shape: u64, chunk: u64, scale: f64) -> Result<ManifestArray> {

@@ -71,6 +71,7 @@
 pub mod access;
 mod array;
 mod atomic;
+pub mod cftime;
 pub mod codecs;
 pub mod combine;
 mod compare;
@@ -81,6 +82,7 @@ pub mod kerchunk;
 pub mod kerchunk_parquet;
 mod manifest;
 pub mod reader;
+mod rebase;
 mod remote;
 pub mod scan;
 mod virtualize;
@@ -96,6 +98,7 @@ pub use kerchunk_parquet::{
 };
 pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
 pub use reader::ChunkReader;
+pub use rebase::rebase_concat_times;
 pub use scan::{scan, scan_path, FileScan, ScanOptions, SkippedVariable};
 pub use virtualize::{
     build, expand_inputs, scan_input, virtualize, Input, OutputFormat, ProgressFn, ScanExecutor,

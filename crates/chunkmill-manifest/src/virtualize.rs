@@ -114,6 +114,9 @@ pub struct VirtualizeOptions {
     /// Variables (by key: `air`, `group/air`) left out of the output; each must be in some
     /// input.
     pub drop: Vec<String>,
+    /// The group of every file to take (`sub`, `a/b`), as xarray's `group=`: its arrays and
+    /// subgroups become the output's root. `None` takes every group.
+    pub group: Option<String>,
     /// Continue past files that cannot be opened or referenced, listing them in the report.
     /// Files that differ from the others are never skipped: that stays an error.
     pub skip_bad: bool,
@@ -163,6 +166,7 @@ impl VirtualizeOptions {
             keep: None,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             drop: Vec::new(),
+            group: None,
             skip_bad: false,
             overwrite: false,
             threads: 0,
@@ -187,6 +191,7 @@ impl fmt::Debug for VirtualizeOptions {
             .field("keep", &self.keep)
             .field("inline_threshold", &self.inline_threshold)
             .field("drop", &self.drop)
+            .field("group", &self.group)
             .field("skip_bad", &self.skip_bad)
             .field("overwrite", &self.overwrite)
             .field("threads", &self.threads)
@@ -537,6 +542,11 @@ pub fn build(
             reason: "its scan did not finish (a scanning thread panicked)".into(),
         });
     }
+    if let Some(group) = &options.group {
+        for d in &mut datasets {
+            d.select_group(group)?;
+        }
+    }
     leave_out(
         &mut datasets,
         &options.drop,
@@ -568,6 +578,15 @@ pub fn build(
         }
         None => None,
     };
+    if let Some(d) = concat_dim.as_deref().filter(|_| !options.stack) {
+        // Before ordering: files are ordered by their first time in one unit.
+        if crate::rebase::rebase_concat_times(&mut datasets, d)? {
+            notes.push(format!(
+                "the {d} coordinate's units differ between the files: its values (and its bounds') \
+                 were re-based to the first file's units"
+            ));
+        }
+    }
     let reordered = match &concat_dim {
         Some(d) if !options.stack => order_by_coordinate(&mut datasets, d),
         _ => false,
