@@ -162,3 +162,74 @@ def test_files_given_out_of_order_are_ordered_by_their_rebased_times(tmp_path):
     r = convert(list(reversed(files)), target)
     assert r.returncode == 0, oracle.describe(r)
     assert_times_equal(xr.open_zarr(str(target), decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)).load(), mfdataset(files))
+
+
+# CF bounds and auxiliary coordinates (issue 14, item 5) --------------------------------------
+
+def write_curvilinear_day(path, day: int) -> None:
+    """A curvilinear grid as ocean and regional models write it: `v(time, y, x)` with 2-d
+    auxiliary coordinates `lat(y, x)`/`lon(y, x)` named in its `coordinates` attribute, their
+    bounds `lat_bnds(y, x, nv4)`, and `time_bnds(time, nv)` along the concat dimension."""
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("y", 3)
+        ds.createDimension("x", 4)
+        ds.createDimension("nv", 2)
+        ds.createDimension("nv4", 4)
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units = "days since 2000-01-01"
+        t.bounds = "time_bnds"
+        t[:] = np.arange(2) + 2 * day + 0.5
+        ds.createVariable("time_bnds", "f8", ("time", "nv"))[:] = np.stack(
+            [t[:] - 0.5, t[:] + 0.5], axis=1)
+        yy, xx = np.meshgrid(np.arange(3), np.arange(4), indexing="ij")
+        lat = ds.createVariable("lat", "f4", ("y", "x"))
+        lat.units, lat.standard_name, lat.bounds = "degrees_north", "latitude", "lat_bnds"
+        lat[:] = 40 + yy + 0.1 * xx
+        lon = ds.createVariable("lon", "f4", ("y", "x"))
+        lon.units, lon.standard_name = "degrees_east", "longitude"
+        lon[:] = -10 + xx + 0.1 * yy
+        ds.createVariable("lat_bnds", "f4", ("y", "x", "nv4"))[:] = (
+            lat[:][..., None] + np.array([-0.5, -0.5, 0.5, 0.5], dtype="f4"))
+        v = ds.createVariable("v", "f4", ("time", "y", "x"))
+        v.coordinates = "lat lon"
+        v[:] = np.arange(24, dtype="f4").reshape(2, 3, 4) + 100 * day
+
+
+def test_bounds_and_auxiliary_coordinates_follow_their_coordinate(tmp_path):
+    files = [tmp_path / f"c{i}.nc" for i in range(3)]
+    for i, f in enumerate(files):
+        write_curvilinear_day(f, i)
+    want = xr.open_mfdataset(files, combine="nested", concat_dim="time", data_vars="minimal",
+                             coords="minimal", compat="override", decode_coords="all").load()
+    target = tmp_path / "c.zarr"
+    r = convert(files, target)
+    assert r.returncode == 0, oracle.describe(r)
+    refs = tmp_path / "c.json"
+    r = oracle.run("virtualize", *files, "--output", refs, "--concat-dim", "time", "--no-progress")
+    assert r.returncode == 0, oracle.describe(r)
+    opened = {
+        "convert": xr.open_zarr(str(target), decode_coords="all"),
+        "virtualize": xr.open_dataset("reference://", engine="zarr", decode_coords="all",
+                                      backend_kwargs={"storage_options": {"fo": str(refs)},
+                                                      "consolidated": False}),
+    }
+    for how, got in opened.items():
+        got = got.load()
+        # The same coordinates (aux and bounds included) and data variables as xarray's.
+        assert sorted(got.coords) == sorted(want.coords), how
+        assert sorted(got.data_vars) == sorted(want.data_vars), how
+        for name in ["lat", "lon", "lat_bnds", "time_bnds", "time", "v"]:
+            assert got[name].dims == want[name].dims, (how, name)
+            np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=how)
+        # xarray moves `bounds` into the encoding when it decodes the bounds as coordinates.
+        assert got.lat.encoding["bounds"] == want.lat.encoding["bounds"] == "lat_bnds", how
+    # An auxiliary coordinate that differs between files is refused like any static variable.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        write_curvilinear_day(bad / f"c{i}.nc", i)
+    with netCDF4.Dataset(bad / "c2.nc", "a") as ds:
+        ds["lat"][0, 0] = -99
+    r = convert(sorted(bad.glob("*.nc")), tmp_path / "d.zarr")
+    oracle.assert_one_error_line(r, codes={3}, mentions=["lat", "c2.nc", "--compat override"])
