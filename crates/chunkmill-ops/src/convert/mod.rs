@@ -62,6 +62,9 @@ pub struct ConvertOptions {
     pub layout: TargetLayout,
     /// Target, budget, executor and the rest of the run.
     pub job: JobOptions,
+    /// The group of the inputs to convert (`sub`, `a/b`), as xarray's `group=`: it becomes
+    /// the target's root. `None` converts every group.
+    pub group: Option<String>,
     /// Only these variables (and their coordinates); all when empty.
     pub variables: Vec<String>,
     /// Variables left out.
@@ -450,6 +453,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             threads: 0,
         },
         &options.allow_refs,
+        options.group.as_deref(),
     )?;
     if let Source::Zarr { store, .. } = &source {
         if store.url() == target.url() {
