@@ -233,3 +233,80 @@ def test_bounds_and_auxiliary_coordinates_follow_their_coordinate(tmp_path):
         ds["lat"][0, 0] = -99
     r = convert(sorted(bad.glob("*.nc")), tmp_path / "d.zarr")
     oracle.assert_one_error_line(r, codes={3}, mentions=["lat", "c2.nc", "--compat override"])
+
+
+# Per-file fill values and packing under --decode-cf (issue 14, item 3) ----------------------
+
+def write_encoded_day(path, day: int, *, fill: float, scale: float, missing=None) -> None:
+    """`t(time, x)` packed in int16 with this file's own scale and `_FillValue` (and maybe a
+    `missing_value`), and a float `p(time, x)` with this file's own `_FillValue`; one masked
+    element in each."""
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("x", 3)
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units = "days since 2020-01-01"
+        t[:] = np.arange(2) + 2 * day
+        packed = ds.createVariable("t", "i2", ("time", "x"), fill_value=int(fill))
+        packed.scale_factor = np.float32(scale)
+        packed.add_offset = np.float32(250.0)
+        if missing is not None:
+            packed.missing_value = np.int16(missing)
+        raw = (np.arange(6).reshape(2, 3) * 7 + day).astype("i2")
+        raw[1, day % 3] = int(fill)
+        if missing is not None:
+            raw[0, 2] = missing
+        packed.set_auto_maskandscale(False)
+        packed[:] = raw
+        p = ds.createVariable("p", "f4", ("time", "x"), fill_value=np.float32(fill))
+        values = np.arange(6, dtype="f4").reshape(2, 3) + 10 * day
+        values[0, day % 3] = fill
+        p.set_auto_mask(False)
+        p[:] = values
+
+
+def test_per_file_fill_values_and_packing_decode_like_open_mfdataset(tmp_path):
+    files = [tmp_path / f"e{i}.nc" for i in range(3)]
+    write_encoded_day(files[0], 0, fill=-999, scale=0.01)
+    write_encoded_day(files[1], 1, fill=-9999, scale=0.02, missing=-1)
+    write_encoded_day(files[2], 2, fill=-999, scale=0.01)
+    want = xr.open_mfdataset(files, combine="nested", concat_dim="time", data_vars="minimal",
+                             coords="minimal", compat="override").load()
+    assert np.isnan(want.t.values).sum() == 4 and np.isnan(want.p.values).sum() == 3
+    target = tmp_path / "e.zarr"
+    r = convert(files, target, "--decode-cf")
+    assert r.returncode == 0, oracle.describe(r)
+    got = xr.open_zarr(str(target)).load()
+    for name in ("t", "p"):
+        np.testing.assert_array_equal(got[name].values, want[name].values.astype(got[name].dtype))
+        # Decoded in the type xarray decodes in, whatever each file's packing.
+        assert got[name].dtype == want[name].dtype, name
+    # Without --decode-cf (and in references) one array cannot hold several encodings: refused,
+    # saying why and the way around it.
+    r = convert(files, tmp_path / "raw.zarr")
+    oracle.assert_one_error_line(r, codes={3}, mentions=["e1.nc", "--decode-cf"])
+    r = oracle.run("virtualize", *files, "--output", tmp_path / "r.json", "--concat-dim", "time",
+                   "--no-progress")
+    oracle.assert_one_error_line(r, codes={3}, mentions=["e1.nc", "references cannot"])
+
+
+@pytest.mark.parametrize("extra,pick", [
+    (["--isel", "time=1:5"], dict(time=slice(1, 5))),
+    (["--reverse", "time"], dict(time=slice(None, None, -1))),
+    (["--isel", "time=1:6", "--reverse", "time", "--cast", "t=float32"],
+     dict(time=slice(5, 0, -1))),
+])
+def test_per_file_decoding_follows_selections(tmp_path, extra, pick):
+    files = [tmp_path / f"e{i}.nc" for i in range(3)]
+    write_encoded_day(files[0], 0, fill=-999, scale=0.01)
+    write_encoded_day(files[1], 1, fill=-9999, scale=0.02, missing=-1)
+    write_encoded_day(files[2], 2, fill=-999, scale=0.01)
+    want = xr.open_mfdataset(files, combine="nested", concat_dim="time", data_vars="minimal",
+                             coords="minimal", compat="override").load().isel(**pick)
+    target = tmp_path / "e.zarr"
+    r = convert(files, target, "--decode-cf", *extra)
+    assert r.returncode == 0, oracle.describe(r)
+    got = xr.open_zarr(str(target)).load()
+    for name in ("t", "p"):
+        np.testing.assert_array_equal(got[name].values, want[name].values.astype(got[name].dtype))
+    np.testing.assert_array_equal(got.time.values, want.time.values)

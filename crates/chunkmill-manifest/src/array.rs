@@ -306,6 +306,29 @@ pub struct VirtualDataset {
     pub groups: BTreeMap<String, Map<String, Value>>,
     /// Arrays by key: `"air"`, `"a/b/air"`.
     pub arrays: BTreeMap<String, ManifestArray>,
+    /// For arrays joined from inputs whose CF encoding differs (combined with
+    /// [`crate::CombineOptions::decode_per_input`]): each input's part and encoding, in order
+    /// along the concat axis. Arrays whose inputs agree are not listed.
+    pub encodings: BTreeMap<String, Vec<InputEncoding>>,
+}
+
+/// One input's part of an array joined along the concat axis, and how that input encodes its
+/// values: a job that decodes them (`convert --decode-cf`) decodes each part with its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputEncoding {
+    /// The input (a file).
+    pub input: String,
+    /// The concat axis.
+    pub axis: usize,
+    /// First index along it.
+    pub start: u64,
+    /// Elements along it.
+    pub len: u64,
+    /// The input's fill value (Zarr metadata form).
+    pub fill_value: Value,
+    /// The input's CF encoding attributes that are present: `_FillValue`, `missing_value`,
+    /// `scale_factor`, `add_offset`.
+    pub attributes: Map<String, Value>,
 }
 
 /// Totals of a dataset's manifests.

@@ -26,9 +26,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::array::{ManifestArray, VirtualDataset};
+use crate::array::{InputEncoding, ManifestArray, VirtualDataset};
 use crate::compare;
 use crate::dense::{concat_values, values_as_f64};
 use crate::error::{Error, Mismatch, Result};
@@ -83,6 +83,12 @@ pub struct CombineOptions {
     /// (except the coordinates of their dimensions) are left out before any check, so that a
     /// variable nobody asked for cannot block the job.
     pub keep: Option<Vec<String>>,
+    /// The job decodes each input's values on the way (`convert --decode-cf`): the CF
+    /// encoding (`_FillValue`, `missing_value`, `scale_factor`, `add_offset`) and the fill
+    /// value of an array along the concat dimension may then differ between inputs; each
+    /// input's is recorded in [`VirtualDataset::encodings`] instead of refused. References
+    /// cannot hold that (one array has one encoding), so `virtualize` never sets it.
+    pub decode_per_input: bool,
     /// Threads reading the arrays compared (0: one).
     pub threads: usize,
 }
@@ -232,6 +238,7 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
                 got: got.into(),
                 expected: expected.into(),
                 first: first.name.clone(),
+                hint: String::new(),
             }))
         };
         // The way around it, in the words of the command that combines.
@@ -305,6 +312,7 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
     }
 
     let mut arrays = BTreeMap::new();
+    let mut encodings = BTreeMap::new();
     for (key, role) in roles {
         let all: Vec<&ManifestArray> = parts.iter().filter_map(|p| p.arrays.get(&key)).collect();
         let joined = match role {
@@ -315,11 +323,18 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
             }
             Role::Identical => identical(&parts, &key, &all)?,
             Role::Concat(axis) => {
-                check_common(&parts, &key, &all, base_name(&key) == dim)?;
+                let coordinate = base_name(&key) == dim;
+                let per_input = options.decode_per_input && !coordinate;
+                check_common(&parts, &key, &all, coordinate, per_input)?;
+                if per_input {
+                    if let Some(e) = input_encodings(&parts, &all, axis) {
+                        encodings.insert(key.clone(), e);
+                    }
+                }
                 concat(&parts, &key, &all, axis, dim, &url_offsets)?
             }
             Role::Stack => {
-                check_common(&parts, &key, &all, false)?;
+                check_common(&parts, &key, &all, false, false)?;
                 stack(&parts, &key, &all, dim, &url_offsets)?
             }
         };
@@ -330,7 +345,49 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
         urls,
         groups: first.groups.clone(),
         arrays,
+        encodings,
     })
+}
+
+/// Each input's part along `axis` and its CF encoding, when some input's differs from the
+/// first's; `None` when they all agree.
+fn input_encodings(
+    parts: &[VirtualDataset],
+    all: &[&ManifestArray],
+    axis: usize,
+) -> Option<Vec<InputEncoding>> {
+    let encoding = |a: &ManifestArray| -> Map<String, Value> {
+        CF_ENCODING_ATTRIBUTES
+            .iter()
+            .filter_map(|&n| Some((n.to_string(), a.metadata.attributes.get(n)?.clone())))
+            .collect()
+    };
+    let first = encoding(all[0]);
+    let same = all.iter().skip(1).all(|a| {
+        let e = encoding(a);
+        same_value(&a.metadata.fill_value, &all[0].metadata.fill_value)
+            && e.len() == first.len()
+            && e.iter()
+                .all(|(k, v)| first.get(k).is_some_and(|f| same_value(f, v)))
+    });
+    if same {
+        return None;
+    }
+    let mut start = 0;
+    let mut out = Vec::with_capacity(all.len());
+    for (p, a) in parts.iter().zip(all) {
+        let len = a.metadata.shape.get(axis).copied().unwrap_or(0);
+        out.push(InputEncoding {
+            input: p.name.clone(),
+            axis,
+            start,
+            len,
+            fill_value: a.metadata.fill_value.clone(),
+            attributes: encoding(a),
+        });
+        start += len;
+    }
+    Some(out)
 }
 
 /// The dimensions the arrays of `parts` have, sorted, each once.
@@ -640,15 +697,33 @@ fn mismatch(
         got,
         expected,
         first: parts[0].name.clone(),
+        hint: String::new(),
     }))
 }
 
 /// dtype, codecs, fill value, dimension names and CF encoding attributes agree with the first.
+/// Why files that encode a variable differently are not joined, and the way around it.
+const ENCODING_HINT: &str = "; one array has one fill value and one packing, so references cannot \
+     join files that encode it differently (convert --decode-cf decodes each file with its own)";
+
+fn with_hint(error: Error, hint: &str) -> Error {
+    match error {
+        Error::Mismatch(mut m) => {
+            m.hint = hint.to_string();
+            Error::Mismatch(m)
+        }
+        other => other,
+    }
+}
+
+/// With `encoding_may_differ` (see [`CombineOptions::decode_per_input`]), the CF encoding
+/// attributes and the fill value are not compared.
 fn check_common(
     parts: &[VirtualDataset],
     key: &str,
     all: &[&ManifestArray],
     concat_coordinate: bool,
+    encoding_may_differ: bool,
 ) -> Result<()> {
     let f = &all[0].metadata;
     for (i, a) in all.iter().enumerate().skip(1) {
@@ -677,7 +752,11 @@ fn check_common(
                 format!("{:?}", f.dimension_names),
             ));
         }
-        let mut attributes: Vec<&str> = CF_ENCODING_ATTRIBUTES.to_vec();
+        let mut attributes: Vec<&str> = if encoding_may_differ {
+            Vec::new()
+        } else {
+            CF_ENCODING_ATTRIBUTES.to_vec()
+        };
         if concat_coordinate {
             attributes.extend(CONCAT_COORDINATE_ATTRIBUTES);
         }
@@ -689,14 +768,22 @@ fn check_common(
                 _ => false,
             };
             if !same {
-                return Err(err(&format!("attribute {name}"), show(got), show(want)));
+                let e = err(&format!("attribute {name}"), show(got), show(want));
+                return Err(if CF_ENCODING_ATTRIBUTES.contains(&name) {
+                    with_hint(e, ENCODING_HINT)
+                } else {
+                    e
+                });
             }
         }
-        if !same_value(&m.fill_value, &f.fill_value) {
-            return Err(err(
-                "fill value",
-                m.fill_value.to_string(),
-                f.fill_value.to_string(),
+        if !encoding_may_differ && !same_value(&m.fill_value, &f.fill_value) {
+            return Err(with_hint(
+                err(
+                    "fill value",
+                    m.fill_value.to_string(),
+                    f.fill_value.to_string(),
+                ),
+                ENCODING_HINT,
             ));
         }
     }
@@ -885,7 +972,6 @@ mod tests {
     use crate::array::ArrayMetadata;
     use crate::codecs::Codec;
     use crate::dense::first_as_f64;
-    use serde_json::Map;
 
     fn array(shape: u64, chunk: u64, scale: f64) -> Result<ManifestArray> {
         let mut attributes = Map::new();
@@ -915,6 +1001,7 @@ mod tests {
             urls: vec![name.into()],
             groups: BTreeMap::new(),
             arrays,
+            encodings: BTreeMap::new(),
         }
     }
 

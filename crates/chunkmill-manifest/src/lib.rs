@@ -88,7 +88,7 @@ pub mod scan;
 mod virtualize;
 
 pub use access::ReferenceAccess;
-pub use array::{ArrayMetadata, ManifestArray, ManifestStats, VirtualDataset};
+pub use array::{ArrayMetadata, InputEncoding, ManifestArray, ManifestStats, VirtualDataset};
 pub use combine::{combine, infer_concat_dim, CombineOptions, Compat, InferredDim};
 pub use error::{Error, Mismatch, Result};
 pub use icechunk::{is_icechunk, read_icechunk, write_icechunk};

@@ -114,6 +114,10 @@ pub struct VirtualizeOptions {
     /// Variables (by key: `air`, `group/air`) left out of the output; each must be in some
     /// input.
     pub drop: Vec<String>,
+    /// Let the CF encoding of arrays along the concat dimension differ between files, each
+    /// recorded for the job to decode (`convert --decode-cf`; see
+    /// [`CombineOptions::decode_per_input`]). Never for references.
+    pub decode_per_input: bool,
     /// The group of every file to take (`sub`, `a/b`), as xarray's `group=`: its arrays and
     /// subgroups become the output's root. `None` takes every group.
     pub group: Option<String>,
@@ -167,6 +171,7 @@ impl VirtualizeOptions {
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             drop: Vec::new(),
             group: None,
+            decode_per_input: false,
             skip_bad: false,
             overwrite: false,
             threads: 0,
@@ -192,6 +197,7 @@ impl fmt::Debug for VirtualizeOptions {
             .field("inline_threshold", &self.inline_threshold)
             .field("drop", &self.drop)
             .field("group", &self.group)
+            .field("decode_per_input", &self.decode_per_input)
             .field("skip_bad", &self.skip_bad)
             .field("overwrite", &self.overwrite)
             .field("threads", &self.threads)
@@ -601,6 +607,7 @@ pub fn build(
             compat: options.compat,
             dropped: options.dropped.clone(),
             keep: options.keep.clone(),
+            decode_per_input: options.decode_per_input,
             threads,
         },
     )?;

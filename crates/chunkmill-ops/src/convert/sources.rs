@@ -144,6 +144,7 @@ pub fn open(
     options.compat = combine.compat;
     options.dropped.clone_from(&combine.dropped);
     options.keep.clone_from(&combine.keep);
+    options.decode_per_input = combine.decode_per_input;
     options.group = group.map(str::to_string);
     // Small chunks stay references: the reader fetches what it needs.
     options.inline_threshold = 0;
