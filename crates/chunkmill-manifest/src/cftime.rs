@@ -185,6 +185,8 @@ mod tests {
         assert_eq!(z, Some(6.0 * 3600.0));
         assert_eq!(parse_date("2020-13-01"), None);
         assert_eq!(parse_date("yesterday"), None);
+        assert_eq!(days_gregorian(1970, 1, 1), 0);
+        assert_eq!(days_gregorian(2000, 3, 1), 11_017);
     }
 
     #[test]

@@ -111,6 +111,13 @@ pub(crate) struct PartDecoding {
     pub(crate) map: ValueMap,
 }
 
+/// Every input's part decoded to one output type, and the range of the decoded values.
+pub(crate) struct InputDecodings {
+    pub(crate) parts: Vec<PartDecoding>,
+    pub(crate) out: Numeric,
+    pub(crate) range: (f64, f64),
+}
+
 /// Each input's decoding (see [`decoding`]), all to one output type: the first's compute
 /// type when every input computes in it, else float64 (what numpy's promotion of the
 /// concatenated parts gives).
@@ -122,7 +129,7 @@ pub(crate) fn per_input(
     types: Option<&BTreeMap<String, String>>,
     range: (f64, f64),
     range_is_unpacked: bool,
-) -> Result<(Vec<PartDecoding>, Numeric, (f64, f64)), OpsError> {
+) -> Result<InputDecodings, OpsError> {
     let mut parts = Vec::with_capacity(encodings.len());
     let mut computes = Vec::with_capacity(encodings.len());
     let mut union = (f64::INFINITY, f64::NEG_INFINITY);
@@ -153,7 +160,11 @@ pub(crate) fn per_input(
     for p in &mut parts {
         p.map.to = out.name();
     }
-    Ok((parts, out, union))
+    Ok(InputDecodings {
+        parts,
+        out,
+        range: union,
+    })
 }
 
 /// `plain` seen through `axes` with each input's part decoded by its own map: one window per

@@ -198,7 +198,7 @@ fn array_values(
         // leaves both as they are): the bounds are unpacked as the values are.
         let unpacked = attributes.contains_key("actual_range");
         if let Some(encodings) = encodings {
-            let (each, out, union) = cf::per_input(
+            let decodings = cf::per_input(
                 &array.key,
                 &info.dtype,
                 source_type,
@@ -207,9 +207,9 @@ fn array_values(
                 range,
                 unpacked,
             )?;
-            out_dtype = out.name();
-            range = union;
-            parts = Some(each);
+            out_dtype = decodings.out.name();
+            range = decodings.range;
+            parts = Some(decodings.parts);
         } else {
             let d = cf::decoding(
                 &array.key,
