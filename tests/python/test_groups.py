@@ -71,3 +71,63 @@ def test_collection_with_groups_converts_and_reads_back(tmp_path):
     np.testing.assert_array_equal(
         sub["w"].values, np.concatenate([np.arange(12).reshape(3, 4) * (i + 1) for i in range(2)])
     )
+
+
+# --group PATH (issue 14): one group of the inputs becomes the output's root ------------------
+
+def test_convert_group_equals_open_dataset_group(tmp_path):
+    files = [tmp_path / f"g{d}.nc" for d in range(2)]
+    for d, f in enumerate(files):
+        write_grouped(f, d)
+    target = tmp_path / "sub.zarr"
+    r = oracle.run("convert", *files, target, "--group", "/sub", "--concat-dim", "time",
+                   "--chunks", "time=-1", "--max-mem", "64MB", "--no-progress")
+    assert r.returncode == 0, oracle.describe(r)
+    want = xr.open_mfdataset(files, group="sub", combine="nested", concat_dim="time",
+                             data_vars="minimal", coords="minimal", compat="override").load()
+    got = xr.open_zarr(str(target)).load()
+    assert sorted(got.data_vars) == ["w"]
+    np.testing.assert_array_equal(got.w.values, want.w.values)
+    assert got.attrs["purpose"] == "a subgroup"
+    # The group's subgroups come along, below the new root.
+    deeper = xr.open_zarr(str(target), group="deeper").load()
+    np.testing.assert_array_equal(deeper.x.values,
+                                  xr.open_dataset(files[0], group="sub/deeper").x.values)
+    assert "v" not in zarr.open_group(str(target), mode="r")
+
+
+def test_virtualize_group_equals_open_dataset_group(tmp_path):
+    src = tmp_path / "g.nc"
+    write_grouped(src, 0)
+    refs = tmp_path / "sub.json"
+    r = oracle.run("virtualize", src, "--output", refs, "--group", "sub/deeper", "--no-progress")
+    assert r.returncode == 0, oracle.describe(r)
+    got = xr.open_dataset("reference://", engine="zarr",
+                          backend_kwargs={"storage_options": {"fo": str(refs)},
+                                          "consolidated": False}).load()
+    xr.testing.assert_identical(got, xr.open_dataset(src, group="sub/deeper").load())
+
+
+def test_an_unknown_group_is_refused_naming_the_groups_there_are(tmp_path):
+    src = tmp_path / "g.nc"
+    write_grouped(src, 0)
+    for args in (["convert", src, tmp_path / "t.zarr", "--chunks", "time=-1"],
+                 ["virtualize", src, "--output", tmp_path / "r.json"]):
+        r = oracle.run(*args, "--group", "sbu", "--no-progress")
+        oracle.assert_one_error_line(r, codes={2}, mentions=["sbu", "/sub", "/sub/deeper"])
+    assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_convert_group_of_a_zarr_store(tmp_path):
+    src = tmp_path / "g.nc"
+    write_grouped(src, 0)
+    whole = tmp_path / "all.zarr"
+    oracle.ok("convert", src, whole, "--chunks", "time=-1", "--max-mem", "64MB", "--no-progress")
+    part = tmp_path / "sub.zarr"
+    oracle.ok("convert", whole, part, "--group", "sub", "--chunks", "time=1", "--max-mem", "64MB",
+              "--no-progress")
+    xr.testing.assert_identical(xr.open_zarr(str(part)).load(),
+                                xr.open_zarr(str(whole), group="sub").load())
+    r = oracle.run("convert", whole, tmp_path / "x.zarr", "--group", "nope", "--chunks", "time=1",
+                   "--no-progress")
+    oracle.assert_one_error_line(r, codes={2}, mentions=["nope"])

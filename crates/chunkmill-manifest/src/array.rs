@@ -306,6 +306,29 @@ pub struct VirtualDataset {
     pub groups: BTreeMap<String, Map<String, Value>>,
     /// Arrays by key: `"air"`, `"a/b/air"`.
     pub arrays: BTreeMap<String, ManifestArray>,
+    /// For arrays joined from inputs whose CF encoding differs (combined with
+    /// [`crate::CombineOptions::decode_per_input`]): each input's part and encoding, in order
+    /// along the concat axis. Arrays whose inputs agree are not listed.
+    pub encodings: BTreeMap<String, Vec<InputEncoding>>,
+}
+
+/// One input's part of an array joined along the concat axis, and how that input encodes its
+/// values: a job that decodes them (`convert --decode-cf`) decodes each part with its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputEncoding {
+    /// The input (a file).
+    pub input: String,
+    /// The concat axis.
+    pub axis: usize,
+    /// First index along it.
+    pub start: u64,
+    /// Elements along it.
+    pub len: u64,
+    /// The input's fill value (Zarr metadata form).
+    pub fill_value: Value,
+    /// The input's CF encoding attributes that are present: `_FillValue`, `missing_value`,
+    /// `scale_factor`, `add_offset`.
+    pub attributes: Map<String, Value>,
 }
 
 /// Totals of a dataset's manifests.
@@ -324,6 +347,57 @@ pub struct ManifestStats {
 }
 
 impl VirtualDataset {
+    /// Keeps only `group` (`sub`, `/a/b/`) and what lies under it, which becomes the root:
+    /// as xarray's `open_dataset(group=…)` reads one group of a file.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the dataset has no such group, naming those it has.
+    pub fn select_group(&mut self, group: &str) -> Result<()> {
+        let group = group.trim_matches('/');
+        if group.is_empty() {
+            return Ok(());
+        }
+        let prefix = format!("{group}/");
+        let has_group =
+            self.groups.contains_key(group) || self.arrays.keys().any(|k| k.starts_with(&prefix));
+        if !has_group {
+            let mut known: Vec<String> = self
+                .groups
+                .keys()
+                .filter(|g| !g.is_empty())
+                .map(|g| format!("/{g}"))
+                .collect();
+            known.sort();
+            let known = if known.is_empty() {
+                "it has only the root group".to_string()
+            } else {
+                format!("it has {}", known.join(", "))
+            };
+            return Err(Error::Usage(format!(
+                "--group {group}: {} has no group /{group} ({known})",
+                self.name
+            )));
+        }
+        let strip = |key: &str| -> Option<String> {
+            if key == group {
+                Some(String::new())
+            } else {
+                key.strip_prefix(&prefix).map(str::to_string)
+            }
+        };
+        self.arrays = std::mem::take(&mut self.arrays)
+            .into_iter()
+            .filter_map(|(k, a)| Some((strip(&k)?, a)))
+            .filter(|(k, _)| !k.is_empty())
+            .collect();
+        self.groups = std::mem::take(&mut self.groups)
+            .into_iter()
+            .filter_map(|(k, attrs)| Some((strip(&k)?, attrs)))
+            .collect();
+        self.groups.entry(String::new()).or_default();
+        Ok(())
+    }
+
     /// Totals over every array.
     pub fn stats(&self) -> ManifestStats {
         let mut s = ManifestStats {
@@ -360,6 +434,33 @@ mod tests {
             attributes,
             attribute_types: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn selecting_a_group_makes_it_the_root() -> Result<()> {
+        let values = vec![0u8; 12];
+        let a = ManifestArray::loaded(meta(), values)?;
+        let mut d = VirtualDataset {
+            name: "f.nc".into(),
+            ..VirtualDataset::default()
+        };
+        for key in ["v", "sub/w", "sub/deeper/z", "subway/q"] {
+            d.arrays.insert(key.into(), a.clone());
+        }
+        for g in ["", "sub", "sub/deeper", "subway"] {
+            d.groups.insert(g.into(), Map::new());
+        }
+        let mut picked = d.clone();
+        picked.select_group("/sub/")?;
+        assert_eq!(picked.arrays.keys().collect::<Vec<_>>(), ["deeper/z", "w"]);
+        assert_eq!(picked.groups.keys().collect::<Vec<_>>(), ["", "deeper"]);
+        let err = d.select_group("nope").err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains("/nope") && err.contains("/sub, /sub/deeper, /subway"),
+            "{err}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -26,11 +26,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::array::{ManifestArray, VirtualDataset};
+use crate::array::{InputEncoding, ManifestArray, VirtualDataset};
 use crate::compare;
-use crate::dense::concat_values;
+use crate::dense::{concat_values, values_as_f64};
 use crate::error::{Error, Mismatch, Result};
 use crate::manifest::ChunkManifest;
 
@@ -83,6 +83,12 @@ pub struct CombineOptions {
     /// (except the coordinates of their dimensions) are left out before any check, so that a
     /// variable nobody asked for cannot block the job.
     pub keep: Option<Vec<String>>,
+    /// The job decodes each input's values on the way (`convert --decode-cf`): the CF
+    /// encoding (`_FillValue`, `missing_value`, `scale_factor`, `add_offset`) and the fill
+    /// value of an array along the concat dimension may then differ between inputs; each
+    /// input's is recorded in [`VirtualDataset::encodings`] instead of refused. References
+    /// cannot hold that (one array has one encoding), so `virtualize` never sets it.
+    pub decode_per_input: bool,
     /// Threads reading the arrays compared (0: one).
     pub threads: usize,
 }
@@ -183,41 +189,6 @@ fn is_descending(values: &[Vec<f64>]) -> bool {
     !several.is_empty() && several.iter().all(|v| v.windows(2).all(|w| w[1] < w[0]))
 }
 
-/// Every element of C-order values of numpy `dtype` as f64 (`None` for other kinds).
-fn values_as_f64(dtype: &str, bytes: &[u8]) -> Option<Vec<f64>> {
-    let size = crate::array::dtype_size(dtype);
-    if size == 0 {
-        return None;
-    }
-    bytes
-        .chunks_exact(size)
-        .map(|b| first_as_f64(dtype, b))
-        .collect()
-}
-
-/// The first element of C-order values of numpy `dtype` as f64.
-fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
-    let size = crate::array::dtype_size(dtype);
-    let b = bytes.get(..size)?;
-    let mut le = b.to_vec();
-    if dtype.starts_with('>') {
-        le.reverse();
-    }
-    let mut buf = [0u8; 8];
-    buf[..size.min(8)].copy_from_slice(&le[..size.min(8)]);
-    let kind = dtype.chars().nth(1)?;
-    Some(match (kind, size) {
-        ('f', 4) => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
-        ('f', 8) => f64::from_le_bytes(buf),
-        ('i', n @ (1 | 2 | 4 | 8)) => {
-            let shift = 64 - 8 * n as u32;
-            ((i64::from_le_bytes(buf) << shift) >> shift) as f64
-        }
-        ('u', 1 | 2 | 4 | 8) => u64::from_le_bytes(buf) as f64,
-        _ => return None,
-    })
-}
-
 /// Joins `parts` as `options` says (see the module documentation).
 ///
 /// # Errors
@@ -250,6 +221,9 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
             ))),
         };
     };
+    if !options.stack {
+        crate::rebase::rebase_concat_times(&mut parts, dim)?;
+    }
     let first = parts
         .first()
         .ok_or_else(|| Error::Usage("no input to combine".into()))?;
@@ -264,6 +238,7 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
                 got: got.into(),
                 expected: expected.into(),
                 first: first.name.clone(),
+                hint: String::new(),
             }))
         };
         // The way around it, in the words of the command that combines.
@@ -337,6 +312,7 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
     }
 
     let mut arrays = BTreeMap::new();
+    let mut encodings = BTreeMap::new();
     for (key, role) in roles {
         let all: Vec<&ManifestArray> = parts.iter().filter_map(|p| p.arrays.get(&key)).collect();
         let joined = match role {
@@ -347,11 +323,18 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
             }
             Role::Identical => identical(&parts, &key, &all)?,
             Role::Concat(axis) => {
-                check_common(&parts, &key, &all, base_name(&key) == dim)?;
+                let coordinate = base_name(&key) == dim;
+                let per_input = options.decode_per_input && !coordinate;
+                check_common(&parts, &key, &all, coordinate, per_input)?;
+                if per_input {
+                    if let Some(e) = input_encodings(&parts, &all, axis) {
+                        encodings.insert(key.clone(), e);
+                    }
+                }
                 concat(&parts, &key, &all, axis, dim, &url_offsets)?
             }
             Role::Stack => {
-                check_common(&parts, &key, &all, false)?;
+                check_common(&parts, &key, &all, false, false)?;
                 stack(&parts, &key, &all, dim, &url_offsets)?
             }
         };
@@ -362,7 +345,49 @@ pub fn combine(parts: Vec<VirtualDataset>, options: &CombineOptions) -> Result<V
         urls,
         groups: first.groups.clone(),
         arrays,
+        encodings,
     })
+}
+
+/// Each input's part along `axis` and its CF encoding, when some input's differs from the
+/// first's; `None` when they all agree.
+fn input_encodings(
+    parts: &[VirtualDataset],
+    all: &[&ManifestArray],
+    axis: usize,
+) -> Option<Vec<InputEncoding>> {
+    let encoding = |a: &ManifestArray| -> Map<String, Value> {
+        CF_ENCODING_ATTRIBUTES
+            .iter()
+            .filter_map(|&n| Some((n.to_string(), a.metadata.attributes.get(n)?.clone())))
+            .collect()
+    };
+    let first = encoding(all[0]);
+    let same = all.iter().skip(1).all(|a| {
+        let e = encoding(a);
+        same_value(&a.metadata.fill_value, &all[0].metadata.fill_value)
+            && e.len() == first.len()
+            && e.iter()
+                .all(|(k, v)| first.get(k).is_some_and(|f| same_value(f, v)))
+    });
+    if same {
+        return None;
+    }
+    let mut start = 0;
+    let mut out = Vec::with_capacity(all.len());
+    for (p, a) in parts.iter().zip(all) {
+        let len = a.metadata.shape.get(axis).copied().unwrap_or(0);
+        out.push(InputEncoding {
+            input: p.name.clone(),
+            axis,
+            start,
+            len,
+            fill_value: a.metadata.fill_value.clone(),
+            attributes: encoding(a),
+        });
+        start += len;
+    }
+    Some(out)
 }
 
 /// The dimensions the arrays of `parts` have, sorted, each once.
@@ -407,6 +432,27 @@ fn check_concat_coordinate(parts: &[VirtualDataset], dim: &str) -> Result<()> {
         let Some(arrays) = arrays else { continue };
         if arrays[0].metadata.dimension_names != [dim] {
             continue;
+        }
+        // Values in other units or calendars are not comparable: that difference is the one
+        // to name (per-file reference dates in one calendar were re-based before).
+        for (i, a) in arrays.iter().enumerate().skip(1) {
+            // The calendar first: with it differing, units are not re-based and differ too.
+            for &name in CONCAT_COORDINATE_ATTRIBUTES.iter().rev() {
+                let (got, want) = (
+                    a.metadata.attributes.get(name),
+                    arrays[0].metadata.attributes.get(name),
+                );
+                if got != want {
+                    return Err(mismatch(
+                        parts,
+                        i,
+                        key,
+                        &format!("attribute {name}"),
+                        show(got),
+                        show(want),
+                    ));
+                }
+            }
         }
         let values: Option<Vec<Vec<f64>>> = arrays
             .iter()
@@ -651,15 +697,33 @@ fn mismatch(
         got,
         expected,
         first: parts[0].name.clone(),
+        hint: String::new(),
     }))
 }
 
 /// dtype, codecs, fill value, dimension names and CF encoding attributes agree with the first.
+/// Why files that encode a variable differently are not joined, and the way around it.
+const ENCODING_HINT: &str = "; one array has one fill value and one packing, so references cannot \
+     join files that encode it differently (convert --decode-cf decodes each file with its own)";
+
+fn with_hint(error: Error, hint: &str) -> Error {
+    match error {
+        Error::Mismatch(mut m) => {
+            m.hint = hint.to_string();
+            Error::Mismatch(m)
+        }
+        other => other,
+    }
+}
+
+/// With `encoding_may_differ` (see [`CombineOptions::decode_per_input`]), the CF encoding
+/// attributes and the fill value are not compared.
 fn check_common(
     parts: &[VirtualDataset],
     key: &str,
     all: &[&ManifestArray],
     concat_coordinate: bool,
+    encoding_may_differ: bool,
 ) -> Result<()> {
     let f = &all[0].metadata;
     for (i, a) in all.iter().enumerate().skip(1) {
@@ -688,7 +752,11 @@ fn check_common(
                 format!("{:?}", f.dimension_names),
             ));
         }
-        let mut attributes: Vec<&str> = CF_ENCODING_ATTRIBUTES.to_vec();
+        let mut attributes: Vec<&str> = if encoding_may_differ {
+            Vec::new()
+        } else {
+            CF_ENCODING_ATTRIBUTES.to_vec()
+        };
         if concat_coordinate {
             attributes.extend(CONCAT_COORDINATE_ATTRIBUTES);
         }
@@ -700,14 +768,22 @@ fn check_common(
                 _ => false,
             };
             if !same {
-                return Err(err(&format!("attribute {name}"), show(got), show(want)));
+                let e = err(&format!("attribute {name}"), show(got), show(want));
+                return Err(if CF_ENCODING_ATTRIBUTES.contains(&name) {
+                    with_hint(e, ENCODING_HINT)
+                } else {
+                    e
+                });
             }
         }
-        if !same_value(&m.fill_value, &f.fill_value) {
-            return Err(err(
-                "fill value",
-                m.fill_value.to_string(),
-                f.fill_value.to_string(),
+        if !encoding_may_differ && !same_value(&m.fill_value, &f.fill_value) {
+            return Err(with_hint(
+                err(
+                    "fill value",
+                    m.fill_value.to_string(),
+                    f.fill_value.to_string(),
+                ),
+                ENCODING_HINT,
             ));
         }
     }
@@ -895,7 +971,7 @@ mod tests {
     use super::*;
     use crate::array::ArrayMetadata;
     use crate::codecs::Codec;
-    use serde_json::Map;
+    use crate::dense::first_as_f64;
 
     fn array(shape: u64, chunk: u64, scale: f64) -> Result<ManifestArray> {
         let mut attributes = Map::new();
@@ -925,6 +1001,7 @@ mod tests {
             urls: vec![name.into()],
             groups: BTreeMap::new(),
             arrays,
+            encodings: BTreeMap::new(),
         }
     }
 

@@ -148,6 +148,75 @@ pub(crate) fn copy_block(
     }
 }
 
+/// Every element of C-order values of numpy `dtype` as f64 (`None` for other kinds).
+pub(crate) fn values_as_f64(dtype: &str, bytes: &[u8]) -> Option<Vec<f64>> {
+    let size = crate::array::dtype_size(dtype);
+    if size == 0 {
+        return None;
+    }
+    bytes
+        .chunks_exact(size)
+        .map(|b| first_as_f64(dtype, b))
+        .collect()
+}
+
+/// The first element of C-order values of numpy `dtype` as f64.
+pub(crate) fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
+    let size = crate::array::dtype_size(dtype);
+    let b = bytes.get(..size)?;
+    let mut le = b.to_vec();
+    if dtype.starts_with('>') {
+        le.reverse();
+    }
+    let mut buf = [0u8; 8];
+    buf[..size.min(8)].copy_from_slice(&le[..size.min(8)]);
+    let kind = dtype.chars().nth(1)?;
+    Some(match (kind, size) {
+        ('f', 4) => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
+        ('f', 8) => f64::from_le_bytes(buf),
+        ('i', n @ (1 | 2 | 4 | 8)) => {
+            let shift = 64 - 8 * n as u32;
+            ((i64::from_le_bytes(buf) << shift) >> shift) as f64
+        }
+        ('u', 1 | 2 | 4 | 8) => u64::from_le_bytes(buf) as f64,
+        _ => return None,
+    })
+}
+
+/// `values` as C-order elements of the little-endian numpy `dtype` (`<f8`, `<i4`, ...):
+/// `None` for another kind, or a value the type cannot hold exactly (a fraction or an
+/// out-of-range number for an integer type).
+pub(crate) fn f64_as_values(dtype: &str, values: &[f64]) -> Option<Vec<u8>> {
+    let size = crate::array::dtype_size(dtype);
+    let kind = dtype.chars().nth(1)?;
+    let mut out = Vec::with_capacity(values.len() * size);
+    for &v in values {
+        match (kind, size) {
+            ('f', 8) => out.extend_from_slice(&v.to_le_bytes()),
+            // Only values an f32 holds exactly: the round trip says so.
+            ('f', 4) if f64::from(v as f32) == v || v.is_nan() => {
+                out.extend_from_slice(&(v as f32).to_le_bytes());
+            }
+            ('i', n @ (1 | 2 | 4 | 8)) if v.fract() == 0.0 => {
+                let bits = 8 * n as u32;
+                let (min, max) = (-(2f64.powi(bits as i32 - 1)), 2f64.powi(bits as i32 - 1));
+                if v < min || v >= max {
+                    return None;
+                }
+                out.extend_from_slice(&(v as i64).to_le_bytes()[..n]);
+            }
+            ('u', n @ (1 | 2 | 4 | 8)) if v.fract() == 0.0 => {
+                if v < 0.0 || v >= 2f64.powi(8 * n as i32) {
+                    return None;
+                }
+                out.extend_from_slice(&(v as u64).to_le_bytes()[..n]);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Joins C-order arrays along `axis`: `parts[i]` has shape `shapes[i]`; all agree off `axis`.
 pub(crate) fn concat_values(
     parts: &[&[u8]],

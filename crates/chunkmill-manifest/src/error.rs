@@ -177,7 +177,7 @@ impl Error {
 
 /// What differs between an input of a combine and the first input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}: {variable}: {what} differs: got {got}, expected {expected} (as in {first})")]
+#[error("{file}: {variable}: {what} differs: got {got}, expected {expected} (as in {first}){hint}")]
 pub struct Mismatch {
     /// The input that differs.
     pub file: String,
@@ -192,6 +192,9 @@ pub struct Mismatch {
     pub expected: String,
     /// The first input, the reference for the comparison.
     pub first: String,
+    /// Why that blocks and the way around it, starting with `; ` (empty when the difference
+    /// says enough).
+    pub hint: String,
 }
 
 /// `Result` with this crate's [`Error`].

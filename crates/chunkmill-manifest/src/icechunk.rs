@@ -732,6 +732,7 @@ mod tests {
             urls: vec!["/data/a b/day0.nc".into(), "s3://bucket/p/day1.nc".into()],
             groups,
             arrays,
+            encodings: BTreeMap::new(),
         })
     }
 
@@ -810,6 +811,7 @@ mod tests {
             urls: Vec::new(),
             groups: BTreeMap::from([(String::new(), Map::new())]),
             arrays: BTreeMap::from([("names".into(), names), ("records".into(), records)]),
+            encodings: BTreeMap::new(),
         })
     }
 

@@ -365,6 +365,7 @@ pub fn parse_kerchunk_json(text: &str, name: &str) -> Result<VirtualDataset> {
         urls,
         groups,
         arrays,
+        encodings: BTreeMap::new(),
     })
 }
 
@@ -513,6 +514,7 @@ mod tests {
             urls: vec!["/data/a \"b\".nc".into()],
             groups,
             arrays,
+            encodings: BTreeMap::new(),
         })
     }
 

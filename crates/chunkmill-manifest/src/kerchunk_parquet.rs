@@ -406,6 +406,7 @@ pub fn read_kerchunk_parquet(dir: &Path) -> Result<VirtualDataset> {
         urls: urls.urls,
         groups,
         arrays,
+        encodings: BTreeMap::new(),
     })
 }
 
@@ -678,6 +679,7 @@ mod tests {
             ],
             groups,
             arrays,
+            encodings: BTreeMap::new(),
         })
     }
 

@@ -71,6 +71,7 @@
 pub mod access;
 mod array;
 mod atomic;
+pub mod cftime;
 pub mod codecs;
 pub mod combine;
 mod compare;
@@ -81,12 +82,13 @@ pub mod kerchunk;
 pub mod kerchunk_parquet;
 mod manifest;
 pub mod reader;
+mod rebase;
 mod remote;
 pub mod scan;
 mod virtualize;
 
 pub use access::ReferenceAccess;
-pub use array::{ArrayMetadata, ManifestArray, ManifestStats, VirtualDataset};
+pub use array::{ArrayMetadata, InputEncoding, ManifestArray, ManifestStats, VirtualDataset};
 pub use combine::{combine, infer_concat_dim, CombineOptions, Compat, InferredDim};
 pub use error::{Error, Mismatch, Result};
 pub use icechunk::{is_icechunk, read_icechunk, write_icechunk};
@@ -96,6 +98,7 @@ pub use kerchunk_parquet::{
 };
 pub use manifest::{ChunkEntry, ChunkManifest, INLINED, MAX_PATH_ID, MISSING};
 pub use reader::ChunkReader;
+pub use rebase::rebase_concat_times;
 pub use scan::{scan, scan_path, FileScan, ScanOptions, SkippedVariable};
 pub use virtualize::{
     build, expand_inputs, scan_input, virtualize, Input, OutputFormat, ProgressFn, ScanExecutor,

@@ -151,6 +151,7 @@ pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileS
             urls: vec![url.to_string()],
             groups,
             arrays,
+            encodings: BTreeMap::new(),
         },
         warnings,
         skipped,

@@ -114,6 +114,13 @@ pub struct VirtualizeOptions {
     /// Variables (by key: `air`, `group/air`) left out of the output; each must be in some
     /// input.
     pub drop: Vec<String>,
+    /// Let the CF encoding of arrays along the concat dimension differ between files, each
+    /// recorded for the job to decode (`convert --decode-cf`; see
+    /// [`CombineOptions::decode_per_input`]). Never for references.
+    pub decode_per_input: bool,
+    /// The group of every file to take (`sub`, `a/b`), as xarray's `group=`: its arrays and
+    /// subgroups become the output's root. `None` takes every group.
+    pub group: Option<String>,
     /// Continue past files that cannot be opened or referenced, listing them in the report.
     /// Files that differ from the others are never skipped: that stays an error.
     pub skip_bad: bool,
@@ -163,6 +170,8 @@ impl VirtualizeOptions {
             keep: None,
             inline_threshold: DEFAULT_INLINE_THRESHOLD,
             drop: Vec::new(),
+            group: None,
+            decode_per_input: false,
             skip_bad: false,
             overwrite: false,
             threads: 0,
@@ -187,6 +196,8 @@ impl fmt::Debug for VirtualizeOptions {
             .field("keep", &self.keep)
             .field("inline_threshold", &self.inline_threshold)
             .field("drop", &self.drop)
+            .field("group", &self.group)
+            .field("decode_per_input", &self.decode_per_input)
             .field("skip_bad", &self.skip_bad)
             .field("overwrite", &self.overwrite)
             .field("threads", &self.threads)
@@ -537,6 +548,11 @@ pub fn build(
             reason: "its scan did not finish (a scanning thread panicked)".into(),
         });
     }
+    if let Some(group) = &options.group {
+        for d in &mut datasets {
+            d.select_group(group)?;
+        }
+    }
     leave_out(
         &mut datasets,
         &options.drop,
@@ -568,6 +584,15 @@ pub fn build(
         }
         None => None,
     };
+    if let Some(d) = concat_dim.as_deref().filter(|_| !options.stack) {
+        // Before ordering: files are ordered by their first time in one unit.
+        if crate::rebase::rebase_concat_times(&mut datasets, d)? {
+            notes.push(format!(
+                "the {d} coordinate's units differ between the files: its values (and its bounds') \
+                 were re-based to the first file's units"
+            ));
+        }
+    }
     let reordered = match &concat_dim {
         Some(d) if !options.stack => order_by_coordinate(&mut datasets, d),
         _ => false,
@@ -582,6 +607,7 @@ pub fn build(
             compat: options.compat,
             dropped: options.dropped.clone(),
             keep: options.keep.clone(),
+            decode_per_input: options.decode_per_input,
             threads,
         },
     )?;

@@ -311,7 +311,7 @@ fn files_that_differ_are_refused_naming_the_file_and_the_difference() {
         (
             "bad_units",
             1,
-            "time: attribute units differs: got \"hours since 2000-01-01 00:00:00\"",
+            "time: attribute units differs: got \"days after 2000-01-01 00:00:00\"",
         ),
         (
             "bad_partial",

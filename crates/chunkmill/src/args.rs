@@ -201,6 +201,10 @@ pub struct ConvertArgs {
     /// Leave a variable out. Repeatable.
     #[arg(long, value_name = "VAR")]
     pub drop: Vec<String>,
+    /// Convert only this group of the inputs (`sub`, `a/b`), as xarray's `group=`: it becomes
+    /// the target's root. Without it every group is converted.
+    #[arg(long, value_name = "PATH")]
+    pub group: Option<String>,
     /// Unpack CF-packed values (scale_factor, add_offset) to floats, with _FillValue and
     /// missing_value as NaN.
     #[arg(long)]
@@ -292,6 +296,10 @@ pub struct VirtualizeArgs {
     /// Leave a variable out of the references (`station_name`, `group/air`). Repeatable.
     #[arg(long, value_name = "VAR")]
     pub drop: Vec<String>,
+    /// Reference only this group of the files (`sub`, `a/b`), as xarray's `group=`: it
+    /// becomes the root of the references. Without it every group is referenced.
+    #[arg(long, value_name = "PATH")]
+    pub group: Option<String>,
     /// Continue past files that cannot be opened or referenced, and list them.
     #[arg(long)]
     pub skip_bad: bool,

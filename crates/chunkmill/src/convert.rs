@@ -160,6 +160,7 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
         inputs: inputs.to_vec(),
         layout: run.layout,
         job: run.job,
+        group: a.group.clone(),
         variables: a
             .variables
             .iter()

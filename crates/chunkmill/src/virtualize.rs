@@ -88,6 +88,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
         options.inline_threshold = t;
     }
     options.drop.clone_from(&a.drop);
+    options.group.clone_from(&a.group);
     options.skip_bad = a.skip_bad;
     options.overwrite = a.overwrite;
     options.threads = a.workers.unwrap_or(0);

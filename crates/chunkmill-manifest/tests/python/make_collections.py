@@ -240,7 +240,8 @@ def make_all(outdir):
         "bad_dtype": dict(air_dtype="f8"),
         "bad_scale": dict(sst_scale=0.02),
         "bad_chunks": dict(air_chunks=(2, 10, 12)),
-        "bad_units": dict(time_units="hours since 2000-01-01 00:00:00"),
+        # Not CF time units (a per-file reference date is re-based, not refused).
+        "bad_units": dict(time_units="days after 2000-01-01 00:00:00"),
     }
     for name, kwargs in bad.items():
         d = collection(outdir, name)

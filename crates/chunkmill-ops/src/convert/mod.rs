@@ -29,6 +29,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub mod append;
+mod cf;
 mod selection;
 pub mod sources;
 mod tiles;
@@ -42,6 +43,7 @@ use crate::job::plan::{
 use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout, WorkFile};
 use crate::values::Numeric;
 use crate::OpsError;
+use cf::{numbers, typed_attribute, PartDecoding};
 use selection::{
     aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
     value_range, window_axis, Bound,
@@ -62,6 +64,9 @@ pub struct ConvertOptions {
     pub layout: TargetLayout,
     /// Target, budget, executor and the rest of the run.
     pub job: JobOptions,
+    /// The group of the inputs to convert (`sub`, `a/b`), as xarray's `group=`: it becomes
+    /// the target's root. `None` converts every group.
+    pub group: Option<String>,
     /// Only these variables (and their coordinates); all when empty.
     pub variables: Vec<String>,
     /// Variables left out.
@@ -125,46 +130,6 @@ pub struct ConvertJob {
     pub notes: Vec<String>,
 }
 
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::String(s) if s == "NaN" => Some(f64::NAN),
-        other => other.as_f64(),
-    }
-}
-
-fn numbers(value: Option<&Value>) -> Vec<f64> {
-    match value {
-        Some(Value::Array(items)) => items.iter().filter_map(number).collect(),
-        Some(v) => number(v).into_iter().collect(),
-        None => Vec::new(),
-    }
-}
-
-/// A CF attribute's number and the numpy type xarray reads it as: the type the file stores
-/// (NetCDF/HDF5), or for JSON attributes (references, Zarr) what Python makes of the number
-/// (int64 for an integer, float64 otherwise). A one-element list counts as its element, as
-/// xarray takes `.item()` of it.
-fn typed_attribute(
-    attributes: &Map<String, Value>,
-    types: Option<&BTreeMap<String, String>>,
-    name: &str,
-) -> Option<(f64, Numeric)> {
-    let value = match attributes.get(name)? {
-        Value::Array(items) if items.len() == 1 => &items[0],
-        other => other,
-    };
-    let number = number(value)?;
-    let stored = types
-        .and_then(|t| t.get(name))
-        .and_then(|t| Numeric::parse(t).ok());
-    let json = if value.is_i64() || value.is_u64() {
-        Numeric::Int(8)
-    } else {
-        Numeric::Float(8)
-    };
-    Some((number, stored.unwrap_or(json)))
-}
-
 /// The stored types of a virtual array's attributes (none for a Zarr source).
 fn attribute_types<'a>(source: &'a Source, key: &str) -> Option<&'a BTreeMap<String, String>> {
     match source {
@@ -177,9 +142,24 @@ fn attribute_types<'a>(source: &'a Source, key: &str) -> Option<&'a BTreeMap<Str
 /// and the attributes left. `None` when the values are read as stored.
 struct Values {
     map: Option<ValueMap>,
+    /// With inputs that encode the array differently: each input's part and its map (which
+    /// replace `map`).
+    parts: Option<Vec<PartDecoding>>,
     out_dtype: String,
     /// Whether the CF packing was applied (its attributes removed).
     decoded: bool,
+}
+
+/// How each input encodes `key`, when the inputs differ (see
+/// [`chunkmill_manifest::CombineOptions::decode_per_input`]).
+fn input_encodings<'a>(
+    source: &'a Source,
+    key: &str,
+) -> Option<&'a [chunkmill_manifest::InputEncoding]> {
+    match source {
+        Source::Virtual(dataset) => dataset.encodings.get(key).map(Vec::as_slice),
+        Source::Zarr { .. } => None,
+    }
 }
 
 /// Decides the values of `array` under `--decode-cf`/`--cast`, refusing before anything is
@@ -194,12 +174,15 @@ fn array_values(
     let info = &array.info;
     let source_type = Numeric::parse(&info.dtype)
         .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+    let encodings = input_encodings(source, &array.key).filter(|_| options.decode_cf);
     let decode = options.decode_cf
-        && PACKING_ATTRIBUTES
-            .iter()
-            .any(|a| attributes.contains_key(*a))
+        && (encodings.is_some()
+            || PACKING_ATTRIBUTES
+                .iter()
+                .any(|a| attributes.contains_key(*a)))
         && !is_time_like(attributes);
     let mut map = None;
+    let mut parts = None;
     let mut out_dtype = info.dtype.clone();
     // The values before a cast could be anything in this range.
     let mut range = range_attribute(attributes, &["valid_range", "actual_range"])
@@ -211,32 +194,39 @@ fn array_values(
         .unwrap_or_else(|| source_type.range());
     if decode {
         let types = attribute_types(source, &array.key);
-        let scale = typed_attribute(attributes, types, "scale_factor");
-        let offset = typed_attribute(attributes, types, "add_offset");
-        let compute =
-            crate::values::decoded_type(source_type, scale.map(|s| s.1), offset.map(|o| o.1))
-                .map_err(|e| OpsError::Refused(format!("--decode-cf: '{}': {e}", array.key)))?;
-        let mut missing = numbers(attributes.get("_FillValue"));
-        missing.extend(numbers(attributes.get("missing_value")));
         // CF's valid_range is in packed units (actual_range in unpacked ones, but xarray
-        // leaves both as they are): unpack the bounds as the values are.
-        if !attributes.contains_key("actual_range") {
-            let unpack = |v: f64| v * scale.map_or(1.0, |s| s.0) + offset.map_or(0.0, |o| o.0);
-            let (a, b) = (unpack(range.0), unpack(range.1));
-            range = (a.min(b), a.max(b));
+        // leaves both as they are): the bounds are unpacked as the values are.
+        let unpacked = attributes.contains_key("actual_range");
+        if let Some(encodings) = encodings {
+            let decodings = cf::per_input(
+                &array.key,
+                &info.dtype,
+                source_type,
+                encodings,
+                types,
+                range,
+                unpacked,
+            )?;
+            out_dtype = decodings.out.name();
+            range = decodings.range;
+            parts = Some(decodings.parts);
+        } else {
+            let d = cf::decoding(
+                &array.key,
+                &info.dtype,
+                source_type,
+                attributes,
+                types,
+                range,
+                unpacked,
+            )?;
+            out_dtype = d.compute.name();
+            range = d.range;
+            map = Some(d.map);
         }
-        out_dtype = compute.name();
         for a in PACKING_ATTRIBUTES {
             attributes.remove(a);
         }
-        map = Some(ValueMap {
-            from: info.dtype.clone(),
-            to: out_dtype.clone(),
-            missing,
-            scale: scale.map(|s| s.0),
-            offset: offset.map(|o| o.0),
-            compute: Some(compute.name()),
-        });
     }
     if let Some(to) = cast {
         let to_type = Numeric::parse(to)
@@ -257,23 +247,28 @@ fn array_values(
             )));
         }
         out_dtype = to.to_string();
-        map = Some(match map {
-            Some(mut map) => {
+        for p in parts.iter_mut().flatten() {
+            p.map.to = to.to_string();
+        }
+        map = match (map, &parts) {
+            (Some(mut map), _) => {
                 map.to = to.to_string();
-                map
+                Some(map)
             }
-            None => ValueMap {
+            (None, Some(_)) => None,
+            (None, None) => Some(ValueMap {
                 from: info.dtype.clone(),
                 to: to.to_string(),
                 missing: Vec::new(),
                 scale: None,
                 offset: None,
                 compute: None,
-            },
-        });
+            }),
+        };
     }
     Ok(Values {
         map,
+        parts,
         out_dtype,
         decoded: decode,
     })
@@ -447,9 +442,11 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             compat: options.compat,
             dropped: Some(options.drop.clone()),
             keep: (!options.variables.is_empty()).then(|| options.variables.clone()),
+            decode_per_input: options.decode_cf,
             threads: 0,
         },
         &options.allow_refs,
+        options.group.as_deref(),
     )?;
     if let Source::Zarr { store, .. } = &source {
         if store.url() == target.url() {
@@ -696,6 +693,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .map(|(_, to)| to.as_str());
         let Values {
             map: values,
+            parts,
             out_dtype,
             decoded: decode,
         } = array_values(options, &source, array, cast, &mut attributes)?;
@@ -707,7 +705,10 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
             || values.is_some();
         let plain = source.endpoint(array, &references_url)?;
-        let input = if windowed {
+        let input = if let Some(parts) = &parts {
+            cf::windows_per_input(&plain, &axes, &info.chunks, parts)
+                .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?
+        } else if windowed {
             let grid = Grid::new(
                 axes.iter()
                     .zip(&info.chunks)

@@ -2,6 +2,7 @@
 //! one window per axis, and the window's chunks cut at the source's chunk boundaries.
 
 use chunkmill_grid::AxisChunks;
+use chunkmill_manifest::cftime::{parse_date, Date, TimeUnits};
 use chunkmill_plan::{AxisWindow, ValueMap};
 
 /// A selection of one dimension by coordinate value, both ends included (as xarray's
@@ -28,97 +29,9 @@ pub struct IndexSelection {
     pub stop: Option<i64>,
 }
 
-pub(crate) fn parse_date(text: &str) -> Option<(i64, u32, u32, f64)> {
-    let (date, time) = match text.split_once(['T', ' ']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (text, None),
-    };
-    let mut parts = date.splitn(3, '-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: u32 = parts.next().map_or(Some(1), |m| m.parse().ok())?;
-    let day: u32 = parts.next().map_or(Some(1), |d| d.parse().ok())?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let mut seconds = 0.0;
-    if let Some(time) = time {
-        let time = time.trim_end_matches('Z');
-        for (i, part) in time.split(':').enumerate() {
-            let value: f64 = part.parse().ok()?;
-            seconds += value * [3600.0, 60.0, 1.0].get(i)?;
-        }
-    }
-    Some((year, month, day, seconds))
-}
-
-/// Days from 1970-01-01 in the proleptic Gregorian calendar (the civil-from-days algorithm
-/// run backwards).
-pub(crate) fn days_gregorian(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Days from year 0 in a calendar xarray/cftime knows.
-pub(crate) fn days_in_calendar(calendar: &str, (y, m, d): (i64, u32, u32)) -> Option<i64> {
-    const CUMULATIVE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
-    match calendar {
-        "standard" | "gregorian" | "proleptic_gregorian" | "" => Some(days_gregorian(y, m, d)),
-        "noleap" | "365_day" => Some(y * 365 + CUMULATIVE[m as usize - 1] + i64::from(d) - 1),
-        "all_leap" | "366_day" => {
-            let leap_shift = i64::from(m > 2);
-            Some(y * 366 + CUMULATIVE[m as usize - 1] + leap_shift + i64::from(d) - 1)
-        }
-        "360_day" => Some(y * 360 + i64::from(m - 1) * 30 + i64::from(d) - 1),
-        _ => None,
-    }
-}
-
-/// Seconds per unit of a CF time coordinate's units (`days since …` → 86400) and its
-/// reference date.
-fn cf_units(units: &str) -> Result<(f64, &str), String> {
-    let (unit, reference) = units
-        .split_once(" since ")
-        .ok_or_else(|| format!("units '{units}' are not '<unit> since <date>'"))?;
-    let seconds_per_unit = match unit.trim() {
-        "days" | "day" | "d" => 86_400.0,
-        "hours" | "hour" | "h" | "hr" => 3_600.0,
-        "minutes" | "minute" | "min" => 60.0,
-        "seconds" | "second" | "s" | "sec" => 1.0,
-        "milliseconds" | "ms" => 1e-3,
-        other => return Err(format!("time unit '{other}' is not supported")),
-    };
-    Ok((seconds_per_unit, reference))
-}
-
-fn parsed(text: &str) -> Result<(i64, u32, u32, f64), String> {
+fn parsed(text: &str) -> Result<Date, String> {
     parse_date(text.trim())
         .ok_or_else(|| format!("'{text}' is not a date like 2020-01-31 or 2020-01-31T12:00"))
-}
-
-/// Seconds from the reference date of `units` to a date, in `calendar`.
-fn seconds_since(
-    (y, m, d, s): (i64, u32, u32, f64),
-    units: &str,
-    calendar: &str,
-) -> Result<f64, String> {
-    let (_, reference) = cf_units(units)?;
-    let reference = reference
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join("T");
-    let (ry, rm, rd, rs) = parsed(&reference)?;
-    let calendar = calendar.to_ascii_lowercase();
-    let days = |ymd| {
-        days_in_calendar(&calendar, ymd)
-            .ok_or_else(|| format!("calendar '{calendar}' is not supported"))
-    };
-    Ok((days((y, m, d))? - days((ry, rm, rd))?) as f64 * 86_400.0 + s - rs)
 }
 
 /// The instants a date string names, as pandas' and xarray's partial string indexing reads
@@ -131,20 +44,21 @@ pub(crate) fn cf_time_period(
     units: &str,
     calendar: &str,
 ) -> Result<(f64, f64), String> {
-    let (per_unit, _) = cf_units(units)?;
+    let units = TimeUnits::parse(units)?;
+    let per_unit = units.seconds_per_unit;
     let date = parsed(text)?;
     let trimmed = text.trim().trim_end_matches('Z');
     let (day_part, time_part) = match trimmed.split_once(['T', ' ']) {
         Some((d, t)) => (d, Some(t)),
         None => (trimmed, None),
     };
-    let (y, m, _, _) = date;
-    let start = seconds_since(date, units, calendar)?;
+    let (y, m) = (date.year, date.month);
+    let start = units.seconds_to(date, calendar)?;
     let end = match (day_part.split('-').count(), time_part) {
-        (1, None) => seconds_since((y + 1, 1, 1, 0.0), units, calendar)?,
+        (1, None) => units.seconds_to(Date::ymd(y + 1, 1, 1), calendar)?,
         (2, None) => {
             let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            seconds_since((next.0, next.1, 1, 0.0), units, calendar)?
+            units.seconds_to(Date::ymd(next.0, next.1, 1), calendar)?
         }
         (_, None) => start + 86_400.0,
         (_, Some(time)) => {
@@ -364,8 +278,6 @@ mod tests {
             )?,
             30.0
         );
-        assert_eq!(days_gregorian(1970, 1, 1), 0);
-        assert_eq!(days_gregorian(2000, 3, 1), 11_017);
         assert!(start_of("2020-01-01", "days since 2020-01-01", "julian").is_err());
         Ok(())
     }

@@ -79,7 +79,8 @@ fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
 /// combined as `combine` says with every check of `virtualize` (its `threads` is unused: the
 /// scan's is). A reference input's chunks must all lie under the directory holding it or
 /// under a prefix of `allow_refs`. Returns the source and notes for the user (an inferred
-/// concat dimension).
+/// concat dimension). `group` (`sub`, `a/b`) takes only that group of the inputs (and what
+/// lies under it) as the root, as xarray's `group=` does.
 ///
 /// # Errors
 /// [`OpsError::Refused`] naming the input and the reason (missing, unreadable, files that
@@ -89,9 +90,16 @@ pub fn open(
     inputs: &[String],
     combine: &CombineOptions,
     allow_refs: &[String],
+    group: Option<&str>,
 ) -> Result<(Source, Vec<String>), OpsError> {
+    let group = group.map(|g| g.trim_matches('/')).filter(|g| !g.is_empty());
     let checked = |path: &Path, read: chunkmill_manifest::Result<VirtualDataset>| {
-        let dataset = read.map_err(|e| manifest_error(&e))?;
+        let mut dataset = read.map_err(|e| manifest_error(&e))?;
+        if let Some(group) = group {
+            dataset
+                .select_group(group)
+                .map_err(|e| manifest_error(&e))?;
+        }
         let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
             .map_err(|e| manifest_error(&e))?;
         access.check(&dataset).map_err(|e| manifest_error(&e))?;
@@ -113,7 +121,7 @@ pub fn open(
                 return checked(path, chunkmill_manifest::read_kerchunk_parquet(path));
             }
             if is_zarr_dir(path) {
-                return Ok((open_zarr(one)?, Vec::new()));
+                return Ok((open_zarr(one, group)?, Vec::new()));
             }
             return Err(OpsError::Refused(format!(
                 "{one}: a directory that is neither a Zarr store, kerchunk Parquet references nor an Icechunk repository"
@@ -126,7 +134,7 @@ pub fn open(
             .iter()
             .any(|ext| one.ends_with(ext));
         if one.contains("://") && !data_file && !one.contains(['*', '?', '[']) {
-            return Ok((open_zarr(one)?, Vec::new()));
+            return Ok((open_zarr(one, group)?, Vec::new()));
         }
     }
     let mut options = VirtualizeOptions::new("");
@@ -136,6 +144,8 @@ pub fn open(
     options.compat = combine.compat;
     options.dropped.clone_from(&combine.dropped);
     options.keep.clone_from(&combine.keep);
+    options.decode_per_input = combine.decode_per_input;
+    options.group = group.map(str::to_string);
     // Small chunks stay references: the reader fetches what it needs.
     options.inline_threshold = 0;
     // szip, nbit and scaleoffset are decoded by hdf5-reader's own filters.
@@ -145,13 +155,20 @@ pub fn open(
     Ok((Source::Virtual(dataset.into()), report.notes))
 }
 
-fn open_zarr(url: &str) -> Result<Source, OpsError> {
-    let store = Store::open(url).map_err(|e| OpsError::Usage(e.to_string()))?;
+fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
+    // A group of a store is the store under that prefix: its arrays and subgroups.
+    let opened = match group {
+        Some(g) => format!("{}/{g}", url.trim_end_matches('/')),
+        None => url.to_string(),
+    };
+    let store = Store::open(&opened).map_err(|e| OpsError::Usage(e.to_string()))?;
     let nodes = zarr::list_nodes(&store).map_err(|e| OpsError::Refused(e.to_string()))?;
     if nodes.is_empty() {
-        return Err(OpsError::Refused(format!(
-            "{url}: no Zarr array or group found"
-        )));
+        // A group name that is not there is a mistake in the command, as for data files.
+        return Err(match group {
+            Some(g) => OpsError::Usage(format!("--group {g}: {url} has no Zarr group /{g}")),
+            None => OpsError::Refused(format!("{url}: no Zarr array or group found")),
+        });
     }
     let mut groups = Vec::new();
     let mut arrays = Vec::new();
