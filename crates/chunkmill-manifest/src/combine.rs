@@ -203,19 +203,11 @@ fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
     if dtype.starts_with('>') {
         le.reverse();
     }
-    let mut buf = [0u8; 8];
-    buf[..size.min(8)].copy_from_slice(&le[..size.min(8)]);
-    let kind = dtype.chars().nth(1)?;
-    Some(match (kind, size) {
-        ('f', 4) => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
-        ('f', 8) => f64::from_le_bytes(buf),
-        ('i', n @ (1 | 2 | 4 | 8)) => {
-            let shift = 64 - 8 * n as u32;
-            ((i64::from_le_bytes(buf) << shift) >> shift) as f64
-        }
-        ('u', 1 | 2 | 4 | 8) => u64::from_le_bytes(buf) as f64,
-        _ => return None,
-    })
+    match chunkmill_store::DataType::from_typestr(dtype).ok()? {
+        // Booleans are not coordinates to order by.
+        chunkmill_store::DataType::Bool => None,
+        t => t.read_f64(&le),
+    }
 }
 
 /// Joins `parts` as `options` says (see the module documentation).
