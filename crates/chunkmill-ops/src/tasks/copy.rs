@@ -9,7 +9,7 @@
 //! composes over them — references read by byte range, windows (a range per axis, reversed,
 //! values converted), tiles, and the concatenation and shifted output of an append. Each
 //! endpoint's chunk is read whole and decoded once per task. [`StageRunner`] also runs the
-//! scan tasks of `virtualize` on executors ([`crate::scan`]).
+//! scan tasks of `virtualize` on executors ([`crate::virtualize`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -125,7 +125,7 @@ impl StageRunner {
                     match references.get(url) {
                         Some(d) => d.clone(),
                         None => {
-                            let d = Arc::new(crate::sources::read_references(url)?);
+                            let d = Arc::new(super::references::read_references(url)?);
                             references.insert(url.clone(), d.clone());
                             d
                         }
@@ -586,7 +586,7 @@ impl TaskRunner for StageRunner {
             // A scan task's region is its range of inputs.
             StageKind::Scan(scan) => {
                 let files = region.ranges().first().cloned().unwrap_or_default();
-                crate::scan::run_scan_task(scan, files, cancel)
+                super::scan::run_scan_task(scan, files, cancel)
             }
         }
     }
