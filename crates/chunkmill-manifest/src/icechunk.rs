@@ -52,11 +52,11 @@ use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 
 use crate::array::{ArrayMetadata, ManifestArray, VirtualDataset};
-use chunkmill_store::DataType;
 use crate::atomic::write_dir_atomic;
 use crate::codecs::Codec;
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkEntry, ChunkManifest};
+use chunkmill_store::DataType;
 
 /// The branch written and read.
 pub const BRANCH: &str = "main";
@@ -592,7 +592,12 @@ fn numpy_in_order(dtype: &DataType, order: char) -> String {
         DataType::Struct(fields) => Value::Array(
             fields
                 .iter()
-                .map(|(name, t)| Value::from(vec![Value::from(name.as_str()), Value::from(numpy_in_order(t, order))]))
+                .map(|(name, t)| {
+                    Value::from(vec![
+                        Value::from(name.as_str()),
+                        Value::from(numpy_in_order(t, order)),
+                    ])
+                })
                 .collect(),
         )
         .to_string(),

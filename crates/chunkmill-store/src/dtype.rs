@@ -244,7 +244,11 @@ impl DataType {
             other => return Err(UnsupportedDataType(other.to_string())),
         };
         let id = |c: &Value| c.get("id").and_then(Value::as_str).map(str::to_string);
-        if parsed == DataType::String && codecs.iter().any(|c| id(c).as_deref() == Some("vlen-bytes")) {
+        if parsed == DataType::String
+            && codecs
+                .iter()
+                .any(|c| id(c).as_deref() == Some("vlen-bytes"))
+        {
             return Ok(DataType::VarBytes);
         }
         Ok(parsed)
@@ -256,7 +260,14 @@ impl DataType {
     /// # Errors
     /// [`UnsupportedDataType`] for a name we do not know or a malformed configuration.
     pub fn from_v3(data_type: &Value) -> Result<DataType, UnsupportedDataType> {
-        let bad = || UnsupportedDataType(format!("'{}'", data_type.as_str().map_or_else(|| data_type.to_string(), str::to_string)));
+        let bad = || {
+            UnsupportedDataType(format!(
+                "'{}'",
+                data_type
+                    .as_str()
+                    .map_or_else(|| data_type.to_string(), str::to_string)
+            ))
+        };
         let (name, config) = match data_type {
             Value::String(s) => (s.as_str(), None),
             Value::Object(o) => (
@@ -281,9 +292,13 @@ impl DataType {
             "numpy.timedelta64" => {
                 DataType::TimeDelta(TimeUnit::from_configuration(config).ok_or_else(bad)?)
             }
-            "null_terminated_bytes" => DataType::Bytes(length_bytes(config).filter(|n| *n > 0).ok_or_else(bad)?),
+            "null_terminated_bytes" => {
+                DataType::Bytes(length_bytes(config).filter(|n| *n > 0).ok_or_else(bad)?)
+            }
             "fixed_length_utf32" => {
-                let n = length_bytes(config).filter(|n| *n > 0 && n % 4 == 0).ok_or_else(bad)?;
+                let n = length_bytes(config)
+                    .filter(|n| *n > 0 && n % 4 == 0)
+                    .ok_or_else(bad)?;
                 DataType::Unicode(n / 4)
             }
             "raw_bytes" => DataType::Raw(length_bytes(config).filter(|n| *n > 0).ok_or_else(bad)?),
@@ -328,8 +343,8 @@ impl DataType {
     pub fn from_name(name: &str) -> Result<DataType, UnsupportedDataType> {
         for (prefix, datetime) in [("datetime64[", true), ("timedelta64[", false)] {
             if let Some(unit) = name.strip_prefix(prefix).and_then(|u| u.strip_suffix(']')) {
-                let unit =
-                    TimeUnit::parse(unit).ok_or_else(|| UnsupportedDataType(format!("'{name}'")))?;
+                let unit = TimeUnit::parse(unit)
+                    .ok_or_else(|| UnsupportedDataType(format!("'{name}'")))?;
                 return Ok(if datetime {
                     DataType::DateTime(unit)
                 } else {
@@ -406,10 +421,9 @@ impl DataType {
     /// The Zarr v3 `data_type`, as zarr-python 3 writes it.
     #[must_use]
     pub fn to_v3(&self) -> Value {
-        let time = |name: &str, u: &TimeUnit| {
-            json!({"name": name, "configuration": {"unit": u.unit, "scale_factor": u.scale_factor}})
-        };
-        let sized = |name: &str, n: usize| json!({"name": name, "configuration": {"length_bytes": n}});
+        let time = |name: &str, u: &TimeUnit| json!({"name": name, "configuration": {"unit": u.unit, "scale_factor": u.scale_factor}});
+        let sized =
+            |name: &str, n: usize| json!({"name": name, "configuration": {"length_bytes": n}});
         match self {
             DataType::DateTime(u) => time("numpy.datetime64", u),
             DataType::TimeDelta(u) => time("numpy.timedelta64", u),
@@ -459,11 +473,15 @@ impl DataType {
         Some(match self {
             DataType::Bool => vec![u8::from(json_float(value)? != 0.0)],
             DataType::Int(n) => {
-                let v = value.as_i64().or_else(|| json_float(value).map(|f| f as i64))?;
+                let v = value
+                    .as_i64()
+                    .or_else(|| json_float(value).map(|f| f as i64))?;
                 v.to_le_bytes()[..*n].to_vec()
             }
             DataType::UInt(n) => {
-                let v = value.as_u64().or_else(|| json_float(value).map(|f| f as u64))?;
+                let v = value
+                    .as_u64()
+                    .or_else(|| json_float(value).map(|f| f as u64))?;
                 v.to_le_bytes()[..*n].to_vec()
             }
             DataType::Float(n) => float_bytes(value, *n)?,
@@ -711,7 +729,10 @@ mod tests {
             (DataType::Bool, json!(true)),
             (DataType::Bytes(5), json!("YWI=")),
             (DataType::Unicode(4), json!("xy")),
-            (DataType::from_name("datetime64[ns]").unwrap(), json!(i64::MIN)),
+            (
+                DataType::from_name("datetime64[ns]").unwrap(),
+                json!(i64::MIN),
+            ),
         ];
         for (d, fill) in cases {
             let bytes = d.fill_bytes(&fill).unwrap();

@@ -415,7 +415,8 @@ fn read_v2_array(
     })
 }
 
-/// Every node of the hierarchy in `store`, parents before children.
+/// Every node of the hierarchy in `store`, parents before children. Variable-length arrays
+/// are read whole once, to measure their longest element.
 ///
 /// # Errors
 /// [`ZarrError`] when the store cannot be listed or a document is unreadable.
@@ -432,17 +433,31 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
     paths.dedup();
     let mut nodes = Vec::new();
     for path in paths {
-        match read_node(store, &path) {
+        match read_node(store, &path).and_then(|node| measured(store, node)) {
             Ok(Some(node)) => nodes.push(node),
             Ok(None) => {}
-            Err(e @ ZarrError::Metadata { .. }) => nodes.push(Node::Unsupported {
-                path,
-                reason: e.to_string(),
-            }),
+            Err(e @ (ZarrError::Metadata { .. } | ZarrError::Chunk { .. })) => {
+                nodes.push(Node::Unsupported {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(nodes)
+}
+
+/// `node` with the record width of a variable-length array measured (see
+/// [`ZarrArray::read_chunk`]), so that a plan counts an element's real bytes.
+fn measured(store: &Store, node: Option<Node>) -> Result<Option<Node>, ZarrError> {
+    match node {
+        Some(Node::Array(info)) if info.dtype.is_variable() => {
+            let opened = ZarrArray::open(store, &info.path)?;
+            Ok(Some(Node::Array(opened.info().clone())))
+        }
+        other => Ok(other),
+    }
 }
 
 /// How to encode the chunks of a new array.
@@ -801,7 +816,11 @@ fn open_zarrs(
     info: &ArrayInfo,
 ) -> Result<Array<dyn ReadableWritableListableStorageTraits>, ZarrError> {
     let path = &info.path;
-    let name = if info.zarr_format == 3 { "zarr.json" } else { ".zarray" };
+    let name = if info.zarr_format == 3 {
+        "zarr.json"
+    } else {
+        ".zarray"
+    };
     let mut doc = store
         .get_json(&key(path, name))?
         .ok_or_else(|| ZarrError::NotFound {
@@ -810,7 +829,9 @@ fn open_zarrs(
         })?;
     let size = info.dtype.size().unwrap_or(0);
     let fill = info.dtype.fill_bytes(&info.fill_value);
-    let big_endian = doc.get("dtype").is_some_and(|d| d.to_string().contains('>'));
+    let big_endian = doc
+        .get("dtype")
+        .is_some_and(|d| d.to_string().contains('>'));
     let stand_in = match &info.dtype {
         DataType::DateTime(_) | DataType::TimeDelta(_) => Some((
             if info.zarr_format == 3 {
@@ -829,10 +850,7 @@ fn open_zarrs(
                 ));
             }
             if info.zarr_format == 3 {
-                Some((
-                    json!(format!("r{}", 8 * size)),
-                    fill.map(|b| json!(b)),
-                ))
+                Some((json!(format!("r{}", 8 * size)), fill.map(|b| json!(b))))
             } else {
                 Some((
                     json!(format!("|V{size}")),
@@ -846,13 +864,12 @@ fn open_zarrs(
         let v2 = info.zarr_format == 2;
         doc[if v2 { "dtype" } else { "data_type" }] = data_type;
         if !(v2 && info.fill_value.is_null()) {
-            doc["fill_value"] = fill.ok_or_else(|| {
-                meta_err(store, path, "fill value does not match the data type")
-            })?;
+            doc["fill_value"] = fill
+                .ok_or_else(|| meta_err(store, path, "fill value does not match the data type"))?;
         }
-        // The raw stand-in has no byte order; text is decoded little-endian (checked above).
+        // zarrs wants a byte order for any multi-byte type; raw bytes are not swapped by it.
         if let Some(codecs) = doc.get_mut("codecs").and_then(Value::as_array_mut) {
-            strip_endian(codecs);
+            default_endian(codecs);
         }
     }
     let metadata: ArrayMetadata =
@@ -862,13 +879,14 @@ fn open_zarrs(
         .map_err(|e| meta_err(store, path, e.to_string()))
 }
 
-/// Drop the byte order of the `bytes` codec (inside a sharding codec too), for raw stand-ins.
-fn strip_endian(codecs: &mut [Value]) {
+/// Give the `bytes` codec (inside a sharding codec too) a byte order where it has none: a
+/// stand-in of several bytes needs one, which zarrs does not apply to raw bytes.
+fn default_endian(codecs: &mut [Value]) {
     for codec in codecs {
         match codec.get("name").and_then(Value::as_str) {
             Some("bytes") => {
-                if let Some(o) = codec.as_object_mut() {
-                    o.remove("configuration");
+                if codec.pointer("/configuration/endian").is_none() {
+                    codec["configuration"] = json!({"endian": "little"});
                 }
             }
             Some("sharding_indexed") => {
@@ -876,7 +894,7 @@ fn strip_endian(codecs: &mut [Value]) {
                     .pointer_mut("/configuration/codecs")
                     .and_then(Value::as_array_mut)
                 {
-                    strip_endian(inner);
+                    default_endian(inner);
                 }
             }
             _ => {}
@@ -950,6 +968,25 @@ impl ZarrArray {
     #[must_use]
     pub fn fill_bytes(&self) -> &[u8] {
         &self.fill
+    }
+
+    /// One element's fill value as [`ZarrArray::write_chunk`] takes it in records of `width`
+    /// bytes: [`ZarrArray::fill_bytes`] for a fixed-size type; for a variable-length one, the
+    /// fill record at that width (an empty element if the fill does not fit it).
+    #[must_use]
+    pub fn fill_element(&self, width: usize) -> Vec<u8> {
+        if !self.info.dtype.is_variable() || width == self.fill.len() {
+            return self.fill.clone();
+        }
+        let mut record = vec![0; width.max(RECORD_LEN)];
+        let len = self
+            .fill
+            .get(..RECORD_LEN)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        if RECORD_LEN + len <= width {
+            record[..RECORD_LEN + len].copy_from_slice(&self.fill[..RECORD_LEN + len]);
+        }
+        record
     }
 
     fn chunk_err(&self, chunk: &[u64], reason: impl std::fmt::Display) -> ZarrError {
@@ -1045,7 +1082,11 @@ impl ZarrArray {
                 .fold(longest, usize::max);
         }
         if u32::try_from(longest).is_err() {
-            return Err(meta_err_url(&self.url, &self.info.path, "an element longer than 4 GiB"));
+            return Err(meta_err_url(
+                &self.url,
+                &self.info.path,
+                "an element longer than 4 GiB",
+            ));
         }
         Ok(RECORD_LEN + longest)
     }
@@ -1068,7 +1109,11 @@ impl ZarrArray {
 
     /// Variable-length elements from records of any one width (the chunk's bytes divided by
     /// its elements): a writer's records come from its source, measured there.
-    fn from_records(&self, chunk: &[u64], records: &[u8]) -> Result<ArrayBytes<'static>, ZarrError> {
+    fn from_records(
+        &self,
+        chunk: &[u64],
+        records: &[u8],
+    ) -> Result<ArrayBytes<'static>, ZarrError> {
         let elements: u64 = self.info.chunks.iter().product();
         let width = usize::try_from(elements)
             .ok()
@@ -1088,8 +1133,7 @@ impl ZarrArray {
             raw.extend_from_slice(element);
             offsets.push(raw.len());
         }
-        let offsets =
-            ArrayBytesOffsets::new(offsets).map_err(|e| self.chunk_err(chunk, e))?;
+        let offsets = ArrayBytesOffsets::new(offsets).map_err(|e| self.chunk_err(chunk, e))?;
         ArrayBytes::new_vlen(raw, offsets).map_err(|e| self.chunk_err(chunk, e))
     }
 }

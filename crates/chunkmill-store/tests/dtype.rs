@@ -31,7 +31,11 @@ fn every_data_type_zarr_python_writes_parses_and_prints_back() {
         } else {
             assert_eq!(&dtype.to_v3(), written, "{case}");
         }
-        assert_eq!(dtype.to_string(), case["numpy"].as_str().unwrap_or(""), "{case}");
+        assert_eq!(
+            dtype.to_string(),
+            case["numpy"].as_str().unwrap_or(""),
+            "{case}"
+        );
         assert_eq!(
             dtype.size().map(|s| s as u64),
             case["itemsize"].as_u64(),

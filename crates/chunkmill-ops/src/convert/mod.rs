@@ -40,8 +40,9 @@ use crate::job::plan::{
     PlanContext,
 };
 use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout, WorkFile};
-use crate::values::Numeric;
+use crate::values::numeric;
 use crate::OpsError;
+use chunkmill_store::DataType;
 use selection::{
     aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
     value_range, window_axis, Bound,
@@ -148,7 +149,7 @@ fn typed_attribute(
     attributes: &Map<String, Value>,
     types: Option<&BTreeMap<String, String>>,
     name: &str,
-) -> Option<(f64, Numeric)> {
+) -> Option<(f64, DataType)> {
     let value = match attributes.get(name)? {
         Value::Array(items) if items.len() == 1 => &items[0],
         other => other,
@@ -156,11 +157,11 @@ fn typed_attribute(
     let number = number(value)?;
     let stored = types
         .and_then(|t| t.get(name))
-        .and_then(|t| Numeric::parse(t).ok());
+        .and_then(|t| numeric(t).ok());
     let json = if value.is_i64() || value.is_u64() {
-        Numeric::Int(8)
+        DataType::Int(8)
     } else {
-        Numeric::Float(8)
+        DataType::Float(8)
     };
     Some((number, stored.unwrap_or(json)))
 }
@@ -177,7 +178,7 @@ fn attribute_types<'a>(source: &'a Source, key: &str) -> Option<&'a BTreeMap<Str
 /// and the attributes left. `None` when the values are read as stored.
 struct Values {
     map: Option<ValueMap>,
-    out_dtype: String,
+    out_dtype: DataType,
     /// Whether the CF packing was applied (its attributes removed).
     decoded: bool,
 }
@@ -192,8 +193,23 @@ fn array_values(
     attributes: &mut Map<String, Value>,
 ) -> Result<Values, OpsError> {
     let info = &array.info;
-    let source_type = Numeric::parse(&info.dtype)
-        .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+    let source_type = info.dtype.clone();
+    // Text, datetimes and complex numbers are copied as they are unless a cast asks more.
+    if !source_type.is_numeric() && cast.is_none() {
+        return Ok(Values {
+            map: None,
+            out_dtype: source_type,
+            decoded: false,
+        });
+    }
+    let source_range = source_type.range().ok_or_else(|| {
+        OpsError::Refused(format!(
+            "--cast {}: '{}' holds {}, which cannot be cast; cast numbers and booleans only",
+            last_segment(&array.key),
+            array.key,
+            source_type
+        ))
+    })?;
     let decode = options.decode_cf
         && PACKING_ATTRIBUTES
             .iter()
@@ -208,39 +224,38 @@ fn array_values(
             let max = typed_attribute(attributes, None, "valid_max")?.0;
             Some((min, max))
         })
-        .unwrap_or_else(|| source_type.range());
+        .unwrap_or(source_range);
     if decode {
         let types = attribute_types(source, &array.key);
-        let scale = typed_attribute(attributes, types, "scale_factor");
-        let offset = typed_attribute(attributes, types, "add_offset");
-        let compute =
-            crate::values::decoded_type(source_type, scale.map(|s| s.1), offset.map(|o| o.1))
-                .map_err(|e| OpsError::Refused(format!("--decode-cf: '{}': {e}", array.key)))?;
+        let (scale, scale_type) = typed_attribute(attributes, types, "scale_factor").unzip();
+        let (offset, offset_type) = typed_attribute(attributes, types, "add_offset").unzip();
+        let compute = crate::values::decoded_type(&source_type, scale_type, offset_type)
+            .map_err(|e| OpsError::Refused(format!("--decode-cf: '{}': {e}", array.key)))?;
         let mut missing = numbers(attributes.get("_FillValue"));
         missing.extend(numbers(attributes.get("missing_value")));
         // CF's valid_range is in packed units (actual_range in unpacked ones, but xarray
         // leaves both as they are): unpack the bounds as the values are.
         if !attributes.contains_key("actual_range") {
-            let unpack = |v: f64| v * scale.map_or(1.0, |s| s.0) + offset.map_or(0.0, |o| o.0);
+            let unpack = |v: f64| v * scale.unwrap_or(1.0) + offset.unwrap_or(0.0);
             let (a, b) = (unpack(range.0), unpack(range.1));
             range = (a.min(b), a.max(b));
         }
-        out_dtype = compute.name();
+        out_dtype = compute.clone();
         for a in PACKING_ATTRIBUTES {
             attributes.remove(a);
         }
         map = Some(ValueMap {
-            from: info.dtype.clone(),
-            to: out_dtype.clone(),
+            from: info.dtype.to_string(),
+            to: out_dtype.to_string(),
             missing,
-            scale: scale.map(|s| s.0),
-            offset: offset.map(|o| o.0),
-            compute: Some(compute.name()),
+            scale,
+            offset,
+            compute: Some(compute.to_string()),
         });
     }
     if let Some(to) = cast {
-        let to_type = Numeric::parse(to)
-            .map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
+        let to_type =
+            numeric(to).map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
         if !to_type.holds(range.0, range.1) {
             return Err(OpsError::Refused(format!(
                 "--cast {}={to}: '{}' may hold values from {} to {}{}, which {to} cannot store (numpy's astype would wrap them around silently); cast to a wider type{}",
@@ -256,14 +271,14 @@ fn array_values(
                 }
             )));
         }
-        out_dtype = to.to_string();
+        out_dtype = to_type.clone();
         map = Some(match map {
             Some(mut map) => {
                 map.to = to.to_string();
                 map
             }
             None => ValueMap {
-                from: info.dtype.clone(),
+                from: info.dtype.to_string(),
                 to: to.to_string(),
                 missing: Vec::new(),
                 scale: None,
@@ -647,7 +662,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
                 names()
             )));
         }
-        Numeric::parse(dtype).map_err(|e| OpsError::Usage(format!("--cast {name}: {e}")))?;
+        numeric(dtype).map_err(|e| OpsError::Usage(format!("--cast {name}: {e}")))?;
     }
 
     let renames = Renames(&options.rename);
@@ -699,7 +714,8 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             out_dtype,
             decoded: decode,
         } = array_values(options, &source, array, cast, &mut attributes)?;
-        let out_type = Numeric::parse(&out_dtype).map_err(OpsError::Usage)?;
+        // Bytes per output element (a measured record for variable-length text).
+        let out_size = out_dtype.size().unwrap_or(info.item_size);
 
         let windowed = axes
             .iter()
@@ -767,7 +783,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .iter()
             .map(|d| d.as_ref().map(|d| renames.apply(d)))
             .collect();
-        let (fill_value, zarr_format) = if decode && out_type.is_float() {
+        let (fill_value, zarr_format) = if decode && out_dtype.is_float() {
             (Value::String("NaN".into()), options.layout.zarr_format)
         } else if decode {
             // Unpacked, then cast to integers (masked values written as 0): the packing
@@ -784,7 +800,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             zarr_format,
             shape: axes.iter().map(|w| w.len).collect(),
             dtype: out_dtype.clone(),
-            item_size: out_type.size(),
+            item_size: out_size,
             chunks: info
                 .chunks
                 .iter()
@@ -803,7 +819,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             codecs: Vec::new(),
         };
         let source_chunk_bytes =
-            info.chunks.iter().product::<u64>() * info.item_size.max(out_type.size()) as u64;
+            info.chunks.iter().product::<u64>() * info.item_size.max(out_size) as u64;
         let output = OutputArray {
             source_key: array.key.clone(),
             info: out_info,
@@ -818,7 +834,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             read_factor: if kept == 0 {
                 1.0
             } else {
-                (read * info.item_size as u64) as f64 / (kept * out_type.size() as u64) as f64
+                (read * info.item_size as u64) as f64 / (kept * out_size as u64) as f64
             },
             chunks: None,
         };
