@@ -1,7 +1,10 @@
-"""Arrays of data types chunkmill cannot rechunk yet (issue 15) no longer sink the whole job: a
-group written by zarr-python with a float array beside a variable-length string array and a
-datetime64 array rechunks its float array, names the arrays it leaves out, and refuses only
-when one of them is asked for. zarr-python reads the results."""
+"""Every data type users store (issue 15): zarr-python writes one array of each type, in Zarr v2
+and v3, with NaN/NaT and fill values and chunks never written; chunkmill rechunks it (and converts
+Zarr to Zarr); zarr-python and xarray read back the same values, dtype and fill value.
+
+Types: bool, every int/uint width, float16/32/64, complex64/128, datetime64/timedelta64 with their
+unit, fixed-length bytes and unicode, variable-length strings (v3 `string`, v2 `|O` with
+`vlen-utf8` or `vlen-bytes`)."""
 
 from __future__ import annotations
 
@@ -10,77 +13,217 @@ import json
 import numpy as np
 import pytest
 import zarr
+from zarr.core.dtype import VariableLengthBytes, VariableLengthUTF8
 
 import oracle
 
+N = 23  # elements; chunks of 5 leave a partial edge chunk
 
-def mixed_group(path) -> np.ndarray:
-    """A v3 group: `air` float32 (t, y), `name` variable-length strings (y), `when`
-    datetime64[s] (t), as xarray writes coordinates and station names."""
+
+def values_of(kind: str) -> tuple[np.ndarray, object]:
+    """Values of one type (with its missing values where it has them) and a fill value."""
+    i = np.arange(N)
+    if kind == "bool":
+        return i % 3 == 0, True
+    if kind.startswith(("int", "uint")):
+        info = np.iinfo(kind)
+        v = np.linspace(info.min, info.max, N, dtype=np.float64).astype(kind)
+        return v, int(info.max)
+    if kind.startswith("float"):
+        v = (i * 1.5 - 7).astype(kind)
+        v[3], v[7], v[8] = np.nan, np.inf, -np.inf
+        return v, np.nan
+    if kind.startswith("complex"):
+        v = (i + 1j * (N - i)).astype(kind)
+        v[4] = complex(np.nan, 1)
+        return v, 1 + 2j
+    if kind.startswith(("M8", "m8")):
+        unit = kind[3:-1]
+        base = np.datetime64("2000-01-01", unit) if kind[0] == "M" else np.timedelta64(0, unit)
+        v = base + np.arange(N).astype(f"m8[{unit}]") * 7
+        v[5] = np.datetime64("NaT") if kind[0] == "M" else np.timedelta64("NaT")
+        return v, (np.datetime64("NaT") if kind[0] == "M" else np.timedelta64("NaT"))
+    if kind.startswith("S"):
+        return np.array([f"b{k * 37}".encode() for k in i], dtype=kind), b"ab"
+    if kind.startswith("U"):
+        return np.array([f"ü{k * 37}" for k in i], dtype=kind), "xy"
+    if kind in ("str", "bytes"):
+        words = ["", "a", "Zürich", "station with a long name " * 3, "日本"]
+        v = np.array([words[k % len(words)] + str(k) for k in i], dtype=object)
+        return (np.array([s.encode() for s in v], dtype=object) if kind == "bytes" else v), None
+    raise ValueError(kind)
+
+
+FIXED = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+         "float16", "float32", "float64", "complex64", "complex128", "M8[ns]", "M8[s]",
+         "m8[ms]", "S6", "U5"]
+TYPES = FIXED + ["str", "bytes"]
+
+
+def write(path, kind: str, zarr_format: int) -> zarr.Array:
+    """One array of `kind`, chunks of 5, the last chunk never written (fill value), consolidated."""
+    values, fill = values_of(kind)
+    if kind == "str":
+        dtype = VariableLengthUTF8()
+    elif kind == "bytes":
+        dtype = VariableLengthBytes()
+    else:
+        dtype = np.dtype(kind)
+    kw = {} if fill is None else {"fill_value": fill}
+    g = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    attributes = {"kind": kind} if zarr_format == 3 else {"kind": kind, "_ARRAY_DIMENSIONS": ["x"]}
+    a = g.create_array("v", shape=(N,), chunks=(5,), dtype=dtype, dimension_names=("x",)
+                       if zarr_format == 3 else None, attributes=attributes, **kw)
+    a[:20] = values[:20]
+    zarr.consolidate_metadata(str(path))
+    return a
+
+
+def read(path):
+    return zarr.open_group(str(path), mode="r")["v"]
+
+
+def assert_same(src, tgt, chunks):
+    assert tgt.chunks == chunks
+    assert tgt.dtype == src.dtype, (tgt.dtype, src.dtype)
+    assert tgt.metadata.zarr_format == src.metadata.zarr_format
+    s, t = src[:], tgt[:]
+    assert s.dtype == t.dtype
+    np.testing.assert_array_equal(t, s, strict=True)
+    if src.fill_value is None or (isinstance(src.fill_value, float) and np.isnan(src.fill_value)):
+        assert repr(tgt.fill_value) == repr(src.fill_value)
+    else:
+        assert np.array(tgt.fill_value).tobytes() == np.array(src.fill_value).tobytes(), (
+            tgt.fill_value, src.fill_value)
+    assert dict(tgt.attrs) == dict(src.attrs)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("kind", TYPES)
+def test_every_type_rechunks_exactly_with_its_fill_value(tmp_path, kind, zarr_format):
+    src_path, tgt_path = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    src = write(src_path, kind, zarr_format)
+    oracle.rechunk(src_path, tgt_path, "x=7", "64MB", "--zarr-format", zarr_format)
+    tgt = read(tgt_path)
+    assert_same(src, tgt, (7,))
+    # The never-written source chunk reads as the fill value in the target too.
+    np.testing.assert_array_equal(tgt[20:], src[20:], strict=True)
+
+
+@pytest.mark.parametrize("kind", ["float16", "complex64", "M8[ns]", "U5", "str", "S6"])
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_every_type_converts_zarr_to_zarr(tmp_path, kind, zarr_format):
+    src_path, tgt_path = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    src = write(src_path, kind, zarr_format)
+    oracle.ok("convert", src_path, tgt_path, "--chunks", "x=11", "--zarr-format", zarr_format,
+              "--no-progress")
+    tgt = read(tgt_path)
+    assert_same(src, tgt, (11,))
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_inspect_names_every_type_as_zarr_python_does(tmp_path, zarr_format):
+    names = {}
+    for kind in TYPES:
+        path = tmp_path / f"{kind}.zarr".replace("[", "_").replace("]", "_")
+        a = write(path, kind, zarr_format)
+        listed = json.loads(oracle.ok("inspect", path, "--json").stdout)
+        (array,) = listed["arrays"]
+        names[kind] = array["dtype"]
+        want = {"str": "string", "bytes": "variable_length_bytes"}.get(kind)
+        if want is None:
+            dt = a.dtype
+            want = dt.str if dt.kind in "SU" else str(dt)
+        assert array["dtype"] == want, (kind, array)
+    assert len(set(names.values())) == len(TYPES)
+
+
+def mixed_group(path, zarr_format=3):
+    """What xarray writes for station data: a float array (t, y), a string coordinate `name`
+    (y), a bool mask (t, y), a datetime64 `when` (t) and a float16 array (t, y)."""
+    import xarray as xr
+
+    t, y = 24, 10
+    ds = xr.Dataset(
+        {
+            "air": (("t", "y"), oracle.smooth((t, y), "float32")),
+            "mask": (("t", "y"), (np.arange(t * y).reshape(t, y) % 7) == 0),
+            "when": (("t",), np.arange(t).astype("datetime64[h]").astype("datetime64[ns]")),
+            "low": (("t", "y"), oracle.smooth((t, y), "float16")),
+        },
+        coords={"name": (("y",), np.array([f"station {i}" for i in range(y)]))},
+    )
+    ds["air"][3, 4] = np.nan
+    ds.to_zarr(str(path), mode="w", zarr_format=zarr_format,
+               encoding={k: {"chunks": (4, y)} if ds[k].ndim == 2 else {} for k in ds.data_vars})
+    return ds
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_group_mixing_every_kind_rechunks_in_one_run(tmp_path, zarr_format):
+    import xarray as xr
+
+    src, tgt = tmp_path / "mixed.zarr", tmp_path / "out.zarr"
+    ds = mixed_group(src, zarr_format)
+    r = oracle.ok(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB"))
+    assert "left out" not in r.stderr, r.stderr
+    got_group = zarr.open_group(str(tgt), mode="r")
+    src_group = zarr.open_group(str(src), mode="r")
+    assert sorted(got_group.array_keys()) == sorted(src_group.array_keys())
+    for key in src_group.array_keys():
+        np.testing.assert_array_equal(got_group[key][:], src_group[key][:], strict=True)
+        assert got_group[key].dtype == src_group[key].dtype
+    assert got_group["air"].chunks == (24, 5)
+    assert got_group["name"].chunks == (5,)
+    back = xr.open_zarr(str(tgt))
+    xr.testing.assert_identical(back.load(), ds)
+
+
+def test_choosing_two_arrays_touches_only_those(tmp_path):
+    src, tgt = tmp_path / "mixed.zarr", tmp_path / "two.zarr"
+    mixed_group(src)
+    oracle.ok(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB", "--array", "mask", "--array", "when"))
+    got = zarr.open_group(str(tgt), mode="r")
+    srcg = zarr.open_group(str(src), mode="r")
+    assert sorted(got.array_keys()) == ["mask", "when"]
+    for key in ["mask", "when"]:
+        np.testing.assert_array_equal(got[key][:], srcg[key][:], strict=True)
+    assert got["mask"].chunks == (24, 5)
+
+
+def unreadable_group(path):
+    """A v3 group with a float array beside one whose codec nobody implements."""
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     air = oracle.smooth((24, 10), "float32")
     a = g.create_array("air", shape=air.shape, chunks=(4, 10), dtype="float32",
                        dimension_names=("t", "y"))
     a[:] = air
-    names = g.create_array("name", shape=(10,), chunks=(10,), dtype=str, dimension_names=("y",))
-    names[:] = np.array([f"station {i}" for i in range(10)])
-    when = g.create_array("when", shape=(24,), chunks=(24,), dtype="datetime64[s]",
-                          dimension_names=("t",))
-    when[:] = np.arange(24).astype("datetime64[h]").astype("datetime64[s]")
+    odd = g.create_array("odd", shape=(10,), chunks=(10,), dtype="float32", dimension_names=("y",))
+    odd[:] = np.arange(10, dtype="float32")
+    meta_path = path / "odd" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["data_type"] = "float128"  # no implementation reads it
+    meta_path.write_text(json.dumps(meta))
+    zarr.consolidate_metadata(str(path))
     return air
 
 
-@pytest.fixture
-def source(tmp_path):
-    src = tmp_path / "mixed.zarr"
-    air = mixed_group(src)
-    supported = {k for k in ("name", "when") if _rechunkable(src, k)}
-    if supported:
-        pytest.fail(f"{supported} became rechunkable: extend this test to check their values")
-    return src, air
-
-
-def _rechunkable(src, key) -> bool:
-    r = oracle.run("inspect", src, "--json")
-    listed = json.loads(r.stdout)
-    return any(a["path"] == key for a in listed["arrays"])
-
-
-def test_arrays_not_asked_for_do_not_block_the_job(source, tmp_path):
-    src, air = source
-    tgt = tmp_path / "air.zarr"
-    oracle.ok(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB", "--array", "air"))
-    got = zarr.open_group(str(tgt), mode="r")
-    np.testing.assert_array_equal(got["air"][:], air)
-    assert got["air"].chunks == (24, 5)
-    assert sorted(got.array_keys()) == ["air"]
-
-
-def test_a_whole_group_rechunk_leaves_out_what_it_cannot_read_and_says_so(source, tmp_path):
-    src, air = source
-    tgt = tmp_path / "all.zarr"
+def test_an_array_it_cannot_read_is_left_out_with_a_warning(tmp_path):
+    src, tgt = tmp_path / "odd.zarr", tmp_path / "all.zarr"
+    air = unreadable_group(src)
     r = oracle.ok(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB"))
     warnings = [line for line in r.stderr.splitlines() if "left out" in line]
-    assert len(warnings) == 2 and any("name" in w for w in warnings) and any("when" in w for w in warnings), r.stderr
-    assert all("--array" in w for w in warnings), r.stderr
+    assert len(warnings) == 1 and "odd" in warnings[0] and "--array" in warnings[0], r.stderr
     got = zarr.open_group(str(tgt), mode="r")
     np.testing.assert_array_equal(got["air"][:], air)
     assert sorted(got.array_keys()) == ["air"]
 
 
-@pytest.mark.parametrize("name", ["name", "when"])
-def test_asking_for_an_array_it_cannot_read_is_refused_before_writing(source, tmp_path, name):
-    src, _ = source
-    tgt = tmp_path / "t.zarr"
-    r = oracle.run(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB", "--array", name))
-    oracle.assert_one_error_line(r, codes={3}, mentions=[name])
+def test_asking_for_an_array_it_cannot_read_is_refused_before_writing(tmp_path):
+    src, tgt = tmp_path / "odd.zarr", tmp_path / "t.zarr"
+    unreadable_group(src)
+    r = oracle.run(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB", "--array", "odd"))
+    oracle.assert_one_error_line(r, codes={3}, mentions=["odd"])
     assert not tgt.exists()
-
-
-def test_inspect_lists_the_arrays_it_cannot_read(source):
-    src, _ = source
     listed = json.loads(oracle.ok("inspect", src, "--json").stdout)
-    assert [a["path"] for a in listed["arrays"]] == ["air"]
-    assert sorted(u["path"] for u in listed["unsupported"]) == ["name", "when"]
-    text = oracle.ok("inspect", src).stdout
-    assert "unsupported" in text and "name" in text
+    assert [u["path"] for u in listed["unsupported"]] == ["odd"]

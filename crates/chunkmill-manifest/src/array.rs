@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use chunkmill_store::DataType;
 use serde_json::{Map, Value};
 
 use crate::codecs::Codec;
@@ -157,33 +158,12 @@ impl ArrayMetadata {
     }
 }
 
-/// See [`ArrayMetadata::data_type_v3`].
+/// See [`ArrayMetadata::data_type_v3`]; a type we cannot name is raw bytes of its size.
 fn data_type_v3(dtype: &str) -> Value {
-    if let Some(fields) = structured_fields(dtype) {
-        let fields: Vec<Value> = fields
-            .iter()
-            .map(|(name, t)| serde_json::json!({"name": name, "data_type": data_type_v3(t)}))
-            .collect();
-        return serde_json::json!({"name": "struct", "configuration": {"fields": fields}});
-    }
-    let kind = dtype.chars().nth(1).unwrap_or('V');
-    let size = dtype_size(dtype);
-    let name = match kind {
-        'f' => format!("float{}", size * 8),
-        'i' => format!("int{}", size * 8),
-        'u' => format!("uint{}", size * 8),
-        'b' => "bool".into(),
-        // Variable-length UTF-8 (`|O`, the `vlen-utf8` codec), zarr-python 3's `string`.
-        'O' => "string".into(),
-        'S' => {
-            return serde_json::json!({
-                "name": "null_terminated_bytes",
-                "configuration": {"length_bytes": size}
-            })
-        }
-        _ => format!("r{}", size * 8),
-    };
-    Value::String(name)
+    DataType::from_typestr(dtype).map_or_else(
+        |_| Value::String(format!("r{}", dtype_size(dtype) * 8)),
+        |t| t.to_v3(),
+    )
 }
 
 /// A JSON value where the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (also inside arrays)
@@ -203,13 +183,13 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
-/// Size in bytes of a numpy dtype string (`<f4` → 4, `|S10` → 10, `|b1` → 1); of a
-/// structured type (see [`structured_fields`]), the sum of its fields'.
+/// Size in bytes of a numpy dtype string (`<f4` → 4, `|S10` → 10, `|b1` → 1, a structured
+/// type's fields together); 1 for a variable-length one (`|O`), whose chunks hold offsets.
 pub(crate) fn dtype_size(dtype: &str) -> usize {
-    if let Some(fields) = structured_fields(dtype) {
-        return fields.iter().map(|(_, t)| dtype_size(t)).sum();
-    }
-    dtype.get(2..).and_then(|s| s.parse().ok()).unwrap_or(1)
+    DataType::from_typestr(dtype)
+        .ok()
+        .and_then(|t| t.size())
+        .unwrap_or(1)
 }
 
 /// The fields of a structured dtype, which is held as the JSON text of numpy's packed

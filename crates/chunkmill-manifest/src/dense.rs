@@ -168,50 +168,29 @@ pub(crate) fn first_as_f64(dtype: &str, bytes: &[u8]) -> Option<f64> {
     if dtype.starts_with('>') {
         le.reverse();
     }
-    let mut buf = [0u8; 8];
-    buf[..size.min(8)].copy_from_slice(&le[..size.min(8)]);
-    let kind = dtype.chars().nth(1)?;
-    Some(match (kind, size) {
-        ('f', 4) => f64::from(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
-        ('f', 8) => f64::from_le_bytes(buf),
-        ('i', n @ (1 | 2 | 4 | 8)) => {
-            let shift = 64 - 8 * n as u32;
-            ((i64::from_le_bytes(buf) << shift) >> shift) as f64
-        }
-        ('u', 1 | 2 | 4 | 8) => u64::from_le_bytes(buf) as f64,
-        _ => return None,
-    })
+    match chunkmill_store::DataType::from_typestr(dtype).ok()? {
+        // Booleans are not coordinates to order by.
+        chunkmill_store::DataType::Bool => None,
+        t => t.read_f64(&le),
+    }
 }
 
 /// `values` as C-order elements of the little-endian numpy `dtype` (`<f8`, `<i4`, ...):
-/// `None` for another kind, or a value the type cannot hold exactly (a fraction or an
-/// out-of-range number for an integer type).
+/// `None` for a type that is not a number, or a value the type cannot hold exactly (a
+/// fraction or an out-of-range number for an integer type, a float64 that float32 rounds).
 pub(crate) fn f64_as_values(dtype: &str, values: &[f64]) -> Option<Vec<u8>> {
-    let size = crate::array::dtype_size(dtype);
-    let kind = dtype.chars().nth(1)?;
-    let mut out = Vec::with_capacity(values.len() * size);
-    for &v in values {
-        match (kind, size) {
-            ('f', 8) => out.extend_from_slice(&v.to_le_bytes()),
-            // Only values an f32 holds exactly: the round trip says so.
-            ('f', 4) if f64::from(v as f32) == v || v.is_nan() => {
-                out.extend_from_slice(&(v as f32).to_le_bytes());
-            }
-            ('i', n @ (1 | 2 | 4 | 8)) if v.fract() == 0.0 => {
-                let bits = 8 * n as u32;
-                let (min, max) = (-(2f64.powi(bits as i32 - 1)), 2f64.powi(bits as i32 - 1));
-                if v < min || v >= max {
-                    return None;
-                }
-                out.extend_from_slice(&(v as i64).to_le_bytes()[..n]);
-            }
-            ('u', n @ (1 | 2 | 4 | 8)) if v.fract() == 0.0 => {
-                if v < 0.0 || v >= 2f64.powi(8 * n as i32) {
-                    return None;
-                }
-                out.extend_from_slice(&(v as u64).to_le_bytes()[..n]);
-            }
-            _ => return None,
+    use chunkmill_store::DataType;
+    let t = DataType::from_typestr(dtype).ok()?;
+    if !matches!(t, DataType::Int(_) | DataType::UInt(_) | DataType::Float(_)) {
+        return None;
+    }
+    let size = t.size()?;
+    let mut out = vec![0u8; values.len() * size];
+    for (&v, slot) in values.iter().zip(out.chunks_exact_mut(size)) {
+        t.write_f64(v, slot).ok()?;
+        let back = t.read_f64(slot)?;
+        if back != v && !(v.is_nan() && back.is_nan()) {
+            return None;
         }
     }
     Some(out)

@@ -51,11 +51,12 @@ use icechunk::{new_local_filesystem_storage, Repository, Store};
 use serde_json::{Map, Value};
 use tokio::sync::RwLock;
 
-use crate::array::{dtype_size, ArrayMetadata, ManifestArray, VirtualDataset};
+use crate::array::{ArrayMetadata, ManifestArray, VirtualDataset};
 use crate::atomic::write_dir_atomic;
 use crate::codecs::Codec;
 use crate::error::{Error, Result};
 use crate::manifest::{ChunkEntry, ChunkManifest};
+use chunkmill_store::DataType;
 
 /// The branch written and read.
 pub const BRANCH: &str = "main";
@@ -549,40 +550,10 @@ fn array_metadata(
         _ => '|',
     };
     let data_type = doc.get("data_type").ok_or("no data_type")?;
-    let dtype = match data_type {
-        // Variable-length UTF-8 strings (the `vlen-utf8` codec), inlined by a scan.
-        Value::String(name) if name == "string" => "|O".to_string(),
-        // A compound variable inlined by a scan: back to numpy's packed `descr`.
-        other if other.get("name") == Some(&Value::from("struct")) => {
-            let fields = other
-                .pointer("/configuration/fields")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format!("data type {other} has no fields"))?;
-            let mut descr = Vec::new();
-            for f in fields {
-                let name = f.get("name").and_then(Value::as_str);
-                let t = f.get("data_type").and_then(Value::as_str);
-                let (Some(name), Some(t)) = (name, t) else {
-                    return Err(format!("data type {other}: field {f} is not supported"));
-                };
-                descr.push(Value::from(vec![
-                    Value::from(name),
-                    Value::from(numpy_of_v3(t, order)?),
-                ]));
-            }
-            Value::Array(descr).to_string()
-        }
-        Value::String(name) => numpy_of_v3(name, order)?,
-        other => {
-            let n = other
-                .pointer("/configuration/length_bytes")
-                .and_then(Value::as_u64)
-                .filter(|_| other.get("name") == Some(&Value::from("null_terminated_bytes")))
-                .ok_or_else(|| format!("data type {other} is not supported"))?;
-            format!("|S{n}")
-        }
-    };
-    debug_assert!(dtype_size(&dtype) > 0);
+    let dtype = numpy_in_order(
+        &DataType::from_v3(data_type).map_err(|e| e.to_string())?,
+        order,
+    );
     let dimension_names: Vec<String> = match doc.get("dimension_names") {
         Some(Value::Array(a)) => a
             .iter()
@@ -614,28 +585,30 @@ fn array_metadata(
     })
 }
 
-/// A Zarr v3 numeric data type name (`float32`, `int16`, `bool`, `r64`) as a numpy type
-/// string of byte order `order` (`<`, `>`; `|` for one byte).
-fn numpy_of_v3(name: &str, order: char) -> std::result::Result<String, String> {
-    let (kind, bits) = if name == "bool" {
-        ('b', "8")
-    } else if let Some(b) = name.strip_prefix("float") {
-        ('f', b)
-    } else if let Some(b) = name.strip_prefix("uint") {
-        ('u', b)
-    } else if let Some(b) = name.strip_prefix("int") {
-        ('i', b)
-    } else if let Some(b) = name.strip_prefix('r') {
-        ('V', b)
-    } else {
-        return Err(format!("data type {name} is not supported"));
-    };
-    let bytes = bits
-        .parse::<usize>()
-        .map_err(|_| format!("data type {name} is not supported"))?
-        / 8;
-    let order = if bytes == 1 { '|' } else { order };
-    Ok(format!("{order}{kind}{bytes}"))
+/// numpy's `dtype.str` of `dtype` in byte order `order` (`<`, `>`; `|` when the `bytes`
+/// codec names none), a structured type as its packed `descr` text.
+fn numpy_in_order(dtype: &DataType, order: char) -> String {
+    match dtype {
+        DataType::Struct(fields) => Value::Array(
+            fields
+                .iter()
+                .map(|(name, t)| {
+                    Value::from(vec![
+                        Value::from(name.as_str()),
+                        Value::from(numpy_in_order(t, order)),
+                    ])
+                })
+                .collect(),
+        )
+        .to_string(),
+        other => {
+            let t = other.typestr();
+            match t.strip_prefix('<') {
+                Some(rest) => format!("{order}{rest}"),
+                None => t,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use chunkmill_hdf5::{LocalFile, RangeSource};
 use serde_json::Value;
 
@@ -216,44 +215,10 @@ impl ChunkReader {
     }
 }
 
-/// The little-endian bytes of fill value `value` (Zarr JSON) for numpy dtype `dtype`.
+/// The little-endian bytes of fill value `value` (Zarr JSON) for numpy dtype `dtype`, of a
+/// fixed-size type.
 pub fn fill_bytes(dtype: &str, value: &Value) -> Option<Vec<u8>> {
-    let body = dtype.trim_start_matches(['<', '>', '|', '=']);
-    let (kind, size) = body.split_at(1);
-    let size: usize = size.parse().ok()?;
-    if value.is_null() {
-        return Some(vec![0; size]);
-    }
-    let float = || -> Option<f64> {
-        match value {
-            Value::String(s) if s == "NaN" => Some(f64::NAN),
-            Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
-            Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
-            Value::Bool(b) => Some(f64::from(u8::from(*b))),
-            other => other.as_f64(),
-        }
-    };
-    Some(match (kind, size) {
-        ("f", 4) => (float()? as f32).to_le_bytes().to_vec(),
-        ("f", 8) => float()?.to_le_bytes().to_vec(),
-        ("i", _) if size <= 8 => {
-            let v = value.as_i64().or_else(|| float().map(|f| f as i64))?;
-            v.to_le_bytes()[..size].to_vec()
-        }
-        ("u" | "b", _) if size <= 8 => {
-            let v = value.as_u64().or_else(|| float().map(|f| f as u64))?;
-            v.to_le_bytes()[..size].to_vec()
-        }
-        ("S", _) => match value {
-            Value::String(s) => {
-                let mut b = base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .unwrap_or_default();
-                b.resize(size, 0);
-                b
-            }
-            _ => vec![0; size],
-        },
-        _ => return None,
-    })
+    let dtype = chunkmill_store::DataType::from_typestr(dtype).ok()?;
+    dtype.size()?;
+    dtype.fill_bytes(value)
 }

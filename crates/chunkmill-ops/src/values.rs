@@ -2,146 +2,26 @@
 //! unpacking, masking, a change of data type). Elements are little-endian, in C order.
 
 use chunkmill_plan::ValueMap;
+use chunkmill_store::DataType;
 
-/// A numeric data type by its numpy name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Numeric {
-    /// `bool`.
-    Bool,
-    /// `int8` … `int64`, by size in bytes.
-    Int(usize),
-    /// `uint8` … `uint64`.
-    UInt(usize),
-    /// `float32`, `float64`.
-    Float(usize),
+/// The numeric type (bool, integers, floats) numpy calls `name` (`int16`, `float32`, …).
+///
+/// # Errors
+/// A message naming the type when it is not numeric.
+pub fn numeric(name: &str) -> Result<DataType, String> {
+    DataType::from_name(name)
+        .ok()
+        .filter(DataType::is_numeric)
+        .ok_or_else(|| {
+            format!(
+                "'{name}' is not a numeric data type (bool, int8…int64, uint8…uint64, float16, float32, float64)"
+            )
+        })
 }
 
-impl Numeric {
-    /// The type named `name` (`int16`, `float32`, …).
-    ///
-    /// # Errors
-    /// A message naming the type when it is not numeric.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let bits = |prefix: &str| {
-            name.strip_prefix(prefix)
-                .and_then(|b| b.parse::<usize>().ok())
-                .filter(|b| [8, 16, 32, 64].contains(b))
-                .map(|b| b / 8)
-        };
-        if name == "bool" {
-            return Ok(Self::Bool);
-        }
-        if let Some(size) = bits("uint") {
-            return Ok(Self::UInt(size));
-        }
-        if let Some(size) = bits("int") {
-            return Ok(Self::Int(size));
-        }
-        match bits("float") {
-            Some(size @ (4 | 8)) => Ok(Self::Float(size)),
-            _ => Err(format!(
-                "'{name}' is not a numeric data type (bool, int8…int64, uint8…uint64, float32, float64)"
-            )),
-        }
-    }
-
-    /// Bytes per element.
-    #[must_use]
-    pub fn size(self) -> usize {
-        match self {
-            Self::Bool => 1,
-            Self::Int(s) | Self::UInt(s) | Self::Float(s) => s,
-        }
-    }
-
-    /// Whether it holds NaN.
-    #[must_use]
-    pub fn is_float(self) -> bool {
-        matches!(self, Self::Float(_))
-    }
-
-    fn read(self, bytes: &[u8]) -> f64 {
-        let mut wide = [0u8; 8];
-        wide[..bytes.len()].copy_from_slice(bytes);
-        match self {
-            Self::Bool => f64::from(u8::from(bytes[0] != 0)),
-            Self::UInt(_) => u64::from_le_bytes(wide) as f64,
-            Self::Int(size) => {
-                let shift = 64 - 8 * size as u32;
-                ((i64::from_le_bytes(wide) << shift) >> shift) as f64
-            }
-            Self::Float(4) => {
-                f64::from(f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-            }
-            Self::Float(_) => f64::from_le_bytes(wide),
-        }
-    }
-
-    /// The values the type holds, as floats: the smallest and the largest (the whole line
-    /// for floats).
-    #[must_use]
-    pub fn range(self) -> (f64, f64) {
-        match self {
-            Self::Bool => (0.0, 1.0),
-            Self::Int(size) => {
-                let half = 2f64.powi(8 * size as i32 - 1);
-                (-half, half - 1.0)
-            }
-            Self::UInt(size) => (0.0, 2f64.powi(8 * size as i32) - 1.0),
-            Self::Float(_) => (f64::NEG_INFINITY, f64::INFINITY),
-        }
-    }
-
-    /// Whether every value of `lo..=hi` is stored as itself (integers: truncated towards
-    /// zero, as numpy's `astype` does) rather than wrapped around. Floats and booleans take
-    /// any value (a float64 past float32's range becomes infinite, as in numpy).
-    #[must_use]
-    pub fn holds(self, lo: f64, hi: f64) -> bool {
-        match self {
-            Self::Int(_) | Self::UInt(_) => {
-                let (min, max) = self.range();
-                lo.trunc() >= min && hi.trunc() <= max
-            }
-            Self::Bool | Self::Float(_) => true,
-        }
-    }
-
-    /// Writes `value` as numpy's `astype` would (truncation towards zero for integers), but
-    /// refuses a value an integer type cannot hold instead of wrapping it around
-    /// (`astype(int8)` of 280 is 24).
-    fn write(self, value: f64, out: &mut [u8]) -> Result<(), String> {
-        match self {
-            Self::Bool => out[0] = u8::from(value != 0.0),
-            Self::Float(4) => out.copy_from_slice(&(value as f32).to_le_bytes()),
-            Self::Float(_) => out.copy_from_slice(&value.to_le_bytes()),
-            Self::Int(size) | Self::UInt(size) => {
-                if !self.holds(value, value) {
-                    return Err(format!(
-                        "the value {value} does not fit {} (chunkmill does not wrap it around as numpy's astype would)",
-                        self.name()
-                    ));
-                }
-                let wide = if value < 0.0 {
-                    (value as i64).to_le_bytes()
-                } else {
-                    (value as u64).to_le_bytes()
-                };
-                out.copy_from_slice(&wide[..size]);
-            }
-        }
-        Ok(())
-    }
-
-    /// numpy's name.
-    #[must_use]
-    pub fn name(self) -> String {
-        match self {
-            Self::Bool => "bool".into(),
-            Self::Int(s) => format!("int{}", 8 * s),
-            Self::UInt(s) => format!("uint{}", 8 * s),
-            Self::Float(s) => format!("float{}", 8 * s),
-        }
-    }
+/// Bytes of one element of a numeric type.
+fn size(t: &DataType) -> usize {
+    t.size().unwrap_or(1)
 }
 
 /// The type xarray's CF decoding gives data of type `data` with a `scale_factor` and an
@@ -157,27 +37,28 @@ impl Numeric {
 /// When a scale alone is of an integer type: xarray would "unpack" into that integer type,
 /// which no reader expects, so chunkmill refuses rather than guess.
 pub fn decoded_type(
-    data: Numeric,
-    scale: Option<Numeric>,
-    offset: Option<Numeric>,
-) -> Result<Numeric, String> {
+    data: &DataType,
+    scale: Option<DataType>,
+    offset: Option<DataType>,
+) -> Result<DataType, String> {
     match (scale, offset) {
         (Some(s), Some(o)) if s == o && s.is_float() => {
-            if matches!(data, Numeric::Int(4) | Numeric::UInt(4)) {
-                Ok(Numeric::Float(8))
+            if matches!(data, DataType::Int(4) | DataType::UInt(4)) {
+                Ok(DataType::Float(8))
             } else {
                 Ok(s)
             }
         }
-        (_, Some(_)) => Ok(Numeric::Float(8)),
+        (_, Some(_)) => Ok(DataType::Float(8)),
         (Some(s), None) if s.is_float() => Ok(s),
         (Some(s), None) => Err(format!(
-            "its scale_factor is stored as {}, not as a float: xarray would unpack into that integer type; use --cast instead of --decode-cf for it",
-            s.name()
+            "its scale_factor is stored as {s}, not as a float: xarray would unpack into that integer type; use --cast instead of --decode-cf for it"
         )),
         (None, None) => Ok(match data {
-            Numeric::Float(4) | Numeric::Int(1 | 2) | Numeric::UInt(1 | 2) => Numeric::Float(4),
-            _ => Numeric::Float(8),
+            DataType::Float(2 | 4) | DataType::Int(1 | 2) | DataType::UInt(1 | 2) => {
+                DataType::Float(4)
+            }
+            _ => DataType::Float(8),
         }),
     }
 }
@@ -191,33 +72,33 @@ pub fn decoded_type(
 /// A message when a data type is not numeric, the bytes are not whole elements, or a value
 /// does not fit an integer output.
 pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
-    let from = Numeric::parse(&map.from)?;
-    let to = Numeric::parse(&map.to)?;
-    let single = match map.compute.as_deref().map(Numeric::parse).transpose()? {
-        None | Some(Numeric::Float(8)) => false,
-        Some(Numeric::Float(4)) => true,
+    let from = numeric(&map.from)?;
+    let to = numeric(&map.to)?;
+    let single = match map.compute.as_deref().map(numeric).transpose()? {
+        None | Some(DataType::Float(8)) => false,
+        Some(DataType::Float(4)) => true,
         Some(other) => {
             return Err(format!(
-                "values cannot be unpacked in {}: float32 or float64 only",
-                other.name()
+                "values cannot be unpacked in {other}: float32 or float64 only"
             ))
         }
     };
-    if !input.len().is_multiple_of(from.size()) {
+    let (from_size, to_size) = (size(&from), size(&to));
+    if !input.len().is_multiple_of(from_size) {
         return Err(format!(
             "{} bytes are not whole {} elements",
             input.len(),
             map.from
         ));
     }
-    let n = input.len() / from.size();
-    let mut out = vec![0u8; n * to.size()];
+    let n = input.len() / from_size;
+    let mut out = vec![0u8; n * to_size];
     let masked = |v: f64| map.missing.contains(&v);
     for (element, slot) in input
-        .chunks_exact(from.size())
-        .zip(out.chunks_exact_mut(to.size()))
+        .chunks_exact(from_size)
+        .zip(out.chunks_exact_mut(to_size))
     {
-        let raw = from.read(element);
+        let raw = from.read_f64(element).unwrap_or(f64::NAN);
         let value = if single {
             let x = raw as f32;
             if masked(f64::from(x)) {
@@ -233,9 +114,9 @@ pub fn convert(map: &ValueMap, input: &[u8]) -> Result<Vec<u8>, String> {
             map.offset.map_or(x, |o| x + o)
         };
         if value.is_nan() && !to.is_float() {
-            to.write(0.0, slot)?;
+            to.write_f64(0.0, slot)?;
         } else {
-            to.write(value, slot)?;
+            to.write_f64(value, slot)?;
         }
     }
     Ok(out)
@@ -343,24 +224,24 @@ mod tests {
 
     #[test]
     fn decode_cf_int16_with_float32_scale_gives_float32_as_xarray() {
-        use Numeric::{Float, Int, UInt};
-        let f32_ = Some(Float(4));
-        let f64_ = Some(Float(8));
-        assert_eq!(decoded_type(Int(2), f32_, f32_), Ok(Float(4)));
-        assert_eq!(decoded_type(Int(2), f32_, None), Ok(Float(4)));
-        assert_eq!(decoded_type(Int(2), f64_, f64_), Ok(Float(8)));
-        assert_eq!(decoded_type(Int(4), f32_, f32_), Ok(Float(8)));
-        assert_eq!(decoded_type(UInt(4), f32_, f32_), Ok(Float(8)));
-        assert_eq!(decoded_type(Int(4), f32_, None), Ok(Float(4)));
-        assert_eq!(decoded_type(Int(8), f32_, f32_), Ok(Float(4)));
-        assert_eq!(decoded_type(Float(8), f32_, f32_), Ok(Float(4)));
-        assert_eq!(decoded_type(Int(2), f32_, f64_), Ok(Float(8)));
-        assert_eq!(decoded_type(Int(1), None, f32_), Ok(Float(8)));
-        assert_eq!(decoded_type(Int(2), None, None), Ok(Float(4)));
-        assert_eq!(decoded_type(UInt(1), None, None), Ok(Float(4)));
-        assert_eq!(decoded_type(Int(4), None, None), Ok(Float(8)));
-        assert_eq!(decoded_type(Float(4), None, None), Ok(Float(4)));
-        assert!(decoded_type(Int(2), Some(Int(2)), None).is_err());
+        use DataType::{Float, Int, UInt};
+        let f32_ = || Some(Float(4));
+        let f64_ = || Some(Float(8));
+        assert_eq!(decoded_type(&Int(2), f32_(), f32_()), Ok(Float(4)));
+        assert_eq!(decoded_type(&Int(2), f32_(), None), Ok(Float(4)));
+        assert_eq!(decoded_type(&Int(2), f64_(), f64_()), Ok(Float(8)));
+        assert_eq!(decoded_type(&Int(4), f32_(), f32_()), Ok(Float(8)));
+        assert_eq!(decoded_type(&UInt(4), f32_(), f32_()), Ok(Float(8)));
+        assert_eq!(decoded_type(&Int(4), f32_(), None), Ok(Float(4)));
+        assert_eq!(decoded_type(&Int(8), f32_(), f32_()), Ok(Float(4)));
+        assert_eq!(decoded_type(&Float(8), f32_(), f32_()), Ok(Float(4)));
+        assert_eq!(decoded_type(&Int(2), f32_(), f64_()), Ok(Float(8)));
+        assert_eq!(decoded_type(&Int(1), None, f32_()), Ok(Float(8)));
+        assert_eq!(decoded_type(&Int(2), None, None), Ok(Float(4)));
+        assert_eq!(decoded_type(&UInt(1), None, None), Ok(Float(4)));
+        assert_eq!(decoded_type(&Int(4), None, None), Ok(Float(8)));
+        assert_eq!(decoded_type(&Float(4), None, None), Ok(Float(4)));
+        assert!(decoded_type(&Int(2), Some(Int(2)), None).is_err());
     }
 
     #[test]
@@ -412,10 +293,10 @@ mod tests {
         };
         let err = convert(&map, &input).err().unwrap_or_default();
         assert!(err.contains("280") && err.contains("int8"), "{err}");
-        assert!(Numeric::Int(1).holds(-128.9, 127.9));
-        assert!(!Numeric::Int(1).holds(-129.0, 0.0));
-        assert!(!Numeric::UInt(2).holds(-1.0, 0.0));
-        assert!(Numeric::Float(4).holds(f64::NEG_INFINITY, f64::INFINITY));
+        assert!(DataType::Int(1).holds(-128.9, 127.9));
+        assert!(!DataType::Int(1).holds(-129.0, 0.0));
+        assert!(!DataType::UInt(2).holds(-1.0, 0.0));
+        assert!(DataType::Float(4).holds(f64::NEG_INFINITY, f64::INFINITY));
     }
 
     #[test]

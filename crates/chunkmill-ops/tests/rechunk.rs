@@ -21,7 +21,7 @@ fn make_source(url: &str, shape: &[u64], chunks: &[u64], skip_some: bool) {
             path: String::new(),
             zarr_format: 3,
             shape: shape.to_vec(),
-            dtype: "int64".into(),
+            dtype: chunkmill_store::DataType::Int(8),
             chunks: chunks.to_vec(),
             inner_chunks: None,
             fill_value: json!(-1),

@@ -22,6 +22,7 @@
 //! `AWS_SESSION_TOKEN`, `AWS_REGION` (default `us-east-1`) and `AWS_ENDPOINT_URL` for an
 //! S3-compatible server (plain `http://` endpoints are allowed). Credentials are never printed.
 
+pub mod dtype;
 pub mod guard;
 mod local;
 pub mod markers;
@@ -30,6 +31,7 @@ mod s3;
 mod store;
 pub mod zarr;
 
+pub use dtype::{DataType, TimeUnit, UnsupportedDataType};
 pub use store::{Store, StoreKind};
 pub use zarrs_storage::Bytes;
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
-use zarrs::array::{Array, ArrayBytes};
+use zarrs::array::{Array, ArrayBytes, ArrayBytesOffsets, ArrayMetadata};
 use zarrs_codec::CodecOptions;
 use zarrs_storage::ReadableWritableListableStorageTraits;
 
-use crate::{Store, StoreError};
+use crate::{DataType, Store, StoreError};
 
 /// What can go wrong with a Zarr node.
 #[derive(Debug, thiserror::Error)]
@@ -164,9 +164,10 @@ pub struct ArrayInfo {
     pub zarr_format: u8,
     /// Shape.
     pub shape: Vec<u64>,
-    /// numpy name of the data type (`float32`, `int16`, `bool`…).
-    pub dtype: String,
-    /// Bytes per element.
+    /// The data type.
+    pub dtype: DataType,
+    /// Bytes per element as [`ZarrArray::read_chunk`] returns them; for a variable-length
+    /// type, the record width [`measured`] finds (0 until measured).
     pub item_size: usize,
     /// The chunk grid's chunk shape (the shard shape for a sharded array).
     pub chunks: Vec<u64>,
@@ -246,45 +247,6 @@ fn u64_list(v: Option<&Value>) -> Option<Vec<u64>> {
     v?.as_array()?.iter().map(Value::as_u64).collect()
 }
 
-fn v2_dtype(store: &Store, path: &str, typestr: &str) -> Result<(String, usize), ZarrError> {
-    let bad = || meta_err(store, path, format!("unsupported data type '{typestr}'"));
-    let body = typestr.trim_start_matches(['<', '>', '|', '=']);
-    let (kind, size) = body.split_at(1);
-    let size: usize = size.parse().map_err(|_| bad())?;
-    let name = match kind {
-        "b" if size == 1 => "bool".to_string(),
-        "i" => format!("int{}", size * 8),
-        "u" => format!("uint{}", size * 8),
-        "f" => format!("float{}", size * 8),
-        "c" => format!("complex{}", size * 8),
-        _ => return Err(bad()),
-    };
-    Ok((name, size))
-}
-
-fn v3_item_size(dtype: &str) -> Option<usize> {
-    Some(match dtype {
-        "bool" | "int8" | "uint8" => 1,
-        "int16" | "uint16" | "float16" => 2,
-        "int32" | "uint32" | "float32" => 4,
-        "int64" | "uint64" | "float64" | "complex64" => 8,
-        "complex128" => 16,
-        _ => return None,
-    })
-}
-
-fn v2_typestr(dtype: &str) -> Option<String> {
-    let size = v3_item_size(dtype)?;
-    Some(match dtype {
-        "bool" => "|b1".into(),
-        d if size == 1 => format!("|{}1", &d[..1]),
-        d if d.starts_with("uint") => format!("<u{size}"),
-        d if d.starts_with("int") => format!("<i{size}"),
-        d if d.starts_with("float") => format!("<f{size}"),
-        _ => format!("<c{size}"),
-    })
-}
-
 /// Read the node at `path`, if any.
 ///
 /// # Errors
@@ -330,13 +292,9 @@ fn read_v3_array(
     attributes: Map<String, Value>,
 ) -> Result<ArrayInfo, ZarrError> {
     let shape = u64_list(doc.get("shape")).ok_or_else(|| meta_err(store, path, "no shape"))?;
-    let dtype = doc
-        .get("data_type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| meta_err(store, path, "data_type is not a simple name"))?
-        .to_string();
-    let item_size = v3_item_size(&dtype)
-        .ok_or_else(|| meta_err(store, path, format!("unsupported data type '{dtype}'")))?;
+    let dtype = DataType::from_v3(doc.get("data_type").unwrap_or(&Value::Null))
+        .map_err(|e| meta_err(store, path, e.to_string()))?;
+    let item_size = dtype.size().unwrap_or(0);
     let grid = doc.get("chunk_grid").cloned().unwrap_or(Value::Null);
     if grid.get("name").and_then(Value::as_str) != Some("regular") {
         return Err(meta_err(
@@ -366,10 +324,11 @@ fn read_v3_array(
             .unwrap_or_default();
     }
     let compressor = compressor_of(&codecs, |c| {
-        matches!(
-            c.get("name").and_then(Value::as_str),
-            Some("bytes" | "transpose")
-        )
+        is_vlen(c)
+            || matches!(
+                c.get("name").and_then(Value::as_str),
+                Some("bytes" | "transpose")
+            )
     });
     let dimension_names = doc
         .get("dimension_names")
@@ -396,6 +355,16 @@ fn read_v3_array(
     })
 }
 
+/// Whether a codec document (v2 or v3) is the `vlen-utf8`/`vlen-bytes` codec that turns
+/// variable-length elements into bytes: it comes with the data type, not the compression.
+fn is_vlen(codec: &Value) -> bool {
+    codec
+        .get("name")
+        .or_else(|| codec.get("id"))
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with("vlen-"))
+}
+
 /// The single compressor in a codec list whose other members `ignorable` accepts.
 fn compressor_of(codecs: &[Value], ignorable: impl Fn(&Value) -> bool) -> Option<Compressor> {
     let rest: Vec<&Value> = codecs.iter().filter(|c| !ignorable(c)).collect();
@@ -414,11 +383,6 @@ fn read_v2_array(
 ) -> Result<ArrayInfo, ZarrError> {
     let shape = u64_list(doc.get("shape")).ok_or_else(|| meta_err(store, path, "no shape"))?;
     let chunks = u64_list(doc.get("chunks")).ok_or_else(|| meta_err(store, path, "no chunks"))?;
-    let typestr = doc
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| meta_err(store, path, "dtype is not a simple type"))?;
-    let (dtype, item_size) = v2_dtype(store, path, typestr)?;
     let dimension_names = attributes.remove("_ARRAY_DIMENSIONS").and_then(|v| {
         v.as_array()
             .map(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect())
@@ -431,7 +395,10 @@ fn read_v2_array(
     if let Some(c) = doc.get("compressor").filter(|c| !c.is_null()) {
         codecs.push(c.clone());
     }
-    let compressor = compressor_of(&codecs, |_| false);
+    let dtype = DataType::from_v2(doc.get("dtype").unwrap_or(&Value::Null), &codecs)
+        .map_err(|e| meta_err(store, path, e.to_string()))?;
+    let item_size = dtype.size().unwrap_or(0);
+    let compressor = compressor_of(&codecs, is_vlen);
     Ok(ArrayInfo {
         path: path.to_string(),
         zarr_format: 2,
@@ -448,7 +415,8 @@ fn read_v2_array(
     })
 }
 
-/// Every node of the hierarchy in `store`, parents before children.
+/// Every node of the hierarchy in `store`, parents before children. Variable-length arrays
+/// are read whole once, to measure their longest element.
 ///
 /// # Errors
 /// [`ZarrError`] when the store cannot be listed or a document is unreadable.
@@ -465,17 +433,31 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
     paths.dedup();
     let mut nodes = Vec::new();
     for path in paths {
-        match read_node(store, &path) {
+        match read_node(store, &path).and_then(|node| measured(store, node)) {
             Ok(Some(node)) => nodes.push(node),
             Ok(None) => {}
-            Err(e @ ZarrError::Metadata { .. }) => nodes.push(Node::Unsupported {
-                path,
-                reason: e.to_string(),
-            }),
+            Err(e @ (ZarrError::Metadata { .. } | ZarrError::Chunk { .. })) => {
+                nodes.push(Node::Unsupported {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(nodes)
+}
+
+/// `node` with the record width of a variable-length array measured (see
+/// [`ZarrArray::read_chunk`]), so that a plan counts an element's real bytes.
+fn measured(store: &Store, node: Option<Node>) -> Result<Option<Node>, ZarrError> {
+    match node {
+        Some(Node::Array(info)) if info.dtype.is_variable() => {
+            let opened = ZarrArray::open(store, &info.path)?;
+            Ok(Some(Node::Array(opened.info().clone())))
+        }
+        other => Ok(other),
+    }
 }
 
 /// How to encode the chunks of a new array.
@@ -496,8 +478,8 @@ pub struct ArraySpec {
     pub zarr_format: u8,
     /// Shape.
     pub shape: Vec<u64>,
-    /// numpy name of the data type.
-    pub dtype: String,
+    /// The data type.
+    pub dtype: DataType,
     /// Chunk shape, or shard shape when `inner_chunks` is set.
     pub chunks: Vec<u64>,
     /// Inner chunk shape of a sharded (v3) array.
@@ -510,50 +492,6 @@ pub struct ArraySpec {
     pub dimension_names: Option<Vec<Option<String>>>,
     /// User attributes.
     pub attributes: Map<String, Value>,
-}
-
-/// The bytes (little-endian) of a fill value written as JSON for `dtype`.
-fn fill_le_bytes(value: &Value, dtype: &str) -> Option<Vec<u8>> {
-    let float = |v: &Value| -> Option<f64> {
-        match v {
-            Value::String(s) if s == "NaN" => Some(f64::NAN),
-            Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
-            Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
-            other => other.as_f64(),
-        }
-    };
-    Some(match dtype {
-        "float32" => (float(value)? as f32).to_le_bytes().to_vec(),
-        "float64" => float(value)?.to_le_bytes().to_vec(),
-        "bool" => vec![u8::from(value.as_bool()?)],
-        d if d.starts_with("int") => {
-            let size = v3_item_size(d)?;
-            value.as_i64()?.to_le_bytes()[..size].to_vec()
-        }
-        d if d.starts_with("uint") => {
-            let size = v3_item_size(d)?;
-            value.as_u64()?.to_le_bytes()[..size].to_vec()
-        }
-        _ => return None,
-    })
-}
-
-/// The JSON fill value of little-endian `bytes` of `dtype`.
-fn fill_from_le_bytes(bytes: &[u8], dtype: &str) -> Option<Value> {
-    let special = |f: f64| -> Value {
-        if f.is_nan() {
-            json!("NaN")
-        } else if f.is_infinite() {
-            json!(if f > 0.0 { "Infinity" } else { "-Infinity" })
-        } else {
-            json!(f)
-        }
-    };
-    Some(match (dtype, bytes.len()) {
-        ("float32", 4) => special(f64::from(f32::from_le_bytes(bytes.try_into().ok()?))),
-        ("float64", 8) => special(f64::from_le_bytes(bytes.try_into().ok()?)),
-        _ => return None,
-    })
 }
 
 /// The fill value and attributes a target of format `to` needs so that zarr-python reads the
@@ -571,21 +509,21 @@ pub fn translate_fill(source: &ArrayInfo, to: u8) -> (Value, Map<String, Value>)
     if source.zarr_format == to {
         return (fill, attributes);
     }
+    let float = matches!(source.dtype, DataType::Float(_));
     if to == 3 {
         if fill.is_null() {
+            // v3 has no "no fill value": the one zarr-python reads a missing v2 chunk as.
+            let zeros = vec![0; source.dtype.size().unwrap_or(0)];
             return (
-                if source.dtype == "bool" {
-                    json!(false)
-                } else {
-                    json!(0)
-                },
+                source.dtype.fill_json(&zeros).unwrap_or(json!(0)),
                 attributes,
             );
         }
-        if !attributes.contains_key("_FillValue") {
-            let encoded = if source.dtype.starts_with("float") {
+        if !attributes.contains_key("_FillValue") && source.dtype.is_numeric() {
+            let encoded = if float {
                 // xarray stores a float _FillValue as the 8 bytes of a double, whatever the dtype.
-                fill_le_bytes(&fill, "float64")
+                DataType::Float(8)
+                    .fill_bytes(&fill)
                     .map(|b| json!(base64::engine::general_purpose::STANDARD.encode(b)))
             } else {
                 Some(fill.clone())
@@ -598,11 +536,11 @@ pub fn translate_fill(source: &ArrayInfo, to: u8) -> (Value, Map<String, Value>)
     }
     match attributes.get("_FillValue").cloned() {
         // A base64 float means nothing to xarray in v2: it becomes the fill value itself.
-        Some(Value::String(s)) if source.dtype.starts_with("float") => {
+        Some(Value::String(s)) if float => {
             if let Some(decoded) = base64::engine::general_purpose::STANDARD
                 .decode(&s)
                 .ok()
-                .and_then(|b| fill_from_le_bytes(&b, "float64"))
+                .and_then(|b| DataType::Float(8).fill_json(&b))
             {
                 attributes.remove("_FillValue");
                 return (decoded, attributes);
@@ -611,8 +549,10 @@ pub fn translate_fill(source: &ArrayInfo, to: u8) -> (Value, Map<String, Value>)
         Some(number) if number.is_number() => return (number, attributes),
         _ => {}
     }
-    let keep_nan = source.dtype.starts_with("float") && fill == json!("NaN");
-    (if keep_nan { fill } else { Value::Null }, attributes)
+    // Without a fill value a v2 target stores every chunk; a NaN fill (floats) and the fill of
+    // a type whose zero is not a value (NaT, text) are kept, as zarr-python reads them so.
+    let numeric_zero = source.dtype.is_numeric() && !(float && fill == json!("NaN"));
+    (if numeric_zero { Value::Null } else { fill }, attributes)
 }
 
 /// Encoding of `source` as a target of format `to`: the same codecs when the formats agree,
@@ -637,12 +577,23 @@ pub fn inherit_encoding(source: &ArrayInfo, to: u8) -> Result<Encoding, String> 
         })
 }
 
+/// The array-to-bytes codec zarr-python writes for `dtype` in Zarr v3.
+fn v3_array_to_bytes(dtype: &DataType) -> Value {
+    match dtype {
+        DataType::String => json!({"name": "vlen-utf8", "configuration": {}}),
+        DataType::VarBytes => json!({"name": "vlen-bytes", "configuration": {}}),
+        DataType::Bool
+        | DataType::Int(1)
+        | DataType::UInt(1)
+        | DataType::Bytes(_)
+        | DataType::Raw(_)
+        | DataType::Struct(_) => json!({"name": "bytes"}),
+        _ => json!({"name": "bytes", "configuration": {"endian": "little"}}),
+    }
+}
+
 fn v3_document(spec: &ArraySpec, item_size: usize) -> Value {
-    let bytes = if item_size > 1 {
-        json!({"name": "bytes", "configuration": {"endian": "little"}})
-    } else {
-        json!({"name": "bytes"})
-    };
+    let bytes = v3_array_to_bytes(&spec.dtype);
     let chunk_codecs: Vec<Value> = match &spec.encoding {
         Encoding::Documents(docs) => docs.clone(),
         Encoding::Compressor(c) => std::iter::once(bytes.clone())
@@ -661,7 +612,7 @@ fn v3_document(spec: &ArraySpec, item_size: usize) -> Value {
         "zarr_format": 3,
         "node_type": "array",
         "shape": spec.shape,
-        "data_type": spec.dtype,
+        "data_type": spec.dtype.to_v3(),
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": spec.chunks}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
         "fill_value": spec.fill_value,
@@ -674,13 +625,18 @@ fn v3_document(spec: &ArraySpec, item_size: usize) -> Value {
     doc
 }
 
-fn v2_documents(spec: &ArraySpec, item_size: usize) -> Result<(Value, Map<String, Value>), String> {
-    let typestr = v2_typestr(&spec.dtype)
-        .ok_or_else(|| format!("data type {} has no Zarr v2 form", spec.dtype))?;
+fn v2_documents(spec: &ArraySpec, item_size: usize) -> (Value, Map<String, Value>) {
+    let vlen = match spec.dtype {
+        DataType::String => Some(json!([{"id": "vlen-utf8"}])),
+        DataType::VarBytes => Some(json!([{"id": "vlen-bytes"}])),
+        _ => None,
+    };
     let (compressor, filters) = match &spec.encoding {
-        Encoding::Compressor(c) => (c.v2(item_size), Value::Null),
+        Encoding::Compressor(c) => (c.v2(item_size), vlen.unwrap_or(Value::Null)),
         Encoding::Documents(docs) => match docs.split_last() {
             None => (Value::Null, Value::Null),
+            // A vlen codec is a filter: the chain has no compressor.
+            Some((last, _)) if is_vlen(last) => (Value::Null, Value::Array(docs.clone())),
             Some((last, rest)) => (
                 last.clone(),
                 if rest.is_empty() {
@@ -695,7 +651,7 @@ fn v2_documents(spec: &ArraySpec, item_size: usize) -> Result<(Value, Map<String
         "zarr_format": 2,
         "shape": spec.shape,
         "chunks": spec.chunks,
-        "dtype": typestr,
+        "dtype": spec.dtype.v2_dtype(),
         "compressor": compressor,
         "filters": filters,
         "fill_value": spec.fill_value,
@@ -706,7 +662,7 @@ fn v2_documents(spec: &ArraySpec, item_size: usize) -> Result<(Value, Map<String
     if let Some(names) = &spec.dimension_names {
         attrs.insert("_ARRAY_DIMENSIONS".into(), json!(names));
     }
-    Ok((doc, attrs))
+    (doc, attrs)
 }
 
 /// Write the metadata of a new array (no chunks).
@@ -714,13 +670,8 @@ fn v2_documents(spec: &ArraySpec, item_size: usize) -> Result<(Value, Map<String
 /// # Errors
 /// [`ZarrError`] when the spec cannot be expressed or the store fails.
 pub fn create_array(store: &Store, spec: &ArraySpec) -> Result<(), ZarrError> {
-    let item_size = v3_item_size(&spec.dtype).ok_or_else(|| {
-        meta_err(
-            store,
-            &spec.path,
-            format!("unsupported data type {}", spec.dtype),
-        )
-    })?;
+    // Blosc's typesize and shuffle: text shuffles as bytes.
+    let item_size = spec.dtype.size().unwrap_or(1);
     if spec.zarr_format == 3 {
         store.put_json(&key(&spec.path, "zarr.json"), &v3_document(spec, item_size))?;
     } else {
@@ -731,8 +682,7 @@ pub fn create_array(store: &Store, spec: &ArraySpec) -> Result<(), ZarrError> {
                 "shards need Zarr v3 (--zarr-format 3)",
             ));
         }
-        let (doc, attrs) =
-            v2_documents(spec, item_size).map_err(|e| meta_err(store, &spec.path, e))?;
+        let (doc, attrs) = v2_documents(spec, item_size);
         store.put_json(&key(&spec.path, ".zarray"), &doc)?;
         store.put_json(&key(&spec.path, ".zattrs"), &Value::Object(attrs))?;
     }
@@ -845,6 +795,113 @@ pub fn write_consolidated(store: &Store) -> Result<(), ZarrError> {
     Ok(())
 }
 
+/// Bytes of the length that starts each record of a variable-length element.
+const RECORD_LEN: usize = 4;
+
+fn meta_err_url(url: &str, path: &str, reason: &str) -> ZarrError {
+    ZarrError::Metadata {
+        url: url.to_string(),
+        path: path.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The zarrs array for `info`, from its metadata document. zarrs 0.23 lacks some types
+/// zarr-python writes (v2 `<M8`, `|S`; v3 `null_terminated_bytes`): every fixed-size type
+/// that is not a number is handed to zarrs as one of the same bytes (int64 for datetimes,
+/// raw bytes for the rest), whose codecs (bytes, compressors) do the same; the fill value
+/// is ours, from [`DataType::fill_bytes`].
+fn open_zarrs(
+    store: &Store,
+    info: &ArrayInfo,
+) -> Result<Array<dyn ReadableWritableListableStorageTraits>, ZarrError> {
+    let path = &info.path;
+    let name = if info.zarr_format == 3 {
+        "zarr.json"
+    } else {
+        ".zarray"
+    };
+    let mut doc = store
+        .get_json(&key(path, name))?
+        .ok_or_else(|| ZarrError::NotFound {
+            url: store.url().to_string(),
+            path: path.to_string(),
+        })?;
+    let size = info.dtype.size().unwrap_or(0);
+    let fill = info.dtype.fill_bytes(&info.fill_value);
+    let big_endian = doc
+        .get("dtype")
+        .is_some_and(|d| d.to_string().contains('>'));
+    let stand_in = match &info.dtype {
+        DataType::DateTime(_) | DataType::TimeDelta(_) => Some((
+            if info.zarr_format == 3 {
+                json!("int64")
+            } else {
+                json!(if big_endian { ">i8" } else { "<i8" })
+            },
+            fill.map(|b| json!(i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))),
+        )),
+        DataType::Bytes(_) | DataType::Unicode(_) | DataType::Raw(_) | DataType::Struct(_) => {
+            if big_endian && !matches!(info.dtype, DataType::Bytes(_) | DataType::Raw(_)) {
+                return Err(meta_err(
+                    store,
+                    path,
+                    format!("big-endian {} is not supported", info.dtype),
+                ));
+            }
+            if info.zarr_format == 3 {
+                Some((json!(format!("r{}", 8 * size)), fill.map(|b| json!(b))))
+            } else {
+                Some((
+                    json!(format!("|V{size}")),
+                    fill.map(|b| json!(base64::engine::general_purpose::STANDARD.encode(b))),
+                ))
+            }
+        }
+        _ => None,
+    };
+    if let Some((data_type, fill)) = stand_in {
+        let v2 = info.zarr_format == 2;
+        doc[if v2 { "dtype" } else { "data_type" }] = data_type;
+        if !(v2 && info.fill_value.is_null()) {
+            doc["fill_value"] = fill
+                .ok_or_else(|| meta_err(store, path, "fill value does not match the data type"))?;
+        }
+        // zarrs wants a byte order for any multi-byte type; raw bytes are not swapped by it.
+        if let Some(codecs) = doc.get_mut("codecs").and_then(Value::as_array_mut) {
+            default_endian(codecs);
+        }
+    }
+    let metadata: ArrayMetadata =
+        serde_json::from_value(doc).map_err(|e| meta_err(store, path, e.to_string()))?;
+    let storage: Arc<dyn ReadableWritableListableStorageTraits> = store.storage();
+    Array::new_with_metadata(storage, &format!("/{path}"), metadata)
+        .map_err(|e| meta_err(store, path, e.to_string()))
+}
+
+/// Give the `bytes` codec (inside a sharding codec too) a byte order where it has none: a
+/// stand-in of several bytes needs one, which zarrs does not apply to raw bytes.
+fn default_endian(codecs: &mut [Value]) {
+    for codec in codecs {
+        match codec.get("name").and_then(Value::as_str) {
+            Some("bytes") => {
+                if codec.pointer("/configuration/endian").is_none() {
+                    codec["configuration"] = json!({"endian": "little"});
+                }
+            }
+            Some("sharding_indexed") => {
+                if let Some(inner) = codec
+                    .pointer_mut("/configuration/codecs")
+                    .and_then(Value::as_array_mut)
+                {
+                    default_endian(inner);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// An open array whose whole chunks we decode and encode.
 pub struct ZarrArray {
     info: ArrayInfo,
@@ -878,29 +935,27 @@ impl ZarrArray {
                 })
             }
         };
-        let node_path = format!("/{path}");
-        let storage: Arc<dyn ReadableWritableListableStorageTraits> = store.storage();
-        let array =
-            Array::open(storage, &node_path).map_err(|e| meta_err(store, path, e.to_string()))?;
-        let fill = array.fill_value().as_ne_bytes().to_vec();
-        if fill.len() != info.item_size {
-            return Err(meta_err(
-                store,
-                path,
-                "fill value does not match the data type",
-            ));
-        }
+        let array = open_zarrs(store, &info)?;
+        let element = info
+            .dtype
+            .fill_bytes(&info.fill_value)
+            .ok_or_else(|| meta_err(store, path, "fill value does not match the data type"))?;
         // One task decodes one chunk at a time: parallelism comes from tasks, memory stays known.
         let options = CodecOptions::default()
             .with_concurrent_target(1)
             .with_store_empty_chunks(info.zarr_format == 2 && info.fill_value.is_null());
-        Ok(ZarrArray {
+        let mut opened = ZarrArray {
             info,
             url: store.url().to_string(),
             array,
-            fill,
+            fill: element.clone(),
             options,
-        })
+        };
+        if opened.info.dtype.is_variable() {
+            opened.info.item_size = opened.measure_width()?.max(RECORD_LEN + element.len());
+            opened.fill = opened.record(&[element]);
+        }
+        Ok(opened)
     }
 
     /// The array's description.
@@ -915,6 +970,25 @@ impl ZarrArray {
         &self.fill
     }
 
+    /// One element's fill value as [`ZarrArray::write_chunk`] takes it in records of `width`
+    /// bytes: [`ZarrArray::fill_bytes`] for a fixed-size type; for a variable-length one, the
+    /// fill record at that width (an empty element if the fill does not fit it).
+    #[must_use]
+    pub fn fill_element(&self, width: usize) -> Vec<u8> {
+        if !self.info.dtype.is_variable() || width == self.fill.len() {
+            return self.fill.clone();
+        }
+        let mut record = vec![0; width.max(RECORD_LEN)];
+        let len = self
+            .fill
+            .get(..RECORD_LEN)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        if RECORD_LEN + len <= width {
+            record[..RECORD_LEN + len].copy_from_slice(&self.fill[..RECORD_LEN + len]);
+        }
+        record
+    }
+
     fn chunk_err(&self, chunk: &[u64], reason: impl std::fmt::Display) -> ZarrError {
         ZarrError::Chunk {
             url: self.url.clone(),
@@ -925,7 +999,9 @@ impl ZarrArray {
     }
 
     /// The decoded bytes (native order) of the whole chunk at `chunk`, at its full nominal shape
-    /// even at the array's edge; a chunk never written decodes to the fill value.
+    /// even at the array's edge; a chunk never written decodes to the fill value. Elements of
+    /// a variable-length type come as records of [`ArrayInfo::item_size`] bytes: the length
+    /// (u32, little-endian), then the bytes, padded with zeros.
     ///
     /// # Errors
     /// [`ZarrError::Chunk`] when the chunk cannot be read or decoded.
@@ -934,8 +1010,85 @@ impl ZarrArray {
             .array
             .retrieve_chunk_opt(chunk, &self.options)
             .map_err(|e| self.chunk_err(chunk, e))?;
-        let raw = bytes.into_fixed().map_err(|e| self.chunk_err(chunk, e))?;
-        Ok(raw.into_owned())
+        if !self.info.dtype.is_variable() {
+            let raw = bytes.into_fixed().map_err(|e| self.chunk_err(chunk, e))?;
+            return Ok(raw.into_owned());
+        }
+        let (raw, offsets) = bytes
+            .into_variable()
+            .map_err(|e| self.chunk_err(chunk, e))?
+            .into_parts();
+        let elements: Vec<&[u8]> = offsets.windows(2).map(|w| &raw[w[0]..w[1]]).collect();
+        if let Some(long) = elements
+            .iter()
+            .find(|e| RECORD_LEN + e.len() > self.info.item_size)
+        {
+            // The array changed since it was measured: refuse rather than cut an element.
+            return Err(self.chunk_err(
+                chunk,
+                format!(
+                    "an element of {} bytes is longer than the {} measured when the array was opened",
+                    long.len(),
+                    self.info.item_size - RECORD_LEN
+                ),
+            ));
+        }
+        Ok(self.record(&elements))
+    }
+
+    /// Records of [`ArrayInfo::item_size`] bytes for variable-length `elements`.
+    fn record<E: AsRef<[u8]>>(&self, elements: &[E]) -> Vec<u8> {
+        let width = self.info.item_size;
+        let mut out = vec![0; elements.len() * width];
+        for (slot, e) in out.chunks_exact_mut(width).zip(elements) {
+            let e = e.as_ref();
+            // Lengths fit u32: read_chunk refuses an element longer than the record.
+            slot[..RECORD_LEN].copy_from_slice(&(e.len() as u32).to_le_bytes());
+            slot[RECORD_LEN..RECORD_LEN + e.len()].copy_from_slice(e);
+        }
+        out
+    }
+
+    /// The longest element of a variable-length array, measured over every chunk, as a
+    /// record width (the length prefix included).
+    fn measure_width(&self) -> Result<usize, ZarrError> {
+        let grid: Vec<u64> = self
+            .info
+            .shape
+            .iter()
+            .zip(&self.info.chunks)
+            .map(|(s, c)| s.div_ceil((*c).max(1)))
+            .collect();
+        let total: u64 = grid.iter().product();
+        let mut longest = 0;
+        for flat in 0..total {
+            let mut rest = flat;
+            let mut indices = vec![0; grid.len()];
+            for (i, n) in indices.iter_mut().zip(&grid).rev() {
+                *i = rest % n;
+                rest /= n;
+            }
+            let bytes: ArrayBytes<'static> = self
+                .array
+                .retrieve_chunk_opt(&indices, &self.options)
+                .map_err(|e| self.chunk_err(&indices, e))?;
+            let variable = bytes
+                .into_variable()
+                .map_err(|e| self.chunk_err(&indices, e))?;
+            let offsets = variable.offsets();
+            longest = offsets
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(longest, usize::max);
+        }
+        if u32::try_from(longest).is_err() {
+            return Err(meta_err_url(
+                &self.url,
+                &self.info.path,
+                "an element longer than 4 GiB",
+            ));
+        }
+        Ok(RECORD_LEN + longest)
     }
 
     /// Encode and store the whole chunk at `chunk` from `bytes` (native order, full nominal
@@ -944,9 +1097,44 @@ impl ZarrArray {
     /// # Errors
     /// [`ZarrError::Chunk`] when encoding or storing fails.
     pub fn write_chunk(&self, chunk: &[u64], bytes: Vec<u8>) -> Result<(), ZarrError> {
+        let bytes = if self.info.dtype.is_variable() {
+            self.from_records(chunk, &bytes)?
+        } else {
+            ArrayBytes::new_flen(bytes)
+        };
         self.array
-            .store_chunk_opt(chunk, ArrayBytes::new_flen(bytes), &self.options)
+            .store_chunk_opt(chunk, bytes, &self.options)
             .map_err(|e| self.chunk_err(chunk, e))
+    }
+
+    /// Variable-length elements from records of any one width (the chunk's bytes divided by
+    /// its elements): a writer's records come from its source, measured there.
+    fn from_records(
+        &self,
+        chunk: &[u64],
+        records: &[u8],
+    ) -> Result<ArrayBytes<'static>, ZarrError> {
+        let elements: u64 = self.info.chunks.iter().product();
+        let width = usize::try_from(elements)
+            .ok()
+            .filter(|n| *n > 0 && records.len() % n == 0)
+            .map(|n| records.len() / n)
+            .filter(|w| *w >= RECORD_LEN)
+            .ok_or_else(|| self.chunk_err(chunk, "chunk bytes are not whole records"))?;
+        let mut raw = Vec::with_capacity(records.len());
+        let mut offsets = Vec::with_capacity(records.len() / width + 1);
+        offsets.push(0);
+        for record in records.chunks_exact(width) {
+            let (len, body) = record.split_at(RECORD_LEN);
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let element = body
+                .get(..len)
+                .ok_or_else(|| self.chunk_err(chunk, "a record longer than its width"))?;
+            raw.extend_from_slice(element);
+            offsets.push(raw.len());
+        }
+        let offsets = ArrayBytesOffsets::new(offsets).map_err(|e| self.chunk_err(chunk, e))?;
+        ArrayBytes::new_vlen(raw, offsets).map_err(|e| self.chunk_err(chunk, e))
     }
 }
 

@@ -82,7 +82,7 @@ fn zarr_round_trip(store: &Store) {
             path: format!("v{format}"),
             zarr_format: format,
             shape: vec![5, 7],
-            dtype: "float32".into(),
+            dtype: chunkmill_store::DataType::Float(4),
             chunks: vec![2, 4],
             inner_chunks: None,
             fill_value: json!("NaN"),

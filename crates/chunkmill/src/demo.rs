@@ -9,6 +9,7 @@ use chunkmill_ops::job::{human, run_job, JobOptions, TargetLayout};
 use chunkmill_ops::rechunk::{plan_rechunk, RechunkOptions};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_store::zarr::{self, ArraySpec, Compressor, Encoding, ZarrArray};
+use chunkmill_store::DataType;
 use chunkmill_store::Store;
 use serde_json::{json, Map, Value};
 
@@ -38,7 +39,7 @@ fn spec(
     path: &str,
     shape: &[u64],
     chunks: &[u64],
-    dtype: &str,
+    dtype: DataType,
     dims: &[&str],
     attrs: Value,
 ) -> ArraySpec {
@@ -46,10 +47,10 @@ fn spec(
         path: path.into(),
         zarr_format: 3,
         shape: shape.to_vec(),
-        dtype: dtype.into(),
+        dtype: dtype.clone(),
         chunks: chunks.to_vec(),
         inner_chunks: None,
-        fill_value: if dtype.starts_with("float") {
+        fill_value: if dtype.is_float() {
             json!("NaN")
         } else {
             json!(0)
@@ -85,7 +86,7 @@ fn build_source(url: &str) -> Result<(), Failure> {
             "air",
             &SHAPE,
             &SOURCE_CHUNKS,
-            "float32",
+            DataType::Float(4),
             &["time", "lat", "lon"],
             json!({"units": "K", "long_name": "air temperature"}),
         ),
@@ -97,7 +98,7 @@ fn build_source(url: &str) -> Result<(), Failure> {
             "time",
             &SHAPE[..1],
             &SHAPE[..1],
-            "int64",
+            DataType::Int(8),
             &["time"],
             json!({"units": "hours since 2020-01-01", "calendar": "standard"}),
         ),
@@ -109,7 +110,7 @@ fn build_source(url: &str) -> Result<(), Failure> {
             "lat",
             &SHAPE[1..2],
             &SHAPE[1..2],
-            "float32",
+            DataType::Float(4),
             &["lat"],
             json!({"units": "degrees_north"}),
         ),
@@ -121,7 +122,7 @@ fn build_source(url: &str) -> Result<(), Failure> {
             "lon",
             &SHAPE[2..],
             &SHAPE[2..],
-            "float32",
+            DataType::Float(4),
             &["lon"],
             json!({"units": "degrees_east"}),
         ),
@@ -162,7 +163,7 @@ fn build_source(url: &str) -> Result<(), Failure> {
 fn verify(url: &str, shape: &[u64]) -> Result<u64, Failure> {
     let store = Store::open(url).map_err(fail)?;
     let array = ZarrArray::open(&store, "air").map_err(fail)?;
-    if array.info().shape != shape || array.info().dtype != "float32" {
+    if array.info().shape != shape || array.info().dtype != DataType::Float(4) {
         return Err(fail(format!(
             "{url}: air is {} {:?}, expected float32 {shape:?}",
             array.info().dtype,

@@ -45,7 +45,7 @@ fn refused(message: String) -> OpsError {
     OpsError::Refused(message)
 }
 
-fn f64_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, OpsError> {
+fn f64_values(bytes: &[u8], dtype: &chunkmill_store::DataType) -> Result<Vec<f64>, OpsError> {
     element_values(bytes, dtype).map_err(refused)
 }
 

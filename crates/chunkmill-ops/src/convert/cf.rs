@@ -9,10 +9,12 @@ use std::collections::BTreeMap;
 use chunkmill_grid::Grid;
 use chunkmill_manifest::InputEncoding;
 use chunkmill_plan::{AxisWindow, Endpoint, ValueMap};
+use chunkmill_store::DataType;
 use serde_json::{Map, Value};
 
 use crate::convert::selection::window_axis;
-use crate::values::Numeric;
+
+use crate::values::numeric;
 use crate::OpsError;
 
 pub(crate) fn number(value: &Value) -> Option<f64> {
@@ -38,7 +40,7 @@ pub(crate) fn typed_attribute(
     attributes: &Map<String, Value>,
     types: Option<&BTreeMap<String, String>>,
     name: &str,
-) -> Option<(f64, Numeric)> {
+) -> Option<(f64, DataType)> {
     let value = match attributes.get(name)? {
         Value::Array(items) if items.len() == 1 => &items[0],
         other => other,
@@ -46,11 +48,11 @@ pub(crate) fn typed_attribute(
     let number = number(value)?;
     let stored = types
         .and_then(|t| t.get(name))
-        .and_then(|t| Numeric::parse(t).ok());
+        .and_then(|t| numeric(t).ok());
     let json = if value.is_i64() || value.is_u64() {
-        Numeric::Int(8)
+        DataType::Int(8)
     } else {
-        Numeric::Float(8)
+        DataType::Float(8)
     };
     Some((number, stored.unwrap_or(json)))
 }
@@ -58,7 +60,7 @@ pub(crate) fn typed_attribute(
 /// How values encoded with `attributes` decode, and the range they decode to.
 pub(crate) struct Decoding {
     pub(crate) map: ValueMap,
-    pub(crate) compute: Numeric,
+    pub(crate) compute: DataType,
     pub(crate) range: (f64, f64),
 }
 
@@ -68,8 +70,7 @@ pub(crate) struct Decoding {
 /// from `actual_range` (already in unpacked units).
 pub(crate) fn decoding(
     key: &str,
-    dtype: &str,
-    source_type: Numeric,
+    source_type: &DataType,
     attributes: &Map<String, Value>,
     types: Option<&BTreeMap<String, String>>,
     range: (f64, f64),
@@ -84,18 +85,18 @@ pub(crate) fn decoding(
     let range = if range_is_unpacked {
         range
     } else {
-        let unpack = |v: f64| v * scale.map_or(1.0, |s| s.0) + offset.map_or(0.0, |o| o.0);
+        let unpack = |v: f64| v * scale.unwrap_or(1.0) + offset.unwrap_or(0.0);
         let (a, b) = (unpack(range.0), unpack(range.1));
         (a.min(b), a.max(b))
     };
     Ok(Decoding {
         map: ValueMap {
-            from: dtype.to_string(),
-            to: compute.name(),
+            from: source_type.to_string(),
+            to: compute.to_string(),
             missing,
-            scale: scale.map(|s| s.0),
-            offset: offset.map(|o| o.0),
-            compute: Some(compute.name()),
+            scale,
+            offset,
+            compute: Some(compute.to_string()),
         },
         compute,
         range,
@@ -114,7 +115,7 @@ pub(crate) struct PartDecoding {
 /// Every input's part decoded to one output type, and the range of the decoded values.
 pub(crate) struct InputDecodings {
     pub(crate) parts: Vec<PartDecoding>,
-    pub(crate) out: Numeric,
+    pub(crate) out: DataType,
     pub(crate) range: (f64, f64),
 }
 
@@ -123,8 +124,7 @@ pub(crate) struct InputDecodings {
 /// concatenated parts gives).
 pub(crate) fn per_input(
     key: &str,
-    dtype: &str,
-    source_type: Numeric,
+    source_type: &DataType,
     encodings: &[InputEncoding],
     types: Option<&BTreeMap<String, String>>,
     range: (f64, f64),
@@ -136,7 +136,6 @@ pub(crate) fn per_input(
     for e in encodings {
         let d = decoding(
             key,
-            dtype,
             source_type,
             &e.attributes,
             types,
@@ -154,11 +153,11 @@ pub(crate) fn per_input(
         });
     }
     let out = match computes.first() {
-        Some(&first) if computes.iter().all(|&c| c == first) => first,
-        _ => Numeric::Float(8),
+        Some(first) if computes.iter().all(|c| c == first) => first.clone(),
+        _ => DataType::Float(8),
     };
     for p in &mut parts {
-        p.map.to = out.name();
+        p.map.to = out.to_string();
     }
     Ok(InputDecodings {
         parts,

@@ -41,9 +41,10 @@ use crate::job::plan::{
     PlanContext,
 };
 use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout, WorkFile};
-use crate::values::Numeric;
+use crate::values::numeric;
 use crate::OpsError;
 use cf::{numbers, typed_attribute, PartDecoding};
+use chunkmill_store::DataType;
 use selection::{
     aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
     value_range, window_axis, Bound,
@@ -145,7 +146,7 @@ struct Values {
     /// With inputs that encode the array differently: each input's part and its map (which
     /// replace `map`).
     parts: Option<Vec<PartDecoding>>,
-    out_dtype: String,
+    out_dtype: DataType,
     /// Whether the CF packing was applied (its attributes removed).
     decoded: bool,
 }
@@ -172,8 +173,24 @@ fn array_values(
     attributes: &mut Map<String, Value>,
 ) -> Result<Values, OpsError> {
     let info = &array.info;
-    let source_type = Numeric::parse(&info.dtype)
-        .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+    let source_type = info.dtype.clone();
+    // Text, datetimes and complex numbers are copied as they are unless a cast asks more.
+    if !source_type.is_numeric() && cast.is_none() {
+        return Ok(Values {
+            map: None,
+            parts: None,
+            out_dtype: source_type,
+            decoded: false,
+        });
+    }
+    let source_range = source_type.range().ok_or_else(|| {
+        OpsError::Refused(format!(
+            "--cast {}: '{}' holds {}, which cannot be cast; cast numbers and booleans only",
+            last_segment(&array.key),
+            array.key,
+            source_type
+        ))
+    })?;
     let encodings = input_encodings(source, &array.key).filter(|_| options.decode_cf);
     let decode = options.decode_cf
         && (encodings.is_some()
@@ -191,7 +208,7 @@ fn array_values(
             let max = typed_attribute(attributes, None, "valid_max")?.0;
             Some((min, max))
         })
-        .unwrap_or_else(|| source_type.range());
+        .unwrap_or(source_range);
     if decode {
         let types = attribute_types(source, &array.key);
         // CF's valid_range is in packed units (actual_range in unpacked ones, but xarray
@@ -200,27 +217,18 @@ fn array_values(
         if let Some(encodings) = encodings {
             let decodings = cf::per_input(
                 &array.key,
-                &info.dtype,
-                source_type,
+                &source_type,
                 encodings,
                 types,
                 range,
                 unpacked,
             )?;
-            out_dtype = decodings.out.name();
+            out_dtype = decodings.out;
             range = decodings.range;
             parts = Some(decodings.parts);
         } else {
-            let d = cf::decoding(
-                &array.key,
-                &info.dtype,
-                source_type,
-                attributes,
-                types,
-                range,
-                unpacked,
-            )?;
-            out_dtype = d.compute.name();
+            let d = cf::decoding(&array.key, &source_type, attributes, types, range, unpacked)?;
+            out_dtype = d.compute;
             range = d.range;
             map = Some(d.map);
         }
@@ -229,8 +237,8 @@ fn array_values(
         }
     }
     if let Some(to) = cast {
-        let to_type = Numeric::parse(to)
-            .map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
+        let to_type =
+            numeric(to).map_err(|e| OpsError::Usage(format!("--cast {}: {e}", array.key)))?;
         if !to_type.holds(range.0, range.1) {
             return Err(OpsError::Refused(format!(
                 "--cast {}={to}: '{}' may hold values from {} to {}{}, which {to} cannot store (numpy's astype would wrap them around silently); cast to a wider type{}",
@@ -246,7 +254,7 @@ fn array_values(
                 }
             )));
         }
-        out_dtype = to.to_string();
+        out_dtype = to_type.clone();
         for p in parts.iter_mut().flatten() {
             p.map.to = to.to_string();
         }
@@ -257,7 +265,7 @@ fn array_values(
             }
             (None, Some(_)) => None,
             (None, None) => Some(ValueMap {
-                from: info.dtype.clone(),
+                from: info.dtype.to_string(),
                 to: to.to_string(),
                 missing: Vec::new(),
                 scale: None,
@@ -644,7 +652,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
                 names()
             )));
         }
-        Numeric::parse(dtype).map_err(|e| OpsError::Usage(format!("--cast {name}: {e}")))?;
+        numeric(dtype).map_err(|e| OpsError::Usage(format!("--cast {name}: {e}")))?;
     }
 
     let renames = Renames(&options.rename);
@@ -697,7 +705,8 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             out_dtype,
             decoded: decode,
         } = array_values(options, &source, array, cast, &mut attributes)?;
-        let out_type = Numeric::parse(&out_dtype).map_err(OpsError::Usage)?;
+        // Bytes per output element (a measured record for variable-length text).
+        let out_size = out_dtype.size().unwrap_or(info.item_size);
 
         let windowed = axes
             .iter()
@@ -768,7 +777,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .iter()
             .map(|d| d.as_ref().map(|d| renames.apply(d)))
             .collect();
-        let (fill_value, zarr_format) = if decode && out_type.is_float() {
+        let (fill_value, zarr_format) = if decode && out_dtype.is_float() {
             (Value::String("NaN".into()), options.layout.zarr_format)
         } else if decode {
             // Unpacked, then cast to integers (masked values written as 0): the packing
@@ -785,7 +794,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             zarr_format,
             shape: axes.iter().map(|w| w.len).collect(),
             dtype: out_dtype.clone(),
-            item_size: out_type.size(),
+            item_size: out_size,
             chunks: info
                 .chunks
                 .iter()
@@ -804,7 +813,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             codecs: Vec::new(),
         };
         let source_chunk_bytes =
-            info.chunks.iter().product::<u64>() * info.item_size.max(out_type.size()) as u64;
+            info.chunks.iter().product::<u64>() * info.item_size.max(out_size) as u64;
         let output = OutputArray {
             source_key: array.key.clone(),
             info: out_info,
@@ -819,7 +828,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             read_factor: if kept == 0 {
                 1.0
             } else {
-                (read * info.item_size as u64) as f64 / (kept * out_type.size() as u64) as f64
+                (read * info.item_size as u64) as f64 / (kept * out_size as u64) as f64
             },
             chunks: None,
         };

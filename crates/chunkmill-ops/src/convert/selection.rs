@@ -74,7 +74,10 @@ pub(crate) fn cf_time_period(
     Ok((start / per_unit, end / per_unit))
 }
 
-pub(crate) fn element_values(bytes: &[u8], dtype: &str) -> Result<Vec<f64>, String> {
+pub(crate) fn element_values(
+    bytes: &[u8],
+    dtype: &chunkmill_store::DataType,
+) -> Result<Vec<f64>, String> {
     let map = ValueMap {
         from: dtype.to_string(),
         to: "float64".into(),

@@ -7,6 +7,7 @@
 //! dir when the job runs, so that every worker process (local, SLURM, a batch engine) reads
 //! the same chunks by byte range without scanning again.
 
+use chunkmill_store::DataType;
 use std::path::Path;
 
 use chunkmill_grid::{Grid, Region};
@@ -193,18 +194,12 @@ fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
     })
 }
 
-/// numpy's `dtype.str` (`<f4`) → its name (`float32`).
-fn numpy_name(dtype: &str) -> Option<String> {
-    let body = dtype.trim_start_matches(['<', '>', '|', '=']);
-    let (kind, size) = body.split_at(1);
-    let bits = size.parse::<usize>().ok()? * 8;
-    Some(match kind {
-        "f" if bits == 32 || bits == 64 => format!("float{bits}"),
-        "i" => format!("int{bits}"),
-        "u" => format!("uint{bits}"),
-        "b" if bits == 8 => "bool".to_string(),
-        _ => return None,
-    })
+/// The data type of a virtual array's numpy `dtype.str`, when convert can copy it: any
+/// fixed-size type but a structured one (its chunks are read decoded, little-endian).
+fn convertible(dtype: &str) -> Option<DataType> {
+    DataType::from_typestr(dtype)
+        .ok()
+        .filter(|t| !t.is_variable() && !matches!(t, DataType::Struct(_)))
 }
 
 impl Source {
@@ -218,10 +213,10 @@ impl Source {
                 .iter()
                 .map(|(key, array)| {
                     let meta = &array.metadata;
-                    let dtype = numpy_name(&meta.dtype);
+                    let dtype = convertible(&meta.dtype);
                     let unsupported = dtype.is_none().then(|| {
                         format!(
-                            "{}: {key}: data type {} cannot be converted (numbers and booleans only); leave it out with --drop {key}",
+                            "{}: {key}: data type {} cannot be converted (fixed-size types only); leave it out with --drop {key}",
                             dataset.name, meta.dtype
                         )
                     });
@@ -234,7 +229,7 @@ impl Source {
                             path: key.clone(),
                             zarr_format: 2,
                             shape: meta.shape.clone(),
-                            dtype: dtype.unwrap_or_else(|| meta.dtype.clone()),
+                            dtype: dtype.unwrap_or(DataType::Raw(meta.element_size())),
                             item_size: meta.element_size(),
                             chunks: meta.chunk_shape.clone(),
                             inner_chunks: None,

@@ -279,7 +279,7 @@ pub(crate) fn plan_array(
     let summary = ArrayPlan {
         path: info.path.clone(),
         shape: info.shape.clone(),
-        dtype: info.dtype.clone(),
+        dtype: info.dtype.to_string(),
         source_chunks: info.chunks.clone(),
         target_chunks: chunks.clone(),
         target_shards: shards.clone(),

@@ -72,8 +72,9 @@ impl Opened {
                 ..
             } => values
                 .as_ref()
-                .and_then(|v| crate::values::Numeric::parse(&v.to).ok())
-                .map_or(*source_item, crate::values::Numeric::size),
+                .and_then(|v| crate::values::numeric(&v.to).ok())
+                .and_then(|t| t.size())
+                .unwrap_or(*source_item),
             Opened::Concat { parts, .. } => parts.first().map_or(0, |(p, _, _)| p.item_size()),
             Opened::Shifted { inner, .. } => inner.item_size(),
             Opened::Tiles { source, .. } => source.item_size(),
@@ -539,7 +540,9 @@ impl StageRunner {
                         {
                             zeroed(target.num_elements() as usize * item)
                         } else {
-                            array.fill_bytes().repeat(target.num_elements() as usize)
+                            array
+                                .fill_element(item)
+                                .repeat(target.num_elements() as usize)
                         };
                         if let Some(what) = region.intersect(&target) {
                             copy_region(source, region, &mut bytes, &target, &what, item);
