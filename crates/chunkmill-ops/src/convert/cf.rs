@@ -76,9 +76,9 @@ pub(crate) fn decoding(
     range: (f64, f64),
     range_is_unpacked: bool,
 ) -> Result<Decoding, OpsError> {
-    let scale = typed_attribute(attributes, types, "scale_factor");
-    let offset = typed_attribute(attributes, types, "add_offset");
-    let compute = crate::values::decoded_type(source_type, scale.map(|s| s.1), offset.map(|o| o.1))
+    let (scale, scale_type) = typed_attribute(attributes, types, "scale_factor").unzip();
+    let (offset, offset_type) = typed_attribute(attributes, types, "add_offset").unzip();
+    let compute = crate::values::decoded_type(source_type, scale_type, offset_type)
         .map_err(|e| OpsError::Refused(format!("--decode-cf: '{key}': {e}")))?;
     let mut missing = numbers(attributes.get("_FillValue"));
     missing.extend(numbers(attributes.get("missing_value")));

@@ -215,14 +215,8 @@ fn array_values(
         // leaves both as they are): the bounds are unpacked as the values are.
         let unpacked = attributes.contains_key("actual_range");
         if let Some(encodings) = encodings {
-            let decodings = cf::per_input(
-                &array.key,
-                &source_type,
-                encodings,
-                types,
-                range,
-                unpacked,
-            )?;
+            let decodings =
+                cf::per_input(&array.key, &source_type, encodings, types, range, unpacked)?;
             out_dtype = decodings.out;
             range = decodings.range;
             parts = Some(decodings.parts);
