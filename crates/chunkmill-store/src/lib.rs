@@ -28,6 +28,8 @@ pub mod markers;
 mod memory;
 mod s3;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod zarr;
 
 pub use store::{Store, StoreKind};

@@ -80,13 +80,21 @@ impl LocalStore {
         let path = self.inner.key_to_fspath(key);
         let mut file = match open_direct(std::fs::OpenOptions::new().read(true)).open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if absent(&e) => return Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                return Ok(std::fs::read(&path).ok().map(Bytes::from))
+                return match std::fs::read(&path) {
+                    Ok(value) => Ok(Some(Bytes::from(value))),
+                    Err(e) if absent(&e) => Ok(None),
+                    Err(e) => Err(e),
+                };
             }
             Err(e) => return Err(e),
         };
-        let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Ok(None);
+        }
+        let len = usize::try_from(metadata.len()).map_err(std::io::Error::other)?;
         let (mut buffer, offset, padded) = aligned(len);
         let mut filled = 0;
         while filled < len {
@@ -106,12 +114,30 @@ impl LocalStore {
     }
 }
 
+/// A value that is not there: no file, or a directory (the prefix of other keys).
+fn absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+    )
+}
+
+impl LocalStore {
+    /// True when `key` names a directory: a prefix of other keys, not a value.
+    fn is_prefix(&self, key: &StoreKey) -> bool {
+        self.inner.key_to_fspath(key).is_dir()
+    }
+}
+
 impl ReadableStorageTraits for LocalStore {
     fn get(&self, key: &StoreKey) -> Result<zarrs_storage::MaybeBytes, StorageError> {
         if self.direct {
             return Ok(self.read_direct(key)?);
         }
-        self.inner.get(key)
+        match self.inner.get(key) {
+            Err(_) if self.is_prefix(key) => Ok(None),
+            other => other,
+        }
     }
 
     fn get_partial_many<'a>(
@@ -119,11 +145,19 @@ impl ReadableStorageTraits for LocalStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        self.inner.get_partial_many(key, byte_ranges)
+        match self.inner.get_partial_many(key, byte_ranges) {
+            Err(_) if self.is_prefix(key) => Ok(None),
+            other => other,
+        }
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
-        self.inner.size_key(key)
+        match std::fs::metadata(self.inner.key_to_fspath(key)) {
+            Ok(metadata) if metadata.is_file() => Ok(Some(metadata.len())),
+            Ok(_) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn supports_get_partial(&self) -> bool {
