@@ -267,10 +267,13 @@ fn reference_error(name: &str, reason: String) -> Error {
     }
 }
 
+/// The references of a document and its URL templates (by name).
+type RefsAndTemplates<'a> = (&'a Map<String, Value>, HashMap<String, String>);
+
 /// The references of a version 0 or 1 document, and the URL templates of version 1.
 fn refs_and_templates(
     top: &Map<String, Value>,
-) -> std::result::Result<(&Map<String, Value>, HashMap<String, String>), String> {
+) -> std::result::Result<RefsAndTemplates<'_>, String> {
     match top.get("version") {
         Some(v) if v.as_u64() == Some(1) => {
             if top
@@ -339,7 +342,7 @@ impl<'a> RefsByKind<'a> {
             };
             match leaf {
                 ".zgroup" => {
-                    sorted.groups.entry(prefix).or_insert_with(Map::new);
+                    sorted.groups.entry(prefix).or_default();
                 }
                 ".zarray" => {
                     sorted.zarrays.insert(prefix, metadata_value(key, v)?);
