@@ -111,14 +111,14 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
         ));
     }
     let mut run = run_options(
-        &chunkmill_ops::sources::describe(inputs),
+        &chunkmill_ops::convert::sources::describe(inputs),
         target,
         &[],
         &a.plan,
         &a.common,
     )?;
-    if run.codec.is_none() {
-        run.codec = Some(default_codec());
+    if run.layout.codec.is_none() {
+        run.layout.codec = Some(default_codec());
     }
     let select = a
         .select
@@ -158,7 +158,8 @@ fn options(a: &ConvertArgs) -> Result<ConvertOptions, Failure> {
     };
     Ok(ConvertOptions {
         inputs: inputs.to_vec(),
-        run,
+        layout: run.layout,
+        job: run.job,
         variables: a
             .variables
             .iter()
@@ -258,8 +259,8 @@ fn check_spec_names(opts: &ConvertOptions, job: &ConvertJob) -> Result<(), Failu
         .map(String::as_str)
         .collect();
     for (flag, spec) in [
-        ("--chunks", Some(&opts.run.chunks)),
-        ("--shards", opts.run.shards.as_ref()),
+        ("--chunks", Some(&opts.layout.chunks)),
+        ("--shards", opts.layout.shards.as_ref()),
     ] {
         let Some(ChunkSpec::ByName(named)) = spec else {
             continue;
@@ -316,21 +317,21 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
 pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     let a = &crate::recipe::apply(a)?;
     let opts = options(a)?;
-    let (_, origin) = resolve_budget(&opts.run.target, &a.plan, &a.common)?;
+    let (_, origin) = resolve_budget(&opts.job.target, &a.plan, &a.common)?;
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
     print_notes(&job, a.common.report.quiet);
     // After planning, so that a refused job prints its one error line only.
-    announce_budget(opts.run.max_mem, origin, &a.common);
-    let job = if opts.run.resume && !opts.run.overwrite {
+    announce_budget(opts.job.max_mem, origin, &a.common);
+    let job = if opts.job.resume && !opts.job.overwrite {
         crate::resume::reconcile(
             job,
-            stored_plan(&opts.run.target, &a.common).as_ref(),
-            opts.run.workers,
+            stored_plan(&opts.job.target, &a.common).as_ref(),
+            opts.job.workers,
             |j| &j.job.plan,
             |w| {
                 let mut o = opts.clone();
-                o.run.workers = w;
+                o.job.workers = w;
                 Ok(plan_convert(&o)?)
             },
         )?
@@ -352,6 +353,6 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     } else {
         "converted"
     };
-    print_report(&report, verb, &opts.run.target, a.plan.prepare, &a.common);
+    print_report(&report, verb, &opts.job.target, a.plan.prepare, &a.common);
     Ok(())
 }

@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use chunkmill_ops::rechunk::{
-    human, plan_rechunk, run_job, Executor, RechunkJob, RechunkOptions, RechunkReport,
-    SlurmExecutor,
+use chunkmill_ops::job::{
+    human, run_job, Executor, Job, JobOptions, JobReport, SlurmExecutor, TargetLayout,
 };
+use chunkmill_ops::rechunk::{plan_rechunk, RechunkOptions};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
@@ -141,7 +141,7 @@ pub fn run_options(
         .transpose()
         .map_err(|e: String| Failure::usage(format!("--codec: {e}")))?;
     if let Some(report) = &common.report_file {
-        chunkmill_ops::report::check_output_path("--report", Path::new(report), false)?;
+        chunkmill_ops::job::report::check_output_path("--report", Path::new(report), false)?;
     }
     let workers = common.workers.unwrap_or_else(crate::default_workers);
     if workers == 0 {
@@ -149,23 +149,27 @@ pub fn run_options(
     }
     Ok(RechunkOptions {
         source: source.to_string(),
-        target: target.to_string(),
-        chunks,
-        max_mem,
-        temp: plan.temp.clone(),
         arrays: arrays.to_vec(),
-        codec,
-        shards,
-        zarr_format: plan.zarr_format.unwrap_or(3),
-        workers,
-        retries: common.run.retries,
-        resume: common.resume,
-        overwrite: common.overwrite,
-        work_dir: common.work_dir.clone(),
-        keep_work: common.keep_work,
-        executor: executor_of(&common.run)?,
-        report: common.report_file.clone().map(Into::into),
-        prepare_only: plan.prepare,
+        layout: TargetLayout {
+            chunks,
+            shards,
+            codec,
+            zarr_format: plan.zarr_format.unwrap_or(3),
+        },
+        job: JobOptions {
+            target: target.to_string(),
+            max_mem,
+            temp: plan.temp.clone(),
+            workers,
+            retries: common.run.retries,
+            resume: common.resume,
+            overwrite: common.overwrite,
+            work_dir: common.work_dir.clone(),
+            keep_work: common.keep_work,
+            executor: executor_of(&common.run)?,
+            report: common.report_file.clone().map(Into::into),
+            prepare_only: plan.prepare,
+        },
     })
 }
 
@@ -211,7 +215,7 @@ fn slurm_executor(common: &ExecutorArgs) -> Result<SlurmExecutor, Failure> {
     })
 }
 
-pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
+pub fn plan_json(job: &Job) -> serde_json::Value {
     let plan = &job.plan;
     let stages: Vec<_> = plan
         .stages
@@ -257,7 +261,7 @@ pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
 }
 
 /// The plan as a person reads it; `budget` says where `--max-mem` came from.
-pub fn print_plan(job: &RechunkJob, budget: BudgetOrigin) {
+pub fn print_plan(job: &Job, budget: BudgetOrigin) {
     let plan = &job.plan;
     println!(
         "plan {}  ({} stages, {} tasks)",
@@ -334,7 +338,7 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
 
 /// One warning per array of the source the job leaves out because it cannot read it (always
 /// shown: the target lacks what the source has).
-fn warn_left_out(job: &RechunkJob) {
+fn warn_left_out(job: &Job) {
     for line in &job.left_out {
         eprintln!("chunkmill: warning: {line}");
     }
@@ -364,35 +368,37 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let job = plan_rechunk(&opts)?;
     warn_left_out(&job);
     // After planning, so that a refused job prints its one error line only.
-    announce_budget(opts.max_mem, origin, &a.common);
-    let job = if opts.resume && !opts.overwrite {
+    announce_budget(opts.job.max_mem, origin, &a.common);
+    let job = if opts.job.resume && !opts.job.overwrite {
         crate::resume::reconcile(
             job,
             stored_plan(&a.target, &a.common).as_ref(),
-            opts.workers,
+            opts.job.workers,
             |j| &j.plan,
             |w| {
                 let mut o = opts.clone();
-                o.workers = w;
+                o.job.workers = w;
                 Ok(plan_rechunk(&o)?)
             },
         )?
     } else {
         job
     };
-    let report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts, on_event))?;
+    let report = run_with_progress(&job, &a.common, |on_event| {
+        run_job(&job, &opts.job, on_event)
+    })?;
     print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common);
     Ok(())
 }
 
 /// Runs `job` through `run`, with a progress bar unless the output flags say otherwise.
 pub fn run_with_progress(
-    job: &RechunkJob,
+    job: &Job,
     common: &Common,
     run: impl FnOnce(
         &(dyn Fn(&chunkmill_exec::Event) + Sync),
-    ) -> Result<RechunkReport, chunkmill_ops::OpsError>,
-) -> Result<RechunkReport, Failure> {
+    ) -> Result<JobReport, chunkmill_ops::OpsError>,
+) -> Result<JobReport, Failure> {
     let show = !(common.report.no_progress || common.report.quiet || common.report.json);
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, show);
@@ -402,13 +408,7 @@ pub fn run_with_progress(
 }
 
 /// What a finished job prints: JSON, one line, or nothing.
-pub fn print_report(
-    report: &RechunkReport,
-    verb: &str,
-    target: &str,
-    prepared: bool,
-    common: &Common,
-) {
+pub fn print_report(report: &JobReport, verb: &str, target: &str, prepared: bool, common: &Common) {
     if common.report.json {
         println!(
             "{}",
