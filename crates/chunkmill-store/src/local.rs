@@ -1,6 +1,8 @@
 //! A local directory. Reads and listings go straight to zarrs' filesystem store; every write
 //! lands in a uniquely named temporary file beside its destination and is renamed into place, so
-//! a killed process never leaves a torn value under a real key.
+//! a killed process never leaves a torn value under a real key. The file is synced before the
+//! rename and its directory after it, so a value is durable when `set` returns: a task marker
+//! written next still means "done" after a power loss (docs/architecture.md, "Durability").
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +55,11 @@ impl LocalStore {
         Ok(Self { inner, direct })
     }
 
-    /// Write `value` to `temp` with O_DIRECT; `Ok(false)` when the filesystem refuses it.
-    fn write_direct(temp: &std::path::Path, value: &[u8]) -> std::io::Result<bool> {
+    /// Write `value` to `temp` with O_DIRECT; `Ok(None)` when the filesystem refuses it.
+    fn write_direct(
+        temp: &std::path::Path,
+        value: &[u8],
+    ) -> std::io::Result<Option<std::fs::File>> {
         let file = open_direct(
             std::fs::OpenOptions::new()
                 .write(true)
@@ -64,14 +69,14 @@ impl LocalStore {
         .open(temp);
         let mut file = match file {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
             Err(e) => return Err(e),
         };
         let (mut buffer, offset, padded) = aligned(value.len());
         buffer[offset..offset + value.len()].copy_from_slice(value);
         file.write_all(&buffer[offset..offset + padded])?;
         file.set_len(value.len() as u64)?;
-        Ok(true)
+        Ok(Some(file))
     }
 
     /// Read a whole value with O_DIRECT; `Ok(None)` when it does not exist.
@@ -112,6 +117,35 @@ impl LocalStore {
         }
         Ok(Some(Bytes::from(buffer).slice(offset..offset + len)))
     }
+}
+
+/// Flushes a directory's entries (names created or renamed in it) to disk. Filesystems that
+/// cannot sync a directory keep their entries as they do.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir)?.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates `dir` and its missing ancestors, each durably named in its parent.
+fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing.filter(|d| !d.exists()) {
+        created.push(d);
+        missing = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in created {
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// A value that is not there: no file, or a directory (the prefix of other keys).
@@ -199,7 +233,7 @@ impl WritableStorageTraits for LocalStore {
         let dir = path
             .parent()
             .ok_or_else(|| StorageError::Other(format!("{key}: no parent directory")))?;
-        std::fs::create_dir_all(dir)?;
+        create_dirs(dir)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -210,11 +244,24 @@ impl WritableStorageTraits for LocalStore {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            if !(self.direct && Self::write_direct(&temp, &value)?) {
-                let mut file = std::fs::File::create(&temp)?;
-                file.write_all(&value)?;
-            }
-            std::fs::rename(&temp, &path)
+            let direct = if self.direct {
+                Self::write_direct(&temp, &value)?
+            } else {
+                None
+            };
+            let file = match direct {
+                Some(file) => file,
+                None => {
+                    let mut file = std::fs::File::create(&temp)?;
+                    file.write_all(&value)?;
+                    file
+                }
+            };
+            // Durable before it is visible, and its name durable before we return: a task
+            // marker written after this set must never outlive the value after a crash.
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            sync_dir(dir)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
