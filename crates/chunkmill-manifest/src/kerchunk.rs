@@ -197,97 +197,20 @@ pub(crate) fn quote_non_finite(text: &str) -> String {
 /// # Errors
 /// As [`read_kerchunk_json`].
 pub fn parse_kerchunk_json(text: &str, name: &str) -> Result<VirtualDataset> {
-    let bad = |reason: String| Error::Reference {
-        path: name.to_string(),
-        reason,
-    };
+    let bad = |reason: String| reference_error(name, reason);
     let top: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
     let top = top
         .as_object()
         .ok_or_else(|| bad("not a JSON object".into()))?;
-    let (refs, templates) = match top.get("version") {
-        Some(v) if v.as_u64() == Some(1) => {
-            if top
-                .get("gen")
-                .and_then(Value::as_array)
-                .is_some_and(|g| !g.is_empty())
-            {
-                return Err(bad("`gen` references are not supported".into()));
-            }
-            let refs = top
-                .get("refs")
-                .and_then(Value::as_object)
-                .ok_or_else(|| bad("version 1 without a `refs` object".into()))?;
-            let templates: HashMap<String, String> = top
-                .get("templates")
-                .and_then(Value::as_object)
-                .map(|t| {
-                    t.iter()
-                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (refs, templates)
-        }
-        Some(v) => return Err(bad(format!("unsupported version {v}"))),
-        None => (top, HashMap::new()),
-    };
+    let (refs, templates) = refs_and_templates(top).map_err(bad)?;
+    let RefsByKind {
+        mut groups,
+        zarrays,
+        zattrs,
+        mut chunks,
+    } = RefsByKind::sort(refs).map_err(bad)?;
 
-    // A metadata value: a JSON string, an object (v0), or base64 JSON text.
-    let metadata = |key: &str, v: &Value| -> Result<Value> {
-        let text = match v {
-            Value::String(s) => match s.strip_prefix("base64:") {
-                Some(b) => {
-                    String::from_utf8(B64.decode(b).map_err(|e| bad(format!("{key}: {e}")))?)
-                        .map_err(|e| bad(format!("{key}: {e}")))?
-                }
-                None => s.clone(),
-            },
-            Value::Object(_) => return Ok(v.clone()),
-            _ => {
-                return Err(bad(format!(
-                    "{key}: metadata is neither text nor an object"
-                )))
-            }
-        };
-        serde_json::from_str(&quote_non_finite(&text))
-            .map_err(|e| bad(format!("{key}: not JSON: {e}")))
-    };
-
-    let mut groups = BTreeMap::new();
-    let mut zarrays: BTreeMap<String, Value> = BTreeMap::new();
-    let mut zattrs: BTreeMap<String, Value> = BTreeMap::new();
-    let mut chunks: BTreeMap<String, Vec<(String, &Value)>> = BTreeMap::new();
-    for (key, v) in refs {
-        let (prefix, leaf) = match key.rsplit_once('/') {
-            Some((p, l)) => (p.to_string(), l),
-            None => (String::new(), key.as_str()),
-        };
-        match leaf {
-            ".zgroup" => {
-                groups.entry(prefix).or_insert_with(Map::new);
-            }
-            ".zarray" => {
-                zarrays.insert(prefix, metadata(key, v)?);
-            }
-            ".zattrs" => {
-                zattrs.insert(prefix, metadata(key, v)?);
-            }
-            ".zmetadata" => {}
-            _ => chunks
-                .entry(prefix)
-                .or_default()
-                .push((leaf.to_string(), v)),
-        }
-    }
-    for (prefix, attrs) in &zattrs {
-        if let (Some(g), Some(a)) = (groups.get_mut(prefix), attrs.as_object()) {
-            *g = a.clone();
-        }
-    }
-
-    let mut urls: Vec<String> = Vec::new();
-    let mut url_ids: HashMap<String, u32> = HashMap::new();
+    let mut urls = UrlTable::default();
     let mut arrays = BTreeMap::new();
     for (key, zarray) in zarrays {
         let attrs = zattrs
@@ -311,44 +234,13 @@ pub fn parse_kerchunk_json(text: &str, name: &str) -> Result<VirtualDataset> {
                         manifest.grid_shape()
                     ))
                 })?;
-            match v {
-                Value::String(s) => {
-                    let bytes = match s.strip_prefix("base64:") {
-                        Some(b) => B64
-                            .decode(b)
-                            .map_err(|e| bad(format!("{key}/{leaf}: {e}")))?,
-                        None => s.as_bytes().to_vec(),
-                    };
-                    manifest.set_inlined(flat, bytes)?;
-                }
-                Value::Array(a) if a.len() == 3 => {
-                    let url = a[0]
-                        .as_str()
-                        .ok_or_else(|| bad(format!("{key}/{leaf}: URL is not text")))?;
-                    let url = expand_template(url, &templates);
-                    let (Some(offset), Some(length)) = (a[1].as_u64(), a[2].as_u64()) else {
-                        return Err(bad(format!(
-                            "{key}/{leaf}: offset and length must be integers"
-                        )));
-                    };
-                    let id = match url_ids.get(&url) {
-                        Some(&id) => id,
-                        None => {
-                            let id = u32::try_from(urls.len())
-                                .map_err(|_| bad("too many URLs".into()))?;
-                            url_ids.insert(url.clone(), id);
-                            urls.push(url);
-                            id
-                        }
-                    };
-                    manifest.set_reference(flat, id, offset, length)?;
-                }
-                Value::Array(a) if a.len() == 1 => {
-                    return Err(bad(format!(
-                        "{key}/{leaf}: whole-file references are not supported"
-                    )));
-                }
-                _ => return Err(bad(format!("{key}/{leaf}: not a reference"))),
+            match chunk_value(v, &templates).map_err(|e| bad(format!("{key}/{leaf}: {e}")))? {
+                ChunkValue::Inline(bytes) => manifest.set_inlined(flat, bytes)?,
+                ChunkValue::Reference {
+                    url,
+                    offset,
+                    length,
+                } => manifest.set_reference(flat, urls.id(url).map_err(bad)?, offset, length)?,
             }
         }
         arrays.insert(key, ManifestArray { metadata, manifest });
@@ -362,11 +254,172 @@ pub fn parse_kerchunk_json(text: &str, name: &str) -> Result<VirtualDataset> {
     groups.entry(String::new()).or_insert_with(Map::new);
     Ok(VirtualDataset {
         name: name.to_string(),
-        urls,
+        urls: urls.urls,
         groups,
         arrays,
         encodings: BTreeMap::new(),
     })
+}
+
+fn reference_error(name: &str, reason: String) -> Error {
+    Error::Reference {
+        path: name.to_string(),
+        reason,
+    }
+}
+
+/// The references of a document and its URL templates (by name).
+type RefsAndTemplates<'a> = (&'a Map<String, Value>, HashMap<String, String>);
+
+/// The references of a version 0 or 1 document, and the URL templates of version 1.
+fn refs_and_templates(
+    top: &Map<String, Value>,
+) -> std::result::Result<RefsAndTemplates<'_>, String> {
+    match top.get("version") {
+        Some(v) if v.as_u64() == Some(1) => {
+            if top
+                .get("gen")
+                .and_then(Value::as_array)
+                .is_some_and(|g| !g.is_empty())
+            {
+                return Err("`gen` references are not supported".into());
+            }
+            let refs = top
+                .get("refs")
+                .and_then(Value::as_object)
+                .ok_or("version 1 without a `refs` object")?;
+            let templates: HashMap<String, String> = top
+                .get("templates")
+                .and_then(Value::as_object)
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok((refs, templates))
+        }
+        Some(v) => Err(format!("unsupported version {v}")),
+        None => Ok((top, HashMap::new())),
+    }
+}
+
+/// A metadata value: a JSON string, an object (v0), or base64 JSON text.
+fn metadata_value(key: &str, v: &Value) -> std::result::Result<Value, String> {
+    let text = match v {
+        Value::String(s) => match s.strip_prefix("base64:") {
+            Some(b) => String::from_utf8(B64.decode(b).map_err(|e| format!("{key}: {e}"))?)
+                .map_err(|e| format!("{key}: {e}"))?,
+            None => s.clone(),
+        },
+        Value::Object(_) => return Ok(v.clone()),
+        _ => return Err(format!("{key}: metadata is neither text nor an object")),
+    };
+    serde_json::from_str(&quote_non_finite(&text)).map_err(|e| format!("{key}: not JSON: {e}"))
+}
+
+/// The references sorted by what their keys name, each under its node's path.
+struct RefsByKind<'a> {
+    /// Group attributes (filled from `.zattrs`) by group path.
+    groups: BTreeMap<String, Map<String, Value>>,
+    zarrays: BTreeMap<String, Value>,
+    zattrs: BTreeMap<String, Value>,
+    /// Chunk key leaves and their references, by array path.
+    chunks: BTreeMap<String, Vec<(String, &'a Value)>>,
+}
+
+impl<'a> RefsByKind<'a> {
+    fn sort(refs: &'a Map<String, Value>) -> std::result::Result<Self, String> {
+        let mut sorted = RefsByKind {
+            groups: BTreeMap::new(),
+            zarrays: BTreeMap::new(),
+            zattrs: BTreeMap::new(),
+            chunks: BTreeMap::new(),
+        };
+        for (key, v) in refs {
+            let (prefix, leaf) = match key.rsplit_once('/') {
+                Some((p, l)) => (p.to_string(), l),
+                None => (String::new(), key.as_str()),
+            };
+            match leaf {
+                ".zgroup" => {
+                    sorted.groups.entry(prefix).or_default();
+                }
+                ".zarray" => {
+                    sorted.zarrays.insert(prefix, metadata_value(key, v)?);
+                }
+                ".zattrs" => {
+                    sorted.zattrs.insert(prefix, metadata_value(key, v)?);
+                }
+                ".zmetadata" => {}
+                _ => sorted
+                    .chunks
+                    .entry(prefix)
+                    .or_default()
+                    .push((leaf.to_string(), v)),
+            }
+        }
+        for (prefix, attrs) in &sorted.zattrs {
+            if let (Some(g), Some(a)) = (sorted.groups.get_mut(prefix), attrs.as_object()) {
+                *g = a.clone();
+            }
+        }
+        Ok(sorted)
+    }
+}
+
+/// One chunk's reference.
+enum ChunkValue {
+    Inline(Vec<u8>),
+    Reference {
+        url: String,
+        offset: u64,
+        length: u64,
+    },
+}
+
+fn chunk_value(
+    v: &Value,
+    templates: &HashMap<String, String>,
+) -> std::result::Result<ChunkValue, String> {
+    match v {
+        Value::String(s) => Ok(ChunkValue::Inline(match s.strip_prefix("base64:") {
+            Some(b) => B64.decode(b).map_err(|e| e.to_string())?,
+            None => s.as_bytes().to_vec(),
+        })),
+        Value::Array(a) if a.len() == 3 => {
+            let url = a[0].as_str().ok_or("URL is not text")?;
+            let (Some(offset), Some(length)) = (a[1].as_u64(), a[2].as_u64()) else {
+                return Err("offset and length must be integers".into());
+            };
+            Ok(ChunkValue::Reference {
+                url: expand_template(url, templates),
+                offset,
+                length,
+            })
+        }
+        Value::Array(a) if a.len() == 1 => Err("whole-file references are not supported".into()),
+        _ => Err("not a reference".into()),
+    }
+}
+
+/// The dataset's URLs, each once, in order of first use.
+#[derive(Default)]
+struct UrlTable {
+    urls: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl UrlTable {
+    fn id(&mut self, url: String) -> std::result::Result<u32, String> {
+        if let Some(&id) = self.ids.get(&url) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.urls.len()).map_err(|_| "too many URLs".to_string())?;
+        self.ids.insert(url.clone(), id);
+        self.urls.push(url);
+        Ok(id)
+    }
 }
 
 fn expand_template(url: &str, templates: &HashMap<String, String>) -> String {

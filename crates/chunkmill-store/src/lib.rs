@@ -29,6 +29,8 @@ pub mod markers;
 mod memory;
 mod s3;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod zarr;
 
 pub use dtype::{DataType, TimeUnit, UnsupportedDataType};

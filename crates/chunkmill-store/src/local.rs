@@ -1,6 +1,8 @@
 //! A local directory. Reads and listings go straight to zarrs' filesystem store; every write
 //! lands in a uniquely named temporary file beside its destination and is renamed into place, so
-//! a killed process never leaves a torn value under a real key.
+//! a killed process never leaves a torn value under a real key. The file is synced before the
+//! rename and its directory after it, so a value is durable when `set` returns: a task marker
+//! written next still means "done" after a power loss (docs/architecture.md, "Durability").
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +55,11 @@ impl LocalStore {
         Ok(Self { inner, direct })
     }
 
-    /// Write `value` to `temp` with O_DIRECT; `Ok(false)` when the filesystem refuses it.
-    fn write_direct(temp: &std::path::Path, value: &[u8]) -> std::io::Result<bool> {
+    /// Write `value` to `temp` with O_DIRECT; `Ok(None)` when the filesystem refuses it.
+    fn write_direct(
+        temp: &std::path::Path,
+        value: &[u8],
+    ) -> std::io::Result<Option<std::fs::File>> {
         let file = open_direct(
             std::fs::OpenOptions::new()
                 .write(true)
@@ -64,14 +69,14 @@ impl LocalStore {
         .open(temp);
         let mut file = match file {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
             Err(e) => return Err(e),
         };
         let (mut buffer, offset, padded) = aligned(value.len());
         buffer[offset..offset + value.len()].copy_from_slice(value);
         file.write_all(&buffer[offset..offset + padded])?;
         file.set_len(value.len() as u64)?;
-        Ok(true)
+        Ok(Some(file))
     }
 
     /// Read a whole value with O_DIRECT; `Ok(None)` when it does not exist.
@@ -80,13 +85,21 @@ impl LocalStore {
         let path = self.inner.key_to_fspath(key);
         let mut file = match open_direct(std::fs::OpenOptions::new().read(true)).open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if absent(&e) => return Ok(None),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                return Ok(std::fs::read(&path).ok().map(Bytes::from))
+                return match std::fs::read(&path) {
+                    Ok(value) => Ok(Some(Bytes::from(value))),
+                    Err(e) if absent(&e) => Ok(None),
+                    Err(e) => Err(e),
+                };
             }
             Err(e) => return Err(e),
         };
-        let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+        let metadata = file.metadata()?;
+        if !metadata.is_file() {
+            return Ok(None);
+        }
+        let len = usize::try_from(metadata.len()).map_err(std::io::Error::other)?;
         let (mut buffer, offset, padded) = aligned(len);
         let mut filled = 0;
         while filled < len {
@@ -106,12 +119,59 @@ impl LocalStore {
     }
 }
 
+/// Flushes a directory's entries (names created or renamed in it) to disk. Filesystems that
+/// cannot sync a directory keep their entries as they do.
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir)?.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates `dir` and its missing ancestors, each durably named in its parent.
+fn create_dirs(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing.filter(|d| !d.exists()) {
+        created.push(d);
+        missing = d.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for d in created {
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// A value that is not there: no file, or a directory (the prefix of other keys).
+fn absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+    )
+}
+
+impl LocalStore {
+    /// True when `key` names a directory: a prefix of other keys, not a value.
+    fn is_prefix(&self, key: &StoreKey) -> bool {
+        self.inner.key_to_fspath(key).is_dir()
+    }
+}
+
 impl ReadableStorageTraits for LocalStore {
     fn get(&self, key: &StoreKey) -> Result<zarrs_storage::MaybeBytes, StorageError> {
         if self.direct {
             return Ok(self.read_direct(key)?);
         }
-        self.inner.get(key)
+        match self.inner.get(key) {
+            Err(_) if self.is_prefix(key) => Ok(None),
+            other => other,
+        }
     }
 
     fn get_partial_many<'a>(
@@ -119,11 +179,19 @@ impl ReadableStorageTraits for LocalStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        self.inner.get_partial_many(key, byte_ranges)
+        match self.inner.get_partial_many(key, byte_ranges) {
+            Err(_) if self.is_prefix(key) => Ok(None),
+            other => other,
+        }
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
-        self.inner.size_key(key)
+        match std::fs::metadata(self.inner.key_to_fspath(key)) {
+            Ok(metadata) if metadata.is_file() => Ok(Some(metadata.len())),
+            Ok(_) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn supports_get_partial(&self) -> bool {
@@ -165,7 +233,7 @@ impl WritableStorageTraits for LocalStore {
         let dir = path
             .parent()
             .ok_or_else(|| StorageError::Other(format!("{key}: no parent directory")))?;
-        std::fs::create_dir_all(dir)?;
+        create_dirs(dir)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -176,11 +244,24 @@ impl WritableStorageTraits for LocalStore {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            if !(self.direct && Self::write_direct(&temp, &value)?) {
-                let mut file = std::fs::File::create(&temp)?;
-                file.write_all(&value)?;
-            }
-            std::fs::rename(&temp, &path)
+            let direct = if self.direct {
+                Self::write_direct(&temp, &value)?
+            } else {
+                None
+            };
+            let file = match direct {
+                Some(file) => file,
+                None => {
+                    let mut file = std::fs::File::create(&temp)?;
+                    file.write_all(&value)?;
+                    file
+                }
+            };
+            // Durable before it is visible, and its name durable before we return: a task
+            // marker written after this set must never outlive the value after a crash.
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            sync_dir(dir)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);

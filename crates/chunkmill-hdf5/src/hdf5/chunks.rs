@@ -82,16 +82,7 @@ pub(crate) fn data_refs(
     ds: &Dataset,
     header: &ObjectHeader,
 ) -> Result<DataRefs> {
-    let invalid = |reason: String| Error::InvalidVariable {
-        file: facts.file.to_string(),
-        variable: path.to_string(),
-        reason,
-    };
-    let h5 = |source: hdf5_reader::error::Error| Error::Hdf5 {
-        file: facts.file.to_string(),
-        object: path.to_string(),
-        source,
-    };
+    let listing = Listing { facts, path };
     if header
         .messages
         .iter()
@@ -103,17 +94,62 @@ pub(crate) fn data_refs(
             reason: "raw data stored in external files".into(),
         });
     }
-    let layout = raw_layout(header).ok_or_else(|| invalid("no data layout message".into()))?;
-    let elem_size = ds.raw_element_size().map_err(h5)?;
-    let undefined = |address: u64| Cursor::is_undefined_offset(address, facts.offset_size);
-    // `what` is only formatted for the error: this runs once per chunk.
-    let in_file = |offset: u64, length: u64, what: &dyn Fn() -> String| -> Result<u64> {
+    let layout =
+        raw_layout(header).ok_or_else(|| listing.invalid("no data layout message".into()))?;
+    let elem_size = ds.raw_element_size().map_err(|e| listing.h5(e))?;
+    match layout {
+        DataLayout::Compact { data } => Ok(DataRefs::Compact {
+            bytes: data.clone(),
+        }),
+        DataLayout::Contiguous { address, size } => {
+            listing.contiguous(ds, *address, *size, elem_size)
+        }
+        DataLayout::Chunked {
+            address,
+            dims,
+            chunk_indexing,
+            ..
+        } => listing.chunked(ds, *address, dims, chunk_indexing.as_ref(), elem_size),
+    }
+}
+
+/// Listing one dataset: its file and path, which every error names.
+struct Listing<'a> {
+    facts: &'a FileFacts<'a>,
+    path: &'a str,
+}
+
+impl Listing<'_> {
+    fn invalid(&self, reason: String) -> Error {
+        Error::InvalidVariable {
+            file: self.facts.file.to_string(),
+            variable: self.path.to_string(),
+            reason,
+        }
+    }
+
+    fn h5(&self, source: hdf5_reader::error::Error) -> Error {
+        Error::Hdf5 {
+            file: self.facts.file.to_string(),
+            object: self.path.to_string(),
+            source,
+        }
+    }
+
+    fn undefined(&self, address: u64) -> bool {
+        Cursor::is_undefined_offset(address, self.facts.offset_size)
+    }
+
+    /// The file offset of `length` bytes at superblock-relative `offset`, checked to lie inside
+    /// the file. `what` is only formatted for the error: this runs once per chunk.
+    fn in_file(&self, offset: u64, length: u64, what: &dyn Fn() -> String) -> Result<u64> {
+        let facts = self.facts;
         let start = facts.base.checked_add(offset);
         match start.and_then(|s| s.checked_add(length).map(|e| (s, e))) {
             Some((s, e)) if e <= facts.file_size => Ok(s),
             _ => Err(Error::Truncated {
                 file: facts.file.to_string(),
-                object: format!("{path}: {}", what()),
+                object: format!("{}: {}", self.path, what()),
                 offset: start.unwrap_or(u64::MAX),
                 end: start
                     .and_then(|s| s.checked_add(length))
@@ -121,121 +157,139 @@ pub(crate) fn data_refs(
                 size: facts.file_size,
             }),
         }
-    };
+    }
 
-    match layout {
-        DataLayout::Compact { data } => Ok(DataRefs::Compact {
-            bytes: data.clone(),
-        }),
-        DataLayout::Contiguous { address, size } => {
-            let elements: u64 = ds.shape().iter().product();
-            let size = if *size == 0 {
-                elements.saturating_mul(elem_size as u64)
-            } else {
-                *size
-            };
-            if undefined(*address) || size == 0 || elements == 0 {
-                return Ok(DataRefs::Contiguous { range: None });
-            }
-            let offset = in_file(*address, size, &|| "contiguous data".into())?;
-            Ok(DataRefs::Contiguous {
-                range: Some(ByteRange {
-                    offset,
-                    length: size,
-                }),
-            })
+    fn contiguous(
+        &self,
+        ds: &Dataset,
+        address: u64,
+        size: u64,
+        elem_size: usize,
+    ) -> Result<DataRefs> {
+        let elements: u64 = ds.shape().iter().product();
+        let size = if size == 0 {
+            elements.saturating_mul(elem_size as u64)
+        } else {
+            size
+        };
+        if self.undefined(address) || size == 0 || elements == 0 {
+            return Ok(DataRefs::Contiguous { range: None });
         }
-        DataLayout::Chunked {
-            address,
-            dims,
-            chunk_indexing,
-            ..
-        } => {
-            let shape = ds.shape();
-            let rank = shape.len();
-            let chunk = chunk_dims(dims, rank).ok_or_else(|| {
-                invalid(format!(
-                    "chunk rank {} does not match dataset rank {rank}",
-                    dims.len()
-                ))
-            })?;
-            if chunk.contains(&0) {
-                return Err(invalid(format!("chunk shape {chunk:?} has a zero extent")));
-            }
-            let chunk_shape: Vec<u64> = chunk.iter().map(|&c| u64::from(c)).collect();
-            let grid_shape: Vec<u64> = shape
-                .iter()
-                .zip(&chunk_shape)
-                .map(|(&s, &c)| s.div_ceil(c))
-                .collect();
-            let whole_chunk = chunk_shape
-                .iter()
-                .try_fold(elem_size as u64, |acc, &c| acc.checked_mul(c))
-                .ok_or_else(|| invalid("chunk byte size overflows".into()))?;
-            let done = |chunks| DataRefs::Chunked {
-                chunk_shape: chunk_shape.clone(),
-                grid_shape: grid_shape.clone(),
-                chunks,
-            };
-            if undefined(*address) || shape.contains(&0) {
-                return Ok(done(Vec::new()));
-            }
+        let offset = self.in_file(address, size, &|| "contiguous data".into())?;
+        Ok(DataRefs::Contiguous {
+            range: Some(ByteRange {
+                offset,
+                length: size,
+            }),
+        })
+    }
 
+    fn chunked(
+        &self,
+        ds: &Dataset,
+        address: u64,
+        dims: &[u32],
+        indexing: Option<&ChunkIndexing>,
+        elem_size: usize,
+    ) -> Result<DataRefs> {
+        let shape = ds.shape();
+        let rank = shape.len();
+        let chunk = chunk_dims(dims, rank).ok_or_else(|| {
+            self.invalid(format!(
+                "chunk rank {} does not match dataset rank {rank}",
+                dims.len()
+            ))
+        })?;
+        if chunk.contains(&0) {
+            return Err(self.invalid(format!("chunk shape {chunk:?} has a zero extent")));
+        }
+        let chunk_shape: Vec<u64> = chunk.iter().map(|&c| u64::from(c)).collect();
+        let grid_shape: Vec<u64> = shape
+            .iter()
+            .zip(&chunk_shape)
+            .map(|(&s, &c)| s.div_ceil(c))
+            .collect();
+        let whole_chunk = chunk_shape
+            .iter()
+            .try_fold(elem_size as u64, |acc, &c| acc.checked_mul(c))
+            .ok_or_else(|| self.invalid("chunk byte size overflows".into()))?;
+        let chunks = if self.undefined(address) || shape.contains(&0) {
+            Vec::new()
+        } else {
             let entries = collect_entries(
-                facts,
-                *address,
+                self.facts,
+                address,
                 &chunk,
-                chunk_indexing.as_ref(),
+                indexing,
                 shape,
                 ds.max_dims(),
                 elem_size,
             )
-            .map_err(h5)?;
-
+            .map_err(|e| self.h5(e))?;
             let mut chunks = Vec::with_capacity(entries.len());
             for entry in entries {
-                let ChunkEntry {
-                    address,
-                    size,
-                    filter_mask,
-                    offsets: mut indices,
-                } = entry;
-                if indices.len() != rank {
-                    return Err(invalid(format!(
-                        "chunk entry has {} offsets for rank {rank}",
-                        indices.len()
-                    )));
+                if let Some(chunk) = self.chunk_ref(entry, &chunk_shape, shape, whole_chunk)? {
+                    chunks.push(chunk);
                 }
-                if undefined(address) {
-                    continue;
-                }
-                let mut stale = false;
-                for d in 0..rank {
-                    if indices[d] % chunk_shape[d] != 0 {
-                        return Err(invalid(format!(
-                            "chunk offset {indices:?} is not on the chunk grid {chunk_shape:?}"
-                        )));
-                    }
-                    stale |= indices[d] >= shape[d];
-                    indices[d] /= chunk_shape[d];
-                }
-                if stale {
-                    continue;
-                }
-                let length = if size == 0 { whole_chunk } else { size };
-                let offset = in_file(address, length, &|| format!("chunk {indices:?}"))?;
-                chunks.push(ChunkRef {
-                    indices,
-                    offset,
-                    length,
-                    filter_mask,
-                });
             }
             if !chunks.is_sorted_by(|a, b| a.indices <= b.indices) {
                 chunks.sort_unstable_by(|a, b| a.indices.cmp(&b.indices));
             }
-            Ok(done(chunks))
+            chunks
+        };
+        Ok(DataRefs::Chunked {
+            chunk_shape,
+            grid_shape,
+            chunks,
+        })
+    }
+
+    /// One index entry as a chunk reference; `None` for an unallocated chunk or a stale one
+    /// wholly outside the current extent.
+    fn chunk_ref(
+        &self,
+        entry: ChunkEntry,
+        chunk_shape: &[u64],
+        shape: &[u64],
+        whole_chunk: u64,
+    ) -> Result<Option<ChunkRef>> {
+        let rank = shape.len();
+        let ChunkEntry {
+            address,
+            size,
+            filter_mask,
+            offsets: mut indices,
+        } = entry;
+        if indices.len() != rank {
+            return Err(self.invalid(format!(
+                "chunk entry has {} offsets for rank {rank}",
+                indices.len()
+            )));
         }
+        if self.undefined(address) {
+            return Ok(None);
+        }
+        let mut stale = false;
+        for d in 0..rank {
+            if indices[d] % chunk_shape[d] != 0 {
+                return Err(self.invalid(format!(
+                    "chunk offset {indices:?} is not on the chunk grid {chunk_shape:?}"
+                )));
+            }
+            stale |= indices[d] >= shape[d];
+            indices[d] /= chunk_shape[d];
+        }
+        if stale {
+            return Ok(None);
+        }
+        let length = if size == 0 { whole_chunk } else { size };
+        let offset = self.in_file(address, length, &|| format!("chunk {indices:?}"))?;
+        Ok(Some(ChunkRef {
+            indices,
+            offset,
+            length,
+            filter_mask,
+        }))
     }
 }
 
