@@ -232,19 +232,25 @@ impl Slots<'_> {
         }
         summary.tasks_run += pending.len() as u64;
         if let Some((task, message, attempts)) = failure {
-            let still = (0..stage.tasks())
-                .filter(|t| !markers.is_marked(&stage.name, *t).unwrap_or(false))
-                .count();
-            return Err(ExecError::TaskFailed {
-                stage: stage.label.clone(),
-                task,
-                failed: still as u64,
-                attempts,
-                message,
-            });
+            return Err(self.stage_failed(stage, task, message, attempts));
         }
         on_event(&Event::StageFinished { index });
         Ok(())
+    }
+
+    /// The error of a stage whose slice `task` failed after `attempts`: how many of its tasks
+    /// still lack a marker.
+    fn stage_failed(&self, stage: &Stage, task: u64, message: String, attempts: u32) -> ExecError {
+        let still = (0..stage.tasks())
+            .filter(|t| !self.markers.is_marked(&stage.name, *t).unwrap_or(false))
+            .count();
+        ExecError::TaskFailed {
+            stage: stage.label.clone(),
+            task,
+            failed: still as u64,
+            attempts,
+            message,
+        }
     }
 
     /// With nothing left to start and half the slices done, a slice running for more than 3x
