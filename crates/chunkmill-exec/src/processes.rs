@@ -242,11 +242,3 @@ pub fn run_plan_processes(
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
-
-/// The path of the running executable, for spawning workers of the same version.
-///
-/// # Errors
-/// When the OS cannot say.
-pub fn current_program() -> std::io::Result<std::path::PathBuf> {
-    std::env::current_exe()
-}
