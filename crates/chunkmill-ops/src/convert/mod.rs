@@ -433,7 +433,6 @@ impl Prepared {
 }
 
 /// Opens the inputs and resolves the selection, transforms and names into output arrays.
-#[allow(clippy::too_many_lines)]
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.job;
     crate::job::plan::check_format(&options.layout)?;
@@ -794,8 +793,6 @@ impl Outputs<'_> {
         let Outputs {
             options,
             source,
-            ranges,
-            coordinate_values,
             renames,
             tiling,
             references_url,
@@ -806,22 +803,7 @@ impl Outputs<'_> {
             .dimension_names
             .clone()
             .unwrap_or_else(|| vec![None; info.shape.len()]);
-        let axes: Vec<AxisWindow> = dims
-            .iter()
-            .zip(&info.shape)
-            .map(|(d, &len)| {
-                let range = d
-                    .as_ref()
-                    .and_then(|d| ranges.get(d))
-                    .cloned()
-                    .unwrap_or(0..len);
-                AxisWindow {
-                    start: range.start,
-                    len: range.end - range.start,
-                    reverse: d.as_ref().is_some_and(|d| options.reverse.contains(d)),
-                }
-            })
-            .collect();
+        let axes = self.axes(&dims, &info.shape);
 
         // Values: CF decoding, then a cast.
         let mut attributes = array.attributes.clone();
@@ -870,33 +852,7 @@ impl Outputs<'_> {
             .map(|((w, &size), &len)| axis_read(size, len, w))
             .product();
         if kept > 0 && read > kept && !is_coordinate(info) {
-            let suggestion: Vec<String> = axes
-                .iter()
-                .zip(&info.chunks)
-                .zip(&info.shape)
-                .zip(&dims)
-                .filter(|(((w, &size), &len), _)| axis_read(size, len, w) > w.len)
-                .map(|(((w, &size), &len), d)| {
-                    let std::ops::Range {
-                        start: first,
-                        end: last,
-                    } = aligned_range(size, len, w);
-                    let name = d.clone().unwrap_or_default();
-                    match coordinate_values.get(&name) {
-                        Some(values) => format!(
-                            "--select {name}={}:{} (--isel {name}={first}:{last})",
-                            values[first as usize],
-                            values[last as usize - 1]
-                        ),
-                        None => format!("--isel {name}={first}:{last}"),
-                    }
-                })
-                .collect();
-            misaligned.push(Misalignment {
-                array: array.key.clone(),
-                amplification: read as f64 / kept as f64,
-                suggestion: suggestion.join(" "),
-            });
+            misaligned.push(self.misalignment(array, &axes, &dims, read as f64 / kept as f64));
         }
 
         let out_dims: Vec<Option<String>> = dims
@@ -975,6 +931,65 @@ impl Outputs<'_> {
             outputs.push(output);
         }
         Ok(())
+    }
+
+    /// The window of each axis of an array of dimensions `dims` and `shape`.
+    fn axes(&self, dims: &[Option<String>], shape: &[u64]) -> Vec<AxisWindow> {
+        let (options, ranges) = (self.options, self.ranges);
+        dims.iter()
+            .zip(shape)
+            .map(|(d, &len)| {
+                let range = d
+                    .as_ref()
+                    .and_then(|d| ranges.get(d))
+                    .cloned()
+                    .unwrap_or(0..len);
+                AxisWindow {
+                    start: range.start,
+                    len: range.end - range.start,
+                    reverse: d.as_ref().is_some_and(|d| options.reverse.contains(d)),
+                }
+            })
+            .collect()
+    }
+
+    /// A selection of `array` that cuts through its source chunks: the nearest aligned one,
+    /// as flags.
+    fn misalignment(
+        &self,
+        array: &SourceArray,
+        axes: &[AxisWindow],
+        dims: &[Option<String>],
+        amplification: f64,
+    ) -> Misalignment {
+        let (info, coordinate_values) = (&array.info, self.coordinate_values);
+        let suggestion: Vec<String> = axes
+            .iter()
+            .zip(&info.chunks)
+            .zip(&info.shape)
+            .zip(dims)
+            .filter(|(((w, &size), &len), _)| axis_read(size, len, w) > w.len)
+            .map(|(((w, &size), &len), d)| {
+                let std::ops::Range {
+                    start: first,
+                    end: last,
+                } = aligned_range(size, len, w);
+                let name = d.clone().unwrap_or_default();
+                match coordinate_values.get(&name) {
+                    Some(values) => format!(
+                        "--select {name}={}:{} (--isel {name}={first}:{last})",
+                        values[first as usize],
+                        values[last as usize - 1]
+                    ),
+                    None => format!("--isel {name}={first}:{last}"),
+                }
+            })
+            .collect();
+        Misalignment {
+            array: array.key.clone(),
+            amplification,
+            suggestion: suggestion.join(" "),
+        }
     }
 }
 
