@@ -184,10 +184,13 @@ pub struct RunOptions {
     pub retries: u32,
     /// First backoff; doubles with each attempt.
     pub backoff: Duration,
+    /// The test hooks, read from the environment once, when the options are made.
+    pub hooks: TestHooks,
 }
 
 impl RunOptions {
-    /// `workers` threads sharing `memory` bytes, 2 retries, 200 ms first backoff.
+    /// `workers` threads sharing `memory` bytes, 2 retries, 200 ms first backoff, and the
+    /// test hooks the environment sets ([`TestHooks::from_env`]).
     #[must_use]
     pub fn new(workers: usize, memory: u64) -> Self {
         Self {
@@ -195,6 +198,38 @@ impl RunOptions {
             memory,
             retries: 2,
             backoff: Duration::from_millis(200),
+            hooks: TestHooks::from_env(),
+        }
+    }
+}
+
+/// Faults and stragglers that the tests of retries, backups and kills inject; none unless
+/// [`FAULT_RATE_VAR`] or [`SLOW_TASK_VAR`] is set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TestHooks {
+    /// The fraction of task attempts (0 to 1) that fail before they start.
+    pub fault_rate: f64,
+    /// The task that straggles, and the file whose exclusive creation picks the one process
+    /// that makes it straggle.
+    pub slow_task: Option<(u64, std::path::PathBuf)>,
+}
+
+impl TestHooks {
+    /// The hooks [`FAULT_RATE_VAR`] and [`SLOW_TASK_VAR`] set; a value that does not parse
+    /// sets none.
+    #[must_use]
+    pub fn from_env() -> Self {
+        let fault_rate = std::env::var(FAULT_RATE_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let slow_task = std::env::var(SLOW_TASK_VAR).ok().and_then(|spec| {
+            let (task, path) = spec.split_once(':')?;
+            Some((task.parse().ok()?, std::path::PathBuf::from(path)))
+        });
+        Self {
+            fault_rate,
+            slow_task,
         }
     }
 }
@@ -334,14 +369,11 @@ pub const FAULT_RATE_VAR: &str = "CHUNKMILL_TEST_FAULT_RATE";
 /// TASK of any stage, so tests can make one worker process straggle (or kill it mid-task). For tests only; nothing else sets it.
 pub const SLOW_TASK_VAR: &str = "CHUNKMILL_TEST_SLOW_TASK";
 
-fn injected_delay(task: u64, cancel: &Cancel) {
-    let Ok(spec) = std::env::var(SLOW_TASK_VAR) else {
+fn injected_delay(hooks: &TestHooks, task: u64, cancel: &Cancel) {
+    let Some((which, path)) = &hooks.slow_task else {
         return;
     };
-    let Some((which, path)) = spec.split_once(':') else {
-        return;
-    };
-    if which.parse::<u64>().ok() != Some(task) {
+    if *which != task {
         return;
     }
     if let Ok(mut file) = std::fs::OpenOptions::new()
@@ -360,15 +392,15 @@ fn injected_delay(task: u64, cancel: &Cancel) {
     }
 }
 
-fn injected_fault(stage: &Stage, task: u64, attempt: u32, cancel: &Cancel) -> Option<TaskError> {
-    injected_delay(task, cancel);
-    static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let rate = *RATE.get_or_init(|| {
-        std::env::var(FAULT_RATE_VAR)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    });
+fn injected_fault(
+    hooks: &TestHooks,
+    stage: &Stage,
+    task: u64,
+    attempt: u32,
+    cancel: &Cancel,
+) -> Option<TaskError> {
+    injected_delay(hooks, task, cancel);
+    let rate = hooks.fault_rate;
     if rate <= 0.0 {
         return None;
     }
@@ -633,7 +665,7 @@ impl StageRun<'_> {
         let (stage, options) = (self.stage, self.options);
         let mut attempt = 0;
         loop {
-            let outcome = match injected_fault(stage, task, attempt, cancel) {
+            let outcome = match injected_fault(&options.hooks, stage, task, attempt, cancel) {
                 Some(error) => Err(error),
                 None => self.runner.run(stage, task, cancel),
             };
@@ -876,6 +908,36 @@ mod tests {
         let summary = run_plan(&plan, &runner, &markers, &options, &|_| {})?;
         assert_eq!(summary.backups, 1);
         assert_eq!(markers.marked("s")?.len(), 12);
+        Ok(())
+    }
+
+    /// The fault hook acts through the run options (read from the environment once, by
+    /// `RunOptions::new`), not through a lookup of the environment at each attempt.
+    #[test]
+    fn test_hooks_act_through_the_run_options() -> TestResult {
+        let plan = plan(4)?;
+        let runner = Straggler {
+            slow: u64::MAX,
+            lagging: None,
+            copies: Mutex::new(HashMap::new()),
+            first_copy_cancelled: AtomicBool::new(false),
+        };
+        let mut options = RunOptions::new(2, 1000);
+        options.retries = 0;
+        options.hooks = TestHooks {
+            fault_rate: 1.0,
+            slow_task: None,
+        };
+        let markers = Markers::new(Store::open("memory://exec-hooks-1")?, &plan.plan_id);
+        let error = run_plan(&plan, &runner, &markers, &options, &|_| {})
+            .err()
+            .ok_or("a fault rate of 1 let the run succeed")?;
+        assert!(error.to_string().contains("injected fault"), "{error}");
+        assert!(markers.marked("s")?.is_empty());
+        options.hooks = TestHooks::default();
+        let markers = Markers::new(Store::open("memory://exec-hooks-2")?, &plan.plan_id);
+        run_plan(&plan, &runner, &markers, &options, &|_| {})?;
+        assert_eq!(markers.marked("s")?.len(), 4);
         Ok(())
     }
 }

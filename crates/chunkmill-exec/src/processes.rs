@@ -295,11 +295,3 @@ fn failure_reason(stderr: &str, status: std::process::ExitStatus) -> String {
         reason
     }
 }
-
-/// The path of the running executable, for spawning workers of the same version.
-///
-/// # Errors
-/// When the OS cannot say.
-pub fn current_program() -> std::io::Result<std::path::PathBuf> {
-    std::env::current_exe()
-}

@@ -19,7 +19,6 @@
 mod copy;
 mod grid;
 pub mod rechunk;
-pub mod rechunker;
 mod region;
 
 pub use copy::copy_region;
@@ -44,7 +43,4 @@ pub enum GridError {
         "one task needs at least {task_bytes} bytes but the budget per task is {budget} bytes"
     )]
     DoesNotFit { task_bytes: u64, budget: u64 },
-    /// Rechunker's planner refuses the inputs.
-    #[error("{0}")]
-    Rechunker(String),
 }

@@ -25,7 +25,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::rechunker::lcm;
 use crate::{AxisChunks, Grid, GridError};
 
 /// What one byte and one object cost to move through a medium, in nanoseconds.
@@ -542,4 +541,17 @@ fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
         permutations(items, k + 1, out);
         items.swap(k, i);
     }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The least common multiple of two chunk sizes (not 0).
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }

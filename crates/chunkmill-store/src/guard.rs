@@ -723,7 +723,10 @@ impl Lock {
     /// Creates the lock file at `path` atomically, taking over a stale one.
     fn link_lock_file(path: &Path, job: &str) -> Result<(), GuardError> {
         let me = Holder::me(job, None);
-        let text = serde_json::to_vec_pretty(&me).unwrap_or_default();
+        let text = serde_json::to_vec_pretty(&me).map_err(|e| GuardError::Io {
+            path: path.display().to_string(),
+            source: io::Error::other(e),
+        })?;
         let prefix = format!(
             ".{}.",
             path.file_name()
@@ -792,7 +795,7 @@ impl Lock {
             }
         }
         let me = Holder::me(job, Some(now() + LEASE.as_secs()));
-        store.put(key, serde_json::to_vec_pretty(&me).unwrap_or_default())?;
+        store.put(key, store.json_bytes(key, &me, true)?)?;
         // Object stores have no exclusive create here: read back, so that of two jobs that
         // wrote at once, the one whose lease was overwritten gives way.
         if store.kind() != StoreKind::Memory {
@@ -821,8 +824,10 @@ impl Lock {
                         if waited >= RENEW {
                             waited = Duration::ZERO;
                             holder.expires = Some(now() + LEASE.as_secs());
-                            let bytes = serde_json::to_vec_pretty(&holder).unwrap_or_default();
-                            if let Err(e) = store.put(&key, bytes) {
+                            let put = store
+                                .json_bytes(&key, &holder, true)
+                                .and_then(|bytes| store.put(&key, bytes));
+                            if let Err(e) = put {
                                 tracing::warn!("cannot renew the lease {key}: {e}");
                             }
                         }

@@ -37,10 +37,9 @@ impl Markers {
         task: u64,
         record: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.store.put(
-            &self.key(stage, task),
-            serde_json::to_vec(record).unwrap_or_default(),
-        )
+        let key = self.key(stage, task);
+        let bytes = self.store.json_bytes(&key, record, false)?;
+        self.store.put(&key, bytes)
     }
 
     /// True when `task` of `stage` is done.

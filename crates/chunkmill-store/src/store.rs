@@ -240,9 +240,31 @@ impl Store {
     /// # Errors
     /// [`StoreError::Backend`] when the backend fails.
     pub fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
-        let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
+        let mut text = self.json_bytes(key, value, true)?;
         text.push(b'\n');
         self.put(key, text)
+    }
+
+    /// `value` as the JSON text to store at `key` (indented when `pretty`).
+    ///
+    /// # Errors
+    /// [`StoreError::Json`] when `value` cannot be written as JSON (a map with non-text keys).
+    pub fn json_bytes(
+        &self,
+        key: &str,
+        value: &impl serde::Serialize,
+        pretty: bool,
+    ) -> Result<Vec<u8>, StoreError> {
+        let text = if pretty {
+            serde_json::to_vec_pretty(value)
+        } else {
+            serde_json::to_vec(value)
+        };
+        text.map_err(|source| StoreError::Json {
+            url: self.url.clone(),
+            key: key.to_string(),
+            source,
+        })
     }
 
     /// True when `key` holds a value.
