@@ -567,36 +567,7 @@ pub fn build(
 
     let t1 = Instant::now();
     let mut notes = Vec::new();
-    let concat_dim = match &options.concat_dim {
-        Some(d) => Some(d.clone()),
-        None if datasets.len() > 1 => {
-            let inferred = infer_concat_dim(&datasets, &unlimited, threads)?;
-            // The scan loaded the coordinate of a dimension given before it ran; this one is
-            // read now, to order and check the files by it.
-            for d in &mut datasets {
-                compare::load_values(d, &inferred.dim)?;
-            }
-            notes.push(format!(
-                "concatenating along {} (inferred: {}; name another with --concat-dim)",
-                inferred.dim, inferred.why
-            ));
-            Some(inferred.dim)
-        }
-        None => None,
-    };
-    if let Some(d) = concat_dim.as_deref().filter(|_| !options.stack) {
-        // Before ordering: files are ordered by their first time in one unit.
-        if crate::rebase::rebase_concat_times(&mut datasets, d)? {
-            notes.push(format!(
-                "the {d} coordinate's units differ between the files: its values (and its bounds') \
-                 were re-based to the first file's units"
-            ));
-        }
-    }
-    let reordered = match &concat_dim {
-        Some(d) if !options.stack => order_by_coordinate(&mut datasets, d),
-        _ => false,
-    };
+    let (concat_dim, reordered) = arrange(&mut datasets, &unlimited, options, threads, &mut notes)?;
     let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
     let combined = combine(
         datasets,
@@ -628,6 +599,49 @@ pub fn build(
         write_seconds: 0.0,
     };
     Ok((combined, report))
+}
+
+/// The concat dimension (given, or inferred from several inputs), with the inputs' times
+/// re-based to one unit and the inputs ordered by it; returns it and whether the order
+/// changed. Decisions taken for the user go to `notes`.
+fn arrange(
+    datasets: &mut [VirtualDataset],
+    unlimited: &[Vec<String>],
+    options: &VirtualizeOptions,
+    threads: usize,
+    notes: &mut Vec<String>,
+) -> Result<(Option<String>, bool)> {
+    let concat_dim = match &options.concat_dim {
+        Some(d) => Some(d.clone()),
+        None if datasets.len() > 1 => {
+            let inferred = infer_concat_dim(datasets, unlimited, threads)?;
+            // The scan loaded the coordinate of a dimension given before it ran; this one is
+            // read now, to order and check the files by it.
+            for d in datasets.iter_mut() {
+                compare::load_values(d, &inferred.dim)?;
+            }
+            notes.push(format!(
+                "concatenating along {} (inferred: {}; name another with --concat-dim)",
+                inferred.dim, inferred.why
+            ));
+            Some(inferred.dim)
+        }
+        None => None,
+    };
+    if let Some(d) = concat_dim.as_deref().filter(|_| !options.stack) {
+        // Before ordering: files are ordered by their first time in one unit.
+        if crate::rebase::rebase_concat_times(datasets, d)? {
+            notes.push(format!(
+                "the {d} coordinate's units differ between the files: its values (and its bounds') \
+                 were re-based to the first file's units"
+            ));
+        }
+    }
+    let reordered = match &concat_dim {
+        Some(d) if !options.stack => order_by_coordinate(datasets, d),
+        _ => false,
+    };
+    Ok((concat_dim, reordered))
 }
 
 /// Removes the dropped variables (a scan on an executor does not drop them itself) and the

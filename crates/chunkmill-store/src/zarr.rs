@@ -865,8 +865,8 @@ fn open_zarrs(
         doc[if v2 { "dtype" } else { "data_type" }] = data_type;
         // A v2 null fill (no fill value) is zeros to zarrs' stand-in, which needs one; such
         // an array stores every chunk (see the codec options in `ZarrArray::open`).
-        doc["fill_value"] = fill
-            .ok_or_else(|| meta_err(store, path, "fill value does not match the data type"))?;
+        doc["fill_value"] =
+            fill.ok_or_else(|| meta_err(store, path, "fill value does not match the data type"))?;
         // zarrs wants a byte order for any multi-byte type; raw bytes are not swapped by it.
         if let Some(codecs) = doc.get_mut("codecs").and_then(Value::as_array_mut) {
             default_endian(codecs);
