@@ -1069,10 +1069,30 @@ mod tests {
         )
         .err()
         .map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("b: v: attribute scale_factor differs: got 0.2, expected 0.1 (as in a)")
+        let want = format!(
+            "b: v: attribute scale_factor differs: got 0.2, expected 0.1 (as in a){ENCODING_HINT}"
         );
+        assert_eq!(err.as_deref(), Some(want.as_str()));
+        // A job that decodes each input itself gets each input's part and encoding instead.
+        let out = combine(
+            vec![
+                dataset("a", array(4, 2, 0.1)?),
+                dataset("b", array(4, 2, 0.2)?),
+            ],
+            &CombineOptions {
+                decode_per_input: true,
+                ..opts()
+            },
+        )?;
+        let parts = &out.encodings["v"];
+        let seen: Vec<(&str, u64, u64, Option<f64>)> = parts
+            .iter()
+            .map(|p| {
+                let scale = p.attributes.get("scale_factor").and_then(Value::as_f64);
+                (p.input.as_str(), p.start, p.len, scale)
+            })
+            .collect();
+        assert_eq!(seen, [("a", 0, 4, Some(0.1)), ("b", 4, 4, Some(0.2))]);
         Ok(())
     }
 
