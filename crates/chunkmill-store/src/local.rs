@@ -122,6 +122,12 @@ impl LocalStore {
 /// Flushes a directory's entries (names created or renamed in it) to disk. Filesystems that
 /// cannot sync a directory keep their entries as they do.
 fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    // The parent of a relative `t.zarr` is the empty path: the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
     match std::fs::File::open(dir)?.sync_all() {
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
         other => other,
