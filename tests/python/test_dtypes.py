@@ -110,6 +110,26 @@ def test_every_type_rechunks_exactly_with_its_fill_value(tmp_path, kind, zarr_fo
     np.testing.assert_array_equal(tgt[20:], src[20:], strict=True)
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("kind", TYPES)
+def test_every_type_changes_zarr_format_exactly(tmp_path, kind, zarr_format):
+    """v2 -> v3 and v3 -> v2: the same values (the never-written chunk included) and dtype; the
+    fill value kept, but a v3 number's, which becomes null in v2 (every chunk then stored), as
+    xarray reads a v2 fill value as _FillValue."""
+    src_path, tgt_path = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    src = write(src_path, kind, zarr_format)
+    to = 5 - zarr_format
+    oracle.rechunk(src_path, tgt_path, "x=7", "64MB", "--zarr-format", to)
+    tgt = read(tgt_path)
+    assert tgt.metadata.zarr_format == to and tgt.dtype == src.dtype
+    np.testing.assert_array_equal(tgt[:], src[:], strict=True)
+    numeric = np.dtype(src.dtype).kind in "biu" if kind not in ("str", "bytes") else False
+    if to == 2 and numeric:
+        assert tgt.fill_value is None
+    else:
+        assert repr(tgt.fill_value) == repr(src.fill_value)
+
+
 @pytest.mark.parametrize("kind", ["float16", "complex64", "M8[ns]", "U5", "str", "S6"])
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_every_type_converts_zarr_to_zarr(tmp_path, kind, zarr_format):

@@ -27,7 +27,7 @@ fn array(store: &Store, path: &str, tasks: u64) -> Result<(), Box<dyn std::error
             path: path.into(),
             zarr_format: 3,
             shape: vec![tasks],
-            dtype: "float32".into(),
+            dtype: chunkmill_store::DataType::Float(4),
             chunks: vec![1],
             inner_chunks: None,
             fill_value: serde_json::json!(0.0),

@@ -884,10 +884,8 @@ fn open_zarrs(
 fn default_endian(codecs: &mut [Value]) {
     for codec in codecs {
         match codec.get("name").and_then(Value::as_str) {
-            Some("bytes") => {
-                if codec.pointer("/configuration/endian").is_none() {
-                    codec["configuration"] = json!({"endian": "little"});
-                }
+            Some("bytes") if codec.pointer("/configuration/endian").is_none() => {
+                codec["configuration"] = json!({"endian": "little"});
             }
             Some("sharding_indexed") => {
                 if let Some(inner) = codec
@@ -1098,7 +1096,7 @@ impl ZarrArray {
     /// [`ZarrError::Chunk`] when encoding or storing fails.
     pub fn write_chunk(&self, chunk: &[u64], bytes: Vec<u8>) -> Result<(), ZarrError> {
         let bytes = if self.info.dtype.is_variable() {
-            self.from_records(chunk, &bytes)?
+            self.records_to_elements(chunk, &bytes)?
         } else {
             ArrayBytes::new_flen(bytes)
         };
@@ -1109,7 +1107,7 @@ impl ZarrArray {
 
     /// Variable-length elements from records of any one width (the chunk's bytes divided by
     /// its elements): a writer's records come from its source, measured there.
-    fn from_records(
+    fn records_to_elements(
         &self,
         chunk: &[u64],
         records: &[u8],
@@ -1117,7 +1115,7 @@ impl ZarrArray {
         let elements: u64 = self.info.chunks.iter().product();
         let width = usize::try_from(elements)
             .ok()
-            .filter(|n| *n > 0 && records.len() % n == 0)
+            .filter(|n| *n > 0 && records.len().is_multiple_of(*n))
             .map(|n| records.len() / n)
             .filter(|w| *w >= RECORD_LEN)
             .ok_or_else(|| self.chunk_err(chunk, "chunk bytes are not whole records"))?;

@@ -194,12 +194,13 @@ fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
     })
 }
 
-/// The data type of a virtual array's numpy `dtype.str`, when convert can copy it: any
-/// fixed-size type but a structured one (its chunks are read decoded, little-endian).
+/// The data type of a virtual array's numpy `dtype.str`, when convert can copy it: numbers
+/// and booleans. A file's text (NetCDF `S1` characters, HDF5 strings) is what xarray decodes
+/// into strings along a character dimension, which a copy of its bytes would not be.
 fn convertible(dtype: &str) -> Option<DataType> {
     DataType::from_typestr(dtype)
         .ok()
-        .filter(|t| !t.is_variable() && !matches!(t, DataType::Struct(_)))
+        .filter(|t| t.is_numeric() || matches!(t, DataType::Complex(_)))
 }
 
 impl Source {
@@ -216,7 +217,7 @@ impl Source {
                     let dtype = convertible(&meta.dtype);
                     let unsupported = dtype.is_none().then(|| {
                         format!(
-                            "{}: {key}: data type {} cannot be converted (fixed-size types only); leave it out with --drop {key}",
+                            "{}: {key}: data type {} cannot be converted (numbers and booleans only); leave it out with --drop {key}",
                             dataset.name, meta.dtype
                         )
                     });
