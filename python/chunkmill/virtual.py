@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import xarray as xr
-from xarray.backends.store import StoreBackendEntrypoint
 
 from chunkmill import _native
 from chunkmill._store import ChunkmillDataStore
@@ -129,8 +128,8 @@ def open_virtual_mfdataset(
     The files are scanned and joined as :func:`virtualize` joins them (strictly, along
     `concat_dim` or the dimension inferred from the files), but nothing is written: the
     Dataset reads each selection's chunks straight from the files, from any number of dask
-    threads. `decode` takes xarray's CF decoding options (``decode_times``,
-    ``mask_and_scale``, ``use_cftime``, …).
+    threads. `decode` takes :func:`xarray.open_dataset`'s options (``chunks``,
+    ``decode_times``, ``mask_and_scale``, ``use_cftime``, …).
 
     >>> import chunkmill
     >>> ds = chunkmill.open_virtual_mfdataset(files, concat_dim="time")
@@ -152,4 +151,4 @@ def open_virtual_mfdataset(
     store = ChunkmillDataStore(native)
     for note in store._meta.get("warnings", []):
         warnings.warn(f"chunkmill: {note}", stacklevel=2)
-    return StoreBackendEntrypoint().open_dataset(store, **decode)
+    return xr.open_dataset(store, engine="store", **decode)
