@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use chunkmill_hdf5::{Inventory, Layout, SourceFile};
 use chunkmill_manifest::reader::FilePool;
-use chunkmill_manifest::{ChunkEntry, ChunkReader, Input, ManifestArray, ScanOptions, VirtualDataset};
+use chunkmill_manifest::{
+    ChunkEntry, ChunkReader, Input, ManifestArray, ScanOptions, VirtualDataset,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use rayon::prelude::*;
@@ -29,6 +31,7 @@ const ZSTD: u16 = 32015;
 #[pyclass(frozen, module = "chunkmill._native")]
 pub struct NativeDataset {
     name: String,
+    urls: Vec<String>,
     readers: BTreeMap<String, ChunkReader>,
     /// Arrays no [`ChunkReader`] reads (variable-length strings, held inline).
     others: BTreeMap<String, ManifestArray>,
@@ -77,6 +80,7 @@ impl NativeDataset {
         meta.insert("arrays".into(), Value::Object(arrays));
         Self {
             name: dataset.name,
+            urls: dataset.urls,
             readers,
             others,
             metadata: Value::Object(meta).to_string(),
@@ -118,9 +122,13 @@ impl NativeDataset {
         // own boxes besides.
         let decoded: Vec<(Vec<u64>, Vec<u8>)> = chunks
             .into_par_iter()
-            .map(|indices| reader.read_chunk(&indices).map(|bytes| (indices, bytes)))
-            .collect::<Result<_, _>>()
-            .map_err(errors::manifest)?;
+            .map(|indices| {
+                reader
+                    .read_chunk(&indices)
+                    .map(|bytes| (indices, bytes))
+                    .map_err(errors::manifest)
+            })
+            .collect::<PyResult<_>>()?;
         for (indices, bytes) in &decoded {
             let origin: Vec<u64> = indices
                 .iter()
@@ -160,11 +168,62 @@ impl NativeDataset {
         Ok(PyBytes::new(py, &bytes))
     }
 
+    /// Where the chunks of array `key` are: the URL table, then per chunk in C grid order a
+    /// path id (little-endian `u32`; `MISSING` and `INLINED` are reserved), an offset and a
+    /// length (little-endian `u64`), and the bytes of the inlined chunks by flat index.
+    #[allow(clippy::type_complexity)]
+    fn manifest<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+    ) -> PyResult<(
+        Vec<String>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        BTreeMap<usize, Bound<'py, PyBytes>>,
+    )> {
+        let manifest = match (self.readers.get(key), self.others.get(key)) {
+            (Some(r), _) => &r.array().manifest,
+            (None, Some(a)) => &a.manifest,
+            (None, None) => return Err(errors::usage(format!("{}: no array '{key}'", self.name))),
+        };
+        let le = |words: Vec<u8>| PyBytes::new(py, &words);
+        let ids: Vec<u8> = manifest
+            .path_ids()
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        let offsets: Vec<u8> = manifest
+            .offsets()
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        let lengths: Vec<u8> = manifest
+            .lengths()
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect();
+        let inlined = manifest
+            .inlined()
+            .iter()
+            .map(|(flat, bytes)| (*flat, PyBytes::new(py, bytes)))
+            .collect();
+        Ok((
+            self.urls.clone(),
+            le(ids),
+            le(offsets),
+            le(lengths),
+            inlined,
+        ))
+    }
+
     /// Every element of variable-length string array `key`, C order.
     fn read_strings(&self, py: Python<'_>, key: &str) -> PyResult<Vec<String>> {
-        let array = self.others.get(key).ok_or_else(|| {
-            errors::usage(format!("{}: no string array '{key}'", self.name))
-        })?;
+        let array = self
+            .others
+            .get(key)
+            .ok_or_else(|| errors::usage(format!("{}: no string array '{key}'", self.name)))?;
         py.detach(|| strings_of(array))
             .map_err(|reason| errors::by_code(1, format!("{}: {key}: {reason}", self.name)))
     }
@@ -182,9 +241,7 @@ fn strings_of(array: &ManifestArray) -> Result<Vec<String>, String> {
     };
     let mut at = 0usize;
     let word = |at: &mut usize| -> Result<usize, String> {
-        let w = bytes
-            .get(*at..*at + 4)
-            .ok_or("vlen-utf8 data ends early")?;
+        let w = bytes.get(*at..*at + 4).ok_or("vlen-utf8 data ends early")?;
         *at += 4;
         Ok(u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
     };
@@ -250,10 +307,17 @@ fn encodings(inventory: &Inventory) -> BTreeMap<String, Value> {
 }
 
 /// Opens the HDF5, NetCDF-4 or NetCDF-3 file at `path` (its metadata and chunk index only),
-/// leaving out the variables of `drop` (keys: `air`, `group/air`).
+/// leaving out the variables of `drop` (keys: `air`, `group/air`). With `references`, the
+/// arrays are kept as references others can read (Zarr codecs only, nothing inlined; what
+/// cannot be referenced is listed under `skipped`), as `virtualize` scans.
 #[pyfunction]
-#[pyo3(signature = (path, drop = Vec::new()))]
-pub fn open_file(py: Python<'_>, path: &str, drop: Vec<String>) -> PyResult<NativeDataset> {
+#[pyo3(signature = (path, drop = Vec::new(), references = false))]
+pub fn open_file(
+    py: Python<'_>,
+    path: &str,
+    drop: Vec<String>,
+    references: bool,
+) -> PyResult<NativeDataset> {
     py.detach(|| {
         let file = SourceFile::open_path(path).map_err(errors::hdf5)?;
         let inventory = file.inventory().map_err(errors::hdf5)?;
@@ -263,7 +327,7 @@ pub fn open_file(py: Python<'_>, path: &str, drop: Vec<String>) -> PyResult<Nati
         let options = ScanOptions {
             inline_threshold: 0,
             load: Vec::new(),
-            native_filters: true,
+            native_filters: !references,
             drop,
         };
         let scan = chunkmill_manifest::scan(&file, &url, &options).map_err(errors::manifest)?;
@@ -288,6 +352,12 @@ pub fn open_file(py: Python<'_>, path: &str, drop: Vec<String>) -> PyResult<Nati
             .collect();
         extra.insert("dimensions".into(), Value::Array(dims));
         extra.insert("warnings".into(), json!(scan.warnings));
+        let skipped: Map<String, Value> = scan
+            .skipped
+            .iter()
+            .map(|s| (s.variable.clone(), Value::from(s.reason.clone())))
+            .collect();
+        extra.insert("skipped".into(), Value::Object(skipped));
         Ok(NativeDataset::new(scan.dataset, &encodings(&inventory), extra))
     })
 }
@@ -305,7 +375,9 @@ pub fn open_references(py: Python<'_>, path: &str) -> PyResult<NativeDataset> {
         } else if p.is_dir() {
             return Err(errors::by_code(
                 3,
-                format!("{path}: a directory that is neither kerchunk Parquet nor Icechunk references"),
+                format!(
+                    "{path}: a directory that is neither kerchunk Parquet nor Icechunk references"
+                ),
             ));
         } else {
             chunkmill_manifest::read_kerchunk_json(p)

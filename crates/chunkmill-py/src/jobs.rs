@@ -25,7 +25,11 @@ struct CancellableScanner {
 }
 
 impl ScanExecutor for CancellableScanner {
-    fn scan(&self, files: &[Input], options: &ScanOptions) -> chunkmill_manifest::Result<ScanResults> {
+    fn scan(
+        &self,
+        files: &[Input],
+        options: &ScanOptions,
+    ) -> chunkmill_manifest::Result<ScanResults> {
         let n = files.len();
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
@@ -58,7 +62,9 @@ impl ScanExecutor for CancellableScanner {
                     .collect()
             });
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(Error::Executor("interrupted (Ctrl-C): nothing was written".into()));
+            return Err(Error::Executor(
+                "interrupted (Ctrl-C): nothing was written".into(),
+            ));
         }
         let mut results: ScanResults = (0..n).map(|_| None).collect();
         for (i, r) in per_thread.into_iter().flatten() {
@@ -125,7 +131,15 @@ pub fn virtualize(
 ) -> PyResult<String> {
     let cancel = Arc::new(AtomicBool::new(false));
     let mut o = options(
-        output, concat_dim, stack, identical_dims, compat, drop, skip_bad, threads, &cancel,
+        output,
+        concat_dim,
+        stack,
+        identical_dims,
+        compat,
+        drop,
+        skip_bad,
+        threads,
+        &cancel,
     )?;
     o.format = match format {
         "kerchunk-json" => OutputFormat::KerchunkJson,
@@ -140,8 +154,9 @@ pub fn virtualize(
     o.inline_threshold = inline_threshold;
     o.record_size = record_size;
     o.overwrite = overwrite;
-    let report = interruptible(py, &cancel, || chunkmill_manifest::virtualize(&paths, &o))?
-        .map_err(errors::manifest)?;
+    let report = interruptible(py, &cancel, || {
+        chunkmill_manifest::virtualize(&paths, &o).map_err(errors::manifest)
+    })??;
     Ok(json!({
         "output": report.output,
         "files": report.files,
@@ -181,13 +196,22 @@ pub fn combine(
 ) -> PyResult<NativeDataset> {
     let cancel = Arc::new(AtomicBool::new(false));
     let mut o = options(
-        "", concat_dim, stack, identical_dims, compat, drop, skip_bad, threads, &cancel,
+        "",
+        concat_dim,
+        stack,
+        identical_dims,
+        compat,
+        drop,
+        skip_bad,
+        threads,
+        &cancel,
     )?;
     // Nothing is written; nothing needs inlining but what the combine loads.
     o.inline_threshold = 0;
     o.native_filters = true;
-    let (dataset, report) = interruptible(py, &cancel, || chunkmill_manifest::build(&paths, &o))?
-        .map_err(errors::manifest)?;
+    let (dataset, report) = interruptible(py, &cancel, || {
+        chunkmill_manifest::build(&paths, &o).map_err(errors::manifest)
+    })??;
     let mut notes = report.notes;
     notes.extend(report.warnings);
     Ok(from_combined(dataset, notes))

@@ -13,6 +13,14 @@ mod region;
 
 use pyo3::prelude::*;
 
+/// Runs the `chunkmill` command with `argv` (the program name first) in this process, the GIL
+/// released; returns when it succeeds and exits the process with the command's exit code
+/// when it fails.
+#[pyfunction]
+fn run_cli(py: Python<'_>, argv: Vec<String>) {
+    py.detach(|| chunkmill::run_command(argv.into_iter().map(Into::into).collect()));
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
@@ -21,6 +29,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dataset::open_references, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::virtualize, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::combine, m)?)?;
+    m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add("MISSING", chunkmill_manifest::MISSING)?;
+    m.add("INLINED", chunkmill_manifest::INLINED)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,4 +1,6 @@
-"""Small NetCDF files written by netCDF4 (through xarray), the oracle of every test."""
+"""Small NetCDF files written by netCDF4 (through xarray), the oracle of every test; and the
+names the doctests of the package and of python/README.md use: `files`, three NetCDF-4 files
+that follow each other in time, and `refs`, a path to write to."""
 
 from __future__ import annotations
 
@@ -8,6 +10,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _doctest_names(doctest_namespace: dict, tmp_path_factory: pytest.TempPathFactory) -> None:
+    namespace = doctest_namespace
+    root = tmp_path_factory.mktemp("doctest")
+    files = []
+    for i in range(3):
+        times = pd.date_range("2002-01-01", periods=2) + pd.Timedelta(days=2 * i)
+        air = np.random.default_rng(i).normal(280, 5, (2, 4, 5)).astype("f4")
+        ds = xr.Dataset(
+            {"air": (("time", "lat", "lon"), air, {"units": "K"})},
+            coords={"time": times, "lat": np.arange(4.0), "lon": np.arange(5.0)},
+        )
+        path = root / f"air_{i}.nc"
+        ds.to_netcdf(path, engine="netcdf4", unlimited_dims=["time"],
+                     encoding={"time": {"units": "days since 2002-01-01"}})
+        files.append(str(path))
+    namespace.update({"files": files, "refs": str(root / "refs.json"), "xr": xr, "np": np})
 
 
 def _air(seed: int, times: pd.DatetimeIndex) -> xr.Dataset:
