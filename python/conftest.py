@@ -28,7 +28,14 @@ def _doctest_names(doctest_namespace: dict, tmp_path_factory: pytest.TempPathFac
         ds.to_netcdf(path, engine="netcdf4", unlimited_dims=["time"],
                      encoding={"time": {"units": "days since 2002-01-01"}})
         files.append(str(path))
-    namespace.update({"files": files, "refs": str(root / "refs.json"), "xr": xr, "np": np})
+    namespace.update({"files": files, "xr": xr, "np": np})
+
+
+@pytest.fixture(autouse=True)
+def _doctest_refs(request: pytest.FixtureRequest, doctest_namespace: dict) -> None:
+    """A fresh `refs` path for each doctest (each writes its own references)."""
+    if isinstance(request.node, pytest.DoctestItem):
+        doctest_namespace["refs"] = str(request.getfixturevalue("tmp_path") / "refs.json")
 
 
 def _air(seed: int, times: pd.DatetimeIndex) -> xr.Dataset:
