@@ -146,7 +146,15 @@ class ChunkmillDataStore(AbstractDataStore):
             attrs = _attributes(a["attributes"], a["attribute_types"], array.dtype)
             if array.dtype.kind == "S" and "_FillValue" in attrs:
                 attrs["_FillValue"] = np.bytes_(attrs["_FillValue"])
-            encoding: dict[str, Any] = {"dtype": str if array._strings else array.dtype}
+            # netCDF4-python reports a NetCDF-4/HDF5 variable's stored byte order, and NetCDF-3
+            # variables (always big-endian) in native order.
+            if array._strings:
+                stored_dtype: Any = str
+            elif self._meta["format"] == "NETCDF3":
+                stored_dtype = array.dtype
+            else:
+                stored_dtype = np.dtype(a["dtype"])
+            encoding: dict[str, Any] = {"dtype": stored_dtype}
             stored = a["encoding"]
             if stored is not None:
                 encoding.update({k: v for k, v in stored.items() if k != "chunksizes"})

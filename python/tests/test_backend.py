@@ -172,3 +172,22 @@ def test_not_netcdf_is_refused(tmp_path):
 def test_unknown_group_is_a_usage_error(netcdf4_file):
     with pytest.raises(chunkmill.UsageError, match="no group /nope"):
         xr.open_dataset(netcdf4_file, engine="chunkmill", group="nope")
+
+
+def test_plain_hdf5_equals_netcdf4_engine(tmp_path):
+    import h5py
+
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["a"] = np.arange(12.0).reshape(3, 4)
+        f["a"].attrs["units"] = "m"
+        f["b"] = np.arange(4, dtype=">i2")
+        f["scalar"] = np.float32(2.5)
+        # (6, 9), not square: a square one gets one phony dimension twice from
+        # chunkmill-manifest's scan, where netCDF-C names two (reported, not fixed here).
+        partial = f.create_dataset("partial", (6, 9), "f4", chunks=(2, 3), fillvalue=-1.0, compression="gzip")
+        partial[0:2, 0:3] = 7.0  # one chunk written, the others read as the fill value
+        f.attrs["title"] = "plain"
+    ours, theirs = assert_same_as_netcdf4(path)
+    assert ours["partial"].values[5, 8] == -1.0 and ours["partial"].values[0, 0] == 7.0
+    assert ours["scalar"].values[()] == np.float32(2.5)
