@@ -17,7 +17,7 @@ from xarray.core.utils import FrozenDict
 
 from chunkmill import _native
 
-__all__ = ["ChunkmillArray", "ChunkmillDataStore"]
+__all__ = ["ChunkmillArray", "ChunkmillDataStore", "Handle"]
 
 _FLOAT_WORDS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -66,14 +66,39 @@ def _attributes(
     return out
 
 
+class Handle:
+    """An opened dataset and how to open it again: pickled (to a dask worker process), it
+    carries only the call that opens it, which runs on first use there."""
+
+    def __init__(self, opener: Any, args: tuple[Any, ...], native: Any = None) -> None:
+        self._opener = opener
+        self._args = args
+        self._native = native
+
+    @property
+    def native(self) -> Any:
+        """The opened dataset (opened now if this handle was unpickled)."""
+        if self._native is None:
+            self._native = self._opener(*self._args)
+        return self._native
+
+    @classmethod
+    def open(cls, opener: Any, *args: Any) -> Handle:
+        """Opens with `opener(*args)` now."""
+        return cls(opener, args, opener(*args))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Handle, (self._opener, self._args))
+
+
 class ChunkmillArray(BackendArray):
     """One array of a dataset opened by chunkmill: a selection reads only the chunks it
     touches, in Rust with the GIL released (dask threads read in parallel, no lock)."""
 
-    __slots__ = ("_native", "_key", "_strings", "shape", "dtype")
+    __slots__ = ("_handle", "_key", "_strings", "shape", "dtype")
 
-    def __init__(self, native: Any, key: str, shape: tuple[int, ...], dtype_str: str) -> None:
-        self._native = native
+    def __init__(self, handle: Handle, key: str, shape: tuple[int, ...], dtype_str: str) -> None:
+        self._handle = handle
         self._key = key
         self.shape = shape
         self._strings = dtype_str == "|O"
@@ -86,7 +111,7 @@ class ChunkmillArray(BackendArray):
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
         if self._strings:
-            values = np.array(self._native.read_strings(self._key), dtype=object)
+            values = np.array(self._handle.native.read_strings(self._key), dtype=object)
             return values.reshape(self.shape)[key]
         start: list[int] = []
         stop: list[int] = []
@@ -110,7 +135,7 @@ class ChunkmillArray(BackendArray):
                 start.append(i)
                 stop.append(i + 1)
                 post.append(0)
-        data = self._native.read(self._key, start, stop)
+        data = self._handle.native.read(self._key, start, stop)
         box = tuple(b - a for a, b in zip(start, stop, strict=True))
         array = np.frombuffer(data, dtype=self.dtype).reshape(box)
         return array[tuple(post)]
@@ -120,9 +145,9 @@ class ChunkmillDataStore(AbstractDataStore):
     """The variables of one group of a dataset opened by chunkmill, undecoded: raw attributes
     (`_FillValue`, `scale_factor`, `units`, …) for xarray's CF decoding."""
 
-    def __init__(self, native: Any, group: str | None = None, source: str | None = None) -> None:
-        self._native = native
-        self._meta = json.loads(native.metadata())
+    def __init__(self, handle: Handle, group: str | None = None, source: str | None = None) -> None:
+        self._handle = handle
+        self._meta = json.loads(handle.native.metadata())
         self._group = (group or "").strip("/")
         self._source = source
         if self._group and self._group not in self._meta["groups"]:
@@ -142,7 +167,7 @@ class ChunkmillDataStore(AbstractDataStore):
             if name is None:
                 continue
             shape = tuple(a["shape"])
-            array = ChunkmillArray(self._native, key, shape, a["dtype"])
+            array = ChunkmillArray(self._handle, key, shape, a["dtype"])
             attrs = _attributes(a["attributes"], a["attribute_types"], array.dtype)
             if array.dtype.kind == "S" and "_FillValue" in attrs:
                 attrs["_FillValue"] = np.bytes_(attrs["_FillValue"])

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import xarray as xr
 
 from chunkmill import _native
-from chunkmill._store import ChunkmillDataStore
+from chunkmill._store import ChunkmillDataStore, Handle
 
 __all__ = ["open_virtual_mfdataset", "virtualize"]
 
@@ -138,7 +138,8 @@ def open_virtual_mfdataset(
     >>> float(ds["air"].mean()) == float(xr.open_mfdataset(files, engine="netcdf4")["air"].mean())
     True
     """
-    native = _native.combine(
+    handle = Handle.open(
+        _native.combine,
         _paths(paths),
         concat_dim,
         bool(stack),
@@ -148,7 +149,7 @@ def open_virtual_mfdataset(
         bool(skip_bad),
         _count(threads, "threads"),
     )
-    store = ChunkmillDataStore(native)
+    store = ChunkmillDataStore(handle)
     for note in store._meta.get("warnings", []):
         warnings.warn(f"chunkmill: {note}", stacklevel=2)
     return xr.open_dataset(store, engine="store", **decode)

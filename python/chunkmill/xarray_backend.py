@@ -13,7 +13,7 @@ from xarray.backends import BackendEntrypoint
 from xarray.backends.store import StoreBackendEntrypoint
 
 from chunkmill import _native
-from chunkmill._store import ChunkmillDataStore, drop_keys
+from chunkmill._store import ChunkmillDataStore, Handle, drop_keys
 
 __all__ = ["ChunkmillBackendEntrypoint"]
 
@@ -30,11 +30,12 @@ def _is_references(path: str) -> bool:
 
 def open_store(path: str, group: str | None = None, drop: list[str] | None = None) -> ChunkmillDataStore:
     """A data store over `path`: a file, or references (see :func:`_is_references`)."""
+    path = os.path.abspath(path)
     if _is_references(path):
-        native = _native.open_references(path)
+        handle = Handle.open(_native.open_references, path)
     else:
-        native = _native.open_file(path, drop or [])
-    return ChunkmillDataStore(native, group=group, source=os.path.abspath(path))
+        handle = Handle.open(_native.open_file, path, drop or [])
+    return ChunkmillDataStore(handle, group=group, source=path)
 
 
 class ChunkmillBackendEntrypoint(BackendEntrypoint):

@@ -191,3 +191,15 @@ def test_plain_hdf5_equals_netcdf4_engine(tmp_path):
     ours, theirs = assert_same_as_netcdf4(path)
     assert ours["partial"].values[5, 8] == -1.0 and ours["partial"].values[0, 0] == 7.0
     assert ours["scalar"].values[()] == np.float32(2.5)
+
+
+def test_datasets_pickle_and_reopen_where_they_are_unpickled(netcdf4_file, collection):
+    # dask's process and distributed schedulers pickle the lazy arrays to their workers.
+    import pickle
+
+    ds = xr.open_dataset(netcdf4_file, engine="chunkmill")
+    back = pickle.loads(pickle.dumps(ds))
+    xr.testing.assert_identical(back.load(), xr.open_dataset(netcdf4_file, engine="netcdf4").load())
+    virtual = chunkmill.open_virtual_mfdataset(collection, concat_dim="time")
+    again = pickle.loads(pickle.dumps(virtual))
+    xr.testing.assert_identical(again.load(), virtual.load())
