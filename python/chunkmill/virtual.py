@@ -45,6 +45,14 @@ def _names(value: str | Sequence[str] | None, what: str) -> list[str]:
     return list(value)
 
 
+def _text(value: Any, what: str, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _native.UsageError(f"{what}: a name (str), got {value!r}")
+    return value
+
+
 def _count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _native.UsageError(f"{what}: a whole number >= 0, got {value!r}")
@@ -88,16 +96,16 @@ def virtualize(
     >>> xr.open_dataset(refs, engine="chunkmill").sizes["time"]
     6
     """
-    if output is None:
-        raise _native.UsageError("virtualize needs output=PATH (the references to write)")
+    if not isinstance(output, (str, os.PathLike)):
+        raise _native.UsageError(f"virtualize needs output=PATH (the references to write), got {output!r}")
     text = _native.virtualize(
         _paths(paths),
         os.fspath(output),
-        format,
-        concat_dim,
+        _text(format, "format"),
+        _text(concat_dim, "concat_dim", optional=True),
         bool(stack),
         _names(identical_dims, "identical_dims"),
-        compat,
+        _text(compat, "compat"),
         _count(inline_threshold, "inline_threshold"),
         _count(record_size, "record_size"),
         _names(drop, "drop"),
@@ -141,10 +149,10 @@ def open_virtual_mfdataset(
     handle = Handle.open(
         _native.combine,
         _paths(paths),
-        concat_dim,
+        _text(concat_dim, "concat_dim", optional=True),
         bool(stack),
         _names(identical_dims, "identical_dims"),
-        compat,
+        _text(compat, "compat"),
         _names(drop_variables, "drop_variables"),
         bool(skip_bad),
         _count(threads, "threads"),

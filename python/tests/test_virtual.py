@@ -85,6 +85,8 @@ def test_unknown_concat_dim_is_an_error_naming_it(collection, tmp_path):
         ({"compat": "maybe"}, "maybe"),
         ({"identical_dims": [1, 2]}, "identical_dims"),
         ({"output": None}, "output"),
+        ({"concat_dim": 5}, "concat_dim"),
+        ({"format": None}, "format"),
     ],
 )
 def test_bad_arguments_are_usage_errors(collection, tmp_path, kwargs, match):
