@@ -30,6 +30,8 @@ def test_open_virtual_mfdataset_infers_the_dimension_and_orders_files(collection
 
 @pytest.mark.parametrize("fmt", ["kerchunk-json", "kerchunk-parquet"])
 def test_virtualize_references_read_by_fsspec(collection, tmp_path, fmt):
+    pytest.importorskip("zarr")
+    pytest.importorskip("fsspec")
     out = tmp_path / ("refs.json" if fmt == "kerchunk-json" else "refs.parq")
     report = chunkmill.virtualize(
         collection, concat_dim="time", output=out, format=fmt, inline_threshold=0
