@@ -105,6 +105,7 @@ class ChunkmillArray(BackendArray):
         self.dtype = create_vlen_dtype(str) if self._strings else _native_dtype(dtype_str)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        """The selection `key`: one box read (slices and integers); xarray applies the rest."""
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.BASIC, self._read
         )
@@ -161,6 +162,7 @@ class ChunkmillDataStore(AbstractDataStore):
         return name if parent == self._group else None
 
     def get_variables(self) -> Mapping[str, Variable]:
+        """The group's variables, lazy, with raw attributes and netCDF4-style encodings."""
         out: dict[str, Variable] = {}
         for key, a in self._meta["arrays"].items():
             name = self._name(key)
@@ -204,15 +206,18 @@ class ChunkmillDataStore(AbstractDataStore):
         return FrozenDict(out)
 
     def get_attrs(self) -> Mapping[str, Any]:
+        """The group's attributes."""
         return FrozenDict(self._meta["groups"].get(self._group, {}))
 
     def get_dimensions(self) -> Mapping[str, int]:
+        """The lengths of the dimensions the group's variables use."""
         dims: dict[str, int] = {}
         for v in self.get_variables().values():
             dims.update(zip(v.dims, v.shape, strict=True))
         return FrozenDict(dims)
 
     def get_encoding(self) -> dict[str, Any]:
+        """``unlimited_dims``: the group's unlimited dimensions, as the netcdf4 engine gives."""
         group = "/" + self._group
         unlimited = {
             d["name"]
