@@ -330,7 +330,8 @@ pub fn open_file(
             native_filters: !references,
             drop,
         };
-        let scan = chunkmill_manifest::scan(&file, &url, &options).map_err(errors::manifest)?;
+        let scan = chunkmill_manifest::scan_listed(&file, &inventory, &url, &options)
+            .map_err(errors::manifest)?;
         let mut extra = Map::new();
         let format = match file.format() {
             chunkmill_hdf5::Format::Hdf5 { .. } if inventory.netcdf4 => "NETCDF4",
