@@ -96,7 +96,20 @@ pub fn scan_path(path: &Path, url: &str, options: &ScanOptions) -> Result<FileSc
 /// Errors of the file rather than of one variable: listing errors of chunkmill-hdf5
 /// ([`Error::Source`]), a chunk that does not decode ([`Error::Decode`]).
 pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileScan> {
-    let inventory = file.inventory()?;
+    scan_listed(file, &file.inventory()?, url, options)
+}
+
+/// [`scan`] of a file whose [`SourceFile::inventory`] the caller already holds (the Python
+/// package lists it for the storage encodings it reports), so that it is not read twice.
+///
+/// # Errors
+/// As [`scan`].
+pub fn scan_listed(
+    file: &SourceFile,
+    inventory: &chunkmill_hdf5::Inventory,
+    url: &str,
+    options: &ScanOptions,
+) -> Result<FileScan> {
     let mut groups = BTreeMap::new();
     for g in &inventory.groups {
         groups.insert(group_key(&g.path), to_map(&g.attributes));
@@ -105,7 +118,7 @@ pub fn scan(file: &SourceFile, url: &str, options: &ScanOptions) -> Result<FileS
     let mut arrays = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut dropped = Vec::new();
-    let unlimited = netcdf4_unlimited_lengths(&inventory);
+    let unlimited = netcdf4_unlimited_lengths(inventory);
     for var in &inventory.variables {
         let key = match group_key(&var.group) {
             g if g.is_empty() => var.name.clone(),

@@ -177,7 +177,7 @@ pub fn run_options(
 pub fn executor_of(run: &ExecutorArgs) -> Result<Executor, Failure> {
     Ok(match run.executor.as_str() {
         "processes" => Executor::Processes {
-            program: std::env::current_exe().map_err(|e| {
+            program: crate::this_program().map_err(|e| {
                 Failure::usage(format!(
                     "--executor processes: cannot find this program: {e}"
                 ))
@@ -189,7 +189,7 @@ pub fn executor_of(run: &ExecutorArgs) -> Result<Executor, Failure> {
 }
 
 fn slurm_executor(common: &ExecutorArgs) -> Result<SlurmExecutor, Failure> {
-    let program = std::env::current_exe()
+    let program = crate::this_program()
         .map_err(|e| Failure::usage(format!("--executor slurm: cannot find this program: {e}")))?;
     let sbatch_options = match &common.slurm_opt {
         Some(text) => shell_words::split(text)

@@ -1,5 +1,6 @@
 //! The `chunkmill` command: argument parsing, progress, exit codes. Every job is a call into
-//! `chunkmill-ops`.
+//! `chunkmill-ops`. A library so that the Python package's `chunkmill` script runs the same
+//! command in-process ([`run_command`]); the binary is `src/bin/chunkmill.rs`.
 
 mod args;
 mod budget;
@@ -126,6 +127,16 @@ pub fn default_workers() -> usize {
     2 * std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// This program, as workers are started again: `CHUNKMILL_PROGRAM` when set (the Python
+/// package's `chunkmill` script sets it to itself, as its process is the Python interpreter),
+/// else the running executable.
+pub fn this_program() -> std::io::Result<std::path::PathBuf> {
+    match std::env::var_os("CHUNKMILL_PROGRAM") {
+        Some(program) => Ok(program.into()),
+        None => std::env::current_exe(),
+    }
+}
+
 fn run(cli: args::Cli) -> Result<(), Failure> {
     match cli.command {
         args::Command::Rechunk(a) => rechunk::run(&a),
@@ -144,7 +155,10 @@ fn run(cli: args::Cli) -> Result<(), Failure> {
     }
 }
 
-fn main() {
+/// Runs the command with `args` (the program name first) as the `chunkmill` binary does, and
+/// exits the process with the command's exit code when it fails (clap exits by itself on a
+/// malformed command line).
+pub fn run_command(args: Vec<std::ffi::OsString>) {
     tame_allocator();
     default_sigpipe();
     tracing_subscriber::fmt()
@@ -154,7 +168,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = args::Cli::parse();
+    let cli = args::Cli::parse_from(args);
     if let Err(failure) = run(cli) {
         let mut message = failure.message;
         if let Some(hint) = hint(&message) {

@@ -1,0 +1,34 @@
+"""chunkmill for Python: archival NetCDF/HDF5 data to analysis-ready Zarr, with xarray.
+
+- ``xr.open_dataset(path, engine="chunkmill")`` and ``xr.open_mfdataset(..., engine="chunkmill",
+  parallel=True)`` read NetCDF-4, HDF5 and NetCDF-3 files (and kerchunk/Icechunk references)
+  lazily through chunkmill's Rust reader: no libhdf5, no global lock, the GIL released.
+- :func:`virtualize` writes kerchunk JSON/Parquet or Icechunk references to many files;
+  :func:`open_virtual_mfdataset` combines them in memory and opens one lazy Dataset.
+- :class:`chunkmill.virtualizarr.Parser` gives VirtualiZarr 2.x our scanner.
+- Errors are :class:`ChunkmillError` subclasses carrying the ``chunkmill`` command's messages.
+
+Jobs (``rechunk``, ``convert``) and a compute namespace come as submodules of this package.
+"""
+
+from __future__ import annotations
+
+from chunkmill._native import ChunkmillError, JobError, RefusedError, UsageError
+from chunkmill._native import __version__
+from chunkmill.virtual import open_virtual_mfdataset, virtualize
+
+__all__ = [
+    "ChunkmillError",
+    "JobError",
+    "RefusedError",
+    "UsageError",
+    "__version__",
+    "open_virtual_mfdataset",
+    "virtualize",
+]
+
+# The exit code of the `chunkmill` command that each exception stands for.
+ChunkmillError.exit_code = 1
+JobError.exit_code = 1
+UsageError.exit_code = 2
+RefusedError.exit_code = 3
