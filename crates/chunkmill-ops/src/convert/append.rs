@@ -155,32 +155,15 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     };
     // Checked once, before the cache grows; a resumed append trusts its record.
     if record.is_none() {
-        let coord_source = source_array(&new_coord.source_key)
-            .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
-        let new_values = output_values(&prepared.source, coord_source, new_coord)?;
-        let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
-        let last = old_values.last().copied().unwrap_or(f64::NEG_INFINITY);
-        let units = text_of(old_coord.attributes.get("units"));
-        if new_values.iter().all(|v| old_values.contains(v)) {
+        if let Some(message) = check_new_values(
+            options, &dim, &prepared, &cache, new_coord, old_coord, &target,
+        )? {
             return Ok(ConvertJob {
                 job: empty_job(&prepared.work_dir, options),
                 misaligned: Vec::new(),
-                nothing_new: Some(format!(
-                    "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
-                    target.url(),
-                    new_values.len()
-                )),
+                nothing_new: Some(message),
                 notes: prepared.notes.clone(),
             });
-        }
-        if new_values.first().is_some_and(|&first| first <= last) {
-            return Err(refused(format!(
-                "--append {dim}: the new data starts at {dim} = {} {units}, not after the cache's last {dim} = {last}: overlapping or out-of-order data is not appended",
-                new_values[0]
-            )));
-        }
-        if !options.allow_gap {
-            refuse_gap(&dim, &units, &old_values, &new_values)?;
         }
     }
     let appended = new_coord.info.shape[0];
@@ -510,4 +493,43 @@ fn check_fits(
         )));
     }
     Ok(axis)
+}
+
+/// Refuses new `dim` values that overlap or precede the cache's, or leave a gap (unless
+/// `--allow-gap`); the message saying so when every new value is already in the cache.
+fn check_new_values(
+    options: &ConvertOptions,
+    dim: &str,
+    prepared: &super::Prepared,
+    cache: &Source,
+    new_coord: &OutputArray,
+    old_coord: &SourceArray,
+    target: &Store,
+) -> Result<Option<String>, OpsError> {
+    let coord_source = prepared
+        .arrays
+        .iter()
+        .find(|a| a.key == new_coord.source_key)
+        .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
+    let new_values = output_values(&prepared.source, coord_source, new_coord)?;
+    let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
+    let last = old_values.last().copied().unwrap_or(f64::NEG_INFINITY);
+    let units = text_of(old_coord.attributes.get("units"));
+    if new_values.iter().all(|v| old_values.contains(v)) {
+        return Ok(Some(format!(
+            "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
+            target.url(),
+            new_values.len()
+        )));
+    }
+    if new_values.first().is_some_and(|&first| first <= last) {
+        return Err(refused(format!(
+            "--append {dim}: the new data starts at {dim} = {} {units}, not after the cache's last {dim} = {last}: overlapping or out-of-order data is not appended",
+            new_values[0]
+        )));
+    }
+    if !options.allow_gap {
+        refuse_gap(&dim, &units, &old_values, &new_values)?;
+    }
+    Ok(None)
 }
