@@ -13,6 +13,7 @@
 //! length is recorded in the work dir first (`append.json`), so `--resume` plans the same
 //! tasks after the arrays have grown.
 
+use chunkmill_exec::budget::Budget;
 use chunkmill_grid::{AxisChunks, Grid};
 use chunkmill_plan::{AxisWindow, Endpoint, Plan};
 use chunkmill_store::zarr::ArrayInfo;
@@ -123,32 +124,8 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         .map_or_else(|| dim.clone(), |(_, new)| new.clone());
 
     // The coordinate along DIM: units, calendar and values decide what is new.
-    let new_coord = prepared
-        .outputs
-        .iter()
-        .find(|o| o.info.path == renamed_dim && o.info.shape.len() == 1)
-        .ok_or_else(|| {
-            refused(format!(
-                "--append {dim}: the inputs have no coordinate variable '{dim}' to order the new data by"
-            ))
-        })?;
-    let old_coord = cached(&renamed_dim).ok_or_else(|| {
-        refused(format!(
-            "{}: --append {dim}: the cache has no coordinate '{renamed_dim}'",
-            target.url()
-        ))
-    })?;
-    for attribute in ["units", "calendar"] {
-        let (new, old) = (
-            text_of(new_coord.info.attributes.get(attribute)),
-            text_of(old_coord.attributes.get(attribute)),
-        );
-        if new != old {
-            return Err(refused(format!(
-                "--append {dim}: the new data's {dim} {attribute} '{new}' differ from the cache's '{old}'"
-            )));
-        }
-    }
+    let (new_coord, old_coord) =
+        coordinates(&dim, &renamed_dim, &prepared, &cache_arrays, &target)?;
     let old_len = match &record {
         Some(r) => r.old_len,
         None => old_coord.info.shape[0],
@@ -244,13 +221,46 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         summaries.push(planned.summary);
         resize.push((path.clone(), full_shape));
     }
-    let plan =
-        Plan::new("append", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     let record = AppendRecord {
         dim,
         old_len,
         new_len,
     };
+    let grown = Grown {
+        stages,
+        cleanup,
+        summaries,
+        resize,
+    };
+    append_job(options, prepared, record, grown, budget_parts, &temp)
+}
+
+/// What planning the arrays that grow gave.
+struct Grown {
+    stages: Vec<chunkmill_plan::Stage>,
+    cleanup: Vec<(String, String)>,
+    summaries: Vec<crate::job::ArrayPlan>,
+    resize: Vec<(String, Vec<u64>)>,
+}
+
+/// The job of an append: its stages, the arrays to resize, and its record written first.
+fn append_job(
+    options: &ConvertOptions,
+    prepared: super::Prepared,
+    record: AppendRecord,
+    grown: Grown,
+    budget_parts: Budget,
+    temp: &Store,
+) -> Result<ConvertJob, OpsError> {
+    let run = &options.job;
+    let Grown {
+        stages,
+        cleanup,
+        summaries,
+        resize,
+    } = grown;
+    let plan =
+        Plan::new("append", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     // The record before the arrays grow: a resumed append reads the old length from it.
     let mut work_files = vec![WorkFile::Json(
         RECORD_KEY.to_string(),
@@ -532,4 +542,45 @@ fn check_new_values(
         refuse_gap(&dim, &units, &old_values, &new_values)?;
     }
     Ok(None)
+}
+
+/// The coordinate along `dim` in the new data and in the cache, refused when either is missing
+/// or their units or calendars differ.
+fn coordinates<'a>(
+    dim: &str,
+    renamed_dim: &str,
+    prepared: &'a super::Prepared,
+    cache_arrays: &'a [SourceArray],
+    target: &Store,
+) -> Result<(&'a OutputArray, &'a SourceArray), OpsError> {
+    let new_coord = prepared
+        .outputs
+        .iter()
+        .find(|o| o.info.path == renamed_dim && o.info.shape.len() == 1)
+        .ok_or_else(|| {
+            refused(format!(
+                "--append {dim}: the inputs have no coordinate variable '{dim}' to order the new data by"
+            ))
+        })?;
+    let old_coord = cache_arrays
+        .iter()
+        .find(|a| a.key == renamed_dim)
+        .ok_or_else(|| {
+            refused(format!(
+                "{}: --append {dim}: the cache has no coordinate '{renamed_dim}'",
+                target.url()
+            ))
+        })?;
+    for attribute in ["units", "calendar"] {
+        let (new, old) = (
+            text_of(new_coord.info.attributes.get(attribute)),
+            text_of(old_coord.attributes.get(attribute)),
+        );
+        if new != old {
+            return Err(refused(format!(
+                "--append {dim}: the new data's {dim} {attribute} '{new}' differ from the cache's '{old}'"
+            )));
+        }
+    }
+    Ok((new_coord, old_coord))
 }
