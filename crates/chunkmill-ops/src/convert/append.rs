@@ -539,7 +539,7 @@ fn check_new_values(
         )));
     }
     if !options.allow_gap {
-        refuse_gap(&dim, &units, &old_values, &new_values)?;
+        refuse_gap(dim, &units, &old_values, &new_values)?;
     }
     Ok(None)
 }

@@ -816,7 +816,7 @@ impl Outputs<'_> {
             map: values,
             out_dtype,
             decoded: decode,
-        } = array_values(options, &source, array, cast, &mut attributes)?;
+        } = array_values(options, source, array, cast, &mut attributes)?;
         let out_type = Numeric::parse(&out_dtype).map_err(OpsError::Usage)?;
 
         let windowed = axes
@@ -824,7 +824,7 @@ impl Outputs<'_> {
             .zip(&info.shape)
             .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
             || values.is_some();
-        let plain = source.endpoint(array, &references_url)?;
+        let plain = source.endpoint(array, references_url)?;
         let input = if windowed {
             let grid = Grid::new(
                 axes.iter()
@@ -916,7 +916,7 @@ impl Outputs<'_> {
         };
         let tiled = tiling
             .as_ref()
-            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, &renames))
+            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, renames))
             .transpose()?
             .flatten();
         if let Some((tiled, amplification)) = tiled {
