@@ -816,7 +816,7 @@ impl Outputs<'_> {
             parts,
             out_dtype,
             decoded: decode,
-        } = array_values(options, &source, array, cast, &mut attributes)?;
+        } = array_values(options, source, array, cast, &mut attributes)?;
         // Bytes per output element (a measured record for variable-length text).
         let out_size = out_dtype.size().unwrap_or(info.item_size);
 
@@ -825,7 +825,7 @@ impl Outputs<'_> {
             .zip(&info.shape)
             .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
             || values.is_some();
-        let plain = source.endpoint(array, &references_url)?;
+        let plain = source.endpoint(array, references_url)?;
         let input = if let Some(parts) = &parts {
             cf::windows_per_input(&plain, &axes, &info.chunks, parts)
                 .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?
@@ -920,7 +920,7 @@ impl Outputs<'_> {
         };
         let tiled = tiling
             .as_ref()
-            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, &renames))
+            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, renames))
             .transpose()?
             .flatten();
         if let Some((tiled, amplification)) = tiled {
