@@ -101,8 +101,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         std::slice::from_ref(&run.target),
         &chunkmill_manifest::CombineOptions::default(),
         &[],
-        // The cache's root is what was converted, whatever group it came from.
-        None,
+        None, // the cache's root is what was converted, whatever group it came from
     )?;
     let cache_arrays = cache.arrays();
     let prepared = prepare(options)?;

@@ -276,6 +276,40 @@ fn array_values(
     })
 }
 
+/// What an output array reads: `plain` itself, or seen through the window `axes` (cut at the
+/// source's chunk boundaries) with its values converted, by one map or per input part.
+fn read_through(
+    plain: Endpoint,
+    axes: &[AxisWindow],
+    info: &ArrayInfo,
+    values: Option<&ValueMap>,
+    parts: Option<&[PartDecoding]>,
+) -> Result<Endpoint, String> {
+    if let Some(parts) = parts {
+        return cf::windows_per_input(&plain, axes, &info.chunks, parts);
+    }
+    let windowed = axes
+        .iter()
+        .zip(&info.shape)
+        .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
+        || values.is_some();
+    if !windowed {
+        return Ok(plain);
+    }
+    let grid = Grid::new(
+        axes.iter()
+            .zip(&info.chunks)
+            .map(|(w, &size)| window_axis(size, w))
+            .collect::<Result<Vec<_>, _>>()?,
+    );
+    Ok(Endpoint::Window {
+        source: Box::new(plain),
+        axes: axes.to_vec(),
+        values: values.cloned(),
+        grid,
+    })
+}
+
 /// The two numbers of a range attribute (`valid_range`, `actual_range`), the first found.
 fn range_attribute(attributes: &Map<String, Value>, names: &[&str]) -> Option<(f64, f64)> {
     names
@@ -820,32 +854,10 @@ impl Outputs<'_> {
         // Bytes per output element (a measured record for variable-length text).
         let out_size = out_dtype.size().unwrap_or(info.item_size);
 
-        let windowed = axes
-            .iter()
-            .zip(&info.shape)
-            .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
-            || values.is_some();
         let plain = source.endpoint(array, references_url)?;
-        let input = if let Some(parts) = &parts {
-            cf::windows_per_input(&plain, &axes, &info.chunks, parts)
-                .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?
-        } else if windowed {
-            let grid = Grid::new(
-                axes.iter()
-                    .zip(&info.chunks)
-                    .map(|(w, &size)| window_axis(size, w))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?,
-            );
-            Endpoint::Window {
-                source: Box::new(plain),
-                axes: axes.clone(),
-                values: values.clone(),
-                grid,
-            }
-        } else {
-            plain
-        };
+        let input = read_through(plain, &axes, info, values.as_ref(), parts.as_deref())
+            .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+        let windowed = matches!(input, Endpoint::Window { .. } | Endpoint::Concat { .. });
 
         // Read amplification, and the nearest aligned selection.
         let kept: u64 = axes.iter().map(|w| w.len).product();
