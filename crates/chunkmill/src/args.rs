@@ -1,6 +1,15 @@
-//! What the user typed: clap definitions only, no I/O.
+//! What the user typed: clap definitions (the first layer of the arguments; [`crate::resolve`]
+//! is the second).
 
 use clap::{Args, Parser, Subcommand};
+
+/// The command line of this process, a `--recipe` read in (see [`crate::recipe`]).
+///
+/// # Errors
+/// A usage failure naming the recipe that cannot be read or used.
+pub fn parse() -> Result<Cli, crate::Failure> {
+    crate::recipe::parse(std::env::args_os().collect())
+}
 
 /// Archival scientific data to analysis-ready Zarr, in parallel, with memory known before the
 /// work starts.
