@@ -136,7 +136,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A reference file that cannot be read or parsed.
+    /// A reference file that cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    ReferenceRead {
+        /// Path of the reference file.
+        path: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A reference file that cannot be parsed.
     #[error("{path}: {reason}")]
     Reference {
         /// Path of the reference file.
