@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use chunkmill_exec::{run_plan, RunOptions, TaskRunner, TaskStats};
+use chunkmill_exec::{run_plan, Cancel, RunOptions, TaskError, TaskRunner, TaskStats};
 use chunkmill_grid::Grid;
 use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
 use chunkmill_store::markers::Markers;
@@ -17,7 +17,7 @@ use chunkmill_store::Store;
 struct Nothing;
 
 impl TaskRunner for Nothing {
-    fn run(&self, _stage: &Stage, _task: u64) -> Result<TaskStats, String> {
+    fn run(&self, _stage: &Stage, _task: u64, _cancel: &Cancel) -> Result<TaskStats, TaskError> {
         Ok(TaskStats::default())
     }
 }

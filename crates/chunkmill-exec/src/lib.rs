@@ -6,7 +6,7 @@
 //! runs task `i` of a stage; the executor decides when, how often and whether it is done.
 //!
 //! ```
-//! use chunkmill_exec::{run_plan, RunOptions, TaskRunner, TaskStats};
+//! use chunkmill_exec::{run_plan, Cancel, RunOptions, TaskError, TaskRunner, TaskStats};
 //! use chunkmill_grid::Grid;
 //! use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
 //! use chunkmill_store::{markers::Markers, Store};
@@ -14,7 +14,7 @@
 //!
 //! struct Count(AtomicU64);
 //! impl TaskRunner for Count {
-//!     fn run(&self, _stage: &Stage, _task: u64) -> Result<TaskStats, String> {
+//!     fn run(&self, _stage: &Stage, _task: u64, _cancel: &Cancel) -> Result<TaskStats, TaskError> {
 //!         self.0.fetch_add(1, Ordering::SeqCst);
 //!         Ok(TaskStats::default())
 //!     }
@@ -36,6 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod budget;
 pub mod memory;
 pub mod processes;
 pub mod slurm;
@@ -60,39 +61,80 @@ pub struct TaskStats {
     pub bytes_written: u64,
 }
 
+/// Set once another copy of a task finished first: a task that sees it stops part-way.
+#[derive(Debug, Default)]
+pub struct Cancel(AtomicBool);
+
+impl Cancel {
+    /// Not cancelled.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the task to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the task was asked to stop.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a task did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// It stopped because another copy of the task (a backup) finished first: not a failure.
+    #[error("superseded by a backup copy that finished first")]
+    Superseded,
+    /// It failed; the executor retries it and then reports the error with its sources.
+    #[error("{0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl TaskError {
+    /// A failure from any error (its sources kept).
+    pub fn failed(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        TaskError::Failed(error.into())
+    }
+}
+
+/// `error` and each of its sources, joined with `: ` (what the user reads).
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let more = e.to_string();
+        // A wrapper that repeats its source's message adds nothing.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = e.source();
+    }
+    text
+}
+
 /// Runs one task of a stage. Must be idempotent: a task may run again after a crash, a retry or
 /// a backup, and must then write the same bytes.
 pub trait TaskRunner: Send + Sync {
-    /// Run task `task` of `stage`.
-    ///
-    /// # Errors
-    /// A message saying what failed; the executor retries and then reports it.
-    fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String>;
-
     /// Run task `task` of `stage`, giving up early once `cancel` is set (another copy of the
-    /// task finished first). A runner that cannot stop part-way keeps the default, which runs
-    /// the task to its end.
+    /// task finished first). A runner that cannot stop part-way runs the task to its end.
     ///
     /// # Errors
-    /// As [`TaskRunner::run`]; [`SUPERSEDED`] when it stopped because of `cancel`.
-    fn run_cancellable(
-        &self,
-        stage: &Stage,
-        task: u64,
-        cancel: &AtomicBool,
-    ) -> Result<TaskStats, String> {
-        let _ = cancel;
-        self.run(stage, task)
-    }
+    /// [`TaskError::Superseded`] when it stopped because of `cancel`; [`TaskError::Failed`]
+    /// saying what failed, which the executor retries and then reports.
+    fn run(&self, stage: &Stage, task: u64, cancel: &Cancel) -> Result<TaskStats, TaskError>;
 
     /// Give back whatever the calling thread keeps between its tasks (reused buffers). The
     /// executor calls it when a thread has no task of the stage left (before it gives its
     /// reservation back) and after each backup, so memory kept for reuse is always reserved.
     fn release_idle(&self) {}
 }
-
-/// The error of a task copy that stopped because another copy of the same task finished first.
-pub const SUPERSEDED: &str = "superseded by a backup copy that finished first";
 
 /// Fewest tasks in a stage for stragglers to get backups.
 const BACKUP_MIN_TASKS: usize = 4;
@@ -301,7 +343,7 @@ pub const FAULT_RATE_VAR: &str = "CHUNKMILL_TEST_FAULT_RATE";
 /// TASK of any stage, so tests can make one worker process straggle (or kill it mid-task). For tests only; nothing else sets it.
 pub const SLOW_TASK_VAR: &str = "CHUNKMILL_TEST_SLOW_TASK";
 
-fn injected_delay(task: u64, cancel: &AtomicBool) {
+fn injected_delay(task: u64, cancel: &Cancel) {
     let Ok(spec) = std::env::var(SLOW_TASK_VAR) else {
         return;
     };
@@ -321,13 +363,13 @@ fn injected_delay(task: u64, cancel: &AtomicBool) {
         drop(file);
         // A straggler that yields to its backup, as a copy task does between chunks.
         let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
+        while Instant::now() < until && !cancel.is_cancelled() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
-fn injected_fault(stage: &Stage, task: u64, attempt: u32, cancel: &AtomicBool) -> Option<String> {
+fn injected_fault(stage: &Stage, task: u64, attempt: u32, cancel: &Cancel) -> Option<TaskError> {
     injected_delay(task, cancel);
     static RATE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let rate = *RATE.get_or_init(|| {
@@ -349,7 +391,7 @@ fn injected_fault(stage: &Stage, task: u64, attempt: u32, cancel: &AtomicBool) -
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     let draw = (h >> 11) as f64 / (1u64 << 53) as f64;
-    (draw < rate).then(|| format!("injected fault ({FAULT_RATE_VAR})"))
+    (draw < rate).then(|| TaskError::failed(format!("injected fault ({FAULT_RATE_VAR})")))
 }
 
 /// The copies of one task that are running (the first, and a backup once it straggles).
@@ -357,7 +399,7 @@ struct Inflight {
     started: Instant,
     backed_up: bool,
     running: u32,
-    cancels: Vec<std::sync::Arc<AtomicBool>>,
+    cancels: Vec<std::sync::Arc<Cancel>>,
 }
 
 /// What the threads of one stage share.
@@ -386,7 +428,7 @@ impl StageState {
     fn straggler<R>(
         &self,
         reserve: impl FnOnce() -> Option<R>,
-    ) -> Result<Option<(u64, std::sync::Arc<AtomicBool>, R)>, ()> {
+    ) -> Result<Option<(u64, std::sync::Arc<Cancel>, R)>, ()> {
         let mut inflight = self.inflight.lock();
         if inflight.values().all(|f| f.backed_up) || self.stop.load(Ordering::Relaxed) {
             return Err(());
@@ -413,7 +455,7 @@ impl StageState {
         };
         f.backed_up = true;
         f.running += 1;
-        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        let cancel = std::sync::Arc::new(Cancel::new());
         f.cancels.push(cancel.clone());
         Ok(Some((task, cancel, reservation)))
     }
@@ -443,81 +485,222 @@ fn run_stage(
         decoded_bytes: stage.bytes_written,
     });
     summary.tasks_skipped += tasks.end - tasks.start - pending.len() as u64;
-    let decoded_per_task = stage.bytes_written / stage.tasks().max(1);
     let threads = options.workers.min(pending.len()).max(1);
-    let state = StageState {
-        pending,
-        next: AtomicUsize::new(0),
-        inflight: Mutex::new(std::collections::HashMap::new()),
-        finished: Mutex::new(std::collections::HashSet::new()),
-        durations: Mutex::new(Vec::new()),
-        retries: AtomicU64::new(0),
-        backups: AtomicU64::new(0),
-        read: AtomicU64::new(0),
-        written: AtomicU64::new(0),
-        failures: Mutex::new(Vec::new()),
-        marker_error: Mutex::new(None),
-        stop: AtomicBool::new(false),
+    let run = StageRun {
+        index,
+        stage,
+        pool,
+        runner,
+        markers,
+        options,
+        on_event,
+        decoded_per_task: stage.bytes_written / stage.tasks().max(1),
+        state: StageState {
+            pending,
+            next: AtomicUsize::new(0),
+            inflight: Mutex::new(std::collections::HashMap::new()),
+            finished: Mutex::new(std::collections::HashSet::new()),
+            durations: Mutex::new(Vec::new()),
+            retries: AtomicU64::new(0),
+            backups: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+            marker_error: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        },
     };
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| run.work());
+        }
+    });
+    memory::return_free_heap();
+    run.state.finish(stage, options, summary)?;
+    tracing::info!(stage = %stage.name, label = %stage.label, tasks = summary.tasks_run, seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
+    on_event(&Event::StageFinished { index });
+    Ok(())
+}
 
-    // One copy of a task, with its retries; the first copy of a task to finish writes the
-    // marker and cancels the other.
-    let run_copy = |task: u64, backup: bool, cancel: &AtomicBool| {
+impl StageState {
+    /// Adds what the stage did to `summary`; the first failed task, if any, as the error.
+    fn finish(
+        self,
+        stage: &Stage,
+        options: &RunOptions,
+        summary: &mut RunSummary,
+    ) -> Result<(), ExecError> {
+        if let Some(e) = self.marker_error.into_inner() {
+            return Err(ExecError::Markers(e));
+        }
+        summary.tasks_run += self.pending.len() as u64;
+        summary.retries += self.retries.into_inner();
+        summary.backups += self.backups.into_inner();
+        summary.bytes_read += self.read.into_inner();
+        summary.bytes_written += self.written.into_inner();
+        let mut failures = self.failures.into_inner();
+        failures.sort_by_key(|f| f.0);
+        let failed = failures.len() as u64;
+        match failures.into_iter().next() {
+            Some((task, message)) => Err(ExecError::TaskFailed {
+                stage: stage.label.clone(),
+                task,
+                failed,
+                attempts: options.retries + 1,
+                message,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One stage running on this process's threads: what every thread of it shares.
+struct StageRun<'a> {
+    index: usize,
+    stage: &'a Stage,
+    pool: &'a MemoryPool,
+    runner: &'a dyn TaskRunner,
+    markers: &'a Markers,
+    options: &'a RunOptions,
+    on_event: &'a (dyn Fn(&Event) + Sync),
+    decoded_per_task: u64,
+    state: StageState,
+}
+
+impl StageRun<'_> {
+    /// One thread's share: first every pending task once, then backups of stragglers while any
+    /// may straggle. A thread keeps its reservation from one task to its next (they are the
+    /// same size): what it keeps for reuse between them (a spare block) is then always
+    /// reserved, and no other thread can take that memory while the spare still holds it.
+    fn work(&self) {
+        let (stage, state) = (self.stage, &self.state);
+        let mut kept = None;
+        while !state.stop.load(Ordering::Relaxed) {
+            let Some(&task) = state
+                .pending
+                .get(state.next.fetch_add(1, Ordering::Relaxed))
+            else {
+                break;
+            };
+            // A thread's first task waits for memory here; it holds no spare block yet.
+            let reservation = kept
+                .take()
+                .unwrap_or_else(|| self.pool.reserve(stage.projected_mem));
+            let cancel = std::sync::Arc::new(Cancel::new());
+            state.inflight.lock().insert(
+                task,
+                Inflight {
+                    started: Instant::now(),
+                    backed_up: false,
+                    running: 1,
+                    cancels: vec![cancel.clone()],
+                },
+            );
+            self.run_copy(task, false, &cancel);
+            kept = Some(reservation);
+        }
+        self.runner.release_idle();
+        drop(kept);
+        loop {
+            // A backup only runs on memory that is free now; it never blocks on it. Until a
+            // running task gives some back, the straggler stays unclaimed and is looked at
+            // again.
+            match state.straggler(|| self.pool.try_reserve(stage.projected_mem)) {
+                Err(()) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(Some((task, cancel, reservation))) => {
+                    tracing::info!(stage = %stage.name, task, "backup of a straggling task");
+                    self.run_copy(task, true, &cancel);
+                    drop(reservation);
+                    self.runner.release_idle();
+                }
+            }
+        }
+    }
+
+    /// One copy of a task, with its retries; the first copy of a task to finish writes the
+    /// marker and cancels the other.
+    fn run_copy(&self, task: u64, backup: bool, cancel: &Cancel) {
         let task_start = Instant::now();
+        let (outcome, attempts) = self.attempt(task, cancel);
+        if !self.settle(task, &outcome) {
+            return;
+        }
+        let Ok(stats) = outcome else { return };
+        self.record(
+            task,
+            backup,
+            attempts,
+            stats,
+            task_start.elapsed().as_secs_f64(),
+        );
+    }
+
+    /// Runs `task` until it succeeds, is superseded or has no retry left; returns how it
+    /// ended and after how many attempts.
+    fn attempt(&self, task: u64, cancel: &Cancel) -> (Result<TaskStats, TaskError>, u32) {
+        let (stage, options) = (self.stage, self.options);
         let mut attempt = 0;
-        let outcome = loop {
-            match injected_fault(stage, task, attempt, cancel)
-                .map_or_else(|| runner.run_cancellable(stage, task, cancel), Err)
-            {
-                Ok(stats) => break Ok(stats),
-                Err(error) if error == SUPERSEDED || cancel.load(Ordering::Relaxed) => {
-                    break Err(SUPERSEDED.to_string())
+        loop {
+            let outcome = match injected_fault(stage, task, attempt, cancel) {
+                Some(error) => Err(error),
+                None => self.runner.run(stage, task, cancel),
+            };
+            match outcome {
+                Ok(stats) => return (Ok(stats), attempt + 1),
+                Err(TaskError::Superseded) => return (Err(TaskError::Superseded), attempt + 1),
+                Err(_) if cancel.is_cancelled() => {
+                    return (Err(TaskError::Superseded), attempt + 1)
                 }
                 Err(error) if attempt < options.retries => {
                     attempt += 1;
-                    state.retries.fetch_add(1, Ordering::Relaxed);
+                    self.state.retries.fetch_add(1, Ordering::Relaxed);
+                    let error = error_chain(&error);
                     tracing::warn!(stage = %stage.name, task, attempt, %error, "task failed, retrying");
-                    on_event(&Event::TaskRetrying {
-                        stage: index,
+                    (self.on_event)(&Event::TaskRetrying {
+                        stage: self.index,
                         task,
                         attempt,
                         error,
                     });
                     std::thread::sleep(options.backoff * 2u32.pow(attempt - 1));
                 }
-                Err(error) => break Err(error),
+                Err(error) => return (Err(error), attempt + 1),
             }
-        };
-        let won = {
-            let mut inflight = state.inflight.lock();
-            let others_running = inflight.get_mut(&task).map_or(0, |f| {
-                f.running -= 1;
-                f.running
-            });
-            let won = outcome.is_ok() && state.finished.lock().insert(task);
-            if won {
-                if let Some(f) = inflight.get(&task) {
-                    f.cancels
-                        .iter()
-                        .for_each(|c| c.store(true, Ordering::Relaxed));
-                }
-            }
-            if let Err(message) = &outcome {
-                let lost = message == SUPERSEDED || state.finished.lock().contains(&task);
-                if !lost && others_running == 0 {
-                    state.failures.lock().push((task, message.clone()));
-                }
-            }
-            if others_running == 0 {
-                inflight.remove(&task);
-            }
-            won
-        };
-        let Ok(stats) = outcome else { return };
-        if !won {
-            return;
         }
-        let seconds = task_start.elapsed().as_secs_f64();
+    }
+
+    /// Books the end of one copy of `task`: whether it is the first to succeed (it then cancels
+    /// the other copy); a failure counts only if no other copy is still running or succeeded.
+    fn settle(&self, task: u64, outcome: &Result<TaskStats, TaskError>) -> bool {
+        let state = &self.state;
+        let mut inflight = state.inflight.lock();
+        let others_running = inflight.get_mut(&task).map_or(0, |f| {
+            f.running -= 1;
+            f.running
+        });
+        let won = outcome.is_ok() && state.finished.lock().insert(task);
+        if won {
+            if let Some(f) = inflight.get(&task) {
+                f.cancels.iter().for_each(|c| c.cancel());
+            }
+        }
+        if let Err(error) = outcome {
+            let lost =
+                matches!(error, TaskError::Superseded) || state.finished.lock().contains(&task);
+            if !lost && others_running == 0 {
+                state.failures.lock().push((task, error_chain(error)));
+            }
+        }
+        if others_running == 0 {
+            inflight.remove(&task);
+        }
+        won
+    }
+
+    /// The marker of a finished task, then its event.
+    fn record(&self, task: u64, backup: bool, attempts: u32, stats: TaskStats, seconds: f64) {
+        let (stage, state) = (self.stage, &self.state);
         state.durations.lock().push(seconds);
         if backup {
             state.backups.fetch_add(1, Ordering::Relaxed);
@@ -530,14 +713,14 @@ fn run_stage(
         let record = serde_json::json!({
             "started_ms": started_ms,
             "seconds": seconds,
-            "attempts": attempt + 1,
+            "attempts": attempts,
             "backup": backup,
             "bytes_read": stats.bytes_read,
             "bytes_written": stats.bytes_written,
             "peak_rss": memory::peak_rss(),
             "projected_mem": stage.projected_mem,
         });
-        if let Err(e) = markers.mark(&stage.name, task, &record) {
+        if let Err(e) = self.markers.mark(&stage.name, task, &record) {
             *state.marker_error.lock() = Some(e);
             state.stop.store(true, Ordering::Relaxed);
             return;
@@ -546,92 +729,14 @@ fn run_stage(
         state
             .written
             .fetch_add(stats.bytes_written, Ordering::Relaxed);
-        on_event(&Event::TaskFinished {
-            stage: index,
+        (self.on_event)(&Event::TaskFinished {
+            stage: self.index,
             task,
             stats,
             seconds,
-            decoded_bytes: decoded_per_task,
-        });
-    };
-
-    let run_tasks = || {
-        // First every pending task once, then backups of stragglers while any may straggle.
-        // A thread keeps its reservation from one task to its next (they are the same size):
-        // what it keeps for reuse between them (a spare block) is then always reserved, and
-        // no other thread can take that memory while the spare still holds it.
-        let mut kept = None;
-        while !state.stop.load(Ordering::Relaxed) {
-            let Some(&task) = state
-                .pending
-                .get(state.next.fetch_add(1, Ordering::Relaxed))
-            else {
-                break;
-            };
-            // A thread's first task waits for memory here; it holds no spare block yet.
-            let reservation = kept
-                .take()
-                .unwrap_or_else(|| pool.reserve(stage.projected_mem));
-            let cancel = std::sync::Arc::new(AtomicBool::new(false));
-            state.inflight.lock().insert(
-                task,
-                Inflight {
-                    started: Instant::now(),
-                    backed_up: false,
-                    running: 1,
-                    cancels: vec![cancel.clone()],
-                },
-            );
-            run_copy(task, false, &cancel);
-            kept = Some(reservation);
-        }
-        runner.release_idle();
-        drop(kept);
-        loop {
-            // A backup only runs on memory that is free now; it never blocks on it. Until a
-            // running task gives some back, the straggler stays unclaimed and is looked at
-            // again.
-            match state.straggler(|| pool.try_reserve(stage.projected_mem)) {
-                Err(()) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Ok(Some((task, cancel, reservation))) => {
-                    tracing::info!(stage = %stage.name, task, "backup of a straggling task");
-                    run_copy(task, true, &cancel);
-                    drop(reservation);
-                    runner.release_idle();
-                }
-            }
-        }
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(run_tasks);
-        }
-    });
-    memory::return_free_heap();
-    if let Some(e) = state.marker_error.into_inner() {
-        return Err(ExecError::Markers(e));
-    }
-    summary.tasks_run += state.pending.len() as u64;
-    summary.retries += state.retries.into_inner();
-    summary.backups += state.backups.into_inner();
-    summary.bytes_read += state.read.into_inner();
-    summary.bytes_written += state.written.into_inner();
-    let mut failures = state.failures.into_inner();
-    if !failures.is_empty() {
-        failures.sort_by_key(|f| f.0);
-        let (task, message) = failures[0].clone();
-        return Err(ExecError::TaskFailed {
-            stage: stage.label.clone(),
-            task,
-            failed: failures.len() as u64,
-            attempts: options.retries + 1,
-            message,
+            decoded_bytes: self.decoded_per_task,
         });
     }
-    tracing::info!(stage = %stage.name, label = %stage.label, tasks = state.pending.len(), seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
-    on_event(&Event::StageFinished { index });
-    Ok(())
 }
 
 #[cfg(test)]
@@ -678,16 +783,7 @@ mod tests {
     }
 
     impl TaskRunner for Straggler {
-        fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
-            self.run_cancellable(stage, task, &AtomicBool::new(false))
-        }
-
-        fn run_cancellable(
-            &self,
-            _stage: &Stage,
-            task: u64,
-            cancel: &AtomicBool,
-        ) -> Result<TaskStats, String> {
+        fn run(&self, _stage: &Stage, task: u64, cancel: &Cancel) -> Result<TaskStats, TaskError> {
             let copy = {
                 let mut copies = self.copies.lock();
                 let n = copies.entry(task).or_insert(0);
@@ -696,12 +792,12 @@ mod tests {
             };
             if task == self.slow && copy == 1 {
                 let until = Instant::now() + Duration::from_secs(30);
-                while !cancel.load(Ordering::Relaxed) && Instant::now() < until {
+                while !cancel.is_cancelled() && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                if cancel.load(Ordering::Relaxed) {
+                if cancel.is_cancelled() {
                     self.first_copy_cancelled.store(true, Ordering::Relaxed);
-                    return Err(SUPERSEDED.into());
+                    return Err(TaskError::Superseded);
                 }
             }
             let pause = if Some(task) == self.lagging { 300 } else { 2 };
@@ -761,22 +857,19 @@ mod tests {
         // started: the backup's success decides, and the run succeeds.
         struct FailsLate(Straggler);
         impl TaskRunner for FailsLate {
-            fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
-                self.0.run(stage, task)
-            }
-            fn run_cancellable(
+            fn run(
                 &self,
                 stage: &Stage,
                 task: u64,
-                cancel: &AtomicBool,
-            ) -> Result<TaskStats, String> {
+                cancel: &Cancel,
+            ) -> Result<TaskStats, TaskError> {
                 let first = task == self.0.slow && !self.0.copies.lock().contains_key(&task);
                 if first {
                     self.0.copies.lock().insert(task, 1);
                     std::thread::sleep(Duration::from_millis(300));
-                    return Err("disk on fire".into());
+                    return Err(TaskError::failed("disk on fire"));
                 }
-                self.0.run_cancellable(stage, task, cancel)
+                self.0.run(stage, task, cancel)
             }
         }
         let plan = plan(12)?;

@@ -14,7 +14,7 @@ use std::time::Instant;
 use chunkmill_exec::processes::{run_plan_processes, WorkerCommand};
 use chunkmill_exec::{run_plan, RunOptions};
 use chunkmill_grid::Grid;
-use chunkmill_ops::copy::StageRunner;
+use chunkmill_ops::tasks::StageRunner;
 use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
 use chunkmill_store::markers::Markers;
 use chunkmill_store::zarr::{create_array, ArraySpec, Compressor, Encoding};

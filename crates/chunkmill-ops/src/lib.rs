@@ -8,18 +8,14 @@
 //!
 //! Errors carry the exit code the command line gives them ([`OpsError::exit_code`]).
 
-pub mod append;
 pub mod convert;
-pub mod copy;
+pub mod job;
 pub mod rechunk;
-pub mod report;
 pub(crate) mod safety;
-pub mod scan;
-mod selection;
-pub mod sources;
 pub mod spec;
-mod tiles;
+pub mod tasks;
 pub mod values;
+pub mod virtualize;
 pub mod work;
 
 /// Why a job did not complete, sorted by what the user should do about it.

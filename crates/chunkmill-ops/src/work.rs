@@ -10,7 +10,7 @@ use chunkmill_store::markers::Markers;
 use chunkmill_store::Store;
 use serde::Serialize;
 
-use crate::copy::StageRunner;
+use crate::tasks::StageRunner;
 use crate::OpsError;
 
 /// The work dir store and key of a `plan.json` URL (`…/work/plan.json` or the work dir itself).
@@ -208,7 +208,7 @@ pub fn run_worker(
             ))
         })?;
     let tasks = tasks.resolve(plan.stages[index].tasks())?;
-    let (_, capacity) = crate::rechunk::task_capacity(plan.max_mem);
+    let (_, capacity) = chunkmill_exec::budget::task_capacity(plan.max_mem);
     if capacity < plan.stages[index].projected_mem {
         return Err(OpsError::Refused(format!(
             "plan {}: one task of stage '{}' needs {} bytes but this process has {capacity} left of --max-mem {}",

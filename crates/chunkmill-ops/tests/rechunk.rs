@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chunkmill_grid::{CoordIter, Grid};
+use chunkmill_ops::job::{JobOptions, TargetLayout};
 use chunkmill_ops::rechunk::{plan_rechunk, run_rechunk, RechunkOptions};
 use chunkmill_ops::spec::ChunkSpec;
 use chunkmill_ops::OpsError;
@@ -97,23 +98,27 @@ fn source_grid_chunks(c: &[u64]) -> &[u64] {
 fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOptions {
     RechunkOptions {
         source: source.into(),
-        target: target.into(),
-        chunks: chunks.parse::<ChunkSpec>().unwrap(),
-        max_mem,
-        temp: None,
         arrays: vec![],
-        codec: None,
-        shards: None,
-        zarr_format: 3,
-        workers: 2,
-        retries: 0,
-        resume: false,
-        overwrite: false,
-        work_dir: None,
-        keep_work: false,
-        executor: chunkmill_ops::rechunk::Executor::Threads,
-        report: None,
-        prepare_only: false,
+        layout: TargetLayout {
+            chunks: chunks.parse::<ChunkSpec>().unwrap(),
+            codec: None,
+            shards: None,
+            zarr_format: 3,
+        },
+        job: JobOptions {
+            target: target.into(),
+            max_mem,
+            temp: None,
+            workers: 2,
+            retries: 0,
+            resume: false,
+            overwrite: false,
+            work_dir: None,
+            keep_work: false,
+            executor: chunkmill_ops::job::Executor::Threads,
+            report: None,
+            prepare_only: false,
+        },
     }
 }
 
@@ -159,7 +164,7 @@ fn a_tight_budget_goes_through_intermediates_and_still_equals_the_arithmetic() {
     let (src, dst) = ("memory://tight-src", "memory://tight-dst");
     make_source(src, &[400, 400], &[1, 400], false);
     let mut opts = options(src, dst, "400,1", budget(1) + 400_000);
-    opts.workers = 1;
+    opts.job.workers = 1;
     let job = plan_rechunk(&opts).unwrap();
     assert_ne!(
         job.arrays[0].strategy,
@@ -192,7 +197,7 @@ fn empty_and_zero_d_arrays() {
             spec.parse().unwrap()
         };
         let mut opts = options(&src, &dst, "1", budget(4));
-        opts.chunks = spec;
+        opts.layout.chunks = spec;
         run_rechunk(&opts, &|_| {}).unwrap();
         let array = ZarrArray::open(&Store::open(&dst).unwrap(), "").unwrap();
         assert_eq!(array.info().shape, shape);
@@ -223,7 +228,7 @@ fn refusals_write_nothing() {
     assert_eq!(err.exit_code(), 3);
     assert!(err.to_string().contains("--overwrite"));
     let mut again = options(src, dst, "20,20", budget(4));
-    again.overwrite = true;
+    again.job.overwrite = true;
     run_rechunk(&again, &|_| {}).unwrap();
     check_target(dst, &[100, 100], &[100, 100], &[20, 20], false);
 }
@@ -241,7 +246,7 @@ fn s3_source_target_and_intermediates() {
     }
     make_source(&src, &[300, 300], &[1, 300], true);
     let mut opts = options(&src, &dst, "300,1", budget(1) + 200_000);
-    opts.workers = 1;
+    opts.job.workers = 1;
     let job = plan_rechunk(&opts).unwrap();
     assert_ne!(
         job.arrays[0].strategy,
@@ -256,8 +261,8 @@ fn s3_source_target_and_intermediates() {
         .unwrap());
     // With --keep-work it stays, holding the plan; the intermediates are gone all the same.
     let mut kept = opts.clone();
-    kept.overwrite = true;
-    kept.keep_work = true;
+    kept.job.overwrite = true;
+    kept.job.keep_work = true;
     run_rechunk(&kept, &|_| {}).unwrap();
     check_target(&dst, &[300, 300], &[1, 300], &[300, 1], true);
     let work = Store::open(&format!("{dst}.work")).unwrap();

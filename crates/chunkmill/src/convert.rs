@@ -46,8 +46,8 @@ fn check_spec_names(opts: &ConvertOptions, job: &ConvertJob) -> Result<(), Failu
         .map(String::as_str)
         .collect();
     for (flag, spec) in [
-        ("--chunks", Some(&opts.run.chunks)),
-        ("--shards", opts.run.shards.as_ref()),
+        ("--chunks", Some(&opts.layout.chunks)),
+        ("--shards", opts.layout.shards.as_ref()),
     ] {
         let Some(ChunkSpec::ByName(named)) = spec else {
             continue;
@@ -104,16 +104,16 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     check_spec_names(&opts, &job)?;
     print_notes(&job, a.common.report.quiet);
     // After planning, so that a refused job prints its one error line only.
-    announce_budget(opts.run.max_mem, origin, &a.common);
-    let job = if opts.run.resume && !opts.run.overwrite {
+    announce_budget(opts.job.max_mem, origin, &a.common);
+    let job = if opts.job.resume && !opts.job.overwrite {
         crate::resume::reconcile(
             job,
-            resolve::stored_plan(&opts.run.target, &a.common).as_ref(),
-            opts.run.workers,
+            resolve::stored_plan(&opts.job.target, &a.common).as_ref(),
+            opts.job.workers,
             |j| &j.job.plan,
             |w| {
                 let mut o = opts.clone();
-                o.run.workers = w;
+                o.job.workers = w;
                 Ok(plan_convert(&o)?)
             },
         )?
@@ -127,7 +127,7 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let target = &opts.run.target;
+    let target = &opts.job.target;
     let footprint = Footprint::before(&[target, &resolve::work_dir(target, &a.common)]);
     let report = run_with_progress(&job.job, &a.common, |on_event| {
         run_planned(&job, &opts, on_event)
@@ -138,6 +138,6 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     } else {
         "converted"
     };
-    print_report(&report, verb, &opts.run.target, a.plan.prepare, &a.common);
+    print_report(&report, verb, &opts.job.target, a.plan.prepare, &a.common);
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! time-series Zarr cache by the very commands it prints, checked against the formula too.
 
 use chunkmill_grid::{CoordIter, Grid};
-use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, RechunkOptions};
+use chunkmill_ops::job::{human, run_job, JobOptions, TargetLayout};
+use chunkmill_ops::rechunk::{plan_rechunk, RechunkOptions};
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use chunkmill_store::zarr::{self, ArraySpec, Compressor, Encoding, ZarrArray};
 use chunkmill_store::Store;
@@ -268,25 +269,29 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
     build_source(&source)?;
     let options = RechunkOptions {
         source: source.clone(),
-        target: target.clone(),
-        chunks: "time=-1,lat=9,lon=18"
-            .parse::<ChunkSpec>()
-            .map_err(Failure::usage)?,
-        max_mem: parse_size(&a.max_mem).map_err(Failure::usage)?,
-        temp: None,
         arrays: vec![],
-        codec: Some(Compressor::Zstd(1)),
-        shards: None,
-        zarr_format: 3,
-        workers: crate::default_workers(),
-        retries: 2,
-        resume: false,
-        overwrite: false,
-        work_dir: None,
-        keep_work: false,
-        executor: chunkmill_ops::rechunk::Executor::Threads,
-        report: None,
-        prepare_only: false,
+        layout: TargetLayout {
+            chunks: "time=-1,lat=9,lon=18"
+                .parse::<ChunkSpec>()
+                .map_err(Failure::usage)?,
+            codec: Some(Compressor::Zstd(1)),
+            shards: None,
+            zarr_format: 3,
+        },
+        job: JobOptions {
+            target: target.clone(),
+            max_mem: parse_size(&a.max_mem).map_err(Failure::usage)?,
+            temp: None,
+            workers: crate::default_workers(),
+            retries: 2,
+            resume: false,
+            overwrite: false,
+            work_dir: None,
+            keep_work: false,
+            executor: chunkmill_ops::job::Executor::Threads,
+            report: None,
+            prepare_only: false,
+        },
     };
     println!(
         "2. plan: rechunk to time=-1, lat=9, lon=18 within --max-mem {}",
@@ -304,7 +309,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
     println!("3. rechunking into {target}");
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, !a.no_progress);
-    let report = run_job(&job, &options, &|e| progress.on_event(e));
+    let report = run_job(&job, &options.job, &|e| progress.on_event(e));
     progress.finish();
     let report = report?;
     println!(

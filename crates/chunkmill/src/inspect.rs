@@ -1,7 +1,7 @@
 //! `chunkmill inspect`: what a Zarr store, kerchunk references (JSON or Parquet), an Icechunk
 //! repository of virtual references or an HDF5/NetCDF file holds.
 
-use chunkmill_ops::rechunk::human;
+use chunkmill_ops::job::human;
 use chunkmill_store::zarr::{self, Node};
 use chunkmill_store::Store;
 use std::path::Path;

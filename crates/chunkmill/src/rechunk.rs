@@ -1,6 +1,7 @@
 //! `chunkmill rechunk` and `chunkmill plan rechunk`.
 
-use chunkmill_ops::rechunk::{human, plan_rechunk, run_job, RechunkJob, RechunkReport};
+use chunkmill_ops::job::{human, run_job, Job, JobReport};
+use chunkmill_ops::rechunk::plan_rechunk;
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
 
@@ -10,7 +11,7 @@ use crate::progress::Progress;
 use crate::resolve::{self, BudgetOrigin};
 use crate::Failure;
 
-pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
+pub fn plan_json(job: &Job) -> serde_json::Value {
     let plan = &job.plan;
     let stages: Vec<_> = plan
         .stages
@@ -56,7 +57,7 @@ pub fn plan_json(job: &RechunkJob) -> serde_json::Value {
 }
 
 /// The plan as a person reads it; `budget` says where `--max-mem` came from.
-pub fn print_plan(job: &RechunkJob, budget: BudgetOrigin) {
+pub fn print_plan(job: &Job, budget: BudgetOrigin) {
     let plan = &job.plan;
     println!(
         "plan {}  ({} stages, {} tasks)",
@@ -133,7 +134,7 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
 
 /// One warning per array of the source the job leaves out because it cannot read it (always
 /// shown: the target lacks what the source has).
-fn warn_left_out(job: &RechunkJob) {
+fn warn_left_out(job: &Job) {
     for line in &job.left_out {
         eprintln!("chunkmill: warning: {line}");
     }
@@ -153,16 +154,16 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
     let job = plan_rechunk(&opts)?;
     warn_left_out(&job);
     // After planning, so that a refused job prints its one error line only.
-    announce_budget(opts.max_mem, origin, &a.common);
-    let job = if opts.resume && !opts.overwrite {
+    announce_budget(opts.job.max_mem, origin, &a.common);
+    let job = if opts.job.resume && !opts.job.overwrite {
         crate::resume::reconcile(
             job,
             resolve::stored_plan(&a.target, &a.common).as_ref(),
-            opts.workers,
+            opts.job.workers,
             |j| &j.plan,
             |w| {
                 let mut o = opts.clone();
-                o.workers = w;
+                o.job.workers = w;
                 Ok(plan_rechunk(&o)?)
             },
         )?
@@ -170,7 +171,7 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
         job
     };
     let footprint = Footprint::before(&[&a.target, &resolve::work_dir(&a.target, &a.common)]);
-    let report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts, on_event))
+    let report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts.job, on_event))
         .map_err(|e| footprint.judge(e))?;
     print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common);
     Ok(())
@@ -178,12 +179,12 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
 
 /// Runs `job` through `run`, with a progress bar unless the output flags say otherwise.
 pub fn run_with_progress(
-    job: &RechunkJob,
+    job: &Job,
     common: &Common,
     run: impl FnOnce(
         &(dyn Fn(&chunkmill_exec::Event) + Sync),
-    ) -> Result<RechunkReport, chunkmill_ops::OpsError>,
-) -> Result<RechunkReport, Failure> {
+    ) -> Result<JobReport, chunkmill_ops::OpsError>,
+) -> Result<JobReport, Failure> {
     let show = !(common.report.no_progress || common.report.quiet || common.report.json);
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, show);
@@ -194,7 +195,7 @@ pub fn run_with_progress(
 
 /// What a finished job prints: JSON, one line, or nothing.
 pub fn print_report(
-    report: &RechunkReport,
+    report: &JobReport,
     verb: &str,
     target: &str,
     prepared: bool,

@@ -7,7 +7,7 @@
 //! plan was cut for, plans with it, and runs that plan with the workers asked for now. Only a
 //! job that differs in anything else is refused, and the message says what differs.
 
-use chunkmill_ops::rechunk::human;
+use chunkmill_ops::job::human;
 use chunkmill_plan::{Plan, StageKind};
 
 use crate::Failure;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chunkmill_exec::Event;
 use chunkmill_manifest::{virtualize, OutputFormat, SkippedVariable, VirtualizeOptions};
-use chunkmill_ops::scan::ExecutorScanner;
+use chunkmill_ops::virtualize::ExecutorScanner;
 use indicatif::ProgressBar;
 use serde_json::json;
 
@@ -54,7 +54,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
         )));
     }
     // Icechunk and kerchunk Parquet are directories, kerchunk JSON a file.
-    chunkmill_ops::report::check_output_path(
+    chunkmill_ops::job::report::check_output_path(
         "--output",
         std::path::Path::new(a.output.trim_end_matches('/')),
         a.format != "kerchunk-json",

@@ -170,19 +170,14 @@ pub fn convert(a: &ConvertArgs) -> Result<(ConvertOptions, BudgetOrigin), Failur
         .filter(|(_, inputs)| !inputs.is_empty())
         .ok_or_else(|| Failure::usage("give the inputs, then the target (or a --recipe)"))?;
     refuse_orphans(a)?;
-    let (mut run, origin) = run_options(
-        &chunkmill_ops::sources::describe(inputs),
-        target,
-        &[],
-        &a.plan,
-        &a.common,
-    )?;
-    if run.codec.is_none() {
-        run.codec = Some(default_codec());
+    let (mut layout, job, origin) = run_options(target, &a.plan, &a.common)?;
+    if layout.codec.is_none() {
+        layout.codec = Some(default_codec());
     }
     let options = ConvertOptions {
         inputs: inputs.to_vec(),
-        run,
+        layout,
+        job,
         variables: a
             .variables
             .iter()

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use chunkmill_ops::rechunk::{Executor, RechunkOptions, SlurmExecutor};
+use chunkmill_ops::job::{Executor, JobOptions, SlurmExecutor, TargetLayout};
+use chunkmill_ops::rechunk::RechunkOptions;
 use chunkmill_ops::spec::{parse_size, ChunkSpec};
 
 use crate::args::{Common, ExecutorArgs, RechunkArgs, TargetArgs};
@@ -55,7 +56,14 @@ impl BudgetOrigin {
 pub fn rechunk(a: &RechunkArgs) -> Result<(RechunkOptions, BudgetOrigin), Failure> {
     refuse_duplicates("--array", a.arrays.iter().map(String::as_str))?;
     refuse_data_file(&a.source)?;
-    run_options(&a.source, &a.target, &a.arrays, &a.plan, &a.common)
+    let (layout, job, origin) = run_options(&a.target, &a.plan, &a.common)?;
+    let options = RechunkOptions {
+        source: a.source.clone(),
+        arrays: a.arrays.clone(),
+        layout,
+        job,
+    };
+    Ok((options, origin))
 }
 
 /// A flag repeated with the same value means nothing more the second time, and is most often
@@ -169,31 +177,30 @@ pub fn workers(given: Option<usize>) -> Result<usize, Failure> {
     }
 }
 
-/// The options of a job that writes `target` as `plan` and `common` say.
+/// The target layout and job options of a job that writes `target` as `plan` and `common`
+/// say, and where its budget came from.
 pub fn run_options(
-    source: &str,
     target: &str,
-    arrays: &[String],
     plan: &TargetArgs,
     common: &Common,
-) -> Result<(RechunkOptions, BudgetOrigin), Failure> {
+) -> Result<(TargetLayout, JobOptions, BudgetOrigin), Failure> {
     let chunks = chunks(plan.chunks.as_deref())?;
     let shards = shards(plan.shards.as_deref())?;
     let (max_mem, origin) = budget(target, plan, common)?;
     let codec = codec(plan.codec.as_deref())?;
     if let Some(report) = &common.report_file {
-        chunkmill_ops::report::check_output_path("--report", Path::new(report), false)?;
+        chunkmill_ops::job::report::check_output_path("--report", Path::new(report), false)?;
     }
-    let options = RechunkOptions {
-        source: source.to_string(),
-        target: target.to_string(),
+    let layout = TargetLayout {
         chunks,
+        shards,
+        codec,
+        zarr_format: plan.zarr_format.unwrap_or(3),
+    };
+    let job = JobOptions {
+        target: target.to_string(),
         max_mem,
         temp: plan.temp.clone(),
-        arrays: arrays.to_vec(),
-        codec,
-        shards,
-        zarr_format: plan.zarr_format.unwrap_or(3),
         workers: workers(common.workers)?,
         retries: common.run.retries,
         resume: common.resume,
@@ -204,7 +211,7 @@ pub fn run_options(
         report: common.report_file.clone().map(Into::into),
         prepare_only: plan.prepare,
     };
-    Ok((options, origin))
+    Ok((layout, job, origin))
 }
 
 /// The executor the flags name.

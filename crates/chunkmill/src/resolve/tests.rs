@@ -3,7 +3,8 @@
 //! through clap, as the user's do.
 
 use chunkmill_ops::convert::ConvertOptions;
-use chunkmill_ops::rechunk::{Executor, RechunkOptions};
+use chunkmill_ops::job::Executor;
+use chunkmill_ops::rechunk::RechunkOptions;
 use chunkmill_ops::spec::ChunkSpec;
 use chunkmill_store::zarr::Compressor;
 use clap::Parser;
@@ -65,16 +66,16 @@ fn assert_usage<T: std::fmt::Debug>(result: Result<T, Failure>, words: &[&str]) 
 fn chunks_by_name_by_axis_whole_axis_and_absent() -> TestResult {
     let (o, _) = rechunk_with(&["--chunks", "time=8760,lat=18", "--max-mem", "1GB"])?;
     assert_eq!(
-        o.chunks,
+        o.layout.chunks,
         ChunkSpec::ByName(vec![("time".into(), Some(8760)), ("lat".into(), Some(18))])
     );
     let (o, _) = rechunk_with(&["--chunks", "8760,-1,36", "--max-mem", "1GB"])?;
     assert_eq!(
-        o.chunks,
+        o.layout.chunks,
         ChunkSpec::ByAxis(vec![Some(8760), None, Some(36)])
     );
     let (o, _) = rechunk_with(&["--max-mem", "1GB"])?;
-    assert_eq!(o.chunks, ChunkSpec::ByName(vec![]));
+    assert_eq!(o.layout.chunks, ChunkSpec::ByName(vec![]));
     Ok(())
 }
 
@@ -119,7 +120,7 @@ fn max_mem_decimal_binary_fraction_and_bytes() -> TestResult {
         ("3mib", 3 << 20),
     ] {
         let (o, origin) = rechunk_with(&["--max-mem", text])?;
-        assert_eq!((o.max_mem, origin), (bytes, BudgetOrigin::Given), "{text}");
+        assert_eq!((o.job.max_mem, origin), (bytes, BudgetOrigin::Given), "{text}");
     }
     Ok(())
 }
@@ -135,7 +136,7 @@ fn max_mem_refused() {
 fn max_mem_absent_is_the_default_budget() -> TestResult {
     if let Some(bytes) = crate::budget::default_max_mem() {
         let (o, origin) = rechunk_with(&[])?;
-        assert_eq!((o.max_mem, origin), (bytes, BudgetOrigin::Default));
+        assert_eq!((o.job.max_mem, origin), (bytes, BudgetOrigin::Default));
     }
     Ok(())
 }
@@ -143,7 +144,7 @@ fn max_mem_absent_is_the_default_budget() -> TestResult {
 #[test]
 fn codec_forms() -> TestResult {
     let (o, _) = rechunk_with(&["--max-mem", "1GB"])?;
-    assert_eq!(o.codec, None, "rechunk keeps the source's codec");
+    assert_eq!(o.layout.codec, None, "rechunk keeps the source's codec");
     for (text, want) in [
         ("zstd:1", Compressor::Zstd(1)),
         ("zstd", Compressor::Zstd(1)),
@@ -158,7 +159,7 @@ fn codec_forms() -> TestResult {
         ),
     ] {
         let (o, _) = rechunk_with(&["--max-mem", "1GB", "--codec", text])?;
-        assert_eq!(o.codec, Some(want), "{text}");
+        assert_eq!(o.layout.codec, Some(want), "{text}");
     }
     for bad in ["lzma:1", "gzip:99", "blosc:nope:1", "zstd:x"] {
         assert_usage(codec(Some(bad)), &["--codec", bad]);
@@ -168,9 +169,9 @@ fn codec_forms() -> TestResult {
 
 #[test]
 fn zarr_format_two_three_and_default() -> TestResult {
-    assert_eq!(rechunk_with(&["--max-mem", "1GB"])?.0.zarr_format, 3);
+    assert_eq!(rechunk_with(&["--max-mem", "1GB"])?.0.layout.zarr_format, 3);
     let (o, _) = rechunk_with(&["--max-mem", "1GB", "--zarr-format", "2"])?;
-    assert_eq!(o.zarr_format, 2);
+    assert_eq!(o.layout.zarr_format, 2);
     assert!(cli(&["rechunk", "a", "b", "--zarr-format", "4"]).is_err());
     Ok(())
 }
@@ -181,16 +182,16 @@ fn workers_given_default_and_zero() -> TestResult {
     assert_eq!(workers(None)?, crate::default_workers());
     assert_usage(workers(Some(0)), &["--workers"]);
     let (o, _) = rechunk_with(&["--max-mem", "1GB", "--workers", "5", "--retries", "7"])?;
-    assert_eq!((o.workers, o.retries), (5, 7));
+    assert_eq!((o.job.workers, o.job.retries), (5, 7));
     Ok(())
 }
 
 #[test]
 fn executor_forms() -> TestResult {
     let (o, _) = rechunk_with(&["--max-mem", "1GB"])?;
-    assert!(matches!(o.executor, Executor::Threads));
+    assert!(matches!(o.job.executor, Executor::Threads));
     let (o, _) = rechunk_with(&["--max-mem", "1GB", "--executor", "processes"])?;
-    assert!(matches!(o.executor, Executor::Processes { .. }));
+    assert!(matches!(o.job.executor, Executor::Processes { .. }));
     let (o, _) = rechunk_with(&[
         "--max-mem",
         "1GB",
@@ -201,7 +202,7 @@ fn executor_forms() -> TestResult {
         "--slurm-tasks-per-job",
         "8",
     ])?;
-    let Executor::Slurm(s) = o.executor else {
+    let Executor::Slurm(s) = o.job.executor else {
         return Err("not slurm".into());
     };
     assert_eq!(s.sbatch_options, ["--account=x", "--comment", "two words"]);
@@ -244,9 +245,9 @@ fn rechunk_run_flags_pass_through() -> TestResult {
         "--prepare",
     ])?;
     assert_eq!(o.arrays, ["a", "b"]);
-    assert_eq!(o.temp.as_deref(), Some("/tmp/x"));
-    assert_eq!(o.work_dir.as_deref(), Some("w"));
-    assert!(o.resume && o.overwrite && o.keep_work && o.prepare_only);
+    assert_eq!(o.job.temp.as_deref(), Some("/tmp/x"));
+    assert_eq!(o.job.work_dir.as_deref(), Some("w"));
+    assert!(o.job.resume && o.job.overwrite && o.job.keep_work && o.job.prepare_only);
     Ok(())
 }
 
@@ -447,10 +448,10 @@ fn switches_and_their_partners() -> TestResult {
 fn convert_paths_chunks_and_default_codec() -> TestResult {
     let o = convert_with(&[])?;
     assert_eq!(
-        (o.inputs.as_slice(), o.run.target.as_str()),
+        (o.inputs.as_slice(), o.job.target.as_str()),
         (&["a.nc".to_string()][..], "t.zarr")
     );
-    assert_eq!(o.run.codec, Some(chunkmill_ops::convert::default_codec()));
+    assert_eq!(o.layout.codec, Some(chunkmill_ops::convert::default_codec()));
     let Ok(Command::Convert(a)) = cli(&["convert", "only.zarr", "--chunks", "x=1"]) else {
         return Err("not convert".into());
     };

@@ -8,8 +8,8 @@ use chunkmill_plan::Endpoint;
 use chunkmill_store::zarr::ArrayInfo;
 use serde_json::Value;
 
-use crate::convert::{Misalignment, OutputArray, Renames};
-use crate::rechunk::last_segment;
+use super::{Misalignment, OutputArray, Renames};
+use crate::job::plan::last_segment;
 use crate::OpsError;
 
 /// `--tile`: the tiled dimensions, their tile sizes and tile counts.

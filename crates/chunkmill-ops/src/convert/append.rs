@@ -20,10 +20,11 @@ use chunkmill_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::convert::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
-use crate::rechunk::{medium_cost, plan_array, ArrayJob, RechunkJob, WorkFile};
-use crate::selection::element_values;
-use crate::sources::{self, Source, SourceArray};
+use super::selection::element_values;
+use super::sources::{self, Source, SourceArray};
+use super::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
+use crate::job::plan::{medium_cost, plan_array, ArrayJob, PlanContext};
+use crate::job::{Job, WorkFile};
 use crate::OpsError;
 
 /// What an append adds: kept in the work dir so that a resumed append plans the same tasks.
@@ -83,7 +84,7 @@ fn text_of(value: Option<&Value>) -> String {
 /// array and the difference), or when its coordinate values overlap or precede the cache's.
 #[allow(clippy::too_many_lines)]
 pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
-    let run = &options.run;
+    let run = &options.job;
     let dim = options.append.clone().unwrap_or_default();
     let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     if target
@@ -162,7 +163,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         let units = text_of(old_coord.attributes.get("units"));
         if new_values.iter().all(|v| old_values.contains(v)) {
             return Ok(ConvertJob {
-                job: empty_job(&prepared.work_dir),
+                job: empty_job(&prepared.work_dir, options),
                 misaligned: Vec::new(),
                 nothing_new: Some(format!(
                     "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
@@ -187,9 +188,9 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
 
     let (budget_parts, temp) = budget(options, &prepared)?;
     // The cache's chunks are kept (each array is planned with its own), and its shards.
-    let mut keep_chunks = run.clone();
+    let mut keep_chunks = options.layout.clone();
     keep_chunks.shards = None;
-    let context = budget_parts.context(&keep_chunks, &target, &temp);
+    let context = PlanContext::new(budget_parts, &keep_chunks, run, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -365,10 +366,12 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         serde_json::to_value(&record).unwrap_or_default(),
     )];
     work_files.extend(prepared.references());
-    let inputs = crate::convert::inputs_of(options, &prepared.source);
+    let inputs = super::inputs_of(options, &prepared.source);
     Ok(ConvertJob {
-        job: RechunkJob {
+        job: Job {
             plan,
+            source: sources::describe(&options.inputs),
+            zarr_format: options.layout.zarr_format,
             arrays: summaries,
             groups: Vec::new(),
             specs: Vec::new(),
@@ -434,14 +437,15 @@ fn refuse_other_chunks(
     old_len: u64,
 ) -> Result<(), OpsError> {
     // Tiles fix their own chunks, and a coordinate is written as one chunk whatever --chunks.
-    if output.chunks.is_some() || crate::rechunk::is_coordinate(&output.info) {
+    if output.chunks.is_some() || crate::job::plan::is_coordinate(&output.info) {
         return Ok(());
     }
     let mut info = output.info.clone();
     if let Some(len) = info.shape.get_mut(axis) {
         *len += old_len;
     }
-    let Some(asked) = crate::rechunk::resolve(&options.run.chunks, &info, cache_chunks)? else {
+    let Some(asked) = crate::job::plan::resolve(&options.layout.chunks, &info, cache_chunks)?
+    else {
         return Ok(());
     };
     let fits = asked
@@ -460,9 +464,11 @@ fn refuse_other_chunks(
 }
 
 /// A job with nothing to run.
-fn empty_job(work_dir: &str) -> RechunkJob {
-    RechunkJob {
+fn empty_job(work_dir: &str, options: &ConvertOptions) -> Job {
+    Job {
         plan: Plan::new("append", 0, Vec::new(), Vec::new()),
+        source: sources::describe(&options.inputs),
+        zarr_format: options.layout.zarr_format,
         arrays: Vec::new(),
         groups: Vec::new(),
         specs: Vec::new(),

@@ -9,14 +9,13 @@
 //! composes over them — references read by byte range, windows (a range per axis, reversed,
 //! values converted), tiles, and the concatenation and shifted output of an append. Each
 //! endpoint's chunk is read whole and decoded once per task. [`StageRunner`] also runs the
-//! scan tasks of `virtualize` on executors ([`crate::scan`]).
+//! scan tasks of `virtualize` on executors ([`crate::virtualize`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use chunkmill_exec::{TaskRunner, TaskStats, SUPERSEDED};
+use chunkmill_exec::{Cancel, TaskError, TaskRunner, TaskStats};
 use chunkmill_grid::{copy_region, Grid, Region};
 use chunkmill_manifest::reader::FilePool;
 use chunkmill_manifest::ChunkReader;
@@ -125,7 +124,7 @@ impl StageRunner {
                     match references.get(url) {
                         Some(d) => d.clone(),
                         None => {
-                            let d = Arc::new(crate::sources::read_references(url)?);
+                            let d = Arc::new(super::references::read_references(url)?);
                             references.insert(url.clone(), d.clone());
                             d
                         }
@@ -471,19 +470,19 @@ impl StageRunner {
         &self,
         stage: &CopyStage,
         region: &Region,
-        cancel: &AtomicBool,
-    ) -> Result<TaskStats, String> {
+        cancel: &Cancel,
+    ) -> Result<TaskStats, TaskError> {
         // Checked before each chunk: a straggler whose backup finished stops at the next one.
         let superseded = || {
-            if cancel.load(Ordering::Relaxed) {
-                Err(SUPERSEDED.to_string())
+            if cancel.is_cancelled() {
+                Err(TaskError::Superseded)
             } else {
                 Ok(())
             }
         };
         let item = stage.item_size as usize;
-        let input = self.open(&stage.input)?;
-        let output = self.open(&stage.output)?;
+        let input = self.open(&stage.input).map_err(TaskError::failed)?;
+        let output = self.open(&stage.output).map_err(TaskError::failed)?;
         let in_grid = stage.input.grid();
         let out_grid = stage.output.grid();
         let mut stats = TaskStats::default();
@@ -491,7 +490,9 @@ impl StageRunner {
 
         for coords in in_grid.chunks_in(region) {
             superseded()?;
-            let read = self.read_chunk(&input, in_grid, &coords, stage.item_size)?;
+            let read = self
+                .read_chunk(&input, in_grid, &coords, stage.item_size)
+                .map_err(TaskError::failed)?;
             read.place(&mut block, region, item);
             stats.bytes_read += read.decoded;
         }
@@ -516,7 +517,9 @@ impl StageRunner {
                     let bytes = if single && target == *region {
                         block.take().unwrap_or_default()
                     } else {
-                        let source = block.as_ref().ok_or("block already consumed")?;
+                        let source = block
+                            .as_ref()
+                            .ok_or_else(|| TaskError::failed("block already consumed"))?;
                         let mut bytes = if target.num_elements()
                             == out_grid.chunk_region(&coords).num_elements()
                         {
@@ -533,24 +536,26 @@ impl StageRunner {
                     };
                     stats.bytes_written += bytes.len() as u64;
                     let at: Vec<u64> = coords.iter().zip(&out_offset).map(|(c, o)| c + o).collect();
-                    array.write_chunk(&at, bytes).map_err(|e| e.to_string())?;
+                    array.write_chunk(&at, bytes).map_err(TaskError::failed)?;
                 }
                 Opened::References(_)
                 | Opened::Window { .. }
                 | Opened::Concat { .. }
                 | Opened::Shifted { .. }
                 | Opened::Tiles { .. } => {
-                    return Err(format!(
+                    return Err(TaskError::failed(format!(
                         "{}: a stage cannot write to a read-only endpoint",
                         stage.output.describe()
-                    ));
+                    )));
                 }
                 Opened::Pieces { store, prefix } => {
                     let target = out_grid.chunk_region(&coords);
                     let bytes = if single && target == *region {
                         block.take().unwrap_or_default()
                     } else {
-                        let source = block.as_ref().ok_or("block already consumed")?;
+                        let source = block
+                            .as_ref()
+                            .ok_or_else(|| TaskError::failed("block already consumed"))?;
                         let mut bytes = zeroed(target.num_elements() as usize * item);
                         copy_region(source, region, &mut bytes, &target, &target, item);
                         bytes
@@ -558,7 +563,7 @@ impl StageRunner {
                     stats.bytes_written += bytes.len() as u64;
                     store
                         .put(&piece_key(prefix, out_grid, &coords), bytes)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(TaskError::failed)?;
                 }
             }
         }
@@ -570,23 +575,14 @@ impl StageRunner {
 }
 
 impl TaskRunner for StageRunner {
-    fn run(&self, stage: &Stage, task: u64) -> Result<TaskStats, String> {
-        self.run_cancellable(stage, task, &AtomicBool::new(false))
-    }
-
-    fn run_cancellable(
-        &self,
-        stage: &Stage,
-        task: u64,
-        cancel: &AtomicBool,
-    ) -> Result<TaskStats, String> {
+    fn run(&self, stage: &Stage, task: u64, cancel: &Cancel) -> Result<TaskStats, TaskError> {
         let region = stage.task_region(task);
         match &stage.kind {
             StageKind::Copy(copy) => self.copy(copy, &region, cancel),
             // A scan task's region is its range of inputs.
             StageKind::Scan(scan) => {
                 let files = region.ranges().first().cloned().unwrap_or_default();
-                crate::scan::run_scan_task(scan, files, cancel)
+                super::scan::run_scan_task(scan, files, cancel)
             }
         }
     }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chunkmill_plan::Plan;
 use serde_json::Value;
 
-use crate::rechunk::human;
+use super::human;
 
 /// Refuses, before the job runs, a local output file (`--report`, virtualize's `--output`)
 /// that could only fail once the work is done: its directory does not exist, or the path is

@@ -7,76 +7,17 @@
 //! warnings of its scan, or the reason it failed. A file that cannot be scanned is a result,
 //! not a failed task: retrying would fail the same way, and `--skip-bad` decides in the driver.
 
-use std::sync::atomic::AtomicBool;
-
-use chunkmill_exec::{Event, TaskStats};
+use chunkmill_exec::Event;
 use chunkmill_manifest::{
-    scan_input, FileScan, Input, ScanExecutor, ScanOptions, ScanResults, SkippedVariable,
+    FileScan, Input, ScanExecutor, ScanOptions, ScanResults, SkippedVariable,
 };
 use chunkmill_plan::{Plan, ScanStage, Stage, StageKind};
 use chunkmill_store::guard::{self, Lock, Protected};
 use chunkmill_store::markers::Markers;
 use chunkmill_store::Store;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::rechunk::{run_on_executor, Executor, ExecutorLimits};
-
-/// Scans inputs `files` (a task's region, `Stage::task_region`) of a scan stage.
-///
-/// # Errors
-/// The input list or a result cannot be read or written.
-pub(crate) fn run_scan_task(
-    stage: &ScanStage,
-    files: std::ops::Range<u64>,
-    cancel: &AtomicBool,
-) -> Result<TaskStats, String> {
-    let (list_dir, list_key) = crate::sources::split_url(&stage.inputs_url);
-    let list = Store::open(list_dir)
-        .and_then(|s| s.get(list_key))
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}: the list of inputs is missing", stage.inputs_url))?;
-    let list = String::from_utf8_lossy(&list);
-    let inputs: Vec<&str> = list.lines().collect();
-    let out = Store::open(&stage.output_url).map_err(|e| e.to_string())?;
-    let options = ScanOptions {
-        inline_threshold: stage.inline_threshold,
-        load: stage.load.clone(),
-        native_filters: false,
-        // The driver leaves dropped variables out of every file's result.
-        drop: Vec::new(),
-    };
-    let mut stats = TaskStats::default();
-    for index in files {
-        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(chunkmill_exec::SUPERSEDED.to_string());
-        }
-        let line = inputs
-            .get(index as usize)
-            .ok_or_else(|| format!("{}: no input {index}", stage.inputs_url))?;
-        let input = Input::parse(line);
-        let result = match scan_input(&input, &options) {
-            Ok(scan) => {
-                let mut text = Vec::new();
-                chunkmill_manifest::kerchunk::to_kerchunk_json(&scan.dataset, &mut text)
-                    .map_err(|e| e.to_string())?;
-                json!({
-                    "references": String::from_utf8_lossy(&text),
-                    "warnings": scan.warnings,
-                    "skipped_variables": scan.skipped.iter().map(|v| json!({
-                        "variable": v.variable, "reason": v.reason,
-                    })).collect::<Vec<_>>(),
-                    "unlimited": scan.unlimited,
-                })
-            }
-            Err(e) => json!({ "error": e.to_string() }),
-        };
-        let bytes = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
-        stats.bytes_written += bytes.len() as u64;
-        out.put(&format!("{index}.json"), bytes)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(stats)
-}
+use crate::job::{run_on_executor, Executor, ExecutorLimits};
 
 /// A callback for the executor's events.
 pub type EventFn = dyn Fn(&Event) + Send + Sync;

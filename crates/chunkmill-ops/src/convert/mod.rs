@@ -2,7 +2,7 @@
 //! new chunks, a selection and transforms, in parallel and within a memory budget.
 //!
 //! The job, top-down:
-//! 1. open the inputs ([`crate::sources`]): files are scanned and combined as `virtualize`
+//! 1. open the inputs ([`sources`]): files are scanned and combined as `virtualize`
 //!    does (every check included), references read, or a Zarr store listed;
 //! 2. choose the arrays (`--variables`, `--drop`, and the coordinates of the chosen ones);
 //! 3. resolve the selection per dimension (`--select` by coordinate value, CF times
@@ -28,19 +28,27 @@ use chunkmill_store::Store;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::rechunk::{
-    display_path, is_coordinate, last_segment, medium_cost, plan_array, run_job, temp_store,
-    ArrayJob, Budget, RechunkJob, RechunkOptions, RechunkReport, WorkFile,
+pub mod append;
+mod selection;
+pub mod sources;
+mod tiles;
+
+use chunkmill_exec::budget::Budget;
+
+use crate::job::plan::{
+    display_path, is_coordinate, last_segment, medium_cost, plan_array, temp_store, ArrayJob,
+    PlanContext,
 };
-use crate::selection::{
+use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout, WorkFile};
+use crate::values::Numeric;
+use crate::OpsError;
+use selection::{
     aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
     value_range, window_axis, Bound,
 };
-pub use crate::selection::{IndexSelection, ValueSelection};
-use crate::sources::{self, Source, SourceArray};
-use crate::tiles::Tiling;
-use crate::values::Numeric;
-use crate::OpsError;
+pub use selection::{IndexSelection, ValueSelection};
+use sources::{Source, SourceArray};
+use tiles::Tiling;
 
 /// CF attributes that `--decode-cf` applies and then removes.
 const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue", "missing_value"];
@@ -50,9 +58,10 @@ const PACKING_ATTRIBUTES: [&str; 4] = ["scale_factor", "add_offset", "_FillValue
 pub struct ConvertOptions {
     /// Inputs: paths, globs, `s3://` URLs, `@lists`; or one reference file or Zarr store.
     pub inputs: Vec<String>,
-    /// Target, chunks, codec, budget, executor and the rest, as for rechunk (`source` only
-    /// names the inputs in reports, as [`sources::describe`] does; `arrays` unused).
-    pub run: RechunkOptions,
+    /// Target chunks, shards, codec and format.
+    pub layout: TargetLayout,
+    /// Target, budget, executor and the rest of the run.
+    pub job: JobOptions,
     /// Only these variables (and their coordinates); all when empty.
     pub variables: Vec<String>,
     /// Variables left out.
@@ -107,7 +116,7 @@ pub struct Misalignment {
 #[derive(Clone, Debug)]
 pub struct ConvertJob {
     /// The plan and the target's metadata, run as a rechunk is.
-    pub job: RechunkJob,
+    pub job: Job,
     /// Selections that cut through source chunks.
     pub misaligned: Vec<Misalignment>,
     /// Set when an append finds every input value already in the cache: nothing runs.
@@ -306,15 +315,15 @@ impl Renames<'_> {
 /// `--strict-alignment`, or a budget no plan fits.
 pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     if options.append.is_some() {
-        return crate::append::plan_append(options);
+        return append::plan_append(options);
     }
     let prepared = prepare(options)?;
-    let run = &options.run;
+    let run = &options.job;
     let (context_parts, temp) = budget(options, &prepared)?;
     let inputs = inputs_of(options, &prepared.source);
     let write_url = crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, false)?;
     let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let context = context_parts.context(run, &target, &temp);
+    let context = PlanContext::new(context_parts, &options.layout, run, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -341,10 +350,14 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let plan =
         Plan::new("convert", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     let keys: Vec<&str> = specs.iter().map(|s| s.path.as_str()).collect();
-    let groups = prepared.source.groups_for(&keys, run.zarr_format);
+    let groups = prepared
+        .source
+        .groups_for(&keys, options.layout.zarr_format);
     Ok(ConvertJob {
-        job: RechunkJob {
+        job: Job {
             plan,
+            source: sources::describe(&options.inputs),
+            zarr_format: options.layout.zarr_format,
             arrays: summaries,
             groups,
             specs,
@@ -371,8 +384,8 @@ pub(crate) fn budget(
     prepared: &Prepared,
 ) -> Result<(Budget, Store), OpsError> {
     let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let (_, temp) = temp_store(&options.run, &work)?;
-    Ok((Budget::for_max_mem(options.run.max_mem), temp))
+    let (_, temp) = temp_store(&options.job, &work)?;
+    Ok((Budget::for_max_mem(options.job.max_mem), temp))
 }
 
 /// One array of the target: what it holds and how the first stage reads it.
@@ -422,8 +435,8 @@ impl Prepared {
 /// Opens the inputs and resolves the selection, transforms and names into output arrays.
 #[allow(clippy::too_many_lines)]
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
-    let run = &options.run;
-    crate::rechunk::check_format(run)?;
+    let run = &options.job;
+    crate::job::plan::check_format(&options.layout)?;
     let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
     let (source, notes) = sources::open(
         &options.inputs,
@@ -641,7 +654,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let work_dir = run
         .work_dir
         .clone()
-        .unwrap_or_else(|| crate::rechunk::default_work_dir(target.url()));
+        .unwrap_or_else(|| crate::job::plan::default_work_dir(target.url()));
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let references_url = work.join("sources.json");
     let tiling = if options.tile.is_empty() {
@@ -755,11 +768,11 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .map(|d| d.as_ref().map(|d| renames.apply(d)))
             .collect();
         let (fill_value, zarr_format) = if decode && out_type.is_float() {
-            (Value::String("NaN".into()), run.zarr_format)
+            (Value::String("NaN".into()), options.layout.zarr_format)
         } else if decode {
             // Unpacked, then cast to integers (masked values written as 0): the packing
             // attributes stay removed, or readers would unpack the values a second time.
-            (Value::from(0), run.zarr_format)
+            (Value::from(0), options.layout.zarr_format)
         } else {
             // As the source's Zarr view has them: a virtual array's `_FillValue` is its fill
             // value, which the target's format then carries its own way.
@@ -811,7 +824,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         };
         let tiled = tiling
             .as_ref()
-            .map(|t| t.apply(output.clone(), &dims, &options.run.chunks, &renames))
+            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, &renames))
             .transpose()?
             .flatten();
         if let Some((tiled, amplification)) = tiled {
@@ -911,7 +924,7 @@ fn is_time_like(attributes: &Map<String, Value>) -> bool {
 pub fn run_convert(
     options: &ConvertOptions,
     on_event: &(dyn Fn(&Event) + Sync),
-) -> Result<RechunkReport, OpsError> {
+) -> Result<JobReport, OpsError> {
     let job = plan_convert(options)?;
     run_planned(&job, options, on_event)
 }
@@ -924,17 +937,17 @@ pub fn run_planned(
     job: &ConvertJob,
     options: &ConvertOptions,
     on_event: &(dyn Fn(&Event) + Sync),
-) -> Result<RechunkReport, OpsError> {
+) -> Result<JobReport, OpsError> {
     if job.nothing_new.is_some() {
-        return Ok(RechunkReport::without_tasks(
+        return Ok(JobReport::without_tasks(
             &job.job.plan.plan_id,
             0,
             0,
-            options.run.max_mem,
+            options.job.max_mem,
             true,
         ));
     }
-    run_job(&job.job, &options.run, on_event)
+    run_job(&job.job, &options.job, on_event)
 }
 
 /// The compressor a conversion writes when none is asked for.

@@ -1,0 +1,496 @@
+//! The job layer: what every job shares once it has a plan. A job (`rechunk`, `convert`,
+//! virtualize on executors) builds a [`Job`]: its stages, the target's metadata, what it reads
+//! and what the run writes first; [`run_job`] then checks the paths, takes the locks, decides
+//! between a fresh start and a resume, writes the work files and the target's metadata, runs
+//! every stage on the chosen executor, writes consolidated metadata, deletes the intermediates
+//! and reports.
+
+pub mod options;
+pub(crate) mod plan;
+pub mod report;
+
+use chunkmill_exec::budget::task_capacity;
+use chunkmill_exec::processes::{run_plan_processes, WorkerCommand};
+use chunkmill_exec::slurm::{run_plan_slurm, SlurmOptions};
+use chunkmill_exec::{memory, run_plan, Event, RunOptions, RunSummary};
+use chunkmill_plan::Plan;
+use chunkmill_store::markers::Markers;
+use chunkmill_store::zarr::{self, ArraySpec, GroupInfo};
+use chunkmill_store::{Store, StoreKind};
+use serde::Serialize;
+
+pub use options::{Executor, JobOptions, SlurmExecutor, TargetLayout};
+pub use plan::ArrayPlan;
+
+use crate::tasks::StageRunner;
+use crate::{safety, OpsError};
+
+/// A planned job: the plan and what the target will hold, as every job hands it to
+/// [`run_job`].
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The plan.
+    pub plan: Plan,
+    /// What the job reads, as messages, the lock and the report name it.
+    pub source: String,
+    /// The Zarr format of the groups the run creates.
+    pub zarr_format: u8,
+    /// Per-array summary.
+    pub arrays: Vec<ArrayPlan>,
+    /// Groups to create in the target.
+    pub groups: Vec<GroupInfo>,
+    /// Arrays to create in the target.
+    pub specs: Vec<ArraySpec>,
+    /// Bytes the tasks may hold together.
+    pub task_budget: u64,
+    /// Process memory before any task.
+    pub baseline: u64,
+    /// Work dir URL.
+    pub work_dir: String,
+    /// Intermediate URL.
+    pub temp: String,
+    /// The target exists and the job writes into it (an append): it is neither refused nor
+    /// erased, and its arrays are resized instead of created.
+    pub existing_target: bool,
+    /// Arrays of an existing target to give a new shape before any task runs.
+    pub resize: Vec<(String, Vec<u64>)>,
+    /// What the run writes before it touches the target, once its checks have passed.
+    pub work_files: Vec<WorkFile>,
+    /// Where the tasks and metadata write: the target, or the staging store beside it that
+    /// replaces it once complete (`--overwrite` of an existing local target).
+    pub write_url: String,
+    /// What the job reads (paths or URLs), which it must never write, replace or delete.
+    pub inputs: Vec<String>,
+    /// Arrays of the source the job leaves out (it cannot read them), one warning line each.
+    pub left_out: Vec<String>,
+}
+
+/// Something a job's tasks or a resumed run read, written by [`run_job`] after its checks
+/// (an existing target, another plan in the work dir) and before the target changes.
+#[derive(Clone, Debug)]
+pub enum WorkFile {
+    /// A JSON document under a key of the work dir (an append's record).
+    Json(String, serde_json::Value),
+    /// The virtual dataset the plan's reference endpoints read, as kerchunk JSON at a URL.
+    References(std::sync::Arc<chunkmill_manifest::VirtualDataset>, String),
+}
+
+/// What a finished job did.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobReport {
+    /// The plan id.
+    pub plan_id: String,
+    /// Arrays rechunked.
+    pub arrays: usize,
+    /// Tasks run now.
+    pub tasks_run: u64,
+    /// Tasks skipped (already done).
+    pub tasks_skipped: u64,
+    /// Failed attempts retried.
+    pub retries: u64,
+    /// Straggling slices whose backup copy finished first.
+    pub backups: u64,
+    /// Decoded bytes of all target arrays.
+    pub bytes: u64,
+    /// Decoded bytes the tasks run now read from their inputs (every source chunk counted each
+    /// time it is decoded); known for the threads executor, `None` where the tasks ran in other
+    /// processes.
+    pub bytes_read: Option<u64>,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Peak resident memory of this process, bytes.
+    pub peak_rss: u64,
+    /// The budget, bytes.
+    pub max_mem: u64,
+    /// True when the run found the job already complete.
+    pub already_complete: bool,
+}
+
+impl JobReport {
+    /// The report of a run that ran no task: the job was already complete, or only prepared.
+    pub(crate) fn without_tasks(
+        plan_id: &str,
+        arrays: usize,
+        bytes: u64,
+        max_mem: u64,
+        already_complete: bool,
+    ) -> Self {
+        Self {
+            plan_id: plan_id.to_string(),
+            arrays,
+            tasks_run: 0,
+            tasks_skipped: 0,
+            retries: 0,
+            backups: 0,
+            bytes,
+            bytes_read: Some(0),
+            seconds: 0.0,
+            peak_rss: memory::peak_rss(),
+            max_mem,
+            already_complete,
+        }
+    }
+}
+
+/// How much an executor may run at once.
+pub(crate) struct ExecutorLimits {
+    pub workers: usize,
+    pub retries: u32,
+    pub max_mem: u64,
+    /// Bytes the tasks of this process may hold together (threads executor).
+    pub capacity: u64,
+}
+
+/// Runs every stage of `plan` on `executor`, markers in `work`.
+///
+/// # Errors
+/// [`OpsError::Failed`] when tasks fail after retries; [`OpsError::Interrupted`] on Ctrl-C.
+pub(crate) fn run_on_executor(
+    plan: &Plan,
+    executor: &Executor,
+    work: &Store,
+    markers: &Markers,
+    limits: &ExecutorLimits,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<RunSummary, OpsError> {
+    let mut run_options = RunOptions::new(limits.workers, limits.capacity);
+    run_options.retries = limits.retries;
+    match executor {
+        Executor::Threads => run_plan(plan, &StageRunner::new(), markers, &run_options, on_event),
+        Executor::Processes { program } => {
+            let command = WorkerCommand {
+                program: program.clone(),
+                plan_url: work.join("plan.json"),
+            };
+            run_plan_processes(
+                plan,
+                &command,
+                markers,
+                limits.workers,
+                limits.retries,
+                on_event,
+            )
+        }
+        Executor::Slurm(slurm) => {
+            let log_dir = slurm.log_dir.clone().unwrap_or_else(|| match work.kind() {
+                StoreKind::Local => {
+                    let url = work.url();
+                    std::path::PathBuf::from(url.strip_prefix("file://").unwrap_or(url))
+                        .join("slurm-logs")
+                }
+                _ => std::path::PathBuf::from("chunkmill-slurm-logs"),
+            });
+            let slurm_options = SlurmOptions {
+                program: slurm.program.clone(),
+                plan_url: work.join("plan.json"),
+                memory_mib: limits.max_mem.div_ceil(1 << 20),
+                concurrent: limits.workers,
+                retries: limits.retries,
+                tasks_per_job: slurm.tasks_per_job,
+                sbatch_options: slurm.sbatch_options.clone(),
+                log_dir,
+                poll: std::time::Duration::from_millis(500),
+            };
+            run_plan_slurm(
+                plan,
+                &slurm_options,
+                markers,
+                work,
+                &slurm.interrupted,
+                on_event,
+            )
+        }
+    }
+    .map_err(|e| match e {
+        chunkmill_exec::ExecError::Interrupted(m) => OpsError::Interrupted(m),
+        other => failed(other),
+    })
+}
+
+/// Bytes as a person reads them (`512.0 MB`).
+#[must_use]
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> OpsError {
+    OpsError::Failed(e.to_string())
+}
+
+/// Run a job planned by a job (rechunk, convert) with the same options.
+///
+/// Before the first write the job takes its locks (a second job on the same target or work
+/// dir is refused, naming the first) and checks its paths again (see [`crate::safety`]). An
+/// existing local target replaced by `--overwrite` is written beside it and swapped in only
+/// once complete; a resumed run first sweeps the temporary files a killed run left.
+///
+/// # Errors
+/// [`OpsError::Refused`] when the target exists (without `--overwrite`) or the work dir belongs
+/// to another plan; [`OpsError::Failed`] when tasks fail after retries.
+pub fn run_job(
+    job: &Job,
+    options: &JobOptions,
+    on_event: &(dyn Fn(&Event) + Sync),
+) -> Result<JobReport, OpsError> {
+    let plan = &job.plan;
+    let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let write = Store::open(&job.write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    safety::check_paths(options.paths(), &job.work_dir, &job.inputs)?;
+    let locks = safety::lock(
+        &options.target,
+        &work,
+        &format!("{} {} → {}", plan.job, job.source, options.target),
+    )?;
+    let staging = safety::staging(&target, &job.write_url);
+    let markers = Markers::new(work.clone(), &plan.plan_id);
+    let resuming = is_resuming(job, options)?;
+    if resuming && work.exists(&complete_key(plan)).map_err(failed)? {
+        let mut report = JobReport::without_tasks(
+            &plan.plan_id,
+            job.specs.len(),
+            job.arrays.iter().map(|a| a.nbytes).sum(),
+            options.max_mem,
+            true,
+        );
+        report.tasks_skipped = plan.total_tasks();
+        return Ok(report);
+    }
+    if resuming && work.exists(safety::SWAP_KEY).map_err(failed)? {
+        // Killed while the new target was being swapped in: finish that, write nothing else.
+        if let Some(staging) = &staging {
+            safety::swap(&work, &target, staging)?;
+        }
+        let mut report = JobReport::without_tasks(
+            &plan.plan_id,
+            job.specs.len(),
+            job.arrays.iter().map(|a| a.nbytes).sum(),
+            options.max_mem,
+            false,
+        );
+        report.tasks_skipped = plan.total_tasks();
+        close(job, options, &work, &markers, &report, locks)?;
+        return Ok(report);
+    }
+    if resuming {
+        safety::sweep(&[&job.write_url, &job.work_dir, &job.temp])?;
+    } else {
+        start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
+    }
+    write_job_files(job, &work, &write)?;
+    if options.prepare_only {
+        return Ok(JobReport::without_tasks(
+            &plan.plan_id,
+            job.specs.len(),
+            job.arrays.iter().map(|a| a.nbytes).sum(),
+            options.max_mem,
+            false,
+        ));
+    }
+    let (baseline, capacity) = task_capacity(options.max_mem);
+    if capacity < plan.max_projected_mem() {
+        return Err(OpsError::Refused(format!(
+            "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",
+            human(baseline),
+            human(options.max_mem),
+            human(capacity),
+            human(plan.max_projected_mem())
+        )));
+    }
+    let summary = run_on_executor(
+        plan,
+        &options.executor,
+        &work,
+        &markers,
+        &ExecutorLimits {
+            workers: options.workers,
+            retries: options.retries,
+            max_mem: options.max_mem,
+            capacity,
+        },
+        on_event,
+    )?;
+
+    if let Some(path) = &options.report {
+        write_html_report(plan, &job.source, options, &markers, &summary, path)?;
+    }
+    zarr::write_consolidated(&write).map_err(failed)?;
+    for (url, prefix) in &plan.cleanup {
+        Store::open(url)
+            .and_then(|s| s.erase_prefix(prefix))
+            .map_err(failed)?;
+    }
+    // Killed backup copies of slow tasks (processes, SLURM) may have left temporary files.
+    safety::sweep(&[&job.write_url, &job.temp])?;
+    if let Some(staging) = &staging {
+        safety::swap(&work, &target, staging)?;
+    }
+    let report = JobReport {
+        plan_id: plan.plan_id.clone(),
+        arrays: job.arrays.len(),
+        tasks_run: summary.tasks_run,
+        tasks_skipped: summary.tasks_skipped,
+        retries: summary.retries,
+        backups: summary.backups,
+        bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
+        bytes_read: matches!(options.executor, Executor::Threads).then_some(summary.bytes_read),
+        seconds: summary.seconds,
+        peak_rss: memory::peak_rss(),
+        max_mem: options.max_mem,
+        already_complete: false,
+    };
+    close(job, options, &work, &markers, &report, locks)?;
+    Ok(report)
+}
+
+fn complete_key(plan: &Plan) -> String {
+    format!("{}/complete.json", plan.plan_id)
+}
+
+/// Whether this run continues the one recorded in the work dir; refuses a `--resume` into a
+/// work dir of another job (without `--overwrite`).
+fn is_resuming(job: &Job, options: &JobOptions) -> Result<bool, OpsError> {
+    let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let previous = match work.get("plan.json").map_err(failed)? {
+        Some(bytes) => Some(
+            Plan::from_json(&String::from_utf8_lossy(&bytes))
+                .map_err(|e| OpsError::Refused(format!("{}: {e}", work.join("plan.json"))))?,
+        ),
+        None => None,
+    };
+    let plan_id = &job.plan.plan_id;
+    if options.resume {
+        if let Some(p) = &previous {
+            if &p.plan_id != plan_id && !options.overwrite {
+                return Err(OpsError::Refused(format!(
+                    "{}: the work dir holds plan {} of another job (this one is {plan_id}); use another --work-dir, or --overwrite to start over",
+                    job.work_dir, p.plan_id
+                )));
+            }
+        }
+    }
+    Ok(options.resume && previous.as_ref().is_some_and(|p| &p.plan_id == plan_id))
+}
+
+/// A run that does not resume: refuses an existing target without `--overwrite`, clears
+/// what an earlier run left (the staging store, or on object stores the old target itself)
+/// and the markers of an earlier run of the same plan.
+fn start_afresh(
+    job: &Job,
+    options: &JobOptions,
+    target: &Store,
+    staging: Option<&std::path::Path>,
+    work: &Store,
+    markers: &Markers,
+) -> Result<(), OpsError> {
+    if !job.existing_target {
+        let target_has_data = !target.is_empty().map_err(failed)?;
+        if target_has_data && !options.overwrite {
+            return Err(OpsError::Refused(if options.resume {
+                format!(
+                    "{}: target exists and {} holds no run of this job to resume (a finished job removes its work dir unless --keep-work or --work-dir); use --overwrite to replace it",
+                    target.url(),
+                    job.work_dir
+                )
+            } else {
+                format!(
+                    "{}: target exists; use --overwrite to replace it",
+                    target.url()
+                )
+            }));
+        }
+        match staging {
+            Some(staging) => safety::clear_staging(staging)?,
+            // An object store cannot swap a prefix in: the old target goes first (documented).
+            None if target_has_data => target.erase_prefix("").map_err(failed)?,
+            None => {}
+        }
+    }
+    markers.clear().map_err(failed)?;
+    work.erase(&complete_key(&job.plan)).map_err(failed)?;
+    work.erase(safety::SWAP_KEY).map_err(failed)?;
+    Ok(())
+}
+
+/// The plan and what the tasks read go to the work dir, then the target's metadata to where
+/// the job writes, so a crash leaves a store whose arrays read as fill values (an append
+/// grows the arrays; consolidated metadata, which readers use, keeps the old shapes until the
+/// last task is done).
+fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsError> {
+    work.put("plan.json", job.plan.to_json().into_bytes())
+        .map_err(failed)?;
+    for file in &job.work_files {
+        match file {
+            WorkFile::Json(key, value) => work.put_json(key, value).map_err(failed)?,
+            WorkFile::References(dataset, url) => {
+                crate::tasks::references::write_references(dataset, url)?
+            }
+        }
+    }
+    for (path, shape) in &job.resize {
+        zarr::resize(write, path, shape).map_err(|e| OpsError::Refused(e.to_string()))?;
+    }
+    for group in &job.groups {
+        zarr::create_group(write, &group.path, job.zarr_format, &group.attributes)
+            .map_err(failed)?;
+    }
+    for spec in &job.specs {
+        zarr::create_array(write, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn write_html_report(
+    plan: &Plan,
+    source: &str,
+    options: &JobOptions,
+    markers: &Markers,
+    summary: &RunSummary,
+    path: &std::path::Path,
+) -> Result<(), OpsError> {
+    let mut records = Vec::new();
+    for (i, stage) in plan.stages.iter().enumerate() {
+        for (task, value) in markers.records(&stage.name).map_err(failed)? {
+            records.push(report::TaskRecord::from_marker(i, task, &value));
+        }
+    }
+    let title = format!("{} {source} → {}", plan.job, options.target);
+    let page = report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
+    std::fs::write(path, page)
+        .map_err(|e| OpsError::Failed(format!("{}: cannot write the report: {e}", path.display())))
+}
+
+/// The end of a complete run: the markers go; the work dir keeps the plan and a record of
+/// completion when it was given (`--work-dir`) or `--keep-work` asks, and is removed
+/// otherwise; the locks are released.
+fn close(
+    job: &Job,
+    options: &JobOptions,
+    work: &Store,
+    markers: &Markers,
+    report: &JobReport,
+    locks: Vec<chunkmill_store::guard::Lock>,
+) -> Result<(), OpsError> {
+    markers.clear().map_err(failed)?;
+    if options.work_dir.is_none() && !options.keep_work {
+        return safety::remove_work_dir(work, locks);
+    }
+    work.put(
+        &complete_key(&job.plan),
+        serde_json::to_vec_pretty(report).map_err(failed)?,
+    )
+    .map_err(failed)?;
+    work.erase(safety::SWAP_KEY).map_err(failed)?;
+    safety::sweep(&[&job.work_dir])?;
+    drop(locks);
+    Ok(())
+}

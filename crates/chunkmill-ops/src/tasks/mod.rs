@@ -1,0 +1,8 @@
+//! The tasks of every stage kind, run by the executors: copies (through the endpoints of a
+//! plan) and scans. [`StageRunner`] runs any of them.
+
+mod copy;
+pub mod references;
+mod scan;
+
+pub use copy::StageRunner;
