@@ -33,9 +33,9 @@ pub enum Failure {
     /// A job of `chunkmill-ops` failed; its variant says how.
     Ops(chunkmill_ops::OpsError),
     /// Scanning, combining or writing references failed; its kind says how.
-    Manifest(chunkmill_manifest::Error),
+    Manifest(Box<chunkmill_manifest::Error>),
     /// A data file that cannot be opened or listed (`inspect`): an input that does not fit.
-    Source(chunkmill_hdf5::Error),
+    Source(Box<chunkmill_hdf5::Error>),
     /// A failure and what to do about it (a flag or command its message does not name).
     Hinted {
         /// The failure.
@@ -121,8 +121,8 @@ impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Failure::Ops(e) => Some(e),
-            Failure::Manifest(e) => Some(e),
-            Failure::Source(e) => Some(e),
+            Failure::Manifest(e) => Some(e.as_ref()),
+            Failure::Source(e) => Some(e.as_ref()),
             Failure::Hinted { failure, .. } | Failure::AfterWrite { failure, .. } => Some(failure),
             Failure::Usage(_) | Failure::Refused(_) | Failure::Failed(_) => None,
         }
@@ -131,7 +131,7 @@ impl std::error::Error for Failure {
 
 impl From<chunkmill_manifest::Error> for Failure {
     fn from(e: chunkmill_manifest::Error) -> Self {
-        Failure::Manifest(e)
+        Failure::Manifest(Box::new(e))
     }
 }
 
@@ -143,7 +143,7 @@ impl From<chunkmill_ops::OpsError> for Failure {
 
 impl From<chunkmill_hdf5::Error> for Failure {
     fn from(e: chunkmill_hdf5::Error) -> Self {
-        Failure::Source(e)
+        Failure::Source(Box::new(e))
     }
 }
 
@@ -209,15 +209,15 @@ mod tests {
             (Failure::Ops(OpsError::Failed("x".into())), 1),
             (Failure::Ops(OpsError::Interrupted("x".into())), 130),
             (
-                Failure::Manifest(chunkmill_manifest::Error::Usage("x".into())),
+                Failure::from(chunkmill_manifest::Error::Usage("x".into())),
                 2,
             ),
             (
-                Failure::Manifest(chunkmill_manifest::Error::Refused("x".into())),
+                Failure::from(chunkmill_manifest::Error::Refused("x".into())),
                 3,
             ),
             (
-                Failure::Manifest(chunkmill_manifest::Error::Executor("x".into())),
+                Failure::from(chunkmill_manifest::Error::Executor("x".into())),
                 1,
             ),
         ];

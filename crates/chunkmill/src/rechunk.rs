@@ -171,8 +171,10 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
         job
     };
     let footprint = Footprint::before(&[&a.target, &resolve::work_dir(&a.target, &a.common)]);
-    let report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts.job, on_event))
-        .map_err(|e| footprint.judge(e))?;
+    let report = run_with_progress(&job, &a.common, |on_event| {
+        run_job(&job, &opts.job, on_event)
+    })
+    .map_err(|e| footprint.judge(e))?;
     print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common);
     Ok(())
 }
@@ -194,13 +196,7 @@ pub fn run_with_progress(
 }
 
 /// What a finished job prints: JSON, one line, or nothing.
-pub fn print_report(
-    report: &JobReport,
-    verb: &str,
-    target: &str,
-    prepared: bool,
-    common: &Common,
-) {
+pub fn print_report(report: &JobReport, verb: &str, target: &str, prepared: bool, common: &Common) {
     if common.report.json {
         println!(
             "{}",

@@ -120,7 +120,11 @@ fn max_mem_decimal_binary_fraction_and_bytes() -> TestResult {
         ("3mib", 3 << 20),
     ] {
         let (o, origin) = rechunk_with(&["--max-mem", text])?;
-        assert_eq!((o.job.max_mem, origin), (bytes, BudgetOrigin::Given), "{text}");
+        assert_eq!(
+            (o.job.max_mem, origin),
+            (bytes, BudgetOrigin::Given),
+            "{text}"
+        );
     }
     Ok(())
 }
@@ -451,7 +455,10 @@ fn convert_paths_chunks_and_default_codec() -> TestResult {
         (o.inputs.as_slice(), o.job.target.as_str()),
         (&["a.nc".to_string()][..], "t.zarr")
     );
-    assert_eq!(o.layout.codec, Some(chunkmill_ops::convert::default_codec()));
+    assert_eq!(
+        o.layout.codec,
+        Some(chunkmill_ops::convert::default_codec())
+    );
     let Ok(Command::Convert(a)) = cli(&["convert", "only.zarr", "--chunks", "x=1"]) else {
         return Err("not convert".into());
     };
