@@ -1,15 +1,8 @@
-//! What the user typed: clap definitions (the first layer of the arguments; [`crate::resolve`]
-//! is the second).
+//! What the user typed: clap definitions, no I/O (the first layer of the arguments; a
+//! `--recipe` is read in by [`crate::recipe::parse`], and [`crate::resolve`] is the second
+//! layer).
 
 use clap::{Args, Parser, Subcommand};
-
-/// The command line of this process, a `--recipe` read in (see [`crate::recipe`]).
-///
-/// # Errors
-/// A usage failure naming the recipe that cannot be read or used.
-pub fn parse() -> Result<Cli, crate::Failure> {
-    crate::recipe::parse(std::env::args_os().collect())
-}
 
 /// Archival scientific data to analysis-ready Zarr, in parallel, with memory known before the
 /// work starts.

@@ -83,7 +83,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(failure) = args::parse().and_then(run) {
+    if let Err(failure) = recipe::parse(std::env::args_os().collect()).and_then(run) {
         // Errors are one line each: `chunkmill: <what>: <why>`.
         for line in failure.to_string().lines() {
             eprintln!("chunkmill: {line}");
