@@ -40,10 +40,21 @@ use crate::{safety, OpsError};
 /// # Errors
 /// [`OpsError::Usage`] for a malformed request, [`OpsError::Refused`] for missing or
 /// inconsistent inputs or a budget no plan fits.
-#[allow(clippy::too_many_lines)]
 pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
     check_format(&options.layout)?;
     let source = Store::open(&options.source).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let (groups, all_arrays, left_out) = list_source(&source, options)?;
+    let selected = select_arrays(&source, options, &all_arrays)?;
+    check_chunk_spec(&source, options, &selected)?;
+    plan_arrays(options, &source, &selected, groups, left_out)
+}
+
+/// The groups and arrays of the source, and a warning line for each array it leaves out (one
+/// this build cannot read, when no `--array` chooses it).
+fn list_source(
+    source: &Store,
+    options: &RechunkOptions,
+) -> Result<(Vec<GroupInfo>, Vec<ArrayInfo>, Vec<String>), OpsError> {
     if source.kind() == StoreKind::Local
         && !std::path::Path::new(source.url().trim_start_matches("file://")).exists()
     {
@@ -52,7 +63,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
             source.url()
         )));
     }
-    let nodes = zarr::list_nodes(&source).map_err(|e| OpsError::Refused(e.to_string()))?;
+    let nodes = zarr::list_nodes(source).map_err(|e| OpsError::Refused(e.to_string()))?;
     if nodes.is_empty() {
         return Err(OpsError::Refused(format!(
             "{}: no Zarr array or group found",
@@ -87,10 +98,18 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
             ));
         }
     }
+    Ok((groups, all_arrays, left_out))
+}
 
+/// The arrays to rechunk: all, or the named ones plus the coordinates of their dimensions.
+fn select_arrays(
+    source: &Store,
+    options: &RechunkOptions,
+    all_arrays: &[ArrayInfo],
+) -> Result<Vec<ArrayInfo>, OpsError> {
     // Which arrays: all, or the named ones plus the coordinates of their dimensions.
-    let selected: Vec<ArrayInfo> = if options.arrays.is_empty() {
-        all_arrays.clone()
+    Ok(if options.arrays.is_empty() {
+        all_arrays.to_vec()
     } else {
         let mut chosen: Vec<ArrayInfo> = Vec::new();
         for name in &options.arrays {
@@ -113,7 +132,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
             .flat_map(|a| a.dimension_names.clone().unwrap_or_default())
             .flatten()
             .collect();
-        for a in &all_arrays {
+        for a in all_arrays {
             if is_coordinate(a)
                 && dims.iter().any(|d| d == last_segment(&a.path))
                 && !chosen.iter().any(|c| c.path == a.path)
@@ -123,8 +142,16 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
         }
         chosen.sort_by(|a, b| a.path.cmp(&b.path));
         chosen
-    };
+    })
+}
 
+/// Refuses a chunk spec by position for more than one data array, and one naming a dimension
+/// no chosen array has.
+fn check_chunk_spec(
+    source: &Store,
+    options: &RechunkOptions,
+    selected: &[ArrayInfo],
+) -> Result<(), OpsError> {
     if let ChunkSpec::ByAxis(_) = options.layout.chunks {
         let data: Vec<&ArrayInfo> = selected.iter().filter(|a| !is_coordinate(a)).collect();
         if data.len() != 1 && selected.len() != 1 {
@@ -157,7 +184,17 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
             }
         }
     }
+    Ok(())
+}
 
+/// Plans every chosen array into stages of one plan.
+fn plan_arrays(
+    options: &RechunkOptions,
+    source: &Store,
+    selected: &[ArrayInfo],
+    groups: Vec<GroupInfo>,
+    left_out: Vec<String>,
+) -> Result<Job, OpsError> {
     let work_dir = options
         .job
         .work_dir

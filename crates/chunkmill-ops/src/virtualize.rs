@@ -18,6 +18,7 @@ use chunkmill_store::Store;
 use serde_json::Value;
 
 use crate::job::{run_on_executor, Executor, ExecutorLimits};
+use crate::tasks::StageRunner;
 
 /// A callback for the executor's events.
 pub type EventFn = dyn Fn(&Event) + Send + Sync;
@@ -115,6 +116,7 @@ impl ScanExecutor for ExecutorScanner {
                 max_mem: self.max_mem,
                 capacity: self.max_mem,
             },
+            &StageRunner::new(),
             on_event,
         )
         .map_err(task_error)?;

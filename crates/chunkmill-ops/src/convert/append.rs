@@ -204,36 +204,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             ))
         })?;
         let old_info = &old.info;
-        if old_info.dtype != output.info.dtype {
-            return Err(refused(format!(
-                "--append {dim}: '{path}' is {} in the inputs but {} in the cache",
-                output.info.dtype, old_info.dtype
-            )));
-        }
-        if old_info.inner_chunks.is_some() {
-            return Err(refused(format!(
-                "--append {dim}: '{path}' is sharded in the cache; appending to shards is not supported"
-            )));
-        }
-        let dims = output.info.dimension_names.clone().unwrap_or_default();
-        let axis = dims
-            .iter()
-            .position(|d| d.as_deref() == Some(renamed_dim.as_str()));
-        for (a, (&new, &was)) in output.info.shape.iter().zip(&old_info.shape).enumerate() {
-            if Some(a) != axis && new != was {
-                return Err(refused(format!(
-                    "--append {dim}: '{path}' has {new} along {} in the inputs but {was} in the cache",
-                    dims[a].clone().unwrap_or_default()
-                )));
-            }
-        }
-        if output.info.shape.len() != old_info.shape.len() {
-            return Err(refused(format!(
-                "--append {dim}: '{path}' has {} dimensions in the inputs but {} in the cache",
-                output.info.shape.len(),
-                old_info.shape.len()
-            )));
-        }
+        let axis = check_fits(&dim, &renamed_dim, output, old_info)?;
         let Some(axis) = axis else {
             // Not along DIM: it must be what the cache holds, and is not written again.
             if output.info.shape.len() == 1 {
@@ -259,70 +230,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
 
         // The cache's last, partial chunk along DIM is read back and completed.
         let input = if aligned_start < old_len {
-            let mut old_shape = old_info.shape.clone();
-            old_shape[axis] = old_len;
-            let cache_grid = Grid::regular(&old_shape, &old_info.chunks)
-                .map_err(|e| refused(format!("{path}: {e}")))?;
-            let axes: Vec<AxisWindow> = old_shape
-                .iter()
-                .enumerate()
-                .map(|(a, &len)| {
-                    if a == axis {
-                        AxisWindow {
-                            start: aligned_start,
-                            len: old_len - aligned_start,
-                            reverse: false,
-                        }
-                    } else {
-                        AxisWindow {
-                            start: 0,
-                            len,
-                            reverse: false,
-                        }
-                    }
-                })
-                .collect();
-            let mut tail_shape = old_shape.clone();
-            tail_shape[axis] = old_len - aligned_start;
-            let tail_grid = Grid::regular(&tail_shape, &old_info.chunks)
-                .map_err(|e| refused(format!("{path}: {e}")))?;
-            let tail = Endpoint::Window {
-                source: Box::new(Endpoint::Zarr {
-                    url: target.url().to_string(),
-                    path: path.clone(),
-                    grid: cache_grid,
-                }),
-                axes,
-                values: None,
-                grid: tail_grid.clone(),
-            };
-            let new_grid = output.input.grid();
-            let concat_axes: Vec<AxisChunks> = (0..part_shape.len())
-                .map(|a| {
-                    if a == axis {
-                        let mut bounds = tail_grid.axes()[a].bounds();
-                        let shift = *bounds.last().unwrap_or(&0);
-                        bounds.extend(
-                            new_grid.axes()[a]
-                                .bounds()
-                                .iter()
-                                .skip(1)
-                                .map(|b| b + shift),
-                        );
-                        AxisChunks::rectilinear(bounds)
-                    } else {
-                        // The new data's chunks, so each of its source chunks is decoded once
-                        // (the cache's one chunk row is read into whatever pieces need it).
-                        Ok(new_grid.axes()[a].clone())
-                    }
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| refused(format!("{path}: {e}")))?;
-            Endpoint::Concat {
-                axis,
-                parts: vec![tail, output.input.clone()],
-                grid: Grid::new(concat_axes),
-            }
+            completed_input(target.url(), output, old_info, axis, old_len, &part_shape)?
         } else {
             output.input.clone()
         };
@@ -483,4 +391,123 @@ fn empty_job(work_dir: &str, options: &ConvertOptions) -> Job {
         inputs: Vec::new(),
         left_out: Vec::new(),
     }
+}
+
+/// What the first stage of an array growing along `axis` reads: the cache's last, partial
+/// chunk along it (read back from the target at `target_url`), then the new data.
+fn completed_input(
+    target_url: &str,
+    output: &OutputArray,
+    old_info: &ArrayInfo,
+    axis: usize,
+    old_len: u64,
+    part_shape: &[u64],
+) -> Result<Endpoint, OpsError> {
+    let path = &output.info.path;
+    let chunk = old_info.chunks[axis];
+    let aligned_start = old_len / chunk * chunk;
+    let mut old_shape = old_info.shape.clone();
+    old_shape[axis] = old_len;
+    let cache_grid =
+        Grid::regular(&old_shape, &old_info.chunks).map_err(|e| refused(format!("{path}: {e}")))?;
+    let axes: Vec<AxisWindow> = old_shape
+        .iter()
+        .enumerate()
+        .map(|(a, &len)| {
+            if a == axis {
+                AxisWindow {
+                    start: aligned_start,
+                    len: old_len - aligned_start,
+                    reverse: false,
+                }
+            } else {
+                AxisWindow {
+                    start: 0,
+                    len,
+                    reverse: false,
+                }
+            }
+        })
+        .collect();
+    let mut tail_shape = old_shape.clone();
+    tail_shape[axis] = old_len - aligned_start;
+    let tail_grid = Grid::regular(&tail_shape, &old_info.chunks)
+        .map_err(|e| refused(format!("{path}: {e}")))?;
+    let tail = Endpoint::Window {
+        source: Box::new(Endpoint::Zarr {
+            url: target_url.to_string(),
+            path: path.clone(),
+            grid: cache_grid,
+        }),
+        axes,
+        values: None,
+        grid: tail_grid.clone(),
+    };
+    let new_grid = output.input.grid();
+    let concat_axes: Vec<AxisChunks> = (0..part_shape.len())
+        .map(|a| {
+            if a == axis {
+                let mut bounds = tail_grid.axes()[a].bounds();
+                let shift = *bounds.last().unwrap_or(&0);
+                bounds.extend(
+                    new_grid.axes()[a]
+                        .bounds()
+                        .iter()
+                        .skip(1)
+                        .map(|b| b + shift),
+                );
+                AxisChunks::rectilinear(bounds)
+            } else {
+                // The new data's chunks, so each of its source chunks is decoded once
+                // (the cache's one chunk row is read into whatever pieces need it).
+                Ok(new_grid.axes()[a].clone())
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| refused(format!("{path}: {e}")))?;
+    Ok(Endpoint::Concat {
+        axis,
+        parts: vec![tail, output.input.clone()],
+        grid: Grid::new(concat_axes),
+    })
+}
+
+/// Refuses an output array that does not fit its array in the cache (another data type,
+/// shards, another shape but along `dim`); the axis of `dim` in it, if any.
+fn check_fits(
+    dim: &str,
+    renamed_dim: &str,
+    output: &OutputArray,
+    old_info: &ArrayInfo,
+) -> Result<Option<usize>, OpsError> {
+    let path = &output.info.path;
+    if old_info.dtype != output.info.dtype {
+        return Err(refused(format!(
+            "--append {dim}: '{path}' is {} in the inputs but {} in the cache",
+            output.info.dtype, old_info.dtype
+        )));
+    }
+    if old_info.inner_chunks.is_some() {
+        return Err(refused(format!(
+            "--append {dim}: '{path}' is sharded in the cache; appending to shards is not supported"
+        )));
+    }
+    let dims = output.info.dimension_names.clone().unwrap_or_default();
+    let axis = dims.iter().position(|d| d.as_deref() == Some(renamed_dim));
+    for (a, (&new, &was)) in output.info.shape.iter().zip(&old_info.shape).enumerate() {
+        if Some(a) != axis && new != was {
+            return Err(refused(format!(
+                "--append {dim}: '{path}' has {new} along {} in the inputs but {was} in the cache",
+                dims[a].clone().unwrap_or_default()
+            )));
+        }
+    }
+    if output.info.shape.len() != old_info.shape.len() {
+        return Err(refused(format!(
+            "--append {dim}: '{path}' has {} dimensions in the inputs but {} in the cache",
+            output.info.shape.len(),
+            old_info.shape.len()
+        )));
+    }
+    Ok(axis)
 }

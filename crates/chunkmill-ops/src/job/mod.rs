@@ -65,6 +65,21 @@ pub struct Job {
     pub left_out: Vec<String>,
 }
 
+impl Job {
+    /// The runner of this job's tasks on threads: the references its tasks read are handed
+    /// over in memory, not read back from the work dir where [`run_job`] wrote them for
+    /// worker processes and resumed runs.
+    fn runner(&self) -> StageRunner {
+        let runner = StageRunner::new();
+        for file in &self.work_files {
+            if let WorkFile::References(dataset, url) = file {
+                runner.preload_references(url, dataset.clone());
+            }
+        }
+        runner
+    }
+}
+
 /// Something a job's tasks or a resumed run read, written by [`run_job`] after its checks
 /// (an existing target, another plan in the work dir) and before the target changes.
 #[derive(Clone, Debug)]
@@ -141,7 +156,9 @@ pub(crate) struct ExecutorLimits {
     pub capacity: u64,
 }
 
-/// Runs every stage of `plan` on `executor`, markers in `work`.
+/// Runs every stage of `plan` on `executor`, markers in `work`; `runner` runs the tasks on the
+/// threads executor (the other executors start `chunkmill worker` processes, which read the
+/// plan and its work files).
 ///
 /// # Errors
 /// [`OpsError::Failed`] when tasks fail after retries; [`OpsError::Interrupted`] on Ctrl-C.
@@ -151,12 +168,13 @@ pub(crate) fn run_on_executor(
     work: &Store,
     markers: &Markers,
     limits: &ExecutorLimits,
+    runner: &StageRunner,
     on_event: &(dyn Fn(&Event) + Sync),
 ) -> Result<RunSummary, OpsError> {
     let mut run_options = RunOptions::new(limits.workers, limits.capacity);
     run_options.retries = limits.retries;
     match executor {
-        Executor::Threads => run_plan(plan, &StageRunner::new(), markers, &run_options, on_event),
+        Executor::Threads => run_plan(plan, runner, markers, &run_options, on_event),
         Executor::Processes { program } => {
             let command = WorkerCommand {
                 program: program.clone(),
@@ -317,6 +335,7 @@ pub fn run_job(
             max_mem: options.max_mem,
             capacity,
         },
+        &job.runner(),
         on_event,
     )?;
 

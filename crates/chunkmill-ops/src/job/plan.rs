@@ -220,7 +220,6 @@ pub(crate) struct PlannedArray {
 }
 
 /// Plan one array: target chunks, stages (first one reading `job.input`), metadata.
-#[allow(clippy::too_many_lines)]
 pub(crate) fn plan_array(
     context: &PlanContext<'_>,
     job: &ArrayJob<'_>,
@@ -237,32 +236,8 @@ pub(crate) fn plan_array(
                 reserve,
             },
     } = *context;
-    let (index, info) = (job.index, job.info);
-    let mut stages = Vec::new();
-    let mut cleanup = Vec::new();
-    let data_chunks = match &job.chunks {
-        Some(fixed) => Some(fixed.clone()),
-        None => resolve(&layout.chunks, info, &info.chunks)?,
-    };
-    // A coordinate is written as one chunk, which needs no shard around it.
-    let whole_coordinate = job.chunks.is_none() && is_coordinate(info) && data_chunks.is_some();
-    let chunks = if whole_coordinate {
-        vec![info.shape[0].max(1)]
-    } else {
-        data_chunks.unwrap_or_else(|| info.chunks.clone())
-    };
-    let shards = match &layout.shards {
-        Some(spec) if !whole_coordinate => resolve(spec, info, &chunks)?,
-        _ => None,
-    };
-    if let Some(shards) = &shards {
-        if shards.iter().zip(&chunks).any(|(&s, &c)| s % c != 0) {
-            return Err(OpsError::Usage(format!(
-                "'{}': shards {shards:?} must be whole multiples of the chunks {chunks:?}",
-                display_path(&info.path)
-            )));
-        }
-    }
+    let info = job.info;
+    let (chunks, shards) = target_chunks(layout, job)?;
     let encoding = match &layout.codec {
         Some(c) => Encoding::Compressor(c.clone()),
         None => zarr::inherit_encoding(info, layout.zarr_format).map_err(OpsError::Usage)?,
@@ -300,6 +275,84 @@ pub(crate) fn plan_array(
         )),
         other => OpsError::Refused(format!("'{}': {other}", display_path(&info.path))),
     })?;
+    let (stages, cleanup) = lay_stages(target, temp, job, &plan);
+    let summary = ArrayPlan {
+        path: info.path.clone(),
+        shape: info.shape.clone(),
+        dtype: info.dtype.clone(),
+        source_chunks: info.chunks.clone(),
+        target_chunks: chunks.clone(),
+        target_shards: shards.clone(),
+        strategy: plan.strategy,
+        estimated_seconds: plan.estimated_seconds,
+        concurrency: plan.concurrency,
+        nbytes: info.nbytes(),
+    };
+    let (fill_value, attributes) = zarr::translate_fill(info, layout.zarr_format);
+    let spec = ArraySpec {
+        path: info.path.clone(),
+        zarr_format: layout.zarr_format,
+        shape: info.shape.clone(),
+        dtype: info.dtype.clone(),
+        chunks: grid_chunks,
+        inner_chunks: shards.map(|_| chunks),
+        fill_value,
+        encoding,
+        dimension_names: info.dimension_names.clone(),
+        attributes,
+    };
+    Ok(PlannedArray {
+        stages,
+        cleanup,
+        summary,
+        spec,
+    })
+}
+
+/// The target chunks and shards of one array: exact ones given by the job, or the layout's
+/// spec resolved against the array (a coordinate whole, in one chunk).
+fn target_chunks(
+    layout: &TargetLayout,
+    job: &ArrayJob<'_>,
+) -> Result<(Vec<u64>, Option<Vec<u64>>), OpsError> {
+    let info = job.info;
+    let data_chunks = match &job.chunks {
+        Some(fixed) => Some(fixed.clone()),
+        None => resolve(&layout.chunks, info, &info.chunks)?,
+    };
+    // A coordinate is written as one chunk, which needs no shard around it.
+    let whole_coordinate = job.chunks.is_none() && is_coordinate(info) && data_chunks.is_some();
+    let chunks = if whole_coordinate {
+        vec![info.shape[0].max(1)]
+    } else {
+        data_chunks.unwrap_or_else(|| info.chunks.clone())
+    };
+    let shards = match &layout.shards {
+        Some(spec) if !whole_coordinate => resolve(spec, info, &chunks)?,
+        _ => None,
+    };
+    if let Some(shards) = &shards {
+        if shards.iter().zip(&chunks).any(|(&s, &c)| s % c != 0) {
+            return Err(OpsError::Usage(format!(
+                "'{}': shards {shards:?} must be whole multiples of the chunks {chunks:?}",
+                display_path(&info.path)
+            )));
+        }
+    }
+    Ok((chunks, shards))
+}
+
+/// The stages of `plan` end to end: the first reads `job.input`, each next one the pieces the
+/// one before left in `temp`, the last writes the target; the pieces to delete afterwards.
+fn lay_stages(
+    target: &Store,
+    temp: &Store,
+    job: &ArrayJob<'_>,
+    plan: &RechunkPlan,
+) -> (Vec<Stage>, Vec<(String, String)>) {
+    let (index, info) = (job.index, job.info);
+    let mut stages = Vec::new();
+    let mut cleanup = Vec::new();
     let label_path = if info.path.is_empty() {
         "array".to_string()
     } else {
@@ -362,35 +415,5 @@ pub(crate) fn plan_array(
             bytes_written: s.bytes_written,
         });
     }
-    let summary = ArrayPlan {
-        path: info.path.clone(),
-        shape: info.shape.clone(),
-        dtype: info.dtype.clone(),
-        source_chunks: info.chunks.clone(),
-        target_chunks: chunks.clone(),
-        target_shards: shards.clone(),
-        strategy: plan.strategy,
-        estimated_seconds: plan.estimated_seconds,
-        concurrency: plan.concurrency,
-        nbytes: info.nbytes(),
-    };
-    let (fill_value, attributes) = zarr::translate_fill(info, layout.zarr_format);
-    let spec = ArraySpec {
-        path: info.path.clone(),
-        zarr_format: layout.zarr_format,
-        shape: info.shape.clone(),
-        dtype: info.dtype.clone(),
-        chunks: grid_chunks,
-        inner_chunks: shards.map(|_| chunks),
-        fill_value,
-        encoding,
-        dimension_names: info.dimension_names.clone(),
-        attributes,
-    };
-    Ok(PlannedArray {
-        stages,
-        cleanup,
-        summary,
-        spec,
-    })
+    (stages, cleanup)
 }

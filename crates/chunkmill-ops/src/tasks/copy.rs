@@ -81,11 +81,20 @@ impl Opened {
     }
 }
 
+/// Which end of a stage an endpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Side {
+    Input,
+    Output,
+}
+
 /// Runs the tasks of every stage kind (copies, scans); opens each endpoint once, and reads
 /// each reference file once.
+///
+/// A runner serves the stages of one plan: endpoints are cached by stage name and side.
 #[derive(Default)]
 pub struct StageRunner {
-    opened: Mutex<HashMap<String, Arc<Opened>>>,
+    opened: Mutex<HashMap<(String, Side), Arc<Opened>>>,
     references: Mutex<HashMap<String, Arc<chunkmill_manifest::VirtualDataset>>>,
     /// The data files references point into, opened once for the readers of every array.
     files: Arc<FilePool>,
@@ -98,13 +107,19 @@ impl StageRunner {
         Self::default()
     }
 
-    fn open(&self, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
-        // The whole endpoint is the key: `describe` is for people, and leaves out what two
-        // windows of one source may differ in (their value maps, their grids).
-        let key = serde_json::to_string(endpoint).map_err(|e| e.to_string())?;
+    /// The endpoint of `side` of stage `stage`, opened by its first task and shared by the
+    /// others.
+    fn opened(&self, stage: &str, side: Side, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
+        let key = (stage.to_string(), side);
         if let Some(found) = self.opened.lock().get(&key) {
             return Ok(found.clone());
         }
+        let opened = self.open(endpoint)?;
+        // Threads that opened it at the same time all use the first one kept.
+        Ok(self.opened.lock().entry(key).or_insert(opened).clone())
+    }
+
+    fn open(&self, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
         let opened = match endpoint {
             Endpoint::Zarr { url, path, .. } => {
                 let store = Store::open(url).map_err(|e| e.to_string())?;
@@ -186,13 +201,7 @@ impl StageRunner {
                 counts: counts.clone(),
             },
         };
-        // Threads that opened it at the same time all use the first one kept.
-        Ok(self
-            .opened
-            .lock()
-            .entry(key)
-            .or_insert_with(|| Arc::new(opened))
-            .clone())
+        Ok(Arc::new(opened))
     }
 }
 
@@ -468,6 +477,7 @@ impl StageRunner {
 
     fn copy(
         &self,
+        name: &str,
         stage: &CopyStage,
         region: &Region,
         cancel: &Cancel,
@@ -481,8 +491,12 @@ impl StageRunner {
             }
         };
         let item = stage.item_size as usize;
-        let input = self.open(&stage.input).map_err(TaskError::failed)?;
-        let output = self.open(&stage.output).map_err(TaskError::failed)?;
+        let input = self
+            .opened(name, Side::Input, &stage.input)
+            .map_err(TaskError::failed)?;
+        let output = self
+            .opened(name, Side::Output, &stage.output)
+            .map_err(TaskError::failed)?;
         let in_grid = stage.input.grid();
         let out_grid = stage.output.grid();
         let mut stats = TaskStats::default();
@@ -578,7 +592,7 @@ impl TaskRunner for StageRunner {
     fn run(&self, stage: &Stage, task: u64, cancel: &Cancel) -> Result<TaskStats, TaskError> {
         let region = stage.task_region(task);
         match &stage.kind {
-            StageKind::Copy(copy) => self.copy(copy, &region, cancel),
+            StageKind::Copy(copy) => self.copy(&stage.name, copy, &region, cancel),
             // A scan task's region is its range of inputs.
             StageKind::Scan(scan) => {
                 let files = region.ranges().first().cloned().unwrap_or_default();
