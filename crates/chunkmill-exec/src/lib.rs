@@ -275,6 +275,15 @@ pub enum ExecError {
     /// The batch engine refused or could not be reached.
     #[error("{0}")]
     Engine(String),
+    /// A program of the batch engine (`sbatch`, `squeue`, …) could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The run was interrupted (Ctrl-C) and its jobs cancelled.
     #[error("interrupted: {0}")]
     Interrupted(String),

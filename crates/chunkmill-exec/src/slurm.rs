@@ -171,7 +171,10 @@ fn run_command(program: &str, args: &[String]) -> Result<(bool, String, String),
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| ExecError::Engine(format!("cannot run {program}: {e}")))?;
+        .map_err(|source| ExecError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
     Ok((
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

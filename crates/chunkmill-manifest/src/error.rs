@@ -136,7 +136,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A reference file that cannot be read or parsed.
+    /// A reference file that cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    ReferenceRead {
+        /// Path of the reference file.
+        path: String,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A reference file that cannot be parsed.
     #[error("{path}: {reason}")]
     Reference {
         /// Path of the reference file.
@@ -160,17 +170,29 @@ pub enum Error {
     Executor(String),
 }
 
+/// What the user should do about an [`Error`]: the category a caller (the command line's exit
+/// codes, a job's own error) sorts it into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A malformed request: fix the command.
+    Usage,
+    /// Refused before anything was written: a missing, unreadable or inconsistent input (a
+    /// glob that matches nothing is a missing input, as a path that does not exist is), an
+    /// output that exists or must not be written.
+    Refused,
+    /// Failed while writing or running.
+    Failed,
+}
+
 impl Error {
-    /// The exit code of the command line for this error (the README's table): 2 for a
-    /// malformed request, 1 for a failure while writing or running, 3 for everything refused
-    /// before a write, a missing or unreadable input included (a glob that matches nothing is
-    /// a missing input, as a path that does not exist is).
+    /// The category of this error (decided here, once, for every caller).
     #[must_use]
-    pub fn exit_code(&self) -> i32 {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Usage(_) => 2,
-            Error::Write { .. } | Error::Executor(_) => 1,
-            _ => 3,
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Write { .. } | Error::Executor(_) => ErrorKind::Failed,
+            _ => ErrorKind::Refused,
         }
     }
 }

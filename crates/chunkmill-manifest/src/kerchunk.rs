@@ -143,9 +143,9 @@ pub fn write_kerchunk_json(ds: &VirtualDataset, path: &Path, overwrite: bool) ->
 /// references.
 pub fn read_kerchunk_json(path: &Path) -> Result<VirtualDataset> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Reference {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReferenceRead {
         path: name.clone(),
-        reason: format!("cannot read: {e}"),
+        source,
     })?;
     parse_kerchunk_json(&text, &name)
 }

@@ -90,7 +90,7 @@ mod virtualize;
 pub use access::ReferenceAccess;
 pub use array::{ArrayMetadata, InputEncoding, ManifestArray, ManifestStats, VirtualDataset};
 pub use combine::{combine, infer_concat_dim, CombineOptions, Compat, InferredDim};
-pub use error::{Error, Mismatch, Result};
+pub use error::{Error, ErrorKind, Mismatch, Result};
 pub use icechunk::{is_icechunk, read_icechunk, write_icechunk};
 pub use kerchunk::{read_kerchunk_json, write_kerchunk_json};
 pub use kerchunk_parquet::{

@@ -435,8 +435,7 @@ impl Plan {
     /// # Errors
     /// [`PlanError`] when the text is not a plan of this format.
     pub fn from_json(text: &str) -> Result<Plan, PlanError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(text)?;
         let format = value
             .get("format")
             .and_then(serde_json::Value::as_u64)
@@ -447,8 +446,7 @@ impl Plan {
                 expected: PLAN_FORMAT,
             });
         }
-        let plan: Plan =
-            serde_json::from_value(value).map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let plan: Plan = serde_json::from_value(value)?;
         plan.validate()?;
         Ok(plan)
     }
@@ -626,9 +624,9 @@ fn check_copy(copy: &CopyStage) -> Result<(), (String, String)> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    /// Not a plan.
+    /// Not a plan: not JSON, or JSON of another shape.
     #[error("not a chunkmill plan: {0}")]
-    Invalid(String),
+    Invalid(#[from] serde_json::Error),
     /// A field that no plan chunkmill writes could hold.
     #[error("invalid plan: {field}: {reason}")]
     Field { field: String, reason: String },
@@ -672,12 +670,11 @@ mod tests {
 
     /// The plan's JSON edited by `edit`, read back.
     fn edited(edit: impl Fn(&mut serde_json::Value)) -> Result<Plan, PlanError> {
-        let mut value: serde_json::Value = serde_json::from_str(
-            &plan()
-                .map_err(|e| PlanError::Invalid(e.to_string()))?
-                .to_json(),
-        )
-        .map_err(|e| PlanError::Invalid(e.to_string()))?;
+        let built = plan().map_err(|e| PlanError::Field {
+            field: "test plan".into(),
+            reason: e.to_string(),
+        })?;
+        let mut value: serde_json::Value = serde_json::from_str(&built.to_json())?;
         edit(&mut value);
         Plan::from_json(&value.to_string())
     }

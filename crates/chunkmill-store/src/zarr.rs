@@ -32,13 +32,15 @@ pub enum ZarrError {
         path: String,
         reason: String,
     },
-    /// zarrs failed to decode or encode.
-    #[error("{url}: {path}: chunk {chunk:?}: {reason}")]
+    /// zarrs failed to read, decode, encode or store a chunk.
+    #[error("{url}: {path}: chunk {chunk:?}: {source}")]
     Chunk {
         url: String,
         path: String,
         chunk: Vec<u64>,
-        reason: String,
+        /// zarrs' error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -987,12 +989,17 @@ impl ZarrArray {
         record
     }
 
-    fn chunk_err(&self, chunk: &[u64], reason: impl std::fmt::Display) -> ZarrError {
+    /// `source`: zarrs' error, or what is wrong in words.
+    fn chunk_err(
+        &self,
+        chunk: &[u64],
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ZarrError {
         ZarrError::Chunk {
             url: self.url.clone(),
             path: self.info.path.clone(),
             chunk: chunk.to_vec(),
-            reason: reason.to_string(),
+            source: source.into(),
         }
     }
 

@@ -1,4 +1,6 @@
-//! What the user typed: clap definitions only, no I/O.
+//! What the user typed: clap definitions, no I/O (the first layer of the arguments; a
+//! `--recipe` is read in by [`crate::recipe::parse`], and [`crate::resolve`] is the second
+//! layer).
 
 use clap::{Args, Parser, Subcommand};
 

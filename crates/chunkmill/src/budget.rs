@@ -5,7 +5,7 @@
 //! the reads and writes of a job lean on, and the other programs of the machine keep the rest.
 //! The value is rounded down to a multiple of 64 MB so that two runs a moment apart plan the
 //! same job with the same budget; a `--resume` without `--max-mem` takes the budget of the plan
-//! it resumes instead (see `rechunk::run_options`), so a machine whose free memory changed in
+//! it resumes instead (see `resolve::budget`), so a machine whose free memory changed in
 //! between still resumes the same plan.
 
 use std::path::Path;

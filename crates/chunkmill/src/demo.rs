@@ -29,10 +29,7 @@ fn air(t: u64, y: u64, x: u64) -> f32 {
 }
 
 fn fail(e: impl std::fmt::Display) -> Failure {
-    Failure {
-        code: 1,
-        message: e.to_string(),
-    }
+    Failure::failed(e.to_string())
 }
 
 fn spec(

@@ -11,10 +11,6 @@ use serde_json::{json, Value};
 use crate::args::InspectArgs;
 use crate::Failure;
 
-fn fail(code: i32) -> impl Fn(String) -> Failure {
-    move |message| Failure { code, message }
-}
-
 /// What holds references: a kerchunk JSON file, a kerchunk Parquet directory, an Icechunk
 /// repository.
 #[derive(Clone, Copy)]
@@ -32,7 +28,7 @@ fn references(a: &InspectArgs, path: &Path, kind: Kind) -> Result<(), Failure> {
         Kind::Parquet => chunkmill_manifest::read_kerchunk_parquet(path),
         Kind::Icechunk => chunkmill_manifest::read_icechunk(path),
     }
-    .map_err(|e| fail(1)(e.to_string()))?;
+    .map_err(|e| Failure::failed(e.to_string()))?;
     let kind = match kind {
         Kind::Json => "kerchunk-json",
         Kind::Parquet => "kerchunk-parquet",
@@ -86,8 +82,8 @@ fn references(a: &InspectArgs, path: &Path, kind: Kind) -> Result<(), Failure> {
 /// corrupt), is a bad input: exit 3, as `virtualize` and `convert` refuse it, after what
 /// could be listed is shown.
 fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
-    let file = chunkmill_hdf5::SourceFile::open_path(path).map_err(|e| fail(3)(e.to_string()))?;
-    let inventory = file.inventory().map_err(|e| fail(3)(e.to_string()))?;
+    let file = chunkmill_hdf5::SourceFile::open_path(path)?;
+    let inventory = file.inventory()?;
     let mut damage = Vec::new();
     let ranges: Vec<Value> = inventory
         .variables
@@ -102,7 +98,7 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
         .collect();
     let damaged = || match damage.first() {
         None => Ok(()),
-        Some(first) => Err(fail(3)(format!(
+        Some(first) => Err(Failure::refused(format!(
             "{}: damaged: the data of {} of {} variable(s) cannot be located; first: {first}",
             path.display(),
             damage.len(),
@@ -174,7 +170,7 @@ pub fn run(a: &InspectArgs) -> Result<(), Failure> {
     // writer): refused as virtualize and convert refuse it.
     if let Ok(m) = std::fs::metadata(path) {
         if !m.is_file() && !m.is_dir() {
-            return Err(fail(3)(format!(
+            return Err(Failure::refused(format!(
                 "{}: not a regular file or directory",
                 path.display()
             )));

@@ -1,95 +1,25 @@
-//! The `chunkmill` command: argument parsing, progress, exit codes. Every job is a call into
-//! `chunkmill-ops`. A library so that the Python package's `chunkmill` script runs the same
-//! command in-process ([`run_command`]); the binary is `src/bin/chunkmill.rs`.
+//! The `chunkmill` command: arguments ([`args`], what the user typed, then [`resolve`], the
+//! typed options of the jobs), progress, and exit codes ([`failure::exit_code`], the one place
+//! that gives them). Every job is a call into `chunkmill-ops`. A library so that the Python
+//! package's `chunkmill` script runs the same command in-process ([`run_command`]); the binary
+//! is `src/bin/chunkmill.rs`.
 
 mod args;
 mod budget;
 mod convert;
 mod demo;
 mod demo_netcdf;
+mod failure;
 mod inspect;
 mod progress;
 mod rechunk;
 mod recipe;
+mod resolve;
 mod resume;
 mod virtualize;
 mod work;
 
-use clap::Parser;
-
-/// The exit codes, the same for every command (README, "Exit codes").
-pub mod exit {
-    /// The job is done.
-    pub const DONE: i32 = 0;
-    /// Failed while running, after retries; `--resume` continues.
-    pub const FAILED: i32 = 1;
-    /// The command line is malformed: a flag, a value, a spec (nothing was read or written).
-    pub const USAGE: i32 = 2;
-    /// Refused before anything was written: an input that does not exist or does not fit, a
-    /// target that exists, a plan that does not fit the budget.
-    pub const REFUSED: i32 = 3;
-    /// Stopped by Ctrl-C (or SIGTERM) after cancelling what it started; `--resume` continues.
-    pub const INTERRUPTED: i32 = 130;
-}
-
-/// A failure with the exit code it maps to (see [`exit`]).
-#[derive(Debug)]
-pub struct Failure {
-    code: i32,
-    message: String,
-}
-
-impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: exit::USAGE,
-            message: message.into(),
-        }
-    }
-
-    fn refused(message: impl Into<String>) -> Self {
-        Self {
-            code: exit::REFUSED,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<chunkmill_manifest::Error> for Failure {
-    fn from(e: chunkmill_manifest::Error) -> Self {
-        Self {
-            code: e.exit_code(),
-            message: e.to_string(),
-        }
-    }
-}
-
-/// The flag that fixes an error whose message does not name it (messages of the libraries
-/// speak of dimensions and files, not of flags).
-fn hint(message: &str) -> Option<&'static str> {
-    if message.contains("no concat dimension") && !message.contains("--concat-dim") {
-        return Some("give the dimension to concatenate along with --concat-dim DIM");
-    }
-    None
-}
-
-impl From<chunkmill_ops::OpsError> for Failure {
-    fn from(e: chunkmill_ops::OpsError) -> Self {
-        Self {
-            code: e.exit_code(),
-            message: e.to_string(),
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Self {
-            code: exit::FAILED,
-            message: format!("{e:#}"),
-        }
-    }
-}
+pub use failure::Failure;
 
 /// Keep resident memory close to what the tasks hold, and page faults rare. Buffers up to
 /// 32 MiB (chunks, pieces) come from the heap and are reused there: the heap is not trimmed
@@ -168,16 +98,11 @@ pub fn run_command(args: Vec<std::ffi::OsString>) {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = args::Cli::parse_from(args);
-    if let Err(failure) = run(cli) {
-        let mut message = failure.message;
-        if let Some(hint) = hint(&message) {
-            // Errors are one line: the hint follows the reason.
-            message = format!("{message}; {hint}");
-        }
-        for line in message.lines() {
+    if let Err(failure) = recipe::parse(args).and_then(run) {
+        // Errors are one line each: `chunkmill: <what>: <why>`.
+        for line in failure.to_string().lines() {
             eprintln!("chunkmill: {line}");
         }
-        std::process::exit(failure.code);
+        std::process::exit(failure::exit_code(&failure));
     }
 }

@@ -14,45 +14,112 @@
 //! rename = ["air=temperature"]
 //! decode_cf = true
 //! ```
+//!
+//! A recipe is turned into command-line words (`--max-mem=1GB`, `--select=lat=60:-60`) placed
+//! before the user's, and the whole line is parsed once by clap: the recipe's values go
+//! through the same parsers and checks as typed flags. A flag of one value given on the
+//! command line replaces the recipe's (the recipe's word is left out); the words of a
+//! repeatable flag add to the recipe's, and a name repeated between them is refused as one
+//! repeated on the command line is.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::Path;
 
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-use crate::args::ConvertArgs;
+use crate::args::Cli;
 use crate::Failure;
 
-/// What a recipe may say; everything is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Recipe {
-    inputs: Option<Vec<String>>,
-    target: Option<String>,
-    chunks: Option<String>,
-    max_mem: Option<String>,
-    codec: Option<String>,
-    shards: Option<String>,
-    zarr_format: Option<u8>,
-    temp: Option<String>,
-    variables: Option<Vec<String>>,
-    select: Option<Vec<String>>,
-    isel: Option<Vec<String>>,
-    rename: Option<Vec<String>>,
-    drop: Option<Vec<String>>,
-    decode_cf: Option<bool>,
-    cast: Option<Vec<String>>,
-    reverse: Option<Vec<String>>,
-    concat_dim: Option<String>,
-    stack: Option<bool>,
-    identical_dims: Option<Vec<String>>,
-    compat: Option<String>,
-    strict_alignment: Option<bool>,
-    append: Option<String>,
-    allow_gap: Option<bool>,
-    tile: Option<String>,
-    allow_refs: Option<Vec<String>>,
-    work_dir: Option<String>,
+/// How a recipe key becomes command-line words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The input paths (positional, before the target).
+    Inputs,
+    /// The target path (positional, last).
+    Target,
+    /// A flag with one value: `--chunks=…`.
+    One,
+    /// A flag without a value, given when true: `--decode-cf`.
+    Switch,
+    /// A repeatable flag: one `--select=…` per item.
+    Many,
+    /// A flag whose one value is a comma-separated list: `--identical-dims=a,b`.
+    Joined,
 }
+
+/// Every key a recipe may hold (the documented set: run flags such as `--overwrite` or
+/// `--executor` stay on the command line).
+const KEYS: [(&str, Shape); 26] = [
+    ("inputs", Shape::Inputs),
+    ("target", Shape::Target),
+    ("chunks", Shape::One),
+    ("max_mem", Shape::One),
+    ("codec", Shape::One),
+    ("shards", Shape::One),
+    ("zarr_format", Shape::One),
+    ("temp", Shape::One),
+    ("variables", Shape::Many),
+    ("select", Shape::Many),
+    ("isel", Shape::Many),
+    ("rename", Shape::Many),
+    ("drop", Shape::Many),
+    ("decode_cf", Shape::Switch),
+    ("cast", Shape::Many),
+    ("reverse", Shape::Many),
+    ("concat_dim", Shape::One),
+    ("stack", Shape::Switch),
+    ("identical_dims", Shape::Joined),
+    ("compat", Shape::One),
+    ("strict_alignment", Shape::Switch),
+    ("append", Shape::One),
+    ("allow_gap", Shape::Switch),
+    ("tile", Shape::One),
+    ("allow_refs", Shape::Many),
+    ("work_dir", Shape::One),
+];
+
+/// One value as a file holds it.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// A key's value: one, or a list.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+enum Item {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+impl Item {
+    fn items(&self) -> Vec<String> {
+        match self {
+            Item::One(s) => vec![s.text()],
+            Item::Many(list) => list.iter().map(Scalar::text).collect(),
+        }
+    }
+}
+
+type Recipe = BTreeMap<String, Item>;
 
 fn read(path: &str) -> Result<Recipe, Failure> {
     let text = std::fs::read_to_string(path)
@@ -65,60 +132,265 @@ fn read(path: &str) -> Result<Recipe, Failure> {
     }
 }
 
-/// `args` with the recipe's values filled in where the command line gave none, and its lists
-/// before the command line's.
+/// The words a recipe adds to a command line: those that go before the user's words (the
+/// inputs, then the flags) and those after (the target). `given_paths` is how many paths the
+/// command line holds; `given(key)` says whether it gives the flag of `key`.
+fn words(
+    path: &str,
+    recipe: &Recipe,
+    given_paths: usize,
+    given: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
+    let bad = |e: String| Failure::usage(format!("--recipe {path}: {e}"));
+    let (mut before, mut flags, mut after) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, item) in recipe {
+        let Some(&(_, shape)) = KEYS.iter().find(|(k, _)| k == key) else {
+            let keys: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(bad(format!(
+                "unknown key `{key}`; a recipe holds {}",
+                keys.join(", ")
+            )));
+        };
+        let long = key.replace('_', "-");
+        let one = || match item {
+            Item::One(s) => Ok(s.text()),
+            Item::Many(_) => Err(bad(format!("`{key}` takes one value, not a list"))),
+        };
+        match shape {
+            // The command line's paths win: two or more are inputs and target, one is the target.
+            Shape::Inputs if given_paths < 2 => before.extend(item.items()),
+            Shape::Target if given_paths == 0 => after.push(one()?),
+            Shape::Inputs | Shape::Target => {}
+            _ if shape != Shape::Many && given(key) => {}
+            Shape::One => flags.push(format!("--{long}={}", one()?)),
+            Shape::Joined => flags.push(format!("--{long}={}", item.items().join(","))),
+            Shape::Many => flags.extend(item.items().iter().map(|v| format!("--{long}={v}"))),
+            Shape::Switch => match item {
+                Item::One(Scalar::Bool(true)) => flags.push(format!("--{long}")),
+                Item::One(Scalar::Bool(false)) => {}
+                _ => return Err(bad(format!("`{key}` takes true or false"))),
+            },
+        }
+    }
+    if let Some(p) = before.iter().chain(&after).find(|p| p.starts_with('-')) {
+        return Err(bad(format!(
+            "path '{p}' starts with '-'; write it as ./{p}"
+        )));
+    }
+    let has_inputs = given_paths >= 2 || !before.is_empty();
+    let has_target = given_paths >= 1 || !after.is_empty();
+    if !(has_inputs && has_target) {
+        return Err(bad(
+            "give `inputs` and `target` in the recipe, or the paths on the command line"
+                .to_string(),
+        ));
+    }
+    before.extend(flags);
+    Ok((before, after))
+}
+
+/// The command line as the user typed it, with the settings of a `convert --recipe` (or
+/// `plan convert --recipe`) read in as flags; clap's own errors end the process as clap does
+/// (exit 2, or 0 for `--help`).
 ///
 /// # Errors
-/// A usage failure naming the file when it cannot be read or has an unknown key.
-pub fn apply(args: &ConvertArgs) -> Result<ConvertArgs, Failure> {
-    let Some(path) = &args.recipe else {
-        return Ok(args.clone());
+/// A usage failure naming the recipe when it cannot be read, holds an unknown key or a value
+/// its flag refuses.
+pub fn parse(argv: Vec<OsString>) -> Result<Cli, Failure> {
+    let matches = Cli::command().get_matches_from(argv.clone());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (convert, depth) = match matches.subcommand() {
+        Some(("convert", m)) => (m, 2),
+        Some(("plan", plan)) => match plan.subcommand() {
+            Some(("convert", m)) => (m, 3),
+            _ => return Ok(cli),
+        },
+        _ => return Ok(cli),
     };
-    let recipe = read(path)?;
-    let mut merged = args.clone();
-    let list = |from: Option<Vec<String>>, given: &[String]| -> Vec<String> {
-        from.unwrap_or_default()
-            .into_iter()
-            .chain(given.iter().cloned())
-            .collect()
+    let Some(path) = convert.get_one::<String>("recipe") else {
+        return Ok(cli);
     };
-    merged.paths = match (recipe.inputs, recipe.target, args.paths.as_slice()) {
-        (_, _, [_, _, ..]) => args.paths.clone(),
-        (Some(inputs), _, [target]) => list(Some(inputs), std::slice::from_ref(target)),
-        (Some(inputs), Some(target), []) => list(Some(inputs), &[target]),
-        _ => {
-            return Err(Failure::usage(format!(
-                "--recipe {path}: give `inputs` and `target` in the recipe, or the paths on the command line"
-            )))
+    let given_paths = convert
+        .get_many::<String>("paths")
+        .map_or(0, Iterator::count);
+    let given = |key: &str| given(convert, key);
+    let (before, after) = words(path, &read(path)?, given_paths, &given)?;
+    if argv.len() < depth || argv[depth - 1] != "convert" {
+        return Err(Failure::usage(format!(
+            "--recipe {path}: give it after `convert`"
+        )));
+    }
+    let merged: Vec<OsString> = argv[..depth]
+        .iter()
+        .cloned()
+        .chain(before.into_iter().map(OsString::from))
+        .chain(argv[depth..].iter().cloned())
+        .chain(after.into_iter().map(OsString::from))
+        .collect();
+    Cli::try_parse_from(merged).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        Failure::usage(format!(
+            "--recipe {path}: {}",
+            first.strip_prefix("error: ").unwrap_or(first)
+        ))
+    })
+}
+
+/// Whether the command line gives the flag of a recipe key.
+fn given(matches: &ArgMatches, key: &str) -> bool {
+    matches.value_source(key) == Some(ValueSource::CommandLine)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(toml_text: &str) -> Recipe {
+        toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn every_key_is_a_flag_of_convert() {
+        let command = Cli::command();
+        let convert = command
+            .find_subcommand("convert")
+            .unwrap_or_else(|| panic!("no convert"));
+        // The paths are the positional `paths`; every other key is a flag whose id is the key
+        // (what `given` asks clap about) and whose long name is the key with `-`.
+        for (key, _) in KEYS
+            .iter()
+            .filter(|(_, s)| !matches!(s, Shape::Inputs | Shape::Target))
+        {
+            let arg = convert
+                .get_arguments()
+                .find(|a| a.get_id() == *key)
+                .unwrap_or_else(|| panic!("{key} is no argument of convert"));
+            assert_eq!(arg.get_long(), Some(key.replace('_', "-").as_str()));
         }
-    };
-    let plan = &mut merged.plan;
-    plan.chunks = plan.chunks.take().or(recipe.chunks);
-    plan.max_mem = plan.max_mem.take().or(recipe.max_mem);
-    plan.codec = plan.codec.take().or(recipe.codec);
-    plan.shards = plan.shards.take().or(recipe.shards);
-    plan.temp = plan.temp.take().or(recipe.temp);
-    plan.zarr_format = plan.zarr_format.or(recipe.zarr_format);
-    merged.variables = list(recipe.variables, &args.variables);
-    merged.select = list(recipe.select, &args.select);
-    merged.isel = list(recipe.isel, &args.isel);
-    merged.rename = list(recipe.rename, &args.rename);
-    merged.drop = list(recipe.drop, &args.drop);
-    merged.cast = list(recipe.cast, &args.cast);
-    merged.reverse = list(recipe.reverse, &args.reverse);
-    merged.allow_refs = list(recipe.allow_refs, &args.allow_refs);
-    merged.decode_cf |= recipe.decode_cf.unwrap_or(false);
-    merged.strict_alignment |= recipe.strict_alignment.unwrap_or(false);
-    merged.concat_dim = args.concat_dim.clone().or(recipe.concat_dim);
-    merged.identical_dims = args
-        .identical_dims
-        .clone()
-        .or(recipe.identical_dims.map(|d| d.join(",")));
-    merged.append = args.append.clone().or(recipe.append);
-    merged.stack |= recipe.stack.unwrap_or(false);
-    merged.allow_gap |= recipe.allow_gap.unwrap_or(false);
-    merged.compat = args.compat.clone().or(recipe.compat);
-    merged.tile = args.tile.clone().or(recipe.tile);
-    merged.common.work_dir = args.common.work_dir.clone().or(recipe.work_dir);
-    Ok(merged)
+        assert!(convert.get_arguments().any(|a| a.get_id() == "paths"));
+    }
+
+    #[test]
+    fn keys_become_words() -> Result<(), Failure> {
+        let r = recipe(
+            r#"
+inputs = ["a.nc", "b.nc"]
+target = "t.zarr"
+chunks = "time=-1"
+zarr_format = 2
+select = ["lat=60:-60", "time=2020-01-01:2020-06-30"]
+identical_dims = ["lat", "lon"]
+decode_cf = true
+stack = false
+"#,
+        );
+        let (before, after) = words("r.toml", &r, 0, &|_| false)?;
+        assert_eq!(
+            before,
+            [
+                "a.nc",
+                "b.nc",
+                "--chunks=time=-1",
+                "--decode-cf",
+                "--identical-dims=lat,lon",
+                "--select=lat=60:-60",
+                "--select=time=2020-01-01:2020-06-30",
+                "--zarr-format=2",
+            ]
+        );
+        assert_eq!(after, ["t.zarr"]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_command_line_wins_over_single_values_and_adds_to_lists() -> Result<(), Failure> {
+        let r = recipe("inputs = [\"a.nc\"]\ntarget = \"t.zarr\"\nchunks = \"x=1\"\ndrop = [\"u\"]\ndecode_cf = true\n");
+        let given = |k: &str| k == "chunks" || k == "drop" || k == "decode_cf";
+        let (before, after) = words("r.toml", &r, 1, &given)?;
+        assert_eq!(before, ["a.nc", "--drop=u"]);
+        assert!(after.is_empty(), "the command line's target wins");
+        let (before, after) = words("r.toml", &r, 2, &given)?;
+        assert_eq!((before, after), (vec!["--drop=u".to_string()], vec![]));
+        Ok(())
+    }
+
+    #[test]
+    fn refusals_name_the_recipe() {
+        for (text, paths, words_said) in [
+            ("max_memory = \"1GB\"", 2, vec!["r.toml", "max_memory"]),
+            (
+                "chunks = [\"x=1\"]",
+                2,
+                vec!["r.toml", "chunks", "one value"],
+            ),
+            (
+                "decode_cf = \"yes\"",
+                2,
+                vec!["r.toml", "decode_cf", "true or false"],
+            ),
+            ("target = \"t.zarr\"", 0, vec!["r.toml", "inputs"]),
+            (
+                "inputs = [\"-x.nc\"]\ntarget = \"t\"",
+                0,
+                vec!["r.toml", "./-x.nc"],
+            ),
+        ] {
+            let err = words("r.toml", &recipe(text), paths, &|_| false)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            for w in words_said {
+                assert!(err.contains(w), "{text}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_recipe_is_parsed_by_clap_with_the_command_line() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = std::env::temp_dir().join(format!("chunkmill-recipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("r.yaml");
+        std::fs::write(
+            &file,
+            "inputs: [a.nc, b.nc]\ntarget: t.zarr\nchunks: time=-1\nmax_mem: 64MB\nzarr_format: 2\nreverse: [lat]\n",
+        )?;
+        let file = file.to_string_lossy().to_string();
+        let argv = |extra: &[&str]| -> Vec<OsString> {
+            ["chunkmill", "plan", "convert", "--recipe", &file]
+                .iter()
+                .chain(extra)
+                .map(OsString::from)
+                .collect()
+        };
+        let crate::args::Command::Plan {
+            job: crate::args::PlanJob::Convert(a),
+        } = parse(argv(&["--max-mem", "1GB", "--reverse", "lon", "u.zarr"]))?.command
+        else {
+            return Err("not plan convert".into());
+        };
+        assert_eq!(a.paths, ["a.nc", "b.nc", "u.zarr"]);
+        assert_eq!(a.plan.max_mem.as_deref(), Some("1GB"));
+        assert_eq!(a.plan.chunks.as_deref(), Some("time=-1"));
+        assert_eq!(a.plan.zarr_format, Some(2));
+        assert_eq!(a.reverse, ["lat", "lon"]);
+        // A value clap refuses is a usage error naming the recipe.
+        std::fs::write(
+            dir.join("z.toml"),
+            "zarr_format = 5\ninputs=[\"a\"]\ntarget=\"t\"\n",
+        )?;
+        let z = dir.join("z.toml").to_string_lossy().to_string();
+        let err = parse(
+            ["chunkmill", "convert", "--recipe", &z]
+                .map(OsString::from)
+                .to_vec(),
+        )
+        .err()
+        .ok_or("accepted")?;
+        assert_eq!(crate::failure::exit_code(&err), 2);
+        assert!(err.to_string().contains("z.toml"), "{err}");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 use serde_json::json;
 
 use crate::args::VirtualizeArgs;
+use crate::failure::Footprint;
 use crate::Failure;
 
 /// One warning for every variable left out: each once, with the reason the first file gave
@@ -73,17 +74,8 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
         .map_err(|_| Failure::usage(format!("--record-size {}: too large", a.record_size)))?;
     options.concat_dim.clone_from(&a.concat_dim);
     options.stack = a.stack;
-    options.compat = crate::convert::compat(a.compat.as_deref())?;
-    options.identical_dims = a
-        .identical_dims
-        .as_deref()
-        .map(|d| {
-            d.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    options.compat = crate::resolve::compat(a.compat.as_deref())?;
+    options.identical_dims = crate::resolve::list(a.identical_dims.as_deref());
     if let Some(t) = a.inline_threshold {
         options.inline_threshold = t;
     }
@@ -106,7 +98,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     if a.run.executor != "threads" {
         let tasks_bar = bar.clone();
         options.scanner = Some(Arc::new(ExecutorScanner {
-            executor: crate::rechunk::executor_of(&a.run)?,
+            executor: crate::resolve::executor(&a.run)?,
             work_dir: a
                 .work_dir
                 .clone()
@@ -128,9 +120,16 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             })),
         }));
     }
+    let output = a.output.trim_end_matches('/');
+    let footprint = Footprint::before(&[
+        output,
+        &a.work_dir
+            .clone()
+            .unwrap_or_else(|| format!("{output}.work")),
+    ]);
     let report = virtualize(&a.inputs, &options);
     bar.finish_and_clear();
-    let report = report.map_err(Failure::from)?;
+    let report = report.map_err(|e| footprint.judge(Failure::from(e)))?;
     for skipped in &report.skipped {
         eprintln!("chunkmill: skipped {}: {}", skipped.file, skipped.reason);
     }

@@ -77,13 +77,12 @@ pub fn status(a: &StatusArgs) -> Result<(), Failure> {
 
 /// `status TARGET` for `status TARGET.work`, the usual slip: the message names the work dir.
 fn status_hint(given: &str, e: chunkmill_ops::OpsError) -> Failure {
-    let mut failure = Failure::from(e);
     let trimmed = given.trim_end_matches('/');
-    if !trimmed.ends_with(".work") {
-        failure.message = format!(
-            "{}; {trimmed} is not a work dir; the work dir of a job writing {trimmed} is {trimmed}.work (or its --work-dir): `chunkmill status {trimmed}.work`",
-            failure.message
-        );
+    let failure = Failure::from(e);
+    if trimmed.ends_with(".work") {
+        return failure;
     }
-    failure
+    failure.with_hint(format!(
+        "{trimmed} is not a work dir; the work dir of a job writing {trimmed} is {trimmed}.work (or its --work-dir): `chunkmill status {trimmed}.work`"
+    ))
 }

@@ -69,10 +69,10 @@ fn is_zarr_dir(path: &Path) -> bool {
 
 fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
     // The same code as `chunkmill virtualize` gives the same error.
-    match e.exit_code() {
-        2 => OpsError::Usage(e.to_string()),
-        1 => OpsError::Failed(e.to_string()),
-        _ => OpsError::Refused(e.to_string()),
+    match e.kind() {
+        chunkmill_manifest::ErrorKind::Usage => OpsError::Usage(e.to_string()),
+        chunkmill_manifest::ErrorKind::Refused => OpsError::Refused(e.to_string()),
+        _ => OpsError::Failed(e.to_string()),
     }
 }
 

@@ -1,0 +1,56 @@
+"""Errors decided once (issue 10, item 3): the same bad input file gives the same exit code, and
+a message naming it, whichever command reads it (`virtualize` and `convert` open files through
+the same reader, and the binary maps errors to exit codes in one function)."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import oracle
+
+
+def good_file(path: Path) -> Path:
+    """A small chunked NetCDF-4 file, written by h5py with the netCDF-4 dimension scales."""
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("x", data=np.arange(40, dtype="f8"))
+        x.make_scale("x")
+        v = f.create_dataset("v", data=np.arange(40, dtype="f4") * 0.5, chunks=(10,),
+                             compression="gzip")
+        v.dims[0].attach_scale(x)
+    return path
+
+
+def bad_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"bad-{kind}.nc"
+    if kind == "missing":
+        return path
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "text":
+        path.write_text("station,temperature\nA,21.5\n")
+    elif kind == "truncated":
+        whole = good_file(tmp_path / "whole.nc").read_bytes()
+        path.write_bytes(whole[: len(whole) // 3])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "text", "truncated"])
+@pytest.mark.parametrize("with_good", [False, True], ids=["alone", "after-a-good-file"])
+def test_virtualize_and_convert_give_the_same_code_for_the_same_bad_file(tmp_path, kind, with_good):
+    bad = bad_file(tmp_path, kind)
+    inputs = [good_file(tmp_path / "good.nc"), bad] if with_good else [bad]
+    refs, cache = tmp_path / "refs.json", tmp_path / "cache.zarr"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    virtualize = oracle.run("virtualize", *inputs, "--output", refs, "--concat-dim", "x",
+                            "--no-progress")
+    convert = oracle.run("convert", *inputs, cache, "--chunks", "x=10", "--max-mem", "64MB",
+                         "--concat-dim", "x", "--no-progress")
+    # A file that cannot be read is an input that does not fit: refused before any write.
+    for r in (virtualize, convert):
+        oracle.assert_one_error_line(r, codes={3}, mentions=[bad.name])
+    assert virtualize.returncode == convert.returncode
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"
