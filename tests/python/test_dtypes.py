@@ -246,3 +246,15 @@ def test_asking_for_an_array_it_cannot_read_is_refused_before_writing(tmp_path):
     assert not tgt.exists()
     listed = json.loads(oracle.ok("inspect", src, "--json").stdout)
     assert [u["path"] for u in listed["unsupported"]] == ["odd"]
+
+
+def test_convert_refuses_an_array_it_cannot_read_unless_dropped(tmp_path):
+    src, tgt = tmp_path / "odd.zarr", tmp_path / "c.zarr"
+    air = unreadable_group(src)
+    r = oracle.run("convert", src, tgt, "--chunks", "t=24,y=5", "--no-progress")
+    oracle.assert_one_error_line(r, codes={3}, mentions=["odd", "--drop odd"])
+    assert not tgt.exists()
+    oracle.ok("convert", src, tgt, "--chunks", "t=24,y=5", "--drop", "odd", "--no-progress")
+    got = zarr.open_group(str(tgt), mode="r")
+    np.testing.assert_array_equal(got["air"][:], air)
+    assert sorted(got.array_keys()) == ["air"]

@@ -72,3 +72,57 @@ fn the_v2_and_v3_spellings_of_one_type_are_the_same_type() {
         assert_eq!(parse(a), parse(b), "{a} / {b}");
     }
 }
+
+fn record(text: &str, width: usize) -> Vec<u8> {
+    let mut r = (text.len() as u32).to_le_bytes().to_vec();
+    r.extend_from_slice(text.as_bytes());
+    r.resize(width, 0);
+    r
+}
+
+#[test]
+fn variable_length_text_is_read_as_records_as_wide_as_its_longest_element() {
+    use chunkmill_store::zarr::{self, ArraySpec, Compressor, Encoding, Node, ZarrArray};
+    use chunkmill_store::Store;
+    let store = Store::open("memory://dtype-text-records").expect("memory store");
+    for format in [2u8, 3] {
+        let spec = ArraySpec {
+            path: format!("names{format}"),
+            zarr_format: format,
+            shape: vec![5],
+            dtype: DataType::String,
+            chunks: vec![2],
+            inner_chunks: None,
+            fill_value: serde_json::json!(""),
+            encoding: Encoding::Compressor(Compressor::Zstd(1)),
+            dimension_names: Some(vec![Some("y".into())]),
+            attributes: serde_json::Map::new(),
+        };
+        zarr::create_array(&store, &spec).expect("create");
+        let writer = ZarrArray::open(&store, &spec.path).expect("open");
+        // Records of any one width are taken: the chunk's bytes over its elements.
+        let chunk = [record("Zürich", 12), record("", 12)].concat();
+        writer.write_chunk(&[0], chunk).expect("write");
+        writer
+            .write_chunk(&[1], [record("a", 5), record("b", 5)].concat())
+            .expect("write");
+        let reader = ZarrArray::open(&store, &spec.path).expect("reopen");
+        let widest = 4 + "Zürich".len();
+        assert_eq!(reader.info().item_size, widest);
+        assert_eq!(
+            reader.read_chunk(&[0]).expect("read"),
+            [record("Zürich", widest), record("", widest)].concat()
+        );
+        // A chunk never written is the fill value, "".
+        assert_eq!(
+            reader.read_chunk(&[2]).expect("read"),
+            [record("", widest), record("", widest)].concat()
+        );
+        let listed = zarr::list_nodes(&store).expect("list");
+        let measured = listed.iter().find_map(|n| match n {
+            Node::Array(a) if a.path == spec.path => Some(a.item_size),
+            _ => None,
+        });
+        assert_eq!(measured, Some(widest), "a plan counts the measured width");
+    }
+}

@@ -182,9 +182,30 @@ fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
                 info,
                 unsupported: None,
             }),
-            // Convert refuses a Zarr source with an array it cannot read, as before; choosing
-            // around it (as rechunk's --array does) is issue 15's work for convert.
-            Node::Unsupported { reason, .. } => return Err(OpsError::Refused(reason)),
+            // An array it cannot read is refused only when chosen, so --drop leaves it out;
+            // it has no shape or dimensions to take part in any other check.
+            Node::Unsupported { path, reason } => arrays.push(SourceArray {
+                key: path.clone(),
+                attributes: Map::new(),
+                unsupported: Some(format!(
+                    "{reason}; leave it out with --drop {}",
+                    crate::job::plan::last_segment(&path)
+                )),
+                info: ArrayInfo {
+                    path,
+                    zarr_format: 3,
+                    shape: Vec::new(),
+                    dtype: DataType::Raw(0),
+                    item_size: 0,
+                    chunks: Vec::new(),
+                    inner_chunks: None,
+                    dimension_names: None,
+                    fill_value: Value::Null,
+                    attributes: Map::new(),
+                    compressor: None,
+                    codecs: Vec::new(),
+                },
+            }),
         }
     }
     Ok(Source::Zarr {
