@@ -31,7 +31,7 @@ fn source(
             path: String::new(),
             zarr_format: 3,
             shape: shape.to_vec(),
-            dtype: dtype.into(),
+            dtype: chunkmill_store::DataType::from_name(dtype).unwrap(),
             chunks: chunks.to_vec(),
             inner_chunks: None,
             fill_value: fill,

@@ -53,7 +53,13 @@ pub fn by_code(code: i32, message: String) -> PyErr {
 
 /// `e` as the exception of the exit code the command gives it.
 pub fn manifest(e: chunkmill_manifest::Error) -> PyErr {
-    by_code(e.exit_code(), e.to_string())
+    use chunkmill_manifest::ErrorKind;
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::Usage => UsageError::new_err(message),
+        ErrorKind::Refused => RefusedError::new_err(message),
+        _ => JobError::new_err(message),
+    }
 }
 
 /// `e` as the command reports it: chunkmill-manifest wraps errors of chunkmill-hdf5.
