@@ -59,8 +59,9 @@ impl FilePool {
 /// Reads the chunks of one array of a [`VirtualDataset`].
 pub struct ChunkReader {
     name: String,
-    urls: Vec<String>,
-    array: ManifestArray,
+    /// Shared with every other reader of the same dataset (a copy of one array's manifest
+    /// only when made by [`ChunkReader::new`]); holds `name`, checked when made.
+    dataset: Arc<VirtualDataset>,
     fill: Vec<u8>,
     files: Arc<FilePool>,
 }
@@ -73,8 +74,25 @@ impl std::fmt::Debug for ChunkReader {
     }
 }
 
+fn no_array(dataset: &VirtualDataset, key: &str) -> Error {
+    Error::Reference {
+        path: dataset.name.clone(),
+        reason: format!(
+            "no array '{key}'; arrays: {}",
+            dataset
+                .arrays
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 impl ChunkReader {
-    /// A reader of array `key` of `dataset`, opening files through `files`.
+    /// A reader of array `key` of `dataset`, opening files through `files`. It copies that
+    /// array's manifest and the URL table; readers of a dataset held in an `Arc` share it
+    /// instead ([`ChunkReader::shared`]).
     ///
     /// # Errors
     /// [`Error::Reference`] when the dataset has no such array, or its data type or fill value
@@ -83,19 +101,27 @@ impl ChunkReader {
         let array = dataset
             .arrays
             .get(key)
-            .ok_or_else(|| Error::Reference {
-                path: dataset.name.clone(),
-                reason: format!(
-                    "no array '{key}'; arrays: {}",
-                    dataset
-                        .arrays
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })?
+            .ok_or_else(|| no_array(dataset, key))?
             .clone();
+        let one = VirtualDataset {
+            name: dataset.name.clone(),
+            urls: dataset.urls.clone(),
+            groups: std::collections::BTreeMap::new(),
+            arrays: std::collections::BTreeMap::from([(key.to_string(), array)]),
+            encodings: std::collections::BTreeMap::new(),
+        };
+        Self::shared(Arc::new(one), key, files)
+    }
+
+    /// A reader of array `key` of a shared `dataset`: nothing is copied.
+    ///
+    /// # Errors
+    /// As [`ChunkReader::new`].
+    pub fn shared(dataset: Arc<VirtualDataset>, key: &str, files: Arc<FilePool>) -> Result<Self> {
+        let array = dataset
+            .arrays
+            .get(key)
+            .ok_or_else(|| no_array(&dataset, key))?;
         let fill =
             fill_bytes(&array.metadata.dtype, &array.metadata.fill_value).ok_or_else(|| {
                 Error::Reference {
@@ -108,8 +134,7 @@ impl ChunkReader {
             })?;
         Ok(Self {
             name: key.to_string(),
-            urls: dataset.urls.clone(),
-            array,
+            dataset,
             fill,
             files,
         })
@@ -117,7 +142,8 @@ impl ChunkReader {
 
     /// The array read.
     pub fn array(&self) -> &ManifestArray {
-        &self.array
+        // Checked present when the reader was made; the dataset cannot change behind the Arc.
+        &self.dataset.arrays[&self.name]
     }
 
     /// The fill value, little-endian.
@@ -126,7 +152,7 @@ impl ChunkReader {
     }
 
     fn source(&self, path_id: u32) -> Result<Arc<dyn RangeSource>> {
-        let url = self.urls.get(path_id as usize).ok_or_else(|| {
+        let url = self.dataset.urls.get(path_id as usize).ok_or_else(|| {
             Error::Manifest(format!("{}: path id {path_id} has no URL", self.name))
         })?;
         self.files.open(url)
@@ -138,15 +164,15 @@ impl ChunkReader {
     /// [`Error::Decode`] naming the file, the array and the chunk when the bytes cannot be
     /// read or decoded, or decode to the wrong size.
     pub fn read_chunk(&self, indices: &[u64]) -> Result<Vec<u8>> {
-        let meta = &self.array.metadata;
+        let meta = &self.array().metadata;
         let elements: u64 = meta.chunk_shape.iter().product();
         let expected = elements as usize * meta.element_size();
         let flat = self
-            .array
+            .array()
             .manifest
             .flat_index(indices)
             .ok_or_else(|| Error::Manifest(format!("{}: no chunk {indices:?}", self.name)))?;
-        let (file, stored) = match self.array.manifest.get(flat) {
+        let (file, stored) = match self.array().manifest.get(flat) {
             None | Some(ChunkEntry::Missing) => return Ok(self.fill.repeat(elements as usize)),
             Some(ChunkEntry::Inlined(bytes)) => ("(inlined)".to_string(), bytes.to_vec()),
             Some(ChunkEntry::Reference {
@@ -191,11 +217,11 @@ impl ChunkReader {
     /// # Errors
     /// As [`ChunkReader::read_chunk`].
     pub fn read_whole(&self) -> Result<Vec<u8>> {
-        let meta = &self.array.metadata;
+        let meta = &self.array().metadata;
         let elements: u64 = meta.shape.iter().product();
         let mut out = self.fill.repeat(elements as usize);
-        for flat in 0..self.array.manifest.len() {
-            let indices = self.array.manifest.indices(flat);
+        for flat in 0..self.array().manifest.len() {
+            let indices = self.array().manifest.indices(flat);
             let chunk = self.read_chunk(&indices)?;
             let origin: Vec<u64> = indices
                 .iter()

@@ -46,6 +46,8 @@ impl NativeDataset {
         extra: Map<String, Value>,
     ) -> Self {
         let files = Arc::new(FilePool::default());
+        // Every reader shares the one dataset (its manifests are not copied per array).
+        let dataset = Arc::new(dataset);
         let mut readers = BTreeMap::new();
         let mut others = BTreeMap::new();
         let mut arrays = Map::new();
@@ -65,7 +67,7 @@ impl NativeDataset {
                     "encoding": encodings.get(key).cloned().unwrap_or(Value::Null),
                 }),
             );
-            match ChunkReader::new(&dataset, key, files.clone()) {
+            match ChunkReader::shared(dataset.clone(), key, files.clone()) {
                 Ok(reader) => {
                     readers.insert(key.clone(), reader);
                 }
@@ -79,8 +81,8 @@ impl NativeDataset {
         meta.insert("groups".into(), json!(dataset.groups));
         meta.insert("arrays".into(), Value::Object(arrays));
         Self {
-            name: dataset.name,
-            urls: dataset.urls,
+            name: dataset.name.clone(),
+            urls: dataset.urls.clone(),
             readers,
             others,
             metadata: Value::Object(meta).to_string(),

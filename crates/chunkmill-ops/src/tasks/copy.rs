@@ -147,7 +147,7 @@ impl StageRunner {
                     }
                 };
                 Opened::References(Box::new(
-                    ChunkReader::new(&dataset, path, self.files.clone())
+                    ChunkReader::shared(dataset, path, self.files.clone())
                         .map_err(|e| e.to_string())?,
                 ))
             }
