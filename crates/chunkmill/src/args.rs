@@ -19,6 +19,9 @@ pub enum Command {
     /// Convert NetCDF/HDF5 files, references or a Zarr store into an analysis-ready Zarr
     /// store: new chunks, a selection, renames, CF decoding, casts, reversed axes.
     Convert(ConvertArgs),
+    /// Compute array expressions over Zarr arrays (xarray semantics: named dimensions,
+    /// NaN-skipping reductions) into a new Zarr group within a memory budget.
+    Compute(crate::compute::ComputeArgs),
     /// Show the plan of a job without running it: stages, tasks, projected memory per task,
     /// bytes read, written and held in intermediates.
     Plan {
@@ -48,6 +51,8 @@ pub enum PlanJob {
     Rechunk(RechunkArgs),
     /// The plan of `chunkmill convert` with the same arguments.
     Convert(ConvertArgs),
+    /// The plan of `chunkmill compute` with the same arguments: stages before and after fusion.
+    Compute(crate::compute::ComputeArgs),
 }
 
 /// How a job reports.

@@ -1,0 +1,538 @@
+//! From lazy arrays to stages: every chain of elementwise operations and selections is fused
+//! into the task that consumes it (a map, or a reduction's first step); each reduction is a
+//! tree of a partial step and combine rounds whose fan-in is chosen from the task budget; a
+//! plan whose smallest task does not fit is refused before anything runs.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use chunkmill_grid::Grid;
+use chunkmill_plan::{ComputeStage, Endpoint, Stage, StageKind};
+use chunkmill_store::zarr::{ArraySpec, Compressor, Encoding};
+use serde_json::{json, Map, Value};
+
+use crate::check::Inputs;
+use crate::dtype::DType;
+use crate::kernel::{Expr, Kernel, Read, ReadAxis};
+use crate::model::{Lazy, Node, Pick, Reduction};
+
+/// Where and how a compute plan writes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Where the output arrays go (the target or its staging store).
+    pub write_url: String,
+    /// Where intermediates go.
+    pub temp_url: String,
+    pub zarr_format: u8,
+    /// Output chunks by dimension name (others: the inputs' chunks).
+    pub chunks: BTreeMap<String, u64>,
+    pub codec: Option<Compressor>,
+    /// Bytes one task may hold.
+    pub task_budget: u64,
+}
+
+/// A planned computation.
+#[derive(Clone, Debug)]
+pub struct ComputePlan {
+    pub stages: Vec<Stage>,
+    pub specs: Vec<ArraySpec>,
+    pub cleanup: Vec<(String, String)>,
+    /// Per output, the operations an unfused plan would run as stages.
+    pub unfused: Vec<(String, Vec<String>)>,
+}
+
+/// Why a computation cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No task of `what` fits the budget.
+    #[error("{what}: one task needs {need} bytes, more than the task budget of {budget} bytes; --max-mem would need to give tasks at least {need} bytes (or choose smaller --chunks)")]
+    TooLarge { what: String, need: u64, budget: u64 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct Planner<'a> {
+    inputs: &'a Inputs,
+    target: &'a Target,
+    stages: Vec<Stage>,
+    specs: Vec<ArraySpec>,
+    cleanup: Vec<(String, String)>,
+    /// Reductions already computed: where their values are.
+    done: Vec<(Rc<Reduction>, Endpoint, DType)>,
+    /// Which reductions are outputs, by name.
+    named: Vec<(Rc<Reduction>, String)>,
+}
+
+/// Plan `outputs` (name, array) against `target`.
+///
+/// # Errors
+/// [`PlanError::TooLarge`] naming the operation whose smallest task exceeds the budget.
+pub fn plan(outputs: &[(String, Lazy)], inputs: &Inputs, target: &Target) -> Result<ComputePlan, PlanError> {
+    let mut p = Planner {
+        inputs,
+        target,
+        stages: Vec::new(),
+        specs: Vec::new(),
+        cleanup: Vec::new(),
+        done: Vec::new(),
+        named: outputs
+            .iter()
+            .filter_map(|(n, l)| match &l.node {
+                Node::Reduce(r) => Some((r.clone(), n.clone())),
+                _ => None,
+            })
+            .collect(),
+    };
+    let mut coords: BTreeMap<String, crate::model::Coord> = BTreeMap::new();
+    for (name, lazy) in outputs {
+        p.output(name, lazy)?;
+        for (d, c) in &lazy.coords {
+            if outputs.iter().any(|(n, _)| n == d) {
+                continue;
+            }
+            if let Some(have) = coords.get(d) {
+                if have != c {
+                    return Err(PlanError::Invalid(format!(
+                        "the outputs hold different '{d}' coordinates (different selections); write them in separate runs"
+                    )));
+                }
+            }
+            coords.insert(d.clone(), c.clone());
+        }
+    }
+    for (dim, c) in &coords {
+        let s = &inputs.sources[c.source];
+        let len = match &c.pick {
+            Pick::Keep { len, .. } => *len,
+            Pick::Fixed(_) => 1,
+        };
+        let lazy = Lazy {
+            dims: vec![dim.clone()],
+            shape: vec![len],
+            dtype: s.dtype,
+            attrs: s.attrs.clone(),
+            coords: BTreeMap::new(),
+            node: Node::Leaf {
+                source: c.source,
+                picks: vec![c.pick.clone()],
+            },
+        };
+        p.output(dim, &lazy)?;
+    }
+    let unfused = outputs.iter().map(|(n, l)| (n.clone(), l.operations())).collect();
+    Ok(ComputePlan {
+        stages: p.stages,
+        specs: p.specs,
+        cleanup: p.cleanup,
+        unfused,
+    })
+}
+
+impl Planner<'_> {
+    /// The chunk size along `dim`: asked for, else the first input's that has it.
+    fn chunk(&self, lazy: &Lazy, dim: &str, len: u64) -> u64 {
+        if let Some(&c) = self.target.chunks.get(dim) {
+            return c.clamp(1, len.max(1));
+        }
+        let mut found = None;
+        find_chunk(lazy, dim, self.inputs, &mut found);
+        found.unwrap_or(len).clamp(1, len.max(1))
+    }
+
+    fn spec(&mut self, name: &str, lazy: &Lazy, chunks: &[u64]) {
+        let float = lazy.dtype.is_float();
+        let fill = if float {
+            json!("NaN")
+        } else if self.target.zarr_format == 2 {
+            Value::Null
+        } else if lazy.dtype == DType::Bool {
+            json!(false)
+        } else {
+            json!(0)
+        };
+        let mut attributes: Map<String, Value> = lazy.attrs.clone();
+        attributes.remove("_FillValue");
+        if float && self.target.zarr_format == 3 {
+            // xarray reads only this attribute of a v3 array as the fill value.
+            let nan = if lazy.dtype == DType::Float32 { "AADAfw==" } else { "AAAAAAAA+H8=" };
+            attributes.insert("_FillValue".into(), json!(nan));
+        }
+        self.specs.push(ArraySpec {
+            path: name.to_string(),
+            zarr_format: self.target.zarr_format,
+            shape: lazy.shape.clone(),
+            dtype: lazy.dtype.name().to_string(),
+            chunks: chunks.to_vec(),
+            inner_chunks: None,
+            fill_value: fill,
+            encoding: Encoding::Compressor(self.target.codec.clone().unwrap_or(Compressor::Zstd(1))),
+            dimension_names: Some(lazy.dims.iter().map(|d| Some(d.clone())).collect()),
+            attributes,
+        });
+    }
+
+    fn output(&mut self, name: &str, lazy: &Lazy) -> Result<(), PlanError> {
+        let chunks: Vec<u64> = lazy.dims.iter().zip(&lazy.shape).map(|(d, &n)| self.chunk(lazy, d, n)).collect();
+        let grid = grid(&lazy.shape, &chunks)?;
+        self.spec(name, lazy, &chunks);
+        let endpoint = Endpoint::Zarr {
+            url: self.target.write_url.clone(),
+            path: name.to_string(),
+            grid: grid.clone(),
+        };
+        if let Node::Reduce(r) = &lazy.node {
+            return self.reduction(r, Some((endpoint, lazy.dtype)), name);
+        }
+        self.reductions_below(lazy)?;
+        let mut inputs = Vec::new();
+        let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
+        let block = grid.max_chunk_elements();
+        let need = map_mem(&expr, &inputs, block, lazy.dtype);
+        self.fits(&format!("{name} = …"), need)?;
+        let n = self.stages.len();
+        self.stages.push(Stage {
+            name: format!("{n:02}-{}-map", safe(name)),
+            label: format!("{name}: {}", lazy.operations().join(" → ")),
+            projected_mem: need,
+            bytes_read: read_bytes(&expr, &inputs, lazy.shape.iter().product()),
+            bytes_written: lazy.shape.iter().product::<u64>() * lazy.dtype.size() as u64,
+            kind: StageKind::Compute(ComputeStage {
+                inputs,
+                output: endpoint,
+                blocks: grid,
+                kernel: serde_json::to_value(Kernel::Map { expr, dtype: lazy.dtype }).map_err(|e| PlanError::Invalid(e.to_string()))?,
+            }),
+        });
+        Ok(())
+    }
+
+    fn fits(&self, what: &str, need: u64) -> Result<(), PlanError> {
+        if need > self.target.task_budget {
+            return Err(PlanError::TooLarge {
+                what: what.to_string(),
+                need,
+                budget: self.target.task_budget,
+            });
+        }
+        Ok(())
+    }
+
+    /// Compute every reduction below `lazy` not computed yet, innermost first.
+    fn reductions_below(&mut self, lazy: &Lazy) -> Result<(), PlanError> {
+        let mut found = Vec::new();
+        collect_reductions(lazy, &mut found);
+        for r in found {
+            if self.done.iter().any(|(d, _, _)| Rc::ptr_eq(d, &r)) {
+                continue;
+            }
+            let named = self.named.iter().find(|(n, _)| Rc::ptr_eq(n, &r)).map(|(_, s)| s.clone());
+            let label = named.clone().unwrap_or_else(|| format!("r{}", self.done.len()));
+            self.reduction(&r, None, &label)?;
+        }
+        Ok(())
+    }
+
+    fn lower(&self, lazy: &Lazy, domain: &[String], inputs: &mut Vec<Endpoint>) -> Result<Expr, PlanError> {
+        let mut add = |e: Endpoint| -> usize {
+            if let Some(i) = inputs.iter().position(|x| *x == e) {
+                i
+            } else {
+                inputs.push(e);
+                inputs.len() - 1
+            }
+        };
+        Ok(match &lazy.node {
+            Node::Const(v) => Expr::Const(*v),
+            Node::Leaf { source, picks } => {
+                let s = &self.inputs.sources[*source];
+                let input = add(Endpoint::Zarr {
+                    url: s.url.clone(),
+                    path: s.path.clone(),
+                    grid: grid(&s.shape, &s.chunks)?,
+                });
+                Expr::Read(Read {
+                    input,
+                    dtype: s.stored,
+                    missing: s.missing.clone(),
+                    axes: picks
+                        .iter()
+                        .map(|p| match p {
+                            Pick::Keep { dim, start, step, .. } => ReadAxis {
+                                to: domain.iter().position(|d| d == dim),
+                                start: *start,
+                                step: *step,
+                            },
+                            Pick::Fixed(i) => ReadAxis { to: None, start: *i, step: 1 },
+                        })
+                        .collect(),
+                })
+            }
+            Node::Unary(f, x) => Expr::Unary { f: *f, x: Box::new(self.lower(x, domain, inputs)?), dtype: lazy.dtype },
+            Node::Cast(x) => Expr::Cast { x: Box::new(self.lower(x, domain, inputs)?), dtype: lazy.dtype },
+            Node::Binary(f, a, b) => Expr::Binary {
+                f: *f,
+                a: Box::new(self.lower(a, domain, inputs)?),
+                b: Box::new(self.lower(b, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Where(c, a, b) => Expr::Where {
+                c: Box::new(self.lower(c, domain, inputs)?),
+                a: Box::new(self.lower(a, domain, inputs)?),
+                b: Box::new(self.lower(b, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Reduce(r) => {
+                let (_, endpoint, dtype) = self
+                    .done
+                    .iter()
+                    .find(|(d, _, _)| Rc::ptr_eq(d, r))
+                    .ok_or_else(|| PlanError::Invalid("a reduction used before it is planned".into()))?;
+                let input = add(endpoint.clone());
+                Expr::Read(Read {
+                    input,
+                    dtype: *dtype,
+                    missing: Vec::new(),
+                    axes: lazy
+                        .dims
+                        .iter()
+                        .map(|d| ReadAxis { to: domain.iter().position(|x| x == d), start: 0, step: 1 })
+                        .collect(),
+                })
+            }
+        })
+    }
+
+    /// The stages of reduction `r`: a partial step over blocks of `fan_in` input chunks along
+    /// the reduced axes, then combine rounds until one state per kept block remains; the
+    /// last step writes `out` (an output) or intermediate pieces.
+    #[allow(clippy::too_many_lines)]
+    fn reduction(&mut self, r: &Rc<Reduction>, out: Option<(Endpoint, DType)>, label: &str) -> Result<(), PlanError> {
+        self.reductions_below(&r.input)?;
+        let input = &r.input;
+        let axes: Vec<usize> = (0..input.dims.len()).filter(|&i| r.dims.contains(&input.dims[i])).collect();
+        let base: Vec<u64> = input.dims.iter().zip(&input.shape).map(|(d, &n)| self.chunk(input, d, n)).collect();
+        let mut inputs = Vec::new();
+        let expr = self.lower(input, &input.dims, &mut inputs)?;
+        let fields = r.reduce.fields() as u64;
+        let kept_elems: u64 = (0..base.len()).filter(|i| !axes.contains(i)).map(|i| base[i]).product();
+        let what = format!("{label} = {}(…, {})", r.reduce.op.name(), r.dims.join(", "));
+        // Fan-in along each reduced axis: grow while the task fits.
+        let counts: Vec<u64> = input.shape.iter().zip(&base).map(|(n, c)| n.div_ceil(*c).max(1)).collect();
+        let mut fan: Vec<u64> = vec![1; axes.len()];
+        let mem = |fan: &[u64]| -> u64 {
+            let elems: u64 = base.iter().enumerate().map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k])).product();
+            map_mem(&expr, &inputs, elems, DType::Float64) + 16 * kept_elems * fields
+        };
+        self.fits(&what, mem(&fan))?;
+        for k in 0..axes.len() {
+            while fan[k] < counts[axes[k]] && fan[k] < 64 {
+                fan[k] += 1;
+                if mem(&fan) > self.target.task_budget {
+                    fan[k] -= 1;
+                    break;
+                }
+            }
+        }
+        let dtype = out.as_ref().map_or(DType::Float64, |o| o.1);
+        let dtype = if out.is_some() { dtype } else { reduced_dtype(r) };
+        let kept_shape: Vec<u64> = (0..base.len()).filter(|i| !axes.contains(i)).map(|i| input.shape[i]).collect();
+        let kept_chunks: Vec<u64> = (0..base.len()).filter(|i| !axes.contains(i)).map(|i| base[i]).collect();
+        let final_ep = match out {
+            Some((e, _)) => e,
+            None => {
+                let prefix = format!("c{}-{}", self.stages.len(), safe(label));
+                self.cleanup.push((self.target.temp_url.clone(), format!("{prefix}/")));
+                Endpoint::Pieces { url: self.target.temp_url.clone(), prefix, grid: grid(&kept_shape, &kept_chunks)? }
+            }
+        };
+        let block_chunks: Vec<u64> = base
+            .iter()
+            .enumerate()
+            .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| (c * fan[k]).min(input.shape[i].max(1))))
+            .collect();
+        let blocks = grid(&input.shape, &block_chunks)?;
+        let mut n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
+        let partial_mem = mem(&fan);
+        let in_bytes = read_bytes(&expr, &inputs, input.shape.iter().product());
+        let mut step = 0;
+        let piece_grid = |n_r: &[u64]| -> Result<Grid, PlanError> {
+            let mut shape = Vec::new();
+            let mut chunks = Vec::new();
+            for (i, &len) in input.shape.iter().enumerate() {
+                match axes.iter().position(|&a| a == i) {
+                    Some(k) => {
+                        shape.push(n_r[k]);
+                        chunks.push(1);
+                    }
+                    None => {
+                        shape.push(len);
+                        chunks.push(base[i]);
+                    }
+                }
+            }
+            shape.push(fields);
+            chunks.push(fields);
+            grid(&shape, &chunks)
+        };
+        let done = n_r.iter().all(|&n| n == 1);
+        let mut current = if done {
+            final_ep.clone()
+        } else {
+            let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
+            self.cleanup.push((self.target.temp_url.clone(), format!("{prefix}/")));
+            Endpoint::Pieces { url: self.target.temp_url.clone(), prefix, grid: piece_grid(&n_r)? }
+        };
+        let n = self.stages.len();
+        self.stages.push(Stage {
+            name: format!("{n:02}-{}-partial", safe(label)),
+            label: format!("{label}: {} {}(over {}) in blocks of {:?} chunks", input.operations().join(" → "), r.reduce.op.name(), r.dims.join(", "), fan),
+            projected_mem: partial_mem,
+            bytes_read: in_bytes,
+            bytes_written: 8 * fields * kept_shape.iter().product::<u64>() * n_r.iter().product::<u64>(),
+            kind: StageKind::Compute(ComputeStage {
+                inputs,
+                output: current.clone(),
+                blocks,
+                kernel: serde_json::to_value(Kernel::Partial { expr, reduce: r.reduce, axes: axes.clone(), finish: done.then_some(dtype) })
+                    .map_err(|e| PlanError::Invalid(e.to_string()))?,
+            }),
+        });
+        // Combine rounds: as many states per task as the budget holds (at most 32).
+        let state_bytes = 8 * fields * kept_elems;
+        let per_round = ((self.target.task_budget / state_bytes.max(1)).saturating_sub(3)).clamp(2, 32);
+        while !n_r.iter().all(|&n| n == 1) {
+            step += 1;
+            let fan_in: Vec<u64> = n_r.iter().map(|&n| n.min(per_round)).collect();
+            let next: Vec<u64> = n_r.iter().zip(&fan_in).map(|(n, f)| n.div_ceil(*f)).collect();
+            let last = next.iter().all(|&n| n == 1);
+            let output = if last {
+                final_ep.clone()
+            } else {
+                let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
+                self.cleanup.push((self.target.temp_url.clone(), format!("{prefix}/")));
+                Endpoint::Pieces { url: self.target.temp_url.clone(), prefix, grid: piece_grid(&next)? }
+            };
+            let mut shape = Vec::new();
+            let mut chunks = Vec::new();
+            for (i, &len) in input.shape.iter().enumerate() {
+                match axes.iter().position(|&a| a == i) {
+                    Some(k) => {
+                        shape.push(next[k]);
+                        chunks.push(1);
+                    }
+                    None => {
+                        shape.push(len);
+                        chunks.push(base[i]);
+                    }
+                }
+            }
+            let need = state_bytes * 3 + 16 * kept_elems;
+            self.fits(&what, need)?;
+            let n = self.stages.len();
+            self.stages.push(Stage {
+                name: format!("{n:02}-{}-combine{step}", safe(label)),
+                label: format!("{label}: merge {}({}) states, {fan_in:?} per task", r.reduce.op.name(), r.dims.join(", ")),
+                projected_mem: need,
+                bytes_read: state_bytes * n_r.iter().product::<u64>(),
+                bytes_written: state_bytes * next.iter().product::<u64>(),
+                kind: StageKind::Compute(ComputeStage {
+                    inputs: vec![current.clone()],
+                    output: output.clone(),
+                    blocks: grid(&shape, &chunks)?,
+                    kernel: serde_json::to_value(Kernel::Combine { reduce: r.reduce, axes: axes.clone(), fan_in, finish: last.then_some(dtype) })
+                        .map_err(|e| PlanError::Invalid(e.to_string()))?,
+                }),
+            });
+            current = output;
+            n_r = next;
+        }
+        self.done.push((r.clone(), final_ep, dtype));
+        Ok(())
+    }
+}
+
+fn reduced_dtype(r: &Reduction) -> DType {
+    // The checker gave the reduction's own Lazy this type; intermediates keep full precision
+    // of the result type.
+    match r.reduce.op {
+        crate::kernel::ReduceOp::Count | crate::kernel::ReduceOp::Argmin | crate::kernel::ReduceOp::Argmax => DType::Int64,
+        _ => DType::Float64,
+    }
+}
+
+fn collect_reductions(lazy: &Lazy, out: &mut Vec<Rc<Reduction>>) {
+    match &lazy.node {
+        Node::Const(_) | Node::Leaf { .. } => {}
+        Node::Unary(_, x) | Node::Cast(x) => collect_reductions(x, out),
+        Node::Binary(_, a, b) => {
+            collect_reductions(a, out);
+            collect_reductions(b, out);
+        }
+        Node::Where(c, a, b) => {
+            collect_reductions(c, out);
+            collect_reductions(a, out);
+            collect_reductions(b, out);
+        }
+        Node::Reduce(r) => {
+            if !out.iter().any(|x| Rc::ptr_eq(x, r)) {
+                out.push(r.clone());
+            }
+        }
+    }
+}
+
+fn find_chunk(lazy: &Lazy, dim: &str, inputs: &Inputs, found: &mut Option<u64>) {
+    if found.is_some() {
+        return;
+    }
+    match &lazy.node {
+        Node::Const(_) => {}
+        Node::Leaf { source, picks } => {
+            let s = &inputs.sources[*source];
+            for (i, p) in picks.iter().enumerate() {
+                if matches!(p, Pick::Keep { dim: d, .. } if d == dim) {
+                    *found = Some(s.chunks[i]);
+                }
+            }
+        }
+        Node::Unary(_, x) | Node::Cast(x) => find_chunk(x, dim, inputs, found),
+        Node::Binary(_, a, b) => {
+            find_chunk(a, dim, inputs, found);
+            find_chunk(b, dim, inputs, found);
+        }
+        Node::Where(c, a, b) => {
+            find_chunk(c, dim, inputs, found);
+            find_chunk(a, dim, inputs, found);
+            find_chunk(b, dim, inputs, found);
+        }
+        Node::Reduce(r) => find_chunk(&r.input, dim, inputs, found),
+    }
+}
+
+fn grid(shape: &[u64], chunks: &[u64]) -> Result<Grid, PlanError> {
+    let chunks: Vec<u64> = chunks.iter().zip(shape).map(|(c, n)| (*c).clamp(1, (*n).max(1))).collect();
+    Grid::regular(shape, &chunks).map_err(|e| PlanError::Invalid(e.to_string()))
+}
+
+fn safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect()
+}
+
+/// What a task evaluating `expr` over `block` elements holds at its peak: each read's
+/// bounding block and one decoded chunk of it, every node's block of f64 (counted all at
+/// once), and the output chunk encoded.
+fn map_mem(expr: &Expr, inputs: &[Endpoint], block: u64, out: DType) -> u64 {
+    let mut reads = Vec::new();
+    expr.reads(&mut reads);
+    let chunk_bytes: u64 = reads
+        .iter()
+        .map(|r| inputs.get(r.input).map_or(0, |e| e.grid().max_chunk_elements() * (8 + r.dtype.size() as u64)))
+        .sum();
+    8 * block * (expr.buffers() + reads.len() as u64) + chunk_bytes + block * (8 + out.size() as u64)
+}
+
+fn read_bytes(expr: &Expr, _inputs: &[Endpoint], elems: u64) -> u64 {
+    let mut reads = Vec::new();
+    expr.reads(&mut reads);
+    reads.iter().map(|r| elems * r.dtype.size() as u64).sum()
+}
