@@ -265,6 +265,10 @@ impl Checker<'_> {
 }
 
 fn unary(f: Fun1, x: Lazy, dtype: DType) -> Lazy {
+    // Numbers fold here, so `-2` is a number wherever numbers are required (slice steps).
+    if let Some(v) = x.is_const() {
+        return scalar(dtype.round(crate::kernel::fun1(f, v)), dtype);
+    }
     let attrs = if matches!(f, Fun1::Neg | Fun1::Abs | Fun1::Floor | Fun1::Ceil) {
         kept_attrs(&x.attrs)
     } else {
@@ -373,6 +377,9 @@ fn binary_op(op: BinOp, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> 
 }
 
 fn binary(f: Fun2, a: Lazy, b: Lazy, dtype: DType, pos: Pos) -> Result<Lazy, CheckError> {
+    if let (Some(x), Some(y)) = (a.is_const(), b.is_const()) {
+        return Ok(scalar(dtype.round(crate::kernel::fun2(f, x, y, dtype.is_int())), dtype));
+    }
     let (dims, shape, coords) = broadcast(&[&a, &b], pos)?;
     // Units survive + and - of one quantity, and operations with a plain number that keep it.
     let same_units = a.attrs.get("units") == b.attrs.get("units");

@@ -381,7 +381,7 @@ fn rounded(mut v: Vec<f64>, dtype: DType) -> Vec<f64> {
     v
 }
 
-fn fun1(f: Fun1, x: f64) -> f64 {
+pub(crate) fn fun1(f: Fun1, x: f64) -> f64 {
     match f {
         Fun1::Neg => -x,
         Fun1::Abs => x.abs(),
@@ -400,7 +400,7 @@ fn fun1(f: Fun1, x: f64) -> f64 {
     }
 }
 
-fn fun2(f: Fun2, a: f64, b: f64, int: bool) -> f64 {
+pub(crate) fn fun2(f: Fun2, a: f64, b: f64, int: bool) -> f64 {
     let truth = |t: bool| f64::from(u8::from(t));
     match f {
         Fun2::Add => a + b,

@@ -150,12 +150,10 @@ impl Planner<'_> {
         } else {
             json!(0)
         };
+        // The values are decoded: NaN is missing, and no fill attribute remains to apply.
         let mut attributes: Map<String, Value> = lazy.attrs.clone();
-        attributes.remove("_FillValue");
-        if float && self.target.zarr_format == 3 {
-            // xarray reads only this attribute of a v3 array as the fill value.
-            let nan = if lazy.dtype == DType::Float32 { "AADAfw==" } else { "AAAAAAAA+H8=" };
-            attributes.insert("_FillValue".into(), json!(nan));
+        for key in ["_FillValue", "missing_value"] {
+            attributes.remove(key);
         }
         self.specs.push(ArraySpec {
             path: name.to_string(),
