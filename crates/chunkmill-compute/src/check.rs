@@ -579,7 +579,7 @@ impl Call<'_> {
             dtype,
             attrs,
             coords: x.coords.iter().filter(|(d, _)| !dims.contains(d)).map(|(d, c)| (d.clone(), c.clone())).collect(),
-            node: Node::Reduce(Rc::new(Reduction { reduce, dims, input: x })),
+            node: Node::Reduce(Rc::new(Reduction { reduce, dtype, dims, input: x })),
         })
     }
 

@@ -70,6 +70,8 @@ pub enum Node {
 #[derive(Debug)]
 pub struct Reduction {
     pub reduce: Reduce,
+    /// The result's type (xarray's: a float32 mean is float32).
+    pub dtype: DType,
     pub dims: Vec<String>,
     pub input: Lazy,
 }
@@ -211,6 +213,7 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             if r.input.size(dim).is_some() && !r.dims.iter().any(|d| d == dim) {
                 Node::Reduce(Rc::new(Reduction {
                     reduce: r.reduce,
+                    dtype: r.dtype,
                     dims: r.dims.clone(),
                     input: select(&r.input, dim, start, step, len),
                 }))

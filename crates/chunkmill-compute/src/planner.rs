@@ -45,7 +45,7 @@ pub struct ComputePlan {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// No task of `what` fits the budget.
-    #[error("{what}: one task needs {need} bytes, more than the task budget of {budget} bytes; --max-mem would need to give tasks at least {need} bytes (or choose smaller --chunks)")]
+    #[error("{what}: one task needs {need} bytes, more than the {budget} bytes a task may hold")]
     TooLarge { what: String, need: u64, budget: u64 },
     #[error("{0}")]
     Invalid(String),
@@ -449,13 +449,10 @@ impl Planner<'_> {
     }
 }
 
+/// An intermediate reduction keeps the result type xarray gives it, so that what reads it
+/// computes with the same rounded values.
 fn reduced_dtype(r: &Reduction) -> DType {
-    // The checker gave the reduction's own Lazy this type; intermediates keep full precision
-    // of the result type.
-    match r.reduce.op {
-        crate::kernel::ReduceOp::Count | crate::kernel::ReduceOp::Argmin | crate::kernel::ReduceOp::Argmax => DType::Int64,
-        _ => DType::Float64,
-    }
+    r.dtype
 }
 
 fn collect_reductions(lazy: &Lazy, out: &mut Vec<Rc<Reduction>>) {

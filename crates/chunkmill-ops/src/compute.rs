@@ -13,7 +13,7 @@ use chunkmill_store::zarr::{Compressor, GroupInfo};
 use chunkmill_store::Store;
 
 use crate::job::plan::{default_work_dir, temp_store};
-use crate::job::{run_job, Job, JobOptions, JobReport};
+use crate::job::{human, run_job, Job, JobOptions, JobReport};
 use crate::{safety, OpsError};
 
 /// Everything `chunkmill compute` is asked.
@@ -91,10 +91,15 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         task_budget: budget.task_budget,
     };
     let planned = chunkmill_compute::plan(&outputs, &inputs, &target).map_err(|e| match e {
-        chunkmill_compute::PlanError::TooLarge { .. } => OpsError::Refused(format!(
-            "compute: {e} (--max-mem {} leaves {} per task)",
-            options.job.max_mem, budget.task_budget
-        )),
+        chunkmill_compute::PlanError::TooLarge { what, need, budget: task } => {
+            OpsError::Refused(format!(
+                "compute: {what}: one task needs {}, --max-mem {} lets a task hold {}; --max-mem {} would fit (or choose smaller --chunks)",
+                human(need),
+                human(options.job.max_mem),
+                human(task),
+                human(max_mem_for(need))
+            ))
+        }
         other => OpsError::Refused(format!("compute: {other}")),
     })?;
     let plan = Plan::new("compute", options.job.max_mem, planned.stages, planned.cleanup)
@@ -132,6 +137,26 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         unfused: planned.unfused,
         outputs: names,
     })
+}
+
+/// The smallest budget (in whole MB) whose task budget holds `need` bytes.
+fn max_mem_for(need: u64) -> u64 {
+    const MB: u64 = 1_000_000;
+    let fits = |m: u64| Budget::for_max_mem(m * MB).task_budget >= need;
+    let mut hi = 64;
+    while !fits(hi) && hi < (1 << 40) {
+        hi *= 2;
+    }
+    let mut lo = 0;
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi * MB
 }
 
 /// Plan and run a computation.
