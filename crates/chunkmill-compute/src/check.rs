@@ -69,7 +69,12 @@ fn scalar(v: f64, dtype: DType) -> Lazy {
 fn kept_attrs(attrs: &Map<String, Value>) -> Map<String, Value> {
     attrs
         .iter()
-        .filter(|(k, _)| matches!(k.as_str(), "units" | "long_name" | "standard_name" | "cell_methods"))
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "units" | "long_name" | "standard_name" | "cell_methods"
+            )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -121,7 +126,10 @@ impl Checker<'_> {
         let Some((id, coords)) = self.inputs.names.get(name) else {
             let mut known: Vec<&str> = self.inputs.names.keys().map(String::as_str).collect();
             known.extend(self.vars.keys().map(String::as_str));
-            return err(pos, format!("unknown variable '{name}'; known: {}", known.join(", ")));
+            return err(
+                pos,
+                format!("unknown variable '{name}'; known: {}", known.join(", ")),
+            );
         };
         let s = &self.inputs.sources[*id];
         let picks = s
@@ -167,7 +175,11 @@ impl Checker<'_> {
         match ast {
             Ast::Number { value, integer, .. } => Ok(Val::Array(scalar(
                 *value,
-                if *integer { DType::Int64 } else { DType::Float64 },
+                if *integer {
+                    DType::Int64
+                } else {
+                    DType::Float64
+                },
             ))),
             Ast::Str { value, .. } => Ok(Val::Str(value.clone())),
             Ast::Name { name, pos } => self.name(name, *pos),
@@ -183,7 +195,9 @@ impl Checker<'_> {
             }
             Ast::Attribute { name, pos, .. } => err(
                 *pos,
-                format!("'.{name}': attributes (group keys such as time.month) are not supported yet"),
+                format!(
+                    "'.{name}': attributes (group keys such as time.month) are not supported yet"
+                ),
             ),
             Ast::Unary { op, operand, pos } => {
                 let x = self.array(operand)?;
@@ -193,7 +207,10 @@ impl Checker<'_> {
                     UnaryOp::Invert if x.dtype == DType::Bool => Fun1::Not,
                     UnaryOp::Invert if x.dtype.is_int() => Fun1::Invert,
                     UnaryOp::Invert => {
-                        return err(*pos, format!("'~' needs bool or integer values, not {}", x.dtype.name()))
+                        return err(
+                            *pos,
+                            format!("'~' needs bool or integer values, not {}", x.dtype.name()),
+                        )
                     }
                 };
                 let dtype = x.dtype;
@@ -286,7 +303,10 @@ fn unary(f: Fun1, x: Lazy, dtype: DType) -> Lazy {
 
 /// The type of an operation between `a` and `b`, Python numbers being weak (NEP 50).
 fn result_type(a: &Lazy, b: &Lazy) -> DType {
-    match (a.is_const().is_some() && a.dims.is_empty(), b.is_const().is_some() && b.dims.is_empty()) {
+    match (
+        a.is_const().is_some() && a.dims.is_empty(),
+        b.is_const().is_some() && b.dims.is_empty(),
+    ) {
         (true, false) => weak(a.dtype, b.dtype),
         (false, true) => weak(b.dtype, a.dtype),
         _ => DType::promote(a.dtype, b.dtype),
@@ -302,8 +322,14 @@ fn weak(scalar: DType, array: DType) -> DType {
     }
 }
 
+/// Dimensions, sizes and coordinates of a broadcast result.
+type Broadcast = (Vec<String>, Vec<u64>, BTreeMap<String, Coord>);
+
 /// Broadcast by name: dims of `a`, then the new ones of `b`; sizes must agree.
-fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<(Vec<String>, Vec<u64>, BTreeMap<String, Coord>), CheckError> {
+fn broadcast(
+    parts: &[&Lazy],
+    pos: Pos,
+) -> Result<Broadcast, CheckError> {
     let (mut dims, mut shape, mut coords): (Vec<String>, Vec<u64>, BTreeMap<String, Coord>) =
         (Vec::new(), Vec::new(), BTreeMap::new());
     for p in parts {
@@ -350,13 +376,26 @@ fn binary_op(op: BinOp, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> 
         BinOp::Div => (Fun2::Div, if t.is_float() { t } else { DType::Float64 }),
         BinOp::FloorDiv | BinOp::Mod => {
             if !t.is_float() && b.is_const() == Some(0.0) {
-                return err(pos, format!("integer division by zero ('{}' 0)", op.symbol()));
+                return err(
+                    pos,
+                    format!("integer division by zero ('{}' 0)", op.symbol()),
+                );
             }
-            (if op == BinOp::Mod { Fun2::Mod } else { Fun2::FloorDiv }, if t == DType::Bool { DType::Int8 } else { t })
+            (
+                if op == BinOp::Mod {
+                    Fun2::Mod
+                } else {
+                    Fun2::FloorDiv
+                },
+                if t == DType::Bool { DType::Int8 } else { t },
+            )
         }
         BinOp::Pow => {
             if t.is_int() && b.is_const().is_some_and(|v| v < 0.0) {
-                return err(pos, "integers to negative integer powers are not allowed (as numpy)");
+                return err(
+                    pos,
+                    "integers to negative integer powers are not allowed (as numpy)",
+                );
             }
             (Fun2::Pow, t)
         }
@@ -368,17 +407,34 @@ fn binary_op(op: BinOp, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> 
         BinOp::Ge => (Fun2::Ge, DType::Bool),
         BinOp::And | BinOp::Or => {
             if t.is_float() {
-                return err(pos, format!("'{}' needs bool or integer values, not {}", op.symbol(), t.name()));
+                return err(
+                    pos,
+                    format!(
+                        "'{}' needs bool or integer values, not {}",
+                        op.symbol(),
+                        t.name()
+                    ),
+                );
             }
-            (if op == BinOp::And { Fun2::And } else { Fun2::Or }, t)
+            (
+                if op == BinOp::And {
+                    Fun2::And
+                } else {
+                    Fun2::Or
+                },
+                t,
+            )
         }
     };
-    Ok(binary(f, a, b, dtype, pos)?)
+    binary(f, a, b, dtype, pos)
 }
 
 fn binary(f: Fun2, a: Lazy, b: Lazy, dtype: DType, pos: Pos) -> Result<Lazy, CheckError> {
     if let (Some(x), Some(y)) = (a.is_const(), b.is_const()) {
-        return Ok(scalar(dtype.round(crate::kernel::fun2(f, x, y, dtype.is_int())), dtype));
+        return Ok(scalar(
+            dtype.round(crate::kernel::fun2(f, x, y, dtype.is_int())),
+            dtype,
+        ));
     }
     let (dims, shape, coords) = broadcast(&[&a, &b], pos)?;
     // Units survive + and - of one quantity, and operations with a plain number that keep it.
@@ -462,14 +518,23 @@ impl Call<'_> {
     fn array_arg(&self, i: usize, key: &str) -> Result<Lazy, CheckError> {
         match self.arg(i, key) {
             Some((Val::Array(l), _)) => Ok(l),
-            Some((_, pos)) => err(pos, format!("{}: argument '{key}' must be an array or a number", self.name)),
+            Some((_, pos)) => err(
+                pos,
+                format!(
+                    "{}: argument '{key}' must be an array or a number",
+                    self.name
+                ),
+            ),
             None => err(self.pos, format!("{}: missing argument '{key}'", self.name)),
         }
     }
 
     fn unknown_kwargs(&self, allowed: &[&str]) -> Result<(), CheckError> {
         if let Some((k, (_, pos))) = self.kw.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
-            return err(*pos, format!("{}: unknown keyword argument '{k}'", self.name));
+            return err(
+                *pos,
+                format!("{}: unknown keyword argument '{k}'", self.name),
+            );
         }
         Ok(())
     }
@@ -499,13 +564,22 @@ impl Call<'_> {
             None | Some((Val::None, _)) => x.dims.clone(),
             Some((Val::Str(s), _)) => vec![s],
             Some((Val::List(l), _)) => l,
-            Some((_, pos)) => return err(pos, format!("{}: dim is a name or a list of names", self.name)),
+            Some((_, pos)) => {
+                return err(
+                    pos,
+                    format!("{}: dim is a name or a list of names", self.name),
+                )
+            }
         };
         for d in &dims {
             if x.size(d).is_none() {
                 return err(
                     self.pos,
-                    format!("{}: no dimension '{d}'; dimensions: {}", self.name, x.dims.join(", ")),
+                    format!(
+                        "{}: no dimension '{d}'; dimensions: {}",
+                        self.name,
+                        x.dims.join(", ")
+                    ),
                 );
             }
         }
@@ -517,7 +591,10 @@ impl Call<'_> {
         let x = self.array_arg(0, "x")?;
         let dims = self.dims_arg(&x)?;
         if matches!(op, ReduceOp::Argmin | ReduceOp::Argmax) && dims.len() != 1 {
-            return err(self.pos, format!("{}: give exactly one dimension", op.name()));
+            return err(
+                self.pos,
+                format!("{}: give exactly one dimension", op.name()),
+            );
         }
         let flag = |key: &str, default: bool| match self.kw.get(key) {
             Some((Val::Array(l), _)) => l.is_const().map_or(default, |v| v != 0.0),
@@ -535,7 +612,10 @@ impl Call<'_> {
         let dtype = match op {
             ReduceOp::Sum if x.dtype == DType::Bool => DType::Int64,
             ReduceOp::Sum if x.dtype.is_int() => {
-                if matches!(x.dtype, DType::Uint8 | DType::Uint16 | DType::Uint32 | DType::Uint64) {
+                if matches!(
+                    x.dtype,
+                    DType::Uint8 | DType::Uint16 | DType::Uint32 | DType::Uint64
+                ) {
                     DType::Uint64
                 } else {
                     DType::Int64
@@ -572,14 +652,26 @@ impl Call<'_> {
             };
             attrs.insert("cell_methods".into(), Value::String(all));
         }
-        let keep: Vec<usize> = (0..x.dims.len()).filter(|&i| !dims.contains(&x.dims[i])).collect();
+        let keep: Vec<usize> = (0..x.dims.len())
+            .filter(|&i| !dims.contains(&x.dims[i]))
+            .collect();
         Ok(Lazy {
             dims: keep.iter().map(|&i| x.dims[i].clone()).collect(),
             shape: keep.iter().map(|&i| x.shape[i]).collect(),
             dtype,
             attrs,
-            coords: x.coords.iter().filter(|(d, _)| !dims.contains(d)).map(|(d, c)| (d.clone(), c.clone())).collect(),
-            node: Node::Reduce(Rc::new(Reduction { reduce, dtype, dims, input: x })),
+            coords: x
+                .coords
+                .iter()
+                .filter(|(d, _)| !dims.contains(d))
+                .map(|(d, c)| (d.clone(), c.clone()))
+                .collect(),
+            node: Node::Reduce(Rc::new(Reduction {
+                reduce,
+                dtype,
+                dims,
+                input: x,
+            })),
         })
     }
 
@@ -587,22 +679,39 @@ impl Call<'_> {
         let mut x = self.array_arg(0, "x")?;
         for (dim, (v, pos)) in &self.kw {
             let Some(n) = x.size(dim) else {
-                return err(*pos, format!("isel: no dimension '{dim}'; dimensions: {}", x.dims.join(", ")));
+                return err(
+                    *pos,
+                    format!(
+                        "isel: no dimension '{dim}'; dimensions: {}",
+                        x.dims.join(", ")
+                    ),
+                );
             };
             x = match v {
                 Val::Slice(s) => {
-                    let (start, step, len) = slice_indices(n, s).map_err(|m| CheckError { pos: *pos, message: m })?;
+                    let (start, step, len) = slice_indices(n, s).map_err(|m| CheckError {
+                        pos: *pos,
+                        message: m,
+                    })?;
                     select(&x, dim, start, step, Some(len))
                 }
                 Val::Array(l) if l.dims.is_empty() && l.dtype.is_int() => {
                     let i = l.is_const().unwrap_or(0.0) as i64;
                     let i = if i < 0 { i + n as i64 } else { i };
                     if i < 0 || i >= n as i64 {
-                        return err(*pos, format!("isel: index {i} is out of range for '{dim}' of size {n}"));
+                        return err(
+                            *pos,
+                            format!("isel: index {i} is out of range for '{dim}' of size {n}"),
+                        );
                     }
                     select(&x, dim, i as u64, 1, None)
                 }
-                _ => return err(*pos, "isel takes an integer or slice(start, stop, step) per dimension"),
+                _ => {
+                    return err(
+                        *pos,
+                        "isel takes an integer or slice(start, stop, step) per dimension",
+                    )
+                }
             };
         }
         Ok(x)
@@ -612,17 +721,19 @@ impl Call<'_> {
         let mut x = self.array_arg(0, "x")?;
         for (dim, (v, pos)) in &self.kw {
             let Some(coord) = x.coords.get(dim).cloned() else {
-                return err(*pos, format!("sel: '{dim}' has no coordinate to select by; dimensions: {}", x.dims.join(", ")));
+                return err(
+                    *pos,
+                    format!(
+                        "sel: '{dim}' has no coordinate to select by; dimensions: {}",
+                        x.dims.join(", ")
+                    ),
+                );
             };
             let source = &inputs.sources[coord.source];
-            if source.attrs.contains_key("calendar")
-                || source.attrs.get("units").and_then(Value::as_str).is_some_and(|u| u.contains(" since "))
-            {
-                if matches!(v, Val::Str(_)) || matches!(v, Val::Slice(_)) {
-                    // Numbers select raw time values; dates need CF decoding, which is later work.
-                }
-            }
-            let values = read(source, &coord.pick).map_err(|m| CheckError { pos: *pos, message: m })?;
+            let values = read(source, &coord.pick).map_err(|m| CheckError {
+                pos: *pos,
+                message: m,
+            })?;
             x = match v {
                 Val::Slice(s) => {
                     let (start, len) = label_slice(&values, s[0], s[1]);
@@ -766,8 +877,14 @@ mod tests {
         assert_eq!(slice_indices(10, &[Some(0.0), Some(3.0), None])?, (0, 1, 3));
         assert_eq!(slice_indices(10, &[None, None, Some(-1.0)])?, (9, -1, 10));
         assert_eq!(slice_indices(10, &[Some(-3.0), None, None])?, (7, 1, 3));
-        assert_eq!(slice_indices(10, &[Some(8.0), Some(2.0), Some(-3.0)])?, (8, -3, 2));
-        assert_eq!(slice_indices(10, &[Some(1.0), Some(9.0), Some(4.0)])?, (1, 4, 2));
+        assert_eq!(
+            slice_indices(10, &[Some(8.0), Some(2.0), Some(-3.0)])?,
+            (8, -3, 2)
+        );
+        assert_eq!(
+            slice_indices(10, &[Some(1.0), Some(9.0), Some(4.0)])?,
+            (1, 4, 2)
+        );
         assert_eq!(slice_indices(10, &[Some(5.0), Some(2.0), None])?.2, 0);
         Ok(())
     }

@@ -247,11 +247,28 @@ mod tests {
 
     #[test]
     fn bytes_round_trip() {
-        for t in [Int8, Int16, Int32, Int64, Uint8, Uint16, Float32, Float64, Bool] {
-            let values = [0.0, 1.0, 5.0];
+        for t in [
+            Int8, Int16, Int32, Int64, Uint8, Uint16, Float32, Float64, Bool,
+        ] {
+            let values: &[f64] = if t == Bool {
+                &[0.0, 1.0]
+            } else {
+                &[0.0, 1.0, 5.0]
+            };
             let mut back = Vec::new();
-            t.decode(&t.encode(&values), &mut back);
+            t.decode(&t.encode(values), &mut back);
             assert_eq!(back, values, "{}", t.name());
+        }
+        let mut back = Vec::new();
+        Bool.decode(&Bool.encode(&[5.0]), &mut back);
+        assert_eq!(back, [1.0]);
+        for (t, v, want) in [
+            (Int8, 300.0, 44.0),
+            (Uint8, -1.0, 255.0),
+            (Int16, -3.7, -3.0),
+        ] {
+            // numpy: np.array([v]).astype(t) wraps and truncates the same way.
+            assert_eq!(t.round(v), want, "{}", t.name());
         }
     }
 }

@@ -85,10 +85,27 @@ pub struct Read {
 pub enum Expr {
     Const(f64),
     Read(Read),
-    Unary { f: Fun1, x: Box<Expr>, dtype: DType },
-    Binary { f: Fun2, a: Box<Expr>, b: Box<Expr>, dtype: DType },
-    Where { c: Box<Expr>, a: Box<Expr>, b: Box<Expr>, dtype: DType },
-    Cast { x: Box<Expr>, dtype: DType },
+    Unary {
+        f: Fun1,
+        x: Box<Expr>,
+        dtype: DType,
+    },
+    Binary {
+        f: Fun2,
+        a: Box<Expr>,
+        b: Box<Expr>,
+        dtype: DType,
+    },
+    Where {
+        c: Box<Expr>,
+        a: Box<Expr>,
+        b: Box<Expr>,
+        dtype: DType,
+    },
+    Cast {
+        x: Box<Expr>,
+        dtype: DType,
+    },
 }
 
 impl Expr {
@@ -230,7 +247,11 @@ impl Reduce {
             }
             ReduceOp::Min | ReduceOp::Max => {
                 let cur = state[j];
-                let better = if self.op == ReduceOp::Min { v < cur } else { v > cur };
+                let better = if self.op == ReduceOp::Min {
+                    v < cur
+                } else {
+                    v > cur
+                };
                 // NaN in a state means "no value yet" when skipping; otherwise the state
                 // starts at ±inf and NaN poisons it.
                 if self.skipna {
@@ -245,7 +266,11 @@ impl Reduce {
             }
             ReduceOp::Argmin | ReduceOp::Argmax => {
                 let cur = state[j];
-                let better = if self.op == ReduceOp::Argmin { v < cur } else { v > cur };
+                let better = if self.op == ReduceOp::Argmin {
+                    v < cur
+                } else {
+                    v > cur
+                };
                 if cur.is_nan() || better {
                     state[j] = v;
                     state[n + j] = index as f64;
@@ -275,8 +300,15 @@ impl Reduce {
                 ReduceOp::Min | ReduceOp::Max => {
                     let (x, y) = (a[j], b[j]);
                     a[j] = if self.skipna {
-                        if x.is_nan() || (self.op == ReduceOp::Min && y < x) || (self.op == ReduceOp::Max && y > x) {
-                            if y.is_nan() { x } else { y }
+                        if x.is_nan()
+                            || (self.op == ReduceOp::Min && y < x)
+                            || (self.op == ReduceOp::Max && y > x)
+                        {
+                            if y.is_nan() {
+                                x
+                            } else {
+                                y
+                            }
                         } else {
                             x
                         }
@@ -290,7 +322,11 @@ impl Reduce {
                 }
                 ReduceOp::Argmin | ReduceOp::Argmax => {
                     let (x, y) = (a[j], b[j]);
-                    let better = if self.op == ReduceOp::Argmin { y < x } else { y > x };
+                    let better = if self.op == ReduceOp::Argmin {
+                        y < x
+                    } else {
+                        y > x
+                    };
                     let tie_earlier = y == x && b[n + j] < a[n + j];
                     if !y.is_nan() && (x.is_nan() || better || tie_earlier) {
                         a[j] = y;
@@ -334,7 +370,11 @@ impl Reduce {
             ReduceOp::Argmin | ReduceOp::Argmax => state[n + j],
             ReduceOp::Var | ReduceOp::Std => {
                 let dof = state[j] - self.ddof;
-                let var = if dof <= 0.0 { f64::NAN } else { state[2 * n + j] / dof };
+                let var = if dof <= 0.0 {
+                    f64::NAN
+                } else {
+                    state[2 * n + j] / dof
+                };
                 if self.op == ReduceOp::Std {
                     var.sqrt()
                 } else {
@@ -495,7 +535,9 @@ fn eval_val<E>(expr: &Expr, read: &mut dyn FnMut(&Read) -> Result<Vec<f64>, E>) 
             let int = dtype.is_int();
             let (a, b) = (eval_val(a, read)?, eval_val(b, read)?);
             let out = match (a, b) {
-                (Val::Scalar(x), Val::Scalar(y)) => return Ok(Val::Scalar(dtype.round(fun2(*f, x, y, int)))),
+                (Val::Scalar(x), Val::Scalar(y)) => {
+                    return Ok(Val::Scalar(dtype.round(fun2(*f, x, y, int))))
+                }
                 (Val::Block(mut x), Val::Scalar(y)) => {
                     for v in &mut x {
                         *v = fun2(*f, *v, y, int);
@@ -605,8 +647,14 @@ mod tests {
 
     #[test]
     fn argmin_ties_take_the_first_index() {
-        assert_eq!(folded(reduce(ReduceOp::Argmin), &[2.0, 1.0, 5.0, 1.0], 1), 1.0);
-        assert_eq!(folded(reduce(ReduceOp::Argmin), &[2.0, 1.0, 5.0, 1.0], 3), 1.0);
+        assert_eq!(
+            folded(reduce(ReduceOp::Argmin), &[2.0, 1.0, 5.0, 1.0], 1),
+            1.0
+        );
+        assert_eq!(
+            folded(reduce(ReduceOp::Argmin), &[2.0, 1.0, 5.0, 1.0], 3),
+            1.0
+        );
     }
 
     #[test]

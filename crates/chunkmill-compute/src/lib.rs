@@ -17,7 +17,7 @@ pub mod syntax;
 pub mod task;
 
 pub use check::{check, CheckError, Inputs};
+pub use open::{open_inputs, read_coordinate, InputSpec};
 pub use planner::{plan, ComputePlan, PlanError, Target};
 pub use syntax::{parse, SyntaxError};
 pub use task::run_task;
-pub use open::{open_inputs, read_coordinate, InputSpec};

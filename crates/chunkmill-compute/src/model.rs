@@ -91,7 +91,10 @@ impl Lazy {
     /// The size of dimension `dim`.
     #[must_use]
     pub fn size(&self, dim: &str) -> Option<u64> {
-        self.dims.iter().position(|d| d == dim).map(|i| self.shape[i])
+        self.dims
+            .iter()
+            .position(|d| d == dim)
+            .map(|i| self.shape[i])
     }
 
     /// Whether it is a (weak) constant.
@@ -116,7 +119,16 @@ impl Lazy {
         match &self.node {
             Node::Const(_) => {}
             Node::Leaf { picks, .. } => {
-                if picks.iter().any(|p| !matches!(p, Pick::Keep { start: 0, step: 1, .. })) {
+                if picks.iter().any(|p| {
+                    !matches!(
+                        p,
+                        Pick::Keep {
+                            start: 0,
+                            step: 1,
+                            ..
+                        }
+                    )
+                }) {
                     out.push("select".into());
                 }
             }

@@ -36,7 +36,9 @@ impl InputSpec {
             && name.chars().all(|c| c.is_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(format!("--input '{text}': '{name}' is not a name (letters, digits, '_')"));
+            return Err(format!(
+                "--input '{text}': '{name}' is not a name (letters, digits, '_')"
+            ));
         }
         let (url, array) = match rest.rsplit_once('#') {
             Some((u, a)) => (u.to_string(), Some(a.to_string())),
@@ -45,7 +47,11 @@ impl InputSpec {
         if url.is_empty() {
             return Err(format!("--input '{text}': no URL"));
         }
-        Ok(InputSpec { name: name.to_string(), url, array })
+        Ok(InputSpec {
+            name: name.to_string(),
+            url,
+            array,
+        })
     }
 }
 
@@ -66,13 +72,21 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
     let stored = DType::from_name(&info.dtype)
         .ok_or_else(|| format!("{at}: data type {} is not supported by compute", info.dtype))?;
     let dims: Vec<String> = match &info.dimension_names {
-        Some(names) if names.iter().all(Option::is_some) => names.iter().flatten().cloned().collect(),
+        Some(names) if names.iter().all(Option::is_some) => {
+            names.iter().flatten().cloned().collect()
+        }
         _ if info.shape.is_empty() => Vec::new(),
-        _ => return Err(format!("{at}: the array has no dimension names (_ARRAY_DIMENSIONS or dimension_names)")),
+        _ => {
+            return Err(format!(
+                "{at}: the array has no dimension names (_ARRAY_DIMENSIONS or dimension_names)"
+            ))
+        }
     };
     for key in ["scale_factor", "add_offset"] {
         if info.attributes.contains_key(key) {
-            return Err(format!("{at}: CF-packed values ({key}) are not supported by compute yet"));
+            return Err(format!(
+                "{at}: CF-packed values ({key}) are not supported by compute yet"
+            ));
         }
     }
     // xarray's mask: `_FillValue` and `missing_value`, and a v2 array's fill_value.
@@ -136,7 +150,10 @@ pub fn open_inputs(specs: &[InputSpec]) -> Result<Inputs, String> {
                     })?;
                 vec![(spec.name.clone(), found)]
             }
-            None => arrays.iter().map(|a| (last(&a.path).to_string(), a)).collect(),
+            None => arrays
+                .iter()
+                .map(|a| (last(&a.path).to_string(), a))
+                .collect(),
         };
         for (name, info) in chosen {
             if inputs.names.contains_key(&name) {
@@ -149,10 +166,16 @@ pub fn open_inputs(specs: &[InputSpec]) -> Result<Inputs, String> {
                     last(&a.path) == dim
                         && a.shape.len() == 1
                         && a.shape[0] == src.shape[axis]
-                        && a.dimension_names.as_ref().is_some_and(|d| d.first() == Some(&Some(dim.clone())))
+                        && a.dimension_names
+                            .as_ref()
+                            .is_some_and(|d| d.first() == Some(&Some(dim.clone())))
                 });
                 if let Some(c) = coord {
-                    let id = match inputs.sources.iter().position(|s| s.url == store.url() && s.path == c.path) {
+                    let id = match inputs
+                        .sources
+                        .iter()
+                        .position(|s| s.url == store.url() && s.path == c.path)
+                    {
                         Some(i) => i,
                         None => {
                             inputs.sources.push(source(store.url(), c)?);
@@ -162,7 +185,11 @@ pub fn open_inputs(specs: &[InputSpec]) -> Result<Inputs, String> {
                     coords.insert(dim.clone(), id);
                 }
             }
-            let id = match inputs.sources.iter().position(|s| s.url == src.url && s.path == src.path) {
+            let id = match inputs
+                .sources
+                .iter()
+                .position(|s| s.url == src.url && s.path == src.path)
+            {
                 Some(i) => i,
                 None => {
                     inputs.sources.push(src);
@@ -181,19 +208,29 @@ pub fn open_inputs(specs: &[InputSpec]) -> Result<Inputs, String> {
 /// When it cannot be read.
 pub fn read_coordinate(source: &Source, pick: &Pick) -> Result<Vec<f64>, String> {
     let (start, step, len) = match pick {
-        Pick::Keep { start, step, len, .. } => (*start, *step, *len),
+        Pick::Keep {
+            start, step, len, ..
+        } => (*start, *step, *len),
         Pick::Fixed(i) => (*i, 1, 1),
     };
     let grid = Grid::regular(&source.shape, &source.chunks).map_err(|e| e.to_string())?;
-    let endpoint = Endpoint::Zarr { url: source.url.clone(), path: source.path.clone(), grid };
+    let endpoint = Endpoint::Zarr {
+        url: source.url.clone(),
+        path: source.path.clone(),
+        grid,
+    };
     let read = Read {
         input: 0,
         dtype: source.stored,
         missing: source.missing.clone(),
-        axes: vec![ReadAxis { to: Some(0), start, step }],
+        axes: vec![ReadAxis {
+            to: Some(0),
+            start,
+            step,
+        }],
     };
     if len == 0 {
         return Ok(Vec::new());
     }
-    crate::task::read_block(&endpoint, &read, &Region::new(vec![0..len]))
+    crate::task::read_block(&endpoint, &read, &Region::new(std::iter::once(0..len).collect()))
 }

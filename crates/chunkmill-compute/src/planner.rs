@@ -46,7 +46,11 @@ pub struct ComputePlan {
 pub enum PlanError {
     /// No task of `what` fits the budget.
     #[error("{what}: one task needs {need} bytes, more than the {budget} bytes a task may hold")]
-    TooLarge { what: String, need: u64, budget: u64 },
+    TooLarge {
+        what: String,
+        need: u64,
+        budget: u64,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -67,7 +71,11 @@ struct Planner<'a> {
 ///
 /// # Errors
 /// [`PlanError::TooLarge`] naming the operation whose smallest task exceeds the budget.
-pub fn plan(outputs: &[(String, Lazy)], inputs: &Inputs, target: &Target) -> Result<ComputePlan, PlanError> {
+pub fn plan(
+    outputs: &[(String, Lazy)],
+    inputs: &Inputs,
+    target: &Target,
+) -> Result<ComputePlan, PlanError> {
     let mut p = Planner {
         inputs,
         target,
@@ -119,7 +127,10 @@ pub fn plan(outputs: &[(String, Lazy)], inputs: &Inputs, target: &Target) -> Res
         };
         p.output(dim, &lazy)?;
     }
-    let unfused = outputs.iter().map(|(n, l)| (n.clone(), l.operations())).collect();
+    let unfused = outputs
+        .iter()
+        .map(|(n, l)| (n.clone(), l.operations()))
+        .collect();
     Ok(ComputePlan {
         stages: p.stages,
         specs: p.specs,
@@ -163,14 +174,21 @@ impl Planner<'_> {
             chunks: chunks.to_vec(),
             inner_chunks: None,
             fill_value: fill,
-            encoding: Encoding::Compressor(self.target.codec.clone().unwrap_or(Compressor::Zstd(1))),
+            encoding: Encoding::Compressor(
+                self.target.codec.clone().unwrap_or(Compressor::Zstd(1)),
+            ),
             dimension_names: Some(lazy.dims.iter().map(|d| Some(d.clone())).collect()),
             attributes,
         });
     }
 
     fn output(&mut self, name: &str, lazy: &Lazy) -> Result<(), PlanError> {
-        let chunks: Vec<u64> = lazy.dims.iter().zip(&lazy.shape).map(|(d, &n)| self.chunk(lazy, d, n)).collect();
+        let chunks: Vec<u64> = lazy
+            .dims
+            .iter()
+            .zip(&lazy.shape)
+            .map(|(d, &n)| self.chunk(lazy, d, n))
+            .collect();
         let grid = grid(&lazy.shape, &chunks)?;
         self.spec(name, lazy, &chunks);
         let endpoint = Endpoint::Zarr {
@@ -198,7 +216,11 @@ impl Planner<'_> {
                 inputs,
                 output: endpoint,
                 blocks: grid,
-                kernel: serde_json::to_value(Kernel::Map { expr, dtype: lazy.dtype }).map_err(|e| PlanError::Invalid(e.to_string()))?,
+                kernel: serde_json::to_value(Kernel::Map {
+                    expr,
+                    dtype: lazy.dtype,
+                })
+                .map_err(|e| PlanError::Invalid(e.to_string()))?,
             }),
         });
         Ok(())
@@ -223,14 +245,25 @@ impl Planner<'_> {
             if self.done.iter().any(|(d, _, _)| Rc::ptr_eq(d, &r)) {
                 continue;
             }
-            let named = self.named.iter().find(|(n, _)| Rc::ptr_eq(n, &r)).map(|(_, s)| s.clone());
-            let label = named.clone().unwrap_or_else(|| format!("r{}", self.done.len()));
+            let named = self
+                .named
+                .iter()
+                .find(|(n, _)| Rc::ptr_eq(n, &r))
+                .map(|(_, s)| s.clone());
+            let label = named
+                .clone()
+                .unwrap_or_else(|| format!("r{}", self.done.len()));
             self.reduction(&r, None, &label)?;
         }
         Ok(())
     }
 
-    fn lower(&self, lazy: &Lazy, domain: &[String], inputs: &mut Vec<Endpoint>) -> Result<Expr, PlanError> {
+    fn lower(
+        &self,
+        lazy: &Lazy,
+        domain: &[String],
+        inputs: &mut Vec<Endpoint>,
+    ) -> Result<Expr, PlanError> {
         let mut add = |e: Endpoint| -> usize {
             if let Some(i) = inputs.iter().position(|x| *x == e) {
                 i
@@ -255,18 +288,31 @@ impl Planner<'_> {
                     axes: picks
                         .iter()
                         .map(|p| match p {
-                            Pick::Keep { dim, start, step, .. } => ReadAxis {
+                            Pick::Keep {
+                                dim, start, step, ..
+                            } => ReadAxis {
                                 to: domain.iter().position(|d| d == dim),
                                 start: *start,
                                 step: *step,
                             },
-                            Pick::Fixed(i) => ReadAxis { to: None, start: *i, step: 1 },
+                            Pick::Fixed(i) => ReadAxis {
+                                to: None,
+                                start: *i,
+                                step: 1,
+                            },
                         })
                         .collect(),
                 })
             }
-            Node::Unary(f, x) => Expr::Unary { f: *f, x: Box::new(self.lower(x, domain, inputs)?), dtype: lazy.dtype },
-            Node::Cast(x) => Expr::Cast { x: Box::new(self.lower(x, domain, inputs)?), dtype: lazy.dtype },
+            Node::Unary(f, x) => Expr::Unary {
+                f: *f,
+                x: Box::new(self.lower(x, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Cast(x) => Expr::Cast {
+                x: Box::new(self.lower(x, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
             Node::Binary(f, a, b) => Expr::Binary {
                 f: *f,
                 a: Box::new(self.lower(a, domain, inputs)?),
@@ -284,7 +330,9 @@ impl Planner<'_> {
                     .done
                     .iter()
                     .find(|(d, _, _)| Rc::ptr_eq(d, r))
-                    .ok_or_else(|| PlanError::Invalid("a reduction used before it is planned".into()))?;
+                    .ok_or_else(|| {
+                        PlanError::Invalid("a reduction used before it is planned".into())
+                    })?;
                 let input = add(endpoint.clone());
                 Expr::Read(Read {
                     input,
@@ -293,7 +341,11 @@ impl Planner<'_> {
                     axes: lazy
                         .dims
                         .iter()
-                        .map(|d| ReadAxis { to: domain.iter().position(|x| x == d), start: 0, step: 1 })
+                        .map(|d| ReadAxis {
+                            to: domain.iter().position(|x| x == d),
+                            start: 0,
+                            step: 1,
+                        })
                         .collect(),
                 })
             }
@@ -304,21 +356,45 @@ impl Planner<'_> {
     /// the reduced axes, then combine rounds until one state per kept block remains; the
     /// last step writes `out` (an output) or intermediate pieces.
     #[allow(clippy::too_many_lines)]
-    fn reduction(&mut self, r: &Rc<Reduction>, out: Option<(Endpoint, DType)>, label: &str) -> Result<(), PlanError> {
+    fn reduction(
+        &mut self,
+        r: &Rc<Reduction>,
+        out: Option<(Endpoint, DType)>,
+        label: &str,
+    ) -> Result<(), PlanError> {
         self.reductions_below(&r.input)?;
         let input = &r.input;
-        let axes: Vec<usize> = (0..input.dims.len()).filter(|&i| r.dims.contains(&input.dims[i])).collect();
-        let base: Vec<u64> = input.dims.iter().zip(&input.shape).map(|(d, &n)| self.chunk(input, d, n)).collect();
+        let axes: Vec<usize> = (0..input.dims.len())
+            .filter(|&i| r.dims.contains(&input.dims[i]))
+            .collect();
+        let base: Vec<u64> = input
+            .dims
+            .iter()
+            .zip(&input.shape)
+            .map(|(d, &n)| self.chunk(input, d, n))
+            .collect();
         let mut inputs = Vec::new();
         let expr = self.lower(input, &input.dims, &mut inputs)?;
         let fields = r.reduce.fields() as u64;
-        let kept_elems: u64 = (0..base.len()).filter(|i| !axes.contains(i)).map(|i| base[i]).product();
+        let kept_elems: u64 = (0..base.len())
+            .filter(|i| !axes.contains(i))
+            .map(|i| base[i])
+            .product();
         let what = format!("{label} = {}(…, {})", r.reduce.op.name(), r.dims.join(", "));
         // Fan-in along each reduced axis: grow while the task fits.
-        let counts: Vec<u64> = input.shape.iter().zip(&base).map(|(n, c)| n.div_ceil(*c).max(1)).collect();
+        let counts: Vec<u64> = input
+            .shape
+            .iter()
+            .zip(&base)
+            .map(|(n, c)| n.div_ceil(*c).max(1))
+            .collect();
         let mut fan: Vec<u64> = vec![1; axes.len()];
         let mem = |fan: &[u64]| -> u64 {
-            let elems: u64 = base.iter().enumerate().map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k])).product();
+            let elems: u64 = base
+                .iter()
+                .enumerate()
+                .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k]))
+                .product();
             map_mem(&expr, &inputs, elems, DType::Float64) + 16 * kept_elems * fields
         };
         self.fits(&what, mem(&fan))?;
@@ -332,21 +408,40 @@ impl Planner<'_> {
             }
         }
         let dtype = out.as_ref().map_or(DType::Float64, |o| o.1);
-        let dtype = if out.is_some() { dtype } else { reduced_dtype(r) };
-        let kept_shape: Vec<u64> = (0..base.len()).filter(|i| !axes.contains(i)).map(|i| input.shape[i]).collect();
-        let kept_chunks: Vec<u64> = (0..base.len()).filter(|i| !axes.contains(i)).map(|i| base[i]).collect();
+        let dtype = if out.is_some() {
+            dtype
+        } else {
+            reduced_dtype(r)
+        };
+        let kept_shape: Vec<u64> = (0..base.len())
+            .filter(|i| !axes.contains(i))
+            .map(|i| input.shape[i])
+            .collect();
+        let kept_chunks: Vec<u64> = (0..base.len())
+            .filter(|i| !axes.contains(i))
+            .map(|i| base[i])
+            .collect();
         let final_ep = match out {
             Some((e, _)) => e,
             None => {
                 let prefix = format!("c{}-{}", self.stages.len(), safe(label));
-                self.cleanup.push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces { url: self.target.temp_url.clone(), prefix, grid: grid(&kept_shape, &kept_chunks)? }
+                self.cleanup
+                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
+                Endpoint::Pieces {
+                    url: self.target.temp_url.clone(),
+                    prefix,
+                    grid: grid(&kept_shape, &kept_chunks)?,
+                }
             }
         };
         let block_chunks: Vec<u64> = base
             .iter()
             .enumerate()
-            .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| (c * fan[k]).min(input.shape[i].max(1))))
+            .map(|(i, c)| {
+                axes.iter()
+                    .position(|&a| a == i)
+                    .map_or(*c, |k| (c * fan[k]).min(input.shape[i].max(1)))
+            })
             .collect();
         let blocks = grid(&input.shape, &block_chunks)?;
         let mut n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
@@ -377,38 +472,67 @@ impl Planner<'_> {
             final_ep.clone()
         } else {
             let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
-            self.cleanup.push((self.target.temp_url.clone(), format!("{prefix}/")));
-            Endpoint::Pieces { url: self.target.temp_url.clone(), prefix, grid: piece_grid(&n_r)? }
+            self.cleanup
+                .push((self.target.temp_url.clone(), format!("{prefix}/")));
+            Endpoint::Pieces {
+                url: self.target.temp_url.clone(),
+                prefix,
+                grid: piece_grid(&n_r)?,
+            }
         };
         let n = self.stages.len();
         self.stages.push(Stage {
             name: format!("{n:02}-{}-partial", safe(label)),
-            label: format!("{label}: {} {}(over {}) in blocks of {:?} chunks", input.operations().join(" → "), r.reduce.op.name(), r.dims.join(", "), fan),
+            label: format!(
+                "{label}: {} {}(over {}) in blocks of {:?} chunks",
+                input.operations().join(" → "),
+                r.reduce.op.name(),
+                r.dims.join(", "),
+                fan
+            ),
             projected_mem: partial_mem,
             bytes_read: in_bytes,
-            bytes_written: 8 * fields * kept_shape.iter().product::<u64>() * n_r.iter().product::<u64>(),
+            bytes_written: 8
+                * fields
+                * kept_shape.iter().product::<u64>()
+                * n_r.iter().product::<u64>(),
             kind: StageKind::Compute(ComputeStage {
                 inputs,
                 output: current.clone(),
                 blocks,
-                kernel: serde_json::to_value(Kernel::Partial { expr, reduce: r.reduce, axes: axes.clone(), finish: done.then_some(dtype) })
-                    .map_err(|e| PlanError::Invalid(e.to_string()))?,
+                kernel: serde_json::to_value(Kernel::Partial {
+                    expr,
+                    reduce: r.reduce,
+                    axes: axes.clone(),
+                    finish: done.then_some(dtype),
+                })
+                .map_err(|e| PlanError::Invalid(e.to_string()))?,
             }),
         });
         // Combine rounds: as many states per task as the budget holds (at most 32).
         let state_bytes = 8 * fields * kept_elems;
-        let per_round = ((self.target.task_budget / state_bytes.max(1)).saturating_sub(3)).clamp(2, 32);
+        let per_round =
+            ((self.target.task_budget / state_bytes.max(1)).saturating_sub(3)).clamp(2, 32);
         while !n_r.iter().all(|&n| n == 1) {
             step += 1;
             let fan_in: Vec<u64> = n_r.iter().map(|&n| n.min(per_round)).collect();
-            let next: Vec<u64> = n_r.iter().zip(&fan_in).map(|(n, f)| n.div_ceil(*f)).collect();
+            let next: Vec<u64> = n_r
+                .iter()
+                .zip(&fan_in)
+                .map(|(n, f)| n.div_ceil(*f))
+                .collect();
             let last = next.iter().all(|&n| n == 1);
             let output = if last {
                 final_ep.clone()
             } else {
                 let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
-                self.cleanup.push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces { url: self.target.temp_url.clone(), prefix, grid: piece_grid(&next)? }
+                self.cleanup
+                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
+                Endpoint::Pieces {
+                    url: self.target.temp_url.clone(),
+                    prefix,
+                    grid: piece_grid(&next)?,
+                }
             };
             let mut shape = Vec::new();
             let mut chunks = Vec::new();
@@ -429,7 +553,11 @@ impl Planner<'_> {
             let n = self.stages.len();
             self.stages.push(Stage {
                 name: format!("{n:02}-{}-combine{step}", safe(label)),
-                label: format!("{label}: merge {}({}) states, {fan_in:?} per task", r.reduce.op.name(), r.dims.join(", ")),
+                label: format!(
+                    "{label}: merge {}({}) states, {fan_in:?} per task",
+                    r.reduce.op.name(),
+                    r.dims.join(", ")
+                ),
                 projected_mem: need,
                 bytes_read: state_bytes * n_r.iter().product::<u64>(),
                 bytes_written: state_bytes * next.iter().product::<u64>(),
@@ -437,8 +565,13 @@ impl Planner<'_> {
                     inputs: vec![current.clone()],
                     output: output.clone(),
                     blocks: grid(&shape, &chunks)?,
-                    kernel: serde_json::to_value(Kernel::Combine { reduce: r.reduce, axes: axes.clone(), fan_in, finish: last.then_some(dtype) })
-                        .map_err(|e| PlanError::Invalid(e.to_string()))?,
+                    kernel: serde_json::to_value(Kernel::Combine {
+                        reduce: r.reduce,
+                        axes: axes.clone(),
+                        fan_in,
+                        finish: last.then_some(dtype),
+                    })
+                    .map_err(|e| PlanError::Invalid(e.to_string()))?,
                 }),
             });
             current = output;
@@ -505,12 +638,24 @@ fn find_chunk(lazy: &Lazy, dim: &str, inputs: &Inputs, found: &mut Option<u64>) 
 }
 
 fn grid(shape: &[u64], chunks: &[u64]) -> Result<Grid, PlanError> {
-    let chunks: Vec<u64> = chunks.iter().zip(shape).map(|(c, n)| (*c).clamp(1, (*n).max(1))).collect();
+    let chunks: Vec<u64> = chunks
+        .iter()
+        .zip(shape)
+        .map(|(c, n)| (*c).clamp(1, (*n).max(1)))
+        .collect();
     Grid::regular(shape, &chunks).map_err(|e| PlanError::Invalid(e.to_string()))
 }
 
 fn safe(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 /// What a task evaluating `expr` over `block` elements holds at its peak: each read's
@@ -521,13 +666,119 @@ fn map_mem(expr: &Expr, inputs: &[Endpoint], block: u64, out: DType) -> u64 {
     expr.reads(&mut reads);
     let chunk_bytes: u64 = reads
         .iter()
-        .map(|r| inputs.get(r.input).map_or(0, |e| e.grid().max_chunk_elements() * (8 + r.dtype.size() as u64)))
+        .map(|r| {
+            inputs.get(r.input).map_or(0, |e| {
+                e.grid().max_chunk_elements() * (8 + r.dtype.size() as u64)
+            })
+        })
         .sum();
-    8 * block * (expr.buffers() + reads.len() as u64) + chunk_bytes + block * (8 + out.size() as u64)
+    8 * block * (expr.buffers() + reads.len() as u64)
+        + chunk_bytes
+        + block * (8 + out.size() as u64)
 }
 
 fn read_bytes(expr: &Expr, _inputs: &[Endpoint], elems: u64) -> u64 {
     let mut reads = Vec::new();
     expr.reads(&mut reads);
     reads.iter().map(|r| elems * r.dtype.size() as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::check;
+    use crate::model::Source;
+    use crate::syntax::parse;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// One input `air(time 100, lat 10, lon 20)` float32 in chunks of (10, 5, 20).
+    fn inputs() -> Inputs {
+        let mut inputs = Inputs::default();
+        inputs.sources.push(Source {
+            url: "/data/in.zarr".into(),
+            path: "air".into(),
+            dtype: DType::Float32,
+            stored: DType::Float32,
+            shape: vec![100, 10, 20],
+            chunks: vec![10, 5, 20],
+            dims: vec!["time".into(), "lat".into(), "lon".into()],
+            attrs: Map::new(),
+            missing: vec![],
+        });
+        inputs.names.insert("air".into(), (0, BTreeMap::new()));
+        inputs
+    }
+
+    fn planned(script: &str, task_budget: u64) -> Result<ComputePlan, Box<dyn std::error::Error>> {
+        let inputs = inputs();
+        let outputs = check(&parse(script)?, &inputs, &|_, _| Err("no reads".into()))?;
+        let target = Target {
+            write_url: "/data/out.zarr".into(),
+            temp_url: "/data/tmp".into(),
+            zarr_format: 3,
+            chunks: BTreeMap::new(),
+            codec: None,
+            task_budget,
+        };
+        Ok(plan(&outputs, &inputs, &target)?)
+    }
+
+    fn kernel(stage: &Stage) -> Option<&str> {
+        match &stage.kind {
+            StageKind::Compute(c) => c.kernel.get("kind").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn elementwise_chains_fuse_into_one_map_stage() -> TestResult {
+        let p = planned("a = sqrt(abs(air * 2 - 1)) + 3", 1 << 30)?;
+        assert_eq!(p.stages.len(), 1);
+        assert_eq!(kernel(&p.stages[0]), Some("map"));
+        assert_eq!(p.stages[0].tasks(), 10 * 2);
+        assert_eq!(p.unfused[0].1.len(), 5);
+        assert!(p.cleanup.is_empty(), "no intermediate");
+        Ok(())
+    }
+
+    #[test]
+    fn fan_in_follows_the_budget() -> TestResult {
+        // A large budget reads all ten time chunks per task: no combine round.
+        let p = planned("m = air.mean('time')", 1 << 30)?;
+        let kinds: Vec<_> = p.stages.iter().map(kernel).collect();
+        assert_eq!(kinds, [Some("partial")]);
+        // A budget of about two chunks per task: a partial step and combine rounds.
+        let chunk = 10 * 5 * 20 * 8;
+        let p = planned("m = air.mean('time')", 9 * chunk)?;
+        let kinds: Vec<_> = p.stages.iter().map(kernel).collect();
+        assert_eq!(kinds[0], Some("partial"));
+        assert!(
+            kinds.len() >= 2 && kinds[1..].iter().all(|k| *k == Some("combine")),
+            "{kinds:?}"
+        );
+        assert!(p.stages.iter().all(|s| s.projected_mem <= 9 * chunk));
+        assert!(!p.cleanup.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_reduction_read_by_an_expression_is_computed_first() -> TestResult {
+        let p = planned("anom = air - air.mean('time')", 1 << 30)?;
+        let kinds: Vec<_> = p.stages.iter().map(kernel).collect();
+        assert_eq!(kinds, [Some("partial"), Some("map")]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_task_that_cannot_fit_is_refused_naming_the_operation() {
+        let e = planned("s = air.std('time')", 1000)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.starts_with("s = std(…, time): one task needs")),
+            "{e:?}"
+        );
+    }
 }

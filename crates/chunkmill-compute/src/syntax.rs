@@ -95,13 +95,31 @@ pub enum Ast {
     Str { value: String, pos: Pos },
     /// A name: an input, an earlier assignment, `None`, `True`, `False`.
     Name { name: String, pos: Pos },
-    Unary { op: UnaryOp, operand: Box<Ast>, pos: Pos },
-    Binary { op: BinOp, left: Box<Ast>, right: Box<Ast>, pos: Pos },
-    Call { callee: Callee, args: Vec<Ast>, kwargs: Vec<(String, Ast)>, pos: Pos },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Ast>,
+        pos: Pos,
+    },
+    Binary {
+        op: BinOp,
+        left: Box<Ast>,
+        right: Box<Ast>,
+        pos: Pos,
+    },
+    Call {
+        callee: Callee,
+        args: Vec<Ast>,
+        kwargs: Vec<(String, Ast)>,
+        pos: Pos,
+    },
     /// `[a, b, …]`: a list of dimension names.
     List { items: Vec<Ast>, pos: Pos },
     /// `value.name` not followed by a call (`time.month`, reserved for group keys).
-    Attribute { value: Box<Ast>, name: String, pos: Pos },
+    Attribute {
+        value: Box<Ast>,
+        name: String,
+        pos: Pos,
+    },
 }
 
 impl Ast {
@@ -159,8 +177,8 @@ fn describe(t: &Tok) -> String {
 }
 
 const OPERATORS: [&str; 24] = [
-    "**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "<", ">", "&", "|", "~", "(",
-    ")", ",", "=", ".", ";", "[", "]",
+    "**", "//", "==", "!=", "<=", ">=", "+", "-", "*", "/", "%", "<", ">", "&", "|", "~", "(", ")",
+    ",", "=", ".", ";", "[", "]",
 ];
 
 fn lex(text: &str) -> Result<Vec<(Tok, Pos)>, SyntaxError> {
@@ -194,10 +212,10 @@ fn lex(text: &str) -> Result<Vec<(Tok, Pos)>, SyntaxError> {
             continue;
         }
         let start = i;
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
-        {
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
             let mut integer = true;
-            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_')
+            while i < chars.len()
+                && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_')
             {
                 integer &= chars[i] != '.';
                 i += 1;
@@ -213,7 +231,9 @@ fn lex(text: &str) -> Result<Vec<(Tok, Pos)>, SyntaxError> {
                 }
             }
             let s: String = chars[start..i].iter().filter(|&&c| c != '_').collect();
-            let value: f64 = s.parse().map_err(|_| err(format!("'{s}' is not a number")))?;
+            let value: f64 = s
+                .parse()
+                .map_err(|_| err(format!("'{s}' is not a number")))?;
             out.push((Tok::Num(value, integer), pos));
         } else if c.is_alphabetic() || c == '_' {
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
@@ -545,12 +565,17 @@ mod tests {
             Ast::Str { value, .. } => format!("'{value}'"),
             Ast::Name { name, .. } => name.clone(),
             Ast::Unary { op, operand, .. } => format!("({op:?} {})", show(operand)),
-            Ast::Binary { op, left, right, .. } => {
+            Ast::Binary {
+                op, left, right, ..
+            } => {
                 format!("({} {} {})", show(left), op.symbol(), show(right))
             }
             Ast::Attribute { value, name, .. } => format!("{}.{name}", show(value)),
             Ast::List { items, .. } => {
-                format!("<{}>", items.iter().map(show).collect::<Vec<_>>().join(", "))
+                format!(
+                    "<{}>",
+                    items.iter().map(show).collect::<Vec<_>>().join(", ")
+                )
             }
             Ast::Call {
                 callee,
@@ -580,7 +605,10 @@ mod tests {
         assert_eq!(one("x = a ** b ** c"), "(a ** (b ** c))");
         assert_eq!(one("x = a - b - c"), "((a - b) - c)");
         assert_eq!(one("x = a // b % c"), "((a // b) % c)");
-        assert_eq!(one("x = (a > 1) & ~(b <= 2) | c"), "(((a > 1) & (Invert (b <= 2))) | c)");
+        assert_eq!(
+            one("x = (a > 1) & ~(b <= 2) | c"),
+            "(((a > 1) & (Invert (b <= 2))) | c)"
+        );
         assert_eq!(one("x = a + 1 > b * 2"), "((a + 1) > (b * 2))");
     }
 
@@ -591,7 +619,10 @@ mod tests {
             one("m = air.isel(time=slice(0, 10)).mean('time')"),
             "air.isel[time=slice[0, 10]].mean['time']"
         );
-        assert_eq!(one("m = air.sel(lat=slice(60, 30))"), "air.sel[lat=slice[60, 30]]");
+        assert_eq!(
+            one("m = air.sel(lat=slice(60, 30))"),
+            "air.sel[lat=slice[60, 30]]"
+        );
         assert_eq!(one("m = f()"), "f[]");
     }
 
@@ -609,11 +640,17 @@ mod tests {
     #[test]
     fn errors_point_at_line_and_column() {
         let e = parse("a = x + 1\nb = (x * 2").err();
-        assert_eq!(e.map(|e| e.to_string()).as_deref(), Some("2:11: expected ')', found end of input"));
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("2:11: expected ')', found end of input")
+        );
         let e = parse("a = x +* 2").err();
         assert_eq!(e.map(|e| e.pos), Some(Pos { line: 1, col: 8 }));
         let e = parse("a = x $ 2").err();
-        assert_eq!(e.map(|e| e.to_string()).as_deref(), Some("1:7: unexpected character '$'"));
+        assert_eq!(
+            e.map(|e| e.to_string()).as_deref(),
+            Some("1:7: unexpected character '$'")
+        );
         let e = parse("x + 1").err();
         assert!(e.is_some_and(|e| e.to_string().starts_with("1:3: expected '='")));
         let e = parse("a = 1 < x < 2").err();

@@ -22,7 +22,11 @@ fn failed(e: impl std::fmt::Display) -> TaskError {
 
 /// Decoded values of chunk `coords` of `endpoint` and the region they cover (a Zarr chunk at
 /// its nominal shape, a piece at its exact one).
-fn read_chunk(endpoint: &Endpoint, dtype: DType, coords: &[u64]) -> Result<(Vec<f64>, Region), String> {
+fn read_chunk(
+    endpoint: &Endpoint,
+    dtype: DType,
+    coords: &[u64],
+) -> Result<(Vec<f64>, Region), String> {
     let grid = endpoint.grid();
     let exact = grid.chunk_region(coords);
     let mut values = Vec::new();
@@ -50,7 +54,10 @@ fn read_chunk(endpoint: &Endpoint, dtype: DType, coords: &[u64]) -> Result<(Vec<
             dtype.decode(&bytes, &mut values);
             Ok((values, exact))
         }
-        other => Err(format!("{}: compute cannot read this endpoint yet", other.describe())),
+        other => Err(format!(
+            "{}: compute cannot read this endpoint yet",
+            other.describe()
+        )),
     }
 }
 
@@ -125,7 +132,12 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     let n = region.num_elements() as usize;
     let mut out = Vec::with_capacity(n);
     for idx in chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()) {
-        let off = base + idx.iter().enumerate().map(|(d, &i)| moves[d][i as usize]).sum::<i64>();
+        let off = base
+            + idx
+                .iter()
+                .enumerate()
+                .map(|(d, &i)| moves[d][i as usize])
+                .sum::<i64>();
         out.push(buf[off as usize]);
     }
     if shape.is_empty() {
@@ -138,7 +150,12 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
 }
 
 /// Write `values` (the exact `region` of `endpoint`, one chunk of it) as `dtype`.
-fn write(endpoint: &Endpoint, dtype: DType, region: &Region, values: &[f64]) -> Result<u64, String> {
+fn write(
+    endpoint: &Endpoint,
+    dtype: DType,
+    region: &Region,
+    values: &[f64],
+) -> Result<u64, String> {
     let grid = endpoint.grid();
     let coords: Vec<u64> = grid
         .chunks_in(region)
@@ -163,14 +180,18 @@ fn write(endpoint: &Endpoint, dtype: DType, region: &Region, values: &[f64]) -> 
                 dtype.encode(&full)
             };
             let n = bytes.len() as u64;
-            array.write_chunk(&coords, bytes).map_err(|e| e.to_string())?;
+            array
+                .write_chunk(&coords, bytes)
+                .map_err(|e| e.to_string())?;
             Ok(n)
         }
         Endpoint::Pieces { url, prefix, .. } => {
             let store = Store::open(url).map_err(|e| e.to_string())?;
             let bytes = dtype.encode(values);
             let n = bytes.len() as u64;
-            store.put(&piece_key(prefix, grid, &coords), bytes).map_err(|e| e.to_string())?;
+            store
+                .put(&piece_key(prefix, grid, &coords), bytes)
+                .map_err(|e| e.to_string())?;
             Ok(n)
         }
         other => Err(format!("{}: compute cannot write here", other.describe())),
@@ -182,7 +203,11 @@ fn write(endpoint: &Endpoint, dtype: DType, region: &Region, values: &[f64]) -> 
 /// # Errors
 /// [`TaskError::Superseded`] when cancelled; [`TaskError::Failed`] when the kernel is not one
 /// this build knows or a read or write fails.
-pub fn run_task(stage: &ComputeStage, region: &Region, cancel: &Cancel) -> Result<TaskStats, TaskError> {
+pub fn run_task(
+    stage: &ComputeStage,
+    region: &Region,
+    cancel: &Cancel,
+) -> Result<TaskStats, TaskError> {
     let kernel: Kernel = serde_json::from_value(stage.kernel.clone())
         .map_err(|e| failed(format!("not a compute kernel of this chunkmill: {e}")))?;
     let mut stats = TaskStats::default();
@@ -191,7 +216,10 @@ pub fn run_task(stage: &ComputeStage, region: &Region, cancel: &Cancel) -> Resul
         if cancel.is_cancelled() {
             return Err("superseded".into());
         }
-        let endpoint = stage.inputs.get(r.input).ok_or("a read of an input the stage lacks")?;
+        let endpoint = stage
+            .inputs
+            .get(r.input)
+            .ok_or("a read of an input the stage lacks")?;
         let block = read_block(endpoint, r, region)?;
         stats.bytes_read += (block.len() * r.dtype.size()) as u64;
         Ok(block)
@@ -201,13 +229,21 @@ pub fn run_task(stage: &ComputeStage, region: &Region, cancel: &Cancel) -> Resul
             let values = eval(expr, n, &mut reader).map_err(failed)?;
             write(&stage.output, *dtype, region, &values).map_err(failed)?
         }
-        Kernel::Partial { expr, reduce, axes, finish } => {
+        Kernel::Partial {
+            expr,
+            reduce,
+            axes,
+            finish,
+        } => {
             let values = eval(expr, n, &mut reader).map_err(failed)?;
             partial(stage, region, &values, reduce, axes, *finish).map_err(failed)?
         }
-        Kernel::Combine { reduce, axes, fan_in, finish } => {
-            combine(stage, region, reduce, axes, fan_in, *finish, &mut stats).map_err(failed)?
-        }
+        Kernel::Combine {
+            reduce,
+            axes,
+            fan_in,
+            finish,
+        } => combine(stage, region, reduce, axes, fan_in, *finish, &mut stats).map_err(failed)?,
     };
     if cancel.is_cancelled() {
         return Err(TaskError::Superseded);
@@ -251,7 +287,9 @@ fn partial(
     let kstr = strides(&kshape);
     let mut state = reduce.empty(m);
     let shape = region.shape();
-    for (e, idx) in chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()).enumerate() {
+    for (e, idx) in
+        chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()).enumerate()
+    {
         let (mut j, mut k, mut index) = (0u64, 0usize, 0u64);
         for (d, &i) in idx.iter().enumerate() {
             if axes.contains(&d) {
@@ -277,14 +315,20 @@ fn store_state(
 ) -> Result<u64, String> {
     match finish {
         Some(dtype) => {
-            let values: Vec<f64> = (0..m).map(|j| dtype.round(reduce.finish(state, m, j))).collect();
+            let values: Vec<f64> = (0..m)
+                .map(|j| dtype.round(reduce.finish(state, m, j)))
+                .collect();
             write(&stage.output, dtype, &kept(region, axes), &values)
         }
         None => {
             let Endpoint::Pieces { url, prefix, grid } = &stage.output else {
                 return Err("a reduction state goes to intermediate pieces".into());
             };
-            let coords = stage.blocks.chunks_in(region).next().ok_or("an empty block")?;
+            let coords = stage
+                .blocks
+                .chunks_in(region)
+                .next()
+                .ok_or("an empty block")?;
             let store = Store::open(url).map_err(|e| e.to_string())?;
             let bytes = DType::Float64.encode(state);
             let n = bytes.len() as u64;
@@ -309,7 +353,11 @@ fn combine(
         return Err("a combine reads intermediate state pieces".into());
     };
     let store = Store::open(url).map_err(|e| e.to_string())?;
-    let out = stage.blocks.chunks_in(region).next().ok_or("an empty block")?;
+    let out = stage
+        .blocks
+        .chunks_in(region)
+        .next()
+        .ok_or("an empty block")?;
     let keep = kept(region, axes);
     let m = keep.num_elements() as usize;
     let counts = grid.counts();

@@ -65,7 +65,7 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
     let inputs = chunkmill_compute::open_inputs(&options.inputs).map_err(OpsError::Refused)?;
     let outputs = chunkmill_compute::check(&script, &inputs, &chunkmill_compute::read_coordinate)
         .map_err(|e| OpsError::Usage(format!("compute: {e}")))?;
-    for (name, _) in &options.chunks {
+    for name in options.chunks.keys() {
         if !outputs.iter().any(|(_, l)| l.dims.contains(name)) {
             return Err(OpsError::Usage(format!(
                 "--chunks: no output has a dimension '{name}'"
@@ -102,8 +102,13 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         }
         other => OpsError::Refused(format!("compute: {other}")),
     })?;
-    let plan = Plan::new("compute", options.job.max_mem, planned.stages, planned.cleanup)
-        .with_urls(crate::work::absolute_url);
+    let plan = Plan::new(
+        "compute",
+        options.job.max_mem,
+        planned.stages,
+        planned.cleanup,
+    )
+    .with_urls(crate::work::absolute_url);
     let names: Vec<String> = planned.specs.iter().map(|s| s.path.clone()).collect();
     let source = options
         .inputs

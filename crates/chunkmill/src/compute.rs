@@ -11,7 +11,9 @@ use clap::Args;
 use serde_json::json;
 
 use crate::args::{Common, TargetArgs};
-use crate::rechunk::{announce_budget, print_report, resolve_budget, run_options, run_with_progress};
+use crate::rechunk::{
+    announce_budget, print_report, resolve_budget, run_options, run_with_progress,
+};
 use crate::Failure;
 
 #[derive(Debug, Args, Clone)]
@@ -38,10 +40,14 @@ pub struct ComputeArgs {
 
 fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
     if a.inputs.is_empty() {
-        return Err(Failure::usage("compute: give at least one --input NAME=URL[#ARRAY]"));
+        return Err(Failure::usage(
+            "compute: give at least one --input NAME=URL[#ARRAY]",
+        ));
     }
     if a.plan.shards.is_some() {
-        return Err(Failure::usage("compute: --shards is not supported by compute yet"));
+        return Err(Failure::usage(
+            "compute: --shards is not supported by compute yet",
+        ));
     }
     let inputs = a
         .inputs
@@ -59,7 +65,14 @@ fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
         script.push_str(&text);
     }
     let mut chunks = BTreeMap::new();
-    match a.plan.chunks.as_deref().map(str::parse::<ChunkSpec>).transpose().map_err(Failure::usage)? {
+    match a
+        .plan
+        .chunks
+        .as_deref()
+        .map(str::parse::<ChunkSpec>)
+        .transpose()
+        .map_err(Failure::usage)?
+    {
         None => {}
         Some(ChunkSpec::ByName(named)) => {
             for (dim, size) in named {
@@ -67,7 +80,9 @@ fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
             }
         }
         Some(ChunkSpec::ByAxis(_)) => {
-            return Err(Failure::usage("compute: --chunks names dimensions (time=10,lat=25)"));
+            return Err(Failure::usage(
+                "compute: --chunks names dimensions (time=10,lat=25)",
+            ));
         }
     }
     let mut plan = a.plan.clone();
@@ -91,9 +106,19 @@ pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
     let planned = plan_compute(&opts)?;
     announce_budget(opts.job.max_mem, origin, &a.common);
     let job = planned.job;
-    let mut report = run_with_progress(&job, &a.common, |on_event| run_job(&job, &opts.job, on_event))?;
+    let mut report = run_with_progress(&job, &a.common, |on_event| {
+        run_job(&job, &opts.job, on_event)
+    })?;
     report.arrays = planned.outputs.len();
-    report.bytes = job.specs.iter().map(|s| s.shape.iter().product::<u64>() * chunkmill_compute::dtype::DType::from_name(&s.dtype).map_or(0, |d| d.size() as u64)).sum();
+    report.bytes = job
+        .specs
+        .iter()
+        .map(|s| {
+            s.shape.iter().product::<u64>()
+                * chunkmill_compute::dtype::DType::from_name(&s.dtype)
+                    .map_or(0, |d| d.size() as u64)
+        })
+        .sum();
     print_report(&report, "computed", &a.output, a.plan.prepare, &a.common);
     Ok(())
 }
@@ -144,16 +169,28 @@ pub fn plan(a: &ComputeArgs) -> Result<(), Failure> {
     let planned = plan_compute(&options(a)?)?;
     let value = plan_value(&planned);
     if a.common.report.json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
         return Ok(());
     }
     let plan = &planned.job.plan;
-    println!("plan {} (compute), --max-mem {}, {} per task", plan.plan_id, human(plan.max_mem), human(planned.job.task_budget));
+    println!(
+        "plan {} (compute), --max-mem {}, {} per task",
+        plan.plan_id,
+        human(plan.max_mem),
+        human(planned.job.task_budget)
+    );
     println!("before fusion (one stage per operation):");
     for (name, ops) in &planned.unfused {
         println!("  {name}: {} operation(s): {}", ops.len(), ops.join(" → "));
     }
-    println!("after fusion: {} stage(s), {} task(s)", plan.stages.len(), plan.total_tasks());
+    println!(
+        "after fusion: {} stage(s), {} task(s)",
+        plan.stages.len(),
+        plan.total_tasks()
+    );
     for s in &plan.stages {
         println!(
             "  {}: {} — {} task(s), {} per task, reads {}, writes {}",
