@@ -188,3 +188,22 @@ def test_plan_compute_shows_fusion_and_projections(tmp_path, src):
     assert plan["bytes_intermediate"] == 0
     assert 0 < plan["max_projected_mem"] <= plan["task_budget"]
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_compute_runs_on_processes_and_resumes_after_a_worker(tmp_path, src):
+    path, ds = src
+    want = ds.air.std("time").values
+    args = ["compute", "--input", f"ds={path}", "s = air.std('time')", "--max-mem", "64MB", "--no-progress"]
+    out = tmp_path / "p.zarr"
+    oracle.ok(*args, "--output", out, "--executor", "processes")
+    np.testing.assert_allclose(xr.open_zarr(out).s.values, want, rtol=1e-5)
+    # Prepared, its first stage run by `chunkmill worker`, finished by --resume, which skips it.
+    out = tmp_path / "w.zarr"
+    oracle.ok(*args, "--output", out, "--prepare")
+    plan = json.loads((tmp_path / "w.zarr.work" / "plan.json").read_text())
+    first = plan["stages"][0]
+    assert first["kind"]["kind"] == "compute"
+    oracle.ok("worker", "--plan", tmp_path / "w.zarr.work", "--stage", "0", "--tasks", "0..2", "--no-progress")
+    report = json.loads(oracle.ok(*args, "--output", out, "--resume", "--json").stdout)
+    assert report["tasks_skipped"] == 2
+    np.testing.assert_allclose(xr.open_zarr(out).s.values, want, rtol=1e-5)
