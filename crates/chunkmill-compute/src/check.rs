@@ -326,10 +326,7 @@ fn weak(scalar: DType, array: DType) -> DType {
 type Broadcast = (Vec<String>, Vec<u64>, BTreeMap<String, Coord>);
 
 /// Broadcast by name: dims of `a`, then the new ones of `b`; sizes must agree.
-fn broadcast(
-    parts: &[&Lazy],
-    pos: Pos,
-) -> Result<Broadcast, CheckError> {
+fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<Broadcast, CheckError> {
     let (mut dims, mut shape, mut coords): (Vec<String>, Vec<u64>, BTreeMap<String, Coord>) =
         (Vec::new(), Vec::new(), BTreeMap::new());
     for p in parts {

@@ -232,5 +232,9 @@ pub fn read_coordinate(source: &Source, pick: &Pick) -> Result<Vec<f64>, String>
     if len == 0 {
         return Ok(Vec::new());
     }
-    crate::task::read_block(&endpoint, &read, &Region::new(std::iter::once(0..len).collect()))
+    crate::task::read_block(
+        &endpoint,
+        &read,
+        &Region::new(std::iter::once(0..len).collect()),
+    )
 }

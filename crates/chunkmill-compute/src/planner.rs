@@ -355,7 +355,6 @@ impl Planner<'_> {
     /// The stages of reduction `r`: a partial step over blocks of `fan_in` input chunks along
     /// the reduced axes, then combine rounds until one state per kept block remains; the
     /// last step writes `out` (an output) or intermediate pieces.
-    #[allow(clippy::too_many_lines)]
     fn reduction(
         &mut self,
         r: &Rc<Reduction>,
@@ -407,12 +406,7 @@ impl Planner<'_> {
                 }
             }
         }
-        let dtype = out.as_ref().map_or(DType::Float64, |o| o.1);
-        let dtype = if out.is_some() {
-            dtype
-        } else {
-            reduced_dtype(r)
-        };
+        let dtype = out.as_ref().map_or_else(|| reduced_dtype(r), |o| o.1);
         let kept_shape: Vec<u64> = (0..base.len())
             .filter(|i| !axes.contains(i))
             .map(|i| input.shape[i])
@@ -444,31 +438,19 @@ impl Planner<'_> {
             })
             .collect();
         let blocks = grid(&input.shape, &block_chunks)?;
-        let mut n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
+        let n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
         let partial_mem = mem(&fan);
         let in_bytes = read_bytes(&expr, &inputs, input.shape.iter().product());
-        let mut step = 0;
-        let piece_grid = |n_r: &[u64]| -> Result<Grid, PlanError> {
-            let mut shape = Vec::new();
-            let mut chunks = Vec::new();
-            for (i, &len) in input.shape.iter().enumerate() {
-                match axes.iter().position(|&a| a == i) {
-                    Some(k) => {
-                        shape.push(n_r[k]);
-                        chunks.push(1);
-                    }
-                    None => {
-                        shape.push(len);
-                        chunks.push(base[i]);
-                    }
-                }
-            }
-            shape.push(fields);
-            chunks.push(fields);
-            grid(&shape, &chunks)
+        let step = 0;
+        let layout = Layout {
+            shape: input.shape.clone(),
+            base: base.clone(),
+            axes: axes.clone(),
+            fields,
         };
+        let piece_grid = |n_r: &[u64]| layout.grid(n_r, true);
         let done = n_r.iter().all(|&n| n == 1);
-        let mut current = if done {
+        let current = if done {
             final_ep.clone()
         } else {
             let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
@@ -509,8 +491,32 @@ impl Planner<'_> {
                 .map_err(|e| PlanError::Invalid(e.to_string()))?,
             }),
         });
+        let rounds = Rounds {
+            label,
+            what: &what,
+            dtype,
+            kept_elems,
+            final_ep: &final_ep,
+        };
+        self.combine_rounds(r, &layout, &rounds, n_r, current, step)?;
+        self.done.push((r.clone(), final_ep, dtype));
+        Ok(())
+    }
+
+    /// Combine rounds after a partial step left `n_r` states per kept block along the reduced
+    /// axes in `current`: as many states per task as the budget holds (at most 32), until one
+    /// is left, which the last round finishes into the reduction's endpoint.
+    fn combine_rounds(
+        &mut self,
+        r: &Rc<Reduction>,
+        layout: &Layout,
+        rounds: &Rounds<'_>,
+        mut n_r: Vec<u64>,
+        mut current: Endpoint,
+        mut step: usize,
+    ) -> Result<(), PlanError> {
         // Combine rounds: as many states per task as the budget holds (at most 32).
-        let state_bytes = 8 * fields * kept_elems;
+        let state_bytes = 8 * layout.fields * rounds.kept_elems;
         let per_round =
             ((self.target.task_budget / state_bytes.max(1)).saturating_sub(3)).clamp(2, 32);
         while !n_r.iter().all(|&n| n == 1) {
@@ -523,38 +529,25 @@ impl Planner<'_> {
                 .collect();
             let last = next.iter().all(|&n| n == 1);
             let output = if last {
-                final_ep.clone()
+                rounds.final_ep.clone()
             } else {
-                let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
+                let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(rounds.label));
                 self.cleanup
                     .push((self.target.temp_url.clone(), format!("{prefix}/")));
                 Endpoint::Pieces {
                     url: self.target.temp_url.clone(),
                     prefix,
-                    grid: piece_grid(&next)?,
+                    grid: layout.grid(&next, true)?,
                 }
             };
-            let mut shape = Vec::new();
-            let mut chunks = Vec::new();
-            for (i, &len) in input.shape.iter().enumerate() {
-                match axes.iter().position(|&a| a == i) {
-                    Some(k) => {
-                        shape.push(next[k]);
-                        chunks.push(1);
-                    }
-                    None => {
-                        shape.push(len);
-                        chunks.push(base[i]);
-                    }
-                }
-            }
-            let need = state_bytes * 3 + 16 * kept_elems;
-            self.fits(&what, need)?;
+            let need = state_bytes * 3 + 16 * rounds.kept_elems;
+            self.fits(rounds.what, need)?;
             let n = self.stages.len();
             self.stages.push(Stage {
-                name: format!("{n:02}-{}-combine{step}", safe(label)),
+                name: format!("{n:02}-{}-combine{step}", safe(rounds.label)),
                 label: format!(
-                    "{label}: merge {}({}) states, {fan_in:?} per task",
+                    "{}: merge {}({}) states, {fan_in:?} per task",
+                    rounds.label,
                     r.reduce.op.name(),
                     r.dims.join(", ")
                 ),
@@ -564,12 +557,12 @@ impl Planner<'_> {
                 kind: StageKind::Compute(ComputeStage {
                     inputs: vec![current.clone()],
                     output: output.clone(),
-                    blocks: grid(&shape, &chunks)?,
+                    blocks: layout.grid(&next, false)?,
                     kernel: serde_json::to_value(Kernel::Combine {
                         reduce: r.reduce,
-                        axes: axes.clone(),
+                        axes: layout.axes.clone(),
                         fan_in,
-                        finish: last.then_some(dtype),
+                        finish: last.then_some(rounds.dtype),
                     })
                     .map_err(|e| PlanError::Invalid(e.to_string()))?,
                 }),
@@ -577,9 +570,51 @@ impl Planner<'_> {
             current = output;
             n_r = next;
         }
-        self.done.push((r.clone(), final_ep, dtype));
         Ok(())
     }
+}
+
+/// The shape of a reduction's input and how its states are laid out.
+struct Layout {
+    shape: Vec<u64>,
+    base: Vec<u64>,
+    axes: Vec<usize>,
+    fields: u64,
+}
+
+impl Layout {
+    /// The grid of states, `n_r` along the reduced axes (one per piece), the input's chunks
+    /// along the kept ones, and the fields as a last axis when `fields`.
+    fn grid(&self, n_r: &[u64], fields: bool) -> Result<Grid, PlanError> {
+        let mut shape = Vec::new();
+        let mut chunks = Vec::new();
+        for (i, &len) in self.shape.iter().enumerate() {
+            match self.axes.iter().position(|&a| a == i) {
+                Some(k) => {
+                    shape.push(n_r[k]);
+                    chunks.push(1);
+                }
+                None => {
+                    shape.push(len);
+                    chunks.push(self.base[i]);
+                }
+            }
+        }
+        if fields {
+            shape.push(self.fields);
+            chunks.push(self.fields);
+        }
+        grid(&shape, &chunks)
+    }
+}
+
+/// What every combine round of one reduction shares.
+struct Rounds<'a> {
+    label: &'a str,
+    what: &'a str,
+    dtype: DType,
+    kept_elems: u64,
+    final_ep: &'a Endpoint,
 }
 
 /// An intermediate reduction keeps the result type xarray gives it, so that what reads it

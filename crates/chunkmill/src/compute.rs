@@ -7,36 +7,13 @@ use chunkmill_ops::compute::{plan_compute, ComputeJob, ComputeOptions};
 use chunkmill_ops::job::{human, run_job};
 use chunkmill_ops::spec::ChunkSpec;
 use chunkmill_plan::StageKind;
-use clap::Args;
 use serde_json::json;
 
-use crate::args::{Common, TargetArgs};
+use crate::args::ComputeArgs;
 use crate::rechunk::{
     announce_budget, print_report, resolve_budget, run_options, run_with_progress,
 };
 use crate::Failure;
-
-#[derive(Debug, Args, Clone)]
-pub struct ComputeArgs {
-    /// Assignments `NAME = EXPRESSION`, one per argument (or several separated by `;`); each
-    /// assigned name becomes an array of the output. See docs/compute.md for the language.
-    #[arg(value_name = "NAME = EXPR")]
-    pub assignments: Vec<String>,
-    /// An input: `NAME=URL#ARRAY` names one array of a Zarr store; `NAME=URL` opens all its
-    /// arrays by their own names. Repeatable.
-    #[arg(long = "input", value_name = "NAME=URL[#ARRAY]")]
-    pub inputs: Vec<String>,
-    /// Read the assignments from a file (one per line), after those given as arguments.
-    #[arg(long, value_name = "FILE")]
-    pub script: Option<String>,
-    /// The output Zarr group (must not exist unless --overwrite or --resume).
-    #[arg(long, value_name = "URL")]
-    pub output: String,
-    #[command(flatten)]
-    pub plan: TargetArgs,
-    #[command(flatten)]
-    pub common: Common,
-}
 
 fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
     if a.inputs.is_empty() {
