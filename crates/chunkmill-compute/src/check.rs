@@ -886,6 +886,67 @@ mod tests {
         Ok(())
     }
 
+    fn checked(script: &str) -> Result<Vec<(String, Lazy)>, CheckError> {
+        let mut inputs = Inputs::default();
+        inputs.sources.push(Source {
+            url: "/in.zarr".into(),
+            path: "air".into(),
+            dtype: DType::Int16,
+            stored: DType::Int16,
+            shape: vec![23, 7],
+            chunks: vec![5, 3],
+            dims: vec!["time".into(), "lat".into()],
+            attrs: Map::new(),
+            missing: vec![],
+        });
+        inputs.names.insert("air".into(), (0, BTreeMap::new()));
+        let script = crate::syntax::parse(script).map_err(|e| CheckError {
+            pos: e.pos,
+            message: e.message,
+        })?;
+        check(&script, &inputs, &|_, _| Err("no coordinates".into()))
+    }
+
+    #[test]
+    fn negative_slice_steps_are_numbers() -> Result<(), CheckError> {
+        // Regression: `-2` was an expression, not a number, and the step was taken as 1.
+        let out = checked("x = air.isel(time=slice(None, None, -2))")?;
+        assert_eq!(out[0].1.shape, [12, 7]);
+        Ok(())
+    }
+
+    #[test]
+    fn types_and_shapes_follow_xarray() -> Result<(), CheckError> {
+        let out = checked("a = air / 2\nb = air * 2.5\nc = air.mean('time')\nd = air // 3\ne = air.isel(lat=0).sum()")?;
+        let types: Vec<&str> = out.iter().map(|(_, l)| l.dtype.name()).collect();
+        assert_eq!(types, ["float64", "float64", "float64", "int16", "int64"]);
+        assert_eq!(out[2].1.dims, ["lat"]);
+        assert!(out[4].1.dims.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_names_and_shapes_point_at_the_place() {
+        let e = checked("x = air + 1\ny = ai").err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.starts_with("2:5: unknown variable 'ai'")),
+            "{e:?}"
+        );
+        let e = checked("x = air.mean('lon')").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("no dimension 'lon'; dimensions: time, lat")));
+        let e = checked("x = air + air.isel(time=slice(0, 3))")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.is_some_and(|e| e.starts_with("1:9: dimension 'time' has size 23 on one side and 3"))
+        );
+        let e = checked("x = air % 0").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("integer division by zero")));
+        let e = checked("x = nanmean(air)").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("1:5: unknown function 'nanmean'")));
+    }
+
     #[test]
     fn label_slices_follow_the_coordinate_order() {
         let lat = [75.0, 67.5, 60.0, 52.5, 45.0, 37.5, 30.0, 22.5];
