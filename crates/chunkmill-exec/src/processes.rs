@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chunkmill_plan::Plan;
+use chunkmill_plan::{Plan, Stage};
 use chunkmill_store::markers::Markers;
 
 use crate::{Event, ExecError, RunSummary, TaskStats};
@@ -69,6 +69,42 @@ pub fn run_plan_processes(
     let started = Instant::now();
     let mut summary = RunSummary::default();
     for (index, stage) in plan.stages.iter().enumerate() {
+        let slots = Slots {
+            command,
+            markers,
+            workers,
+            retries,
+        };
+        slots.run_stage(index, stage, on_event, &mut summary)?;
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// What every stage run on worker processes shares.
+struct Slots<'a> {
+    command: &'a WorkerCommand,
+    markers: &'a Markers,
+    workers: usize,
+    retries: u32,
+}
+
+impl Slots<'_> {
+    /// Runs the pending tasks of one stage in slices, one process per slice, retried and
+    /// backed up as the module docs say.
+    fn run_stage(
+        &self,
+        index: usize,
+        stage: &Stage,
+        on_event: &(dyn Fn(&Event) + Sync),
+        summary: &mut RunSummary,
+    ) -> Result<(), ExecError> {
+        let Slots {
+            command,
+            markers,
+            workers,
+            retries,
+        } = *self;
         let done = markers.marked(&stage.name)?;
         let pending: Vec<u64> = (0..stage.tasks()).filter(|t| !done.contains(t)).collect();
         on_event(&Event::StageStarted {
@@ -124,27 +160,7 @@ pub fn run_plan_processes(
                 && total_slices >= BACKUP_MIN_SLICES
                 && durations.len() * 2 >= total_slices
             {
-                let mut sorted = durations.clone();
-                sorted.sort_by(f64::total_cmp);
-                let median = sorted[sorted.len() / 2].max(0.05);
-                if let Some(slow) = running
-                    .iter_mut()
-                    .find(|r| !r.backed_up && r.started.elapsed().as_secs_f64() > 3.0 * median)
-                {
-                    slow.backed_up = true;
-                    let (start, end, attempt) = (slow.start, slow.end, slow.attempt);
-                    if let Ok(child) = spawn(command, &stage.name, start, end, retries) {
-                        tracing::info!(stage = %stage.name, start, end, "backup of a straggling slice");
-                        running.push(Running {
-                            child,
-                            start,
-                            end,
-                            attempt,
-                            started: Instant::now(),
-                            backed_up: true,
-                        });
-                    }
-                }
+                self.back_up_straggler(stage, &mut running, &durations);
             }
             std::thread::sleep(Duration::from_millis(5));
             let mut i = 0;
@@ -192,17 +208,7 @@ pub fn run_plan_processes(
                     }
                     continue;
                 }
-                let reason = stderr
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim_start_matches("chunkmill: ")
-                    .to_string();
-                let reason = if reason.is_empty() {
-                    format!("worker process ended with {status}")
-                } else {
-                    reason
-                };
+                let reason = failure_reason(&stderr, status);
                 if partner.is_some() {
                     // Its twin still runs and may finish the slice.
                     continue;
@@ -226,21 +232,68 @@ pub fn run_plan_processes(
         }
         summary.tasks_run += pending.len() as u64;
         if let Some((task, message, attempts)) = failure {
-            let still = (0..stage.tasks())
-                .filter(|t| !markers.is_marked(&stage.name, *t).unwrap_or(false))
-                .count();
-            return Err(ExecError::TaskFailed {
-                stage: stage.label.clone(),
-                task,
-                failed: still as u64,
-                attempts,
-                message,
-            });
+            return Err(self.stage_failed(stage, task, message, attempts));
         }
         on_event(&Event::StageFinished { index });
+        Ok(())
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+
+    /// The error of a stage whose slice `task` failed after `attempts`: how many of its tasks
+    /// still lack a marker.
+    fn stage_failed(&self, stage: &Stage, task: u64, message: String, attempts: u32) -> ExecError {
+        let still = (0..stage.tasks())
+            .filter(|t| !self.markers.is_marked(&stage.name, *t).unwrap_or(false))
+            .count();
+        ExecError::TaskFailed {
+            stage: stage.label.clone(),
+            task,
+            failed: still as u64,
+            attempts,
+            message,
+        }
+    }
+
+    /// With nothing left to start and half the slices done, a slice running for more than 3x
+    /// the median gets a second process; the first to finish wins and the other is killed.
+    /// Safe: whole-chunk atomic writes, same bytes.
+    fn back_up_straggler(&self, stage: &Stage, running: &mut Vec<Running>, durations: &[f64]) {
+        let mut sorted = durations.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2].max(0.05);
+        if let Some(slow) = running
+            .iter_mut()
+            .find(|r| !r.backed_up && r.started.elapsed().as_secs_f64() > 3.0 * median)
+        {
+            slow.backed_up = true;
+            let (start, end, attempt) = (slow.start, slow.end, slow.attempt);
+            if let Ok(child) = spawn(self.command, &stage.name, start, end, self.retries) {
+                tracing::info!(stage = %stage.name, start, end, "backup of a straggling slice");
+                running.push(Running {
+                    child,
+                    start,
+                    end,
+                    attempt,
+                    started: Instant::now(),
+                    backed_up: true,
+                });
+            }
+        }
+    }
+}
+
+/// Why a worker process failed: the last line of its error output, else its exit status.
+fn failure_reason(stderr: &str, status: std::process::ExitStatus) -> String {
+    let reason = stderr
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim_start_matches("chunkmill: ")
+        .to_string();
+    if reason.is_empty() {
+        format!("worker process ended with {status}")
+    } else {
+        reason
+    }
 }
 
 /// The path of the running executable, for spawning workers of the same version.

@@ -49,12 +49,12 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
     plan_arrays(options, &source, &selected, groups, left_out)
 }
 
+/// The groups and arrays of a source, and a warning line for each array left out.
+type Listing = (Vec<GroupInfo>, Vec<ArrayInfo>, Vec<String>);
+
 /// The groups and arrays of the source, and a warning line for each array it leaves out (one
 /// this build cannot read, when no `--array` chooses it).
-fn list_source(
-    source: &Store,
-    options: &RechunkOptions,
-) -> Result<(Vec<GroupInfo>, Vec<ArrayInfo>, Vec<String>), OpsError> {
+fn list_source(source: &Store, options: &RechunkOptions) -> Result<Listing, OpsError> {
     if source.kind() == StoreKind::Local
         && !std::path::Path::new(source.url().trim_start_matches("file://")).exists()
     {

@@ -13,6 +13,7 @@
 //! length is recorded in the work dir first (`append.json`), so `--resume` plans the same
 //! tasks after the arrays have grown.
 
+use chunkmill_exec::budget::Budget;
 use chunkmill_grid::{AxisChunks, Grid};
 use chunkmill_plan::{AxisWindow, Endpoint, Plan};
 use chunkmill_store::zarr::ArrayInfo;
@@ -123,64 +124,23 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         .map_or_else(|| dim.clone(), |(_, new)| new.clone());
 
     // The coordinate along DIM: units, calendar and values decide what is new.
-    let new_coord = prepared
-        .outputs
-        .iter()
-        .find(|o| o.info.path == renamed_dim && o.info.shape.len() == 1)
-        .ok_or_else(|| {
-            refused(format!(
-                "--append {dim}: the inputs have no coordinate variable '{dim}' to order the new data by"
-            ))
-        })?;
-    let old_coord = cached(&renamed_dim).ok_or_else(|| {
-        refused(format!(
-            "{}: --append {dim}: the cache has no coordinate '{renamed_dim}'",
-            target.url()
-        ))
-    })?;
-    for attribute in ["units", "calendar"] {
-        let (new, old) = (
-            text_of(new_coord.info.attributes.get(attribute)),
-            text_of(old_coord.attributes.get(attribute)),
-        );
-        if new != old {
-            return Err(refused(format!(
-                "--append {dim}: the new data's {dim} {attribute} '{new}' differ from the cache's '{old}'"
-            )));
-        }
-    }
+    let (new_coord, old_coord) =
+        coordinates(&dim, &renamed_dim, &prepared, &cache_arrays, &target)?;
     let old_len = match &record {
         Some(r) => r.old_len,
         None => old_coord.info.shape[0],
     };
     // Checked once, before the cache grows; a resumed append trusts its record.
     if record.is_none() {
-        let coord_source = source_array(&new_coord.source_key)
-            .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
-        let new_values = output_values(&prepared.source, coord_source, new_coord)?;
-        let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
-        let last = old_values.last().copied().unwrap_or(f64::NEG_INFINITY);
-        let units = text_of(old_coord.attributes.get("units"));
-        if new_values.iter().all(|v| old_values.contains(v)) {
+        if let Some(message) = check_new_values(
+            options, &dim, &prepared, &cache, new_coord, old_coord, &target,
+        )? {
             return Ok(ConvertJob {
                 job: empty_job(&prepared.work_dir, options),
                 misaligned: Vec::new(),
-                nothing_new: Some(format!(
-                    "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
-                    target.url(),
-                    new_values.len()
-                )),
+                nothing_new: Some(message),
                 notes: prepared.notes.clone(),
             });
-        }
-        if new_values.first().is_some_and(|&first| first <= last) {
-            return Err(refused(format!(
-                "--append {dim}: the new data starts at {dim} = {} {units}, not after the cache's last {dim} = {last}: overlapping or out-of-order data is not appended",
-                new_values[0]
-            )));
-        }
-        if !options.allow_gap {
-            refuse_gap(&dim, &units, &old_values, &new_values)?;
         }
     }
     let appended = new_coord.info.shape[0];
@@ -204,36 +164,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             ))
         })?;
         let old_info = &old.info;
-        if old_info.dtype != output.info.dtype {
-            return Err(refused(format!(
-                "--append {dim}: '{path}' is {} in the inputs but {} in the cache",
-                output.info.dtype, old_info.dtype
-            )));
-        }
-        if old_info.inner_chunks.is_some() {
-            return Err(refused(format!(
-                "--append {dim}: '{path}' is sharded in the cache; appending to shards is not supported"
-            )));
-        }
-        let dims = output.info.dimension_names.clone().unwrap_or_default();
-        let axis = dims
-            .iter()
-            .position(|d| d.as_deref() == Some(renamed_dim.as_str()));
-        for (a, (&new, &was)) in output.info.shape.iter().zip(&old_info.shape).enumerate() {
-            if Some(a) != axis && new != was {
-                return Err(refused(format!(
-                    "--append {dim}: '{path}' has {new} along {} in the inputs but {was} in the cache",
-                    dims[a].clone().unwrap_or_default()
-                )));
-            }
-        }
-        if output.info.shape.len() != old_info.shape.len() {
-            return Err(refused(format!(
-                "--append {dim}: '{path}' has {} dimensions in the inputs but {} in the cache",
-                output.info.shape.len(),
-                old_info.shape.len()
-            )));
-        }
+        let axis = check_fits(&dim, &renamed_dim, output, old_info)?;
         let Some(axis) = axis else {
             // Not along DIM: it must be what the cache holds, and is not written again.
             if output.info.shape.len() == 1 {
@@ -259,70 +190,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
 
         // The cache's last, partial chunk along DIM is read back and completed.
         let input = if aligned_start < old_len {
-            let mut old_shape = old_info.shape.clone();
-            old_shape[axis] = old_len;
-            let cache_grid = Grid::regular(&old_shape, &old_info.chunks)
-                .map_err(|e| refused(format!("{path}: {e}")))?;
-            let axes: Vec<AxisWindow> = old_shape
-                .iter()
-                .enumerate()
-                .map(|(a, &len)| {
-                    if a == axis {
-                        AxisWindow {
-                            start: aligned_start,
-                            len: old_len - aligned_start,
-                            reverse: false,
-                        }
-                    } else {
-                        AxisWindow {
-                            start: 0,
-                            len,
-                            reverse: false,
-                        }
-                    }
-                })
-                .collect();
-            let mut tail_shape = old_shape.clone();
-            tail_shape[axis] = old_len - aligned_start;
-            let tail_grid = Grid::regular(&tail_shape, &old_info.chunks)
-                .map_err(|e| refused(format!("{path}: {e}")))?;
-            let tail = Endpoint::Window {
-                source: Box::new(Endpoint::Zarr {
-                    url: target.url().to_string(),
-                    path: path.clone(),
-                    grid: cache_grid,
-                }),
-                axes,
-                values: None,
-                grid: tail_grid.clone(),
-            };
-            let new_grid = output.input.grid();
-            let concat_axes: Vec<AxisChunks> = (0..part_shape.len())
-                .map(|a| {
-                    if a == axis {
-                        let mut bounds = tail_grid.axes()[a].bounds();
-                        let shift = *bounds.last().unwrap_or(&0);
-                        bounds.extend(
-                            new_grid.axes()[a]
-                                .bounds()
-                                .iter()
-                                .skip(1)
-                                .map(|b| b + shift),
-                        );
-                        AxisChunks::rectilinear(bounds)
-                    } else {
-                        // The new data's chunks, so each of its source chunks is decoded once
-                        // (the cache's one chunk row is read into whatever pieces need it).
-                        Ok(new_grid.axes()[a].clone())
-                    }
-                })
-                .collect::<Result<_, _>>()
-                .map_err(|e| refused(format!("{path}: {e}")))?;
-            Endpoint::Concat {
-                axis,
-                parts: vec![tail, output.input.clone()],
-                grid: Grid::new(concat_axes),
-            }
+            completed_input(target.url(), output, old_info, axis, old_len, &part_shape)?
         } else {
             output.input.clone()
         };
@@ -353,13 +221,46 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         summaries.push(planned.summary);
         resize.push((path.clone(), full_shape));
     }
-    let plan =
-        Plan::new("append", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     let record = AppendRecord {
         dim,
         old_len,
         new_len,
     };
+    let grown = Grown {
+        stages,
+        cleanup,
+        summaries,
+        resize,
+    };
+    append_job(options, prepared, record, grown, budget_parts, &temp)
+}
+
+/// What planning the arrays that grow gave.
+struct Grown {
+    stages: Vec<chunkmill_plan::Stage>,
+    cleanup: Vec<(String, String)>,
+    summaries: Vec<crate::job::ArrayPlan>,
+    resize: Vec<(String, Vec<u64>)>,
+}
+
+/// The job of an append: its stages, the arrays to resize, and its record written first.
+fn append_job(
+    options: &ConvertOptions,
+    prepared: super::Prepared,
+    record: AppendRecord,
+    grown: Grown,
+    budget_parts: Budget,
+    temp: &Store,
+) -> Result<ConvertJob, OpsError> {
+    let run = &options.job;
+    let Grown {
+        stages,
+        cleanup,
+        summaries,
+        resize,
+    } = grown;
+    let plan =
+        Plan::new("append", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
     // The record before the arrays grow: a resumed append reads the old length from it.
     let mut work_files = vec![WorkFile::Json(
         RECORD_KEY.to_string(),
@@ -483,4 +384,203 @@ fn empty_job(work_dir: &str, options: &ConvertOptions) -> Job {
         inputs: Vec::new(),
         left_out: Vec::new(),
     }
+}
+
+/// What the first stage of an array growing along `axis` reads: the cache's last, partial
+/// chunk along it (read back from the target at `target_url`), then the new data.
+fn completed_input(
+    target_url: &str,
+    output: &OutputArray,
+    old_info: &ArrayInfo,
+    axis: usize,
+    old_len: u64,
+    part_shape: &[u64],
+) -> Result<Endpoint, OpsError> {
+    let path = &output.info.path;
+    let chunk = old_info.chunks[axis];
+    let aligned_start = old_len / chunk * chunk;
+    let mut old_shape = old_info.shape.clone();
+    old_shape[axis] = old_len;
+    let cache_grid =
+        Grid::regular(&old_shape, &old_info.chunks).map_err(|e| refused(format!("{path}: {e}")))?;
+    let axes: Vec<AxisWindow> = old_shape
+        .iter()
+        .enumerate()
+        .map(|(a, &len)| {
+            if a == axis {
+                AxisWindow {
+                    start: aligned_start,
+                    len: old_len - aligned_start,
+                    reverse: false,
+                }
+            } else {
+                AxisWindow {
+                    start: 0,
+                    len,
+                    reverse: false,
+                }
+            }
+        })
+        .collect();
+    let mut tail_shape = old_shape.clone();
+    tail_shape[axis] = old_len - aligned_start;
+    let tail_grid = Grid::regular(&tail_shape, &old_info.chunks)
+        .map_err(|e| refused(format!("{path}: {e}")))?;
+    let tail = Endpoint::Window {
+        source: Box::new(Endpoint::Zarr {
+            url: target_url.to_string(),
+            path: path.clone(),
+            grid: cache_grid,
+        }),
+        axes,
+        values: None,
+        grid: tail_grid.clone(),
+    };
+    let new_grid = output.input.grid();
+    let concat_axes: Vec<AxisChunks> = (0..part_shape.len())
+        .map(|a| {
+            if a == axis {
+                let mut bounds = tail_grid.axes()[a].bounds();
+                let shift = *bounds.last().unwrap_or(&0);
+                bounds.extend(
+                    new_grid.axes()[a]
+                        .bounds()
+                        .iter()
+                        .skip(1)
+                        .map(|b| b + shift),
+                );
+                AxisChunks::rectilinear(bounds)
+            } else {
+                // The new data's chunks, so each of its source chunks is decoded once
+                // (the cache's one chunk row is read into whatever pieces need it).
+                Ok(new_grid.axes()[a].clone())
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| refused(format!("{path}: {e}")))?;
+    Ok(Endpoint::Concat {
+        axis,
+        parts: vec![tail, output.input.clone()],
+        grid: Grid::new(concat_axes),
+    })
+}
+
+/// Refuses an output array that does not fit its array in the cache (another data type,
+/// shards, another shape but along `dim`); the axis of `dim` in it, if any.
+fn check_fits(
+    dim: &str,
+    renamed_dim: &str,
+    output: &OutputArray,
+    old_info: &ArrayInfo,
+) -> Result<Option<usize>, OpsError> {
+    let path = &output.info.path;
+    if old_info.dtype != output.info.dtype {
+        return Err(refused(format!(
+            "--append {dim}: '{path}' is {} in the inputs but {} in the cache",
+            output.info.dtype, old_info.dtype
+        )));
+    }
+    if old_info.inner_chunks.is_some() {
+        return Err(refused(format!(
+            "--append {dim}: '{path}' is sharded in the cache; appending to shards is not supported"
+        )));
+    }
+    let dims = output.info.dimension_names.clone().unwrap_or_default();
+    let axis = dims.iter().position(|d| d.as_deref() == Some(renamed_dim));
+    for (a, (&new, &was)) in output.info.shape.iter().zip(&old_info.shape).enumerate() {
+        if Some(a) != axis && new != was {
+            return Err(refused(format!(
+                "--append {dim}: '{path}' has {new} along {} in the inputs but {was} in the cache",
+                dims[a].clone().unwrap_or_default()
+            )));
+        }
+    }
+    if output.info.shape.len() != old_info.shape.len() {
+        return Err(refused(format!(
+            "--append {dim}: '{path}' has {} dimensions in the inputs but {} in the cache",
+            output.info.shape.len(),
+            old_info.shape.len()
+        )));
+    }
+    Ok(axis)
+}
+
+/// Refuses new `dim` values that overlap or precede the cache's, or leave a gap (unless
+/// `--allow-gap`); the message saying so when every new value is already in the cache.
+fn check_new_values(
+    options: &ConvertOptions,
+    dim: &str,
+    prepared: &super::Prepared,
+    cache: &Source,
+    new_coord: &OutputArray,
+    old_coord: &SourceArray,
+    target: &Store,
+) -> Result<Option<String>, OpsError> {
+    let coord_source = prepared
+        .arrays
+        .iter()
+        .find(|a| a.key == new_coord.source_key)
+        .ok_or_else(|| refused(format!("--append {dim}: cannot read the new {dim}")))?;
+    let new_values = output_values(&prepared.source, coord_source, new_coord)?;
+    let old_values = f64_values(&cache.read_all(old_coord)?, &old_coord.info.dtype)?;
+    let last = old_values.last().copied().unwrap_or(f64::NEG_INFINITY);
+    let units = text_of(old_coord.attributes.get("units"));
+    if new_values.iter().all(|v| old_values.contains(v)) {
+        return Ok(Some(format!(
+            "{}: all {} {dim} values of the inputs are already in the cache; nothing appended",
+            target.url(),
+            new_values.len()
+        )));
+    }
+    if new_values.first().is_some_and(|&first| first <= last) {
+        return Err(refused(format!(
+            "--append {dim}: the new data starts at {dim} = {} {units}, not after the cache's last {dim} = {last}: overlapping or out-of-order data is not appended",
+            new_values[0]
+        )));
+    }
+    if !options.allow_gap {
+        refuse_gap(dim, &units, &old_values, &new_values)?;
+    }
+    Ok(None)
+}
+
+/// The coordinate along `dim` in the new data and in the cache, refused when either is missing
+/// or their units or calendars differ.
+fn coordinates<'a>(
+    dim: &str,
+    renamed_dim: &str,
+    prepared: &'a super::Prepared,
+    cache_arrays: &'a [SourceArray],
+    target: &Store,
+) -> Result<(&'a OutputArray, &'a SourceArray), OpsError> {
+    let new_coord = prepared
+        .outputs
+        .iter()
+        .find(|o| o.info.path == renamed_dim && o.info.shape.len() == 1)
+        .ok_or_else(|| {
+            refused(format!(
+                "--append {dim}: the inputs have no coordinate variable '{dim}' to order the new data by"
+            ))
+        })?;
+    let old_coord = cache_arrays
+        .iter()
+        .find(|a| a.key == renamed_dim)
+        .ok_or_else(|| {
+            refused(format!(
+                "{}: --append {dim}: the cache has no coordinate '{renamed_dim}'",
+                target.url()
+            ))
+        })?;
+    for attribute in ["units", "calendar"] {
+        let (new, old) = (
+            text_of(new_coord.info.attributes.get(attribute)),
+            text_of(old_coord.attributes.get(attribute)),
+        );
+        if new != old {
+            return Err(refused(format!(
+                "--append {dim}: the new data's {dim} {attribute} '{new}' differ from the cache's '{old}'"
+            )));
+        }
+    }
+    Ok((new_coord, old_coord))
 }

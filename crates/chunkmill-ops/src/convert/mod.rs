@@ -433,7 +433,6 @@ impl Prepared {
 }
 
 /// Opens the inputs and resolves the selection, transforms and names into output arrays.
-#[allow(clippy::too_many_lines)]
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.job;
     crate::job::plan::check_format(&options.layout)?;
@@ -461,16 +460,81 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     }
     let source_name = sources::describe(&options.inputs);
     let all = source.arrays();
-    let find = |name: &str| {
-        all.iter()
-            .find(|a| a.key == name.trim_matches('/') || last_segment(&a.key) == name)
+    let chosen = choose_arrays(options, &all, &source_name)?;
+    let dim_len = dimension_lengths(&all);
+    let ranges = index_ranges(options, &dim_len, &source_name)?;
+    let (ranges, coordinate_values) =
+        value_ranges(options, &source, &all, &dim_len, &source_name, ranges)?;
+    check_names(options, &all, &chosen, &dim_len, &source_name)?;
+    let renames = Renames(&options.rename);
+    let work_dir = run
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| crate::job::plan::default_work_dir(target.url()));
+    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let references_url = work.join("sources.json");
+    let tiling = if options.tile.is_empty() {
+        None
+    } else {
+        Some(Tiling::new(&options.tile, &dim_len, &ranges)?)
     };
-    let names = || {
-        all.iter()
-            .map(|a| a.key.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+    let mut outputs = Vec::new();
+    let mut misaligned = Vec::new();
+    let outputs_of = Outputs {
+        options,
+        source: &source,
+        all: &all,
+        ranges: &ranges,
+        coordinate_values: &coordinate_values,
+        renames: &renames,
+        tiling: tiling.as_ref(),
+        references_url: &references_url,
     };
+    for array in &chosen {
+        outputs_of.add(array, &mut outputs, &mut misaligned)?;
+    }
+    if options.strict_alignment && !misaligned.is_empty() {
+        let m = &misaligned[0];
+        return Err(OpsError::Refused(format!(
+            "'{}': the selection cuts through source chunks and reads {:.2}× what it keeps (--strict-alignment); nearest aligned: {}",
+            display_path(&m.array),
+            m.amplification,
+            m.suggestion
+        )));
+    }
+    Ok(Prepared {
+        source,
+        arrays: all,
+        outputs,
+        misaligned,
+        work_dir,
+        references_url,
+        notes,
+    })
+}
+
+/// The source array `name` names (its key, or its last segment).
+fn find_array<'a>(all: &'a [SourceArray], name: &str) -> Option<&'a SourceArray> {
+    all.iter()
+        .find(|a| a.key == name.trim_matches('/') || last_segment(&a.key) == name)
+}
+
+/// The source's arrays, for messages.
+fn names(all: &[SourceArray]) -> String {
+    all.iter()
+        .map(|a| a.key.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The arrays to convert: `--variables` (all when empty) and their coordinates, less
+/// `--drop`, sorted by key.
+fn choose_arrays<'a>(
+    options: &ConvertOptions,
+    all: &'a [SourceArray],
+    source_name: &str,
+) -> Result<Vec<&'a SourceArray>, OpsError> {
+    let find = |name: &str| find_array(all, name);
     // With --variables, the combine left out what was not asked for: a --drop of one of those
     // has nothing to do.
     let checked_drops = if options.variables.is_empty() {
@@ -482,7 +546,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         if find(name).is_none() {
             return Err(OpsError::Refused(format!(
                 "{source_name}: no variable '{name}'; variables: {}",
-                names()
+                names(all)
             )));
         }
     }
@@ -506,7 +570,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .flat_map(|a| a.info.dimension_names.clone().unwrap_or_default())
             .flatten()
             .collect();
-        for a in &all {
+        for a in all {
             if is_coordinate(&a.info)
                 && dims.iter().any(|d| d == last_segment(&a.key))
                 && !dropped(a)
@@ -527,10 +591,13 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             "{source_name}: no variable left to convert"
         )));
     }
+    Ok(chosen)
+}
 
-    // Dimension lengths, and each selected dimension's window.
+/// The length of every named dimension of the source.
+fn dimension_lengths(all: &[SourceArray]) -> BTreeMap<String, u64> {
     let mut dim_len: BTreeMap<String, u64> = BTreeMap::new();
-    for a in &all {
+    for a in all {
         for (d, &len) in a
             .info
             .dimension_names
@@ -544,17 +611,34 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             }
         }
     }
-    let known = |dim: &str, flag: &str| -> Result<u64, OpsError> {
-        dim_len.get(dim).copied().ok_or_else(|| {
-            OpsError::Usage(format!(
-                "{flag} {dim}: no dimension '{dim}' in {source_name}; dimensions: {}",
-                dim_len.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
-    };
+    dim_len
+}
+
+/// The length of dimension `dim`, which `flag` names; a usage error naming the dimensions if
+/// there is none.
+fn known(
+    dim_len: &BTreeMap<String, u64>,
+    dim: &str,
+    flag: &str,
+    source_name: &str,
+) -> Result<u64, OpsError> {
+    dim_len.get(dim).copied().ok_or_else(|| {
+        OpsError::Usage(format!(
+            "{flag} {dim}: no dimension '{dim}' in {source_name}; dimensions: {}",
+            dim_len.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// The window of each dimension `--isel` selects.
+fn index_ranges(
+    options: &ConvertOptions,
+    dim_len: &BTreeMap<String, u64>,
+    source_name: &str,
+) -> Result<BTreeMap<String, std::ops::Range<u64>>, OpsError> {
     let mut ranges: BTreeMap<String, std::ops::Range<u64>> = BTreeMap::new();
     for sel in &options.isel {
-        let len = known(&sel.dim, "--isel")?;
+        let len = known(dim_len, &sel.dim, "--isel", source_name)?;
         let range = index_range(len, sel.start, sel.stop);
         if range.is_empty() {
             return Err(OpsError::Refused(format!(
@@ -564,9 +648,29 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         }
         ranges.insert(sel.dim.clone(), range);
     }
+    Ok(ranges)
+}
+
+/// The windows of `ranges` narrowed by `--select` (by coordinate value, CF times included),
+/// and the coordinate values read to select by.
+#[allow(clippy::type_complexity)]
+fn value_ranges(
+    options: &ConvertOptions,
+    source: &Source,
+    all: &[SourceArray],
+    dim_len: &BTreeMap<String, u64>,
+    source_name: &str,
+    mut ranges: BTreeMap<String, std::ops::Range<u64>>,
+) -> Result<
+    (
+        BTreeMap<String, std::ops::Range<u64>>,
+        BTreeMap<String, Vec<f64>>,
+    ),
+    OpsError,
+> {
     let mut coordinate_values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for sel in &options.select {
-        let len = known(&sel.dim, "--select")?;
+        let len = known(dim_len, &sel.dim, "--select", source_name)?;
         let coordinate = all
             .iter()
             .find(|a| a.key == sel.dim && a.info.shape.len() == 1)
@@ -628,77 +732,91 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         coordinate_values.insert(sel.dim.clone(), values);
         ranges.insert(sel.dim.clone(), picked);
     }
+    Ok((ranges, coordinate_values))
+}
+
+/// Refuses `--reverse`, `--rename` and `--cast` of what the source does not have, and casts to
+/// unknown data types.
+fn check_names(
+    options: &ConvertOptions,
+    all: &[SourceArray],
+    chosen: &[&SourceArray],
+    dim_len: &BTreeMap<String, u64>,
+    source_name: &str,
+) -> Result<(), OpsError> {
     for dim in &options.reverse {
-        known(dim, "--reverse")?;
+        known(dim_len, dim, "--reverse", source_name)?;
     }
     for (old, _) in &options.rename {
-        if find(old).is_none() && !dim_len.contains_key(old) {
+        if find_array(all, old).is_none() && !dim_len.contains_key(old) {
             return Err(OpsError::Usage(format!(
                 "--rename {old}: no variable or dimension '{old}'; variables: {}",
-                names()
+                names(all)
             )));
         }
     }
-    check_renames(&options.rename, &chosen, &dim_len)?;
+    check_renames(&options.rename, chosen, dim_len)?;
     for (name, dtype) in &options.cast {
-        if find(name).is_none() {
+        if find_array(all, name).is_none() {
             return Err(OpsError::Refused(format!(
                 "--cast {name}: no variable '{name}'; variables: {}",
-                names()
+                names(all)
             )));
         }
         Numeric::parse(dtype).map_err(|e| OpsError::Usage(format!("--cast {name}: {e}")))?;
     }
+    Ok(())
+}
 
-    let renames = Renames(&options.rename);
-    let work_dir = run
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| crate::job::plan::default_work_dir(target.url()));
-    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let references_url = work.join("sources.json");
-    let tiling = if options.tile.is_empty() {
-        None
-    } else {
-        Some(Tiling::new(&options.tile, &dim_len, &ranges)?)
-    };
-    let mut outputs = Vec::new();
-    let mut misaligned = Vec::new();
-    for array in &chosen {
+/// What every output array of a conversion is described against.
+struct Outputs<'a> {
+    options: &'a ConvertOptions,
+    source: &'a Source,
+    all: &'a [SourceArray],
+    ranges: &'a BTreeMap<String, std::ops::Range<u64>>,
+    coordinate_values: &'a BTreeMap<String, Vec<f64>>,
+    renames: &'a Renames<'a>,
+    tiling: Option<&'a Tiling>,
+    references_url: &'a str,
+}
+
+impl Outputs<'_> {
+    /// Describes `array` of the source as an output array (tiled if asked) and notes a
+    /// selection that reads more than it keeps.
+    #[allow(clippy::too_many_lines)]
+    fn add(
+        &self,
+        array: &SourceArray,
+        outputs: &mut Vec<OutputArray>,
+        misaligned: &mut Vec<Misalignment>,
+    ) -> Result<(), OpsError> {
+        let Outputs {
+            options,
+            source,
+            renames,
+            tiling,
+            references_url,
+            ..
+        } = *self;
         let info = &array.info;
         let dims: Vec<Option<String>> = info
             .dimension_names
             .clone()
             .unwrap_or_else(|| vec![None; info.shape.len()]);
-        let axes: Vec<AxisWindow> = dims
-            .iter()
-            .zip(&info.shape)
-            .map(|(d, &len)| {
-                let range = d
-                    .as_ref()
-                    .and_then(|d| ranges.get(d))
-                    .cloned()
-                    .unwrap_or(0..len);
-                AxisWindow {
-                    start: range.start,
-                    len: range.end - range.start,
-                    reverse: d.as_ref().is_some_and(|d| options.reverse.contains(d)),
-                }
-            })
-            .collect();
+        let axes = self.axes(&dims, &info.shape);
 
         // Values: CF decoding, then a cast.
         let mut attributes = array.attributes.clone();
         let cast = options
             .cast
             .iter()
-            .find(|(name, _)| find(name).is_some_and(|f| f.key == array.key))
+            .find(|(name, _)| find_array(self.all, name).is_some_and(|f| f.key == array.key))
             .map(|(_, to)| to.as_str());
         let Values {
             map: values,
             out_dtype,
             decoded: decode,
-        } = array_values(options, &source, array, cast, &mut attributes)?;
+        } = array_values(options, source, array, cast, &mut attributes)?;
         let out_type = Numeric::parse(&out_dtype).map_err(OpsError::Usage)?;
 
         let windowed = axes
@@ -706,7 +824,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .zip(&info.shape)
             .any(|(w, &len)| w.start != 0 || w.len != len || w.reverse)
             || values.is_some();
-        let plain = source.endpoint(array, &references_url)?;
+        let plain = source.endpoint(array, references_url)?;
         let input = if windowed {
             let grid = Grid::new(
                 axes.iter()
@@ -734,33 +852,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
             .map(|((w, &size), &len)| axis_read(size, len, w))
             .product();
         if kept > 0 && read > kept && !is_coordinate(info) {
-            let suggestion: Vec<String> = axes
-                .iter()
-                .zip(&info.chunks)
-                .zip(&info.shape)
-                .zip(&dims)
-                .filter(|(((w, &size), &len), _)| axis_read(size, len, w) > w.len)
-                .map(|(((w, &size), &len), d)| {
-                    let std::ops::Range {
-                        start: first,
-                        end: last,
-                    } = aligned_range(size, len, w);
-                    let name = d.clone().unwrap_or_default();
-                    match coordinate_values.get(&name) {
-                        Some(values) => format!(
-                            "--select {name}={}:{} (--isel {name}={first}:{last})",
-                            values[first as usize],
-                            values[last as usize - 1]
-                        ),
-                        None => format!("--isel {name}={first}:{last}"),
-                    }
-                })
-                .collect();
-            misaligned.push(Misalignment {
-                array: array.key.clone(),
-                amplification: read as f64 / kept as f64,
-                suggestion: suggestion.join(" "),
-            });
+            misaligned.push(self.misalignment(array, &axes, &dims, read as f64 / kept as f64));
         }
 
         let out_dims: Vec<Option<String>> = dims
@@ -824,7 +916,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         };
         let tiled = tiling
             .as_ref()
-            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, &renames))
+            .map(|t| t.apply(output.clone(), &dims, &options.layout.chunks, renames))
             .transpose()?
             .flatten();
         if let Some((tiled, amplification)) = tiled {
@@ -838,25 +930,67 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         } else {
             outputs.push(output);
         }
+        Ok(())
     }
-    if options.strict_alignment && !misaligned.is_empty() {
-        let m = &misaligned[0];
-        return Err(OpsError::Refused(format!(
-            "'{}': the selection cuts through source chunks and reads {:.2}× what it keeps (--strict-alignment); nearest aligned: {}",
-            display_path(&m.array),
-            m.amplification,
-            m.suggestion
-        )));
+
+    /// The window of each axis of an array of dimensions `dims` and `shape`.
+    fn axes(&self, dims: &[Option<String>], shape: &[u64]) -> Vec<AxisWindow> {
+        let (options, ranges) = (self.options, self.ranges);
+        dims.iter()
+            .zip(shape)
+            .map(|(d, &len)| {
+                let range = d
+                    .as_ref()
+                    .and_then(|d| ranges.get(d))
+                    .cloned()
+                    .unwrap_or(0..len);
+                AxisWindow {
+                    start: range.start,
+                    len: range.end - range.start,
+                    reverse: d.as_ref().is_some_and(|d| options.reverse.contains(d)),
+                }
+            })
+            .collect()
     }
-    Ok(Prepared {
-        source,
-        arrays: all,
-        outputs,
-        misaligned,
-        work_dir,
-        references_url,
-        notes,
-    })
+
+    /// A selection of `array` that cuts through its source chunks: the nearest aligned one,
+    /// as flags.
+    fn misalignment(
+        &self,
+        array: &SourceArray,
+        axes: &[AxisWindow],
+        dims: &[Option<String>],
+        amplification: f64,
+    ) -> Misalignment {
+        let (info, coordinate_values) = (&array.info, self.coordinate_values);
+        let suggestion: Vec<String> = axes
+            .iter()
+            .zip(&info.chunks)
+            .zip(&info.shape)
+            .zip(dims)
+            .filter(|(((w, &size), &len), _)| axis_read(size, len, w) > w.len)
+            .map(|(((w, &size), &len), d)| {
+                let std::ops::Range {
+                    start: first,
+                    end: last,
+                } = aligned_range(size, len, w);
+                let name = d.clone().unwrap_or_default();
+                match coordinate_values.get(&name) {
+                    Some(values) => format!(
+                        "--select {name}={}:{} (--isel {name}={first}:{last})",
+                        values[first as usize],
+                        values[last as usize - 1]
+                    ),
+                    None => format!("--isel {name}={first}:{last}"),
+                }
+            })
+            .collect();
+        Misalignment {
+            array: array.key.clone(),
+            amplification,
+            suggestion: suggestion.join(" "),
+        }
+    }
 }
 
 /// Refuses, before anything is written, renames that would give two variables or two
