@@ -115,6 +115,16 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
             buf[dst as usize] = values[src as usize];
         }
     }
+    // A read in the domain's own axes, forwards, is its bounding box: no gather, no copy.
+    let identity = read.axes.len() == dom.len()
+        && read
+            .axes
+            .iter()
+            .enumerate()
+            .all(|(k, a)| a.to == Some(k) && a.step == 1);
+    if identity {
+        return Ok(buf);
+    }
     // Gather: each domain axis moves the source offset by the source axes mapped onto it.
     let shape = region.shape();
     let mut moves: Vec<Vec<i64>> = shape.iter().map(|&n| vec![0; n as usize]).collect();
@@ -245,6 +255,8 @@ pub fn run_task(
             finish,
         } => combine(stage, region, reduce, axes, fan_in, *finish, &mut stats).map_err(failed)?,
     };
+    // Blocks are freed here; give the pages back so the next task's admission holds.
+    chunkmill_exec::memory::return_free_heap();
     if cancel.is_cancelled() {
         return Err(TaskError::Superseded);
     }
