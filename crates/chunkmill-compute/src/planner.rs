@@ -242,13 +242,13 @@ impl Planner<'_> {
         let mut found = Vec::new();
         collect_reductions(lazy, &mut found);
         for r in found {
-            if self.done.iter().any(|(d, _, _)| Rc::ptr_eq(d, &r)) {
+            if self.done.iter().any(|(d, _, _)| same(d, &r)) {
                 continue;
             }
             let named = self
                 .named
                 .iter()
-                .find(|(n, _)| Rc::ptr_eq(n, &r))
+                .find(|(n, _)| same(n, &r))
                 .map(|(_, s)| s.clone());
             let label = named
                 .clone()
@@ -329,7 +329,7 @@ impl Planner<'_> {
                 let (_, endpoint, dtype) = self
                     .done
                     .iter()
-                    .find(|(d, _, _)| Rc::ptr_eq(d, r))
+                    .find(|(d, _, _)| same(d, r))
                     .ok_or_else(|| {
                         PlanError::Invalid("a reduction used before it is planned".into())
                     })?;
@@ -623,6 +623,12 @@ fn reduced_dtype(r: &Reduction) -> DType {
     r.dtype
 }
 
+/// The same reduction: one object, or one written twice (`m = air.mean("time")` and
+/// `air - air.mean("time")`), which is then computed once.
+fn same(a: &Rc<Reduction>, b: &Rc<Reduction>) -> bool {
+    Rc::ptr_eq(a, b) || format!("{a:?}") == format!("{b:?}")
+}
+
 fn collect_reductions(lazy: &Lazy, out: &mut Vec<Rc<Reduction>>) {
     match &lazy.node {
         Node::Const(_) | Node::Leaf { .. } => {}
@@ -637,7 +643,7 @@ fn collect_reductions(lazy: &Lazy, out: &mut Vec<Rc<Reduction>>) {
             collect_reductions(b, out);
         }
         Node::Reduce(r) => {
-            if !out.iter().any(|x| Rc::ptr_eq(x, r)) {
+            if !out.iter().any(|x| same(x, r)) {
                 out.push(r.clone());
             }
         }
@@ -802,6 +808,25 @@ mod tests {
         let p = planned("anom = air - air.mean('time')", 1 << 30)?;
         let kinds: Vec<_> = p.stages.iter().map(kernel).collect();
         assert_eq!(kinds, [Some("partial"), Some("map")]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_reduction_written_twice_is_computed_once() -> TestResult {
+        let p = planned(
+            "m = air.mean('time')\nanom = air - air.mean('time')",
+            1 << 30,
+        )?;
+        let kinds: Vec<_> = p.stages.iter().map(kernel).collect();
+        assert_eq!(kinds, [Some("partial"), Some("map")]);
+        // The expression reads the output array `m`.
+        let StageKind::Compute(map) = &p.stages[1].kind else {
+            return Err("not a compute stage".into());
+        };
+        assert!(map
+            .inputs
+            .iter()
+            .any(|e| e.describe() == "/data/out.zarr/m"));
         Ok(())
     }
 
