@@ -164,6 +164,7 @@ BAD = {
     "m = (air + 1": (2, ["1:13", "expected ')'"]),
     "m = n // 0": (2, ["integer division by zero"]),
     "m = air + air.isel(lat=slice(0, 3))": (2, ["dimension 'lat' has size 7", "3"]),
+    "m = air.sel(time='2000-01-03')": (2, ["1:18", "selecting by date is not supported yet"]),
 }
 
 
@@ -208,3 +209,12 @@ def test_compute_runs_on_processes_and_resumes_after_a_worker(tmp_path, src):
     report = json.loads(oracle.ok(*args, "--output", out, "--resume", "--json").stdout)
     assert report["tasks_skipped"] == 2
     np.testing.assert_allclose(xr.open_zarr(out).s.values, want, rtol=1e-5)
+
+
+def test_compute_report_shows_the_compute_stages(tmp_path, src):
+    path, _ = src
+    report = tmp_path / "report.html"
+    oracle.ok("compute", "--input", f"ds={path}", "m = air.mean('time')", "--output", tmp_path / "o.zarr",
+              "--max-mem", "64MB", "--no-progress", "--report", report)
+    page = report.read_text()
+    assert "00-m-partial" in page and "mean(over time)" in page
