@@ -8,6 +8,7 @@
 //!
 //! Errors carry the exit code the command line gives them ([`OpsError::exit_code`]).
 
+pub mod compute;
 pub mod convert;
 pub mod job;
 pub mod rechunk;

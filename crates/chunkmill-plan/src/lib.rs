@@ -330,6 +330,22 @@ pub struct ScanStage {
     pub load: Vec<String>,
 }
 
+/// A stage of `chunkmill compute`: task `i` computes block `i` of `blocks` from `inputs` and
+/// writes its part of `output`. `kernel` says how (a fused expression, a partial or combining
+/// reduction step); it is data that `chunkmill-compute` reads and checks, so this crate stays
+/// free of the expression language.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeStage {
+    /// What the kernel reads, by position.
+    pub inputs: Vec<Endpoint>,
+    /// What it writes (a Zarr array of the target, or intermediate pieces).
+    pub output: Endpoint,
+    /// Task `i` computes block `i` of this grid (the kernel's domain).
+    pub blocks: Grid,
+    /// The work, as `chunkmill_compute::Kernel` writes it.
+    pub kernel: serde_json::Value,
+}
+
 /// What a stage does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -339,6 +355,8 @@ pub enum StageKind {
     Copy(CopyStage),
     /// Scan files into references.
     Scan(ScanStage),
+    /// Compute blocks of an array expression.
+    Compute(ComputeStage),
 }
 
 /// One stage of a plan.
@@ -365,6 +383,7 @@ impl Stage {
         match &self.kind {
             StageKind::Copy(c) => c.blocks.num_chunks(),
             StageKind::Scan(s) => s.files.div_ceil(s.files_per_task.max(1)),
+            StageKind::Compute(c) => c.blocks.num_chunks(),
         }
     }
 
@@ -373,6 +392,7 @@ impl Stage {
     pub fn task_region(&self, task: u64) -> Region {
         match &self.kind {
             StageKind::Copy(c) => c.blocks.chunk_region(&c.blocks.unravel(task)),
+            StageKind::Compute(c) => c.blocks.chunk_region(&c.blocks.unravel(task)),
             StageKind::Scan(s) => {
                 let per = s.files_per_task.max(1);
                 let files = task * per..((task + 1) * per).min(s.files);
@@ -485,6 +505,17 @@ impl Plan {
                         return field(at("files_per_task"), "must be at least 1".into());
                     }
                 }
+                StageKind::Compute(compute) => {
+                    for (k, input) in compute.inputs.iter().enumerate() {
+                        input
+                            .check()
+                            .or_else(|why| field(at(&format!("inputs[{k}]")), why))?;
+                    }
+                    compute
+                        .output
+                        .check()
+                        .or_else(|why| field(at("output"), why))?;
+                }
             }
         }
         for (i, (_, prefix)) in self.cleanup.iter().enumerate() {
@@ -524,6 +555,12 @@ impl Plan {
                 StageKind::Scan(scan) => {
                     out.push(&mut scan.inputs_url);
                     out.push(&mut scan.output_url);
+                }
+                StageKind::Compute(compute) => {
+                    for input in &mut compute.inputs {
+                        input.urls_mut(&mut out);
+                    }
+                    compute.output.urls_mut(&mut out);
                 }
             }
         }

@@ -21,6 +21,9 @@ pub enum Command {
     /// Convert NetCDF/HDF5 files, references or a Zarr store into an analysis-ready Zarr
     /// store: new chunks, a selection, renames, CF decoding, casts, reversed axes.
     Convert(ConvertArgs),
+    /// Compute array expressions over Zarr arrays (xarray semantics: named dimensions,
+    /// NaN-skipping reductions) into a new Zarr group within a memory budget.
+    Compute(ComputeArgs),
     /// Show the plan of a job without running it: stages, tasks, projected memory per task,
     /// bytes read, written and held in intermediates.
     Plan {
@@ -50,6 +53,8 @@ pub enum PlanJob {
     Rechunk(RechunkArgs),
     /// The plan of `chunkmill convert` with the same arguments.
     Convert(ConvertArgs),
+    /// The plan of `chunkmill compute` with the same arguments: stages before and after fusion.
+    Compute(ComputeArgs),
 }
 
 /// How a job reports.
@@ -389,4 +394,27 @@ pub struct DemoArgs {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// `chunkmill compute` (see docs/compute.md).
+#[derive(Debug, Args, Clone)]
+pub struct ComputeArgs {
+    /// Assignments `NAME = EXPRESSION`, one per argument (or several separated by `;`); each
+    /// assigned name becomes an array of the output. See docs/compute.md for the language.
+    #[arg(value_name = "NAME = EXPR")]
+    pub assignments: Vec<String>,
+    /// An input: `NAME=URL#ARRAY` names one array of a Zarr store; `NAME=URL` opens all its
+    /// arrays by their own names. Repeatable.
+    #[arg(long = "input", value_name = "NAME=URL[#ARRAY]")]
+    pub inputs: Vec<String>,
+    /// Read the assignments from a file (one per line), after those given as arguments.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<String>,
+    /// The output Zarr group (must not exist unless --overwrite or --resume).
+    #[arg(long, value_name = "URL")]
+    pub output: String,
+    #[command(flatten)]
+    pub plan: TargetArgs,
+    #[command(flatten)]
+    pub common: Common,
 }

@@ -6,6 +6,7 @@
 
 mod args;
 mod budget;
+mod compute;
 mod convert;
 mod demo;
 mod demo_netcdf;
@@ -71,6 +72,10 @@ fn run(cli: args::Cli) -> Result<(), Failure> {
     match cli.command {
         args::Command::Rechunk(a) => rechunk::run(&a),
         args::Command::Convert(a) => convert::run(&a),
+        args::Command::Compute(a) => compute::run(&a),
+        args::Command::Plan {
+            job: args::PlanJob::Compute(a),
+        } => compute::plan(&a),
         args::Command::Plan {
             job: args::PlanJob::Convert(a),
         } => convert::plan(&a),

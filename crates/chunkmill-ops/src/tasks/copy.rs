@@ -596,6 +596,7 @@ impl TaskRunner for StageRunner {
         let region = stage.task_region(task);
         match &stage.kind {
             StageKind::Copy(copy) => self.copy(&stage.name, copy, &region, cancel),
+            StageKind::Compute(compute) => chunkmill_compute::run_task(compute, &region, cancel),
             // A scan task's region is its range of inputs.
             StageKind::Scan(scan) => {
                 let files = region.ranges().first().cloned().unwrap_or_default();

@@ -1,0 +1,958 @@
+//! Name resolution and type checking: the parsed script becomes lazy arrays with xarray's
+//! semantics (broadcasting and alignment by dimension name, numpy's type promotion), or an
+//! error pointing at the line and column.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+
+use crate::dtype::DType;
+use crate::kernel::{Fun1, Fun2, Reduce, ReduceOp};
+use crate::model::{select, Coord, Lazy, Node, Pick, Reduction, Source};
+use crate::syntax::{Assignment, Ast, BinOp, Callee, Pos, UnaryOp};
+
+/// An error in the script, at a place.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{pos}: {message}")]
+pub struct CheckError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// The arrays a script can name: every input, with the coordinates of its dimensions.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    pub sources: Vec<Source>,
+    /// Name → (source, coordinates by dimension).
+    pub names: BTreeMap<String, (usize, BTreeMap<String, usize>)>,
+}
+
+/// A value while checking.
+#[derive(Clone, Debug)]
+enum Val {
+    Array(Lazy),
+    Str(String),
+    Slice([Option<f64>; 3]),
+    List(Vec<String>),
+    None,
+}
+
+type Reader<'a> = dyn Fn(&Source, &Pick) -> Result<Vec<f64>, String> + 'a;
+
+struct Checker<'a> {
+    inputs: &'a Inputs,
+    vars: BTreeMap<String, Lazy>,
+    read: &'a Reader<'a>,
+}
+
+fn err<T>(pos: Pos, message: impl Into<String>) -> Result<T, CheckError> {
+    Err(CheckError {
+        pos,
+        message: message.into(),
+    })
+}
+
+fn scalar(v: f64, dtype: DType) -> Lazy {
+    Lazy {
+        dims: vec![],
+        shape: vec![],
+        dtype,
+        attrs: Map::new(),
+        coords: BTreeMap::new(),
+        node: Node::Const(v),
+    }
+}
+
+/// Attributes that survive an operation that keeps the quantity (selection, reductions but
+/// count/arg*, clip, fillna, abs, negation).
+fn kept_attrs(attrs: &Map<String, Value>) -> Map<String, Value> {
+    attrs
+        .iter()
+        .filter(|(k, _)| {
+            matches!(
+                k.as_str(),
+                "units" | "long_name" | "standard_name" | "cell_methods"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Check `script` against `inputs`; `read` gives a coordinate's values (for `sel`).
+///
+/// # Errors
+/// [`CheckError`] at the first unknown name, function or dimension, mismatched sizes, or
+/// argument of the wrong kind.
+pub fn check(
+    script: &[Assignment],
+    inputs: &Inputs,
+    read: &Reader<'_>,
+) -> Result<Vec<(String, Lazy)>, CheckError> {
+    let mut checker = Checker {
+        inputs,
+        vars: BTreeMap::new(),
+        read,
+    };
+    let mut out: Vec<(String, Lazy)> = Vec::new();
+    for a in script {
+        let value = match checker.eval(&a.expr)? {
+            Val::Array(l) => l,
+            _ => return err(a.expr.pos(), "an assignment needs an array or a number"),
+        };
+        if out.iter().any(|(n, _)| *n == a.name) {
+            return err(a.pos, format!("'{}' is assigned twice", a.name));
+        }
+        checker.vars.insert(a.name.clone(), value.clone());
+        out.push((a.name.clone(), value));
+    }
+    Ok(out)
+}
+
+impl Checker<'_> {
+    fn name(&self, name: &str, pos: Pos) -> Result<Val, CheckError> {
+        if let Some(l) = self.vars.get(name) {
+            return Ok(Val::Array(l.clone()));
+        }
+        match name {
+            "True" => return Ok(Val::Array(scalar(1.0, DType::Bool))),
+            "False" => return Ok(Val::Array(scalar(0.0, DType::Bool))),
+            "None" => return Ok(Val::None),
+            "nan" => return Ok(Val::Array(scalar(f64::NAN, DType::Float64))),
+            "inf" => return Ok(Val::Array(scalar(f64::INFINITY, DType::Float64))),
+            "pi" => return Ok(Val::Array(scalar(std::f64::consts::PI, DType::Float64))),
+            _ => {}
+        }
+        let Some((id, coords)) = self.inputs.names.get(name) else {
+            let mut known: Vec<&str> = self.inputs.names.keys().map(String::as_str).collect();
+            known.extend(self.vars.keys().map(String::as_str));
+            return err(
+                pos,
+                format!("unknown variable '{name}'; known: {}", known.join(", ")),
+            );
+        };
+        let s = &self.inputs.sources[*id];
+        let picks = s
+            .dims
+            .iter()
+            .zip(&s.shape)
+            .map(|(d, &len)| Pick::Keep {
+                dim: d.clone(),
+                start: 0,
+                step: 1,
+                len,
+            })
+            .collect::<Vec<_>>();
+        let coords = coords
+            .iter()
+            .map(|(d, &c)| {
+                let len = s.dims.iter().position(|x| x == d).map_or(0, |i| s.shape[i]);
+                (
+                    d.clone(),
+                    Coord {
+                        source: c,
+                        pick: Pick::Keep {
+                            dim: d.clone(),
+                            start: 0,
+                            step: 1,
+                            len,
+                        },
+                    },
+                )
+            })
+            .collect();
+        Ok(Val::Array(Lazy {
+            dims: s.dims.clone(),
+            shape: s.shape.clone(),
+            dtype: s.dtype,
+            attrs: s.attrs.clone(),
+            coords,
+            node: Node::Leaf { source: *id, picks },
+        }))
+    }
+
+    fn eval(&mut self, ast: &Ast) -> Result<Val, CheckError> {
+        match ast {
+            Ast::Number { value, integer, .. } => Ok(Val::Array(scalar(
+                *value,
+                if *integer {
+                    DType::Int64
+                } else {
+                    DType::Float64
+                },
+            ))),
+            Ast::Str { value, .. } => Ok(Val::Str(value.clone())),
+            Ast::Name { name, pos } => self.name(name, *pos),
+            Ast::List { items, pos } => {
+                let mut names = Vec::new();
+                for i in items {
+                    match self.eval(i)? {
+                        Val::Str(s) => names.push(s),
+                        _ => return err(*pos, "a list holds dimension names (strings)"),
+                    }
+                }
+                Ok(Val::List(names))
+            }
+            Ast::Attribute { name, pos, .. } => err(
+                *pos,
+                format!(
+                    "'.{name}': attributes (group keys such as time.month) are not supported yet"
+                ),
+            ),
+            Ast::Unary { op, operand, pos } => {
+                let x = self.array(operand)?;
+                let f = match op {
+                    UnaryOp::Plus => return Ok(Val::Array(x)),
+                    UnaryOp::Neg => Fun1::Neg,
+                    UnaryOp::Invert if x.dtype == DType::Bool => Fun1::Not,
+                    UnaryOp::Invert if x.dtype.is_int() => Fun1::Invert,
+                    UnaryOp::Invert => {
+                        return err(
+                            *pos,
+                            format!("'~' needs bool or integer values, not {}", x.dtype.name()),
+                        )
+                    }
+                };
+                let dtype = x.dtype;
+                Ok(Val::Array(unary(f, x, dtype)))
+            }
+            Ast::Binary {
+                op,
+                left,
+                right,
+                pos,
+            } => {
+                let (a, b) = (self.array(left)?, self.array(right)?);
+                Ok(Val::Array(binary_op(*op, a, b, *pos)?))
+            }
+            Ast::Call {
+                callee,
+                args,
+                kwargs,
+                pos,
+            } => self.call(callee, args, kwargs, *pos),
+        }
+    }
+
+    fn array(&mut self, ast: &Ast) -> Result<Lazy, CheckError> {
+        match self.eval(ast)? {
+            Val::Array(l) => Ok(l),
+            _ => err(ast.pos(), "expected an array or a number here"),
+        }
+    }
+
+    fn call(
+        &mut self,
+        callee: &Callee,
+        args: &[Ast],
+        kwargs: &[(String, Ast)],
+        pos: Pos,
+    ) -> Result<Val, CheckError> {
+        // A method call is the function with the value as its first argument.
+        let (name, mut vals) = match callee {
+            Callee::Function(f) => (f.as_str(), Vec::new()),
+            Callee::Method(v, m) => (m.as_str(), vec![self.eval(v)?]),
+        };
+        let method = matches!(callee, Callee::Method(..));
+        for a in args {
+            vals.push(self.eval(a)?);
+        }
+        let mut kw: BTreeMap<String, (Val, Pos)> = BTreeMap::new();
+        for (k, a) in kwargs {
+            kw.insert(k.clone(), (self.eval(a)?, a.pos()));
+        }
+        let call = Call {
+            name,
+            vals,
+            kw,
+            pos,
+        };
+        if name == "slice" {
+            return call.slice();
+        }
+        if let Some(op) = ReduceOp::from_name(name) {
+            return Ok(Val::Array(call.reduction(op)?));
+        }
+        match (name, method) {
+            ("isel", true) => Ok(Val::Array(call.isel()?)),
+            ("sel", true) => Ok(Val::Array(call.sel(self.inputs, self.read)?)),
+            _ => Ok(Val::Array(call.elementwise()?)),
+        }
+    }
+}
+
+fn unary(f: Fun1, x: Lazy, dtype: DType) -> Lazy {
+    // Numbers fold here, so `-2` is a number wherever numbers are required (slice steps).
+    if let Some(v) = x.is_const() {
+        return scalar(dtype.round(crate::kernel::fun1(f, v)), dtype);
+    }
+    let attrs = if matches!(f, Fun1::Neg | Fun1::Abs | Fun1::Floor | Fun1::Ceil) {
+        kept_attrs(&x.attrs)
+    } else {
+        Map::new()
+    };
+    Lazy {
+        dims: x.dims.clone(),
+        shape: x.shape.clone(),
+        dtype,
+        attrs,
+        coords: x.coords.clone(),
+        node: Node::Unary(f, Box::new(x)),
+    }
+}
+
+/// The type of an operation between `a` and `b`, Python numbers being weak (NEP 50).
+fn result_type(a: &Lazy, b: &Lazy) -> DType {
+    match (
+        a.is_const().is_some() && a.dims.is_empty(),
+        b.is_const().is_some() && b.dims.is_empty(),
+    ) {
+        (true, false) => weak(a.dtype, b.dtype),
+        (false, true) => weak(b.dtype, a.dtype),
+        _ => DType::promote(a.dtype, b.dtype),
+    }
+}
+
+fn weak(scalar: DType, array: DType) -> DType {
+    match (scalar.is_float(), array.is_float()) {
+        (true, false) => DType::Float64,
+        (false, _) if scalar == DType::Bool && array != DType::Bool => array,
+        (false, _) if array == DType::Bool && scalar != DType::Bool => DType::Int64,
+        _ => array,
+    }
+}
+
+/// Dimensions, sizes and coordinates of a broadcast result.
+type Broadcast = (Vec<String>, Vec<u64>, BTreeMap<String, Coord>);
+
+/// Broadcast by name: dims of `a`, then the new ones of `b`; sizes must agree.
+fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<Broadcast, CheckError> {
+    let (mut dims, mut shape, mut coords): (Vec<String>, Vec<u64>, BTreeMap<String, Coord>) =
+        (Vec::new(), Vec::new(), BTreeMap::new());
+    for p in parts {
+        for (d, &n) in p.dims.iter().zip(&p.shape) {
+            match dims.iter().position(|x| x == d) {
+                Some(i) if shape[i] != n => {
+                    return err(
+                        pos,
+                        format!("dimension '{d}' has size {} on one side and {n} on the other; sizes must match (alignment by label is not supported yet)", shape[i]),
+                    )
+                }
+                Some(_) => {}
+                None => {
+                    dims.push(d.clone());
+                    shape.push(n);
+                }
+            }
+        }
+        for (d, c) in &p.coords {
+            match coords.get(d) {
+                Some(have) if have != c && have.source != c.source => {}
+                Some(have) if have != c => {
+                    return err(
+                        pos,
+                        format!("the '{d}' coordinates of the two sides differ (different selections); alignment by label is not supported yet"),
+                    )
+                }
+                Some(_) => {}
+                None => {
+                    coords.insert(d.clone(), c.clone());
+                }
+            }
+        }
+    }
+    Ok((dims, shape, coords))
+}
+
+fn binary_op(op: BinOp, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> {
+    let t = result_type(&a, &b);
+    let (f, dtype) = match op {
+        BinOp::Add => (Fun2::Add, t),
+        BinOp::Sub => (Fun2::Sub, t),
+        BinOp::Mul => (Fun2::Mul, t),
+        BinOp::Div => (Fun2::Div, if t.is_float() { t } else { DType::Float64 }),
+        BinOp::FloorDiv | BinOp::Mod => {
+            if !t.is_float() && b.is_const() == Some(0.0) {
+                return err(
+                    pos,
+                    format!("integer division by zero ('{}' 0)", op.symbol()),
+                );
+            }
+            (
+                if op == BinOp::Mod {
+                    Fun2::Mod
+                } else {
+                    Fun2::FloorDiv
+                },
+                if t == DType::Bool { DType::Int8 } else { t },
+            )
+        }
+        BinOp::Pow => {
+            if t.is_int() && b.is_const().is_some_and(|v| v < 0.0) {
+                return err(
+                    pos,
+                    "integers to negative integer powers are not allowed (as numpy)",
+                );
+            }
+            (Fun2::Pow, t)
+        }
+        BinOp::Eq => (Fun2::Eq, DType::Bool),
+        BinOp::Ne => (Fun2::Ne, DType::Bool),
+        BinOp::Lt => (Fun2::Lt, DType::Bool),
+        BinOp::Le => (Fun2::Le, DType::Bool),
+        BinOp::Gt => (Fun2::Gt, DType::Bool),
+        BinOp::Ge => (Fun2::Ge, DType::Bool),
+        BinOp::And | BinOp::Or => {
+            if t.is_float() {
+                return err(
+                    pos,
+                    format!(
+                        "'{}' needs bool or integer values, not {}",
+                        op.symbol(),
+                        t.name()
+                    ),
+                );
+            }
+            (
+                if op == BinOp::And {
+                    Fun2::And
+                } else {
+                    Fun2::Or
+                },
+                t,
+            )
+        }
+    };
+    binary(f, a, b, dtype, pos)
+}
+
+fn binary(f: Fun2, a: Lazy, b: Lazy, dtype: DType, pos: Pos) -> Result<Lazy, CheckError> {
+    if let (Some(x), Some(y)) = (a.is_const(), b.is_const()) {
+        return Ok(scalar(
+            dtype.round(crate::kernel::fun2(f, x, y, dtype.is_int())),
+            dtype,
+        ));
+    }
+    let (dims, shape, coords) = broadcast(&[&a, &b], pos)?;
+    // Units survive + and - of one quantity, and operations with a plain number that keep it.
+    let same_units = a.attrs.get("units") == b.attrs.get("units");
+    let attrs = match f {
+        Fun2::Add | Fun2::Sub | Fun2::Maximum | Fun2::Minimum | Fun2::Fillna
+            if same_units || b.is_const().is_some() =>
+        {
+            units_only(&a.attrs)
+        }
+        Fun2::Add | Fun2::Sub if a.is_const().is_some() => units_only(&b.attrs),
+        _ => Map::new(),
+    };
+    Ok(Lazy {
+        dims,
+        shape,
+        dtype,
+        attrs,
+        coords,
+        node: Node::Binary(f, Box::new(a), Box::new(b)),
+    })
+}
+
+fn units_only(attrs: &Map<String, Value>) -> Map<String, Value> {
+    attrs
+        .iter()
+        .filter(|(k, _)| k.as_str() == "units")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+struct Call<'a> {
+    name: &'a str,
+    vals: Vec<Val>,
+    kw: BTreeMap<String, (Val, Pos)>,
+    pos: Pos,
+}
+
+/// Python's `slice.indices(n)`: start, step and length.
+fn slice_indices(n: u64, s: &[Option<f64>; 3]) -> Result<(u64, i64, u64), String> {
+    let n = n as i64;
+    let step = s[2].map_or(1, |v| v as i64);
+    if step == 0 {
+        return Err("slice step cannot be zero".into());
+    }
+    let clamp = |v: Option<f64>, default: i64| -> i64 {
+        match v {
+            None => default,
+            Some(v) => {
+                let v = v as i64;
+                let v = if v < 0 { v + n } else { v };
+                if step > 0 {
+                    v.clamp(0, n)
+                } else {
+                    v.clamp(-1, n - 1)
+                }
+            }
+        }
+    };
+    let (start, stop) = if step > 0 {
+        (clamp(s[0], 0), clamp(s[1], n))
+    } else {
+        (clamp(s[0], n - 1), clamp(s[1], -1))
+    };
+    let len = if step > 0 {
+        (stop - start + step - 1).div_euclid(step).max(0)
+    } else {
+        (start - stop + (-step) - 1).div_euclid(-step).max(0)
+    };
+    Ok((start.max(0) as u64, step, len as u64))
+}
+
+impl Call<'_> {
+    fn arg(&self, i: usize, key: &str) -> Option<(Val, Pos)> {
+        self.kw
+            .get(key)
+            .cloned()
+            .or_else(|| self.vals.get(i).cloned().map(|v| (v, self.pos)))
+    }
+
+    fn array_arg(&self, i: usize, key: &str) -> Result<Lazy, CheckError> {
+        match self.arg(i, key) {
+            Some((Val::Array(l), _)) => Ok(l),
+            Some((_, pos)) => err(
+                pos,
+                format!(
+                    "{}: argument '{key}' must be an array or a number",
+                    self.name
+                ),
+            ),
+            None => err(self.pos, format!("{}: missing argument '{key}'", self.name)),
+        }
+    }
+
+    fn unknown_kwargs(&self, allowed: &[&str]) -> Result<(), CheckError> {
+        if let Some((k, (_, pos))) = self.kw.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+            return err(
+                *pos,
+                format!("{}: unknown keyword argument '{k}'", self.name),
+            );
+        }
+        Ok(())
+    }
+
+    fn slice(&self) -> Result<Val, CheckError> {
+        let mut parts = [None, None, None];
+        if self.vals.is_empty() || self.vals.len() > 3 || !self.kw.is_empty() {
+            return err(self.pos, "slice takes 1 to 3 positional arguments");
+        }
+        let vals = if self.vals.len() == 1 {
+            vec![Val::None, self.vals[0].clone()]
+        } else {
+            self.vals.clone()
+        };
+        for (i, v) in vals.iter().enumerate() {
+            parts[i] = match v {
+                Val::None => None,
+                Val::Array(l) if l.dims.is_empty() => l.is_const(),
+                _ => return err(self.pos, "slice bounds are numbers or None"),
+            };
+        }
+        Ok(Val::Slice(parts))
+    }
+
+    fn dims_arg(&self, x: &Lazy) -> Result<Vec<String>, CheckError> {
+        let dims = match self.arg(1, "dim") {
+            None | Some((Val::None, _)) => x.dims.clone(),
+            Some((Val::Str(s), _)) => vec![s],
+            Some((Val::List(l), _)) => l,
+            Some((_, pos)) => {
+                return err(
+                    pos,
+                    format!("{}: dim is a name or a list of names", self.name),
+                )
+            }
+        };
+        for d in &dims {
+            if x.size(d).is_none() {
+                return err(
+                    self.pos,
+                    format!(
+                        "{}: no dimension '{d}'; dimensions: {}",
+                        self.name,
+                        x.dims.join(", ")
+                    ),
+                );
+            }
+        }
+        Ok(dims)
+    }
+
+    fn reduction(&self, op: ReduceOp) -> Result<Lazy, CheckError> {
+        self.unknown_kwargs(&["dim", "skipna", "ddof"])?;
+        let x = self.array_arg(0, "x")?;
+        let dims = self.dims_arg(&x)?;
+        if matches!(op, ReduceOp::Argmin | ReduceOp::Argmax) && dims.len() != 1 {
+            return err(
+                self.pos,
+                format!("{}: give exactly one dimension", op.name()),
+            );
+        }
+        let flag = |key: &str, default: bool| match self.kw.get(key) {
+            Some((Val::Array(l), _)) => l.is_const().map_or(default, |v| v != 0.0),
+            _ => default,
+        };
+        let ddof = match self.kw.get("ddof") {
+            Some((Val::Array(l), _)) => l.is_const().unwrap_or(0.0),
+            _ => 0.0,
+        };
+        let reduce = Reduce {
+            op,
+            skipna: flag("skipna", x.dtype.is_float()) && x.dtype.is_float(),
+            ddof,
+        };
+        let dtype = match op {
+            ReduceOp::Sum if x.dtype == DType::Bool => DType::Int64,
+            ReduceOp::Sum if x.dtype.is_int() => {
+                if matches!(
+                    x.dtype,
+                    DType::Uint8 | DType::Uint16 | DType::Uint32 | DType::Uint64
+                ) {
+                    DType::Uint64
+                } else {
+                    DType::Int64
+                }
+            }
+            ReduceOp::Sum | ReduceOp::Min | ReduceOp::Max => x.dtype,
+            ReduceOp::Mean | ReduceOp::Std | ReduceOp::Var => {
+                if x.dtype == DType::Float32 {
+                    DType::Float32
+                } else {
+                    DType::Float64
+                }
+            }
+            ReduceOp::Count | ReduceOp::Argmin | ReduceOp::Argmax => DType::Int64,
+        };
+        let mut attrs = match op {
+            ReduceOp::Count | ReduceOp::Argmin | ReduceOp::Argmax | ReduceOp::Var => Map::new(),
+            _ => kept_attrs(&x.attrs),
+        };
+        let method = match op {
+            ReduceOp::Sum => Some("sum"),
+            ReduceOp::Mean => Some("mean"),
+            ReduceOp::Min => Some("minimum"),
+            ReduceOp::Max => Some("maximum"),
+            ReduceOp::Std => Some("standard_deviation"),
+            ReduceOp::Var => Some("variance"),
+            _ => None,
+        };
+        if let Some(m) = method {
+            let mine = format!("{}: {m}", dims.join(": "));
+            let all = match x.attrs.get("cell_methods").and_then(Value::as_str) {
+                Some(before) if !before.is_empty() => format!("{before} {mine}"),
+                _ => mine,
+            };
+            attrs.insert("cell_methods".into(), Value::String(all));
+        }
+        let keep: Vec<usize> = (0..x.dims.len())
+            .filter(|&i| !dims.contains(&x.dims[i]))
+            .collect();
+        Ok(Lazy {
+            dims: keep.iter().map(|&i| x.dims[i].clone()).collect(),
+            shape: keep.iter().map(|&i| x.shape[i]).collect(),
+            dtype,
+            attrs,
+            coords: x
+                .coords
+                .iter()
+                .filter(|(d, _)| !dims.contains(d))
+                .map(|(d, c)| (d.clone(), c.clone()))
+                .collect(),
+            node: Node::Reduce(Rc::new(Reduction {
+                reduce,
+                dtype,
+                dims,
+                input: x,
+            })),
+        })
+    }
+
+    fn isel(&self) -> Result<Lazy, CheckError> {
+        let mut x = self.array_arg(0, "x")?;
+        for (dim, (v, pos)) in &self.kw {
+            let Some(n) = x.size(dim) else {
+                return err(
+                    *pos,
+                    format!(
+                        "isel: no dimension '{dim}'; dimensions: {}",
+                        x.dims.join(", ")
+                    ),
+                );
+            };
+            x = match v {
+                Val::Slice(s) => {
+                    let (start, step, len) = slice_indices(n, s).map_err(|m| CheckError {
+                        pos: *pos,
+                        message: m,
+                    })?;
+                    select(&x, dim, start, step, Some(len))
+                }
+                Val::Array(l) if l.dims.is_empty() && l.dtype.is_int() => {
+                    let i = l.is_const().unwrap_or(0.0) as i64;
+                    let i = if i < 0 { i + n as i64 } else { i };
+                    if i < 0 || i >= n as i64 {
+                        return err(
+                            *pos,
+                            format!("isel: index {i} is out of range for '{dim}' of size {n}"),
+                        );
+                    }
+                    select(&x, dim, i as u64, 1, None)
+                }
+                _ => {
+                    return err(
+                        *pos,
+                        "isel takes an integer or slice(start, stop, step) per dimension",
+                    )
+                }
+            };
+        }
+        Ok(x)
+    }
+
+    fn sel(&self, inputs: &Inputs, read: &Reader<'_>) -> Result<Lazy, CheckError> {
+        let mut x = self.array_arg(0, "x")?;
+        for (dim, (v, pos)) in &self.kw {
+            let Some(coord) = x.coords.get(dim).cloned() else {
+                return err(
+                    *pos,
+                    format!(
+                        "sel: '{dim}' has no coordinate to select by; dimensions: {}",
+                        x.dims.join(", ")
+                    ),
+                );
+            };
+            let source = &inputs.sources[coord.source];
+            let values = read(source, &coord.pick).map_err(|m| CheckError {
+                pos: *pos,
+                message: m,
+            })?;
+            x = match v {
+                Val::Slice(s) => {
+                    let (start, len) = label_slice(&values, s[0], s[1]);
+                    let step = s[2].map_or(1, |v| v as i64);
+                    if step <= 0 {
+                        return err(*pos, "sel: a slice step must be positive");
+                    }
+                    select(&x, dim, start, step, Some(len.div_ceil(step as u64)))
+                }
+                Val::Array(l) if l.dims.is_empty() => {
+                    let want = l.is_const().unwrap_or(f64::NAN);
+                    let Some(i) = values.iter().position(|&v| v == want) else {
+                        return err(*pos, format!("sel: no label {want} in '{dim}' (exact match)"));
+                    };
+                    select(&x, dim, i as u64, 1, None)
+                }
+                Val::Str(s) => return err(*pos, format!("sel: label '{s}': selecting by date is not supported yet; use isel or numbers")),
+                _ => return err(*pos, "sel takes a label or slice(start, stop) per dimension"),
+            };
+        }
+        Ok(x)
+    }
+
+    fn elementwise(&self) -> Result<Lazy, CheckError> {
+        let one = |f: Fun1, float: bool| -> Result<Lazy, CheckError> {
+            self.unknown_kwargs(&[])?;
+            let x = self.array_arg(0, "x")?;
+            let dtype = if f == Fun1::IsNan {
+                DType::Bool
+            } else if float {
+                x.dtype.float_of()
+            } else {
+                x.dtype
+            };
+            Ok(unary(f, x, dtype))
+        };
+        match self.name {
+            "abs" => one(Fun1::Abs, false),
+            "floor" => one(Fun1::Floor, true),
+            "ceil" => one(Fun1::Ceil, true),
+            "sqrt" => one(Fun1::Sqrt, true),
+            "exp" => one(Fun1::Exp, true),
+            "log" => one(Fun1::Log, true),
+            "log10" => one(Fun1::Log10, true),
+            "sin" => one(Fun1::Sin, true),
+            "cos" => one(Fun1::Cos, true),
+            "tan" => one(Fun1::Tan, true),
+            "isnan" | "isnull" => one(Fun1::IsNan, false),
+            "arctan2" => {
+                let (a, b) = (self.array_arg(0, "y")?, self.array_arg(1, "x")?);
+                let t = result_type(&a, &b).float_of();
+                binary(Fun2::Arctan2, a, b, t, self.pos)
+            }
+            "fillna" => {
+                let (a, b) = (self.array_arg(0, "x")?, self.array_arg(1, "value")?);
+                let t = result_type(&a, &b);
+                binary(Fun2::Fillna, a, b, t, self.pos)
+            }
+            "clip" => {
+                self.unknown_kwargs(&["min", "max"])?;
+                let mut x = self.array_arg(0, "x")?;
+                for (i, key, f) in [(1, "min", Fun2::Maximum), (2, "max", Fun2::Minimum)] {
+                    if let Some((Val::Array(bound), _)) = self.arg(i, key) {
+                        let t = result_type(&x, &bound);
+                        x = binary(f, x, bound, t, self.pos)?;
+                    }
+                }
+                Ok(x)
+            }
+            "where" => {
+                let c = self.array_arg(0, "cond")?;
+                let a = self.array_arg(1, "x")?;
+                let b = match self.arg(2, "y") {
+                    Some((Val::Array(b), _)) => b,
+                    // xarray's DataArray.where: NaN where the condition is false.
+                    None => scalar(f64::NAN, DType::Float64),
+                    Some((_, pos)) => return err(pos, "where: y must be an array or a number"),
+                };
+                let t = result_type(&a, &b);
+                let (dims, shape, coords) = broadcast(&[&c, &a, &b], self.pos)?;
+                Ok(Lazy {
+                    dims,
+                    shape,
+                    dtype: t,
+                    attrs: units_only(&a.attrs),
+                    coords,
+                    node: Node::Where(Box::new(c), Box::new(a), Box::new(b)),
+                })
+            }
+            "astype" => {
+                let x = self.array_arg(0, "x")?;
+                let Some((Val::Str(name), pos)) = self.arg(1, "dtype") else {
+                    return err(self.pos, "astype takes a data type name such as \"float32\"");
+                };
+                let Some(dtype) = DType::from_name(&name) else {
+                    return err(pos, format!("astype: unknown data type '{name}'"));
+                };
+                Ok(Lazy {
+                    dims: x.dims.clone(),
+                    shape: x.shape.clone(),
+                    dtype,
+                    attrs: kept_attrs(&x.attrs),
+                    coords: x.coords.clone(),
+                    node: Node::Cast(Box::new(x)),
+                })
+            }
+            other => err(
+                self.pos,
+                format!("unknown function '{other}'; functions: abs sqrt exp log log10 sin cos tan arctan2 floor ceil clip isnan fillna where astype sum mean min max std var count argmin argmax isel sel slice"),
+            ),
+        }
+    }
+}
+
+/// xarray's label slice on a monotonic coordinate: both ends included, in the coordinate's
+/// order (a descending coordinate takes `slice(60, 30)`). Returns start and length.
+fn label_slice(values: &[f64], from: Option<f64>, to: Option<f64>) -> (u64, u64) {
+    let descending = values.len() > 1 && values[0] > values[values.len() - 1];
+    let inside = |v: f64| -> bool {
+        let lo_ok = from.is_none_or(|a| if descending { v <= a } else { v >= a });
+        let hi_ok = to.is_none_or(|b| if descending { v >= b } else { v <= b });
+        lo_ok && hi_ok
+    };
+    let first = values.iter().position(|&v| inside(v));
+    match first {
+        None => (0, 0),
+        Some(s) => {
+            let n = values[s..].iter().take_while(|&&v| inside(v)).count();
+            (s as u64, n as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_indices_are_pythons() -> Result<(), String> {
+        // Python: slice(a, b, c).indices(10) and len(range(...)).
+        assert_eq!(slice_indices(10, &[Some(0.0), Some(3.0), None])?, (0, 1, 3));
+        assert_eq!(slice_indices(10, &[None, None, Some(-1.0)])?, (9, -1, 10));
+        assert_eq!(slice_indices(10, &[Some(-3.0), None, None])?, (7, 1, 3));
+        assert_eq!(
+            slice_indices(10, &[Some(8.0), Some(2.0), Some(-3.0)])?,
+            (8, -3, 2)
+        );
+        assert_eq!(
+            slice_indices(10, &[Some(1.0), Some(9.0), Some(4.0)])?,
+            (1, 4, 2)
+        );
+        assert_eq!(slice_indices(10, &[Some(5.0), Some(2.0), None])?.2, 0);
+        Ok(())
+    }
+
+    fn checked(script: &str) -> Result<Vec<(String, Lazy)>, CheckError> {
+        let mut inputs = Inputs::default();
+        inputs.sources.push(Source {
+            url: "/in.zarr".into(),
+            path: "air".into(),
+            dtype: DType::Int16,
+            stored: DType::Int16,
+            shape: vec![23, 7],
+            chunks: vec![5, 3],
+            dims: vec!["time".into(), "lat".into()],
+            attrs: Map::new(),
+            missing: vec![],
+        });
+        inputs.names.insert("air".into(), (0, BTreeMap::new()));
+        let script = crate::syntax::parse(script).map_err(|e| CheckError {
+            pos: e.pos,
+            message: e.message,
+        })?;
+        check(&script, &inputs, &|_, _| Err("no coordinates".into()))
+    }
+
+    #[test]
+    fn negative_slice_steps_are_numbers() -> Result<(), CheckError> {
+        // Regression: `-2` was an expression, not a number, and the step was taken as 1.
+        let out = checked("x = air.isel(time=slice(None, None, -2))")?;
+        assert_eq!(out[0].1.shape, [12, 7]);
+        Ok(())
+    }
+
+    #[test]
+    fn types_and_shapes_follow_xarray() -> Result<(), CheckError> {
+        let out = checked("a = air / 2\nb = air * 2.5\nc = air.mean('time')\nd = air // 3\ne = air.isel(lat=0).sum()")?;
+        let types: Vec<&str> = out.iter().map(|(_, l)| l.dtype.name()).collect();
+        assert_eq!(types, ["float64", "float64", "float64", "int16", "int64"]);
+        assert_eq!(out[2].1.dims, ["lat"]);
+        assert!(out[4].1.dims.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_names_and_shapes_point_at_the_place() {
+        let e = checked("x = air + 1\ny = ai").err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.starts_with("2:5: unknown variable 'ai'")),
+            "{e:?}"
+        );
+        let e = checked("x = air.mean('lon')").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("no dimension 'lon'; dimensions: time, lat")));
+        let e = checked("x = air + air.isel(time=slice(0, 3))")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.is_some_and(|e| e.starts_with("1:9: dimension 'time' has size 23 on one side and 3"))
+        );
+        let e = checked("x = air % 0").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("integer division by zero")));
+        let e = checked("x = nanmean(air)").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("1:5: unknown function 'nanmean'")));
+    }
+
+    #[test]
+    fn label_slices_follow_the_coordinate_order() {
+        let lat = [75.0, 67.5, 60.0, 52.5, 45.0, 37.5, 30.0, 22.5];
+        assert_eq!(label_slice(&lat, Some(60.0), Some(30.0)), (2, 5));
+        assert_eq!(label_slice(&lat, Some(30.0), Some(60.0)), (0, 0));
+        let lon = [200.0, 202.5, 205.0, 207.5];
+        assert_eq!(label_slice(&lon, Some(201.0), None), (1, 3));
+    }
+}

@@ -1,0 +1,274 @@
+//! The data types compute reads and writes, numpy's promotion between them, and their bytes.
+//!
+//! Values are computed in `f64` (exact for every integer below 2^53); each operation's result
+//! type follows numpy (NEP 50: Python scalars are "weak" and take the array's type), and a
+//! value is rounded to its type where numpy would round it: integer results are whole
+//! numbers, `float32` results are rounded to `f32` when written.
+
+use serde::{Deserialize, Serialize};
+
+/// A numpy data type, little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    Bool,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Float32,
+    Float64,
+}
+
+impl DType {
+    /// The type of a numpy name (`float32`, `int16`, `bool`, …).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<DType> {
+        Some(match name {
+            "bool" => DType::Bool,
+            "int8" => DType::Int8,
+            "int16" => DType::Int16,
+            "int32" => DType::Int32,
+            "int64" => DType::Int64,
+            "uint8" => DType::Uint8,
+            "uint16" => DType::Uint16,
+            "uint32" => DType::Uint32,
+            "uint64" => DType::Uint64,
+            "float32" => DType::Float32,
+            "float64" => DType::Float64,
+            _ => return None,
+        })
+    }
+
+    /// The numpy name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::Int8 => "int8",
+            DType::Int16 => "int16",
+            DType::Int32 => "int32",
+            DType::Int64 => "int64",
+            DType::Uint8 => "uint8",
+            DType::Uint16 => "uint16",
+            DType::Uint32 => "uint32",
+            DType::Uint64 => "uint64",
+            DType::Float32 => "float32",
+            DType::Float64 => "float64",
+        }
+    }
+
+    /// Bytes per element.
+    #[must_use]
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bool | DType::Int8 | DType::Uint8 => 1,
+            DType::Int16 | DType::Uint16 => 2,
+            DType::Int32 | DType::Uint32 | DType::Float32 => 4,
+            DType::Int64 | DType::Uint64 | DType::Float64 => 8,
+        }
+    }
+
+    /// Whether it is a floating-point type.
+    #[must_use]
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::Float32 | DType::Float64)
+    }
+
+    /// Whether it is an integer type (not bool).
+    #[must_use]
+    pub fn is_int(self) -> bool {
+        !self.is_float() && self != DType::Bool
+    }
+
+    fn signed(self) -> bool {
+        matches!(
+            self,
+            DType::Int8 | DType::Int16 | DType::Int32 | DType::Int64
+        )
+    }
+
+    fn int_of(bits: usize, signed: bool) -> DType {
+        match (bits, signed) {
+            (1, true) => DType::Int8,
+            (2, true) => DType::Int16,
+            (4, true) => DType::Int32,
+            (8, true) => DType::Int64,
+            (1, false) => DType::Uint8,
+            (2, false) => DType::Uint16,
+            (4, false) => DType::Uint32,
+            _ => DType::Uint64,
+        }
+    }
+
+    /// numpy's result type of two arrays (`np.result_type`).
+    #[must_use]
+    pub fn promote(a: DType, b: DType) -> DType {
+        if a == b {
+            return a;
+        }
+        if a == DType::Bool {
+            return b;
+        }
+        if b == DType::Bool {
+            return a;
+        }
+        match (a.is_float(), b.is_float()) {
+            (true, true) => a.max(b),
+            (true, false) | (false, true) => {
+                let (f, i) = if a.is_float() { (a, b) } else { (b, a) };
+                // float32 holds int8/int16/uint8/uint16 exactly; wider integers need float64.
+                if f == DType::Float32 && i.size() <= 2 {
+                    DType::Float32
+                } else {
+                    DType::Float64
+                }
+            }
+            (false, false) => {
+                if a.signed() == b.signed() {
+                    DType::int_of(a.size().max(b.size()), a.signed())
+                } else {
+                    let (s, u) = if a.signed() { (a, b) } else { (b, a) };
+                    if s.size() > u.size() {
+                        s
+                    } else if u.size() < 8 {
+                        DType::int_of(u.size() * 2, true)
+                    } else {
+                        DType::Float64
+                    }
+                }
+            }
+        }
+    }
+
+    /// The smallest float type that holds this type's values as numpy's true division and
+    /// ufuncs such as `sqrt` choose it (`float32` stays, small integers give `float32`… numpy
+    /// gives float64 for every integer input of `np.sqrt` on int32/int64 and float32 on
+    /// int8/int16).
+    #[must_use]
+    pub fn float_of(self) -> DType {
+        match self {
+            DType::Float32 => DType::Float32,
+            DType::Bool | DType::Int8 | DType::Uint8 | DType::Int16 | DType::Uint16 => {
+                DType::Float32
+            }
+            _ => DType::Float64,
+        }
+    }
+
+    /// `v` rounded to a value of this type, as numpy's `astype` gives it (floats truncated
+    /// towards zero for integers; NaN is 0 for bool-less integer casts is undefined in numpy,
+    /// here the minimum of the type as numpy gives it on x86).
+    #[must_use]
+    pub fn round(self, v: f64) -> f64 {
+        match self {
+            DType::Float64 => v,
+            DType::Float32 => f64::from(v as f32),
+            DType::Bool => f64::from(u8::from(v != 0.0)),
+            DType::Int8 => f64::from(v as i64 as i8),
+            DType::Int16 => f64::from(v as i64 as i16),
+            DType::Int32 => f64::from(v as i64 as i32),
+            DType::Int64 => (v as i64) as f64,
+            DType::Uint8 => f64::from(v as i64 as u8),
+            DType::Uint16 => f64::from(v as i64 as u16),
+            DType::Uint32 => f64::from(v as i64 as u32),
+            DType::Uint64 => (v as u64) as f64,
+        }
+    }
+
+    /// Decode native-order bytes of this type into `out` (as many values as fit).
+    pub fn decode(self, bytes: &[u8], out: &mut Vec<f64>) {
+        out.clear();
+        let n = self.size();
+        out.reserve(bytes.len() / n);
+        for b in bytes.chunks_exact(n) {
+            out.push(match self {
+                DType::Bool => f64::from(u8::from(b[0] != 0)),
+                DType::Int8 => f64::from(i8::from_ne_bytes([b[0]])),
+                DType::Uint8 => f64::from(b[0]),
+                DType::Int16 => f64::from(i16::from_ne_bytes([b[0], b[1]])),
+                DType::Uint16 => f64::from(u16::from_ne_bytes([b[0], b[1]])),
+                DType::Int32 => f64::from(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                DType::Uint32 => f64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                DType::Float32 => f64::from(f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                DType::Int64 => i64::from_ne_bytes(eight(b)) as f64,
+                DType::Uint64 => u64::from_ne_bytes(eight(b)) as f64,
+                DType::Float64 => f64::from_ne_bytes(eight(b)),
+            });
+        }
+    }
+
+    /// Encode `values` (already rounded to this type) as native-order bytes.
+    #[must_use]
+    pub fn encode(self, values: &[f64]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(values.len() * self.size());
+        for &v in values {
+            match self {
+                DType::Bool => out.push(u8::from(v != 0.0)),
+                DType::Int8 => out.extend_from_slice(&(v as i8).to_ne_bytes()),
+                DType::Uint8 => out.push(v as u8),
+                DType::Int16 => out.extend_from_slice(&(v as i16).to_ne_bytes()),
+                DType::Uint16 => out.extend_from_slice(&(v as u16).to_ne_bytes()),
+                DType::Int32 => out.extend_from_slice(&(v as i32).to_ne_bytes()),
+                DType::Uint32 => out.extend_from_slice(&(v as u32).to_ne_bytes()),
+                DType::Float32 => out.extend_from_slice(&(v as f32).to_ne_bytes()),
+                DType::Int64 => out.extend_from_slice(&(v as i64).to_ne_bytes()),
+                DType::Uint64 => out.extend_from_slice(&(v as u64).to_ne_bytes()),
+                DType::Float64 => out.extend_from_slice(&v.to_ne_bytes()),
+            }
+        }
+        out
+    }
+}
+
+fn eight(b: &[u8]) -> [u8; 8] {
+    [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DType::*;
+    use super::*;
+
+    #[test]
+    fn promotion_follows_numpy_result_type() {
+        // Each pair checked against np.result_type.
+        assert_eq!(DType::promote(Int16, Float32), Float32);
+        assert_eq!(DType::promote(Int32, Float32), Float64);
+        assert_eq!(DType::promote(Uint8, Int8), Int16);
+        assert_eq!(DType::promote(Uint64, Int64), Float64);
+        assert_eq!(DType::promote(Bool, Int8), Int8);
+        assert_eq!(DType::promote(Int64, Uint32), Int64);
+    }
+
+    #[test]
+    fn bytes_round_trip() {
+        for t in [
+            Int8, Int16, Int32, Int64, Uint8, Uint16, Float32, Float64, Bool,
+        ] {
+            let values: &[f64] = if t == Bool {
+                &[0.0, 1.0]
+            } else {
+                &[0.0, 1.0, 5.0]
+            };
+            let mut back = Vec::new();
+            t.decode(&t.encode(values), &mut back);
+            assert_eq!(back, values, "{}", t.name());
+        }
+        let mut back = Vec::new();
+        Bool.decode(&Bool.encode(&[5.0]), &mut back);
+        assert_eq!(back, [1.0]);
+        for (t, v, want) in [
+            (Int8, 300.0, 44.0),
+            (Uint8, -1.0, 255.0),
+            (Int16, -3.7, -3.0),
+        ] {
+            // numpy: np.array([v]).astype(t) wraps and truncates the same way.
+            assert_eq!(t.round(v), want, "{}", t.name());
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Lazy labelled arrays: inputs opened from Zarr stores, and the typed expression graph the
+//! checker builds from them (dimension names, sizes, data type, attributes, coordinates).
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+
+use crate::dtype::DType;
+use crate::kernel::{Fun1, Fun2, Reduce};
+
+/// One input array.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// Store URL.
+    pub url: String,
+    /// Array path in the store.
+    pub path: String,
+    /// The type its values have once decoded (xarray reads an integer array with a fill
+    /// value as floats, missing values as NaN).
+    pub dtype: DType,
+    /// The type its chunks store.
+    pub stored: DType,
+    pub shape: Vec<u64>,
+    pub chunks: Vec<u64>,
+    pub dims: Vec<String>,
+    pub attrs: Map<String, Value>,
+    /// Stored values read as NaN (`_FillValue`, `missing_value`, a v2 float fill value).
+    pub missing: Vec<f64>,
+}
+
+/// How a source axis is seen: index `start + step × i` for `i < len`, named `dim`; or one
+/// fixed index (the axis is gone).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pick {
+    Keep {
+        dim: String,
+        start: u64,
+        step: i64,
+        len: u64,
+    },
+    Fixed(u64),
+}
+
+/// A 1-d coordinate: a source seen through a selection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Coord {
+    pub source: usize,
+    pub pick: Pick,
+}
+
+/// A node of the expression graph.
+#[derive(Clone, Debug)]
+pub enum Node {
+    Const(f64),
+    Leaf {
+        source: usize,
+        picks: Vec<Pick>,
+    },
+    Unary(Fun1, Box<Lazy>),
+    Binary(Fun2, Box<Lazy>, Box<Lazy>),
+    Where(Box<Lazy>, Box<Lazy>, Box<Lazy>),
+    Cast(Box<Lazy>),
+    /// A reduction: computed by its own stages, then read as an array. Shared (`Rc`) so that
+    /// an assignment used twice is computed once.
+    Reduce(Rc<Reduction>),
+}
+
+/// A reduction of `input` over `dims`.
+#[derive(Debug)]
+pub struct Reduction {
+    pub reduce: Reduce,
+    /// The result's type (xarray's: a float32 mean is float32).
+    pub dtype: DType,
+    pub dims: Vec<String>,
+    pub input: Lazy,
+}
+
+/// A lazy array (or scalar, with no dims).
+#[derive(Clone, Debug)]
+pub struct Lazy {
+    pub dims: Vec<String>,
+    pub shape: Vec<u64>,
+    pub dtype: DType,
+    pub attrs: Map<String, Value>,
+    pub coords: BTreeMap<String, Coord>,
+    pub node: Node,
+}
+
+impl Lazy {
+    /// The size of dimension `dim`.
+    #[must_use]
+    pub fn size(&self, dim: &str) -> Option<u64> {
+        self.dims
+            .iter()
+            .position(|d| d == dim)
+            .map(|i| self.shape[i])
+    }
+
+    /// Whether it is a (weak) constant.
+    #[must_use]
+    pub fn is_const(&self) -> Option<f64> {
+        match self.node {
+            Node::Const(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Operations in the graph below, each counted once per appearance: what an unfused
+    /// plan would run as stages.
+    #[must_use]
+    pub fn operations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_ops(&mut out);
+        out
+    }
+
+    fn collect_ops(&self, out: &mut Vec<String>) {
+        match &self.node {
+            Node::Const(_) => {}
+            Node::Leaf { picks, .. } => {
+                if picks.iter().any(|p| {
+                    !matches!(
+                        p,
+                        Pick::Keep {
+                            start: 0,
+                            step: 1,
+                            ..
+                        }
+                    )
+                }) {
+                    out.push("select".into());
+                }
+            }
+            Node::Unary(f, x) => {
+                x.collect_ops(out);
+                out.push(format!("{f:?}").to_lowercase());
+            }
+            Node::Cast(x) => {
+                x.collect_ops(out);
+                out.push(format!("astype({})", self.dtype.name()));
+            }
+            Node::Binary(f, a, b) => {
+                a.collect_ops(out);
+                b.collect_ops(out);
+                out.push(format!("{f:?}").to_lowercase());
+            }
+            Node::Where(c, a, b) => {
+                c.collect_ops(out);
+                a.collect_ops(out);
+                b.collect_ops(out);
+                out.push("where".into());
+            }
+            Node::Reduce(r) => {
+                r.input.collect_ops(out);
+                out.push(format!("{}({})", r.reduce.op.name(), r.dims.join(", ")));
+            }
+        }
+    }
+}
+
+/// Apply a selection along `dim` to every leaf, coordinate and reduction input below:
+/// positions `start + step × i` (`i < len`) of the current view, or the one position `index`
+/// when `len` is `None` (the dimension goes).
+#[must_use]
+pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -> Lazy {
+    let mut out = lazy.clone();
+    if let Some(i) = out.dims.iter().position(|d| d == dim) {
+        match len {
+            Some(n) => out.shape[i] = n,
+            None => {
+                out.dims.remove(i);
+                out.shape.remove(i);
+            }
+        }
+    }
+    let repick = |p: &Pick| -> Pick {
+        match p {
+            Pick::Keep {
+                dim: d,
+                start: s0,
+                step: st0,
+                ..
+            } if d == dim => {
+                let first = (*s0 as i64 + st0 * start as i64) as u64;
+                match len {
+                    Some(n) => Pick::Keep {
+                        dim: d.clone(),
+                        start: first,
+                        step: st0 * step,
+                        len: n,
+                    },
+                    None => Pick::Fixed(first),
+                }
+            }
+            other => other.clone(),
+        }
+    };
+    if len.is_some() {
+        if let Some(c) = out.coords.get_mut(dim) {
+            c.pick = repick(&c.pick);
+        }
+    } else {
+        out.coords.remove(dim);
+    }
+    out.node = match &lazy.node {
+        Node::Const(v) => Node::Const(*v),
+        Node::Leaf { source, picks } => Node::Leaf {
+            source: *source,
+            picks: picks.iter().map(repick).collect(),
+        },
+        Node::Unary(f, x) => Node::Unary(*f, Box::new(select(x, dim, start, step, len))),
+        Node::Cast(x) => Node::Cast(Box::new(select(x, dim, start, step, len))),
+        Node::Binary(f, a, b) => Node::Binary(
+            *f,
+            Box::new(select(a, dim, start, step, len)),
+            Box::new(select(b, dim, start, step, len)),
+        ),
+        Node::Where(c, a, b) => Node::Where(
+            Box::new(select(c, dim, start, step, len)),
+            Box::new(select(a, dim, start, step, len)),
+            Box::new(select(b, dim, start, step, len)),
+        ),
+        Node::Reduce(r) => {
+            if r.input.size(dim).is_some() && !r.dims.iter().any(|d| d == dim) {
+                Node::Reduce(Rc::new(Reduction {
+                    reduce: r.reduce,
+                    dtype: r.dtype,
+                    dims: r.dims.clone(),
+                    input: select(&r.input, dim, start, step, len),
+                }))
+            } else {
+                Node::Reduce(r.clone())
+            }
+        }
+    };
+    out
+}

@@ -1,0 +1,240 @@
+//! Opening the inputs of a computation: `NAME=URL#ARRAY` names one array, `NAME=URL` every
+//! array of a store by its own name; each array's 1-d coordinates (arrays named after its
+//! dimensions) come along.
+
+use std::collections::BTreeMap;
+
+use chunkmill_grid::{Grid, Region};
+use chunkmill_plan::Endpoint;
+use chunkmill_store::zarr::{self, ArrayInfo, Node};
+use chunkmill_store::Store;
+use serde_json::Value;
+
+use crate::check::Inputs;
+use crate::dtype::DType;
+use crate::kernel::{Read, ReadAxis};
+use crate::model::{Pick, Source};
+
+/// One `--input`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputSpec {
+    pub name: String,
+    pub url: String,
+    pub array: Option<String>,
+}
+
+impl InputSpec {
+    /// Parse `NAME=URL[#ARRAY]`.
+    ///
+    /// # Errors
+    /// What is malformed.
+    pub fn parse(text: &str) -> Result<InputSpec, String> {
+        let (name, rest) = text
+            .split_once('=')
+            .ok_or_else(|| format!("--input '{text}': expected NAME=URL[#ARRAY]"))?;
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(format!(
+                "--input '{text}': '{name}' is not a name (letters, digits, '_')"
+            ));
+        }
+        let (url, array) = match rest.rsplit_once('#') {
+            Some((u, a)) => (u.to_string(), Some(a.to_string())),
+            None => (rest.to_string(), None),
+        };
+        if url.is_empty() {
+            return Err(format!("--input '{text}': no URL"));
+        }
+        Ok(InputSpec {
+            name: name.to_string(),
+            url,
+            array,
+        })
+    }
+}
+
+fn last(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) if s == "NaN" => Some(f64::NAN),
+        other => other.as_f64(),
+    }
+}
+
+/// A source from an array's metadata, decoded as xarray decodes it.
+fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
+    let at = format!("{url}#{}", info.path);
+    let stored = DType::from_name(&info.dtype)
+        .ok_or_else(|| format!("{at}: data type {} is not supported by compute", info.dtype))?;
+    let dims: Vec<String> = match &info.dimension_names {
+        Some(names) if names.iter().all(Option::is_some) => {
+            names.iter().flatten().cloned().collect()
+        }
+        _ if info.shape.is_empty() => Vec::new(),
+        _ => {
+            return Err(format!(
+                "{at}: the array has no dimension names (_ARRAY_DIMENSIONS or dimension_names)"
+            ))
+        }
+    };
+    for key in ["scale_factor", "add_offset"] {
+        if info.attributes.contains_key(key) {
+            return Err(format!(
+                "{at}: CF-packed values ({key}) are not supported by compute yet"
+            ));
+        }
+    }
+    // xarray's mask: `_FillValue` and `missing_value`, and a v2 array's fill_value.
+    let mut missing: Vec<f64> = ["_FillValue", "missing_value"]
+        .iter()
+        .filter_map(|k| info.attributes.get(*k).and_then(number))
+        .collect();
+    if info.zarr_format == 2 {
+        missing.extend(number(&info.fill_value));
+    }
+    missing.retain(|v| !v.is_nan());
+    missing.dedup();
+    let dtype = if stored.is_int() && !missing.is_empty() {
+        stored.float_of()
+    } else {
+        stored
+    };
+    if stored == DType::Bool {
+        missing.clear();
+    }
+    Ok(Source {
+        url: url.to_string(),
+        path: info.path.clone(),
+        dtype,
+        stored,
+        shape: info.shape.clone(),
+        chunks: info.chunks.clone(),
+        dims,
+        attrs: info.attributes.clone(),
+        missing,
+    })
+}
+
+/// Open every input.
+///
+/// # Errors
+/// A missing store or array, an array compute cannot read, or a name given twice.
+pub fn open_inputs(specs: &[InputSpec]) -> Result<Inputs, String> {
+    let mut inputs = Inputs::default();
+    for spec in specs {
+        let store = Store::open(&spec.url).map_err(|e| e.to_string())?;
+        let nodes = zarr::list_nodes(&store).map_err(|e| e.to_string())?;
+        let arrays: Vec<ArrayInfo> = nodes
+            .into_iter()
+            .filter_map(|n| match n {
+                Node::Array(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        if arrays.is_empty() {
+            return Err(format!("{}: no Zarr array found", spec.url));
+        }
+        let chosen: Vec<(String, &ArrayInfo)> = match &spec.array {
+            Some(a) => {
+                let found = arrays
+                    .iter()
+                    .find(|x| x.path == a.trim_matches('/') || last(&x.path) == a)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = arrays.iter().map(|x| x.path.as_str()).collect();
+                        format!("{}: no array '{a}'; arrays: {}", spec.url, names.join(", "))
+                    })?;
+                vec![(spec.name.clone(), found)]
+            }
+            None => arrays
+                .iter()
+                .map(|a| (last(&a.path).to_string(), a))
+                .collect(),
+        };
+        for (name, info) in chosen {
+            if inputs.names.contains_key(&name) {
+                return Err(format!("--input: the name '{name}' is given twice"));
+            }
+            let src = source(store.url(), info)?;
+            let mut coords = BTreeMap::new();
+            for (axis, dim) in src.dims.iter().enumerate() {
+                let coord = arrays.iter().find(|a| {
+                    last(&a.path) == dim
+                        && a.shape.len() == 1
+                        && a.shape[0] == src.shape[axis]
+                        && a.dimension_names
+                            .as_ref()
+                            .is_some_and(|d| d.first() == Some(&Some(dim.clone())))
+                });
+                if let Some(c) = coord {
+                    let id = match inputs
+                        .sources
+                        .iter()
+                        .position(|s| s.url == store.url() && s.path == c.path)
+                    {
+                        Some(i) => i,
+                        None => {
+                            inputs.sources.push(source(store.url(), c)?);
+                            inputs.sources.len() - 1
+                        }
+                    };
+                    coords.insert(dim.clone(), id);
+                }
+            }
+            let id = match inputs
+                .sources
+                .iter()
+                .position(|s| s.url == src.url && s.path == src.path)
+            {
+                Some(i) => i,
+                None => {
+                    inputs.sources.push(src);
+                    inputs.sources.len() - 1
+                }
+            };
+            inputs.names.insert(name, (id, coords));
+        }
+    }
+    Ok(inputs)
+}
+
+/// The values of a 1-d source seen through `pick` (a coordinate, for `sel`).
+///
+/// # Errors
+/// When it cannot be read.
+pub fn read_coordinate(source: &Source, pick: &Pick) -> Result<Vec<f64>, String> {
+    let (start, step, len) = match pick {
+        Pick::Keep {
+            start, step, len, ..
+        } => (*start, *step, *len),
+        Pick::Fixed(i) => (*i, 1, 1),
+    };
+    let grid = Grid::regular(&source.shape, &source.chunks).map_err(|e| e.to_string())?;
+    let endpoint = Endpoint::Zarr {
+        url: source.url.clone(),
+        path: source.path.clone(),
+        grid,
+    };
+    let read = Read {
+        input: 0,
+        dtype: source.stored,
+        missing: source.missing.clone(),
+        axes: vec![ReadAxis {
+            to: Some(0),
+            start,
+            step,
+        }],
+    };
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    crate::task::read_block(
+        &endpoint,
+        &read,
+        &Region::new(std::iter::once(0..len).collect()),
+    )
+}

@@ -1,0 +1,189 @@
+//! `chunkmill compute` and `chunkmill plan compute`.
+
+use std::collections::BTreeMap;
+
+use chunkmill_compute::InputSpec;
+use chunkmill_ops::compute::{plan_compute, ComputeJob, ComputeOptions};
+use chunkmill_ops::job::{human, run_job};
+use chunkmill_ops::spec::ChunkSpec;
+use chunkmill_plan::StageKind;
+use serde_json::json;
+
+use crate::args::ComputeArgs;
+use crate::rechunk::{
+    announce_budget, print_report, resolve_budget, run_options, run_with_progress,
+};
+use crate::Failure;
+
+fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
+    if a.inputs.is_empty() {
+        return Err(Failure::usage(
+            "compute: give at least one --input NAME=URL[#ARRAY]",
+        ));
+    }
+    if a.plan.shards.is_some() {
+        return Err(Failure::usage(
+            "compute: --shards is not supported by compute yet",
+        ));
+    }
+    let inputs = a
+        .inputs
+        .iter()
+        .map(|t| InputSpec::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::usage)?;
+    let mut script = a.assignments.join("\n");
+    if let Some(file) = &a.script {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("--script {file}: {e}")))?;
+        if !script.is_empty() {
+            script.push('\n');
+        }
+        script.push_str(&text);
+    }
+    let mut chunks = BTreeMap::new();
+    match a
+        .plan
+        .chunks
+        .as_deref()
+        .map(str::parse::<ChunkSpec>)
+        .transpose()
+        .map_err(Failure::usage)?
+    {
+        None => {}
+        Some(ChunkSpec::ByName(named)) => {
+            for (dim, size) in named {
+                chunks.insert(dim, size.unwrap_or(u64::MAX));
+            }
+        }
+        Some(ChunkSpec::ByAxis(_)) => {
+            return Err(Failure::usage(
+                "compute: --chunks names dimensions (time=10,lat=25)",
+            ));
+        }
+    }
+    let mut plan = a.plan.clone();
+    plan.chunks = None;
+    plan.shards = None;
+    let base = run_options("", &a.output, &[], &plan, &a.common)?;
+    Ok(ComputeOptions {
+        inputs,
+        script,
+        chunks,
+        codec: base.layout.codec,
+        zarr_format: base.layout.zarr_format,
+        job: base.job,
+    })
+}
+
+/// `chunkmill compute`.
+pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
+    let opts = options(a)?;
+    let (_, origin) = resolve_budget(&a.output, &a.plan, &a.common)?;
+    let planned = plan_compute(&opts)?;
+    announce_budget(opts.job.max_mem, origin, &a.common);
+    let job = planned.job;
+    let mut report = run_with_progress(&job, &a.common, |on_event| {
+        run_job(&job, &opts.job, on_event)
+    })?;
+    report.arrays = planned.outputs.len();
+    report.bytes = job
+        .specs
+        .iter()
+        .map(|s| {
+            s.shape.iter().product::<u64>()
+                * chunkmill_compute::dtype::DType::from_name(&s.dtype)
+                    .map_or(0, |d| d.size() as u64)
+        })
+        .sum();
+    print_report(&report, "computed", &a.output, a.plan.prepare, &a.common);
+    Ok(())
+}
+
+fn plan_value(c: &ComputeJob) -> serde_json::Value {
+    let stages: Vec<serde_json::Value> = c
+        .job
+        .plan
+        .stages
+        .iter()
+        .map(|s| {
+            let kernel = match &s.kind {
+                StageKind::Compute(k) => k.kernel.get("kind").cloned().unwrap_or_default(),
+                _ => json!("copy"),
+            };
+            json!({
+                "name": s.name, "label": s.label, "kind": kernel, "tasks": s.tasks(),
+                "projected_mem": s.projected_mem, "bytes_read": s.bytes_read,
+                "bytes_written": s.bytes_written,
+            })
+        })
+        .collect();
+    let intermediate: u64 = c
+        .job
+        .plan
+        .stages
+        .iter()
+        .filter(|s| matches!(&s.kind, StageKind::Compute(k) if matches!(k.output, chunkmill_plan::Endpoint::Pieces { .. })))
+        .map(|s| s.bytes_written)
+        .sum();
+    json!({
+        "plan_id": c.job.plan.plan_id,
+        "max_mem": c.job.plan.max_mem,
+        "task_budget": c.job.task_budget,
+        "outputs": c.outputs,
+        "unfused": c.unfused.iter().map(|(n, ops)| json!({"name": n, "operations": ops})).collect::<Vec<_>>(),
+        "stages": stages,
+        "tasks": c.job.plan.total_tasks(),
+        "max_projected_mem": c.job.plan.max_projected_mem(),
+        "bytes_read": c.job.plan.stages.iter().map(|s| s.bytes_read).sum::<u64>(),
+        "bytes_written": c.job.plan.stages.iter().map(|s| s.bytes_written).sum::<u64>(),
+        "bytes_intermediate": intermediate,
+    })
+}
+
+/// `chunkmill plan compute`.
+pub fn plan(a: &ComputeArgs) -> Result<(), Failure> {
+    let planned = plan_compute(&options(a)?)?;
+    let value = plan_value(&planned);
+    if a.common.report.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let plan = &planned.job.plan;
+    println!(
+        "plan {} (compute), --max-mem {}, {} per task",
+        plan.plan_id,
+        human(plan.max_mem),
+        human(planned.job.task_budget)
+    );
+    println!("before fusion (one stage per operation):");
+    for (name, ops) in &planned.unfused {
+        println!("  {name}: {} operation(s): {}", ops.len(), ops.join(" → "));
+    }
+    println!(
+        "after fusion: {} stage(s), {} task(s)",
+        plan.stages.len(),
+        plan.total_tasks()
+    );
+    for s in &plan.stages {
+        println!(
+            "  {}: {} — {} task(s), {} per task, reads {}, writes {}",
+            s.name,
+            s.label,
+            s.tasks(),
+            human(s.projected_mem),
+            human(s.bytes_read),
+            human(s.bytes_written)
+        );
+    }
+    println!(
+        "total: reads {}, writes {}, of which intermediate {}",
+        human(value["bytes_read"].as_u64().unwrap_or(0)),
+        human(value["bytes_written"].as_u64().unwrap_or(0)),
+        human(value["bytes_intermediate"].as_u64().unwrap_or(0))
+    );
+    Ok(())
+}

@@ -1,0 +1,220 @@
+"""`chunkmill compute` against numpy/xarray: random arrays with irregular last chunks and NaNs,
+each operation of the language, a memory budget, and bad input refused before anything is
+written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import oracle
+
+SHAPE = (23, 7, 11)  # chunks (5, 3, 4): every last chunk is partial
+
+
+def make_input(path, zarr_format=3, mean=280.0, dtype="float32"):
+    rng = np.random.default_rng(7)
+    air = rng.normal(mean, 10, SHAPE).astype(dtype)
+    air[rng.random(SHAPE) < 0.1] = np.nan
+    ds = xr.Dataset(
+        {
+            "air": (("time", "lat", "lon"), air, {"units": "K", "long_name": "air temperature"}),
+            "n": (("lat", "lon"), rng.integers(-50, 50, SHAPE[1:]).astype("int32")),
+        },
+        coords={"time": np.arange(23.0), "lat": np.linspace(75, 15, 7), "lon": np.arange(200, 211.0)},
+    )
+    ds["time"].attrs = {"units": "days since 2000-01-01", "calendar": "standard"}
+    enc = {"air": {"chunks": (5, 3, 4)}, "n": {"chunks": (3, 4), "fill_value": None}}
+    ds.to_zarr(path, encoding=enc, zarr_format=zarr_format, consolidated=zarr_format == 2)
+    return xr.open_zarr(path)
+
+
+def compute(tmp_path, src, *assignments, max_mem="256MB", extra=()):
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", "--input", f"ds={src}", *assignments, "--output", out,
+              "--max-mem", max_mem, "--no-progress", *extra)
+    return xr.open_zarr(out)
+
+
+@pytest.fixture
+def src(tmp_path):
+    path = tmp_path / "in.zarr"
+    return path, make_input(path)
+
+
+ELEMENTWISE = {
+    "a = air * 2 - 1 / air": lambda d: d.air * 2 - 1 / d.air,
+    "a = air // 7 + air % 7": lambda d: d.air // 7 + d.air % 7,
+    "a = (air - 270) ** 2": lambda d: (d.air - 270) ** 2,
+    "a = (air > 280) & ~(air > 290) | isnan(air)": lambda d: ((d.air > 280) & ~(d.air > 290)) | d.air.isnull(),
+    "a = where(air > 280, air, n)": lambda d: xr.where(d.air > 280, d.air, d.n),
+    "a = abs(air - 280) + sqrt(air) + exp(air / 300) + log(air) + log10(air)":
+        lambda d: abs(d.air - 280) + np.sqrt(d.air) + np.exp(d.air / 300) + np.log(d.air) + np.log10(d.air),
+    "a = sin(air) + cos(air) + tan(air) + arctan2(air, n)":
+        lambda d: np.sin(d.air) + np.cos(d.air) + np.tan(d.air) + np.arctan2(d.air, d.n),
+    "a = floor(air) - ceil(air) + clip(air, 270, 290)":
+        lambda d: np.floor(d.air) - np.ceil(d.air) + d.air.clip(270, 290),
+    "a = air.fillna(0) + n.astype('float64')": lambda d: d.air.fillna(0) + d.n.astype("float64"),
+    "a = n // 3 + n % 3 + n * n": lambda d: d.n // 3 + d.n % 3 + d.n * d.n,
+    "a = air.fillna(0).astype('int16')": lambda d: d.air.fillna(0).astype("int16"),
+}
+
+
+@pytest.mark.parametrize("expr", list(ELEMENTWISE))
+def test_compute_elementwise_matches_xarray(tmp_path, src, expr):
+    path, ds = src
+    out = compute(tmp_path, path, expr)
+    want = ELEMENTWISE[expr](ds).compute()
+    assert out.a.dims == want.dims
+    assert out.a.dtype == want.dtype, (out.a.dtype, want.dtype)
+    # float32 functions are evaluated in float64 and rounded once: within a float32 ulp or two.
+    np.testing.assert_allclose(out.a.values, want.transpose(*out.a.dims).values, rtol=2e-6, atol=1e-6, equal_nan=True)
+
+
+REDUCTIONS = ["sum", "mean", "min", "max", "std", "var", "count", "argmin", "argmax"]
+
+
+@pytest.mark.parametrize("op", REDUCTIONS)
+@pytest.mark.parametrize("dim", ["time", "lon"])
+def test_compute_reductions_skip_nan_like_xarray(tmp_path, src, op, dim):
+    path, ds = src
+    # Small chunks along the reduced axis and a small budget: several combine rounds.
+    out = compute(tmp_path, path, f"r = air.{op}('{dim}')", max_mem="64MB")
+    want = getattr(ds.air, op)(dim).compute()
+    assert out.r.dims == want.dims
+    assert out.r.dtype == want.dtype
+    np.testing.assert_allclose(out.r.values, want.values, rtol=1e-5, equal_nan=True)
+    if op == "mean":
+        assert out.r.attrs["cell_methods"] == f"{dim}: mean"
+        assert out.r.attrs["units"] == "K"
+
+
+def test_compute_var_is_stable_with_a_large_mean(tmp_path):
+    path = tmp_path / "big.zarr"
+    ds = make_input(path, mean=1e8, dtype="float64")
+    out = compute(tmp_path, path, "v = air.var('time')", "s = std(air, dim=['time', 'lat'], ddof=1)")
+    # A one-pass sum of squares would lose everything here (mean² ~ 1e16, variance ~ 100).
+    np.testing.assert_allclose(out.v.values, np.nanvar(ds.air.values, axis=0), rtol=1e-7)
+    np.testing.assert_allclose(out.s.values, ds.air.std(["time", "lat"], ddof=1).values, rtol=1e-7)
+
+
+def test_compute_anomaly_of_a_reduction_and_selections(tmp_path, src):
+    path, ds = src
+    out = compute(tmp_path, path, "anom = air.isel(time=slice(None, None, -2)) - air.mean('time')")
+    want = ds.air.isel(time=slice(None, None, -2)) - ds.air.mean("time")
+    # numpy accumulates a float32 mean in float32, chunkmill in float64: an ulp of 280 apart.
+    np.testing.assert_allclose(out.anom.values, want.values, rtol=1e-5, atol=1e-4, equal_nan=True)
+    np.testing.assert_array_equal(out.time.values, want.time.values)
+    out = xr.open_zarr(oracle.ok("compute", "--input", f"ds={path}", "x = air.sel(lat=slice(60, 30), lon=205).isel(time=3)",
+                                 "--output", tmp_path / "sel.zarr", "--max-mem", "64MB", "--no-progress") and tmp_path / "sel.zarr")
+    want = ds.air.sel(lat=slice(60, 30), lon=205).isel(time=3)
+    np.testing.assert_allclose(out.x.values, want.values, equal_nan=True)
+    np.testing.assert_array_equal(out.lat.values, want.lat.values)
+
+
+def test_compute_v2_output_opens_in_xarray(tmp_path, src):
+    path, ds = src
+    out = compute(tmp_path, path, "m = air.max('time')", "c = (air > 280).sum('lat')", extra=("--zarr-format", "2", "--chunks", "lat=2"))
+    np.testing.assert_allclose(out.m.values, ds.air.max("time").values, equal_nan=True)
+    np.testing.assert_array_equal(out.c.values, (ds.air > 280).sum("lat").values)
+    assert out.m.encoding["chunks"] == (2, 4)
+
+
+def test_compute_peak_rss_stays_within_the_budget(tmp_path):
+    # Tasks of about 60-120 MB projected under 160 MB: before each task gave its freed blocks
+    # back (and identity reads were copied once more), a run like this peaked above its budget.
+    path = tmp_path / "mem.zarr"
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(120, 200, 200))
+    xr.Dataset({"x": (("t", "y", "z"), data)}).to_zarr(path, encoding={"x": {"chunks": (20, 200, 200)}})
+    args = ["--input", f"ds={path}", "m = (x * x).mean('t')", "a = x - x.mean('t')",
+            "--output", tmp_path / "o.zarr", "--max-mem", "160MB"]
+    plan = json.loads(oracle.ok("plan", "compute", *args, "--json").stdout)
+    report = json.loads(oracle.ok("compute", *args, "--json").stdout)
+    assert report["peak_rss"] <= 160_000_000, (report["peak_rss"], plan["max_projected_mem"])
+    assert plan["max_projected_mem"] <= plan["task_budget"]
+    out = xr.open_zarr(tmp_path / "o.zarr")
+    np.testing.assert_allclose(out.m.values, (data * data).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(out.a.values, data - data.mean(0), rtol=1e-9, atol=1e-12)
+
+
+def test_compute_refuses_a_budget_no_task_fits(tmp_path):
+    path = tmp_path / "big.zarr"
+    # One 32 MB chunk: reading it as float64 and reducing it cannot fit in 128 MB.
+    xr.Dataset({"x": (("t", "y", "z"), np.zeros((100, 200, 200)))}).to_zarr(
+        path, encoding={"x": {"chunks": (100, 200, 200)}})
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", "m = x.mean('t')", "--output", out, "--max-mem", "128MB",
+                   "--no-progress")
+    line = oracle.assert_one_error_line(r, codes=[3], mentions=["m = mean(", "one task needs", "would fit"])
+    assert not out.exists() and not (tmp_path / "out.zarr.work").exists()
+    # The budget the message names is enough.
+    fits = line.split("; --max-mem ")[1].split(" would fit")[0].replace(" ", "")
+    oracle.ok("compute", "--input", f"ds={path}", "m = x.mean('t')", "--output", out, "--max-mem", fits,
+              "--no-progress")
+
+
+BAD = {
+    "m = air.mean('tim')": (2, ["no dimension 'tim'", "1:"]),
+    "m = airr + 1": (2, ["unknown variable 'airr'", "1:5"]),
+    "m = median(air)": (2, ["unknown function 'median'"]),
+    "m = (air + 1": (2, ["1:13", "expected ')'"]),
+    "m = n // 0": (2, ["integer division by zero"]),
+    "m = air + air.isel(lat=slice(0, 3))": (2, ["dimension 'lat' has size 7", "3"]),
+    "m = air.sel(time='2000-01-03')": (2, ["1:18", "selecting by date is not supported yet"]),
+}
+
+
+@pytest.mark.parametrize("expr", list(BAD))
+def test_compute_bad_input_is_one_line_and_writes_nothing(tmp_path, src, expr):
+    path, _ = src
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", expr, "--output", out, "--max-mem", "64MB", "--no-progress")
+    code, mentions = BAD[expr]
+    oracle.assert_one_error_line(r, codes=[code], mentions=mentions)
+    assert not out.exists()
+    assert not (tmp_path / "out.zarr.work").exists()
+
+
+def test_plan_compute_shows_fusion_and_projections(tmp_path, src):
+    path, _ = src
+    r = oracle.ok("plan", "compute", "--input", f"ds={path}", "a = sqrt(abs(air * 2 - 1)) + 3", "--output",
+                  tmp_path / "o.zarr", "--max-mem", "64MB", "--json")
+    plan = json.loads(r.stdout)
+    assert [s["kind"] for s in plan["stages"]] == ["map"] * 4  # a, then time/lat/lon coordinates
+    assert len(plan["unfused"][0]["operations"]) == 5
+    assert plan["stages"][0]["tasks"] == 5 * 3 * 3
+    assert plan["bytes_intermediate"] == 0
+    assert 0 < plan["max_projected_mem"] <= plan["task_budget"]
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_compute_runs_on_processes_and_resumes_after_a_worker(tmp_path, src):
+    path, ds = src
+    want = ds.air.std("time").values
+    args = ["compute", "--input", f"ds={path}", "s = air.std('time')", "--max-mem", "64MB", "--no-progress"]
+    out = tmp_path / "p.zarr"
+    oracle.ok(*args, "--output", out, "--executor", "processes")
+    np.testing.assert_allclose(xr.open_zarr(out).s.values, want, rtol=1e-5)
+    # Prepared, its first stage run by `chunkmill worker`, finished by --resume, which skips it.
+    out = tmp_path / "w.zarr"
+    oracle.ok(*args, "--output", out, "--prepare")
+    plan = json.loads((tmp_path / "w.zarr.work" / "plan.json").read_text())
+    first = plan["stages"][0]
+    assert first["kind"]["kind"] == "compute"
+    oracle.ok("worker", "--plan", tmp_path / "w.zarr.work", "--stage", "0", "--tasks", "0..2", "--no-progress")
+    report = json.loads(oracle.ok(*args, "--output", out, "--resume", "--json").stdout)
+    assert report["tasks_skipped"] == 2
+    np.testing.assert_allclose(xr.open_zarr(out).s.values, want, rtol=1e-5)
+
+
+def test_compute_report_shows_the_compute_stages(tmp_path, src):
+    path, _ = src
+    report = tmp_path / "report.html"
+    oracle.ok("compute", "--input", f"ds={path}", "m = air.mean('time')", "--output", tmp_path / "o.zarr",
+              "--max-mem", "64MB", "--no-progress", "--report", report)
+    page = report.read_text()
+    assert "00-m-partial" in page and "mean(over time)" in page
