@@ -25,6 +25,32 @@ pub enum DType {
 }
 
 impl DType {
+    /// The computation type of a stored [`chunkmill_store::DataType`]: numbers and booleans
+    /// (`None` for text, datetimes, complex numbers, float16, which compute does not take).
+    #[must_use]
+    pub fn of(stored: &chunkmill_store::DataType) -> Option<DType> {
+        Self::from_name(&stored.to_string())
+    }
+
+    /// The stored type that holds it.
+    #[must_use]
+    pub fn data_type(self) -> chunkmill_store::DataType {
+        use chunkmill_store::DataType as T;
+        match self {
+            DType::Bool => T::Bool,
+            DType::Int8 => T::Int(1),
+            DType::Int16 => T::Int(2),
+            DType::Int32 => T::Int(4),
+            DType::Int64 => T::Int(8),
+            DType::Uint8 => T::UInt(1),
+            DType::Uint16 => T::UInt(2),
+            DType::Uint32 => T::UInt(4),
+            DType::Uint64 => T::UInt(8),
+            DType::Float32 => T::Float(4),
+            DType::Float64 => T::Float(8),
+        }
+    }
+
     /// The type of a numpy name (`float32`, `int16`, `bool`, …).
     #[must_use]
     pub fn from_name(name: &str) -> Option<DType> {

@@ -69,7 +69,7 @@ fn number(v: &Value) -> Option<f64> {
 /// A source from an array's metadata, decoded as xarray decodes it.
 fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
     let at = format!("{url}#{}", info.path);
-    let stored = DType::from_name(&info.dtype)
+    let stored = DType::of(&info.dtype)
         .ok_or_else(|| format!("{at}: data type {} is not supported by compute", info.dtype))?;
     let dims: Vec<String> = match &info.dimension_names {
         Some(names) if names.iter().all(Option::is_some) => {

@@ -170,7 +170,7 @@ impl Planner<'_> {
             path: name.to_string(),
             zarr_format: self.target.zarr_format,
             shape: lazy.shape.clone(),
-            dtype: lazy.dtype.name().to_string(),
+            dtype: lazy.dtype.data_type(),
             chunks: chunks.to_vec(),
             inner_chunks: None,
             fill_value: fill,

@@ -10,9 +10,8 @@ use chunkmill_plan::StageKind;
 use serde_json::json;
 
 use crate::args::ComputeArgs;
-use crate::rechunk::{
-    announce_budget, print_report, resolve_budget, run_options, run_with_progress,
-};
+use crate::rechunk::{announce_budget, print_report, run_with_progress};
+use crate::resolve;
 use crate::Failure;
 
 fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
@@ -65,21 +64,21 @@ fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
     let mut plan = a.plan.clone();
     plan.chunks = None;
     plan.shards = None;
-    let base = run_options("", &a.output, &[], &plan, &a.common)?;
+    let (layout, job, _) = resolve::run_options(&a.output, &plan, &a.common)?;
     Ok(ComputeOptions {
         inputs,
         script,
         chunks,
-        codec: base.layout.codec,
-        zarr_format: base.layout.zarr_format,
-        job: base.job,
+        codec: layout.codec,
+        zarr_format: layout.zarr_format,
+        job,
     })
 }
 
 /// `chunkmill compute`.
 pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
     let opts = options(a)?;
-    let (_, origin) = resolve_budget(&a.output, &a.plan, &a.common)?;
+    let (_, origin) = resolve::budget(&a.output, &a.plan, &a.common)?;
     let planned = plan_compute(&opts)?;
     announce_budget(opts.job.max_mem, origin, &a.common);
     let job = planned.job;
@@ -90,11 +89,7 @@ pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
     report.bytes = job
         .specs
         .iter()
-        .map(|s| {
-            s.shape.iter().product::<u64>()
-                * chunkmill_compute::dtype::DType::from_name(&s.dtype)
-                    .map_or(0, |d| d.size() as u64)
-        })
+        .map(|s| s.shape.iter().product::<u64>() * s.dtype.size().map_or(0, |d| d as u64))
         .sum();
     print_report(&report, "computed", &a.output, a.plan.prepare, &a.common);
     Ok(())
