@@ -211,8 +211,12 @@ def test_choosing_two_arrays_touches_only_those(tmp_path):
     assert got["mask"].chunks == (24, 5)
 
 
-def unreadable_group(path):
-    """A v3 group with a float array beside one whose codec nobody implements."""
+UNREADABLE = ["data type", "codec"]
+
+
+def unreadable_group(path, how="data type"):
+    """A v3 group with a float array beside one nobody can read: its data type (float128) or a
+    codec nobody implements."""
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     air = oracle.smooth((24, 10), "float32")
     a = g.create_array("air", shape=air.shape, chunks=(4, 10), dtype="float32",
@@ -222,14 +226,18 @@ def unreadable_group(path):
     odd[:] = np.arange(10, dtype="float32")
     meta_path = path / "odd" / "zarr.json"
     meta = json.loads(meta_path.read_text())
-    meta["data_type"] = "float128"  # no implementation reads it
+    if how == "codec":
+        meta["codecs"].append({"name": "made_up_codec", "configuration": {}})
+    else:
+        meta["data_type"] = "float128"  # no implementation reads it
     meta_path.write_text(json.dumps(meta))
     return air
 
 
-def test_an_array_it_cannot_read_is_left_out_with_a_warning(tmp_path):
+@pytest.mark.parametrize("how", UNREADABLE)
+def test_an_array_it_cannot_read_is_left_out_with_a_warning(tmp_path, how):
     src, tgt = tmp_path / "odd.zarr", tmp_path / "all.zarr"
-    air = unreadable_group(src)
+    air = unreadable_group(src, how)
     r = oracle.ok(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB"))
     warnings = [line for line in r.stderr.splitlines() if "left out" in line]
     assert len(warnings) == 1 and "odd" in warnings[0] and "--array" in warnings[0], r.stderr
@@ -238,9 +246,10 @@ def test_an_array_it_cannot_read_is_left_out_with_a_warning(tmp_path):
     assert sorted(got.array_keys()) == ["air"]
 
 
-def test_asking_for_an_array_it_cannot_read_is_refused_before_writing(tmp_path):
+@pytest.mark.parametrize("how", UNREADABLE)
+def test_asking_for_an_array_it_cannot_read_is_refused_before_writing(tmp_path, how):
     src, tgt = tmp_path / "odd.zarr", tmp_path / "t.zarr"
-    unreadable_group(src)
+    unreadable_group(src, how)
     r = oracle.run(*oracle.rechunk_args(src, tgt, "t=24,y=5", "64MB", "--array", "odd"))
     oracle.assert_one_error_line(r, codes={3}, mentions=["odd"])
     assert not tgt.exists()
@@ -248,9 +257,10 @@ def test_asking_for_an_array_it_cannot_read_is_refused_before_writing(tmp_path):
     assert [u["path"] for u in listed["unsupported"]] == ["odd"]
 
 
-def test_convert_refuses_an_array_it_cannot_read_unless_dropped(tmp_path):
+@pytest.mark.parametrize("how", UNREADABLE)
+def test_convert_refuses_an_array_it_cannot_read_unless_dropped(tmp_path, how):
     src, tgt = tmp_path / "odd.zarr", tmp_path / "c.zarr"
-    air = unreadable_group(src)
+    air = unreadable_group(src, how)
     r = oracle.run("convert", src, tgt, "--chunks", "t=24,y=5", "--no-progress")
     oracle.assert_one_error_line(r, codes={3}, mentions=["odd", "--drop odd"])
     assert not tgt.exists()

@@ -450,11 +450,13 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
     Ok(nodes)
 }
 
-/// `node` with the record width of a variable-length array measured (see
+/// `node` opened as a task opens it: an array whose codecs or data type zarrs cannot handle
+/// is found here, before anything is written (and left out, or refused when chosen), not when
+/// its task runs; a variable-length array gets its record width measured (see
 /// [`ZarrArray::read_chunk`]), so that a plan counts an element's real bytes.
 fn measured(store: &Store, node: Option<Node>) -> Result<Option<Node>, ZarrError> {
     match node {
-        Some(Node::Array(info)) if info.dtype.is_variable() => {
+        Some(Node::Array(info)) => {
             let opened = ZarrArray::open(store, &info.path)?;
             Ok(Some(Node::Array(opened.info().clone())))
         }
