@@ -264,6 +264,17 @@ pub fn run_job(
     let write = Store::open(&job.write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
     let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     safety::check_paths(options.paths(), &job.work_dir, &job.inputs)?;
+    // Checked before anything is written: a refusal (exit 3) means nothing was.
+    let (baseline, capacity) = task_capacity(options.max_mem);
+    if !options.prepare_only && capacity < plan.max_projected_mem() {
+        return Err(OpsError::Refused(format!(
+            "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",
+            human(baseline),
+            human(options.max_mem),
+            human(capacity),
+            human(plan.max_projected_mem())
+        )));
+    }
     let locks = safety::lock(
         &options.target,
         &work,
@@ -313,16 +324,6 @@ pub fn run_job(
             options.max_mem,
             false,
         ));
-    }
-    let (baseline, capacity) = task_capacity(options.max_mem);
-    if capacity < plan.max_projected_mem() {
-        return Err(OpsError::Refused(format!(
-            "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",
-            human(baseline),
-            human(options.max_mem),
-            human(capacity),
-            human(plan.max_projected_mem())
-        )));
     }
     let summary = run_on_executor(
         plan,
@@ -456,14 +457,15 @@ fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsErro
         }
     }
     for (path, shape) in &job.resize {
-        zarr::resize(write, path, shape).map_err(|e| OpsError::Refused(e.to_string()))?;
+        // The target may already be changed by now: a failure, not a refusal.
+        zarr::resize(write, path, shape).map_err(failed)?;
     }
     for group in &job.groups {
         zarr::create_group(write, &group.path, job.zarr_format, &group.attributes)
             .map_err(failed)?;
     }
     for spec in &job.specs {
-        zarr::create_array(write, spec).map_err(|e| OpsError::Refused(e.to_string()))?;
+        zarr::create_array(write, spec).map_err(failed)?;
     }
     Ok(())
 }
