@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{} tasks on {workers} threads in {seconds:.3} s: {:.3} ms per task (plan.json {} bytes)",
         summary.tasks_run,
         seconds * 1000.0 / tasks as f64,
-        plan.to_json().len()
+        plan.to_json()?.len()
     );
     Ok(())
 }

@@ -78,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.erase_prefix("out/")?;
         array(&store, "out", tasks)?;
         let work = Store::open(&format!("{root}/work-{name}"))?;
-        work.put("plan.json", plan.to_json().into_bytes())?;
+        work.put("plan.json", plan.to_json()?.into_bytes())?;
         let markers = Markers::new(work.clone(), &plan.plan_id);
         let start = Instant::now();
         let summary = match &program {
@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{name}: {done} tasks on {workers} workers in {seconds:.3} s: {:.3} ms per task (plan.json {} bytes)",
             seconds * 1000.0 / tasks as f64,
-            plan.to_json().len()
+            plan.to_json()?.len()
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -95,7 +95,8 @@ impl ScanExecutor for ExecutorScanner {
         };
         let plan = Plan::new("virtualize", self.max_mem, vec![stage], Vec::new())
             .with_urls(crate::work::absolute_url);
-        work.put("plan.json", plan.to_json().into_bytes())
+        let text = plan.to_json().map_err(task_error)?;
+        work.put("plan.json", text.into_bytes())
             .map_err(task_error)?;
         let markers = Markers::new(work.clone(), &plan.plan_id);
         markers.clear().map_err(task_error)?;

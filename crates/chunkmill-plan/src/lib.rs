@@ -25,7 +25,7 @@
 //! };
 //! let plan = Plan::new("rechunk", 1 << 20, vec![stage], vec![]);
 //! assert_eq!(plan.stages[0].tasks(), 2);
-//! let back = Plan::from_json(&plan.to_json())?;
+//! let back = Plan::from_json(&plan.to_json()?)?;
 //! assert_eq!(back.plan_id, plan.plan_id);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -439,15 +439,22 @@ impl Plan {
             stages,
             cleanup,
         };
-        let digest = Sha256::digest(serde_json::to_vec(&plan).unwrap_or_default());
+        // The id only has to follow the content: a plan that does not serialize (none that
+        // chunkmill builds) is refused when it is written ([`Plan::to_json`]), so its Debug
+        // form, which shows the same content, stands in here rather than an empty input.
+        let content =
+            serde_json::to_vec(&plan).unwrap_or_else(|_| format!("{plan:?}").into_bytes());
+        let digest = Sha256::digest(content);
         plan.plan_id = hex::encode(&digest[..8]);
         plan
     }
 
     /// The plan as pretty JSON.
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    ///
+    /// # Errors
+    /// [`PlanError::Invalid`] if it does not serialize.
+    pub fn to_json(&self) -> Result<String, PlanError> {
+        Ok(serde_json::to_string_pretty(self)?)
     }
 
     /// Parse `plan.json`, refusing another format version.
@@ -711,7 +718,7 @@ mod tests {
             field: "test plan".into(),
             reason: e.to_string(),
         })?;
-        let mut value: serde_json::Value = serde_json::from_str(&built.to_json())?;
+        let mut value: serde_json::Value = serde_json::from_str(&built.to_json()?)?;
         edit(&mut value);
         Plan::from_json(&value.to_string())
     }
@@ -764,7 +771,7 @@ mod tests {
         let plan = plan()?;
         let moved = plan.clone().with_urls(|u| u.replace("/data", "/elsewhere"));
         assert_ne!(moved.plan_id, plan.plan_id);
-        assert!(moved.to_json().contains("/elsewhere/src.zarr"));
+        assert!(moved.to_json()?.contains("/elsewhere/src.zarr"));
         assert_eq!(
             moved.clone().with_urls(str::to_string).plan_id,
             moved.plan_id

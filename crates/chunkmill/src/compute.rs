@@ -91,7 +91,7 @@ pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
         .iter()
         .map(|s| s.shape.iter().product::<u64>() * s.dtype.size().map_or(0, |d| d as u64))
         .sum();
-    print_report(&report, "computed", &a.output, a.plan.prepare, &a.common);
+    print_report(&report, "computed", &a.output, a.plan.prepare, &a.common)?;
     Ok(())
 }
 
@@ -141,10 +141,7 @@ pub fn plan(a: &ComputeArgs) -> Result<(), Failure> {
     let planned = plan_compute(&options(a)?)?;
     let value = plan_value(&planned);
     if a.common.report.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        crate::print_json(&value)?;
         return Ok(());
     }
     let plan = &planned.job.plan;

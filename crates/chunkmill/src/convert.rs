@@ -80,11 +80,9 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     if a.common.report.json {
         let mut value = plan_json(&job.job);
         value["max_mem_origin"] = serde_json::json!(origin.name());
-        value["misaligned"] = serde_json::to_value(&job.misaligned).unwrap_or_default();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        value["misaligned"] = serde_json::to_value(&job.misaligned)
+            .map_err(|e| Failure::failed(format!("writing the JSON output: {e}")))?;
+        crate::print_json(&value)?;
     } else {
         print_plan(&job.job, origin);
         for m in &job.misaligned {
@@ -138,6 +136,6 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     } else {
         "converted"
     };
-    print_report(&report, verb, &opts.job.target, a.plan.prepare, &a.common);
+    print_report(&report, verb, &opts.job.target, a.plan.prepare, &a.common)?;
     Ok(())
 }

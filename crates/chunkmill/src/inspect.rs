@@ -51,7 +51,7 @@ fn references(a: &InspectArgs, path: &Path, kind: Kind) -> Result<(), Failure> {
         .collect();
     if a.json {
         let doc = json!({"url": path.display().to_string(), "kind": kind, "files": refs.urls, "arrays": arrays});
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::print_json(&doc)?;
         return Ok(());
     }
     println!(
@@ -106,7 +106,8 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
         ))),
     };
     if a.json {
-        let mut doc = serde_json::to_value(&inventory).unwrap_or_default();
+        let mut doc = serde_json::to_value(&inventory)
+            .map_err(|e| Failure::failed(format!("writing the JSON output: {e}")))?;
         for (out, n) in doc["variables"]
             .as_array_mut()
             .into_iter()
@@ -115,7 +116,7 @@ fn archive(a: &InspectArgs, path: &Path) -> Result<(), Failure> {
         {
             out["byte_ranges"] = n.clone();
         }
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::print_json(&doc)?;
         return damaged();
     }
     println!("{} ({:?})", path.display(), inventory.format);

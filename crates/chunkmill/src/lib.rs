@@ -54,6 +54,17 @@ fn default_sigpipe() {
 /// writes, the kernel's page cache), and a second task per core keeps the core busy meanwhile
 /// (on the rechunk benchmark: 9.3 s with 2 workers on 2 cores, 6.4–7.0 s with 4–6); memory
 /// admission still keeps them all within `--max-mem`.
+/// Prints `value` as pretty JSON on stdout (`--json` output).
+///
+/// # Errors
+/// A value that does not serialize (a failure, not an empty line).
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::failed(format!("writing the JSON output: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
 pub fn default_workers() -> usize {
     2 * std::thread::available_parallelism().map_or(1, usize::from)
 }

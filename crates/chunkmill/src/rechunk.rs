@@ -122,10 +122,7 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
     if a.common.report.json {
         let mut value = plan_json(&job);
         value["max_mem_origin"] = json!(origin.name());
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        crate::print_json(&value)?;
     } else {
         print_plan(&job, origin);
     }
@@ -175,7 +172,7 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
         run_job(&job, &opts.job, on_event)
     })
     .map_err(|e| footprint.judge(e))?;
-    print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common);
+    print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common)?;
     Ok(())
 }
 
@@ -196,12 +193,18 @@ pub fn run_with_progress(
 }
 
 /// What a finished job prints: JSON, one line, or nothing.
-pub fn print_report(report: &JobReport, verb: &str, target: &str, prepared: bool, common: &Common) {
+///
+/// # Errors
+/// The JSON output cannot be written.
+pub fn print_report(
+    report: &JobReport,
+    verb: &str,
+    target: &str,
+    prepared: bool,
+    common: &Common,
+) -> Result<(), Failure> {
     if common.report.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(report).unwrap_or_default()
-        );
+        crate::print_json(report)?;
     } else if !common.report.quiet {
         if prepared {
             println!("prepared plan {}: run its stages with `chunkmill worker`, then this command with --resume", report.plan_id);
@@ -222,4 +225,5 @@ pub fn print_report(report: &JobReport, verb: &str, target: &str, prepared: bool
             );
         }
     }
+    Ok(())
 }

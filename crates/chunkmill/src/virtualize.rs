@@ -158,10 +158,7 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
             "scan_seconds": report.scan_seconds, "combine_seconds": report.combine_seconds,
             "write_seconds": report.write_seconds,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
+        crate::print_json(&value)?;
     } else if !a.report.quiet {
         println!(
             "{}: {} file(s), {} array(s), {} references, {} inlined, in {:.3} s ({:.0} files/s){}",

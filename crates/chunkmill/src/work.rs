@@ -57,7 +57,7 @@ fn describe(tasks: &TaskSelection) -> String {
 pub fn status(a: &StatusArgs) -> Result<(), Failure> {
     let st = read_status(&a.work_dir).map_err(|e| status_hint(&a.work_dir, e))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+        crate::print_json(&st)?;
         return Ok(());
     }
     println!(

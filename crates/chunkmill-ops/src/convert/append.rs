@@ -265,7 +265,8 @@ fn append_job(
     // The record before the arrays grow: a resumed append reads the old length from it.
     let mut work_files = vec![WorkFile::Json(
         RECORD_KEY.to_string(),
-        serde_json::to_value(&record).unwrap_or_default(),
+        serde_json::to_value(&record)
+            .map_err(|e| OpsError::Failed(format!("the append record: {e}")))?,
     )];
     work_files.extend(prepared.references());
     let inputs = super::inputs_of(options, &prepared.source);

@@ -446,8 +446,8 @@ fn start_afresh(
 /// grows the arrays; consolidated metadata, which readers use, keeps the old shapes until the
 /// last task is done).
 fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsError> {
-    work.put("plan.json", job.plan.to_json().into_bytes())
-        .map_err(failed)?;
+    let plan = job.plan.to_json().map_err(failed)?;
+    work.put("plan.json", plan.into_bytes()).map_err(failed)?;
     for file in &job.work_files {
         match file {
             WorkFile::Json(key, value) => work.put_json(key, value).map_err(failed)?,
