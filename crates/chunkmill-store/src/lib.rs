@@ -25,6 +25,7 @@
 pub mod dtype;
 pub mod guard;
 mod local;
+pub use local::sync_pending;
 pub mod markers;
 mod memory;
 mod s3;

@@ -1,8 +1,10 @@
 //! A local directory. Reads and listings go straight to zarrs' filesystem store; every write
 //! lands in a uniquely named temporary file beside its destination and is renamed into place, so
-//! a killed process never leaves a torn value under a real key. The file is synced before the
-//! rename and its directory after it, so a value is durable when `set` returns: a task marker
-//! written next still means "done" after a power loss (docs/architecture.md, "Durability").
+//! a killed process never leaves a torn value under a real key. Values and their directory
+//! entries are synced in batches ([`sync_pending`]): before every task marker and before a job
+//! reports success, so a marker still means "done" after a power loss while a task's writeback
+//! overlaps its encoding instead of each value waiting for its own (docs/architecture.md,
+//! "Durability").
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,60 @@ use zarrs_storage::{
 pub(crate) const TEMP_MARK: &str = crate::guard::PARTIAL_SUFFIX;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Values renamed into place (and the directories that name them) not yet synced, from every
+/// thread of this process. Paths, not open files: a task may write thousands of values.
+static PENDING: std::sync::Mutex<Pending> = std::sync::Mutex::new(Pending {
+    files: Vec::new(),
+    dirs: std::collections::BTreeSet::new(),
+});
+
+struct Pending {
+    files: Vec<std::path::PathBuf>,
+    dirs: std::collections::BTreeSet<std::path::PathBuf>,
+}
+
+fn pending() -> std::sync::MutexGuard<'static, Pending> {
+    // A panic while holding the lock leaves only a list of paths: still usable.
+    PENDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Makes every value written to a local store by this process so far durable: each file's
+/// data, then the directories naming them. Called before a task marker is written and before
+/// a job reports success (or swaps a staged target in), so nothing that says "done" outlives
+/// the values after a power loss. A value erased since is skipped.
+///
+/// # Errors
+/// The first file or directory that cannot be synced.
+pub fn sync_pending() -> std::io::Result<()> {
+    let (files, dirs) = {
+        let mut p = pending();
+        (std::mem::take(&mut p.files), std::mem::take(&mut p.dirs))
+    };
+    let result = (|| {
+        for file in &files {
+            match std::fs::File::open(file) {
+                Ok(f) => f.sync_all()?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for dir in &dirs {
+            match sync_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // Not synced: kept for the next call, which reports the error again.
+        let mut p = pending();
+        p.files.extend(files);
+        p.dirs.extend(dirs);
+    }
+    result
+}
 
 #[derive(Debug)]
 pub(crate) struct LocalStore {
@@ -263,11 +319,13 @@ impl WritableStorageTraits for LocalStore {
                     file
                 }
             };
-            // Durable before it is visible, and its name durable before we return: a task
-            // marker written after this set must never outlive the value after a crash.
-            file.sync_all()?;
+            drop(file);
             std::fs::rename(&temp, &path)?;
-            sync_dir(dir)
+            // Synced with the task's other values before its marker (see `sync_pending`).
+            let mut p = pending();
+            p.files.push(path.clone());
+            p.dirs.insert(dir.to_path_buf());
+            Ok::<(), std::io::Error>(())
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);

@@ -39,6 +39,13 @@ impl Markers {
     ) -> Result<(), StoreError> {
         let key = self.key(stage, task);
         let bytes = self.store.json_bytes(&key, record, false)?;
+        // The task's values first: a marker must never outlive them after a power loss.
+        crate::local::sync_pending().map_err(|e| StoreError::Backend {
+            url: self.store.url().to_string(),
+            operation: "sync the task's values before its marker",
+            key: key.clone(),
+            source: e.into(),
+        })?;
         self.store.put(&key, bytes)
     }
 

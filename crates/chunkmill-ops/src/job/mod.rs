@@ -351,6 +351,8 @@ pub fn run_job(
     }
     // Killed backup copies of slow tasks (processes, SLURM) may have left temporary files.
     safety::sweep(&[&job.write_url, &job.temp])?;
+    // Everything written is on disk before the target is swapped in or reported done.
+    chunkmill_store::sync_pending().map_err(failed)?;
     if let Some(staging) = &staging {
         safety::swap(&work, &target, staging)?;
     }
