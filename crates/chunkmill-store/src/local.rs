@@ -35,7 +35,9 @@ struct Pending {
 
 fn pending() -> std::sync::MutexGuard<'static, Pending> {
     // A panic while holding the lock leaves only a list of paths: still usable.
-    PENDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Makes every value written to a local store by this process so far durable: each file's
