@@ -457,8 +457,8 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
 fn measured(store: &Store, node: Option<Node>) -> Result<Option<Node>, ZarrError> {
     match node {
         Some(Node::Array(info)) => {
-            let opened = ZarrArray::open(store, &info.path)?;
-            Ok(Some(Node::Array(opened.info().clone())))
+            let opened = ZarrArray::with_info(store, info)?;
+            Ok(Some(Node::Array(opened.info)))
         }
         other => Ok(other),
     }
@@ -928,20 +928,25 @@ impl ZarrArray {
     /// # Errors
     /// [`ZarrError::NotFound`] when there is none, [`ZarrError::Metadata`] when zarrs refuses it.
     pub fn open(store: &Store, path: &str) -> Result<ZarrArray, ZarrError> {
-        let info = match read_node(store, path)? {
-            Some(Node::Array(info)) => info,
-            _ => {
-                return Err(ZarrError::NotFound {
-                    url: store.url().to_string(),
-                    path: path.to_string(),
-                })
-            }
-        };
+        match read_node(store, path)? {
+            Some(Node::Array(info)) => Self::with_info(store, info),
+            _ => Err(ZarrError::NotFound {
+                url: store.url().to_string(),
+                path: path.to_string(),
+            }),
+        }
+    }
+
+    /// The array `info` describes (as [`read_node`] read it), without reading its metadata
+    /// again.
+    ///
+    /// # Errors
+    /// As [`ZarrArray::open`], less `NotFound`.
+    fn with_info(store: &Store, info: ArrayInfo) -> Result<ZarrArray, ZarrError> {
         let array = open_zarrs(store, &info)?;
-        let element = info
-            .dtype
-            .fill_bytes(&info.fill_value)
-            .ok_or_else(|| meta_err(store, path, "fill value does not match the data type"))?;
+        let element = info.dtype.fill_bytes(&info.fill_value).ok_or_else(|| {
+            meta_err(store, &info.path, "fill value does not match the data type")
+        })?;
         // One task decodes one chunk at a time: parallelism comes from tasks, memory stays known.
         let options = CodecOptions::default()
             .with_concurrent_target(1)
