@@ -274,6 +274,11 @@ impl ManifestArray {
     }
 }
 
+/// The last part of an array key (`"g/air"` → `"air"`).
+pub(crate) fn base_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
 /// A virtual dataset: a URL table, group attributes and arrays. Path ids of every manifest
 /// index `urls`.
 #[derive(Debug, Clone, PartialEq, Default)]

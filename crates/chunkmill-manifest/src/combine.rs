@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::array::{InputEncoding, ManifestArray, VirtualDataset};
+use crate::array::{base_name, InputEncoding, ManifestArray, VirtualDataset};
 use crate::compare;
 use crate::dense::{concat_values, values_as_f64};
 use crate::error::{Error, Mismatch, Result};
@@ -98,11 +98,6 @@ enum Role {
     Stack,
     Once,
     Identical,
-}
-
-/// The last part of an array key (`"g/air"` → `"air"`).
-fn base_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
 }
 
 /// The keys of the arrays `keep` names (by key or by last segment) in any input, with the

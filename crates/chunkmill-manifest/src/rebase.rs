@@ -8,14 +8,10 @@
 
 use serde_json::Value;
 
-use crate::array::{ManifestArray, VirtualDataset};
+use crate::array::{base_name, ManifestArray, VirtualDataset};
 use crate::cftime::TimeUnits;
 use crate::dense::{f64_as_values, values_as_f64};
 use crate::error::{Error, Result};
-
-fn base_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
-}
 
 fn text<'a>(array: &'a ManifestArray, name: &str) -> Option<&'a str> {
     array.metadata.attributes.get(name).and_then(Value::as_str)
