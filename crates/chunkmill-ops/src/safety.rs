@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use chunkmill_store::guard::{self, Existing, GuardError, Lock, Protected};
+use chunkmill_store::guard::{self, Existing, Lock, Protected};
 use chunkmill_store::Store;
 
-use crate::OpsError;
+use crate::{Context, OpsError};
 
 /// Where a job writes, as its options say: the paths [`check_paths`] and [`write_url`] judge.
 #[derive(Clone, Copy, Debug)]
@@ -27,19 +27,8 @@ pub(crate) const LOCK_KEY: &str = "lock";
 /// finds it finishes the swap instead of writing anything.
 pub(crate) const SWAP_KEY: &str = "swap.json";
 
-impl From<GuardError> for OpsError {
-    fn from(e: GuardError) -> Self {
-        match e {
-            GuardError::Refused { .. } | GuardError::Locked { .. } => {
-                OpsError::Refused(e.to_string())
-            }
-            other => OpsError::Failed(other.to_string()),
-        }
-    }
-}
-
 fn open(url: &str) -> Result<Store, OpsError> {
-    Store::open(url).map_err(|e| OpsError::Usage(e.to_string()))
+    Ok(Store::open(url)?)
 }
 
 /// Refuses a target, work dir or `--temp` that is, holds or lies inside an input (or one
@@ -63,10 +52,7 @@ pub(crate) fn check_paths(
     guard::check_apart("the work dir", work_dir, &protected)?;
     let work = open(work_dir)?;
     not_a_file(&work, work_dir, "the work dir")?;
-    if !work.is_empty().map_err(failed)?
-        && !work.exists("plan.json").map_err(failed)?
-        && !work.exists(LOCK_KEY).map_err(failed)?
-    {
+    if !work.is_empty()? && !work.exists("plan.json")? && !work.exists(LOCK_KEY)? {
         return Err(OpsError::Refused(format!(
             "{work_dir}: the work dir exists and is not a chunkmill work dir (no plan.json); give another --work-dir"
         )));
@@ -79,8 +65,7 @@ pub(crate) fn check_paths(
         // Intermediates are written and erased under `a<array>-s<stage>/` prefixes: a dir
         // holding anything else is someone else's.
         let foreign = store
-            .list("")
-            .map_err(failed)?
+            .list("")?
             .into_iter()
             .find(|key| !is_intermediate(key));
         if let Some(key) = foreign {
@@ -114,10 +99,6 @@ fn not_a_file(store: &Store, shown: &str, role: &str) -> Result<(), OpsError> {
         ))),
         _ => Ok(()),
     }
-}
-
-fn failed(e: impl std::fmt::Display) -> OpsError {
-    OpsError::Failed(e.to_string())
 }
 
 /// Checks the paths of a job and decides where it writes: the target itself, or — when
@@ -201,7 +182,7 @@ pub(crate) fn clear_staging(staging: &Path) -> Result<(), OpsError> {
     let shown = staging.display().to_string();
     let store = open(&shown)?;
     if guard::existing_zarr(&store, &shown)? != Existing::Absent {
-        std::fs::remove_dir_all(staging).map_err(|e| failed(format!("{shown}: {e}")))?;
+        std::fs::remove_dir_all(staging).about(&shown)?;
     }
     Ok(())
 }
@@ -215,11 +196,10 @@ pub(crate) fn clear_staging(staging: &Path) -> Result<(), OpsError> {
 pub(crate) fn swap(work: &Store, target: &Store, staging: &Path) -> Result<(), OpsError> {
     let target_path = target
         .local_path()
-        .ok_or_else(|| failed(format!("{}: not a local store", target.url())))?;
+        .ok_or_else(|| OpsError::Failed(format!("{}: not a local store", target.url())))?;
     let target_path = guard::canonical(&target_path)?;
     let recorded = work
-        .get_json(SWAP_KEY)
-        .map_err(failed)?
+        .get_json(SWAP_KEY)?
         .and_then(|v| serde_json::from_value::<(u64, u64)>(v["new"].clone()).ok());
     let new = match recorded {
         Some(id) => id,
@@ -228,8 +208,7 @@ pub(crate) fn swap(work: &Store, target: &Store, staging: &Path) -> Result<(), O
             work.put_json(
                 SWAP_KEY,
                 &serde_json::json!({"target": target_path, "staging": staging, "new": id}),
-            )
-            .map_err(failed)?;
+            )?;
             id
         }
     };
@@ -250,13 +229,11 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(failed(format!("{}: {e}", dir.display()))),
+                Err(e) => return Err(OpsError::from(e).about(dir.display())),
             };
             // plan.json goes last but the lock: a run killed meanwhile leaves a dir that is
             // still recognisably a chunkmill work dir (see `check_paths`).
-            let mut entries: Vec<_> = entries
-                .collect::<Result<_, _>>()
-                .map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+            let mut entries: Vec<_> = entries.collect::<Result<_, _>>().about(dir.display())?;
             entries.sort_by_key(|e| e.file_name() == "plan.json");
             for entry in entries {
                 if entry.file_name() == LOCK_KEY {
@@ -267,7 +244,7 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
                     Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
                     _ => std::fs::remove_file(&path),
                 };
-                removed.map_err(|e| failed(format!("{}: {e}", path.display())))?;
+                removed.about(path.display())?;
             }
             drop(locks);
             match std::fs::remove_dir(&dir) {
@@ -281,11 +258,11 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             }
         }
         None => {
-            let mut keys = work.list("").map_err(failed)?;
+            let mut keys = work.list("")?;
             keys.sort_by_key(|k| k == "plan.json");
             for key in keys {
                 if key != LOCK_KEY {
-                    work.erase(&key).map_err(failed)?;
+                    work.erase(&key)?;
                 }
             }
             drop(locks);

@@ -7,7 +7,7 @@ use chunkmill_grid::{CoordIter, Grid};
 use chunkmill_ops::job::{JobOptions, TargetLayout};
 use chunkmill_ops::rechunk::{plan_rechunk, run_rechunk, RechunkOptions};
 use chunkmill_ops::spec::ChunkSpec;
-use chunkmill_ops::OpsError;
+use chunkmill_ops::ErrorKind;
 use chunkmill_store::zarr::{self, ArraySpec, Compressor, Encoding, ZarrArray};
 use chunkmill_store::Store;
 use serde_json::json;
@@ -216,16 +216,16 @@ fn refusals_write_nothing() {
     make_source(src, &[100, 100], &[100, 100], false);
     // A budget below one chunk.
     let err = run_rechunk(&options(src, dst, "10,10", 1000), &|_| {}).unwrap_err();
-    assert!(matches!(err, OpsError::Refused(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
     assert!(err.to_string().contains("--max-mem"), "{err}");
     assert!(Store::open(dst).unwrap().is_empty().unwrap());
     // Positional chunks of the wrong rank.
     let err = run_rechunk(&options(src, dst, "10", budget(4)), &|_| {}).unwrap_err();
-    assert_eq!(err.exit_code(), 2);
+    assert_eq!(err.kind(), ErrorKind::Usage, "{err}");
     // Target exists.
     run_rechunk(&options(src, dst, "10,10", budget(4)), &|_| {}).unwrap();
     let err = run_rechunk(&options(src, dst, "20,20", budget(4)), &|_| {}).unwrap_err();
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
     assert!(err.to_string().contains("--overwrite"));
     let mut again = options(src, dst, "20,20", budget(4));
     again.job.overwrite = true;

@@ -78,15 +78,17 @@ impl Failure {
 /// The exit code of a failure: the only place where a failure gets its number.
 pub fn exit_code(failure: &Failure) -> i32 {
     use chunkmill_manifest::ErrorKind;
-    use chunkmill_ops::OpsError;
+    use chunkmill_ops::ErrorKind as OpsKind;
     match failure {
         Failure::Usage(_) => exit::USAGE,
         Failure::Refused(_) | Failure::Source(_) => exit::REFUSED,
         Failure::Failed(_) => exit::FAILED,
-        Failure::Ops(OpsError::Usage(_)) => exit::USAGE,
-        Failure::Ops(OpsError::Refused(_)) => exit::REFUSED,
-        Failure::Ops(OpsError::Interrupted(_)) => exit::INTERRUPTED,
-        Failure::Ops(_) => exit::FAILED,
+        Failure::Ops(e) => match e.kind() {
+            OpsKind::Usage => exit::USAGE,
+            OpsKind::Refused => exit::REFUSED,
+            OpsKind::Interrupted => exit::INTERRUPTED,
+            _ => exit::FAILED,
+        },
         Failure::Manifest(e) => match e.kind() {
             ErrorKind::Usage => exit::USAGE,
             ErrorKind::Refused => exit::REFUSED,

@@ -23,7 +23,7 @@ pub use options::{Executor, JobOptions, SlurmExecutor, TargetLayout};
 pub use plan::ArrayPlan;
 
 use crate::tasks::StageRunner;
-use crate::{safety, OpsError};
+use crate::{safety, Context, OpsError};
 
 /// A planned job: the plan and what the target will hold, as every job hands it to
 /// [`run_job`].
@@ -219,10 +219,7 @@ pub(crate) fn run_on_executor(
             )
         }
     }
-    .map_err(|e| match e {
-        chunkmill_exec::ExecError::Interrupted(m) => OpsError::Interrupted(m),
-        other => failed(other),
-    })
+    .map_err(OpsError::from)
 }
 
 /// Bytes as a person reads them (`512.0 MB`).
@@ -238,10 +235,6 @@ pub fn human(bytes: u64) -> String {
     } else {
         format!("{bytes} B")
     }
-}
-
-fn failed(e: impl std::fmt::Display) -> OpsError {
-    OpsError::Failed(e.to_string())
 }
 
 /// Run a job planned by a job (rechunk, convert) with the same options.
@@ -260,9 +253,9 @@ pub fn run_job(
     on_event: &(dyn Fn(&Event) + Sync),
 ) -> Result<JobReport, OpsError> {
     let plan = &job.plan;
-    let target = Store::open(&options.target).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let write = Store::open(&job.write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let target = Store::open(&options.target)?;
+    let write = Store::open(&job.write_url)?;
+    let work = Store::open(&job.work_dir)?;
     safety::check_paths(options.paths(), &job.work_dir, &job.inputs)?;
     // Checked before anything is written: a refusal (exit 3) means nothing was.
     let (baseline, capacity) = task_capacity(options.max_mem);
@@ -283,7 +276,9 @@ pub fn run_job(
     let staging = safety::staging(&target, &job.write_url);
     let markers = Markers::new(work.clone(), &plan.plan_id);
     let resuming = is_resuming(job, options)?;
-    if resuming && work.exists(&complete_key(plan)).map_err(failed)? {
+    // From here on the job may change its target: whatever fails is a failure of the run.
+    let touched = |e: OpsError| e.after_write(&options.target);
+    if resuming && work.exists(&complete_key(plan))? {
         let mut report = JobReport::without_tasks(
             &plan.plan_id,
             job.specs.len(),
@@ -294,10 +289,10 @@ pub fn run_job(
         report.tasks_skipped = plan.total_tasks();
         return Ok(report);
     }
-    if resuming && work.exists(safety::SWAP_KEY).map_err(failed)? {
+    if resuming && work.exists(safety::SWAP_KEY)? {
         // Killed while the new target was being swapped in: finish that, write nothing else.
         if let Some(staging) = &staging {
-            safety::swap(&work, &target, staging)?;
+            safety::swap(&work, &target, staging).map_err(touched)?;
         }
         let mut report = JobReport::without_tasks(
             &plan.plan_id,
@@ -307,15 +302,15 @@ pub fn run_job(
             false,
         );
         report.tasks_skipped = plan.total_tasks();
-        close(job, options, &work, &markers, &report, locks)?;
+        close(job, options, &work, &markers, &report, locks).map_err(touched)?;
         return Ok(report);
     }
     if resuming {
-        safety::sweep(&[&job.write_url, &job.work_dir, &job.temp])?;
+        safety::sweep(&[&job.write_url, &job.work_dir, &job.temp]).map_err(touched)?;
     } else {
         start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
     }
-    write_job_files(job, &work, &write)?;
+    write_job_files(job, &work, &write).map_err(touched)?;
     if options.prepare_only {
         return Ok(JobReport::without_tasks(
             &plan.plan_id,
@@ -338,23 +333,29 @@ pub fn run_job(
         },
         &job.runner(),
         on_event,
-    )?;
+    )
+    .map_err(touched)?;
 
     if let Some(path) = &options.report {
-        write_html_report(plan, &job.source, options, &markers, &summary, path)?;
+        write_html_report(plan, &job.source, options, &markers, &summary, path).map_err(touched)?;
     }
-    zarr::write_consolidated(&write).map_err(failed)?;
+    zarr::write_consolidated(&write)
+        .about("consolidated metadata")
+        .map_err(touched)?;
     for (url, prefix) in &plan.cleanup {
         Store::open(url)
             .and_then(|s| s.erase_prefix(prefix))
-            .map_err(failed)?;
+            .about("removing the intermediates")
+            .map_err(touched)?;
     }
     // Killed backup copies of slow tasks (processes, SLURM) may have left temporary files.
-    safety::sweep(&[&job.write_url, &job.temp])?;
+    safety::sweep(&[&job.write_url, &job.temp]).map_err(touched)?;
     // Everything written is on disk before the target is swapped in or reported done.
-    chunkmill_store::sync_pending().map_err(failed)?;
+    chunkmill_store::sync_pending()
+        .about("syncing what was written")
+        .map_err(touched)?;
     if let Some(staging) = &staging {
-        safety::swap(&work, &target, staging)?;
+        safety::swap(&work, &target, staging).map_err(touched)?;
     }
     let report = JobReport {
         plan_id: plan.plan_id.clone(),
@@ -370,7 +371,7 @@ pub fn run_job(
         max_mem: options.max_mem,
         already_complete: false,
     };
-    close(job, options, &work, &markers, &report, locks)?;
+    close(job, options, &work, &markers, &report, locks).map_err(touched)?;
     Ok(report)
 }
 
@@ -381,12 +382,11 @@ fn complete_key(plan: &Plan) -> String {
 /// Whether this run continues the one recorded in the work dir; refuses a `--resume` into a
 /// work dir of another job (without `--overwrite`).
 fn is_resuming(job: &Job, options: &JobOptions) -> Result<bool, OpsError> {
-    let work = Store::open(&job.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let previous = match work.get("plan.json").map_err(failed)? {
-        Some(bytes) => Some(
-            Plan::from_json(&String::from_utf8_lossy(&bytes))
-                .map_err(|e| OpsError::Refused(format!("{}: {e}", work.join("plan.json"))))?,
-        ),
+    let work = Store::open(&job.work_dir)?;
+    let previous = match work.get("plan.json")? {
+        Some(bytes) => {
+            Some(Plan::from_json(&String::from_utf8_lossy(&bytes)).about(work.join("plan.json"))?)
+        }
         None => None,
     };
     let plan_id = &job.plan.plan_id;
@@ -415,7 +415,7 @@ fn start_afresh(
     markers: &Markers,
 ) -> Result<(), OpsError> {
     if !job.existing_target {
-        let target_has_data = !target.is_empty().map_err(failed)?;
+        let target_has_data = !target.is_empty()?;
         if target_has_data && !options.overwrite {
             return Err(OpsError::Refused(if options.resume {
                 format!(
@@ -433,13 +433,15 @@ fn start_afresh(
         match staging {
             Some(staging) => safety::clear_staging(staging)?,
             // An object store cannot swap a prefix in: the old target goes first (documented).
-            None if target_has_data => target.erase_prefix("").map_err(failed)?,
+            None if target_has_data => target
+                .erase_prefix("")
+                .map_err(|e| OpsError::from(e).after_write(target.url()))?,
             None => {}
         }
     }
-    markers.clear().map_err(failed)?;
-    work.erase(&complete_key(&job.plan)).map_err(failed)?;
-    work.erase(safety::SWAP_KEY).map_err(failed)?;
+    markers.clear()?;
+    work.erase(&complete_key(&job.plan))?;
+    work.erase(safety::SWAP_KEY)?;
     Ok(())
 }
 
@@ -448,11 +450,11 @@ fn start_afresh(
 /// grows the arrays; consolidated metadata, which readers use, keeps the old shapes until the
 /// last task is done).
 fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsError> {
-    let plan = job.plan.to_json().map_err(failed)?;
-    work.put("plan.json", plan.into_bytes()).map_err(failed)?;
+    let plan = job.plan.to_json().about("the plan")?;
+    work.put("plan.json", plan.into_bytes())?;
     for file in &job.work_files {
         match file {
-            WorkFile::Json(key, value) => work.put_json(key, value).map_err(failed)?,
+            WorkFile::Json(key, value) => work.put_json(key, value)?,
             WorkFile::References(dataset, url) => {
                 crate::tasks::references::write_references(dataset, url)?
             }
@@ -460,14 +462,13 @@ fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsErro
     }
     for (path, shape) in &job.resize {
         // The target may already be changed by now: a failure, not a refusal.
-        zarr::resize(write, path, shape).map_err(failed)?;
+        zarr::resize(write, path, shape)?;
     }
     for group in &job.groups {
-        zarr::create_group(write, &group.path, job.zarr_format, &group.attributes)
-            .map_err(failed)?;
+        zarr::create_group(write, &group.path, job.zarr_format, &group.attributes)?;
     }
     for spec in &job.specs {
-        zarr::create_array(write, spec).map_err(failed)?;
+        zarr::create_array(write, spec)?;
     }
     Ok(())
 }
@@ -482,14 +483,13 @@ fn write_html_report(
 ) -> Result<(), OpsError> {
     let mut records = Vec::new();
     for (i, stage) in plan.stages.iter().enumerate() {
-        for (task, value) in markers.records(&stage.name).map_err(failed)? {
+        for (task, value) in markers.records(&stage.name)? {
             records.push(report::TaskRecord::from_marker(i, task, &value));
         }
     }
     let title = format!("{} {source} → {}", plan.job, options.target);
     let page = report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
-    std::fs::write(path, page)
-        .map_err(|e| OpsError::Failed(format!("{}: cannot write the report: {e}", path.display())))
+    std::fs::write(path, page).about(format_args!("{}: cannot write the report", path.display()))
 }
 
 /// The end of a complete run: the markers go; the work dir keeps the plan and a record of
@@ -503,16 +503,15 @@ fn close(
     report: &JobReport,
     locks: Vec<chunkmill_store::guard::Lock>,
 ) -> Result<(), OpsError> {
-    markers.clear().map_err(failed)?;
+    markers.clear()?;
     if options.work_dir.is_none() && !options.keep_work {
         return safety::remove_work_dir(work, locks);
     }
     work.put(
         &complete_key(&job.plan),
-        serde_json::to_vec_pretty(report).map_err(failed)?,
-    )
-    .map_err(failed)?;
-    work.erase(safety::SWAP_KEY).map_err(failed)?;
+        serde_json::to_vec_pretty(report).about("the record of completion")?,
+    )?;
+    work.erase(safety::SWAP_KEY)?;
     safety::sweep(&[&job.work_dir])?;
     drop(locks);
     Ok(())
