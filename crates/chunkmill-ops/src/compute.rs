@@ -55,16 +55,14 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
             options.zarr_format
         )));
     }
-    let script = chunkmill_compute::parse(&options.script)
-        .map_err(|e| OpsError::Usage(format!("compute: {e}")))?;
+    let script = chunkmill_compute::parse(&options.script)?;
     if script.is_empty() {
         return Err(OpsError::Usage(
             "compute: no assignment given (NAME = EXPRESSION)".into(),
         ));
     }
     let inputs = chunkmill_compute::open_inputs(&options.inputs).map_err(OpsError::Refused)?;
-    let outputs = chunkmill_compute::check(&script, &inputs, &chunkmill_compute::read_coordinate)
-        .map_err(|e| OpsError::Usage(format!("compute: {e}")))?;
+    let outputs = chunkmill_compute::check(&script, &inputs, &chunkmill_compute::read_coordinate)?;
     for name in options.chunks.keys() {
         if !outputs.iter().any(|(_, l)| l.dims.contains(name)) {
             return Err(OpsError::Usage(format!(
@@ -79,7 +77,7 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         .unwrap_or_else(|| default_work_dir(&options.job.target));
     let input_urls: Vec<String> = options.inputs.iter().map(|i| i.url.clone()).collect();
     let write_url = safety::write_url(options.job.paths(), &work_dir, &input_urls, false)?;
-    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let work = Store::open(&work_dir)?;
     let (temp_url, _) = temp_store(&options.job, &work)?;
     let budget = Budget::for_max_mem(options.job.max_mem);
     let target = Target {
@@ -100,7 +98,7 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
                 human(max_mem_for(need))
             ))
         }
-        other => OpsError::Refused(format!("compute: {other}")),
+        other => OpsError::from(other),
     })?;
     let plan = Plan::new(
         "compute",

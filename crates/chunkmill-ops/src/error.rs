@@ -92,8 +92,13 @@ pub enum OpsError {
     },
     /// The executor stopped: tasks failed after retries, the work dir failed, tasks that the
     /// plan does not have.
-    #[error("{0}")]
-    Exec(#[source] ExecError),
+    #[error("{}{source}", lead(.what))]
+    Exec {
+        /// Which plan (may be empty).
+        what: String,
+        #[source]
+        source: ExecError,
+    },
     /// The operating system refused a read or write.
     #[error("{}{source}", lead(.what))]
     Io {
@@ -189,7 +194,7 @@ impl OpsError {
                 chunkmill_manifest::ErrorKind::Refused => ErrorKind::Refused,
                 _ => ErrorKind::Failed,
             },
-            OpsError::Exec(e) => match e {
+            OpsError::Exec { source, .. } => match source {
                 ExecError::NoSuchTasks(_) => ErrorKind::Refused,
                 ExecError::Interrupted(_) => ErrorKind::Interrupted,
                 _ => ErrorKind::Failed,
@@ -209,19 +214,61 @@ impl OpsError {
         }
     }
 
-    /// This error, said to be about `what` (an array, a path, what was being done); the
-    /// job's own messages (the string variants) already say it.
+    /// This error, said to be about `what` (an array, a path, an input, what was being done),
+    /// in front of what it already says.
     #[must_use]
     pub fn about(self, what: impl fmt::Display) -> Self {
         let what = what.to_string();
+        let joined = |inner: String| {
+            if inner.is_empty() {
+                what.clone()
+            } else {
+                format!("{what}: {inner}")
+            }
+        };
         match self {
-            OpsError::Store { source, .. } => OpsError::Store { what, source },
-            OpsError::Zarr { source, .. } => OpsError::Zarr { what, source },
-            OpsError::Manifest { source, .. } => OpsError::Manifest { what, source },
-            OpsError::Plan { source, .. } => OpsError::Plan { what, source },
-            OpsError::Grid { source, .. } => OpsError::Grid { what, source },
-            OpsError::Io { source, .. } => OpsError::Io { what, source },
-            OpsError::Json { source, .. } => OpsError::Json { what, source },
+            OpsError::Usage(m) => OpsError::Usage(joined(m)),
+            OpsError::Refused(m) => OpsError::Refused(joined(m)),
+            OpsError::Failed(m) => OpsError::Failed(joined(m)),
+            OpsError::Store { what, source } => OpsError::Store {
+                what: joined(what),
+                source,
+            },
+            OpsError::Zarr { what, source } => OpsError::Zarr {
+                what: joined(what),
+                source,
+            },
+            OpsError::Manifest { what, source } => OpsError::Manifest {
+                what: joined(what),
+                source,
+            },
+            OpsError::Plan { what, source } => OpsError::Plan {
+                what: joined(what),
+                source,
+            },
+            OpsError::Grid { what, source } => OpsError::Grid {
+                what: joined(what),
+                source,
+            },
+            OpsError::Exec { what, source } => OpsError::Exec {
+                what: joined(what),
+                source,
+            },
+            OpsError::Io { what, source } => OpsError::Io {
+                what: joined(what),
+                source,
+            },
+            OpsError::Json { what, source } => OpsError::Json {
+                what: joined(what),
+                source,
+            },
+            OpsError::Input(inner) => OpsError::Input(Box::new(inner.about(what))),
+            OpsError::AfterWrite { target, source } => OpsError::AfterWrite {
+                target,
+                source: Box::new(source.about(what)),
+            },
+            // An interruption, a guard's refusal and a compute script's error name what they
+            // are about.
             other => other,
         }
     }
@@ -282,6 +329,7 @@ from_lower! {
     chunkmill_manifest::Error => Manifest,
     PlanError => Plan,
     GridError => Grid,
+    ExecError => Exec,
     std::io::Error => Io,
     serde_json::Error => Json,
 }
@@ -289,12 +337,6 @@ from_lower! {
 impl From<GuardError> for OpsError {
     fn from(source: GuardError) -> Self {
         OpsError::Guard(source)
-    }
-}
-
-impl From<ExecError> for OpsError {
-    fn from(source: ExecError) -> Self {
-        OpsError::Exec(source)
     }
 }
 
@@ -400,6 +442,8 @@ mod tests {
         let usage = OpsError::Usage("--x".into()).of_input();
         assert_eq!(usage.kind(), ErrorKind::Usage);
         // and after the target was touched nothing is a refusal.
+        let named = OpsError::Refused("no such file".into()).about("a.nc");
+        assert_eq!(named.to_string(), "a.nc: no such file");
         let late = OpsError::Refused("target exists".into()).after_write("/t.zarr");
         assert_eq!(late.kind(), ErrorKind::Failed);
         let late_input = io().of_input().after_write("/t.zarr");
@@ -411,11 +455,11 @@ mod tests {
     #[test]
     fn the_message_keeps_the_context_and_the_whole_chain() {
         let lower = std::io::Error::other("disk on fire");
-        let e = OpsError::from(lower).about("/t.zarr/a/0.0");
-        assert_eq!(e.to_string(), "/t.zarr/a/0.0: disk on fire");
+        let e = OpsError::from(lower).about("0.0").about("/t.zarr/a");
+        assert_eq!(e.to_string(), "/t.zarr/a: 0.0: disk on fire");
         let wrapped = e.of_input().after_write("/t.zarr");
-        assert_eq!(wrapped.to_string(), "/t.zarr/a/0.0: disk on fire");
-        assert_eq!(chain(&wrapped), "/t.zarr/a/0.0: disk on fire");
+        assert_eq!(wrapped.to_string(), "/t.zarr/a: 0.0: disk on fire");
+        assert_eq!(chain(&wrapped), "/t.zarr/a: 0.0: disk on fire");
         // The lower error is reachable as a source, typed.
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&wrapped);
         let mut found = false;

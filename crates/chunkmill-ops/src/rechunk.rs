@@ -33,7 +33,7 @@ pub struct RechunkOptions {
     /// Target, budget, executor and the rest of the run.
     pub job: JobOptions,
 }
-use crate::{safety, OpsError};
+use crate::{safety, Context, OpsError};
 
 /// Plan a rechunk without running or writing anything.
 ///
@@ -42,7 +42,7 @@ use crate::{safety, OpsError};
 /// inconsistent inputs or a budget no plan fits.
 pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
     check_format(&options.layout)?;
-    let source = Store::open(&options.source).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let source = Store::open(&options.source)?;
     let (groups, all_arrays, left_out) = list_source(&source, options)?;
     let selected = select_arrays(&source, options, &all_arrays)?;
     check_chunk_spec(&source, options, &selected)?;
@@ -63,7 +63,7 @@ fn list_source(source: &Store, options: &RechunkOptions) -> Result<Listing, OpsE
             source.url()
         )));
     }
-    let nodes = zarr::list_nodes(source).map_err(|e| OpsError::Refused(e.to_string()))?;
+    let nodes = zarr::list_nodes(source).of_input()?;
     if nodes.is_empty() {
         return Err(OpsError::Refused(format!(
             "{}: no Zarr array or group found",
@@ -202,8 +202,8 @@ fn plan_arrays(
         .unwrap_or_else(|| default_work_dir(&options.job.target));
     let inputs = vec![options.source.clone()];
     let write_url = safety::write_url(options.job.paths(), &work_dir, &inputs, false)?;
-    let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let target = Store::open(&write_url)?;
+    let work = Store::open(&work_dir)?;
     let (temp_url, temp) = temp_store(&options.job, &work)?;
     let budget = Budget::for_max_mem(options.job.max_mem);
     let context = PlanContext::new(budget, &options.layout, &options.job, &target, &temp);
@@ -213,7 +213,7 @@ fn plan_arrays(
     let mut specs = Vec::new();
     for (index, info) in selected.iter().enumerate() {
         let source_grid = Grid::regular(&info.shape, &info.chunks)
-            .map_err(|e| OpsError::Refused(format!("'{}': {e}", display_path(&info.path))))?;
+            .about(format_args!("'{}'", display_path(&info.path)))?;
         let planned = plan_array(
             &context,
             &ArrayJob {

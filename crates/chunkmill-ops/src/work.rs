@@ -11,7 +11,7 @@ use chunkmill_store::Store;
 use serde::Serialize;
 
 use crate::tasks::StageRunner;
-use crate::OpsError;
+use crate::{Context, OpsError};
 
 /// The work dir store and key of a `plan.json` URL (`…/work/plan.json` or the work dir itself).
 fn locate(plan_url: &str) -> Result<(Store, String), OpsError> {
@@ -20,7 +20,7 @@ fn locate(plan_url: &str) -> Result<(Store, String), OpsError> {
         Some((dir, name)) if name.ends_with(".json") => (dir.to_string(), name.to_string()),
         _ => (trimmed.to_string(), "plan.json".to_string()),
     };
-    let store = Store::open(&dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let store = Store::open(&dir)?;
     Ok((store, key))
 }
 
@@ -79,11 +79,9 @@ pub fn absolute_url(url: &str) -> String {
 pub fn load_plan(plan_url: &str) -> Result<(Store, Plan), OpsError> {
     let (store, key) = locate(plan_url)?;
     let bytes = store
-        .get(&key)
-        .map_err(|e| OpsError::Failed(e.to_string()))?
+        .get(&key)?
         .ok_or_else(|| OpsError::Refused(format!("{}: no plan there", store.join(&key))))?;
-    let mut plan = Plan::from_json(&String::from_utf8_lossy(&bytes))
-        .map_err(|e| OpsError::Refused(format!("{}: {e}", store.join(&key))))?;
+    let mut plan = Plan::from_json(&String::from_utf8_lossy(&bytes)).about(store.join(&key))?;
     let base = absolute_url(store.url());
     for url in plan.urls_mut() {
         if !url.contains("://") && !std::path::Path::new(url.as_str()).is_absolute() {
@@ -227,12 +225,7 @@ pub fn run_worker(
         &options,
         on_event,
     )
-    .map_err(|e| match e {
-        chunkmill_exec::ExecError::NoSuchTasks(m) => {
-            OpsError::Refused(format!("plan {}: {m}", plan.plan_id))
-        }
-        other => OpsError::Failed(other.to_string()),
-    })
+    .about(format_args!("plan {}", plan.plan_id))
 }
 
 /// Progress of one stage.
@@ -269,19 +262,14 @@ pub struct RunStatus {
 /// [`OpsError::Refused`] when there is no plan there.
 pub fn status(work_dir: &str) -> Result<RunStatus, OpsError> {
     let (work, plan) = load_plan(work_dir)?;
-    let complete = work
-        .exists(&format!("{}/complete.json", plan.plan_id))
-        .map_err(|e| OpsError::Failed(e.to_string()))?;
+    let complete = work.exists(&format!("{}/complete.json", plan.plan_id))?;
     let markers = Markers::new(work, &plan.plan_id);
     let mut stages = Vec::new();
     for stage in &plan.stages {
         let done = if complete {
             stage.tasks()
         } else {
-            markers
-                .marked(&stage.name)
-                .map_err(|e| OpsError::Failed(e.to_string()))?
-                .len() as u64
+            markers.marked(&stage.name)?.len() as u64
         };
         stages.push(StageStatus {
             name: stage.name.clone(),
@@ -371,7 +359,8 @@ mod tests {
         std::fs::write(dir.path().join("plan.json"), json)?;
         let result = run_worker(&root, "000-0", &TaskSelection::Range(0..1), 1, 0, &|_| {});
         assert!(
-            matches!(&result, Err(OpsError::Refused(m)) if m.contains("chunk size 0")),
+            matches!(&result, Err(e) if e.kind() == crate::ErrorKind::Refused
+                && e.to_string().contains("chunk size 0")),
             "{result:?}"
         );
         // Nothing was written beside the plan.

@@ -210,6 +210,20 @@ mod tests {
             (Failure::Ops(OpsError::Refused("x".into())), 3),
             (Failure::Ops(OpsError::Failed("x".into())), 1),
             (Failure::Ops(OpsError::Interrupted("x".into())), 130),
+            // A lower error keeps its own kind; the phase overrides it.
+            (Failure::Ops(OpsError::from(std::io::Error::other("x"))), 1),
+            (
+                Failure::Ops(OpsError::from(std::io::Error::other("x")).of_input()),
+                3,
+            ),
+            (
+                Failure::Ops(OpsError::Refused("x".into()).after_write("/t.zarr")),
+                1,
+            ),
+            (
+                Failure::Ops(OpsError::from(chunkmill_manifest::Error::Usage("x".into()))),
+                2,
+            ),
             (
                 Failure::from(chunkmill_manifest::Error::Usage("x".into())),
                 2,

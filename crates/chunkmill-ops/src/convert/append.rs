@@ -26,7 +26,7 @@ use super::sources::{self, Source, SourceArray};
 use super::{budget, prepare, ConvertJob, ConvertOptions, OutputArray};
 use crate::job::plan::{medium_cost, plan_array, ArrayJob, PlanContext};
 use crate::job::{Job, WorkFile};
-use crate::OpsError;
+use crate::{Context, OpsError};
 
 /// What an append adds: kept in the work dir so that a resumed append plans the same tasks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,11 +87,8 @@ fn text_of(value: Option<&Value>) -> String {
 pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let run = &options.job;
     let dim = options.append.clone().unwrap_or_default();
-    let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
-    if target
-        .is_empty()
-        .map_err(|e| OpsError::Failed(e.to_string()))?
-    {
+    let target = Store::open(&run.target)?;
+    if target.is_empty()? {
         return Err(refused(format!(
             "{}: --append {dim}: no cache to append to; convert without --append first",
             target.url()
@@ -105,7 +102,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     )?;
     let cache_arrays = cache.arrays();
     let prepared = prepare(options)?;
-    let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let work = Store::open(&prepared.work_dir)?;
     let record: Option<AppendRecord> = if run.resume {
         work.get_json(RECORD_KEY)
             .ok()
@@ -202,8 +199,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         };
         let mut chunk_offset = vec![0; full_shape.len()];
         chunk_offset[axis] = aligned_start / chunk;
-        let full_grid = Grid::regular(&full_shape, &old_info.chunks)
-            .map_err(|e| refused(format!("{path}: {e}")))?;
+        let full_grid = Grid::regular(&full_shape, &old_info.chunks).about(path)?;
         let planned = plan_array(
             &context,
             &ArrayJob {
@@ -265,8 +261,7 @@ fn append_job(
     // The record before the arrays grow: a resumed append reads the old length from it.
     let mut work_files = vec![WorkFile::Json(
         RECORD_KEY.to_string(),
-        serde_json::to_value(&record)
-            .map_err(|e| OpsError::Failed(format!("the append record: {e}")))?,
+        serde_json::to_value(&record).about("the append record")?,
     )];
     work_files.extend(prepared.references());
     let inputs = super::inputs_of(options, &prepared.source);
@@ -403,8 +398,7 @@ fn completed_input(
     let aligned_start = old_len / chunk * chunk;
     let mut old_shape = old_info.shape.clone();
     old_shape[axis] = old_len;
-    let cache_grid =
-        Grid::regular(&old_shape, &old_info.chunks).map_err(|e| refused(format!("{path}: {e}")))?;
+    let cache_grid = Grid::regular(&old_shape, &old_info.chunks).about(path)?;
     let axes: Vec<AxisWindow> = old_shape
         .iter()
         .enumerate()
@@ -426,8 +420,7 @@ fn completed_input(
         .collect();
     let mut tail_shape = old_shape.clone();
     tail_shape[axis] = old_len - aligned_start;
-    let tail_grid = Grid::regular(&tail_shape, &old_info.chunks)
-        .map_err(|e| refused(format!("{path}: {e}")))?;
+    let tail_grid = Grid::regular(&tail_shape, &old_info.chunks).about(path)?;
     let tail = Endpoint::Window {
         source: Box::new(Endpoint::Zarr {
             url: target_url.to_string(),
@@ -459,7 +452,7 @@ fn completed_input(
             }
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| refused(format!("{path}: {e}")))?;
+        .about(path)?;
     Ok(Endpoint::Concat {
         axis,
         parts: vec![tail, output.input.clone()],

@@ -142,7 +142,7 @@ pub(crate) fn per_input(
             range,
             range_is_unpacked,
         )
-        .map_err(|err| OpsError::Refused(format!("{}: {err}", e.input)))?;
+        .map_err(|err| err.about(&e.input))?;
         union = (union.0.min(d.range.0), union.1.max(d.range.1));
         computes.push(d.compute);
         parts.push(PartDecoding {

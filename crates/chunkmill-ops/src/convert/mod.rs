@@ -353,7 +353,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let (context_parts, temp) = budget(options, &prepared)?;
     let inputs = inputs_of(options, &prepared.source);
     let write_url = crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, false)?;
-    let target = Store::open(&write_url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let target = Store::open(&write_url)?;
     let context = PlanContext::new(context_parts, &options.layout, run, &target, &temp);
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
@@ -414,7 +414,7 @@ pub(crate) fn budget(
     options: &ConvertOptions,
     prepared: &Prepared,
 ) -> Result<(Budget, Store), OpsError> {
-    let work = Store::open(&prepared.work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let work = Store::open(&prepared.work_dir)?;
     let (_, temp) = temp_store(&options.job, &work)?;
     Ok((Budget::for_max_mem(options.job.max_mem), temp))
 }
@@ -467,7 +467,7 @@ impl Prepared {
 pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
     let run = &options.job;
     crate::job::plan::check_format(&options.layout)?;
-    let target = Store::open(&run.target).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let target = Store::open(&run.target)?;
     let (source, notes) = sources::open(
         &options.inputs,
         &chunkmill_manifest::CombineOptions {
@@ -504,7 +504,7 @@ pub(crate) fn prepare(options: &ConvertOptions) -> Result<Prepared, OpsError> {
         .work_dir
         .clone()
         .unwrap_or_else(|| crate::job::plan::default_work_dir(target.url()));
-    let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let work = Store::open(&work_dir)?;
     let references_url = work.join("sources.json");
     let tiling = if options.tile.is_empty() {
         None

@@ -18,7 +18,7 @@ use chunkmill_store::{Store, StoreKind};
 use serde_json::{Map, Value};
 
 use crate::tasks::StageRunner;
-use crate::OpsError;
+use crate::{Context, OpsError};
 
 /// The inputs of a conversion.
 #[derive(Debug)]
@@ -67,15 +67,6 @@ fn is_zarr_dir(path: &Path) -> bool {
         .any(|m| path.join(m).is_file())
 }
 
-fn manifest_error(e: &chunkmill_manifest::Error) -> OpsError {
-    // The same code as `chunkmill virtualize` gives the same error.
-    match e.kind() {
-        chunkmill_manifest::ErrorKind::Usage => OpsError::Usage(e.to_string()),
-        chunkmill_manifest::ErrorKind::Refused => OpsError::Refused(e.to_string()),
-        _ => OpsError::Failed(e.to_string()),
-    }
-}
-
 /// Opens the inputs: one Zarr store, one reference file or repository, or data files
 /// combined as `combine` says with every check of `virtualize` (its `threads` is unused: the
 /// scan's is). A reference input's chunks must all lie under the directory holding it or
@@ -95,15 +86,12 @@ pub fn open(
 ) -> Result<(Source, Vec<String>), OpsError> {
     let group = group.map(|g| g.trim_matches('/')).filter(|g| !g.is_empty());
     let checked = |path: &Path, read: chunkmill_manifest::Result<VirtualDataset>| {
-        let mut dataset = read.map_err(|e| manifest_error(&e))?;
+        let mut dataset = read?;
         if let Some(group) = group {
-            dataset
-                .select_group(group)
-                .map_err(|e| manifest_error(&e))?;
+            dataset.select_group(group)?;
         }
-        let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)
-            .map_err(|e| manifest_error(&e))?;
-        access.check(&dataset).map_err(|e| manifest_error(&e))?;
+        let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)?;
+        access.check(&dataset)?;
         Ok((Source::Virtual(dataset.into()), Vec::new()))
     };
     if let [one] = inputs {
@@ -151,8 +139,7 @@ pub fn open(
     options.inline_threshold = 0;
     // szip, nbit and scaleoffset are decoded by hdf5-reader's own filters.
     options.native_filters = true;
-    let (dataset, report) =
-        chunkmill_manifest::build(inputs, &options).map_err(|e| manifest_error(&e))?;
+    let (dataset, report) = chunkmill_manifest::build(inputs, &options)?;
     Ok((Source::Virtual(dataset.into()), report.notes))
 }
 
@@ -162,8 +149,8 @@ fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
         Some(g) => format!("{}/{g}", url.trim_end_matches('/')),
         None => url.to_string(),
     };
-    let store = Store::open(&opened).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let nodes = zarr::list_nodes(&store).map_err(|e| OpsError::Refused(e.to_string()))?;
+    let store = Store::open(&opened)?;
+    let nodes = zarr::list_nodes(&store).of_input()?;
     if nodes.is_empty() {
         // A group name that is not there is a mistake in the command, as for data files.
         return Err(match group {
@@ -321,8 +308,7 @@ impl Source {
     /// # Errors
     /// [`OpsError::Refused`] for a chunk grid that cannot be built.
     pub fn endpoint(&self, array: &SourceArray, references: &str) -> Result<Endpoint, OpsError> {
-        let grid = Grid::regular(&array.info.shape, &array.info.chunks)
-            .map_err(|e| OpsError::Refused(format!("{}: {e}", array.key)))?;
+        let grid = Grid::regular(&array.info.shape, &array.info.chunks).about(&array.key)?;
         Ok(match self {
             Source::Zarr { store, .. } => Endpoint::Zarr {
                 url: store.url().to_string(),

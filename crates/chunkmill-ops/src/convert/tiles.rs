@@ -72,9 +72,7 @@ impl Tiling {
         let counts: Vec<u64> = self.dims.iter().map(|(_, _, c)| *c).collect();
         let info = &output.info;
         let source_grid = output.input.grid();
-        let mut axes =
-            vec![AxisChunks::regular(1, self.count())
-                .map_err(|e| OpsError::Refused(e.to_string()))?];
+        let mut axes = vec![AxisChunks::regular(1, self.count()).map_err(OpsError::from)?];
         let mut shape = vec![self.count()];
         let mut chunks = vec![1];
         let mut names = vec![Some("tile".to_string())];
@@ -85,10 +83,7 @@ impl Tiling {
             names.push(name.clone());
             match size {
                 Some(size) => {
-                    axes.push(
-                        AxisChunks::regular(*size, *size)
-                            .map_err(|e| OpsError::Refused(e.to_string()))?,
-                    );
+                    axes.push(AxisChunks::regular(*size, *size).map_err(OpsError::from)?);
                     shape.push(*size);
                     chunks.push(*size);
                     let chunk = info.chunks[a];

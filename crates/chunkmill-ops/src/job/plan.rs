@@ -187,7 +187,7 @@ pub(crate) fn temp_store(options: &JobOptions, work: &Store) -> Result<(String, 
         .temp
         .clone()
         .unwrap_or_else(|| work.join("intermediate"));
-    let store = Store::open(&url).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let store = Store::open(&url)?;
     Ok((url, store))
 }
 
@@ -273,7 +273,7 @@ pub(crate) fn plan_array(
             human(reserve),
             human(budget_for(task_bytes + baseline)),
         )),
-        other => OpsError::Refused(format!("'{}': {other}", display_path(&info.path))),
+        other => OpsError::from(other).about(format_args!("'{}'", display_path(&info.path))),
     })?;
     let (stages, cleanup) = lay_stages(target, temp, job, &plan);
     let summary = ArrayPlan {

@@ -4,7 +4,7 @@
 use chunkmill_manifest::VirtualDataset;
 use chunkmill_store::Store;
 
-use crate::OpsError;
+use crate::{Context, OpsError};
 
 /// `dir/name` → (`dir`, `name`): the store and key of an object URL or path.
 pub(crate) fn split_url(url: &str) -> (&str, &str) {
@@ -20,12 +20,11 @@ pub(crate) fn split_url(url: &str) -> (&str, &str) {
 /// [`OpsError::Failed`] when it cannot be written.
 pub fn write_references(dataset: &VirtualDataset, url: &str) -> Result<(), OpsError> {
     let mut text = Vec::new();
-    chunkmill_manifest::kerchunk::to_kerchunk_json(dataset, &mut text)
-        .map_err(|e| OpsError::Failed(format!("{url}: {e}")))?;
+    chunkmill_manifest::kerchunk::to_kerchunk_json(dataset, &mut text).about(url)?;
     let (dir, name) = split_url(url);
     Store::open(dir)
         .and_then(|s| s.put(name, text))
-        .map_err(|e| OpsError::Failed(format!("{url}: cannot write the references: {e}")))
+        .about(format_args!("{url}: cannot write the references"))
 }
 
 /// Reads the kerchunk JSON that [`write_references`] wrote.
