@@ -217,60 +217,36 @@ impl OpsError {
     /// This error, said to be about `what` (an array, a path, an input, what was being done),
     /// in front of what it already says.
     #[must_use]
-    pub fn about(self, what: impl fmt::Display) -> Self {
-        let what = what.to_string();
-        let joined = |inner: String| {
-            if inner.is_empty() {
-                what.clone()
-            } else {
-                format!("{what}: {inner}")
+    pub fn about(mut self, what: impl fmt::Display) -> Self {
+        self.prefix(&what.to_string());
+        self
+    }
+
+    fn prefix(&mut self, what: &str) {
+        let said = match self {
+            OpsError::Usage(m)
+            | OpsError::Refused(m)
+            | OpsError::Failed(m)
+            | OpsError::Store { what: m, .. }
+            | OpsError::Zarr { what: m, .. }
+            | OpsError::Manifest { what: m, .. }
+            | OpsError::Plan { what: m, .. }
+            | OpsError::Grid { what: m, .. }
+            | OpsError::Exec { what: m, .. }
+            | OpsError::Io { what: m, .. }
+            | OpsError::Json { what: m, .. } => m,
+            OpsError::Input(inner) | OpsError::AfterWrite { source: inner, .. } => {
+                return inner.prefix(what);
             }
-        };
-        match self {
-            OpsError::Usage(m) => OpsError::Usage(joined(m)),
-            OpsError::Refused(m) => OpsError::Refused(joined(m)),
-            OpsError::Failed(m) => OpsError::Failed(joined(m)),
-            OpsError::Store { what, source } => OpsError::Store {
-                what: joined(what),
-                source,
-            },
-            OpsError::Zarr { what, source } => OpsError::Zarr {
-                what: joined(what),
-                source,
-            },
-            OpsError::Manifest { what, source } => OpsError::Manifest {
-                what: joined(what),
-                source,
-            },
-            OpsError::Plan { what, source } => OpsError::Plan {
-                what: joined(what),
-                source,
-            },
-            OpsError::Grid { what, source } => OpsError::Grid {
-                what: joined(what),
-                source,
-            },
-            OpsError::Exec { what, source } => OpsError::Exec {
-                what: joined(what),
-                source,
-            },
-            OpsError::Io { what, source } => OpsError::Io {
-                what: joined(what),
-                source,
-            },
-            OpsError::Json { what, source } => OpsError::Json {
-                what: joined(what),
-                source,
-            },
-            OpsError::Input(inner) => OpsError::Input(Box::new(inner.about(what))),
-            OpsError::AfterWrite { target, source } => OpsError::AfterWrite {
-                target,
-                source: Box::new(source.about(what)),
-            },
             // An interruption, a guard's refusal and a compute script's error name what they
             // are about.
-            other => other,
-        }
+            OpsError::Interrupted(_) | OpsError::Guard(_) | OpsError::Compute { .. } => return,
+        };
+        *said = if said.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what}: {said}")
+        };
     }
 
     /// This error met while reading an input before anything was written: a refusal.
