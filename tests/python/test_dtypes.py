@@ -268,3 +268,66 @@ def test_convert_refuses_an_array_it_cannot_read_unless_dropped(tmp_path, how):
     got = zarr.open_group(str(tgt), mode="r")
     np.testing.assert_array_equal(got["air"][:], air)
     assert sorted(got.array_keys()) == ["air"]
+
+
+def datetime_group(path, unit: str, zarr_format: int) -> np.ndarray:
+    """A v2/v3 group with a datetime64 `time` coordinate (six-hourly over 10 days) and `v(time)`,
+    written by zarr-python and consolidated; returns the times."""
+    times = np.datetime64("2001-02-25", unit) + np.arange(40) * np.timedelta64(6, "h").astype(f"m8[{unit}]")
+    g = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    dims = {"dimension_names": ("time",)} if zarr_format == 3 else {}
+    attrs = {} if zarr_format == 3 else {"_ARRAY_DIMENSIONS": ["time"]}
+    g.create_array("time", data=times, chunks=(8,), attributes=attrs, **dims)
+    g.create_array("v", data=np.arange(40, dtype="f4"), chunks=(8,), attributes=attrs, **dims)
+    zarr.consolidate_metadata(str(path))
+    return times
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("unit", ["ns", "s", "m"])
+def test_select_dates_on_a_datetime64_coordinate(tmp_path, unit, zarr_format):
+    """`--select time=2001-02-27:2001-03-01` on a datetime64 coordinate selects the days as
+    xarray's .sel does (before: refused, the bounds had to be numbers)."""
+    import xarray as xr
+
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    datetime_group(src, unit, zarr_format)
+    oracle.ok("convert", src, tgt, "--chunks", "time=-1", "--select", "time=2001-02-27:2001-03-01",
+              "--zarr-format", zarr_format, "--no-progress")
+    want = xr.open_zarr(str(src)).sel(time=slice("2001-02-27", "2001-03-01")).load()
+    got = oracle.open_xr_no_flags(tgt).load()
+    assert got.sizes["time"] == 12  # Feb 27, Feb 28, Mar 1: 4 steps a day
+    xr.testing.assert_identical(got, want)
+
+
+def test_a_day_the_calendar_lacks_is_refused(tmp_path):
+    """2001-02-29 (not a leap year) on a datetime64 coordinate, and on CF time coordinates in
+    the noleap and 360_day calendars a day each lacks, is refused before writing (exit 3); a
+    day the 360_day calendar has (February 30) selects as xarray (cftime) does."""
+    import netCDF4
+    import xarray as xr
+
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    datetime_group(src, "ns", 3)
+    r = oracle.run("convert", src, tgt, "--chunks", "time=-1", "--select", "time=2001-02-29:")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["2001-02-29", "time"])
+    assert not tgt.exists()
+    for calendar, missing, present in [("noleap", "2004-02-29", "2004-02-28"),
+                                       ("360_day", "2004-01-31", "2004-02-30")]:
+        nc = tmp_path / f"{calendar}.nc"
+        with netCDF4.Dataset(nc, "w") as ds:
+            ds.createDimension("time", 120)
+            t = ds.createVariable("time", "f8", ("time",))
+            t.units, t.calendar = "hours since 2004-01-20", calendar
+            t[:] = np.arange(120) * 12.0
+            ds.createVariable("v", "f4", ("time",))[:] = np.arange(120)
+        out = tmp_path / f"{calendar}.zarr"
+        r = oracle.run("convert", nc, out, "--chunks", "time=-1", "--select", f"time={missing}:")
+        oracle.assert_one_error_line(r, codes=[3], mentions=[missing, calendar])
+        assert not out.exists()
+        oracle.ok("convert", nc, out, "--chunks", "time=-1", "--select", f"time={present}:{present}",
+                  "--no-progress")
+        want = xr.open_dataset(nc, use_cftime=True).sel(time=slice(present, present)).load()
+        got = xr.open_zarr(str(out), use_cftime=True).load()
+        assert got.sizes["time"] == 2
+        xr.testing.assert_identical(got, want)
