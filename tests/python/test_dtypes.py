@@ -331,3 +331,56 @@ def test_a_day_the_calendar_lacks_is_refused(tmp_path):
         got = xr.open_zarr(str(out), use_cftime=True).load()
         assert got.sizes["time"] == 2
         xr.testing.assert_identical(got, want)
+
+
+def big_endian_array(path, kind: str, zarr_format: int) -> np.ndarray:
+    """`v` stored big-endian as zarr-python stores it when asked (a v2 `>U5`; v3 with the bytes
+    codec's endian big), chunks of 2, the last chunk never written, and a fill value."""
+    from zarr.codecs import BytesCodec
+
+    if kind == "U":
+        values, fill = np.array(["ab", "Zürich", "", "日本", "x", "yz", "q"], dtype=">U6"), "zz"
+    else:
+        values = np.array([(k, k / 2) for k in range(7)], dtype=[("a", ">i4"), ("b", ">f8")])
+        fill = None
+    g = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    kw = {"fill_value": fill} if fill is not None else {}
+    if zarr_format == 3:
+        kw.update(serializer=BytesCodec(endian="big"), dimension_names=("x",))
+        dtype = values.dtype.newbyteorder("<")
+    else:
+        kw.update(attributes={"_ARRAY_DIMENSIONS": ["x"]})
+        dtype = values.dtype
+    a = g.create_array("v", shape=(9,), chunks=(2,), dtype=dtype, **kw)
+    a[:7] = values
+    zarr.consolidate_metadata(str(path))
+    return a[:]
+
+
+@pytest.mark.parametrize("case", [("U", 2), ("U", 3), ("struct", 3)])
+def test_big_endian_text_and_structs_are_read_exactly(tmp_path, case):
+    """Before: convert of a v3 `fixed_length_utf32` stored big-endian wrote byte-swapped
+    characters with exit 0; v2 `>U` was refused. Now both rechunk and convert exactly."""
+    kind, zarr_format = case
+    src = tmp_path / "src.zarr"
+    want = big_endian_array(src, kind, zarr_format)
+    for command in ("rechunk", "convert"):
+        tgt = tmp_path / f"{command}.zarr"
+        oracle.ok(command, src, tgt, "--chunks", "x=3", "--max-mem", "64MB", "--no-progress")
+        got = zarr.open_group(str(tgt), mode="r")["v"][:]
+        assert got.tolist() == want.tolist(), command
+        assert got.dtype.newbyteorder("=") == want.dtype.newbyteorder("="), command
+
+
+def test_v2_structs_with_big_endian_fields_are_refused_before_writing(tmp_path):
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    g = zarr.open_group(str(src), mode="w", zarr_format=2)
+    g.create_array("v", data=np.array([(1, 2.5)], dtype=[("a", ">i4"), ("b", "<f8")]),
+                   attributes={"_ARRAY_DIMENSIONS": ["x"]})
+    g.create_array("w", data=np.arange(1.0), attributes={"_ARRAY_DIMENSIONS": ["x"]})
+    zarr.consolidate_metadata(str(src))
+    r = oracle.run("convert", src, tgt, "--chunks", "x=1", "--max-mem", "64MB")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["big-endian", "--drop v"])
+    assert not tgt.exists()
+    oracle.ok("convert", src, tgt, "--chunks", "x=1", "--drop", "v", "--no-progress")
+    assert zarr.open_group(str(tgt), mode="r")["w"][:].tolist() == [0.0]
