@@ -384,3 +384,24 @@ def test_v2_structs_with_big_endian_fields_are_refused_before_writing(tmp_path):
     assert not tgt.exists()
     oracle.ok("convert", src, tgt, "--chunks", "x=1", "--drop", "v", "--no-progress")
     assert zarr.open_group(str(tgt), mode="r")["w"][:].tolist() == [0.0]
+
+
+def test_workers_take_the_record_width_of_variable_length_text_from_the_plan(tmp_path):
+    """The plan carries the record width (4-byte length + the longest element's UTF-8 bytes); a
+    worker reads with it instead of reading the whole array again to measure it. Shown by a
+    chunk damaged after planning that the worker's task does not read: before, opening the
+    array read every chunk and the task failed on it."""
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    write(src, "str", 3)
+    values, _ = values_of("str")
+    oracle.ok("convert", src, tgt, "--chunks", "x=10", "--isel", "x=0:10", "--max-mem", "64MB",
+              "--prepare", "--no-progress")
+    work = tmp_path / "tgt.zarr.work"
+    plan = json.loads((work / "plan.json").read_text())
+    widths = {s["kind"].get("item_size") for s in plan["stages"]}
+    assert widths == {4 + max(len(s.encode()) for s in values[:20])}, widths
+    (src / "v" / "c" / "3").write_bytes(b"damaged after planning")
+    oracle.ok("worker", "--plan", work, "--stage", plan["stages"][0]["name"], "--tasks", "0..1",
+              "--no-progress")
+    got = zarr.open_group(str(tgt), mode="r")["v"][:10]
+    assert list(got) == list(values[:10])

@@ -457,7 +457,7 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
 fn measured(store: &Store, node: Option<Node>) -> Result<Option<Node>, ZarrError> {
     match node {
         Some(Node::Array(info)) => {
-            let opened = ZarrArray::with_info(store, info)?;
+            let opened = ZarrArray::with_info(store, info, None)?;
             Ok(Some(Node::Array(opened.info)))
         }
         other => Ok(other),
@@ -964,8 +964,23 @@ impl ZarrArray {
     /// # Errors
     /// [`ZarrError::NotFound`] when there is none, [`ZarrError::Metadata`] when zarrs refuses it.
     pub fn open(store: &Store, path: &str) -> Result<ZarrArray, ZarrError> {
+        Self::open_with_width(store, path, None)
+    }
+
+    /// [`ZarrArray::open`], with a variable-length array's record width already known (a
+    /// plan's, measured when the job listed the array): it is not read whole to measure it
+    /// again. A chunk holding a longer element is refused when read. `None` measures it;
+    /// a fixed-size type ignores it.
+    ///
+    /// # Errors
+    /// As [`ZarrArray::open`].
+    pub fn open_with_width(
+        store: &Store,
+        path: &str,
+        record_width: Option<usize>,
+    ) -> Result<ZarrArray, ZarrError> {
         match read_node(store, path)? {
-            Some(Node::Array(info)) => Self::with_info(store, info),
+            Some(Node::Array(info)) => Self::with_info(store, info, record_width),
             _ => Err(ZarrError::NotFound {
                 url: store.url().to_string(),
                 path: path.to_string(),
@@ -978,7 +993,11 @@ impl ZarrArray {
     ///
     /// # Errors
     /// As [`ZarrArray::open`], less `NotFound`.
-    fn with_info(store: &Store, info: ArrayInfo) -> Result<ZarrArray, ZarrError> {
+    fn with_info(
+        store: &Store,
+        info: ArrayInfo,
+        record_width: Option<usize>,
+    ) -> Result<ZarrArray, ZarrError> {
         let (array, swap_bytes) = open_zarrs(store, &info)?;
         let element = info.dtype.fill_bytes(&info.fill_value).ok_or_else(|| {
             meta_err(store, &info.path, "fill value does not match the data type")
@@ -996,7 +1015,11 @@ impl ZarrArray {
             swap_bytes,
         };
         if opened.info.dtype.is_variable() {
-            opened.info.item_size = opened.measure_width()?.max(RECORD_LEN + element.len());
+            let width = match record_width {
+                Some(w) => w,
+                None => opened.measure_width()?,
+            };
+            opened.info.item_size = width.max(RECORD_LEN + element.len());
             opened.fill = opened.record(&[element]);
         }
         Ok(opened)
