@@ -8,6 +8,7 @@ strings) and writes its own Zarr store of them, whose data types the cache must 
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import h5py
@@ -175,3 +176,25 @@ def test_characters_chunked_along_their_length_are_refused_unless_dropped(tmp_pa
     convert(src, target, "--drop", "cut", chunks="phony_dim_0=-1")
     got = oracle.open_xr_no_flags(target).load()
     np.testing.assert_array_equal(got.v.values, np.arange(5, dtype="f4"))
+
+
+@pytest.mark.parametrize("fmt", ["kerchunk-json", "icechunk"])
+def test_virtualize_keeps_text_as_references_xarray_reads_the_same(tmp_path, fmt):
+    """virtualize does not convert: character arrays stay `|S1` along their string dimension
+    (references, or inlined when small as here; xarray stacks them on reading, as from the
+    file), variable-length strings are inlined as `vlen-utf8`. Read back by xarray, the text
+    equals open_dataset's."""
+    from test_virtualize_vars import open_refs, virtualize
+
+    src = tmp_path / "stations.nc"
+    write_stations(src)
+    out = tmp_path / ("refs.json" if fmt == "kerchunk-json" else "refs.icechunk")
+    r = virtualize(src, out, fmt)
+    assert r.returncode == 0, oracle.describe(r)
+    got = open_refs(out, fmt, tmp_path).load()
+    want = xr.open_dataset(src).load()
+    for name in ["station_name", "station_code", "qc", "model", "label"]:
+        xr.testing.assert_identical(got[name].reset_coords(drop=True), want[name].reset_coords(drop=True))
+    arrays = {a["path"]: a for a in json.loads(oracle.ok("inspect", out, "--json").stdout)["arrays"]}
+    assert arrays["station_name"]["dtype"] == "|S1" and arrays["station_name"]["shape"] == [5, 8]
+    assert arrays["model"]["dtype"] == "|O" and arrays["model"]["inlined"] == 1
