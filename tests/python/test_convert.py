@@ -539,10 +539,10 @@ def test_references_are_followed_only_where_allowed(tmp_path):
         assert not out.exists()
 
 
-def test_a_text_variable_is_refused_unless_dropped(tmp_path):
-    """A character variable (station names, as NetCDF files often carry) cannot become a
-    numeric Zarr array: converting it is refused, naming it and the flag that leaves it out;
-    with --drop the rest converts."""
+def test_a_text_variable_converts_as_open_mfdataset_reads_it(tmp_path):
+    """A character variable (station names, as NetCDF files often carry) compared between the
+    files with --identical-dims is written as the byte strings xarray reads (it was refused
+    before issue 15); more text cases in test_text.py."""
     files = collection(tmp_path, days=2)
     for f in files:
         with netCDF4.Dataset(f, "a") as ds:
@@ -550,10 +550,9 @@ def test_a_text_variable_is_refused_unless_dropped(tmp_path):
             label = ds.createVariable("label", "S1", ("lat", "nchar"))
             label[:] = netCDF4.stringtochar(np.array(["abcd"] * NLAT, dtype="S4"))
     target = tmp_path / "t.zarr"
-    r = oracle.run("convert", *files, target, "--chunks", "time=-1", "--max-mem", "64MB", "--concat-dim", "time",
-                   "--identical-dims", "label")
-    oracle.assert_one_error_line(r, codes=[3], mentions=["label", "--drop label"])
-    assert not target.exists()
-    convert(files, target, "--drop", "label", "--identical-dims", "label")
-    want = xr.open_mfdataset([str(f) for f in files], combine="by_coords", drop_variables=["label"]).load()
-    xr.testing.assert_identical(opened(target), want)
+    convert(files, target, "--identical-dims", "label")
+    want = xr.open_mfdataset([str(f) for f in files], combine="by_coords", data_vars="minimal",
+                             coords="minimal", compat="equals").load()
+    got = opened(target)
+    xr.testing.assert_identical(got, want)
+    assert got.label.dtype == np.dtype("S4") and got.label.dims == ("lat",)

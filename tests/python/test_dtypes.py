@@ -268,3 +268,140 @@ def test_convert_refuses_an_array_it_cannot_read_unless_dropped(tmp_path, how):
     got = zarr.open_group(str(tgt), mode="r")
     np.testing.assert_array_equal(got["air"][:], air)
     assert sorted(got.array_keys()) == ["air"]
+
+
+def datetime_group(path, unit: str, zarr_format: int) -> np.ndarray:
+    """A v2/v3 group with a datetime64 `time` coordinate (six-hourly over 10 days) and `v(time)`,
+    written by zarr-python and consolidated; returns the times."""
+    times = np.datetime64("2001-02-25", unit) + np.arange(40) * np.timedelta64(6, "h").astype(f"m8[{unit}]")
+    g = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    dims = {"dimension_names": ("time",)} if zarr_format == 3 else {}
+    attrs = {} if zarr_format == 3 else {"_ARRAY_DIMENSIONS": ["time"]}
+    g.create_array("time", data=times, chunks=(8,), attributes=attrs, **dims)
+    g.create_array("v", data=np.arange(40, dtype="f4"), chunks=(8,), attributes=attrs, **dims)
+    zarr.consolidate_metadata(str(path))
+    return times
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("unit", ["ns", "s", "m"])
+def test_select_dates_on_a_datetime64_coordinate(tmp_path, unit, zarr_format):
+    """`--select time=2001-02-27:2001-03-01` on a datetime64 coordinate selects the days as
+    xarray's .sel does (before: refused, the bounds had to be numbers)."""
+    import xarray as xr
+
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    datetime_group(src, unit, zarr_format)
+    oracle.ok("convert", src, tgt, "--chunks", "time=-1", "--select", "time=2001-02-27:2001-03-01",
+              "--zarr-format", zarr_format, "--no-progress")
+    want = xr.open_zarr(str(src)).sel(time=slice("2001-02-27", "2001-03-01")).load()
+    got = oracle.open_xr_no_flags(tgt).load()
+    assert got.sizes["time"] == 12  # Feb 27, Feb 28, Mar 1: 4 steps a day
+    xr.testing.assert_identical(got, want)
+
+
+def test_a_day_the_calendar_lacks_is_refused(tmp_path):
+    """2001-02-29 (not a leap year) on a datetime64 coordinate, and on CF time coordinates in
+    the noleap and 360_day calendars a day each lacks, is refused before writing (exit 3); a
+    day the 360_day calendar has (February 30) selects as xarray (cftime) does."""
+    import netCDF4
+    import xarray as xr
+
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    datetime_group(src, "ns", 3)
+    r = oracle.run("convert", src, tgt, "--chunks", "time=-1", "--select", "time=2001-02-29:")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["2001-02-29", "time"])
+    assert not tgt.exists()
+    for calendar, missing, present in [("noleap", "2004-02-29", "2004-02-28"),
+                                       ("360_day", "2004-01-31", "2004-02-30")]:
+        nc = tmp_path / f"{calendar}.nc"
+        with netCDF4.Dataset(nc, "w") as ds:
+            ds.createDimension("time", 120)
+            t = ds.createVariable("time", "f8", ("time",))
+            t.units, t.calendar = "hours since 2004-01-20", calendar
+            t[:] = np.arange(120) * 12.0
+            ds.createVariable("v", "f4", ("time",))[:] = np.arange(120)
+        out = tmp_path / f"{calendar}.zarr"
+        r = oracle.run("convert", nc, out, "--chunks", "time=-1", "--select", f"time={missing}:")
+        oracle.assert_one_error_line(r, codes=[3], mentions=[missing, calendar])
+        assert not out.exists()
+        oracle.ok("convert", nc, out, "--chunks", "time=-1", "--select", f"time={present}:{present}",
+                  "--no-progress")
+        want = xr.open_dataset(nc, use_cftime=True).sel(time=slice(present, present)).load()
+        got = xr.open_zarr(str(out), use_cftime=True).load()
+        assert got.sizes["time"] == 2
+        xr.testing.assert_identical(got, want)
+
+
+def big_endian_array(path, kind: str, zarr_format: int) -> np.ndarray:
+    """`v` stored big-endian as zarr-python stores it when asked (a v2 `>U5`; v3 with the bytes
+    codec's endian big), chunks of 2, the last chunk never written, and a fill value."""
+    from zarr.codecs import BytesCodec
+
+    if kind == "U":
+        values, fill = np.array(["ab", "Zürich", "", "日本", "x", "yz", "q"], dtype=">U6"), "zz"
+    else:
+        values = np.array([(k, k / 2) for k in range(7)], dtype=[("a", ">i4"), ("b", ">f8")])
+        fill = None
+    g = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    kw = {"fill_value": fill} if fill is not None else {}
+    if zarr_format == 3:
+        kw.update(serializer=BytesCodec(endian="big"), dimension_names=("x",))
+        dtype = values.dtype.newbyteorder("<")
+    else:
+        kw.update(attributes={"_ARRAY_DIMENSIONS": ["x"]})
+        dtype = values.dtype
+    a = g.create_array("v", shape=(9,), chunks=(2,), dtype=dtype, **kw)
+    a[:7] = values
+    zarr.consolidate_metadata(str(path))
+    return a[:]
+
+
+@pytest.mark.parametrize("case", [("U", 2), ("U", 3), ("struct", 3)])
+def test_big_endian_text_and_structs_are_read_exactly(tmp_path, case):
+    """Before: convert of a v3 `fixed_length_utf32` stored big-endian wrote byte-swapped
+    characters with exit 0; v2 `>U` was refused. Now both rechunk and convert exactly."""
+    kind, zarr_format = case
+    src = tmp_path / "src.zarr"
+    want = big_endian_array(src, kind, zarr_format)
+    for command in ("rechunk", "convert"):
+        tgt = tmp_path / f"{command}.zarr"
+        oracle.ok(command, src, tgt, "--chunks", "x=3", "--max-mem", "64MB", "--no-progress")
+        got = zarr.open_group(str(tgt), mode="r")["v"][:]
+        assert got.tolist() == want.tolist(), command
+        assert got.dtype.newbyteorder("=") == want.dtype.newbyteorder("="), command
+
+
+def test_v2_structs_with_big_endian_fields_are_refused_before_writing(tmp_path):
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    g = zarr.open_group(str(src), mode="w", zarr_format=2)
+    g.create_array("v", data=np.array([(1, 2.5)], dtype=[("a", ">i4"), ("b", "<f8")]),
+                   attributes={"_ARRAY_DIMENSIONS": ["x"]})
+    g.create_array("w", data=np.arange(1.0), attributes={"_ARRAY_DIMENSIONS": ["x"]})
+    zarr.consolidate_metadata(str(src))
+    r = oracle.run("convert", src, tgt, "--chunks", "x=1", "--max-mem", "64MB")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["big-endian", "--drop v"])
+    assert not tgt.exists()
+    oracle.ok("convert", src, tgt, "--chunks", "x=1", "--drop", "v", "--no-progress")
+    assert zarr.open_group(str(tgt), mode="r")["w"][:].tolist() == [0.0]
+
+
+def test_workers_take_the_record_width_of_variable_length_text_from_the_plan(tmp_path):
+    """The plan carries the record width (4-byte length + the longest element's UTF-8 bytes); a
+    worker reads with it instead of reading the whole array again to measure it. Shown by a
+    chunk damaged after planning that the worker's task does not read: before, opening the
+    array read every chunk and the task failed on it."""
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    write(src, "str", 3)
+    values, _ = values_of("str")
+    oracle.ok("convert", src, tgt, "--chunks", "x=10", "--isel", "x=0:10", "--max-mem", "64MB",
+              "--prepare", "--no-progress")
+    work = tmp_path / "tgt.zarr.work"
+    plan = json.loads((work / "plan.json").read_text())
+    widths = {s["kind"].get("item_size") for s in plan["stages"]}
+    assert widths == {4 + max(len(s.encode()) for s in values[:20])}, widths
+    (src / "v" / "c" / "3").write_bytes(b"damaged after planning")
+    oracle.ok("worker", "--plan", work, "--stage", plan["stages"][0]["name"], "--tasks", "0..1",
+              "--no-progress")
+    got = zarr.open_group(str(tgt), mode="r")["v"][:10]
+    assert list(got) == list(values[:10])

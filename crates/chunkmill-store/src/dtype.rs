@@ -375,6 +375,48 @@ impl DataType {
         })
     }
 
+    /// The byte-order units of one element, in order: each is reversed to change the
+    /// element's byte order (1 for a byte that stays: bools, byte strings, raw bytes). A
+    /// UTF-32 character is a unit of 4, a complex number two of its half size, a struct its
+    /// fields' units. `None` for a variable-length type.
+    #[must_use]
+    pub fn byte_order_units(&self) -> Option<Vec<usize>> {
+        Some(match self {
+            DataType::Bool | DataType::Bytes(_) | DataType::Raw(_) => vec![1; self.size()?],
+            DataType::Int(n) | DataType::UInt(n) | DataType::Float(n) => vec![*n],
+            DataType::Complex(n) => vec![n / 2, n / 2],
+            DataType::DateTime(_) | DataType::TimeDelta(_) => vec![8],
+            DataType::Unicode(n) => vec![4; *n],
+            DataType::String | DataType::VarBytes => return None,
+            DataType::Struct(fields) => {
+                let mut units = Vec::new();
+                for (_, t) in fields {
+                    units.extend(t.byte_order_units()?);
+                }
+                units
+            }
+        })
+    }
+
+    /// Reverses the byte order of every element of `bytes` (whole elements of this type):
+    /// big-endian ↔ little-endian.
+    pub fn swap_byte_order(&self, bytes: &mut [u8]) {
+        let Some(units) = self.byte_order_units() else {
+            return;
+        };
+        if units.iter().all(|&u| u <= 1) {
+            return;
+        }
+        let size: usize = units.iter().sum();
+        for element in bytes.chunks_exact_mut(size.max(1)) {
+            let mut at = 0;
+            for &u in &units {
+                element[at..at + u].reverse();
+                at += u;
+            }
+        }
+    }
+
     /// Whether elements have no fixed size (decoded as bytes and offsets).
     #[must_use]
     pub fn is_variable(&self) -> bool {
@@ -517,6 +559,14 @@ impl DataType {
             }
             DataType::String => value.as_str()?.as_bytes().to_vec(),
             DataType::VarBytes => base64_decode(value.as_str()?)?,
+            // zarr-python writes a v3 struct's fill as an object of field values.
+            DataType::Struct(fields) if value.is_object() => {
+                let mut b = Vec::new();
+                for (name, t) in fields {
+                    b.extend(t.fill_bytes(value.get(name)?)?);
+                }
+                b
+            }
             DataType::Struct(_) => {
                 let b = base64_decode(value.as_str()?)?;
                 (Some(b.len()) == self.size()).then_some(b)?

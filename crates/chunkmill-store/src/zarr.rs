@@ -457,7 +457,7 @@ pub fn list_nodes(store: &Store) -> Result<Vec<Node>, ZarrError> {
 fn measured(store: &Store, node: Option<Node>) -> Result<Option<Node>, ZarrError> {
     match node {
         Some(Node::Array(info)) => {
-            let opened = ZarrArray::with_info(store, info)?;
+            let opened = ZarrArray::with_info(store, info, None)?;
             Ok(Some(Node::Array(opened.info)))
         }
         other => Ok(other),
@@ -815,10 +815,13 @@ fn meta_err_url(url: &str, path: &str, reason: &str) -> ZarrError {
 /// that is not a number is handed to zarrs as one of the same bytes (int64 for datetimes,
 /// raw bytes for the rest), whose codecs (bytes, compressors) do the same; the fill value
 /// is ours, from [`DataType::fill_bytes`].
+///
+/// Also says whether the stand-in's bytes are big-endian (UTF-32 text or a struct stored
+/// big-endian), which zarrs does not swap for raw bytes: [`ZarrArray`] swaps them.
 fn open_zarrs(
     store: &Store,
     info: &ArrayInfo,
-) -> Result<Array<dyn ReadableWritableListableStorageTraits>, ZarrError> {
+) -> Result<(Array<dyn ReadableWritableListableStorageTraits>, bool), ZarrError> {
     let path = &info.path;
     let name = if info.zarr_format == 3 {
         "zarr.json"
@@ -836,6 +839,19 @@ fn open_zarrs(
     let big_endian = doc
         .get("dtype")
         .is_some_and(|d| d.to_string().contains('>'));
+    let raw_big_endian = matches!(info.dtype, DataType::Unicode(_) | DataType::Struct(_))
+        && (big_endian
+            || doc
+                .get("codecs")
+                .and_then(Value::as_array)
+                .is_some_and(|c| any_big_endian(c)));
+    // zarrs fills never-written chunks with the stand-in's fill as stored.
+    let fill = fill.map(|mut bytes| {
+        if raw_big_endian {
+            info.dtype.swap_byte_order(&mut bytes);
+        }
+        bytes
+    });
     let stand_in = match &info.dtype {
         DataType::DateTime(_) | DataType::TimeDelta(_) => Some((
             if info.zarr_format == 3 {
@@ -846,11 +862,16 @@ fn open_zarrs(
             fill.map(|b| json!(i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))),
         )),
         DataType::Bytes(_) | DataType::Unicode(_) | DataType::Raw(_) | DataType::Struct(_) => {
-            if big_endian && !matches!(info.dtype, DataType::Bytes(_) | DataType::Raw(_)) {
+            // A v2 structured type may mix byte orders field by field, which the type we
+            // hold does not say.
+            if big_endian && matches!(info.dtype, DataType::Struct(_)) {
                 return Err(meta_err(
                     store,
                     path,
-                    format!("big-endian {} is not supported", info.dtype),
+                    format!(
+                        "a structured type with big-endian fields ({}) is not supported",
+                        doc.get("dtype").unwrap_or(&Value::Null)
+                    ),
                 ));
             }
             if info.zarr_format == 3 {
@@ -879,8 +900,20 @@ fn open_zarrs(
     let metadata: ArrayMetadata =
         serde_json::from_value(doc).map_err(|e| meta_err(store, path, e.to_string()))?;
     let storage: Arc<dyn ReadableWritableListableStorageTraits> = store.storage();
-    Array::new_with_metadata(storage, &format!("/{path}"), metadata)
-        .map_err(|e| meta_err(store, path, e.to_string()))
+    let array = Array::new_with_metadata(storage, &format!("/{path}"), metadata)
+        .map_err(|e| meta_err(store, path, e.to_string()))?;
+    Ok((array, raw_big_endian))
+}
+
+/// Whether a `bytes` codec of `codecs` (inside a sharding codec too) stores big-endian.
+fn any_big_endian(codecs: &[Value]) -> bool {
+    codecs.iter().any(|codec| {
+        codec.pointer("/configuration/endian").and_then(Value::as_str) == Some("big")
+            || codec
+                .pointer("/configuration/codecs")
+                .and_then(Value::as_array)
+                .is_some_and(|inner| any_big_endian(inner))
+    })
 }
 
 /// Give the `bytes` codec (inside a sharding codec too) a byte order where it has none: a
@@ -911,6 +944,9 @@ pub struct ZarrArray {
     array: Array<dyn ReadableWritableListableStorageTraits>,
     fill: Vec<u8>,
     options: CodecOptions,
+    /// Whether chunks hold big-endian elements that zarrs leaves as they are (see
+    /// [`open_zarrs`]): swapped on reading and writing, so callers see native order.
+    swap_bytes: bool,
 }
 
 impl std::fmt::Debug for ZarrArray {
@@ -928,8 +964,23 @@ impl ZarrArray {
     /// # Errors
     /// [`ZarrError::NotFound`] when there is none, [`ZarrError::Metadata`] when zarrs refuses it.
     pub fn open(store: &Store, path: &str) -> Result<ZarrArray, ZarrError> {
+        Self::open_with_width(store, path, None)
+    }
+
+    /// [`ZarrArray::open`], with a variable-length array's record width already known (a
+    /// plan's, measured when the job listed the array): it is not read whole to measure it
+    /// again. A chunk holding a longer element is refused when read. `None` measures it;
+    /// a fixed-size type ignores it.
+    ///
+    /// # Errors
+    /// As [`ZarrArray::open`].
+    pub fn open_with_width(
+        store: &Store,
+        path: &str,
+        record_width: Option<usize>,
+    ) -> Result<ZarrArray, ZarrError> {
         match read_node(store, path)? {
-            Some(Node::Array(info)) => Self::with_info(store, info),
+            Some(Node::Array(info)) => Self::with_info(store, info, record_width),
             _ => Err(ZarrError::NotFound {
                 url: store.url().to_string(),
                 path: path.to_string(),
@@ -942,8 +993,12 @@ impl ZarrArray {
     ///
     /// # Errors
     /// As [`ZarrArray::open`], less `NotFound`.
-    fn with_info(store: &Store, info: ArrayInfo) -> Result<ZarrArray, ZarrError> {
-        let array = open_zarrs(store, &info)?;
+    fn with_info(
+        store: &Store,
+        info: ArrayInfo,
+        record_width: Option<usize>,
+    ) -> Result<ZarrArray, ZarrError> {
+        let (array, swap_bytes) = open_zarrs(store, &info)?;
         let element = info.dtype.fill_bytes(&info.fill_value).ok_or_else(|| {
             meta_err(store, &info.path, "fill value does not match the data type")
         })?;
@@ -957,9 +1012,14 @@ impl ZarrArray {
             array,
             fill: element.clone(),
             options,
+            swap_bytes,
         };
         if opened.info.dtype.is_variable() {
-            opened.info.item_size = opened.measure_width()?.max(RECORD_LEN + element.len());
+            let width = match record_width {
+                Some(w) => w,
+                None => opened.measure_width()?,
+            };
+            opened.info.item_size = width.max(RECORD_LEN + element.len());
             opened.fill = opened.record(&[element]);
         }
         Ok(opened)
@@ -1023,8 +1083,14 @@ impl ZarrArray {
             .retrieve_chunk_opt(chunk, &self.options)
             .map_err(|e| self.chunk_err(chunk, e))?;
         if !self.info.dtype.is_variable() {
-            let raw = bytes.into_fixed().map_err(|e| self.chunk_err(chunk, e))?;
-            return Ok(raw.into_owned());
+            let mut raw = bytes
+                .into_fixed()
+                .map_err(|e| self.chunk_err(chunk, e))?
+                .into_owned();
+            if self.swap_bytes {
+                self.info.dtype.swap_byte_order(&mut raw);
+            }
+            return Ok(raw);
         }
         let (raw, offsets) = bytes
             .into_variable()
@@ -1111,6 +1177,10 @@ impl ZarrArray {
     pub fn write_chunk(&self, chunk: &[u64], bytes: Vec<u8>) -> Result<(), ZarrError> {
         let bytes = if self.info.dtype.is_variable() {
             self.records_to_elements(chunk, &bytes)?
+        } else if self.swap_bytes {
+            let mut bytes = bytes;
+            self.info.dtype.swap_byte_order(&mut bytes);
+            ArrayBytes::new_flen(bytes)
         } else {
             ArrayBytes::new_flen(bytes)
         };

@@ -32,6 +32,7 @@ pub mod append;
 mod cf;
 mod selection;
 pub mod sources;
+mod text;
 mod tiles;
 
 use chunkmill_exec::budget::Budget;
@@ -46,8 +47,9 @@ use crate::OpsError;
 use cf::{numbers, typed_attribute, PartDecoding};
 use chunkmill_store::DataType;
 use selection::{
-    aligned_range, axis_read, cf_time_period, element_values, index_range, is_descending,
-    value_range, window_axis, Bound,
+    aligned_range, axis_read, cf_time_period, datetime64_seconds, element_values, index_range,
+    is_descending, missing_day, value_range, window_axis, Bound, DATETIME64_CALENDAR,
+    DATETIME64_UNITS,
 };
 pub use selection::{IndexSelection, ValueSelection};
 use sources::{Source, SourceArray};
@@ -714,14 +716,24 @@ fn value_ranges(
                 ))
             })?;
         let bytes = source.read_all(coordinate)?;
-        let values = element_values(&bytes, &coordinate.info.dtype)
-            .map_err(|e| OpsError::Refused(format!("--select {}: {e}", sel.dim)))?;
-        let units = coordinate.attributes.get("units").and_then(Value::as_str);
-        let calendar = coordinate
-            .attributes
-            .get("calendar")
-            .and_then(Value::as_str)
-            .unwrap_or("standard");
+        let unreadable = |e: String| OpsError::Refused(format!("--select {}: {e}", sel.dim));
+        // A datetime64 coordinate holds dates as a CF time coordinate does, in numpy's units.
+        let (values, units, calendar) = match &coordinate.info.dtype {
+            DataType::DateTime(unit) => (
+                datetime64_seconds(&bytes, unit).map_err(unreadable)?,
+                Some(DATETIME64_UNITS),
+                DATETIME64_CALENDAR,
+            ),
+            dtype => (
+                element_values(&bytes, dtype).map_err(unreadable)?,
+                coordinate.attributes.get("units").and_then(Value::as_str),
+                coordinate
+                    .attributes
+                    .get("calendar")
+                    .and_then(Value::as_str)
+                    .unwrap_or("standard"),
+            ),
+        };
         // Each end names a period: a number itself, a date string what pandas' partial
         // string indexing reads in it (`2020-01-10` is the whole day).
         let parse = |text: &Option<String>| -> Result<Option<(f64, f64)>, OpsError> {
@@ -729,9 +741,14 @@ fn value_ranges(
             // On a CF time coordinate, which xarray shows as dates, a bound is a date even
             // when it looks like a number (`2020` is the year).
             match (units, text.parse::<f64>()) {
-                (Some(u), _) if u.contains(" since ") => cf_time_period(text, u, calendar)
-                    .map(Some)
-                    .map_err(|e| OpsError::Usage(format!("--select {}: {e}", sel.dim))),
+                (Some(u), _) if u.contains(" since ") => {
+                    if let Some(why) = missing_day(text, calendar) {
+                        return Err(OpsError::Refused(format!("--select {}: {why}", sel.dim)));
+                    }
+                    cf_time_period(text, u, calendar)
+                        .map(Some)
+                        .map_err(|e| OpsError::Usage(format!("--select {}: {e}", sel.dim)))
+                }
                 (_, Ok(v)) => Ok(Some((v, v))),
                 _ => Err(OpsError::Usage(format!(
                     "--select {}: '{text}' is not a number, and '{}' is not a CF time coordinate",

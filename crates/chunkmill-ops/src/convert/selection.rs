@@ -2,7 +2,8 @@
 //! one window per axis, and the window's chunks cut at the source's chunk boundaries.
 
 use chunkmill_grid::AxisChunks;
-use chunkmill_manifest::cftime::{parse_date, Date, TimeUnits};
+use chunkmill_manifest::cftime::{days_in_calendar, parse_date, Date, TimeUnits};
+use chunkmill_store::TimeUnit;
 use chunkmill_plan::{AxisWindow, ValueMap};
 
 /// A selection of one dimension by coordinate value, both ends included (as xarray's
@@ -72,6 +73,90 @@ pub(crate) fn cf_time_period(
         }
     };
     Ok((start / per_unit, end / per_unit))
+}
+
+/// The units a datetime64 coordinate's dates are counted in once read by
+/// [`datetime64_seconds`]: numpy's epoch, in its proleptic Gregorian calendar.
+pub(crate) const DATETIME64_UNITS: &str = "seconds since 1970-01-01";
+
+/// The calendar of numpy's datetime64.
+pub(crate) const DATETIME64_CALENDAR: &str = "proleptic_gregorian";
+
+/// The instants of a datetime64 array (int64 counts of `unit` since 1970-01-01) as seconds
+/// since then, NaT as NaN: what a date selection compares, as xarray selects on the dates.
+///
+/// # Errors
+/// A unit with no date (`generic`), named.
+pub(crate) fn datetime64_seconds(bytes: &[u8], unit: &TimeUnit) -> Result<Vec<f64>, String> {
+    let scale = f64::from(unit.scale_factor);
+    // Years and months are calendar steps, not fixed lengths: counted as dates.
+    let month_start = |months: i64| {
+        let (year, month) = (1970 + months.div_euclid(12), months.rem_euclid(12) + 1);
+        days_in_calendar(DATETIME64_CALENDAR, Date::ymd(year, month as u32, 1)).map_or(
+            f64::NAN,
+            |days| {
+                (days - days_in_calendar(DATETIME64_CALENDAR, Date::ymd(1970, 1, 1)).unwrap_or(0))
+                    as f64
+                    * 86_400.0
+            },
+        )
+    };
+    let seconds = |count: i64| -> Result<f64, String> {
+        let step = unit.scale_factor as i64;
+        Ok(match unit.unit.as_str() {
+            "Y" => month_start(count.saturating_mul(step).saturating_mul(12)),
+            "M" => month_start(count.saturating_mul(step)),
+            "W" => count as f64 * scale * 604_800.0,
+            "D" => count as f64 * scale * 86_400.0,
+            "h" => count as f64 * scale * 3_600.0,
+            "m" => count as f64 * scale * 60.0,
+            "s" => count as f64 * scale,
+            "ms" => count as f64 * scale * 1e-3,
+            "us" => count as f64 * scale * 1e-6,
+            "ns" => count as f64 * scale * 1e-9,
+            "ps" => count as f64 * scale * 1e-12,
+            "fs" => count as f64 * scale * 1e-15,
+            "as" => count as f64 * scale * 1e-18,
+            other => return Err(format!("datetime64 of unit '{other}' holds no dates")),
+        })
+    };
+    bytes
+        .chunks_exact(8)
+        .map(|b| {
+            let count = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            if count == i64::MIN {
+                Ok(f64::NAN)
+            } else {
+                seconds(count)
+            }
+        })
+        .collect()
+}
+
+/// Why the date `text` names a day `calendar` does not have (February 30, February 29 of
+/// a year without one, the 31st in the 360-day calendar), as pandas and cftime refuse it;
+/// `None` when the day exists or the text is not a date (said elsewhere).
+pub(crate) fn missing_day(text: &str, calendar: &str) -> Option<String> {
+    let date = parse_date(text.trim())?;
+    let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let last = match (calendar.to_ascii_lowercase().as_str(), date.month) {
+        ("360_day", _) => 30,
+        (_, 4 | 6 | 9 | 11) => 30,
+        (_, 2) => match calendar.to_ascii_lowercase().as_str() {
+            "noleap" | "365_day" => 28,
+            "all_leap" | "366_day" => 29,
+            _ if leap(date.year) => 29,
+            _ => 28,
+        },
+        _ => 31,
+    };
+    (date.day > last).then(|| {
+        format!(
+            "'{}' is not a date of the {calendar} calendar (its month {} has {last} days)",
+            text.trim(),
+            date.month
+        )
+    })
 }
 
 pub(crate) fn element_values(

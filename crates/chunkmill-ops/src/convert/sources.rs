@@ -92,6 +92,7 @@ pub fn open(
         }
         let access = chunkmill_manifest::ReferenceAccess::for_reference_file(path, allow_refs)?;
         access.check(&dataset)?;
+        super::text::as_stored_by_xarray(&mut dataset);
         Ok((Source::Virtual(dataset.into()), Vec::new()))
     };
     if let [one] = inputs {
@@ -139,7 +140,8 @@ pub fn open(
     options.inline_threshold = 0;
     // szip, nbit and scaleoffset are decoded by hdf5-reader's own filters.
     options.native_filters = true;
-    let (dataset, report) = chunkmill_manifest::build(inputs, &options)?;
+    let (mut dataset, report) = chunkmill_manifest::build(inputs, &options)?;
+    super::text::as_stored_by_xarray(&mut dataset);
     Ok((Source::Virtual(dataset.into()), report.notes))
 }
 
@@ -202,13 +204,13 @@ fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
     })
 }
 
-/// The data type of a virtual array's numpy `dtype.str`, when convert can copy it: numbers
-/// and booleans. A file's text (NetCDF `S1` characters, HDF5 strings) is what xarray decodes
-/// into strings along a character dimension, which a copy of its bytes would not be.
+/// The data type of a virtual array's numpy `dtype.str`, when convert can copy it: numbers,
+/// booleans and fixed-length text (a file's character arrays and variable-length strings
+/// become fixed-length text when the source is opened, see `text`).
 fn convertible(dtype: &str) -> Option<DataType> {
-    DataType::from_typestr(dtype)
-        .ok()
-        .filter(|t| t.is_numeric() || matches!(t, DataType::Complex(_)))
+    DataType::from_typestr(dtype).ok().filter(|t| {
+        t.is_numeric() || matches!(t, DataType::Complex(_) | DataType::Bytes(_) | DataType::Unicode(_))
+    })
 }
 
 impl Source {
@@ -223,11 +225,18 @@ impl Source {
                 .map(|(key, array)| {
                     let meta = &array.metadata;
                     let dtype = convertible(&meta.dtype);
-                    let unsupported = dtype.is_none().then(|| {
-                        format!(
-                            "{}: {key}: data type {} cannot be converted (numbers and booleans only); leave it out with --drop {key}",
-                            dataset.name, meta.dtype
-                        )
+                    // Text left as it was (a character array still of `|S1`) is not copied
+                    // as characters: xarray reads it as strings.
+                    let why = super::text::why_unconvertible(array).or_else(|| {
+                        dtype.is_none().then(|| {
+                            format!(
+                                "data type {} cannot be converted (numbers, booleans and text only)",
+                                meta.dtype
+                            )
+                        })
+                    });
+                    let unsupported = why.map(|why| {
+                        format!("{}: {key}: {why}; leave it out with --drop {key}", dataset.name)
                     });
                     let zarray = meta.to_zarray(array.manifest.has_missing());
                     let mut attributes = meta.attributes.clone();

@@ -109,23 +109,32 @@ impl StageRunner {
     }
 
     /// The endpoint of `side` of stage `stage`, opened by its first task and shared by the
-    /// others.
-    fn opened(&self, stage: &str, side: Side, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
+    /// others; `item` is the stage's bytes per element (see [`StageRunner::open`]).
+    fn opened(
+        &self,
+        stage: &str,
+        side: Side,
+        endpoint: &Endpoint,
+        item: usize,
+    ) -> Result<Arc<Opened>, String> {
         let key = (stage.to_string(), side);
         if let Some(found) = self.opened.lock().get(&key) {
             return Ok(found.clone());
         }
-        let opened = self.open(endpoint)?;
+        let opened = self.open(endpoint, Some(item))?;
         // Threads that opened it at the same time all use the first one kept.
         Ok(self.opened.lock().entry(key).or_insert(opened).clone())
     }
 
-    fn open(&self, endpoint: &Endpoint) -> Result<Arc<Opened>, String> {
+    /// Opens `endpoint`. A variable-length Zarr array is read in records `item` bytes wide,
+    /// the width the plan measured, rather than measured again by reading it whole in every
+    /// process (only a cast changes the width through a window, and text is never cast).
+    fn open(&self, endpoint: &Endpoint, item: Option<usize>) -> Result<Arc<Opened>, String> {
         let opened = match endpoint {
             Endpoint::Zarr { url, path, .. } => {
                 let store = Store::open(url).map_err(|e| e.to_string())?;
                 Opened::Zarr(Box::new(
-                    ZarrArray::open(&store, path).map_err(|e| e.to_string())?,
+                    ZarrArray::open_with_width(&store, path, item).map_err(|e| e.to_string())?,
                 ))
             }
             Endpoint::Pieces { url, prefix, .. } => Opened::Pieces {
@@ -157,7 +166,7 @@ impl StageRunner {
                 values,
                 ..
             } => {
-                let opened_source = self.open(source)?;
+                let opened_source = self.open(source, item)?;
                 let source_item = opened_source.item_size();
                 Opened::Window {
                     source: opened_source,
@@ -172,7 +181,7 @@ impl StageRunner {
                 let mut start = 0;
                 for part in parts {
                     let len = part.grid().shape().get(*axis).copied().unwrap_or(0);
-                    opened_parts.push((self.open(part)?, part.grid().clone(), start));
+                    opened_parts.push((self.open(part, item)?, part.grid().clone(), start));
                     start += len;
                 }
                 Opened::Concat {
@@ -185,7 +194,7 @@ impl StageRunner {
                 chunk_offset,
                 ..
             } => Opened::Shifted {
-                inner: self.open(inner)?,
+                inner: self.open(inner, item)?,
                 chunk_offset: chunk_offset.clone(),
             },
             Endpoint::Tiles {
@@ -195,7 +204,7 @@ impl StageRunner {
                 counts,
                 ..
             } => Opened::Tiles {
-                source: self.open(source)?,
+                source: self.open(source, item)?,
                 source_grid: source.grid().clone(),
                 sizes: sizes.clone(),
                 slots: slots.clone(),
@@ -472,7 +481,7 @@ impl StageRunner {
         region: &Region,
         item: usize,
     ) -> Result<Vec<u8>, String> {
-        let opened = self.open(endpoint)?;
+        let opened = self.open(endpoint, Some(item))?;
         Ok(self.read_into(&opened, endpoint.grid(), region, item)?.0)
     }
 
@@ -493,10 +502,10 @@ impl StageRunner {
         };
         let item = stage.item_size as usize;
         let input = self
-            .opened(name, Side::Input, &stage.input)
+            .opened(name, Side::Input, &stage.input, item)
             .map_err(TaskError::failed)?;
         let output = self
-            .opened(name, Side::Output, &stage.output)
+            .opened(name, Side::Output, &stage.output, item)
             .map_err(TaskError::failed)?;
         let in_grid = stage.input.grid();
         let out_grid = stage.output.grid();
