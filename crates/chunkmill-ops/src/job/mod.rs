@@ -312,6 +312,7 @@ pub fn run_job(
     }
     if resuming {
         safety::sweep(&[&job.write_url, &job.work_dir, &job.temp])?;
+        crate::tasks::forget_lost_pieces(plan, &markers).map_err(failed)?;
     } else {
         start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
     }
