@@ -49,6 +49,14 @@ impl Markers {
         self.store.put(&key, bytes)
     }
 
+    /// Forget that `task` of `stage` is done: it runs again (its outputs were found lost).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the work dir cannot be written.
+    pub fn unmark(&self, stage: &str, task: u64) -> Result<(), StoreError> {
+        self.store.erase(&self.key(stage, task))
+    }
+
     /// True when `task` of `stage` is done.
     ///
     /// # Errors

@@ -5,6 +5,7 @@ use zarrs_storage::{
     Bytes, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, StorePrefix,
 };
 
+pub use crate::local::ReadInto;
 use crate::{local, memory, s3, StoreError};
 
 /// Which backend a store uses.
@@ -24,6 +25,9 @@ pub struct Store {
     url: String,
     kind: StoreKind,
     storage: ReadableWritableListableStorage,
+    /// The same storage when it is a local directory: for reads into a caller's buffer and
+    /// writes from a borrowed one, which zarrs' storage traits cannot express.
+    local: Option<Arc<local::LocalStore>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -42,19 +46,30 @@ impl Store {
     /// # Errors
     /// [`StoreError::BadUrl`] for an unknown scheme or a malformed URL.
     pub fn open(url: &str) -> Result<Store, StoreError> {
-        Self::open_with(url, false)
+        Self::open_with(url, local::Mode::Buffered)
     }
 
     /// Open a store for scratch data that is written once and read once (intermediates): a
-    /// local one bypasses the page cache where the filesystem allows it.
+    /// local one bypasses the page cache where the filesystem allows it, and does not sync
+    /// its values (a lost one is found when its stage resumes, and redone).
     ///
     /// # Errors
     /// As [`Store::open`].
     pub fn open_scratch(url: &str) -> Result<Store, StoreError> {
-        Self::open_with(url, true)
+        Self::open_with(url, local::Mode::Scratch)
     }
 
-    fn open_with(url: &str, scratch: bool) -> Result<Store, StoreError> {
+    /// Open a store a job writes its output to, chunks written once each: a local one writes
+    /// large values around the page cache where the filesystem allows it (still made durable
+    /// before each task marker, as every store's values are).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_output(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, local::Mode::Output)
+    }
+
+    fn open_with(url: &str, mode: local::Mode) -> Result<Store, StoreError> {
         let url = match url.split_once("://") {
             Some((scheme, rest)) => format!("{scheme}://{}", rest.trim_end_matches('/')),
             None if url.len() > 1 => url.trim_end_matches('/').to_string(),
@@ -63,6 +78,12 @@ impl Store {
         let bad = |reason: &str| StoreError::BadUrl {
             url: url.clone(),
             reason: reason.to_string(),
+        };
+        let mut local = None;
+        let mut open_local = |path: &str| {
+            let opened = Arc::new(local::LocalStore::new(path, mode).map_err(|e| bad(&e))?);
+            local = Some(opened.clone());
+            Ok::<ReadableWritableListableStorage, StoreError>(opened)
         };
         let (kind, storage): (StoreKind, ReadableWritableListableStorage) =
             if let Some(rest) = url.strip_prefix("s3://") {
@@ -77,22 +98,21 @@ impl Store {
             } else if let Some(name) = url.strip_prefix("memory://") {
                 (StoreKind::Memory, memory::open(name))
             } else if let Some(path) = url.strip_prefix("file://") {
-                (
-                    StoreKind::Local,
-                    Arc::new(local::LocalStore::new(path, scratch).map_err(|e| bad(&e))?),
-                )
+                (StoreKind::Local, open_local(path)?)
             } else if url.contains("://") {
                 return Err(bad(
                     "unsupported scheme; use a path, file://, s3:// or memory://",
                 ));
             } else {
                 let path = if url.is_empty() { "/" } else { url.as_str() };
-                (
-                    StoreKind::Local,
-                    Arc::new(local::LocalStore::new(path, scratch).map_err(|e| bad(&e))?),
-                )
+                (StoreKind::Local, open_local(path)?)
             };
-        Ok(Store { url, kind, storage })
+        Ok(Store {
+            url,
+            kind,
+            storage,
+            local,
+        })
     }
 
     /// The URL the store was opened from (never holds credentials).
@@ -233,6 +253,42 @@ impl Store {
         self.storage
             .set(&k, value.into())
             .map_err(self.backend("put", key))
+    }
+
+    /// Write `value` at `key` atomically from a borrowed buffer, which the caller may reuse:
+    /// a local store writes it without a copy of its own.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn put_slice(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let k = self.key(key)?;
+        match &self.local {
+            Some(local) => local.write(&k, value),
+            None => self.storage.set(&k, Bytes::copy_from_slice(value)),
+        }
+        .map_err(self.backend("put", key))
+    }
+
+    /// Reads the value at `key` into `dest` when it is exactly `dest.len()` bytes long: into
+    /// the caller's buffer, with no buffer of its own where the store is local.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the backend fails.
+    pub fn read_exact_into(&self, key: &str, dest: &mut [u8]) -> Result<ReadInto, StoreError> {
+        let k = self.key(key)?;
+        if let Some(local) = &self.local {
+            return local
+                .read_exact_into(&k, dest)
+                .map_err(|e| self.backend("get", key)(e.into()));
+        }
+        Ok(match self.get(key)? {
+            None => ReadInto::Missing,
+            Some(value) if value.len() != dest.len() => ReadInto::Size(value.len() as u64),
+            Some(value) => {
+                dest.copy_from_slice(&value);
+                ReadInto::Read
+            }
+        })
     }
 
     /// Write a JSON document at `key`, pretty-printed.

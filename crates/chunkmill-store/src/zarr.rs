@@ -1175,10 +1175,26 @@ impl ZarrArray {
     /// # Errors
     /// [`ZarrError::Chunk`] when encoding or storing fails.
     pub fn write_chunk(&self, chunk: &[u64], bytes: Vec<u8>) -> Result<(), ZarrError> {
+        self.write_chunk_cow(chunk, std::borrow::Cow::Owned(bytes))
+    }
+
+    /// [`ZarrArray::write_chunk`] from a borrowed buffer, which the caller may then reuse.
+    ///
+    /// # Errors
+    /// [`ZarrError::Chunk`] when encoding or storing fails.
+    pub fn write_chunk_slice(&self, chunk: &[u64], bytes: &[u8]) -> Result<(), ZarrError> {
+        self.write_chunk_cow(chunk, std::borrow::Cow::Borrowed(bytes))
+    }
+
+    fn write_chunk_cow(
+        &self,
+        chunk: &[u64],
+        bytes: std::borrow::Cow<'_, [u8]>,
+    ) -> Result<(), ZarrError> {
         let bytes = if self.info.dtype.is_variable() {
             self.records_to_elements(chunk, &bytes)?
         } else if self.swap_bytes {
-            let mut bytes = bytes;
+            let mut bytes = bytes.into_owned();
             self.info.dtype.swap_byte_order(&mut bytes);
             ArrayBytes::new_flen(bytes)
         } else {

@@ -19,9 +19,10 @@ use chunkmill_exec::{Cancel, TaskError, TaskRunner, TaskStats};
 use chunkmill_grid::{copy_region, Grid, Region};
 use chunkmill_manifest::reader::FilePool;
 use chunkmill_manifest::ChunkReader;
-use chunkmill_plan::{AxisWindow, CopyStage, Endpoint, Stage, StageKind, ValueMap};
+use chunkmill_plan::{AxisWindow, CopyStage, Endpoint, Plan, Stage, StageKind, ValueMap};
+use chunkmill_store::markers::Markers;
 use chunkmill_store::zarr::ZarrArray;
-use chunkmill_store::Store;
+use chunkmill_store::{ReadInto, Store};
 use parking_lot::Mutex;
 
 /// An endpoint opened once per process and shared by every task that uses it.
@@ -121,9 +122,42 @@ impl StageRunner {
         if let Some(found) = self.opened.lock().get(&key) {
             return Ok(found.clone());
         }
-        let opened = self.open(endpoint, Some(item))?;
+        let opened = match side {
+            Side::Input => self.open(endpoint, Some(item))?,
+            Side::Output => match Self::open_output(endpoint, Some(item)) {
+                Some(opened) => opened?,
+                None => self.open(endpoint, Some(item))?,
+            },
+        };
         // Threads that opened it at the same time all use the first one kept.
         Ok(self.opened.lock().entry(key).or_insert(opened).clone())
+    }
+
+    /// A Zarr array a stage writes (an append's shifted one too), opened for chunks written
+    /// once each ([`Store::open_output`]); `None` for every other endpoint.
+    fn open_output(
+        endpoint: &Endpoint,
+        item: Option<usize>,
+    ) -> Option<Result<Arc<Opened>, String>> {
+        match endpoint {
+            Endpoint::Zarr { url, path, .. } => Some((|| {
+                let store = Store::open_output(url).map_err(|e| e.to_string())?;
+                let array =
+                    ZarrArray::open_with_width(&store, path, item).map_err(|e| e.to_string())?;
+                Ok(Arc::new(Opened::Zarr(Box::new(array))))
+            })()),
+            Endpoint::Shifted {
+                inner,
+                chunk_offset,
+                ..
+            } => Some(Self::open_output(inner, item)?.map(|inner| {
+                Arc::new(Opened::Shifted {
+                    inner,
+                    chunk_offset: chunk_offset.clone(),
+                })
+            })),
+            _ => None,
+        }
     }
 
     /// Opens `endpoint`. A variable-length Zarr array is read in records `item` bytes wide,
@@ -236,10 +270,23 @@ thread_local! {
     static SPARE_BLOCK: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// The buffer this thread last cut an output chunk or piece into, kept for its next one
+    /// (for the same reason as [`SPARE_BLOCK`]); it is part of the task's projected memory.
+    static SPARE_CUT: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
 /// A buffer of `len` bytes for a task's block, whose every byte the task then overwrites:
 /// the thread's spare if it is about that size, a new one otherwise.
 fn block_buffer(len: usize) -> Vec<u8> {
-    if let Some(mut spare) = SPARE_BLOCK.with(|s| s.borrow_mut().take()) {
+    spare_or_zeroed(&SPARE_BLOCK, len)
+}
+
+fn spare_or_zeroed(
+    spare: &'static std::thread::LocalKey<RefCell<Option<Vec<u8>>>>,
+    len: usize,
+) -> Vec<u8> {
+    if let Some(mut spare) = spare.with(|s| s.borrow_mut().take()) {
         if spare.capacity() >= len && spare.capacity() <= len + len / 64 {
             spare.resize(len, 0);
             spare.truncate(len);
@@ -247,6 +294,28 @@ fn block_buffer(len: usize) -> Vec<u8> {
         }
     }
     zeroed(len)
+}
+
+/// The byte range that `inner` occupies in a C-ordered buffer holding `outer`, when its
+/// elements are one run there (a piece of a block can then be read or written in place).
+fn contiguous_span(outer: &Region, inner: &Region, item: usize) -> Option<std::ops::Range<usize>> {
+    let (o, i) = (outer.ranges(), inner.ranges());
+    if o.len() != i.len() || i.iter().zip(o).any(|(a, b)| a.start < b.start || a.end > b.end) {
+        return None;
+    }
+    // C order: leading axes of length 1, then any one axis, then axes whole in `outer`.
+    let first = i.iter().position(|r| r.end - r.start != 1).unwrap_or(i.len());
+    if (first + 1..i.len()).any(|a| i[a] != o[a]) {
+        return None;
+    }
+    let mut offset = 0u64;
+    let mut stride = 1u64;
+    for (a, b) in i.iter().zip(o).rev() {
+        offset += (a.start - b.start) * stride;
+        stride *= b.end - b.start;
+    }
+    let start = usize::try_from(offset).ok()? * item;
+    Some(start..start + usize::try_from(inner.num_elements()).ok()? * item)
 }
 
 /// A zeroed buffer. Large ones ask the kernel for transparent huge pages first: a task's block
@@ -309,6 +378,49 @@ impl ChunkRead {
 
 fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
     format!("{prefix}/{}", grid.ravel(coords))
+}
+
+/// Reads intermediate piece `key` into `dest`, which is exactly as long as the piece must be.
+fn read_piece_into(store: &Store, key: &str, dest: &mut [u8]) -> Result<(), String> {
+    match store.read_exact_into(key, dest).map_err(|e| e.to_string())? {
+        ReadInto::Read => Ok(()),
+        ReadInto::Missing => Err(format!("{}: intermediate piece {key} is missing", store.url())),
+        ReadInto::Size(len) => Err(format!(
+            "{}: intermediate piece {key} has {len} bytes, expected {}",
+            store.url(),
+            dest.len()
+        )),
+    }
+}
+
+/// Output chunk `coords` (nominal region `target`) cut out of `block` (holding `region`), in
+/// this thread's spare cut buffer: elements the block does not hold are the fill value.
+fn cut_chunk(
+    array: &ZarrArray,
+    block: &[u8],
+    region: &Region,
+    target: &Region,
+    out_grid: &Grid,
+    coords: &[u64],
+    item: usize,
+) -> Vec<u8> {
+    let len = target.num_elements() as usize * item;
+    let what = region.intersect(target);
+    let whole = what.as_ref() == Some(target) || (region.ndim() == 0 && target.ndim() == 0);
+    let mut cut = if whole {
+        // Every byte is overwritten below.
+        spare_or_zeroed(&SPARE_CUT, len)
+    } else if target.num_elements() == out_grid.chunk_region(coords).num_elements() {
+        zeroed(len)
+    } else {
+        array.fill_element(item).repeat(target.num_elements() as usize)
+    };
+    match what {
+        Some(what) => copy_region(block, region, &mut cut, target, &what, item),
+        None if region.ndim() == 0 => copy_region(block, region, &mut cut, target, region, item),
+        None => {}
+    }
+    cut
 }
 
 impl StageRunner {
@@ -514,6 +626,16 @@ impl StageRunner {
 
         for coords in in_grid.chunks_in(region) {
             superseded()?;
+            if let Opened::Pieces { store, prefix } = &*input {
+                let held = in_grid.chunk_region(&coords);
+                if let Some(span) = contiguous_span(region, &held, item) {
+                    let key = piece_key(prefix, in_grid, &coords);
+                    read_piece_into(store, &key, &mut block[span.clone()])
+                        .map_err(TaskError::failed)?;
+                    stats.bytes_read += span.len() as u64;
+                    continue;
+                }
+            }
             let read = self
                 .read_chunk(&input, in_grid, &coords, stage.item_size)
                 .map_err(TaskError::failed)?;
@@ -530,39 +652,22 @@ impl StageRunner {
             } => (inner.clone(), chunk_offset.clone()),
             _ => (output.clone(), vec![0; out_grid.ndim()]),
         };
-        let out_chunks: Vec<Vec<u64>> = out_grid.chunks_in(region).collect();
-        let single = out_chunks.len() == 1;
-        let mut block = Some(block);
-        for coords in out_chunks {
+        for coords in out_grid.chunks_in(region) {
             superseded()?;
             match &*output {
                 Opened::Zarr(array) => {
                     let target = nominal_region(out_grid, &coords);
-                    let bytes = if single && target == *region {
-                        block.take().unwrap_or_default()
-                    } else {
-                        let source = block
-                            .as_ref()
-                            .ok_or_else(|| TaskError::failed("block already consumed"))?;
-                        let mut bytes = if target.num_elements()
-                            == out_grid.chunk_region(&coords).num_elements()
-                        {
-                            zeroed(target.num_elements() as usize * item)
-                        } else {
-                            array
-                                .fill_element(item)
-                                .repeat(target.num_elements() as usize)
-                        };
-                        if let Some(what) = region.intersect(&target) {
-                            copy_region(source, region, &mut bytes, &target, &what, item);
-                        } else if region.ndim() == 0 {
-                            copy_region(source, region, &mut bytes, &target, region, item);
-                        }
-                        bytes
-                    };
-                    stats.bytes_written += bytes.len() as u64;
                     let at: Vec<u64> = coords.iter().zip(&out_offset).map(|(c, o)| c + o).collect();
-                    array.write_chunk(&at, bytes).map_err(TaskError::failed)?;
+                    let written = if target == *region {
+                        array.write_chunk_slice(&at, &block)
+                    } else {
+                        let cut = cut_chunk(array, &block, region, &target, out_grid, &coords, item);
+                        let written = array.write_chunk_slice(&at, &cut);
+                        SPARE_CUT.with(|s| *s.borrow_mut() = Some(cut));
+                        written
+                    };
+                    written.map_err(TaskError::failed)?;
+                    stats.bytes_written += target.num_elements() * item as u64;
                 }
                 Opened::References(_)
                 | Opened::Window { .. }
@@ -576,26 +681,24 @@ impl StageRunner {
                 }
                 Opened::Pieces { store, prefix } => {
                     let target = out_grid.chunk_region(&coords);
-                    let bytes = if single && target == *region {
-                        block.take().unwrap_or_default()
-                    } else {
-                        let source = block
-                            .as_ref()
-                            .ok_or_else(|| TaskError::failed("block already consumed"))?;
-                        let mut bytes = zeroed(target.num_elements() as usize * item);
-                        copy_region(source, region, &mut bytes, &target, &target, item);
-                        bytes
+                    let key = piece_key(prefix, out_grid, &coords);
+                    let written = match contiguous_span(region, &target, item) {
+                        Some(span) => store.put_slice(&key, &block[span]),
+                        None => {
+                            let mut cut =
+                                spare_or_zeroed(&SPARE_CUT, target.num_elements() as usize * item);
+                            copy_region(&block, region, &mut cut, &target, &target, item);
+                            let written = store.put_slice(&key, &cut);
+                            SPARE_CUT.with(|s| *s.borrow_mut() = Some(cut));
+                            written
+                        }
                     };
-                    stats.bytes_written += bytes.len() as u64;
-                    store
-                        .put(&piece_key(prefix, out_grid, &coords), bytes)
-                        .map_err(TaskError::failed)?;
+                    written.map_err(TaskError::failed)?;
+                    stats.bytes_written += target.num_elements() * item as u64;
                 }
             }
         }
-        if let Some(block) = block {
-            SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(block));
-        }
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(block));
         Ok(stats)
     }
 }
@@ -616,5 +719,76 @@ impl TaskRunner for StageRunner {
 
     fn release_idle(&self) {
         SPARE_BLOCK.with(|s| s.borrow_mut().take());
+        SPARE_CUT.with(|s| s.borrow_mut().take());
     }
+}
+
+/// True when `endpoint` reads the intermediate pieces at `url` under `prefix`.
+fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
+    match endpoint {
+        Endpoint::Pieces {
+            url: u, prefix: p, ..
+        } => u == url && p == prefix,
+        Endpoint::Window { source, .. } | Endpoint::Tiles { source, .. } => {
+            reads_pieces(source, url, prefix)
+        }
+        Endpoint::Shifted { inner, .. } => reads_pieces(inner, url, prefix),
+        Endpoint::Concat { parts, .. } => parts.iter().any(|p| reads_pieces(p, url, prefix)),
+        Endpoint::Zarr { .. } | Endpoint::References { .. } => false,
+    }
+}
+
+/// On a resumed run: a task marked done whose intermediate pieces are missing or short loses
+/// its marker, and runs again. The scratch store does not sync the pieces it writes
+/// ([`Store::open_scratch`]), so a power loss may take some that a durable marker says were
+/// written; found here, a lost piece costs its task again instead of a failed stage. Stages
+/// whose every reader is done are not looked at (their pieces may already be deleted).
+/// Returns how many tasks will run again.
+///
+/// # Errors
+/// The scratch store or the work dir cannot be read, or a marker cannot be removed.
+pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String> {
+    let mut forgotten = 0;
+    for stage in &plan.stages {
+        let StageKind::Copy(copy) = &stage.kind else {
+            continue;
+        };
+        let Endpoint::Pieces { url, prefix, grid } = &copy.output else {
+            continue;
+        };
+        let mut readers = plan.stages.iter().filter(|s| {
+            matches!(&s.kind, StageKind::Copy(c) if reads_pieces(&c.input, url, prefix))
+        });
+        let mut all_read = true;
+        let mut any_reader = false;
+        for reader in &mut readers {
+            any_reader = true;
+            let done = markers.marked(&reader.name).map_err(|e| e.to_string())?;
+            all_read &= done.len() as u64 >= reader.tasks();
+        }
+        if any_reader && all_read {
+            continue;
+        }
+        let store = Store::open_scratch(url).map_err(|e| e.to_string())?;
+        let done = markers.marked(&stage.name).map_err(|e| e.to_string())?;
+        for task in done {
+            let region = stage.task_region(task);
+            let mut lost = false;
+            for coords in grid.chunks_in(&region) {
+                let expected = grid.chunk_region(&coords).num_elements() * copy.item_size;
+                let key = piece_key(prefix, grid, &coords);
+                if store.size(&key).map_err(|e| e.to_string())? != Some(expected) {
+                    lost = true;
+                    break;
+                }
+            }
+            if lost {
+                markers
+                    .unmark(&stage.name, task)
+                    .map_err(|e| e.to_string())?;
+                forgotten += 1;
+            }
+        }
+    }
+    Ok(forgotten)
 }

@@ -5,4 +5,4 @@ mod copy;
 pub mod references;
 mod scan;
 
-pub use copy::StageRunner;
+pub use copy::{forget_lost_pieces, StageRunner};
