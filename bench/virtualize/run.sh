@@ -4,6 +4,14 @@
 #
 #   bench/virtualize/run.sh            # everything (venv and data are made on first use)
 #   BENCH_FILES=40 bench/virtualize/run.sh   # the first 40 days only (quicker trial)
+#   bench/virtualize/run.sh --10k      # the 10 000-file collection instead (issue 13, item 3)
+#
+# --10k: bench/virtualize/make_data_10k.py writes d_00000.nc .. d_09999.nc into
+# bench/data/virtualize10k (about 190 KB each, 1.9 GB in all, a few minutes once): daily
+# files, time=4 (6-hourly), lat=73, lon=144; air chunks (1,73,144) zlib+shuffle, uwnd chunks
+# (4,37,72) zlib; 8 chunks per file, 80 000 references. Same tools and checks; no listing
+# benchmark; results in bench/out/virtualize10k-results.md and .json (raw files in
+# bench/out/virtualize10k-raw/). Its bar: scanned and combined in < 3 s with peak RSS < 200 MB.
 #
 # Workload (bench/virtualize/make_data.py, netCDF4-python): day_000.nc .. day_364.nc, each
 # time=24, lat=180, lon=360; air float32 chunks (1,180,360) zlib+shuffle, uwnd float32 chunks
@@ -33,7 +41,8 @@
 #   CHUNKMILL=path          chunkmill binary (default $HOME/.cache/chunkmill/target/release/chunkmill)
 #   BENCH_WAIT_BINARY=0     if the binary is missing, wait up to this many seconds for it to
 #                           appear (someone else builds it); then skip chunkmill with a message
-#   BENCH_FILES=365         use the first N daily files (N < 365: inputs given as an @list)
+#   BENCH_FILES=365         use the first N daily files (N < 365: inputs given as an @list;
+#                           --10k: 1..10000, default 10000)
 #   BENCH_TOOLS="..."       subset/order of: chunkmill kerchunk virtualizarr listing
 #   BENCH_FORMATS="json parquet"
 #   BENCH_WORKERS=2         processes of the peers' pools (chunkmill: its default workers)
@@ -55,31 +64,47 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 
+SET=365
 for arg in "$@"; do
   case "$arg" in
+    --10k) SET=10k ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 
-DATA=bench/data/virtualize
-OUTDIR=bench/data/virtualize-out
 OUT=bench/out
-RAW=$OUT/virtualize-raw
-NFILES=${BENCH_FILES:-365}
+if [[ $SET == 10k ]]; then
+  DATA=bench/data/virtualize10k
+  OUTDIR=bench/data/virtualize10k-out
+  RAW=$OUT/virtualize10k-raw
+  RESULTS=$OUT/virtualize10k-results
+  NFILES=${BENCH_FILES:-10000}; MAXFILES=10000
+  PATTERN=d_%05d.nc; GLOB='d_*.nc'
+  DEFAULT_TOOLS="chunkmill kerchunk virtualizarr"
+else
+  DATA=bench/data/virtualize
+  OUTDIR=bench/data/virtualize-out
+  RAW=$OUT/virtualize-raw
+  RESULTS=$OUT/virtualize-results
+  NFILES=${BENCH_FILES:-365}; MAXFILES=365
+  PATTERN=day_%03d.nc; GLOB='day_*.nc'
+  DEFAULT_TOOLS="chunkmill kerchunk virtualizarr listing"
+fi
 TIMEOUT=${BENCH_TIMEOUT:-1200}
 WORKERS=${BENCH_WORKERS:-2}
 REPEAT=${BENCH_REPEAT:-7}
 CM_REPEAT=${BENCH_CM_REPEAT:-5}
 CHUNKMILL=${CHUNKMILL:-$HOME/.cache/chunkmill/target/release/chunkmill}
-TOOLS=${BENCH_TOOLS:-"chunkmill kerchunk virtualizarr listing"}
+TOOLS=${BENCH_TOOLS:-$DEFAULT_TOOLS}
 FORMATS=${BENCH_FORMATS:-"json parquet"}
 VENV=.venv/bench-virt
 NICE=(nice -n 10)
 
 . bench/lib.sh  # say, ensure_venv, json_str, cpu_busy_s, wait_quiet
 
-if ((NFILES < 1 || NFILES > 365)); then say "BENCH_FILES must be 1..365"; exit 2; fi
+if ((NFILES < 1 || NFILES > MAXFILES)); then say "BENCH_FILES must be 1..$MAXFILES"; exit 2; fi
+if [[ $SET == 10k && " $TOOLS " == *" listing "* ]]; then say "the listing benchmark belongs to the 365-file run (no --10k)"; exit 2; fi
 
 # --- prerequisites -------------------------------------------------------------------
 if [[ ! -x /usr/bin/time ]] || ! /usr/bin/time -v true >/dev/null 2>&1; then
@@ -98,20 +123,26 @@ BPY=$ROOT/$VENV/bin/python
 
 # --- data ----------------------------------------------------------------------------
 mkdir -p "$DATA" "$RAW" "$OUTDIR"
-"${NICE[@]}" "$BPY" bench/virtualize/make_data.py "$DATA"
+if [[ $SET == 10k ]]; then
+  "${NICE[@]}" "$BPY" bench/virtualize/make_data_10k.py "$DATA" --files "$MAXFILES"
+else
+  "${NICE[@]}" "$BPY" bench/virtualize/make_data.py "$DATA"
+fi
 LIST=$RAW/files.txt
-for ((d = 0; d < NFILES; d++)); do printf '%s/day_%03d.nc\n' "$DATA" "$d"; done >"$LIST"
-if ((NFILES == 365)); then
-  CM_INPUT="$DATA/day_*.nc"           # the glob, as in the issue
-  n_glob=$(compgen -G "$DATA/day_*.nc" | wc -l)
-  ((n_glob == 365)) || { say "$DATA holds $n_glob day_*.nc files, expected 365"; exit 1; }
+for ((d = 0; d < NFILES; d++)); do printf "%s/$PATTERN\n" "$DATA" "$d"; done >"$LIST"
+if ((NFILES == MAXFILES)); then
+  CM_INPUT="$DATA/$GLOB"           # the glob, as in the issue
+  n_glob=$(compgen -G "$DATA/$GLOB" | wc -l)
+  ((n_glob == MAXFILES)) || { say "$DATA holds $n_glob $GLOB files, expected $MAXFILES"; exit 1; }
 else
   CM_INPUT="@$LIST"
 fi
 rm -f "$RAW"/*.runs.json* "$RAW"/*.time "$RAW"/*.log "$RAW"/*.meta.json "$RAW"/*.tree.json "$RAW"/*.stdout "$RAW"/list-* "$RAW"/listing.json "$RAW"/verify.json
 rm -rf "${OUTDIR:?}"/*
-say "warming the page cache with the inputs ($(du -ch $(cat "$LIST") "$DATA/chunks50k.nc" | tail -1 | cut -f1)) ..."
-cat $(cat "$LIST") "$DATA/chunks50k.nc" >/dev/null
+WARM=$LIST
+if [[ $SET == 365 ]]; then WARM=$RAW/warm.txt; { cat "$LIST"; echo "$DATA/chunks50k.nc"; } >"$WARM"; fi
+say "warming the page cache with the inputs ($(xargs -d '\n' du -cb <"$WARM" | tail -1 | awk '{printf "%.2f GB", $1/1e9}')) ..."
+xargs -d '\n' cat <"$WARM" >/dev/null
 # Untimed: load the peers' modules once, so no one pays for reading site-packages from disk
 "$BPY" -c 'import h5py, kerchunk.hdf, kerchunk.combine, kerchunk.df, ujson, virtualizarr, virtualizarr.parsers, obstore, obspec_utils, xarray, pandas, fastparquet, pyarrow, zarr'
 
@@ -143,7 +174,7 @@ env = {
   "python": platform.python_version(),
   "free_g": subprocess.check_output(["free", "-g"], text=True),
   "uptime_start": subprocess.check_output(["uptime"], text=True).strip(),
-  "files": $NFILES, "workers": $WORKERS, "formats": "$FORMATS",
+  "files": $NFILES, "set": "$SET", "workers": $WORKERS, "formats": "$FORMATS",
   "versions": {k: m.version(k) for k in ["kerchunk", "virtualizarr", "h5py", "netCDF4", "xarray", "fsspec",
                "zarr", "numcodecs", "numpy", "pandas", "fastparquet", "pyarrow", "obstore", "obspec-utils", "dask", "ujson"]},
   "hdf5": __import__("h5py").version.hdf5_version,
@@ -258,7 +289,7 @@ if [[ ${BENCH_KEEP_OUTPUTS:-0} != 1 ]]; then rm -rf "${OUTDIR:?}"/*; fi
 "$BPY" -c 'import json,sys,subprocess; p=sys.argv[1]; d=json.load(open(p)); d["uptime_end"]=subprocess.check_output(["uptime"],text=True).strip(); json.dump(d,open(p,"w"),indent=1)' "$RAW/env.json"
 
 # --- report --------------------------------------------------------------------------
-"$BPY" bench/virtualize/report.py "$RAW" --md "$OUT/virtualize-results.md" --json "$OUT/virtualize-results.json"
-say "results: $OUT/virtualize-results.md and $OUT/virtualize-results.json (raw: $RAW)"
+"$BPY" bench/virtualize/report.py "$RAW" --md "$RESULTS.md" --json "$RESULTS.json" --set "$SET"
+say "results: $RESULTS.md and $RESULTS.json (raw: $RAW)"
 if [[ $verify_rc != 0 ]]; then say "some outputs do NOT match the original files (see above)"; exit 1; fi
 if [[ $list_rc != 0 ]]; then say "the listing benchmark found wrong chunk lists (see above)"; exit 1; fi

@@ -560,7 +560,9 @@ fn compare_once(
         read.push(((*key).to_string(), how));
     }
     let digests = compare::digests(parts, &read, options.threads)?;
-    let files = std::sync::Arc::new(crate::reader::FilePool::default());
+    // A pool per input read here, dropped after it: its files are closed (see
+    // `compare::digests`).
+    let pool = || std::sync::Arc::new(crate::reader::FilePool::default());
     for (k, key) in keys.iter().enumerate() {
         let mut decoded_first = None;
         for i in 1..parts.len() {
@@ -572,10 +574,10 @@ fn compare_once(
             if read[k].1 == compare::Read::Stored {
                 let first = match decoded_first {
                     Some(d) => d,
-                    None => compare::digest(&parts[0], key, &files, compare::Read::Chunks)?,
+                    None => compare::digest(&parts[0], key, &pool(), compare::Read::Chunks)?,
                 };
                 decoded_first = Some(first);
-                if compare::digest(&parts[i], key, &files, compare::Read::Chunks)? == first {
+                if compare::digest(&parts[i], key, &pool(), compare::Read::Chunks)? == first {
                     continue;
                 }
             }

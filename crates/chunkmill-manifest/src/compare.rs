@@ -150,6 +150,10 @@ fn in_bounds(array: &ManifestArray, indices: &[u64], chunk: &[u8]) -> Vec<u8> {
 /// Digests of `keys` (each with how to read it, see [`digest`]) of every input, read on
 /// `threads` threads: `out[i][k]` for input `i` and `keys[k]`.
 ///
+/// Each input's files are opened for its own keys and closed before the thread moves on, so
+/// that a combine of thousands of files holds as many open files as it has threads, not one
+/// per input (the usual limit of 1024 open files per process would otherwise fail it).
+///
 /// # Errors
 /// The first read error.
 pub(crate) fn digests(
@@ -157,26 +161,31 @@ pub(crate) fn digests(
     keys: &[(String, Read)],
     threads: usize,
 ) -> Result<Vec<Vec<Option<u64>>>> {
-    let jobs: Vec<(usize, usize)> = (0..parts.len())
-        .flat_map(|p| (0..keys.len()).map(move |k| (p, k)))
-        .collect();
     let out: Mutex<Vec<Vec<Option<u64>>>> = Mutex::new(vec![vec![None; keys.len()]; parts.len()]);
+    if keys.is_empty() {
+        return out
+            .into_inner()
+            .map_err(|_| Error::Manifest("a comparing thread panicked".into()));
+    }
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let next = AtomicUsize::new(0);
-    let files = Arc::new(FilePool::default());
     std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+        for _ in 0..threads.clamp(1, parts.len().max(1)) {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(p, k)) = jobs.get(i) else { break };
+                let p = next.fetch_add(1, Ordering::Relaxed);
+                let Some(part) = parts.get(p) else { break };
                 if !matches!(first_error.lock().as_deref(), Ok(None)) {
                     break;
                 }
-                let (key, read) = &keys[k];
-                match digest(&parts[p], key, &files, *read) {
+                let files = Arc::new(FilePool::default());
+                let found: Result<Vec<u64>> = keys
+                    .iter()
+                    .map(|(key, read)| digest(part, key, &files, *read))
+                    .collect();
+                match found {
                     Ok(d) => {
                         if let Ok(mut o) = out.lock() {
-                            o[p][k] = Some(d);
+                            o[p] = d.into_iter().map(Some).collect();
                         }
                     }
                     Err(e) => {

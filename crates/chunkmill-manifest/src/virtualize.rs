@@ -443,18 +443,20 @@ fn identity(input: &Input) -> Option<(u64, u64, String)> {
 /// # Errors
 /// [`Error::Refused`] naming the two inputs.
 fn refuse_duplicates(files: &[Input]) -> Result<()> {
-    let mut seen: Vec<((u64, u64, String), usize)> = Vec::with_capacity(files.len());
+    // A map, not a list searched for each input: 10 000 inputs are 10 000 look-ups.
+    let mut seen: std::collections::HashMap<(u64, u64, String), usize> =
+        std::collections::HashMap::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         // A file that cannot be opened is reported by its scan.
         let Some(id) = identity(f) else { continue };
-        if let Some((_, j)) = seen.iter().find(|(s, _)| *s == id) {
+        if let Some(&j) = seen.get(&id) {
             return Err(Error::Refused(format!(
                 "{} and {} are the same file, given twice: each input must be a different file",
-                files[*j].name(),
+                files[j].name(),
                 f.name()
             )));
         }
-        seen.push((id, i));
+        seen.insert(id, i);
     }
     Ok(())
 }

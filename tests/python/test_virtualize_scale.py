@@ -1,0 +1,58 @@
+"""`chunkmill virtualize` of many files: what only shows at scale (open files, references
+past one write buffer), read back by xarray through fsspec and compared with the originals."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+
+import netCDF4
+import numpy as np
+import xarray as xr
+
+import oracle
+
+NLON = 200  # lon is 800 bytes: over the 500-byte inline threshold, so a combine reads it
+
+
+def write_file(path, index: int, nt: int = 2) -> None:
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("time", None)
+        ds.createDimension("lon", NLON)
+        t = ds.createVariable("time", "f8", ("time",))
+        t.units = "hours since 2000-01-01"
+        t[:] = index * nt + np.arange(nt)
+        lon = ds.createVariable("lon", "f4", ("lon",))
+        lon[:] = np.linspace(0, 358.2, NLON)
+        air = ds.createVariable("air", "f4", ("time", "lon"), chunksizes=(1, NLON), zlib=True)
+        air[:] = np.random.default_rng(index).random((nt, NLON), dtype=np.float32)
+
+
+def open_refs(path) -> xr.Dataset:
+    return xr.open_dataset("reference://", engine="zarr", chunks=None,
+                           backend_kwargs={"consolidated": False, "storage_options": {"fo": str(path)}})
+
+
+def limit_open_files(n: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    return apply
+
+
+def test_more_inputs_than_open_files_allowed(tmp_path):
+    """150 inputs under a limit of 64 open files: the combine compares lon (a referenced,
+    not inlined, variable without the concat dimension) in every input. It used to keep every
+    input open until the comparison ended and failed with "Too many open files"."""
+    files = [tmp_path / f"f{i:03d}.nc" for i in range(150)]
+    for i, f in enumerate(files):
+        write_file(f, i)
+    out = tmp_path / "refs.json"
+    cmd = [str(oracle.chunkmill_bin()), "virtualize", str(tmp_path / "f*.nc"), "--output", str(out),
+           "--concat-dim", "time", "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=oracle.TIMEOUT,
+                       stdin=subprocess.DEVNULL, preexec_fn=limit_open_files(64))
+    assert r.returncode == 0, oracle.describe(r)
+    got = open_refs(out).load()
+    want = xr.open_mfdataset([str(f) for f in files], combine="nested", concat_dim="time",
+                             data_vars="minimal", coords="minimal", compat="override").load()
+    xr.testing.assert_identical(got, want)
