@@ -33,7 +33,7 @@ def make_input(path, calendar, start="2000-11-20", periods=500, freq="D", chunks
 def opened(path, calendar):
     """As a user opens it: numpy datetimes for the Gregorian calendars, cftime objects else."""
     coder = xr.coders.CFDatetimeCoder(use_cftime=calendar not in ("standard", "proleptic_gregorian"))
-    return xr.open_zarr(path, decode_times=coder, consolidated=False)
+    return xr.open_zarr(path, decode_times=coder, consolidated=False).load()
 
 
 def compute(tmp_path, src, *assignments, name="out.zarr", max_mem="256MB"):
@@ -63,10 +63,11 @@ def daily(request, tmp_path):
 def test_groupby_climatologies_match_xarray(tmp_path, daily):
     path, ds = daily
     keys = ["month", "season", "dayofyear"]
-    script = [f"{op}_{k} = air.groupby('time.{k}').{op}()" for k in keys for op in REDUCTIONS]
+    ops = ["mean", "sum", "max", "std", "count"]
+    script = [f"{op}_{k} = air.groupby('time.{k}').{op}()" for k in keys for op in ops]
     out = compute(tmp_path, path, *script)
     for k in keys:
-        for op in REDUCTIONS:
+        for op in ops:
             same(out[f"{op}_{k}"], getattr(ds.air.groupby(f"time.{k}"), op)().compute())
 
 
@@ -129,15 +130,16 @@ def test_sel_by_date_matches_xarray(tmp_path, daily):
                   "b = air.sel(time='2001-03-01')", "c = air.sel(time='2001-02').sum('time')",
                   "d = air.sel(time=slice(None, '2001-01-10')).max('time')")
     same(out.a, ds.air.sel(time=slice("2001-01", "2001-06-15")).mean("time").compute())
-    b = ds.air.sel(time="2001-03-01").compute()
-    same(out.b, b.squeeze("time", drop=True) if "time" in b.dims else b.drop_vars("time"))
+    # numpy datetimes: one label, the dimension goes; cftime: always a slice (xarray's rules).
+    same(out.b, ds.air.sel(time="2001-03-01").compute())
     same(out.c, ds.air.sel(time="2001-02").sum("time").compute())
     same(out.d, ds.air.sel(time=slice(None, "2001-01-10")).max("time").compute())
 
 
-def test_a_tight_budget_is_a_deeper_tree_with_the_same_values(tmp_path):
+def test_many_time_blocks_add_a_combine_round_with_the_same_values(tmp_path):
     path = tmp_path / "in.zarr"
-    ds = make_input(path, "noleap", periods=3000, chunks=(10, 3, 4), dtype="float64")
+    # 2200 one-day chunks: more time blocks than one finish task merges (a combine round).
+    ds = make_input(path, "noleap", periods=2200, chunks=(1, 3, 4), dtype="float64")
     r = oracle.ok("plan", "compute", "--input", f"ds={path}", "m = air.groupby('time.month').std()", "--output",
                   tmp_path / "o.zarr", "--max-mem", "64MB", "--json")
     import json
