@@ -168,3 +168,16 @@ def test_bad_time_input_is_one_line_and_writes_nothing(tmp_path, expr):
     oracle.assert_one_error_line(r, codes=[2], mentions=BAD[expr])
     assert not out.exists()
     assert not (tmp_path / "out.zarr.work").exists()
+
+
+def test_a_budget_no_group_task_fits_is_refused_before_anything_runs(tmp_path):
+    path = tmp_path / "big.zarr"
+    # One 32 MB chunk: reading it as float64 and folding it into monthly states cannot fit.
+    times = xr.date_range("2001-01-01", periods=100, freq="D", calendar="noleap", use_cftime=True)
+    xr.Dataset({"x": (("time", "y", "z"), np.zeros((100, 200, 200)))}, coords={"time": times}).to_zarr(
+        path, encoding={"x": {"chunks": (100, 200, 200)}}, consolidated=False)
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", "m = x.groupby('time.month').mean()", "--output", out,
+                   "--max-mem", "128MB", "--no-progress")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["m = mean(…) by time.month", "one task needs"])
+    assert not out.exists() and not (tmp_path / "out.zarr.work").exists()

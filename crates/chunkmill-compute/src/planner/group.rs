@@ -123,8 +123,31 @@ impl Planner<'_> {
                 + state_bytes(max_groups(&g.groups, width))
                 + chunk * kept_elems * (8 + out_dtype.size() as u64)
         };
-        while group_chunk > 1 && finish_mem(group_chunk, block) > self.target.task_budget {
+        let budget = self.target.task_budget;
+        let combine_mem = |span: u64, f: u64| {
+            state_bytes(max_groups(&g.groups, span * f * block))
+                + 2 * state_bytes(max_groups(&g.groups, span * block))
+        };
+        // The fan-in of each combine round: while an output block meets too many pieces,
+        // as many consecutive pieces per task as fit.
+        let rounds = |chunk: u64| -> Vec<u64> {
+            let (mut span, mut fans) = (1u64, Vec::new());
+            while max_meets(&g.groups, span * block, chunk, n_groups) > FINISH_FAN {
+                let mut f = FINISH_FAN;
+                while f > 2 && combine_mem(span, f) > budget {
+                    f -= 1;
+                }
+                fans.push(f);
+                span *= f;
+            }
+            fans
+        };
+        let mut fans = rounds(group_chunk);
+        while group_chunk > 1
+            && finish_mem(group_chunk, block * fans.iter().product::<u64>()) > budget
+        {
             group_chunk = group_chunk.div_ceil(2);
+            fans = rounds(group_chunk);
         }
         let mut out_shape = input.shape.clone();
         out_shape[axis] = n_groups;
@@ -195,18 +218,9 @@ impl Planner<'_> {
         });
         // Combine rounds while an output block meets too many pieces.
         let mut span = 1u64;
-        let mut step = 0;
-        while max_meets(&g.groups, span * block, group_chunk, n_groups) > FINISH_FAN {
-            step += 1;
-            let mut fan_c = FINISH_FAN;
-            let combine_mem = |f: u64| {
-                state_bytes(max_groups(&g.groups, span * f * block))
-                    + 2 * state_bytes(max_groups(&g.groups, span * block))
-            };
-            while fan_c > 2 && combine_mem(fan_c) > self.target.task_budget {
-                fan_c -= 1;
-            }
-            self.fits(&what, combine_mem(fan_c))?;
+        for (round, &fan_c) in fans.iter().enumerate() {
+            let step = round + 1;
+            self.fits(&what, combine_mem(span, fan_c))?;
             let next = n.div_ceil(fan_c);
             let output = pieces(self, step, next)?;
             let stage_n = self.stages.len();
@@ -218,7 +232,7 @@ impl Planner<'_> {
                     g.dim,
                     g.out_dim
                 ),
-                projected_mem: combine_mem(fan_c),
+                projected_mem: combine_mem(span, fan_c),
                 bytes_read: n * state_bytes(max_groups(&g.groups, span * block)),
                 bytes_written: next * state_bytes(max_groups(&g.groups, span * fan_c * block)),
                 kind: StageKind::Compute(ComputeStage {
@@ -395,4 +409,170 @@ impl Planner<'_> {
 
 fn kernel(step: GroupStep) -> Result<serde_json::Value, PlanError> {
     serde_json::to_value(Kernel::Group { step }).map_err(|e| PlanError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::check::{check, Inputs};
+    use crate::model::Source;
+    use crate::planner::{plan, ComputePlan, Target};
+    use crate::syntax::parse;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// `air(time 730, lat 4)` in chunks of (10, 4), daily in 360_day from 2001-01-01.
+    fn inputs() -> Inputs {
+        let source =
+            |path: &str, shape: Vec<u64>, chunks: Vec<u64>, dims: &[&str], attrs: Value| Source {
+                url: "/data/in.zarr".into(),
+                path: path.into(),
+                dtype: DType::Float64,
+                stored: DType::Float64,
+                shape,
+                chunks,
+                dims: dims.iter().map(|d| (*d).to_string()).collect(),
+                attrs: attrs.as_object().cloned().unwrap_or_default(),
+                missing: vec![],
+            };
+        let mut inputs = Inputs::default();
+        inputs.sources.push(source(
+            "air",
+            vec![730, 4],
+            vec![10, 4],
+            &["time", "lat"],
+            json!({}),
+        ));
+        inputs.sources.push(source(
+            "time",
+            vec![730],
+            vec![730],
+            &["time"],
+            json!({"units": "days since 2001-01-01", "calendar": "360_day"}),
+        ));
+        inputs
+            .names
+            .insert("air".into(), (0, BTreeMap::from([("time".to_string(), 1)])));
+        inputs
+    }
+
+    fn planned(script: &str, task_budget: u64) -> Result<ComputePlan, Box<dyn std::error::Error>> {
+        let inputs = inputs();
+        let days = |_: &Source, _: &crate::model::Pick| Ok((0..730).map(f64::from).collect());
+        let outputs = check(&parse(script)?, &inputs, &days)?;
+        let target = Target {
+            write_url: "/data/out.zarr".into(),
+            temp_url: "/data/tmp".into(),
+            zarr_format: 3,
+            chunks: BTreeMap::new(),
+            codec: None,
+            task_budget,
+        };
+        Ok(plan(&outputs, &inputs, &target)?)
+    }
+
+    fn steps(p: &ComputePlan) -> Vec<String> {
+        p.stages
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StageKind::Compute(c) => c
+                    .kernel
+                    .pointer("/step/step")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_met_by_spans_of_time() {
+        // Two 30-day months per 60 days; a span of 45 days meets two of them.
+        let groups: Vec<u32> = (0..120).map(|t| t / 30).collect();
+        assert_eq!(max_groups(&groups, 45), 2);
+        assert_eq!(max_groups(&groups, 30), 1);
+        assert_eq!(max_groups(&[NO_GROUP, NO_GROUP], 2), 0);
+        // Output blocks of two groups: each meets the pieces of its 60 days.
+        assert_eq!(max_meets(&groups, 10, 2, 4), 6);
+        assert_eq!(max_meets(&groups, 45, 2, 4), 2);
+    }
+
+    #[test]
+    fn a_climatology_is_a_partial_and_a_finish_step_and_labels() -> TestResult {
+        let p = planned("clim = air.groupby('time.month').mean()", 1 << 30)?;
+        assert_eq!(steps(&p), ["partial", "finish", "labels"]);
+        // 73 chunks of 10 days, 64 per partial task: two pieces, one finish task of 12 months.
+        assert_eq!(p.stages[0].tasks(), 2);
+        assert_eq!(p.stages[1].tasks(), 1);
+        assert_eq!(p.specs[0].shape, [12, 4]);
+        assert_eq!(p.specs[1].path, "month");
+        Ok(())
+    }
+
+    #[test]
+    fn a_small_budget_means_small_blocks_and_combine_rounds() -> TestResult {
+        // Room for one chunk of 40 values per partial task: 73 pieces, merged by
+        // combine rounds before one finish task reads them.
+        let p = planned("clim = air.groupby('time.month').std()", 3_000)?;
+        let s = steps(&p);
+        assert_eq!(s.first().map(String::as_str), Some("partial"));
+        assert!(s.iter().any(|k| k == "combine"), "{s:?}");
+        assert!(p.stages.iter().all(|s| s.projected_mem <= 3_000));
+        Ok(())
+    }
+
+    #[test]
+    fn anomalies_read_the_climatology_through_the_month_of_each_day() -> TestResult {
+        let p = planned(
+            "anom = air.groupby('time.month') - air.groupby('time.month').mean()",
+            1 << 30,
+        )?;
+        assert_eq!(steps(&p), ["partial", "finish"]);
+        let StageKind::Compute(map) = &p.stages[2].kind else {
+            return Err("no map stage".into());
+        };
+        let kernel: Kernel = serde_json::from_value(map.kernel.clone())?;
+        let Kernel::Map { expr, .. } = kernel else {
+            return Err("not a map".into());
+        };
+        let mut reads = Vec::new();
+        expr.reads(&mut reads);
+        let index = reads
+            .iter()
+            .find_map(|r| r.axes[0].index.clone())
+            .ok_or("no read through an index")?;
+        // Day 0 is January (group 0), day 30 February, day 359 December, day 360 January.
+        assert_eq!([index[0], index[30], index[359], index[360]], [0, 1, 11, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn resample_bins_keep_the_time_dimension_and_its_units() -> TestResult {
+        let p = planned("m = air.resample(time='QS-DEC').max()", 1 << 30)?;
+        let time = p.specs.iter().find(|s| s.path == "time").ok_or("no time")?;
+        // 2001-01-01 … 2002-12-30 in quarters from 2000-12-01: nine bins.
+        assert_eq!(time.shape, [9]);
+        assert_eq!(time.attributes.get("calendar"), Some(&json!("360_day")));
+        let labels = p.stages.iter().find_map(|s| match &s.kind {
+            StageKind::Compute(c) if s.name.ends_with("time-labels") => {
+                serde_json::from_value::<Kernel>(c.kernel.clone()).ok()
+            }
+            _ => None,
+        });
+        let Some(Kernel::Group {
+            step:
+                GroupStep::Labels {
+                    values: LabelValues::Numbers { values, .. },
+                },
+        }) = labels
+        else {
+            return Err("no labels".into());
+        };
+        assert_eq!(values[..3], [-30.0, 60.0, 150.0]);
+        Ok(())
+    }
 }
