@@ -12,6 +12,9 @@ use crate::kernel::{Fun1, Fun2, Reduce, ReduceOp};
 use crate::model::{select, Coord, Lazy, Node, Pick, Reduction, Source};
 use crate::syntax::{Assignment, Ast, BinOp, Callee, Pos, UnaryOp};
 
+mod group;
+use group::{coord_values, sel_by_date, time_axis};
+
 /// An error in the script, at a place.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{pos}: {message}")]
@@ -34,6 +37,11 @@ enum Val {
     Array(Lazy),
     Str(String),
     Slice([Option<f64>; 3]),
+    /// `slice("2001-01", "2001-06-15")`: dates, for `sel` on a time coordinate.
+    DateSlice([Option<String>; 2]),
+    /// `x.groupby("time.month")`, `x.resample(time="1MS")`: waits for a reduction or an
+    /// operation with an array of the groups.
+    Grouped(Lazy, Rc<crate::time::Grouping>),
     List(Vec<String>),
     None,
 }
@@ -157,6 +165,7 @@ impl Checker<'_> {
                             step: 1,
                             len,
                         },
+                        labels: None,
                     },
                 )
             })
@@ -222,7 +231,21 @@ impl Checker<'_> {
                 right,
                 pos,
             } => {
-                let (a, b) = (self.array(left)?, self.array(right)?);
+                let (a, b) = match (self.eval(left)?, self.eval(right)?) {
+                    (Val::Grouped(x, g), Val::Array(b)) => {
+                        let b = self.by_group(&x, &g, b, right.pos())?;
+                        (x, b)
+                    }
+                    (Val::Array(a), Val::Grouped(x, g)) => {
+                        let a = self.by_group(&x, &g, a, left.pos())?;
+                        (a, x)
+                    }
+                    (Val::Array(a), Val::Array(b)) => (a, b),
+                    (Val::Array(_), _) => {
+                        return err(right.pos(), "expected an array or a number here")
+                    }
+                    _ => return err(left.pos(), "expected an array or a number here"),
+                };
                 Ok(Val::Array(binary_op(*op, a, b, *pos)?))
             }
             Ast::Call {
@@ -269,6 +292,13 @@ impl Checker<'_> {
         };
         if name == "slice" {
             return call.slice();
+        }
+        if let (true, Some(Val::Grouped(x, g))) = (method, call.vals.first()) {
+            let (x, g) = (x.clone(), g.clone());
+            return Ok(Val::Array(call.grouped_reduction(x, &g)?));
+        }
+        if method && matches!(name, "groupby" | "resample") {
+            return self.grouped(&call);
         }
         if let Some(op) = ReduceOp::from_name(name) {
             return Ok(Val::Array(call.reduction(op)?));
@@ -548,10 +578,21 @@ impl Call<'_> {
         };
         for (i, v) in vals.iter().enumerate() {
             parts[i] = match v {
+                Val::Str(_) => None,
                 Val::None => None,
                 Val::Array(l) if l.dims.is_empty() => l.is_const(),
                 _ => return err(self.pos, "slice bounds are numbers or None"),
             };
+        }
+        let text = |v: &Val| match v {
+            Val::Str(s) => Some(s.clone()),
+            _ => None,
+        };
+        if vals.iter().any(|v| matches!(v, Val::Str(_))) {
+            if vals.len() == 2 && vals.iter().all(|v| matches!(v, Val::Str(_) | Val::None)) {
+                return Ok(Val::DateSlice([text(&vals[0]), text(&vals[1])]));
+            }
+            return err(self.pos, "a date slice takes two dates (or None)");
         }
         Ok(Val::Slice(parts))
     }
@@ -668,6 +709,7 @@ impl Call<'_> {
                 dtype,
                 dims,
                 input: x,
+                group: None,
             })),
         })
     }
@@ -726,11 +768,21 @@ impl Call<'_> {
                     ),
                 );
             };
-            let source = &inputs.sources[coord.source];
-            let values = read(source, &coord.pick).map_err(|m| CheckError {
+            let values = coord_values(&coord, inputs, read).map_err(|m| CheckError {
                 pos: *pos,
                 message: m,
             })?;
+            if let Val::Str(_) | Val::DateSlice(_) = v {
+                let axis = time_axis(&coord, inputs).map_err(|m| CheckError {
+                    pos: *pos,
+                    message: format!("sel: '{dim}' cannot be selected by date: {m}"),
+                })?;
+                x = sel_by_date(&x, dim, v, &axis, &values).map_err(|m| CheckError {
+                    pos: *pos,
+                    message: format!("sel: {m}"),
+                })?;
+                continue;
+            }
             x = match v {
                 Val::Slice(s) => {
                     let (start, len) = label_slice(&values, s[0], s[1]);
@@ -743,12 +795,19 @@ impl Call<'_> {
                 Val::Array(l) if l.dims.is_empty() => {
                     let want = l.is_const().unwrap_or(f64::NAN);
                     let Some(i) = values.iter().position(|&v| v == want) else {
-                        return err(*pos, format!("sel: no label {want} in '{dim}' (exact match)"));
+                        return err(
+                            *pos,
+                            format!("sel: no label {want} in '{dim}' (exact match)"),
+                        );
                     };
                     select(&x, dim, i as u64, 1, None)
                 }
-                Val::Str(s) => return err(*pos, format!("sel: label '{s}': selecting by date is not supported yet; use isel or numbers")),
-                _ => return err(*pos, "sel takes a label or slice(start, stop) per dimension"),
+                _ => {
+                    return err(
+                        *pos,
+                        "sel takes a label or slice(start, stop) per dimension",
+                    )
+                }
             };
         }
         Ok(x)

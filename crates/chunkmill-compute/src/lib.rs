@@ -6,6 +6,7 @@
 //! * [`check`] — names, functions and dimensions resolved into lazy arrays ([`model`]).
 //! * [`planner`] — fused map stages and tree reductions, each task's memory projected.
 //! * [`kernel`] — what a task computes (plan data); [`task`] — running one.
+//! * [`time`] — CF time on a coordinate: `groupby` keys, `resample` bins, dates for `sel`.
 
 pub mod check;
 pub mod dtype;
@@ -15,6 +16,7 @@ pub mod open;
 pub mod planner;
 pub mod syntax;
 pub mod task;
+pub mod time;
 
 pub use check::{check, CheckError, Inputs};
 pub use open::{open_inputs, read_coordinate, InputSpec};

@@ -16,6 +16,8 @@ use crate::dtype::DType;
 use crate::kernel::{Expr, Kernel, Read, ReadAxis};
 use crate::model::{Lazy, Node, Pick, Reduction};
 
+mod group;
+
 /// Where and how a compute plan writes.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -109,6 +111,10 @@ pub fn plan(
         }
     }
     for (dim, c) in &coords {
+        if let Some(labels) = &c.labels {
+            p.labels_output(dim, labels)?;
+            continue;
+        }
         let s = &inputs.sources[c.source];
         let len = match &c.pick {
             Pick::Keep { len, .. } => *len,
@@ -294,11 +300,13 @@ impl Planner<'_> {
                                 to: domain.iter().position(|d| d == dim),
                                 start: *start,
                                 step: *step,
+                                index: None,
                             },
                             Pick::Fixed(i) => ReadAxis {
                                 to: None,
                                 start: *i,
                                 step: 1,
+                                index: None,
                             },
                         })
                         .collect(),
@@ -345,10 +353,17 @@ impl Planner<'_> {
                             to: domain.iter().position(|x| x == d),
                             start: 0,
                             step: 1,
+                            index: None,
                         })
                         .collect(),
                 })
             }
+            Node::Gather {
+                x,
+                dim,
+                into,
+                index,
+            } => self.lower_gather(x, dim, into.as_deref(), index, domain, inputs)?,
         })
     }
 
@@ -361,6 +376,9 @@ impl Planner<'_> {
         out: Option<(Endpoint, DType)>,
         label: &str,
     ) -> Result<(), PlanError> {
+        if let Some(g) = &r.group {
+            return self.group_reduction(r, g, out, label);
+        }
         self.reductions_below(&r.input)?;
         let input = &r.input;
         let axes: Vec<usize> = (0..input.dims.len())
@@ -647,6 +665,7 @@ fn collect_reductions(lazy: &Lazy, out: &mut Vec<Rc<Reduction>>) {
                 out.push(r.clone());
             }
         }
+        Node::Gather { x, .. } => collect_reductions(x, out),
     }
 }
 
@@ -675,6 +694,7 @@ fn find_chunk(lazy: &Lazy, dim: &str, inputs: &Inputs, found: &mut Option<u64>) 
             find_chunk(b, dim, inputs, found);
         }
         Node::Reduce(r) => find_chunk(&r.input, dim, inputs, found),
+        Node::Gather { x, .. } => find_chunk(x, dim, inputs, found),
     }
 }
 
