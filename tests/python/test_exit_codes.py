@@ -54,3 +54,20 @@ def test_virtualize_and_convert_give_the_same_code_for_the_same_bad_file(tmp_pat
         oracle.assert_one_error_line(r, codes={3}, mentions=[bad.name])
     assert virtualize.returncode == convert.returncode
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"
+
+
+@pytest.mark.parametrize("metadata", ["zarr.json", ".zarray"])
+def test_rechunk_and_convert_give_the_same_code_for_the_same_bad_zarr_store(tmp_path, metadata):
+    # A store whose metadata is not JSON: both jobs list it through the same Zarr reader before
+    # anything is written, so it is an input that does not fit (3) for both, named.
+    bad = tmp_path / "bad.zarr"
+    bad.mkdir()
+    (bad / metadata).write_bytes(b"\x00\x01 not json")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rechunk = oracle.run("rechunk", bad, tmp_path / "r.zarr", "--chunks", "x=10",
+                         "--max-mem", "64MB", "--no-progress")
+    convert = oracle.run("convert", bad, tmp_path / "c.zarr", "--chunks", "x=10",
+                         "--max-mem", "64MB", "--no-progress")
+    for r in (rechunk, convert):
+        oracle.assert_one_error_line(r, codes={3}, mentions=["bad.zarr", metadata, "JSON"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"

@@ -53,7 +53,7 @@ pub enum OpsError {
         /// What was being done, or to which path (may be empty).
         what: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// A Zarr array or group that cannot be listed, read, created or resized.
     #[error("{}{source}", lead(.what))]
@@ -61,11 +61,11 @@ pub enum OpsError {
         /// Which array, or what was being done (may be empty).
         what: String,
         #[source]
-        source: ZarrError,
+        source: Box<ZarrError>,
     },
     /// A path the job may not use, or a lock held by another job; its message names the path.
     #[error("{0}")]
-    Guard(#[source] GuardError),
+    Guard(#[source] Box<GuardError>),
     /// Scanning, combining, reading or writing references failed.
     #[error("{}{source}", lead(.what))]
     Manifest {
@@ -80,7 +80,7 @@ pub enum OpsError {
         /// Where the plan was read.
         what: String,
         #[source]
-        source: PlanError,
+        source: Box<PlanError>,
     },
     /// A chunk grid that cannot be built, or no task of any strategy fits the budget.
     #[error("{}{source}", lead(.what))]
@@ -88,7 +88,7 @@ pub enum OpsError {
         /// Which array, or which flag.
         what: String,
         #[source]
-        source: GridError,
+        source: Box<GridError>,
     },
     /// The executor stopped: tasks failed after retries, the work dir failed, tasks that the
     /// plan does not have.
@@ -97,7 +97,7 @@ pub enum OpsError {
         /// Which plan (may be empty).
         what: String,
         #[source]
-        source: ExecError,
+        source: Box<ExecError>,
     },
     /// The operating system refused a read or write.
     #[error("{}{source}", lead(.what))]
@@ -119,7 +119,7 @@ pub enum OpsError {
     #[error("compute: {source}")]
     Compute {
         #[source]
-        source: ComputeError,
+        source: Box<ComputeError>,
     },
     /// An input that cannot be read or used, found before anything was written: a refusal
     /// whatever the lower error (a usage error stays one).
@@ -180,12 +180,12 @@ impl OpsError {
             OpsError::Failed(_) | OpsError::Io { .. } | OpsError::Json { .. } => ErrorKind::Failed,
             OpsError::Interrupted(_) => ErrorKind::Interrupted,
             OpsError::Store { source, .. } => store_kind(source),
-            OpsError::Zarr { source, .. } => match source {
+            OpsError::Zarr { source, .. } => match source.as_ref() {
                 ZarrError::Store(e) => store_kind(e),
                 ZarrError::NotFound { .. } | ZarrError::Metadata { .. } => ErrorKind::Refused,
                 _ => ErrorKind::Failed,
             },
-            OpsError::Guard(e) => match e {
+            OpsError::Guard(e) => match e.as_ref() {
                 GuardError::Refused { .. } | GuardError::Locked { .. } => ErrorKind::Refused,
                 _ => ErrorKind::Failed,
             },
@@ -194,12 +194,12 @@ impl OpsError {
                 chunkmill_manifest::ErrorKind::Refused => ErrorKind::Refused,
                 _ => ErrorKind::Failed,
             },
-            OpsError::Exec { source, .. } => match source {
+            OpsError::Exec { source, .. } => match source.as_ref() {
                 ExecError::NoSuchTasks(_) => ErrorKind::Refused,
                 ExecError::Interrupted(_) => ErrorKind::Interrupted,
                 _ => ErrorKind::Failed,
             },
-            OpsError::Compute { source } => match source {
+            OpsError::Compute { source } => match source.as_ref() {
                 ComputeError::Plan(_) => ErrorKind::Refused,
                 _ => ErrorKind::Usage,
             },
@@ -312,7 +312,7 @@ from_lower! {
 
 impl From<GuardError> for OpsError {
     fn from(source: GuardError) -> Self {
-        OpsError::Guard(source)
+        OpsError::Guard(Box::new(source))
     }
 }
 
@@ -320,7 +320,7 @@ macro_rules! from_compute {
     ($($lower:ty),*) => {$(
         impl From<$lower> for OpsError {
             fn from(source: $lower) -> Self {
-                OpsError::Compute { source: source.into() }
+                OpsError::Compute { source: Box::new(source.into()) }
             }
         }
     )*};

@@ -139,7 +139,15 @@ impl From<chunkmill_manifest::Error> for Failure {
 
 impl From<chunkmill_ops::OpsError> for Failure {
     fn from(e: chunkmill_ops::OpsError) -> Self {
-        Failure::Ops(e)
+        match &e {
+            // The job says it had started changing its target (on any store, local or not):
+            // the message says so and how to continue, as for a local target that appeared.
+            chunkmill_ops::OpsError::AfterWrite { target, .. } => Failure::AfterWrite {
+                written: target.clone(),
+                failure: Box::new(Failure::Ops(e)),
+            },
+            _ => Failure::Ops(e),
+        }
     }
 }
 
@@ -240,6 +248,30 @@ mod tests {
         for (failure, code) in cases {
             assert_eq!(exit_code(&failure), code, "{failure}");
         }
+    }
+
+    #[test]
+    fn a_job_that_touched_its_target_says_so_on_any_store() {
+        use chunkmill_ops::OpsError;
+        let failure = Failure::from(
+            OpsError::Refused("the lock is gone".into()).after_write("s3://bucket/t.zarr"),
+        );
+        assert_eq!(exit_code(&failure), 1, "{failure}");
+        let message = failure.to_string();
+        assert!(message.starts_with("the lock is gone"), "{message}");
+        assert!(
+            message.contains("s3://bucket/t.zarr was written to"),
+            "{message}"
+        );
+        assert!(message.contains("--resume"), "{message}");
+        // The local footprint does not say it twice.
+        let footprint = Footprint::before(&["/nonexistent-chunkmill-test/t.zarr"]);
+        let judged = footprint.judge(failure);
+        assert_eq!(
+            judged.to_string().matches("--resume").count(),
+            1,
+            "{judged}"
+        );
     }
 
     #[test]

@@ -292,7 +292,8 @@ pub fn run_job(
     if resuming && work.exists(safety::SWAP_KEY)? {
         // Killed while the new target was being swapped in: finish that, write nothing else.
         if let Some(staging) = &staging {
-            safety::swap(&work, &target, staging).map_err(touched)?;
+            // A refusal here ("the new store is gone") comes before this run writes anything.
+            safety::swap(&work, &target, staging)?;
         }
         let mut report = JobReport::without_tasks(
             &plan.plan_id,
