@@ -232,3 +232,26 @@ fn decode_vlen_utf8(bytes: &[u8], elements: u64, short_ok: bool) -> Result<Vec<S
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunkmill_manifest::codecs::encode_vlen_utf8;
+
+    #[test]
+    fn vlen_utf8_chunks_decode_and_refuse_what_does_not_fit() -> Result<(), String> {
+        let words = ["Zürich".to_string(), String::new(), "日本".to_string()];
+        let bytes = encode_vlen_utf8(&words)?;
+        assert_eq!(decode_vlen_utf8(&bytes, 3, false)?, words);
+        // A last chunk along the first axis may hold fewer items than the nominal chunk.
+        assert_eq!(decode_vlen_utf8(&bytes, 4, true)?, words);
+        assert!(decode_vlen_utf8(&bytes, 4, false).is_err());
+        assert!(decode_vlen_utf8(&bytes, 2, true).is_err());
+        assert!(decode_vlen_utf8(&bytes[..bytes.len() - 1], 3, false).is_err());
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        assert!(decode_vlen_utf8(&bad, 3, false).is_err());
+        Ok(())
+    }
+}
