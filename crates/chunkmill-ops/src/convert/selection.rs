@@ -3,8 +3,8 @@
 
 use chunkmill_grid::AxisChunks;
 use chunkmill_manifest::cftime::{days_in_calendar, parse_date, Date, TimeUnits};
-use chunkmill_store::TimeUnit;
 use chunkmill_plan::{AxisWindow, ValueMap};
+use chunkmill_store::TimeUnit;
 
 /// A selection of one dimension by coordinate value, both ends included (as xarray's
 /// `.sel(dim=slice(start, stop))`); an end left empty is open.
