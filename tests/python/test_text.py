@@ -67,7 +67,8 @@ def convert(inputs, target, *extra, chunks="time=-1"):
 
 
 def xarray_data_types(ds: xr.Dataset, tmp_path, zarr_format: int) -> dict:
-    """The Zarr data type of each text variable when xarray itself writes `ds`."""
+    """The Zarr data type, fill value and attributes of each text variable when xarray itself
+    writes `ds`."""
     store = tmp_path / f"xarray-v{zarr_format}.zarr"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -81,7 +82,7 @@ def zarr_data_types(store, ds: xr.Dataset) -> dict:
     for name, var in ds.variables.items():
         if var.dtype.kind in "OSU":
             md = group[name].metadata.to_dict()
-            out[name] = md.get("data_type") or md.get("dtype")
+            out[name] = (md.get("data_type") or md.get("dtype"), md.get("fill_value"), md.get("attributes"))
     return out
 
 

@@ -908,7 +908,10 @@ fn open_zarrs(
 /// Whether a `bytes` codec of `codecs` (inside a sharding codec too) stores big-endian.
 fn any_big_endian(codecs: &[Value]) -> bool {
     codecs.iter().any(|codec| {
-        codec.pointer("/configuration/endian").and_then(Value::as_str) == Some("big")
+        codec
+            .pointer("/configuration/endian")
+            .and_then(Value::as_str)
+            == Some("big")
             || codec
                 .pointer("/configuration/codecs")
                 .and_then(Value::as_array)

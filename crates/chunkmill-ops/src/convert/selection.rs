@@ -3,8 +3,8 @@
 
 use chunkmill_grid::AxisChunks;
 use chunkmill_manifest::cftime::{days_in_calendar, parse_date, Date, TimeUnits};
-use chunkmill_store::TimeUnit;
 use chunkmill_plan::{AxisWindow, ValueMap};
+use chunkmill_store::TimeUnit;
 
 /// A selection of one dimension by coordinate value, both ends included (as xarray's
 /// `.sel(dim=slice(start, stop))`); an end left empty is open.
@@ -367,6 +367,49 @@ mod tests {
             30.0
         );
         assert!(start_of("2020-01-01", "days since 2020-01-01", "julian").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn days_a_calendar_lacks() {
+        assert!(missing_day("2001-02-29", "standard").is_some());
+        assert!(missing_day("2000-02-29", "proleptic_gregorian").is_none());
+        assert!(missing_day("1900-02-29", "gregorian").is_some());
+        assert!(missing_day("2004-02-29", "noleap").is_some());
+        assert!(missing_day("2001-02-29", "all_leap").is_none());
+        assert!(missing_day("2001-02-30", "360_day").is_none());
+        assert!(missing_day("2001-01-31", "360_day").is_some());
+        assert!(missing_day("2001-04-31T06:00", "standard").is_some());
+        assert!(missing_day("2001-02", "noleap").is_none());
+    }
+
+    #[test]
+    fn datetime64_counts_become_seconds_since_the_epoch() -> TestResult {
+        let unit = |u: &str, scale: u32| TimeUnit {
+            unit: u.into(),
+            scale_factor: scale,
+        };
+        let bytes = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(
+            datetime64_seconds(&bytes(&[1, -2]), &unit("D", 1))?,
+            vec![86_400.0, -172_800.0]
+        );
+        assert_eq!(
+            datetime64_seconds(&bytes(&[3]), &unit("m", 10))?,
+            vec![1_800.0]
+        );
+        // Months and years are calendar steps: 1970-03-01 is day 59.
+        assert_eq!(
+            datetime64_seconds(&bytes(&[2]), &unit("M", 1))?,
+            vec![59.0 * 86_400.0]
+        );
+        assert_eq!(
+            datetime64_seconds(&bytes(&[1]), &unit("Y", 1))?,
+            vec![365.0 * 86_400.0]
+        );
+        let nat = datetime64_seconds(&bytes(&[i64::MIN]), &unit("ns", 1))?;
+        assert!(nat[0].is_nan());
+        assert!(datetime64_seconds(&bytes(&[1]), &unit("generic", 1)).is_err());
         Ok(())
     }
 

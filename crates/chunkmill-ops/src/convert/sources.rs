@@ -209,7 +209,11 @@ fn open_zarr(url: &str, group: Option<&str>) -> Result<Source, OpsError> {
 /// become fixed-length text when the source is opened, see `text`).
 fn convertible(dtype: &str) -> Option<DataType> {
     DataType::from_typestr(dtype).ok().filter(|t| {
-        t.is_numeric() || matches!(t, DataType::Complex(_) | DataType::Bytes(_) | DataType::Unicode(_))
+        t.is_numeric()
+            || matches!(
+                t,
+                DataType::Complex(_) | DataType::Bytes(_) | DataType::Unicode(_)
+            )
     })
 }
 

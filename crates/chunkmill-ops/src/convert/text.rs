@@ -25,7 +25,7 @@ enum Text {
     /// Not text, or text that is copied as it is.
     Unchanged,
     /// Text in the form xarray stores.
-    Converted(ManifestArray),
+    Converted(Box<ManifestArray>),
     /// Text this conversion cannot express, and why; refused only when chosen.
     Unconvertible(String),
 }
@@ -38,7 +38,7 @@ pub(super) fn as_stored_by_xarray(dataset: &mut VirtualDataset) {
         .arrays
         .iter()
         .filter_map(|(key, array)| match text_form(array) {
-            Text::Converted(new) => Some((key.clone(), new)),
+            Text::Converted(new) => Some((key.clone(), *new)),
             Text::Unchanged | Text::Unconvertible(_) => None,
         })
         .collect();
@@ -83,8 +83,7 @@ fn stacked_characters(array: &ManifestArray) -> Text {
     }
     // A character fill other than NUL would fill each missing string with n copies of it,
     // which no Zarr fill value of the string says.
-    if !matches!(&meta.fill_value, Value::Null) && meta.fill_value != Value::String(String::new())
-    {
+    if !matches!(&meta.fill_value, Value::Null) && meta.fill_value != Value::String(String::new()) {
         return Text::Unconvertible(format!(
             "a character array with the fill character {}",
             meta.fill_value
@@ -117,7 +116,7 @@ fn stacked_characters(array: &ManifestArray) -> Text {
         Ok(m) => new.manifest = m,
         Err(e) => return Text::Unconvertible(format!("its chunks cannot be regrouped: {e}")),
     }
-    Text::Converted(new)
+    Text::Converted(Box::new(new))
 }
 
 /// Variable-length strings, held inline as `vlen-utf8`, as `<U{n}` (UTF-32, NUL-padded) with
@@ -132,7 +131,12 @@ fn fixed_width_unicode(array: &ManifestArray) -> Text {
     }
     let per_chunk: u64 = meta.chunk_shape.iter().product();
     // Only a chunk short along the first axis alone keeps C order when padded at its end.
-    let short_ok = meta.chunk_shape.iter().zip(&meta.shape).skip(1).all(|(c, s)| c == s);
+    let short_ok = meta
+        .chunk_shape
+        .iter()
+        .zip(&meta.shape)
+        .skip(1)
+        .all(|(c, s)| c == s);
     let mut chunks = Vec::new();
     for (flat, entry) in array.manifest.iter() {
         match entry {
@@ -144,12 +148,10 @@ fn fixed_width_unicode(array: &ManifestArray) -> Text {
                 }
                 Err(why) => return Text::Unconvertible(why),
             },
-            ChunkEntry::Reference { .. } => {
-                return Text::Unconvertible(
-                    "variable-length strings referenced in a file rather than held in the references"
-                        .to_string(),
-                )
-            }
+            ChunkEntry::Reference { .. } => return Text::Unconvertible(
+                "variable-length strings referenced in a file rather than held in the references"
+                    .to_string(),
+            ),
         }
     }
     let width = chunks
@@ -197,7 +199,7 @@ fn fixed_width_unicode(array: &ManifestArray) -> Text {
         name: "bytes".into(),
         configuration: serde_json::Map::from_iter([("endian".into(), "little".into())]),
     }];
-    Text::Converted(new)
+    Text::Converted(Box::new(new))
 }
 
 /// The strings of one `vlen-utf8` chunk (numcodecs' layout: a little-endian `u32` count, then
@@ -231,4 +233,27 @@ fn decode_vlen_utf8(bytes: &[u8], elements: u64, short_ok: bool) -> Result<Vec<S
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chunkmill_manifest::codecs::encode_vlen_utf8;
+
+    #[test]
+    fn vlen_utf8_chunks_decode_and_refuse_what_does_not_fit() -> Result<(), String> {
+        let words = ["Zürich".to_string(), String::new(), "日本".to_string()];
+        let bytes = encode_vlen_utf8(&words)?;
+        assert_eq!(decode_vlen_utf8(&bytes, 3, false)?, words);
+        // A last chunk along the first axis may hold fewer items than the nominal chunk.
+        assert_eq!(decode_vlen_utf8(&bytes, 4, true)?, words);
+        assert!(decode_vlen_utf8(&bytes, 4, false).is_err());
+        assert!(decode_vlen_utf8(&bytes, 2, true).is_err());
+        assert!(decode_vlen_utf8(&bytes[..bytes.len() - 1], 3, false).is_err());
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] = 0xff;
+        assert!(decode_vlen_utf8(&bad, 3, false).is_err());
+        Ok(())
+    }
 }
