@@ -111,7 +111,7 @@ def main() -> int:
             w = run["workers"]
             rss = f"{floor_time['peak_rss_mb']:.0f}" if "peak_rss_mb" in floor_time else "—"
             lines.append(
-                f"| codec floor: decode + re-encode every source chunk once, {w} thread{'s' if w > 1 else ''} "
+                f"| codec floor: decode + re-encode every source chunk once{' + write it' if run.get('writes') else ''}, {w} thread{'s' if w > 1 else ''} "
                 f"| {run['wall_s']:.1f} | {rss} | {ratio(run['wall_s'])} | — | — | {load(floor_meta)} | — |"
             )
     table = "\n".join(lines)

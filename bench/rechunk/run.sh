@@ -149,7 +149,8 @@ for tool in $TOOLS; do
   mkdir -p "$DATA/out" "$work"
   case "$tool" in
     floor)
-      measure codec_floor "$BPY" bench/rechunk/codec_floor.py "$SRC" --threads "$WORKERS" --json "$RAW/codec_floor.json"
+      measure codec_floor "$BPY" bench/rechunk/codec_floor.py "$SRC" --threads "$WORKERS" --json "$RAW/codec_floor.json" \
+        --write-dir "$work/writes"
       continue ;;
     chunkmill)
       if [[ ! -x $CHUNKMILL ]]; then
