@@ -18,13 +18,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import load_json, parse_time_v  # noqa: E402
 
-ORDER = ["chunkmill", "rechunker-dask", "rechunker-python", "dask", "cubed"]
+ORDER = ["chunkmill", "rechunker-dask", "rechunker-python", "dask", "cubed", "tensorstore", "zarrs-reencode"]
 LABELS = {
     "chunkmill": "chunkmill",
     "rechunker-dask": "rechunker (dask executor, threads x2)",
     "rechunker-python": "rechunker (python executor)",
     "dask": "dask.array rechunk + to_zarr (threads x2)",
     "cubed": "cubed (threads executor x2)",
+    "tensorstore": "TensorStore zarr -> zarr3 (x2 threads, 512 MB cache; anchor, no budget)",
+    "zarrs-reencode": "zarrs_tools zarrs_reencode (x2 chunks, 512 MB cache; anchor, no budget)",
 }
 # The bar of issue 2: chunkmill wall <= peer wall / factor.
 BAR = {"cubed": 8, "rechunker-dask": 8, "rechunker-python": 8, "dask": 4}
@@ -111,7 +113,7 @@ def main() -> int:
             w = run["workers"]
             rss = f"{floor_time['peak_rss_mb']:.0f}" if "peak_rss_mb" in floor_time else "—"
             lines.append(
-                f"| codec floor: decode + re-encode every source chunk once, {w} thread{'s' if w > 1 else ''} "
+                f"| codec floor: decode + re-encode every source chunk once{' + write it' if run.get('writes') else ''}, {w} thread{'s' if w > 1 else ''} "
                 f"| {run['wall_s']:.1f} | {rss} | {ratio(run['wall_s'])} | — | — | {load(floor_meta)} | — |"
             )
     table = "\n".join(lines)

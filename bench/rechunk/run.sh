@@ -16,7 +16,11 @@
 #   CHUNKMILL=path          chunkmill binary (default target/release/chunkmill; skipped,
 #                           with a message, if it does not exist)
 #   CHUNKMILL_EXTRA_ARGS    extra arguments for chunkmill (recorded in the results)
-#   BENCH_TOOLS="..."       subset/order of: chunkmill rechunker-dask rechunker-python dask cubed floor
+#   BENCH_TOOLS="..."       subset/order of: chunkmill rechunker-dask rechunker-python dask cubed
+#                           tensorstore zarrs-reencode floor
+#   ZARRS_TOOLS_ROOT=dir    where zarrs_tools' zarrs_reencode is installed (cargo install --root),
+#                           outside the repository; installed there on first use
+#                           (default ~/.cache/chunkmill-bench/zarrs_tools)
 #   BENCH_TIMEOUT=600       cap per tool, seconds (a capped tool is reported as "> N s (timed out)")
 #   BENCH_WORKERS=2         threads for the peers' schedulers and the parallel codec floor
 #   BENCH_QUIET_WAIT=0      before each tool, wait up to this many seconds for the machine to be
@@ -50,7 +54,10 @@ RAW=$OUT/rechunk-raw
 TIMEOUT=${BENCH_TIMEOUT:-600}
 WORKERS=${BENCH_WORKERS:-2}
 CHUNKMILL=${CHUNKMILL:-target/release/chunkmill}
-TOOLS=${BENCH_TOOLS:-"floor chunkmill rechunker-dask rechunker-python dask cubed"}
+TOOLS=${BENCH_TOOLS:-"floor chunkmill rechunker-dask rechunker-python dask cubed tensorstore zarrs-reencode"}
+ZARRS_TOOLS_VERSION=0.8.1
+ZARRS_TOOLS_ROOT=${ZARRS_TOOLS_ROOT:-$HOME/.cache/chunkmill-bench/zarrs_tools}
+ZARRS_REENCODE=$ZARRS_TOOLS_ROOT/bin/zarrs_reencode
 VENV=.venv/bench
 VENV2=.venv/bench-zarr2
 
@@ -69,6 +76,10 @@ if [[ -z ${PYENV_VERSION:-} ]] && command -v pyenv >/dev/null 2>&1 && pyenv vers
 fi
 
 ensure_venv "$VENV" bench/requirements.txt
+if [[ " $TOOLS " == *" zarrs-reencode "* ]] && ! "$ZARRS_REENCODE" --version 2>/dev/null | grep -q "$ZARRS_TOOLS_VERSION"; then
+  say "installing zarrs_tools $ZARRS_TOOLS_VERSION (zarrs_reencode) into $ZARRS_TOOLS_ROOT (a few minutes, once) ..."
+  nice cargo install zarrs_tools --version "=$ZARRS_TOOLS_VERSION" --locked --root "$ZARRS_TOOLS_ROOT" --bin zarrs_reencode >&2
+fi
 ensure_venv "$VENV2" bench/requirements-zarr2.txt
 BPY=$ROOT/$VENV/bin/python
 BPY2=$ROOT/$VENV2/bin/python
@@ -94,7 +105,7 @@ env = {
   "cpu": "$cpu", "nproc": $(nproc), "mem_gb": $mem_gb, "kernel": platform.release(),
   "python": platform.python_version(),
   "workload": "float32 ($SHAPE) chunks ($SRC_CHUNKS) zstd:1 -> chunks ($CHUNKS), budget $MAXMEM, $WORKERS worker threads",
-  "versions": {"venv $VENV": ver("$BPY", ["zarr", "numcodecs", "dask", "cubed", "numpy"]),
+  "versions": {"venv $VENV": ver("$BPY", ["zarr", "numcodecs", "dask", "cubed", "numpy", "tensorstore"]),
                "venv $VENV2": ver("$BPY2", ["rechunker", "zarr", "numcodecs", "dask", "numpy"])},
   "chunkmill": "$CHUNKMILL", "chunkmill_extra_args": "${CHUNKMILL_EXTRA_ARGS:-}",
   "timeout_s": $TIMEOUT, "smoke": bool($SMOKE),
@@ -149,7 +160,8 @@ for tool in $TOOLS; do
   mkdir -p "$DATA/out" "$work"
   case "$tool" in
     floor)
-      measure codec_floor "$BPY" bench/rechunk/codec_floor.py "$SRC" --threads "$WORKERS" --json "$RAW/codec_floor.json"
+      measure codec_floor "$BPY" bench/rechunk/codec_floor.py "$SRC" --threads "$WORKERS" --json "$RAW/codec_floor.json" \
+        --write-dir "$work/writes"
       continue ;;
     chunkmill)
       if [[ ! -x $CHUNKMILL ]]; then
@@ -163,9 +175,15 @@ for tool in $TOOLS; do
     rechunker-dask|rechunker-python)
       measure "$tool" "$BPY2" bench/rechunk/peers.py "$tool" "$SRC" "$out" "$work" \
         --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
-    dask|cubed)
+    dask|cubed|tensorstore)
       measure "$tool" "$BPY" bench/rechunk/peers.py "$tool" "$SRC" "$out" "$work" \
         --chunks "$CHUNKS" --max-mem "$MAXMEM" --workers "$WORKERS" ;;
+    zarrs-reencode)
+      # zarrs_tools' re-encoder (Rust): Zarr v3 output with the target chunks, zstd:1, WORKERS
+      # chunks at once, a chunk cache of the budget; it has no memory budget of its own.
+      measure "$tool" "$ZARRS_REENCODE" "$SRC" "$out" --chunk-shape "$CHUNKS" \
+        --bytes-to-bytes-codecs '[{"name": "zstd", "configuration": {"level": 1, "checksum": false}}]' \
+        --concurrent-chunks "$WORKERS" --cache-size "$(numfmt --from=si "${MAXMEM%B}")" ;;
     *) say "unknown tool '$tool' in BENCH_TOOLS"; exit 2 ;;
   esac
   rm -rf "$work"   # intermediates left behind (rechunker never deletes its temp store)
