@@ -474,7 +474,7 @@ pub enum GroupStep {
         dtype: DType,
     },
     /// Write computed coordinate labels.
-    Labels { values: crate::model::LabelValues },
+    Labels { values: crate::time::LabelValues },
 }
 
 /// Round every value to `dtype`.

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::dtype::DType;
 use crate::kernel::{Fun1, Fun2, Reduce};
-use crate::time::Grouping;
+use crate::time::{Grouping, LabelValues};
 
 /// One input array.
 #[derive(Clone, Debug)]
@@ -51,43 +50,6 @@ pub struct Coord {
     pub source: usize,
     pub pick: Pick,
     pub labels: Option<Rc<Labels>>,
-}
-
-/// Values of a computed coordinate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LabelValues {
-    Numbers { values: Vec<f64>, dtype: DType },
-    Text(Vec<String>),
-}
-
-impl LabelValues {
-    #[must_use]
-    pub fn len(&self) -> usize {
-        match self {
-            LabelValues::Numbers { values, .. } => values.len(),
-            LabelValues::Text(t) => t.len(),
-        }
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The labels at `index`.
-    #[must_use]
-    pub fn pick(&self, index: &[u64]) -> LabelValues {
-        match self {
-            LabelValues::Numbers { values, dtype } => LabelValues::Numbers {
-                values: index.iter().map(|&i| values[i as usize]).collect(),
-                dtype: *dtype,
-            },
-            LabelValues::Text(t) => {
-                LabelValues::Text(index.iter().map(|&i| t[i as usize].clone()).collect())
-            }
-        }
-    }
 }
 
 /// A computed coordinate with its attributes.

@@ -9,9 +9,9 @@ use std::rc::Rc;
 use super::{err, Call, CheckError, Checker, Inputs, Reader, Val};
 use crate::dtype::DType;
 use crate::kernel::{ReduceOp, NO_INDEX};
-use crate::model::{select, Coord, LabelValues, Lazy, Node, Reduction};
+use crate::model::{select, Coord, Lazy, Node, Reduction};
 use crate::syntax::Pos;
-use crate::time::{self, DateSel, Grouping, TimeAxis, NO_GROUP};
+use crate::time::{self, DateSel, Grouping, LabelValues, TimeAxis, NO_GROUP};
 
 /// The values of a 1-d coordinate: computed labels, or read from its source.
 pub(super) fn coord_values(

@@ -10,8 +10,7 @@ use chunkmill_store::Store;
 use super::{kept, piece_key, strides, write};
 use crate::dtype::DType;
 use crate::kernel::{eval, GroupStep, Read, Reduce};
-use crate::model::LabelValues;
-use crate::time::NO_GROUP;
+use crate::time::{LabelValues, NO_GROUP};
 
 type Reader<'a> = dyn FnMut(&Read) -> Result<Vec<f64>, String> + 'a;
 
