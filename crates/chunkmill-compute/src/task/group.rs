@@ -7,7 +7,7 @@ use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
 use chunkmill_store::Store;
 
-use super::{kept, piece_key, strides, write};
+use super::{kept, piece_key, write};
 use crate::dtype::DType;
 use crate::kernel::{eval, GroupStep, Read, Reduce};
 use crate::time::{LabelValues, NO_GROUP};
@@ -206,28 +206,23 @@ fn partial(
 ) -> Result<u64, String> {
     let along = region.ranges()[axis].clone();
     let set = groups_in(groups, along.clone());
-    let keep = kept(region, &[axis]);
-    let k = keep.num_elements() as usize;
-    let kstr = strides(&keep.shape());
+    let k = kept(region, &[axis]).num_elements() as usize;
     let n = set.len() * k;
     let mut state = reduce.empty(n);
+    // Row-major over the region: element e is (outer, t, inner); its kept element drops t.
     let shape = region.shape();
-    for (e, idx) in
-        chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()).enumerate()
-    {
-        let t = along.start + idx[axis];
-        let g = groups[t as usize];
-        let Ok(local) = set.binary_search(&g) else {
-            continue;
-        };
-        let j: u64 = idx
-            .iter()
-            .enumerate()
-            .filter(|(d, _)| *d != axis)
-            .zip(&kstr)
-            .map(|((_, i), s)| i * s)
-            .sum();
-        reduce.add(&mut state, n, local * k + j as usize, values[e], t);
+    let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
+    let plane = shape[axis] as usize * inner;
+    let local: Vec<Option<usize>> = (along.start..along.end)
+        .map(|t| set.binary_search(&groups[t as usize]).ok())
+        .collect();
+    for (e, &v) in values.iter().enumerate() {
+        let (outer, rest) = (e / plane, e % plane);
+        let (t, i) = (rest / inner, rest % inner);
+        if let Some(l) = local[t] {
+            let j = outer * inner + i;
+            reduce.add(&mut state, n, l * k + j, v, along.start + t as u64);
+        }
     }
     let piece = along.start / block.max(1);
     put_piece(
@@ -269,22 +264,18 @@ fn finish(
         merge_groups(reduce, &mut state, &into, &part, &from, k);
     }
     let n = into.len() * k;
-    let kstr = strides(&keep.shape());
     let shape = region.shape();
-    let values: Vec<f64> = chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect())
-        .map(|idx| {
-            let g = idx[axis] as usize;
-            if !present[g] {
-                return f64::NAN;
+    let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
+    let plane = shape[axis] as usize * inner;
+    let values: Vec<f64> = (0..region.num_elements() as usize)
+        .map(|e| {
+            let (outer, rest) = (e / plane, e % plane);
+            let (g, i) = (rest / inner, rest % inner);
+            if present[g] {
+                dtype.round(reduce.finish(&state, n, g * k + outer * inner + i))
+            } else {
+                f64::NAN
             }
-            let j: u64 = idx
-                .iter()
-                .enumerate()
-                .filter(|(d, _)| *d != axis)
-                .zip(&kstr)
-                .map(|((_, i), s)| i * s)
-                .sum();
-            dtype.round(reduce.finish(&state, n, g * k + j as usize))
         })
         .collect();
     write(&stage.output, dtype, region, &values)
