@@ -95,6 +95,10 @@ pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn is_pieces(e: &chunkmill_plan::Endpoint) -> bool {
+    matches!(e, chunkmill_plan::Endpoint::Pieces { .. })
+}
+
 fn plan_value(c: &ComputeJob) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = c
         .job
@@ -104,7 +108,8 @@ fn plan_value(c: &ComputeJob) -> serde_json::Value {
         .map(|s| {
             let kernel = match &s.kind {
                 StageKind::Compute(k) => k.kernel.get("kind").cloned().unwrap_or_default(),
-                _ => json!("copy"),
+                StageKind::Copy(_) => json!("rechunk"),
+                StageKind::Scan(_) => json!("scan"),
             };
             json!({
                 "name": s.name, "label": s.label, "kind": kernel, "tasks": s.tasks(),
@@ -118,7 +123,11 @@ fn plan_value(c: &ComputeJob) -> serde_json::Value {
         .plan
         .stages
         .iter()
-        .filter(|s| matches!(&s.kind, StageKind::Compute(k) if matches!(k.output, chunkmill_plan::Endpoint::Pieces { .. })))
+        .filter(|s| match &s.kind {
+            StageKind::Compute(k) => k.outputs.iter().any(is_pieces),
+            StageKind::Copy(c) => is_pieces(&c.output),
+            StageKind::Scan(_) => false,
+        })
         .map(|s| s.bytes_written)
         .sum();
     json!({
