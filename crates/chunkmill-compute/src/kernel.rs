@@ -7,6 +7,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::dtype::DType;
 
+/// An `f64` in JSON, which has no NaN or infinities: those as the strings `"NaN"`,
+/// `"Infinity"`, `"-Infinity"` (as Zarr writes fill values).
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if v.is_infinite() {
+            s.serialize_str(if *v > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            s.serialize_f64(*v)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Plain(f64),
+        Named(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Number::deserialize(d)? {
+            Number::Plain(v) => Ok(v),
+            Number::Named(name) => match name.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "Infinity" => Ok(f64::INFINITY),
+                "-Infinity" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!("not a number: '{other}'"))),
+            },
+        }
+    }
+}
+
 /// One-argument functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,7 +155,7 @@ pub struct Read {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expr {
-    Const(f64),
+    Const(#[serde(with = "any_f64")] f64),
     Read(Read),
     Unary {
         f: Fun1,
@@ -571,6 +606,19 @@ mod tests {
             ..reduce(ReduceOp::Max)
         };
         assert!(folded(no_skip, &values, 2).is_nan());
+    }
+
+    #[test]
+    fn constants_that_json_lacks_survive_the_plan() -> Result<(), serde_json::Error> {
+        // Regression: NaN was written as null and the task could not read its kernel back.
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 2.5] {
+            let text = serde_json::to_string(&Expr::Const(v))?;
+            let Expr::Const(back) = serde_json::from_str(&text)? else {
+                panic!("{text}");
+            };
+            assert!(back == v || (back.is_nan() && v.is_nan()), "{text}");
+        }
+        Ok(())
     }
 
     #[test]
