@@ -356,7 +356,11 @@ fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<Broadcast, CheckError> {
 }
 
 /// [`broadcast`], leaving dimension `except` out of the size and coordinate checks.
-fn broadcast_dims(parts: &[&Lazy], pos: Pos, except: Option<&str>) -> Result<Broadcast, CheckError> {
+fn broadcast_dims(
+    parts: &[&Lazy],
+    pos: Pos,
+    except: Option<&str>,
+) -> Result<Broadcast, CheckError> {
     let (mut dims, mut shape, mut coords): (Vec<String>, Vec<u64>, BTreeMap<String, Coord>) =
         (Vec::new(), Vec::new(), BTreeMap::new());
     for p in parts {
@@ -795,7 +799,12 @@ impl Call<'_> {
         self.unknown_kwargs(&["dim"])?;
         let parts = match self.arg(0, "objs") {
             Some((Val::Arrays(a), _)) => a,
-            Some((_, pos)) => return err(pos, "concat: give a list of arrays, like concat([a, b], dim=\"time\")"),
+            Some((_, pos)) => {
+                return err(
+                    pos,
+                    "concat: give a list of arrays, like concat([a, b], dim=\"time\")",
+                )
+            }
             None => return err(self.pos, "concat: missing the list of arrays"),
         };
         let dim = self.dim_name(1)?;
@@ -860,11 +869,17 @@ impl Call<'_> {
     fn stack(&self) -> Result<Lazy, CheckError> {
         let mut x = self.array_arg(0, "x")?;
         if self.kw.is_empty() {
-            return err(self.pos, "stack: name the new dimension, like stack(z=[\"lat\", \"lon\"])");
+            return err(
+                self.pos,
+                "stack: name the new dimension, like stack(z=[\"lat\", \"lon\"])",
+            );
         }
         for (new, (v, pos)) in &self.kw {
             let Val::List(dims) = v else {
-                return err(*pos, "stack: give the dimensions to stack as a list of names");
+                return err(
+                    *pos,
+                    "stack: give the dimensions to stack as a list of names",
+                );
             };
             if dims.is_empty() {
                 return err(*pos, "stack: give at least one dimension");
@@ -873,14 +888,19 @@ impl Call<'_> {
                 if x.size(d).is_none() {
                     return err(
                         *pos,
-                        format!("stack: no dimension '{d}'; dimensions: {}", x.dims.join(", ")),
+                        format!(
+                            "stack: no dimension '{d}'; dimensions: {}",
+                            x.dims.join(", ")
+                        ),
                     );
                 }
             }
             if x.size(new).is_some() && !dims.contains(new) {
                 return err(*pos, format!("stack: '{new}' is already a dimension"));
             }
-            let keep: Vec<usize> = (0..x.dims.len()).filter(|&i| !dims.contains(&x.dims[i])).collect();
+            let keep: Vec<usize> = (0..x.dims.len())
+                .filter(|&i| !dims.contains(&x.dims[i]))
+                .collect();
             let mut out_dims: Vec<String> = keep.iter().map(|&i| x.dims[i].clone()).collect();
             let mut out_shape: Vec<u64> = keep.iter().map(|&i| x.shape[i]).collect();
             out_dims.push(new.clone());
@@ -931,20 +951,50 @@ impl Call<'_> {
             let Some(n) = x.size(dim) else {
                 return err(
                     *pos,
-                    format!("{}: no dimension '{dim}'; dimensions: {}", self.name, x.dims.join(", ")),
+                    format!(
+                        "{}: no dimension '{dim}'; dimensions: {}",
+                        self.name,
+                        x.dims.join(", ")
+                    ),
                 );
             };
             let size = match v {
-                Val::Array(l) if l.dims.is_empty() && l.dtype.is_int() => l.is_const().unwrap_or(0.0),
-                _ => return err(*pos, format!("{}: a chunk size is a whole number (-1: the whole dimension)", self.name)),
+                Val::Array(l) if l.dims.is_empty() && l.dtype.is_int() => {
+                    l.is_const().unwrap_or(0.0)
+                }
+                _ => {
+                    return err(
+                        *pos,
+                        format!(
+                            "{}: a chunk size is a whole number (-1: the whole dimension)",
+                            self.name
+                        ),
+                    )
+                }
             };
-            let size = if size == -1.0 { n.max(1) } else if size >= 1.0 { size as u64 } else {
-                return err(*pos, format!("{}: chunk size {size} for '{dim}'; give a positive size or -1", self.name));
+            let size = if size == -1.0 {
+                n.max(1)
+            } else if size >= 1.0 {
+                size as u64
+            } else {
+                return err(
+                    *pos,
+                    format!(
+                        "{}: chunk size {size} for '{dim}'; give a positive size or -1",
+                        self.name
+                    ),
+                );
             };
             chunks.insert(dim.clone(), size);
         }
         if chunks.is_empty() {
-            return err(self.pos, format!("{}: give chunks by dimension, like {}(time=-1)", self.name, self.name));
+            return err(
+                self.pos,
+                format!(
+                    "{}: give chunks by dimension, like {}(time=-1)",
+                    self.name, self.name
+                ),
+            );
         }
         Ok(Lazy {
             node: Node::Rechunk(Rc::new(Rechunk {
@@ -1050,7 +1100,9 @@ impl Call<'_> {
 fn refuse_stacked(x: &Lazy, dim: &str, pos: Pos) -> Result<(), CheckError> {
     fn stacked(x: &Lazy, dim: &str) -> bool {
         match &x.node {
-            Node::Stack { x: inner, .. } => x.dims.last().is_some_and(|d| d == dim) || stacked(inner, dim),
+            Node::Stack { x: inner, .. } => {
+                x.dims.last().is_some_and(|d| d == dim) || stacked(inner, dim)
+            }
             Node::Const(_) | Node::Leaf { .. } => false,
             Node::Unary(_, a) | Node::Cast(a) => stacked(a, dim),
             Node::Binary(_, a, b) | Node::Like(a, b) => stacked(a, dim) || stacked(b, dim),
@@ -1089,7 +1141,9 @@ fn joined_coord(parts: &[Lazy], dim: &str) -> Option<Coord> {
             Some((source, d0, s0, st0, n0))
                 if source == c.source
                     && *d == d0
-                    && (*len == 0 || (*step == st0 || *len == 1) && *start as i64 == s0 as i64 + st0 * n0 as i64) =>
+                    && (*len == 0
+                        || (*step == st0 || *len == 1)
+                            && *start as i64 == s0 as i64 + st0 * n0 as i64) =>
             {
                 Some((source, d0, s0, st0, n0 + len))
             }

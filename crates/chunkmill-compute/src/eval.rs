@@ -140,7 +140,16 @@ fn binary_blocks(f: Fun2, a: Val, b: Val, dtype: DType) -> Result<Val, EvalError
         }
     }
     let out = match (a, b) {
-        (Val::Scalar(x), Val::Scalar(y)) => return Ok(Val::Scalar(dtype.round(fun2(f, x, y, int)))),
+        (Val::Scalar(x), Val::Scalar(y)) => {
+            return Ok(Val::Scalar(dtype.round(fun2(f, x, y, int))))
+        }
+        // x ** 2 (quadratic means) without a call to powf per element.
+        (Val::Block(mut x), Val::Scalar(y)) if f == Fun2::Pow && y == 2.0 => {
+            for v in &mut x {
+                *v *= *v;
+            }
+            x
+        }
         (Val::Block(mut x), Val::Scalar(y)) => {
             for v in &mut x {
                 *v = fun2(f, *v, y, int);
@@ -154,8 +163,22 @@ fn binary_blocks(f: Fun2, a: Val, b: Val, dtype: DType) -> Result<Val, EvalError
             y
         }
         (Val::Block(mut x), Val::Block(y)) => {
-            for (v, w) in x.iter_mut().zip(&y) {
-                *v = fun2(f, *v, *w, int);
+            // The common arithmetic with the operation chosen once per block, not per value.
+            let each = |x: &mut [f64], g: fn(f64, f64) -> f64| {
+                for (v, w) in x.iter_mut().zip(&y) {
+                    *v = g(*v, *w);
+                }
+            };
+            match f {
+                Fun2::Add => each(&mut x, |a, b| a + b),
+                Fun2::Sub => each(&mut x, |a, b| a - b),
+                Fun2::Mul => each(&mut x, |a, b| a * b),
+                Fun2::Div => each(&mut x, |a, b| a / b),
+                _ => {
+                    for (v, w) in x.iter_mut().zip(&y) {
+                        *v = fun2(f, *v, *w, int);
+                    }
+                }
             }
             x
         }
@@ -349,9 +372,11 @@ mod tests {
             b: Box::new(a_read()),
             dtype: DType::Int32,
         };
-        let region = Region::new(vec![0..3]);
+        let region = Region::new(std::iter::once(0..3).collect());
         let mut reader = read_const(vec![1.0, 0.0, 2.0]);
-        let e = eval(&expr, &region, &mut reader).err().map(|e| e.to_string());
+        let e = eval(&expr, &region, &mut reader)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.starts_with("integer division by zero")));
         // Float division by zero is numpy's inf, not an error.
         let float = Expr::Binary {
@@ -400,7 +425,7 @@ mod tests {
                 .map(|c| (10 * c[0] + c[1]) as f64)
                 .collect())
         };
-        let v = eval(&expr, &Region::new(vec![2..5]), &mut reader).ok();
+        let v = eval(&expr, &Region::new(std::iter::once(2..5).collect()), &mut reader).ok();
         assert_eq!(v, Some(vec![2.0, 10.0, 11.0]));
     }
 }

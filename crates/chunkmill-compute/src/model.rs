@@ -66,10 +66,16 @@ pub enum Node {
     Reduce(Rc<Reduction>),
     /// Parts laid end to end along `dim`; a part that lacks `dim` is one index of it (a
     /// concatenation along a new dimension).
-    Concat { dim: String, parts: Vec<Lazy> },
+    Concat {
+        dim: String,
+        parts: Vec<Lazy>,
+    },
     /// The dimensions `dims` of `x` stacked into the lazy's last dimension, the first varying
     /// slowest (xarray's `stack`).
-    Stack { dims: Vec<String>, x: Box<Lazy> },
+    Stack {
+        dims: Vec<String>,
+        x: Box<Lazy>,
+    },
     /// The first's values broadcast over the lazy's dimensions (`broadcast_like`); the second
     /// only lends its chunks.
     Like(Box<Lazy>, Box<Lazy>),

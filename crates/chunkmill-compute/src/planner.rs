@@ -222,7 +222,10 @@ fn output_coords(
 /// What a group of reductions computed together shares: the shape of their input and its
 /// blocks, and the reduced dimensions.
 fn group_key(r: &Reduction, base: &[u64]) -> String {
-    format!("{:?}|{:?}|{:?}|{:?}", r.input.dims, r.input.shape, base, r.dims)
+    format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        r.input.dims, r.input.shape, base, r.dims
+    )
 }
 
 impl Planner<'_> {
@@ -334,7 +337,9 @@ impl Planner<'_> {
                 .cloned()
                 .collect();
             if ready.is_empty() {
-                return Err(PlanError::Invalid("stored arrays that read each other".into()));
+                return Err(PlanError::Invalid(
+                    "stored arrays that read each other".into(),
+                ));
             }
             let mut groups: Vec<(String, Vec<Rc<Reduction>>)> = Vec::new();
             for s in &ready {
@@ -358,6 +363,23 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// The names of reductions in stage names and messages: the output each one is, or `rN`.
+    fn labels(&self, group: &[Rc<Reduction>]) -> Vec<String> {
+        group
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                self.named
+                    .iter()
+                    .find(|(n, _, _)| n.same(&Stored::Reduce(r.clone())))
+                    .map_or_else(
+                        || format!("r{}", self.done.len() + k),
+                        |(_, s, _)| s.clone(),
+                    )
+            })
+            .collect()
+    }
+
     /// The stages of reductions of the same blocks: one partial step over blocks of `fan_in`
     /// input chunks along the reduced axes (each input block read once for all of them),
     /// then each one's combine rounds until one state per kept block remains.
@@ -367,10 +389,7 @@ impl Planner<'_> {
             .filter(|&i| group[0].dims.contains(&input.dims[i]))
             .collect();
         let base = self.chunks_of(input);
-        let kept_elems: u64 = (0..base.len())
-            .filter(|i| !axes.contains(i))
-            .map(|i| base[i])
-            .product();
+        let kept_elems: u64 = kept(&base, &axes).iter().product();
         let state_bytes: u64 = group
             .iter()
             .map(|r| 16 * kept_elems * r.reduce.fields() as u64)
@@ -390,19 +409,7 @@ impl Planner<'_> {
             }
             return Ok(());
         }
-        let labels: Vec<String> = group
-            .iter()
-            .enumerate()
-            .map(|(k, r)| {
-                self.named
-                    .iter()
-                    .find(|(n, _, _)| n.same(&Stored::Reduce(r.clone())))
-                    .map_or_else(
-                        || format!("r{}", self.done.len() + k),
-                        |(_, s, _)| s.clone(),
-                    )
-            })
-            .collect();
+        let labels = self.labels(group);
         let what = format!(
             "{} = {}(…, {})",
             labels.join(", "),
@@ -411,25 +418,12 @@ impl Planner<'_> {
         );
         if group.len() == 1 {
             let state = state_bytes;
-            let (e, i) = self.fit(
-                exprs.remove(0),
-                inputs,
-                input,
-                &base,
-                &what,
-                &|e, ins| group_mem(std::slice::from_ref(e), ins, base_elems, None) + state,
-            )?;
+            let (e, i) = self.fit(exprs.remove(0), inputs, input, &base, &what, &|e, ins| {
+                group_mem(std::slice::from_ref(e), ins, base_elems, None) + state
+            })?;
             exprs = vec![e];
             inputs = i;
         }
-        // Fan-in along each reduced axis: grow while the task fits.
-        let counts: Vec<u64> = input
-            .shape
-            .iter()
-            .zip(&base)
-            .map(|(n, c)| n.div_ceil(*c).max(1))
-            .collect();
-        let mut fan: Vec<u64> = vec![1; axes.len()];
         let mem = |fan: &[u64]| -> u64 {
             let elems: u64 = base
                 .iter()
@@ -438,16 +432,8 @@ impl Planner<'_> {
                 .product();
             group_mem(&exprs, &inputs, elems, None) + state_bytes
         };
-        self.fits(&what, mem(&fan))?;
-        for k in 0..axes.len() {
-            while fan[k] < counts[axes[k]] && fan[k] < 64 {
-                fan[k] += 1;
-                if mem(&fan) > self.target.task_budget {
-                    fan[k] -= 1;
-                    break;
-                }
-            }
-        }
+        self.fits(&what, mem(&vec![1; axes.len()]))?;
+        let fan = grow_fan(input, &base, &axes, self.target.task_budget, &mem);
         let partial_mem = mem(&fan);
         let block_chunks: Vec<u64> = base
             .iter()
@@ -461,14 +447,8 @@ impl Planner<'_> {
         let blocks = grid(&input.shape, &block_chunks)?;
         let n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
         let done = n_r.iter().all(|&n| n == 1);
-        let kept_shape: Vec<u64> = (0..base.len())
-            .filter(|i| !axes.contains(i))
-            .map(|i| input.shape[i])
-            .collect();
-        let kept_chunks: Vec<u64> = (0..base.len())
-            .filter(|i| !axes.contains(i))
-            .map(|i| base[i])
-            .collect();
+        let kept_shape: Vec<u64> = kept(&input.shape, &axes);
+        let kept_chunks: Vec<u64> = kept(&base, &axes);
         let stage_no = self.stages.len();
         let mut outputs = Vec::new();
         let mut parts = Vec::new();
@@ -496,7 +476,10 @@ impl Planner<'_> {
                     grid: layout.grid(&n_r, true)?,
                 }
             };
-            written += 8 * layout.fields * kept_shape.iter().product::<u64>() * n_r.iter().product::<u64>();
+            written += 8
+                * layout.fields
+                * kept_shape.iter().product::<u64>()
+                * n_r.iter().product::<u64>();
             parts.push(Part {
                 expr,
                 reduce: r.reduce,
@@ -506,19 +489,10 @@ impl Planner<'_> {
             outputs.push(first.clone());
             rounds.push((r.clone(), layout, label, first, final_ep));
         }
-        let ops: Vec<String> = group.iter().map(|r| r.reduce.op.name().to_string()).collect();
         let names: Vec<String> = rounds.iter().map(|x| safe(&x.2)).collect();
         self.stages.push(Stage {
             name: format!("{stage_no:02}-{}-partial", names.join("_")),
-            label: format!(
-                "{}: {} {}(over {}) in blocks of {:?} chunks{}",
-                labels.join(", "),
-                input.operations().join(" → "),
-                ops.join(" · "),
-                group[0].dims.join(", "),
-                fan,
-                if group.len() > 1 { ", one read shared" } else { "" }
-            ),
+            label: partial_label(group, &labels, &fan),
             projected_mem: partial_mem,
             bytes_read: read_bytes(group.iter().map(|r| &r.input), self.inputs),
             bytes_written: written,
@@ -526,7 +500,10 @@ impl Planner<'_> {
                 inputs,
                 outputs,
                 blocks,
-                kernel: kernel_json(&Kernel::Partial { parts, axes: axes.clone() })?,
+                kernel: kernel_json(&Kernel::Partial {
+                    parts,
+                    axes: axes.clone(),
+                })?,
             }),
         });
         for (r, layout, label, first, final_ep) in rounds {
@@ -627,7 +604,12 @@ impl Planner<'_> {
         let what = format!("{label} = rechunk(…)");
         let natural = self.chunks_of(x);
         let target_chunks: Vec<u64> = match self.named.iter().find(|(n, _, _)| n.same(&stored)) {
-            Some((_, _, e)) => e.grid().axes().iter().map(|a| a.chunk(0).end.max(1)).collect(),
+            Some((_, _, e)) => e
+                .grid()
+                .axes()
+                .iter()
+                .map(|a| a.chunk(0).end.max(1))
+                .collect(),
             None => x
                 .dims
                 .iter()
@@ -730,7 +712,10 @@ impl Planner<'_> {
         };
         self.map_stage(
             format!("{n:02}-{}-in", safe(label)),
-            format!("{label}: {} (written for the rechunk)", lazy.operations().join(" → ")),
+            format!(
+                "{label}: {} (written for the rechunk)",
+                lazy.operations().join(" → ")
+            ),
             expr,
             inputs,
             out.clone(),
@@ -1014,9 +999,10 @@ fn plain_source(lazy: &Lazy, inputs: &Inputs) -> Option<Endpoint> {
         return None;
     };
     let s = &inputs.sources[*source];
-    let whole = picks.iter().zip(&s.shape).all(|(p, n)| {
-        matches!(p, Pick::Keep { start: 0, step: 1, len, .. } if len == n)
-    });
+    let whole = picks
+        .iter()
+        .zip(&s.shape)
+        .all(|(p, n)| matches!(p, Pick::Keep { start: 0, step: 1, len, .. } if len == n));
     (whole && picks.len() == s.shape.len() && s.missing.is_empty() && s.stored == lazy.dtype)
         .then(|| {
             Some(Endpoint::Zarr {
@@ -1086,6 +1072,72 @@ fn expr_op(expr: &Expr) -> String {
         Expr::Stack { .. } => "stack".into(),
         Expr::Read(_) | Expr::Const(_) => "read".into(),
     }
+}
+
+/// The values of the axes not in `axes`.
+fn kept(values: &[u64], axes: &[usize]) -> Vec<u64> {
+    (0..values.len())
+        .filter(|i| !axes.contains(i))
+        .map(|i| values[i])
+        .collect()
+}
+
+/// Fan-in along each reduced axis: grown axis by axis (at most 64 chunks) while a task of
+/// `mem` fits the budget.
+fn grow_fan(
+    input: &Lazy,
+    base: &[u64],
+    axes: &[usize],
+    budget: u64,
+    mem: &dyn Fn(&[u64]) -> u64,
+) -> Vec<u64> {
+    let counts: Vec<u64> = input
+        .shape
+        .iter()
+        .zip(base)
+        .map(|(n, c)| n.div_ceil(*c).max(1))
+        .collect();
+    let mut fan: Vec<u64> = vec![1; axes.len()];
+    for k in 0..axes.len() {
+        while fan[k] < counts[axes[k]] && fan[k] < 64 {
+            fan[k] += 1;
+            if mem(&fan) > budget {
+                fan[k] -= 1;
+                break;
+            }
+        }
+    }
+    fan
+}
+
+/// What a partial step does, as `plan compute` shows it.
+fn partial_label(group: &[Rc<Reduction>], labels: &[String], fan: &[u64]) -> String {
+    let r = &group[0];
+    if group.len() == 1 {
+        return format!(
+            "{}: {} {}(over {}) in blocks of {fan:?} chunks",
+            labels[0],
+            r.input.operations().join(" → "),
+            r.reduce.op.name(),
+            r.dims.join(", "),
+        );
+    }
+    let each: Vec<String> = group
+        .iter()
+        .map(|r| {
+            format!(
+                "{}({})",
+                r.reduce.op.name(),
+                r.input.operations().join(" → ")
+            )
+        })
+        .collect();
+    format!(
+        "{}: {} over {} in blocks of {fan:?} chunks, one read shared",
+        labels.join(", "),
+        each.join(" · "),
+        r.dims.join(", "),
+    )
 }
 
 /// The shape of a reduction's input and how its states are laid out.
@@ -1475,7 +1527,10 @@ mod tests {
         assert_eq!(c.outputs.len(), 3);
         assert_eq!(c.inputs.len(), 1);
         // Quadratic means: air² and air·2 read air once.
-        let p = planned("a = (air ** 2).mean('time')\nb = (air * 2).mean('time')", 1 << 30)?;
+        let p = planned(
+            "a = (air ** 2).mean('time')\nb = (air * 2).mean('time')",
+            1 << 30,
+        )?;
         assert_eq!(partials(&p).len(), 1);
         assert_eq!(partials(&p)[0].bytes_read, 100 * 10 * 20 * 4);
         Ok(())
@@ -1493,7 +1548,11 @@ mod tests {
         assert!(p.stages.iter().all(|s| s.projected_mem <= 100_000));
         // Each intermediate holds the result of an operation the unfused plan runs as a stage.
         for (_, op) in &p.splits {
-            assert!(p.unfused[0].1.contains(op), "{op} not in {:?}", p.unfused[0].1);
+            assert!(
+                p.unfused[0].1.contains(op),
+                "{op} not in {:?}",
+                p.unfused[0].1
+            );
         }
         assert_eq!(p.cleanup.len(), 2);
         // Not even one operation fits: refused, naming the assignment.
@@ -1518,7 +1577,9 @@ mod tests {
         let StageKind::Compute(c) = &sum[0].kind else {
             return Err("not a compute stage".into());
         };
-        assert!(matches!(&c.inputs[0], Endpoint::Pieces { grid, .. } if grid.axes()[0].chunk(0) == (0..100)));
+        assert!(
+            matches!(&c.inputs[0], Endpoint::Pieces { grid, .. } if grid.axes()[0].chunk(0) == (0..100))
+        );
         Ok(())
     }
 
@@ -1529,7 +1590,10 @@ mod tests {
             1 << 30,
         )?;
         let shapes: Vec<&[u64]> = p.specs.iter().map(|s| s.shape.as_slice()).collect();
-        assert_eq!(shapes[..3], [&[100, 10, 20][..], &[2, 100, 10, 20], &[100, 200]]);
+        assert_eq!(
+            shapes[..3],
+            [&[100, 10, 20][..], &[2, 100, 10, 20], &[100, 200]]
+        );
         // The stacked dimension is cut at whole rows of the last stacked one.
         assert_eq!(p.specs[2].chunks, [10, 100]);
         Ok(())

@@ -70,6 +70,32 @@ fn strides(shape: &[u64]) -> Vec<u64> {
     s
 }
 
+/// Copy the elements of `both` from `src` (the values of region `from`, row-major) into `dst`
+/// (those of region `to`), a run along the last axis at a time.
+fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Region) {
+    let (fstr, tstr) = (strides(&from.shape()), strides(&to.shape()));
+    let ndim = both.ndim();
+    if ndim == 0 {
+        if let (Some(d), Some(s)) = (dst.first_mut(), src.first()) {
+            *d = *s;
+        }
+        return;
+    }
+    let last = both.ranges()[ndim - 1].clone();
+    let run = (last.end - last.start) as usize;
+    let mut outer: Vec<std::ops::Range<u64>> = both.ranges()[..ndim - 1].to_vec();
+    outer.push(last.start..last.start + 1);
+    for idx in chunkmill_grid::CoordIter::new(outer) {
+        let (mut s, mut d) = (0u64, 0u64);
+        for (k, &i) in idx.iter().enumerate() {
+            s += (i - from.ranges()[k].start) * fstr[k];
+            d += (i - to.ranges()[k].start) * tstr[k];
+        }
+        let (s, d) = (s as usize, d as usize);
+        dst[d..d + run].copy_from_slice(&src[s..s + run]);
+    }
+}
+
 /// The values of `read` over the domain `region` (broadcast along the axes it lacks).
 ///
 /// # Errors
@@ -106,15 +132,7 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
         let Some(both) = covers.intersect(&bbox) else {
             continue;
         };
-        let cstr = strides(&covers.shape());
-        for idx in chunkmill_grid::CoordIter::new(both.ranges().to_vec()) {
-            let (mut src, mut dst) = (0u64, 0u64);
-            for (k, &i) in idx.iter().enumerate() {
-                src += (i - covers.ranges()[k].start) * cstr[k];
-                dst += (i - bbox.ranges()[k].start) * bstr[k];
-            }
-            buf[dst as usize] = values[src as usize];
-        }
+        copy_rows(&values, &covers, &mut buf, &bbox, &both);
     }
     // A read in the domain's own axes, forwards, is its bounding box: no gather, no copy.
     let identity = read.axes.len() == dom.len()
@@ -182,12 +200,14 @@ fn write(
                 dtype.encode(values)
             } else {
                 let mut full = vec![0.0; nominal.iter().product::<u64>() as usize];
-                let (ns, es) = (strides(&nominal), strides(&exact));
-                for idx in chunkmill_grid::CoordIter::new(exact.iter().map(|&n| 0..n).collect()) {
-                    let d: u64 = idx.iter().zip(&ns).map(|(i, s)| i * s).sum();
-                    let s: u64 = idx.iter().zip(&es).map(|(i, s)| i * s).sum();
-                    full[d as usize] = values[s as usize];
-                }
+                let inside = Region::whole(&exact);
+                copy_rows(
+                    values,
+                    &inside,
+                    &mut full,
+                    &Region::whole(&nominal),
+                    &inside,
+                );
                 dtype.encode(&full)
             };
             let n = bytes.len() as u64;
@@ -486,5 +506,13 @@ fn combine(
         DType::Float64.decode(&bytes, &mut part);
         reduce.merge(&mut state, &part, m);
     }
-    store_state(stage, output(stage, 0)?, region, reduce, axes, finish, &state)
+    store_state(
+        stage,
+        output(stage, 0)?,
+        region,
+        reduce,
+        axes,
+        finish,
+        &state,
+    )
 }

@@ -97,7 +97,14 @@ mod tests {
 
     /// `compute --output o.zarr --max-mem 64MB` plus `extra`, resolved.
     fn compute_with(extra: &[&str]) -> Result<ComputeOptions, Failure> {
-        let mut words = vec!["chunkmill", "compute", "--output", "o.zarr", "--max-mem", "64MB"];
+        let mut words = vec![
+            "chunkmill",
+            "compute",
+            "--output",
+            "o.zarr",
+            "--max-mem",
+            "64MB",
+        ];
         words.extend(extra);
         match Cli::try_parse_from(words).map(|c| c.command) {
             Ok(Command::Compute(a)) => compute(&a).map(|(o, _)| o),
@@ -120,7 +127,13 @@ mod tests {
 
     #[test]
     fn input_names_one_array_or_a_whole_store() -> TestResult {
-        let o = compute_with(&["--input", "a=in.zarr#air", "--input", "ds=s3://b/x.zarr", "m = a"])?;
+        let o = compute_with(&[
+            "--input",
+            "a=in.zarr#air",
+            "--input",
+            "ds=s3://b/x.zarr",
+            "m = a",
+        ])?;
         assert_eq!(
             o.inputs,
             [
@@ -137,8 +150,14 @@ mod tests {
             ]
         );
         assert_usage(compute_with(&["m = 1"]), &["--input NAME=URL"]);
-        assert_usage(compute_with(&["--input", "in.zarr", "m = 1"]), &["'in.zarr'", "NAME=URL"]);
-        assert_usage(compute_with(&["--input", "1x=in.zarr", "m = 1"]), &["'1x' is not a name"]);
+        assert_usage(
+            compute_with(&["--input", "in.zarr", "m = 1"]),
+            &["'in.zarr'", "NAME=URL"],
+        );
+        assert_usage(
+            compute_with(&["--input", "1x=in.zarr", "m = 1"]),
+            &["'1x' is not a name"],
+        );
         assert_usage(compute_with(&["--input", "a=", "m = 1"]), &["no URL"]);
         assert_usage(
             compute_with(&["--input", "a=x.zarr", "--input", "a=y.zarr", "m = 1"]),
@@ -174,7 +193,9 @@ mod tests {
             o.chunks,
             BTreeMap::from([("time".to_string(), 10), ("lat".to_string(), u64::MAX)])
         );
-        assert!(compute_with(&["--input", "a=x.zarr", "m = a"])?.chunks.is_empty());
+        assert!(compute_with(&["--input", "a=x.zarr", "m = a"])?
+            .chunks
+            .is_empty());
         assert_usage(
             compute_with(&["--input", "a=x.zarr", "m = a", "--chunks", "10,20"]),
             &["'10,20'", "names dimensions"],
@@ -188,7 +209,15 @@ mod tests {
 
     #[test]
     fn output_format_codec_and_budget() -> TestResult {
-        let o = compute_with(&["--input", "a=x.zarr", "m = a", "--zarr-format", "2", "--codec", "gzip:5"])?;
+        let o = compute_with(&[
+            "--input",
+            "a=x.zarr",
+            "m = a",
+            "--zarr-format",
+            "2",
+            "--codec",
+            "gzip:5",
+        ])?;
         assert_eq!(o.zarr_format, 2);
         assert!(o.codec.is_some());
         assert_eq!(o.job.max_mem, 64_000_000);
