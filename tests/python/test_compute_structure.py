@@ -43,6 +43,12 @@ STRUCTURAL = {
     "a = n.broadcast_like(air) + 0": lambda d: d.n.broadcast_like(d.air) + 0,
     "a = air.isel(time=0).broadcast_like(n.isel(lat=0))": lambda d: d.air.isel(time=0).broadcast_like(d.n.isel(lat=0)),
     "a = air.rechunk(time=-1, lat=2)": lambda d: d.air,
+    # Integers and booleans: int32 parts stay int32, a bool stack stays bool, an int32 source
+    # is rechunked by copying its chunks as stored.
+    "a = concat([n, n * 2, n - 1], dim='k')": lambda d: xr.concat([d.n, d.n * 2, d.n - 1], dim="k"),
+    "a = (air > 280).stack(cell=['time', 'lon'])": lambda d: (d.air > 280).stack(cell=("time", "lon")).drop_vars(["cell", "time", "lon"]),
+    "a = n.rechunk(lat=-1, lon=2) + n.isel(lon=0).broadcast_like(n)":
+        lambda d: d.n + d.n.isel(lon=0).drop_vars("lon").broadcast_like(d.n),
     "a = (air.rechunk(time=-1) - air.mean('time')).std('time')": lambda d: (d.air - d.air.mean("time")).std("time"),
 }
 

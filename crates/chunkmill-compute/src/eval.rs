@@ -425,7 +425,12 @@ mod tests {
                 .map(|c| (10 * c[0] + c[1]) as f64)
                 .collect())
         };
-        let v = eval(&expr, &Region::new(std::iter::once(2..5).collect()), &mut reader).ok();
+        let v = eval(
+            &expr,
+            &Region::new(std::iter::once(2..5).collect()),
+            &mut reader,
+        )
+        .ok();
         assert_eq!(v, Some(vec![2.0, 10.0, 11.0]));
     }
 }

@@ -698,9 +698,12 @@ impl Planner<'_> {
         let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
         let block = grid(&lazy.shape, chunks)?.max_chunk_elements();
         let dtype = lazy.dtype;
+        let splits = self.splits.len();
         let (expr, inputs) = self.fit(expr, inputs, lazy, chunks, what, &|e, ins| {
             map_mem(e, ins, block, dtype)
         })?;
+        let bytes_read =
+            (self.splits.len() == splits).then(|| read_bytes(std::iter::once(lazy), self.inputs));
         let n = self.stages.len();
         let prefix = format!("c{n}-{}-in", safe(label));
         self.cleanup
@@ -721,7 +724,7 @@ impl Planner<'_> {
             out.clone(),
             &lazy.shape,
             dtype,
-            read_bytes(std::iter::once(lazy), self.inputs),
+            bytes_read,
         )?;
         Ok(out)
     }
@@ -736,9 +739,10 @@ impl Planner<'_> {
         output: Endpoint,
         shape: &[u64],
         dtype: DType,
-        bytes_read: u64,
+        bytes_read: Option<u64>,
     ) -> Result<(), PlanError> {
         let block = output.grid().max_chunk_elements();
+        let bytes_read = bytes_read.unwrap_or_else(|| expr_bytes(&expr, shape));
         self.stages.push(Stage {
             name,
             label,
@@ -770,9 +774,13 @@ impl Planner<'_> {
             .collect();
         let what = format!("{} = …", o.name);
         let dtype = lazy.dtype;
+        let splits = self.splits.len();
         let (expr, inputs) = self.fit(expr, inputs, lazy, &chunks, &what, &|e, ins| {
             map_mem(e, ins, block, dtype)
         })?;
+        // Split, it reads the intermediates rather than what the expression names.
+        let bytes_read =
+            (self.splits.len() == splits).then(|| read_bytes(std::iter::once(lazy), self.inputs));
         let n = self.stages.len();
         self.map_stage(
             format!("{n:02}-{}-map", safe(&o.name)),
@@ -782,7 +790,7 @@ impl Planner<'_> {
             o.endpoint.clone(),
             &lazy.shape,
             dtype,
-            read_bytes(std::iter::once(lazy), self.inputs),
+            bytes_read,
         )
     }
 
@@ -834,7 +842,7 @@ impl Planner<'_> {
                 out.clone(),
                 &lazy.shape,
                 dtype,
-                0,
+                None,
             )?;
             inputs.push(out);
             *operand = Expr::Read(Read {
@@ -1339,6 +1347,33 @@ fn group_mem(exprs: &[Expr], inputs: &[Endpoint], block: u64, out: Option<DType>
         + out.map_or(0, |t| block * (8 + t.size() as u64))
 }
 
+/// Bytes a map of `expr` over a domain of `shape` reads: each distinct read over the domain
+/// axes it spans (at most the whole domain).
+fn expr_bytes(expr: &Expr, shape: &[u64]) -> u64 {
+    let total: u64 = shape.iter().product();
+    let mut reads = Vec::new();
+    expr.reads(&mut reads);
+    let mut distinct: Vec<&Read> = Vec::new();
+    for r in reads {
+        if !distinct.contains(&r) {
+            distinct.push(r);
+        }
+    }
+    distinct
+        .iter()
+        .map(|r| {
+            let mut axes: Vec<usize> = r.axes.iter().filter_map(|a| a.to).collect();
+            axes.sort_unstable();
+            axes.dedup();
+            let elems: u64 = axes
+                .iter()
+                .map(|&d| shape.get(d).copied().unwrap_or(1))
+                .product();
+            elems.min(total) * r.dtype.size() as u64
+        })
+        .sum()
+}
+
 /// Bytes the arrays below `lazies` hold, each source (as selected) and each stored array
 /// counted once: what a stage evaluating them together reads.
 fn read_bytes<'l>(lazies: impl Iterator<Item = &'l Lazy>, inputs: &Inputs) -> u64 {
@@ -1546,6 +1581,10 @@ mod tests {
         let p = planned(script, 100_000)?;
         assert_eq!(p.splits.len(), 2, "{:?}", p.splits);
         assert!(p.stages.iter().all(|s| s.projected_mem <= 100_000));
+        // Each stage reads one pass of what it names: air (float32) or an intermediate
+        // (float32 too), twice for the last, which multiplies the two intermediates.
+        let reads: Vec<u64> = p.stages.iter().map(|s| s.bytes_read).collect();
+        assert_eq!(reads, [80_000, 80_000, 160_000]);
         // Each intermediate holds the result of an operation the unfused plan runs as a stage.
         for (_, op) in &p.splits {
             assert!(
