@@ -433,7 +433,13 @@ impl Planner<'_> {
             group_mem(&exprs, &inputs, elems, None) + state_bytes
         };
         self.fits(&what, mem(&vec![1; axes.len()]))?;
-        let fan = grow_fan(input, &base, &axes, self.target.task_budget, &mem);
+        let fan = grow_fan(
+            input,
+            &base,
+            &axes,
+            (self.target.task_budget, self.target.workers),
+            &mem,
+        );
         let partial_mem = mem(&fan);
         let block_chunks: Vec<u64> = base
             .iter()
@@ -1091,12 +1097,12 @@ fn kept(values: &[u64], axes: &[usize]) -> Vec<u64> {
 }
 
 /// Fan-in along each reduced axis: grown axis by axis (at most 64 chunks) while a task of
-/// `mem` fits the budget.
+/// `mem` fits the budget and the step still has a task for each of the `workers`.
 fn grow_fan(
     input: &Lazy,
     base: &[u64],
     axes: &[usize],
-    budget: u64,
+    (budget, workers): (u64, u64),
     mem: &dyn Fn(&[u64]) -> u64,
 ) -> Vec<u64> {
     let counts: Vec<u64> = input
@@ -1105,11 +1111,20 @@ fn grow_fan(
         .zip(base)
         .map(|(n, c)| n.div_ceil(*c).max(1))
         .collect();
+    let kept_blocks: u64 = kept(&counts, axes).iter().product();
+    let tasks = |fan: &[u64]| -> u64 {
+        kept_blocks
+            * axes
+                .iter()
+                .zip(fan)
+                .map(|(&a, f)| counts[a].div_ceil(*f))
+                .product::<u64>()
+    };
     let mut fan: Vec<u64> = vec![1; axes.len()];
     for k in 0..axes.len() {
         while fan[k] < counts[axes[k]] && fan[k] < 64 {
             fan[k] += 1;
-            if mem(&fan) > budget {
+            if mem(&fan) > budget || tasks(&fan) < workers {
                 fan[k] -= 1;
                 break;
             }
