@@ -12,6 +12,9 @@ use crate::kernel::{Fun1, Fun2, Reduce, ReduceOp};
 use crate::model::{part_len, select, Coord, Lazy, Node, Pick, Rechunk, Reduction, Source};
 use crate::syntax::{Assignment, Ast, Callee, Pos, UnaryOp};
 
+mod group;
+use group::{coord_values, sel_by_date, time_axis};
+
 /// An error in the script, at a place.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{pos}: {message}")]
@@ -34,6 +37,11 @@ enum Val {
     Array(Lazy),
     Str(String),
     Slice([Option<f64>; 3]),
+    /// `slice("2001-01", "2001-06-15")`: dates, for `sel` on a time coordinate.
+    DateSlice([Option<String>; 2]),
+    /// `x.groupby("time.month")`, `x.resample(time="1MS")`: waits for a reduction or an
+    /// operation with an array of the groups.
+    Grouped(Lazy, Rc<crate::time::Grouping>),
     List(Vec<String>),
     /// `[a, b, …]` of arrays (what `concat` joins).
     Arrays(Vec<Lazy>),
@@ -159,6 +167,7 @@ impl Checker<'_> {
                             step: 1,
                             len,
                         },
+                        labels: None,
                     },
                 )
             })
@@ -234,7 +243,21 @@ impl Checker<'_> {
                 right,
                 pos,
             } => {
-                let (a, b) = (self.array(left)?, self.array(right)?);
+                let (a, b) = match (self.eval(left)?, self.eval(right)?) {
+                    (Val::Grouped(x, g), Val::Array(b)) => {
+                        let b = self.by_group(&x, &g, b, right.pos())?;
+                        (x, b)
+                    }
+                    (Val::Array(a), Val::Grouped(x, g)) => {
+                        let a = self.by_group(&x, &g, a, left.pos())?;
+                        (a, x)
+                    }
+                    (Val::Array(a), Val::Array(b)) => (a, b),
+                    (Val::Array(_), _) => {
+                        return err(right.pos(), "expected an array or a number here")
+                    }
+                    _ => return err(left.pos(), "expected an array or a number here"),
+                };
                 Ok(Val::Array(binary_op(*op, a, b, *pos)?))
             }
             Ast::Call {
@@ -281,6 +304,13 @@ impl Checker<'_> {
         };
         if name == "slice" {
             return call.slice();
+        }
+        if let (true, Some(Val::Grouped(x, g))) = (method, call.vals.first()) {
+            let (x, g) = (x.clone(), g.clone());
+            return Ok(Val::Array(call.grouped_reduction(x, &g)?));
+        }
+        if method && matches!(name, "groupby" | "resample") {
+            return self.grouped(&call);
         }
         if let Some(op) = ReduceOp::from_name(name) {
             return Ok(Val::Array(call.reduction(op)?));
@@ -577,10 +607,21 @@ impl Call<'_> {
         };
         for (i, v) in vals.iter().enumerate() {
             parts[i] = match v {
+                Val::Str(_) => None,
                 Val::None => None,
                 Val::Array(l) if l.dims.is_empty() => l.is_const(),
                 _ => return err(self.pos, "slice bounds are numbers or None"),
             };
+        }
+        let text = |v: &Val| match v {
+            Val::Str(s) => Some(s.clone()),
+            _ => None,
+        };
+        if vals.iter().any(|v| matches!(v, Val::Str(_))) {
+            if vals.len() == 2 && vals.iter().all(|v| matches!(v, Val::Str(_) | Val::None)) {
+                return Ok(Val::DateSlice([text(&vals[0]), text(&vals[1])]));
+            }
+            return err(self.pos, "a date slice takes two dates (or None)");
         }
         Ok(Val::Slice(parts))
     }
@@ -697,6 +738,7 @@ impl Call<'_> {
                 dtype,
                 dims,
                 input: x,
+                group: None,
             })),
         })
     }
@@ -757,11 +799,21 @@ impl Call<'_> {
                     ),
                 );
             };
-            let source = &inputs.sources[coord.source];
-            let values = read(source, &coord.pick).map_err(|m| CheckError {
+            let values = coord_values(&coord, inputs, read).map_err(|m| CheckError {
                 pos: *pos,
                 message: m,
             })?;
+            if let Val::Str(_) | Val::DateSlice(_) = v {
+                let axis = time_axis(&coord, inputs).map_err(|m| CheckError {
+                    pos: *pos,
+                    message: format!("sel: '{dim}' cannot be selected by date: {m}"),
+                })?;
+                x = sel_by_date(&x, dim, v, &axis, &values).map_err(|m| CheckError {
+                    pos: *pos,
+                    message: format!("sel: {m}"),
+                })?;
+                continue;
+            }
             x = match v {
                 Val::Slice(s) => {
                     let (start, len) = label_slice(&values, s[0], s[1]);
@@ -774,12 +826,19 @@ impl Call<'_> {
                 Val::Array(l) if l.dims.is_empty() => {
                     let want = l.is_const().unwrap_or(f64::NAN);
                     let Some(i) = values.iter().position(|&v| v == want) else {
-                        return err(*pos, format!("sel: no label {want} in '{dim}' (exact match)"));
+                        return err(
+                            *pos,
+                            format!("sel: no label {want} in '{dim}' (exact match)"),
+                        );
                     };
                     select(&x, dim, i as u64, 1, None)
                 }
-                Val::Str(s) => return err(*pos, format!("sel: label '{s}': selecting by date is not supported yet; use isel or numbers")),
-                _ => return err(*pos, "sel takes a label or slice(start, stop) per dimension"),
+                _ => {
+                    return err(
+                        *pos,
+                        "sel takes a label or slice(start, stop) per dimension",
+                    )
+                }
             };
         }
         Ok(x)
@@ -1104,7 +1163,7 @@ fn refuse_stacked(x: &Lazy, dim: &str, pos: Pos) -> Result<(), CheckError> {
                 x.dims.last().is_some_and(|d| d == dim) || stacked(inner, dim)
             }
             Node::Const(_) | Node::Leaf { .. } => false,
-            Node::Unary(_, a) | Node::Cast(a) => stacked(a, dim),
+            Node::Unary(_, a) | Node::Cast(a) | Node::Gather { x: a, .. } => stacked(a, dim),
             Node::Binary(_, a, b) | Node::Like(a, b) => stacked(a, dim) || stacked(b, dim),
             Node::Where(c, a, b) => stacked(c, dim) || stacked(a, dim) || stacked(b, dim),
             Node::Concat { parts, .. } => parts.iter().any(|p| stacked(p, dim)),
@@ -1127,6 +1186,9 @@ fn joined_coord(parts: &[Lazy], dim: &str) -> Option<Coord> {
     let mut joined: Option<(usize, String, u64, i64, u64)> = None;
     for p in parts {
         let c = p.coords.get(dim)?;
+        if c.labels.is_some() {
+            return None;
+        }
         let Pick::Keep {
             dim: d,
             start,
@@ -1151,6 +1213,7 @@ fn joined_coord(parts: &[Lazy], dim: &str) -> Option<Coord> {
         };
     }
     joined.map(|(source, d, start, step, len)| Coord {
+        labels: None,
         source,
         pick: Pick::Keep {
             dim: d,

@@ -131,12 +131,19 @@ impl Fun2 {
 
 /// How one axis of a read array maps onto the task's domain: source index
 /// `start + step × i` for domain index `i` along axis `to`, or the fixed index `start`.
+/// With an `index`, domain index `i` stands for `index[i]` first (group-wise arithmetic: the
+/// month of each time); [`NO_INDEX`] reads NaN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadAxis {
     pub to: Option<usize>,
     pub start: u64,
     pub step: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Vec<u64>>,
 }
+
+/// An index of [`ReadAxis::index`] that reads NaN.
+pub const NO_INDEX: u64 = u64::MAX;
 
 /// An array read into the domain, broadcast over the domain axes it lacks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +227,30 @@ impl Expr {
                 }
             }
             Expr::Stack { x, .. } => x.reads(out),
+        }
+    }
+
+    /// Change every read in place.
+    pub fn reads_mut(&mut self, f: &mut dyn FnMut(&mut Read)) {
+        match self {
+            Expr::Const(_) => {}
+            Expr::Read(r) => f(r),
+            Expr::Unary { x, .. } | Expr::Cast { x, .. } => x.reads_mut(f),
+            Expr::Binary { a, b, .. } => {
+                a.reads_mut(f);
+                b.reads_mut(f);
+            }
+            Expr::Where { c, a, b, .. } => {
+                c.reads_mut(f);
+                a.reads_mut(f);
+                b.reads_mut(f);
+            }
+            Expr::Concat { parts, .. } => {
+                for p in parts {
+                    p.reads_mut(f);
+                }
+            }
+            Expr::Stack { x, .. } => x.reads_mut(f),
         }
     }
 
@@ -547,6 +578,47 @@ pub enum Kernel {
         fan_in: Vec<u64>,
         finish: Option<DType>,
     },
+    /// A step of a reduction per group (`groupby`, `resample`), or a computed coordinate.
+    Group { step: GroupStep },
+}
+
+/// The steps of a reduction per group along domain axis `axis`, whose index `t` belongs to
+/// group `groups[t]` (`u32::MAX`: none). Blocks span `block` indices of that axis; a state
+/// piece holds the groups its indices meet, in group order, each with one state per kept
+/// element (the other axes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum GroupStep {
+    /// Evaluate `expr` over the block and fold each value into its group's state: one
+    /// piece per block.
+    Partial {
+        expr: Expr,
+        reduce: Reduce,
+        axis: usize,
+        groups: Vec<u32>,
+        block: u64,
+    },
+    /// Merge `fan` consecutive pieces, each covering `span` blocks, into one.
+    Combine {
+        reduce: Reduce,
+        axis: usize,
+        groups: Vec<u32>,
+        block: u64,
+        span: u64,
+        fan: u64,
+    },
+    /// The final values of the groups of the output block (along `axis`) from the pieces,
+    /// each covering `span` blocks, that meet them; a group without members is NaN.
+    Finish {
+        reduce: Reduce,
+        axis: usize,
+        groups: Vec<u32>,
+        block: u64,
+        span: u64,
+        dtype: DType,
+    },
+    /// Write computed coordinate labels.
+    Labels { values: crate::model::LabelValues },
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! * [`planner`] — fused map stages and tree reductions, each task's memory projected.
 //! * [`kernel`] — what a task computes (plan data); [`eval`] — evaluating an expression over a
 //!   block; [`task`] — running one.
+//! * [`time`] — CF time on a coordinate: `groupby` keys, `resample` bins, dates for `sel`.
 
 pub mod check;
 pub mod dtype;
@@ -17,6 +18,7 @@ pub mod open;
 pub mod planner;
 pub mod syntax;
 pub mod task;
+pub mod time;
 
 pub use check::{check, CheckError, Inputs};
 pub use open::{open_inputs, read_coordinate, InputSpec};

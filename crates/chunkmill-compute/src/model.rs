@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::dtype::DType;
 use crate::kernel::{Fun1, Fun2, Reduce};
+use crate::time::Grouping;
 
 /// One input array.
 #[derive(Clone, Debug)]
@@ -42,11 +44,74 @@ pub enum Pick {
     Fixed(u64),
 }
 
-/// A 1-d coordinate: a source seen through a selection.
+/// A 1-d coordinate: a source seen through a selection, or labels computed while checking
+/// (the groups of a `groupby`, the bins of a `resample`), which then stand instead.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Coord {
     pub source: usize,
     pub pick: Pick,
+    pub labels: Option<Rc<Labels>>,
+}
+
+/// Values of a computed coordinate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelValues {
+    Numbers { values: Vec<f64>, dtype: DType },
+    Text(Vec<String>),
+}
+
+impl LabelValues {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            LabelValues::Numbers { values, .. } => values.len(),
+            LabelValues::Text(t) => t.len(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The labels at `index`.
+    #[must_use]
+    pub fn pick(&self, index: &[u64]) -> LabelValues {
+        match self {
+            LabelValues::Numbers { values, dtype } => LabelValues::Numbers {
+                values: index.iter().map(|&i| values[i as usize]).collect(),
+                dtype: *dtype,
+            },
+            LabelValues::Text(t) => {
+                LabelValues::Text(index.iter().map(|&i| t[i as usize].clone()).collect())
+            }
+        }
+    }
+}
+
+/// A computed coordinate with its attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Labels {
+    pub values: LabelValues,
+    pub attrs: Map<String, Value>,
+}
+
+impl Coord {
+    /// A computed coordinate along `dim`.
+    #[must_use]
+    pub fn computed(dim: &str, values: LabelValues, attrs: Map<String, Value>) -> Coord {
+        Coord {
+            source: usize::MAX,
+            pick: Pick::Keep {
+                dim: dim.to_string(),
+                start: 0,
+                step: 1,
+                len: values.len() as u64,
+            },
+            labels: Some(Rc::new(Labels { values, attrs })),
+        }
+    }
 }
 
 /// A node of the expression graph.
@@ -81,6 +146,15 @@ pub enum Node {
     Like(Box<Lazy>, Box<Lazy>),
     /// An array materialized with other chunks by the rechunk planner, then read as an array.
     Rechunk(Rc<Rechunk>),
+    /// `x` indexed along its dimension `dim` by `index` (`groupby` arithmetic: the month of
+    /// each time; a selection of a group dimension): along the dimension `into` of the
+    /// result, or one fixed index when `into` is `None`. [`crate::time::NO_GROUP`] reads NaN.
+    Gather {
+        x: Box<Lazy>,
+        dim: String,
+        into: Option<String>,
+        index: Rc<Vec<u64>>,
+    },
 }
 
 /// `input` with chunks `chunks` along the named dimensions (the others keep theirs).
@@ -124,6 +198,9 @@ pub struct Reduction {
     pub dtype: DType,
     pub dims: Vec<String>,
     pub input: Lazy,
+    /// A reduction per group (`groupby`, `resample`) over the single dimension in `dims`,
+    /// which the groups' dimension replaces.
+    pub group: Option<Rc<Grouping>>,
 }
 
 /// A lazy array (or scalar, with no dims).
@@ -203,7 +280,19 @@ impl Lazy {
             }
             Node::Reduce(r) => {
                 r.input.collect_ops(out);
-                out.push(format!("{}({})", r.reduce.op.name(), r.dims.join(", ")));
+                match &r.group {
+                    Some(g) => out.push(format!(
+                        "{}(by {}.{})",
+                        r.reduce.op.name(),
+                        g.dim,
+                        g.out_dim
+                    )),
+                    None => out.push(format!("{}({})", r.reduce.op.name(), r.dims.join(", "))),
+                }
+            }
+            Node::Gather { x, dim, .. } => {
+                x.collect_ops(out);
+                out.push(format!("gather({dim})"));
             }
             Node::Concat { dim, parts } => {
                 for p in parts {
@@ -264,9 +353,16 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             other => other.clone(),
         }
     };
-    if len.is_some() {
+    if let Some(n) = len {
         if let Some(c) = out.coords.get_mut(dim) {
             c.pick = repick(&c.pick);
+            if let Some(l) = &c.labels {
+                let index = positions(start, step, n);
+                c.labels = Some(Rc::new(Labels {
+                    values: l.values.pick(&index),
+                    attrs: l.attrs.clone(),
+                }));
+            }
         }
     } else {
         out.coords.remove(dim);
@@ -342,6 +438,15 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
                 Node::Rechunk(r.clone())
             }
         }
+        Node::Reduce(r) if r.group.as_ref().is_some_and(|g| g.out_dim == dim) => {
+            // The groups are computed whole, then the selected ones read.
+            Node::Gather {
+                x: Box::new(lazy.clone()),
+                dim: dim.to_string(),
+                into: len.map(|_| dim.to_string()),
+                index: Rc::new(positions(start, step, len.unwrap_or(1))),
+            }
+        }
         Node::Reduce(r) => {
             if r.input.size(dim).is_some() && !r.dims.iter().any(|d| d == dim) {
                 Node::Reduce(Rc::new(Reduction {
@@ -349,11 +454,44 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
                     dtype: r.dtype,
                     dims: r.dims.clone(),
                     input: select(&r.input, dim, start, step, len),
+                    group: r.group.clone(),
                 }))
             } else {
                 Node::Reduce(r.clone())
             }
         }
+        Node::Gather {
+            x,
+            dim: from,
+            into: Some(into),
+            index,
+        } if into == dim => {
+            let picked = positions(start, step, len.unwrap_or(1));
+            Node::Gather {
+                x: x.clone(),
+                dim: from.clone(),
+                into: len.map(|_| dim.to_string()),
+                index: Rc::new(picked.iter().map(|&i| index[i as usize]).collect()),
+            }
+        }
+        Node::Gather {
+            x,
+            dim: from,
+            into,
+            index,
+        } => Node::Gather {
+            x: Box::new(select(x, dim, start, step, len)),
+            dim: from.clone(),
+            into: into.clone(),
+            index: index.clone(),
+        },
     };
     out
+}
+
+/// Positions `start + step × i` for `i < len`.
+fn positions(start: u64, step: i64, len: u64) -> Vec<u64> {
+    (0..len)
+        .map(|i| (start as i64 + step * i as i64) as u64)
+        .collect()
 }

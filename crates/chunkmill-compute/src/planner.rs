@@ -20,6 +20,8 @@ use crate::dtype::DType;
 use crate::kernel::{Expr, Kernel, Part, Read, ReadAxis};
 use crate::model::{part_len, Coord, Lazy, Node, Pick, Rechunk, Reduction};
 
+mod group;
+
 /// Where and how a compute plan writes.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -137,7 +139,7 @@ pub fn plan(
         done: Vec::new(),
         named: Vec::new(),
     };
-    let coords = output_coords(outputs, inputs)?;
+    let (coords, labels) = output_coords(outputs, inputs)?;
     let mut all: Vec<Output<'_>> = Vec::new();
     for (name, lazy) in outputs.iter().chain(&coords) {
         let endpoint = p.output_array(name, lazy)?;
@@ -160,6 +162,9 @@ pub fn plan(
             p.map_output(o)?;
         }
     }
+    for (dim, l) in &labels {
+        p.labels_output(dim, l)?;
+    }
     let unfused = outputs
         .iter()
         .map(|(n, l)| (n.clone(), l.operations()))
@@ -173,12 +178,16 @@ pub fn plan(
     })
 }
 
+/// Coordinates made of labels (`groupby` keys, `resample` bins), by dimension.
+type LabelCoords = Vec<(String, Rc<crate::model::Labels>)>;
+
 /// The 1-d coordinates the outputs carry, as outputs of their own (one per dimension; two
-/// outputs holding different ones are refused).
+/// outputs holding different ones are refused): those read from a source, and those made of
+/// labels.
 fn output_coords(
     outputs: &[(String, Lazy)],
     inputs: &Inputs,
-) -> Result<Vec<(String, Lazy)>, PlanError> {
+) -> Result<(Vec<(String, Lazy)>, LabelCoords), PlanError> {
     let mut coords: BTreeMap<String, Coord> = BTreeMap::new();
     for (_, lazy) in outputs {
         for (d, c) in &lazy.coords {
@@ -195,8 +204,13 @@ fn output_coords(
             coords.insert(d.clone(), c.clone());
         }
     }
-    Ok(coords
+    let labels: LabelCoords = coords
+        .iter()
+        .filter_map(|(d, c)| c.labels.as_ref().map(|l| (d.clone(), l.clone())))
+        .collect();
+    let read = coords
         .into_iter()
+        .filter(|(_, c)| c.labels.is_none())
         .map(|(dim, c)| {
             let s = &inputs.sources[c.source];
             let len = match &c.pick {
@@ -216,7 +230,8 @@ fn output_coords(
             };
             (dim, lazy)
         })
-        .collect())
+        .collect();
+    Ok((read, labels))
 }
 
 /// What a group of reductions computed together shares: the shape of their input and its
@@ -344,6 +359,7 @@ impl Planner<'_> {
             let mut groups: Vec<(String, Vec<Rc<Reduction>>)> = Vec::new();
             for s in &ready {
                 match s {
+                    Stored::Reduce(r) if r.group.is_some() => self.grouped(r)?,
                     Stored::Reduce(r) => {
                         let base = self.chunks_of(&r.input);
                         let key = group_key(r, &base);
@@ -361,6 +377,20 @@ impl Planner<'_> {
             pending.retain(|s| !self.is_done(s));
         }
         Ok(())
+    }
+
+    /// A reduction by groups (`groupby`, `resample`): planned by [`group`] into the output it
+    /// is, or intermediate pieces.
+    fn grouped(&mut self, r: &Rc<Reduction>) -> Result<(), PlanError> {
+        let Some(g) = &r.group else {
+            return Err(PlanError::Invalid("not a reduction by groups".into()));
+        };
+        let stored = Stored::Reduce(r.clone());
+        let (out, label) = match self.named.iter().find(|(n, _, _)| n.same(&stored)) {
+            Some((_, name, e)) => (Some((e.clone(), r.dtype)), name.clone()),
+            None => (None, format!("r{}", self.done.len())),
+        };
+        self.group_reduction(r, g, out, &label)
     }
 
     /// The names of reductions in stage names and messages: the output each one is, or `rN`.
@@ -860,6 +890,7 @@ impl Planner<'_> {
                         to: Some(k),
                         start: 0,
                         step: 1,
+                        index: None,
                     })
                     .collect(),
             });
@@ -900,11 +931,13 @@ impl Planner<'_> {
                                 to: domain.iter().position(|d| d == dim),
                                 start: *start,
                                 step: *step,
+                                index: None,
                             },
                             Pick::Fixed(i) => ReadAxis {
                                 to: None,
                                 start: *i,
                                 step: 1,
+                                index: None,
                             },
                         })
                         .collect(),
@@ -985,10 +1018,17 @@ impl Planner<'_> {
                             to: domain.iter().position(|x| x == d),
                             start: 0,
                             step: 1,
+                            index: None,
                         })
                         .collect(),
                 })
             }
+            Node::Gather {
+                x,
+                dim,
+                into,
+                index,
+            } => self.lower_gather(x, dim, into.as_deref(), index, domain, inputs)?,
         })
     }
 }
@@ -1217,7 +1257,7 @@ fn collect_stored(lazy: &Lazy, out: &mut Vec<Stored>) {
     match &lazy.node {
         Node::Const(_) | Node::Leaf { .. } => {}
         Node::Unary(_, x) | Node::Cast(x) | Node::Like(x, _) => collect_stored(x, out),
-        Node::Stack { x, .. } => collect_stored(x, out),
+        Node::Stack { x, .. } | Node::Gather { x, .. } => collect_stored(x, out),
         Node::Binary(_, a, b) => {
             collect_stored(a, out);
             collect_stored(b, out);
@@ -1285,6 +1325,7 @@ fn find_chunk(lazy: &Lazy, dim: &str, inputs: &Inputs, found: &mut Option<u64>) 
             Some(&c) => *found = Some(c),
             None => find_chunk(&r.input, dim, inputs, found),
         },
+        Node::Gather { x, .. } => find_chunk(x, dim, inputs, found),
     }
 }
 
@@ -1421,7 +1462,7 @@ fn read_bytes<'l>(lazies: impl Iterator<Item = &'l Lazy>, inputs: &Inputs) -> u6
                 lazy.shape.iter().product::<u64>() * lazy.dtype.size() as u64,
             ),
             Node::Unary(_, x) | Node::Cast(x) | Node::Like(x, _) => walk(x, inputs, seen),
-            Node::Stack { x, .. } => walk(x, inputs, seen),
+            Node::Stack { x, .. } | Node::Gather { x, .. } => walk(x, inputs, seen),
             Node::Binary(_, a, b) => walk(a, inputs, seen) + walk(b, inputs, seen),
             Node::Where(c, a, b) => {
                 walk(c, inputs, seen) + walk(a, inputs, seen) + walk(b, inputs, seen)

@@ -9,7 +9,9 @@ use chunkmill_store::Store;
 
 use crate::dtype::DType;
 use crate::eval::{eval, EvalError};
-use crate::kernel::{Kernel, Part, Read, Reduce};
+use crate::kernel::{Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
+
+mod group;
 
 /// The key of piece `coords` of an intermediate `grid` under `prefix`.
 #[must_use]
@@ -106,9 +108,10 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     let bbox: Vec<std::ops::Range<u64>> = read
         .axes
         .iter()
-        .map(|a| match a.to {
-            None => a.start..a.start + 1,
-            Some(d) => {
+        .map(|a| match (a.to, &a.index) {
+            (None, _) => a.start..a.start + 1,
+            (Some(d), Some(index)) => indexed_range(a, index, &dom[d]),
+            (Some(d), None) => {
                 let r = &dom[d];
                 let first = a.start as i64 + a.step * r.start as i64;
                 let last = a.start as i64 + a.step * (r.end as i64 - 1).max(r.start as i64);
@@ -140,7 +143,7 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
             .axes
             .iter()
             .enumerate()
-            .all(|(k, a)| a.to == Some(k) && a.step == 1);
+            .all(|(k, a)| a.to == Some(k) && a.step == 1 && a.index.is_none());
     if identity {
         return Ok(buf);
     }
@@ -151,8 +154,21 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     for (k, a) in read.axes.iter().enumerate() {
         if let Some(d) = a.to {
             for (i, m) in moves[d].iter_mut().enumerate() {
-                let src = a.start as i64 + a.step * (dom[d].start as i64 + i as i64);
-                *m += (src - bbox.ranges()[k].start as i64) * bstr[k] as i64;
+                let at = dom[d].start + i as u64;
+                let t = match &a.index {
+                    Some(index) => match index.get(at as usize) {
+                        Some(&t) if t != NO_INDEX => t as i64,
+                        _ => {
+                            *m = MISSING;
+                            continue;
+                        }
+                    },
+                    None => at as i64,
+                };
+                if *m != MISSING {
+                    let src = a.start as i64 + a.step * t;
+                    *m += (src - bbox.ranges()[k].start as i64) * bstr[k] as i64;
+                }
             }
         } else {
             base += (a.start - bbox.ranges()[k].start) as i64 * bstr[k] as i64;
@@ -161,13 +177,14 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     let n = region.num_elements() as usize;
     let mut out = Vec::with_capacity(n);
     for idx in chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()) {
-        let off = base
-            + idx
-                .iter()
-                .enumerate()
-                .map(|(d, &i)| moves[d][i as usize])
-                .sum::<i64>();
-        out.push(buf[off as usize]);
+        let mut off = base;
+        let mut missing = false;
+        for (d, &i) in idx.iter().enumerate() {
+            let m = moves[d][i as usize];
+            missing |= m == MISSING;
+            off += if m == MISSING { 0 } else { m };
+        }
+        out.push(if missing { f64::NAN } else { buf[off as usize] });
     }
     if shape.is_empty() {
         out.truncate(1);
@@ -176,6 +193,29 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
         }
     }
     Ok(out)
+}
+
+/// A domain offset that reads NaN (an index of [`NO_INDEX`]).
+const MISSING: i64 = i64::MIN;
+
+/// The source indices an indexed read axis needs over domain range `range`.
+fn indexed_range(
+    a: &ReadAxis,
+    index: &[u64],
+    range: &std::ops::Range<u64>,
+) -> std::ops::Range<u64> {
+    let sources = index
+        .get(range.start as usize..(range.end as usize).min(index.len()))
+        .unwrap_or(&[])
+        .iter()
+        .filter(|&&t| t != NO_INDEX)
+        .map(|&t| (a.start as i64 + a.step * t as i64) as u64);
+    let (lo, hi) = sources.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    if lo > hi {
+        a.start..a.start + 1
+    } else {
+        lo..hi + 1
+    }
 }
 
 /// Write `values` (the exact `region` of `endpoint`, one chunk of it) as `dtype`.
@@ -258,6 +298,10 @@ pub fn run_task(
             fan_in,
             finish,
         } => combine(stage, region, reduce, axes, fan_in, *finish, &mut stats).map_err(failed)?,
+        Kernel::Group { step } => {
+            let mut reader = |r: &Read, sub: &Region| read_input(stage, r, sub, cancel, &mut stats);
+            group::run(stage, region, step, &mut reader).map_err(failed)?
+        }
     };
     // Blocks are freed here; give the pages back so the next task's admission holds.
     chunkmill_exec::memory::return_free_heap();
