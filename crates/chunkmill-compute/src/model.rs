@@ -316,6 +316,38 @@ impl Lazy {
     }
 }
 
+/// A selection along the dimension of a concatenation: the parts it meets, each selected
+/// (`Ok`), or the one part a single index falls in, the dimension gone (`Err`).
+fn select_concat(
+    parts: &[Lazy],
+    dim: &str,
+    start: u64,
+    step: i64,
+    len: Option<u64>,
+) -> Result<Node, Lazy> {
+    let lens: Vec<u64> = parts.iter().map(|p| part_len(p, dim)).collect();
+    let take = |p: &Lazy, local: u64, count: Option<u64>| -> Lazy {
+        if p.size(dim).is_some() {
+            select(p, dim, local, step, count)
+        } else {
+            p.clone()
+        }
+    };
+    match len {
+        None => {
+            let (k, local, _) = split_selection(&lens, start, 1, 1)[0];
+            Err(take(&parts[k], local, None))
+        }
+        Some(n) => Ok(Node::Concat {
+            dim: dim.to_string(),
+            parts: split_selection(&lens, start, step, n)
+                .into_iter()
+                .map(|(k, local, count)| take(&parts[k], local, Some(count)))
+                .collect(),
+        }),
+    }
+}
+
 /// Apply a selection along `dim` to every leaf, coordinate and reduction input below:
 /// positions `start + step × i` (`i < len`) of the current view, or the one position `index`
 /// when `len` is `None` (the dimension goes).
@@ -386,30 +418,14 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             Box::new(select(b, dim, start, step, len)),
         ),
         Node::Concat { dim: along, parts } if along == dim => {
-            let lens: Vec<u64> = parts.iter().map(|p| part_len(p, dim)).collect();
-            let take = |p: &Lazy, local: u64, count: Option<u64>| -> Lazy {
-                if p.size(dim).is_some() {
-                    select(p, dim, local, step, count)
-                } else {
-                    p.clone()
-                }
-            };
-            match len {
-                None => {
-                    let runs = split_selection(&lens, start, 1, 1);
-                    let (k, local, _) = runs[0];
+            match select_concat(parts, dim, start, step, len) {
+                Ok(node) => node,
+                Err(part) => {
                     return Lazy {
-                        node: take(&parts[k], local, None).node,
+                        node: part.node,
                         ..out
-                    };
+                    }
                 }
-                Some(n) => Node::Concat {
-                    dim: along.clone(),
-                    parts: split_selection(&lens, start, step, n)
-                        .into_iter()
-                        .map(|(k, local, count)| take(&parts[k], local, Some(count)))
-                        .collect(),
-                },
             }
         }
         Node::Concat { dim: along, parts } => Node::Concat {
@@ -428,16 +444,11 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             Box::new(select(x, dim, start, step, len)),
             Box::new(select(like, dim, start, step, len)),
         ),
-        Node::Rechunk(r) => {
-            if r.input.size(dim).is_some() {
-                Node::Rechunk(Rc::new(Rechunk {
-                    chunks: r.chunks.clone(),
-                    input: select(&r.input, dim, start, step, len),
-                }))
-            } else {
-                Node::Rechunk(r.clone())
-            }
-        }
+        Node::Rechunk(r) if r.input.size(dim).is_some() => Node::Rechunk(Rc::new(Rechunk {
+            chunks: r.chunks.clone(),
+            input: select(&r.input, dim, start, step, len),
+        })),
+        Node::Rechunk(r) => Node::Rechunk(r.clone()),
         Node::Reduce(r) if r.group.as_ref().is_some_and(|g| g.out_dim == dim) => {
             // The groups are computed whole, then the selected ones read.
             Node::Gather {
