@@ -110,7 +110,7 @@ def test_means_of_one_input_share_one_read(tmp_path):
     # u and v read once each: 2 × 40 × 30 × 20 float64.
     assert partial[0]["bytes_read"] == 2 * u.nbytes
     single = json.loads(oracle.ok("plan", "compute", "--input", f"ds={path}", script[2], "--output", tmp_path / "p.zarr",
-                                  "--max-mem", "64MB", "--json").stdout)
+                                  "--max-mem", "64MB", "--workers", "1", "--json").stdout)
     assert plan["bytes_read"] == single["bytes_read"]
     report = json.loads(oracle.ok("compute", *args, "--json").stdout)
     assert report["bytes_read"] == 2 * u.nbytes
