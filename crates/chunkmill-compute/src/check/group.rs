@@ -212,8 +212,8 @@ impl Checker<'_> {
             coords,
             node: Node::Gather {
                 x: Box::new(other),
-                dim: g.out_dim.clone(),
-                into: Some(g.dim.clone()),
+                dim: g.out_dim.as_str().into(),
+                into: Some(g.dim.as_str().into()),
                 index: Rc::new(index),
             },
         })

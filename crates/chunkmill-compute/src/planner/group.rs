@@ -13,7 +13,7 @@ use chunkmill_store::zarr::{ArraySpec, Compressor, Encoding};
 use chunkmill_store::DataType;
 use serde_json::json;
 
-use super::{grid, map_mem, read_bytes, safe, PlanError, Planner};
+use super::{grid, map_mem, read_bytes, safe, PlanError, Planner, Stored};
 use crate::dtype::DType;
 use crate::kernel::{Expr, GroupStep, Kernel, NO_INDEX};
 use crate::model::{Labels, Lazy, Reduction};
@@ -155,7 +155,6 @@ impl Planner<'_> {
         out: Option<(Endpoint, DType)>,
         label: &str,
     ) -> Result<(), PlanError> {
-        self.reductions_below(&r.input)?;
         let input = &r.input;
         let axis = input
             .dims
@@ -224,11 +223,11 @@ impl Planner<'_> {
                 tree.name()
             ),
             projected_mem: need,
-            bytes_read: read_bytes(&expr, &inputs, input.shape.iter().product()),
+            bytes_read: read_bytes(std::iter::once(input), self.inputs),
             bytes_written: n * tree.piece_bytes(1),
             kind: StageKind::Compute(ComputeStage {
                 inputs,
-                output: first.clone(),
+                outputs: vec![first.clone()],
                 blocks: grid(&input.shape, &block_chunks)?,
                 kernel: kernel(GroupStep::Partial {
                     expr,
@@ -302,7 +301,7 @@ impl Planner<'_> {
                 bytes_written: next * tree.piece_bytes(span * fan),
                 kind: StageKind::Compute(ComputeStage {
                     inputs: vec![current.clone()],
-                    output: output.clone(),
+                    outputs: vec![output.clone()],
                     blocks: tree.piece_grid(next)?,
                     kernel: kernel(GroupStep::Combine {
                         reduce: r.reduce,
@@ -332,7 +331,7 @@ impl Planner<'_> {
             bytes_written: out_shape.iter().product::<u64>() * tree.out_dtype.size() as u64,
             kind: StageKind::Compute(ComputeStage {
                 inputs: vec![current],
-                output: final_ep.clone(),
+                outputs: vec![final_ep.clone()],
                 blocks: out_grid,
                 kernel: kernel(GroupStep::Finish {
                     reduce: r.reduce,
@@ -344,7 +343,8 @@ impl Planner<'_> {
                 })?,
             }),
         });
-        self.done.push((r.clone(), final_ep, tree.out_dtype));
+        self.done
+            .push((Stored::Reduce(r.clone()), final_ep, tree.out_dtype));
         Ok(())
     }
 
@@ -399,11 +399,11 @@ impl Planner<'_> {
             bytes_written: 8 * len,
             kind: StageKind::Compute(ComputeStage {
                 inputs: Vec::new(),
-                output: Endpoint::Zarr {
+                outputs: vec![Endpoint::Zarr {
                     url: self.target.write_url.clone(),
                     path: name.to_string(),
                     grid: blocks.clone(),
-                },
+                }],
                 blocks,
                 kernel: kernel(GroupStep::Labels {
                     values: labels.values.clone(),
@@ -534,6 +534,7 @@ mod tests {
             chunks: BTreeMap::new(),
             codec: None,
             task_budget,
+            workers: 2,
         };
         Ok(plan(&outputs, &inputs, &target)?)
     }

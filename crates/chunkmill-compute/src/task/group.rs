@@ -7,12 +7,11 @@ use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
 use chunkmill_store::Store;
 
-use super::{kept, piece_key, write};
+use super::{kept_region as kept, piece_key, write};
 use crate::dtype::DType;
-use crate::kernel::{eval, GroupStep, Read, Reduce};
+use crate::eval::{eval, Reader};
+use crate::kernel::{GroupStep, Reduce};
 use crate::time::{LabelValues, NO_GROUP};
-
-type Reader<'a> = dyn FnMut(&Read) -> Result<Vec<f64>, String> + 'a;
 
 /// The groups that indices `range` of the grouped axis meet, in group order.
 fn groups_in(groups: &[u32], range: std::ops::Range<u64>) -> Vec<u32> {
@@ -115,6 +114,14 @@ fn merge_groups(
     }
 }
 
+/// The one array a group step writes.
+fn stage_output(stage: &ComputeStage) -> Result<&Endpoint, String> {
+    stage
+        .outputs
+        .first()
+        .ok_or_else(|| "a group step writes one output".to_string())
+}
+
 /// Run one task of a group step.
 pub(super) fn run(
     stage: &ComputeStage,
@@ -130,7 +137,7 @@ pub(super) fn run(
             groups,
             block,
         } => {
-            let values = eval(expr, region.num_elements() as usize, read)?;
+            let values = eval(expr, region, read).map_err(|e| e.to_string())?;
             partial(stage, region, &values, reduce, *axis, groups, *block)
         }
         GroupStep::Combine {
@@ -159,7 +166,7 @@ pub(super) fn run(
                 merge_groups(reduce, &mut state, &into, &part, &from, k);
             }
             put_piece(
-                &stage.output,
+                stage_output(stage)?,
                 &piece_coords(stage, region, *axis, piece)?,
                 &state,
             )
@@ -187,7 +194,7 @@ pub(super) fn run(
                     let part = values
                         .get(r.start as usize..r.end as usize)
                         .ok_or("labels shorter than their array")?;
-                    write(&stage.output, *dtype, region, part)
+                    write(stage_output(stage)?, *dtype, region, part)
                 }
                 LabelValues::Text(text) => write_text(stage, region, text),
             }
@@ -226,7 +233,7 @@ fn partial(
     }
     let piece = along.start / block.max(1);
     put_piece(
-        &stage.output,
+        stage_output(stage)?,
         &piece_coords(stage, region, axis, piece)?,
         &state,
     )
@@ -267,23 +274,25 @@ fn finish(
     let shape = region.shape();
     let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
     let plane = shape[axis] as usize * inner;
-    let values: Vec<f64> = (0..region.num_elements() as usize)
-        .map(|e| {
+    let values = (0..region.num_elements() as usize)
+        .map(|e| -> Result<f64, String> {
             let (outer, rest) = (e / plane, e % plane);
             let (g, i) = (rest / inner, rest % inner);
-            if present[g] {
-                dtype.round(reduce.finish(&state, n, g * k + outer * inner + i))
-            } else {
-                f64::NAN
+            if !present[g] {
+                return Ok(f64::NAN);
             }
+            let v = reduce
+                .finish(&state, n, g * k + outer * inner + i)
+                .map_err(|e| e.to_string())?;
+            Ok(dtype.round(v))
         })
-        .collect();
-    write(&stage.output, dtype, region, &values)
+        .collect::<Result<Vec<f64>, String>>()?;
+    write(stage_output(stage)?, dtype, region, &values)
 }
 
 /// Text labels as fixed-length UTF-32 (numpy's `<U`), the width of the output array.
 fn write_text(stage: &ComputeStage, region: &Region, text: &[String]) -> Result<u64, String> {
-    let Endpoint::Zarr { url, path, grid } = &stage.output else {
+    let Endpoint::Zarr { url, path, grid } = stage_output(stage)? else {
         return Err("labels go to an output array".into());
     };
     let width = text
