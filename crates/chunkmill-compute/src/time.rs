@@ -3,10 +3,10 @@
 //! the bins of `resample(time="1MS")` as xarray labels them, and date strings for `sel`.
 
 use chunkmill_cftime::{parse_date, Calendar, TimeUnits};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::dtype::DType;
-use crate::model::LabelValues;
 
 /// A time index that belongs to no group (a missing time).
 pub const NO_GROUP: u32 = u32::MAX;
@@ -84,6 +84,43 @@ impl TimeAxis {
     #[must_use]
     pub fn date(&self, m: Moment) -> (i64, u32, u32) {
         self.calendar.date(m.days)
+    }
+}
+
+/// Values of a computed coordinate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelValues {
+    Numbers { values: Vec<f64>, dtype: DType },
+    Text(Vec<String>),
+}
+
+impl LabelValues {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            LabelValues::Numbers { values, .. } => values.len(),
+            LabelValues::Text(t) => t.len(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The labels at `index`.
+    #[must_use]
+    pub fn pick(&self, index: &[u64]) -> LabelValues {
+        match self {
+            LabelValues::Numbers { values, dtype } => LabelValues::Numbers {
+                values: index.iter().map(|&i| values[i as usize]).collect(),
+                dtype: *dtype,
+            },
+            LabelValues::Text(t) => {
+                LabelValues::Text(index.iter().map(|&i| t[i as usize].clone()).collect())
+            }
+        }
     }
 }
 
@@ -225,6 +262,77 @@ enum Freq {
     Months { step: i64, anchor: i64 },
 }
 
+/// Resample bins: bin 0 holds the first time; each is `width` units of the frequency.
+struct Bins<'a> {
+    freq: Freq,
+    /// Seconds or months per bin.
+    width: f64,
+    /// The start of bin 0: days (fixed lengths) or a month index (year × 12 + month − 1).
+    origin: i64,
+    axis: &'a TimeAxis,
+}
+
+impl<'a> Bins<'a> {
+    fn new(freq: Freq, n: i64, first: Moment, axis: &'a TimeAxis) -> Self {
+        match freq {
+            Freq::Seconds(unit) => Bins {
+                freq,
+                width: unit * n as f64,
+                origin: first.days,
+                axis,
+            },
+            Freq::Months { step, anchor } => {
+                let mi = Self::month_index(axis, first);
+                Bins {
+                    freq,
+                    width: (step * n) as f64,
+                    origin: mi - (mi - anchor).rem_euclid(step),
+                    axis,
+                }
+            }
+        }
+    }
+
+    fn month_index(axis: &TimeAxis, m: Moment) -> i64 {
+        let (y, mo, _) = axis.date(m);
+        y * 12 + i64::from(mo) - 1
+    }
+
+    /// The bin of a moment.
+    fn bin(&self, m: Moment) -> i64 {
+        match self.freq {
+            Freq::Seconds(_) => {
+                (((m.days - self.origin) as f64 * DAY + m.seconds) / self.width).floor() as i64
+            }
+            Freq::Months { .. } => {
+                (Self::month_index(self.axis, m) - self.origin).div_euclid(self.width as i64)
+            }
+        }
+    }
+
+    /// The start of bin `b`.
+    fn start(&self, b: i64) -> Moment {
+        match self.freq {
+            Freq::Seconds(_) => {
+                let s = b as f64 * self.width;
+                let days = (s / DAY).floor();
+                Moment {
+                    days: self.origin + days as i64,
+                    seconds: s - days * DAY,
+                }
+            }
+            Freq::Months { .. } => {
+                let start = self.origin + b * self.width as i64;
+                let (y, mo) = (start.div_euclid(12), start.rem_euclid(12) as u32 + 1);
+                Moment {
+                    days: self.axis.calendar.days(y, mo, 1),
+                    seconds: 0.0,
+                }
+            }
+        }
+    }
+}
+
 /// The resample frequencies this reads.
 pub const FREQUENCIES: &str =
     "nD, nh, nmin, nMS, nQS (QS-JAN … QS-DEC), nYS (also AS; YS-JAN … YS-DEC)";
@@ -293,48 +401,8 @@ pub fn resample(
         })
         .copied()
         .ok_or_else(|| format!("resample: '{dim}' holds no time"))?;
-    let month_index = |m: Moment| -> i64 {
-        let (y, mo, _) = axis.date(m);
-        y * 12 + i64::from(mo) - 1
-    };
-    // The bin of a moment, and the start of bin `b`.
-    let (bin_of, start_of): (Box<dyn Fn(Moment) -> i64>, Box<dyn Fn(i64) -> Moment>) = match f {
-        Freq::Seconds(unit) => {
-            let width = unit * n as f64;
-            let origin = first.days;
-            (
-                Box::new(move |m: Moment| {
-                    (((m.days - origin) as f64 * DAY + m.seconds) / width).floor() as i64
-                }),
-                Box::new(move |b: i64| {
-                    let s = b as f64 * width;
-                    let days = (s / DAY).floor();
-                    Moment {
-                        days: origin + days as i64,
-                        seconds: s - days * DAY,
-                    }
-                }),
-            )
-        }
-        Freq::Months { step, anchor } => {
-            let mi = month_index(first);
-            let origin = mi - (mi - anchor).rem_euclid(step);
-            let width = step * n;
-            let calendar = axis.calendar;
-            (
-                Box::new(move |m: Moment| (month_index(m) - origin).div_euclid(width)),
-                Box::new(move |b: i64| {
-                    let start = origin + b * width;
-                    let (y, mo) = (start.div_euclid(12), start.rem_euclid(12) as u32 + 1);
-                    Moment {
-                        days: calendar.days(y, mo, 1),
-                        seconds: 0.0,
-                    }
-                }),
-            )
-        }
-    };
-    let bins: Vec<Option<i64>> = moments.iter().map(|m| m.map(&bin_of)).collect();
+    let bins_of = Bins::new(f, n, first, axis);
+    let bins: Vec<Option<i64>> = moments.iter().map(|m| m.map(|m| bins_of.bin(m))).collect();
     let last = bins.iter().flatten().copied().max().unwrap_or(0);
     let count = (last + 1) as usize;
     let mut seen = vec![false; count];
@@ -349,7 +417,7 @@ pub fn resample(
         })
         .collect();
     let encoded: Vec<f64> = (0..count as i64)
-        .map(|b| axis.encode(start_of(b)))
+        .map(|b| axis.encode(bins_of.start(b)))
         .collect();
     let integral = encoded.iter().all(|v| v.fract() == 0.0 && v.abs() < 9e15);
     let mut label_attrs = Map::new();

@@ -9,9 +9,9 @@ use std::rc::Rc;
 use super::{err, Call, CheckError, Checker, Inputs, Reader, Val};
 use crate::dtype::DType;
 use crate::kernel::{ReduceOp, NO_INDEX};
-use crate::model::{select, Coord, LabelValues, Lazy, Node, Reduction};
+use crate::model::{select, Coord, Lazy, Node, Reduction};
 use crate::syntax::Pos;
-use crate::time::{self, DateSel, Grouping, TimeAxis, NO_GROUP};
+use crate::time::{self, DateSel, Grouping, LabelValues, TimeAxis, NO_GROUP};
 
 /// The values of a 1-d coordinate: computed labels, or read from its source.
 pub(super) fn coord_values(
@@ -212,8 +212,8 @@ impl Checker<'_> {
             coords,
             node: Node::Gather {
                 x: Box::new(other),
-                dim: g.out_dim.clone(),
-                into: Some(g.dim.clone()),
+                dim: g.out_dim.as_str().into(),
+                into: Some(g.dim.as_str().into()),
                 index: Rc::new(index),
             },
         })

@@ -13,11 +13,11 @@ use chunkmill_store::zarr::{ArraySpec, Compressor, Encoding};
 use chunkmill_store::DataType;
 use serde_json::json;
 
-use super::{grid, map_mem, read_bytes, safe, PlanError, Planner};
+use super::{grid, map_mem, read_bytes, safe, PlanError, Planner, Stored};
 use crate::dtype::DType;
 use crate::kernel::{Expr, GroupStep, Kernel, NO_INDEX};
-use crate::model::{LabelValues, Labels, Lazy, Reduction};
-use crate::time::{Grouping, NO_GROUP};
+use crate::model::{Labels, Lazy, Reduction};
+use crate::time::{Grouping, LabelValues, NO_GROUP};
 
 /// Pieces one finish task merges at most before combine rounds are added.
 const FINISH_FAN: u64 = 32;
@@ -55,6 +55,97 @@ fn max_meets(groups: &[u32], width: u64, chunk: u64, n_groups: u64) -> u64 {
     meets.into_iter().max().unwrap_or(0)
 }
 
+/// What every stage of one reduction per group shares.
+struct Tree<'a> {
+    r: &'a Rc<Reduction>,
+    g: &'a Grouping,
+    label: &'a str,
+    what: String,
+    axis: usize,
+    /// The input's chunks (blocks along the kept axes).
+    base: Vec<u64>,
+    kept_elems: u64,
+    /// Indices of the grouped axis per partial block.
+    block: u64,
+    out_dtype: DType,
+}
+
+impl Tree<'_> {
+    /// Bytes of the states of `n_groups` groups.
+    fn state_bytes(&self, n_groups: u64) -> u64 {
+        8 * self.r.reduce.fields() as u64 * n_groups * self.kept_elems
+    }
+
+    /// Bytes of the states of the most groups a piece of `span` blocks holds.
+    fn piece_bytes(&self, span: u64) -> u64 {
+        self.state_bytes(max_groups(&self.g.groups, span * self.block))
+    }
+
+    fn combine_mem(&self, span: u64, fan: u64) -> u64 {
+        self.piece_bytes(span * fan) + 2 * self.piece_bytes(span)
+    }
+
+    fn finish_mem(&self, chunk: u64, span: u64) -> u64 {
+        self.state_bytes(chunk)
+            + self.piece_bytes(span)
+            + chunk * self.kept_elems * (8 + self.out_dtype.size() as u64)
+    }
+
+    /// The fan-in of each combine round for output blocks of `chunk` groups: while an
+    /// output block meets too many pieces, as many consecutive pieces per task as fit.
+    fn rounds(&self, chunk: u64, budget: u64) -> Vec<u64> {
+        let n_groups = self.g.len() as u64;
+        let (mut span, mut fans) = (1u64, Vec::new());
+        while max_meets(&self.g.groups, span * self.block, chunk, n_groups) > FINISH_FAN {
+            let mut f = FINISH_FAN;
+            while f > 2 && self.combine_mem(span, f) > budget {
+                f -= 1;
+            }
+            fans.push(f);
+            span *= f;
+        }
+        fans
+    }
+
+    /// Output blocks of groups: asked for, else every group (groupby) or as many bins as
+    /// an input chunk has indices (resample); halved until a finish task fits. With the
+    /// combine rounds they need.
+    fn finish_blocks(&self, asked: Option<u64>, budget: u64) -> (u64, Vec<u64>) {
+        let g = self.g;
+        let n_groups = g.len() as u64;
+        let mut chunk = match asked {
+            Some(c) => c,
+            None if g.out_dim != g.dim => n_groups,
+            None => self.base[self.axis],
+        }
+        .clamp(1, n_groups.max(1));
+        let mut fans = self.rounds(chunk, budget);
+        while chunk > 1 && self.finish_mem(chunk, fans.iter().product()) > budget {
+            chunk = chunk.div_ceil(2);
+            fans = self.rounds(chunk, budget);
+        }
+        (chunk, fans)
+    }
+
+    /// The grid of `n` pieces along the grouped axis (the input's blocks along the others).
+    fn piece_grid(&self, n: u64) -> Result<chunkmill_grid::Grid, PlanError> {
+        let mut shape = self.r.input.shape.clone();
+        shape[self.axis] = n;
+        let mut chunks = self.base.clone();
+        chunks[self.axis] = 1;
+        grid(&shape, &chunks)
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{}(by {}.{})",
+            self.r.reduce.op.name(),
+            self.g.dim,
+            self.g.out_dim
+        )
+    }
+}
+
 impl Planner<'_> {
     /// The stages of reduction `r` per group of `g`.
     pub(super) fn group_reduction(
@@ -64,7 +155,6 @@ impl Planner<'_> {
         out: Option<(Endpoint, DType)>,
         label: &str,
     ) -> Result<(), PlanError> {
-        self.reductions_below(&r.input)?;
         let input = &r.input;
         let axis = input
             .dims
@@ -79,83 +169,109 @@ impl Planner<'_> {
             .collect();
         let mut inputs = Vec::new();
         let expr = self.lower(input, &input.dims, &mut inputs)?;
-        let fields = r.reduce.fields() as u64;
         let kept_elems: u64 = base
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != axis)
             .map(|(_, c)| c)
             .product();
-        let state_bytes = |n_groups: u64| 8 * fields * n_groups * kept_elems;
-        let what = format!(
-            "{label} = {}(…) by {}.{}",
-            r.reduce.op.name(),
-            g.dim,
-            g.out_dim
-        );
-        let len = input.shape[axis];
-        let n_groups = g.len() as u64;
-        let chunk_elems = kept_elems * base[axis];
-        // Partial step: `fan` chunks along the grouped axis per task, grown while it fits.
-        let partial_mem = |fan: u64| {
-            map_mem(&expr, &inputs, chunk_elems * fan, DType::Float64)
-                + 2 * state_bytes(max_groups(&g.groups, base[axis] * fan))
+        let mut tree = Tree {
+            r,
+            g,
+            label,
+            what: format!(
+                "{label} = {}(…) by {}.{}",
+                r.reduce.op.name(),
+                g.dim,
+                g.out_dim
+            ),
+            axis,
+            block: base[axis],
+            base,
+            kept_elems,
+            out_dtype: out.as_ref().map_or(r.dtype, |o| o.1),
         };
-        self.fits(&what, partial_mem(1))?;
+        // Partial step: `fan` chunks along the grouped axis per task, grown while it fits.
+        let len = input.shape[axis];
+        let partial_mem = |tree: &Tree<'_>, fan: u64| {
+            map_mem(
+                &expr,
+                &inputs,
+                kept_elems * tree.base[axis] * fan,
+                DType::Float64,
+            ) + 2 * tree.state_bytes(max_groups(&g.groups, tree.base[axis] * fan))
+        };
+        self.fits(&tree.what, partial_mem(&tree, 1))?;
         let mut fan = 1;
-        while fan < len.div_ceil(base[axis]).min(64)
-            && partial_mem(fan + 1) <= self.target.task_budget
+        while fan < len.div_ceil(tree.base[axis]).min(64)
+            && partial_mem(&tree, fan + 1) <= self.target.task_budget
         {
             fan += 1;
         }
-        let block = (base[axis] * fan).min(len.max(1));
-        let out_dtype = out.as_ref().map_or(r.dtype, |o| o.1);
-        // Output blocks of groups: asked for, else every group (groupby) or as many bins as
-        // an input chunk has indices (resample); halved until a finish task fits.
-        let mut group_chunk = match self.target.chunks.get(&g.out_dim) {
-            Some(&c) => c,
-            None if g.out_dim != g.dim => n_groups,
-            None => base[axis],
-        }
-        .clamp(1, n_groups.max(1));
-        let finish_mem = |chunk: u64, width: u64| {
-            state_bytes(chunk)
-                + state_bytes(max_groups(&g.groups, width))
-                + chunk * kept_elems * (8 + out_dtype.size() as u64)
-        };
-        let budget = self.target.task_budget;
-        let combine_mem = |span: u64, f: u64| {
-            state_bytes(max_groups(&g.groups, span * f * block))
-                + 2 * state_bytes(max_groups(&g.groups, span * block))
-        };
-        // The fan-in of each combine round: while an output block meets too many pieces,
-        // as many consecutive pieces per task as fit.
-        let rounds = |chunk: u64| -> Vec<u64> {
-            let (mut span, mut fans) = (1u64, Vec::new());
-            while max_meets(&g.groups, span * block, chunk, n_groups) > FINISH_FAN {
-                let mut f = FINISH_FAN;
-                while f > 2 && combine_mem(span, f) > budget {
-                    f -= 1;
-                }
-                fans.push(f);
-                span *= f;
-            }
-            fans
-        };
-        let mut fans = rounds(group_chunk);
-        while group_chunk > 1
-            && finish_mem(group_chunk, block * fans.iter().product::<u64>()) > budget
-        {
-            group_chunk = group_chunk.div_ceil(2);
-            fans = rounds(group_chunk);
-        }
-        let mut out_shape = input.shape.clone();
-        out_shape[axis] = n_groups;
-        let mut out_chunks = base.clone();
+        let need = partial_mem(&tree, fan);
+        tree.block = (tree.base[axis] * fan).min(len.max(1));
+        let n = len.div_ceil(tree.block).max(1);
+        let first = self.pieces(&tree, 0, n)?;
+        let mut block_chunks = tree.base.clone();
+        block_chunks[axis] = tree.block;
+        let stage_n = self.stages.len();
+        self.stages.push(Stage {
+            name: format!("{stage_n:02}-{}-group-partial", safe(label)),
+            label: format!(
+                "{label}: {} {} in blocks of {fan} chunks",
+                input.operations().join(" → "),
+                tree.name()
+            ),
+            projected_mem: need,
+            bytes_read: read_bytes(std::iter::once(input), self.inputs),
+            bytes_written: n * tree.piece_bytes(1),
+            kind: StageKind::Compute(ComputeStage {
+                inputs,
+                outputs: vec![first.clone()],
+                blocks: grid(&input.shape, &block_chunks)?,
+                kernel: kernel(GroupStep::Partial {
+                    expr,
+                    reduce: r.reduce,
+                    axis,
+                    groups: g.groups.clone(),
+                    block: tree.block,
+                })?,
+            }),
+        });
+        self.group_finish(&tree, out.map(|o| o.0), first, n)
+    }
+
+    /// Intermediate pieces of step `step` of `tree`, `n` along the grouped axis.
+    fn pieces(&mut self, tree: &Tree<'_>, step: usize, n: u64) -> Result<Endpoint, PlanError> {
+        let prefix = format!("c{}-{}-g{step}", self.stages.len(), safe(tree.label));
+        self.cleanup
+            .push((self.target.temp_url.clone(), format!("{prefix}/")));
+        Ok(Endpoint::Pieces {
+            url: self.target.temp_url.clone(),
+            prefix,
+            grid: tree.piece_grid(n)?,
+        })
+    }
+
+    /// The combine rounds and the finish step of `tree` after its partial step wrote `n`
+    /// pieces to `current`; the result goes to `out` or intermediate pieces.
+    fn group_finish(
+        &mut self,
+        tree: &Tree<'_>,
+        out: Option<Endpoint>,
+        mut current: Endpoint,
+        mut n: u64,
+    ) -> Result<(), PlanError> {
+        let (r, g, label, axis, block) = (tree.r, tree.g, tree.label, tree.axis, tree.block);
+        let asked = self.target.chunks.get(&g.out_dim).copied();
+        let (group_chunk, fans) = tree.finish_blocks(asked, self.target.task_budget);
+        let mut out_shape = r.input.shape.clone();
+        out_shape[axis] = g.len() as u64;
+        let mut out_chunks = tree.base.clone();
         out_chunks[axis] = group_chunk;
         let out_grid = grid(&out_shape, &out_chunks)?;
         let final_ep = match out {
-            Some((e, _)) => e,
+            Some(e) => e,
             None => {
                 let prefix = format!("c{}-{}", self.stages.len(), safe(label));
                 self.cleanup
@@ -167,109 +283,55 @@ impl Planner<'_> {
                 }
             }
         };
-        // Pieces: the input's blocks along the kept axes, one per time block along `axis`.
-        let piece_grid = |n: u64| {
-            let mut shape = input.shape.clone();
-            shape[axis] = n;
-            let mut chunks = base.clone();
-            chunks[axis] = 1;
-            grid(&shape, &chunks)
-        };
-        let pieces = |planner: &mut Self, step: usize, n: u64| -> Result<Endpoint, PlanError> {
-            let prefix = format!("c{}-{}-g{step}", planner.stages.len(), safe(label));
-            planner
-                .cleanup
-                .push((planner.target.temp_url.clone(), format!("{prefix}/")));
-            Ok(Endpoint::Pieces {
-                url: planner.target.temp_url.clone(),
-                prefix,
-                grid: piece_grid(n)?,
-            })
-        };
-        let mut n = len.div_ceil(block).max(1);
-        let mut current = pieces(self, 0, n)?;
-        let mut block_chunks = base.clone();
-        block_chunks[axis] = block;
-        let stage_n = self.stages.len();
-        self.stages.push(Stage {
-            name: format!("{stage_n:02}-{}-group-partial", safe(label)),
-            label: format!(
-                "{label}: {} {}(by {}.{}) in blocks of {fan} chunks",
-                input.operations().join(" → "),
-                r.reduce.op.name(),
-                g.dim,
-                g.out_dim
-            ),
-            projected_mem: partial_mem(fan),
-            bytes_read: read_bytes(&expr, &inputs, input.shape.iter().product()),
-            bytes_written: n * state_bytes(max_groups(&g.groups, block)),
-            kind: StageKind::Compute(ComputeStage {
-                inputs,
-                output: current.clone(),
-                blocks: grid(&input.shape, &block_chunks)?,
-                kernel: kernel(GroupStep::Partial {
-                    expr,
-                    reduce: r.reduce,
-                    axis,
-                    groups: g.groups.clone(),
-                    block,
-                })?,
-            }),
-        });
-        // Combine rounds while an output block meets too many pieces.
         let mut span = 1u64;
-        for (round, &fan_c) in fans.iter().enumerate() {
+        for (round, &fan) in fans.iter().enumerate() {
             let step = round + 1;
-            self.fits(&what, combine_mem(span, fan_c))?;
-            let next = n.div_ceil(fan_c);
-            let output = pieces(self, step, next)?;
+            self.fits(&tree.what, tree.combine_mem(span, fan))?;
+            let next = n.div_ceil(fan);
+            let output = self.pieces(tree, step, next)?;
             let stage_n = self.stages.len();
             self.stages.push(Stage {
                 name: format!("{stage_n:02}-{}-group-combine{step}", safe(label)),
                 label: format!(
-                    "{label}: merge {}(by {}.{}) states, {fan_c} pieces per task",
-                    r.reduce.op.name(),
-                    g.dim,
-                    g.out_dim
+                    "{label}: merge {} states, {fan} pieces per task",
+                    tree.name()
                 ),
-                projected_mem: combine_mem(span, fan_c),
-                bytes_read: n * state_bytes(max_groups(&g.groups, span * block)),
-                bytes_written: next * state_bytes(max_groups(&g.groups, span * fan_c * block)),
+                projected_mem: tree.combine_mem(span, fan),
+                bytes_read: n * tree.piece_bytes(span),
+                bytes_written: next * tree.piece_bytes(span * fan),
                 kind: StageKind::Compute(ComputeStage {
                     inputs: vec![current.clone()],
-                    output: output.clone(),
-                    blocks: piece_grid(next)?,
+                    outputs: vec![output.clone()],
+                    blocks: tree.piece_grid(next)?,
                     kernel: kernel(GroupStep::Combine {
                         reduce: r.reduce,
                         axis,
                         groups: g.groups.clone(),
                         block,
                         span,
-                        fan: fan_c,
+                        fan,
                     })?,
                 }),
             });
             current = output;
-            span *= fan_c;
+            span *= fan;
             n = next;
         }
-        let need = finish_mem(group_chunk, span * block);
-        self.fits(&what, need)?;
+        let need = tree.finish_mem(group_chunk, span);
+        self.fits(&tree.what, need)?;
         let stage_n = self.stages.len();
         self.stages.push(Stage {
             name: format!("{stage_n:02}-{}-group-finish", safe(label)),
             label: format!(
-                "{label}: finish {}(by {}.{}) in blocks of {group_chunk} groups",
-                r.reduce.op.name(),
-                g.dim,
-                g.out_dim
+                "{label}: finish {} in blocks of {group_chunk} groups",
+                tree.name()
             ),
             projected_mem: need,
-            bytes_read: n * state_bytes(max_groups(&g.groups, span * block)),
-            bytes_written: out_shape.iter().product::<u64>() * out_dtype.size() as u64,
+            bytes_read: n * tree.piece_bytes(span),
+            bytes_written: out_shape.iter().product::<u64>() * tree.out_dtype.size() as u64,
             kind: StageKind::Compute(ComputeStage {
                 inputs: vec![current],
-                output: final_ep.clone(),
+                outputs: vec![final_ep.clone()],
                 blocks: out_grid,
                 kernel: kernel(GroupStep::Finish {
                     reduce: r.reduce,
@@ -277,11 +339,12 @@ impl Planner<'_> {
                     groups: g.groups.clone(),
                     block,
                     span,
-                    dtype: out_dtype,
+                    dtype: tree.out_dtype,
                 })?,
             }),
         });
-        self.done.push((r.clone(), final_ep, out_dtype));
+        self.done
+            .push((Stored::Reduce(r.clone()), final_ep, tree.out_dtype));
         Ok(())
     }
 
@@ -336,11 +399,11 @@ impl Planner<'_> {
             bytes_written: 8 * len,
             kind: StageKind::Compute(ComputeStage {
                 inputs: Vec::new(),
-                output: Endpoint::Zarr {
+                outputs: vec![Endpoint::Zarr {
                     url: self.target.write_url.clone(),
                     path: name.to_string(),
                     grid: blocks.clone(),
-                },
+                }],
                 blocks,
                 kernel: kernel(GroupStep::Labels {
                     values: labels.values.clone(),
@@ -471,6 +534,7 @@ mod tests {
             chunks: BTreeMap::new(),
             codec: None,
             task_budget,
+            workers: 2,
         };
         Ok(plan(&outputs, &inputs, &target)?)
     }

@@ -7,13 +7,11 @@ use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
 use chunkmill_store::Store;
 
-use super::{kept, piece_key, strides, write};
+use super::{kept_region as kept, piece_key, write};
 use crate::dtype::DType;
-use crate::kernel::{eval, GroupStep, Read, Reduce};
-use crate::model::LabelValues;
-use crate::time::NO_GROUP;
-
-type Reader<'a> = dyn FnMut(&Read) -> Result<Vec<f64>, String> + 'a;
+use crate::eval::{eval, Reader};
+use crate::kernel::{GroupStep, Reduce};
+use crate::time::{LabelValues, NO_GROUP};
 
 /// The groups that indices `range` of the grouped axis meet, in group order.
 fn groups_in(groups: &[u32], range: std::ops::Range<u64>) -> Vec<u32> {
@@ -116,6 +114,14 @@ fn merge_groups(
     }
 }
 
+/// The one array a group step writes.
+fn stage_output(stage: &ComputeStage) -> Result<&Endpoint, String> {
+    stage
+        .outputs
+        .first()
+        .ok_or_else(|| "a group step writes one output".to_string())
+}
+
 /// Run one task of a group step.
 pub(super) fn run(
     stage: &ComputeStage,
@@ -131,7 +137,7 @@ pub(super) fn run(
             groups,
             block,
         } => {
-            let values = eval(expr, region.num_elements() as usize, read)?;
+            let values = eval(expr, region, read).map_err(|e| e.to_string())?;
             partial(stage, region, &values, reduce, *axis, groups, *block)
         }
         GroupStep::Combine {
@@ -160,7 +166,7 @@ pub(super) fn run(
                 merge_groups(reduce, &mut state, &into, &part, &from, k);
             }
             put_piece(
-                &stage.output,
+                stage_output(stage)?,
                 &piece_coords(stage, region, *axis, piece)?,
                 &state,
             )
@@ -188,7 +194,7 @@ pub(super) fn run(
                     let part = values
                         .get(r.start as usize..r.end as usize)
                         .ok_or("labels shorter than their array")?;
-                    write(&stage.output, *dtype, region, part)
+                    write(stage_output(stage)?, *dtype, region, part)
                 }
                 LabelValues::Text(text) => write_text(stage, region, text),
             }
@@ -207,32 +213,27 @@ fn partial(
 ) -> Result<u64, String> {
     let along = region.ranges()[axis].clone();
     let set = groups_in(groups, along.clone());
-    let keep = kept(region, &[axis]);
-    let k = keep.num_elements() as usize;
-    let kstr = strides(&keep.shape());
+    let k = kept(region, &[axis]).num_elements() as usize;
     let n = set.len() * k;
     let mut state = reduce.empty(n);
+    // Row-major over the region: element e is (outer, t, inner); its kept element drops t.
     let shape = region.shape();
-    for (e, idx) in
-        chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()).enumerate()
-    {
-        let t = along.start + idx[axis];
-        let g = groups[t as usize];
-        let Ok(local) = set.binary_search(&g) else {
-            continue;
-        };
-        let j: u64 = idx
-            .iter()
-            .enumerate()
-            .filter(|(d, _)| *d != axis)
-            .zip(&kstr)
-            .map(|((_, i), s)| i * s)
-            .sum();
-        reduce.add(&mut state, n, local * k + j as usize, values[e], t);
+    let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
+    let plane = shape[axis] as usize * inner;
+    let local: Vec<Option<usize>> = (along.start..along.end)
+        .map(|t| set.binary_search(&groups[t as usize]).ok())
+        .collect();
+    for (e, &v) in values.iter().enumerate() {
+        let (outer, rest) = (e / plane, e % plane);
+        let (t, i) = (rest / inner, rest % inner);
+        if let Some(l) = local[t] {
+            let j = outer * inner + i;
+            reduce.add(&mut state, n, l * k + j, v, along.start + t as u64);
+        }
     }
     let piece = along.start / block.max(1);
     put_piece(
-        &stage.output,
+        stage_output(stage)?,
         &piece_coords(stage, region, axis, piece)?,
         &state,
     )
@@ -270,30 +271,28 @@ fn finish(
         merge_groups(reduce, &mut state, &into, &part, &from, k);
     }
     let n = into.len() * k;
-    let kstr = strides(&keep.shape());
     let shape = region.shape();
-    let values: Vec<f64> = chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect())
-        .map(|idx| {
-            let g = idx[axis] as usize;
+    let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
+    let plane = shape[axis] as usize * inner;
+    let values = (0..region.num_elements() as usize)
+        .map(|e| -> Result<f64, String> {
+            let (outer, rest) = (e / plane, e % plane);
+            let (g, i) = (rest / inner, rest % inner);
             if !present[g] {
-                return f64::NAN;
+                return Ok(f64::NAN);
             }
-            let j: u64 = idx
-                .iter()
-                .enumerate()
-                .filter(|(d, _)| *d != axis)
-                .zip(&kstr)
-                .map(|((_, i), s)| i * s)
-                .sum();
-            dtype.round(reduce.finish(&state, n, g * k + j as usize))
+            let v = reduce
+                .finish(&state, n, g * k + outer * inner + i)
+                .map_err(|e| e.to_string())?;
+            Ok(dtype.round(v))
         })
-        .collect();
-    write(&stage.output, dtype, region, &values)
+        .collect::<Result<Vec<f64>, String>>()?;
+    write(stage_output(stage)?, dtype, region, &values)
 }
 
 /// Text labels as fixed-length UTF-32 (numpy's `<U`), the width of the output array.
 fn write_text(stage: &ComputeStage, region: &Region, text: &[String]) -> Result<u64, String> {
-    let Endpoint::Zarr { url, path, grid } = &stage.output else {
+    let Endpoint::Zarr { url, path, grid } = stage_output(stage)? else {
         return Err("labels go to an output array".into());
     };
     let width = text
