@@ -164,7 +164,7 @@ BAD = {
     "m = (air + 1": (2, ["1:13", "expected ')'"]),
     "m = n // 0": (2, ["integer division by zero"]),
     "m = air + air.isel(lat=slice(0, 3))": (2, ["dimension 'lat' has size 7", "3"]),
-    "m = air.sel(time='2000-01-03')": (2, ["1:18", "selecting by date is not supported yet"]),
+    "m = air.sel(time='2000-02-30')": (2, ["1:18", "'2000-02-30' is not a date of the standard calendar"]),
 }
 
 

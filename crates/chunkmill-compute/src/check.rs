@@ -9,8 +9,11 @@ use serde_json::{Map, Value};
 
 use crate::dtype::DType;
 use crate::kernel::{Fun1, Fun2, Reduce, ReduceOp};
-use crate::model::{select, Coord, Lazy, Node, Pick, Reduction, Source};
-use crate::syntax::{Assignment, Ast, BinOp, Callee, Pos, UnaryOp};
+use crate::model::{part_len, select, Coord, Lazy, Node, Pick, Rechunk, Reduction, Source};
+use crate::syntax::{Assignment, Ast, Callee, Pos, UnaryOp};
+
+mod group;
+use group::{coord_values, sel_by_date, time_axis};
 
 /// An error in the script, at a place.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -34,7 +37,14 @@ enum Val {
     Array(Lazy),
     Str(String),
     Slice([Option<f64>; 3]),
+    /// `slice("2001-01", "2001-06-15")`: dates, for `sel` on a time coordinate.
+    DateSlice([Option<String>; 2]),
+    /// `x.groupby("time.month")`, `x.resample(time="1MS")`: waits for a reduction or an
+    /// operation with an array of the groups.
+    Grouped(Lazy, Rc<crate::time::Grouping>),
     List(Vec<String>),
+    /// `[a, b, …]` of arrays (what `concat` joins).
+    Arrays(Vec<Lazy>),
     None,
 }
 
@@ -157,6 +167,7 @@ impl Checker<'_> {
                             step: 1,
                             len,
                         },
+                        labels: None,
                     },
                 )
             })
@@ -184,14 +195,24 @@ impl Checker<'_> {
             Ast::Str { value, .. } => Ok(Val::Str(value.clone())),
             Ast::Name { name, pos } => self.name(name, *pos),
             Ast::List { items, pos } => {
-                let mut names = Vec::new();
+                let (mut names, mut arrays) = (Vec::new(), Vec::new());
                 for i in items {
                     match self.eval(i)? {
-                        Val::Str(s) => names.push(s),
-                        _ => return err(*pos, "a list holds dimension names (strings)"),
+                        Val::Str(s) if arrays.is_empty() => names.push(s),
+                        Val::Array(a) if names.is_empty() => arrays.push(a),
+                        _ => {
+                            return err(
+                                *pos,
+                                "a list holds dimension names (strings) or arrays, not both",
+                            )
+                        }
                     }
                 }
-                Ok(Val::List(names))
+                Ok(if arrays.is_empty() {
+                    Val::List(names)
+                } else {
+                    Val::Arrays(arrays)
+                })
             }
             Ast::Attribute { name, pos, .. } => err(
                 *pos,
@@ -222,7 +243,21 @@ impl Checker<'_> {
                 right,
                 pos,
             } => {
-                let (a, b) = (self.array(left)?, self.array(right)?);
+                let (a, b) = match (self.eval(left)?, self.eval(right)?) {
+                    (Val::Grouped(x, g), Val::Array(b)) => {
+                        let b = self.by_group(&x, &g, b, right.pos())?;
+                        (x, b)
+                    }
+                    (Val::Array(a), Val::Grouped(x, g)) => {
+                        let a = self.by_group(&x, &g, a, left.pos())?;
+                        (a, x)
+                    }
+                    (Val::Array(a), Val::Array(b)) => (a, b),
+                    (Val::Array(_), _) => {
+                        return err(right.pos(), "expected an array or a number here")
+                    }
+                    _ => return err(left.pos(), "expected an array or a number here"),
+                };
                 Ok(Val::Array(binary_op(*op, a, b, *pos)?))
             }
             Ast::Call {
@@ -270,12 +305,23 @@ impl Checker<'_> {
         if name == "slice" {
             return call.slice();
         }
+        if let (true, Some(Val::Grouped(x, g))) = (method, call.vals.first()) {
+            let (x, g) = (x.clone(), g.clone());
+            return Ok(Val::Array(call.grouped_reduction(x, &g)?));
+        }
+        if method && matches!(name, "groupby" | "resample") {
+            return self.grouped(&call);
+        }
         if let Some(op) = ReduceOp::from_name(name) {
             return Ok(Val::Array(call.reduction(op)?));
         }
         match (name, method) {
             ("isel", true) => Ok(Val::Array(call.isel()?)),
             ("sel", true) => Ok(Val::Array(call.sel(self.inputs, self.read)?)),
+            ("concat", false) => Ok(Val::Array(call.concat()?)),
+            ("stack", _) => Ok(Val::Array(call.stack()?)),
+            ("broadcast_like", _) => Ok(Val::Array(call.broadcast_like()?)),
+            ("rechunk" | "chunk", _) => Ok(Val::Array(call.rechunk()?)),
             _ => Ok(Val::Array(call.elementwise()?)),
         }
     }
@@ -284,7 +330,7 @@ impl Checker<'_> {
 fn unary(f: Fun1, x: Lazy, dtype: DType) -> Lazy {
     // Numbers fold here, so `-2` is a number wherever numbers are required (slice steps).
     if let Some(v) = x.is_const() {
-        return scalar(dtype.round(crate::kernel::fun1(f, v)), dtype);
+        return scalar(dtype.round(crate::eval::fun1(f, v)), dtype);
     }
     let attrs = if matches!(f, Fun1::Neg | Fun1::Abs | Fun1::Floor | Fun1::Ceil) {
         kept_attrs(&x.attrs)
@@ -325,12 +371,33 @@ fn weak(scalar: DType, array: DType) -> DType {
 /// Dimensions, sizes and coordinates of a broadcast result.
 type Broadcast = (Vec<String>, Vec<u64>, BTreeMap<String, Coord>);
 
+fn describe_dims(x: &Lazy) -> String {
+    x.dims
+        .iter()
+        .zip(&x.shape)
+        .map(|(d, n)| format!("{d}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Broadcast by name: dims of `a`, then the new ones of `b`; sizes must agree.
 fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<Broadcast, CheckError> {
+    broadcast_dims(parts, pos, None)
+}
+
+/// [`broadcast`], leaving dimension `except` out of the size and coordinate checks.
+fn broadcast_dims(
+    parts: &[&Lazy],
+    pos: Pos,
+    except: Option<&str>,
+) -> Result<Broadcast, CheckError> {
     let (mut dims, mut shape, mut coords): (Vec<String>, Vec<u64>, BTreeMap<String, Coord>) =
         (Vec::new(), Vec::new(), BTreeMap::new());
     for p in parts {
         for (d, &n) in p.dims.iter().zip(&p.shape) {
+            if except == Some(d.as_str()) {
+                continue;
+            }
             match dims.iter().position(|x| x == d) {
                 Some(i) if shape[i] != n => {
                     return err(
@@ -346,6 +413,9 @@ fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<Broadcast, CheckError> {
             }
         }
         for (d, c) in &p.coords {
+            if except == Some(d.as_str()) {
+                continue;
+            }
             match coords.get(d) {
                 Some(have) if have != c && have.source != c.source => {}
                 Some(have) if have != c => {
@@ -364,45 +434,40 @@ fn broadcast(parts: &[&Lazy], pos: Pos) -> Result<Broadcast, CheckError> {
     Ok((dims, shape, coords))
 }
 
-fn binary_op(op: BinOp, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> {
+fn binary_op(op: Fun2, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> {
     let t = result_type(&a, &b);
-    let (f, dtype) = match op {
-        BinOp::Add => (Fun2::Add, t),
-        BinOp::Sub => (Fun2::Sub, t),
-        BinOp::Mul => (Fun2::Mul, t),
-        BinOp::Div => (Fun2::Div, if t.is_float() { t } else { DType::Float64 }),
-        BinOp::FloorDiv | BinOp::Mod => {
+    let dtype = match op {
+        _ if op.is_comparison() => DType::Bool,
+        Fun2::Div => {
+            if t.is_float() {
+                t
+            } else {
+                DType::Float64
+            }
+        }
+        Fun2::FloorDiv | Fun2::Mod => {
             if !t.is_float() && b.is_const() == Some(0.0) {
                 return err(
                     pos,
                     format!("integer division by zero ('{}' 0)", op.symbol()),
                 );
             }
-            (
-                if op == BinOp::Mod {
-                    Fun2::Mod
-                } else {
-                    Fun2::FloorDiv
-                },
-                if t == DType::Bool { DType::Int8 } else { t },
-            )
+            if t == DType::Bool {
+                DType::Int8
+            } else {
+                t
+            }
         }
-        BinOp::Pow => {
+        Fun2::Pow => {
             if t.is_int() && b.is_const().is_some_and(|v| v < 0.0) {
                 return err(
                     pos,
                     "integers to negative integer powers are not allowed (as numpy)",
                 );
             }
-            (Fun2::Pow, t)
+            t
         }
-        BinOp::Eq => (Fun2::Eq, DType::Bool),
-        BinOp::Ne => (Fun2::Ne, DType::Bool),
-        BinOp::Lt => (Fun2::Lt, DType::Bool),
-        BinOp::Le => (Fun2::Le, DType::Bool),
-        BinOp::Gt => (Fun2::Gt, DType::Bool),
-        BinOp::Ge => (Fun2::Ge, DType::Bool),
-        BinOp::And | BinOp::Or => {
+        Fun2::And | Fun2::Or => {
             if t.is_float() {
                 return err(
                     pos,
@@ -413,23 +478,17 @@ fn binary_op(op: BinOp, a: Lazy, b: Lazy, pos: Pos) -> Result<Lazy, CheckError> 
                     ),
                 );
             }
-            (
-                if op == BinOp::And {
-                    Fun2::And
-                } else {
-                    Fun2::Or
-                },
-                t,
-            )
+            t
         }
+        _ => t,
     };
-    binary(f, a, b, dtype, pos)
+    binary(op, a, b, dtype, pos)
 }
 
 fn binary(f: Fun2, a: Lazy, b: Lazy, dtype: DType, pos: Pos) -> Result<Lazy, CheckError> {
     if let (Some(x), Some(y)) = (a.is_const(), b.is_const()) {
         return Ok(scalar(
-            dtype.round(crate::kernel::fun2(f, x, y, dtype.is_int())),
+            dtype.round(crate::eval::fun2(f, x, y, dtype.is_int())),
             dtype,
         ));
     }
@@ -548,10 +607,21 @@ impl Call<'_> {
         };
         for (i, v) in vals.iter().enumerate() {
             parts[i] = match v {
+                Val::Str(_) => None,
                 Val::None => None,
                 Val::Array(l) if l.dims.is_empty() => l.is_const(),
                 _ => return err(self.pos, "slice bounds are numbers or None"),
             };
+        }
+        let text = |v: &Val| match v {
+            Val::Str(s) => Some(s.clone()),
+            _ => None,
+        };
+        if vals.iter().any(|v| matches!(v, Val::Str(_))) {
+            if vals.len() == 2 && vals.iter().all(|v| matches!(v, Val::Str(_) | Val::None)) {
+                return Ok(Val::DateSlice([text(&vals[0]), text(&vals[1])]));
+            }
+            return err(self.pos, "a date slice takes two dates (or None)");
         }
         Ok(Val::Slice(parts))
     }
@@ -668,6 +738,7 @@ impl Call<'_> {
                 dtype,
                 dims,
                 input: x,
+                group: None,
             })),
         })
     }
@@ -675,6 +746,7 @@ impl Call<'_> {
     fn isel(&self) -> Result<Lazy, CheckError> {
         let mut x = self.array_arg(0, "x")?;
         for (dim, (v, pos)) in &self.kw {
+            refuse_stacked(&x, dim, *pos)?;
             let Some(n) = x.size(dim) else {
                 return err(
                     *pos,
@@ -717,6 +789,7 @@ impl Call<'_> {
     fn sel(&self, inputs: &Inputs, read: &Reader<'_>) -> Result<Lazy, CheckError> {
         let mut x = self.array_arg(0, "x")?;
         for (dim, (v, pos)) in &self.kw {
+            refuse_stacked(&x, dim, *pos)?;
             let Some(coord) = x.coords.get(dim).cloned() else {
                 return err(
                     *pos,
@@ -726,11 +799,21 @@ impl Call<'_> {
                     ),
                 );
             };
-            let source = &inputs.sources[coord.source];
-            let values = read(source, &coord.pick).map_err(|m| CheckError {
+            let values = coord_values(&coord, inputs, read).map_err(|m| CheckError {
                 pos: *pos,
                 message: m,
             })?;
+            if let Val::Str(_) | Val::DateSlice(_) = v {
+                let axis = time_axis(&coord, inputs).map_err(|m| CheckError {
+                    pos: *pos,
+                    message: format!("sel: '{dim}' cannot be selected by date: {m}"),
+                })?;
+                x = sel_by_date(&x, dim, v, &axis, &values).map_err(|m| CheckError {
+                    pos: *pos,
+                    message: format!("sel: {m}"),
+                })?;
+                continue;
+            }
             x = match v {
                 Val::Slice(s) => {
                     let (start, len) = label_slice(&values, s[0], s[1]);
@@ -743,15 +826,242 @@ impl Call<'_> {
                 Val::Array(l) if l.dims.is_empty() => {
                     let want = l.is_const().unwrap_or(f64::NAN);
                     let Some(i) = values.iter().position(|&v| v == want) else {
-                        return err(*pos, format!("sel: no label {want} in '{dim}' (exact match)"));
+                        return err(
+                            *pos,
+                            format!("sel: no label {want} in '{dim}' (exact match)"),
+                        );
                     };
                     select(&x, dim, i as u64, 1, None)
                 }
-                Val::Str(s) => return err(*pos, format!("sel: label '{s}': selecting by date is not supported yet; use isel or numbers")),
-                _ => return err(*pos, "sel takes a label or slice(start, stop) per dimension"),
+                _ => {
+                    return err(
+                        *pos,
+                        "sel takes a label or slice(start, stop) per dimension",
+                    )
+                }
             };
         }
         Ok(x)
+    }
+
+    fn dim_name(&self, i: usize) -> Result<String, CheckError> {
+        match self.arg(i, "dim") {
+            Some((Val::Str(d), _)) => Ok(d),
+            Some((_, pos)) => err(pos, format!("{}: dim is a dimension name", self.name)),
+            None => err(self.pos, format!("{}: missing argument 'dim'", self.name)),
+        }
+    }
+
+    /// `concat([a, b, …], dim="time")`: along an existing dimension (the parts' other
+    /// dimensions must match) or a new one (first; the parts must match).
+    fn concat(&self) -> Result<Lazy, CheckError> {
+        self.unknown_kwargs(&["dim"])?;
+        let parts = match self.arg(0, "objs") {
+            Some((Val::Arrays(a), _)) => a,
+            Some((_, pos)) => {
+                return err(
+                    pos,
+                    "concat: give a list of arrays, like concat([a, b], dim=\"time\")",
+                )
+            }
+            None => return err(self.pos, "concat: missing the list of arrays"),
+        };
+        let dim = self.dim_name(1)?;
+        let first = &parts[0];
+        let existing = first.size(&dim).is_some();
+        let others = |p: &Lazy| -> Vec<(String, u64)> {
+            p.dims
+                .iter()
+                .zip(&p.shape)
+                .filter(|(d, _)| **d != dim)
+                .map(|(d, n)| (d.clone(), *n))
+                .collect()
+        };
+        for p in &parts {
+            if p.dims.is_empty() {
+                return err(self.pos, "concat: the parts must be arrays, not numbers");
+            }
+            if p.size(&dim).is_some() != existing || others(p) != others(first) {
+                return err(
+                    self.pos,
+                    format!(
+                        "concat: the parts must have the same dimensions and sizes but '{dim}': ({}) and ({})",
+                        describe_dims(first),
+                        describe_dims(p)
+                    ),
+                );
+            }
+        }
+        let refs: Vec<&Lazy> = parts.iter().collect();
+        let (_, _, mut coords) = broadcast_dims(&refs, self.pos, Some(&dim))?;
+        let dtype = parts[1..]
+            .iter()
+            .fold(first.dtype, |t, p| DType::promote(t, p.dtype));
+        let total: u64 = parts.iter().map(|p| part_len(p, &dim)).sum();
+        let (dims, shape) = if existing {
+            let i = first.dims.iter().position(|d| *d == dim).unwrap_or(0);
+            let mut shape = first.shape.clone();
+            shape[i] = total;
+            if let Some(c) = joined_coord(&parts, &dim) {
+                coords.insert(dim.clone(), c);
+            }
+            (first.dims.clone(), shape)
+        } else {
+            let mut dims = vec![dim.clone()];
+            dims.extend(first.dims.iter().cloned());
+            let mut shape = vec![total];
+            shape.extend(&first.shape);
+            (dims, shape)
+        };
+        Ok(Lazy {
+            dims,
+            shape,
+            dtype,
+            attrs: first.attrs.clone(),
+            coords,
+            node: Node::Concat { dim, parts },
+        })
+    }
+
+    /// `x.stack(z=["lat", "lon"])`: the dimensions stacked into a new last one, the first
+    /// varying slowest (xarray's order); their coordinates are not carried.
+    fn stack(&self) -> Result<Lazy, CheckError> {
+        let mut x = self.array_arg(0, "x")?;
+        if self.kw.is_empty() {
+            return err(
+                self.pos,
+                "stack: name the new dimension, like stack(z=[\"lat\", \"lon\"])",
+            );
+        }
+        for (new, (v, pos)) in &self.kw {
+            let Val::List(dims) = v else {
+                return err(
+                    *pos,
+                    "stack: give the dimensions to stack as a list of names",
+                );
+            };
+            if dims.is_empty() {
+                return err(*pos, "stack: give at least one dimension");
+            }
+            for d in dims {
+                if x.size(d).is_none() {
+                    return err(
+                        *pos,
+                        format!(
+                            "stack: no dimension '{d}'; dimensions: {}",
+                            x.dims.join(", ")
+                        ),
+                    );
+                }
+            }
+            if x.size(new).is_some() && !dims.contains(new) {
+                return err(*pos, format!("stack: '{new}' is already a dimension"));
+            }
+            let keep: Vec<usize> = (0..x.dims.len())
+                .filter(|&i| !dims.contains(&x.dims[i]))
+                .collect();
+            let mut out_dims: Vec<String> = keep.iter().map(|&i| x.dims[i].clone()).collect();
+            let mut out_shape: Vec<u64> = keep.iter().map(|&i| x.shape[i]).collect();
+            out_dims.push(new.clone());
+            out_shape.push(dims.iter().filter_map(|d| x.size(d)).product());
+            x = Lazy {
+                dims: out_dims,
+                shape: out_shape,
+                dtype: x.dtype,
+                attrs: x.attrs.clone(),
+                coords: x
+                    .coords
+                    .iter()
+                    .filter(|(d, _)| !dims.contains(d))
+                    .map(|(d, c)| (d.clone(), c.clone()))
+                    .collect(),
+                node: Node::Stack {
+                    dims: dims.clone(),
+                    x: Box::new(x),
+                },
+            };
+        }
+        Ok(x)
+    }
+
+    /// `x.broadcast_like(other)`: `x` over `other`'s dimensions too (xarray's order:
+    /// `other`'s, then those only `x` has).
+    fn broadcast_like(&self) -> Result<Lazy, CheckError> {
+        self.unknown_kwargs(&["other"])?;
+        let x = self.array_arg(0, "x")?;
+        let other = self.array_arg(1, "other")?;
+        let (dims, shape, coords) = broadcast(&[&other, &x], self.pos)?;
+        Ok(Lazy {
+            dims,
+            shape,
+            dtype: x.dtype,
+            attrs: x.attrs.clone(),
+            coords,
+            node: Node::Like(Box::new(x), Box::new(other)),
+        })
+    }
+
+    /// `x.rechunk(time=-1)` or `x.chunk(time=10)`: `x` with these chunks (`-1`: the whole
+    /// dimension), made by the rechunk planner.
+    fn rechunk(&self) -> Result<Lazy, CheckError> {
+        let x = self.array_arg(0, "x")?;
+        let mut chunks = BTreeMap::new();
+        for (dim, (v, pos)) in &self.kw {
+            let Some(n) = x.size(dim) else {
+                return err(
+                    *pos,
+                    format!(
+                        "{}: no dimension '{dim}'; dimensions: {}",
+                        self.name,
+                        x.dims.join(", ")
+                    ),
+                );
+            };
+            let size = match v {
+                Val::Array(l) if l.dims.is_empty() && l.dtype.is_int() => {
+                    l.is_const().unwrap_or(0.0)
+                }
+                _ => {
+                    return err(
+                        *pos,
+                        format!(
+                            "{}: a chunk size is a whole number (-1: the whole dimension)",
+                            self.name
+                        ),
+                    )
+                }
+            };
+            let size = if size == -1.0 {
+                n.max(1)
+            } else if size >= 1.0 {
+                size as u64
+            } else {
+                return err(
+                    *pos,
+                    format!(
+                        "{}: chunk size {size} for '{dim}'; give a positive size or -1",
+                        self.name
+                    ),
+                );
+            };
+            chunks.insert(dim.clone(), size);
+        }
+        if chunks.is_empty() {
+            return err(
+                self.pos,
+                format!(
+                    "{}: give chunks by dimension, like {}(time=-1)",
+                    self.name, self.name
+                ),
+            );
+        }
+        Ok(Lazy {
+            node: Node::Rechunk(Rc::new(Rechunk {
+                chunks,
+                input: x.clone(),
+            })),
+            ..x
+        })
     }
 
     fn elementwise(&self) -> Result<Lazy, CheckError> {
@@ -839,10 +1149,79 @@ impl Call<'_> {
             }
             other => err(
                 self.pos,
-                format!("unknown function '{other}'; functions: abs sqrt exp log log10 sin cos tan arctan2 floor ceil clip isnan fillna where astype sum mean min max std var count argmin argmax isel sel slice"),
+                format!("unknown function '{other}'; functions: abs sqrt exp log log10 sin cos tan arctan2 floor ceil clip isnan fillna where astype sum mean min max std var count argmin argmax isel sel slice concat stack broadcast_like rechunk chunk"),
             ),
         }
     }
+}
+
+/// Selection along a stacked dimension is not supported (its index is a product of others).
+fn refuse_stacked(x: &Lazy, dim: &str, pos: Pos) -> Result<(), CheckError> {
+    fn stacked(x: &Lazy, dim: &str) -> bool {
+        match &x.node {
+            Node::Stack { x: inner, .. } => {
+                x.dims.last().is_some_and(|d| d == dim) || stacked(inner, dim)
+            }
+            Node::Const(_) | Node::Leaf { .. } => false,
+            Node::Unary(_, a) | Node::Cast(a) | Node::Gather { x: a, .. } => stacked(a, dim),
+            Node::Binary(_, a, b) | Node::Like(a, b) => stacked(a, dim) || stacked(b, dim),
+            Node::Where(c, a, b) => stacked(c, dim) || stacked(a, dim) || stacked(b, dim),
+            Node::Concat { parts, .. } => parts.iter().any(|p| stacked(p, dim)),
+            Node::Reduce(r) => stacked(&r.input, dim),
+            Node::Rechunk(r) => stacked(&r.input, dim),
+        }
+    }
+    if stacked(x, dim) {
+        return err(
+            pos,
+            format!("selecting along the stacked dimension '{dim}' is not supported; select before stacking"),
+        );
+    }
+    Ok(())
+}
+
+/// The coordinate along `dim` of parts joined along it: one stretch of one coordinate when
+/// the parts' stretches follow each other; none otherwise.
+fn joined_coord(parts: &[Lazy], dim: &str) -> Option<Coord> {
+    let mut joined: Option<(usize, String, u64, i64, u64)> = None;
+    for p in parts {
+        let c = p.coords.get(dim)?;
+        if c.labels.is_some() {
+            return None;
+        }
+        let Pick::Keep {
+            dim: d,
+            start,
+            step,
+            len,
+        } = &c.pick
+        else {
+            return None;
+        };
+        joined = match joined {
+            None => Some((c.source, d.clone(), *start, *step, *len)),
+            Some((source, d0, s0, st0, n0))
+                if source == c.source
+                    && *d == d0
+                    && (*len == 0
+                        || (*step == st0 || *len == 1)
+                            && *start as i64 == s0 as i64 + st0 * n0 as i64) =>
+            {
+                Some((source, d0, s0, st0, n0 + len))
+            }
+            Some(_) => return None,
+        };
+    }
+    joined.map(|(source, d, start, step, len)| Coord {
+        labels: None,
+        source,
+        pick: Pick::Keep {
+            dim: d,
+            start,
+            step,
+            len,
+        },
+    })
 }
 
 /// xarray's label slice on a monotonic coordinate: both ends included, in the coordinate's

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::dtype::DType;
 use crate::kernel::{Fun1, Fun2, Reduce};
+use crate::time::{Grouping, LabelValues};
 
 /// One input array.
 #[derive(Clone, Debug)]
@@ -42,11 +43,37 @@ pub enum Pick {
     Fixed(u64),
 }
 
-/// A 1-d coordinate: a source seen through a selection.
+/// A 1-d coordinate: a source seen through a selection, or labels computed while checking
+/// (the groups of a `groupby`, the bins of a `resample`), which then stand instead.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Coord {
     pub source: usize,
     pub pick: Pick,
+    pub labels: Option<Rc<Labels>>,
+}
+
+/// A computed coordinate with its attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Labels {
+    pub values: LabelValues,
+    pub attrs: Map<String, Value>,
+}
+
+impl Coord {
+    /// A computed coordinate along `dim`.
+    #[must_use]
+    pub fn computed(dim: &str, values: LabelValues, attrs: Map<String, Value>) -> Coord {
+        Coord {
+            source: usize::MAX,
+            pick: Pick::Keep {
+                dim: dim.to_string(),
+                start: 0,
+                step: 1,
+                len: values.len() as u64,
+            },
+            labels: Some(Rc::new(Labels { values, attrs })),
+        }
+    }
 }
 
 /// A node of the expression graph.
@@ -64,6 +91,65 @@ pub enum Node {
     /// A reduction: computed by its own stages, then read as an array. Shared (`Rc`) so that
     /// an assignment used twice is computed once.
     Reduce(Rc<Reduction>),
+    /// Parts laid end to end along `dim`; a part that lacks `dim` is one index of it (a
+    /// concatenation along a new dimension).
+    Concat {
+        dim: String,
+        parts: Vec<Lazy>,
+    },
+    /// The dimensions `dims` of `x` stacked into the lazy's last dimension, the first varying
+    /// slowest (xarray's `stack`).
+    Stack {
+        dims: Vec<String>,
+        x: Box<Lazy>,
+    },
+    /// The first's values broadcast over the lazy's dimensions (`broadcast_like`); the second
+    /// only lends its chunks.
+    Like(Box<Lazy>, Box<Lazy>),
+    /// An array materialized with other chunks by the rechunk planner, then read as an array.
+    Rechunk(Rc<Rechunk>),
+    /// `x` indexed along its dimension `dim` by `index` (`groupby` arithmetic: the month of
+    /// each time; a selection of a group dimension): along the dimension `into` of the
+    /// result, or one fixed index when `into` is `None`. [`crate::time::NO_GROUP`] reads NaN.
+    Gather {
+        x: Box<Lazy>,
+        dim: Rc<str>,
+        into: Option<Rc<str>>,
+        index: Rc<Vec<u64>>,
+    },
+}
+
+/// `input` with chunks `chunks` along the named dimensions (the others keep theirs).
+#[derive(Debug)]
+pub struct Rechunk {
+    pub chunks: BTreeMap<String, u64>,
+    pub input: Lazy,
+}
+
+/// The length of one part of a concatenation along `dim` (1 for a part that lacks it).
+#[must_use]
+pub fn part_len(part: &Lazy, dim: &str) -> u64 {
+    part.size(dim).unwrap_or(1)
+}
+
+/// The positions `start + step × i` (`i < len`) of pieces of lengths `lens` laid end to end,
+/// in order, as runs within one piece: (piece, first local position, count).
+#[must_use]
+pub fn split_selection(lens: &[u64], start: u64, step: i64, len: u64) -> Vec<(usize, u64, u64)> {
+    let mut offsets = vec![0u64];
+    for l in lens {
+        offsets.push(offsets[offsets.len() - 1] + l);
+    }
+    let mut runs: Vec<(usize, u64, u64)> = Vec::new();
+    for i in 0..len {
+        let p = (start as i64 + step * i as i64) as u64;
+        let k = offsets.partition_point(|&o| o <= p).saturating_sub(1);
+        match runs.last_mut() {
+            Some(run) if run.0 == k => run.2 += 1,
+            _ => runs.push((k, p - offsets[k], 1)),
+        }
+    }
+    runs
 }
 
 /// A reduction of `input` over `dims`.
@@ -74,6 +160,9 @@ pub struct Reduction {
     pub dtype: DType,
     pub dims: Vec<String>,
     pub input: Lazy,
+    /// A reduction per group (`groupby`, `resample`) over the single dimension in `dims`,
+    /// which the groups' dimension replaces.
+    pub group: Option<Rc<Grouping>>,
 }
 
 /// A lazy array (or scalar, with no dims).
@@ -153,9 +242,71 @@ impl Lazy {
             }
             Node::Reduce(r) => {
                 r.input.collect_ops(out);
-                out.push(format!("{}({})", r.reduce.op.name(), r.dims.join(", ")));
+                match &r.group {
+                    Some(g) => out.push(format!(
+                        "{}(by {}.{})",
+                        r.reduce.op.name(),
+                        g.dim,
+                        g.out_dim
+                    )),
+                    None => out.push(format!("{}({})", r.reduce.op.name(), r.dims.join(", "))),
+                }
+            }
+            Node::Gather { x, dim, .. } => {
+                x.collect_ops(out);
+                out.push(format!("gather({dim})"));
+            }
+            Node::Concat { dim, parts } => {
+                for p in parts {
+                    p.collect_ops(out);
+                }
+                out.push(format!("concat({dim})"));
+            }
+            Node::Stack { dims, x } => {
+                x.collect_ops(out);
+                out.push(format!("stack({})", dims.join(", ")));
+            }
+            Node::Like(x, _) => {
+                x.collect_ops(out);
+                out.push("broadcast_like".into());
+            }
+            Node::Rechunk(r) => {
+                r.input.collect_ops(out);
+                out.push("rechunk".into());
             }
         }
+    }
+}
+
+/// A selection along the dimension of a concatenation: the parts it meets, each selected
+/// (`Ok`), or the one part a single index falls in, the dimension gone (`Err`).
+fn select_concat(
+    parts: &[Lazy],
+    dim: &str,
+    start: u64,
+    step: i64,
+    len: Option<u64>,
+) -> Result<Node, Box<Lazy>> {
+    let lens: Vec<u64> = parts.iter().map(|p| part_len(p, dim)).collect();
+    let take = |p: &Lazy, local: u64, count: Option<u64>| -> Lazy {
+        if p.size(dim).is_some() {
+            select(p, dim, local, step, count)
+        } else {
+            p.clone()
+        }
+    };
+    match len {
+        None => {
+            let (k, local, _) = split_selection(&lens, start, 1, 1)[0];
+            Err(Box::new(take(&parts[k], local, None)))
+        }
+        Some(n) => Ok(Node::Concat {
+            dim: dim.to_string(),
+            parts: split_selection(&lens, start, step, n)
+                .into_iter()
+                .map(|(k, local, count)| take(&parts[k], local, Some(count)))
+                .collect(),
+        }),
     }
 }
 
@@ -196,9 +347,16 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             other => other.clone(),
         }
     };
-    if len.is_some() {
+    if let Some(n) = len {
         if let Some(c) = out.coords.get_mut(dim) {
             c.pick = repick(&c.pick);
+            if let Some(l) = &c.labels {
+                let index = positions(start, step, n);
+                c.labels = Some(Rc::new(Labels {
+                    values: l.values.pick(&index),
+                    attrs: l.attrs.clone(),
+                }));
+            }
         }
     } else {
         out.coords.remove(dim);
@@ -221,6 +379,47 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             Box::new(select(a, dim, start, step, len)),
             Box::new(select(b, dim, start, step, len)),
         ),
+        Node::Concat { dim: along, parts } if along == dim => {
+            match select_concat(parts, dim, start, step, len) {
+                Ok(node) => node,
+                Err(part) => {
+                    return Lazy {
+                        node: part.node,
+                        ..out
+                    }
+                }
+            }
+        }
+        Node::Concat { dim: along, parts } => Node::Concat {
+            dim: along.clone(),
+            parts: parts
+                .iter()
+                .map(|p| select(p, dim, start, step, len))
+                .collect(),
+        },
+        // Selection along the stacked dimension is refused by the checker.
+        Node::Stack { dims, x } => Node::Stack {
+            dims: dims.clone(),
+            x: Box::new(select(x, dim, start, step, len)),
+        },
+        Node::Like(x, like) => Node::Like(
+            Box::new(select(x, dim, start, step, len)),
+            Box::new(select(like, dim, start, step, len)),
+        ),
+        Node::Rechunk(r) if r.input.size(dim).is_some() => Node::Rechunk(Rc::new(Rechunk {
+            chunks: r.chunks.clone(),
+            input: select(&r.input, dim, start, step, len),
+        })),
+        Node::Rechunk(r) => Node::Rechunk(r.clone()),
+        Node::Reduce(r) if r.group.as_ref().is_some_and(|g| g.out_dim == dim) => {
+            // The groups are computed whole, then the selected ones read.
+            Node::Gather {
+                x: Box::new(lazy.clone()),
+                dim: dim.into(),
+                into: len.map(|_| dim.into()),
+                index: Rc::new(positions(start, step, len.unwrap_or(1))),
+            }
+        }
         Node::Reduce(r) => {
             if r.input.size(dim).is_some() && !r.dims.iter().any(|d| d == dim) {
                 Node::Reduce(Rc::new(Reduction {
@@ -228,11 +427,44 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
                     dtype: r.dtype,
                     dims: r.dims.clone(),
                     input: select(&r.input, dim, start, step, len),
+                    group: r.group.clone(),
                 }))
             } else {
                 Node::Reduce(r.clone())
             }
         }
+        Node::Gather {
+            x,
+            dim: from,
+            into: Some(into),
+            index,
+        } if &**into == dim => {
+            let picked = positions(start, step, len.unwrap_or(1));
+            Node::Gather {
+                x: x.clone(),
+                dim: from.clone(),
+                into: len.map(|_| dim.into()),
+                index: Rc::new(picked.iter().map(|&i| index[i as usize]).collect()),
+            }
+        }
+        Node::Gather {
+            x,
+            dim: from,
+            into,
+            index,
+        } => Node::Gather {
+            x: Box::new(select(x, dim, start, step, len)),
+            dim: from.clone(),
+            into: into.clone(),
+            index: index.clone(),
+        },
     };
     out
+}
+
+/// Positions `start + step × i` for `i < len`.
+fn positions(start: u64, step: i64, len: u64) -> Vec<u64> {
+    (0..len)
+        .map(|i| (start as i64 + step * i as i64) as u64)
+        .collect()
 }

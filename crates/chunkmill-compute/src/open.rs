@@ -227,6 +227,7 @@ pub fn read_coordinate(source: &Source, pick: &Pick) -> Result<Vec<f64>, String>
             to: Some(0),
             start,
             step,
+            index: None,
         }],
     };
     if len == 0 {

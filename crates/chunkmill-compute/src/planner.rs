@@ -1,20 +1,26 @@
 //! From lazy arrays to stages: every chain of elementwise operations and selections is fused
 //! into the task that consumes it (a map, or a reduction's first step); each reduction is a
-//! tree of a partial step and combine rounds whose fan-in is chosen from the task budget; a
-//! plan whose smallest task does not fit is refused before anything runs.
+//! tree of a partial step and combine rounds whose fan-in is chosen from the task budget, and
+//! reductions of the same blocks share one partial step (one read of their inputs); `rechunk`
+//! goes through the rechunk planner of `chunkmill-grid`; a fused task that does not fit is
+//! split, a subexpression written as an intermediate first; a plan whose smallest task does
+//! not fit is refused before anything runs.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use chunkmill_grid::Grid;
-use chunkmill_plan::{ComputeStage, Endpoint, Stage, StageKind};
+use chunkmill_grid::rechunk::{MediumCost, RechunkProblem};
+use chunkmill_grid::{Grid, GridError};
+use chunkmill_plan::{ComputeStage, CopyStage, Endpoint, Stage, StageKind};
 use chunkmill_store::zarr::{ArraySpec, Compressor, Encoding};
 use serde_json::{json, Map, Value};
 
 use crate::check::Inputs;
 use crate::dtype::DType;
-use crate::kernel::{Expr, Kernel, Read, ReadAxis};
-use crate::model::{Lazy, Node, Pick, Reduction};
+use crate::kernel::{Expr, Kernel, Part, Read, ReadAxis};
+use crate::model::{part_len, Coord, Lazy, Node, Pick, Rechunk, Reduction};
+
+mod group;
 
 /// Where and how a compute plan writes.
 #[derive(Clone, Debug)]
@@ -29,6 +35,8 @@ pub struct Target {
     pub codec: Option<Compressor>,
     /// Bytes one task may hold.
     pub task_budget: u64,
+    /// Tasks that may run at once (the rechunk planner sizes its stages by it).
+    pub workers: u64,
 }
 
 /// A planned computation.
@@ -39,6 +47,9 @@ pub struct ComputePlan {
     pub cleanup: Vec<(String, String)>,
     /// Per output, the operations an unfused plan would run as stages.
     pub unfused: Vec<(String, Vec<String>)>,
+    /// Stages that write an intermediate array for a fused task that would not fit, with the
+    /// operation whose result they write (one the unfused plan writes too).
+    pub splits: Vec<(String, String)>,
 }
 
 /// Why a computation cannot be planned.
@@ -55,16 +66,58 @@ pub enum PlanError {
     Invalid(String),
 }
 
+/// An array computed by its own stages before what reads it.
+#[derive(Clone, Debug)]
+enum Stored {
+    Reduce(Rc<Reduction>),
+    Rechunk(Rc<Rechunk>),
+}
+
+impl Stored {
+    fn same(&self, other: &Stored) -> bool {
+        match (self, other) {
+            (Stored::Reduce(a), Stored::Reduce(b)) => same(a, b),
+            (Stored::Rechunk(a), Stored::Rechunk(b)) => {
+                Rc::ptr_eq(a, b) || format!("{a:?}") == format!("{b:?}")
+            }
+            _ => false,
+        }
+    }
+
+    fn input(&self) -> &Lazy {
+        match self {
+            Stored::Reduce(r) => &r.input,
+            Stored::Rechunk(r) => &r.input,
+        }
+    }
+}
+
+fn stored_of(lazy: &Lazy) -> Option<Stored> {
+    match &lazy.node {
+        Node::Reduce(r) => Some(Stored::Reduce(r.clone())),
+        Node::Rechunk(r) => Some(Stored::Rechunk(r.clone())),
+        _ => None,
+    }
+}
+
 struct Planner<'a> {
     inputs: &'a Inputs,
     target: &'a Target,
     stages: Vec<Stage>,
     specs: Vec<ArraySpec>,
     cleanup: Vec<(String, String)>,
-    /// Reductions already computed: where their values are.
-    done: Vec<(Rc<Reduction>, Endpoint, DType)>,
-    /// Which reductions are outputs, by name.
-    named: Vec<(Rc<Reduction>, String)>,
+    splits: Vec<(String, String)>,
+    /// Arrays already planned: where their values are, and their type.
+    done: Vec<(Stored, Endpoint, DType)>,
+    /// Outputs that are stored arrays themselves: they are planned into the output.
+    named: Vec<(Stored, String, Endpoint)>,
+}
+
+/// An output: its name, its array, where it goes.
+struct Output<'l> {
+    name: String,
+    lazy: &'l Lazy,
+    endpoint: Endpoint,
 }
 
 /// Plan `outputs` (name, array) against `target`.
@@ -82,18 +135,61 @@ pub fn plan(
         stages: Vec::new(),
         specs: Vec::new(),
         cleanup: Vec::new(),
+        splits: Vec::new(),
         done: Vec::new(),
-        named: outputs
-            .iter()
-            .filter_map(|(n, l)| match &l.node {
-                Node::Reduce(r) => Some((r.clone(), n.clone())),
-                _ => None,
-            })
-            .collect(),
+        named: Vec::new(),
     };
-    let mut coords: BTreeMap<String, crate::model::Coord> = BTreeMap::new();
-    for (name, lazy) in outputs {
-        p.output(name, lazy)?;
+    let (coords, labels) = output_coords(outputs, inputs)?;
+    let mut all: Vec<Output<'_>> = Vec::new();
+    for (name, lazy) in outputs.iter().chain(&coords) {
+        let endpoint = p.output_array(name, lazy)?;
+        if let Some(s) = stored_of(lazy) {
+            p.named.push((s, name.clone(), endpoint.clone()));
+        }
+        all.push(Output {
+            name: name.clone(),
+            lazy,
+            endpoint,
+        });
+    }
+    let mut pending: Vec<Stored> = Vec::new();
+    for o in &all {
+        collect_stored(o.lazy, &mut pending);
+    }
+    p.stored_arrays(pending)?;
+    for o in &all {
+        if stored_of(o.lazy).is_none() {
+            p.map_output(o)?;
+        }
+    }
+    for (dim, l) in &labels {
+        p.labels_output(dim, l)?;
+    }
+    let unfused = outputs
+        .iter()
+        .map(|(n, l)| (n.clone(), l.operations()))
+        .collect();
+    Ok(ComputePlan {
+        stages: p.stages,
+        specs: p.specs,
+        cleanup: p.cleanup,
+        unfused,
+        splits: p.splits,
+    })
+}
+
+/// Coordinates made of labels (`groupby` keys, `resample` bins), by dimension.
+type LabelCoords = Vec<(String, Rc<crate::model::Labels>)>;
+
+/// The 1-d coordinates the outputs carry, as outputs of their own (one per dimension; two
+/// outputs holding different ones are refused): those read from a source, and those made of
+/// labels.
+fn output_coords(
+    outputs: &[(String, Lazy)],
+    inputs: &Inputs,
+) -> Result<(Vec<(String, Lazy)>, LabelCoords), PlanError> {
+    let mut coords: BTreeMap<String, Coord> = BTreeMap::new();
+    for (_, lazy) in outputs {
         for (d, c) in &lazy.coords {
             if outputs.iter().any(|(n, _)| n == d) {
                 continue;
@@ -108,35 +204,43 @@ pub fn plan(
             coords.insert(d.clone(), c.clone());
         }
     }
-    for (dim, c) in &coords {
-        let s = &inputs.sources[c.source];
-        let len = match &c.pick {
-            Pick::Keep { len, .. } => *len,
-            Pick::Fixed(_) => 1,
-        };
-        let lazy = Lazy {
-            dims: vec![dim.clone()],
-            shape: vec![len],
-            dtype: s.dtype,
-            attrs: s.attrs.clone(),
-            coords: BTreeMap::new(),
-            node: Node::Leaf {
-                source: c.source,
-                picks: vec![c.pick.clone()],
-            },
-        };
-        p.output(dim, &lazy)?;
-    }
-    let unfused = outputs
+    let labels: LabelCoords = coords
         .iter()
-        .map(|(n, l)| (n.clone(), l.operations()))
+        .filter_map(|(d, c)| c.labels.as_ref().map(|l| (d.clone(), l.clone())))
         .collect();
-    Ok(ComputePlan {
-        stages: p.stages,
-        specs: p.specs,
-        cleanup: p.cleanup,
-        unfused,
-    })
+    let read = coords
+        .into_iter()
+        .filter(|(_, c)| c.labels.is_none())
+        .map(|(dim, c)| {
+            let s = &inputs.sources[c.source];
+            let len = match &c.pick {
+                Pick::Keep { len, .. } => *len,
+                Pick::Fixed(_) => 1,
+            };
+            let lazy = Lazy {
+                dims: vec![dim.clone()],
+                shape: vec![len],
+                dtype: s.dtype,
+                attrs: s.attrs.clone(),
+                coords: BTreeMap::new(),
+                node: Node::Leaf {
+                    source: c.source,
+                    picks: vec![c.pick],
+                },
+            };
+            (dim, lazy)
+        })
+        .collect();
+    Ok((read, labels))
+}
+
+/// What a group of reductions computed together shares: the shape of their input and its
+/// blocks, and the reduced dimensions.
+fn group_key(r: &Reduction, base: &[u64]) -> String {
+    format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        r.input.dims, r.input.shape, base, r.dims
+    )
 }
 
 impl Planner<'_> {
@@ -150,7 +254,18 @@ impl Planner<'_> {
         found.unwrap_or(len).clamp(1, len.max(1))
     }
 
-    fn spec(&mut self, name: &str, lazy: &Lazy, chunks: &[u64]) {
+    fn chunks_of(&self, lazy: &Lazy) -> Vec<u64> {
+        lazy.dims
+            .iter()
+            .zip(&lazy.shape)
+            .map(|(d, &n)| self.chunk(lazy, d, n))
+            .collect()
+    }
+
+    /// The metadata of output `name` and where its values go.
+    fn output_array(&mut self, name: &str, lazy: &Lazy) -> Result<Endpoint, PlanError> {
+        let chunks = self.chunks_of(lazy);
+        let grid = grid(&lazy.shape, &chunks)?;
         let float = lazy.dtype.is_float();
         let fill = if float {
             json!("NaN")
@@ -171,7 +286,7 @@ impl Planner<'_> {
             zarr_format: self.target.zarr_format,
             shape: lazy.shape.clone(),
             dtype: lazy.dtype.data_type(),
-            chunks: chunks.to_vec(),
+            chunks: grid.axes().iter().map(|a| a.chunk(0).end.max(1)).collect(),
             inner_chunks: None,
             fill_value: fill,
             encoding: Encoding::Compressor(
@@ -180,50 +295,11 @@ impl Planner<'_> {
             dimension_names: Some(lazy.dims.iter().map(|d| Some(d.clone())).collect()),
             attributes,
         });
-    }
-
-    fn output(&mut self, name: &str, lazy: &Lazy) -> Result<(), PlanError> {
-        let chunks: Vec<u64> = lazy
-            .dims
-            .iter()
-            .zip(&lazy.shape)
-            .map(|(d, &n)| self.chunk(lazy, d, n))
-            .collect();
-        let grid = grid(&lazy.shape, &chunks)?;
-        self.spec(name, lazy, &chunks);
-        let endpoint = Endpoint::Zarr {
+        Ok(Endpoint::Zarr {
             url: self.target.write_url.clone(),
             path: name.to_string(),
-            grid: grid.clone(),
-        };
-        if let Node::Reduce(r) = &lazy.node {
-            return self.reduction(r, Some((endpoint, lazy.dtype)), name);
-        }
-        self.reductions_below(lazy)?;
-        let mut inputs = Vec::new();
-        let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
-        let block = grid.max_chunk_elements();
-        let need = map_mem(&expr, &inputs, block, lazy.dtype);
-        self.fits(&format!("{name} = …"), need)?;
-        let n = self.stages.len();
-        self.stages.push(Stage {
-            name: format!("{n:02}-{}-map", safe(name)),
-            label: format!("{name}: {}", lazy.operations().join(" → ")),
-            projected_mem: need,
-            bytes_read: read_bytes(&expr, &inputs, lazy.shape.iter().product()),
-            bytes_written: lazy.shape.iter().product::<u64>() * lazy.dtype.size() as u64,
-            kind: StageKind::Compute(ComputeStage {
-                inputs,
-                output: endpoint,
-                blocks: grid,
-                kernel: serde_json::to_value(Kernel::Map {
-                    expr,
-                    dtype: lazy.dtype,
-                })
-                .map_err(|e| PlanError::Invalid(e.to_string()))?,
-            }),
-        });
-        Ok(())
+            grid,
+        })
     }
 
     fn fits(&self, what: &str, need: u64) -> Result<(), PlanError> {
@@ -237,197 +313,164 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Compute every reduction below `lazy` not computed yet, innermost first.
-    fn reductions_below(&mut self, lazy: &Lazy) -> Result<(), PlanError> {
-        let mut found = Vec::new();
-        collect_reductions(lazy, &mut found);
-        for r in found {
-            if self.done.iter().any(|(d, _, _)| same(d, &r)) {
-                continue;
-            }
-            let named = self
-                .named
+    fn is_done(&self, s: &Stored) -> bool {
+        self.done.iter().any(|(d, _, _)| d.same(s))
+    }
+
+    /// Where a stored array goes: the output it is, or intermediate pieces named `label`.
+    fn destination(
+        &mut self,
+        s: &Stored,
+        label: &str,
+        shape: &[u64],
+        chunks: &[u64],
+    ) -> Result<Endpoint, PlanError> {
+        if let Some((_, _, e)) = self.named.iter().find(|(n, _, _)| n.same(s)) {
+            return Ok(e.clone());
+        }
+        let prefix = format!("c{}-{}", self.stages.len(), safe(label));
+        self.cleanup
+            .push((self.target.temp_url.clone(), format!("{prefix}/")));
+        Ok(Endpoint::Pieces {
+            url: self.target.temp_url.clone(),
+            prefix,
+            grid: grid(shape, chunks)?,
+        })
+    }
+
+    /// Plan every stored array (reductions, rechunks), innermost first; reductions ready at
+    /// the same time that reduce the same blocks share one partial step.
+    fn stored_arrays(&mut self, mut pending: Vec<Stored>) -> Result<(), PlanError> {
+        while !pending.is_empty() {
+            let ready: Vec<Stored> = pending
                 .iter()
-                .find(|(n, _)| same(n, &r))
-                .map(|(_, s)| s.clone());
-            let label = named
-                .clone()
-                .unwrap_or_else(|| format!("r{}", self.done.len()));
-            self.reduction(&r, None, &label)?;
+                .filter(|s| {
+                    let mut below = Vec::new();
+                    collect_stored(s.input(), &mut below);
+                    below.iter().all(|b| self.is_done(b))
+                })
+                .cloned()
+                .collect();
+            if ready.is_empty() {
+                return Err(PlanError::Invalid(
+                    "stored arrays that read each other".into(),
+                ));
+            }
+            let mut groups: Vec<(String, Vec<Rc<Reduction>>)> = Vec::new();
+            for s in &ready {
+                match s {
+                    Stored::Reduce(r) if r.group.is_some() => self.grouped(r)?,
+                    Stored::Reduce(r) => {
+                        let base = self.chunks_of(&r.input);
+                        let key = group_key(r, &base);
+                        match groups.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, g)) => g.push(r.clone()),
+                            None => groups.push((key, vec![r.clone()])),
+                        }
+                    }
+                    Stored::Rechunk(r) => self.rechunk(r)?,
+                }
+            }
+            for (_, group) in groups {
+                self.reductions(&group)?;
+            }
+            pending.retain(|s| !self.is_done(s));
         }
         Ok(())
     }
 
-    fn lower(
-        &self,
-        lazy: &Lazy,
-        domain: &[String],
-        inputs: &mut Vec<Endpoint>,
-    ) -> Result<Expr, PlanError> {
-        let mut add = |e: Endpoint| -> usize {
-            if let Some(i) = inputs.iter().position(|x| *x == e) {
-                i
-            } else {
-                inputs.push(e);
-                inputs.len() - 1
-            }
+    /// A reduction by groups (`groupby`, `resample`): planned by [`group`] into the output it
+    /// is, or intermediate pieces.
+    fn grouped(&mut self, r: &Rc<Reduction>) -> Result<(), PlanError> {
+        let Some(g) = &r.group else {
+            return Err(PlanError::Invalid("not a reduction by groups".into()));
         };
-        Ok(match &lazy.node {
-            Node::Const(v) => Expr::Const(*v),
-            Node::Leaf { source, picks } => {
-                let s = &self.inputs.sources[*source];
-                let input = add(Endpoint::Zarr {
-                    url: s.url.clone(),
-                    path: s.path.clone(),
-                    grid: grid(&s.shape, &s.chunks)?,
-                });
-                Expr::Read(Read {
-                    input,
-                    dtype: s.stored,
-                    missing: s.missing.clone(),
-                    axes: picks
-                        .iter()
-                        .map(|p| match p {
-                            Pick::Keep {
-                                dim, start, step, ..
-                            } => ReadAxis {
-                                to: domain.iter().position(|d| d == dim),
-                                start: *start,
-                                step: *step,
-                            },
-                            Pick::Fixed(i) => ReadAxis {
-                                to: None,
-                                start: *i,
-                                step: 1,
-                            },
-                        })
-                        .collect(),
-                })
-            }
-            Node::Unary(f, x) => Expr::Unary {
-                f: *f,
-                x: Box::new(self.lower(x, domain, inputs)?),
-                dtype: lazy.dtype,
-            },
-            Node::Cast(x) => Expr::Cast {
-                x: Box::new(self.lower(x, domain, inputs)?),
-                dtype: lazy.dtype,
-            },
-            Node::Binary(f, a, b) => Expr::Binary {
-                f: *f,
-                a: Box::new(self.lower(a, domain, inputs)?),
-                b: Box::new(self.lower(b, domain, inputs)?),
-                dtype: lazy.dtype,
-            },
-            Node::Where(c, a, b) => Expr::Where {
-                c: Box::new(self.lower(c, domain, inputs)?),
-                a: Box::new(self.lower(a, domain, inputs)?),
-                b: Box::new(self.lower(b, domain, inputs)?),
-                dtype: lazy.dtype,
-            },
-            Node::Reduce(r) => {
-                let (_, endpoint, dtype) = self
-                    .done
-                    .iter()
-                    .find(|(d, _, _)| same(d, r))
-                    .ok_or_else(|| {
-                        PlanError::Invalid("a reduction used before it is planned".into())
-                    })?;
-                let input = add(endpoint.clone());
-                Expr::Read(Read {
-                    input,
-                    dtype: *dtype,
-                    missing: Vec::new(),
-                    axes: lazy
-                        .dims
-                        .iter()
-                        .map(|d| ReadAxis {
-                            to: domain.iter().position(|x| x == d),
-                            start: 0,
-                            step: 1,
-                        })
-                        .collect(),
-                })
-            }
-        })
+        let stored = Stored::Reduce(r.clone());
+        let (out, label) = match self.named.iter().find(|(n, _, _)| n.same(&stored)) {
+            Some((_, name, e)) => (Some((e.clone(), r.dtype)), name.clone()),
+            None => (None, format!("r{}", self.done.len())),
+        };
+        self.group_reduction(r, g, out, &label)
     }
 
-    /// The stages of reduction `r`: a partial step over blocks of `fan_in` input chunks along
-    /// the reduced axes, then combine rounds until one state per kept block remains; the
-    /// last step writes `out` (an output) or intermediate pieces.
-    fn reduction(
-        &mut self,
-        r: &Rc<Reduction>,
-        out: Option<(Endpoint, DType)>,
-        label: &str,
-    ) -> Result<(), PlanError> {
-        self.reductions_below(&r.input)?;
-        let input = &r.input;
+    /// The names of reductions in stage names and messages: the output each one is, or `rN`.
+    fn labels(&self, group: &[Rc<Reduction>]) -> Vec<String> {
+        group
+            .iter()
+            .enumerate()
+            .map(|(k, r)| {
+                self.named
+                    .iter()
+                    .find(|(n, _, _)| n.same(&Stored::Reduce(r.clone())))
+                    .map_or_else(
+                        || format!("r{}", self.done.len() + k),
+                        |(_, s, _)| s.clone(),
+                    )
+            })
+            .collect()
+    }
+
+    /// The stages of reductions of the same blocks: one partial step over blocks of `fan_in`
+    /// input chunks along the reduced axes (each input block read once for all of them),
+    /// then each one's combine rounds until one state per kept block remains.
+    fn reductions(&mut self, group: &[Rc<Reduction>]) -> Result<(), PlanError> {
+        let input = &group[0].input;
         let axes: Vec<usize> = (0..input.dims.len())
-            .filter(|&i| r.dims.contains(&input.dims[i]))
+            .filter(|&i| group[0].dims.contains(&input.dims[i]))
             .collect();
-        let base: Vec<u64> = input
-            .dims
+        let base = self.chunks_of(input);
+        let kept_elems: u64 = kept(&base, &axes).iter().product();
+        let state_bytes: u64 = group
             .iter()
-            .zip(&input.shape)
-            .map(|(d, &n)| self.chunk(input, d, n))
-            .collect();
+            .map(|r| 16 * kept_elems * r.reduce.fields() as u64)
+            .sum();
         let mut inputs = Vec::new();
-        let expr = self.lower(input, &input.dims, &mut inputs)?;
-        let fields = r.reduce.fields() as u64;
-        let kept_elems: u64 = (0..base.len())
-            .filter(|i| !axes.contains(i))
-            .map(|i| base[i])
-            .product();
-        let what = format!("{label} = {}(…, {})", r.reduce.op.name(), r.dims.join(", "));
-        // Fan-in along each reduced axis: grow while the task fits.
-        let counts: Vec<u64> = input
-            .shape
-            .iter()
-            .zip(&base)
-            .map(|(n, c)| n.div_ceil(*c).max(1))
-            .collect();
-        let mut fan: Vec<u64> = vec![1; axes.len()];
+        let mut exprs = Vec::new();
+        for r in group {
+            exprs.push(self.lower(&r.input, &input.dims, &mut inputs)?);
+        }
+        let base_elems: u64 = base.iter().product();
+        if group.len() > 1
+            && group_mem(&exprs, &inputs, base_elems, None) + state_bytes > self.target.task_budget
+        {
+            // Together they do not fit: each on its own.
+            for r in group {
+                self.reductions(std::slice::from_ref(r))?;
+            }
+            return Ok(());
+        }
+        let labels = self.labels(group);
+        let what = format!(
+            "{} = {}(…, {})",
+            labels.join(", "),
+            group[0].reduce.op.name(),
+            group[0].dims.join(", ")
+        );
+        if group.len() == 1 {
+            let state = state_bytes;
+            let (e, i) = self.fit(exprs.remove(0), inputs, input, &base, &what, &|e, ins| {
+                group_mem(std::slice::from_ref(e), ins, base_elems, None) + state
+            })?;
+            exprs = vec![e];
+            inputs = i;
+        }
         let mem = |fan: &[u64]| -> u64 {
             let elems: u64 = base
                 .iter()
                 .enumerate()
                 .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k]))
                 .product();
-            map_mem(&expr, &inputs, elems, DType::Float64) + 16 * kept_elems * fields
+            group_mem(&exprs, &inputs, elems, None) + state_bytes
         };
-        self.fits(&what, mem(&fan))?;
-        for k in 0..axes.len() {
-            while fan[k] < counts[axes[k]] && fan[k] < 64 {
-                fan[k] += 1;
-                if mem(&fan) > self.target.task_budget {
-                    fan[k] -= 1;
-                    break;
-                }
-            }
-        }
-        let dtype = out.as_ref().map_or_else(|| reduced_dtype(r), |o| o.1);
-        let kept_shape: Vec<u64> = (0..base.len())
-            .filter(|i| !axes.contains(i))
-            .map(|i| input.shape[i])
-            .collect();
-        let kept_chunks: Vec<u64> = (0..base.len())
-            .filter(|i| !axes.contains(i))
-            .map(|i| base[i])
-            .collect();
-        let final_ep = match out {
-            Some((e, _)) => e,
-            None => {
-                let prefix = format!("c{}-{}", self.stages.len(), safe(label));
-                self.cleanup
-                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces {
-                    url: self.target.temp_url.clone(),
-                    prefix,
-                    grid: grid(&kept_shape, &kept_chunks)?,
-                }
-            }
-        };
+        self.fits(&what, mem(&vec![1; axes.len()]))?;
+        let fan = grow_fan(
+            input,
+            &base,
+            &axes,
+            (self.target.task_budget, self.target.workers),
+            &mem,
+        );
+        let partial_mem = mem(&fan);
         let block_chunks: Vec<u64> = base
             .iter()
             .enumerate()
@@ -439,67 +482,79 @@ impl Planner<'_> {
             .collect();
         let blocks = grid(&input.shape, &block_chunks)?;
         let n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
-        let partial_mem = mem(&fan);
-        let in_bytes = read_bytes(&expr, &inputs, input.shape.iter().product());
-        let step = 0;
-        let layout = Layout {
-            shape: input.shape.clone(),
-            base: base.clone(),
-            axes: axes.clone(),
-            fields,
-        };
-        let piece_grid = |n_r: &[u64]| layout.grid(n_r, true);
         let done = n_r.iter().all(|&n| n == 1);
-        let current = if done {
-            final_ep.clone()
-        } else {
-            let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(label));
-            self.cleanup
-                .push((self.target.temp_url.clone(), format!("{prefix}/")));
-            Endpoint::Pieces {
-                url: self.target.temp_url.clone(),
-                prefix,
-                grid: piece_grid(&n_r)?,
-            }
-        };
-        let n = self.stages.len();
-        self.stages.push(Stage {
-            name: format!("{n:02}-{}-partial", safe(label)),
-            label: format!(
-                "{label}: {} {}(over {}) in blocks of {:?} chunks",
-                input.operations().join(" → "),
-                r.reduce.op.name(),
-                r.dims.join(", "),
-                fan
-            ),
-            projected_mem: partial_mem,
-            bytes_read: in_bytes,
-            bytes_written: 8
-                * fields
+        let kept_shape: Vec<u64> = kept(&input.shape, &axes);
+        let kept_chunks: Vec<u64> = kept(&base, &axes);
+        let stage_no = self.stages.len();
+        let mut outputs = Vec::new();
+        let mut parts = Vec::new();
+        let mut rounds = Vec::new();
+        let mut written = 0;
+        for (k, (r, expr)) in group.iter().zip(exprs).enumerate() {
+            let stored = Stored::Reduce(r.clone());
+            let label = labels[k].clone();
+            let final_ep = self.destination(&stored, &label, &kept_shape, &kept_chunks)?;
+            let layout = Layout {
+                shape: input.shape.clone(),
+                base: base.clone(),
+                axes: axes.clone(),
+                fields: r.reduce.fields() as u64,
+            };
+            let first = if done {
+                final_ep.clone()
+            } else {
+                let prefix = format!("c{stage_no}-{}-p0", safe(&label));
+                self.cleanup
+                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
+                Endpoint::Pieces {
+                    url: self.target.temp_url.clone(),
+                    prefix,
+                    grid: layout.grid(&n_r, true)?,
+                }
+            };
+            written += 8
+                * layout.fields
                 * kept_shape.iter().product::<u64>()
-                * n_r.iter().product::<u64>(),
+                * n_r.iter().product::<u64>();
+            parts.push(Part {
+                expr,
+                reduce: r.reduce,
+                finish: done.then_some(r.dtype),
+                output: k,
+            });
+            outputs.push(first.clone());
+            rounds.push((r.clone(), layout, label, first, final_ep));
+        }
+        let names: Vec<String> = rounds.iter().map(|x| safe(&x.2)).collect();
+        self.stages.push(Stage {
+            name: format!("{stage_no:02}-{}-partial", names.join("_")),
+            label: partial_label(group, &labels, &fan),
+            projected_mem: partial_mem,
+            bytes_read: read_bytes(group.iter().map(|r| &r.input), self.inputs),
+            bytes_written: written,
             kind: StageKind::Compute(ComputeStage {
                 inputs,
-                output: current.clone(),
+                outputs,
                 blocks,
-                kernel: serde_json::to_value(Kernel::Partial {
-                    expr,
-                    reduce: r.reduce,
+                kernel: kernel_json(&Kernel::Partial {
+                    parts,
                     axes: axes.clone(),
-                    finish: done.then_some(dtype),
-                })
-                .map_err(|e| PlanError::Invalid(e.to_string()))?,
+                })?,
             }),
         });
-        let rounds = Rounds {
-            label,
-            what: &what,
-            dtype,
-            kept_elems,
-            final_ep: &final_ep,
-        };
-        self.combine_rounds(r, &layout, &rounds, n_r, current, step)?;
-        self.done.push((r.clone(), final_ep, dtype));
+        for (r, layout, label, first, final_ep) in rounds {
+            let what = format!("{label} = {}(…, {})", r.reduce.op.name(), r.dims.join(", "));
+            let rounds = Rounds {
+                label: &label,
+                what: &what,
+                dtype: r.dtype,
+                kept_elems,
+                final_ep: &final_ep,
+            };
+            self.combine_rounds(&r, &layout, &rounds, n_r.clone(), first)?;
+            let dtype = rounds.dtype;
+            self.done.push((Stored::Reduce(r), final_ep, dtype));
+        }
         Ok(())
     }
 
@@ -513,12 +568,11 @@ impl Planner<'_> {
         rounds: &Rounds<'_>,
         mut n_r: Vec<u64>,
         mut current: Endpoint,
-        mut step: usize,
     ) -> Result<(), PlanError> {
-        // Combine rounds: as many states per task as the budget holds (at most 32).
         let state_bytes = 8 * layout.fields * rounds.kept_elems;
         let per_round =
             ((self.target.task_budget / state_bytes.max(1)).saturating_sub(3)).clamp(2, 32);
+        let mut step = 0;
         while !n_r.iter().all(|&n| n == 1) {
             step += 1;
             let fan_in: Vec<u64> = n_r.iter().map(|&n| n.min(per_round)).collect();
@@ -556,15 +610,14 @@ impl Planner<'_> {
                 bytes_written: state_bytes * next.iter().product::<u64>(),
                 kind: StageKind::Compute(ComputeStage {
                     inputs: vec![current.clone()],
-                    output: output.clone(),
+                    outputs: vec![output.clone()],
                     blocks: layout.grid(&next, false)?,
-                    kernel: serde_json::to_value(Kernel::Combine {
+                    kernel: kernel_json(&Kernel::Combine {
                         reduce: r.reduce,
                         axes: layout.axes.clone(),
                         fan_in,
                         finish: last.then_some(rounds.dtype),
-                    })
-                    .map_err(|e| PlanError::Invalid(e.to_string()))?,
+                    })?,
                 }),
             });
             current = output;
@@ -572,6 +625,582 @@ impl Planner<'_> {
         }
         Ok(())
     }
+
+    /// `x.rechunk(…)`: `x` (read from its source when it is one, else computed first into
+    /// an intermediate at its own chunks) copied to the new chunks by the rechunk planner's
+    /// stages; the last writes the output or intermediate pieces that later stages read.
+    fn rechunk(&mut self, r: &Rc<Rechunk>) -> Result<(), PlanError> {
+        let x = &r.input;
+        let stored = Stored::Rechunk(r.clone());
+        let label = self
+            .named
+            .iter()
+            .find(|(n, _, _)| n.same(&stored))
+            .map_or_else(|| format!("k{}", self.done.len()), |(_, s, _)| s.clone());
+        let what = format!("{label} = rechunk(…)");
+        let natural = self.chunks_of(x);
+        let target_chunks: Vec<u64> = match self.named.iter().find(|(n, _, _)| n.same(&stored)) {
+            Some((_, _, e)) => e
+                .grid()
+                .axes()
+                .iter()
+                .map(|a| a.chunk(0).end.max(1))
+                .collect(),
+            None => x
+                .dims
+                .iter()
+                .zip(&x.shape)
+                .zip(&natural)
+                .map(|((d, n), c)| r.chunks.get(d).copied().unwrap_or(*c).clamp(1, (*n).max(1)))
+                .collect(),
+        };
+        let source = match plain_source(x, self.inputs) {
+            Some(e) => e,
+            None => self.materialize_lazy(x, &natural, &label, &what)?,
+        };
+        let problem = RechunkProblem {
+            shape: x.shape.clone(),
+            item_size: x.dtype.size() as u64,
+            source: source.grid().clone(),
+            target_chunks: target_chunks.clone(),
+            budget: self.target.task_budget,
+            workers: self.target.workers.max(1),
+            source_cost: MediumCost::LOCAL_RAW,
+            target_cost: MediumCost::LOCAL_RAW,
+            intermediate_cost: MediumCost::LOCAL_RAW,
+            ns_per_task: 100e3,
+            task_overhead: 0,
+            max_stages: 4,
+        };
+        let planned = problem.plan().map_err(|e| match e {
+            GridError::DoesNotFit { task_bytes, budget } => PlanError::TooLarge {
+                what: what.clone(),
+                need: task_bytes,
+                budget,
+            },
+            other => PlanError::Invalid(format!("{what}: {other}")),
+        })?;
+        let final_ep = self.destination(&stored, &label, &x.shape, &target_chunks)?;
+        let last = planned.stages.len() - 1;
+        let mut input = source;
+        for (j, s) in planned.stages.iter().enumerate() {
+            let n = self.stages.len();
+            let output = if j == last {
+                final_ep.clone()
+            } else {
+                let prefix = format!("c{n}-{}-r{j}", safe(&label));
+                self.cleanup
+                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
+                Endpoint::Pieces {
+                    url: self.target.temp_url.clone(),
+                    prefix,
+                    grid: s.output.clone(),
+                }
+            };
+            self.stages.push(Stage {
+                name: format!("{n:02}-{}-rechunk{j}", safe(&label)),
+                label: format!(
+                    "{label}: rechunk ({}) to {target_chunks:?}, {} stage {}/{}",
+                    planned.strategy,
+                    x.dims.join(", "),
+                    j + 1,
+                    last + 1
+                ),
+                projected_mem: s.projected_mem,
+                bytes_read: s.bytes_read,
+                bytes_written: s.bytes_written,
+                kind: StageKind::Copy(CopyStage {
+                    input: input.clone(),
+                    output: output.clone(),
+                    blocks: s.blocks.clone(),
+                    item_size: x.dtype.size() as u64,
+                }),
+            });
+            input = output;
+        }
+        self.done.push((stored, final_ep, x.dtype));
+        Ok(())
+    }
+
+    /// `lazy` computed by a map stage into intermediate pieces at `chunks`.
+    fn materialize_lazy(
+        &mut self,
+        lazy: &Lazy,
+        chunks: &[u64],
+        label: &str,
+        what: &str,
+    ) -> Result<Endpoint, PlanError> {
+        let mut inputs = Vec::new();
+        let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
+        let block = grid(&lazy.shape, chunks)?.max_chunk_elements();
+        let dtype = lazy.dtype;
+        let splits = self.splits.len();
+        let (expr, inputs) = self.fit(expr, inputs, lazy, chunks, what, &|e, ins| {
+            map_mem(e, ins, block, dtype)
+        })?;
+        let bytes_read =
+            (self.splits.len() == splits).then(|| read_bytes(std::iter::once(lazy), self.inputs));
+        let n = self.stages.len();
+        let prefix = format!("c{n}-{}-in", safe(label));
+        self.cleanup
+            .push((self.target.temp_url.clone(), format!("{prefix}/")));
+        let out = Endpoint::Pieces {
+            url: self.target.temp_url.clone(),
+            prefix,
+            grid: grid(&lazy.shape, chunks)?,
+        };
+        self.map_stage(
+            format!("{n:02}-{}-in", safe(label)),
+            format!(
+                "{label}: {} (written for the rechunk)",
+                lazy.operations().join(" → ")
+            ),
+            expr,
+            inputs,
+            out.clone(),
+            &lazy.shape,
+            dtype,
+            bytes_read,
+        )?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_stage(
+        &mut self,
+        name: String,
+        label: String,
+        expr: Expr,
+        inputs: Vec<Endpoint>,
+        output: Endpoint,
+        shape: &[u64],
+        dtype: DType,
+        bytes_read: Option<u64>,
+    ) -> Result<(), PlanError> {
+        let block = output.grid().max_chunk_elements();
+        let bytes_read = bytes_read.unwrap_or_else(|| expr_bytes(&expr, shape));
+        self.stages.push(Stage {
+            name,
+            label,
+            projected_mem: map_mem(&expr, &inputs, block, dtype),
+            bytes_read,
+            bytes_written: shape.iter().product::<u64>() * dtype.size() as u64,
+            kind: StageKind::Compute(ComputeStage {
+                inputs,
+                blocks: output.grid().clone(),
+                outputs: vec![output],
+                kernel: kernel_json(&Kernel::Map { expr, dtype })?,
+            }),
+        });
+        Ok(())
+    }
+
+    /// An output that is not a stored array: one map stage over its chunks.
+    fn map_output(&mut self, o: &Output<'_>) -> Result<(), PlanError> {
+        let lazy = o.lazy;
+        let mut inputs = Vec::new();
+        let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
+        let block = o.endpoint.grid().max_chunk_elements();
+        let chunks: Vec<u64> = o
+            .endpoint
+            .grid()
+            .axes()
+            .iter()
+            .map(|a| a.chunk(0).end.max(1))
+            .collect();
+        let what = format!("{} = …", o.name);
+        let dtype = lazy.dtype;
+        let splits = self.splits.len();
+        let (expr, inputs) = self.fit(expr, inputs, lazy, &chunks, &what, &|e, ins| {
+            map_mem(e, ins, block, dtype)
+        })?;
+        // Split, it reads the intermediates rather than what the expression names.
+        let bytes_read =
+            (self.splits.len() == splits).then(|| read_bytes(std::iter::once(lazy), self.inputs));
+        let n = self.stages.len();
+        self.map_stage(
+            format!("{n:02}-{}-map", safe(&o.name)),
+            format!("{}: {}", o.name, lazy.operations().join(" → ")),
+            expr,
+            inputs,
+            o.endpoint.clone(),
+            &lazy.shape,
+            dtype,
+            bytes_read,
+        )
+    }
+
+    /// `expr` (over `lazy`'s domain) as it fits `need` under the task budget: while it does
+    /// not, its largest operand that is an operation is written first by a map stage of its
+    /// own into an intermediate at `chunks` (itself fitted the same way), and read back.
+    fn fit(
+        &mut self,
+        mut expr: Expr,
+        mut inputs: Vec<Endpoint>,
+        lazy: &Lazy,
+        chunks: &[u64],
+        what: &str,
+        need: &dyn Fn(&Expr, &[Endpoint]) -> u64,
+    ) -> Result<(Expr, Vec<Endpoint>), PlanError> {
+        loop {
+            let mem = need(&expr, &inputs);
+            if mem <= self.target.task_budget {
+                return Ok((expr, inputs));
+            }
+            let Some(operand) = largest_operand(&mut expr) else {
+                self.fits(what, mem)?;
+                return Ok((expr, inputs));
+            };
+            let sub = std::mem::replace(operand, Expr::Const(f64::NAN));
+            let dtype = sub.dtype();
+            let (sub, sub_inputs) = reindexed(&sub, &inputs);
+            let block = grid(&lazy.shape, chunks)?.max_chunk_elements();
+            let (sub, sub_inputs) = self.fit(sub, sub_inputs, lazy, chunks, what, &|e, ins| {
+                map_mem(e, ins, block, dtype)
+            })?;
+            let n = self.stages.len();
+            let prefix = format!("c{n}-split");
+            self.cleanup
+                .push((self.target.temp_url.clone(), format!("{prefix}/")));
+            let out = Endpoint::Pieces {
+                url: self.target.temp_url.clone(),
+                prefix,
+                grid: grid(&lazy.shape, chunks)?,
+            };
+            let op = expr_op(&sub);
+            let name = format!("{n:02}-split-map");
+            self.splits.push((name.clone(), op.clone()));
+            self.map_stage(
+                name,
+                format!("{what}: {op} written as an intermediate (the fused task would not fit)"),
+                sub,
+                sub_inputs,
+                out.clone(),
+                &lazy.shape,
+                dtype,
+                None,
+            )?;
+            inputs.push(out);
+            *operand = Expr::Read(Read {
+                input: inputs.len() - 1,
+                dtype,
+                missing: Vec::new(),
+                axes: (0..lazy.dims.len())
+                    .map(|k| ReadAxis {
+                        to: Some(k),
+                        start: 0,
+                        step: 1,
+                        index: None,
+                    })
+                    .collect(),
+            });
+            let (e, i) = reindexed(&expr, &inputs);
+            expr = e;
+            inputs = i;
+        }
+    }
+
+    fn lower(
+        &self,
+        lazy: &Lazy,
+        domain: &[String],
+        inputs: &mut Vec<Endpoint>,
+    ) -> Result<Expr, PlanError> {
+        Ok(match &lazy.node {
+            Node::Const(v) => Expr::Const(*v),
+            Node::Leaf { source, picks } => {
+                let s = &self.inputs.sources[*source];
+                let input = add_input(
+                    inputs,
+                    Endpoint::Zarr {
+                        url: s.url.clone(),
+                        path: s.path.clone(),
+                        grid: grid(&s.shape, &s.chunks)?,
+                    },
+                );
+                Expr::Read(Read {
+                    input,
+                    dtype: s.stored,
+                    missing: s.missing.clone(),
+                    axes: picks
+                        .iter()
+                        .map(|p| match p {
+                            Pick::Keep {
+                                dim, start, step, ..
+                            } => ReadAxis {
+                                to: domain.iter().position(|d| d == dim),
+                                start: *start,
+                                step: *step,
+                                index: None,
+                            },
+                            Pick::Fixed(i) => ReadAxis {
+                                to: None,
+                                start: *i,
+                                step: 1,
+                                index: None,
+                            },
+                        })
+                        .collect(),
+                })
+            }
+            Node::Unary(f, x) => Expr::Unary {
+                f: *f,
+                x: Box::new(self.lower(x, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Cast(x) => Expr::Cast {
+                x: Box::new(self.lower(x, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Binary(f, a, b) => Expr::Binary {
+                f: *f,
+                a: Box::new(self.lower(a, domain, inputs)?),
+                b: Box::new(self.lower(b, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Where(c, a, b) => Expr::Where {
+                c: Box::new(self.lower(c, domain, inputs)?),
+                a: Box::new(self.lower(a, domain, inputs)?),
+                b: Box::new(self.lower(b, domain, inputs)?),
+                dtype: lazy.dtype,
+            },
+            Node::Like(x, _) => self.lower(x, domain, inputs)?,
+            Node::Concat { dim, parts } => {
+                let axis = domain.iter().position(|d| d == dim).ok_or_else(|| {
+                    PlanError::Invalid(format!("concat along '{dim}' outside the domain"))
+                })?;
+                let mut starts = vec![0];
+                let mut lowered = Vec::new();
+                for p in parts {
+                    starts.push(starts[starts.len() - 1] + part_len(p, dim));
+                    lowered.push(self.lower(p, domain, inputs)?);
+                }
+                Expr::Concat {
+                    axis,
+                    starts,
+                    parts: lowered,
+                    dtype: lazy.dtype,
+                }
+            }
+            Node::Stack { dims, x } => {
+                let z = lazy.dims.last().cloned().unwrap_or_default();
+                let at = domain.iter().position(|d| *d == z).ok_or_else(|| {
+                    PlanError::Invalid(format!("stacked dimension '{z}' outside the domain"))
+                })?;
+                let mut inner: Vec<String> = domain.iter().filter(|d| **d != z).cloned().collect();
+                let first = inner.len();
+                inner.extend(dims.iter().cloned());
+                Expr::Stack {
+                    x: Box::new(self.lower(x, &inner, inputs)?),
+                    at,
+                    axes: (first..inner.len()).collect(),
+                    sizes: dims.iter().map(|d| x.size(d).unwrap_or(1)).collect(),
+                }
+            }
+            Node::Reduce(_) | Node::Rechunk(_) => {
+                let key = stored_of(lazy).ok_or_else(|| PlanError::Invalid("not stored".into()))?;
+                let (_, endpoint, dtype) = self
+                    .done
+                    .iter()
+                    .find(|(d, _, _)| d.same(&key))
+                    .ok_or_else(|| {
+                        PlanError::Invalid("an array used before it is planned".into())
+                    })?;
+                let input = add_input(inputs, endpoint.clone());
+                Expr::Read(Read {
+                    input,
+                    dtype: *dtype,
+                    missing: Vec::new(),
+                    axes: lazy
+                        .dims
+                        .iter()
+                        .map(|d| ReadAxis {
+                            to: domain.iter().position(|x| x == d),
+                            start: 0,
+                            step: 1,
+                            index: None,
+                        })
+                        .collect(),
+                })
+            }
+            Node::Gather {
+                x,
+                dim,
+                into,
+                index,
+            } => self.lower_gather(x, dim, into.as_deref(), index, domain, inputs)?,
+        })
+    }
+}
+
+fn add_input(inputs: &mut Vec<Endpoint>, e: Endpoint) -> usize {
+    if let Some(i) = inputs.iter().position(|x| *x == e) {
+        i
+    } else {
+        inputs.push(e);
+        inputs.len() - 1
+    }
+}
+
+fn kernel_json(kernel: &Kernel) -> Result<Value, PlanError> {
+    serde_json::to_value(kernel).map_err(|e| PlanError::Invalid(e.to_string()))
+}
+
+/// The source array itself when `lazy` is one, whole and as stored (a rechunk copies its
+/// chunks' values as they are).
+fn plain_source(lazy: &Lazy, inputs: &Inputs) -> Option<Endpoint> {
+    let Node::Leaf { source, picks } = &lazy.node else {
+        return None;
+    };
+    let s = &inputs.sources[*source];
+    let whole = picks
+        .iter()
+        .zip(&s.shape)
+        .all(|(p, n)| matches!(p, Pick::Keep { start: 0, step: 1, len, .. } if len == n));
+    (whole && picks.len() == s.shape.len() && s.missing.is_empty() && s.stored == lazy.dtype)
+        .then(|| {
+            Some(Endpoint::Zarr {
+                url: s.url.clone(),
+                path: s.path.clone(),
+                grid: Grid::regular(&s.shape, &s.chunks).ok()?,
+            })
+        })
+        .flatten()
+}
+
+/// The operand of the root (through elementwise nodes) that holds the most blocks and is an
+/// operation (not a read or a number): what [`Planner::fit`] writes first.
+fn largest_operand(expr: &mut Expr) -> Option<&mut Expr> {
+    let operands: Vec<&mut Expr> = match expr {
+        Expr::Unary { x, .. } | Expr::Cast { x, .. } => vec![x.as_mut()],
+        Expr::Binary { a, b, .. } => vec![a.as_mut(), b.as_mut()],
+        Expr::Where { c, a, b, .. } => vec![c.as_mut(), a.as_mut(), b.as_mut()],
+        _ => Vec::new(),
+    };
+    operands
+        .into_iter()
+        .filter(|e| !matches!(e, Expr::Read(_) | Expr::Const(_)))
+        .max_by_key(|e| e.buffers())
+}
+
+/// `expr` reading its own list of inputs (those of `inputs` it reads, in order).
+fn reindexed(expr: &Expr, inputs: &[Endpoint]) -> (Expr, Vec<Endpoint>) {
+    fn walk(e: &Expr, from: &[Endpoint], to: &mut Vec<Endpoint>) -> Expr {
+        let mut e = e.clone();
+        match &mut e {
+            Expr::Const(_) => {}
+            Expr::Read(r) => r.input = add_input(to, from[r.input].clone()),
+            Expr::Unary { x, .. } | Expr::Cast { x, .. } | Expr::Stack { x, .. } => {
+                **x = walk(x, from, to);
+            }
+            Expr::Binary { a, b, .. } => {
+                **a = walk(a, from, to);
+                **b = walk(b, from, to);
+            }
+            Expr::Where { c, a, b, .. } => {
+                **c = walk(c, from, to);
+                **a = walk(a, from, to);
+                **b = walk(b, from, to);
+            }
+            Expr::Concat { parts, .. } => {
+                for p in parts.iter_mut() {
+                    *p = walk(p, from, to);
+                }
+            }
+        }
+        e
+    }
+    let mut to = Vec::new();
+    let e = walk(expr, inputs, &mut to);
+    (e, to)
+}
+
+/// The operation at the root of `expr`, named as [`Lazy::operations`] names it.
+fn expr_op(expr: &Expr) -> String {
+    match expr {
+        Expr::Unary { f, .. } => format!("{f:?}").to_lowercase(),
+        Expr::Binary { f, .. } => format!("{f:?}").to_lowercase(),
+        Expr::Cast { dtype, .. } => format!("astype({})", dtype.name()),
+        Expr::Where { .. } => "where".into(),
+        Expr::Concat { .. } => "concat".into(),
+        Expr::Stack { .. } => "stack".into(),
+        Expr::Read(_) | Expr::Const(_) => "read".into(),
+    }
+}
+
+/// The values of the axes not in `axes`.
+fn kept(values: &[u64], axes: &[usize]) -> Vec<u64> {
+    (0..values.len())
+        .filter(|i| !axes.contains(i))
+        .map(|i| values[i])
+        .collect()
+}
+
+/// Fan-in along each reduced axis: grown axis by axis (at most 64 chunks) while a task of
+/// `mem` fits the budget and the step still has a task for each of the `workers`.
+fn grow_fan(
+    input: &Lazy,
+    base: &[u64],
+    axes: &[usize],
+    (budget, workers): (u64, u64),
+    mem: &dyn Fn(&[u64]) -> u64,
+) -> Vec<u64> {
+    let counts: Vec<u64> = input
+        .shape
+        .iter()
+        .zip(base)
+        .map(|(n, c)| n.div_ceil(*c).max(1))
+        .collect();
+    let kept_blocks: u64 = kept(&counts, axes).iter().product();
+    let tasks = |fan: &[u64]| -> u64 {
+        kept_blocks
+            * axes
+                .iter()
+                .zip(fan)
+                .map(|(&a, f)| counts[a].div_ceil(*f))
+                .product::<u64>()
+    };
+    let mut fan: Vec<u64> = vec![1; axes.len()];
+    for k in 0..axes.len() {
+        while fan[k] < counts[axes[k]] && fan[k] < 64 {
+            fan[k] += 1;
+            if mem(&fan) > budget || tasks(&fan) < workers {
+                fan[k] -= 1;
+                break;
+            }
+        }
+    }
+    fan
+}
+
+/// What a partial step does, as `plan compute` shows it.
+fn partial_label(group: &[Rc<Reduction>], labels: &[String], fan: &[u64]) -> String {
+    let r = &group[0];
+    if group.len() == 1 {
+        return format!(
+            "{}: {} {}(over {}) in blocks of {fan:?} chunks",
+            labels[0],
+            r.input.operations().join(" → "),
+            r.reduce.op.name(),
+            r.dims.join(", "),
+        );
+    }
+    let each: Vec<String> = group
+        .iter()
+        .map(|r| {
+            format!(
+                "{}({})",
+                r.reduce.op.name(),
+                r.input.operations().join(" → ")
+            )
+        })
+        .collect();
+    format!(
+        "{}: {} over {} in blocks of {fan:?} chunks, one read shared",
+        labels.join(", "),
+        each.join(" · "),
+        r.dims.join(", "),
+    )
 }
 
 /// The shape of a reduction's input and how its states are laid out.
@@ -617,34 +1246,38 @@ struct Rounds<'a> {
     final_ep: &'a Endpoint,
 }
 
-/// An intermediate reduction keeps the result type xarray gives it, so that what reads it
-/// computes with the same rounded values.
-fn reduced_dtype(r: &Reduction) -> DType {
-    r.dtype
-}
-
 /// The same reduction: one object, or one written twice (`m = air.mean("time")` and
 /// `air - air.mean("time")`), which is then computed once.
 fn same(a: &Rc<Reduction>, b: &Rc<Reduction>) -> bool {
     Rc::ptr_eq(a, b) || format!("{a:?}") == format!("{b:?}")
 }
 
-fn collect_reductions(lazy: &Lazy, out: &mut Vec<Rc<Reduction>>) {
+/// Every stored array below `lazy` (not below another one), innermost first, each once.
+fn collect_stored(lazy: &Lazy, out: &mut Vec<Stored>) {
     match &lazy.node {
         Node::Const(_) | Node::Leaf { .. } => {}
-        Node::Unary(_, x) | Node::Cast(x) => collect_reductions(x, out),
+        Node::Unary(_, x) | Node::Cast(x) | Node::Like(x, _) => collect_stored(x, out),
+        Node::Stack { x, .. } | Node::Gather { x, .. } => collect_stored(x, out),
         Node::Binary(_, a, b) => {
-            collect_reductions(a, out);
-            collect_reductions(b, out);
+            collect_stored(a, out);
+            collect_stored(b, out);
         }
         Node::Where(c, a, b) => {
-            collect_reductions(c, out);
-            collect_reductions(a, out);
-            collect_reductions(b, out);
+            collect_stored(c, out);
+            collect_stored(a, out);
+            collect_stored(b, out);
         }
-        Node::Reduce(r) => {
-            if !out.iter().any(|x| same(x, r)) {
-                out.push(r.clone());
+        Node::Concat { parts, .. } => {
+            for p in parts {
+                collect_stored(p, out);
+            }
+        }
+        Node::Reduce(_) | Node::Rechunk(_) => {
+            if let Some(s) = stored_of(lazy) {
+                collect_stored(s.input(), out);
+                if !out.iter().any(|x| x.same(&s)) {
+                    out.push(s);
+                }
             }
         }
     }
@@ -665,7 +1298,7 @@ fn find_chunk(lazy: &Lazy, dim: &str, inputs: &Inputs, found: &mut Option<u64>) 
             }
         }
         Node::Unary(_, x) | Node::Cast(x) => find_chunk(x, dim, inputs, found),
-        Node::Binary(_, a, b) => {
+        Node::Binary(_, a, b) | Node::Like(a, b) => {
             find_chunk(a, dim, inputs, found);
             find_chunk(b, dim, inputs, found);
         }
@@ -674,7 +1307,25 @@ fn find_chunk(lazy: &Lazy, dim: &str, inputs: &Inputs, found: &mut Option<u64>) 
             find_chunk(a, dim, inputs, found);
             find_chunk(b, dim, inputs, found);
         }
+        Node::Concat { parts, .. } => {
+            for p in parts {
+                find_chunk(p, dim, inputs, found);
+            }
+        }
+        Node::Stack { dims, x } if lazy.dims.last().is_some_and(|z| z == dim) => {
+            // Whole rows of the stacked dimensions: a block never cuts a row.
+            let mut first = None;
+            find_chunk(x, &dims[0], inputs, &mut first);
+            let row: u64 = dims[1..].iter().filter_map(|d| x.size(d)).product();
+            *found = Some(first.unwrap_or_else(|| x.size(&dims[0]).unwrap_or(1)) * row);
+        }
+        Node::Stack { x, .. } => find_chunk(x, dim, inputs, found),
         Node::Reduce(r) => find_chunk(&r.input, dim, inputs, found),
+        Node::Rechunk(r) => match r.chunks.get(dim) {
+            Some(&c) => *found = Some(c),
+            None => find_chunk(&r.input, dim, inputs, found),
+        },
+        Node::Gather { x, .. } => find_chunk(x, dim, inputs, found),
     }
 }
 
@@ -699,29 +1350,128 @@ fn safe(name: &str) -> String {
         .collect()
 }
 
-/// What a task evaluating `expr` over `block` elements holds at its peak: each read's
-/// bounding block and one decoded chunk of it, every node's block of f64 (counted all at
-/// once), and the output chunk encoded.
-fn map_mem(expr: &Expr, inputs: &[Endpoint], block: u64, out: DType) -> u64 {
-    let mut reads = Vec::new();
-    expr.reads(&mut reads);
-    let chunk_bytes: u64 = reads
+/// Decode buffers of one chunk of each distinct read.
+fn chunk_bytes(reads: &[&Read], inputs: &[Endpoint]) -> u64 {
+    reads
         .iter()
         .map(|r| {
             inputs.get(r.input).map_or(0, |e| {
                 e.grid().max_chunk_elements() * (8 + r.dtype.size() as u64)
             })
         })
-        .sum();
-    8 * block * (expr.buffers() + reads.len() as u64)
-        + chunk_bytes
-        + block * (8 + out.size() as u64)
+        .sum()
 }
 
-fn read_bytes(expr: &Expr, _inputs: &[Endpoint], elems: u64) -> u64 {
+/// What a task evaluating `expr` over `block` elements holds at its peak: each read's
+/// bounding block and one decoded chunk of it, every node's block of f64 (counted all at
+/// once), and the output chunk encoded.
+fn map_mem(expr: &Expr, inputs: &[Endpoint], block: u64, out: DType) -> u64 {
+    group_mem(std::slice::from_ref(expr), inputs, block, Some(out))
+}
+
+/// What a task evaluating `exprs` one after the other over `block` elements holds at its
+/// peak: the blocks of reads named more than once (kept for the next use), one decoded chunk
+/// of each read, every node's block of the largest expression, and the output chunk
+/// encoded (a map) — the reduction states are the caller's.
+fn group_mem(exprs: &[Expr], inputs: &[Endpoint], block: u64, out: Option<DType>) -> u64 {
+    let mut all = Vec::new();
+    for e in exprs {
+        e.reads(&mut all);
+    }
+    let mut distinct: Vec<&Read> = Vec::new();
+    let mut kept = 0u64;
+    for r in &all {
+        if distinct.contains(r) {
+            continue;
+        }
+        distinct.push(r);
+        if all.iter().filter(|x| **x == *r).count() > 1 {
+            kept += 1;
+        }
+    }
+    let largest = exprs
+        .iter()
+        .map(|e| {
+            let mut reads = Vec::new();
+            e.reads(&mut reads);
+            e.buffers() + reads.len() as u64
+        })
+        .max()
+        .unwrap_or(0);
+    8 * block * (kept + largest)
+        + chunk_bytes(&distinct, inputs)
+        + out.map_or(0, |t| block * (8 + t.size() as u64))
+}
+
+/// Bytes a map of `expr` over a domain of `shape` reads: each distinct read over the domain
+/// axes it spans (at most the whole domain).
+fn expr_bytes(expr: &Expr, shape: &[u64]) -> u64 {
+    let total: u64 = shape.iter().product();
     let mut reads = Vec::new();
     expr.reads(&mut reads);
-    reads.iter().map(|r| elems * r.dtype.size() as u64).sum()
+    let mut distinct: Vec<&Read> = Vec::new();
+    for r in reads {
+        if !distinct.contains(&r) {
+            distinct.push(r);
+        }
+    }
+    distinct
+        .iter()
+        .map(|r| {
+            let mut axes: Vec<usize> = r.axes.iter().filter_map(|a| a.to).collect();
+            axes.sort_unstable();
+            axes.dedup();
+            let elems: u64 = axes
+                .iter()
+                .map(|&d| shape.get(d).copied().unwrap_or(1))
+                .product();
+            elems.min(total) * r.dtype.size() as u64
+        })
+        .sum()
+}
+
+/// Bytes the arrays below `lazies` hold, each source (as selected) and each stored array
+/// counted once: what a stage evaluating them together reads.
+fn read_bytes<'l>(lazies: impl Iterator<Item = &'l Lazy>, inputs: &Inputs) -> u64 {
+    fn walk(lazy: &Lazy, inputs: &Inputs, seen: &mut Vec<String>) -> u64 {
+        let mut once = |key: String, bytes: u64| -> u64 {
+            if seen.contains(&key) {
+                0
+            } else {
+                seen.push(key);
+                bytes
+            }
+        };
+        match &lazy.node {
+            Node::Const(_) => 0,
+            Node::Leaf { source, picks } => {
+                let elems: u64 = picks
+                    .iter()
+                    .map(|p| match p {
+                        Pick::Keep { len, .. } => *len,
+                        Pick::Fixed(_) => 1,
+                    })
+                    .product();
+                once(
+                    format!("{source}{picks:?}"),
+                    elems * inputs.sources[*source].stored.size() as u64,
+                )
+            }
+            Node::Reduce(_) | Node::Rechunk(_) => once(
+                format!("{:?}", lazy.node),
+                lazy.shape.iter().product::<u64>() * lazy.dtype.size() as u64,
+            ),
+            Node::Unary(_, x) | Node::Cast(x) | Node::Like(x, _) => walk(x, inputs, seen),
+            Node::Stack { x, .. } | Node::Gather { x, .. } => walk(x, inputs, seen),
+            Node::Binary(_, a, b) => walk(a, inputs, seen) + walk(b, inputs, seen),
+            Node::Where(c, a, b) => {
+                walk(c, inputs, seen) + walk(a, inputs, seen) + walk(b, inputs, seen)
+            }
+            Node::Concat { parts, .. } => parts.iter().map(|p| walk(p, inputs, seen)).sum(),
+        }
+    }
+    let mut seen = Vec::new();
+    lazies.map(|l| walk(l, inputs, &mut seen)).sum()
 }
 
 #[cfg(test)]
@@ -761,6 +1511,7 @@ mod tests {
             chunks: BTreeMap::new(),
             codec: None,
             task_budget,
+            workers: 2,
         };
         Ok(plan(&outputs, &inputs, &target)?)
     }
@@ -840,5 +1591,106 @@ mod tests {
                 .is_some_and(|e| e.starts_with("s = std(…, time): one task needs")),
             "{e:?}"
         );
+    }
+
+    fn partials(p: &ComputePlan) -> Vec<&Stage> {
+        p.stages
+            .iter()
+            .filter(|s| kernel(s) == Some("partial"))
+            .collect()
+    }
+
+    #[test]
+    fn reductions_of_one_input_share_one_read() -> TestResult {
+        let one = planned("m = air.mean('time')", 1 << 30)?;
+        let three = planned(
+            "m = air.mean('time')\ns = air.std('time')\nx = air.max('time')",
+            1 << 30,
+        )?;
+        let (one, three) = (partials(&one), partials(&three));
+        assert_eq!(three.len(), 1, "one partial step for the three");
+        // One pass over air (100 × 10 × 20 float32), as for one reduction alone.
+        assert_eq!(three[0].bytes_read, 100 * 10 * 20 * 4);
+        assert_eq!(three[0].bytes_read, one[0].bytes_read);
+        let StageKind::Compute(c) = &three[0].kind else {
+            return Err("not a compute stage".into());
+        };
+        assert_eq!(c.outputs.len(), 3);
+        assert_eq!(c.inputs.len(), 1);
+        // Quadratic means: air² and air·2 read air once.
+        let p = planned(
+            "a = (air ** 2).mean('time')\nb = (air * 2).mean('time')",
+            1 << 30,
+        )?;
+        assert_eq!(partials(&p).len(), 1);
+        assert_eq!(partials(&p)[0].bytes_read, 100 * 10 * 20 * 4);
+        Ok(())
+    }
+
+    #[test]
+    fn a_chain_that_does_not_fit_is_split_into_stages() -> TestResult {
+        let script = "a = ((air + 1) * (air - 1)) * ((air + 2) * (air - 2))";
+        let fused = planned(script, 1 << 30)?;
+        assert_eq!(fused.stages.len(), 1);
+        assert!(fused.splits.is_empty() && fused.cleanup.is_empty());
+        // 100 kB a task: the fused task (about 150 kB) does not fit, each product does.
+        let p = planned(script, 100_000)?;
+        assert_eq!(p.splits.len(), 2, "{:?}", p.splits);
+        assert!(p.stages.iter().all(|s| s.projected_mem <= 100_000));
+        // Each stage reads one pass of what it names: air (float32) or an intermediate
+        // (float32 too), twice for the last, which multiplies the two intermediates.
+        let reads: Vec<u64> = p.stages.iter().map(|s| s.bytes_read).collect();
+        assert_eq!(reads, [80_000, 80_000, 160_000]);
+        // Each intermediate holds the result of an operation the unfused plan runs as a stage.
+        for (_, op) in &p.splits {
+            assert!(
+                p.unfused[0].1.contains(op),
+                "{op} not in {:?}",
+                p.unfused[0].1
+            );
+        }
+        assert_eq!(p.cleanup.len(), 2);
+        // Not even one operation fits: refused, naming the assignment.
+        let e = planned(script, 30_000).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.starts_with("a = …: one task needs")));
+        Ok(())
+    }
+
+    #[test]
+    fn rechunk_goes_through_the_rechunk_planner() -> TestResult {
+        let p = planned("r = air.rechunk(time=-1)", 1 << 30)?;
+        let copies: Vec<_> = p
+            .stages
+            .iter()
+            .filter(|s| matches!(s.kind, StageKind::Copy(_)))
+            .collect();
+        assert!(!copies.is_empty());
+        assert_eq!(p.specs[0].chunks, [100, 5, 20]);
+        // Inside an expression: the sum reads the rechunked intermediate, whole along time.
+        let p = planned("m = (air.rechunk(time=-1) * 2).sum('time')", 1 << 30)?;
+        let sum = partials(&p);
+        let StageKind::Compute(c) = &sum[0].kind else {
+            return Err("not a compute stage".into());
+        };
+        assert!(
+            matches!(&c.inputs[0], Endpoint::Pieces { grid, .. } if grid.axes()[0].chunk(0) == (0..100))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn concat_and_stack_shapes() -> TestResult {
+        let p = planned(
+            "c = concat([air.isel(time=slice(0, 40)), air.isel(time=slice(40, None))], dim='time')\nn = concat([air, air * 2], dim='run')\nz = air.stack(cell=['lat', 'lon'])",
+            1 << 30,
+        )?;
+        let shapes: Vec<&[u64]> = p.specs.iter().map(|s| s.shape.as_slice()).collect();
+        assert_eq!(
+            shapes[..3],
+            [&[100, 10, 20][..], &[2, 100, 10, 20], &[100, 200]]
+        );
+        // The stacked dimension is cut at whole rows of the last stacked one.
+        assert_eq!(p.specs[2].chunks, [10, 100]);
+        Ok(())
     }
 }

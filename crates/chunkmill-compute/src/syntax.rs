@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::kernel::Fun2;
+
 /// A place in the script: 1-based line and column (in characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pos {
@@ -14,60 +16,6 @@ pub struct Pos {
 impl fmt::Display for Pos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.line, self.col)
-    }
-}
-
-/// A binary operator, by Python's spelling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    FloorDiv,
-    Mod,
-    Pow,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    And,
-    Or,
-}
-
-impl BinOp {
-    /// How the operator is written.
-    #[must_use]
-    pub fn symbol(self) -> &'static str {
-        match self {
-            BinOp::Add => "+",
-            BinOp::Sub => "-",
-            BinOp::Mul => "*",
-            BinOp::Div => "/",
-            BinOp::FloorDiv => "//",
-            BinOp::Mod => "%",
-            BinOp::Pow => "**",
-            BinOp::Eq => "==",
-            BinOp::Ne => "!=",
-            BinOp::Lt => "<",
-            BinOp::Le => "<=",
-            BinOp::Gt => ">",
-            BinOp::Ge => ">=",
-            BinOp::And => "&",
-            BinOp::Or => "|",
-        }
-    }
-
-    /// Whether it compares (its result is bool).
-    #[must_use]
-    pub fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
-        )
     }
 }
 
@@ -101,7 +49,7 @@ pub enum Ast {
         pos: Pos,
     },
     Binary {
-        op: BinOp,
+        op: Fun2,
         left: Box<Ast>,
         right: Box<Ast>,
         pos: Pos,
@@ -345,12 +293,12 @@ impl Parser {
     fn expression(&mut self) -> Result<Ast, SyntaxError> {
         let left = self.or()?;
         let op = match self.peek() {
-            Tok::Op("==") => BinOp::Eq,
-            Tok::Op("!=") => BinOp::Ne,
-            Tok::Op("<") => BinOp::Lt,
-            Tok::Op("<=") => BinOp::Le,
-            Tok::Op(">") => BinOp::Gt,
-            Tok::Op(">=") => BinOp::Ge,
+            Tok::Op("==") => Fun2::Eq,
+            Tok::Op("!=") => Fun2::Ne,
+            Tok::Op("<") => Fun2::Lt,
+            Tok::Op("<=") => Fun2::Le,
+            Tok::Op(">") => Fun2::Gt,
+            Tok::Op(">=") => Fun2::Ge,
             _ => return Ok(left),
         };
         let pos = self.pos();
@@ -367,24 +315,24 @@ impl Parser {
     }
 
     fn or(&mut self) -> Result<Ast, SyntaxError> {
-        self.left_assoc(&[("|", BinOp::Or)], Self::and)
+        self.left_assoc(&[("|", Fun2::Or)], Self::and)
     }
 
     fn and(&mut self) -> Result<Ast, SyntaxError> {
-        self.left_assoc(&[("&", BinOp::And)], Self::sum)
+        self.left_assoc(&[("&", Fun2::And)], Self::sum)
     }
 
     fn sum(&mut self) -> Result<Ast, SyntaxError> {
-        self.left_assoc(&[("+", BinOp::Add), ("-", BinOp::Sub)], Self::product)
+        self.left_assoc(&[("+", Fun2::Add), ("-", Fun2::Sub)], Self::product)
     }
 
     fn product(&mut self) -> Result<Ast, SyntaxError> {
         self.left_assoc(
             &[
-                ("*", BinOp::Mul),
-                ("/", BinOp::Div),
-                ("//", BinOp::FloorDiv),
-                ("%", BinOp::Mod),
+                ("*", Fun2::Mul),
+                ("/", Fun2::Div),
+                ("//", Fun2::FloorDiv),
+                ("%", Fun2::Mod),
             ],
             Self::unary,
         )
@@ -392,7 +340,7 @@ impl Parser {
 
     fn left_assoc(
         &mut self,
-        ops: &[(&str, BinOp)],
+        ops: &[(&str, Fun2)],
         next: fn(&mut Self) -> Result<Ast, SyntaxError>,
     ) -> Result<Ast, SyntaxError> {
         let mut left = next(self)?;
@@ -430,7 +378,7 @@ impl Parser {
             self.at += 1;
             // Right-associative, and binds tighter than a unary minus on its left only.
             let exponent = self.unary()?;
-            return Ok(binary(BinOp::Pow, base, exponent, pos));
+            return Ok(binary(Fun2::Pow, base, exponent, pos));
         }
         Ok(base)
     }
@@ -537,7 +485,7 @@ impl Parser {
     }
 }
 
-fn binary(op: BinOp, left: Ast, right: Ast, pos: Pos) -> Ast {
+fn binary(op: Fun2, left: Ast, right: Ast, pos: Pos) -> Ast {
     Ast::Binary {
         op,
         left: Box::new(left),

@@ -8,7 +8,10 @@ use chunkmill_store::zarr::ZarrArray;
 use chunkmill_store::Store;
 
 use crate::dtype::DType;
-use crate::kernel::{eval, Kernel, Read, Reduce};
+use crate::eval::{eval, EvalError};
+use crate::kernel::{Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
+
+mod group;
 
 /// The key of piece `coords` of an intermediate `grid` under `prefix`.
 #[must_use]
@@ -69,6 +72,32 @@ fn strides(shape: &[u64]) -> Vec<u64> {
     s
 }
 
+/// Copy the elements of `both` from `src` (the values of region `from`, row-major) into `dst`
+/// (those of region `to`), a run along the last axis at a time.
+fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Region) {
+    let (fstr, tstr) = (strides(&from.shape()), strides(&to.shape()));
+    let ndim = both.ndim();
+    if ndim == 0 {
+        if let (Some(d), Some(s)) = (dst.first_mut(), src.first()) {
+            *d = *s;
+        }
+        return;
+    }
+    let last = both.ranges()[ndim - 1].clone();
+    let run = (last.end - last.start) as usize;
+    let mut outer: Vec<std::ops::Range<u64>> = both.ranges()[..ndim - 1].to_vec();
+    outer.push(last.start..last.start + 1);
+    for idx in chunkmill_grid::CoordIter::new(outer) {
+        let (mut s, mut d) = (0u64, 0u64);
+        for (k, &i) in idx.iter().enumerate() {
+            s += (i - from.ranges()[k].start) * fstr[k];
+            d += (i - to.ranges()[k].start) * tstr[k];
+        }
+        let (s, d) = (s as usize, d as usize);
+        dst[d..d + run].copy_from_slice(&src[s..s + run]);
+    }
+}
+
 /// The values of `read` over the domain `region` (broadcast along the axes it lacks).
 ///
 /// # Errors
@@ -79,9 +108,10 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     let bbox: Vec<std::ops::Range<u64>> = read
         .axes
         .iter()
-        .map(|a| match a.to {
-            None => a.start..a.start + 1,
-            Some(d) => {
+        .map(|a| match (a.to, &a.index) {
+            (None, _) => a.start..a.start + 1,
+            (Some(d), Some(index)) => indexed_range(a, index, &dom[d]),
+            (Some(d), None) => {
                 let r = &dom[d];
                 let first = a.start as i64 + a.step * r.start as i64;
                 let last = a.start as i64 + a.step * (r.end as i64 - 1).max(r.start as i64);
@@ -105,15 +135,7 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
         let Some(both) = covers.intersect(&bbox) else {
             continue;
         };
-        let cstr = strides(&covers.shape());
-        for idx in chunkmill_grid::CoordIter::new(both.ranges().to_vec()) {
-            let (mut src, mut dst) = (0u64, 0u64);
-            for (k, &i) in idx.iter().enumerate() {
-                src += (i - covers.ranges()[k].start) * cstr[k];
-                dst += (i - bbox.ranges()[k].start) * bstr[k];
-            }
-            buf[dst as usize] = values[src as usize];
-        }
+        copy_rows(&values, &covers, &mut buf, &bbox, &both);
     }
     // A read in the domain's own axes, forwards, is its bounding box: no gather, no copy.
     let identity = read.axes.len() == dom.len()
@@ -121,7 +143,7 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
             .axes
             .iter()
             .enumerate()
-            .all(|(k, a)| a.to == Some(k) && a.step == 1);
+            .all(|(k, a)| a.to == Some(k) && a.step == 1 && a.index.is_none());
     if identity {
         return Ok(buf);
     }
@@ -132,8 +154,21 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     for (k, a) in read.axes.iter().enumerate() {
         if let Some(d) = a.to {
             for (i, m) in moves[d].iter_mut().enumerate() {
-                let src = a.start as i64 + a.step * (dom[d].start as i64 + i as i64);
-                *m += (src - bbox.ranges()[k].start as i64) * bstr[k] as i64;
+                let at = dom[d].start + i as u64;
+                let t = match &a.index {
+                    Some(index) => match index.get(at as usize) {
+                        Some(&t) if t != NO_INDEX => t as i64,
+                        _ => {
+                            *m = MISSING;
+                            continue;
+                        }
+                    },
+                    None => at as i64,
+                };
+                if *m != MISSING {
+                    let src = a.start as i64 + a.step * t;
+                    *m += (src - bbox.ranges()[k].start as i64) * bstr[k] as i64;
+                }
             }
         } else {
             base += (a.start - bbox.ranges()[k].start) as i64 * bstr[k] as i64;
@@ -142,13 +177,14 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     let n = region.num_elements() as usize;
     let mut out = Vec::with_capacity(n);
     for idx in chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()) {
-        let off = base
-            + idx
-                .iter()
-                .enumerate()
-                .map(|(d, &i)| moves[d][i as usize])
-                .sum::<i64>();
-        out.push(buf[off as usize]);
+        let mut off = base;
+        let mut missing = false;
+        for (d, &i) in idx.iter().enumerate() {
+            let m = moves[d][i as usize];
+            missing |= m == MISSING;
+            off += if m == MISSING { 0 } else { m };
+        }
+        out.push(if missing { f64::NAN } else { buf[off as usize] });
     }
     if shape.is_empty() {
         out.truncate(1);
@@ -157,6 +193,29 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
         }
     }
     Ok(out)
+}
+
+/// A domain offset that reads NaN (an index of [`NO_INDEX`]).
+const MISSING: i64 = i64::MIN;
+
+/// The source indices an indexed read axis needs over domain range `range`.
+fn indexed_range(
+    a: &ReadAxis,
+    index: &[u64],
+    range: &std::ops::Range<u64>,
+) -> std::ops::Range<u64> {
+    let sources = index
+        .get(range.start as usize..(range.end as usize).min(index.len()))
+        .unwrap_or(&[])
+        .iter()
+        .filter(|&&t| t != NO_INDEX)
+        .map(|&t| (a.start as i64 + a.step * t as i64) as u64);
+    let (lo, hi) = sources.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    if lo > hi {
+        a.start..a.start + 1
+    } else {
+        lo..hi + 1
+    }
 }
 
 /// Write `values` (the exact `region` of `endpoint`, one chunk of it) as `dtype`.
@@ -181,12 +240,14 @@ fn write(
                 dtype.encode(values)
             } else {
                 let mut full = vec![0.0; nominal.iter().product::<u64>() as usize];
-                let (ns, es) = (strides(&nominal), strides(&exact));
-                for idx in chunkmill_grid::CoordIter::new(exact.iter().map(|&n| 0..n).collect()) {
-                    let d: u64 = idx.iter().zip(&ns).map(|(i, s)| i * s).sum();
-                    let s: u64 = idx.iter().zip(&es).map(|(i, s)| i * s).sum();
-                    full[d as usize] = values[s as usize];
-                }
+                let inside = Region::whole(&exact);
+                copy_rows(
+                    values,
+                    &inside,
+                    &mut full,
+                    &Region::whole(&nominal),
+                    &inside,
+                );
                 dtype.encode(&full)
             };
             let n = bytes.len() as u64;
@@ -212,7 +273,8 @@ fn write(
 ///
 /// # Errors
 /// [`TaskError::Superseded`] when cancelled; [`TaskError::Failed`] when the kernel is not one
-/// this build knows or a read or write fails.
+/// this build knows, a read or write fails, or the data holds a value the operation cannot
+/// take (an integer division by zero, an all-NaN slice of `argmin`).
 pub fn run_task(
     stage: &ComputeStage,
     region: &Region,
@@ -221,32 +283,14 @@ pub fn run_task(
     let kernel: Kernel = serde_json::from_value(stage.kernel.clone())
         .map_err(|e| failed(format!("not a compute kernel of this chunkmill: {e}")))?;
     let mut stats = TaskStats::default();
-    let n = region.num_elements() as usize;
-    let mut reader = |r: &Read| -> Result<Vec<f64>, String> {
-        if cancel.is_cancelled() {
-            return Err("superseded".into());
-        }
-        let endpoint = stage
-            .inputs
-            .get(r.input)
-            .ok_or("a read of an input the stage lacks")?;
-        let block = read_block(endpoint, r, region)?;
-        stats.bytes_read += (block.len() * r.dtype.size()) as u64;
-        Ok(block)
-    };
     let written = match &kernel {
         Kernel::Map { expr, dtype } => {
-            let values = eval(expr, n, &mut reader).map_err(failed)?;
-            write(&stage.output, *dtype, region, &values).map_err(failed)?
+            let mut reader = |r: &Read, sub: &Region| read_input(stage, r, sub, cancel, &mut stats);
+            let values = eval(expr, region, &mut reader).map_err(failed)?;
+            write(output(stage, 0).map_err(failed)?, *dtype, region, &values).map_err(failed)?
         }
-        Kernel::Partial {
-            expr,
-            reduce,
-            axes,
-            finish,
-        } => {
-            let values = eval(expr, n, &mut reader).map_err(failed)?;
-            partial(stage, region, &values, reduce, axes, *finish).map_err(failed)?
+        Kernel::Partial { parts, axes } => {
+            partials(stage, region, parts, axes, cancel, &mut stats).map_err(failed)?
         }
         Kernel::Combine {
             reduce,
@@ -254,6 +298,10 @@ pub fn run_task(
             fan_in,
             finish,
         } => combine(stage, region, reduce, axes, fan_in, *finish, &mut stats).map_err(failed)?,
+        Kernel::Group { step } => {
+            let mut reader = |r: &Read, sub: &Region| read_input(stage, r, sub, cancel, &mut stats);
+            group::run(stage, region, step, &mut reader).map_err(failed)?
+        }
     };
     // Blocks are freed here; give the pages back so the next task's admission holds.
     chunkmill_exec::memory::return_free_heap();
@@ -264,8 +312,96 @@ pub fn run_task(
     Ok(stats)
 }
 
+fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
+    stage
+        .outputs
+        .get(k)
+        .ok_or_else(|| format!("the kernel writes output {k}, which the stage lacks"))
+}
+
+fn read_input(
+    stage: &ComputeStage,
+    r: &Read,
+    region: &Region,
+    cancel: &Cancel,
+    stats: &mut TaskStats,
+) -> Result<Vec<f64>, String> {
+    if cancel.is_cancelled() {
+        return Err("superseded".into());
+    }
+    let endpoint = stage
+        .inputs
+        .get(r.input)
+        .ok_or("a read of an input the stage lacks")?;
+    let block = read_block(endpoint, r, region)?;
+    stats.bytes_read += (block.len() * r.dtype.size()) as u64;
+    Ok(block)
+}
+
+/// The partial step of one or more reductions over the same block. A read that more than one
+/// place of the parts names is read once and kept until the last part that names it.
+fn partials(
+    stage: &ComputeStage,
+    region: &Region,
+    parts: &[Part],
+    axes: &[usize],
+    cancel: &Cancel,
+    stats: &mut TaskStats,
+) -> Result<u64, String> {
+    let mut uses: Vec<(&Read, usize, usize)> = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let mut reads = Vec::new();
+        part.expr.reads(&mut reads);
+        for r in reads {
+            match uses.iter_mut().find(|(x, _, _)| *x == r) {
+                Some(u) => {
+                    u.1 += 1;
+                    u.2 = i;
+                }
+                None => uses.push((r, 1, i)),
+            }
+        }
+    }
+    let mut kept: Vec<(Read, Region, Vec<f64>)> = Vec::new();
+    let mut written = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let values = {
+            let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
+                if let Some((_, _, v)) = kept.iter().find(|(x, g, _)| x == r && g == sub) {
+                    return Ok(v.clone());
+                }
+                let block = read_input(stage, r, sub, cancel, stats)?;
+                if uses.iter().any(|(x, n, _)| *x == r && *n > 1) {
+                    kept.push((r.clone(), sub.clone(), block.clone()));
+                }
+                Ok(block)
+            };
+            eval(&part.expr, region, &mut reader).map_err(|e| match e {
+                EvalError::Read(m) => m,
+                data => data.to_string(),
+            })?
+        };
+        kept.retain(|(r, _, _)| uses.iter().any(|(x, _, last)| *x == r && *last > i));
+        let keep = kept_region(region, axes);
+        let m = keep.num_elements() as usize;
+        let mut state = part.reduce.empty(m);
+        fold_block(&part.reduce, &mut state, m, &values, region, axes);
+        drop(values);
+        written += store_state(
+            stage,
+            output(stage, part.output)?,
+            region,
+            &part.reduce,
+            axes,
+            part.finish,
+            &state,
+        )?;
+    }
+    Ok(written)
+}
+
 /// The kept part of a domain region (the reduced axes dropped).
-fn kept(region: &Region, axes: &[usize]) -> Region {
+fn kept_region(region: &Region, axes: &[usize]) -> Region {
     Region::new(
         region
             .ranges()
@@ -277,6 +413,56 @@ fn kept(region: &Region, axes: &[usize]) -> Region {
     )
 }
 
+/// Fold a block of `region`'s values (row-major) into a state of `m` kept elements: one
+/// odometer over the block, the kept offset moved by each axis's stride (0 on reduced axes).
+fn fold_block(
+    reduce: &Reduce,
+    state: &mut [f64],
+    m: usize,
+    values: &[f64],
+    region: &Region,
+    axes: &[usize],
+) {
+    let shape = region.shape();
+    let ndim = shape.len();
+    if values.is_empty() {
+        return;
+    }
+    let keep_shape: Vec<u64> = (0..ndim)
+        .filter(|d| !axes.contains(d))
+        .map(|d| shape[d])
+        .collect();
+    let kstr = strides(&keep_shape);
+    let mut step = vec![0u64; ndim];
+    let mut k = 0;
+    for (d, s) in step.iter_mut().enumerate() {
+        if !axes.contains(&d) {
+            *s = kstr[k];
+            k += 1;
+        }
+    }
+    // The index along the reduced axis, for argmin/argmax (which reduce one axis).
+    let arg_axis = axes.first().copied();
+    let arg_start = arg_axis.map_or(0, |a| region.ranges()[a].start);
+    let mut idx = vec![0u64; ndim];
+    let mut j = 0u64;
+    for &v in values {
+        let index = arg_axis.map_or(0, |a| arg_start + idx[a]);
+        reduce.add(state, m, j as usize, v, index);
+        let mut d = ndim;
+        while d > 0 {
+            d -= 1;
+            idx[d] += 1;
+            j += step[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            j -= step[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 /// Where a state goes: the piece grid has the domain's axes (one piece per block along the
 /// reduced ones) and a last axis of fields.
 fn state_coords(blocks_coords: &[u64]) -> Vec<u64> {
@@ -285,55 +471,26 @@ fn state_coords(blocks_coords: &[u64]) -> Vec<u64> {
     c
 }
 
-fn partial(
-    stage: &ComputeStage,
-    region: &Region,
-    values: &[f64],
-    reduce: &Reduce,
-    axes: &[usize],
-    finish: Option<DType>,
-) -> Result<u64, String> {
-    let keep = kept(region, axes);
-    let m = keep.num_elements() as usize;
-    let kshape = keep.shape();
-    let kstr = strides(&kshape);
-    let mut state = reduce.empty(m);
-    let shape = region.shape();
-    for (e, idx) in
-        chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()).enumerate()
-    {
-        let (mut j, mut k, mut index) = (0u64, 0usize, 0u64);
-        for (d, &i) in idx.iter().enumerate() {
-            if axes.contains(&d) {
-                index = region.ranges()[d].start + i;
-            } else {
-                j += i * kstr[k];
-                k += 1;
-            }
-        }
-        reduce.add(&mut state, m, j as usize, values[e], index);
-    }
-    store_state(stage, region, reduce, axes, finish, &state, m)
-}
-
 fn store_state(
     stage: &ComputeStage,
+    out: &Endpoint,
     region: &Region,
     reduce: &Reduce,
     axes: &[usize],
     finish: Option<DType>,
     state: &[f64],
-    m: usize,
 ) -> Result<u64, String> {
+    let m = state.len() / reduce.fields();
     match finish {
         Some(dtype) => {
-            let values: Vec<f64> = (0..m)
-                .map(|j| dtype.round(reduce.finish(state, m, j)))
-                .collect();
-            write(&stage.output, dtype, &kept(region, axes), &values)
+            let values = (0..m)
+                .map(|j| reduce.finish(state, m, j).map(|v| dtype.round(v)))
+                .collect::<Result<Vec<f64>, _>>()
+                .map_err(|e| e.to_string())?;
+            write(out, dtype, &kept_region(region, axes), &values)
         }
         None => {
-            let Endpoint::Pieces { url, prefix, grid } = &stage.output else {
+            let Endpoint::Pieces { url, prefix, grid } = out else {
                 return Err("a reduction state goes to intermediate pieces".into());
             };
             let coords = stage
@@ -370,8 +527,7 @@ fn combine(
         .chunks_in(region)
         .next()
         .ok_or("an empty block")?;
-    let keep = kept(region, axes);
-    let m = keep.num_elements() as usize;
+    let m = kept_region(region, axes).num_elements() as usize;
     let counts = grid.counts();
     // The input pieces this task merges: `fan_in` of them along each reduced axis.
     let ranges: Vec<std::ops::Range<u64>> = out
@@ -394,5 +550,13 @@ fn combine(
         DType::Float64.decode(&bytes, &mut part);
         reduce.merge(&mut state, &part, m);
     }
-    store_state(stage, region, reduce, axes, finish, &state, m)
+    store_state(
+        stage,
+        output(stage, 0)?,
+        region,
+        reduce,
+        axes,
+        finish,
+        &state,
+    )
 }

@@ -71,7 +71,8 @@
 pub mod access;
 mod array;
 mod atomic;
-pub mod cftime;
+/// CF time lives in its own crate so that compute shares it without depending on manifest.
+pub use chunkmill_cftime as cftime;
 pub mod codecs;
 pub mod combine;
 mod compare;

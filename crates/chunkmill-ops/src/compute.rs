@@ -78,7 +78,7 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         .clone()
         .unwrap_or_else(|| default_work_dir(&options.job.target));
     let input_urls: Vec<String> = options.inputs.iter().map(|i| i.url.clone()).collect();
-    let write_url = safety::write_url(options.job.paths(), &work_dir, &input_urls, false)?;
+    let write_url = safety::staged_write_url(options.job.paths(), &work_dir, &input_urls)?;
     let work = Store::open(&work_dir).map_err(|e| OpsError::Usage(e.to_string()))?;
     let (temp_url, _) = temp_store(&options.job, &work)?;
     let budget = Budget::for_max_mem(options.job.max_mem);
@@ -89,6 +89,7 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         chunks: options.chunks.clone(),
         codec: options.codec.clone(),
         task_budget: budget.task_budget,
+        workers: options.job.workers as u64,
     };
     let planned = chunkmill_compute::plan(&outputs, &inputs, &target).map_err(|e| match e {
         chunkmill_compute::PlanError::TooLarge { what, need, budget: task } => {

@@ -149,6 +149,28 @@ pub(crate) fn write_url(
     }
 }
 
+/// [`write_url`] for a job whose output must appear only complete (compute: a run stopped by
+/// a value in its data leaves no partial output): a local target is always written beside it
+/// and swapped in once complete; object stores, which cannot rename, are written in place.
+///
+/// # Errors
+/// As [`write_url`].
+pub(crate) fn staged_write_url(
+    options: JobPaths<'_>,
+    work_dir: &str,
+    inputs: &[String],
+) -> Result<String, OpsError> {
+    check_paths(options, work_dir, inputs)?;
+    let target = open(options.target)?;
+    guard::existing_zarr(&target, options.target)?;
+    match target.local_path() {
+        Some(path) => Ok(guard::staging_of(&guard::canonical(&path)?)
+            .display()
+            .to_string()),
+        None => Ok(target.url().to_string()),
+    }
+}
+
 /// The locks a job holds while it runs: its work dir's, and its target's (a sibling file
 /// `.<name>.chunkmill-lock`, for local targets), so two jobs on one target or one work dir
 /// never run at once.

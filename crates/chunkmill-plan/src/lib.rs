@@ -338,8 +338,9 @@ pub struct ScanStage {
 pub struct ComputeStage {
     /// What the kernel reads, by position.
     pub inputs: Vec<Endpoint>,
-    /// What it writes (a Zarr array of the target, or intermediate pieces).
-    pub output: Endpoint,
+    /// What it writes (arrays of the target, or intermediate pieces), by position: the
+    /// kernel names which; several when outputs that read the same input share its reads.
+    pub outputs: Vec<Endpoint>,
     /// Task `i` computes block `i` of this grid (the kernel's domain).
     pub blocks: Grid,
     /// The work, as `chunkmill_compute::Kernel` writes it.
@@ -518,10 +519,14 @@ impl Plan {
                             .check()
                             .or_else(|why| field(at(&format!("inputs[{k}]")), why))?;
                     }
-                    compute
-                        .output
-                        .check()
-                        .or_else(|why| field(at("output"), why))?;
+                    if compute.outputs.is_empty() {
+                        return field(at("outputs"), "a compute stage writes something".into());
+                    }
+                    for (k, output) in compute.outputs.iter().enumerate() {
+                        output
+                            .check()
+                            .or_else(|why| field(at(&format!("outputs[{k}]")), why))?;
+                    }
                 }
             }
         }
@@ -567,7 +572,9 @@ impl Plan {
                     for input in &mut compute.inputs {
                         input.urls_mut(&mut out);
                     }
-                    compute.output.urls_mut(&mut out);
+                    for output in &mut compute.outputs {
+                        output.urls_mut(&mut out);
+                    }
                 }
             }
         }

@@ -1,11 +1,7 @@
 //! `chunkmill compute` and `chunkmill plan compute`.
 
-use std::collections::BTreeMap;
-
-use chunkmill_compute::InputSpec;
-use chunkmill_ops::compute::{plan_compute, ComputeJob, ComputeOptions};
+use chunkmill_ops::compute::{plan_compute, ComputeJob};
 use chunkmill_ops::job::{human, run_job};
-use chunkmill_ops::spec::ChunkSpec;
 use chunkmill_plan::StageKind;
 use serde_json::json;
 
@@ -14,71 +10,9 @@ use crate::rechunk::{announce_budget, print_report, run_with_progress};
 use crate::resolve;
 use crate::Failure;
 
-fn options(a: &ComputeArgs) -> Result<ComputeOptions, Failure> {
-    if a.inputs.is_empty() {
-        return Err(Failure::usage(
-            "compute: give at least one --input NAME=URL[#ARRAY]",
-        ));
-    }
-    if a.plan.shards.is_some() {
-        return Err(Failure::usage(
-            "compute: --shards is not supported by compute yet",
-        ));
-    }
-    let inputs = a
-        .inputs
-        .iter()
-        .map(|t| InputSpec::parse(t))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::usage)?;
-    let mut script = a.assignments.join("\n");
-    if let Some(file) = &a.script {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Failure::usage(format!("--script {file}: {e}")))?;
-        if !script.is_empty() {
-            script.push('\n');
-        }
-        script.push_str(&text);
-    }
-    let mut chunks = BTreeMap::new();
-    match a
-        .plan
-        .chunks
-        .as_deref()
-        .map(str::parse::<ChunkSpec>)
-        .transpose()
-        .map_err(Failure::usage)?
-    {
-        None => {}
-        Some(ChunkSpec::ByName(named)) => {
-            for (dim, size) in named {
-                chunks.insert(dim, size.unwrap_or(u64::MAX));
-            }
-        }
-        Some(ChunkSpec::ByAxis(_)) => {
-            return Err(Failure::usage(
-                "compute: --chunks names dimensions (time=10,lat=25)",
-            ));
-        }
-    }
-    let mut plan = a.plan.clone();
-    plan.chunks = None;
-    plan.shards = None;
-    let (layout, job, _) = resolve::run_options(&a.output, &plan, &a.common)?;
-    Ok(ComputeOptions {
-        inputs,
-        script,
-        chunks,
-        codec: layout.codec,
-        zarr_format: layout.zarr_format,
-        job,
-    })
-}
-
 /// `chunkmill compute`.
 pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
-    let opts = options(a)?;
-    let (_, origin) = resolve::budget(&a.output, &a.plan, &a.common)?;
+    let (opts, origin) = resolve::compute(a)?;
     let planned = plan_compute(&opts)?;
     announce_budget(opts.job.max_mem, origin, &a.common);
     let job = planned.job;
@@ -95,6 +29,10 @@ pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn is_pieces(e: &chunkmill_plan::Endpoint) -> bool {
+    matches!(e, chunkmill_plan::Endpoint::Pieces { .. })
+}
+
 fn plan_value(c: &ComputeJob) -> serde_json::Value {
     let stages: Vec<serde_json::Value> = c
         .job
@@ -104,7 +42,8 @@ fn plan_value(c: &ComputeJob) -> serde_json::Value {
         .map(|s| {
             let kernel = match &s.kind {
                 StageKind::Compute(k) => k.kernel.get("kind").cloned().unwrap_or_default(),
-                _ => json!("copy"),
+                StageKind::Copy(_) => json!("rechunk"),
+                StageKind::Scan(_) => json!("scan"),
             };
             json!({
                 "name": s.name, "label": s.label, "kind": kernel, "tasks": s.tasks(),
@@ -118,7 +57,11 @@ fn plan_value(c: &ComputeJob) -> serde_json::Value {
         .plan
         .stages
         .iter()
-        .filter(|s| matches!(&s.kind, StageKind::Compute(k) if matches!(k.output, chunkmill_plan::Endpoint::Pieces { .. })))
+        .filter(|s| match &s.kind {
+            StageKind::Compute(k) => k.outputs.iter().any(is_pieces),
+            StageKind::Copy(c) => is_pieces(&c.output),
+            StageKind::Scan(_) => false,
+        })
         .map(|s| s.bytes_written)
         .sum();
     json!({
@@ -138,7 +81,7 @@ fn plan_value(c: &ComputeJob) -> serde_json::Value {
 
 /// `chunkmill plan compute`.
 pub fn plan(a: &ComputeArgs) -> Result<(), Failure> {
-    let planned = plan_compute(&options(a)?)?;
+    let planned = plan_compute(&resolve::compute(a)?.0)?;
     let value = plan_value(&planned);
     if a.common.report.json {
         crate::print_json(&value)?;

@@ -4,6 +4,7 @@
 //! that echoes what was typed and the form expected. The command modules take these options
 //! and never parse a flag's text themselves.
 
+mod compute;
 mod convert;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use chunkmill_ops::spec::{parse_size, ChunkSpec};
 use crate::args::{Common, ExecutorArgs, RechunkArgs, TargetArgs};
 use crate::Failure;
 
+pub use compute::compute;
 pub use convert::{compat, convert};
 
 /// Where `--max-mem` came from, for the plan and the user.
