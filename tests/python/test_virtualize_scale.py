@@ -12,7 +12,7 @@ import xarray as xr
 
 import oracle
 
-NLON = 200  # lon is 800 bytes: over the 500-byte inline threshold, so a combine reads it
+NLON = 200  # orography is 800 bytes: over the 500-byte inline threshold, so a combine reads it
 
 
 def write_file(path, index: int, nt: int = 2) -> None:
@@ -24,6 +24,10 @@ def write_file(path, index: int, nt: int = 2) -> None:
         t[:] = index * nt + np.arange(nt)
         lon = ds.createVariable("lon", "f4", ("lon",))
         lon[:] = np.linspace(0, 358.2, NLON)
+        # A variable without the concat dimension, the same in every file: the combine compares
+        # it in every input, through its references.
+        orography = ds.createVariable("orography", "f4", ("lon",))
+        orography[:] = np.cos(np.linspace(0, 6, NLON)) * 1000
         air = ds.createVariable("air", "f4", ("time", "lon"), chunksizes=(1, NLON), zlib=True)
         air[:] = np.random.default_rng(index).random((nt, NLON), dtype=np.float32)
 
@@ -40,7 +44,7 @@ def limit_open_files(n: int):
 
 
 def test_more_inputs_than_open_files_allowed(tmp_path):
-    """150 inputs under a limit of 64 open files: the combine compares lon (a referenced,
+    """150 inputs under a limit of 64 open files: the combine compares orography (a referenced,
     not inlined, variable without the concat dimension) in every input. It used to keep every
     input open until the comparison ended and failed with "Too many open files"."""
     files = [tmp_path / f"f{i:03d}.nc" for i in range(150)]
