@@ -1,6 +1,6 @@
 """Small NetCDF files written by netCDF4 (through xarray), the oracle of every test; and the
 names the doctests of the package and of python/README.md use: `files`, three NetCDF-4 files
-that follow each other in time, and `refs`, `store` and `target`, paths to write to."""
+that follow each other in time, and `refs`, `store`, `target` and `cache`, paths to write to."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ def _doctest_refs(request: pytest.FixtureRequest, doctest_namespace: dict) -> No
         doctest_namespace["refs"] = str(tmp / "refs.json")
         doctest_namespace["store"] = str(tmp / "source.zarr")
         doctest_namespace["target"] = str(tmp / "target.zarr")
+        doctest_namespace["cache"] = str(tmp / "cache.zarr")
 
 
 def _air(seed: int, times: pd.DatetimeIndex) -> xr.Dataset:

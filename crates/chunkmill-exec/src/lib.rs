@@ -968,4 +968,49 @@ mod tests {
         assert_eq!(markers.marked("s")?.len(), 4);
         Ok(())
     }
+
+    /// Sets the interrupt flag once `after` tasks have run, as Ctrl-C does from Python.
+    struct InterruptAfter {
+        ran: AtomicU64,
+        after: u64,
+        flag: std::sync::Arc<AtomicBool>,
+    }
+
+    impl TaskRunner for InterruptAfter {
+        fn run(
+            &self,
+            _stage: &Stage,
+            _task: u64,
+            _cancel: &Cancel,
+        ) -> Result<TaskStats, TaskError> {
+            if self.ran.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+                self.flag.store(true, Ordering::SeqCst);
+            }
+            Ok(TaskStats::default())
+        }
+    }
+
+    #[test]
+    fn an_interrupt_stops_between_tasks_and_a_rerun_finishes() -> TestResult {
+        let plan = plan(20)?;
+        let markers = Markers::new(Store::open("memory://exec-interrupt")?, &plan.plan_id);
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let runner = InterruptAfter {
+            ran: AtomicU64::new(0),
+            after: 5,
+            flag: flag.clone(),
+        };
+        let mut options = RunOptions::new(1, 1000);
+        options.interrupt = Some(flag.clone());
+        let stopped = run_plan(&plan, &runner, &markers, &options, &|_| {});
+        assert!(
+            matches!(stopped, Err(ExecError::Interrupted(_))),
+            "{stopped:?}"
+        );
+        assert_eq!(markers.marked("s")?.len(), 5);
+        flag.store(false, Ordering::SeqCst);
+        let summary = run_plan(&plan, &runner, &markers, &options, &|_| {})?;
+        assert_eq!((summary.tasks_run, summary.tasks_skipped), (15, 5));
+        Ok(())
+    }
 }
