@@ -18,6 +18,7 @@ use crate::{convert, rechunk, recipe, Failure};
 
 /// The job a command line asks for, once parsed: `rechunk` or `convert` (with or without
 /// `plan` before it); any other command is refused.
+#[allow(clippy::large_enum_variant)] // one per call
 enum JobArgs {
     Rechunk(crate::args::RechunkArgs),
     Convert(crate::args::ConvertArgs),
