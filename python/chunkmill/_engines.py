@@ -181,22 +181,33 @@ class _Lithops(_Engine):
         self.parallelism = max(1, os.cpu_count() or 1)
 
     def __call__(self, plan: str, stage: str, slices: list[tuple[int, int]], retries: int) -> Any:
-        futures = self.executor.map(run_slice, [(plan, stage, a, b, retries) for a, b in slices])
-        try:
-            done, pending = self.executor.wait(
-                futures, throw_except=False, timeout=self.timeout, show_progressbar=False
-            )
-        except Exception as e:
-            raise _native.JobError(f"stage {stage}: lithops failed: {e}") from e
-        if pending:
-            raise _native.JobError(
-                f"stage {stage}: {len(pending)} lithops task(s) not finished after "
-                f"{self.timeout:.0f} s; the others are marked done: rerun with resume=True"
-            )
-        for future in done:
-            if future.error:
-                raise _native.JobError(f"stage {stage}: a lithops task failed: {future.result(throw_except=False)}")
-            yield future.result()
+        pending_slices = list(slices)
+        # One more round for slices whose activations hung (Lithops has been seen to hang on
+        # a retried task): their done tasks are marked, so running a slice again is safe.
+        for _ in range(2):
+            futures = self.executor.map(run_slice, [(plan, stage, a, b, retries) for a, b in pending_slices])
+            try:
+                self.executor.wait(futures, throw_except=False, timeout=self.timeout, show_progressbar=False)
+            except TimeoutError:
+                pass
+            except Exception as e:
+                raise _native.JobError(f"stage {stage}: lithops failed: {e}") from e
+            done = [f for f in futures if f.success or f.done]
+            pending = [f for f in futures if not (f.success or f.done)]
+            for future in done:
+                if future.error:
+                    raise _native.JobError(
+                        f"stage {stage}: a lithops task failed: {future.result(throw_except=False)}"
+                    )
+                yield future.result()
+            if not pending:
+                return
+            left = {id(f) for f in pending}
+            pending_slices = [s for s, f in zip(pending_slices, futures, strict=True) if id(f) in left]
+        raise _native.JobError(
+            f"stage {stage}: {len(pending_slices)} lithops task(s) not finished after two waits of "
+            f"{self.timeout:.0f} s; the others are marked done: rerun with resume=True"
+        )
 
 
 def check(executor: Any) -> None:

@@ -214,7 +214,7 @@ def test_lithops_executor_equals_threads(threads_run, monkeypatch):
     from chunkmill import _engines
 
     # Lithops has been seen to hang on a retried task: the run gives up after this long.
-    monkeypatch.setattr(_engines, "LITHOPS_TIMEOUT", 240)
+    monkeypatch.setattr(_engines, "LITHOPS_TIMEOUT", 60)
     root, data = threads_run
     plan = rechunk_group(root / "src.zarr", root / "lithops.zarr", executor=_engines.lithops_localhost())
     out = plan.execute(progress=False)
