@@ -1,6 +1,6 @@
 """Small NetCDF files written by netCDF4 (through xarray), the oracle of every test; and the
 names the doctests of the package and of python/README.md use: `files`, three NetCDF-4 files
-that follow each other in time, and `refs`, a path to write to."""
+that follow each other in time, and `refs`, `store`, `target` and `cache`, paths to write to."""
 
 from __future__ import annotations
 
@@ -33,9 +33,13 @@ def _doctest_names(doctest_namespace: dict, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(autouse=True)
 def _doctest_refs(request: pytest.FixtureRequest, doctest_namespace: dict) -> None:
-    """A fresh `refs` path for each doctest (each writes its own references)."""
+    """Fresh paths for each doctest: `refs` (references), `store` and `target` (Zarr stores)."""
     if isinstance(request.node, pytest.DoctestItem):
-        doctest_namespace["refs"] = str(request.getfixturevalue("tmp_path") / "refs.json")
+        tmp = request.getfixturevalue("tmp_path")
+        doctest_namespace["refs"] = str(tmp / "refs.json")
+        doctest_namespace["store"] = str(tmp / "source.zarr")
+        doctest_namespace["target"] = str(tmp / "target.zarr")
+        doctest_namespace["cache"] = str(tmp / "cache.zarr")
 
 
 def _air(seed: int, times: pd.DatetimeIndex) -> xr.Dataset:

@@ -6,15 +6,19 @@
 - :func:`virtualize` writes kerchunk JSON/Parquet or Icechunk references to many files;
   :func:`open_virtual_mfdataset` combines them in memory and opens one lazy Dataset.
 - :class:`chunkmill.virtualizarr.Parser` gives VirtualiZarr 2.x our scanner.
+- :func:`rechunk` (rechunker's API) and :func:`convert` (``chunkmill convert`` and its recipe
+  keys) run the command's jobs in this process, on threads, processes, SLURM, a
+  ``dask.distributed.Client`` or Lithops.
 - Errors are :class:`ChunkmillError` subclasses carrying the ``chunkmill`` command's messages.
 
-Jobs (``rechunk``, ``convert``) and a compute namespace come as submodules of this package.
+A compute namespace comes as a submodule of this package.
 """
 
 from __future__ import annotations
 
 from chunkmill._native import ChunkmillError, JobError, RefusedError, UsageError
 from chunkmill._native import __version__
+from chunkmill.jobs import Rechunked, convert, rechunk
 from chunkmill.virtual import open_virtual_mfdataset, virtualize
 
 __all__ = [
@@ -22,8 +26,11 @@ __all__ = [
     "JobError",
     "RefusedError",
     "UsageError",
+    "Rechunked",
     "__version__",
+    "convert",
     "open_virtual_mfdataset",
+    "rechunk",
     "virtualize",
 ]
 

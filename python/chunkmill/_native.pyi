@@ -1,5 +1,6 @@
 """Type stubs of chunkmill._native, the Rust half of the package (crates/chunkmill-py)."""
 
+from collections.abc import Callable
 from typing import Final
 
 __version__: Final[str]
@@ -71,3 +72,18 @@ def combine(
 
 def run_cli(argv: list[str]) -> None:
     """Runs the `chunkmill` command in this process; exits it with the command's code on failure."""
+
+def plan_job(argv: list[str], recipe: str | None = None) -> str:
+    """The plan of the `chunkmill rechunk|convert` command line `argv` as `plan --json` prints it."""
+
+def run_job(
+    argv: list[str],
+    recipe: str | None = None,
+    progress: Callable[[int, int, int, int], object] | None = None,
+) -> str:
+    """Runs the job of `argv` (Ctrl-C stops it between tasks); returns its report as JSON."""
+
+def run_worker(
+    plan: str, stage: str, start: int, end: int, workers: int = 1, retries: int = 2
+) -> str:
+    """Runs tasks start..end of one stage of a stored plan (`chunkmill worker`)."""

@@ -164,7 +164,11 @@ class ChunkmillDataStore(AbstractDataStore):
     def get_variables(self) -> Mapping[str, Variable]:
         """The group's variables, lazy, with raw attributes and netCDF4-style encodings."""
         out: dict[str, Variable] = {}
-        for key, a in self._meta["arrays"].items():
+        # The file's order where it is known (files), else the references' (sorted) order.
+        position = {key: i for i, key in enumerate(self._meta.get("order", []))}
+        keys = sorted(self._meta["arrays"], key=lambda k: position.get(k, len(position)))
+        for key in keys:
+            a = self._meta["arrays"][key]
             name = self._name(key)
             if name is None:
                 continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
@@ -203,3 +204,17 @@ def test_datasets_pickle_and_reopen_where_they_are_unpickled(netcdf4_file, colle
     virtual = chunkmill.open_virtual_mfdataset(collection, concat_dim="time")
     again = pickle.loads(pickle.dumps(virtual))
     xr.testing.assert_identical(again.load(), virtual.load())
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF4", "NETCDF3_CLASSIC"])
+def test_variables_come_in_file_order(tmp_path, fmt):
+    """As the netcdf4 engine lists them (the order they were defined in), not sorted by name."""
+    path = tmp_path / "order.nc"
+    with netCDF4.Dataset(path, "w", format=fmt) as f:
+        f.createDimension("x", 3)
+        for name in ["zeta", "alpha", "x", "mid", "beta"]:
+            f.createVariable(name, "f4", ("x",))[:] = np.arange(3.0)
+    ours = list(xr.open_dataset(path, engine="chunkmill").variables)
+    theirs = list(xr.open_dataset(path, engine="netcdf4").variables)
+    assert ours == theirs and theirs != sorted(theirs)
+    assert [v for v in ours if v != "x"] == ["zeta", "alpha", "mid", "beta"]

@@ -186,6 +186,9 @@ pub struct RunOptions {
     pub backoff: Duration,
     /// The test hooks, read from the environment once, when the options are made.
     pub hooks: TestHooks,
+    /// Set from outside (Ctrl-C in the Python package): no task starts after it, the running
+    /// ones finish and keep their markers, and the run returns [`ExecError::Interrupted`].
+    pub interrupt: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl RunOptions {
@@ -199,7 +202,16 @@ impl RunOptions {
             retries: 2,
             backoff: Duration::from_millis(200),
             hooks: TestHooks::from_env(),
+            interrupt: None,
         }
+    }
+
+    /// Whether [`RunOptions::interrupt`] is set.
+    #[must_use]
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 }
 
@@ -548,7 +560,14 @@ fn run_stage(
         }
     });
     memory::return_free_heap();
+    let left = run.state.pending.len() - run.state.finished.lock().len();
     run.state.finish(stage, options, summary)?;
+    if options.interrupted() && left > 0 {
+        return Err(ExecError::Interrupted(format!(
+            "stage '{}': {left} task(s) not run; the others are marked done, so a resumed run continues from there",
+            stage.label
+        )));
+    }
     tracing::info!(stage = %stage.name, label = %stage.label, tasks = summary.tasks_run, seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
     on_event(&Event::StageFinished { index });
     Ok(())
@@ -607,7 +626,7 @@ impl StageRun<'_> {
     fn work(&self) {
         let (stage, state) = (self.stage, &self.state);
         let mut kept = None;
-        while !state.stop.load(Ordering::Relaxed) {
+        while !state.stop.load(Ordering::Relaxed) && !self.options.interrupted() {
             let Some(&task) = state
                 .pending
                 .get(state.next.fetch_add(1, Ordering::Relaxed))
@@ -633,7 +652,7 @@ impl StageRun<'_> {
         }
         self.runner.release_idle();
         drop(kept);
-        loop {
+        while !self.options.interrupted() {
             // A backup only runs on memory that is free now; it never blocks on it. Until a
             // running task gives some back, the straggler stays unclaimed and is looked at
             // again.
@@ -947,6 +966,51 @@ mod tests {
         let markers = Markers::new(Store::open("memory://exec-hooks-2")?, &plan.plan_id);
         run_plan(&plan, &runner, &markers, &options, &|_| {})?;
         assert_eq!(markers.marked("s")?.len(), 4);
+        Ok(())
+    }
+
+    /// Sets the interrupt flag once `after` tasks have run, as Ctrl-C does from Python.
+    struct InterruptAfter {
+        ran: AtomicU64,
+        after: u64,
+        flag: std::sync::Arc<AtomicBool>,
+    }
+
+    impl TaskRunner for InterruptAfter {
+        fn run(
+            &self,
+            _stage: &Stage,
+            _task: u64,
+            _cancel: &Cancel,
+        ) -> Result<TaskStats, TaskError> {
+            if self.ran.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+                self.flag.store(true, Ordering::SeqCst);
+            }
+            Ok(TaskStats::default())
+        }
+    }
+
+    #[test]
+    fn an_interrupt_stops_between_tasks_and_a_rerun_finishes() -> TestResult {
+        let plan = plan(20)?;
+        let markers = Markers::new(Store::open("memory://exec-interrupt")?, &plan.plan_id);
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let runner = InterruptAfter {
+            ran: AtomicU64::new(0),
+            after: 5,
+            flag: flag.clone(),
+        };
+        let mut options = RunOptions::new(1, 1000);
+        options.interrupt = Some(flag.clone());
+        let stopped = run_plan(&plan, &runner, &markers, &options, &|_| {});
+        assert!(
+            matches!(stopped, Err(ExecError::Interrupted(_))),
+            "{stopped:?}"
+        );
+        assert_eq!(markers.marked("s")?.len(), 5);
+        flag.store(false, Ordering::SeqCst);
+        let summary = run_plan(&plan, &runner, &markers, &options, &|_| {})?;
+        assert_eq!((summary.tasks_run, summary.tasks_skipped), (15, 5));
         Ok(())
     }
 }

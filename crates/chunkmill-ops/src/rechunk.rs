@@ -16,7 +16,7 @@ use chunkmill_store::{Store, StoreKind};
 
 use crate::job::plan::{
     check_format, default_work_dir, display_path, is_coordinate, last_segment, medium_cost,
-    plan_array, temp_store, ArrayJob, PlanContext,
+    plan_array, resolve, temp_store, ArrayJob, PlanContext,
 };
 use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout};
 use crate::spec::ChunkSpec;
@@ -28,6 +28,9 @@ pub struct RechunkOptions {
     pub source: String,
     /// Only these arrays (and their coordinates).
     pub arrays: Vec<String>,
+    /// Target chunks of single arrays (by path or name), instead of what `layout.chunks` gives
+    /// them: exactly these, a coordinate too (rechunker's per-array target chunks).
+    pub array_chunks: Vec<(String, ChunkSpec)>,
     /// Target chunks, shards, codec and format.
     pub layout: TargetLayout,
     /// Target, budget, executor and the rest of the run.
@@ -46,6 +49,7 @@ pub fn plan_rechunk(options: &RechunkOptions) -> Result<Job, OpsError> {
     let (groups, all_arrays, left_out) = list_source(&source, options)?;
     let selected = select_arrays(&source, options, &all_arrays)?;
     check_chunk_spec(&source, options, &selected)?;
+    check_array_chunks(&source, options, &selected)?;
     plan_arrays(options, &source, &selected, groups, left_out)
 }
 
@@ -187,6 +191,43 @@ fn check_chunk_spec(
     Ok(())
 }
 
+fn names_array(name: &str, info: &ArrayInfo) -> bool {
+    info.path == name.trim_matches('/') || last_segment(&info.path) == name
+}
+
+/// Refuses chunks given for an array the job does not rechunk (a typo, most often).
+fn check_array_chunks(
+    source: &Store,
+    options: &RechunkOptions,
+    selected: &[ArrayInfo],
+) -> Result<(), OpsError> {
+    for (name, _) in &options.array_chunks {
+        if !selected.iter().any(|a| names_array(name, a)) {
+            let names: Vec<&str> = selected.iter().map(|a| display_path(&a.path)).collect();
+            return Err(OpsError::Usage(format!(
+                "{}: --array-chunks names no array to rechunk: '{name}'; arrays: {}",
+                source.url(),
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The exact target chunks `--array-chunks` gives `info`, if any.
+fn exact_chunks(options: &RechunkOptions, info: &ArrayInfo) -> Result<Option<Vec<u64>>, OpsError> {
+    let Some((_, spec)) = options
+        .array_chunks
+        .iter()
+        .find(|(n, _)| names_array(n, info))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        resolve(spec, info, &info.chunks)?.unwrap_or_else(|| info.chunks.clone()),
+    ))
+}
+
 /// Plans every chosen array into stages of one plan.
 fn plan_arrays(
     options: &RechunkOptions,
@@ -227,7 +268,7 @@ fn plan_arrays(
                 source_cost: medium_cost(info.compressor.as_ref(), source.kind()),
                 extra_task_mem: 0,
                 read_factor: 1.0,
-                chunks: None,
+                chunks: exact_chunks(options, info)?,
                 write_at: None,
             },
         )?;

@@ -116,6 +116,7 @@ impl ScanExecutor for ExecutorScanner {
                 retries: self.retries,
                 max_mem: self.max_mem,
                 capacity: self.max_mem,
+                interrupt: None,
             },
             &StageRunner::new(),
             on_event,

@@ -99,6 +99,7 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
     RechunkOptions {
         source: source.into(),
         arrays: vec![],
+        array_chunks: vec![],
         layout: TargetLayout {
             chunks: chunks.parse::<ChunkSpec>().unwrap(),
             codec: None,
@@ -118,6 +119,7 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
             executor: chunkmill_ops::job::Executor::Threads,
             report: None,
             prepare_only: false,
+            interrupt: None,
         },
     }
 }

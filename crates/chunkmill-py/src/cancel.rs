@@ -23,6 +23,20 @@ pub fn interruptible<T: Send>(
     cancel: &AtomicBool,
     work: impl FnOnce() -> T + Send,
 ) -> PyResult<T> {
+    interruptible_polled(py, cancel, |_| Ok(()), work)
+}
+
+/// [`interruptible`], calling `on_poll` with the GIL every [`POLL`] as well (progress): an
+/// exception it raises stops the work as Ctrl-C does, and is raised in the end.
+///
+/// # Errors
+/// As [`interruptible`], and the exception of `on_poll`.
+pub fn interruptible_polled<T: Send>(
+    py: Python<'_>,
+    cancel: &AtomicBool,
+    mut on_poll: impl FnMut(Python<'_>) -> PyResult<()>,
+    work: impl FnOnce() -> T + Send,
+) -> PyResult<T> {
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel(1);
         let worker = s.spawn(move || {
@@ -43,7 +57,7 @@ pub fn interruptible<T: Send>(
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if interrupted.is_none() {
-                if let Err(e) = py.check_signals() {
+                if let Err(e) = py.check_signals().and_then(|()| on_poll(py)) {
                     cancel.store(true, Ordering::SeqCst);
                     interrupted = Some(e);
                 }

@@ -354,6 +354,13 @@ pub fn open_file(
             .map(|d| json!({"name": d.name, "group": d.group, "length": d.length, "unlimited": d.unlimited}))
             .collect();
         extra.insert("dimensions".into(), Value::Array(dims));
+        // Variables as the file lists them (netCDF4 and xarray keep that order), not sorted.
+        let order: Vec<&str> = inventory
+            .variables
+            .iter()
+            .map(|v| v.path.trim_start_matches('/'))
+            .collect();
+        extra.insert("order".into(), json!(order));
         extra.insert("warnings".into(), json!(scan.warnings));
         let skipped: Map<String, Value> = scan
             .skipped

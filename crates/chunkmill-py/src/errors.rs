@@ -71,3 +71,9 @@ pub fn hdf5(e: chunkmill_hdf5::Error) -> PyErr {
 pub fn usage(message: impl Into<String>) -> PyErr {
     UsageError::new_err(message.into())
 }
+
+/// A failure of the command's jobs as the exception of its exit code (an interruption that
+/// Python did not raise itself is a failed job).
+pub fn failure(f: &chunkmill::Failure) -> PyErr {
+    by_code(f.exit_code(), f.to_string())
+}

@@ -170,6 +170,10 @@ pub struct RechunkArgs {
     /// Only this array (and the coordinates of its dimensions); repeatable.
     #[arg(long = "array", value_name = "NAME")]
     pub arrays: Vec<String>,
+    /// Chunks of one array, instead of what --chunks gives it: `air:time=100,lat=5` or
+    /// `air:100,5,5` (a coordinate gets exactly these too, not one whole chunk). Repeatable.
+    #[arg(long = "array-chunks", value_name = "NAME:SPEC")]
+    pub array_chunks: Vec<String>,
     #[command(flatten)]
     pub plan: TargetArgs,
     #[command(flatten)]

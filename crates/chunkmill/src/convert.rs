@@ -1,12 +1,13 @@
 //! `chunkmill convert` and `chunkmill plan convert`.
 
 use chunkmill_ops::convert::{plan_convert, run_planned, ConvertJob, ConvertOptions};
+use chunkmill_ops::job::JobReport;
 use chunkmill_ops::spec::ChunkSpec;
 
 use crate::args::ConvertArgs;
 use crate::failure::Footprint;
-use crate::rechunk::{announce_budget, plan_json, print_plan, print_report, run_with_progress};
-use crate::resolve;
+use crate::rechunk::{announce_budget, plan_json, print_plan, print_report, run_hooked, Hooks};
+use crate::resolve::{self, BudgetOrigin};
 use crate::Failure;
 
 /// Decisions taken for the user (an inferred concat dimension), on stderr.
@@ -78,11 +79,7 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     check_spec_names(&opts, &job)?;
     print_notes(&job, a.common.report.quiet);
     if a.common.report.json {
-        let mut value = plan_json(&job.job);
-        value["max_mem_origin"] = serde_json::json!(origin.name());
-        value["misaligned"] = serde_json::to_value(&job.misaligned)
-            .map_err(|e| Failure::failed(format!("writing the JSON output: {e}")))?;
-        crate::print_json(&value)?;
+        crate::print_json(&plan_value(&job, origin)?)?;
     } else {
         print_plan(&job.job, origin);
         for m in &job.misaligned {
@@ -95,14 +92,72 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `chunkmill convert`.
-pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
+/// What `chunkmill plan convert --json` prints.
+fn plan_value(job: &ConvertJob, origin: BudgetOrigin) -> Result<serde_json::Value, Failure> {
+    let mut value = plan_json(&job.job);
+    value["max_mem_origin"] = serde_json::json!(origin.name());
+    value["misaligned"] = serde_json::to_value(&job.misaligned)
+        .map_err(|e| Failure::failed(format!("writing the JSON output: {e}")))?;
+    value["notes"] = serde_json::json!(job.notes);
+    Ok(value)
+}
+
+/// The plan of a conversion as `plan convert --json` gives it, without printing anything.
+pub fn plan_only(a: &ConvertArgs) -> Result<serde_json::Value, Failure> {
     let (opts, origin) = resolve::convert(a)?;
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
-    print_notes(&job, a.common.report.quiet);
-    // After planning, so that a refused job prints its one error line only.
-    announce_budget(opts.job.max_mem, origin, &a.common);
+    plan_value(&job, origin)
+}
+
+/// `chunkmill convert`.
+pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
+    let (report, verb, target) = match execute(a, &Hooks::default())? {
+        Converted::NothingNew(message) => {
+            if !a.common.report.quiet {
+                println!("{message}");
+            }
+            return Ok(());
+        }
+        Converted::Ran {
+            report,
+            appended,
+            target,
+        } => (
+            report,
+            if appended { "appended" } else { "converted" },
+            target,
+        ),
+    };
+    print_report(&report, verb, &target, a.plan.prepare, &a.common)?;
+    Ok(())
+}
+
+/// How a conversion ended.
+pub enum Converted {
+    /// It ran (or found its work done): its report, whether it appended, and the target.
+    Ran {
+        report: JobReport,
+        appended: bool,
+        target: String,
+    },
+    /// An append found nothing new to add: the message saying so.
+    NothingNew(String),
+}
+
+/// Runs a conversion as the command does; `hooks` may replace the progress bar and messages
+/// and stop the run.
+pub fn execute(a: &ConvertArgs, hooks: &Hooks<'_>) -> Result<Converted, Failure> {
+    let (mut opts, origin) = resolve::convert(a)?;
+    opts.job.interrupt = hooks.interrupt.clone();
+    let job = plan_convert(&opts)?;
+    check_spec_names(&opts, &job)?;
+    let quiet = a.common.report.quiet || hooks.on_event.is_some();
+    print_notes(&job, quiet);
+    if !quiet {
+        // After planning, so that a refused job prints its one error line only.
+        announce_budget(opts.job.max_mem, origin, &a.common);
+    }
     let job = if opts.job.resume && !opts.job.overwrite {
         crate::resume::reconcile(
             job,
@@ -118,24 +173,19 @@ pub fn run(a: &ConvertArgs) -> Result<(), Failure> {
     } else {
         job
     };
-    warn_misaligned(&job, a.common.report.quiet || a.common.report.json);
+    warn_misaligned(&job, quiet || a.common.report.json);
     if let Some(message) = &job.nothing_new {
-        if !a.common.report.quiet {
-            println!("{message}");
-        }
-        return Ok(());
+        return Ok(Converted::NothingNew(message.clone()));
     }
     let target = &opts.job.target;
     let footprint = Footprint::before(&[target, &resolve::work_dir(target, &a.common)]);
-    let report = run_with_progress(&job.job, &a.common, |on_event| {
+    let report = run_hooked(&job.job, &a.common, hooks, |on_event| {
         run_planned(&job, &opts, on_event)
     })
     .map_err(|e| footprint.judge(e))?;
-    let verb = if opts.append.is_some() {
-        "appended"
-    } else {
-        "converted"
-    };
-    print_report(&report, verb, &opts.job.target, a.plan.prepare, &a.common)?;
-    Ok(())
+    Ok(Converted::Ran {
+        report,
+        appended: opts.append.is_some(),
+        target: target.clone(),
+    })
 }

@@ -271,6 +271,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
     let options = RechunkOptions {
         source: source.clone(),
         arrays: vec![],
+        array_chunks: vec![],
         layout: TargetLayout {
             chunks: "time=-1,lat=9,lon=18"
                 .parse::<ChunkSpec>()
@@ -292,6 +293,7 @@ pub fn run(a: &DemoArgs) -> Result<(), Failure> {
             executor: chunkmill_ops::job::Executor::Threads,
             report: None,
             prepare_only: false,
+            interrupt: None,
         },
     };
     println!(

@@ -10,6 +10,7 @@ mod compute;
 mod convert;
 mod demo;
 mod demo_netcdf;
+pub mod embed;
 mod failure;
 mod inspect;
 mod progress;
@@ -21,6 +22,15 @@ mod virtualize;
 mod work;
 
 pub use failure::Failure;
+
+impl Failure {
+    /// The command's exit code for this failure (2 usage, 3 refused, 1 failed, 130
+    /// interrupted).
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        failure::exit_code(self)
+    }
+}
 
 /// Keep resident memory close to what the tasks hold, and page faults rare. Buffers up to
 /// 32 MiB (chunks, pieces) come from the heap and are reused there: the heap is not trimmed

@@ -120,13 +120,24 @@ pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
     let job = plan_rechunk(&opts)?;
     warn_left_out(&job);
     if a.common.report.json {
-        let mut value = plan_json(&job);
-        value["max_mem_origin"] = json!(origin.name());
-        crate::print_json(&value)?;
+        crate::print_json(&plan_value(&job, origin))?;
     } else {
         print_plan(&job, origin);
     }
     Ok(())
+}
+
+/// What `chunkmill plan rechunk --json` prints.
+pub fn plan_value(job: &Job, origin: BudgetOrigin) -> serde_json::Value {
+    let mut value = plan_json(job);
+    value["max_mem_origin"] = json!(origin.name());
+    value
+}
+
+/// The plan of a rechunk as `plan rechunk --json` gives it, without printing anything.
+pub fn plan_only(a: &RechunkArgs) -> Result<serde_json::Value, Failure> {
+    let (opts, origin) = resolve::rechunk(a)?;
+    Ok(plan_value(&plan_rechunk(&opts)?, origin))
 }
 
 /// One warning per array of the source the job leaves out because it cannot read it (always
@@ -147,11 +158,21 @@ pub fn announce_budget(max_mem: u64, origin: BudgetOrigin, common: &Common) {
 
 /// `chunkmill rechunk`.
 pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
-    let (opts, origin) = resolve::rechunk(a)?;
+    let report = execute(a, &Hooks::default())?;
+    print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common)?;
+    Ok(())
+}
+
+/// Runs a rechunk as the command does; `hooks` may replace the progress bar and stop the run.
+pub fn execute(a: &RechunkArgs, hooks: &Hooks<'_>) -> Result<JobReport, Failure> {
+    let (mut opts, origin) = resolve::rechunk(a)?;
+    opts.job.interrupt = hooks.interrupt.clone();
     let job = plan_rechunk(&opts)?;
-    warn_left_out(&job);
-    // After planning, so that a refused job prints its one error line only.
-    announce_budget(opts.job.max_mem, origin, &a.common);
+    if hooks.on_event.is_none() {
+        warn_left_out(&job);
+        // After planning, so that a refused job prints its one error line only.
+        announce_budget(opts.job.max_mem, origin, &a.common);
+    }
     let job = if opts.job.resume && !opts.job.overwrite {
         crate::resume::reconcile(
             job,
@@ -168,12 +189,20 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
         job
     };
     let footprint = Footprint::before(&[&a.target, &resolve::work_dir(&a.target, &a.common)]);
-    let report = run_with_progress(&job, &a.common, |on_event| {
+    run_hooked(&job, &a.common, hooks, |on_event| {
         run_job(&job, &opts.job, on_event)
     })
-    .map_err(|e| footprint.judge(e))?;
-    print_report(&report, "rechunked", &a.target, a.plan.prepare, &a.common)?;
-    Ok(())
+    .map_err(|e| footprint.judge(e))
+}
+
+/// What a caller of the library (the Python package) changes in a run: its own progress
+/// instead of the command's bar and messages, and a flag that stops it between tasks.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Every event of the run; when given, the command's progress bar and messages are off.
+    pub on_event: Option<&'a (dyn Fn(&chunkmill_exec::Event) + Sync)>,
+    /// Set to stop the run between tasks (it then fails as interrupted; resumable).
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Runs `job` through `run`, with a progress bar unless the output flags say otherwise.
@@ -184,6 +213,21 @@ pub fn run_with_progress(
         &(dyn Fn(&chunkmill_exec::Event) + Sync),
     ) -> Result<JobReport, chunkmill_ops::OpsError>,
 ) -> Result<JobReport, Failure> {
+    run_hooked(job, common, &Hooks::default(), run)
+}
+
+/// [`run_with_progress`], or with the events going to `hooks` when it takes them.
+pub fn run_hooked(
+    job: &Job,
+    common: &Common,
+    hooks: &Hooks<'_>,
+    run: impl FnOnce(
+        &(dyn Fn(&chunkmill_exec::Event) + Sync),
+    ) -> Result<JobReport, chunkmill_ops::OpsError>,
+) -> Result<JobReport, Failure> {
+    if let Some(on_event) = hooks.on_event {
+        return Ok(run(on_event)?);
+    }
     let show = !(common.report.no_progress || common.report.quiet || common.report.json);
     let total: u64 = job.plan.stages.iter().map(|s| s.bytes_written).sum();
     let progress = Progress::new(total, show);

@@ -136,12 +136,12 @@ fn read(path: &str) -> Result<Recipe, Failure> {
 /// inputs, then the flags) and those after (the target). `given_paths` is how many paths the
 /// command line holds; `given(key)` says whether it gives the flag of `key`.
 fn words(
-    path: &str,
+    label: &str,
     recipe: &Recipe,
     given_paths: usize,
     given: &dyn Fn(&str) -> bool,
 ) -> Result<(Vec<String>, Vec<String>), Failure> {
-    let bad = |e: String| Failure::usage(format!("--recipe {path}: {e}"));
+    let bad = |e: String| Failure::usage(format!("{label}: {e}"));
     let (mut before, mut flags, mut after) = (Vec::new(), Vec::new(), Vec::new());
     for (key, item) in recipe {
         let Some(&(_, shape)) = KEYS.iter().find(|(k, _)| k == key) else {
@@ -199,26 +199,71 @@ fn words(
 pub fn parse(argv: Vec<OsString>) -> Result<Cli, Failure> {
     let matches = Cli::command().get_matches_from(argv.clone());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    merge(argv, &matches, cli, None)
+}
+
+/// [`parse`] for a caller that must not end the process (the Python package): clap's errors
+/// are usage failures with clap's first line; `inline` is a recipe given as a JSON object
+/// (`chunkmill.convert(..., recipe={...})`), read as a recipe file's keys are.
+///
+/// # Errors
+/// As [`parse`], and a usage failure for a malformed command line.
+pub fn try_parse(argv: Vec<OsString>, inline: Option<&serde_json::Value>) -> Result<Cli, Failure> {
+    let clap_error = |e: clap::Error| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        Failure::usage(first.strip_prefix("error: ").unwrap_or(first).to_string())
+    };
+    let matches = Cli::command()
+        .try_get_matches_from(argv.clone())
+        .map_err(clap_error)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
+    merge(argv, &matches, cli, inline)
+}
+
+/// The command line with the recipe's words read in (the recipe file of `--recipe`, or one
+/// given inline).
+fn merge(
+    argv: Vec<OsString>,
+    matches: &ArgMatches,
+    cli: Cli,
+    inline: Option<&serde_json::Value>,
+) -> Result<Cli, Failure> {
     let (convert, depth) = match matches.subcommand() {
         Some(("convert", m)) => (m, 2),
         Some(("plan", plan)) => match plan.subcommand() {
             Some(("convert", m)) => (m, 3),
             _ => return Ok(cli),
         },
+        _ if inline.is_some() => {
+            return Err(Failure::usage("a recipe is for convert only"));
+        }
         _ => return Ok(cli),
     };
-    let Some(path) = convert.get_one::<String>("recipe") else {
-        return Ok(cli);
+    let (label, recipe) = match (convert.get_one::<String>("recipe"), inline) {
+        (None, None) => return Ok(cli),
+        (Some(path), None) => (format!("--recipe {path}"), read(path)?),
+        (None, Some(value)) => (
+            "recipe".to_string(),
+            serde_json::from_value::<Recipe>(value.clone()).map_err(|e| {
+                Failure::usage(format!(
+                    "recipe: {e}; a recipe maps keys to a value or a list of values"
+                ))
+            })?,
+        ),
+        (Some(path), Some(_)) => {
+            return Err(Failure::usage(format!(
+                "--recipe {path}: give one recipe, not a file and an inline one"
+            )))
+        }
     };
     let given_paths = convert
         .get_many::<String>("paths")
         .map_or(0, Iterator::count);
     let given = |key: &str| given(convert, key);
-    let (before, after) = words(path, &read(path)?, given_paths, &given)?;
+    let (before, after) = words(&label, &recipe, given_paths, &given)?;
     if argv.len() < depth || argv[depth - 1] != "convert" {
-        return Err(Failure::usage(format!(
-            "--recipe {path}: give it after `convert`"
-        )));
+        return Err(Failure::usage(format!("{label}: give it after `convert`")));
     }
     let merged: Vec<OsString> = argv[..depth]
         .iter()
@@ -231,7 +276,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cli, Failure> {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default();
         Failure::usage(format!(
-            "--recipe {path}: {}",
+            "{label}: {}",
             first.strip_prefix("error: ").unwrap_or(first)
         ))
     })

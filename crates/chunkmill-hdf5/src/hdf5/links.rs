@@ -33,6 +33,9 @@ pub(crate) enum Target {
 pub(crate) struct Link {
     pub name: String,
     pub target: Target,
+    /// Its place in the order the links were made, where the group tracks it (netCDF-4
+    /// groups do: it is the order netCDF4 and xarray list variables in).
+    pub creation_order: Option<u64>,
 }
 
 impl From<LinkMessage> for Link {
@@ -48,6 +51,7 @@ impl From<LinkMessage> for Link {
         Link {
             name: m.name,
             target,
+            creation_order: m.creation_order,
         }
     }
 }
@@ -180,7 +184,12 @@ fn symbol_table_links(
             } else {
                 Target::Hard(entry.object_header_address)
             };
-            links.push(Link { name, target });
+            // Old-style groups keep no creation order; their links are listed by name.
+            links.push(Link {
+                name,
+                target,
+                creation_order: None,
+            });
         }
     }
     Ok(links)

@@ -224,13 +224,18 @@ impl Walk<'_> {
         });
     }
 
-    /// The links of `group`, in name order.
+    /// The links of `group`, in the order they were made when the group tracks it, else in
+    /// name order.
     fn links(&self, group: &Group) -> hdf5_reader::error::Result<Vec<links::Link>> {
         let file = &self.reader.file;
         let sb = file.superblock();
         let header = file.get_or_parse_header(group.address())?;
         let mut links = group_links(file.storage(), &header, sb.offset_size, sb.length_size)?;
         links.sort_by(|a, b| a.name.cmp(&b.name));
+        if links.iter().all(|l| l.creation_order.is_some()) {
+            // Stable: a repeated index (a damaged file) keeps name order between equals.
+            links.sort_by_key(|l| l.creation_order);
+        }
         Ok(links)
     }
 

@@ -154,6 +154,8 @@ pub(crate) struct ExecutorLimits {
     pub max_mem: u64,
     /// Bytes the tasks of this process may hold together (threads executor).
     pub capacity: u64,
+    /// Stops the threads executor between tasks ([`JobOptions::interrupt`]).
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Runs every stage of `plan` on `executor`, markers in `work`; `runner` runs the tasks on the
@@ -173,6 +175,7 @@ pub(crate) fn run_on_executor(
 ) -> Result<RunSummary, OpsError> {
     let mut run_options = RunOptions::new(limits.workers, limits.capacity);
     run_options.retries = limits.retries;
+    run_options.interrupt = limits.interrupt.clone();
     match executor {
         Executor::Threads => run_plan(plan, runner, markers, &run_options, on_event),
         Executor::Processes { program } => {
@@ -332,6 +335,7 @@ pub fn run_job(
             retries: options.retries,
             max_mem: options.max_mem,
             capacity,
+            interrupt: options.interrupt.clone(),
         },
         &job.runner(),
         on_event,

@@ -62,6 +62,9 @@ pub struct JobOptions {
     /// Stop after writing plan.json and the target's metadata: the tasks are left to
     /// `chunkmill worker` processes of a batch engine.
     pub prepare_only: bool,
+    /// Set from outside to stop a run on threads between tasks (Ctrl-C in the Python
+    /// package); the run then fails with [`crate::OpsError::Interrupted`] and resumes later.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl JobOptions {

@@ -62,10 +62,34 @@ pub fn rechunk(a: &RechunkArgs) -> Result<(RechunkOptions, BudgetOrigin), Failur
     let options = RechunkOptions {
         source: a.source.clone(),
         arrays: a.arrays.clone(),
+        array_chunks: array_chunks(&a.array_chunks)?,
         layout,
         job,
     };
     Ok((options, origin))
+}
+
+/// `--array-chunks NAME:SPEC`, each array named once.
+fn array_chunks(given: &[String]) -> Result<Vec<(String, ChunkSpec)>, Failure> {
+    let parsed = given
+        .iter()
+        .map(|text| {
+            let (name, spec) = text
+                .rsplit_once(':')
+                .filter(|(name, _)| !name.is_empty())
+                .ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--array-chunks '{text}': expected NAME:SPEC, as air:time=100,lat=5 or air:100,5,5"
+                    ))
+                })?;
+            let spec = spec
+                .parse()
+                .map_err(|e| Failure::usage(format!("--array-chunks '{text}': {e}")))?;
+            Ok((name.to_string(), spec))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    refuse_duplicates("--array-chunks", parsed.iter().map(|(n, _)| n.as_str()))?;
+    Ok(parsed)
 }
 
 /// A flag repeated with the same value means nothing more the second time, and is most often
@@ -212,6 +236,7 @@ pub fn run_options(
         executor: executor(&common.run)?,
         report: common.report_file.clone().map(Into::into),
         prepare_only: plan.prepare,
+        interrupt: None,
     };
     Ok((layout, job, origin))
 }

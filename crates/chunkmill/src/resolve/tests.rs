@@ -475,3 +475,51 @@ fn report_must_go_to_an_existing_directory() {
     let result = rechunk_with(&["--max-mem", "1GB", "--report", "/nonexistent/dir/r.html"]);
     assert!(result.is_err_and(|f| f.to_string().contains("--report")));
 }
+
+#[test]
+fn array_chunks_forms() -> TestResult {
+    let (o, _) = rechunk_with(&[
+        "--max-mem",
+        "1GB",
+        "--array-chunks",
+        "air:time=100,lat=-1",
+        "--array-chunks",
+        "g/time:24",
+    ])?;
+    assert_eq!(
+        o.array_chunks,
+        vec![
+            (
+                "air".to_string(),
+                ChunkSpec::ByName(vec![("time".into(), Some(100)), ("lat".into(), None)])
+            ),
+            ("g/time".to_string(), ChunkSpec::ByAxis(vec![Some(24)])),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn array_chunks_refused() {
+    for (spec, words) in [
+        ("air", vec!["air", "NAME:SPEC"]),
+        (":10", vec![":10", "NAME:SPEC"]),
+        ("air:0", vec!["air:0", "not a positive size"]),
+    ] {
+        assert_usage(
+            rechunk_with(&["--max-mem", "1GB", "--array-chunks", spec]),
+            &words,
+        );
+    }
+    assert_usage(
+        rechunk_with(&[
+            "--max-mem",
+            "1GB",
+            "--array-chunks",
+            "a:1",
+            "--array-chunks",
+            "a:2",
+        ]),
+        &["--array-chunks a is given twice"],
+    );
+}
