@@ -311,7 +311,8 @@ pub fn run_job(
     }
     if resuming {
         safety::sweep(&[&job.write_url, &job.work_dir, &job.temp]).map_err(touched)?;
-        crate::tasks::forget_lost_pieces(plan, &markers).map_err(|e| touched(OpsError::Failed(e)))?;
+        crate::tasks::forget_lost_pieces(plan, &markers)
+            .map_err(|e| touched(OpsError::Failed(e)))?;
     } else {
         start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
     }
