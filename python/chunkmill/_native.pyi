@@ -71,3 +71,6 @@ def combine(
 
 def run_cli(argv: list[str]) -> None:
     """Runs the `chunkmill` command in this process; exits it with the command's code on failure."""
+
+def plan_html(plan_json: str) -> str:
+    """The HTML fragment of a plan given as its JSON (the one the --report page shows)."""

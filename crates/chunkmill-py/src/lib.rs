@@ -10,6 +10,7 @@ mod dataset;
 mod errors;
 mod jobs;
 mod region;
+mod views;
 
 use pyo3::prelude::*;
 
@@ -30,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jobs::virtualize, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::combine, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(views::plan_html, m)?)?;
     m.add("MISSING", chunkmill_manifest::MISSING)?;
     m.add("INLINED", chunkmill_manifest::INLINED)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
