@@ -157,7 +157,13 @@ fn stage_spans(records: &[TaskRecord], time: &TimeAxis, stages: usize) -> Vec<Op
 
 /// The stages' spans shaded behind a plot from `top` to `bottom`, each named at its top when
 /// the name fits.
-fn draw_spans(view: &PlanView, spans: &[Option<(f64, f64)>], time: &TimeAxis, top: f64, bottom: f64) -> String {
+fn draw_spans(
+    view: &PlanView,
+    spans: &[Option<(f64, f64)>],
+    time: &TimeAxis,
+    top: f64,
+    bottom: f64,
+) -> String {
     let mut out = String::from("<g class=\"spans\">");
     for (i, span) in spans.iter().enumerate() {
         let Some((s, e)) = *span else { continue };
@@ -196,7 +202,7 @@ pub(super) fn memory_chart(view: &PlanView, records: &[TaskRecord], time: &TimeA
     let height = bottom + 44.0;
     let highest = records
         .iter()
-        .flat_map(|r| [r.peak_rss, r.projected])
+        .flat_map(|r| [r.peak_rss, r.projected + view.baseline_mem.unwrap_or(0)])
         .chain([view.max_mem, view.baseline_mem.unwrap_or(0)])
         .max()
         .unwrap_or(0) as f64;
@@ -210,7 +216,13 @@ pub(super) fn memory_chart(view: &PlanView, records: &[TaskRecord], time: &TimeA
     let mut out = format!(
         "<svg class=\"chart memory\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" style=\"{CHART_STYLE}\" role=\"img\" aria-label=\"memory over time\">"
     );
-    out.push_str(&draw_spans(view, &stage_spans(records, time, view.stages.len()), time, top, bottom));
+    out.push_str(&draw_spans(
+        view,
+        &stage_spans(records, time, view.stages.len()),
+        time,
+        top,
+        bottom,
+    ));
     out.push_str("<g class=\"y-axis\">");
     for &mb in &y_ticks {
         let py = y.at(mb);
@@ -232,24 +244,45 @@ pub(super) fn memory_chart(view: &PlanView, records: &[TaskRecord], time: &TimeA
     );
     out.push_str(&time.draw(bottom, top));
     if let Some(base) = view.baseline_mem {
-        out.push_str(&level_line("baseline", base, &y, "#777", "2 4", "baseline before any task", false));
+        out.push_str(&level_line(
+            "baseline",
+            base,
+            &y,
+            "#777",
+            "2 4",
+            "baseline before any task",
+            false,
+        ));
     }
+    // A projection is what one task adds to the process: drawn on top of the baseline, it
+    // is comparable with the measured RSS instead of lying flat on the axis.
+    let base = view.baseline_mem.unwrap_or(0);
     for r in records {
         let x0 = time.x(time.start(r));
         let x1 = time.x(time.start(r) + r.seconds).max(x0 + 3.0);
-        let py = y.at(r.projected as f64 / MB);
+        let level = base + r.projected;
+        let py = y.at(level as f64 / MB);
         let _ = write!(
             out,
-            "<line class=\"projected\" data-stage=\"{s}\" data-task=\"{t}\" data-bytes=\"{b}\" x1=\"{x0:.1}\" x2=\"{x1:.1}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"{c}\" stroke-width=\"5\" stroke-opacity=\"0.75\"><title>stage {n} task {t}: projected {h}</title></line>",
+            "<line class=\"projected\" data-stage=\"{s}\" data-task=\"{t}\" data-bytes=\"{b}\" data-level=\"{level}\" x1=\"{x0:.1}\" x2=\"{x1:.1}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"{c}\" stroke-width=\"6\" stroke-opacity=\"0.8\"><title>stage {n} task {t}: projected {h} over the baseline ({hl})</title></line>",
             s = r.stage,
             t = r.task,
             b = r.projected,
             c = stage_color(r.stage),
             n = stage_name(view, r.stage),
             h = human(r.projected),
+            hl = human(level),
         );
     }
-    out.push_str(&level_line("budget", view.max_mem, &y, "#d62728", "7 4", "budget (--max-mem)", true));
+    out.push_str(&level_line(
+        "budget",
+        view.max_mem,
+        &y,
+        "#d62728",
+        "7 4",
+        "budget (--max-mem)",
+        true,
+    ));
     for r in records {
         let _ = write!(
             out,
@@ -278,16 +311,24 @@ fn stage_name(view: &PlanView, stage: usize) -> String {
 }
 
 /// A horizontal line at `bytes` across the plot, labelled with its name and value at its
-/// right end (above the line).
-fn level_line(class: &str, bytes: u64, y: &Scale, color: &str, dash: &str, name: &str, bold: bool) -> String {
+/// right end, above the line (`above`) or below it.
+fn level_line(
+    class: &str,
+    bytes: u64,
+    y: &Scale,
+    color: &str,
+    dash: &str,
+    name: &str,
+    above: bool,
+) -> String {
     let py = y.at(bytes as f64 / MB);
     format!(
         "<g class=\"{class}\" data-bytes=\"{bytes}\"><line x1=\"{LEFT}\" x2=\"{r}\" y1=\"{py:.1}\" y2=\"{py:.1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\
          <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"{color}\"{weight}>{name} {h}</text></g>",
         r = WIDTH - RIGHT,
         tx = WIDTH - RIGHT - 4.0,
-        ty = py - 5.0,
-        weight = if bold { " font-weight=\"600\"" } else { "" },
+        ty = if above { py - 5.0 } else { py + 14.0 },
+        weight = if above { " font-weight=\"600\"" } else { "" },
         h = human(bytes),
     )
 }
@@ -302,22 +343,32 @@ pub(super) fn timeline_chart(view: &PlanView, records: &[TaskRecord], time: &Tim
     for r in &sorted {
         let (start, end) = (time.start(r), time.start(r) + r.seconds);
         // Half a millisecond of slack: a task started as another ended shares its row.
-        let lane = lanes.iter().position(|&free| free <= start + 5e-4).unwrap_or_else(|| {
-            lanes.push(0.0);
-            lanes.len() - 1
-        });
+        let lane = lanes
+            .iter()
+            .position(|&free| free <= start + 5e-4)
+            .unwrap_or_else(|| {
+                lanes.push(0.0);
+                lanes.len() - 1
+            });
         lanes[lane] = end;
         placed.push((lane, *r));
     }
     let rows = lanes.len().max(1);
     let row = (220.0 / rows as f64).clamp(3.0, 16.0);
     let top = 24.0;
-    let bottom = top + row * rows as f64 + 4.0;
+    // Tall enough for the axis title however few rows.
+    let bottom = top + (row * rows as f64 + 4.0).max(90.0);
     let height = bottom + 44.0;
     let mut out = format!(
         "<svg class=\"chart timeline\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" style=\"{CHART_STYLE}\" role=\"img\" aria-label=\"tasks over time\">"
     );
-    out.push_str(&draw_spans(view, &stage_spans(records, time, view.stages.len()), time, top, bottom));
+    out.push_str(&draw_spans(
+        view,
+        &stage_spans(records, time, view.stages.len()),
+        time,
+        top,
+        bottom,
+    ));
     let _ = write!(
         out,
         "<line x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"#555\"/>\
@@ -357,7 +408,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
-        assert_eq!(ticks(480.0, 5.0), (vec![0.0, 100.0, 200.0, 300.0, 400.0, 500.0], 0));
+        assert_eq!(
+            ticks(480.0, 5.0),
+            (vec![0.0, 100.0, 200.0, 300.0, 400.0, 500.0], 0)
+        );
         assert_eq!(ticks(0.9, 8.0), (vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 1));
         assert_eq!(ticks(0.03, 5.0), (vec![0.0, 0.01, 0.02, 0.03], 2));
         assert_eq!(ticks(7.0, 8.0).0.last(), Some(&7.0));
@@ -366,7 +420,12 @@ mod tests {
 
     #[test]
     fn scale_maps_ends_to_pixels() {
-        let s = Scale { lo: 0.0, hi: 500.0, px_lo: 284.0, px_hi: 24.0 };
+        let s = Scale {
+            lo: 0.0,
+            hi: 500.0,
+            px_lo: 284.0,
+            px_hi: 24.0,
+        };
         assert_eq!(s.at(0.0), 284.0);
         assert_eq!(s.at(500.0), 24.0);
         assert_eq!(s.at(250.0), 154.0);

@@ -114,7 +114,13 @@ svg.chart .tick{fill:#444}svg.chart .axis-title{fill:#222;font-weight:600}\
 /// The whole page: what ran, the plan ([`plan_html`]), the memory chart and its legend, the
 /// timeline, and each stage's tasks as they ran.
 #[must_use]
-pub fn html(view: &PlanView, title: &str, records: &[TaskRecord], wall_seconds: f64, peak_rss: u64) -> String {
+pub fn html(
+    view: &PlanView,
+    title: &str,
+    records: &[TaskRecord],
+    wall_seconds: f64,
+    peak_rss: u64,
+) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -131,7 +137,9 @@ pub fn html(view: &PlanView, title: &str, records: &[TaskRecord], wall_seconds: 
         plan = plan_html(view),
     );
     let Some(time) = chart::TimeAxis::of(records) else {
-        out.push_str("<p class=\"no-tasks\">No task ran in this run: nothing to chart.</p></body></html>");
+        out.push_str(
+            "<p class=\"no-tasks\">No task ran in this run: nothing to chart.</p></body></html>",
+        );
         return out;
     };
     let _ = write!(
@@ -149,10 +157,15 @@ pub fn html(view: &PlanView, title: &str, records: &[TaskRecord], wall_seconds: 
 
 /// What each mark of the memory chart means, then the stages' colours.
 fn legend(view: &PlanView, records: &[TaskRecord]) -> String {
-    let mut out = String::from(
+    let projected = if view.baseline_mem.is_some() {
+        "baseline + a task's projected memory"
+    } else {
+        "a task's projected memory"
+    };
+    let mut out = format!(
         "<div class=\"legend\">\
          <span><svg width=\"14\" height=\"14\"><circle cx=\"7\" cy=\"7\" r=\"4\" fill=\"#555\"/></svg>peak RSS of the process when a task ended</span>\
-         <span><svg width=\"22\" height=\"14\"><line x1=\"1\" x2=\"21\" y1=\"7\" y2=\"7\" stroke=\"#555\" stroke-width=\"5\" stroke-opacity=\"0.75\"/></svg>projected memory of a task, over its run</span>\
+         <span><svg width=\"22\" height=\"14\"><line x1=\"1\" x2=\"21\" y1=\"7\" y2=\"7\" stroke=\"#555\" stroke-width=\"6\" stroke-opacity=\"0.8\"/></svg>{projected}, over its run</span>\
          <span><svg width=\"26\" height=\"14\"><line x1=\"1\" x2=\"25\" y1=\"7\" y2=\"7\" stroke=\"#d62728\" stroke-width=\"2\" stroke-dasharray=\"7 4\"/></svg>budget (--max-mem)</span>",
     );
     if view.baseline_mem.is_some() {
@@ -178,7 +191,10 @@ fn run_table(view: &PlanView, records: &[TaskRecord]) -> String {
         "<table class=\"run\"><thead><tr><th class=\"text\">stage</th><th>tasks run</th><th>from s</th><th>to s</th>\
          <th>task s (median)</th><th>task s (max)</th><th>attempts (max)</th><th>peak RSS (max)</th></tr></thead><tbody>",
     );
-    let t0 = records.iter().map(|r| r.started_ms).fold(f64::INFINITY, f64::min);
+    let t0 = records
+        .iter()
+        .map(|r| r.started_ms)
+        .fold(f64::INFINITY, f64::min);
     for (i, stage) in view.stages.iter().enumerate() {
         let mine: Vec<&TaskRecord> = records.iter().filter(|r| r.stage == i).collect();
         if mine.is_empty() {
@@ -186,8 +202,14 @@ fn run_table(view: &PlanView, records: &[TaskRecord]) -> String {
         }
         let mut secs: Vec<f64> = mine.iter().map(|r| r.seconds).collect();
         secs.sort_by(f64::total_cmp);
-        let from = mine.iter().map(|r| (r.started_ms - t0) / 1000.0).fold(f64::INFINITY, f64::min);
-        let to = mine.iter().map(|r| (r.started_ms - t0) / 1000.0 + r.seconds).fold(0.0, f64::max);
+        let from = mine
+            .iter()
+            .map(|r| (r.started_ms - t0) / 1000.0)
+            .fold(f64::INFINITY, f64::min);
+        let to = mine
+            .iter()
+            .map(|r| (r.started_ms - t0) / 1000.0 + r.seconds)
+            .fold(0.0, f64::max);
         let _ = write!(
             out,
             "<tr data-stage=\"{n}\"><td class=\"text\"><span class=\"swatch\" style=\"background:{c}\"></span>{n}</td>\

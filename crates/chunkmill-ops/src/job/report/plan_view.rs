@@ -108,7 +108,8 @@ pub(super) const PLAN_STYLE: &str = "\
 .chunkmill-plan td.text,.chunkmill-plan th.text{text-align:left;white-space:normal}\
 .chunkmill-plan .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:-1px;border-radius:2px}\
 .chunkmill-plan .over{color:#c0392b;font-weight:600}\
-.chunkmill-plan svg.bar{vertical-align:middle;margin-right:.4em}";
+.chunkmill-plan svg.bar{vertical-align:middle;margin-right:.4em}\
+.chunkmill-plan .note{color:#666;font-size:12px;margin:.2em 0}";
 
 /// The plan as an HTML fragment (a `<div>` with its own scoped style): a one-line summary
 /// and a table of the stages, each with its tasks, its projected memory per task drawn
@@ -144,7 +145,14 @@ pub fn plan_html(view: &PlanView) -> String {
             written = bytes_cell("written", stage.bytes_written),
         );
     }
-    out.push_str("</tbody></table></div>");
+    out.push_str(
+        "</tbody></table><p class=\"note\">Bar: the budget (--max-mem); filled: what one task \
+         is projected to hold",
+    );
+    if view.task_budget.is_some() {
+        out.push_str("; tick: what the tasks running at once may hold together");
+    }
+    out.push_str(".</p></div>");
     out
 }
 
@@ -199,7 +207,11 @@ fn summary(view: &PlanView) -> String {
         ),
     );
     if let Some(b) = view.bytes_intermediate.filter(|&b| b > 0) {
-        let _ = write!(line, " (of which intermediate {})", bytes_span("intermediate", b));
+        let _ = write!(
+            line,
+            " (of which intermediate {})",
+            bytes_span("intermediate", b)
+        );
     }
     line.push_str(".</p>");
     line
