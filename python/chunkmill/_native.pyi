@@ -87,3 +87,6 @@ def run_worker(
     plan: str, stage: str, start: int, end: int, workers: int = 1, retries: int = 2
 ) -> str:
     """Runs tasks start..end of one stage of a stored plan (`chunkmill worker`)."""
+
+def plan_html(plan_json: str) -> str:
+    """The HTML fragment of a plan given as its JSON (the one the --report page shows)."""

@@ -6,7 +6,6 @@ so they plan, refuse and fail exactly as the command does.
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -283,26 +282,10 @@ class Rechunked:
         )
 
     def _repr_html_(self) -> str:
-        try:
-            from chunkmill._html import plan_html
-        except ImportError:
-            return _plan_table(self._plan)
+        from chunkmill._html import plan_html
+
         page: str = plan_html(self._plan)
         return page
-
-
-def _plan_table(plan: dict[str, Any]) -> str:
-    """The plan as a plain table (until chunkmill._html's renderer is there)."""
-    rows = "".join(
-        f"<tr><td>{html.escape(s['name'])}</td><td>{html.escape(s['label'])}</td><td>{s['tasks']}</td>"
-        f"<td>{s['projected_mem']}</td><td>{s['bytes_read']}</td><td>{s['bytes_written']}</td></tr>"
-        for s in plan["stages"]
-    )
-    return (
-        f"<table><caption>chunkmill plan {html.escape(str(plan['plan_id']))}: {plan['tasks']} tasks, "
-        f"max_mem {plan['max_mem']} bytes</caption><tr><th>stage</th><th>what</th><th>tasks</th>"
-        f"<th>projected memory per task (bytes)</th><th>bytes read</th><th>bytes written</th></tr>{rows}</table>"
-    )
 
 
 def _run_flags(resume: bool, overwrite: bool, workers: int | None, retries: int, work_dir: str | None) -> list[str]:

@@ -48,10 +48,14 @@ def _fill_value(value: Any, dtype: Any) -> Any:
 
 def _manifest(native: Any, key: str, grid: tuple[int, ...]) -> Any:
     from virtualizarr.manifests import ChunkManifest
+    from virtualizarr.manifests.manifest import validate_and_normalize_path_to_uri
 
     urls, ids, offsets, lengths, inlined = native.manifest(key)
     ids = np.frombuffer(ids, dtype="<u4")
-    table = np.array([_uri(u) for u in urls] + ["", _INLINED_PATH], dtype=np.dtypes.StringDType())
+    # Each chunk's path is one of a few URLs: validated here once each, as VirtualiZarr would
+    # validate every chunk's (which costs more than the whole scan).
+    table = np.array([validate_and_normalize_path_to_uri(_uri(u)) for u in urls] + ["", _INLINED_PATH],
+                     dtype=np.dtypes.StringDType())
     index = np.where(ids == _native.MISSING, len(urls), np.where(ids == _native.INLINED, len(urls) + 1, ids))
     lengths = np.frombuffer(lengths, dtype="<u8").copy()
     for flat, data in inlined.items():
@@ -61,11 +65,34 @@ def _manifest(native: Any, key: str, grid: tuple[int, ...]) -> Any:
         offsets=np.frombuffer(offsets, dtype="<u8").reshape(grid).copy(),
         lengths=lengths.reshape(grid),
         inlined={np.unravel_index(flat, grid): data for flat, data in inlined.items()} or None,
+        validate_paths=False,
     )
+
+
+# The Zarr metadata of an array, by its description: the files of a collection describe each
+# variable alike, and building the metadata (zarr's data type matching above all) costs more
+# than scanning the file. The objects are frozen; xarray copies their attributes.
+_METADATA: dict[str, Any] = {}
+_METADATA_LIMIT = 512
+_METADATA_KEYS = ("shape", "dtype", "chunk_shape", "fill_value", "codecs", "dimension_names",
+                  "attributes", "attribute_types")
 
 
 def _array(native: Any, key: str, a: dict[str, Any]) -> Any:
     from virtualizarr.manifests import ManifestArray
+
+    description = json.dumps([a.get(k) for k in _METADATA_KEYS], sort_keys=True)
+    metadata = _METADATA.get(description)
+    if metadata is None:
+        metadata = _metadata(a)
+        if len(_METADATA) >= _METADATA_LIMIT:
+            _METADATA.clear()
+        _METADATA[description] = metadata
+    grid = tuple(math.ceil(s / c) for s, c in zip(a["shape"], a["chunk_shape"], strict=True))
+    return ManifestArray(metadata=metadata, chunkmanifest=_manifest(native, key, grid))
+
+
+def _metadata(a: dict[str, Any]) -> Any:
     from virtualizarr.manifests.utils import create_v3_array_metadata
     from virtualizarr.parsers.utils import encode_cf_fill_value
 
@@ -74,20 +101,16 @@ def _array(native: Any, key: str, a: dict[str, Any]) -> Any:
     attrs = _attributes(a["attributes"], a["attribute_types"], np.dtype(object) if strings else dtype)
     if "_FillValue" in attrs and dtype.kind not in "SUOT":
         attrs["_FillValue"] = encode_cf_fill_value(attrs["_FillValue"], dtype)
-    shape = tuple(a["shape"])
-    chunks = tuple(a["chunk_shape"])
-    grid = tuple(math.ceil(s / c) for s, c in zip(shape, chunks, strict=True))
-    metadata = create_v3_array_metadata(
-        shape=shape,
+    return create_v3_array_metadata(
+        shape=tuple(a["shape"]),
         data_type=dtype,
-        chunk_shape=chunks,
+        chunk_shape=tuple(a["chunk_shape"]),
         fill_value=_fill_value(a["fill_value"], dtype),
         # Strings get vlen-utf8 from VirtualiZarr, as its own parser's do.
         codecs=[] if strings else a["codecs"],
         dimension_names=tuple(a["dimension_names"]),
         attributes=attrs,
     )
-    return ManifestArray(metadata=metadata, chunkmanifest=_manifest(native, key, grid))
 
 
 class Parser:

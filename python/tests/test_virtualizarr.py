@@ -83,3 +83,26 @@ def test_parser_refuses_missing_files_and_remote_urls(tmp_path, registry):
         Parser()((tmp_path / "missing.nc").as_uri(), registry)
     with pytest.raises(chunkmill.UsageError, match="local files"):
         Parser()("s3://bucket/file.nc", registry)
+
+
+def test_parser_files_alike_but_for_attributes_keep_their_own(collection, tmp_path, registry):
+    """The metadata built for one file is reused for the next that describes a variable alike
+    (a collection's files do): a file whose variable differs only in an attribute, or in its
+    fill value, gets its own, equal to HDFParser's."""
+    from virtualizarr.parsers import HDFParser
+
+    changed = tmp_path / "changed.nc"
+    ds = xr.open_dataset(collection[1], engine="netcdf4").load()
+    ds["air"].attrs["units"] = "degC"
+    ds.to_netcdf(changed, engine="netcdf4", encoding={"air": {"_FillValue": -1.0, "chunksizes": (2, 2, 5)}})
+    parsed = {}
+    for path in (collection[0], changed, collection[2]):
+        url = f"file://{path}"
+        ours = virtualizarr.open_virtual_dataset(url, registry=registry, parser=Parser())
+        _compare(ours, virtualizarr.open_virtual_dataset(url, registry=registry, parser=HDFParser()))
+        parsed[str(path)] = ours
+    assert parsed[str(changed)]["air"].attrs["units"] == "degC"
+    assert parsed[collection[0]]["air"].attrs["units"] == "K" == parsed[collection[2]]["air"].attrs["units"]
+    # Each file's chunks are its own, though its metadata may be shared.
+    first, last = parsed[collection[0]]["air"].data, parsed[collection[2]]["air"].data
+    assert first.metadata == last.metadata and first.manifest != last.manifest

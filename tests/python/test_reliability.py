@@ -211,8 +211,10 @@ def test_report_has_the_plan_and_every_task(tmp_path, source):
     page = report.read_text()
     assert page.startswith("<!doctype html>") and plan["plan_id"] in page
     tasks = sum(s["tasks"] for s in plan["stages"])
-    assert page.count("<rect") == 2 * tasks  # a timeline bar and a projection mark per task
-    assert page.count("<circle") == tasks
+    # Per task: a timeline bar, a projection mark and a peak-RSS dot.
+    assert page.count('<rect class="task"') == tasks
+    assert page.count('<line class="projected"') == tasks
+    assert page.count('<circle class="rss"') == tasks
     for s in plan["stages"]:
         assert s["name"] in page
 

@@ -11,6 +11,7 @@ mod errors;
 mod jobs;
 mod region;
 mod run;
+mod views;
 
 use pyo3::prelude::*;
 
@@ -34,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::plan_job, m)?)?;
     m.add_function(wrap_pyfunction!(run::run_job, m)?)?;
     m.add_function(wrap_pyfunction!(run::run_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(views::plan_html, m)?)?;
     m.add("MISSING", chunkmill_manifest::MISSING)?;
     m.add("INLINED", chunkmill_manifest::INLINED)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -344,7 +344,7 @@ pub fn run_job(
     .map_err(touched)?;
 
     if let Some(path) = &options.report {
-        write_html_report(plan, &job.source, options, &markers, &summary, path).map_err(touched)?;
+        write_html_report(job, options, &markers, &summary, path).map_err(touched)?;
     }
     zarr::write_consolidated(&write)
         .about("consolidated metadata")
@@ -481,21 +481,22 @@ fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsErro
 }
 
 fn write_html_report(
-    plan: &Plan,
-    source: &str,
+    job: &Job,
     options: &JobOptions,
     markers: &Markers,
     summary: &RunSummary,
     path: &std::path::Path,
 ) -> Result<(), OpsError> {
+    let plan = &job.plan;
     let mut records = Vec::new();
     for (i, stage) in plan.stages.iter().enumerate() {
         for (task, value) in markers.records(&stage.name)? {
             records.push(report::TaskRecord::from_marker(i, task, &value));
         }
     }
-    let title = format!("{} {source} → {}", plan.job, options.target);
-    let page = report::html(plan, &title, &records, summary.seconds, memory::peak_rss());
+    let title = format!("{} {} → {}", plan.job, job.source, options.target);
+    let view = report::PlanView::of_plan(plan, Some(job.task_budget), Some(job.baseline));
+    let page = report::html(&view, &title, &records, summary.seconds, memory::peak_rss());
     std::fs::write(path, page).about(format_args!("{}: cannot write the report", path.display()))
 }
 
