@@ -215,7 +215,8 @@ fn a_resumed_run_redoes_the_tasks_whose_intermediate_pieces_were_lost() {
     let tasks = chunkmill_ops::work::TaskSelection::Range(0..plan.stages[0].tasks());
     chunkmill_ops::work::run_worker(&plan_url, &plan.stages[0].name, &tasks, 1, 0, &|_| {})
         .unwrap();
-    let mut pieces = files_under(&std::path::Path::new(&format!("{dst}.work")).join("intermediate"));
+    let mut pieces =
+        files_under(&std::path::Path::new(&format!("{dst}.work")).join("intermediate"));
     pieces.sort();
     assert!(pieces.len() > 2);
     std::fs::remove_file(&pieces[0]).unwrap();
@@ -225,7 +226,10 @@ fn a_resumed_run_redoes_the_tasks_whose_intermediate_pieces_were_lost() {
     opts.job.resume = true;
     let report = run_rechunk(&opts, &|_| {}).unwrap();
     check_target(&dst, &[400, 400], &[1, 400], &[400, 1], false);
-    assert!(report.tasks_skipped > 0, "the intact pieces' tasks are kept");
+    assert!(
+        report.tasks_skipped > 0,
+        "the intact pieces' tasks are kept"
+    );
 }
 
 #[test]

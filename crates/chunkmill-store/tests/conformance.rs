@@ -43,9 +43,19 @@ fn scratch_and_plain_stores_read_each_other() {
         Store::open_scratch(path).unwrap(),
     );
     let output = Store::open_output(path).unwrap();
-    for (i, len) in [0usize, 1, 4095, 4096, 4097, 100_003, 262_144, 1 << 20, 2_500_001]
-        .into_iter()
-        .enumerate()
+    for (i, len) in [
+        0usize,
+        1,
+        4095,
+        4096,
+        4097,
+        100_003,
+        262_144,
+        1 << 20,
+        2_500_001,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let value = testing::pattern(len, i as u8);
         output.put_slice(&format!("o/{len}"), &value).unwrap();
@@ -57,13 +67,17 @@ fn scratch_and_plain_stores_read_each_other() {
             // Into a caller's buffer: exactly the value, or its size when that differs.
             let mut into = vec![0xAA; len];
             assert_eq!(
-                reader.read_exact_into(&format!("o/{len}"), &mut into).unwrap(),
+                reader
+                    .read_exact_into(&format!("o/{len}"), &mut into)
+                    .unwrap(),
                 ReadInto::Read
             );
             assert_eq!(into, value);
             let mut longer = vec![0; len + 1];
             assert_eq!(
-                reader.read_exact_into(&format!("o/{len}"), &mut longer).unwrap(),
+                reader
+                    .read_exact_into(&format!("o/{len}"), &mut longer)
+                    .unwrap(),
                 ReadInto::Size(len as u64)
             );
             assert_eq!(

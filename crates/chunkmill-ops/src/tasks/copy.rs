@@ -287,11 +287,18 @@ fn spare_or_zeroed(
 /// elements are one run there (a piece of a block can then be read or written in place).
 fn contiguous_span(outer: &Region, inner: &Region, item: usize) -> Option<std::ops::Range<usize>> {
     let (o, i) = (outer.ranges(), inner.ranges());
-    if o.len() != i.len() || i.iter().zip(o).any(|(a, b)| a.start < b.start || a.end > b.end) {
+    if o.len() != i.len()
+        || i.iter()
+            .zip(o)
+            .any(|(a, b)| a.start < b.start || a.end > b.end)
+    {
         return None;
     }
     // C order: leading axes of length 1, then any one axis, then axes whole in `outer`.
-    let first = i.iter().position(|r| r.end - r.start != 1).unwrap_or(i.len());
+    let first = i
+        .iter()
+        .position(|r| r.end - r.start != 1)
+        .unwrap_or(i.len());
     if (first + 1..i.len()).any(|a| i[a] != o[a]) {
         return None;
     }
@@ -369,9 +376,15 @@ fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
 
 /// Reads intermediate piece `key` into `dest`, which is exactly as long as the piece must be.
 fn read_piece_into(store: &Store, key: &str, dest: &mut [u8]) -> Result<(), String> {
-    match store.read_exact_into(key, dest).map_err(|e| e.to_string())? {
+    match store
+        .read_exact_into(key, dest)
+        .map_err(|e| e.to_string())?
+    {
         ReadInto::Read => Ok(()),
-        ReadInto::Missing => Err(format!("{}: intermediate piece {key} is missing", store.url())),
+        ReadInto::Missing => Err(format!(
+            "{}: intermediate piece {key} is missing",
+            store.url()
+        )),
         ReadInto::Size(len) => Err(format!(
             "{}: intermediate piece {key} has {len} bytes, expected {}",
             store.url(),
@@ -400,7 +413,9 @@ fn cut_chunk(
     } else if target.num_elements() == out_grid.chunk_region(coords).num_elements() {
         zeroed(len)
     } else {
-        array.fill_element(item).repeat(target.num_elements() as usize)
+        array
+            .fill_element(item)
+            .repeat(target.num_elements() as usize)
     };
     match what {
         Some(what) => copy_region(block, region, &mut cut, target, &what, item),
@@ -648,7 +663,8 @@ impl StageRunner {
                     let written = if target == *region {
                         array.write_chunk_slice(&at, &block)
                     } else {
-                        let cut = cut_chunk(array, &block, region, &target, out_grid, &coords, item);
+                        let cut =
+                            cut_chunk(array, &block, region, &target, out_grid, &coords, item);
                         let written = array.write_chunk_slice(&at, &cut);
                         SPARE_CUT.with(|s| *s.borrow_mut() = Some(cut));
                         written
@@ -743,9 +759,9 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         let Endpoint::Pieces { url, prefix, grid } = &copy.output else {
             continue;
         };
-        let mut readers = plan.stages.iter().filter(|s| {
-            matches!(&s.kind, StageKind::Copy(c) if reads_pieces(&c.input, url, prefix))
-        });
+        let mut readers = plan.stages.iter().filter(
+            |s| matches!(&s.kind, StageKind::Copy(c) if reads_pieces(&c.input, url, prefix)),
+        );
         let mut all_read = true;
         let mut any_reader = false;
         for reader in &mut readers {
