@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chunkmill_store::{testing, Store};
+use chunkmill_store::{testing, ReadInto, Store};
 
 #[test]
 fn memory_backend() {
@@ -25,8 +25,15 @@ fn direct_io_scratch_backend() {
     testing::run_all(&Store::open_scratch(dir.path().join("scratch").to_str().unwrap()).unwrap());
 }
 
-/// A scratch store and a plain store over one directory read each other's values: the direct
-/// path pads to whole pages and must trim back to the true length.
+#[test]
+fn output_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    testing::run_all(&Store::open_output(dir.path().join("output").to_str().unwrap()).unwrap());
+}
+
+/// A scratch store, an output store and a plain store over one directory read each other's
+/// values: the direct path pads to whole pages, a bounce buffer (1 MiB) at a time, and must
+/// trim back to the true length.
 #[test]
 fn scratch_and_plain_stores_read_each_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,10 +42,49 @@ fn scratch_and_plain_stores_read_each_other() {
         Store::open(path).unwrap(),
         Store::open_scratch(path).unwrap(),
     );
-    for (i, len) in [0usize, 1, 4095, 4096, 4097, 100_003]
-        .into_iter()
-        .enumerate()
+    let output = Store::open_output(path).unwrap();
+    for (i, len) in [
+        0usize,
+        1,
+        4095,
+        4096,
+        4097,
+        100_003,
+        262_144,
+        1 << 20,
+        2_500_001,
+    ]
+    .into_iter()
+    .enumerate()
     {
+        let value = testing::pattern(len, i as u8);
+        output.put_slice(&format!("o/{len}"), &value).unwrap();
+        for reader in [&plain, &scratch, &output] {
+            assert_eq!(
+                reader.get(&format!("o/{len}")).unwrap().as_deref(),
+                Some(&value[..])
+            );
+            // Into a caller's buffer: exactly the value, or its size when that differs.
+            let mut into = vec![0xAA; len];
+            assert_eq!(
+                reader
+                    .read_exact_into(&format!("o/{len}"), &mut into)
+                    .unwrap(),
+                ReadInto::Read
+            );
+            assert_eq!(into, value);
+            let mut longer = vec![0; len + 1];
+            assert_eq!(
+                reader
+                    .read_exact_into(&format!("o/{len}"), &mut longer)
+                    .unwrap(),
+                ReadInto::Size(len as u64)
+            );
+            assert_eq!(
+                reader.read_exact_into("o/absent", &mut longer).unwrap(),
+                ReadInto::Missing
+            );
+        }
         let value = testing::pattern(len, i as u8);
         scratch.put(&format!("s/{len}"), value.clone()).unwrap();
         plain.put(&format!("p/{len}"), value.clone()).unwrap();
@@ -65,6 +111,7 @@ fn local_writes_leave_no_partial_files() {
     for store in [
         Store::open(dir.path().to_str().unwrap()).unwrap(),
         Store::open_scratch(dir.path().to_str().unwrap()).unwrap(),
+        Store::open_output(dir.path().to_str().unwrap()).unwrap(),
     ] {
         for i in 0..20 {
             store.put(&format!("k/{i}"), vec![i; 1000]).unwrap();
