@@ -181,7 +181,10 @@ for tool in $TOOLS; do
     zarrs-reencode)
       # zarrs_tools' re-encoder (Rust): Zarr v3 output with the target chunks, zstd:1, WORKERS
       # chunks at once, a chunk cache of the budget; it has no memory budget of its own.
-      measure "$tool" "$ZARRS_REENCODE" "$SRC" "$out" --chunk-shape "$CHUNKS" \
+      # zarrs_reencode 0.8.1 keeps the source's chunk shape when given --chunk-shape alone
+      # (checked on a small v2 and v3 array), so the target chunks are also its shard shape:
+      # one inner chunk per shard, the same bytes plus a 16-byte shard index.
+      measure "$tool" "$ZARRS_REENCODE" "$SRC" "$out" --chunk-shape "$CHUNKS" --shard-shape "$CHUNKS" \
         --bytes-to-bytes-codecs '[{"name": "zstd", "configuration": {"level": 1, "checksum": false}}]' \
         --concurrent-chunks "$WORKERS" --cache-size "$(numfmt --from=si "${MAXMEM%B}")" ;;
     *) say "unknown tool '$tool' in BENCH_TOOLS"; exit 2 ;;
