@@ -48,7 +48,7 @@ enum Val {
     None,
 }
 
-type Reader<'a> = dyn Fn(&Source, &Pick) -> Result<Vec<f64>, String> + 'a;
+pub(crate) type Reader<'a> = dyn Fn(&Source, &Pick) -> Result<Vec<f64>, String> + 'a;
 
 struct Checker<'a> {
     inputs: &'a Inputs,

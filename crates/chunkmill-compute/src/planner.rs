@@ -1475,7 +1475,7 @@ fn read_bytes<'l>(lazies: impl Iterator<Item = &'l Lazy>, inputs: &Inputs) -> u6
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::check::check;
     use crate::model::Source;
@@ -1502,8 +1502,20 @@ mod tests {
     }
 
     fn planned(script: &str, task_budget: u64) -> Result<ComputePlan, Box<dyn std::error::Error>> {
-        let inputs = inputs();
-        let outputs = check(&parse(script)?, &inputs, &|_, _| Err("no reads".into()))?;
+        planned_over(&inputs(), script, task_budget, &|_, _| {
+            Err("no reads".into())
+        })
+    }
+
+    /// The plan of `script` over `inputs` to a local target with two workers; `read` gives
+    /// the values a check reads (coordinates).
+    pub(crate) fn planned_over(
+        inputs: &Inputs,
+        script: &str,
+        task_budget: u64,
+        read: &crate::check::Reader<'_>,
+    ) -> Result<ComputePlan, Box<dyn std::error::Error>> {
+        let outputs = check(&parse(script)?, inputs, read)?;
         let target = Target {
             write_url: "/data/out.zarr".into(),
             temp_url: "/data/tmp".into(),
@@ -1513,7 +1525,7 @@ mod tests {
             task_budget,
             workers: 2,
         };
-        Ok(plan(&outputs, &inputs, &target)?)
+        Ok(plan(&outputs, inputs, &target)?)
     }
 
     fn kernel(stage: &Stage) -> Option<&str> {

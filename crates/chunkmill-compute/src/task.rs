@@ -19,6 +19,22 @@ pub fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
     format!("{prefix}/{}", grid.ravel(coords))
 }
 
+/// The stored bytes of piece `coords` of the intermediate `grid` at `url`/`prefix`; a piece
+/// that is not there is an error (its writer's marker said it was).
+fn read_piece(
+    url: &str,
+    prefix: &str,
+    grid: &Grid,
+    coords: &[u64],
+) -> Result<chunkmill_store::Bytes, String> {
+    let store = Store::open(url).map_err(|e| e.to_string())?;
+    let key = piece_key(prefix, grid, coords);
+    store
+        .get(&key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{url}/{key}: intermediate piece missing"))
+}
+
 fn failed(e: impl std::fmt::Display) -> TaskError {
     TaskError::failed(e.to_string())
 }
@@ -48,12 +64,7 @@ fn read_chunk(
             Ok((values, Region::new(nominal)))
         }
         Endpoint::Pieces { url, prefix, .. } => {
-            let store = Store::open(url).map_err(|e| e.to_string())?;
-            let key = piece_key(prefix, grid, coords);
-            let bytes = store
-                .get(&key)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{url}/{key}: intermediate piece missing"))?;
+            let bytes = read_piece(url, prefix, grid, coords)?;
             dtype.decode(&bytes, &mut values);
             Ok((values, exact))
         }

@@ -481,10 +481,9 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::check::{check, Inputs};
+    use crate::check::Inputs;
     use crate::model::Source;
-    use crate::planner::{plan, ComputePlan, Target};
-    use crate::syntax::parse;
+    use crate::planner::ComputePlan;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -524,19 +523,8 @@ mod tests {
     }
 
     fn planned(script: &str, task_budget: u64) -> Result<ComputePlan, Box<dyn std::error::Error>> {
-        let inputs = inputs();
         let days = |_: &Source, _: &crate::model::Pick| Ok((0..730).map(f64::from).collect());
-        let outputs = check(&parse(script)?, &inputs, &days)?;
-        let target = Target {
-            write_url: "/data/out.zarr".into(),
-            temp_url: "/data/tmp".into(),
-            zarr_format: 3,
-            chunks: BTreeMap::new(),
-            codec: None,
-            task_budget,
-            workers: 2,
-        };
-        Ok(plan(&outputs, &inputs, &target)?)
+        crate::planner::tests::planned_over(&inputs(), script, task_budget, &days)
     }
 
     fn steps(p: &ComputePlan) -> Vec<String> {

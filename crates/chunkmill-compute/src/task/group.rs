@@ -7,7 +7,7 @@ use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
 use chunkmill_store::Store;
 
-use super::{kept_region as kept, piece_key, write};
+use super::{kept_region as kept, piece_key, read_piece, write};
 use crate::dtype::DType;
 use crate::eval::{eval, Reader};
 use crate::kernel::{GroupStep, Reduce};
@@ -72,12 +72,7 @@ fn put_piece(endpoint: &Endpoint, coords: &[u64], state: &[f64]) -> Result<u64, 
 
 fn get_piece(endpoint: &Endpoint, coords: &[u64], out: &mut Vec<f64>) -> Result<(), String> {
     let (url, prefix, grid) = pieces(endpoint)?;
-    let store = Store::open(url).map_err(|e| e.to_string())?;
-    let key = piece_key(prefix, grid, coords);
-    let bytes = store
-        .get(&key)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{url}/{key}: intermediate piece missing"))?;
+    let bytes = read_piece(url, prefix, grid, coords)?;
     DType::Float64.decode(&bytes, out);
     Ok(())
 }
