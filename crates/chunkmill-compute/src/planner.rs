@@ -244,6 +244,17 @@ fn group_key(r: &Reduction, base: &[u64]) -> String {
 }
 
 impl Planner<'_> {
+    /// An intermediate of `grid` under `prefix` in the temp store, removed when the job ends.
+    fn temp_pieces(&mut self, prefix: String, grid: Grid) -> Endpoint {
+        self.cleanup
+            .push((self.target.temp_url.clone(), format!("{prefix}/")));
+        Endpoint::Pieces {
+            url: self.target.temp_url.clone(),
+            prefix,
+            grid,
+        }
+    }
+
     /// The chunk size along `dim`: asked for, else the first input's that has it.
     fn chunk(&self, lazy: &Lazy, dim: &str, len: u64) -> u64 {
         if let Some(&c) = self.target.chunks.get(dim) {
@@ -329,13 +340,7 @@ impl Planner<'_> {
             return Ok(e.clone());
         }
         let prefix = format!("c{}-{}", self.stages.len(), safe(label));
-        self.cleanup
-            .push((self.target.temp_url.clone(), format!("{prefix}/")));
-        Ok(Endpoint::Pieces {
-            url: self.target.temp_url.clone(),
-            prefix,
-            grid: grid(shape, chunks)?,
-        })
+        Ok(self.temp_pieces(prefix, grid(shape, chunks)?))
     }
 
     /// Plan every stored array (reductions, rechunks), innermost first; reductions ready at
@@ -504,13 +509,7 @@ impl Planner<'_> {
                 final_ep.clone()
             } else {
                 let prefix = format!("c{stage_no}-{}-p0", safe(&label));
-                self.cleanup
-                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces {
-                    url: self.target.temp_url.clone(),
-                    prefix,
-                    grid: layout.grid(&n_r, true)?,
-                }
+                self.temp_pieces(prefix, layout.grid(&n_r, true)?)
             };
             written += 8
                 * layout.fields
@@ -586,13 +585,7 @@ impl Planner<'_> {
                 rounds.final_ep.clone()
             } else {
                 let prefix = format!("c{}-{}-p{step}", self.stages.len(), safe(rounds.label));
-                self.cleanup
-                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces {
-                    url: self.target.temp_url.clone(),
-                    prefix,
-                    grid: layout.grid(&next, true)?,
-                }
+                self.temp_pieces(prefix, layout.grid(&next, true)?)
             };
             let need = state_bytes * 3 + 16 * rounds.kept_elems;
             self.fits(rounds.what, need)?;
@@ -689,13 +682,7 @@ impl Planner<'_> {
                 final_ep.clone()
             } else {
                 let prefix = format!("c{n}-{}-r{j}", safe(&label));
-                self.cleanup
-                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces {
-                    url: self.target.temp_url.clone(),
-                    prefix,
-                    grid: s.output.clone(),
-                }
+                self.temp_pieces(prefix, s.output.clone())
             };
             self.stages.push(Stage {
                 name: format!("{n:02}-{}-rechunk{j}", safe(&label)),
@@ -742,13 +729,7 @@ impl Planner<'_> {
             (self.splits.len() == splits).then(|| read_bytes(std::iter::once(lazy), self.inputs));
         let n = self.stages.len();
         let prefix = format!("c{n}-{}-in", safe(label));
-        self.cleanup
-            .push((self.target.temp_url.clone(), format!("{prefix}/")));
-        let out = Endpoint::Pieces {
-            url: self.target.temp_url.clone(),
-            prefix,
-            grid: grid(&lazy.shape, chunks)?,
-        };
+        let out = self.temp_pieces(prefix, grid(&lazy.shape, chunks)?);
         self.map_stage(
             format!("{n:02}-{}-in", safe(label)),
             format!(
@@ -860,13 +841,7 @@ impl Planner<'_> {
             })?;
             let n = self.stages.len();
             let prefix = format!("c{n}-split");
-            self.cleanup
-                .push((self.target.temp_url.clone(), format!("{prefix}/")));
-            let out = Endpoint::Pieces {
-                url: self.target.temp_url.clone(),
-                prefix,
-                grid: grid(&lazy.shape, chunks)?,
-            };
+            let out = self.temp_pieces(prefix, grid(&lazy.shape, chunks)?);
             let op = expr_op(&sub);
             let name = format!("{n:02}-split-map");
             self.splits.push((name.clone(), op.clone()));

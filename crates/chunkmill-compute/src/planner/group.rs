@@ -244,13 +244,7 @@ impl Planner<'_> {
     /// Intermediate pieces of step `step` of `tree`, `n` along the grouped axis.
     fn pieces(&mut self, tree: &Tree<'_>, step: usize, n: u64) -> Result<Endpoint, PlanError> {
         let prefix = format!("c{}-{}-g{step}", self.stages.len(), safe(tree.label));
-        self.cleanup
-            .push((self.target.temp_url.clone(), format!("{prefix}/")));
-        Ok(Endpoint::Pieces {
-            url: self.target.temp_url.clone(),
-            prefix,
-            grid: tree.piece_grid(n)?,
-        })
+        Ok(self.temp_pieces(prefix, tree.piece_grid(n)?))
     }
 
     /// The combine rounds and the finish step of `tree` after its partial step wrote `n`
@@ -274,13 +268,7 @@ impl Planner<'_> {
             Some(e) => e,
             None => {
                 let prefix = format!("c{}-{}", self.stages.len(), safe(label));
-                self.cleanup
-                    .push((self.target.temp_url.clone(), format!("{prefix}/")));
-                Endpoint::Pieces {
-                    url: self.target.temp_url.clone(),
-                    prefix,
-                    grid: out_grid.clone(),
-                }
+                self.temp_pieces(prefix, out_grid.clone())
             }
         };
         let mut span = 1u64;
