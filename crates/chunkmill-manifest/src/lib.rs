@@ -102,6 +102,7 @@ pub use reader::ChunkReader;
 pub use rebase::rebase_concat_times;
 pub use scan::{scan, scan_listed, scan_path, FileScan, ScanOptions, SkippedVariable};
 pub use virtualize::{
-    build, expand_inputs, scan_input, virtualize, Input, OutputFormat, ProgressFn, ScanExecutor,
-    ScanResults, SkippedFile, VirtualizeOptions, VirtualizeReport, REMOTE_THREADS_PER_CORE,
+    build, expand_inputs, scan_files, scan_input, virtualize, Input, OutputFormat, ProgressFn,
+    ScanExecutor, ScanResults, SkippedFile, VirtualizeOptions, VirtualizeReport,
+    REMOTE_THREADS_PER_CORE,
 };

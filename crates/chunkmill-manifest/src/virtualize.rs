@@ -359,15 +359,17 @@ pub fn scan_input(input: &Input, options: &ScanOptions) -> Result<FileScan> {
     }
 }
 
-/// Scans `files` on `threads` threads. Without `skip_bad`, the first failure stops the
-/// others from starting new files.
-fn scan_all(
+/// Scans `files` on `threads` threads of this process. Without `skip_bad`, the first failure
+/// stops the others from starting new files; so does `cancel` once set (Ctrl-C in a caller),
+/// leaving the files not started without a result.
+pub fn scan_files(
     files: &[Input],
     scan_options: &ScanOptions,
     threads: usize,
     skip_bad: bool,
     progress: Option<&ProgressFn>,
-) -> Vec<Option<Result<FileScan>>> {
+    cancel: Option<&AtomicBool>,
+) -> ScanResults {
     let n = files.len();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -379,7 +381,9 @@ fn scan_all(
                 s.spawn(|| {
                     let mut local = Vec::new();
                     loop {
-                        if stop.load(Ordering::Relaxed) {
+                        if stop.load(Ordering::Relaxed)
+                            || cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+                        {
                             break;
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -505,12 +509,13 @@ pub fn build(
     let t0 = Instant::now();
     let results = match &options.scanner {
         Some(scanner) => scanner.scan(&files, &scan_options)?,
-        None => scan_all(
+        None => scan_files(
             &files,
             &scan_options,
             threads,
             options.skip_bad,
             options.progress.as_deref(),
+            None,
         ),
     };
     let scan_seconds = t0.elapsed().as_secs_f64();

@@ -1,12 +1,12 @@
 //! `virtualize` and the in-memory combine of `open_virtual_mfdataset`: chunkmill-manifest's
 //! scan and combine, on threads of this process, stopping between files on Ctrl-C.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chunkmill_manifest::{
-    scan_input, Compat, Error, FileScan, Input, OutputFormat, ScanExecutor, ScanOptions,
-    ScanResults, VirtualizeOptions,
+    scan_files, Compat, Error, Input, OutputFormat, ScanExecutor, ScanOptions, ScanResults,
+    VirtualizeOptions,
 };
 use pyo3::prelude::*;
 use serde_json::json;
@@ -15,9 +15,9 @@ use crate::cancel::interruptible;
 use crate::dataset::{from_combined, NativeDataset};
 use crate::errors;
 
-/// Scans files on threads of this process, as chunkmill-manifest does by itself, but looks at
-/// a cancel flag before each file: after Ctrl-C no new file is started and the job fails
-/// before anything is written.
+/// chunkmill-manifest's scan on threads of this process, with a cancel flag looked at before
+/// each file: after Ctrl-C no new file is started and the job fails before anything is
+/// written.
 struct CancellableScanner {
     threads: usize,
     skip_bad: bool,
@@ -30,45 +30,18 @@ impl ScanExecutor for CancellableScanner {
         files: &[Input],
         options: &ScanOptions,
     ) -> chunkmill_manifest::Result<ScanResults> {
-        let n = files.len();
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let per_thread: Vec<Vec<(usize, chunkmill_manifest::Result<FileScan>)>> =
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..self.threads.clamp(1, n.max(1)))
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut local = Vec::new();
-                            while !self.cancel.load(Ordering::Relaxed)
-                                && !failed.load(Ordering::Relaxed)
-                            {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(file) = files.get(i) else { break };
-                                let r = scan_input(file, options);
-                                if r.is_err() && !self.skip_bad {
-                                    failed.store(true, Ordering::Relaxed);
-                                }
-                                local.push((i, r));
-                            }
-                            local
-                        })
-                    })
-                    .collect();
-                // A panicking scan loses that thread's results; `build` reports the files
-                // left without one.
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
+        let results = scan_files(
+            files,
+            options,
+            self.threads,
+            self.skip_bad,
+            None,
+            Some(&self.cancel),
+        );
         if self.cancel.load(Ordering::Relaxed) {
             return Err(Error::Executor(
                 "interrupted (Ctrl-C): nothing was written".into(),
             ));
-        }
-        let mut results: ScanResults = (0..n).map(|_| None).collect();
-        for (i, r) in per_thread.into_iter().flatten() {
-            results[i] = Some(r);
         }
         Ok(results)
     }
