@@ -195,6 +195,13 @@ fn draw_spans(
 
 const CHART_STYLE: &str = "font-family:system-ui,sans-serif;font-size:12px";
 
+/// The opening `<svg>` tag of a chart `height` px tall.
+fn open_chart(class: &str, label: &str, height: f64) -> String {
+    format!(
+        "<svg class=\"chart {class}\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" style=\"{CHART_STYLE}\" role=\"img\" aria-label=\"{label}\">"
+    )
+}
+
 /// Memory, MB, against time: the budget and baseline as labelled lines, each task's projected
 /// memory as a thick bar over its run, and the process's peak RSS when each task ended as a dot.
 pub(super) fn memory_chart(view: &PlanView, records: &[TaskRecord], time: &TimeAxis) -> String {
@@ -213,9 +220,7 @@ pub(super) fn memory_chart(view: &PlanView, records: &[TaskRecord], time: &TimeA
         px_lo: bottom,
         px_hi: top,
     };
-    let mut out = format!(
-        "<svg class=\"chart memory\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" style=\"{CHART_STYLE}\" role=\"img\" aria-label=\"memory over time\">"
-    );
+    let mut out = open_chart("memory", "memory over time", height);
     out.push_str(&draw_spans(
         view,
         &stage_spans(records, time, view.stages.len()),
@@ -359,9 +364,7 @@ pub(super) fn timeline_chart(view: &PlanView, records: &[TaskRecord], time: &Tim
     // Tall enough for the axis title however few rows.
     let bottom = top + (row * rows as f64 + 4.0).max(90.0);
     let height = bottom + 44.0;
-    let mut out = format!(
-        "<svg class=\"chart timeline\" viewBox=\"0 0 {WIDTH} {height}\" width=\"{WIDTH}\" height=\"{height}\" style=\"{CHART_STYLE}\" role=\"img\" aria-label=\"tasks over time\">"
-    );
+    let mut out = open_chart("timeline", "tasks over time", height);
     out.push_str(&draw_spans(
         view,
         &stage_spans(records, time, view.stages.len()),
