@@ -91,7 +91,7 @@ mod tests {
 
     use super::*;
     use crate::args::{Cli, Command};
-    use crate::failure::exit_code;
+    use crate::resolve::tests::assert_usage;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -109,19 +109,6 @@ mod tests {
         match Cli::try_parse_from(words).map(|c| c.command) {
             Ok(Command::Compute(a)) => compute(&a).map(|(o, _)| o),
             other => Err(Failure::failed(format!("not compute: {other:?}"))),
-        }
-    }
-
-    fn assert_usage<T: std::fmt::Debug>(result: Result<T, Failure>, words: &[&str]) {
-        match result {
-            Err(f) => {
-                assert_eq!(exit_code(&f), 2, "{f}");
-                let text = f.to_string();
-                for w in words {
-                    assert!(text.contains(w), "{w:?} not in {text:?}");
-                }
-            }
-            Ok(v) => panic!("accepted {words:?}: {v:?}"),
         }
     }
 

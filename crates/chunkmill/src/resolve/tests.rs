@@ -49,7 +49,7 @@ fn rechunk_with(extra: &[&str]) -> Result<(RechunkOptions, BudgetOrigin), Failur
 }
 
 /// `result` is a usage error whose message holds every one of `words`.
-fn assert_usage<T: std::fmt::Debug>(result: Result<T, Failure>, words: &[&str]) {
+pub(super) fn assert_usage<T: std::fmt::Debug>(result: Result<T, Failure>, words: &[&str]) {
     match result {
         Err(f) => {
             assert_eq!(exit_code(&f), 2, "{f}");
