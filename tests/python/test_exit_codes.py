@@ -2,6 +2,7 @@
 a message naming it, whichever command reads it (`virtualize` and `convert` open files through
 the same reader, and the binary maps errors to exit codes in one function)."""
 
+import json
 from pathlib import Path
 
 import h5py
@@ -70,4 +71,23 @@ def test_rechunk_and_convert_give_the_same_code_for_the_same_bad_zarr_store(tmp_
                          "--max-mem", "64MB", "--no-progress")
     for r in (rechunk, convert):
         oracle.assert_one_error_line(r, codes={3}, mentions=["bad.zarr", metadata, "JSON"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"
+
+
+@pytest.mark.parametrize("zgroup", [b"not json", b'{"zarr_format": 3}', b"[]"])
+def test_a_group_whose_zgroup_is_not_a_v2_group_is_refused_by_both_jobs(tmp_path, zgroup):
+    # The array inside is fine; the group's own metadata is not. Copying the array as if the
+    # group were a v2 group would hide a damaged or foreign store behind exit 0.
+    bad = tmp_path / "bad.zarr"
+    (bad / "x").mkdir(parents=True)
+    (bad / ".zgroup").write_bytes(zgroup)
+    (bad / "x" / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [4], "chunks": [2], "dtype": "<f4", "compressor": None,
+        "fill_value": 0, "order": "C", "filters": None}))
+    (bad / "x" / ".zattrs").write_text(json.dumps({"_ARRAY_DIMENSIONS": ["x"]}))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for job in ("rechunk", "convert"):
+        r = oracle.run(job, bad, tmp_path / f"{job}.zarr", "--chunks", "x=4",
+                       "--max-mem", "64MB", "--no-progress")
+        oracle.assert_one_error_line(r, codes={3}, mentions=["bad.zarr", ".zgroup"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"

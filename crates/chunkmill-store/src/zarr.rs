@@ -277,7 +277,12 @@ pub fn read_node(store: &Store, path: &str) -> Result<Option<Node>, ZarrError> {
     if let Some(doc) = store.get_json(&key(path, ".zarray"))? {
         return read_v2_array(store, path, &doc, attributes).map(|a| Some(Node::Array(a)));
     }
-    if store.exists(&key(path, ".zgroup"))? {
+    if let Some(doc) = store.get_json(&key(path, ".zgroup"))? {
+        // A group whose metadata says something else is not one we understand: copying its
+        // members as if it were a v2 group would silently drop whatever it meant.
+        if doc.get("zarr_format").and_then(Value::as_u64) != Some(2) {
+            return Err(meta_err(store, path, ".zgroup does not say zarr_format 2"));
+        }
         return Ok(Some(Node::Group(GroupInfo {
             path: path.to_string(),
             zarr_format: 2,
@@ -1241,7 +1246,20 @@ impl ZarrArray {
 
 #[cfg(test)]
 mod tests {
-    use super::parent_groups;
+    #![allow(clippy::unwrap_used)]
+    use super::{parent_groups, read_node, Node};
+    use crate::Store;
+
+    #[test]
+    fn a_group_whose_metadata_is_not_a_v2_group_is_refused() {
+        let store = Store::open("memory://zgroup-refused").unwrap();
+        store.put(".zgroup", b"{\"zarr_format\": 2}".to_vec()).unwrap();
+        assert!(matches!(read_node(&store, ""), Ok(Some(Node::Group(_)))));
+        for bad in [&b"not json"[..], b"[]", b"{\"zarr_format\": 3}", b"{}"] {
+            store.put(".zgroup", bad.to_vec()).unwrap();
+            assert!(read_node(&store, "").is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn parent_groups_lists_every_group_above_an_array_once() {
