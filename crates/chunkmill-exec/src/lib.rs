@@ -529,7 +529,16 @@ fn run_stage(
         decoded_bytes: stage.bytes_written,
     });
     summary.tasks_skipped += tasks.end - tasks.start - pending.len() as u64;
-    let threads = options.workers.min(pending.len()).max(1);
+    // No more threads than tasks that fit the pool together: each thread's allocations come
+    // from its own allocator arena, which keeps what the thread's tasks freed for its next
+    // task. Threads that only wait for memory would, taking turns, each leave a task's worth
+    // resident in their arenas, beyond what the pool admits (121 MB at --max-mem 96MB).
+    let fit = pool.capacity() / stage.projected_mem.max(1);
+    let threads = options
+        .workers
+        .min(pending.len())
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1);
     let run = StageRun {
         index,
         stage,

@@ -100,27 +100,17 @@ pub fn current_rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Memory this process holds, as a run's baseline: its anonymous and shared resident pages,
-/// measured once the allocator has returned its free heap pages to the system. Pages mapped
-/// from files (the executable's code, above all) are left out: the kernel drops them under
-/// pressure instead of failing, and how many are resident depends on the page cache, which
-/// made the same run fit `--max-mem` on one machine and be refused on another. Without the
-/// trim, memory that reading the inputs used and freed (a Parquet reference table) would stay
-/// resident under the allocator's high trim threshold and count as held.
+/// Memory this process holds, as a run's baseline: all its resident pages (anonymous, shared
+/// and mapped from files, as `VmRSS` and the peak `VmHWM` count them), measured once the
+/// allocator has returned its free heap pages to the system. The executable's code and the
+/// libraries mapped in count: the promise is about the peak resident memory that `time -v`
+/// and the kernel report, and they are part of it. Without the trim, memory that reading the
+/// inputs used and freed (a Parquet reference table) would stay resident under the
+/// allocator's high trim threshold and count as held.
 #[must_use]
 pub fn held_memory() -> u64 {
     return_free_heap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-    };
-    match (field("RssAnon:"), field("RssShmem:")) {
-        (Some(anon), shmem) => (anon + shmem.unwrap_or(0)) * 1024,
-        (None, _) => current_rss(),
-    }
+    current_rss()
 }
 
 /// Returns the heap's free pages to the system. The binary keeps up to 128 MiB of free heap
@@ -147,6 +137,23 @@ pub fn peak_rss() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The highest peak resident memory of any child process this process has waited for (the
+/// `worker` processes of the `processes` executor), in bytes (0 where unknown).
+#[must_use]
+#[allow(unsafe_code)]
+pub fn peak_rss_of_children() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we own and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) != 0 {
+            return 0;
+        }
+        usage
+    };
+    // Linux reports kilobytes.
+    u64::try_from(usage.ru_maxrss).map_or(0, |kb| kb * 1024)
 }
 
 #[cfg(test)]
