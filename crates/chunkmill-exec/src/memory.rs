@@ -100,17 +100,51 @@ pub fn current_rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Memory this process holds, as a run's baseline: all its resident pages (anonymous, shared
-/// and mapped from files, as `VmRSS` and the peak `VmHWM` count them), measured once the
-/// allocator has returned its free heap pages to the system. The executable's code and the
-/// libraries mapped in count: the promise is about the peak resident memory that `time -v`
-/// and the kernel report, and they are part of it. Without the trim, memory that reading the
-/// inputs used and freed (a Parquet reference table) would stay resident under the
-/// allocator's high trim threshold and count as held.
+/// What this process holds resident, in bytes, measured once the allocator has returned its
+/// free heap pages to the system (without the trim, memory that reading the inputs used and
+/// freed, a Parquet reference table, would stay resident under the allocator's high trim
+/// threshold and count as held).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Anonymous and shared pages: heap, stacks, what the process made.
+    pub anonymous: u64,
+    /// Pages mapped from files: the executable's code and the libraries'. How many are
+    /// resident after the same work varies by a megabyte or more with the page cache (the
+    /// kernel maps cached neighbours of a faulting page too).
+    pub file: u64,
+}
+
+impl Held {
+    /// Every resident page, as `VmRSS` and the peak `VmHWM` count them.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.anonymous + self.file
+    }
+}
+
+/// What this process holds now (Linux; the whole resident set as anonymous where the split
+/// cannot be read).
 #[must_use]
-pub fn held_memory() -> u64 {
+pub fn held_memory() -> Held {
     return_free_heap();
-    current_rss()
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    match (field("RssAnon:"), field("RssFile:"), field("RssShmem:")) {
+        (Some(anon), Some(file), shmem) => Held {
+            anonymous: anon + shmem.unwrap_or(0),
+            file,
+        },
+        _ => Held {
+            anonymous: current_rss(),
+            file: 0,
+        },
+    }
 }
 
 /// Returns the heap's free pages to the system. The binary keeps up to 128 MiB of free heap
