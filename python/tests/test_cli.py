@@ -54,6 +54,8 @@ def test_the_script_loads_no_xarray_so_its_baseline_stays_small():
     refused budgets the binary accepted. The package's API still loads them on first use."""
     probe = ("import sys, chunkmill._cli; heavy = [m for m in ('xarray', 'pandas', 'numpy') if m in sys.modules]; "
              "print(heavy); import chunkmill; print(callable(chunkmill.rechunk) and callable(chunkmill.virtualize))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    # The package this test imported, not whichever the venv would find first.
+    env = {**os.environ, "PYTHONPATH": str(Path(chunkmill.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout
