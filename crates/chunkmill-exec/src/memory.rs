@@ -114,14 +114,6 @@ pub struct Held {
     pub file: u64,
 }
 
-impl Held {
-    /// Every resident page, as `VmRSS` and the peak `VmHWM` count them.
-    #[must_use]
-    pub fn total(&self) -> u64 {
-        self.anonymous + self.file
-    }
-}
-
 /// What this process holds now (Linux; the whole resident set as anonymous where the split
 /// cannot be read).
 #[must_use]
