@@ -18,8 +18,29 @@ from __future__ import annotations
 
 from chunkmill._native import ChunkmillError, JobError, RefusedError, UsageError
 from chunkmill._native import __version__
-from chunkmill.jobs import Rechunked, convert, rechunk
-from chunkmill.virtual import open_virtual_mfdataset, virtualize
+
+# The jobs and virtual modules import xarray, pandas and numpy: 58 MB of the process and a
+# second of start-up that the wheel's `chunkmill` command (chunkmill._cli, which imports this
+# package first) does not use, and that counted against its --max-mem. They load on first use.
+_LAZY = {
+    "Rechunked": "chunkmill.jobs",
+    "convert": "chunkmill.jobs",
+    "rechunk": "chunkmill.jobs",
+    "open_virtual_mfdataset": "chunkmill.virtual",
+    "virtualize": "chunkmill.virtual",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chunkmill' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ChunkmillError",

@@ -529,7 +529,16 @@ fn run_stage(
         decoded_bytes: stage.bytes_written,
     });
     summary.tasks_skipped += tasks.end - tasks.start - pending.len() as u64;
-    let threads = options.workers.min(pending.len()).max(1);
+    // No more threads than tasks that fit the pool together: each thread's allocations come
+    // from its own allocator arena, which keeps what the thread's tasks freed for its next
+    // task. Threads that only wait for memory would, taking turns, each leave a task's worth
+    // resident in their arenas, beyond what the pool admits (121 MB at --max-mem 96MB).
+    let fit = pool.capacity() / stage.projected_mem.max(1);
+    let threads = options
+        .workers
+        .min(pending.len())
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1);
     let run = StageRun {
         index,
         stage,
@@ -1011,6 +1020,45 @@ mod tests {
         flag.store(false, Ordering::SeqCst);
         let summary = run_plan(&plan, &runner, &markers, &options, &|_| {})?;
         assert_eq!((summary.tasks_run, summary.tasks_skipped), (15, 5));
+        Ok(())
+    }
+
+    /// Records the threads that ran tasks.
+    #[derive(Default)]
+    struct Threads(Mutex<std::collections::HashSet<std::thread::ThreadId>>);
+
+    impl TaskRunner for Threads {
+        fn run(&self, _: &Stage, _: u64, _: &Cancel) -> Result<TaskStats, TaskError> {
+            self.0.lock().insert(std::thread::current().id());
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(TaskStats::default())
+        }
+    }
+
+    #[test]
+    fn tasks_that_fit_one_at_a_time_run_on_one_thread() -> TestResult {
+        // Each thread's allocator arena keeps what its tasks freed: threads taking turns at
+        // one task each would leave a task's worth resident per thread, beyond the pool.
+        for (memory, most_threads) in [(15, 1), (25, 2), (1000, 4)] {
+            let plan = plan(12)?;
+            let markers = Markers::new(
+                Store::open(&format!("memory://exec-threads-{memory}"))?,
+                &plan.plan_id,
+            );
+            let runner = Threads::default();
+            run_plan(
+                &plan,
+                &runner,
+                &markers,
+                &RunOptions::new(4, memory),
+                &|_| {},
+            )?;
+            let used = runner.0.lock().len();
+            assert!(
+                (1..=most_threads).contains(&used),
+                "pool {memory}: {used} threads ran tasks"
+            );
+        }
         Ok(())
     }
 }

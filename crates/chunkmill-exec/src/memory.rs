@@ -100,15 +100,24 @@ pub fn current_rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// Memory this process holds, as a run's baseline: its anonymous and shared resident pages,
-/// measured once the allocator has returned its free heap pages to the system. Pages mapped
-/// from files (the executable's code, above all) are left out: the kernel drops them under
-/// pressure instead of failing, and how many are resident depends on the page cache, which
-/// made the same run fit `--max-mem` on one machine and be refused on another. Without the
-/// trim, memory that reading the inputs used and freed (a Parquet reference table) would stay
-/// resident under the allocator's high trim threshold and count as held.
+/// What this process holds resident, in bytes, measured once the allocator has returned its
+/// free heap pages to the system (without the trim, memory that reading the inputs used and
+/// freed, a Parquet reference table, would stay resident under the allocator's high trim
+/// threshold and count as held).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Anonymous and shared pages: heap, stacks, what the process made.
+    pub anonymous: u64,
+    /// Pages mapped from files: the executable's code and the libraries'. How many are
+    /// resident after the same work varies by a megabyte or more with the page cache (the
+    /// kernel maps cached neighbours of a faulting page too).
+    pub file: u64,
+}
+
+/// What this process holds now (Linux; the whole resident set as anonymous where the split
+/// cannot be read).
 #[must_use]
-pub fn held_memory() -> u64 {
+pub fn held_memory() -> Held {
     return_free_heap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -116,10 +125,17 @@ pub fn held_memory() -> u64 {
             .lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
     };
-    match (field("RssAnon:"), field("RssShmem:")) {
-        (Some(anon), shmem) => (anon + shmem.unwrap_or(0)) * 1024,
-        (None, _) => current_rss(),
+    match (field("RssAnon:"), field("RssFile:"), field("RssShmem:")) {
+        (Some(anon), Some(file), shmem) => Held {
+            anonymous: anon + shmem.unwrap_or(0),
+            file,
+        },
+        _ => Held {
+            anonymous: current_rss(),
+            file: 0,
+        },
     }
 }
 
@@ -147,6 +163,23 @@ pub fn peak_rss() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The highest peak resident memory of any child process this process has waited for (the
+/// `worker` processes of the `processes` executor), in bytes (0 where unknown).
+#[must_use]
+#[allow(unsafe_code)]
+pub fn peak_rss_of_children() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we own and reads nothing else.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) != 0 {
+            return 0;
+        }
+        usage
+    };
+    // Linux reports kilobytes.
+    u64::try_from(usage.ru_maxrss).map_or(0, |kb| kb * 1024)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use chunkmill_compute::{InputSpec, Target};
-use chunkmill_exec::budget::Budget;
+use chunkmill_exec::budget::{max_mem_for, Budget};
 use chunkmill_exec::Event;
 use chunkmill_plan::Plan;
 use chunkmill_store::zarr::{Compressor, GroupInfo};
@@ -92,11 +92,11 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
     let planned = chunkmill_compute::plan(&outputs, &inputs, &target).map_err(|e| match e {
         chunkmill_compute::PlanError::TooLarge { what, need, budget: task } => {
             OpsError::Refused(format!(
-                "compute: {what}: one task needs {}, --max-mem {} lets a task hold {}; --max-mem {} would fit (or choose smaller --chunks)",
+                "compute: {what}: one task needs {}, --max-mem {} lets a task hold {}; --max-mem {}MB would fit (or choose smaller --chunks)",
                 human(need),
                 human(options.job.max_mem),
                 human(task),
-                human(max_mem_for(need))
+                max_mem_for(need, budget.baseline) / 1_000_000
             ))
         }
         other => OpsError::from(other),
@@ -141,26 +141,6 @@ pub fn plan_compute(options: &ComputeOptions) -> Result<ComputeJob, OpsError> {
         unfused: planned.unfused,
         outputs: names,
     })
-}
-
-/// The smallest budget (in whole MB) whose task budget holds `need` bytes.
-fn max_mem_for(need: u64) -> u64 {
-    const MB: u64 = 1_000_000;
-    let fits = |m: u64| Budget::for_max_mem(m * MB).task_budget >= need;
-    let mut hi = 64;
-    while !fits(hi) && hi < (1 << 40) {
-        hi *= 2;
-    }
-    let mut lo = 0;
-    while hi - lo > 1 {
-        let mid = (lo + hi) / 2;
-        if fits(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    hi * MB
 }
 
 /// Plan and run a computation.

@@ -206,13 +206,16 @@ pub fn run_worker(
             ))
         })?;
     let tasks = tasks.resolve(plan.stages[index].tasks())?;
-    let (_, capacity) = chunkmill_exec::budget::task_capacity(plan.max_mem);
-    if capacity < plan.stages[index].projected_mem {
-        return Err(OpsError::Refused(format!(
-            "plan {}: one task of stage '{}' needs {} bytes but this process has {capacity} left of --max-mem {}",
-            plan.plan_id, plan.stages[index].name, plan.stages[index].projected_mem, plan.max_mem
-        )));
-    }
+    let budget = chunkmill_exec::budget::Budget::measured(plan.max_mem);
+    budget
+        .admit(plan.stages[index].projected_mem)
+        .map_err(|e| {
+            OpsError::Refused(format!(
+                "plan {}: stage '{}': {e}",
+                plan.plan_id, plan.stages[index].name
+            ))
+        })?;
+    let capacity = budget.task_budget;
     let mut options = RunOptions::new(workers, capacity);
     options.retries = retries;
     let markers = Markers::new(work, &plan.plan_id);

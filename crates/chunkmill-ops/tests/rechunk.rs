@@ -126,7 +126,8 @@ fn options(source: &str, target: &str, chunks: &str, max_mem: u64) -> RechunkOpt
 
 /// A budget that leaves `task_mib` MiB for tasks above this process's baseline.
 fn budget(task_mib: u64) -> u64 {
-    let base = chunkmill_exec::memory::held_memory().max(32 << 20) + (24 << 20);
+    let base = chunkmill_exec::budget::measured_baseline(chunkmill_exec::memory::held_memory())
+        + (24 << 20);
     ((base + (task_mib << 20)) as f64 * 1.04) as u64
 }
 

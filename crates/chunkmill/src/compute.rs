@@ -82,6 +82,8 @@ fn plan_value(c: &ComputeJob) -> serde_json::Value {
 /// `chunkmill plan compute`.
 pub fn plan(a: &ComputeArgs) -> Result<(), Failure> {
     let planned = plan_compute(&resolve::compute(a)?.0)?;
+    // Refused here exactly when the run would refuse it.
+    chunkmill_ops::job::admit(&planned.job.plan)?;
     let value = plan_value(&planned);
     if a.common.report.json {
         crate::print_json(&value)?;

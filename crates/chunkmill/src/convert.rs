@@ -77,6 +77,8 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
     let (opts, origin) = resolve::convert(a)?;
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
+    // Refused here exactly when the run would refuse it.
+    chunkmill_ops::job::admit(&job.job.plan)?;
     print_notes(&job, a.common.report.quiet);
     if a.common.report.json {
         crate::print_json(&plan_value(&job, origin)?)?;

@@ -1,6 +1,6 @@
 //! `chunkmill rechunk` and `chunkmill plan rechunk`.
 
-use chunkmill_ops::job::{human, run_job, Job, JobReport};
+use chunkmill_ops::job::{admit, human, run_job, Job, JobReport};
 use chunkmill_ops::rechunk::plan_rechunk;
 use chunkmill_plan::{Endpoint, StageKind};
 use serde_json::json;
@@ -118,6 +118,8 @@ pub fn print_plan(job: &Job, budget: BudgetOrigin) {
 pub fn plan(a: &RechunkArgs) -> Result<(), Failure> {
     let (opts, origin) = resolve::rechunk(a)?;
     let job = plan_rechunk(&opts)?;
+    // Refused here exactly when the run would refuse it.
+    admit(&job.plan)?;
     warn_left_out(&job);
     if a.common.report.json {
         crate::print_json(&plan_value(&job, origin))?;

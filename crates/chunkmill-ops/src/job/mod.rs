@@ -9,7 +9,7 @@ pub mod options;
 pub(crate) mod plan;
 pub mod report;
 
-use chunkmill_exec::budget::task_capacity;
+use chunkmill_exec::budget::Budget;
 use chunkmill_exec::processes::{run_plan_processes, WorkerCommand};
 use chunkmill_exec::slurm::{run_plan_slurm, SlurmOptions};
 use chunkmill_exec::{memory, run_plan, Event, RunOptions, RunSummary};
@@ -240,6 +240,21 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// The memory split this process runs `plan` under (the [`chunkmill_exec::budget`] model,
+/// the baseline measured now): the run calls it before its first write, and `plan` after
+/// planning, so both accept the same plans and refuse the others alike (exit 3, naming the
+/// budget that fits).
+///
+/// # Errors
+/// [`OpsError::Refused`] when the plan's largest task does not fit what `--max-mem` leaves.
+pub fn admit(plan: &Plan) -> Result<Budget, OpsError> {
+    let budget = Budget::measured(plan.max_mem);
+    budget
+        .admit(plan.max_projected_mem())
+        .map_err(|e| OpsError::Refused(format!("{}: {e}", plan.job)))?;
+    Ok(budget)
+}
+
 /// Run a job planned by a job (rechunk, convert) with the same options.
 ///
 /// Before the first write the job takes its locks (a second job on the same target or work
@@ -261,16 +276,12 @@ pub fn run_job(
     let work = Store::open(&job.work_dir)?;
     safety::check_paths(options.paths(), &job.work_dir, &job.inputs)?;
     // Checked before anything is written: a refusal (exit 3) means nothing was.
-    let (baseline, capacity) = task_capacity(options.max_mem);
-    if !options.prepare_only && capacity < plan.max_projected_mem() {
-        return Err(OpsError::Refused(format!(
-            "the process already holds {} before any task; --max-mem {} leaves {} but one task needs {}",
-            human(baseline),
-            human(options.max_mem),
-            human(capacity),
-            human(plan.max_projected_mem())
-        )));
-    }
+    let budget = if options.prepare_only {
+        Budget::for_max_mem(options.max_mem)
+    } else {
+        admit(plan)?
+    };
+    let capacity = budget.task_budget;
     let locks = safety::lock(
         &options.target,
         &work,
@@ -344,7 +355,7 @@ pub fn run_job(
     .map_err(touched)?;
 
     if let Some(path) = &options.report {
-        write_html_report(job, options, &markers, &summary, path).map_err(touched)?;
+        write_html_report(job, options, &budget, &markers, &summary, path).map_err(touched)?;
     }
     zarr::write_consolidated(&write)
         .about("consolidated metadata")
@@ -374,7 +385,7 @@ pub fn run_job(
         bytes: job.arrays.iter().map(|a| a.nbytes).sum(),
         bytes_read: matches!(options.executor, Executor::Threads).then_some(summary.bytes_read),
         seconds: summary.seconds,
-        peak_rss: memory::peak_rss(),
+        peak_rss: run_peak_rss(&options.executor),
         max_mem: options.max_mem,
         already_complete: false,
     };
@@ -480,9 +491,19 @@ fn write_job_files(job: &Job, work: &Store, write: &Store) -> Result<(), OpsErro
     Ok(())
 }
 
+/// The highest peak resident memory of any one process of the run: this one, or with the
+/// `processes` executor its workers too (each within `--max-mem`, which the report checks).
+fn run_peak_rss(executor: &Executor) -> u64 {
+    match executor {
+        Executor::Processes { .. } => memory::peak_rss().max(memory::peak_rss_of_children()),
+        _ => memory::peak_rss(),
+    }
+}
+
 fn write_html_report(
     job: &Job,
     options: &JobOptions,
+    budget: &Budget,
     markers: &Markers,
     summary: &RunSummary,
     path: &std::path::Path,
@@ -495,8 +516,13 @@ fn write_html_report(
         }
     }
     let title = format!("{} {} → {}", plan.job, job.source, options.target);
-    let view = report::PlanView::of_plan(plan, Some(job.task_budget), Some(job.baseline));
-    let page = report::html(&view, &title, &records, summary.seconds, memory::peak_rss());
+    let view = report::PlanView::of_plan(plan, Some(budget.task_budget), Some(budget.baseline));
+    // A worker's marker may carry a higher peak than this process ever had.
+    let peak = records
+        .iter()
+        .map(|r| r.peak_rss)
+        .fold(run_peak_rss(&options.executor), u64::max);
+    let page = report::html(&view, &title, &records, summary.seconds, peak);
     std::fs::write(path, page).about(format_args!("{}: cannot write the report", path.display()))
 }
 

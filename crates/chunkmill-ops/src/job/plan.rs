@@ -2,7 +2,7 @@
 //! the budget, the stages end to end (the first reading the job's input endpoint, the last
 //! writing the target), and the target array's metadata.
 
-use chunkmill_exec::budget::{budget_for, Budget, TASK_OVERHEAD};
+use chunkmill_exec::budget::{Budget, TASK_OVERHEAD};
 use chunkmill_grid::rechunk::{MediumCost, RechunkPlan, RechunkProblem, Strategy};
 use chunkmill_grid::{Grid, GridError};
 use chunkmill_plan::{CopyStage, Endpoint, Stage, StageKind};
@@ -229,12 +229,7 @@ pub(crate) fn plan_array(
         options,
         target,
         temp,
-        budget:
-            Budget {
-                task_budget,
-                baseline,
-                reserve,
-            },
+        budget: Budget { task_budget, .. },
     } = *context;
     let info = job.info;
     let (chunks, shards) = target_chunks(layout, job)?;
@@ -263,16 +258,20 @@ pub(crate) fn plan_array(
         max_stages: 4,
     };
     let plan: RechunkPlan = problem.plan().map_err(|e| match e {
-        GridError::DoesNotFit { task_bytes, .. } => OpsError::Refused(format!(
-            "'{}': one task needs at least {} but --max-mem {} leaves {} for tasks (process baseline {}, reserve {}); raise --max-mem to at least {} or choose smaller chunks",
-            display_path(&info.path),
-            human(task_bytes),
-            human(options.max_mem),
-            human(task_budget),
-            human(baseline),
-            human(reserve),
-            human(budget_for(task_bytes + baseline)),
-        )),
+        GridError::DoesNotFit { task_bytes, .. } => {
+            let refused = context.budget.admit(task_bytes).err();
+            OpsError::Refused(match refused {
+                Some(refused) => format!(
+                    "'{}': {refused} (or choose smaller chunks)",
+                    display_path(&info.path)
+                ),
+                None => format!(
+                    "'{}': no plan fits the task budget {}",
+                    display_path(&info.path),
+                    human(task_budget)
+                ),
+            })
+        }
         other => OpsError::from(other).about(format_args!("'{}'", display_path(&info.path))),
     })?;
     let (stages, cleanup) = lay_stages(target, temp, job, &plan);
