@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from chunkmill._native import ChunkmillError, JobError, RefusedError, UsageError
 from chunkmill._native import __version__
+from typing import Any
+
 from chunkmill.jobs import Rechunked, convert, rechunk
-from chunkmill.virtual import open_virtual_mfdataset, virtualize
 
 __all__ = [
     "ChunkmillError",
@@ -39,3 +40,14 @@ ChunkmillError.exit_code = 1
 JobError.exit_code = 1
 UsageError.exit_code = 2
 RefusedError.exit_code = 3
+
+
+def __getattr__(name: str) -> Any:
+    """`virtualize` and `open_virtual_mfdataset` on first use: they import xarray, which the
+    `chunkmill` command's worker processes (this package's script) do not need — 60 MB of
+    imports each would eat a small --max-mem before any task."""
+    if name in ("open_virtual_mfdataset", "virtualize"):
+        from chunkmill import virtual
+
+        return getattr(virtual, name)
+    raise AttributeError(f"module 'chunkmill' has no attribute {name!r}")
