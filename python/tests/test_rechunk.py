@@ -167,20 +167,22 @@ def test_plan_is_the_command_plan(tmp_path):
 
 
 def group_source(path: Path) -> dict[str, np.ndarray]:
-    """Two arrays whose rechunk at ENGINE_BUDGET goes through an intermediate: four stages of
-    four or five tasks, run one after the other."""
+    """Two arrays whose rechunk at ENGINE_BUDGET and ENGINE_WORKERS goes through an
+    intermediate: four stages of five or six tasks, run one after the other."""
     group = zarr.open_group(path, mode="w")
     out = {}
     for i, name in enumerate(["a", "b"]):
-        data = np.random.default_rng(i).random((400, 30, 30)).astype("f4")
-        array = group.create_array(name, shape=data.shape, chunks=(4, 30, 30), dtype="f4",
+        data = np.random.default_rng(i).random((400, 60, 60)).astype("f4")
+        array = group.create_array(name, shape=data.shape, chunks=(4, 60, 60), dtype="f4",
                                    dimension_names=("time", "lat", "lon"))
         array[:] = data
         out[name] = data
     return out
 
 
-ENGINE_BUDGET = "64MB"
+# Tasks run in the engines' worker processes (dask's hold ~150 MB before any task), so the
+# budget is large; many workers make the tasks small and the stages many-tasked.
+ENGINE_BUDGET, ENGINE_WORKERS = "384MB", 128
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -188,18 +190,19 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def rechunk_group(src: Path, target: Path, executor="threads") -> chunkmill.Rechunked:
-    return chunkmill.rechunk(src, {"time": -1, "lat": 6, "lon": 6}, ENGINE_BUDGET, target, executor=executor)
+    return chunkmill.rechunk(src, {"time": -1, "lat": 6, "lon": 6}, ENGINE_BUDGET, target, executor=executor,
+                             workers=ENGINE_WORKERS)
 
 
 @pytest.fixture(scope="module")
 def threads_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
     data = group_source(root / "src.zarr")
-    # On threads, by the command: this interpreter's own memory (xarray, dask) leaves no room
-    # for tasks in ENGINE_BUDGET.
+    # On threads, by the command (in a process of its own, as the engines' workers are).
     script = Path(sys.executable).parent / "chunkmill"
     subprocess.run([str(script), "rechunk", str(root / "src.zarr"), str(root / "threads.zarr"), "--chunks",
-                    "time=-1,lat=6,lon=6", "--max-mem", ENGINE_BUDGET, "--zarr-format", "3", "--quiet"],
+                    "time=-1,lat=6,lon=6", "--max-mem", ENGINE_BUDGET, "--workers", str(ENGINE_WORKERS),
+                    "--zarr-format", "3", "--quiet"],
                    check=True, timeout=300)
     return root, data
 
