@@ -124,7 +124,12 @@ impl NativeDataset {
 /// `chunks={}` over a file's own chunks: one chunk per box) is decoded straight into `out`:
 /// one chunk on the calling thread, several in parallel. Other boxes decode their chunks in
 /// parallel and copy each one's part in.
-fn read_box_into(reader: &ChunkReader, start: &[u64], stop: &[u64], out: &mut [u8]) -> PyResult<()> {
+fn read_box_into(
+    reader: &ChunkReader,
+    start: &[u64],
+    stop: &[u64],
+    out: &mut [u8],
+) -> PyResult<()> {
     let meta = &reader.array().metadata;
     let chunks = chunks_touching(start, stop, &meta.chunk_shape);
     if chunks.is_empty() {
@@ -132,12 +137,15 @@ fn read_box_into(reader: &ChunkReader, start: &[u64], stop: &[u64], out: &mut [u
     }
     if let Some(mut pieces) = whole_chunk_pieces(&chunks, start, stop, &meta.chunk_shape, out) {
         if let [(indices, piece)] = pieces.as_mut_slice() {
-            return reader.read_chunk_into(indices, piece).map_err(errors::manifest);
+            return reader
+                .read_chunk_into(indices, piece)
+                .map_err(errors::manifest);
         }
-        return pieces
-            .into_par_iter()
-            .try_for_each(|(indices, piece)| reader.read_chunk_into(&indices, piece))
-            .map_err(errors::manifest);
+        return pieces.into_par_iter().try_for_each(|(indices, piece)| {
+            reader
+                .read_chunk_into(&indices, piece)
+                .map_err(errors::manifest)
+        });
     }
     let elem = meta.element_size().max(1);
     let read = |indices: Vec<u64>| {

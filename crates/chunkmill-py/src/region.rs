@@ -55,7 +55,7 @@ pub fn whole_chunk_pieces<'a>(
 ) -> Option<Vec<(Vec<u64>, &'a mut [u8])>> {
     let box_shape: Vec<u64> = start.iter().zip(stop).map(|(a, b)| b - a).collect();
     let elements: u64 = box_shape.iter().product();
-    if elements == 0 || out.len() as u64 % elements != 0 {
+    if elements == 0 || !(out.len() as u64).is_multiple_of(elements) {
         return None;
     }
     let elem = out.len() as u64 / elements;
