@@ -18,29 +18,9 @@ from __future__ import annotations
 
 from chunkmill._native import ChunkmillError, JobError, RefusedError, UsageError
 from chunkmill._native import __version__
+from typing import Any
 
-# The jobs and virtual modules import xarray, pandas and numpy: 58 MB of the process and a
-# second of start-up that the wheel's `chunkmill` command (chunkmill._cli, which imports this
-# package first) does not use, and that counted against its --max-mem. They load on first use.
-_LAZY = {
-    "Rechunked": "chunkmill.jobs",
-    "convert": "chunkmill.jobs",
-    "rechunk": "chunkmill.jobs",
-    "open_virtual_mfdataset": "chunkmill.virtual",
-    "virtualize": "chunkmill.virtual",
-}
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'chunkmill' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+from chunkmill.jobs import Rechunked, convert, rechunk
 
 __all__ = [
     "ChunkmillError",
@@ -60,3 +40,14 @@ ChunkmillError.exit_code = 1
 JobError.exit_code = 1
 UsageError.exit_code = 2
 RefusedError.exit_code = 3
+
+
+def __getattr__(name: str) -> Any:
+    """`virtualize` and `open_virtual_mfdataset` on first use: they import xarray, which the
+    `chunkmill` command's worker processes (this package's script) do not need — 60 MB of
+    imports each would eat a small --max-mem before any task."""
+    if name in ("open_virtual_mfdataset", "virtualize"):
+        from chunkmill import virtual
+
+        return getattr(virtual, name)
+    raise AttributeError(f"module 'chunkmill' has no attribute {name!r}")

@@ -182,8 +182,10 @@ class _Lithops(_Engine):
 
     def __call__(self, plan: str, stage: str, slices: list[tuple[int, int]], retries: int) -> Any:
         pending_slices = list(slices)
-        # One more round for slices whose activations hung (Lithops has been seen to hang on
-        # a retried task): their done tasks are marked, so running a slice again is safe.
+        # One more round for slices whose activations hung or came back without a result
+        # (Lithops has been seen to hang on a retried task, and under load its localhost
+        # backend has reported an activation done whose result was None): their done tasks
+        # are marked, so running a slice again is safe.
         for _ in range(2):
             futures = self.executor.map(run_slice, [(plan, stage, a, b, retries) for a, b in pending_slices])
             try:
@@ -192,20 +194,25 @@ class _Lithops(_Engine):
                 pass
             except Exception as e:
                 raise _native.JobError(f"stage {stage}: lithops failed: {e}") from e
-            done = [f for f in futures if f.success or f.done]
-            pending = [f for f in futures if not (f.success or f.done)]
-            for future in done:
+            again = []
+            for slice_, future in zip(pending_slices, futures, strict=True):
+                if not (future.success or future.done):
+                    again.append(slice_)
+                    continue
                 if future.error:
                     raise _native.JobError(
                         f"stage {stage}: a lithops task failed: {future.result(throw_except=False)}"
                     )
-                yield future.result()
-            if not pending:
+                result = future.result(throw_except=False)
+                if not isinstance(result, dict):
+                    again.append(slice_)
+                    continue
+                yield result
+            if not again:
                 return
-            left = {id(f) for f in pending}
-            pending_slices = [s for s, f in zip(pending_slices, futures, strict=True) if id(f) in left]
+            pending_slices = again
         raise _native.JobError(
-            f"stage {stage}: {len(pending_slices)} lithops task(s) not finished after two waits of "
+            f"stage {stage}: {len(pending_slices)} lithops task(s) not finished after two rounds of at most "
             f"{self.timeout:.0f} s; the others are marked done: rerun with resume=True"
         )
 

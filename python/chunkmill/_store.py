@@ -238,6 +238,13 @@ def drop_keys(group: str | None, drop_variables: str | Iterable[str] | None) -> 
     """The array keys of `drop_variables` in `group`, which the Rust scan leaves out unread."""
     if drop_variables is None:
         return []
-    names = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
+    if isinstance(drop_variables, str):
+        names = [drop_variables]
+    elif isinstance(drop_variables, Iterable):
+        names = list(drop_variables)
+    else:
+        names = [drop_variables]
+    if not all(isinstance(n, str) for n in names):
+        raise _native.UsageError(f"drop_variables: a name or names (str), not {drop_variables!r}")
     prefix = (group or "").strip("/")
     return [f"{prefix}/{n}" if prefix else n for n in names]

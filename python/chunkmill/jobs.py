@@ -30,6 +30,20 @@ def _path(value: Any, what: str) -> str:
     )
 
 
+def _paths(value: Any, what: str) -> list[str]:
+    """Paths, globs or URLs: one or a list of them."""
+    if isinstance(value, (str, os.PathLike)):
+        return [os.fspath(value)]
+    if not isinstance(value, Iterable) or isinstance(value, (bytes, Mapping)):
+        raise _native.UsageError(f"{what}: a path, a glob or a list of them, not {type(value).__name__}")
+    out = []
+    for item in value:
+        if not isinstance(item, (str, os.PathLike)):
+            raise _native.UsageError(f"{what}: {item!r} is not a path")
+        out.append(os.fspath(item))
+    return out
+
+
 def _size(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise _native.UsageError(f"{what}: bytes (int) or a size such as '1GB', not {value!r}")
@@ -53,6 +67,8 @@ def _spec(chunks: Any, what: str) -> str | None:
             items.append(f"{dim}={_chunk(size, what)}")
         return ",".join(items)
     if isinstance(chunks, (tuple, list)):
+        if not chunks:
+            raise _native.UsageError(f"{what}: one chunk size per axis, not an empty {type(chunks).__name__}")
         return ",".join(str(_chunk(size, what)) for size in chunks)
     raise _native.UsageError(f"{what}: a tuple, a dict by dimension name or None, not {chunks!r}")
 
@@ -134,7 +150,11 @@ def _source(source: Any, target_chunks: Any, array_name: str | None) -> tuple[st
     if module.startswith("dask"):
         raise _native.UsageError("chunkmill reads Zarr stores: write the dask array with to_zarr, then rechunk the store")
     local = isinstance(source, (str, os.PathLike)) and os.path.isdir(os.fspath(source))
-    remote_or_missing = isinstance(source, (str, os.PathLike)) and not local
+    # A path that is no local Zarr store (remote, missing, a file, a directory without Zarr
+    # metadata) goes to the command as it is, which refuses it with its own message.
+    remote_or_missing = isinstance(source, (str, os.PathLike)) and (
+        not local or _zarr_format(os.fspath(source)) is None
+    )
     if (module.startswith("zarr") and kind == "Array") or (local and _is_array(source)) or (
         remote_or_missing and not isinstance(target_chunks, Mapping)
     ):
@@ -406,6 +426,8 @@ def convert(
     >>> ds["temperature"].encoding["chunks"], ds.sizes["time"]
     ((6, 2, 5), 6)
     """
+    if recipe is not None and not isinstance(recipe, Mapping):
+        raise _native.UsageError(f"recipe: a dict of the --recipe keys, not {type(recipe).__name__}")
     merged: dict[str, Any] = dict(recipe or {})
     for key, value in options.items():
         if value is not None:
@@ -417,12 +439,12 @@ def convert(
     paths: list[str] = []
     if inputs is not None:
         merged.pop("inputs", None)
-        paths += [os.fspath(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+        paths += _paths(inputs, "inputs")
         if target is None and "target" in merged:
-            paths.append(os.fspath(merged.pop("target")))
+            paths.append(_path(merged.pop("target"), "target"))
     if target is not None:
         merged.pop("target", None)
-        paths.append(os.fspath(target))
+        paths.append(_path(target, "target"))
     argv = ["chunkmill", "convert", *paths, *_run_flags(resume, overwrite, workers, retries, None)]
     text = json.dumps(merged) if merged else None
     plan: dict[str, Any] = json.loads(_native.plan_job(argv, text))

@@ -79,6 +79,8 @@ class ChunkmillBackendEntrypoint(BackendEntrypoint):
             raise _native.UsageError(
                 f"engine 'chunkmill' opens paths, not {type(filename_or_obj).__name__}"
             )
+        if group is not None and not isinstance(group, str):
+            raise _native.UsageError(f"group: a group's path such as '/a/b', not {group!r}")
         path = os.fspath(filename_or_obj)
         store = open_store(path, group, drop_keys(group, drop_variables))
         return StoreBackendEntrypoint().open_dataset(
@@ -99,6 +101,9 @@ class ChunkmillBackendEntrypoint(BackendEntrypoint):
         path = os.fspath(filename_or_obj)
         if path.endswith(_FILE_SUFFIXES):
             return True
+        # Only a regular file is read: opening a named pipe would block until a writer came.
+        if not os.path.isfile(path):
+            return False
         try:
             with open(path, "rb") as f:
                 head = f.read(8)

@@ -3,7 +3,10 @@ encodings, lazy selections, groups, dask threads."""
 
 from __future__ import annotations
 
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import netCDF4
@@ -218,3 +221,66 @@ def test_variables_come_in_file_order(tmp_path, fmt):
     theirs = list(xr.open_dataset(path, engine="netcdf4").variables)
     assert ours == theirs and theirs != sorted(theirs)
     assert [v for v in ours if v != "x"] == ["zeta", "alpha", "mid", "beta"]
+
+
+@pytest.fixture(scope="module")
+def boxes_file(tmp_path_factory) -> Path:
+    """Shuffled, deflated and plain arrays whose shapes are not whole numbers of chunks (edge
+    chunks run past the end), big- and little-endian, with chunks never written (fill value)."""
+    path = tmp_path_factory.mktemp("boxes") / "boxes.nc"
+    rng = np.random.default_rng(7)
+    with netCDF4.Dataset(path, "w") as f:
+        for name, size in (("t", 7), ("y", 6), ("x", 5)):
+            f.createDimension(name, size)
+        layouts = {
+            "slabs": dict(chunksizes=(1, 6, 5), zlib=True, shuffle=True),
+            "blocks": dict(chunksizes=(2, 4, 5), zlib=True, shuffle=True, endian="big"),
+            "cubes": dict(chunksizes=(3, 3, 2), zlib=False),
+        }
+        for name, layout in layouts.items():
+            v = f.createVariable(name, "f4", ("t", "y", "x"), fill_value=-7.5, **layout)
+            v[:5] = rng.random((5, 6, 5)).astype("f4")  # the chunks of t = 5, 6 stay unwritten
+    return path
+
+
+@pytest.mark.parametrize("name", ["slabs", "blocks", "cubes"])
+@pytest.mark.parametrize(
+    "box",
+    [
+        (slice(0, 1), slice(None), slice(None)),  # one whole chunk (slabs)
+        (slice(0, 4), slice(None), slice(None)),  # whole chunks side by side (slabs, blocks)
+        (slice(None), slice(None), slice(None)),  # edge chunks and unwritten ones
+        (slice(2, 6), slice(1, 5), slice(0, 3)),  # parts of chunks
+        (slice(6, 7), slice(None), slice(None)),  # an unwritten chunk only
+    ],
+)
+def test_boxes_of_whole_and_partial_chunks_equal_netcdf4(boxes_file, name, box):
+    with netCDF4.Dataset(boxes_file) as f:
+        v = f[name]
+        v.set_auto_maskandscale(False)
+        expected = np.asarray(v[box]).astype("<f4")
+    native = chunkmill._native.open_file(str(boxes_file))
+    start = [s.start or 0 for s in box]
+    stop = [n if s.stop is None else s.stop for s, n in zip(box, (7, 6, 5), strict=True)]
+    got = np.frombuffer(native.read(name, start, stop), "<f4").reshape(expected.shape)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_guess_can_open_does_not_block_on_a_named_pipe(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    answers: list[bool] = []
+    guess = threading.Thread(target=lambda: answers.append(ChunkmillBackendEntrypoint().guess_can_open(str(fifo))),
+                             daemon=True)
+    guess.start()
+    guess.join(10)
+    if guess.is_alive():
+        # It blocked in open(): a writer releases it, so the test fails instead of hanging.
+        with open(fifo, "wb"):
+            pass
+        guess.join(10)
+        pytest.fail("guess_can_open blocked on a named pipe")
+    assert answers == [False]
+    # Opening it is refused with the command's message, as a device is.
+    with pytest.raises(chunkmill.RefusedError, match="not a regular file"):
+        xr.open_dataset(fifo, engine="chunkmill")

@@ -5,6 +5,7 @@ exceptions with its messages."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import subprocess
@@ -166,15 +167,22 @@ def test_plan_is_the_command_plan(tmp_path):
 
 
 def group_source(path: Path) -> dict[str, np.ndarray]:
-    """Three arrays: three stages, run one after the other."""
+    """Two arrays whose rechunk at ENGINE_BUDGET and ENGINE_WORKERS goes through an
+    intermediate: four stages of five or six tasks, run one after the other."""
     group = zarr.open_group(path, mode="w")
     out = {}
-    for i, name in enumerate(["a", "b", "c"]):
-        data = np.random.default_rng(i).random((60, 20)).astype("f4")
-        array = group.create_array(name, shape=data.shape, chunks=(1, 20), dtype="f4")
+    for i, name in enumerate(["a", "b"]):
+        data = np.random.default_rng(i).random((400, 60, 60)).astype("f4")
+        array = group.create_array(name, shape=data.shape, chunks=(4, 60, 60), dtype="f4",
+                                   dimension_names=("time", "lat", "lon"))
         array[:] = data
         out[name] = data
     return out
+
+
+# Tasks run in the engines' worker processes (dask's hold ~150 MB before any task), so the
+# budget is large; many workers make the tasks small and the stages many-tasked.
+ENGINE_BUDGET, ENGINE_WORKERS = "384MB", 128
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -182,16 +190,33 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 def rechunk_group(src: Path, target: Path, executor="threads") -> chunkmill.Rechunked:
-    chunks = {"a": (60, 5), "b": (60, 4), "c": (30, 10)}
-    return chunkmill.rechunk(src, chunks, "256MB", target, executor=executor)
+    return chunkmill.rechunk(src, {"time": -1, "lat": 6, "lon": 6}, ENGINE_BUDGET, target, executor=executor,
+                             workers=ENGINE_WORKERS)
 
 
 @pytest.fixture(scope="module")
 def threads_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
     data = group_source(root / "src.zarr")
-    rechunk_group(root / "src.zarr", root / "threads.zarr").execute(progress=False)
+    # On threads, by the command (in a process of its own, as the engines' workers are).
+    script = Path(sys.executable).parent / "chunkmill"
+    subprocess.run([str(script), "rechunk", str(root / "src.zarr"), str(root / "threads.zarr"), "--chunks",
+                    "time=-1,lat=6,lon=6", "--max-mem", ENGINE_BUDGET, "--workers", str(ENGINE_WORKERS),
+                    "--zarr-format", "3", "--quiet"],
+                   check=True, timeout=300)
     return root, data
+
+
+def assert_many_slices(plan: chunkmill.Rechunked, parallelism: int) -> None:
+    """The plan has several stages, each cut into several slices for the engine's workers:
+    the stage barrier and the slicing are both exercised."""
+    from chunkmill import _engines
+
+    stages = plan.plan["stages"]
+    assert len(stages) >= 3, stages
+    for stage in stages:
+        assert stage["tasks"] >= 2, stage
+        assert len(_engines._slices(stage["tasks"], parallelism)) >= 2, stage
 
 
 def test_dask_executor_equals_threads(threads_run):
@@ -200,7 +225,7 @@ def test_dask_executor_equals_threads(threads_run):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         plan = rechunk_group(root / "src.zarr", root / "dask.zarr", executor=client)
-        assert len(plan.plan["stages"]) == 3
+        assert_many_slices(plan, 2)
         out = plan.execute(progress=False)
         # Every task ran in the cluster's worker processes; none was left for the closing run.
         assert plan.report["tasks_run"] == plan.plan["tasks"]
@@ -214,10 +239,18 @@ def test_lithops_executor_equals_threads(threads_run, monkeypatch):
     from chunkmill import _engines
 
     # Lithops has been seen to hang on a retried task: the run gives up after this long.
-    monkeypatch.setattr(_engines, "LITHOPS_TIMEOUT", 60)
+    monkeypatch.setattr(_engines, "LITHOPS_TIMEOUT", 120)
     root, data = threads_run
-    plan = rechunk_group(root / "src.zarr", root / "lithops.zarr", executor=_engines.lithops_localhost())
-    out = plan.execute(progress=False)
+    executor = _engines.lithops_localhost()
+    plan = rechunk_group(root / "src.zarr", root / "lithops.zarr", executor=executor)
+    assert_many_slices(plan, _engines._Lithops(executor, 1).parallelism)
+    # A hang that even Lithops' own timeout (SIGALRM, run by the main thread only) cannot end
+    # becomes a failure with every thread's traceback, instead of a CI run that never ends.
+    faulthandler.dump_traceback_later(600, exit=True)
+    try:
+        out = plan.execute(progress=False)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     assert plan.report["tasks_run"] == plan.plan["tasks"]
     assert tree(root / "lithops.zarr") == tree(root / "threads.zarr")
     for name, values in data.items():

@@ -4,6 +4,7 @@
 //! tasks are skipped through their markers) up to `retries` times.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chunkmill_plan::{Plan, Stage};
@@ -53,17 +54,21 @@ fn spawn(
         .spawn()
 }
 
-/// Run every stage of `plan` with child worker processes.
+/// Run every stage of `plan` with child worker processes. A set `interrupt` (Ctrl-C in the
+/// Python package, whose children do not get the terminal's SIGINT) kills the running
+/// workers: their finished tasks keep their markers and a task cut short has none, so
+/// `--resume` reruns it.
 ///
 /// # Errors
 /// [`ExecError::TaskFailed`] when a slice still fails after `retries` new processes,
-/// [`ExecError::Markers`] when the work dir cannot be read.
+/// [`ExecError::Markers`] when the work dir cannot be read, [`ExecError::Interrupted`].
 pub fn run_plan_processes(
     plan: &Plan,
     command: &WorkerCommand,
     markers: &Markers,
     workers: usize,
     retries: u32,
+    interrupt: Option<&AtomicBool>,
     on_event: &(dyn Fn(&Event) + Sync),
 ) -> Result<RunSummary, ExecError> {
     let started = Instant::now();
@@ -74,6 +79,7 @@ pub fn run_plan_processes(
             markers,
             workers,
             retries,
+            interrupt,
         };
         slots.run_stage(index, stage, on_event, &mut summary)?;
     }
@@ -87,6 +93,7 @@ struct Slots<'a> {
     markers: &'a Markers,
     workers: usize,
     retries: u32,
+    interrupt: Option<&'a AtomicBool>,
 }
 
 impl Slots<'_> {
@@ -104,6 +111,7 @@ impl Slots<'_> {
             markers,
             workers,
             retries,
+            ..
         } = *self;
         let done = markers.marked(&stage.name)?;
         let pending: Vec<u64> = (0..stage.tasks()).filter(|t| !done.contains(t)).collect();
@@ -163,6 +171,9 @@ impl Slots<'_> {
                 self.back_up_straggler(stage, &mut running, &durations);
             }
             std::thread::sleep(Duration::from_millis(5));
+            if self.interrupt.is_some_and(|f| f.load(Ordering::Relaxed)) {
+                return Err(stop_workers(stage, &mut running));
+            }
             let mut i = 0;
             while i < running.len() {
                 let status = running[i]
@@ -279,6 +290,20 @@ impl Slots<'_> {
             }
         }
     }
+}
+
+/// Kills and reaps every running worker of `stage` (interrupted): none is left behind.
+fn stop_workers(stage: &Stage, running: &mut Vec<Running>) -> ExecError {
+    let count = running.len();
+    for mut worker in running.drain(..) {
+        // Already gone is fine: it is reaped either way.
+        let _ = worker.child.kill();
+        let _ = worker.child.wait();
+    }
+    ExecError::Interrupted(format!(
+        "stage '{}': stopped {count} worker process(es); the tasks they finished are marked done, so a resumed run continues from there",
+        stage.label
+    ))
 }
 
 /// Why a worker process failed: the last line of its error output, else its exit status.

@@ -8,7 +8,7 @@
 //! store, with no lock held while it runs.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use chunkmill_hdf5::{LocalFile, RangeSource};
 use serde_json::Value;
@@ -23,7 +23,8 @@ use crate::remote;
 /// shares the pool.
 #[derive(Default)]
 pub struct FilePool {
-    opened: Mutex<HashMap<String, Arc<dyn RangeSource>>>,
+    // Read-locked on every chunk read by every thread, write-locked once per file opened.
+    opened: RwLock<HashMap<String, Arc<dyn RangeSource>>>,
 }
 
 impl std::fmt::Debug for FilePool {
@@ -38,12 +39,12 @@ impl FilePool {
     /// # Errors
     /// The file cannot be opened (missing, unreadable, no such object).
     pub fn open(&self, url: &str) -> Result<Arc<dyn RangeSource>> {
-        let lock = || match self.opened.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
+        let found = match self.opened.read() {
+            Ok(g) => g.get(url).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(url).cloned(),
         };
-        if let Some(found) = lock().get(url) {
-            return Ok(found.clone());
+        if let Some(found) = found {
+            return Ok(found);
         }
         // Opened without the lock (a remote open is a request): two threads may both open
         // the same file once, and the first to finish is kept.
@@ -52,7 +53,11 @@ impl FilePool {
         } else {
             Arc::new(LocalFile::open(url.strip_prefix("file://").unwrap_or(url))?)
         };
-        Ok(lock().entry(url.to_string()).or_insert(source).clone())
+        let mut opened = match self.opened.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Ok(opened.entry(url.to_string()).or_insert(source).clone())
     }
 }
 
@@ -158,23 +163,17 @@ impl ChunkReader {
         self.files.open(url)
     }
 
-    /// The decoded elements of chunk `indices` (its whole nominal extent, little-endian).
-    ///
-    /// # Errors
-    /// [`Error::Decode`] naming the file, the array and the chunk when the bytes cannot be
-    /// read or decoded, or decode to the wrong size.
-    pub fn read_chunk(&self, indices: &[u64]) -> Result<Vec<u8>> {
-        let meta = &self.array().metadata;
-        let elements: u64 = meta.chunk_shape.iter().product();
-        let expected = elements as usize * meta.element_size();
+    /// The stored bytes of chunk `indices` and the file they come from; `None` for a chunk
+    /// never written (it reads as the fill value).
+    fn stored(&self, indices: &[u64]) -> Result<Option<(String, Vec<u8>)>> {
         let flat = self
             .array()
             .manifest
             .flat_index(indices)
             .ok_or_else(|| Error::Manifest(format!("{}: no chunk {indices:?}", self.name)))?;
-        let (file, stored) = match self.array().manifest.get(flat) {
-            None | Some(ChunkEntry::Missing) => return Ok(self.fill.repeat(elements as usize)),
-            Some(ChunkEntry::Inlined(bytes)) => ("(inlined)".to_string(), bytes.to_vec()),
+        Ok(match self.array().manifest.get(flat) {
+            None | Some(ChunkEntry::Missing) => None,
+            Some(ChunkEntry::Inlined(bytes)) => Some(("(inlined)".to_string(), bytes.to_vec())),
             Some(ChunkEntry::Reference {
                 path_id,
                 offset,
@@ -191,24 +190,73 @@ impl ChunkReader {
                             reason: format!("bytes {offset}..{}: {e}", offset + length),
                         })?;
                 // The buffer the read allocated, taken back without a copy.
-                (source.name().to_string(), Vec::from(bytes))
+                Some((source.name().to_string(), Vec::from(bytes)))
             }
-        };
-        let error = |reason: String| Error::Decode {
-            file: file.clone(),
+        })
+    }
+
+    fn decode_error(&self, file: String, indices: &[u64], reason: String) -> Error {
+        Error::Decode {
+            file,
             variable: self.name.clone(),
             chunk: indices.to_vec(),
             reason,
+        }
+    }
+
+    /// The decoded size of one (nominal) chunk, in bytes.
+    pub fn chunk_bytes(&self) -> usize {
+        let meta = &self.array().metadata;
+        meta.chunk_shape.iter().product::<u64>() as usize * meta.element_size()
+    }
+
+    /// The decoded elements of chunk `indices` (its whole nominal extent, little-endian).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] naming the file, the array and the chunk when the bytes cannot be
+    /// read or decoded, or decode to the wrong size.
+    pub fn read_chunk(&self, indices: &[u64]) -> Result<Vec<u8>> {
+        let meta = &self.array().metadata;
+        let expected = self.chunk_bytes();
+        let Some((file, stored)) = self.stored(indices)? else {
+            let elements: u64 = meta.chunk_shape.iter().product();
+            return Ok(self.fill.repeat(elements as usize));
         };
         let decoded = codecs::decode_zarr(&meta.codecs, meta.element_size(), stored, expected)
-            .map_err(error)?;
+            .map_err(|reason| self.decode_error(file.clone(), indices, reason))?;
         if decoded.len() != expected {
-            return Err(error(format!(
-                "decoded to {} bytes, expected {expected}",
-                decoded.len()
-            )));
+            return Err(self.decode_error(
+                file,
+                indices,
+                format!("decoded to {} bytes, expected {expected}", decoded.len()),
+            ));
         }
         Ok(decoded)
+    }
+
+    /// [`ChunkReader::read_chunk`] into `out`, which holds exactly one chunk
+    /// ([`ChunkReader::chunk_bytes`]): decoded straight into it, without a buffer between.
+    ///
+    /// # Errors
+    /// As [`ChunkReader::read_chunk`]; a `Manifest` error when `out` is not one chunk long.
+    pub fn read_chunk_into(&self, indices: &[u64], out: &mut [u8]) -> Result<()> {
+        let meta = &self.array().metadata;
+        if out.len() != self.chunk_bytes() {
+            return Err(Error::Manifest(format!(
+                "{}: a chunk is {} bytes, not {}",
+                self.name,
+                self.chunk_bytes(),
+                out.len()
+            )));
+        }
+        let Some((file, stored)) = self.stored(indices)? else {
+            for element in out.chunks_exact_mut(self.fill.len().max(1)) {
+                element.copy_from_slice(&self.fill);
+            }
+            return Ok(());
+        };
+        codecs::decode_zarr_into(&meta.codecs, meta.element_size(), stored, out)
+            .map_err(|reason| self.decode_error(file, indices, reason))
     }
 
     /// Every element of the array, decoded, in C order (little-endian); the caller bounds

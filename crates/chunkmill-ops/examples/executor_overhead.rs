@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     program: program.clone(),
                     plan_url: work.join("plan.json"),
                 };
-                run_plan_processes(&plan, &command, &markers, workers, 0, &|_| {})?
+                run_plan_processes(&plan, &command, &markers, workers, 0, None, &|_| {})?
             }
             _ => run_plan(
                 &plan,

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::errors;
-use crate::region::{chunks_touching, copy_into_box, Placed};
+use crate::region::{chunks_touching, copy_into_box, whole_chunk_pieces, Placed};
 
 /// HDF5 filter ids of the compressors netCDF4-python's `Variable.filters()` reports.
 const DEFLATE: u16 = 1;
@@ -99,8 +99,9 @@ impl NativeDataset {
         })
     }
 
-    /// The elements of the box `[start, stop)` of array `key`, little-endian, C order.
-    fn read_box(&self, key: &str, start: &[u64], stop: &[u64]) -> PyResult<Vec<u8>> {
+    /// The reader of array `key` and the size in bytes of its box `[start, stop)`, checked
+    /// to lie inside the array.
+    fn box_of(&self, key: &str, start: &[u64], stop: &[u64]) -> PyResult<(&ChunkReader, usize)> {
         let reader = self.reader(key)?;
         let meta = &reader.array().metadata;
         let n = meta.shape.len();
@@ -113,39 +114,65 @@ impl NativeDataset {
                 meta.shape
             )));
         }
-        let elem = meta.element_size().max(1);
         let elements: u64 = start.iter().zip(stop).map(|(a, b)| b - a).product();
-        let mut out = vec![0u8; elements as usize * elem];
-        if elements == 0 {
-            return Ok(out);
-        }
-        let chunks = chunks_touching(start, stop, &meta.chunk_shape);
-        // Chunks of one box are read and decoded in parallel; dask's threads each read their
-        // own boxes besides.
-        let decoded: Vec<(Vec<u64>, Vec<u8>)> = chunks
-            .into_par_iter()
-            .map(|indices| {
-                reader
-                    .read_chunk(&indices)
-                    .map(|bytes| (indices, bytes))
-                    .map_err(errors::manifest)
-            })
-            .collect::<PyResult<_>>()?;
-        for (indices, bytes) in &decoded {
-            let origin: Vec<u64> = indices
-                .iter()
-                .zip(&meta.chunk_shape)
-                .map(|(i, c)| i * c)
-                .collect();
-            let placed = Placed {
-                bytes,
-                origin: &origin,
-                shape: &meta.chunk_shape,
-            };
-            copy_into_box(&mut out, start, stop, &placed, elem);
-        }
-        Ok(out)
+        Ok((reader, elements as usize * meta.element_size().max(1)))
     }
+}
+
+/// Reads the box `[start, stop)` of `reader`'s array into `out` (its elements, little-endian,
+/// C order). A box made of whole chunks that each fill one contiguous run of it (dask's
+/// `chunks={}` over a file's own chunks: one chunk per box) is decoded straight into `out`:
+/// one chunk on the calling thread, several in parallel. Other boxes decode their chunks in
+/// parallel and copy each one's part in.
+fn read_box_into(
+    reader: &ChunkReader,
+    start: &[u64],
+    stop: &[u64],
+    out: &mut [u8],
+) -> PyResult<()> {
+    let meta = &reader.array().metadata;
+    let chunks = chunks_touching(start, stop, &meta.chunk_shape);
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    if let Some(mut pieces) = whole_chunk_pieces(&chunks, start, stop, &meta.chunk_shape, out) {
+        if let [(indices, piece)] = pieces.as_mut_slice() {
+            return reader
+                .read_chunk_into(indices, piece)
+                .map_err(errors::manifest);
+        }
+        return pieces.into_par_iter().try_for_each(|(indices, piece)| {
+            reader
+                .read_chunk_into(&indices, piece)
+                .map_err(errors::manifest)
+        });
+    }
+    let elem = meta.element_size().max(1);
+    let read = |indices: Vec<u64>| {
+        reader
+            .read_chunk(&indices)
+            .map(|bytes| (indices, bytes))
+            .map_err(errors::manifest)
+    };
+    let decoded: Vec<(Vec<u64>, Vec<u8>)> = if chunks.len() == 1 {
+        chunks.into_iter().map(read).collect::<PyResult<_>>()?
+    } else {
+        chunks.into_par_iter().map(read).collect::<PyResult<_>>()?
+    };
+    for (indices, bytes) in &decoded {
+        let origin: Vec<u64> = indices
+            .iter()
+            .zip(&meta.chunk_shape)
+            .map(|(i, c)| i * c)
+            .collect();
+        let placed = Placed {
+            bytes,
+            origin: &origin,
+            shape: &meta.chunk_shape,
+        };
+        copy_into_box(out, start, stop, &placed, elem);
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -166,8 +193,12 @@ impl NativeDataset {
         start: Vec<u64>,
         stop: Vec<u64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes = py.detach(|| self.read_box(key, &start, &stop))?;
-        Ok(PyBytes::new(py, &bytes))
+        let (reader, len) = self.box_of(key, &start, &stop)?;
+        // The bytes object is the buffer numpy wraps (np.frombuffer): chunks are decoded
+        // straight into it, with the GIL released and no lock shared between threads.
+        PyBytes::new_with(py, len, |out| {
+            py.detach(|| read_box_into(reader, &start, &stop, out))
+        })
     }
 
     /// Where the chunks of array `key` are: the URL table, then per chunk in C grid order a

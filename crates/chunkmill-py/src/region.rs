@@ -42,6 +42,70 @@ fn strides(shape: &[u64]) -> Vec<u64> {
     s
 }
 
+/// `out`, the box `[start, stop)` (C order), cut into one piece per chunk of `chunks` when
+/// every chunk lies wholly inside the box and fills one contiguous run of it (it spans the
+/// box on every axis after its first that is not 1 element thick): each piece is then
+/// exactly that chunk's decoded bytes. `None` otherwise.
+pub fn whole_chunk_pieces<'a>(
+    chunks: &[Vec<u64>],
+    start: &[u64],
+    stop: &[u64],
+    chunk_shape: &[u64],
+    out: &'a mut [u8],
+) -> Option<Vec<(Vec<u64>, &'a mut [u8])>> {
+    let box_shape: Vec<u64> = start.iter().zip(stop).map(|(a, b)| b - a).collect();
+    let elements: u64 = box_shape.iter().product();
+    if elements == 0 || !(out.len() as u64).is_multiple_of(elements) {
+        return None;
+    }
+    let elem = out.len() as u64 / elements;
+    let box_strides = strides(&box_shape);
+    let chunk_len = chunk_shape.iter().product::<u64>() * elem;
+    let first_thick = chunk_shape
+        .iter()
+        .position(|&c| c != 1)
+        .unwrap_or(chunk_shape.len());
+    let spans_rest = chunk_shape
+        .iter()
+        .zip(&box_shape)
+        .skip(first_thick + 1)
+        .all(|(c, b)| c == b);
+    if !spans_rest {
+        return None;
+    }
+    let mut placed: Vec<(u64, &Vec<u64>)> = Vec::with_capacity(chunks.len());
+    for indices in chunks {
+        let mut offset = 0;
+        for i in 0..chunk_shape.len() {
+            let origin = indices[i] * chunk_shape[i];
+            if origin < start[i] || origin + chunk_shape[i] > stop[i] {
+                return None;
+            }
+            offset += (origin - start[i]) * box_strides[i];
+        }
+        placed.push((offset * elem, indices));
+    }
+    placed.sort_unstable_by_key(|(offset, _)| *offset);
+    // Whole chunks that touch the box tile it; checked anyway, as a gap or an overlap would
+    // leave bytes unwritten or write them twice.
+    let tiles = placed
+        .iter()
+        .enumerate()
+        .all(|(i, (offset, _))| *offset == i as u64 * chunk_len)
+        && placed.len() as u64 * chunk_len == out.len() as u64;
+    if !tiles {
+        return None;
+    }
+    let mut rest = out;
+    let mut pieces = Vec::with_capacity(placed.len());
+    for (_, indices) in placed {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(chunk_len as usize);
+        pieces.push((indices.clone(), piece));
+        rest = tail;
+    }
+    Some(pieces)
+}
+
 /// Where one chunk is: its first element's position and its (nominal) extent.
 pub struct Placed<'a> {
     /// The chunk's elements, C order, `elem` bytes each.

@@ -152,6 +152,7 @@ pub enum Converted {
 pub fn execute(a: &ConvertArgs, hooks: &Hooks<'_>) -> Result<Converted, Failure> {
     let (mut opts, origin) = resolve::convert(a)?;
     opts.job.interrupt = hooks.interrupt.clone();
+    resolve::watch_interrupts(&mut opts.job.executor, hooks.interrupt.as_ref())?;
     let job = plan_convert(&opts)?;
     check_spec_names(&opts, &job)?;
     let quiet = a.common.report.quiet || hooks.on_event.is_some();

@@ -169,6 +169,7 @@ pub fn run(a: &RechunkArgs) -> Result<(), Failure> {
 pub fn execute(a: &RechunkArgs, hooks: &Hooks<'_>) -> Result<JobReport, Failure> {
     let (mut opts, origin) = resolve::rechunk(a)?;
     opts.job.interrupt = hooks.interrupt.clone();
+    resolve::watch_interrupts(&mut opts.job.executor, hooks.interrupt.as_ref())?;
     let job = plan_rechunk(&opts)?;
     if hooks.on_event.is_none() {
         warn_left_out(&job);

@@ -98,7 +98,11 @@ pub fn run(a: &VirtualizeArgs) -> Result<(), Failure> {
     if a.run.executor != "threads" {
         let tasks_bar = bar.clone();
         options.scanner = Some(Arc::new(ExecutorScanner {
-            executor: crate::resolve::executor(&a.run)?,
+            executor: {
+                let mut executor = crate::resolve::executor(&a.run)?;
+                crate::resolve::watch_interrupts(&mut executor, None)?;
+                executor
+            },
             work_dir: a
                 .work_dir
                 .clone()

@@ -70,6 +70,22 @@ pub fn decode(bytes: &[u8], decoded_len: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Inflates one zlib stream into `out`, which it must fill exactly.
+///
+/// # Errors
+/// When the bytes are not a complete zlib stream, or inflate to another size.
+pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
+    match libdeflater::Decompressor::new().zlib_decompress(bytes, out) {
+        Ok(len) if len == out.len() => Ok(()),
+        Ok(len) => Err(format!("decoded to {len} bytes, expected {}", out.len())),
+        Err(libdeflater::DecompressionError::InsufficientSpace) => Err(format!(
+            "decoded to more than the {} bytes expected",
+            out.len()
+        )),
+        Err(e) => Err(format!("deflate: {e}")),
+    }
+}
+
 /// Deflates into one zlib stream at `level`.
 ///
 /// # Errors

@@ -315,40 +315,106 @@ pub fn decode_zarr(
     decoded_len: usize,
 ) -> Result<Vec<u8>, String> {
     let mut bytes = stored;
-    let mut big_endian = false;
-    for codec in codecs.iter().rev() {
-        let config = |key: &str| codec.configuration.get(key).and_then(Value::as_u64);
-        bytes = match codec.name.as_str() {
-            "bytes" => {
-                big_endian =
-                    codec.configuration.get("endian").and_then(Value::as_str) == Some("big");
-                continue;
-            }
-            "numcodecs.zlib" => deflate::decode(&bytes, decoded_len)?,
-            "numcodecs.gzip" | "gzip" => {
-                let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
-                    .map_err(|e| format!("gzip: {e}"))?;
-                out
-            }
-            "numcodecs.shuffle" => {
-                let size = config("elementsize").map_or(element_size, |s| s as usize);
-                shuffle::unshuffle(&bytes, size.max(1))
-            }
-            "numcodecs.fletcher32" => fletcher32::strip(&bytes)?,
-            "zstd" | "numcodecs.zstd" => {
-                ::zstd::stream::decode_all(&bytes[..]).map_err(|e| format!("zstd: {e}"))?
-            }
-            name if native::is(name) => native::decode(&codec.configuration, &bytes, MAX_DECODED)?,
-            other => return Err(format!("codec '{other}' cannot be decoded by chunkmill")),
-        };
+    for codec in codecs.iter().rev().filter(|c| !c.is_bytes()) {
+        bytes = decode_step(codec, element_size, bytes, decoded_len)?;
     }
-    if big_endian && element_size > 1 {
+    swap_if_big_endian(codecs, element_size, &mut bytes);
+    Ok(bytes)
+}
+
+/// [`decode_zarr`] into `out`, which must be exactly the chunk's decoded size: the last step
+/// (unshuffle, inflate or the raw bytes) writes straight into it, so a reader that owns the
+/// destination (the Python package's numpy buffers) skips a copy of every chunk.
+///
+/// # Errors
+/// As [`decode_zarr`], and bytes that decode to another size than `out`'s.
+pub fn decode_zarr_into(
+    codecs: &[Codec],
+    element_size: usize,
+    stored: Vec<u8>,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let steps: Vec<&Codec> = codecs.iter().rev().filter(|c| !c.is_bytes()).collect();
+    let mut bytes = stored;
+    let Some((last, before)) = steps.split_last() else {
+        copy_exact(&bytes, out)?;
+        swap_if_big_endian(codecs, element_size, out);
+        return Ok(());
+    };
+    for codec in before {
+        bytes = decode_step(codec, element_size, bytes, out.len())?;
+    }
+    match last.name.as_str() {
+        "numcodecs.shuffle" => {
+            let size = shuffle_size(last, element_size);
+            if bytes.len() != out.len() {
+                return Err(wrong_size(bytes.len(), out.len()));
+            }
+            shuffle::unshuffle_into(&bytes, size, out);
+        }
+        "numcodecs.zlib" => deflate::decode_into(&bytes, out)?,
+        _ => copy_exact(&decode_step(last, element_size, bytes, out.len())?, out)?,
+    }
+    swap_if_big_endian(codecs, element_size, out);
+    Ok(())
+}
+
+/// One bytes-to-bytes codec of [`decode_zarr`] undone.
+fn decode_step(
+    codec: &Codec,
+    element_size: usize,
+    bytes: Vec<u8>,
+    decoded_len: usize,
+) -> Result<Vec<u8>, String> {
+    Ok(match codec.name.as_str() {
+        "numcodecs.zlib" => deflate::decode(&bytes, decoded_len)?,
+        "numcodecs.gzip" | "gzip" => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .map_err(|e| format!("gzip: {e}"))?;
+            out
+        }
+        "numcodecs.shuffle" => shuffle::unshuffle(&bytes, shuffle_size(codec, element_size)),
+        "numcodecs.fletcher32" => fletcher32::strip(&bytes)?,
+        "zstd" | "numcodecs.zstd" => {
+            ::zstd::stream::decode_all(&bytes[..]).map_err(|e| format!("zstd: {e}"))?
+        }
+        name if native::is(name) => native::decode(&codec.configuration, &bytes, MAX_DECODED)?,
+        other => return Err(format!("codec '{other}' cannot be decoded by chunkmill")),
+    })
+}
+
+fn shuffle_size(codec: &Codec, element_size: usize) -> usize {
+    codec
+        .configuration
+        .get("elementsize")
+        .and_then(Value::as_u64)
+        .map_or(element_size, |s| s as usize)
+        .max(1)
+}
+
+fn wrong_size(got: usize, expected: usize) -> String {
+    format!("decoded to {got} bytes, expected {expected}")
+}
+
+fn copy_exact(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
+    if bytes.len() != out.len() {
+        return Err(wrong_size(bytes.len(), out.len()));
+    }
+    out.copy_from_slice(bytes);
+    Ok(())
+}
+
+/// Elements stored big-endian (the `bytes` codec says so) turned little-endian in place.
+fn swap_if_big_endian(codecs: &[Codec], element_size: usize, bytes: &mut [u8]) {
+    let big = codecs.iter().any(|c| {
+        c.is_bytes() && c.configuration.get("endian").and_then(Value::as_str) == Some("big")
+    });
+    if big && element_size > 1 {
         for element in bytes.chunks_exact_mut(element_size) {
             element.reverse();
         }
     }
-    Ok(bytes)
 }
 
 /// Passes raw chunk bytes through the whole pipeline, as HDF5 does when no filter is
@@ -549,5 +615,38 @@ mod tests {
         );
         let s = Codec::from_numcodecs(&json!({"id": "shuffle", "elementsize": 2}));
         assert_eq!(s.map(|c| c.name), Some("numcodecs.shuffle".to_string()));
+    }
+
+    #[test]
+    fn decoding_into_a_buffer_gives_the_elements_of_every_pipeline() -> Result<(), String> {
+        let values: Vec<u32> = (0..250u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let little: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let pipelines = [
+            vec![],
+            vec![filter(1, "deflate", vec![4])],
+            vec![filter(2, "shuffle", vec![4])],
+            vec![filter(2, "shuffle", vec![4]), filter(1, "deflate", vec![4])],
+            vec![
+                filter(3, "fletcher32", vec![]),
+                filter(2, "shuffle", vec![4]),
+                filter(1, "deflate", vec![4]),
+            ],
+        ];
+        for order in [ByteOrder::Little, ByteOrder::Big] {
+            let raw: Vec<u8> = match order {
+                ByteOrder::Big => values.iter().flat_map(|v| v.to_be_bytes()).collect(),
+                _ => little.clone(),
+            };
+            for filters in &pipelines {
+                let codecs = zarr_codecs(filters, &f4(order)).map_err(|e| format!("{e:?}"))?;
+                let stored = encode(filters, 4, raw.clone())?;
+                let mut out = vec![0u8; little.len()];
+                decode_zarr_into(&codecs, 4, stored.clone(), &mut out)?;
+                assert_eq!(out, little, "{order:?} {filters:?}");
+                let mut short = vec![0u8; little.len() - 4];
+                assert!(decode_zarr_into(&codecs, 4, stored, &mut short).is_err());
+            }
+        }
+        Ok(())
     }
 }

@@ -154,7 +154,7 @@ pub(crate) struct ExecutorLimits {
     pub max_mem: u64,
     /// Bytes the tasks of this process may hold together (threads executor).
     pub capacity: u64,
-    /// Stops the threads executor between tasks ([`JobOptions::interrupt`]).
+    /// Stops the threads and processes executors between tasks ([`JobOptions::interrupt`]).
     pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -189,6 +189,7 @@ pub(crate) fn run_on_executor(
                 markers,
                 limits.workers,
                 limits.retries,
+                limits.interrupt.as_deref(),
                 on_event,
             )
         }

@@ -267,20 +267,40 @@ fn slurm_executor(common: &ExecutorArgs) -> Result<SlurmExecutor, Failure> {
     if common.slurm_tasks_per_job == Some(0) {
         return Err(Failure::usage("--slurm-tasks-per-job must be at least 1"));
     }
-    // Ctrl-C (or a scheduler's SIGTERM) must reach the executor, which cancels its jobs, rather
-    // than kill the driver and leave arrays running with no one waiting for them.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .map_err(|e| Failure::failed(format!("cannot handle signal {signal}: {e}")))?;
-    }
     Ok(SlurmExecutor {
         program,
         sbatch_options,
         tasks_per_job: common.slurm_tasks_per_job,
         log_dir: common.slurm_log_dir.clone().map(Into::into),
-        interrupted,
+        // Set once the run starts: see `watch_interrupts`.
+        interrupted: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// Where Ctrl-C reaches a SLURM run, which cancels its jobs rather than leave arrays running
+/// with no one waiting for them: the caller's flag when there is one (the Python package,
+/// whose own SIGINT handler sets it), else the command's SIGINT and SIGTERM. Installed when
+/// the run starts, not when it is planned, and never in a caller's process: a handler left
+/// in a Python interpreter would keep SIGTERM from ending it.
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+pub fn watch_interrupts(
+    executor: &mut Executor,
+    caller: Option<&Arc<AtomicBool>>,
+) -> Result<(), Failure> {
+    let Executor::Slurm(slurm) = executor else {
+        return Ok(());
+    };
+    if let Some(flag) = caller {
+        slurm.interrupted = Arc::clone(flag);
+        return Ok(());
+    }
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&slurm.interrupted))
+            .map_err(|e| Failure::failed(format!("cannot handle signal {signal}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// A comma-separated list (`--identical-dims a,b`), empty items left out.
