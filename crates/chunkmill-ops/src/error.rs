@@ -182,7 +182,9 @@ impl OpsError {
             OpsError::Store { source, .. } => store_kind(source),
             OpsError::Zarr { source, .. } => match source.as_ref() {
                 ZarrError::Store(e) => store_kind(e),
-                ZarrError::NotFound { .. } | ZarrError::Metadata { .. } => ErrorKind::Refused,
+                ZarrError::NotFound { .. }
+                | ZarrError::Metadata { .. }
+                | ZarrError::Group { .. } => ErrorKind::Refused,
                 _ => ErrorKind::Failed,
             },
             OpsError::Guard(e) => match e.as_ref() {

@@ -32,6 +32,14 @@ pub enum ZarrError {
         path: String,
         reason: String,
     },
+    /// A group's metadata we cannot use. Unlike an array's, this is never left out with a
+    /// warning: the arrays under it would be copied into a hierarchy that says otherwise.
+    #[error("{url}: {path}: {reason}")]
+    Group {
+        url: String,
+        path: String,
+        reason: String,
+    },
     /// zarrs failed to read, decode, encode or store a chunk.
     #[error("{url}: {path}: chunk {chunk:?}: {source}")]
     Chunk {
@@ -281,7 +289,15 @@ pub fn read_node(store: &Store, path: &str) -> Result<Option<Node>, ZarrError> {
         // A group whose metadata says something else is not one we understand: copying its
         // members as if it were a v2 group would silently drop whatever it meant.
         if doc.get("zarr_format").and_then(Value::as_u64) != Some(2) {
-            return Err(meta_err(store, path, ".zgroup does not say zarr_format 2"));
+            return Err(ZarrError::Group {
+                url: store.url().to_string(),
+                path: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.to_string()
+                },
+                reason: ".zgroup does not say zarr_format 2".into(),
+            });
         }
         return Ok(Some(Node::Group(GroupInfo {
             path: path.to_string(),
@@ -1253,11 +1269,17 @@ mod tests {
     #[test]
     fn a_group_whose_metadata_is_not_a_v2_group_is_refused() {
         let store = Store::open("memory://zgroup-refused").unwrap();
-        store.put(".zgroup", b"{\"zarr_format\": 2}".to_vec()).unwrap();
+        store
+            .put(".zgroup", b"{\"zarr_format\": 2}".to_vec())
+            .unwrap();
         assert!(matches!(read_node(&store, ""), Ok(Some(Node::Group(_)))));
         for bad in [&b"not json"[..], b"[]", b"{\"zarr_format\": 3}", b"{}"] {
             store.put(".zgroup", bad.to_vec()).unwrap();
-            assert!(read_node(&store, "").is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                read_node(&store, "").is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
