@@ -313,19 +313,21 @@ pub fn run_task(
     let mut stats = TaskStats::default();
     let written = match &kernel {
         Kernel::Map { expr, dtype } => {
-            let mut reader = |r: &Read, sub: &Region| read_input(stage, r, sub, cancel, &mut stats);
-            let values = eval(expr, region, &mut reader).map_err(failed)?;
+            let mut shared = SharedReads::new(std::iter::once(expr));
+            let values = map_values(&mut shared, 0, expr, region, &mut |r, sub| {
+                read_input(stage, r, sub, cancel, &mut stats)
+            })
+            .map_err(failed)?;
             write(output(stage, 0).map_err(failed)?, *dtype, region, &values).map_err(failed)?
         }
         Kernel::Maps { parts } => {
             let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
             let mut written = 0;
             for (i, part) in parts.iter().enumerate() {
-                let values = shared
-                    .eval(i, &part.expr, region, &mut |r, sub| {
-                        read_input(stage, r, sub, cancel, &mut stats)
-                    })
-                    .map_err(failed)?;
+                let values = map_values(&mut shared, i, &part.expr, region, &mut |r, sub| {
+                    read_input(stage, r, sub, cancel, &mut stats)
+                })
+                .map_err(failed)?;
                 let out = output(stage, part.output).map_err(failed)?;
                 written += write(out, part.dtype, region, &values).map_err(failed)?;
             }
@@ -354,6 +356,23 @@ pub fn run_task(
     Ok(stats)
 }
 
+/// The values of expression `i` over the whole `region`, evaluated tile by tile along its
+/// first axis into one block.
+fn map_values(
+    shared: &mut SharedReads<'_>,
+    i: usize,
+    expr: &crate::kernel::Expr,
+    region: &Region,
+    read: &mut dyn FnMut(&Read, &Region) -> Result<Vec<f64>, String>,
+) -> Result<Vec<f64>, String> {
+    let mut out = vec![0.0; region.num_elements() as usize];
+    shared.eval(i, expr, (region, 0), read, &mut |tile, values| {
+        copy_rows(&values, tile, &mut out, region, tile);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
     stage
         .outputs
@@ -380,66 +399,117 @@ fn read_input(
     Ok(block)
 }
 
-/// The expressions of a task evaluated one after the other: a read that more than one place
-/// of them names is read once and kept until the last expression that names it.
+/// Elements of a tile: small enough that an expression's intermediate values stay in cache
+/// and are reused by the allocator instead of mapped afresh for each block.
+const TILE_ELEMENTS: u64 = 1 << 16;
+
+/// The expressions of a task evaluated one after the other, each tile by tile: every read
+/// is read over the whole block once, and kept until the last expression that names it.
 struct SharedReads<'e> {
-    /// Each distinct read: how many places name it, and the last expression that does.
-    uses: Vec<(&'e Read, usize, usize)>,
-    kept: Vec<(Read, Region, Vec<f64>)>,
+    /// Each distinct read and the last expression that names it.
+    last: Vec<(&'e Read, usize)>,
+    kept: Vec<(Read, Vec<f64>)>,
 }
 
 impl<'e> SharedReads<'e> {
     fn new(exprs: impl Iterator<Item = &'e crate::kernel::Expr>) -> Self {
-        let mut uses: Vec<(&Read, usize, usize)> = Vec::new();
+        let mut last: Vec<(&Read, usize)> = Vec::new();
         for (i, expr) in exprs.enumerate() {
             let mut reads = Vec::new();
             expr.reads(&mut reads);
             for r in reads {
-                match uses.iter_mut().find(|(x, _, _)| *x == r) {
-                    Some(u) => {
-                        u.1 += 1;
-                        u.2 = i;
-                    }
-                    None => uses.push((r, 1, i)),
+                match last.iter_mut().find(|(x, _)| *x == r) {
+                    Some(u) => u.1 = i,
+                    None => last.push((r, i)),
                 }
             }
         }
         SharedReads {
-            uses,
+            last,
             kept: Vec::new(),
         }
     }
 
-    /// The values of expression `i`, reading what is not kept with `read`.
+    /// Evaluate expression `i` over `region`, giving `sink` the values of each tile (the
+    /// region cut along `axis`) in order; what is not kept is read with `read`.
     fn eval(
         &mut self,
         i: usize,
         expr: &crate::kernel::Expr,
-        region: &Region,
+        (region, axis): (&Region, usize),
         read: &mut dyn FnMut(&Read, &Region) -> Result<Vec<f64>, String>,
-    ) -> Result<Vec<f64>, String> {
-        let values = {
-            let (uses, kept) = (&self.uses, &mut self.kept);
-            let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
-                if let Some((_, _, v)) = kept.iter().find(|(x, g, _)| x == r && g == sub) {
-                    return Ok(v.clone());
-                }
-                let block = read(r, sub)?;
-                if uses.iter().any(|(x, n, _)| *x == r && *n > 1) {
-                    kept.push((r.clone(), sub.clone(), block.clone()));
-                }
-                Ok(block)
-            };
-            eval(expr, region, &mut reader).map_err(|e| match e {
-                EvalError::Read(m) => m,
-                data => data.to_string(),
-            })?
+        sink: &mut dyn FnMut(&Region, Vec<f64>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let message = |e: EvalError| match e {
+            EvalError::Read(m) => m,
+            data => data.to_string(),
         };
-        let uses = &self.uses;
+        if !tileable(expr) {
+            // Its parts read regions of their own: read as they ask, over the whole block.
+            let values = eval(expr, region, read).map_err(message)?;
+            sink(region, values)?;
+        } else {
+            let mut reads = Vec::new();
+            expr.reads(&mut reads);
+            for r in reads {
+                if !self.kept.iter().any(|(x, _)| x == r) {
+                    let block = read(r, region)?;
+                    self.kept.push((r.clone(), block));
+                }
+            }
+            for tile in tiles(region, axis) {
+                let kept = &self.kept;
+                let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
+                    let block = kept
+                        .iter()
+                        .find(|(x, _)| x == r)
+                        .map(|(_, v)| v)
+                        .ok_or("a read that was not read")?;
+                    let mut values = vec![0.0; sub.num_elements() as usize];
+                    copy_rows(block, region, &mut values, sub, sub);
+                    Ok(values)
+                };
+                let values = eval(expr, &tile, &mut reader).map_err(message)?;
+                sink(&tile, values)?;
+            }
+        }
+        let last = &self.last;
         self.kept
-            .retain(|(r, _, _)| uses.iter().any(|(x, _, last)| *x == r && *last > i));
-        Ok(values)
+            .retain(|(r, _)| last.iter().any(|(x, l)| *x == r && *l > i));
+        Ok(())
     }
+}
+
+/// Whether an expression reads only over its own domain region (a concatenation or a stack
+/// evaluates its parts over other regions, so it is evaluated over the whole block).
+fn tileable(expr: &crate::kernel::Expr) -> bool {
+    use crate::kernel::Expr;
+    match expr {
+        Expr::Const(_) | Expr::Read(_) => true,
+        Expr::Unary { x, .. } | Expr::Cast { x, .. } => tileable(x),
+        Expr::Binary { a, b, .. } => tileable(a) && tileable(b),
+        Expr::Where { c, a, b, .. } => tileable(c) && tileable(a) && tileable(b),
+        Expr::Concat { .. } | Expr::Stack { .. } => false,
+    }
+}
+
+/// `region` cut along `axis` into tiles of about [`TILE_ELEMENTS`] elements (at least one
+/// index of the axis each).
+fn tiles(region: &Region, axis: usize) -> Vec<Region> {
+    let Some(range) = region.ranges().get(axis).cloned() else {
+        return vec![region.clone()];
+    };
+    let len = range.end - range.start;
+    let per_index = region.num_elements() / len.max(1);
+    let step = (TILE_ELEMENTS / per_index.max(1)).clamp(1, len.max(1));
+    (range.start..range.end)
+        .step_by(step as usize)
+        .map(|a| {
+            let mut ranges = region.ranges().to_vec();
+            ranges[axis] = a..(a + step).min(range.end);
+            Region::new(ranges)
+        })
+        .collect()
 }
 
 /// The partial step of one or more reductions over the same block, their reads shared.
@@ -453,15 +523,21 @@ fn partials(
 ) -> Result<u64, String> {
     let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
     let mut written = 0;
+    let m = kept_region(region, axes).num_elements() as usize;
+    // Tiles along a reduced axis keep the whole kept region: each folds into the same state.
+    let axis = axes.first().copied().unwrap_or(0);
     for (i, part) in parts.iter().enumerate() {
-        let values = shared.eval(i, &part.expr, region, &mut |r, sub| {
-            read_input(stage, r, sub, cancel, stats)
-        })?;
-        let keep = kept_region(region, axes);
-        let m = keep.num_elements() as usize;
         let mut state = part.reduce.empty(m);
-        fold_block(&part.reduce, &mut state, m, &values, region, axes);
-        drop(values);
+        shared.eval(
+            i,
+            &part.expr,
+            (region, axis),
+            &mut |r, sub| read_input(stage, r, sub, cancel, stats),
+            &mut |tile, values| {
+                fold_block(&part.reduce, &mut state, m, &values, tile, axes);
+                Ok(())
+            },
+        )?;
         written += store_state(
             stage,
             output(stage, part.output)?,
