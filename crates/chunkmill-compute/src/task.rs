@@ -8,7 +8,7 @@ use chunkmill_store::zarr::ZarrArray;
 use chunkmill_store::Store;
 
 use crate::dtype::DType;
-use crate::eval::{eval, EvalError};
+use crate::eval::{eval, EvalError, Reader};
 use crate::kernel::{Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
 
 mod group;
@@ -363,7 +363,7 @@ fn map_values(
     i: usize,
     expr: &crate::kernel::Expr,
     region: &Region,
-    read: &mut dyn FnMut(&Read, &Region) -> Result<Vec<f64>, String>,
+    read: &mut Reader<'_>,
 ) -> Result<Vec<f64>, String> {
     let mut out = vec![0.0; region.num_elements() as usize];
     shared.eval(i, expr, (region, 0), read, &mut |tile, values| {
@@ -398,6 +398,9 @@ fn read_input(
     stats.bytes_read += (block.len() * r.dtype.size()) as u64;
     Ok(block)
 }
+
+/// Takes the values of each tile of an expression, in order.
+type TileSink<'a> = dyn FnMut(&Region, Vec<f64>) -> Result<(), String> + 'a;
 
 /// Elements of a tile: small enough that an expression's intermediate values stay in cache
 /// and are reused by the allocator instead of mapped afresh for each block.
@@ -437,8 +440,8 @@ impl<'e> SharedReads<'e> {
         i: usize,
         expr: &crate::kernel::Expr,
         (region, axis): (&Region, usize),
-        read: &mut dyn FnMut(&Read, &Region) -> Result<Vec<f64>, String>,
-        sink: &mut dyn FnMut(&Region, Vec<f64>) -> Result<(), String>,
+        read: &mut Reader<'_>,
+        sink: &mut TileSink<'_>,
     ) -> Result<(), String> {
         let message = |e: EvalError| match e {
             EvalError::Read(m) => m,
