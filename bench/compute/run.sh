@@ -5,6 +5,7 @@
 #
 #   bench/compute/run.sh              # both workloads (venv and data made on first use)
 #   bench/compute/run.sh --quick      # the same pipeline on a 60 MB input, in about a minute
+#   bench/compute/run.sh --medium     # a quarter of the full input (365 days, 0.76 GB): minutes
 #   BENCH_WORKLOADS=quadratic bench/compute/run.sh
 #
 # Input (bench/compute/make_data.py): a Zarr v2 group bench/data/compute/uv.zarr, u and v
@@ -42,9 +43,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 
 QUICK=0
+MEDIUM=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
+    --medium) MEDIUM=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -53,6 +56,9 @@ done
 if ((QUICK)); then
   SHAPE=400,90,180; CHUNKS=20,90,180; DATA=bench/data/compute-quick; OUT=bench/out/quick
   MAXMEM=${BENCH_MAX_MEM:-200MB}
+elif ((MEDIUM)); then
+  SHAPE=365,360,720; CHUNKS=20,360,720; DATA=bench/data/compute-medium; OUT=bench/out/medium
+  MAXMEM=${BENCH_MAX_MEM:-1GB}
 else
   SHAPE=1460,360,720; CHUNKS=20,360,720; DATA=bench/data/compute; OUT=bench/out
   MAXMEM=${BENCH_MAX_MEM:-1GB}

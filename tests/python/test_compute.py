@@ -218,3 +218,47 @@ def test_compute_report_shows_the_compute_stages(tmp_path, src):
               "--max-mem", "64MB", "--no-progress", "--report", report)
     page = report.read_text()
     assert "00-m-partial" in page and "mean(over time)" in page
+
+
+def test_compute_maps_of_one_input_share_one_read(tmp_path, src):
+    path, ds = src
+    exprs = ["a = air * 2", "b = sqrt(abs(air - 280)) + n"]
+    r = oracle.ok("plan", "compute", "--input", f"ds={path}", *exprs, "--output", tmp_path / "o.zarr",
+                  "--max-mem", "256MB", "--json")
+    plan = json.loads(r.stdout)
+    maps = [s for s in plan["stages"] if s["kind"] == "maps"]
+    assert len(maps) == 1 and "one read shared" in maps[0]["label"], plan["stages"]
+    # One pass over air (float32) and n (int32).
+    assert maps[0]["bytes_read"] == ds.air.size * 4 + ds.n.size * 4
+    out = compute(tmp_path, path, *exprs)
+    np.testing.assert_allclose(out.a.values, (ds.air * 2).values, rtol=1e-7, equal_nan=True)
+    want = (np.sqrt(abs(ds.air - 280)) + ds.n).transpose(*out.b.dims).values
+    np.testing.assert_allclose(out.b.values, want, rtol=2e-6, equal_nan=True)
+
+
+def test_compute_temp_dir_reused_after_a_failure_but_foreign_files_refused(tmp_path, src):
+    path, ds = src
+    temp = tmp_path / "temp"
+    out = tmp_path / "out.zarr"
+    args = ["--input", f"ds={path}", "--output", out, "--temp", temp, "--max-mem", "64MB", "--no-progress"]
+    # A column that is all NaN: argmin fails after the reduction's pieces were written to --temp.
+    data = ds.air.values.copy()
+    data[:, 0, 0] = np.nan
+    holed = tmp_path / "holed.zarr"
+    ds.assign(air=(ds.air.dims, data, ds.air.attrs)).to_zarr(holed, encoding={"air": {"chunks": (5, 3, 4)}})
+    args[1] = f"ds={holed}"
+    r = oracle.run("compute", *args, "a = air - air.argmin('time')")
+    assert r.returncode == 1, oracle.describe(r)
+    assert any(p.name.startswith("c") for p in temp.iterdir()), "the failed run left its intermediates"
+    # The same --temp, a fixed expression: the intermediates are chunkmill's own.
+    oracle.ok("compute", *args, "a = air - air.fillna(0).argmin('time')")
+    want = ds.assign(air=(ds.air.dims, data)).air
+    want = want - want.fillna(0).argmin("time")
+    np.testing.assert_allclose(xr.open_zarr(out).a.values, want.values, equal_nan=True)
+    # A file chunkmill did not write is refused before anything runs, and left alone.
+    (temp / "notes.txt").write_text("mine")
+    out2 = tmp_path / "out2.zarr"
+    args[args.index(out)] = out2
+    r = oracle.run("compute", *args, "a = air * 2")
+    oracle.assert_one_error_line(r, codes=[3], mentions=["notes.txt", "did not write"])
+    assert (temp / "notes.txt").read_text() == "mine" and not out2.exists()

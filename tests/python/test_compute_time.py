@@ -124,6 +124,29 @@ def test_anomalies_against_a_climatology_read_back(tmp_path, daily):
     same(xr.open_zarr(out, consolidated=False).anom, want.compute().drop_vars("month"), atol=1e-4)
 
 
+def test_anomalies_carry_the_group_of_each_time_as_xarray(tmp_path, daily):
+    path, ds = daily
+    by_month = ds.air.groupby("time.month")
+    out = compute(tmp_path, path, "anom = air.groupby('time.month') - air.groupby('time.month').mean()")
+    want = by_month - by_month.mean()
+    assert "month" in out.coords and out.month.dims == want.month.dims == ("time",)
+    assert out.month.dtype == want.month.dtype
+    assert list(out.month.values) == list(want.month.values)
+    # Selected along time, the seasons follow the selection; a reduction over time drops them.
+    by_season = ds.air.groupby("time.season")
+    out = compute(tmp_path, path,
+                  "part = (air.groupby('time.season') - air.groupby('time.season').mean()).isel(time=slice(10, 200, 3))",
+                  name="part.zarr")
+    want = (by_season - by_season.mean()).isel(time=slice(10, 200, 3))
+    assert list(out.season.values) == list(want.season.values) and out.season.dims == ("time",)
+    # xarray's season means accumulate in float32: a few float32 ulps of 280 apart.
+    same(out.part, want.drop_vars("season").compute(), atol=3e-4)
+    out = compute(tmp_path, path, "m = (air.groupby('time.month') - air.groupby('time.month').mean()).max('time')",
+                  name="m.zarr")
+    assert "month" not in out.coords and "month" not in out.variables
+    assert "month" not in (by_month - by_month.mean()).max("time").coords
+
+
 def test_sel_by_date_matches_xarray(tmp_path, daily):
     path, ds = daily
     out = compute(tmp_path, path, "a = air.sel(time=slice('2001-01', '2001-06-15')).mean('time')",

@@ -413,7 +413,7 @@ fn broadcast_dims(
             }
         }
         for (d, c) in &p.coords {
-            if except == Some(d.as_str()) {
+            if except == Some(c.dim(d)) {
                 continue;
             }
             match coords.get(d) {
@@ -730,7 +730,7 @@ impl Call<'_> {
             coords: x
                 .coords
                 .iter()
-                .filter(|(d, _)| !dims.contains(d))
+                .filter(|(d, c)| !dims.iter().any(|x| x == c.dim(d)))
                 .map(|(d, c)| (d.clone(), c.clone()))
                 .collect(),
             node: Node::Reduce(Rc::new(Reduction {
@@ -972,7 +972,7 @@ impl Call<'_> {
                 coords: x
                     .coords
                     .iter()
-                    .filter(|(d, _)| !dims.contains(d))
+                    .filter(|(d, c)| !dims.iter().any(|x| x == c.dim(d)))
                     .map(|(d, c)| (d.clone(), c.clone()))
                     .collect(),
                 node: Node::Stack {

@@ -209,50 +209,60 @@ impl DType {
     /// Decode native-order bytes of this type into `out` (as many values as fit).
     pub fn decode(self, bytes: &[u8], out: &mut Vec<f64>) {
         out.clear();
-        let n = self.size();
-        out.reserve(bytes.len() / n);
-        for b in bytes.chunks_exact(n) {
-            out.push(match self {
-                DType::Bool => f64::from(u8::from(b[0] != 0)),
-                DType::Int8 => f64::from(i8::from_ne_bytes([b[0]])),
-                DType::Uint8 => f64::from(b[0]),
-                DType::Int16 => f64::from(i16::from_ne_bytes([b[0], b[1]])),
-                DType::Uint16 => f64::from(u16::from_ne_bytes([b[0], b[1]])),
-                DType::Int32 => f64::from(i32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                DType::Uint32 => f64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                DType::Float32 => f64::from(f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
-                DType::Int64 => i64::from_ne_bytes(eight(b)) as f64,
-                DType::Uint64 => u64::from_ne_bytes(eight(b)) as f64,
-                DType::Float64 => f64::from_ne_bytes(eight(b)),
-            });
+        out.resize(bytes.len() / self.size(), 0.0);
+        self.decode_into(bytes, out);
+    }
+
+    /// Decode native-order bytes of this type into `out`, one value per slot (as many as
+    /// both hold). The type is matched once per call, so each loop is one conversion that
+    /// the compiler vectorizes.
+    pub fn decode_into(self, bytes: &[u8], out: &mut [f64]) {
+        fn each<const N: usize>(bytes: &[u8], out: &mut [f64], f: impl Fn([u8; N]) -> f64) {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(N)) {
+                let mut a = [0u8; N];
+                a.copy_from_slice(b);
+                *o = f(a);
+            }
+        }
+        match self {
+            DType::Bool => each(bytes, out, |b: [u8; 1]| f64::from(u8::from(b[0] != 0))),
+            DType::Int8 => each(bytes, out, |b| f64::from(i8::from_ne_bytes(b))),
+            DType::Uint8 => each(bytes, out, |b| f64::from(u8::from_ne_bytes(b))),
+            DType::Int16 => each(bytes, out, |b| f64::from(i16::from_ne_bytes(b))),
+            DType::Uint16 => each(bytes, out, |b| f64::from(u16::from_ne_bytes(b))),
+            DType::Int32 => each(bytes, out, |b| f64::from(i32::from_ne_bytes(b))),
+            DType::Uint32 => each(bytes, out, |b| f64::from(u32::from_ne_bytes(b))),
+            DType::Float32 => each(bytes, out, |b| f64::from(f32::from_ne_bytes(b))),
+            DType::Int64 => each(bytes, out, |b| i64::from_ne_bytes(b) as f64),
+            DType::Uint64 => each(bytes, out, |b| u64::from_ne_bytes(b) as f64),
+            DType::Float64 => each(bytes, out, f64::from_ne_bytes),
         }
     }
 
     /// Encode `values` (already rounded to this type) as native-order bytes.
     #[must_use]
     pub fn encode(self, values: &[f64]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(values.len() * self.size());
-        for &v in values {
-            match self {
-                DType::Bool => out.push(u8::from(v != 0.0)),
-                DType::Int8 => out.extend_from_slice(&(v as i8).to_ne_bytes()),
-                DType::Uint8 => out.push(v as u8),
-                DType::Int16 => out.extend_from_slice(&(v as i16).to_ne_bytes()),
-                DType::Uint16 => out.extend_from_slice(&(v as u16).to_ne_bytes()),
-                DType::Int32 => out.extend_from_slice(&(v as i32).to_ne_bytes()),
-                DType::Uint32 => out.extend_from_slice(&(v as u32).to_ne_bytes()),
-                DType::Float32 => out.extend_from_slice(&(v as f32).to_ne_bytes()),
-                DType::Int64 => out.extend_from_slice(&(v as i64).to_ne_bytes()),
-                DType::Uint64 => out.extend_from_slice(&(v as u64).to_ne_bytes()),
-                DType::Float64 => out.extend_from_slice(&v.to_ne_bytes()),
+        fn each<const N: usize>(values: &[f64], f: impl Fn(f64) -> [u8; N]) -> Vec<u8> {
+            let mut out = vec![0u8; values.len() * N];
+            for (o, &v) in out.chunks_exact_mut(N).zip(values) {
+                o.copy_from_slice(&f(v));
             }
+            out
         }
-        out
+        match self {
+            DType::Bool => each(values, |v| [u8::from(v != 0.0)]),
+            DType::Int8 => each(values, |v| (v as i8).to_ne_bytes()),
+            DType::Uint8 => each(values, |v| (v as u8).to_ne_bytes()),
+            DType::Int16 => each(values, |v| (v as i16).to_ne_bytes()),
+            DType::Uint16 => each(values, |v| (v as u16).to_ne_bytes()),
+            DType::Int32 => each(values, |v| (v as i32).to_ne_bytes()),
+            DType::Uint32 => each(values, |v| (v as u32).to_ne_bytes()),
+            DType::Float32 => each(values, |v| (v as f32).to_ne_bytes()),
+            DType::Int64 => each(values, |v| (v as i64).to_ne_bytes()),
+            DType::Uint64 => each(values, |v| (v as u64).to_ne_bytes()),
+            DType::Float64 => each(values, f64::to_ne_bytes),
+        }
     }
-}
-
-fn eight(b: &[u8]) -> [u8; 8] {
-    [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
 }
 
 #[cfg(test)]

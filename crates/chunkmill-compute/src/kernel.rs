@@ -434,6 +434,52 @@ impl Reduce {
         }
     }
 
+    /// Fold a run of values into consecutive elements `j..j + values.len()` of a state of `n`
+    /// elements (all at index `index` along the reduced dimension). The common reductions
+    /// have a loop of their own, without a branch per value, which the compiler vectorizes;
+    /// the others fold value by value.
+    pub fn add_run(&self, state: &mut [f64], n: usize, j: usize, values: &[f64], index: u64) {
+        let len = values.len();
+        let skip = |v: f64| if v.is_nan() { 0.0 } else { v };
+        let present = |v: f64| f64::from(u8::from(!v.is_nan()));
+        match (self.op, self.skipna) {
+            (ReduceOp::Sum, true) => {
+                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
+                    *s += skip(v);
+                }
+            }
+            (ReduceOp::Sum, false) => {
+                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
+                    *s += v;
+                }
+            }
+            (ReduceOp::Count, true) => {
+                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
+                    *s += present(v);
+                }
+            }
+            (ReduceOp::Mean, skipna) => {
+                let (sums, counts) = state.split_at_mut(n);
+                let sums = &mut sums[j..j + len];
+                let counts = &mut counts[j..j + len];
+                for ((s, c), &v) in sums.iter_mut().zip(counts.iter_mut()).zip(values) {
+                    if skipna {
+                        *s += skip(v);
+                        *c += present(v);
+                    } else {
+                        *s += v;
+                        *c += 1.0;
+                    }
+                }
+            }
+            _ => {
+                for (i, &v) in values.iter().enumerate() {
+                    self.add(state, n, j + i, v, index);
+                }
+            }
+        }
+    }
+
     /// Merge state `b` into state `a`, both of `n` elements.
     pub fn merge(&self, a: &mut [f64], b: &[f64], n: usize) {
         for j in 0..n {
@@ -558,6 +604,14 @@ pub struct Part {
     pub output: usize,
 }
 
+/// One output of a [`Kernel::Maps`] stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapPart {
+    pub expr: Expr,
+    pub dtype: DType,
+    pub output: usize,
+}
+
 /// What a compute stage's tasks do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -565,6 +619,10 @@ pub enum Kernel {
     /// Evaluate `expr` over the block and write it (as `dtype`) to the output, whose chunks
     /// the blocks are.
     Map { expr: Expr, dtype: DType },
+    /// Several outputs over the same blocks: each part's expression evaluated over the block
+    /// and written (as its `dtype`) to its output; a read that more than one part names is
+    /// read once per block.
+    Maps { parts: Vec<MapPart> },
     /// Evaluate each part's expression over the block and reduce the domain axes `axes` into
     /// one state per kept element: written as state pieces (one per block), or, when the
     /// part's `finish` is set (the block spans the whole reduced axes), as final values of

@@ -60,6 +60,16 @@ pub struct Labels {
 }
 
 impl Coord {
+    /// The dimension it runs along: its key in [`Lazy::coords`] for a dimension's own
+    /// coordinate, another for a non-dimension one (the `month` of each time of an anomaly).
+    #[must_use]
+    pub fn dim<'a>(&'a self, key: &'a str) -> &'a str {
+        match &self.pick {
+            Pick::Keep { dim, .. } => dim,
+            Pick::Fixed(_) => key,
+        }
+    }
+
     /// A computed coordinate along `dim`.
     #[must_use]
     pub fn computed(dim: &str, values: LabelValues, attrs: Map<String, Value>) -> Coord {
@@ -347,8 +357,12 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             other => other.clone(),
         }
     };
+    // The coordinates along `dim`: its own and non-dimension ones.
     if let Some(n) = len {
-        if let Some(c) = out.coords.get_mut(dim) {
+        for (key, c) in &mut out.coords {
+            if c.dim(key) != dim {
+                continue;
+            }
             c.pick = repick(&c.pick);
             if let Some(l) = &c.labels {
                 let index = positions(start, step, n);
@@ -359,7 +373,7 @@ pub fn select(lazy: &Lazy, dim: &str, start: u64, step: i64, len: Option<u64>) -
             }
         }
     } else {
-        out.coords.remove(dim);
+        out.coords.retain(|key, c| c.dim(key) != dim);
     }
     out.node = match &lazy.node {
         Node::Const(v) => Node::Const(*v),

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::check::Inputs;
 use crate::dtype::DType;
-use crate::kernel::{Expr, Kernel, Part, Read, ReadAxis};
+use crate::kernel::{Expr, Kernel, MapPart, Part, Read, ReadAxis};
 use crate::model::{part_len, Coord, Lazy, Node, Pick, Rechunk, Reduction};
 
 mod group;
@@ -157,13 +157,32 @@ pub fn plan(
         collect_stored(o.lazy, &mut pending);
     }
     p.stored_arrays(pending)?;
-    for o in &all {
-        if stored_of(o.lazy).is_none() {
-            p.map_output(o)?;
+    let maps: Vec<&Output<'_>> = all.iter().filter(|o| stored_of(o.lazy).is_none()).collect();
+    for batch in p.map_batches(&maps)? {
+        match batch.as_slice() {
+            [one] => p.map_output(one)?,
+            several => p.shared_maps(several)?,
         }
     }
-    for (dim, l) in &labels {
-        p.labels_output(dim, l)?;
+    for (name, dim, l) in &labels {
+        p.labels_output(name, dim, l)?;
+    }
+    // Non-dimension coordinates are named in their arrays' `coordinates` attribute, as
+    // xarray writes them, so that they open as coordinates.
+    for (name, lazy) in outputs {
+        let aux: Vec<&str> = lazy
+            .coords
+            .iter()
+            .filter(|(key, c)| c.dim(key) != key.as_str())
+            .filter(|(key, _)| labels.iter().any(|(n, _, _)| n == *key))
+            .map(|(key, _)| key.as_str())
+            .collect();
+        if let Some(spec) = p.specs.iter_mut().find(|s| s.path == *name) {
+            if !aux.is_empty() {
+                spec.attributes
+                    .insert("coordinates".into(), Value::String(aux.join(" ")));
+            }
+        }
     }
     let unfused = outputs
         .iter()
@@ -178,20 +197,28 @@ pub fn plan(
     })
 }
 
-/// Coordinates made of labels (`groupby` keys, `resample` bins), by dimension.
-type LabelCoords = Vec<(String, Rc<crate::model::Labels>)>;
+/// Coordinates made of labels (`groupby` keys, `resample` bins, the group of each time): name,
+/// dimension, labels.
+type LabelCoords = Vec<(String, String, Rc<crate::model::Labels>)>;
 
-/// The 1-d coordinates the outputs carry, as outputs of their own (one per dimension; two
+/// The 1-d coordinates the outputs carry, as outputs of their own (one per name; two
 /// outputs holding different ones are refused): those read from a source, and those made of
-/// labels.
+/// labels. A non-dimension coordinate named as another output's dimension (the `month` of
+/// an anomaly beside a climatology over `month`) is left out: one dataset cannot hold both,
+/// and xarray refuses to merge them.
 fn output_coords(
     outputs: &[(String, Lazy)],
     inputs: &Inputs,
 ) -> Result<(Vec<(String, Lazy)>, LabelCoords), PlanError> {
     let mut coords: BTreeMap<String, Coord> = BTreeMap::new();
+    let is_dim = |name: &str| {
+        outputs
+            .iter()
+            .any(|(_, l)| l.dims.iter().any(|d| d == name))
+    };
     for (_, lazy) in outputs {
         for (d, c) in &lazy.coords {
-            if outputs.iter().any(|(n, _)| n == d) {
+            if outputs.iter().any(|(n, _)| n == d) || (c.dim(d) != d && is_dim(d)) {
                 continue;
             }
             if let Some(have) = coords.get(d) {
@@ -206,7 +233,11 @@ fn output_coords(
     }
     let labels: LabelCoords = coords
         .iter()
-        .filter_map(|(d, c)| c.labels.as_ref().map(|l| (d.clone(), l.clone())))
+        .filter_map(|(d, c)| {
+            c.labels
+                .as_ref()
+                .map(|l| (d.clone(), c.dim(d).to_string(), l.clone()))
+        })
         .collect();
     let read = coords
         .into_iter()
@@ -809,6 +840,97 @@ impl Planner<'_> {
             dtype,
             bytes_read,
         )
+    }
+
+    /// Map outputs in batches that one stage computes together: outputs over the same
+    /// dimensions and chunks that read a source in common (each on its own otherwise).
+    fn map_batches<'o, 'l>(
+        &self,
+        maps: &[&'o Output<'l>],
+    ) -> Result<Vec<Vec<&'o Output<'l>>>, PlanError> {
+        let mut reads: Vec<Vec<Endpoint>> = Vec::new();
+        for o in maps {
+            let mut inputs = Vec::new();
+            self.lower(o.lazy, &o.lazy.dims, &mut inputs)?;
+            reads.push(inputs);
+        }
+        let mut batches: Vec<(Vec<usize>, Vec<Endpoint>)> = Vec::new();
+        for (i, o) in maps.iter().enumerate() {
+            let joins = batches.iter_mut().find(|(members, shared)| {
+                let first = maps[members[0]];
+                first.lazy.dims == o.lazy.dims
+                    && first.endpoint.grid() == o.endpoint.grid()
+                    && reads[i].iter().any(|e| shared.contains(e))
+            });
+            match joins {
+                Some((members, shared)) => {
+                    members.push(i);
+                    shared.extend(reads[i].iter().cloned());
+                }
+                None => batches.push((vec![i], reads[i].clone())),
+            }
+        }
+        Ok(batches
+            .into_iter()
+            .map(|(members, _)| members.into_iter().map(|i| maps[i]).collect())
+            .collect())
+    }
+
+    /// Several map outputs over the same blocks in one stage: each task reads its block of
+    /// every input once and writes every output's chunk. When they do not fit together, each
+    /// is planned on its own.
+    fn shared_maps(&mut self, batch: &[&Output<'_>]) -> Result<(), PlanError> {
+        let mut inputs = Vec::new();
+        let mut parts = Vec::new();
+        for (k, o) in batch.iter().enumerate() {
+            parts.push(MapPart {
+                expr: self.lower(o.lazy, &o.lazy.dims, &mut inputs)?,
+                dtype: o.lazy.dtype,
+                output: k,
+            });
+        }
+        let grid = batch[0].endpoint.grid().clone();
+        let widest = batch
+            .iter()
+            .map(|o| o.lazy.dtype)
+            .max_by_key(|t| t.size())
+            .unwrap_or(DType::Float64);
+        let exprs: Vec<Expr> = parts.iter().map(|p| p.expr.clone()).collect();
+        let mem = group_mem(&exprs, &inputs, grid.max_chunk_elements(), Some(widest));
+        if mem > self.target.task_budget {
+            for o in batch {
+                self.map_output(o)?;
+            }
+            return Ok(());
+        }
+        let names: Vec<String> = batch.iter().map(|o| o.name.clone()).collect();
+        let each: Vec<String> = batch
+            .iter()
+            .map(|o| o.lazy.operations().join(" → "))
+            .collect();
+        let n = self.stages.len();
+        let safe_names: Vec<String> = names.iter().map(|x| safe(x)).collect();
+        self.stages.push(Stage {
+            name: format!("{n:02}-{}-map", safe_names.join("_")),
+            label: format!(
+                "{}: {}, one read shared",
+                names.join(", "),
+                each.join(" · ")
+            ),
+            projected_mem: mem,
+            bytes_read: read_bytes(batch.iter().map(|o| o.lazy), self.inputs),
+            bytes_written: batch
+                .iter()
+                .map(|o| o.lazy.shape.iter().product::<u64>() * o.lazy.dtype.size() as u64)
+                .sum(),
+            kind: StageKind::Compute(ComputeStage {
+                inputs,
+                blocks: grid,
+                outputs: batch.iter().map(|o| o.endpoint.clone()).collect(),
+                kernel: kernel_json(&Kernel::Maps { parts })?,
+            }),
+        });
+        Ok(())
     }
 
     /// `expr` (over `lazy`'s domain) as it fits `need` under the task budget: while it does
@@ -1611,6 +1733,43 @@ pub(crate) mod tests {
         )?;
         assert_eq!(partials(&p).len(), 1);
         assert_eq!(partials(&p)[0].bytes_read, 100 * 10 * 20 * 4);
+        Ok(())
+    }
+
+    #[test]
+    fn maps_of_one_input_share_one_read() -> TestResult {
+        let p = planned("a = air * 2\nb = sqrt(abs(air)) + 1", 1 << 30)?;
+        let maps: Vec<&Stage> = p
+            .stages
+            .iter()
+            .filter(|s| s.name.ends_with("-map"))
+            .collect();
+        assert_eq!(maps.len(), 1, "one map stage for both");
+        assert_eq!(kernel(maps[0]), Some("maps"));
+        assert!(
+            maps[0].label.contains("one read shared"),
+            "{}",
+            maps[0].label
+        );
+        // One pass over air (100 × 10 × 20 float32).
+        assert_eq!(maps[0].bytes_read, 100 * 10 * 20 * 4);
+        let StageKind::Compute(c) = &maps[0].kind else {
+            return Err("not a compute stage".into());
+        };
+        assert_eq!((c.inputs.len(), c.outputs.len()), (1, 2));
+        // Outputs of different chunks do not share a stage; nor do those that do not fit.
+        let p = planned("a = air * 2\nb = air.isel(time=0) + 1", 1 << 30)?;
+        assert_eq!(
+            p.stages.iter().filter(|s| kernel(s) == Some("map")).count(),
+            2
+        );
+        let chunk = 10 * 5 * 20 * 8;
+        // Each alone needs 6 chunks of f64, both together 7.
+        let p = planned("a = air * 2\nb = air + 1", 13 * chunk / 2)?;
+        assert_eq!(
+            p.stages.iter().filter(|s| kernel(s) == Some("map")).count(),
+            2
+        );
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use chunkmill_store::zarr::ZarrArray;
 use chunkmill_store::Store;
 
 use crate::dtype::DType;
-use crate::eval::{eval, EvalError};
+use crate::eval::{eval, EvalError, Reader};
 use crate::kernel::{Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
 
 mod group;
@@ -39,34 +39,30 @@ fn failed(e: impl std::fmt::Display) -> TaskError {
     TaskError::failed(e.to_string())
 }
 
-/// Decoded values of chunk `coords` of `endpoint` and the region they cover (a Zarr chunk at
+/// The stored bytes of chunk `coords` of `endpoint` and the region they cover (a Zarr chunk at
 /// its nominal shape, a piece at its exact one).
 fn read_chunk(
     endpoint: &Endpoint,
-    dtype: DType,
     coords: &[u64],
-) -> Result<(Vec<f64>, Region), String> {
+) -> Result<(chunkmill_store::Bytes, Region), String> {
     let grid = endpoint.grid();
     let exact = grid.chunk_region(coords);
-    let mut values = Vec::new();
     match endpoint {
         Endpoint::Zarr { url, path, .. } => {
             let store = Store::open(url).map_err(|e| e.to_string())?;
             let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
             let bytes = array.read_chunk(coords).map_err(|e| e.to_string())?;
-            dtype.decode(&bytes, &mut values);
             let nominal: Vec<std::ops::Range<u64>> = exact
                 .ranges()
                 .iter()
                 .zip(grid.axes())
                 .map(|(r, a)| r.start..r.start + a.chunk(0).end.max(1))
                 .collect();
-            Ok((values, Region::new(nominal)))
+            Ok((bytes.into(), Region::new(nominal)))
         }
         Endpoint::Pieces { url, prefix, .. } => {
             let bytes = read_piece(url, prefix, grid, coords)?;
-            dtype.decode(&bytes, &mut values);
-            Ok((values, exact))
+            Ok((bytes, exact))
         }
         other => Err(format!(
             "{}: compute cannot read this endpoint yet",
@@ -83,19 +79,17 @@ fn strides(shape: &[u64]) -> Vec<u64> {
     s
 }
 
-/// Copy the elements of `both` from `src` (the values of region `from`, row-major) into `dst`
-/// (those of region `to`), a run along the last axis at a time.
-fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Region) {
+/// Call `run(src, dst, len)` for each run along the last axis of `both`, with its offsets in
+/// the row-major elements of regions `from` and `to`.
+fn each_run(from: &Region, to: &Region, both: &Region, mut run: impl FnMut(usize, usize, usize)) {
     let (fstr, tstr) = (strides(&from.shape()), strides(&to.shape()));
     let ndim = both.ndim();
     if ndim == 0 {
-        if let (Some(d), Some(s)) = (dst.first_mut(), src.first()) {
-            *d = *s;
-        }
+        run(0, 0, 1);
         return;
     }
     let last = both.ranges()[ndim - 1].clone();
-    let run = (last.end - last.start) as usize;
+    let len = (last.end - last.start) as usize;
     let mut outer: Vec<std::ops::Range<u64>> = both.ranges()[..ndim - 1].to_vec();
     outer.push(last.start..last.start + 1);
     for idx in chunkmill_grid::CoordIter::new(outer) {
@@ -104,9 +98,16 @@ fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Re
             s += (i - from.ranges()[k].start) * fstr[k];
             d += (i - to.ranges()[k].start) * tstr[k];
         }
-        let (s, d) = (s as usize, d as usize);
-        dst[d..d + run].copy_from_slice(&src[s..s + run]);
+        run(s as usize, d as usize, len);
     }
+}
+
+/// Copy the elements of `both` from `src` (the values of region `from`, row-major) into `dst`
+/// (those of region `to`), a run along the last axis at a time.
+fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Region) {
+    each_run(from, to, both, |s, d, n| {
+        dst[d..d + n].copy_from_slice(&src[s..s + n]);
+    });
 }
 
 /// The values of `read` over the domain `region` (broadcast along the axes it lacks).
@@ -133,20 +134,36 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
     let bbox = Region::new(bbox);
     let bshape = bbox.shape();
     let bstr = strides(&bshape);
-    let mut buf = vec![f64::NAN; bbox.num_elements() as usize];
+    // Zeroed pages cost nothing until written; NaN is needed only where no chunk lands.
+    let covered = bbox
+        .ranges()
+        .iter()
+        .zip(endpoint.grid().shape())
+        .all(|(r, n)| r.end <= n);
+    let mut buf = if covered {
+        vec![0.0; bbox.num_elements() as usize]
+    } else {
+        vec![f64::NAN; bbox.num_elements() as usize]
+    };
+    let size = read.dtype.size();
     for coords in endpoint.grid().chunks_in(&bbox) {
-        let (mut values, covers) = read_chunk(endpoint, read.dtype, &coords)?;
-        if !read.missing.is_empty() {
-            for v in &mut values {
-                if read.missing.contains(v) {
-                    *v = f64::NAN;
-                }
-            }
-        }
+        let (bytes, covers) = read_chunk(endpoint, &coords)?;
         let Some(both) = covers.intersect(&bbox) else {
             continue;
         };
-        copy_rows(&values, &covers, &mut buf, &bbox, &both);
+        // Decoded straight into the block: no chunk-sized buffer of values between.
+        each_run(&covers, &bbox, &both, |s, d, n| {
+            if let Some(src) = bytes.get(s * size..(s + n) * size) {
+                read.dtype.decode_into(src, &mut buf[d..d + n]);
+            }
+        });
+    }
+    if !read.missing.is_empty() {
+        for v in &mut buf {
+            if read.missing.contains(v) {
+                *v = f64::NAN;
+            }
+        }
     }
     // A read in the domain's own axes, forwards, is its bounding box: no gather, no copy.
     let identity = read.axes.len() == dom.len()
@@ -296,9 +313,25 @@ pub fn run_task(
     let mut stats = TaskStats::default();
     let written = match &kernel {
         Kernel::Map { expr, dtype } => {
-            let mut reader = |r: &Read, sub: &Region| read_input(stage, r, sub, cancel, &mut stats);
-            let values = eval(expr, region, &mut reader).map_err(failed)?;
+            let mut shared = SharedReads::new(std::iter::once(expr));
+            let values = map_values(&mut shared, 0, expr, region, &mut |r, sub| {
+                read_input(stage, r, sub, cancel, &mut stats)
+            })
+            .map_err(failed)?;
             write(output(stage, 0).map_err(failed)?, *dtype, region, &values).map_err(failed)?
+        }
+        Kernel::Maps { parts } => {
+            let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
+            let mut written = 0;
+            for (i, part) in parts.iter().enumerate() {
+                let values = map_values(&mut shared, i, &part.expr, region, &mut |r, sub| {
+                    read_input(stage, r, sub, cancel, &mut stats)
+                })
+                .map_err(failed)?;
+                let out = output(stage, part.output).map_err(failed)?;
+                written += write(out, part.dtype, region, &values).map_err(failed)?;
+            }
+            written
         }
         Kernel::Partial { parts, axes } => {
             partials(stage, region, parts, axes, cancel, &mut stats).map_err(failed)?
@@ -321,6 +354,23 @@ pub fn run_task(
     }
     stats.bytes_written += written;
     Ok(stats)
+}
+
+/// The values of expression `i` over the whole `region`, evaluated tile by tile along its
+/// first axis into one block.
+fn map_values(
+    shared: &mut SharedReads<'_>,
+    i: usize,
+    expr: &crate::kernel::Expr,
+    region: &Region,
+    read: &mut Reader<'_>,
+) -> Result<Vec<f64>, String> {
+    let mut out = vec![0.0; region.num_elements() as usize];
+    shared.eval(i, expr, (region, 0), read, &mut |tile, values| {
+        copy_rows(&values, tile, &mut out, region, tile);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
@@ -349,8 +399,123 @@ fn read_input(
     Ok(block)
 }
 
-/// The partial step of one or more reductions over the same block. A read that more than one
-/// place of the parts names is read once and kept until the last part that names it.
+/// Takes the values of each tile of an expression, in order.
+type TileSink<'a> = dyn FnMut(&Region, Vec<f64>) -> Result<(), String> + 'a;
+
+/// Elements of a tile: small enough that an expression's intermediate values stay in cache
+/// and are reused by the allocator instead of mapped afresh for each block.
+const TILE_ELEMENTS: u64 = 1 << 16;
+
+/// The expressions of a task evaluated one after the other, each tile by tile: every read
+/// is read over the whole block once, and kept until the last expression that names it.
+struct SharedReads<'e> {
+    /// Each distinct read and the last expression that names it.
+    last: Vec<(&'e Read, usize)>,
+    kept: Vec<(Read, Vec<f64>)>,
+}
+
+impl<'e> SharedReads<'e> {
+    fn new(exprs: impl Iterator<Item = &'e crate::kernel::Expr>) -> Self {
+        let mut last: Vec<(&Read, usize)> = Vec::new();
+        for (i, expr) in exprs.enumerate() {
+            let mut reads = Vec::new();
+            expr.reads(&mut reads);
+            for r in reads {
+                match last.iter_mut().find(|(x, _)| *x == r) {
+                    Some(u) => u.1 = i,
+                    None => last.push((r, i)),
+                }
+            }
+        }
+        SharedReads {
+            last,
+            kept: Vec::new(),
+        }
+    }
+
+    /// Evaluate expression `i` over `region`, giving `sink` the values of each tile (the
+    /// region cut along `axis`) in order; what is not kept is read with `read`.
+    fn eval(
+        &mut self,
+        i: usize,
+        expr: &crate::kernel::Expr,
+        (region, axis): (&Region, usize),
+        read: &mut Reader<'_>,
+        sink: &mut TileSink<'_>,
+    ) -> Result<(), String> {
+        let message = |e: EvalError| match e {
+            EvalError::Read(m) => m,
+            data => data.to_string(),
+        };
+        if !tileable(expr) {
+            // Its parts read regions of their own: read as they ask, over the whole block.
+            let values = eval(expr, region, read).map_err(message)?;
+            sink(region, values)?;
+        } else {
+            let mut reads = Vec::new();
+            expr.reads(&mut reads);
+            for r in reads {
+                if !self.kept.iter().any(|(x, _)| x == r) {
+                    let block = read(r, region)?;
+                    self.kept.push((r.clone(), block));
+                }
+            }
+            for tile in tiles(region, axis) {
+                let kept = &self.kept;
+                let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
+                    let block = kept
+                        .iter()
+                        .find(|(x, _)| x == r)
+                        .map(|(_, v)| v)
+                        .ok_or("a read that was not read")?;
+                    let mut values = vec![0.0; sub.num_elements() as usize];
+                    copy_rows(block, region, &mut values, sub, sub);
+                    Ok(values)
+                };
+                let values = eval(expr, &tile, &mut reader).map_err(message)?;
+                sink(&tile, values)?;
+            }
+        }
+        let last = &self.last;
+        self.kept
+            .retain(|(r, _)| last.iter().any(|(x, l)| *x == r && *l > i));
+        Ok(())
+    }
+}
+
+/// Whether an expression reads only over its own domain region (a concatenation or a stack
+/// evaluates its parts over other regions, so it is evaluated over the whole block).
+fn tileable(expr: &crate::kernel::Expr) -> bool {
+    use crate::kernel::Expr;
+    match expr {
+        Expr::Const(_) | Expr::Read(_) => true,
+        Expr::Unary { x, .. } | Expr::Cast { x, .. } => tileable(x),
+        Expr::Binary { a, b, .. } => tileable(a) && tileable(b),
+        Expr::Where { c, a, b, .. } => tileable(c) && tileable(a) && tileable(b),
+        Expr::Concat { .. } | Expr::Stack { .. } => false,
+    }
+}
+
+/// `region` cut along `axis` into tiles of about [`TILE_ELEMENTS`] elements (at least one
+/// index of the axis each).
+fn tiles(region: &Region, axis: usize) -> Vec<Region> {
+    let Some(range) = region.ranges().get(axis).cloned() else {
+        return vec![region.clone()];
+    };
+    let len = range.end - range.start;
+    let per_index = region.num_elements() / len.max(1);
+    let step = (TILE_ELEMENTS / per_index.max(1)).clamp(1, len.max(1));
+    (range.start..range.end)
+        .step_by(step as usize)
+        .map(|a| {
+            let mut ranges = region.ranges().to_vec();
+            ranges[axis] = a..(a + step).min(range.end);
+            Region::new(ranges)
+        })
+        .collect()
+}
+
+/// The partial step of one or more reductions over the same block, their reads shared.
 fn partials(
     stage: &ComputeStage,
     region: &Region,
@@ -359,45 +524,23 @@ fn partials(
     cancel: &Cancel,
     stats: &mut TaskStats,
 ) -> Result<u64, String> {
-    let mut uses: Vec<(&Read, usize, usize)> = Vec::new();
-    for (i, part) in parts.iter().enumerate() {
-        let mut reads = Vec::new();
-        part.expr.reads(&mut reads);
-        for r in reads {
-            match uses.iter_mut().find(|(x, _, _)| *x == r) {
-                Some(u) => {
-                    u.1 += 1;
-                    u.2 = i;
-                }
-                None => uses.push((r, 1, i)),
-            }
-        }
-    }
-    let mut kept: Vec<(Read, Region, Vec<f64>)> = Vec::new();
+    let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
     let mut written = 0;
+    let m = kept_region(region, axes).num_elements() as usize;
+    // Tiles along a reduced axis keep the whole kept region: each folds into the same state.
+    let axis = axes.first().copied().unwrap_or(0);
     for (i, part) in parts.iter().enumerate() {
-        let values = {
-            let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
-                if let Some((_, _, v)) = kept.iter().find(|(x, g, _)| x == r && g == sub) {
-                    return Ok(v.clone());
-                }
-                let block = read_input(stage, r, sub, cancel, stats)?;
-                if uses.iter().any(|(x, n, _)| *x == r && *n > 1) {
-                    kept.push((r.clone(), sub.clone(), block.clone()));
-                }
-                Ok(block)
-            };
-            eval(&part.expr, region, &mut reader).map_err(|e| match e {
-                EvalError::Read(m) => m,
-                data => data.to_string(),
-            })?
-        };
-        kept.retain(|(r, _, _)| uses.iter().any(|(x, _, last)| *x == r && *last > i));
-        let keep = kept_region(region, axes);
-        let m = keep.num_elements() as usize;
         let mut state = part.reduce.empty(m);
-        fold_block(&part.reduce, &mut state, m, &values, region, axes);
-        drop(values);
+        shared.eval(
+            i,
+            &part.expr,
+            (region, axis),
+            &mut |r, sub| read_input(stage, r, sub, cancel, stats),
+            &mut |tile, values| {
+                fold_block(&part.reduce, &mut state, m, &values, tile, axes);
+                Ok(())
+            },
+        )?;
         written += store_state(
             stage,
             output(stage, part.output)?,
@@ -455,6 +598,19 @@ fn fold_block(
     // The index along the reduced axis, for argmin/argmax (which reduce one axis).
     let arg_axis = axes.first().copied();
     let arg_start = arg_axis.map_or(0, |a| region.ranges()[a].start);
+    if ndim >= 2 && !axes.contains(&(ndim - 1)) {
+        // The last axis is kept: each row of the block folds into a run of the state.
+        let row = shape[ndim - 1] as usize;
+        let outer: Vec<std::ops::Range<u64>> = shape[..ndim - 1].iter().map(|&n| 0..n).collect();
+        for (r, idx) in chunkmill_grid::CoordIter::new(outer).enumerate() {
+            let j: u64 = idx.iter().zip(&step).map(|(i, s)| i * s).sum();
+            let index = arg_axis.map_or(0, |a| arg_start + idx[a]);
+            if let Some(run) = values.get(r * row..(r + 1) * row) {
+                reduce.add_run(state, m, j as usize, run, index);
+            }
+        }
+        return;
+    }
     let mut idx = vec![0u64; ndim];
     let mut j = 0u64;
     for &v in values {

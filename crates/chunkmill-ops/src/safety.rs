@@ -77,19 +77,28 @@ pub(crate) fn check_paths(
     Ok(())
 }
 
-/// Whether a key is one of a job's intermediate pieces (`a3-s0/…`).
+/// Whether a key is one of a job's intermediate pieces: a copy stage's (`a3-s0/…`) or a
+/// compute stage's (`c4-NAME…/…`: `c`, the stage number, then `-` and a name of letters,
+/// digits, `_` and `-`, as compute's planner writes them).
 fn is_intermediate(key: &str) -> bool {
     let Some((first, _)) = key.split_once('/') else {
         return false;
     };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = first.strip_prefix('c') {
+        let Some((stage, name)) = rest.split_once('-') else {
+            return false;
+        };
+        return digits(stage)
+            && !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    }
     let Some((array, stage)) = first.split_once("-s") else {
         return false;
     };
-    array
-        .strip_prefix('a')
-        .is_some_and(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
-        && !stage.is_empty()
-        && stage.bytes().all(|b| b.is_ascii_digit())
+    array.strip_prefix('a').is_some_and(digits) && digits(stage)
 }
 
 fn not_a_file(store: &Store, shown: &str, role: &str) -> Result<(), OpsError> {
@@ -289,6 +298,39 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             }
             drop(locks);
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_intermediate;
+
+    #[test]
+    fn intermediates_are_told_from_foreign_keys() {
+        for ours in [
+            "a0-s1/3",
+            "c0-uu_vv-p0/12",
+            "c3-r0-g1/0",
+            "c12-split/4",
+            "c5-anom-in/0",
+            "c7-k1-r0/2",
+        ] {
+            assert!(is_intermediate(ours), "{ours}");
+        }
+        for foreign in [
+            "cats/1",
+            "c-x/1",
+            "c1/1",
+            "c1-/1",
+            "c1-a.b/1",
+            "cx-a/1",
+            "c1-a",
+            "a1-s/0",
+            "notes.txt",
+            "c1-a b/0",
+        ] {
+            assert!(!is_intermediate(foreign), "{foreign}");
         }
     }
 }

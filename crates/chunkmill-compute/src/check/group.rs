@@ -200,6 +200,15 @@ impl Checker<'_> {
         if let Some(c) = x.coords.get(&g.dim) {
             coords.insert(g.dim.clone(), c.clone());
         }
+        // xarray keeps the group of each time as a non-dimension coordinate (`month` along
+        // `time`).
+        if g.out_dim != g.dim && !g.groups.contains(&NO_GROUP) {
+            let index: Vec<u64> = g.groups.iter().map(|&k| u64::from(k)).collect();
+            coords.insert(
+                g.out_dim.clone(),
+                Coord::computed(&g.dim, g.labels.pick(&index), g.label_attrs.clone()),
+            );
+        }
         Ok(Lazy {
             dims,
             shape,

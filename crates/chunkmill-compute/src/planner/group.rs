@@ -337,12 +337,17 @@ impl Planner<'_> {
     }
 
     /// A computed coordinate (group labels, resample bins) written as the array `name`.
-    pub(super) fn labels_output(&mut self, name: &str, labels: &Labels) -> Result<(), PlanError> {
+    pub(super) fn labels_output(
+        &mut self,
+        name: &str,
+        dim: &str,
+        labels: &Labels,
+    ) -> Result<(), PlanError> {
         let len = labels.values.len() as u64;
         let chunk = self
             .target
             .chunks
-            .get(name)
+            .get(dim)
             .copied()
             .unwrap_or(len)
             .clamp(1, len.max(1));
@@ -374,7 +379,7 @@ impl Planner<'_> {
             encoding: Encoding::Compressor(
                 self.target.codec.clone().unwrap_or(Compressor::Zstd(1)),
             ),
-            dimension_names: Some(vec![Some(name.to_string())]),
+            dimension_names: Some(vec![Some(dim.to_string())]),
             attributes: labels.attrs.clone(),
         });
         let blocks = grid(&[len], &[chunk])?;
@@ -571,7 +576,16 @@ mod tests {
             "anom = air.groupby('time.month') - air.groupby('time.month').mean()",
             1 << 30,
         )?;
-        assert_eq!(steps(&p), ["partial", "finish"]);
+        // The month of each day is written as the anomaly's non-dimension coordinate.
+        assert_eq!(steps(&p), ["partial", "finish", "labels"]);
+        let month = p
+            .specs
+            .iter()
+            .find(|s| s.path == "month")
+            .ok_or("no month")?;
+        assert_eq!(month.dimension_names, Some(vec![Some("time".to_string())]));
+        let anom = p.specs.iter().find(|s| s.path == "anom").ok_or("no anom")?;
+        assert_eq!(anom.attributes.get("coordinates"), Some(&json!("month")));
         let StageKind::Compute(map) = &p.stages[2].kind else {
             return Err("no map stage".into());
         };
