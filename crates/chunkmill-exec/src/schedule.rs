@@ -86,10 +86,9 @@ impl<'a> Scheduler<'a> {
         }
         for (r, run) in runs.iter().enumerate() {
             let from = waits[r].pieces_from.filter(|&p| queue.left[p] > 0);
-            let open: Vec<u64> = run.state.pending.clone();
             let producer_pending: Option<std::collections::HashSet<u64>> =
                 from.map(|p| runs[p].state.pending.iter().copied().collect());
-            for task in open {
+            for &task in &run.state.pending {
                 let count = match (from, &producer_pending) {
                     (Some(p), Some(pending)) => {
                         let mut count = 0;
