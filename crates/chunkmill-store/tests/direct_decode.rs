@@ -38,7 +38,7 @@ fn zstd_and_raw_chunks_decode_in_place_as_zarrs_decodes_them() -> TestResult {
             let array = ZarrArray::open(&store, &spec.path)?;
             array.write_chunk(&[0, 0], values())?;
             // Bytes before and after the span stay as they were.
-            let mut block = vec![0xAB; 48 + 8];
+            let mut block = [0xABu8; 48 + 8];
             assert!(
                 array.read_chunk_into(&[0, 0], &mut block[4..52])?,
                 "{name} v{format}"
@@ -50,11 +50,11 @@ fn zstd_and_raw_chunks_decode_in_place_as_zarrs_decodes_them() -> TestResult {
                 (&[0xAB; 4][..], &[0xAB; 4][..])
             );
             // A chunk never written is left to the caller (the fill value), untouched here.
-            let mut untouched = vec![7u8; 48];
+            let mut untouched = [7u8; 48];
             assert!(!array.read_chunk_into(&[1, 0], &mut untouched)?);
-            assert_eq!(untouched, vec![7u8; 48]);
+            assert_eq!(untouched, [7u8; 48]);
             // A buffer of another length is an error, not a short read.
-            assert!(array.read_chunk_into(&[0, 0], &mut vec![0; 44]).is_err());
+            assert!(array.read_chunk_into(&[0, 0], &mut [0u8; 44]).is_err());
         }
     }
     Ok(())
@@ -68,9 +68,9 @@ fn other_codecs_are_declined() -> TestResult {
         zarr::create_array(&store, &spec)?;
         let array = ZarrArray::open(&store, &spec.path)?;
         array.write_chunk(&[0, 0], values())?;
-        let mut block = vec![0u8; 48];
+        let mut block = [0u8; 48];
         assert!(!array.read_chunk_into(&[0, 0], &mut block)?);
-        assert_eq!(block, vec![0u8; 48]);
+        assert_eq!(block, [0u8; 48]);
     }
     Ok(())
 }
