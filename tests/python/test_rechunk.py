@@ -216,6 +216,22 @@ def test_source_codecs_and_shapes(tmp_path, codec, shape_name, fmt):
     np.testing.assert_array_equal(t[...], data)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_merging_chunks_decodes_each_source_chunk_into_its_block(tmp_path, codec, fmt):
+    """Target chunks that each hold whole source chunks: zstd and uncompressed source chunks are
+    decoded straight into the block (ZarrArray::read_chunk_into); the last source chunk runs
+    past the array's edge and takes the buffered path."""
+    src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
+    data = oracle.smooth((195, 30, 40), "float32", seed=3)
+    create_array(src, "", zarr_format=fmt, shape=data.shape, dtype="float32", chunks=(10, 30, 40),
+                 fill_value=0.0, codec=codec, data=data)
+    oracle.rechunk(src, tgt, "100,30,40", "64MB", "--zarr-format", fmt)
+    t = oracle.open_array(tgt)
+    assert t.chunks == (100, 30, 40)
+    np.testing.assert_array_equal(t[...], data)
+
+
 def test_v2_slash_separator_source(tmp_path):
     src, tgt = tmp_path / "src.zarr", tmp_path / "tgt.zarr"
     data = oracle.smooth((33, 20), "float64")
@@ -623,6 +639,42 @@ def test_resume_after_sigkill_gives_same_bytes(tmp_path, big_source):
     assert t.chunks == BIG_TARGET
     np.testing.assert_array_equal(t[...], data)
     oracle.assert_array_matches(oracle.open_array(src, "v"), t, chunks=BIG_TARGET)
+
+
+def test_resume_redoes_tasks_whose_pieces_were_lost(tmp_path, big_source):
+    """Intermediate pieces are not synced (a power loss may take them after their task's marker
+    was written): a resumed run un-marks the tasks whose pieces are missing or short and runs
+    them again, rather than failing on them or reading them short (forget_lost_pieces)."""
+    src, data = big_source
+    tgt, work = tmp_path / "tgt.zarr", tmp_path / "work"
+    args = oracle.rechunk_args(src, tgt, BIG_SPEC, BIG_MEM, "--workers", "2", "--work-dir", work)
+    oracle.ok(*args, "--prepare")
+    plan = json.loads((work / "plan.json").read_text())
+    first = plan["stages"][0]
+    out = first["kind"]["output"]
+    assert out["kind"] == "pieces", f"the plan at {BIG_MEM} should go through intermediates: {first}"
+    # Run the first stage alone, as a batch engine's worker would: its tasks are marked done.
+    tasks = int(np.prod([len(_bounds(a)) - 1 for a in first["kind"]["blocks"]["axes"]]))
+    oracle.ok("worker", "--plan", work, "--stage", "0", "--tasks", f"0..{tasks}", "--workers", "2",
+              "--no-progress")
+    assert len(_markers(work, {first["name"]})) == tasks
+    pieces = sorted((Path(out["url"]) / out["prefix"]).iterdir(), key=lambda p: int(p.name))
+    assert len(pieces) > 2
+    pieces[0].unlink()  # lost
+    with open(pieces[-1], "r+b") as f:  # short
+        f.truncate(pieces[-1].stat().st_size // 2)
+    oracle.ok(*args, "--resume")
+    t = oracle.open_array(tgt, "v")
+    assert t.chunks == BIG_TARGET
+    np.testing.assert_array_equal(t[...], data)
+
+
+def _bounds(axis: dict) -> list[int]:
+    """Chunk boundaries of one axis of a plan's grid (regular or rectilinear)."""
+    if axis["kind"] == "rectilinear":
+        return axis["bounds"]
+    size, n = axis["size"], axis["len"]
+    return list(range(0, n, size)) + [n] if size else [0, n]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-//! Executors: run a [`Plan`]'s stages, stage after stage, each stage's tasks in parallel, with
-//! memory admission ([`memory`]), retries with exponential backoff, and task markers so that a
+//! Executors: run a [`Plan`]'s tasks in parallel, each once what it reads is written (see
+//! [`run_plan`]; the processes and SLURM executors run stage after stage), with memory
+//! admission ([`memory`]), retries with exponential backoff, and task markers so that a
 //! killed run resumes where it stopped.
 //!
 //! The executor knows nothing of what a task does: a [`TaskRunner`] (from `chunkmill-ops`)
@@ -38,11 +39,13 @@
 
 pub mod budget;
 pub mod memory;
+pub mod order;
 pub mod processes;
+mod schedule;
 pub mod slurm;
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chunkmill_plan::{Plan, Stage};
@@ -301,11 +304,16 @@ pub enum ExecError {
     Interrupted(String),
 }
 
-/// Run every stage of `plan` in order on a pool of threads, skipping tasks whose markers exist.
+/// Run every task of `plan` on one pool of threads, skipping tasks whose markers exist. A
+/// task starts once the tasks that write what it reads are complete ([`order`]): a task that
+/// copies from intermediate pieces waits only for the tasks that write those pieces, and
+/// stages that share no data (the arrays of a group) overlap. Every running task holds its
+/// stage's projected memory from the shared budget.
 ///
 /// # Errors
-/// [`ExecError::TaskFailed`] once a stage ends with failed tasks (the other tasks of that stage
-/// still run and keep their markers), [`ExecError::Markers`] when the work dir fails.
+/// [`ExecError::TaskFailed`] once no task can run and some failed (every task that does not
+/// depend on a failed one still runs and keeps its marker), [`ExecError::Markers`] when the
+/// work dir fails.
 pub fn run_plan(
     plan: &Plan,
     runner: &dyn TaskRunner,
@@ -316,19 +324,24 @@ pub fn run_plan(
     let started = Instant::now();
     let pool = MemoryPool::new(options.memory);
     let mut summary = RunSummary::default();
+    let mut runs = Vec::with_capacity(plan.stages.len());
     for (index, stage) in plan.stages.iter().enumerate() {
-        run_stage(
+        runs.push(StageRun::new(
             index,
             stage,
             0..stage.tasks(),
-            &pool,
-            runner,
-            markers,
-            options,
-            on_event,
+            (runner, markers, options, on_event),
             &mut summary,
-        )?;
+        )?);
     }
+    run_all(
+        runs,
+        &order::stage_waits(plan),
+        &pool,
+        runner,
+        options,
+        &mut summary,
+    )?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -365,19 +378,61 @@ pub fn run_stage_slice(
     let started = Instant::now();
     let pool = MemoryPool::new(options.memory);
     let mut summary = RunSummary::default();
-    run_stage(
+    let run = StageRun::new(
         index,
         stage,
         tasks,
+        (runner, markers, options, on_event),
+        &mut summary,
+    )?;
+    run_all(
+        vec![run],
+        &[order::StageWaits::default()],
         &pool,
         runner,
-        markers,
         options,
-        on_event,
         &mut summary,
     )?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Runs `runs` (each waiting as `waits` says, by position) to the end, then books them in
+/// `summary`: the first stage's failure, a marker error, or an interrupt as the error.
+fn run_all(
+    runs: Vec<StageRun<'_>>,
+    waits: &[order::StageWaits],
+    pool: &MemoryPool,
+    runner: &dyn TaskRunner,
+    options: &RunOptions,
+    summary: &mut RunSummary,
+) -> Result<(), ExecError> {
+    let pending: usize = runs.iter().map(|r| r.state.pending.len()).sum();
+    let scheduler = schedule::Scheduler::new(runs, waits, pool, runner);
+    scheduler.run(options.workers.min(pending).max(1));
+    let (runs, left) = scheduler.into_runs();
+    let mut first_error = None;
+    let mut interrupted = None;
+    for (run, left) in runs.into_iter().zip(left) {
+        let label = run.stage.label.clone();
+        let booked = run.state.finish(run.stage, options, summary);
+        if let Err(e) = booked {
+            first_error.get_or_insert(e);
+        } else if left > 0 && interrupted.is_none() {
+            // Tasks are left only after an interrupt, or behind a failed or unmarked task
+            // of an earlier stage (whose error comes first).
+            interrupted = Some(format!(
+                "stage '{label}': {left} task(s) not run; the others are marked done, so a resumed run continues from there"
+            ));
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    match interrupted {
+        Some(message) => Err(ExecError::Interrupted(message)),
+        None => Ok(()),
+    }
 }
 
 /// Environment variable of the fault hook: a fraction of task attempts (0 to 1) that fail
@@ -449,9 +504,12 @@ struct Inflight {
 /// What the threads of one stage share.
 struct StageState {
     pending: Vec<u64>,
-    next: AtomicUsize,
     inflight: Mutex<std::collections::HashMap<u64, Inflight>>,
     finished: Mutex<std::collections::HashSet<u64>>,
+    /// Tasks whose marker is written.
+    recorded: Mutex<std::collections::HashSet<u64>>,
+    /// Tasks whose readers were let go.
+    released: Mutex<std::collections::HashSet<u64>>,
     durations: Mutex<Vec<f64>>,
     retries: AtomicU64,
     backups: AtomicU64,
@@ -463,6 +521,15 @@ struct StageState {
 }
 
 impl StageState {
+    /// Whether `task` just became complete: its marker written and no copy of it running
+    /// (true once per task).
+    fn complete(&self, task: u64) -> bool {
+        let inflight = self.inflight.lock();
+        !inflight.contains_key(&task)
+            && self.recorded.lock().contains(&task)
+            && self.released.lock().insert(task)
+    }
+
     /// A task to back up: once nothing is left to start and half the tasks are done, the
     /// longest-running task past 3x the median task time, if it has no backup yet, claimed
     /// for a backup only if `reserve` gets the backup its memory (under the same lock, so the
@@ -505,82 +572,13 @@ impl StageState {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_stage(
-    index: usize,
-    stage: &Stage,
-    tasks: Range<u64>,
-    pool: &MemoryPool,
-    runner: &dyn TaskRunner,
-    markers: &Markers,
-    options: &RunOptions,
-    on_event: &(dyn Fn(&Event) + Sync),
-    summary: &mut RunSummary,
-) -> Result<(), ExecError> {
-    let stage_start = Instant::now();
-    let done = markers.marked(&stage.name)?;
-    let pending: Vec<u64> = tasks.clone().filter(|t| !done.contains(t)).collect();
-    on_event(&Event::StageStarted {
-        index,
-        name: stage.name.clone(),
-        label: stage.label.clone(),
-        tasks: tasks.end - tasks.start,
-        done_before: tasks.end - tasks.start - pending.len() as u64,
-        decoded_bytes: stage.bytes_written,
-    });
-    summary.tasks_skipped += tasks.end - tasks.start - pending.len() as u64;
-    // No more threads than tasks that fit the pool together: each thread's allocations come
-    // from its own allocator arena, which keeps what the thread's tasks freed for its next
-    // task. Threads that only wait for memory would, taking turns, each leave a task's worth
-    // resident in their arenas, beyond what the pool admits (121 MB at --max-mem 96MB).
-    let fit = pool.capacity() / stage.projected_mem.max(1);
-    let threads = options
-        .workers
-        .min(pending.len())
-        .min(usize::try_from(fit).unwrap_or(usize::MAX))
-        .max(1);
-    let run = StageRun {
-        index,
-        stage,
-        pool,
-        runner,
-        markers,
-        options,
-        on_event,
-        decoded_per_task: stage.bytes_written / stage.tasks().max(1),
-        state: StageState {
-            pending,
-            next: AtomicUsize::new(0),
-            inflight: Mutex::new(std::collections::HashMap::new()),
-            finished: Mutex::new(std::collections::HashSet::new()),
-            durations: Mutex::new(Vec::new()),
-            retries: AtomicU64::new(0),
-            backups: AtomicU64::new(0),
-            read: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-            failures: Mutex::new(Vec::new()),
-            marker_error: Mutex::new(None),
-            stop: AtomicBool::new(false),
-        },
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| run.work());
-        }
-    });
-    memory::return_free_heap();
-    let left = run.state.pending.len() - run.state.finished.lock().len();
-    run.state.finish(stage, options, summary)?;
-    if options.interrupted() && left > 0 {
-        return Err(ExecError::Interrupted(format!(
-            "stage '{}': {left} task(s) not run; the others are marked done, so a resumed run continues from there",
-            stage.label
-        )));
-    }
-    tracing::info!(stage = %stage.name, label = %stage.label, tasks = summary.tasks_run, seconds = stage_start.elapsed().as_secs_f64(), "stage finished");
-    on_event(&Event::StageFinished { index });
-    Ok(())
-}
+/// What every stage of a run shares: the runner, the markers, the options and the event sink.
+type Shared<'a> = (
+    &'a dyn TaskRunner,
+    &'a Markers,
+    &'a RunOptions,
+    &'a (dyn Fn(&Event) + Sync),
+);
 
 impl StageState {
     /// Adds what the stage did to `summary`; the first failed task, if any, as the error.
@@ -618,64 +616,101 @@ impl StageState {
 struct StageRun<'a> {
     index: usize,
     stage: &'a Stage,
-    pool: &'a MemoryPool,
     runner: &'a dyn TaskRunner,
     markers: &'a Markers,
     options: &'a RunOptions,
     on_event: &'a (dyn Fn(&Event) + Sync),
     decoded_per_task: u64,
+    /// When the run that holds this stage began.
+    started: Instant,
+    /// Tasks of the stage in this run, and how many of them had markers.
+    tasks: u64,
+    skipped: u64,
+    /// Whether [`Event::StageStarted`] was sent.
+    announced: AtomicBool,
     state: StageState,
 }
 
-impl StageRun<'_> {
-    /// One thread's share: first every pending task once, then backups of stragglers while any
-    /// may straggle. A thread keeps its reservation from one task to its next (they are the
-    /// same size): what it keeps for reuse between them (a spare block) is then always
-    /// reserved, and no other thread can take that memory while the spare still holds it.
-    fn work(&self) {
-        let (stage, state) = (self.stage, &self.state);
-        let mut kept = None;
-        while !state.stop.load(Ordering::Relaxed) && !self.options.interrupted() {
-            let Some(&task) = state
-                .pending
-                .get(state.next.fetch_add(1, Ordering::Relaxed))
-            else {
-                break;
-            };
-            // A thread's first task waits for memory here; it holds no spare block yet.
-            let reservation = kept
-                .take()
-                .unwrap_or_else(|| self.pool.reserve(stage.projected_mem));
-            let cancel = std::sync::Arc::new(Cancel::new());
-            state.inflight.lock().insert(
-                task,
-                Inflight {
-                    started: Instant::now(),
-                    backed_up: false,
-                    running: 1,
-                    cancels: vec![cancel.clone()],
-                },
-            );
-            self.run_copy(task, false, &cancel);
-            kept = Some(reservation);
+impl<'a> StageRun<'a> {
+    /// Tasks `tasks` of stage `index`, less those whose markers exist (counted as skipped in
+    /// `summary`).
+    fn new(
+        index: usize,
+        stage: &'a Stage,
+        tasks: Range<u64>,
+        (runner, markers, options, on_event): Shared<'a>,
+        summary: &mut RunSummary,
+    ) -> Result<Self, ExecError> {
+        let done = markers.marked(&stage.name)?;
+        let pending: Vec<u64> = tasks.clone().filter(|t| !done.contains(t)).collect();
+        let skipped = tasks.end - tasks.start - pending.len() as u64;
+        summary.tasks_skipped += skipped;
+        Ok(StageRun {
+            index,
+            stage,
+            runner,
+            markers,
+            options,
+            on_event,
+            decoded_per_task: stage.bytes_written / stage.tasks().max(1),
+            started: Instant::now(),
+            tasks: tasks.end - tasks.start,
+            skipped,
+            announced: AtomicBool::new(false),
+            state: StageState {
+                pending,
+                inflight: Mutex::new(std::collections::HashMap::new()),
+                finished: Mutex::new(std::collections::HashSet::new()),
+                recorded: Mutex::new(std::collections::HashSet::new()),
+                released: Mutex::new(std::collections::HashSet::new()),
+                durations: Mutex::new(Vec::new()),
+                retries: AtomicU64::new(0),
+                backups: AtomicU64::new(0),
+                read: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                failures: Mutex::new(Vec::new()),
+                marker_error: Mutex::new(None),
+                stop: AtomicBool::new(false),
+            },
+        })
+    }
+
+    /// Sends [`Event::StageStarted`], before the stage's first task or its end (once).
+    fn announce(&self) {
+        if self.announced.swap(true, Ordering::Relaxed) {
+            return;
         }
-        self.runner.release_idle();
-        drop(kept);
-        while !self.options.interrupted() {
-            // A backup only runs on memory that is free now; it never blocks on it. Until a
-            // running task gives some back, the straggler stays unclaimed and is looked at
-            // again.
-            match state.straggler(|| self.pool.try_reserve(stage.projected_mem)) {
-                Err(()) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                Ok(Some((task, cancel, reservation))) => {
-                    tracing::info!(stage = %stage.name, task, "backup of a straggling task");
-                    self.run_copy(task, true, &cancel);
-                    drop(reservation);
-                    self.runner.release_idle();
-                }
-            }
-        }
+        (self.on_event)(&Event::StageStarted {
+            index: self.index,
+            name: self.stage.name.clone(),
+            label: self.stage.label.clone(),
+            tasks: self.tasks,
+            done_before: self.skipped,
+            decoded_bytes: self.stage.bytes_written,
+        });
+    }
+
+    /// The first copy of `task`, on memory the caller reserved.
+    fn start(&self, task: u64) {
+        self.announce();
+        let cancel = std::sync::Arc::new(Cancel::new());
+        self.state.inflight.lock().insert(
+            task,
+            Inflight {
+                started: Instant::now(),
+                backed_up: false,
+                running: 1,
+                cancels: vec![cancel.clone()],
+            },
+        );
+        self.run_copy(task, false, &cancel);
+    }
+
+    /// Every task of the stage is complete.
+    fn finished(&self) {
+        self.announce();
+        tracing::info!(stage = %self.stage.name, label = %self.stage.label, tasks = self.state.pending.len(), seconds = self.started.elapsed().as_secs_f64(), "stage finished");
+        (self.on_event)(&Event::StageFinished { index: self.index });
     }
 
     /// One copy of a task, with its retries; the first copy of a task to finish writes the
@@ -785,6 +820,7 @@ impl StageRun<'_> {
             state.stop.store(true, Ordering::Relaxed);
             return;
         }
+        state.recorded.lock().insert(task);
         state.read.fetch_add(stats.bytes_read, Ordering::Relaxed);
         state
             .written

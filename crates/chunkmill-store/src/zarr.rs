@@ -971,6 +971,56 @@ pub struct ZarrArray {
     /// Whether chunks hold big-endian elements that zarrs leaves as they are (see
     /// [`open_zarrs`]): swapped on reading and writing, so callers see native order.
     swap_bytes: bool,
+    /// How a stored chunk turns into its elements when that is one zstd frame or the bytes
+    /// themselves (no filter, no transpose, native order): then [`ZarrArray::read_chunk_into`]
+    /// decodes it straight into the caller's buffer.
+    direct: Option<DirectCodec>,
+}
+
+/// A codec chain simple enough to decode without zarrs' intermediate buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DirectCodec {
+    /// The stored bytes are the elements.
+    Raw,
+    /// One zstd frame of the elements.
+    Zstd,
+}
+
+thread_local! {
+    /// This thread's zstd decompression context, reused from chunk to chunk.
+    static ZSTD_DECODER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The chain of `array` when it is `bytes` (little-endian, or a one-byte type) then at most
+/// one zstd: what the elements are, stored.
+fn direct_codec(array: &Array<dyn ReadableWritableListableStorageTraits>) -> Option<DirectCodec> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    let codecs = array
+        .codecs()
+        .create_metadatas(&zarrs_codec::CodecMetadataOptions::default());
+    let docs: Vec<Value> = codecs
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let native_bytes = |doc: &Value| {
+        doc.get("name").and_then(Value::as_str) == Some("bytes")
+            && doc
+                .pointer("/configuration/endian")
+                .is_none_or(|e| e.as_str() == Some("little"))
+    };
+    match docs.as_slice() {
+        [bytes] if native_bytes(bytes) => Some(DirectCodec::Raw),
+        [bytes, zstd]
+            if native_bytes(bytes) && zstd.get("name").and_then(Value::as_str) == Some("zstd") =>
+        {
+            Some(DirectCodec::Zstd)
+        }
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for ZarrArray {
@@ -1030,6 +1080,11 @@ impl ZarrArray {
         let options = CodecOptions::default()
             .with_concurrent_target(1)
             .with_store_empty_chunks(info.zarr_format == 2 && info.fill_value.is_null());
+        let direct = if swap_bytes || info.dtype.is_variable() {
+            None
+        } else {
+            direct_codec(&array)
+        };
         let mut opened = ZarrArray {
             info,
             url: store.url().to_string(),
@@ -1037,6 +1092,7 @@ impl ZarrArray {
             fill: element.clone(),
             options,
             swap_bytes,
+            direct,
         };
         if opened.info.dtype.is_variable() {
             let width = match record_width {
@@ -1136,6 +1192,55 @@ impl ZarrArray {
             ));
         }
         Ok(self.record(&elements))
+    }
+
+    /// [`ZarrArray::read_chunk`] decoded straight into `dest` (the whole nominal chunk, native
+    /// order), without a buffer of its own, when the chunk is stored and its codecs are
+    /// `bytes` and at most one zstd. Returns false, with `dest` untouched, when it cannot
+    /// (other codecs, a chunk never written): the caller then reads it with
+    /// [`ZarrArray::read_chunk`].
+    ///
+    /// # Errors
+    /// [`ZarrError::Chunk`] when the chunk cannot be read, does not decode, or decodes to
+    /// another length than `dest`'s.
+    pub fn read_chunk_into(&self, chunk: &[u64], dest: &mut [u8]) -> Result<bool, ZarrError> {
+        let Some(direct) = self.direct else {
+            return Ok(false);
+        };
+        let Some(stored) = self
+            .array
+            .retrieve_encoded_chunk(chunk)
+            .map_err(|e| self.chunk_err(chunk, e))?
+        else {
+            return Ok(false);
+        };
+        let len = match direct {
+            DirectCodec::Raw => {
+                if stored.len() == dest.len() {
+                    dest.copy_from_slice(&stored);
+                }
+                stored.len()
+            }
+            DirectCodec::Zstd => ZSTD_DECODER.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                let decoder = match slot.as_mut() {
+                    Some(d) => d,
+                    None => slot.insert(
+                        zstd::bulk::Decompressor::new().map_err(|e| self.chunk_err(chunk, e))?,
+                    ),
+                };
+                decoder
+                    .decompress_to_buffer(&stored, dest)
+                    .map_err(|e| self.chunk_err(chunk, e))
+            })?,
+        };
+        if len != dest.len() {
+            return Err(self.chunk_err(
+                chunk,
+                format!("decodes to {len} bytes, expected {}", dest.len()),
+            ));
+        }
+        Ok(true)
     }
 
     /// Records of [`ArrayInfo::item_size`] bytes for variable-length `elements`.

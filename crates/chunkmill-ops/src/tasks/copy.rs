@@ -406,6 +406,41 @@ fn read_piece_into(store: &Store, key: &str, dest: &mut [u8]) -> Result<(), Stri
     }
 }
 
+/// Reads input chunk `coords` straight into its place in `block` (holding `region`) when it
+/// is one run there: an intermediate piece, or a Zarr chunk whose codecs allow decoding in
+/// place ([`ZarrArray::read_chunk_into`]). Returns the bytes read, or `None` when the chunk
+/// must be read into a buffer of its own and placed.
+fn read_in_place(
+    input: &Opened,
+    grid: &Grid,
+    coords: &[u64],
+    region: &Region,
+    item: usize,
+    block: &mut [u8],
+) -> Result<Option<u64>, String> {
+    match input {
+        Opened::Pieces { store, prefix } => {
+            let Some(span) = contiguous_span(region, &grid.chunk_region(coords), item) else {
+                return Ok(None);
+            };
+            let key = piece_key(prefix, grid, coords);
+            read_piece_into(store, &key, &mut block[span.clone()])?;
+            Ok(Some(span.len() as u64))
+        }
+        Opened::Zarr(array) => {
+            let Some(span) = contiguous_span(region, &nominal_region(grid, coords), item) else {
+                return Ok(None);
+            };
+            let len = span.len() as u64;
+            let placed = array
+                .read_chunk_into(coords, &mut block[span])
+                .map_err(|e| e.to_string())?;
+            Ok(placed.then_some(len))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Output chunk `coords` (nominal region `target`) cut out of `block` (holding `region`), in
 /// this thread's spare cut buffer: elements the block does not hold are the fill value.
 fn cut_chunk(
@@ -641,15 +676,11 @@ impl StageRunner {
 
         for coords in in_grid.chunks_in(region) {
             superseded()?;
-            if let Opened::Pieces { store, prefix } = &*input {
-                let held = in_grid.chunk_region(&coords);
-                if let Some(span) = contiguous_span(region, &held, item) {
-                    let key = piece_key(prefix, in_grid, &coords);
-                    read_piece_into(store, &key, &mut block[span.clone()])
-                        .map_err(TaskError::failed)?;
-                    stats.bytes_read += span.len() as u64;
-                    continue;
-                }
+            if let Some(read) = read_in_place(&input, in_grid, &coords, region, item, &mut block)
+                .map_err(TaskError::failed)?
+            {
+                stats.bytes_read += read;
+                continue;
             }
             let read = self
                 .read_chunk(&input, in_grid, &coords, stage.item_size)
