@@ -26,9 +26,9 @@ CHUNKS = "time=-1,lat=12,lon=16"
 
 # Coefficients (MB/s) that make one strategy the cheapest: everything else slow or pieces free.
 FORCE = {
-    "raw": "defaults,zlib_decode=1,write=1000000,read=1000000,lz4_encode=1,zstd1_encode=1",
-    "lz4": "defaults,zlib_decode=1,write=0.5,read=0.5,lz4_encode=1000000,lz4_decode=1000000,zstd1_encode=1",
-    "zstd1": "defaults,zlib_decode=1,write=0.5,read=0.5,zstd1_encode=1000000,zstd_decode=1000000,lz4_encode=1",
+    "raw": "defaults,zlib_decode=1,write=1000000,read=1000000,lz4_encode=0.01,zstd1_encode=0.01",
+    "lz4": "defaults,zlib_decode=1,write=0.5,read=0.5,lz4_encode=1000000,lz4_decode=1000000,zstd1_encode=0.01",
+    "zstd1": "defaults,zlib_decode=1,write=0.5,read=0.5,zstd1_encode=1000000,zstd_decode=1000000,lz4_encode=0.01",
     "multipass": "defaults,zlib_decode=100000000,write=0.001,read=0.001,lz4_encode=0.001,zstd1_encode=0.001",
 }
 
