@@ -283,6 +283,7 @@ impl Planner<'_> {
             url: self.target.temp_url.clone(),
             prefix,
             grid,
+            codec: chunkmill_plan::PieceCodec::Raw,
         }
     }
 

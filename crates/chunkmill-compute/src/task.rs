@@ -657,7 +657,10 @@ fn store_state(
             write(out, dtype, &kept_region(region, axes), &values)
         }
         None => {
-            let Endpoint::Pieces { url, prefix, grid } = out else {
+            let Endpoint::Pieces {
+                url, prefix, grid, ..
+            } = out
+            else {
                 return Err("a reduction state goes to intermediate pieces".into());
             };
             let coords = stage
@@ -685,7 +688,10 @@ fn combine(
     finish: Option<DType>,
     stats: &mut TaskStats,
 ) -> Result<u64, String> {
-    let Some(Endpoint::Pieces { url, prefix, grid }) = stage.inputs.first() else {
+    let Some(Endpoint::Pieces {
+        url, prefix, grid, ..
+    }) = stage.inputs.first()
+    else {
         return Err("a combine reads intermediate state pieces".into());
     };
     let store = Store::open(url).map_err(|e| e.to_string())?;

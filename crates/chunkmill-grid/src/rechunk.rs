@@ -141,6 +141,31 @@ pub struct RechunkPlan {
     pub concurrency: u64,
     /// The cost model's estimate, in seconds.
     pub estimated_seconds: f64,
+    /// Which of the intermediate media given to [`RechunkProblem::plan_among`] the pieces go
+    /// through (0 for [`RechunkProblem::plan`], or when the plan writes none).
+    #[serde(default)]
+    pub medium: usize,
+    /// The cheapest plan of every other kind that fits the budget (one per strategy and
+    /// intermediate medium), priced by the same model: what the choice was made against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<PricedAlternative>,
+}
+
+/// A plan the cost model priced and did not choose.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PricedAlternative {
+    /// How it would move the data.
+    pub strategy: Strategy,
+    /// The intermediate medium its pieces would go through (an index into the media given to
+    /// [`RechunkProblem::plan_among`]); `None` for one-stage plans.
+    pub medium: Option<usize>,
+    /// The model's estimate, seconds.
+    pub estimated_seconds: f64,
+    /// Tasks it was sized to run at once.
+    pub concurrency: u64,
+    /// Source bytes its first stage decodes per byte of the array (more than 1 when it
+    /// re-reads source chunks).
+    pub passes: f64,
 }
 
 /// Bytes one copy task holds at its peak: its block, plus, while reading, one input chunk
@@ -321,6 +346,8 @@ impl RechunkProblem {
                 stages: vec![stage],
                 concurrency: conc,
                 estimated_seconds: secs,
+                medium: 0,
+                alternatives: Vec::new(),
             });
         }
         plans
@@ -328,7 +355,13 @@ impl RechunkProblem {
 
     /// Plans with `k >= 2` stages: read blocks of whole source chunks, write blocks of whole
     /// target chunks, and geometric steps between them.
-    fn staged(&self, per_task: u64, orders: &[Vec<usize>], conc: u64) -> Vec<RechunkPlan> {
+    fn staged(
+        &self,
+        per_task: u64,
+        orders: &[Vec<usize>],
+        conc: u64,
+        media: &[MediumCost],
+    ) -> Vec<RechunkPlan> {
         let target = self.target_grid();
         let source_chunks = self.source.max_chunk_shape();
         let Some(source_unit) = self
@@ -373,8 +406,11 @@ impl RechunkProblem {
             }
             let read = self.consolidate(&source_unit, &limit, order, &read_fits);
             for k in 2..=self.max_stages.max(2) {
-                if let Some(plan) = self.chain(&read, &write, k, per_task, conc) {
-                    plans.push(plan);
+                for (m, medium) in media.iter().enumerate() {
+                    if let Some(mut plan) = self.chain(&read, &write, k, per_task, conc, *medium) {
+                        plan.medium = m;
+                        plans.push(plan);
+                    }
                 }
             }
         }
@@ -388,6 +424,7 @@ impl RechunkProblem {
         k: usize,
         per_task: u64,
         conc: u64,
+        medium: MediumCost,
     ) -> Option<RechunkPlan> {
         let blocks: Vec<Vec<u64>> = (0..k)
             .map(|j| {
@@ -423,16 +460,8 @@ impl RechunkProblem {
             if stage.projected_mem > per_task {
                 return None;
             }
-            let read_cost = if j == 0 {
-                self.source_cost
-            } else {
-                self.intermediate_cost
-            };
-            let write_cost = if j + 1 == k {
-                self.target_cost
-            } else {
-                self.intermediate_cost
-            };
+            let read_cost = if j == 0 { self.source_cost } else { medium };
+            let write_cost = if j + 1 == k { self.target_cost } else { medium };
             secs += self.stage_seconds(&stage, read_cost, write_cost, conc);
             input = output;
             stages.push(stage);
@@ -446,6 +475,8 @@ impl RechunkProblem {
             stages,
             concurrency: conc,
             estimated_seconds: secs,
+            medium: 0,
+            alternatives: Vec::new(),
         })
     }
 
@@ -480,12 +511,29 @@ impl RechunkProblem {
             .min(up.projected_mem.max(down.projected_mem))
     }
 
-    /// The cheapest plan that fits the budget.
+    /// The cheapest plan that fits the budget, its intermediates priced as
+    /// [`RechunkProblem::intermediate_cost`].
     ///
     /// # Errors
     /// [`GridError::Rank`] when the shapes disagree, [`GridError::ZeroChunk`] for a 0 chunk,
     /// [`GridError::DoesNotFit`] when no task of any strategy fits the budget.
     pub fn plan(&self) -> Result<RechunkPlan, GridError> {
+        self.plan_among(&[self.intermediate_cost])
+    }
+
+    /// The cheapest plan that fits the budget when an intermediate may go through any of
+    /// `media` (raw pieces, compressed pieces, …, each priced per decoded byte): the plan
+    /// says which ([`RechunkPlan::medium`]) and what else was priced
+    /// ([`RechunkPlan::alternatives`]). No media (or one) prices as [`RechunkProblem::plan`].
+    ///
+    /// # Errors
+    /// As [`RechunkProblem::plan`].
+    pub fn plan_among(&self, media: &[MediumCost]) -> Result<RechunkPlan, GridError> {
+        let media: &[MediumCost] = if media.is_empty() {
+            std::slice::from_ref(&self.intermediate_cost)
+        } else {
+            media
+        };
         let ndim = self.shape.len();
         if self.source.ndim() != ndim || self.target_chunks.len() != ndim {
             return Err(GridError::Rank {
@@ -505,29 +553,82 @@ impl RechunkProblem {
                 stages: vec![stage],
                 concurrency: 1,
                 estimated_seconds: 0.0,
+                medium: 0,
+                alternatives: Vec::new(),
             });
         }
         let orders = self.axis_orders();
-        let mut best: Option<RechunkPlan> = None;
+        let better = |plan: &RechunkPlan, than: &RechunkPlan| {
+            plan.estimated_seconds < than.estimated_seconds * 0.999
+                || (plan.estimated_seconds <= than.estimated_seconds * 1.001
+                    && plan.stages.len() < than.stages.len())
+        };
+        // The cheapest plan of each kind (strategy, medium): the winner is the cheapest of them.
+        let mut kinds: Vec<RechunkPlan> = Vec::new();
         for conc in 1..=self.workers.max(1) {
             let per_task = self.budget / conc;
             let mut candidates = self.one_stage(per_task, &orders, conc);
-            candidates.extend(self.staged(per_task, &orders, conc));
+            candidates.extend(self.staged(per_task, &orders, conc, media));
             for plan in candidates {
-                let better = best.as_ref().is_none_or(|b| {
-                    plan.estimated_seconds < b.estimated_seconds * 0.999
-                        || (plan.estimated_seconds <= b.estimated_seconds * 1.001
-                            && plan.stages.len() < b.stages.len())
-                });
-                if better {
-                    best = Some(plan);
+                let same_kind = |k: &RechunkPlan| {
+                    k.strategy == plan.strategy && (k.stages.len() == 1 || k.medium == plan.medium)
+                };
+                match kinds.iter_mut().find(|k| same_kind(k)) {
+                    Some(kept) if better(&plan, kept) => *kept = plan,
+                    Some(_) => {}
+                    None => kinds.push(plan),
                 }
             }
         }
-        best.ok_or_else(|| GridError::DoesNotFit {
-            task_bytes: self.minimum_task_memory(),
-            budget: self.budget,
-        })
+        let Some(winner) =
+            (0..kinds.len()).reduce(|a, b| if better(&kinds[b], &kinds[a]) { b } else { a })
+        else {
+            return Err(GridError::DoesNotFit {
+                task_bytes: self.minimum_task_memory(),
+                budget: self.budget,
+            });
+        };
+        let mut best = kinds.swap_remove(winner);
+        kinds.sort_by(|a, b| a.estimated_seconds.total_cmp(&b.estimated_seconds));
+        best.alternatives = kinds.iter().map(|k| self.priced(k)).collect();
+        Ok(best)
+    }
+
+    fn priced(&self, plan: &RechunkPlan) -> PricedAlternative {
+        let total = self.shape.iter().product::<u64>() * self.item_size;
+        PricedAlternative {
+            strategy: plan.strategy,
+            medium: (plan.stages.len() > 1).then_some(plan.medium),
+            estimated_seconds: plan.estimated_seconds,
+            concurrency: plan.concurrency,
+            passes: plan
+                .stages
+                .first()
+                .map_or(1.0, |s| s.bytes_read as f64 / total.max(1) as f64),
+        }
+    }
+
+    /// Bytes one task needs to copy the array in one stage decoding every source chunk once:
+    /// a block of the least common multiple of source and target chunks per axis; `None` for
+    /// irregular source chunks. What a direct plan would need where none fits.
+    #[must_use]
+    pub fn direct_task_memory(&self) -> Option<u64> {
+        let unit: Vec<u64> = self
+            .source
+            .axes()
+            .iter()
+            .zip(&self.target_chunks)
+            .zip(&self.shape)
+            .map(|((axis, &t), &len)| {
+                axis.regular_size()
+                    .map(|s| lcm(s.max(1), t.max(1)).min(len.max(1)))
+            })
+            .collect::<Option<Vec<u64>>>()?;
+        let target = self.target_grid();
+        Some(
+            self.stage(&self.source, &target, self.regular(&unit))
+                .projected_mem,
+        )
     }
 }
 

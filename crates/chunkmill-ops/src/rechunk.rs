@@ -270,6 +270,7 @@ fn plan_arrays(
                 read_factor: 1.0,
                 chunks: exact_chunks(options, info)?,
                 write_at: None,
+                piece_media: Vec::new(),
             },
         )?;
         stages.extend(planned.stages);

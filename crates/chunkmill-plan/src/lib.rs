@@ -47,12 +47,16 @@ pub enum Endpoint {
         path: String,
         grid: Grid,
     },
-    /// Raw C-ordered pieces under `prefix` of the store at `url`, one object per chunk of
-    /// `grid`, keyed by its C-order number: our intermediates, no codec and no metadata.
+    /// C-ordered pieces under `prefix` of the store at `url`, one object per chunk of `grid`,
+    /// keyed by its C-order number: our intermediates, no metadata; raw, or compressed with
+    /// `codec` in a checked frame.
     Pieces {
         url: String,
         prefix: String,
         grid: Grid,
+        /// How each piece is stored (raw when absent, as plans before it had one).
+        #[serde(default, skip_serializing_if = "PieceCodec::is_raw")]
+        codec: PieceCodec,
     },
     /// Array `path` of a virtual dataset described by the kerchunk JSON references at `url`:
     /// each chunk read by byte range from the file it points into and decoded with the
@@ -98,6 +102,46 @@ pub enum Endpoint {
         chunk_offset: Vec<u64>,
         grid: Grid,
     },
+}
+
+/// How an intermediate piece is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PieceCodec {
+    /// The C-ordered elements as they are.
+    #[default]
+    Raw,
+    /// LZ4 block compression in a checked frame.
+    Lz4,
+    /// Zstandard level 1 in a checked frame.
+    Zstd1,
+}
+
+impl PieceCodec {
+    /// Every codec, raw first.
+    pub const ALL: [PieceCodec; 3] = [PieceCodec::Raw, PieceCodec::Lz4, PieceCodec::Zstd1];
+
+    /// Whether pieces are stored as they are.
+    #[must_use]
+    pub fn is_raw(&self) -> bool {
+        *self == PieceCodec::Raw
+    }
+
+    /// The name plans and flags use.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            PieceCodec::Raw => "raw",
+            PieceCodec::Lz4 => "lz4",
+            PieceCodec::Zstd1 => "zstd1",
+        }
+    }
+}
+
+impl std::fmt::Display for PieceCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The part of one source axis a [`Endpoint::Window`] shows.
@@ -253,7 +297,15 @@ impl Endpoint {
                     format!("{url}/{path}")
                 }
             }
-            Endpoint::Pieces { url, prefix, .. } => format!("{url}/{prefix} (intermediate)"),
+            Endpoint::Pieces {
+                url, prefix, codec, ..
+            } => {
+                if codec.is_raw() {
+                    format!("{url}/{prefix} (intermediate)")
+                } else {
+                    format!("{url}/{prefix} (intermediate, {codec} pieces)")
+                }
+            }
             Endpoint::References { url, path, .. } => format!("{url}#{path}"),
             Endpoint::Window {
                 source,

@@ -20,6 +20,15 @@ pub enum Command {
     Rechunk(RechunkArgs),
     /// Convert NetCDF/HDF5 files, references or a Zarr store into an analysis-ready Zarr
     /// store: new chunks, a selection, renames, CF decoding, casts, reversed axes.
+    ///
+    /// An array no task can hold whole moves through intermediate pieces (raw, or compressed
+    /// with LZ4 or Zstandard level 1) or by re-reading its sources, whichever a cost model
+    /// prices cheapest within --max-mem. Its coefficients (decode MB/s per codec, piece write
+    /// and read MB/s) are measured once per machine and filesystem and cached in
+    /// $XDG_CACHE_HOME/chunkmill (else ~/.cache/chunkmill), or given with
+    /// CHUNKMILL_COSTS=KEY=MBPS,... (keys zlib_decode, zstd_decode, lz4_decode, shuffle,
+    /// lz4_encode, zstd1_encode, write, read; `defaults` measures nothing). `chunkmill plan
+    /// convert` shows the choice, the alternatives' priced costs and why.
     Convert(ConvertArgs),
     /// Compute array expressions over Zarr arrays (xarray semantics: named dimensions,
     /// NaN-skipping reductions) into a new Zarr group within a memory budget.

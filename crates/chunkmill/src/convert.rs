@@ -84,6 +84,13 @@ pub fn plan(a: &ConvertArgs) -> Result<(), Failure> {
         crate::print_json(&plan_value(&job, origin)?)?;
     } else {
         print_plan(&job.job, origin);
+        if let Some((c, from)) = &job.costs {
+            println!(
+                "cost model ({from}; MB/s, {}): decode zlib {:.0}, zstd {:.0}, lz4 {:.0}, unshuffle {:.0}; encode lz4 {:.0}, zstd-1 {:.0}; pieces write {:.0}, read {:.0}",
+                chunkmill_ops::job::costs::COSTS_ENV,
+                c.zlib_decode, c.zstd_decode, c.lz4_decode, c.shuffle, c.lz4_encode, c.zstd1_encode, c.write, c.read
+            );
+        }
         for m in &job.misaligned {
             println!(
                 "read amplification {:.2}× for {}; nearest aligned: {}",
@@ -101,6 +108,9 @@ fn plan_value(job: &ConvertJob, origin: BudgetOrigin) -> Result<serde_json::Valu
     value["misaligned"] = serde_json::to_value(&job.misaligned)
         .map_err(|e| Failure::failed(format!("writing the JSON output: {e}")))?;
     value["notes"] = serde_json::json!(job.notes);
+    if let Some((c, from)) = &job.costs {
+        value["cost_model"] = serde_json::json!({"coefficients": c, "origin": from});
+    }
     Ok(value)
 }
 

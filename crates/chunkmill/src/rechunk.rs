@@ -85,10 +85,21 @@ pub fn print_plan(job: &Job, budget: BudgetOrigin) {
                 .as_ref()
                 .map(|s| format!(" in shards {s:?}"))
                 .unwrap_or_default(),
-            a.strategy,
+            chunkmill_ops::job::plan_strategy(a),
             a.estimated_seconds,
             a.concurrency,
         );
+        if !a.why.is_empty() {
+            println!("    why: {}", a.why);
+        }
+        if !a.alternatives.is_empty() {
+            let priced: Vec<String> = a
+                .alternatives
+                .iter()
+                .map(|alt| format!("{} ~{:.1} s", alt.describe(), alt.estimated_seconds))
+                .collect();
+            println!("    priced: {}", priced.join("; "));
+        }
     }
     for s in &plan.stages {
         let StageKind::Copy(c) = &s.kind else {

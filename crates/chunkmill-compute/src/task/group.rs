@@ -51,7 +51,9 @@ fn piece_coords(
 
 fn pieces(endpoint: &Endpoint) -> Result<(&str, &str, &chunkmill_grid::Grid), String> {
     match endpoint {
-        Endpoint::Pieces { url, prefix, grid } => Ok((url, prefix, grid)),
+        Endpoint::Pieces {
+            url, prefix, grid, ..
+        } => Ok((url, prefix, grid)),
         other => Err(format!(
             "{}: a reduction per group keeps its states in intermediate pieces",
             other.describe()

@@ -137,6 +137,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 job: empty_job(&prepared.work_dir, options),
                 misaligned: Vec::new(),
                 nothing_new: Some(message),
+                costs: None,
                 notes: prepared.notes.clone(),
             });
         }
@@ -211,6 +212,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
                 read_factor: output.read_factor,
                 chunks: Some(old_info.chunks.clone()),
                 write_at: Some((chunk_offset, full_grid)),
+                piece_media: Vec::new(),
             },
         )?;
         stages.extend(planned.stages);
@@ -286,6 +288,7 @@ fn append_job(
         },
         misaligned: prepared.misaligned,
         nothing_new: None,
+        costs: None,
         notes: prepared.notes,
     })
 }

@@ -45,6 +45,7 @@ use crate::job::{run_job, Job, JobOptions, JobReport, TargetLayout, WorkFile};
 use crate::values::numeric;
 use crate::OpsError;
 use cf::{numbers, typed_attribute, PartDecoding};
+use chunkmill_grid::rechunk::Strategy;
 use chunkmill_store::DataType;
 use selection::{
     aligned_range, axis_read, cf_time_period, datetime64_seconds, element_values, index_range,
@@ -131,6 +132,8 @@ pub struct ConvertJob {
     pub nothing_new: Option<String>,
     /// Decisions taken for the user (an inferred concat dimension), one line each.
     pub notes: Vec<String>,
+    /// The cost model's coefficients and where they came from (none for an append).
+    pub costs: Option<(crate::job::costs::Coefficients, crate::job::costs::Origin)>,
 }
 
 /// The stored types of a virtual array's attributes (none for a Zarr source).
@@ -361,20 +364,32 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
     let mut specs = Vec::new();
+    let mut costs = None;
     for (index, output) in prepared.outputs.iter().enumerate() {
-        let planned = plan_array(
-            &context,
-            &ArrayJob {
-                index,
-                info: &output.info,
-                input: output.input.clone(),
-                source_cost: medium_cost(None, prepared.source.kind()),
-                extra_task_mem: output.extra_task_mem,
-                read_factor: output.read_factor,
-                chunks: output.chunks.clone(),
-                write_at: None,
-            },
-        )?;
+        let mut job = ArrayJob {
+            index,
+            info: &output.info,
+            input: output.input.clone(),
+            source_cost: medium_cost(None, prepared.source.kind()),
+            extra_task_mem: output.extra_task_mem,
+            read_factor: output.read_factor,
+            chunks: output.chunks.clone(),
+            write_at: None,
+            piece_media: Vec::new(),
+        };
+        let mut planned = plan_array(&context, &job)?;
+        // Priced with measured coefficients only where the data may be read twice or go
+        // through an intermediate: a direct plan decodes each source chunk once, whatever
+        // the coefficients, so small jobs never measure anything.
+        if planned.summary.strategy != Strategy::Direct {
+            if costs.is_none() {
+                costs = Some(crate::job::costs::coefficients(&temp)?);
+            }
+            if let Some((coefficients, _)) = &costs {
+                priced(&mut job, &prepared, output, coefficients, temp.kind());
+                planned = plan_array(&context, &job)?;
+            }
+        }
         stages.extend(planned.stages);
         cleanup.extend(planned.cleanup);
         summaries.push(planned.summary);
@@ -408,6 +423,80 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         misaligned: prepared.misaligned.clone(),
         nothing_new: None,
         notes: prepared.notes.clone(),
+        costs,
+    })
+}
+
+/// `job` priced with measured coefficients: its source by the codecs its chunks go through,
+/// its intermediates raw or compressed at the ratios one source chunk of it gives.
+fn priced(
+    job: &mut ArrayJob<'_>,
+    prepared: &Prepared,
+    output: &OutputArray,
+    coefficients: &crate::job::costs::Coefficients,
+    temp_kind: chunkmill_store::StoreKind,
+) {
+    use crate::job::costs;
+    let codecs: Vec<String> = match &prepared.source {
+        Source::Virtual(dataset) => dataset
+            .arrays
+            .get(&output.source_key)
+            .map(|a| a.metadata.codecs.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default(),
+        Source::Zarr { .. } => {
+            let compressor = prepared
+                .arrays
+                .iter()
+                .find(|a| a.key == output.source_key)
+                .and_then(|a| a.info.compressor.clone());
+            match compressor {
+                Some(Compressor::Zstd(_)) => vec!["zstd".into()],
+                Some(Compressor::Gzip(_)) => vec!["gzip".into()],
+                Some(Compressor::Blosc { cname, .. }) => vec!["shuffle".into(), cname],
+                Some(Compressor::None) => vec!["bytes".into()],
+                None => Vec::new(),
+            }
+        }
+    };
+    if !codecs.is_empty() {
+        job.source_cost = costs::source_cost(coefficients, &codecs, prepared.source.kind());
+    }
+    // The references are written to the work dir only when the job runs: the runner gets
+    // them from memory, so planning reads the same chunks whether or not they are there yet.
+    let runner = crate::tasks::StageRunner::new();
+    if let Source::Virtual(dataset) = &prepared.source {
+        runner.preload_references(&prepared.references_url, dataset.clone());
+    }
+    let ratios = sample_ratios(&runner, &output.input, output.info.item_size)
+        .unwrap_or(costs::Ratios::TYPICAL);
+    job.piece_media = costs::piece_media(coefficients, ratios, temp_kind);
+}
+
+/// How much LZ4 and Zstandard-1 shrink the first chunk the array's first stage reads: one
+/// source chunk decoded, a millisecond or so.
+fn sample_ratios(
+    runner: &crate::tasks::StageRunner,
+    input: &Endpoint,
+    item: usize,
+) -> Option<crate::job::costs::Ratios> {
+    use chunkmill_plan::PieceCodec;
+    let grid = input.grid();
+    if grid.num_chunks() == 0 || item == 0 {
+        return None;
+    }
+    let region = grid.chunk_region(&vec![0; grid.ndim()]);
+    let raw = runner.read_region(input, &region, item).ok()?;
+    if raw.is_empty() {
+        return None;
+    }
+    let mut stored = Vec::new();
+    let mut ratio = |codec| {
+        crate::tasks::pieces::encode_piece(codec, &raw, &mut stored).ok()?;
+        Some(raw.len() as f64 / stored.len().max(1) as f64)
+    };
+    Some(crate::job::costs::Ratios {
+        lz4: ratio(PieceCodec::Lz4)?,
+        zstd1: ratio(PieceCodec::Zstd1)?,
     })
 }
 

@@ -5,6 +5,7 @@
 //! every stage on the chosen executor, writes consolidated metadata, deletes the intermediates
 //! and reports.
 
+pub mod costs;
 pub mod options;
 pub(crate) mod plan;
 pub mod report;
@@ -20,7 +21,7 @@ use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
 
 pub use options::{Executor, JobOptions, SlurmExecutor, TargetLayout};
-pub use plan::ArrayPlan;
+pub use plan::{describe_strategy, plan_strategy, Alternative, ArrayPlan};
 
 use crate::tasks::StageRunner;
 use crate::{safety, Context, OpsError};

@@ -5,7 +5,7 @@
 use chunkmill_exec::budget::{Budget, TASK_OVERHEAD};
 use chunkmill_grid::rechunk::{MediumCost, RechunkPlan, RechunkProblem, Strategy};
 use chunkmill_grid::{Grid, GridError};
-use chunkmill_plan::{CopyStage, Endpoint, Stage, StageKind};
+use chunkmill_plan::{CopyStage, Endpoint, PieceCodec, Stage, StageKind};
 use chunkmill_store::zarr::{self, ArrayInfo, ArraySpec, Compressor, Encoding};
 use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
@@ -37,6 +37,56 @@ pub struct ArrayPlan {
     pub concurrency: u64,
     /// Decoded bytes of the array.
     pub nbytes: u64,
+    /// Source bytes the first stage decodes per byte of the array.
+    pub passes: f64,
+    /// How the intermediate pieces are stored, when the plan writes any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<PieceCodec>,
+    /// The cheapest plan of every other kind that fits, as the model priced it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alternatives: Vec<Alternative>,
+    /// Why the chosen plan won, in words.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
+/// A plan the cost model priced and did not choose.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alternative {
+    pub strategy: Strategy,
+    /// How its intermediate pieces would be stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<PieceCodec>,
+    pub estimated_seconds: f64,
+    pub concurrency: u64,
+    /// Source bytes decoded per byte of the array.
+    pub passes: f64,
+}
+
+impl Alternative {
+    /// `intermediate (lz4 pieces)`, `multipass (3.5 passes)`, `direct`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        describe_strategy(self.strategy, self.pieces, self.passes)
+    }
+}
+
+/// The chosen strategy of `array` in words (`intermediate (lz4 pieces)`).
+#[must_use]
+pub fn plan_strategy(array: &ArrayPlan) -> String {
+    describe_strategy(array.strategy, array.pieces, array.passes)
+}
+
+/// A strategy in words, with its pieces' codec or its passes over the source.
+#[must_use]
+pub fn describe_strategy(strategy: Strategy, pieces: Option<PieceCodec>, passes: f64) -> String {
+    match (strategy, pieces) {
+        (Strategy::Multipass, _) => format!("multipass ({passes:.1} passes)"),
+        (Strategy::Intermediate | Strategy::Multistage, Some(codec)) => {
+            format!("{strategy} ({codec} pieces)")
+        }
+        _ => strategy.to_string(),
+    }
 }
 
 pub(crate) fn medium_cost(compressor: Option<&Compressor>, kind: StoreKind) -> MediumCost {
@@ -209,6 +259,9 @@ pub(crate) struct ArrayJob<'a> {
     /// Where an append writes: chunks go `chunk_offset` further into the target array, whose
     /// whole grid (after it grows) is `grid`. `None` writes the array planned, from chunk 0.
     pub write_at: Option<(Vec<u64>, Grid)>,
+    /// The ways an intermediate may be stored, each priced ([`super::costs::piece_media`]);
+    /// empty: raw pieces at the default price.
+    pub piece_media: Vec<(PieceCodec, MediumCost)>,
 }
 
 /// The stages of one array, what to delete afterwards, its summary and its target metadata.
@@ -257,7 +310,9 @@ pub(crate) fn plan_array(
         task_overhead: TASK_OVERHEAD + job.extra_task_mem,
         max_stages: 4,
     };
-    let plan: RechunkPlan = problem.plan().map_err(|e| match e {
+    let media: Vec<MediumCost> = job.piece_media.iter().map(|(_, m)| *m).collect();
+    let codec_of = |m: usize| job.piece_media.get(m).map_or(PieceCodec::Raw, |(c, _)| *c);
+    let plan: RechunkPlan = problem.plan_among(&media).map_err(|e| match e {
         GridError::DoesNotFit { task_bytes, .. } => {
             let refused = context.budget.admit(task_bytes).err();
             OpsError::Refused(match refused {
@@ -274,7 +329,20 @@ pub(crate) fn plan_array(
         }
         other => OpsError::from(other).about(format_args!("'{}'", display_path(&info.path))),
     })?;
-    let (stages, cleanup) = lay_stages(target, temp, job, &plan);
+    let pieces = (plan.stages.len() > 1).then(|| codec_of(plan.medium));
+    let (stages, cleanup) = lay_stages(target, temp, job, &plan, pieces.unwrap_or_default());
+    let alternatives: Vec<Alternative> = plan
+        .alternatives
+        .iter()
+        .map(|a| Alternative {
+            strategy: a.strategy,
+            pieces: a.medium.map(codec_of),
+            estimated_seconds: a.estimated_seconds,
+            concurrency: a.concurrency,
+            passes: a.passes,
+        })
+        .collect();
+    let why = why_chosen(&problem, &plan, pieces, &alternatives);
     let summary = ArrayPlan {
         path: info.path.clone(),
         shape: info.shape.clone(),
@@ -286,6 +354,13 @@ pub(crate) fn plan_array(
         estimated_seconds: plan.estimated_seconds,
         concurrency: plan.concurrency,
         nbytes: info.nbytes(),
+        passes: plan
+            .stages
+            .first()
+            .map_or(1.0, |s| s.bytes_read as f64 / (info.nbytes().max(1) as f64)),
+        pieces,
+        alternatives,
+        why,
     };
     let (fill_value, attributes) = zarr::translate_fill(info, layout.zarr_format);
     let spec = ArraySpec {
@@ -348,6 +423,7 @@ fn lay_stages(
     temp: &Store,
     job: &ArrayJob<'_>,
     plan: &RechunkPlan,
+    codec: PieceCodec,
 ) -> (Vec<Stage>, Vec<(String, String)>) {
     let (index, info) = (job.index, job.info);
     let mut stages = Vec::new();
@@ -367,6 +443,7 @@ fn lay_stages(
                 url: temp.url().to_string(),
                 prefix: format!("a{index}-s{}", j - 1),
                 grid: s.input.clone(),
+                codec,
             }
         };
         let output = if j == last {
@@ -389,6 +466,7 @@ fn lay_stages(
                 url: temp.url().to_string(),
                 prefix: prefix.clone(),
                 grid: s.output.clone(),
+                codec,
             }
         };
         let what = if j == last {
@@ -415,4 +493,43 @@ fn lay_stages(
         });
     }
     (stages, cleanup)
+}
+
+/// Why the model chose `plan`: the runner-up and what it would cost, and whether a plan that
+/// decodes every source chunk once (direct) fits the budget at all.
+fn why_chosen(
+    problem: &RechunkProblem,
+    plan: &RechunkPlan,
+    pieces: Option<PieceCodec>,
+    alternatives: &[Alternative],
+) -> String {
+    if alternatives.is_empty() && plan.strategy == Strategy::Direct {
+        return String::new();
+    }
+    let total = (problem.shape.iter().product::<u64>() * problem.item_size).max(1);
+    let passes = plan
+        .stages
+        .first()
+        .map_or(1.0, |s| s.bytes_read as f64 / total as f64);
+    let chosen = describe_strategy(plan.strategy, pieces, passes);
+    let mut why = match alternatives.first() {
+        Some(next) => format!(
+            "{chosen} is the cheapest that fits (~{:.1} s); next {} ~{:.1} s",
+            plan.estimated_seconds,
+            next.describe(),
+            next.estimated_seconds
+        ),
+        None => format!("{chosen} is the only plan that fits"),
+    };
+    if plan.strategy != Strategy::Direct
+        && !alternatives.iter().any(|a| a.strategy == Strategy::Direct)
+    {
+        if let Some(bytes) = problem.direct_task_memory() {
+            why.push_str(&format!(
+                "; direct (each source chunk decoded once) needs {} per task, more than the budget gives",
+                human(bytes)
+            ));
+        }
+    }
+    why
 }

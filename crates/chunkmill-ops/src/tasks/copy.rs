@@ -19,7 +19,9 @@ use chunkmill_exec::{Cancel, TaskError, TaskRunner, TaskStats};
 use chunkmill_grid::{copy_region, Grid, Region};
 use chunkmill_manifest::reader::FilePool;
 use chunkmill_manifest::ChunkReader;
-use chunkmill_plan::{AxisWindow, CopyStage, Endpoint, Plan, Stage, StageKind, ValueMap};
+use chunkmill_plan::{
+    AxisWindow, CopyStage, Endpoint, PieceCodec, Plan, Stage, StageKind, ValueMap,
+};
 use chunkmill_store::markers::Markers;
 use chunkmill_store::zarr::ZarrArray;
 use chunkmill_store::{ReadInto, Store};
@@ -31,6 +33,7 @@ enum Opened {
     Pieces {
         store: Store,
         prefix: String,
+        codec: PieceCodec,
     },
     References(Box<ChunkReader>),
     Window {
@@ -171,9 +174,12 @@ impl StageRunner {
                     ZarrArray::open_with_width(&store, path, item).map_err(|e| e.to_string())?,
                 ))
             }
-            Endpoint::Pieces { url, prefix, .. } => Opened::Pieces {
+            Endpoint::Pieces {
+                url, prefix, codec, ..
+            } => Opened::Pieces {
                 store: Store::open_scratch(url).map_err(|e| e.to_string())?,
                 prefix: prefix.clone(),
+                codec: *codec,
             },
             Endpoint::References { url, path, .. } => {
                 // Read under the lock: threads opening the same references wait for one read
@@ -387,8 +393,26 @@ fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
     format!("{prefix}/{}", grid.ravel(coords))
 }
 
-/// Reads intermediate piece `key` into `dest`, which is exactly as long as the piece must be.
-fn read_piece_into(store: &Store, key: &str, dest: &mut [u8]) -> Result<(), String> {
+/// Reads intermediate piece `key` into `dest`, which is exactly as long as the piece must be
+/// once decoded: a compressed piece is decoded only if its frame checks out.
+fn read_piece_into(
+    store: &Store,
+    key: &str,
+    codec: PieceCodec,
+    dest: &mut [u8],
+) -> Result<(), String> {
+    if codec != PieceCodec::Raw {
+        let stored = store
+            .get(key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{}: intermediate piece {key} is missing", store.url()))?;
+        return super::pieces::decode_piece(codec, &stored, dest).map_err(|e| {
+            format!(
+                "{}: intermediate piece {key} ({codec}) is not trusted: {e}",
+                store.url()
+            )
+        });
+    }
     match store
         .read_exact_into(key, dest)
         .map_err(|e| e.to_string())?
@@ -419,12 +443,16 @@ fn read_in_place(
     block: &mut [u8],
 ) -> Result<Option<u64>, String> {
     match input {
-        Opened::Pieces { store, prefix } => {
+        Opened::Pieces {
+            store,
+            prefix,
+            codec,
+        } => {
             let Some(span) = contiguous_span(region, &grid.chunk_region(coords), item) else {
                 return Ok(None);
             };
             let key = piece_key(prefix, grid, coords);
-            read_piece_into(store, &key, &mut block[span.clone()])?;
+            read_piece_into(store, &key, *codec, &mut block[span.clone()])?;
             Ok(Some(span.len() as u64))
         }
         Opened::Zarr(array) => {
@@ -439,6 +467,26 @@ fn read_in_place(
         }
         _ => Ok(None),
     }
+}
+
+thread_local! {
+    /// The buffer this thread last compressed a piece into, kept for its next one (a piece
+    /// is written before the next is encoded; the task's projected memory counts one output
+    /// chunk encoded).
+    static SPARE_ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes intermediate piece `key` from `raw`, compressed with `codec` unless it is raw.
+fn put_piece(store: &Store, key: &str, codec: PieceCodec, raw: &[u8]) -> Result<(), String> {
+    if codec == PieceCodec::Raw {
+        return store.put_slice(key, raw).map_err(|e| e.to_string());
+    }
+    SPARE_ENCODED.with(|cell| {
+        let mut encoded = cell.borrow_mut();
+        super::pieces::encode_piece(codec, raw, &mut encoded)
+            .map_err(|e| format!("{}: intermediate piece {key}: {e}", store.url()))?;
+        store.put_slice(key, &encoded).map_err(|e| e.to_string())
+    })
 }
 
 /// Output chunk `coords` (nominal region `target`) cut out of `block` (holding `region`), in
@@ -487,7 +535,18 @@ impl StageRunner {
                 array.read_chunk(coords).map_err(|e| e.to_string())?,
                 nominal_region(grid, coords),
             ),
-            Opened::Pieces { store, prefix } => {
+            Opened::Pieces {
+                store,
+                prefix,
+                codec,
+            } if *codec != PieceCodec::Raw => {
+                let key = piece_key(prefix, grid, coords);
+                let held = grid.chunk_region(coords);
+                let mut bytes = vec![0u8; (held.num_elements() * item_size) as usize];
+                read_piece_into(store, &key, *codec, &mut bytes)?;
+                ChunkRead::stored(bytes, held)
+            }
+            Opened::Pieces { store, prefix, .. } => {
                 let key = piece_key(prefix, grid, coords);
                 let held = grid.chunk_region(coords);
                 let bytes = store.get(&key).map_err(|e| e.to_string())?.ok_or_else(|| {
@@ -726,16 +785,21 @@ impl StageRunner {
                         stage.output.describe()
                     )));
                 }
-                Opened::Pieces { store, prefix } => {
+                Opened::Pieces {
+                    store,
+                    prefix,
+                    codec,
+                } => {
                     let target = out_grid.chunk_region(&coords);
                     let key = piece_key(prefix, out_grid, &coords);
+                    let put = |raw: &[u8]| put_piece(store, &key, *codec, raw);
                     let written = match contiguous_span(region, &target, item) {
-                        Some(span) => store.put_slice(&key, &block[span]),
+                        Some(span) => put(&block[span]),
                         None => {
                             let mut cut =
                                 spare_or_zeroed(&SPARE_CUT, target.num_elements() as usize * item);
                             copy_region(&block, region, &mut cut, &target, &target, item);
-                            let written = store.put_slice(&key, &cut);
+                            let written = put(&cut);
                             SPARE_CUT.with(|s| *s.borrow_mut() = Some(cut));
                             written
                         }
@@ -767,6 +831,7 @@ impl TaskRunner for StageRunner {
     fn release_idle(&self) {
         SPARE_BLOCK.with(|s| s.borrow_mut().take());
         SPARE_CUT.with(|s| s.borrow_mut().take());
+        SPARE_ENCODED.with(|s| *s.borrow_mut() = Vec::new());
     }
 }
 
@@ -800,7 +865,13 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         let StageKind::Copy(copy) = &stage.kind else {
             continue;
         };
-        let Endpoint::Pieces { url, prefix, grid } = &copy.output else {
+        let Endpoint::Pieces {
+            url,
+            prefix,
+            grid,
+            codec,
+        } = &copy.output
+        else {
             continue;
         };
         let mut readers = plan.stages.iter().filter(
@@ -824,7 +895,18 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
             for coords in grid.chunks_in(&region) {
                 let expected = grid.chunk_region(&coords).num_elements() * copy.item_size;
                 let key = piece_key(prefix, grid, &coords);
-                if store.size(&key).map_err(|e| e.to_string())? != Some(expected) {
+                let whole = if codec.is_raw() {
+                    store.size(&key).map_err(|e| e.to_string())? == Some(expected)
+                } else {
+                    // Decoded lengths are checked in the frame: read it and its checksum.
+                    store
+                        .get(&key)
+                        .map_err(|e| e.to_string())?
+                        .is_some_and(|stored| {
+                            super::pieces::piece_is_whole(*codec, &stored, expected as usize)
+                        })
+                };
+                if !whole {
                     lost = true;
                     break;
                 }
