@@ -14,6 +14,7 @@ use crate::atomic::is_kerchunk_json;
 use crate::combine::{combine, infer_concat_dim, order_by_coordinate, CombineOptions, Compat};
 use crate::compare;
 use crate::error::{Error, Result};
+use crate::fold::Fold;
 use crate::icechunk::write_icechunk;
 use crate::kerchunk::write_kerchunk_json;
 use crate::kerchunk_parquet::{write_kerchunk_parquet, DEFAULT_RECORD_SIZE};
@@ -370,6 +371,19 @@ pub fn scan_files(
     progress: Option<&ProgressFn>,
     cancel: Option<&AtomicBool>,
 ) -> ScanResults {
+    let scan = |input: &Input| scan_input(input, scan_options);
+    scan_each(files, &scan, threads, skip_bad, progress, cancel)
+}
+
+/// [`scan_files`] with the scan of one input given: `build` folds each scan as it arrives.
+fn scan_each(
+    files: &[Input],
+    scan: &(dyn Fn(&Input) -> Result<FileScan> + Sync),
+    threads: usize,
+    skip_bad: bool,
+    progress: Option<&ProgressFn>,
+    cancel: Option<&AtomicBool>,
+) -> ScanResults {
     let n = files.len();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -390,7 +404,7 @@ pub fn scan_files(
                         if i >= n {
                             break;
                         }
-                        let r = scan_input(&files[i], scan_options);
+                        let r = scan(&files[i]);
                         if r.is_err() && !skip_bad {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -507,16 +521,29 @@ pub fn build(
         t => t,
     };
     let t0 = Instant::now();
+    // Metadata equal to an earlier scan's is trimmed as each scan arrives (the group is
+    // selected first, after the scans, where one is asked for).
+    let fold = Fold::default();
+    let fold_on_arrival = options.group.is_none();
     let results = match &options.scanner {
         Some(scanner) => scanner.scan(&files, &scan_options)?,
-        None => scan_files(
-            &files,
-            &scan_options,
-            threads,
-            options.skip_bad,
-            options.progress.as_deref(),
-            None,
-        ),
+        None => {
+            let scan = |input: &Input| {
+                let mut scan = scan_input(input, &scan_options)?;
+                if fold_on_arrival {
+                    fold.trim(&mut scan.dataset);
+                }
+                Ok(scan)
+            };
+            scan_each(
+                &files,
+                &scan,
+                threads,
+                options.skip_bad,
+                options.progress.as_deref(),
+                None,
+            )
+        }
     };
     let scan_seconds = t0.elapsed().as_secs_f64();
 
@@ -560,6 +587,11 @@ pub fn build(
             d.select_group(group)?;
         }
     }
+    if !fold_on_arrival || options.scanner.is_some() {
+        for d in &mut datasets {
+            fold.trim(d);
+        }
+    }
     leave_out(
         &mut datasets,
         &options.drop,
@@ -575,6 +607,10 @@ pub fn build(
     let t1 = Instant::now();
     let mut notes = Vec::new();
     let (concat_dim, reordered) = arrange(&mut datasets, &unlimited, options, threads, &mut notes)?;
+    // The combine takes the first input's metadata whole.
+    if let Some(first) = datasets.first_mut() {
+        fold.restore(first);
+    }
     let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
     let combined = combine(
         datasets,
