@@ -46,24 +46,24 @@ def _fill_value(value: Any, dtype: Any) -> Any:
     return np.array(_numbers(value), dtype=dtype)[()]
 
 
-def _manifest(native: Any, key: str, grid: tuple[int, ...]) -> Any:
-    from virtualizarr.manifests import ChunkManifest
+def _path_table(urls: list[str]) -> Any:
+    """Each chunk's path by its index in the scan's path table: the URLs, then "missing" (the
+    empty path), then "inlined". Validated once per URL, as VirtualiZarr would validate every
+    chunk's path (which costs more than the whole scan)."""
     from virtualizarr.manifests.manifest import validate_and_normalize_path_to_uri
 
-    urls, ids, offsets, lengths, inlined = native.manifest(key)
-    ids = np.frombuffer(ids, dtype="<u4")
-    # Each chunk's path is one of a few URLs: validated here once each, as VirtualiZarr would
-    # validate every chunk's (which costs more than the whole scan).
-    table = np.array([validate_and_normalize_path_to_uri(_uri(u)) for u in urls] + ["", _INLINED_PATH],
-                     dtype=np.dtypes.StringDType())
-    index = np.where(ids == _native.MISSING, len(urls), np.where(ids == _native.INLINED, len(urls) + 1, ids))
-    lengths = np.frombuffer(lengths, dtype="<u8").copy()
-    for flat, data in inlined.items():
-        lengths[flat] = len(data)
+    return np.array([validate_and_normalize_path_to_uri(_uri(u)) for u in urls] + ["", _INLINED_PATH],
+                    dtype=np.dtypes.StringDType())
+
+
+def _manifest(table: Any, grid: tuple[int, ...], paths: bytes, offsets: bytes, lengths: bytes,
+              inlined: dict[int, bytes]) -> Any:
+    from virtualizarr.manifests import ChunkManifest
+
     return ChunkManifest.from_arrays(
-        paths=table[index.astype(np.intp)].reshape(grid),
+        paths=table[np.frombuffer(paths, dtype="<u4")].reshape(grid),
         offsets=np.frombuffer(offsets, dtype="<u8").reshape(grid).copy(),
-        lengths=lengths.reshape(grid),
+        lengths=np.frombuffer(lengths, dtype="<u8").reshape(grid).copy(),
         inlined={np.unravel_index(flat, grid): data for flat, data in inlined.items()} or None,
         validate_paths=False,
     )
@@ -78,18 +78,33 @@ _METADATA_KEYS = ("shape", "dtype", "chunk_shape", "fill_value", "codecs", "dime
                   "attributes", "attribute_types")
 
 
-def _array(native: Any, key: str, a: dict[str, Any]) -> Any:
+def _array(description: str, manifest: Any) -> Any:
+    """A ManifestArray of the metadata `description` (the scan's JSON list of
+    `_METADATA_KEYS`) over `manifest`."""
     from virtualizarr.manifests import ManifestArray
 
-    description = json.dumps([a.get(k) for k in _METADATA_KEYS], sort_keys=True)
     metadata = _METADATA.get(description)
     if metadata is None:
-        metadata = _metadata(a)
+        metadata = _metadata(dict(zip(_METADATA_KEYS, json.loads(description), strict=True)))
         if len(_METADATA) >= _METADATA_LIMIT:
             _METADATA.clear()
         _METADATA[description] = metadata
+    return ManifestArray(metadata=metadata, chunkmanifest=manifest)
+
+
+def _inlined_array(native: Any, key: str, a: dict[str, Any]) -> Any:
+    """A variable the scan could not reference (strings), read whole and inlined."""
+    urls, ids, offsets, lengths, inlined = native.manifest(key)
     grid = tuple(math.ceil(s / c) for s, c in zip(a["shape"], a["chunk_shape"], strict=True))
-    return ManifestArray(metadata=metadata, chunkmanifest=_manifest(native, key, grid))
+    ids = np.frombuffer(ids, dtype="<u4")
+    index = np.where(ids == _native.MISSING, len(urls), np.where(ids == _native.INLINED, len(urls) + 1, ids))
+    lengths = np.frombuffer(lengths, dtype="<u8").copy()
+    for flat, data in inlined.items():
+        lengths[flat] = len(data)
+    manifest = _manifest(_path_table(urls), grid, index.astype("<u4").tobytes(), offsets, lengths.tobytes(),
+                         inlined)
+    description = json.dumps([a.get(k) for k in _METADATA_KEYS])
+    return _array(description, manifest)
 
 
 def _metadata(a: dict[str, Any]) -> Any:
@@ -143,26 +158,28 @@ class Parser:
         path = _local_path(url)
         prefix = f"{self.group}/" if self.group else ""
         drop = [prefix + d for d in self.drop_variables]
-        native = _native.open_file(os.fspath(path), drop, references=True)
-        meta = json.loads(native.metadata())
-        if self.group and self.group not in meta["groups"]:
+        urls, groups_json, scanned, skipped = _native.scan_references(os.fspath(path), drop)
+        groups = json.loads(groups_json)
+        if self.group and self.group not in groups:
             raise _native.UsageError(f"{path}: no group /{self.group}")
-        arrays = {k: _array(native, k, a) for k, a in meta["arrays"].items()}
-        if meta["skipped"]:
+        table = _path_table(urls)
+        arrays = {key: _array(description, _manifest(table, grid, *where))
+                  for key, description, grid, *where in scanned}
+        if skipped:
             # What cannot be referenced (strings) is read and inlined, from a second scan that
             # leaves out everything referenced already.
-            loaded = _native.open_file(os.fspath(path), list(meta["arrays"]) + drop)
+            loaded = _native.open_file(os.fspath(path), list(arrays) + drop)
             loaded_meta = json.loads(loaded.metadata())
-            for key in meta["skipped"]:
-                arrays[key] = _array(loaded, key, loaded_meta["arrays"][key])
+            for key in skipped:
+                arrays[key] = _inlined_array(loaded, key, loaded_meta["arrays"][key])
 
         def group(name: str) -> Any:
             children = {
                 g.rpartition("/")[2]: group(g)
-                for g in meta["groups"]
+                for g in groups
                 if g and g.rpartition("/")[0] == name
             }
             own = {k.rpartition("/")[2]: v for k, v in arrays.items() if k.rpartition("/")[0] == name}
-            return ManifestGroup(arrays=own, groups=children, attributes=meta["groups"].get(name, {}))
+            return ManifestGroup(arrays=own, groups=children, attributes=groups.get(name, {}))
 
         return ManifestStore(registry=registry, group=group(self.group))
