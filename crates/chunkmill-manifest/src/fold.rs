@@ -10,7 +10,8 @@
 //! only the attributes the combine compares; equal group attributes are emptied. What was
 //! trimmed is recorded by input, and [`Fold::restore`] gives the input that ends up first its
 //! full metadata back, so the output and every check are what they were with nothing
-//! trimmed. A scan whose metadata differs is kept whole.
+//! trimmed. A scan whose metadata differs is kept whole. Codec configurations, which every
+//! input keeps (they are compared), are rebuilt at their size.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -70,6 +71,13 @@ impl Fold {
         let mut trimmed = Trimmed::default();
         for (key, array) in &mut dataset.arrays {
             let m = &mut array.metadata;
+            // A codec's configuration grew one insert at a time, to a capacity of several
+            // entries for its one or two: rebuilt at its size (same entries, same order).
+            for codec in &mut m.codecs {
+                codec.configuration = std::mem::take(&mut codec.configuration)
+                    .into_iter()
+                    .collect();
+            }
             let reference = {
                 let mut references = lock(&self.references);
                 match references.get(key.as_str()) {
