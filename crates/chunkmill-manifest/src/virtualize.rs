@@ -521,30 +521,17 @@ pub fn build(
         t => t,
     };
     let t0 = Instant::now();
+    let fold = Fold::default();
     // Metadata equal to an earlier scan's is trimmed as each scan arrives (the group is
     // selected first, after the scans, where one is asked for).
-    let fold = Fold::default();
-    let fold_on_arrival = options.group.is_none();
-    let results = match &options.scanner {
-        Some(scanner) => scanner.scan(&files, &scan_options)?,
-        None => {
-            let scan = |input: &Input| {
-                let mut scan = scan_input(input, &scan_options)?;
-                if fold_on_arrival {
-                    fold.trim(&mut scan.dataset);
-                }
-                Ok(scan)
-            };
-            scan_each(
-                &files,
-                &scan,
-                threads,
-                options.skip_bad,
-                options.progress.as_deref(),
-                None,
-            )
-        }
-    };
+    let fold_on_arrival = options.group.is_none() && options.scanner.is_none();
+    let results = scan_folding(
+        &files,
+        &scan_options,
+        options,
+        threads,
+        fold_on_arrival.then_some(&fold),
+    )?;
     let scan_seconds = t0.elapsed().as_secs_f64();
 
     let mut datasets = Vec::with_capacity(files.len());
@@ -587,7 +574,7 @@ pub fn build(
             d.select_group(group)?;
         }
     }
-    if !fold_on_arrival || options.scanner.is_some() {
+    if !fold_on_arrival {
         for d in &mut datasets {
             fold.trim(d);
         }
@@ -642,6 +629,35 @@ pub fn build(
         write_seconds: 0.0,
     };
     Ok((combined, report))
+}
+
+/// Scans `files` on `options.scanner` or on `threads` threads here, each scan trimmed by
+/// `fold` as it arrives when one is given.
+fn scan_folding(
+    files: &[Input],
+    scan_options: &ScanOptions,
+    options: &VirtualizeOptions,
+    threads: usize,
+    fold: Option<&Fold>,
+) -> Result<ScanResults> {
+    if let Some(scanner) = &options.scanner {
+        return scanner.scan(files, scan_options);
+    }
+    let scan = |input: &Input| {
+        let mut scan = scan_input(input, scan_options)?;
+        if let Some(fold) = fold {
+            fold.trim(&mut scan.dataset);
+        }
+        Ok(scan)
+    };
+    Ok(scan_each(
+        files,
+        &scan,
+        threads,
+        options.skip_bad,
+        options.progress.as_deref(),
+        None,
+    ))
 }
 
 /// The concat dimension (given, or inferred from several inputs), with the inputs' times
