@@ -26,6 +26,9 @@ _INLINED_PATH = "__inlined__"
 
 def _local_path(url: str) -> str:
     """The local path of a ``file://`` URL (or of a plain absolute path)."""
+    if url.startswith("file:///") and "?" not in url and "#" not in url:
+        # What urlparse gives for such a URL, without its cost per file.
+        return unquote(url[7:])
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path) if parsed.scheme else url
@@ -56,17 +59,36 @@ def _path_table(urls: list[str]) -> Any:
                     dtype=np.dtypes.StringDType())
 
 
-def _manifest(table: Any, grid: tuple[int, ...], paths: bytes, offsets: bytes, lengths: bytes,
-              inlined: dict[int, bytes]) -> Any:
-    from virtualizarr.manifests import ChunkManifest
-
-    return ChunkManifest.from_arrays(
-        paths=table[np.frombuffer(paths, dtype="<u4")].reshape(grid),
-        offsets=np.frombuffer(offsets, dtype="<u8").reshape(grid).copy(),
-        lengths=np.frombuffer(lengths, dtype="<u8").reshape(grid).copy(),
-        inlined={np.unravel_index(flat, grid): data for flat, data in inlined.items()} or None,
+def _manifest(paths: Any, offsets: Any, lengths: Any, grid: tuple[int, ...],
+              inlined: dict[int, bytes] | None) -> Any:
+    return _vz().ChunkManifest.from_arrays(
+        paths=paths.reshape(grid),
+        offsets=offsets.reshape(grid),
+        lengths=lengths.reshape(grid),
+        inlined={np.unravel_index(flat, grid): data for flat, data in inlined.items()} if inlined else None,
         validate_paths=False,
     )
+
+
+class _VirtualiZarr:
+    """VirtualiZarr's classes, imported on first use (chunkmill imports without it)."""
+
+    def __init__(self) -> None:
+        from virtualizarr.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
+
+        self.ChunkManifest = ChunkManifest
+        self.ManifestArray = ManifestArray
+        self.ManifestGroup = ManifestGroup
+        self.ManifestStore = ManifestStore
+
+
+_VZ: list[_VirtualiZarr] = []
+
+
+def _vz() -> _VirtualiZarr:
+    if not _VZ:
+        _VZ.append(_VirtualiZarr())
+    return _VZ[0]
 
 
 # The Zarr metadata of an array, by its description: the files of a collection describe each
@@ -81,15 +103,13 @@ _METADATA_KEYS = ("shape", "dtype", "chunk_shape", "fill_value", "codecs", "dime
 def _array(description: str, manifest: Any) -> Any:
     """A ManifestArray of the metadata `description` (the scan's JSON list of
     `_METADATA_KEYS`) over `manifest`."""
-    from virtualizarr.manifests import ManifestArray
-
     metadata = _METADATA.get(description)
     if metadata is None:
         metadata = _metadata(dict(zip(_METADATA_KEYS, json.loads(description), strict=True)))
         if len(_METADATA) >= _METADATA_LIMIT:
             _METADATA.clear()
         _METADATA[description] = metadata
-    return ManifestArray(metadata=metadata, chunkmanifest=manifest)
+    return _vz().ManifestArray(metadata=metadata, chunkmanifest=manifest)
 
 
 def _inlined_array(native: Any, key: str, a: dict[str, Any]) -> Any:
@@ -101,7 +121,7 @@ def _inlined_array(native: Any, key: str, a: dict[str, Any]) -> Any:
     lengths = np.frombuffer(lengths, dtype="<u8").copy()
     for flat, data in inlined.items():
         lengths[flat] = len(data)
-    manifest = _manifest(_path_table(urls), grid, index.astype("<u4").tobytes(), offsets, lengths.tobytes(),
+    manifest = _manifest(_path_table(urls)[index], np.frombuffer(offsets, dtype="<u8").copy(), lengths, grid,
                          inlined)
     description = json.dumps([a.get(k) for k in _METADATA_KEYS])
     return _array(description, manifest)
@@ -153,18 +173,26 @@ class Parser:
 
     def __call__(self, url: str, registry: Any) -> Any:
         """Scans the file at `url` and returns its ``ManifestStore`` (reading through `registry`)."""
-        from virtualizarr.manifests import ManifestGroup, ManifestStore
-
+        vz = _vz()
         path = _local_path(url)
         prefix = f"{self.group}/" if self.group else ""
         drop = [prefix + d for d in self.drop_variables]
-        urls, groups_json, scanned, skipped = _native.scan_references(os.fspath(path), drop)
+        (urls, groups_json, keys, descriptions, grids, inlined, paths, offsets, lengths,
+         skipped) = _native.scan_references(os.fspath(path), drop)
         groups = json.loads(groups_json)
         if self.group and self.group not in groups:
             raise _native.UsageError(f"{path}: no group /{self.group}")
-        table = _path_table(urls)
-        arrays = {key: _array(description, _manifest(table, grid, *where))
-                  for key, description, grid, *where in scanned}
+        # One array per file for each of paths, offsets and lengths; each array's are views.
+        paths = _path_table(urls)[np.frombuffer(paths, dtype="<u4")]
+        offsets = np.frombuffer(offsets, dtype="<u8")
+        lengths = np.frombuffer(lengths, dtype="<u8")
+        arrays = {}
+        start = 0
+        for key, description, grid, chunks in zip(keys, descriptions, grids, inlined, strict=True):
+            end = start + math.prod(grid)
+            arrays[key] = _array(description, _manifest(paths[start:end], offsets[start:end],
+                                                        lengths[start:end], grid, chunks))
+            start = end
         if skipped:
             # What cannot be referenced (strings) is read and inlined, from a second scan that
             # leaves out everything referenced already.
@@ -173,6 +201,11 @@ class Parser:
             for key in skipped:
                 arrays[key] = _inlined_array(loaded, key, loaded_meta["arrays"][key])
 
+        if all("/" not in k for k in arrays) and list(groups) == [""]:
+            # One group (the root), as most files have: nothing to arrange.
+            root = vz.ManifestGroup(arrays=arrays, groups={}, attributes=groups[""])
+            return vz.ManifestStore(registry=registry, group=root)
+
         def group(name: str) -> Any:
             children = {
                 g.rpartition("/")[2]: group(g)
@@ -180,6 +213,6 @@ class Parser:
                 if g and g.rpartition("/")[0] == name
             }
             own = {k.rpartition("/")[2]: v for k, v in arrays.items() if k.rpartition("/")[0] == name}
-            return ManifestGroup(arrays=own, groups=children, attributes=groups.get(name, {}))
+            return vz.ManifestGroup(arrays=own, groups=children, attributes=groups.get(name, {}))
 
-        return ManifestStore(registry=registry, group=group(self.group))
+        return vz.ManifestStore(registry=registry, group=group(self.group))

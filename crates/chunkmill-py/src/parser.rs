@@ -7,24 +7,27 @@ use std::path::Path;
 use chunkmill_hdf5::SourceFile;
 use chunkmill_manifest::{ChunkManifest, Input, ManifestArray, ScanOptions, INLINED, MISSING};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 use serde_json::{json, Value};
 
 use crate::errors;
 
-/// One array's references: its key, its description as JSON (the same text for arrays
-/// described alike, so the Python side builds each Zarr metadata object once), its chunk
-/// grid, then per chunk in C order an index into the file's path table (`u32`: the URLs, then
-/// "missing", then "inlined"), an offset and a length (`u64`, little-endian; an inlined
-/// chunk's length is its size), and the inlined chunks by flat index.
-struct ArrayReferences {
-    key: String,
-    description: String,
-    grid: Vec<u64>,
+/// The references of every array of a file, in key order: per array its key, its
+/// description as JSON (the same text for arrays described alike, so the Python side builds
+/// each Zarr metadata object once), its chunk grid and its inlined chunks by flat index; then
+/// for all arrays' chunks one after another (each array's in C order) an index into the
+/// file's path table (`u32`: the URLs, then "missing", then "inlined"), an offset and a length
+/// (`u64`, little-endian; an inlined chunk's length is its size). Three buffers for the whole
+/// file rather than three per array: the Python side makes three numpy arrays and views.
+#[derive(Default)]
+struct References {
+    keys: Vec<String>,
+    descriptions: Vec<String>,
+    grids: Vec<Vec<u64>>,
+    inlined: Vec<Vec<(usize, Vec<u8>)>>,
     paths: Vec<u8>,
     offsets: Vec<u8>,
     lengths: Vec<u8>,
-    inlined: Vec<(usize, Vec<u8>)>,
 }
 
 /// The description of an array: shape, dtype, chunk shape, fill value, codecs (Zarr v3),
@@ -44,45 +47,35 @@ fn description(array: &ManifestArray) -> String {
     .to_string()
 }
 
-fn references(key: &str, array: &ManifestArray, urls: usize) -> ArrayReferences {
-    let manifest: &ChunkManifest = &array.manifest;
-    let (missing, inlined_at) = (urls as u32, urls as u32 + 1);
-    let paths = manifest
-        .path_ids()
-        .iter()
-        .flat_map(|&id| {
+impl References {
+    fn push(&mut self, key: &str, array: &ManifestArray, urls: usize) {
+        let manifest: &ChunkManifest = &array.manifest;
+        let (missing, inlined_at) = (urls as u32, urls as u32 + 1);
+        for &id in manifest.path_ids() {
             let at = match id {
                 MISSING => missing,
                 INLINED => inlined_at,
                 id => id,
             };
-            at.to_le_bytes()
-        })
-        .collect();
-    let offsets = manifest
-        .offsets()
-        .iter()
-        .flat_map(|o| o.to_le_bytes())
-        .collect();
-    let mut lengths: Vec<u64> = manifest.lengths().to_vec();
-    let inlined: Vec<(usize, Vec<u8>)> = manifest
-        .inlined()
-        .iter()
-        .map(|(&flat, bytes)| (flat, bytes.clone()))
-        .collect();
-    for (flat, bytes) in &inlined {
-        if let Some(l) = lengths.get_mut(*flat) {
-            *l = bytes.len() as u64;
+            self.paths.extend_from_slice(&at.to_le_bytes());
         }
-    }
-    ArrayReferences {
-        key: key.to_string(),
-        description: description(array),
-        grid: array.metadata.grid_shape(),
-        paths,
-        offsets,
-        lengths: lengths.iter().flat_map(|l| l.to_le_bytes()).collect(),
-        inlined,
+        for o in manifest.offsets() {
+            self.offsets.extend_from_slice(&o.to_le_bytes());
+        }
+        let inlined = manifest.inlined();
+        for (flat, &l) in manifest.lengths().iter().enumerate() {
+            let l = inlined.get(&flat).map_or(l, |b| b.len() as u64);
+            self.lengths.extend_from_slice(&l.to_le_bytes());
+        }
+        self.keys.push(key.to_string());
+        self.descriptions.push(description(array));
+        self.grids.push(array.metadata.grid_shape());
+        self.inlined.push(
+            inlined
+                .iter()
+                .map(|(&flat, bytes)| (flat, bytes.clone()))
+                .collect(),
+        );
     }
 }
 
@@ -90,7 +83,7 @@ fn references(key: &str, array: &ManifestArray, urls: usize) -> ArrayReferences 
 struct Scanned {
     urls: Vec<String>,
     groups: String,
-    arrays: Vec<ArrayReferences>,
+    arrays: References,
     skipped: Vec<String>,
 }
 
@@ -109,11 +102,10 @@ fn scan(path: &str, drop: Vec<String>) -> PyResult<Scanned> {
     let scan = chunkmill_manifest::scan_listed(&file, &inventory, &url, &options)
         .map_err(errors::manifest)?;
     let dataset = scan.dataset;
-    let arrays = dataset
-        .arrays
-        .iter()
-        .map(|(key, array)| references(key, array, dataset.urls.len()))
-        .collect();
+    let mut arrays = References::default();
+    for (key, array) in &dataset.arrays {
+        arrays.push(key, array, dataset.urls.len());
+    }
     Ok(Scanned {
         groups: Value::from(serde_json::Map::from_iter(
             dataset
@@ -129,10 +121,11 @@ fn scan(path: &str, drop: Vec<String>) -> PyResult<Scanned> {
 }
 
 /// Scans the HDF5, NetCDF-4 or NetCDF-3 file at `path` for references, leaving out the
-/// variables of `drop`, the GIL released. Returns `(urls, groups, arrays, skipped)`: the
-/// path table's URLs, the group attributes as JSON (by group key), per array a tuple
-/// `(key, description, grid, paths, offsets, lengths, inlined)` (see [`ArrayReferences`]),
-/// and the keys of the variables that cannot be referenced.
+/// variables of `drop`, the GIL released. Returns `(urls, groups, keys, descriptions, grids,
+/// inlined, paths, offsets, lengths, skipped)`: the path table's URLs, the group attributes
+/// as JSON (by group key), the arrays as [`References`] lists them (`inlined[i]` is `None`
+/// when array `i` has no inlined chunk), and the keys of the variables that cannot be
+/// referenced.
 #[pyfunction]
 #[pyo3(signature = (path, drop = Vec::new()))]
 pub fn scan_references<'py>(
@@ -141,28 +134,36 @@ pub fn scan_references<'py>(
     drop: Vec<String>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let scanned = py.detach(|| scan(path, drop))?;
-    let arrays = PyList::empty(py);
-    for a in scanned.arrays {
-        let inlined = PyDict::new(py);
-        for (flat, bytes) in a.inlined {
-            inlined.set_item(flat, PyBytes::new(py, &bytes))?;
+    let a = scanned.arrays;
+    let inlined = PyList::empty(py);
+    for chunks in a.inlined {
+        if chunks.is_empty() {
+            inlined.append(py.None())?;
+            continue;
         }
-        arrays.append((
-            a.key,
-            a.description,
-            PyTuple::new(py, a.grid)?,
-            PyBytes::new(py, &a.paths),
-            PyBytes::new(py, &a.offsets),
-            PyBytes::new(py, &a.lengths),
-            inlined,
-        ))?;
+        let d = PyDict::new(py);
+        for (flat, bytes) in chunks {
+            d.set_item(flat, PyBytes::new(py, &bytes))?;
+        }
+        inlined.append(d)?;
+    }
+    let grids = PyList::empty(py);
+    for g in a.grids {
+        grids.append(PyTuple::new(py, g)?)?;
     }
     PyTuple::new(
         py,
         [
             scanned.urls.into_pyobject(py)?.into_any(),
             scanned.groups.into_pyobject(py)?.into_any(),
-            arrays.into_any(),
+            a.keys.into_pyobject(py)?.into_any(),
+            a.descriptions.into_pyobject(py)?.into_any(),
+            grids.into_any(),
+            inlined.into_any(),
+            PyBytes::new(py, &a.paths).into_any(),
+            // Writable buffers: numpy views of them need no copy to be writable.
+            PyByteArray::new(py, &a.offsets).into_any(),
+            PyByteArray::new(py, &a.lengths).into_any(),
             scanned.skipped.into_pyobject(py)?.into_any(),
         ],
     )
