@@ -26,6 +26,9 @@ _INLINED_PATH = "__inlined__"
 
 def _local_path(url: str) -> str:
     """The local path of a ``file://`` URL (or of a plain absolute path)."""
+    if url.startswith("file:///") and "?" not in url and "#" not in url:
+        # What urlparse gives for such a URL, without its cost per file.
+        return unquote(url[7:])
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path) if parsed.scheme else url
@@ -46,27 +49,46 @@ def _fill_value(value: Any, dtype: Any) -> Any:
     return np.array(_numbers(value), dtype=dtype)[()]
 
 
-def _manifest(native: Any, key: str, grid: tuple[int, ...]) -> Any:
-    from virtualizarr.manifests import ChunkManifest
+def _path_table(urls: list[str]) -> Any:
+    """Each chunk's path by its index in the scan's path table: the URLs, then "missing" (the
+    empty path), then "inlined". Validated once per URL, as VirtualiZarr would validate every
+    chunk's path (which costs more than the whole scan)."""
     from virtualizarr.manifests.manifest import validate_and_normalize_path_to_uri
 
-    urls, ids, offsets, lengths, inlined = native.manifest(key)
-    ids = np.frombuffer(ids, dtype="<u4")
-    # Each chunk's path is one of a few URLs: validated here once each, as VirtualiZarr would
-    # validate every chunk's (which costs more than the whole scan).
-    table = np.array([validate_and_normalize_path_to_uri(_uri(u)) for u in urls] + ["", _INLINED_PATH],
-                     dtype=np.dtypes.StringDType())
-    index = np.where(ids == _native.MISSING, len(urls), np.where(ids == _native.INLINED, len(urls) + 1, ids))
-    lengths = np.frombuffer(lengths, dtype="<u8").copy()
-    for flat, data in inlined.items():
-        lengths[flat] = len(data)
-    return ChunkManifest.from_arrays(
-        paths=table[index.astype(np.intp)].reshape(grid),
-        offsets=np.frombuffer(offsets, dtype="<u8").reshape(grid).copy(),
+    return np.array([validate_and_normalize_path_to_uri(_uri(u)) for u in urls] + ["", _INLINED_PATH],
+                    dtype=np.dtypes.StringDType())
+
+
+def _manifest(paths: Any, offsets: Any, lengths: Any, grid: tuple[int, ...],
+              inlined: dict[int, bytes] | None) -> Any:
+    return _vz().ChunkManifest.from_arrays(
+        paths=paths.reshape(grid),
+        offsets=offsets.reshape(grid),
         lengths=lengths.reshape(grid),
-        inlined={np.unravel_index(flat, grid): data for flat, data in inlined.items()} or None,
+        inlined={np.unravel_index(flat, grid): data for flat, data in inlined.items()} if inlined else None,
         validate_paths=False,
     )
+
+
+class _VirtualiZarr:
+    """VirtualiZarr's classes, imported on first use (chunkmill imports without it)."""
+
+    def __init__(self) -> None:
+        from virtualizarr.manifests import ChunkManifest, ManifestArray, ManifestGroup, ManifestStore
+
+        self.ChunkManifest = ChunkManifest
+        self.ManifestArray = ManifestArray
+        self.ManifestGroup = ManifestGroup
+        self.ManifestStore = ManifestStore
+
+
+_VZ: list[_VirtualiZarr] = []
+
+
+def _vz() -> _VirtualiZarr:
+    if not _VZ:
+        _VZ.append(_VirtualiZarr())
+    return _VZ[0]
 
 
 # The Zarr metadata of an array, by its description: the files of a collection describe each
@@ -78,18 +100,31 @@ _METADATA_KEYS = ("shape", "dtype", "chunk_shape", "fill_value", "codecs", "dime
                   "attributes", "attribute_types")
 
 
-def _array(native: Any, key: str, a: dict[str, Any]) -> Any:
-    from virtualizarr.manifests import ManifestArray
-
-    description = json.dumps([a.get(k) for k in _METADATA_KEYS], sort_keys=True)
+def _array(description: str, manifest: Any) -> Any:
+    """A ManifestArray of the metadata `description` (the scan's JSON list of
+    `_METADATA_KEYS`) over `manifest`."""
     metadata = _METADATA.get(description)
     if metadata is None:
-        metadata = _metadata(a)
+        metadata = _metadata(dict(zip(_METADATA_KEYS, json.loads(description), strict=True)))
         if len(_METADATA) >= _METADATA_LIMIT:
             _METADATA.clear()
         _METADATA[description] = metadata
+    return _vz().ManifestArray(metadata=metadata, chunkmanifest=manifest)
+
+
+def _inlined_array(native: Any, key: str, a: dict[str, Any]) -> Any:
+    """A variable the scan could not reference (strings), read whole and inlined."""
+    urls, ids, offsets, lengths, inlined = native.manifest(key)
     grid = tuple(math.ceil(s / c) for s, c in zip(a["shape"], a["chunk_shape"], strict=True))
-    return ManifestArray(metadata=metadata, chunkmanifest=_manifest(native, key, grid))
+    ids = np.frombuffer(ids, dtype="<u4")
+    index = np.where(ids == _native.MISSING, len(urls), np.where(ids == _native.INLINED, len(urls) + 1, ids))
+    lengths = np.frombuffer(lengths, dtype="<u8").copy()
+    for flat, data in inlined.items():
+        lengths[flat] = len(data)
+    manifest = _manifest(_path_table(urls)[index], np.frombuffer(offsets, dtype="<u8").copy(), lengths, grid,
+                         inlined)
+    description = json.dumps([a.get(k) for k in _METADATA_KEYS])
+    return _array(description, manifest)
 
 
 def _metadata(a: dict[str, Any]) -> Any:
@@ -138,31 +173,46 @@ class Parser:
 
     def __call__(self, url: str, registry: Any) -> Any:
         """Scans the file at `url` and returns its ``ManifestStore`` (reading through `registry`)."""
-        from virtualizarr.manifests import ManifestGroup, ManifestStore
-
+        vz = _vz()
         path = _local_path(url)
         prefix = f"{self.group}/" if self.group else ""
         drop = [prefix + d for d in self.drop_variables]
-        native = _native.open_file(os.fspath(path), drop, references=True)
-        meta = json.loads(native.metadata())
-        if self.group and self.group not in meta["groups"]:
+        (urls, groups_json, keys, descriptions, grids, inlined, paths, offsets, lengths,
+         skipped) = _native.scan_references(os.fspath(path), drop)
+        groups = json.loads(groups_json)
+        if self.group and self.group not in groups:
             raise _native.UsageError(f"{path}: no group /{self.group}")
-        arrays = {k: _array(native, k, a) for k, a in meta["arrays"].items()}
-        if meta["skipped"]:
+        # One array per file for each of paths, offsets and lengths; each array's are views.
+        paths = _path_table(urls)[np.frombuffer(paths, dtype="<u4")]
+        offsets = np.frombuffer(offsets, dtype="<u8")
+        lengths = np.frombuffer(lengths, dtype="<u8")
+        arrays = {}
+        start = 0
+        for key, description, grid, chunks in zip(keys, descriptions, grids, inlined, strict=True):
+            end = start + math.prod(grid)
+            arrays[key] = _array(description, _manifest(paths[start:end], offsets[start:end],
+                                                        lengths[start:end], grid, chunks))
+            start = end
+        if skipped:
             # What cannot be referenced (strings) is read and inlined, from a second scan that
             # leaves out everything referenced already.
-            loaded = _native.open_file(os.fspath(path), list(meta["arrays"]) + drop)
+            loaded = _native.open_file(os.fspath(path), list(arrays) + drop)
             loaded_meta = json.loads(loaded.metadata())
-            for key in meta["skipped"]:
-                arrays[key] = _array(loaded, key, loaded_meta["arrays"][key])
+            for key in skipped:
+                arrays[key] = _inlined_array(loaded, key, loaded_meta["arrays"][key])
+
+        if all("/" not in k for k in arrays) and list(groups) == [""]:
+            # One group (the root), as most files have: nothing to arrange.
+            root = vz.ManifestGroup(arrays=arrays, groups={}, attributes=groups[""])
+            return vz.ManifestStore(registry=registry, group=root)
 
         def group(name: str) -> Any:
             children = {
                 g.rpartition("/")[2]: group(g)
-                for g in meta["groups"]
+                for g in groups
                 if g and g.rpartition("/")[0] == name
             }
             own = {k.rpartition("/")[2]: v for k, v in arrays.items() if k.rpartition("/")[0] == name}
-            return ManifestGroup(arrays=own, groups=children, attributes=meta["groups"].get(name, {}))
+            return vz.ManifestGroup(arrays=own, groups=children, attributes=groups.get(name, {}))
 
-        return ManifestStore(registry=registry, group=group(self.group))
+        return vz.ManifestStore(registry=registry, group=group(self.group))

@@ -60,3 +60,33 @@ def test_more_inputs_than_open_files_allowed(tmp_path):
     want = xr.open_mfdataset([str(f) for f in files], combine="nested", concat_dim="time",
                              data_vars="minimal", coords="minimal", compat="override").load()
     xr.testing.assert_identical(got, want)
+
+
+def test_metadata_held_once_is_the_first_inputs_whole(tmp_path):
+    """Scans are folded as they arrive: an input whose attributes equal an earlier scan's keeps
+    only those the combine compares. Inputs given out of order (the first to arrive is not the
+    first in time): the references carry the attributes of the input first in time whole, as
+    xarray's open_mfdataset (combine_by_coords, attributes of the first) does — including one
+    input whose attributes differ, which must not lend them to the others."""
+    files = [tmp_path / f"f{i:02d}.nc" for i in range(12)]
+    for i, f in enumerate(files):
+        write_file(f, i)
+        with netCDF4.Dataset(f, "a") as ds:
+            ds.title = "alike"
+            ds.history = "made by the test"
+            ds["air"].long_name = "air temperature"
+            ds["air"].comment = "the same in every file" if i != 5 else "only in file 5"
+            ds["time"].standard_name = "time"
+    given = files[7:] + files[:7]
+    out = tmp_path / "refs.json"
+    cmd = [str(oracle.chunkmill_bin()), "virtualize", *map(str, given), "--output", str(out),
+           "--concat-dim", "time", "--no-progress", "--workers", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=oracle.TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, oracle.describe(r)
+    got = open_refs(out)
+    want = xr.open_mfdataset([str(f) for f in given], combine="by_coords")
+    assert got.attrs == want.attrs and got.attrs["title"] == "alike"
+    for name in ("air", "time", "lon", "orography"):
+        assert got[name].attrs == want[name].attrs, name
+    assert got["air"].attrs["comment"] == "the same in every file"
+    np.testing.assert_array_equal(got["air"].values, want["air"].values)

@@ -117,7 +117,7 @@ pub use model::{
     Attribute, ByteOrder, ByteRange, ChunkIndexKind, ChunkRef, DType, DataRefs, Dimension, Field,
     FillValue, Filter, GroupInfo, Inventory, Layout, Unlisted, Variable,
 };
-pub use source::{LocalFile, MemorySource, RangeSource};
+pub use source::{LocalFile, MemorySource, RangeSource, LISTING_HEAD};
 
 /// HDF5 filters that no Zarr codec expresses but hdf5-reader decodes: szip, nbit, scaleoffset.
 pub const NATIVE_FILTERS: [u16; 3] = [4, 5, 6];
@@ -205,6 +205,16 @@ impl SourceFile {
     /// [`Error::Open`] if it cannot be opened, then as [`SourceFile::open`].
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
         Self::open(Arc::new(LocalFile::open(path)?))
+    }
+
+    /// Opens a local file to list it (its inventory, chunk indexes and small values): its
+    /// first [`LISTING_HEAD`] bytes are read at once and held while it is open (see
+    /// [`LocalFile::open_for_listing`]).
+    ///
+    /// # Errors
+    /// As [`SourceFile::open_path`].
+    pub fn open_path_for_listing(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open(Arc::new(LocalFile::open_for_listing(path)?))
     }
 
     /// Path or URL of the file.

@@ -54,12 +54,19 @@ pub(crate) fn check_range(offset: u64, len: usize, size: u64) -> io::Result<()> 
 
 /// A local file read with positional reads (`pread`), no memory map and no lock: every
 /// thread reads its own ranges.
-#[derive(Debug)]
 pub struct LocalFile {
     name: String,
     file: File,
     size: u64,
+    /// The file's first bytes, read once when it was opened for listing: HDF5 metadata is
+    /// read in tens of pieces of a few bytes, most of them near the start of the file.
+    head: Bytes,
 }
+
+/// How much of a file [`LocalFile::open_for_listing`] reads at once: the superblock, root
+/// group, object headers and chunk indexes of a NetCDF-4 file written in one go lie in its
+/// first tens of KiB.
+pub const LISTING_HEAD: usize = 64 * 1024;
 
 impl LocalFile {
     /// Opens `path` for reading.
@@ -88,7 +95,41 @@ impl LocalFile {
             file: name.clone(),
             source,
         })?;
-        Ok(Self { name, file, size })
+        Ok(Self {
+            name,
+            file,
+            size,
+            head: Bytes::new(),
+        })
+    }
+
+    /// Opens `path` and reads its first [`LISTING_HEAD`] bytes (the whole file when smaller)
+    /// in one read: a listing's many small reads there are served from memory, the others
+    /// are read as by [`LocalFile::open`]. For a file opened to list it, not one held open to
+    /// read chunks (that would keep the head in memory for nothing).
+    ///
+    /// # Errors
+    /// As [`LocalFile::open`], and [`Error::Open`] if the head cannot be read.
+    pub fn open_for_listing(path: impl AsRef<Path>) -> Result<Self> {
+        let mut file = Self::open(path)?;
+        let len = LISTING_HEAD.min(usize::try_from(file.size).unwrap_or(LISTING_HEAD));
+        let mut head = vec![0u8; len];
+        read_exact_at(&file.file, &mut head, 0).map_err(|source| Error::Open {
+            file: file.name.clone(),
+            source,
+        })?;
+        file.head = Bytes::from(head);
+        Ok(file)
+    }
+}
+
+impl fmt::Debug for LocalFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalFile")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("head", &self.head.len())
+            .finish()
     }
 }
 
@@ -125,6 +166,12 @@ impl RangeSource for LocalFile {
 
     fn read_range(&self, offset: u64, len: usize) -> io::Result<Bytes> {
         check_range(offset, len, self.size)?;
+        if let Some(end) = offset.checked_add(len as u64) {
+            if end <= self.head.len() as u64 {
+                // Inside the head, so both fit in usize.
+                return Ok(self.head.slice(offset as usize..end as usize));
+            }
+        }
         let mut buf = vec![0u8; len];
         read_exact_at(&self.file, &mut buf, offset)?;
         Ok(Bytes::from(buf))
@@ -219,6 +266,15 @@ mod tests {
         assert_eq!(file.read_range(98, 2)?.as_ref(), &[98, 99]);
         assert!(file.read_range(99, 2).is_err());
         assert!(file.name().contains("chunkmill-hdf5-src"));
+        // Opened for listing: the head is served from memory, the rest read, both alike.
+        let listed = LocalFile::open_for_listing(&path)?;
+        assert_eq!(listed.head.len(), 100);
+        assert_eq!(listed.read_range(98, 2)?.as_ref(), &[98, 99]);
+        assert_eq!(
+            listed.read_range(0, 100)?.as_ref(),
+            file.read_range(0, 100)?.as_ref()
+        );
+        assert!(listed.read_range(99, 2).is_err());
         std::fs::remove_file(&path)?;
         let missing = LocalFile::open(&path).err().map(|e| e.to_string());
         assert!(missing.is_some_and(|m| m.contains("cannot open")));

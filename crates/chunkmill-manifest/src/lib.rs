@@ -78,6 +78,7 @@ pub mod combine;
 mod compare;
 mod dense;
 mod error;
+mod fold;
 pub mod icechunk;
 pub mod kerchunk;
 pub mod kerchunk_parquet;

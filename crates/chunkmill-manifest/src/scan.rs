@@ -82,7 +82,7 @@ pub struct FileScan {
 /// # Errors
 /// As [`scan`], and [`Error::Source`] when the file cannot be opened or is not HDF5/NetCDF.
 pub fn scan_path(path: &Path, url: &str, options: &ScanOptions) -> Result<FileScan> {
-    let file = SourceFile::open_path(path)?;
+    let file = SourceFile::open_path_for_listing(path)?;
     scan(&file, url, options)
 }
 

@@ -14,6 +14,7 @@ use crate::atomic::is_kerchunk_json;
 use crate::combine::{combine, infer_concat_dim, order_by_coordinate, CombineOptions, Compat};
 use crate::compare;
 use crate::error::{Error, Result};
+use crate::fold::Fold;
 use crate::icechunk::write_icechunk;
 use crate::kerchunk::write_kerchunk_json;
 use crate::kerchunk_parquet::{write_kerchunk_parquet, DEFAULT_RECORD_SIZE};
@@ -370,6 +371,19 @@ pub fn scan_files(
     progress: Option<&ProgressFn>,
     cancel: Option<&AtomicBool>,
 ) -> ScanResults {
+    let scan = |input: &Input| scan_input(input, scan_options);
+    scan_each(files, &scan, threads, skip_bad, progress, cancel)
+}
+
+/// [`scan_files`] with the scan of one input given: `build` folds each scan as it arrives.
+fn scan_each(
+    files: &[Input],
+    scan: &(dyn Fn(&Input) -> Result<FileScan> + Sync),
+    threads: usize,
+    skip_bad: bool,
+    progress: Option<&ProgressFn>,
+    cancel: Option<&AtomicBool>,
+) -> ScanResults {
     let n = files.len();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -390,7 +404,7 @@ pub fn scan_files(
                         if i >= n {
                             break;
                         }
-                        let r = scan_input(&files[i], scan_options);
+                        let r = scan(&files[i]);
                         if r.is_err() && !skip_bad {
                             stop.store(true, Ordering::Relaxed);
                         }
@@ -507,17 +521,17 @@ pub fn build(
         t => t,
     };
     let t0 = Instant::now();
-    let results = match &options.scanner {
-        Some(scanner) => scanner.scan(&files, &scan_options)?,
-        None => scan_files(
-            &files,
-            &scan_options,
-            threads,
-            options.skip_bad,
-            options.progress.as_deref(),
-            None,
-        ),
-    };
+    let fold = Fold::default();
+    // Metadata equal to an earlier scan's is trimmed as each scan arrives (the group is
+    // selected first, after the scans, where one is asked for).
+    let fold_on_arrival = options.group.is_none() && options.scanner.is_none();
+    let results = scan_folding(
+        &files,
+        &scan_options,
+        options,
+        threads,
+        fold_on_arrival.then_some(&fold),
+    )?;
     let scan_seconds = t0.elapsed().as_secs_f64();
 
     let mut datasets = Vec::with_capacity(files.len());
@@ -560,6 +574,11 @@ pub fn build(
             d.select_group(group)?;
         }
     }
+    if !fold_on_arrival {
+        for d in &mut datasets {
+            fold.trim(d);
+        }
+    }
     leave_out(
         &mut datasets,
         &options.drop,
@@ -575,6 +594,10 @@ pub fn build(
     let t1 = Instant::now();
     let mut notes = Vec::new();
     let (concat_dim, reordered) = arrange(&mut datasets, &unlimited, options, threads, &mut notes)?;
+    // The combine takes the first input's metadata whole.
+    if let Some(first) = datasets.first_mut() {
+        fold.restore(first);
+    }
     let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
     let combined = combine(
         datasets,
@@ -606,6 +629,35 @@ pub fn build(
         write_seconds: 0.0,
     };
     Ok((combined, report))
+}
+
+/// Scans `files` on `options.scanner` or on `threads` threads here, each scan trimmed by
+/// `fold` as it arrives when one is given.
+fn scan_folding(
+    files: &[Input],
+    scan_options: &ScanOptions,
+    options: &VirtualizeOptions,
+    threads: usize,
+    fold: Option<&Fold>,
+) -> Result<ScanResults> {
+    if let Some(scanner) = &options.scanner {
+        return scanner.scan(files, scan_options);
+    }
+    let scan = |input: &Input| {
+        let mut scan = scan_input(input, scan_options)?;
+        if let Some(fold) = fold {
+            fold.trim(&mut scan.dataset);
+        }
+        Ok(scan)
+    };
+    Ok(scan_each(
+        files,
+        &scan,
+        threads,
+        options.skip_bad,
+        options.progress.as_deref(),
+        None,
+    ))
 }
 
 /// The concat dimension (given, or inferred from several inputs), with the inputs' times

@@ -9,6 +9,7 @@ mod cancel;
 mod dataset;
 mod errors;
 mod jobs;
+mod parser;
 mod region;
 mod run;
 mod views;
@@ -29,6 +30,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dataset::NativeDataset>()?;
     m.add_function(wrap_pyfunction!(dataset::open_file, m)?)?;
     m.add_function(wrap_pyfunction!(dataset::open_references, m)?)?;
+    m.add_function(wrap_pyfunction!(parser::scan_references, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::virtualize, m)?)?;
     m.add_function(wrap_pyfunction!(jobs::combine, m)?)?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
