@@ -189,6 +189,7 @@ mod tests {
                 url: "memory://scratch".into(),
                 prefix: array.into(),
                 grid: pieces.clone(),
+                codec: chunkmill_plan::PieceCodec::Raw,
             };
             stages.push(copy(
                 &format!("{array}-0"),
@@ -237,6 +238,7 @@ mod tests {
             url: "memory://s".into(),
             prefix: "p".into(),
             grid: pieces,
+            codec: chunkmill_plan::PieceCodec::Raw,
         };
         let producer = copy(
             "p",

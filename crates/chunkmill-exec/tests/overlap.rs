@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chunkmill_exec::{run_plan, Cancel, ExecError, RunOptions, TaskError, TaskRunner, TaskStats};
 use chunkmill_grid::Grid;
-use chunkmill_plan::{CopyStage, Endpoint, Plan, Stage, StageKind};
+use chunkmill_plan::{CopyStage, Endpoint, PieceCodec, Plan, Stage, StageKind};
 use chunkmill_store::{markers::Markers, Store};
 use parking_lot::{Condvar, Mutex};
 
@@ -45,6 +45,7 @@ fn through_pieces(array: &str, mems: (u64, u64)) -> Result<Vec<Stage>, chunkmill
         url: "memory://scratch".into(),
         prefix: array.into(),
         grid: Grid::regular(&[100, 20], &[25, 10])?,
+        codec: PieceCodec::Raw,
     };
     Ok(vec![
         copy(

@@ -309,17 +309,7 @@ impl RechunkProblem {
             let blocks = self.regular(b);
             self.stage(&self.source, &target, blocks).projected_mem <= per_task
         };
-        let aligned: Option<Vec<u64>> = self
-            .source
-            .axes()
-            .iter()
-            .zip(&self.target_chunks)
-            .zip(&self.shape)
-            .map(|((axis, &t), &len)| {
-                axis.regular_size()
-                    .map(|s| lcm(s.max(1), t).min(len.max(1)))
-            })
-            .collect();
+        let aligned = self.aligned_unit();
         let mut bases = vec![self.target_chunks.clone()];
         if let Some(unit) = aligned.filter(|u| *u != self.target_chunks && fits(u)) {
             bases.push(unit);
@@ -613,8 +603,18 @@ impl RechunkProblem {
     /// irregular source chunks. What a direct plan would need where none fits.
     #[must_use]
     pub fn direct_task_memory(&self) -> Option<u64> {
-        let unit: Vec<u64> = self
-            .source
+        let unit = self.aligned_unit()?;
+        let target = self.target_grid();
+        Some(
+            self.stage(&self.source, &target, self.regular(&unit))
+                .projected_mem,
+        )
+    }
+
+    /// The smallest block that is whole source and whole target chunks at once: their least
+    /// common multiple per axis, within the array; `None` for irregular source chunks.
+    fn aligned_unit(&self) -> Option<Vec<u64>> {
+        self.source
             .axes()
             .iter()
             .zip(&self.target_chunks)
@@ -623,12 +623,7 @@ impl RechunkProblem {
                 axis.regular_size()
                     .map(|s| lcm(s.max(1), t.max(1)).min(len.max(1)))
             })
-            .collect::<Option<Vec<u64>>>()?;
-        let target = self.target_grid();
-        Some(
-            self.stage(&self.source, &target, self.regular(&unit))
-                .projected_mem,
-        )
+            .collect()
     }
 }
 
