@@ -31,7 +31,8 @@ def _path(value: Any, what: str) -> str:
 
 
 def _paths(value: Any, what: str) -> list[str]:
-    """Paths, globs or URLs: one or a list of them."""
+    """Paths, globs, URLs or ``@list`` files, as the command takes its inputs: one or a list
+    of them (what `convert` and the virtual datasets share)."""
     if isinstance(value, (str, os.PathLike)):
         return [os.fspath(value)]
     if not isinstance(value, Iterable) or isinstance(value, (bytes, Mapping)):

@@ -13,26 +13,11 @@ import xarray as xr
 
 from chunkmill import _native
 from chunkmill._store import ChunkmillDataStore, Handle
+from chunkmill.jobs import _paths
 
 __all__ = ["open_virtual_mfdataset", "virtualize"]
 
 Format = Literal["kerchunk-json", "kerchunk-parquet", "icechunk"]
-
-
-def _paths(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    """The inputs as the command takes them: paths, globs, ``s3://`` URLs, ``@list`` files."""
-    if isinstance(paths, (str, os.PathLike)):
-        return [os.fspath(paths)]
-    if not isinstance(paths, Iterable):
-        raise _native.UsageError(
-            f"paths: a path, a glob or a list of them, not {type(paths).__name__}"
-        )
-    out = []
-    for p in paths:
-        if not isinstance(p, (str, os.PathLike)):
-            raise _native.UsageError(f"paths: {p!r} is not a path")
-        out.append(os.fspath(p))
-    return out
 
 
 def _names(value: str | Sequence[str] | None, what: str) -> list[str]:
@@ -99,7 +84,7 @@ def virtualize(
     if not isinstance(output, (str, os.PathLike)):
         raise _native.UsageError(f"virtualize needs output=PATH (the references to write), got {output!r}")
     text = _native.virtualize(
-        _paths(paths),
+        _paths(paths, "paths"),
         os.fspath(output),
         _text(format, "format"),
         _text(concat_dim, "concat_dim", optional=True),
@@ -148,7 +133,7 @@ def open_virtual_mfdataset(
     """
     handle = Handle.open(
         _native.combine,
-        _paths(paths),
+        _paths(paths, "paths"),
         _text(concat_dim, "concat_dim", optional=True),
         bool(stack),
         _names(identical_dims, "identical_dims"),

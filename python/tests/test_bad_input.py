@@ -45,6 +45,8 @@ def cases(p: dict[str, Path]) -> dict[str, tuple[type, str, object]]:
         "drop_variables not names": (chunkmill.UsageError, "drop_variables",
                                      lambda: xr.open_dataset(nc, engine="chunkmill", drop_variables=5)),
         "virtualize None": (chunkmill.UsageError, "paths", lambda: chunkmill.virtualize(None, output=root / "r.json")),
+        "virtualize a mapping": (chunkmill.UsageError, "paths: a path, a glob or a list of them, not dict",
+                                 lambda: chunkmill.virtualize({str(nc): 1}, output=root / "r.json")),
         "virtualize a directory": (chunkmill.RefusedError, "dir", lambda: chunkmill.virtualize([d], output=root / "r.json")),
         "virtualize output None": (chunkmill.UsageError, "output", lambda: chunkmill.virtualize([nc])),
         "open_virtual_mfdataset missing": (chunkmill.RefusedError, "no such file",
@@ -70,7 +72,7 @@ def cases(p: dict[str, Path]) -> dict[str, tuple[type, str, object]]:
 
 @pytest.mark.parametrize("name", [
     "open None", "open a directory", "open a missing file", "group not a str", "drop_variables not names",
-    "virtualize None", "virtualize a directory", "virtualize output None", "open_virtual_mfdataset missing",
+    "virtualize None", "virtualize a mapping", "virtualize a directory", "virtualize output None", "open_virtual_mfdataset missing",
     "rechunk None source", "rechunk None target", "rechunk unknown dim", "rechunk float chunk", "rechunk None dim",
     "rechunk empty tuple", "rechunk a file as source", "rechunk an empty dir as source", "convert None",
     "convert [None]", "convert an int", "convert target int", "convert recipe not a dict", "convert a directory",
