@@ -174,16 +174,21 @@ def ratios(results: dict) -> list[str]:
         ("open, chunkmill vs h5netcdf", "open-h5netcdf", "open-chunkmill", "open_s", 2),
         ("open, open_virtual_mfdataset vs h5netcdf", "open-h5netcdf", "virtual", "open_s", 20),
         ("VirtualiZarr parser, chunkmill vs HDFParser", "parse-hdf", "parse-chunkmill", "open_s", 20),
-        ("open_virtual_dataset, chunkmill parser vs HDFParser", "vz-hdf", "vz-chunkmill", "open_s", 20),
+        # Not a bar of the issue, which is the parser's: VirtualiZarr's own work after the
+        # parser returns (its Dataset, the coordinates it loads) is the same for both parsers
+        # and most of this time.
+        ("open_virtual_dataset, chunkmill parser vs HDFParser", "vz-hdf", "vz-chunkmill", "open_s", None),
     ):
         cpu_key = "work_cpu_s" if key == "wall_s" else "open_cpu_s"
         s, f = get(slow, key), get(fast, key)
         sc, fc = get(slow, cpu_key), get(fast, cpu_key)
+        wanted = "—" if bar is None else f"≥ {bar}×"
         if s is None or f is None:
-            lines.append(f"| {what} | n/a | n/a | ≥ {bar}× | not measured |")
+            lines.append(f"| {what} | n/a | n/a | {wanted} | not measured |")
             continue
         cpu = f"{sc / fc:.1f}×" if sc and fc else "n/a"
-        lines.append(f"| {what} | {s / f:.1f}× | {cpu} | ≥ {bar}× | {'met' if s / f >= bar else 'MISSED'} (wall) |")
+        verdict = "for comparison" if bar is None else ("met" if s / f >= bar else "MISSED") + " (wall)"
+        lines.append(f"| {what} | {s / f:.1f}× | {cpu} | {wanted} | {verdict} |")
     return lines
 
 

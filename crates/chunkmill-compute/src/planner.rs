@@ -1258,11 +1258,14 @@ fn grow_fan(
                 .map(|(&a, f)| counts[a].div_ceil(*f))
                 .product::<u64>()
     };
+    // Blocks grow while `workers` of them still fit the budget together: a block of the
+    // whole budget runs one task at a time, and the other cores wait.
+    let per_worker = budget / workers.max(1);
     let mut fan: Vec<u64> = vec![1; axes.len()];
     for k in 0..axes.len() {
         while fan[k] < counts[axes[k]] && fan[k] < 64 {
             fan[k] += 1;
-            if mem(&fan) > budget || tasks(&fan) < workers {
+            if mem(&fan) > per_worker || tasks(&fan) < workers {
                 fan[k] -= 1;
                 break;
             }
@@ -1641,6 +1644,27 @@ pub(crate) mod tests {
         assert_eq!(p.stages[0].tasks(), 10 * 2);
         assert_eq!(p.unfused[0].1.len(), 5);
         assert!(p.cleanup.is_empty(), "no intermediate");
+        Ok(())
+    }
+
+    #[test]
+    fn partial_blocks_leave_room_for_every_worker() -> TestResult {
+        // Blocks that fill the whole budget run one task at a time: the other worker idles
+        // (the quadratic-means benchmark ran on one core). Beyond one chunk per block, two
+        // blocks (the planner's two workers) fit the budget together.
+        let chunk = 10 * 5 * 20 * 8;
+        for budget in (4..60).map(|k| k * chunk) {
+            let p = planned("m = air.mean('time')", budget)?;
+            let partial = &p.stages[0];
+            assert_eq!(kernel(partial), Some("partial"));
+            let one_chunk_blocks = partial.tasks() == 20;
+            assert!(
+                one_chunk_blocks || 2 * partial.projected_mem <= budget,
+                "budget {budget}: {} tasks of {} bytes",
+                partial.tasks(),
+                partial.projected_mem
+            );
+        }
         Ok(())
     }
 
