@@ -202,9 +202,13 @@ impl Planner<'_> {
             ) + 2 * tree.state_bytes(max_groups(&g.groups, tree.base[axis] * fan))
         };
         self.fits(&tree.what, partial_mem(&tree, 1))?;
+        // As a reduction's blocks (`grow_fan`): grown only while every worker's block fits
+        // the budget together and each worker still has one.
+        let workers = self.target.workers.max(1);
         let mut fan = 1;
         while fan < len.div_ceil(tree.base[axis]).min(64)
-            && partial_mem(&tree, fan + 1) <= self.target.task_budget
+            && partial_mem(&tree, fan + 1) <= self.target.task_budget / workers
+            && len.div_ceil(tree.base[axis] * (fan + 1)) >= workers
         {
             fan += 1;
         }
@@ -544,6 +548,27 @@ mod tests {
         // Output blocks of two groups: each meets the pieces of its 60 days.
         assert_eq!(max_meets(&groups, 10, 2, 4), 6);
         assert_eq!(max_meets(&groups, 45, 2, 4), 2);
+    }
+
+    #[test]
+    fn partial_blocks_leave_room_for_every_worker() {
+        // Blocks of the whole budget ran a climatology's partial step one task at a time.
+        for budget in (8..40).map(|k| 1u64 << (k / 2) << (k % 2)) {
+            let Ok(p) = planned("clim = air.groupby('time.month').mean()", budget) else {
+                continue;
+            };
+            let partial = &p.stages[0];
+            assert!(
+                partial.tasks() == 73 || 2 * partial.projected_mem <= budget,
+                "budget {budget}: {} tasks of {} bytes",
+                partial.tasks(),
+                partial.projected_mem
+            );
+            assert!(
+                partial.tasks() >= 2,
+                "budget {budget}: one task leaves a worker idle"
+            );
+        }
     }
 
     #[test]
