@@ -13,7 +13,7 @@ import xarray as xr
 
 from chunkmill import _native
 from chunkmill._store import ChunkmillDataStore, Handle
-from chunkmill.jobs import _paths
+from chunkmill.jobs import _count, _paths
 
 __all__ = ["open_virtual_mfdataset", "virtualize"]
 
@@ -35,12 +35,6 @@ def _text(value: Any, what: str, optional: bool = False) -> Any:
         return None
     if not isinstance(value, str):
         raise _native.UsageError(f"{what}: a name (str), got {value!r}")
-    return value
-
-
-def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _native.UsageError(f"{what}: a whole number >= 0, got {value!r}")
     return value
 
 
