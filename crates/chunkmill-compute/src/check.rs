@@ -727,12 +727,7 @@ impl Call<'_> {
             shape: keep.iter().map(|&i| x.shape[i]).collect(),
             dtype,
             attrs,
-            coords: x
-                .coords
-                .iter()
-                .filter(|(d, c)| !dims.iter().any(|x| x == c.dim(d)))
-                .map(|(d, c)| (d.clone(), c.clone()))
-                .collect(),
+            coords: x.coords_off(&dims),
             node: Node::Reduce(Rc::new(Reduction {
                 reduce,
                 dtype,
@@ -969,12 +964,7 @@ impl Call<'_> {
                 shape: out_shape,
                 dtype: x.dtype,
                 attrs: x.attrs.clone(),
-                coords: x
-                    .coords
-                    .iter()
-                    .filter(|(d, c)| !dims.iter().any(|x| x == c.dim(d)))
-                    .map(|(d, c)| (d.clone(), c.clone()))
-                    .collect(),
+                coords: x.coords_off(dims),
                 node: Node::Stack {
                     dims: dims.clone(),
                     x: Box::new(x),

@@ -187,6 +187,16 @@ pub struct Lazy {
 }
 
 impl Lazy {
+    /// Its coordinates that lie along none of `dims`: what survives reducing or stacking them.
+    #[must_use]
+    pub fn coords_off(&self, dims: &[String]) -> BTreeMap<String, Coord> {
+        self.coords
+            .iter()
+            .filter(|(d, c)| !dims.iter().any(|x| x == c.dim(d)))
+            .map(|(d, c)| (d.clone(), c.clone()))
+            .collect()
+    }
+
     /// The size of dimension `dim`.
     #[must_use]
     pub fn size(&self, dim: &str) -> Option<u64> {
