@@ -155,17 +155,20 @@ fn stage_spans(records: &[TaskRecord], time: &TimeAxis, stages: usize) -> Vec<Op
     spans
 }
 
-/// The stages' spans shaded behind a plot from `top` to `bottom`, each named at its top when
-/// the name fits.
+/// The stages' spans (first task start to last task end, from `records`) shaded behind a plot
+/// from `top` to `bottom`, each named at its top when the name fits.
 fn draw_spans(
     view: &PlanView,
-    spans: &[Option<(f64, f64)>],
+    records: &[TaskRecord],
     time: &TimeAxis,
     top: f64,
     bottom: f64,
 ) -> String {
     let mut out = String::from("<g class=\"spans\">");
-    for (i, span) in spans.iter().enumerate() {
+    for (i, span) in stage_spans(records, time, view.stages.len())
+        .iter()
+        .enumerate()
+    {
         let Some((s, e)) = *span else { continue };
         let name = view.stages.get(i).map_or("", |st| st.name.as_str());
         let (x0, x1) = (time.x(s), time.x(e));
@@ -221,13 +224,7 @@ pub(super) fn memory_chart(view: &PlanView, records: &[TaskRecord], time: &TimeA
         px_hi: top,
     };
     let mut out = open_chart("memory", "memory over time", height);
-    out.push_str(&draw_spans(
-        view,
-        &stage_spans(records, time, view.stages.len()),
-        time,
-        top,
-        bottom,
-    ));
+    out.push_str(&draw_spans(view, records, time, top, bottom));
     out.push_str("<g class=\"y-axis\">");
     for &mb in &y_ticks {
         let py = y.at(mb);
@@ -365,13 +362,7 @@ pub(super) fn timeline_chart(view: &PlanView, records: &[TaskRecord], time: &Tim
     let bottom = top + (row * rows as f64 + 4.0).max(90.0);
     let height = bottom + 44.0;
     let mut out = open_chart("timeline", "tasks over time", height);
-    out.push_str(&draw_spans(
-        view,
-        &stage_spans(records, time, view.stages.len()),
-        time,
-        top,
-        bottom,
-    ));
+    out.push_str(&draw_spans(view, records, time, top, bottom));
     let _ = write!(
         out,
         "<line x1=\"{LEFT}\" x2=\"{LEFT}\" y1=\"{top}\" y2=\"{bottom}\" stroke=\"#555\"/>\
