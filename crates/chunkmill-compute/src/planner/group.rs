@@ -278,7 +278,8 @@ impl Planner<'_> {
         let mut span = 1u64;
         for (round, &fan) in fans.iter().enumerate() {
             let step = round + 1;
-            self.fits(&tree.what, tree.combine_mem(span, fan))?;
+            let need = tree.combine_mem(span, fan);
+            self.fits(&tree.what, need)?;
             let next = n.div_ceil(fan);
             let output = self.pieces(tree, step, next)?;
             let stage_n = self.stages.len();
@@ -288,7 +289,7 @@ impl Planner<'_> {
                     "{label}: merge {} states, {fan} pieces per task",
                     tree.name()
                 ),
-                projected_mem: tree.combine_mem(span, fan),
+                projected_mem: need,
                 bytes_read: n * tree.piece_bytes(span),
                 bytes_written: next * tree.piece_bytes(span * fan),
                 kind: StageKind::Compute(ComputeStage {
