@@ -54,6 +54,9 @@ pub enum Origin {
     Cached(PathBuf),
     /// Measured now, and cached at this path.
     Measured(PathBuf),
+    /// Read back from the work dir of the run being resumed (at this URL): the numbers its
+    /// plan was built from, whatever the cache or the environment says now.
+    Recorded(String),
 }
 
 impl std::fmt::Display for Origin {
@@ -63,6 +66,7 @@ impl std::fmt::Display for Origin {
             Origin::Environment => f.write_str("CHUNKMILL_COSTS"),
             Origin::Cached(p) => write!(f, "cached in {}", p.display()),
             Origin::Measured(p) => write!(f, "measured now, cached in {}", p.display()),
+            Origin::Recorded(url) => write!(f, "recorded by the run resumed, {url}"),
         }
     }
 }
@@ -203,6 +207,31 @@ pub fn source_cost(c: &Coefficients, codecs: &[String], kind: StoreKind) -> Medi
         write_ns_per_byte: 5.0,
         ns_per_object: if kind == StoreKind::S3 { 20e6 } else { 40e3 },
     }
+}
+
+/// The work-dir key under which a job records the coefficients its plan was built from.
+pub const RECORD_KEY: &str = "costs.json";
+
+/// The coefficients a run recorded in its work dir `work` ([`RECORD_KEY`]), for its resume:
+/// the plan id of a resumed run must match the recorded plan, which coefficients measured
+/// again (a deleted cache, another `CHUNKMILL_COSTS`) might not give. `None` when there is no
+/// record or it does not parse (then the plan id check still refuses a different plan).
+///
+/// # Errors
+/// [`OpsError`] when the work dir cannot be read.
+pub fn recorded(work: &Store) -> Result<Option<(Coefficients, Origin)>, OpsError> {
+    let Some(bytes) = work.get(RECORD_KEY)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Coefficients>(&bytes)
+        .ok()
+        .map(|c| (c, Origin::Recorded(work.join(RECORD_KEY)))))
+}
+
+/// The record [`recorded`] reads back.
+#[must_use]
+pub fn record(c: &Coefficients) -> serde_json::Value {
+    serde_json::to_value(c).unwrap_or_default()
 }
 
 /// The cache directory: `$XDG_CACHE_HOME/chunkmill`, else `$HOME/.cache/chunkmill`.
