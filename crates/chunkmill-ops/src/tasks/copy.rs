@@ -293,14 +293,30 @@ fn spare_or_zeroed(
     len: usize,
 ) -> Vec<u8> {
     if let Some(mut spare) = spare.with(|s| s.borrow_mut().take()) {
-        if spare.capacity() >= len && spare.capacity() <= len + len / 64 {
+        if spare.capacity() >= len {
             spare.resize(len, 0);
             spare.truncate(len);
+            if spare.capacity() > len + len / 64 {
+                // Given back beyond `len` (the task counts only `len`): the allocator shrinks
+                // a large buffer in place (mremap), so the pages kept need no fault and no
+                // clearing, where a fresh buffer of another stage's size needed both.
+                spare.shrink_to(len);
+            }
+            return spare;
+        }
+        if spare.capacity() >= MAPPED {
+            // Grown in place likewise: only the pages added are faulted in and cleared.
+            spare.reserve_exact(len - spare.len());
+            spare.resize(len, 0);
             return spare;
         }
     }
     zeroed(len)
 }
+
+/// Buffers at least this large are mappings of their own (glibc's largest mmap threshold),
+/// which the allocator resizes without copying.
+const MAPPED: usize = 32 << 20;
 
 /// The byte range that `inner` occupies in a C-ordered buffer holding `outer`, when its
 /// elements are one run there (a piece of a block can then be read or written in place).
@@ -431,8 +447,8 @@ fn read_piece_into(
 }
 
 /// Reads input chunk `coords` straight into its place in `block` (holding `region`) when it
-/// is one run there: an intermediate piece, or a Zarr chunk whose codecs allow decoding in
-/// place ([`ZarrArray::read_chunk_into`]). Returns the bytes read, or `None` when the chunk
+/// is one run there: an intermediate piece, a referenced source chunk, or a Zarr chunk whose
+/// codecs allow decoding in place ([`ZarrArray::read_chunk_into`]). Returns the bytes read, or `None` when the chunk
 /// must be read into a buffer of its own and placed.
 fn read_in_place(
     input: &Opened,
@@ -464,6 +480,21 @@ fn read_in_place(
                 .read_chunk_into(coords, &mut block[span])
                 .map_err(|e| e.to_string())?;
             Ok(placed.then_some(len))
+        }
+        Opened::References(reader) => {
+            // A source chunk decoded where it belongs (the last codec writes into the block):
+            // no buffer of its own to clear, fill and copy from.
+            let Some(span) = contiguous_span(region, &nominal_region(grid, coords), item) else {
+                return Ok(None);
+            };
+            if span.len() != reader.chunk_bytes() {
+                return Ok(None);
+            }
+            let len = span.len() as u64;
+            reader
+                .read_chunk_into(coords, &mut block[span])
+                .map_err(|e| e.to_string())?;
+            Ok(Some(len))
         }
         _ => Ok(None),
     }
