@@ -613,7 +613,10 @@ impl RechunkProblem {
     /// `plan`'s estimate when no more than `cores` of its tasks work at once.
     fn seconds_on(&self, plan: &RechunkPlan, media: &[MediumCost], cores: u64) -> f64 {
         let last = plan.stages.len().saturating_sub(1);
-        let medium = media.get(plan.medium).copied().unwrap_or(self.intermediate_cost);
+        let medium = media
+            .get(plan.medium)
+            .copied()
+            .unwrap_or(self.intermediate_cost);
         let conc = plan.concurrency.min(cores.max(1));
         plan.stages
             .iter()

@@ -952,3 +952,39 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
     }
     Ok(forgotten)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread's spare block serves the next task whatever its size, holding no more than
+    /// that task counts (its length, within 1/64), and keeps its pages where it can.
+    #[test]
+    fn a_spare_block_is_resized_to_the_next_task_and_holds_no_more() {
+        let big = 40 << 20;
+        let mut block = block_buffer(big);
+        block[big - 1] = 7;
+        let kept = block.as_ptr();
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(block));
+        // A smaller task: the same buffer, given back beyond its length.
+        let small = block_buffer(big / 3);
+        assert_eq!(small.len(), big / 3);
+        assert!(
+            small.capacity() <= big / 3 + big / 3 / 64,
+            "{}",
+            small.capacity()
+        );
+        assert_eq!(small.as_ptr(), kept);
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(small));
+        // A larger one again: grown, its new bytes zero.
+        let grown = block_buffer(big);
+        assert_eq!(grown.len(), big);
+        assert!(grown.capacity() <= big + big / 64);
+        assert!(grown[big / 3..].iter().all(|&b| b == 0));
+        // A small spare is not grown (it would be copied): a new buffer, zeroed.
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(vec![1u8; 1 << 20]));
+        let fresh = block_buffer(3 << 20);
+        assert_eq!(fresh.len(), 3 << 20);
+        assert!(fresh.iter().all(|&b| b == 0));
+    }
+}
