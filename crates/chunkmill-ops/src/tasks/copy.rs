@@ -24,7 +24,7 @@ use chunkmill_plan::{
 };
 use chunkmill_store::markers::Markers;
 use chunkmill_store::zarr::ZarrArray;
-use chunkmill_store::{ReadInto, Store};
+use chunkmill_store::{ReadInto, ScratchIo, Store};
 use parking_lot::Mutex;
 
 /// An endpoint opened once per process and shared by every task that uses it.
@@ -97,19 +97,86 @@ enum Side {
 /// each reference file once.
 ///
 /// A runner serves the stages of one plan: endpoints are cached by stage name and side.
-#[derive(Default)]
 pub struct StageRunner {
     opened: Mutex<HashMap<(String, Side), Arc<Opened>>>,
     references: Mutex<HashMap<String, Arc<chunkmill_manifest::VirtualDataset>>>,
     /// The data files references point into, opened once for the readers of every array.
     files: Arc<FilePool>,
+    /// How intermediate pieces are written and read ([`super::intermediates`]).
+    scratch_io: ScratchIo,
+    /// Stages whose complete tasks remove the pieces only they read.
+    removes_read_pieces: std::collections::HashSet<String>,
+}
+
+impl Default for StageRunner {
+    fn default() -> Self {
+        Self {
+            opened: Mutex::default(),
+            references: Mutex::default(),
+            files: Arc::default(),
+            scratch_io: ScratchIo::Direct,
+            removes_read_pieces: std::collections::HashSet::new(),
+        }
+    }
 }
 
 impl StageRunner {
-    /// A runner with nothing opened yet.
+    /// A runner with nothing opened yet; intermediates around the page cache, kept until the
+    /// job removes them.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A runner for `plan`'s tasks in this process: its intermediates through the page cache
+    /// when this machine's memory holds them ([`super::intermediates::scratch_io`]), and, when
+    /// `remove_read_pieces` (an executor that reports complete tasks), each piece removed once
+    /// its only reader is complete.
+    #[must_use]
+    pub fn for_plan(plan: &Plan, remove_read_pieces: bool) -> Self {
+        let scratch_io = super::intermediates::scratch_io(plan);
+        tracing::debug!(?scratch_io, "intermediates");
+        Self {
+            scratch_io,
+            removes_read_pieces: if remove_read_pieces {
+                super::intermediates::sole_piece_readers(plan)
+            } else {
+                std::collections::HashSet::new()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Removes the pieces that task `task` of `stage` alone read (see
+    /// [`super::intermediates`]). One that cannot be removed is left for the job's cleanup.
+    fn remove_read_pieces(&self, stage: &Stage, task: u64) {
+        if !self.removes_read_pieces.contains(&stage.name) {
+            return;
+        }
+        let StageKind::Copy(copy) = &stage.kind else {
+            return;
+        };
+        let Endpoint::Pieces { prefix, grid, .. } = &copy.input else {
+            return;
+        };
+        let opened = self
+            .opened
+            .lock()
+            .get(&(stage.name.clone(), Side::Input))
+            .cloned();
+        let Some(Opened::Pieces { store, .. }) = opened.as_deref() else {
+            return;
+        };
+        let region = stage.task_region(task);
+        for coords in grid.chunks_in(&region) {
+            let piece = grid.chunk_region(&coords);
+            if super::intermediates::block_holding(&copy.blocks, &piece) != Some(task) {
+                continue;
+            }
+            if let Err(e) = store.erase(&piece_key(prefix, grid, &coords)) {
+                tracing::warn!(stage = %stage.name, task, error = %e, "a read piece stays until the job's cleanup");
+            }
+        }
     }
 
     /// The endpoint of `side` of stage `stage`, opened by its first task and shared by the
@@ -177,7 +244,7 @@ impl StageRunner {
             Endpoint::Pieces {
                 url, prefix, codec, ..
             } => Opened::Pieces {
-                store: Store::open_scratch(url).map_err(|e| e.to_string())?,
+                store: Store::open_scratch_with(url, self.scratch_io).map_err(|e| e.to_string())?,
                 prefix: prefix.clone(),
                 codec: *codec,
             },
@@ -833,10 +900,14 @@ impl TaskRunner for StageRunner {
         SPARE_CUT.with(|s| s.borrow_mut().take());
         SPARE_ENCODED.with(|s| *s.borrow_mut() = Vec::new());
     }
+
+    fn task_complete(&self, stage: &Stage, task: u64) {
+        self.remove_read_pieces(stage, task);
+    }
 }
 
 /// True when `endpoint` reads the intermediate pieces at `url` under `prefix`.
-fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
+pub(super) fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
     match endpoint {
         Endpoint::Pieces {
             url: u, prefix: p, ..
@@ -854,7 +925,8 @@ fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
 /// its marker, and runs again. The scratch store does not sync the pieces it writes
 /// ([`Store::open_scratch`]), so a power loss may take some that a durable marker says were
 /// written; found here, a lost piece costs its task again instead of a failed stage. Stages
-/// whose every reader is done are not looked at (their pieces may already be deleted).
+/// whose every reader is done are not looked at, nor pieces whose only reader is done (they
+/// may already be deleted).
 /// Returns how many tasks will run again.
 ///
 /// # Errors
@@ -879,20 +951,36 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         );
         let mut all_read = true;
         let mut any_reader = false;
+        // The only reader, when there is one that removes what it read, and its done tasks.
+        let mut sole_reader = None;
+        let removers = super::intermediates::sole_piece_readers(plan);
         for reader in &mut readers {
             any_reader = true;
             let done = markers.marked(&reader.name).map_err(|e| e.to_string())?;
             all_read &= done.len() as u64 >= reader.tasks();
+            if let (true, StageKind::Copy(c)) = (removers.contains(&reader.name), &reader.kind) {
+                sole_reader = Some((&c.blocks, done));
+            }
         }
         if any_reader && all_read {
             continue;
         }
-        let store = Store::open_scratch(url).map_err(|e| e.to_string())?;
+        // Read buffered: a killed run's pieces may still be in the page cache, dirty.
+        let store =
+            Store::open_scratch_with(url, ScratchIo::PageCache).map_err(|e| e.to_string())?;
         let done = markers.marked(&stage.name).map_err(|e| e.to_string())?;
         for task in done {
             let region = stage.task_region(task);
             let mut lost = false;
             for coords in grid.chunks_in(&region) {
+                // Read, and perhaps removed, by a reader that is done: never needed again.
+                if let Some((blocks, done)) = &sole_reader {
+                    let held =
+                        super::intermediates::block_holding(blocks, &grid.chunk_region(&coords));
+                    if held.is_some_and(|reader| done.contains(&reader)) {
+                        continue;
+                    }
+                }
                 let expected = grid.chunk_region(&coords).num_elements() * copy.item_size;
                 let key = piece_key(prefix, grid, &coords);
                 let whole = if codec.is_raw() {
