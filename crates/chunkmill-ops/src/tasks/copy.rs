@@ -12,7 +12,7 @@
 //! scan tasks of `virtualize` on executors ([`crate::virtualize`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chunkmill_exec::{Cancel, TaskError, TaskRunner, TaskStats};
@@ -924,16 +924,22 @@ pub(super) fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool
 /// On a resumed run: a task marked done whose intermediate pieces are missing or short loses
 /// its marker, and runs again. The scratch store does not sync the pieces it writes
 /// ([`Store::open_scratch`]), so a power loss may take some that a durable marker says were
-/// written; found here, a lost piece costs its task again instead of a failed stage. Stages
-/// whose every reader is done are not looked at, nor pieces whose only reader is done (they
-/// may already be deleted).
+/// written; found here, a lost piece costs its task again instead of a failed stage. Only the
+/// pieces a task that is not done still reads are looked at: the others may already be
+/// removed ([`super::intermediates`]). Later stages go first, so a task un-marked there has
+/// the pieces it reads looked at too (and their producers run again when they are lost).
 /// Returns how many tasks will run again.
 ///
 /// # Errors
 /// The scratch store or the work dir cannot be read, or a marker cannot be removed.
 pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String> {
-    let mut forgotten = 0;
+    let mut done = HashMap::new();
     for stage in &plan.stages {
+        let marked = markers.marked(&stage.name).map_err(|e| e.to_string())?;
+        done.insert(stage.name.as_str(), marked);
+    }
+    let mut forgotten = 0;
+    for stage in plan.stages.iter().rev() {
         let StageKind::Copy(copy) = &stage.kind else {
             continue;
         };
@@ -946,40 +952,21 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         else {
             continue;
         };
-        let mut readers = plan.stages.iter().filter(
-            |s| matches!(&s.kind, StageKind::Copy(c) if reads_pieces(&c.input, url, prefix)),
-        );
-        let mut all_read = true;
-        let mut any_reader = false;
-        // The only reader, when there is one that removes what it read, and its done tasks.
-        let mut sole_reader = None;
-        let removers = super::intermediates::sole_piece_readers(plan);
-        for reader in &mut readers {
-            any_reader = true;
-            let done = markers.marked(&reader.name).map_err(|e| e.to_string())?;
-            all_read &= done.len() as u64 >= reader.tasks();
-            if let (true, StageKind::Copy(c)) = (removers.contains(&reader.name), &reader.kind) {
-                sole_reader = Some((&c.blocks, done));
-            }
-        }
-        if any_reader && all_read {
+        let needed = super::intermediates::needed_pieces(plan, &done, url, prefix, grid);
+        if needed.as_ref().is_some_and(HashSet::is_empty) {
             continue;
         }
         // Read buffered: a killed run's pieces may still be in the page cache, dirty.
         let store =
             Store::open_scratch_with(url, ScratchIo::PageCache).map_err(|e| e.to_string())?;
-        let done = markers.marked(&stage.name).map_err(|e| e.to_string())?;
-        for task in done {
-            let region = stage.task_region(task);
-            let mut lost = false;
-            for coords in grid.chunks_in(&region) {
-                // Read, and perhaps removed, by a reader that is done: never needed again.
-                if let Some((blocks, done)) = &sole_reader {
-                    let held =
-                        super::intermediates::block_holding(blocks, &grid.chunk_region(&coords));
-                    if held.is_some_and(|reader| done.contains(&reader)) {
-                        continue;
-                    }
+        let mut lost_tasks = Vec::new();
+        for &task in done.get(stage.name.as_str()).into_iter().flatten() {
+            for coords in grid.chunks_in(&stage.task_region(task)) {
+                if needed
+                    .as_ref()
+                    .is_some_and(|n| !n.contains(&grid.ravel(&coords)))
+                {
+                    continue;
                 }
                 let expected = grid.chunk_region(&coords).num_elements() * copy.item_size;
                 let key = piece_key(prefix, grid, &coords);
@@ -995,16 +982,19 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
                         })
                 };
                 if !whole {
-                    lost = true;
+                    lost_tasks.push(task);
                     break;
                 }
             }
-            if lost {
-                markers
-                    .unmark(&stage.name, task)
-                    .map_err(|e| e.to_string())?;
-                forgotten += 1;
+        }
+        for task in lost_tasks {
+            markers
+                .unmark(&stage.name, task)
+                .map_err(|e| e.to_string())?;
+            if let Some(marked) = done.get_mut(stage.name.as_str()) {
+                marked.remove(&task);
             }
+            forgotten += 1;
         }
     }
     Ok(forgotten)

@@ -176,6 +176,36 @@ fn reads_pieces(stage: &chunkmill_plan::Stage, url: &str, prefix: &str) -> bool 
     }
 }
 
+/// The pieces (by C-order number in `grid`) at `url`/`prefix` that a task not done (not in
+/// `done`, by stage name) still reads; `None` when that cannot be told piece by piece (a
+/// reader sees them through another endpoint, or is not a copy): then every piece.
+#[must_use]
+pub fn needed_pieces<S: std::hash::BuildHasher>(
+    plan: &Plan,
+    done: &std::collections::HashMap<&str, HashSet<u64>, S>,
+    url: &str,
+    prefix: &str,
+    grid: &Grid,
+) -> Option<HashSet<u64>> {
+    let mut needed = HashSet::new();
+    for reader in plan.stages.iter().filter(|s| reads_pieces(s, url, prefix)) {
+        let finished = done.get(reader.name.as_str());
+        let open = (0..reader.tasks()).filter(|t| finished.is_none_or(|d| !d.contains(t)));
+        let direct = matches!(&reader.kind, StageKind::Copy(c)
+            if matches!(&c.input, Endpoint::Pieces { url: u, prefix: p, .. } if u == url && p == prefix));
+        for task in open {
+            if !direct {
+                return None;
+            }
+            needed.extend(
+                grid.chunks_in(&reader.task_region(task))
+                    .map(|coords| grid.ravel(&coords)),
+            );
+        }
+    }
+    Some(needed)
+}
+
 /// The block of `blocks` that holds the whole of `piece`, if one does (its task is then the
 /// piece's only reader in the stage).
 #[must_use]
