@@ -129,10 +129,22 @@ pub fn intermediate_bytes(plan: &Plan) -> u64 {
         .sum()
 }
 
-/// How this process moves `plan`'s intermediates: by [`MachineMemory::scratch_io`] of what
-/// this machine has now, around the page cache when that cannot be read.
+/// How this process moves `plan`'s intermediates: as `CHUNKMILL_SCRATCH_IO` says (`direct`
+/// or `page-cache`, to measure one against the other), else by [`MachineMemory::scratch_io`]
+/// of what this machine has now, around the page cache when that cannot be read.
 #[must_use]
 pub fn scratch_io(plan: &Plan) -> ScratchIo {
+    match std::env::var("CHUNKMILL_SCRATCH_IO").as_deref() {
+        Ok("direct") => return ScratchIo::Direct,
+        Ok("page-cache") => return ScratchIo::PageCache,
+        Ok(other) => {
+            tracing::warn!(
+                value = other,
+                "CHUNKMILL_SCRATCH_IO is 'direct' or 'page-cache'; ignored"
+            );
+        }
+        Err(_) => {}
+    }
     let bytes = intermediate_bytes(plan);
     if bytes == 0 {
         return ScratchIo::Direct;
