@@ -137,13 +137,13 @@ pub fn scratch_io(plan: &Plan) -> ScratchIo {
     match std::env::var("CHUNKMILL_SCRATCH_IO").as_deref() {
         Ok("direct") => return ScratchIo::Direct,
         Ok("page-cache") => return ScratchIo::PageCache,
+        Ok("") | Err(_) => {}
         Ok(other) => {
             tracing::warn!(
                 value = other,
                 "CHUNKMILL_SCRATCH_IO is 'direct' or 'page-cache'; ignored"
             );
         }
-        Err(_) => {}
     }
     let bytes = intermediate_bytes(plan);
     if bytes == 0 {
