@@ -585,7 +585,13 @@ def _markers(work_dir: Path, stages: set[str]) -> list[Path]:
     return [p for p in work_dir.glob("*/*/*") if p.parent.name in stages and p.name.isdigit() and p.is_file()]
 
 
-def test_resume_after_sigkill_gives_same_bytes(tmp_path, big_source):
+@pytest.mark.parametrize("killed_in", ["first stage", "last stage", "last stage, pieces lost"])
+def test_resume_after_sigkill_gives_same_bytes(tmp_path, big_source, killed_in):
+    """Killed once a task of the first stage is done, or once two of the last stage are (its
+    readers then have removed the pieces only they read): the resumed run redoes no task that
+    was done, and writes the same bytes as an uninterrupted run. With every piece left then
+    lost too (a power loss takes unsynced pieces), the tasks that wrote the pieces still read
+    run again, and so do, in turn, those that wrote what they read (removed already)."""
     src, data = big_source
     extra = ["--workers", "1"]
     # the first budget (a plan is cheap) whose plan has enough tasks to be killed half-way
@@ -595,11 +601,13 @@ def test_resume_after_sigkill_gives_same_bytes(tmp_path, big_source):
         stages = json.loads(r.stdout)["stages"] if r.returncode == 0 else []
         total = sum(st["tasks"] for st in stages)
         tried.append((mem, r.returncode, total))
-        if total >= 4:
+        if total >= 4 and (killed_in == "first stage" or (len(stages) >= 2 and stages[-1]["tasks"] >= 4)):
             break
     else:
-        raise AssertionError(f"no budget gave a plan of at least 4 tasks to kill half-way: {tried}")
+        raise AssertionError(f"no budget gave a plan with enough tasks to kill in its {killed_in}: {tried}")
     names = {st["name"] for st in stages}
+    # killed once this many markers of these stages exist
+    kill_after, kill_names = (1, names) if killed_in == "first stage" else (2, {stages[-1]["name"]})
 
     # an uninterrupted reference run
     ref = tmp_path / "ref.zarr"
@@ -612,7 +620,7 @@ def test_resume_after_sigkill_gives_same_bytes(tmp_path, big_source):
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + oracle.TIMEOUT
     try:
-        while proc.poll() is None and not _markers(work, names) and time.monotonic() < deadline:
+        while proc.poll() is None and len(_markers(work, kill_names)) < kill_after and time.monotonic() < deadline:
             time.sleep(0.002)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -623,7 +631,21 @@ def test_resume_after_sigkill_gives_same_bytes(tmp_path, big_source):
     )
     done = _markers(work, names)
     assert 1 <= len(done) < total, f"{len(done)} of {total} task markers after the kill"
-    before = {p: p.stat().st_mtime_ns for p in done}
+    if killed_in != "first stage":
+        # every reader needs every producer here, so all the pieces it reads were written; the
+        # first done reader (one thread: done before the second started) has removed those it
+        # alone read
+        plan = json.loads((work / "plan.json").read_text())
+        pieces = plan["stages"][-1]["kind"]["input"]
+        assert pieces["kind"] == "pieces", plan["stages"][-1]
+        written = math.prod(len(_bounds(a)) - 1 for a in pieces["grid"]["axes"])
+        left = [p for p in (Path(pieces["url"]) / pieces["prefix"]).iterdir() if p.name.isdigit()]
+        assert 0 < len(left) < written, f"{len(left)} of {written} pieces left after two readers were done"
+        if killed_in == "last stage, pieces lost":
+            for piece in left:
+                piece.unlink()
+    # (with pieces lost, the tasks that wrote them run again, and rewrite their markers)
+    before = {} if killed_in == "last stage, pieces lost" else {p: p.stat().st_mtime_ns for p in done}
 
     # resume, then the same bytes as the uninterrupted run, and the values of the source
     oracle.rechunk(src, killed, BIG_SPEC, mem, *extra, "--work-dir", work, "--resume")

@@ -137,6 +137,13 @@ pub trait TaskRunner: Send + Sync {
     /// executor calls it when a thread has no task of the stage left (before it gives its
     /// reservation back) and after each backup, so memory kept for reuse is always reserved.
     fn release_idle(&self) {}
+
+    /// Task `task` of `stage` is complete for good: its marker is written and no copy of it (a
+    /// straggler or its backup) still runs in this process, so nothing of this run reads its
+    /// inputs again (a resumed run does not run it again either). The scheduler calls it then;
+    /// a runner may drop the intermediates only the task read, unless a copy of the task may
+    /// run in another process (a batch engine's worker).
+    fn task_complete(&self, _stage: &Stage, _task: u64) {}
 }
 
 /// Fewest tasks in a stage for stragglers to get backups.

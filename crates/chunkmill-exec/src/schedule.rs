@@ -264,14 +264,19 @@ impl<'a> Scheduler<'a> {
     /// copy left running), the tasks that read it may start.
     fn copy_ended(&self, r: usize, task: u64) {
         let mut finished_runs = Vec::new();
-        {
+        let complete = {
             let mut queue = self.queue.lock();
             queue.running -= 1;
-            if self.runs[r].state.complete(task) {
+            let complete = self.runs[r].state.complete(task);
+            if complete {
                 release(&mut queue, r, task, &mut finished_runs);
             }
-        }
+            complete
+        };
         self.wake.notify_all();
+        if complete {
+            self.runner.task_complete(self.runs[r].stage, task);
+        }
         for done in finished_runs {
             self.runs[done].finished();
         }

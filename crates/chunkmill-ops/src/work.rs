@@ -223,7 +223,8 @@ pub fn run_worker(
         &plan,
         index,
         tasks,
-        &StageRunner::new(),
+        // A copy of a task may run in another worker: pieces stay until the job's cleanup.
+        &StageRunner::for_plan(&plan, false),
         &markers,
         &options,
         on_event,

@@ -35,7 +35,7 @@ pub mod testing;
 pub mod zarr;
 
 pub use dtype::{DataType, TimeUnit, UnsupportedDataType};
-pub use store::{ReadInto, Store, StoreKind};
+pub use store::{ReadInto, ScratchIo, Store, StoreKind};
 pub use zarrs_storage::Bytes;
 
 /// What can go wrong reaching a store.

@@ -5,7 +5,7 @@
 //! reports success, so a marker still means "done" after a power loss while a task's writeback
 //! overlaps its encoding instead of each value waiting for its own (docs/architecture.md,
 //! "Durability"). A scratch store's values (intermediates) are the exception: never synced,
-//! checked when their stage is resumed instead ([`Mode::Scratch`]).
+//! checked when their stage is resumed instead ([`Mode::Scratch`], [`Mode::CachedScratch`]).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,15 +83,25 @@ pub fn sync_pending() -> std::io::Result<()> {
 pub(crate) enum Mode {
     /// Through the page cache, every value synced before the next task marker.
     Buffered,
-    /// Scratch data written once and read once (intermediates): whole values read and written
-    /// with O_DIRECT, bypassing the page cache, where it only costs a copy and page bookkeeping
-    /// (measured here: 577 MB/s buffered against 1.7 GB/s direct writes). Not synced: a lost
-    /// intermediate is found missing or short when its stage is resumed, and its task redone.
+    /// Scratch data written once and read once (intermediates) that may not fit in the
+    /// machine's free memory: whole values read and written with O_DIRECT, so a job whose
+    /// intermediates outgrow the page cache streams them through the device at its speed
+    /// instead of thrashing the cache and throttling every writer of the machine. Not synced:
+    /// a lost intermediate is found missing or short when its stage is resumed, and its task
+    /// redone.
     Scratch,
+    /// Scratch data that fits in free memory: written and read through the page cache and
+    /// never synced, so a piece removed before the kernel's writeback reaches it (the job
+    /// removes each once its readers are done) never goes to the device at all. What a lost
+    /// piece costs is as for [`Mode::Scratch`].
+    CachedScratch,
     /// An output written once (a target's chunks): values of [`DIRECT_WRITE_MIN`] bytes or more
     /// written with O_DIRECT, still synced before the next task marker. A buffered write costs
     /// the writer a copy into the page cache and the kernel a writeback later: a third of a
-    /// rechunk's CPU time went to it.
+    /// rechunk's CPU time went to it. Measured again against buffered writes whose writeback
+    /// starts at once (`sync_file_range`) and is waited for before the marker: 3 CPU-s more
+    /// system time on the 2.27 GB benchmark (docs/benchmarks.md, "Intermediates through the
+    /// page cache").
     Output,
 }
 
@@ -409,7 +419,7 @@ impl LocalStore {
                 Mode::Output if value.len() >= DIRECT_WRITE_MIN => {
                     Self::write_direct(&temp, value)?
                 }
-                Mode::Output | Mode::Buffered => None,
+                Mode::Output | Mode::Buffered | Mode::CachedScratch => None,
             };
             let file = match direct {
                 Some(file) => file,
@@ -421,7 +431,7 @@ impl LocalStore {
             };
             drop(file);
             std::fs::rename(&temp, &path)?;
-            if self.mode == Mode::Scratch {
+            if matches!(self.mode, Mode::Scratch | Mode::CachedScratch) {
                 // Not synced: see `Mode::Scratch`.
                 return Ok(());
             }

@@ -8,6 +8,17 @@ use zarrs_storage::{
 pub use crate::local::ReadInto;
 use crate::{local, memory, s3, StoreError};
 
+/// How a local scratch store (intermediates) moves its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScratchIo {
+    /// Around the page cache (O_DIRECT where the filesystem allows it): the device's speed,
+    /// and no pressure on the machine's memory, for intermediates larger than it can hold.
+    Direct,
+    /// Through the page cache, never synced: intermediates that fit in free memory, and are
+    /// removed before the kernel writes them back, never reach the device.
+    PageCache,
+}
+
 /// Which backend a store uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -51,12 +62,29 @@ impl Store {
 
     /// Open a store for scratch data that is written once and read once (intermediates): a
     /// local one bypasses the page cache where the filesystem allows it, and does not sync
-    /// its values (a lost one is found when its stage resumes, and redone).
+    /// its values (a lost one is found when its stage resumes, and redone). The same as
+    /// [`Store::open_scratch_with`] and [`ScratchIo::Direct`].
     ///
     /// # Errors
     /// As [`Store::open`].
     pub fn open_scratch(url: &str) -> Result<Store, StoreError> {
-        Self::open_with(url, local::Mode::Scratch)
+        Self::open_scratch_with(url, ScratchIo::Direct)
+    }
+
+    /// Open a store for scratch data that is written once and read once, moved as `io` says
+    /// (a local store's; the others have no page cache of ours). Its values are never synced
+    /// either way: a lost one is found when its stage resumes, and redone.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_scratch_with(url: &str, io: ScratchIo) -> Result<Store, StoreError> {
+        Self::open_with(
+            url,
+            match io {
+                ScratchIo::Direct => local::Mode::Scratch,
+                ScratchIo::PageCache => local::Mode::CachedScratch,
+            },
+        )
     }
 
     /// Open a store a job writes its output to, chunks written once each: a local one writes

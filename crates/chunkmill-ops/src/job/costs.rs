@@ -420,8 +420,11 @@ fn measure(dir: &Path) -> Option<Coefficients> {
     })
 }
 
-/// Write and read MB/s of 64 MiB of 4 MiB pieces through a scratch store, as intermediates
-/// move (around the page cache where the filesystem allows it).
+/// Write and read MB/s of 64 MiB of 4 MiB pieces through a scratch store around the page
+/// cache ([`chunkmill_store::ScratchIo::Direct`]): the device's speed, which is what pieces
+/// cost when they do not fit in memory. Pieces that fit go through the page cache and cost
+/// less than priced; the price cannot depend on the memory free when planning, since the
+/// plan id must come out the same on resume (`tasks::intermediates`).
 fn measure_pieces(dir: &Path, piece: &[u8]) -> Option<(f64, f64)> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

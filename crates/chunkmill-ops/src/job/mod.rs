@@ -71,7 +71,9 @@ impl Job {
     /// over in memory, not read back from the work dir where [`run_job`] wrote them for
     /// worker processes and resumed runs.
     fn runner(&self) -> StageRunner {
-        let runner = StageRunner::new();
+        // Only this process runs copies of a task on threads (the processes and SLURM
+        // executors run theirs in workers, which keep what they read until the job's cleanup).
+        let runner = StageRunner::for_plan(&self.plan, true);
         for file in &self.work_files {
             if let WorkFile::References(dataset, url) = file {
                 runner.preload_references(url, dataset.clone());

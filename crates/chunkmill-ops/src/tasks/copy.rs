@@ -12,7 +12,7 @@
 //! scan tasks of `virtualize` on executors ([`crate::virtualize`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chunkmill_exec::{Cancel, TaskError, TaskRunner, TaskStats};
@@ -24,7 +24,7 @@ use chunkmill_plan::{
 };
 use chunkmill_store::markers::Markers;
 use chunkmill_store::zarr::ZarrArray;
-use chunkmill_store::{ReadInto, Store};
+use chunkmill_store::{ReadInto, ScratchIo, Store};
 use parking_lot::Mutex;
 
 /// An endpoint opened once per process and shared by every task that uses it.
@@ -97,19 +97,86 @@ enum Side {
 /// each reference file once.
 ///
 /// A runner serves the stages of one plan: endpoints are cached by stage name and side.
-#[derive(Default)]
 pub struct StageRunner {
     opened: Mutex<HashMap<(String, Side), Arc<Opened>>>,
     references: Mutex<HashMap<String, Arc<chunkmill_manifest::VirtualDataset>>>,
     /// The data files references point into, opened once for the readers of every array.
     files: Arc<FilePool>,
+    /// How intermediate pieces are written and read ([`super::intermediates`]).
+    scratch_io: ScratchIo,
+    /// Stages whose complete tasks remove the pieces only they read.
+    removes_read_pieces: std::collections::HashSet<String>,
+}
+
+impl Default for StageRunner {
+    fn default() -> Self {
+        Self {
+            opened: Mutex::default(),
+            references: Mutex::default(),
+            files: Arc::default(),
+            scratch_io: ScratchIo::Direct,
+            removes_read_pieces: std::collections::HashSet::new(),
+        }
+    }
 }
 
 impl StageRunner {
-    /// A runner with nothing opened yet.
+    /// A runner with nothing opened yet; intermediates around the page cache, kept until the
+    /// job removes them.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A runner for `plan`'s tasks in this process: its intermediates through the page cache
+    /// when this machine's memory holds them ([`super::intermediates::scratch_io`]), and, when
+    /// `remove_read_pieces` (an executor that reports complete tasks), each piece removed once
+    /// its only reader is complete.
+    #[must_use]
+    pub fn for_plan(plan: &Plan, remove_read_pieces: bool) -> Self {
+        let scratch_io = super::intermediates::scratch_io(plan);
+        tracing::debug!(?scratch_io, "intermediates");
+        Self {
+            scratch_io,
+            removes_read_pieces: if remove_read_pieces {
+                super::intermediates::sole_piece_readers(plan)
+            } else {
+                std::collections::HashSet::new()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Removes the pieces that task `task` of `stage` alone read (see
+    /// [`super::intermediates`]). One that cannot be removed is left for the job's cleanup.
+    fn remove_read_pieces(&self, stage: &Stage, task: u64) {
+        if !self.removes_read_pieces.contains(&stage.name) {
+            return;
+        }
+        let StageKind::Copy(copy) = &stage.kind else {
+            return;
+        };
+        let Endpoint::Pieces { prefix, grid, .. } = &copy.input else {
+            return;
+        };
+        let opened = self
+            .opened
+            .lock()
+            .get(&(stage.name.clone(), Side::Input))
+            .cloned();
+        let Some(Opened::Pieces { store, .. }) = opened.as_deref() else {
+            return;
+        };
+        let region = stage.task_region(task);
+        for coords in grid.chunks_in(&region) {
+            let piece = grid.chunk_region(&coords);
+            if super::intermediates::block_holding(&copy.blocks, &piece) != Some(task) {
+                continue;
+            }
+            if let Err(e) = store.erase(&piece_key(prefix, grid, &coords)) {
+                tracing::warn!(stage = %stage.name, task, error = %e, "a read piece stays until the job's cleanup");
+            }
+        }
     }
 
     /// The endpoint of `side` of stage `stage`, opened by its first task and shared by the
@@ -177,7 +244,7 @@ impl StageRunner {
             Endpoint::Pieces {
                 url, prefix, codec, ..
             } => Opened::Pieces {
-                store: Store::open_scratch(url).map_err(|e| e.to_string())?,
+                store: Store::open_scratch_with(url, self.scratch_io).map_err(|e| e.to_string())?,
                 prefix: prefix.clone(),
                 codec: *codec,
             },
@@ -864,10 +931,14 @@ impl TaskRunner for StageRunner {
         SPARE_CUT.with(|s| s.borrow_mut().take());
         SPARE_ENCODED.with(|s| *s.borrow_mut() = Vec::new());
     }
+
+    fn task_complete(&self, stage: &Stage, task: u64) {
+        self.remove_read_pieces(stage, task);
+    }
 }
 
 /// True when `endpoint` reads the intermediate pieces at `url` under `prefix`.
-fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
+pub(super) fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
     match endpoint {
         Endpoint::Pieces {
             url: u, prefix: p, ..
@@ -884,15 +955,22 @@ fn reads_pieces(endpoint: &Endpoint, url: &str, prefix: &str) -> bool {
 /// On a resumed run: a task marked done whose intermediate pieces are missing or short loses
 /// its marker, and runs again. The scratch store does not sync the pieces it writes
 /// ([`Store::open_scratch`]), so a power loss may take some that a durable marker says were
-/// written; found here, a lost piece costs its task again instead of a failed stage. Stages
-/// whose every reader is done are not looked at (their pieces may already be deleted).
+/// written; found here, a lost piece costs its task again instead of a failed stage. Only the
+/// pieces a task that is not done still reads are looked at: the others may already be
+/// removed ([`super::intermediates`]). Later stages go first, so a task un-marked there has
+/// the pieces it reads looked at too (and their producers run again when they are lost).
 /// Returns how many tasks will run again.
 ///
 /// # Errors
 /// The scratch store or the work dir cannot be read, or a marker cannot be removed.
 pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String> {
-    let mut forgotten = 0;
+    let mut done = HashMap::new();
     for stage in &plan.stages {
+        let marked = markers.marked(&stage.name).map_err(|e| e.to_string())?;
+        done.insert(stage.name.as_str(), marked);
+    }
+    let mut forgotten = 0;
+    for stage in plan.stages.iter().rev() {
         let StageKind::Copy(copy) = &stage.kind else {
             continue;
         };
@@ -905,25 +983,22 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         else {
             continue;
         };
-        let mut readers = plan.stages.iter().filter(
-            |s| matches!(&s.kind, StageKind::Copy(c) if reads_pieces(&c.input, url, prefix)),
-        );
-        let mut all_read = true;
-        let mut any_reader = false;
-        for reader in &mut readers {
-            any_reader = true;
-            let done = markers.marked(&reader.name).map_err(|e| e.to_string())?;
-            all_read &= done.len() as u64 >= reader.tasks();
-        }
-        if any_reader && all_read {
+        let needed = super::intermediates::needed_pieces(plan, &done, url, prefix, grid);
+        if needed.as_ref().is_some_and(HashSet::is_empty) {
             continue;
         }
-        let store = Store::open_scratch(url).map_err(|e| e.to_string())?;
-        let done = markers.marked(&stage.name).map_err(|e| e.to_string())?;
-        for task in done {
-            let region = stage.task_region(task);
-            let mut lost = false;
-            for coords in grid.chunks_in(&region) {
+        // Read buffered: a killed run's pieces may still be in the page cache, dirty.
+        let store =
+            Store::open_scratch_with(url, ScratchIo::PageCache).map_err(|e| e.to_string())?;
+        let mut lost_tasks = Vec::new();
+        for &task in done.get(stage.name.as_str()).into_iter().flatten() {
+            for coords in grid.chunks_in(&stage.task_region(task)) {
+                if needed
+                    .as_ref()
+                    .is_some_and(|n| !n.contains(&grid.ravel(&coords)))
+                {
+                    continue;
+                }
                 let expected = grid.chunk_region(&coords).num_elements() * copy.item_size;
                 let key = piece_key(prefix, grid, &coords);
                 let whole = if codec.is_raw() {
@@ -938,16 +1013,19 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
                         })
                 };
                 if !whole {
-                    lost = true;
+                    lost_tasks.push(task);
                     break;
                 }
             }
-            if lost {
-                markers
-                    .unmark(&stage.name, task)
-                    .map_err(|e| e.to_string())?;
-                forgotten += 1;
+        }
+        for task in lost_tasks {
+            markers
+                .unmark(&stage.name, task)
+                .map_err(|e| e.to_string())?;
+            if let Some(marked) = done.get_mut(stage.name.as_str()) {
+                marked.remove(&task);
             }
+            forgotten += 1;
         }
     }
     Ok(forgotten)

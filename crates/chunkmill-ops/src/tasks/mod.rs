@@ -2,6 +2,7 @@
 //! plan) and scans. [`StageRunner`] runs any of them.
 
 mod copy;
+pub mod intermediates;
 pub mod pieces;
 pub mod references;
 mod scan;
