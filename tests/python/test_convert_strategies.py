@@ -84,6 +84,24 @@ def want(files) -> xr.Dataset:
     return xr.open_mfdataset([str(f) for f in files], combine="by_coords").load()
 
 
+def kill_at_slow_task(argv, environment, task, flag):
+    """Runs chunkmill with `argv` and kills it (SIGKILL, whole session) once it holds task
+    number `task` (the binary's CHUNKMILL_TEST_SLOW_TASK hook writes `flag` there)."""
+    proc = subprocess.Popen([str(oracle.chunkmill_bin()), *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True,
+                            env={**environment, "CHUNKMILL_TEST_SLOW_TASK": f"{task}:{flag}"})
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flag.exists(), f"never reached the slow task: {proc.poll()}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+
+
 @pytest.mark.parametrize("strategy", ["raw", "lz4", "zstd1", "multipass"])
 def test_each_strategy_the_model_picks_gives_what_open_mfdataset_reads(tmp_path, days, strategy):
     target = tmp_path / "t.zarr"
@@ -126,20 +144,7 @@ def test_resume_after_kill_never_trusts_a_cut_or_corrupt_compressed_piece(tmp_pa
     assert second > first, stages
     # Task `first` of any stage is first reached in the second stage, whose inputs are all
     # written: the run is killed while it reads them.
-    flag = tmp_path / "slow.pid"
-    proc = subprocess.Popen([str(oracle.chunkmill_bin()), *args(days, target, *one)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True,
-                            env={**env(codec), "CHUNKMILL_TEST_SLOW_TASK": f"{first}:{flag}"})
-    try:
-        deadline = time.monotonic() + 120
-        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert flag.exists(), f"never reached the slow task: {proc.poll()}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    kill_at_slow_task(args(days, target, *one), env(codec), first, tmp_path / "slow.pid")
     pieces = sorted(p for p in Path(f"{target}.work", "intermediate").rglob("*") if p.is_file())
     assert pieces, "the killed run left no pieces"
     head = pieces[0].read_bytes()
@@ -184,20 +189,7 @@ def test_resume_plans_with_the_coefficients_recorded_although_the_cache_was_dele
     wind = next(a for a in plan["arrays"] if a["path"] == "wind")
     assert wind["pieces"] == "lz4", wind
     stages = [s for s in plan["stages"] if s["label"].startswith("wind")]
-    flag = tmp_path / "slow.pid"
-    proc = subprocess.Popen([str(oracle.chunkmill_bin()), *args(days, target, *one)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True,
-                            env={**cached, "CHUNKMILL_TEST_SLOW_TASK": f"{stages[0]['tasks']}:{flag}"})
-    try:
-        deadline = time.monotonic() + 120
-        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert flag.exists(), f"never reached the slow task: {proc.poll()}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    kill_at_slow_task(args(days, target, *one), cached, stages[0]["tasks"], tmp_path / "slow.pid")
     for f in (cache / "chunkmill").iterdir():
         f.unlink()
     # The premise: measured again, this machine plans another job.

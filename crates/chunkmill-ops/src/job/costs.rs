@@ -504,23 +504,24 @@ mod tests {
     use chunkmill_grid::rechunk::{RechunkPlan, RechunkProblem, Strategy};
     use chunkmill_grid::Grid;
 
-    /// How the model moves a (192, 72, 144) float32 array of zlib-compressed time slices to
-    /// (192, 12, 16) chunks with 3 MiB per task (no plan decoding each chunk once fits), given
-    /// coefficients and the ratios the data compresses at.
-    fn chosen(
-        c: &Coefficients,
-        ratios: Ratios,
-    ) -> Result<(Strategy, Option<PieceCodec>), Box<dyn std::error::Error>> {
-        let shape = [192, 72, 144];
-        let media = piece_media(c, ratios, StoreKind::Local);
-        let problem = RechunkProblem {
+    /// A float32 local-disk rechunk of `shape` from `source_chunks` to `target_chunks`, with
+    /// `(budget, workers)` and the given source cost; the target and overheads as the model's
+    /// tests assume them.
+    fn local_problem(
+        shape: &[u64],
+        source_chunks: &[u64],
+        target_chunks: Vec<u64>,
+        (budget, workers): (u64, u64),
+        source_cost: MediumCost,
+    ) -> Result<RechunkProblem, Box<dyn std::error::Error>> {
+        Ok(RechunkProblem {
             shape: shape.to_vec(),
             item_size: 4,
-            source: Grid::regular(&shape, &[1, 72, 144])?,
-            target_chunks: vec![192, 12, 16],
-            budget: 3 << 20,
-            workers: 2,
-            source_cost: source_cost(c, &["numcodecs.zlib".into()], StoreKind::Local),
+            source: Grid::regular(shape, source_chunks)?,
+            target_chunks,
+            budget,
+            workers,
+            source_cost,
             target_cost: MediumCost {
                 read_ns_per_byte: 1.0,
                 write_ns_per_byte: 2.5,
@@ -530,7 +531,25 @@ mod tests {
             ns_per_task: 100e3,
             task_overhead: 1 << 20,
             max_stages: 3,
-        };
+        })
+    }
+
+    /// How the model moves a (192, 72, 144) float32 array of zlib-compressed time slices to
+    /// (192, 12, 16) chunks with 3 MiB per task (no plan decoding each chunk once fits), given
+    /// coefficients and the ratios the data compresses at.
+    fn chosen(
+        c: &Coefficients,
+        ratios: Ratios,
+    ) -> Result<(Strategy, Option<PieceCodec>), Box<dyn std::error::Error>> {
+        let shape = [192, 72, 144];
+        let media = piece_media(c, ratios, StoreKind::Local);
+        let problem = local_problem(
+            &shape,
+            &[1, 72, 144],
+            vec![192, 12, 16],
+            (3 << 20, 2),
+            source_cost(c, &["numcodecs.zlib".into()], StoreKind::Local),
+        )?;
         let costs: Vec<MediumCost> = media.iter().map(|(_, m)| *m).collect();
         let plan = problem.plan_among(&costs)?;
         assert!(!plan.alternatives.is_empty());
@@ -605,24 +624,13 @@ mod tests {
         let shape = [240, 180, 360];
         let media = piece_media(&c, Ratios::TYPICAL, StoreKind::Local);
         let zlib = ["numcodecs.shuffle".into(), "numcodecs.zlib".into()];
-        let problem = RechunkProblem {
-            shape: shape.to_vec(),
-            item_size: 4,
-            source: Grid::regular(&shape, &[1, 180, 360])?,
-            target_chunks: vec![240, 18, 36],
-            budget: 62 << 20,
-            workers: 4,
-            source_cost: source_cost(&c, &zlib, StoreKind::Local),
-            target_cost: MediumCost {
-                read_ns_per_byte: 1.0,
-                write_ns_per_byte: 2.5,
-                ns_per_object: 40e3,
-            },
-            intermediate_cost: MediumCost::LOCAL_RAW,
-            ns_per_task: 100e3,
-            task_overhead: 1 << 20,
-            max_stages: 3,
-        };
+        let problem = local_problem(
+            &shape,
+            &[1, 180, 360],
+            vec![240, 18, 36],
+            (62 << 20, 4),
+            source_cost(&c, &zlib, StoreKind::Local),
+        )?;
         let costs: Vec<MediumCost> = media.iter().map(|(_, m)| *m).collect();
         Ok(match cores {
             Some(cores) => problem.plan_among_cores(&costs, cores)?,
