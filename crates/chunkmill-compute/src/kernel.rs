@@ -679,6 +679,45 @@ pub enum GroupStep {
     Labels { values: crate::time::LabelValues },
 }
 
+/// Elements of a tile: small enough that an expression's intermediate values stay in cache
+/// and its buffers are reused from one tile to the next.
+pub const TILE_ELEMENTS: u64 = 1 << 16;
+
+/// Indices of `axis` per tile of a block of `shape` cut along it: about [`TILE_ELEMENTS`]
+/// elements, at least one index.
+#[must_use]
+pub fn tile_step(shape: &[u64], axis: usize) -> u64 {
+    let Some(&len) = shape.get(axis) else {
+        return 1;
+    };
+    let per_index: u64 = shape.iter().product::<u64>() / len.max(1);
+    (TILE_ELEMENTS / per_index.max(1)).clamp(1, len.max(1))
+}
+
+/// Elements of the largest tile of a block of `shape` cut along `axis`.
+#[must_use]
+pub fn tile_elements(shape: &[u64], axis: usize) -> u64 {
+    let total: u64 = shape.iter().product();
+    match shape.get(axis) {
+        Some(&len) => (total / len.max(1)) * tile_step(shape, axis),
+        None => total,
+    }
+}
+
+/// Whether an expression reads only over its own domain region, so that a task evaluates it
+/// tile by tile (a concatenation or a stack evaluates its parts over other regions, so it is
+/// evaluated over the whole block).
+#[must_use]
+pub fn tileable(expr: &Expr) -> bool {
+    match expr {
+        Expr::Const(_) | Expr::Read(_) => true,
+        Expr::Unary { x, .. } | Expr::Cast { x, .. } => tileable(x),
+        Expr::Binary { a, b, .. } => tileable(a) && tileable(b),
+        Expr::Where { c, a, b, .. } => tileable(c) && tileable(a) && tileable(b),
+        Expr::Concat { .. } | Expr::Stack { .. } => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

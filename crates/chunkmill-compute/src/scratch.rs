@@ -21,21 +21,19 @@ thread_local! {
 
 fn take<T: Copy + Default>(spares: &RefCell<Vec<Vec<T>>>, n: usize) -> Vec<T> {
     let mut spares = spares.borrow_mut();
-    // The smallest spare that holds `n` without growing, else the largest (grown once).
+    // The smallest spare that holds `n` and is less than twice its size: a block's buffer
+    // never serves a tile while the next block is allocated beside it, so what is kept stays
+    // within what a task holds at once (its projection), at most twice each buffer.
     let fits = spares
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.capacity() >= n)
+        .filter(|(_, v)| v.capacity() >= n && v.capacity() / 2 <= n)
         .min_by_key(|(_, v)| v.capacity())
         .map(|(i, _)| i);
-    let pick = fits.or_else(|| {
-        spares
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i)
-    });
-    let mut v = pick.map(|i| spares.swap_remove(i)).unwrap_or_default();
+    let mut v = match fits {
+        Some(i) => spares.swap_remove(i),
+        None => Vec::with_capacity(n),
+    };
     // Shrinking writes nothing; growing writes only the new tail.
     if v.len() >= n {
         v.truncate(n);

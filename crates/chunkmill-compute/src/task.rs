@@ -9,7 +9,7 @@ use chunkmill_store::Store;
 
 use crate::dtype::DType;
 use crate::eval::{eval, eval_with_views, EvalError};
-use crate::kernel::{Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
+use crate::kernel::{tile_step, tileable, Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
 use crate::scratch;
 
 mod group;
@@ -468,20 +468,6 @@ fn write(
     }
 }
 
-/// Whether `region`'s values, encoded in order, are the whole stored chunk of `endpoint` (a
-/// Zarr chunk at its nominal shape, or a piece).
-fn whole_chunk(endpoint: &Endpoint, region: &Region) -> bool {
-    match endpoint {
-        Endpoint::Zarr { grid, .. } => grid
-            .axes()
-            .iter()
-            .map(|a| a.chunk(0).end.max(1))
-            .eq(region.shape()),
-        Endpoint::Pieces { .. } => true,
-        _ => false,
-    }
-}
-
 /// Store `bytes`, the encoded chunk of `endpoint` that `region` lies in (its nominal shape);
 /// the buffer goes back for reuse.
 fn put_encoded(endpoint: &Endpoint, region: &Region, bytes: Vec<u8>) -> Result<u64, String> {
@@ -572,10 +558,9 @@ pub fn run_task(
     Ok(stats)
 }
 
-/// Evaluate expression `i` over `region` and write it to `out` as `dtype`. When the region is
-/// a whole stored chunk, each tile (a run of the region: tiles are cut along the first axis)
-/// is encoded straight into its place in the chunk's bytes; otherwise the values are
-/// gathered into a block first.
+/// Evaluate expression `i` over `region` and write it to `out` as `dtype`: each tile encoded
+/// straight into its place in the stored chunk's bytes (a Zarr chunk at its nominal shape,
+/// zeros beyond the array's edge; a piece at its exact one), no block of values between.
 fn map_write(
     shared: &mut SharedReads<'_>,
     (i, expr, dtype): (usize, &crate::kernel::Expr, DType),
@@ -583,42 +568,38 @@ fn map_write(
     region: &Region,
     read: &mut HeldReader<'_>,
 ) -> Result<u64, String> {
-    if !whole_chunk(out, region) {
-        let values = map_values(shared, i, expr, region, read)?;
-        let written = write(out, dtype, region, &values);
-        scratch::give_values(values);
-        return written;
-    }
+    let stored = match out {
+        Endpoint::Zarr { grid, .. } => Region::new(
+            region
+                .ranges()
+                .iter()
+                .zip(grid.axes())
+                .map(|(r, a)| r.start..r.start + a.chunk(0).end.max(1))
+                .collect(),
+        ),
+        _ => region.clone(),
+    };
     let size = dtype.size();
-    let per_index: usize = region.shape().iter().skip(1).product::<u64>() as usize;
-    let first = region.ranges().first().map_or(0, |r| r.start);
-    let mut bytes = scratch::bytes(region.num_elements() as usize * size);
+    let n = stored.num_elements() as usize;
+    let mut bytes = if stored == *region {
+        scratch::bytes(n * size)
+    } else {
+        let mut b = scratch::bytes(n * size);
+        b.fill(0);
+        b
+    };
     shared.eval(i, expr, (region, 0), read, &mut |tile, values| {
-        let at = tile.ranges().first().map_or(0, |r| (r.start - first) as usize) * per_index;
-        let into = bytes
-            .get_mut(at * size..(at + values.len()) * size)
-            .ok_or("a tile outside its block")?;
-        dtype.encode_slice(values, into);
+        each_run(tile, &stored, tile, |s, d, n| {
+            if let (Some(v), Some(b)) = (
+                values.get(s..s + n),
+                bytes.get_mut(d * size..(d + n) * size),
+            ) {
+                dtype.encode_slice(v, b);
+            }
+        });
         Ok(())
     })?;
     put_encoded(out, region, bytes)
-}
-
-/// The values of expression `i` over the whole `region`, evaluated tile by tile along its
-/// first axis into one block.
-fn map_values(
-    shared: &mut SharedReads<'_>,
-    i: usize,
-    expr: &crate::kernel::Expr,
-    region: &Region,
-    read: &mut HeldReader<'_>,
-) -> Result<Vec<f64>, String> {
-    let mut out = scratch::values(region.num_elements() as usize);
-    shared.eval(i, expr, (region, 0), read, &mut |tile, values| {
-        copy_rows(values, tile, &mut out, region, tile);
-        Ok(())
-    })?;
-    Ok(out)
 }
 
 fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
@@ -652,10 +633,6 @@ type HeldReader<'a> = dyn FnMut(&Read, &Region) -> Result<Held, String> + 'a;
 
 /// Takes the values of each tile of an expression, in order.
 type TileSink<'a> = dyn FnMut(&Region, &[f64]) -> Result<(), String> + 'a;
-
-/// Elements of a tile: small enough that an expression's intermediate values stay in cache
-/// and are reused by the allocator instead of mapped afresh for each block.
-const TILE_ELEMENTS: u64 = 1 << 16;
 
 /// The expressions of a task evaluated one after the other, each tile by tile: every read
 /// is read over the whole block once, and kept until the last expression that names it.
@@ -742,28 +719,13 @@ impl<'e> SharedReads<'e> {
     }
 }
 
-/// Whether an expression reads only over its own domain region (a concatenation or a stack
-/// evaluates its parts over other regions, so it is evaluated over the whole block).
-fn tileable(expr: &crate::kernel::Expr) -> bool {
-    use crate::kernel::Expr;
-    match expr {
-        Expr::Const(_) | Expr::Read(_) => true,
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => tileable(x),
-        Expr::Binary { a, b, .. } => tileable(a) && tileable(b),
-        Expr::Where { c, a, b, .. } => tileable(c) && tileable(a) && tileable(b),
-        Expr::Concat { .. } | Expr::Stack { .. } => false,
-    }
-}
-
-/// `region` cut along `axis` into tiles of about [`TILE_ELEMENTS`] elements (at least one
+/// `region` cut along `axis` into tiles of about [`crate::kernel::TILE_ELEMENTS`] elements (at least one
 /// index of the axis each).
 fn tiles(region: &Region, axis: usize) -> Vec<Region> {
     let Some(range) = region.ranges().get(axis).cloned() else {
         return vec![region.clone()];
     };
-    let len = range.end - range.start;
-    let per_index = region.num_elements() / len.max(1);
-    let step = (TILE_ELEMENTS / per_index.max(1)).clamp(1, len.max(1));
+    let step = tile_step(&region.shape(), axis);
     (range.start..range.end)
         .step_by(step as usize)
         .map(|a| {
