@@ -647,8 +647,8 @@ pub enum Kernel {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum GroupStep {
-    /// Evaluate `expr` over the block and fold each value into its group's state: one
-    /// piece per block.
+    /// Evaluate `expr` over the block, tile by tile along `axis`, and fold the values at
+    /// each index into its group's state: one piece per block.
     Partial {
         expr: Expr,
         reduce: Reduce,

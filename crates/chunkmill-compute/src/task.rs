@@ -75,11 +75,18 @@ fn read_chunk(
         Endpoint::Zarr { url, path, .. } => {
             let store = Store::open(url).map_err(|e| e.to_string())?;
             let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
+            // The stored chunk's shape is the array's (a chunk may be longer than a short
+            // array, which the grid clamps).
+            let stored = &array.info().chunks;
             let nominal: Vec<std::ops::Range<u64>> = exact
                 .ranges()
                 .iter()
                 .zip(grid.axes())
-                .map(|(r, a)| r.start..r.start + a.chunk(0).end.max(1))
+                .enumerate()
+                .map(|(d, (r, a))| {
+                    let len = stored.get(d).copied().unwrap_or_else(|| a.chunk(0).end);
+                    r.start..r.start + len.max(1)
+                })
                 .collect();
             let nominal = Region::new(nominal);
             // Decompressed straight into a reused buffer where the codecs allow.
