@@ -472,6 +472,30 @@ impl Reduce {
                     }
                 }
             }
+            (ReduceOp::Min | ReduceOp::Max, skipna) => {
+                let run = &mut state[j..j + len];
+                let min = self.op == ReduceOp::Min;
+                // As `add`: NaN in a state is "no value yet" when skipping, else it poisons.
+                let fold = |cur: f64, v: f64| -> f64 {
+                    let better = if min { v < cur } else { v > cur };
+                    if skipna {
+                        if !v.is_nan() && (cur.is_nan() || better) {
+                            v
+                        } else {
+                            cur
+                        }
+                    } else if v.is_nan() || cur.is_nan() {
+                        f64::NAN
+                    } else if better {
+                        v
+                    } else {
+                        cur
+                    }
+                };
+                for (s, &v) in run.iter_mut().zip(values) {
+                    *s = fold(*s, v);
+                }
+            }
             _ => {
                 for (i, &v) in values.iter().enumerate() {
                     self.add(state, n, j + i, v, index);
@@ -797,6 +821,34 @@ mod tests {
         r.add(&mut s, 1, 0, f64::NAN, 0);
         r.add(&mut s, 1, 0, f64::NAN, 1);
         assert_eq!(r.finish(&s, 1, 0), Err(DataError::AllNan("argmax")));
+    }
+
+    #[test]
+    fn min_and_max_fold_a_run_as_value_by_value() {
+        // The loops of `add_run` give what `add` gives one value at a time, NaN included
+        // (skipped, or poisoning without skipna) and a state starting empty or not.
+        let values = [3.0, f64::NAN, -1.0, 7.0, f64::NAN, 2.0];
+        for op in [ReduceOp::Min, ReduceOp::Max] {
+            for skipna in [true, false] {
+                let r = Reduce {
+                    op,
+                    skipna,
+                    ddof: 0.0,
+                };
+                let (mut by_run, mut by_value) = (r.empty(3), r.empty(3));
+                for half in values.chunks(3) {
+                    r.add_run(&mut by_run, 3, 0, half, 0);
+                    for (j, &v) in half.iter().enumerate() {
+                        r.add(&mut by_value, 3, j, v, 0);
+                    }
+                }
+                let same = by_run
+                    .iter()
+                    .zip(&by_value)
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                assert!(same, "{op:?} skipna={skipna}: {by_run:?} vs {by_value:?}");
+            }
+        }
     }
 
     #[test]
