@@ -402,7 +402,11 @@ impl<'v> Env<'_, 'v, '_> {
     }
 }
 
-fn eval_val(expr: &Expr, region: &Region, read: &mut Reader<'_>) -> Result<Val<'static>, EvalError> {
+fn eval_val(
+    expr: &Expr,
+    region: &Region,
+    read: &mut Reader<'_>,
+) -> Result<Val<'static>, EvalError> {
     let mut env = Env {
         views: &|_| None,
         read,

@@ -24,6 +24,6 @@ pub mod time;
 pub use check::{check, CheckError, Inputs};
 pub use open::{open_inputs, read_coordinate, InputSpec};
 pub use planner::{plan, ComputePlan, PlanError, Target};
-pub use syntax::{parse, SyntaxError};
 pub use scratch::release_idle;
+pub use syntax::{parse, SyntaxError};
 pub use task::run_task;

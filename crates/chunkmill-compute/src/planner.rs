@@ -1235,8 +1235,15 @@ fn kept(values: &[u64], axes: &[usize]) -> Vec<u64> {
         .collect()
 }
 
+/// Blocks stop growing once their values (as f64) reach this: beyond it a task's fixed
+/// work (opening, markers, a state piece) is already small beside its values, while a larger
+/// block only adds pages each worker faults in afresh (its buffers are reused from one task
+/// to the next) and leaves fewer tasks to balance the workers.
+const GROWN_BLOCK_BYTES: u64 = 32 << 20;
+
 /// Fan-in along each reduced axis: grown axis by axis (at most 64 chunks) while a task of
-/// `mem` fits the budget and the step still has a task for each of the `workers`.
+/// `mem` fits the budget, the step still has a task for each of the `workers`, and a block
+/// is under [`GROWN_BLOCK_BYTES`] of values.
 fn grow_fan(
     input: &Lazy,
     base: &[u64],
@@ -1263,8 +1270,15 @@ fn grow_fan(
     // whole budget runs one task at a time, and the other cores wait.
     let per_worker = budget / workers.max(1);
     let mut fan: Vec<u64> = vec![1; axes.len()];
+    let block_bytes = |fan: &[u64]| -> u64 {
+        8 * base
+            .iter()
+            .enumerate()
+            .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k]))
+            .product::<u64>()
+    };
     for k in 0..axes.len() {
-        while fan[k] < counts[axes[k]] && fan[k] < 64 {
+        while fan[k] < counts[axes[k]] && fan[k] < 64 && block_bytes(&fan) < GROWN_BLOCK_BYTES {
             fan[k] += 1;
             if mem(&fan) > per_worker || tasks(&fan) < workers {
                 fan[k] -= 1;
@@ -1480,7 +1494,10 @@ fn held_elems(read: &Read, inputs: &[Endpoint], block: &[u64]) -> u64 {
         .iter()
         .enumerate()
         .map(|(k, a)| {
-            let whole = source.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(u64::MAX);
+            let whole = source
+                .as_ref()
+                .and_then(|s| s.get(k).copied())
+                .unwrap_or(u64::MAX);
             match (a.to, &a.index) {
                 (None, _) => 1,
                 (Some(_), Some(_)) => whole,
@@ -1724,12 +1741,33 @@ pub(crate) mod tests {
             partial.tasks(),
             partial.projected_mem
         );
-        let p = planned_over(&inputs, "a = sqrt(abs(air * 2 - 1)) + air * air", 1 << 30, &none)?;
+        let p = planned_over(
+            &inputs,
+            "a = sqrt(abs(air * 2 - 1)) + air * air",
+            1 << 30,
+            &none,
+        )?;
         assert!(
             p.stages[0].projected_mem < 4 * block,
             "{} bytes for blocks of {block}",
             p.stages[0].projected_mem
         );
+        Ok(())
+    }
+
+    #[test]
+    fn blocks_stop_growing_at_a_few_tens_of_megabytes() -> TestResult {
+        // Chunks of 6.4 MB (as f64) and a budget with room for far more: blocks grow past
+        // 32 MB only by their last chunk (6 chunks), not to half the time axis (20 chunks, a
+        // task per worker), which would fault each block's pages in afresh and leave the
+        // workers two tasks to balance.
+        let mut inputs = inputs();
+        inputs.sources[0].shape = vec![400, 200, 400];
+        inputs.sources[0].chunks = vec![10, 200, 400];
+        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
+        let p = planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)?;
+        assert_eq!(kernel(&p.stages[0]), Some("partial"));
+        assert_eq!(p.stages[0].tasks(), 7, "{}", p.stages[0].label);
         Ok(())
     }
 
@@ -1860,7 +1898,10 @@ pub(crate) mod tests {
         let script = "a = air * 2\nb = air.isel(time=slice(None, None, -1)) + 1";
         let p = planned(script, 6 * chunk)?;
         assert_eq!(
-            p.stages.iter().filter(|s| kernel(s) == Some("maps")).count(),
+            p.stages
+                .iter()
+                .filter(|s| kernel(s) == Some("maps"))
+                .count(),
             1
         );
         let p = planned(script, 5 * chunk)?;

@@ -296,7 +296,8 @@ impl Moves {
         let ndim = block.ndim();
         let from = |d: usize| (sub.ranges()[d].start - block.ranges()[d].start) as usize;
         let lr = from(ndim - 1);
-        let last = &last[lr..lr + (sub.ranges()[ndim - 1].end - sub.ranges()[ndim - 1].start) as usize];
+        let last =
+            &last[lr..lr + (sub.ranges()[ndim - 1].end - sub.ranges()[ndim - 1].start) as usize];
         let outer_ranges: Vec<std::ops::Range<u64>> = (0..ndim - 1)
             .map(|d| {
                 let f = from(d) as u64;
@@ -385,18 +386,16 @@ impl Held {
                 let mut start: Option<i64> = None;
                 let mut next = 0i64;
                 let mut ok = true;
-                moves.rows(block, sub, |off, last| {
-                    match off {
-                        Some(off) if ok && is_run(last) && !last.is_empty() => {
-                            let s = off + last[0];
-                            if start.is_some() && s != next {
-                                ok = false;
-                            }
-                            start.get_or_insert(s);
-                            next = s + last.len() as i64;
+                moves.rows(block, sub, |off, last| match off {
+                    Some(off) if ok && is_run(last) && !last.is_empty() => {
+                        let s = off + last[0];
+                        if start.is_some() && s != next {
+                            ok = false;
                         }
-                        _ => ok = false,
+                        start.get_or_insert(s);
+                        next = s + last.len() as i64;
                     }
+                    _ => ok = false,
                 });
                 if !ok {
                     return None;
@@ -452,7 +451,8 @@ fn write(
             if nominal == exact {
                 dtype.encode_into(values, &mut bytes);
             } else {
-                let mut full = scratch::values_filled(nominal.iter().product::<u64>() as usize, 0.0);
+                let mut full =
+                    scratch::values_filled(nominal.iter().product::<u64>() as usize, 0.0);
                 let inside = Region::whole(&exact);
                 copy_rows(
                     values,
@@ -521,9 +521,13 @@ pub fn run_task(
         Kernel::Map { expr, dtype } => {
             let mut shared = SharedReads::new(std::iter::once(expr));
             let out = output(stage, 0).map_err(failed)?;
-            map_write(&mut shared, (0, expr, *dtype), out, region, &mut |r, sub| {
-                read_input(stage, r, sub, cancel, &mut stats)
-            })
+            map_write(
+                &mut shared,
+                (0, expr, *dtype),
+                out,
+                region,
+                &mut |r, sub| read_input(stage, r, sub, cancel, &mut stats),
+            )
             .map_err(failed)?
         }
         Kernel::Maps { parts } => {
@@ -708,8 +712,7 @@ impl<'e> SharedReads<'e> {
                     held.gather_into(region, sub, &mut values);
                     Ok(values)
                 };
-                let values =
-                    eval_with_views(expr, &tile, &views, &mut reader).map_err(message)?;
+                let values = eval_with_views(expr, &tile, &views, &mut reader).map_err(message)?;
                 sink(&tile, &values)?;
                 values.give_back();
             }

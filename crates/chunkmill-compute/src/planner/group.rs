@@ -201,12 +201,14 @@ impl Planner<'_> {
         };
         self.fits(&tree.what, partial_mem(&tree, 1))?;
         // As a reduction's blocks (`grow_fan`): grown only while every worker's block fits
-        // the budget together and each worker still has one.
+        // the budget together, each worker still has one, and a block is small enough that
+        // a larger one would save per-task work.
         let workers = self.target.workers.max(1);
         let mut fan = 1;
         while fan < len.div_ceil(tree.base[axis]).min(64)
             && partial_mem(&tree, fan + 1) <= self.target.task_budget / workers
             && len.div_ceil(tree.base[axis] * (fan + 1)) >= workers
+            && 8 * kept_elems * tree.base[axis] * fan < super::GROWN_BLOCK_BYTES
         {
             fan += 1;
         }
