@@ -88,10 +88,13 @@ pub(crate) fn give_bytes(v: Vec<u8>) {
     BYTES.with(|s| give(s, v));
 }
 
-/// Drop every buffer this thread keeps (the runner's `release_idle`).
+/// Drop every buffer this thread keeps and give the heap's free pages back (the runner's
+/// `release_idle`): a task's freed memory is kept for the next task of the stage on the same
+/// thread, within the reservation the thread keeps until it calls this.
 pub fn release_idle() {
     VALUES.with(|s| s.borrow_mut().clear());
     BYTES.with(|s| s.borrow_mut().clear());
+    chunkmill_exec::memory::return_free_heap();
 }
 
 #[cfg(test)]

@@ -560,8 +560,9 @@ pub fn run_task(
             group::run(stage, region, step, &mut reader).map_err(failed)?
         }
     };
-    // Blocks are freed here; give the pages back so the next task's admission holds.
-    chunkmill_exec::memory::return_free_heap();
+    // Freed memory is not trimmed here: the next task of the stage on this thread reuses it
+    // (inside the reservation the thread keeps); [`scratch::release_idle`] gives it back
+    // before the thread waits or runs another stage.
     if cancel.is_cancelled() {
         return Err(TaskError::Superseded);
     }
