@@ -157,3 +157,56 @@ def test_resume_after_kill_never_trusts_a_cut_or_corrupt_compressed_piece(tmp_pa
     r = oracle.run(*args(days, target, *one, "--resume"), env=env(codec))
     assert r.returncode == 0, oracle.describe(r)
     xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
+
+
+def test_resume_plans_with_the_coefficients_recorded_although_the_cache_was_deleted(tmp_path, days):
+    """The cost model's coefficients come from a cache file; a resume must not depend on it:
+    numbers measured again (here: a real disk against the slow one cached) would plan another
+    job, whose id the work dir's plan refuses."""
+    target = tmp_path / "t.zarr"
+    one = ("--workers", "1")
+    cache = tmp_path / "cache"
+    (cache / "chunkmill").mkdir(parents=True)
+    # A cache that makes LZ4 pieces the cheapest, under both build flavours' names.
+    forced = dict(item.split("=") for item in FORCE["lz4"].split(",")[1:])
+    numbers = {**{k: 1000.0 for k in ("zlib_decode", "zstd_decode", "lz4_decode", "shuffle",
+                                      "lz4_encode", "zstd1_encode", "write", "read")},
+               **{k: float(v) for k, v in forced.items()}}
+    dev = os.stat(tmp_path).st_dev
+    for suffix in ("", "-debug"):
+        (cache / "chunkmill" / f"costs-dev{dev}{suffix}.json").write_text(json.dumps(numbers))
+    base = {k: v for k, v in os.environ.items() if k != "CHUNKMILL_COSTS"}
+    cached = {**base, "XDG_CACHE_HOME": str(cache)}
+    r = oracle.run("plan", *args(days, target, "--json", *one), env=cached)
+    assert r.returncode == 0, oracle.describe(r)
+    plan = json.loads(r.stdout)
+    assert plan["cost_model"]["origin"]["kind"] == "cached", plan["cost_model"]
+    wind = next(a for a in plan["arrays"] if a["path"] == "wind")
+    assert wind["pieces"] == "lz4", wind
+    stages = [s for s in plan["stages"] if s["label"].startswith("wind")]
+    flag = tmp_path / "slow.pid"
+    proc = subprocess.Popen([str(oracle.chunkmill_bin()), *args(days, target, *one)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True,
+                            env={**cached, "CHUNKMILL_TEST_SLOW_TASK": f"{stages[0]['tasks']}:{flag}"})
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert flag.exists(), f"never reached the slow task: {proc.poll()}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    for f in (cache / "chunkmill").iterdir():
+        f.unlink()
+    # The premise: measured again, this machine plans another job.
+    fresh = {**base, "XDG_CACHE_HOME": str(tmp_path / "fresh-cache")}
+    r = oracle.run("plan", *args(days, tmp_path / "other.zarr", "--json", *one), env=fresh)
+    assert r.returncode == 0, oracle.describe(r)
+    other = next(a for a in json.loads(r.stdout)["arrays"] if a["path"] == "wind")
+    assert other.get("pieces") != "lz4", other
+    r = oracle.run(*args(days, target, *one, "--resume"), env=cached)
+    assert r.returncode == 0, oracle.describe(r)
+    xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
+    assert not Path(f"{target}.work").exists()

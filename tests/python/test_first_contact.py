@@ -320,3 +320,15 @@ def test_convert_chunks_naming_no_dimension_is_refused_like_rechunk(files, tmp_p
     oracle.ok("convert", *files, target, "--concat-dim", "time", "--rename", "time=t", "--chunks", "t=4",
               "--max-mem", "64MB", "--no-progress")
     assert zarr.open_group(str(target))["air"].chunks[0] == 4
+
+
+@pytest.mark.parametrize("size, words", [("20000000TB", "larger than"), ("0.1", "less than one byte")])
+def test_a_budget_no_machine_can_count_is_a_usage_error(tmp_path, size, words):
+    """A float cast saturates: --max-mem 20000000TB used to run with 18.4 EB and 0.1 with 0."""
+    src = tmp_path / "src.zarr"
+    _zarr(src)
+    r = oracle.run("rechunk", src, tmp_path / "t.zarr", "--chunks", "time=-1", "--max-mem", size,
+                   "--no-progress")
+    err = _one_error(r, 2)
+    assert size in err and words in err, err
+    assert not (tmp_path / "t.zarr").exists()

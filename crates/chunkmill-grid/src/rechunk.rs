@@ -519,6 +519,27 @@ impl RechunkProblem {
     /// # Errors
     /// As [`RechunkProblem::plan`].
     pub fn plan_among(&self, media: &[MediumCost]) -> Result<RechunkPlan, GridError> {
+        self.plan_on(media, None)
+    }
+
+    /// [`RechunkProblem::plan_among`] for tasks that share `cores` CPU cores: each kind of
+    /// plan still runs at the concurrency that suits it best, but kinds are compared (and
+    /// their estimates given) as if no more than `cores` tasks decode at once. Tasks beyond the
+    /// cores overlap their waits, not their work; dividing by them made the kinds whose small
+    /// tasks fit many at once (re-reading the sources, under a small budget) look up to
+    /// `workers / cores` times cheaper than they run.
+    ///
+    /// # Errors
+    /// As [`RechunkProblem::plan`].
+    pub fn plan_among_cores(
+        &self,
+        media: &[MediumCost],
+        cores: u64,
+    ) -> Result<RechunkPlan, GridError> {
+        self.plan_on(media, Some(cores))
+    }
+
+    fn plan_on(&self, media: &[MediumCost], cores: Option<u64>) -> Result<RechunkPlan, GridError> {
         let media: &[MediumCost] = if media.is_empty() {
             std::slice::from_ref(&self.intermediate_cost)
         } else {
@@ -570,6 +591,11 @@ impl RechunkProblem {
                 }
             }
         }
+        if let Some(cores) = cores {
+            for kind in &mut kinds {
+                kind.estimated_seconds = self.seconds_on(kind, media, cores);
+            }
+        }
         let Some(winner) =
             (0..kinds.len()).reduce(|a, b| if better(&kinds[b], &kinds[a]) { b } else { a })
         else {
@@ -582,6 +608,25 @@ impl RechunkProblem {
         kinds.sort_by(|a, b| a.estimated_seconds.total_cmp(&b.estimated_seconds));
         best.alternatives = kinds.iter().map(|k| self.priced(k)).collect();
         Ok(best)
+    }
+
+    /// `plan`'s estimate when no more than `cores` of its tasks work at once.
+    fn seconds_on(&self, plan: &RechunkPlan, media: &[MediumCost], cores: u64) -> f64 {
+        let last = plan.stages.len().saturating_sub(1);
+        let medium = media
+            .get(plan.medium)
+            .copied()
+            .unwrap_or(self.intermediate_cost);
+        let conc = plan.concurrency.min(cores.max(1));
+        plan.stages
+            .iter()
+            .enumerate()
+            .map(|(j, stage)| {
+                let read = if j == 0 { self.source_cost } else { medium };
+                let write = if j == last { self.target_cost } else { medium };
+                self.stage_seconds(stage, read, write, conc)
+            })
+            .sum()
     }
 
     fn priced(&self, plan: &RechunkPlan) -> PricedAlternative {

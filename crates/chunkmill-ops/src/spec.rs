@@ -29,7 +29,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if !value.is_finite() || value <= 0.0 {
         return Err(bad());
     }
-    Ok((value * factor) as u64)
+    let bytes = value * factor;
+    // A float-to-integer cast saturates: 20EB would silently become 18.4 EB and 0.1 would
+    // become 0, so a budget or size the user did not mean would be used.
+    if bytes < 1.0 {
+        return Err(format!("invalid size '{text}': less than one byte"));
+    }
+    if bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "invalid size '{text}': larger than the largest size this machine can count ({} bytes)",
+            u64::MAX
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 /// Chunk sizes by dimension name or by axis; `None` is `-1`, the whole axis.
@@ -96,6 +108,16 @@ mod tests {
         assert_eq!(parse_size("1.5GB")?, 1_500_000_000);
         assert!(parse_size("lots").unwrap_err().contains("'lots'"));
         assert!(parse_size("-5MB").is_err());
+        assert!(parse_size("20000000TB")
+            .unwrap_err()
+            .contains("larger than"));
+        assert!(parse_size("18446744073709551616")
+            .unwrap_err()
+            .contains("larger than"));
+        assert!(parse_size("0.1")
+            .unwrap_err()
+            .contains("less than one byte"));
+        assert_eq!(parse_size("18000000TB")?, 18_000_000_000_000_000_000);
         Ok(())
     }
 

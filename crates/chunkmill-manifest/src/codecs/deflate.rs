@@ -36,6 +36,12 @@ pub fn codec(filter: &Filter) -> Codec {
     Codec::numcodecs("zlib", c)
 }
 
+thread_local! {
+    /// This thread's inflater, kept: a new one is an allocation of its tables per chunk.
+    static INFLATER: std::cell::RefCell<libdeflater::Decompressor> =
+        std::cell::RefCell::new(libdeflater::Decompressor::new());
+}
+
 /// Inflates one zlib stream; `decoded_len` is the size it should inflate to when known (0
 /// when not), so the output is allocated once instead of grown and copied.
 ///
@@ -54,7 +60,7 @@ pub fn decode(bytes: &[u8], decoded_len: usize) -> Result<Vec<u8>, String> {
         // as a streaming inflater (docs/benchmarks.md, "Convert"). It needs the output's
         // size up front: a stream longer than expected goes the streaming way below.
         let mut out = vec![0u8; capacity];
-        match libdeflater::Decompressor::new().zlib_decompress(bytes, &mut out) {
+        match INFLATER.with(|inflater| inflater.borrow_mut().zlib_decompress(bytes, &mut out)) {
             Ok(len) => {
                 out.truncate(len);
                 return Ok(out);
@@ -75,7 +81,7 @@ pub fn decode(bytes: &[u8], decoded_len: usize) -> Result<Vec<u8>, String> {
 /// # Errors
 /// When the bytes are not a complete zlib stream, or inflate to another size.
 pub fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), String> {
-    match libdeflater::Decompressor::new().zlib_decompress(bytes, out) {
+    match INFLATER.with(|inflater| inflater.borrow_mut().zlib_decompress(bytes, out)) {
         Ok(len) if len == out.len() => Ok(()),
         Ok(len) => Err(format!("decoded to {len} bytes, expected {}", out.len())),
         Err(libdeflater::DecompressionError::InsufficientSpace) => Err(format!(

@@ -322,6 +322,14 @@ pub fn decode_zarr(
     Ok(bytes)
 }
 
+/// Largest scratch buffer a thread keeps between chunks.
+const KEPT_SCRATCH: usize = 8 << 20;
+
+thread_local! {
+    /// The inflated bytes of the chunk this thread last unshuffled into a caller's buffer.
+    static INFLATED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// [`decode_zarr`] into `out`, which must be exactly the chunk's decoded size: the last step
 /// (unshuffle, inflate or the raw bytes) writes straight into it, so a reader that owns the
 /// destination (the Python package's numpy buffers) skips a copy of every chunk.
@@ -335,6 +343,28 @@ pub fn decode_zarr_into(
     out: &mut [u8],
 ) -> Result<(), String> {
     let steps: Vec<&Codec> = codecs.iter().rev().filter(|c| !c.is_bytes()).collect();
+    if let [inflate, unshuffle] = steps[..] {
+        if inflate.name == "numcodecs.zlib" && unshuffle.name == "numcodecs.shuffle" {
+            // HDF5's usual pair: inflated into this thread's scratch buffer, kept between
+            // chunks (a fresh one per chunk cost a page clear of every byte), then unshuffled
+            // straight into `out`.
+            return INFLATED.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                scratch.resize(out.len(), 0);
+                let inflated = deflate::decode_into(&stored, &mut scratch);
+                if inflated.is_ok() {
+                    shuffle::unshuffle_into(&scratch, shuffle_size(unshuffle, element_size), out);
+                    swap_if_big_endian(codecs, element_size, out);
+                }
+                // Only a small one is kept: a task's memory counts a chunk while it reads, not
+                // after.
+                if scratch.capacity() > KEPT_SCRATCH {
+                    *scratch = Vec::new();
+                }
+                inflated
+            });
+        }
+    }
     let mut bytes = stored;
     let Some((last, before)) = steps.split_last() else {
         copy_exact(&bytes, out)?;

@@ -383,7 +383,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         // the coefficients, so small jobs never measure anything.
         if planned.summary.strategy != Strategy::Direct {
             if costs.is_none() {
-                costs = Some(crate::job::costs::coefficients(&temp)?);
+                costs = Some(job_coefficients(options, &prepared.work_dir, &temp)?);
             }
             if let Some((coefficients, _)) = &costs {
                 priced(&mut job, &prepared, output, coefficients, temp.kind());
@@ -401,6 +401,11 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let groups = prepared
         .source
         .groups_for(&keys, options.layout.zarr_format);
+    let mut work_files: Vec<WorkFile> = prepared.references().into_iter().collect();
+    if let Some((coefficients, _)) = &costs {
+        let record = crate::job::costs::record(coefficients);
+        work_files.push(WorkFile::Json(crate::job::costs::RECORD_KEY.into(), record));
+    }
     Ok(ConvertJob {
         job: Job {
             plan,
@@ -415,7 +420,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
             temp: temp.url().to_string(),
             existing_target: false,
             resize: Vec::new(),
-            work_files: prepared.references().into_iter().collect(),
+            work_files,
             write_url,
             inputs,
             left_out: Vec::new(),
@@ -425,6 +430,22 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         notes: prepared.notes.clone(),
         costs,
     })
+}
+
+/// The cost model's coefficients: on `--resume`, those the resumed run recorded in its work
+/// dir (so the plan, and its id, come out the same although the cache was deleted or
+/// measures differently now), else the cached, measured or given ones.
+fn job_coefficients(
+    options: &ConvertOptions,
+    work_dir: &str,
+    temp: &Store,
+) -> Result<(crate::job::costs::Coefficients, crate::job::costs::Origin), OpsError> {
+    if options.job.resume {
+        if let Some(found) = crate::job::costs::recorded(&Store::open(work_dir)?)? {
+            return Ok(found);
+        }
+    }
+    crate::job::costs::coefficients(temp)
 }
 
 /// `job` priced with measured coefficients: its source by the codecs its chunks go through,

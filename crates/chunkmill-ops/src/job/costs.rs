@@ -54,6 +54,9 @@ pub enum Origin {
     Cached(PathBuf),
     /// Measured now, and cached at this path.
     Measured(PathBuf),
+    /// Read back from the work dir of the run being resumed (at this URL): the numbers its
+    /// plan was built from, whatever the cache or the environment says now.
+    Recorded(String),
 }
 
 impl std::fmt::Display for Origin {
@@ -63,6 +66,7 @@ impl std::fmt::Display for Origin {
             Origin::Environment => f.write_str("CHUNKMILL_COSTS"),
             Origin::Cached(p) => write!(f, "cached in {}", p.display()),
             Origin::Measured(p) => write!(f, "measured now, cached in {}", p.display()),
+            Origin::Recorded(url) => write!(f, "recorded by the run resumed, {url}"),
         }
     }
 }
@@ -203,6 +207,31 @@ pub fn source_cost(c: &Coefficients, codecs: &[String], kind: StoreKind) -> Medi
         write_ns_per_byte: 5.0,
         ns_per_object: if kind == StoreKind::S3 { 20e6 } else { 40e3 },
     }
+}
+
+/// The work-dir key under which a job records the coefficients its plan was built from.
+pub const RECORD_KEY: &str = "costs.json";
+
+/// The coefficients a run recorded in its work dir `work` ([`RECORD_KEY`]), for its resume:
+/// the plan id of a resumed run must match the recorded plan, which coefficients measured
+/// again (a deleted cache, another `CHUNKMILL_COSTS`) might not give. `None` when there is no
+/// record or it does not parse (then the plan id check still refuses a different plan).
+///
+/// # Errors
+/// [`OpsError`] when the work dir cannot be read.
+pub fn recorded(work: &Store) -> Result<Option<(Coefficients, Origin)>, OpsError> {
+    let Some(bytes) = work.get(RECORD_KEY)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Coefficients>(&bytes)
+        .ok()
+        .map(|c| (c, Origin::Recorded(work.join(RECORD_KEY)))))
+}
+
+/// The record [`recorded`] reads back.
+#[must_use]
+pub fn record(c: &Coefficients) -> serde_json::Value {
+    serde_json::to_value(c).unwrap_or_default()
 }
 
 /// The cache directory: `$XDG_CACHE_HOME/chunkmill`, else `$HOME/.cache/chunkmill`.
@@ -469,7 +498,7 @@ mod tests {
         assert!((zlib.read_ns_per_byte - (0.1 + 1e3 / 3000.0 + 1e3 / 700.0)).abs() < 1e-9);
     }
 
-    use chunkmill_grid::rechunk::{RechunkProblem, Strategy};
+    use chunkmill_grid::rechunk::{RechunkPlan, RechunkProblem, Strategy};
     use chunkmill_grid::Grid;
 
     /// How the model moves a (192, 72, 144) float32 array of zlib-compressed time slices to
@@ -562,6 +591,67 @@ mod tests {
             chosen(&free_decode, squeezable)?,
             (Strategy::Multipass, None)
         );
+        Ok(())
+    }
+
+    /// Ten days of the benchmark's `air` ((1, 180, 360) zlib time slices) to (240, 18, 36) with
+    /// 62 MiB for tasks, up to 4 at once on 2 cores: re-reading the sources 5 times in 4
+    /// small tasks at once, or decoding each chunk once in one large task.
+    fn reread_or_direct(cores: Option<u64>) -> Result<RechunkPlan, Box<dyn std::error::Error>> {
+        let c = Coefficients::DEFAULTS;
+        let shape = [240, 180, 360];
+        let media = piece_media(&c, Ratios::TYPICAL, StoreKind::Local);
+        let zlib = ["numcodecs.shuffle".into(), "numcodecs.zlib".into()];
+        let problem = RechunkProblem {
+            shape: shape.to_vec(),
+            item_size: 4,
+            source: Grid::regular(&shape, &[1, 180, 360])?,
+            target_chunks: vec![240, 18, 36],
+            budget: 62 << 20,
+            workers: 4,
+            source_cost: source_cost(&c, &zlib, StoreKind::Local),
+            target_cost: MediumCost {
+                read_ns_per_byte: 1.0,
+                write_ns_per_byte: 2.5,
+                ns_per_object: 40e3,
+            },
+            intermediate_cost: MediumCost::LOCAL_RAW,
+            ns_per_task: 100e3,
+            task_overhead: 1 << 20,
+            max_stages: 3,
+        };
+        let costs: Vec<MediumCost> = media.iter().map(|(_, m)| *m).collect();
+        Ok(match cores {
+            Some(cores) => problem.plan_among_cores(&costs, cores)?,
+            None => problem.plan_among(&costs)?,
+        })
+    }
+
+    #[test]
+    fn tasks_beyond_the_cores_do_not_make_rereading_cheaper(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // Dividing the work by the 4 tasks at once made 5 passes look cheaper than one.
+        let per_task = reread_or_direct(None)?;
+        assert_eq!(
+            (per_task.strategy, per_task.concurrency),
+            (Strategy::Multipass, 4)
+        );
+        let passes = per_task.stages[0].bytes_read as f64 / (240.0 * 180.0 * 360.0 * 4.0);
+        assert!((passes - 5.0).abs() < 1e-9, "{passes}");
+        // On 2 cores those 4 tasks decode at twice the speed of one, not four times.
+        let on_two = reread_or_direct(Some(2))?;
+        assert_eq!(on_two.strategy, Strategy::Direct);
+        let reread = on_two
+            .alternatives
+            .iter()
+            .find(|a| a.strategy == Strategy::Multipass)
+            .ok_or("re-reading was not priced")?;
+        assert_eq!(reread.concurrency, 4);
+        let ratio = reread.estimated_seconds / per_task.estimated_seconds;
+        assert!((ratio - 2.0).abs() < 1e-9, "{ratio}");
+        assert!(on_two.estimated_seconds < reread.estimated_seconds);
+        // One task at a time costs what it did: the cores never limit it.
+        assert!(on_two.concurrency <= 2);
         Ok(())
     }
 

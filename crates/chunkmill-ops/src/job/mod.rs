@@ -114,7 +114,8 @@ pub struct JobReport {
     pub bytes_read: Option<u64>,
     /// Wall time, seconds.
     pub seconds: f64,
-    /// Peak resident memory of this process, bytes.
+    /// Peak resident memory of any one process of the run (this one or, with the `processes`
+    /// executor, a worker), bytes.
     pub peak_rss: u64,
     /// The budget, bytes.
     pub max_mem: u64,

@@ -10,7 +10,7 @@ use chunkmill_store::zarr::{self, ArrayInfo, ArraySpec, Compressor, Encoding};
 use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
 
-use super::{human, JobOptions, TargetLayout};
+use super::{human, Executor, JobOptions, TargetLayout};
 use crate::spec::ChunkSpec;
 use crate::OpsError;
 
@@ -312,7 +312,16 @@ pub(crate) fn plan_array(
     };
     let media: Vec<MediumCost> = job.piece_media.iter().map(|(_, m)| *m).collect();
     let codec_of = |m: usize| job.piece_media.get(m).map_or(PieceCodec::Raw, |(c, _)| *c);
-    let plan: RechunkPlan = problem.plan_among(&media).map_err(|e| match e {
+    // Threads of this process share its machine's cores; other executors' workers run on
+    // their own (the cores of a batch engine are not known here).
+    let planned = match options.executor {
+        Executor::Threads => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+            problem.plan_among_cores(&media, cores)
+        }
+        _ => problem.plan_among(&media),
+    };
+    let plan: RechunkPlan = planned.map_err(|e| match e {
         GridError::DoesNotFit { task_bytes, .. } => {
             let refused = context.budget.admit(task_bytes).err();
             OpsError::Refused(match refused {

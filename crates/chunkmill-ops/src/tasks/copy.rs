@@ -293,14 +293,30 @@ fn spare_or_zeroed(
     len: usize,
 ) -> Vec<u8> {
     if let Some(mut spare) = spare.with(|s| s.borrow_mut().take()) {
-        if spare.capacity() >= len && spare.capacity() <= len + len / 64 {
+        if spare.capacity() >= len {
             spare.resize(len, 0);
             spare.truncate(len);
+            if spare.capacity() > len + len / 64 {
+                // Given back beyond `len` (the task counts only `len`): the allocator shrinks
+                // a large buffer in place (mremap), so the pages kept need no fault and no
+                // clearing, where a fresh buffer of another stage's size needed both.
+                spare.shrink_to(len);
+            }
+            return spare;
+        }
+        if spare.capacity() >= MAPPED {
+            // Grown in place likewise: only the pages added are faulted in and cleared.
+            spare.reserve_exact(len - spare.len());
+            spare.resize(len, 0);
             return spare;
         }
     }
     zeroed(len)
 }
+
+/// Buffers at least this large are mappings of their own (glibc's largest mmap threshold),
+/// which the allocator resizes without copying.
+const MAPPED: usize = 32 << 20;
 
 /// The byte range that `inner` occupies in a C-ordered buffer holding `outer`, when its
 /// elements are one run there (a piece of a block can then be read or written in place).
@@ -431,8 +447,8 @@ fn read_piece_into(
 }
 
 /// Reads input chunk `coords` straight into its place in `block` (holding `region`) when it
-/// is one run there: an intermediate piece, or a Zarr chunk whose codecs allow decoding in
-/// place ([`ZarrArray::read_chunk_into`]). Returns the bytes read, or `None` when the chunk
+/// is one run there: an intermediate piece, a referenced source chunk, or a Zarr chunk whose
+/// codecs allow decoding in place ([`ZarrArray::read_chunk_into`]). Returns the bytes read, or `None` when the chunk
 /// must be read into a buffer of its own and placed.
 fn read_in_place(
     input: &Opened,
@@ -464,6 +480,21 @@ fn read_in_place(
                 .read_chunk_into(coords, &mut block[span])
                 .map_err(|e| e.to_string())?;
             Ok(placed.then_some(len))
+        }
+        Opened::References(reader) => {
+            // A source chunk decoded where it belongs (the last codec writes into the block):
+            // no buffer of its own to clear, fill and copy from.
+            let Some(span) = contiguous_span(region, &nominal_region(grid, coords), item) else {
+                return Ok(None);
+            };
+            if span.len() != reader.chunk_bytes() {
+                return Ok(None);
+            }
+            let len = span.len() as u64;
+            reader
+                .read_chunk_into(coords, &mut block[span])
+                .map_err(|e| e.to_string())?;
+            Ok(Some(len))
         }
         _ => Ok(None),
     }
@@ -921,4 +952,40 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         }
     }
     Ok(forgotten)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread's spare block serves the next task whatever its size, holding no more than
+    /// that task counts (its length, within 1/64), and keeps its pages where it can.
+    #[test]
+    fn a_spare_block_is_resized_to_the_next_task_and_holds_no_more() {
+        let big = 40 << 20;
+        let mut block = block_buffer(big);
+        block[big - 1] = 7;
+        let kept = block.as_ptr();
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(block));
+        // A smaller task: the same buffer, given back beyond its length.
+        let small = block_buffer(big / 3);
+        assert_eq!(small.len(), big / 3);
+        assert!(
+            small.capacity() <= big / 3 + big / 3 / 64,
+            "{}",
+            small.capacity()
+        );
+        assert_eq!(small.as_ptr(), kept);
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(small));
+        // A larger one again: grown, its new bytes zero.
+        let grown = block_buffer(big);
+        assert_eq!(grown.len(), big);
+        assert!(grown.capacity() <= big + big / 64);
+        assert!(grown[big / 3..].iter().all(|&b| b == 0));
+        // A small spare is not grown (it would be copied): a new buffer, zeroed.
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(vec![1u8; 1 << 20]));
+        let fresh = block_buffer(3 << 20);
+        assert_eq!(fresh.len(), 3 << 20);
+        assert!(fresh.iter().all(|&b| b == 0));
+    }
 }

@@ -127,7 +127,7 @@ pub fn html(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>chunkmill report: {t}</title>\
          <style>{PAGE_STYLE}</style></head><body><h1>chunkmill: {t}</h1>\
          <p class=\"run-summary\"><span class=\"tasks-run\" data-value=\"{n}\">{n}</span> task(s) ran in \
-         <span class=\"wall\" data-seconds=\"{w}\">{w:.2} s</span>; peak resident memory of this process {p}, \
+         <span class=\"wall\" data-seconds=\"{w}\">{w:.2} s</span>; peak resident memory of any one process of the run (this one, or a worker) {p}, \
          against a budget of {b}.</p><h2>Plan</h2>{plan}",
         t = escape(title),
         n = records.len(),
