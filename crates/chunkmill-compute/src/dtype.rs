@@ -242,25 +242,42 @@ impl DType {
     /// Encode `values` (already rounded to this type) as native-order bytes.
     #[must_use]
     pub fn encode(self, values: &[f64]) -> Vec<u8> {
-        fn each<const N: usize>(values: &[f64], f: impl Fn(f64) -> [u8; N]) -> Vec<u8> {
-            let mut out = vec![0u8; values.len() * N];
+        let mut out = Vec::new();
+        self.encode_into(values, &mut out);
+        out
+    }
+
+    /// [`DType::encode`] into `out` (resized to fit; its old contents are overwritten), so a
+    /// caller can reuse one buffer.
+    pub fn encode_into(self, values: &[f64], out: &mut Vec<u8>) {
+        let n = values.len() * self.size();
+        if out.len() > n {
+            out.truncate(n);
+        } else {
+            out.resize(n, 0);
+        }
+        self.encode_slice(values, out);
+    }
+
+    /// [`DType::encode`] into `out`, one value per slot (as many as both hold).
+    pub fn encode_slice(self, values: &[f64], out: &mut [u8]) {
+        fn each<const N: usize>(values: &[f64], out: &mut [u8], f: impl Fn(f64) -> [u8; N]) {
             for (o, &v) in out.chunks_exact_mut(N).zip(values) {
                 o.copy_from_slice(&f(v));
             }
-            out
         }
         match self {
-            DType::Bool => each(values, |v| [u8::from(v != 0.0)]),
-            DType::Int8 => each(values, |v| (v as i8).to_ne_bytes()),
-            DType::Uint8 => each(values, |v| (v as u8).to_ne_bytes()),
-            DType::Int16 => each(values, |v| (v as i16).to_ne_bytes()),
-            DType::Uint16 => each(values, |v| (v as u16).to_ne_bytes()),
-            DType::Int32 => each(values, |v| (v as i32).to_ne_bytes()),
-            DType::Uint32 => each(values, |v| (v as u32).to_ne_bytes()),
-            DType::Float32 => each(values, |v| (v as f32).to_ne_bytes()),
-            DType::Int64 => each(values, |v| (v as i64).to_ne_bytes()),
-            DType::Uint64 => each(values, |v| (v as u64).to_ne_bytes()),
-            DType::Float64 => each(values, f64::to_ne_bytes),
+            DType::Bool => each(values, out, |v| [u8::from(v != 0.0)]),
+            DType::Int8 => each(values, out, |v| (v as i8).to_ne_bytes()),
+            DType::Uint8 => each(values, out, |v| (v as u8).to_ne_bytes()),
+            DType::Int16 => each(values, out, |v| (v as i16).to_ne_bytes()),
+            DType::Uint16 => each(values, out, |v| (v as u16).to_ne_bytes()),
+            DType::Int32 => each(values, out, |v| (v as i32).to_ne_bytes()),
+            DType::Uint32 => each(values, out, |v| (v as u32).to_ne_bytes()),
+            DType::Float32 => each(values, out, |v| (v as f32).to_ne_bytes()),
+            DType::Int64 => each(values, out, |v| (v as i64).to_ne_bytes()),
+            DType::Uint64 => each(values, out, |v| (v as u64).to_ne_bytes()),
+            DType::Float64 => each(values, out, f64::to_ne_bytes),
         }
     }
 }

@@ -103,20 +103,31 @@ pub(crate) fn fun2(f: Fun2, a: f64, b: f64, int: bool) -> f64 {
     }
 }
 
-/// A block of a region's values; constants stay scalars until they meet a block.
-enum Val {
+/// A block of a region's values; constants stay scalars until they meet a block, and a read
+/// whose values lie in one run of a block the task holds is a view of it (not copied).
+enum Val<'v> {
     Scalar(f64),
     Block(Vec<f64>),
+    View(&'v [f64]),
 }
 
-impl Val {
+impl Val<'_> {
     fn into_block(self, n: usize) -> Vec<f64> {
         match self {
-            Val::Scalar(v) => vec![v; n],
+            Val::Scalar(v) => crate::scratch::values_filled(n, v),
             Val::Block(b) => b,
+            Val::View(v) => {
+                let mut b = crate::scratch::values(v.len());
+                b.copy_from_slice(v);
+                b
+            }
         }
     }
 }
+
+/// Finds the values of a read over the current region in a block the task holds, when they
+/// are one run of it.
+pub(crate) type Views<'v> = dyn Fn(&Read) -> Option<&'v [f64]> + 'v;
 
 /// Evaluate `expr` over `region` of its domain, reading arrays with `read`.
 ///
@@ -128,123 +139,279 @@ pub fn eval(expr: &Expr, region: &Region, read: &mut Reader<'_>) -> Result<Vec<f
     Ok(eval_val(expr, region, read)?.into_block(n))
 }
 
-fn binary_blocks(f: Fun2, a: Val, b: Val, dtype: DType) -> Result<Val, EvalError> {
+/// The values of an expression over a tile: its own buffer, or a view of a held block when
+/// the expression is one read (copied only by a caller that needs to own it).
+pub(crate) enum Tile<'v> {
+    Owned(Vec<f64>),
+    View(&'v [f64]),
+}
+
+impl std::ops::Deref for Tile<'_> {
+    type Target = [f64];
+
+    fn deref(&self) -> &[f64] {
+        match self {
+            Tile::Owned(v) => v,
+            Tile::View(v) => v,
+        }
+    }
+}
+
+impl Tile<'_> {
+    /// Its buffer back for reuse.
+    pub(crate) fn give_back(self) {
+        if let Tile::Owned(v) = self {
+            crate::scratch::give_values(v);
+        }
+    }
+}
+
+/// [`eval`], taking the reads that `views` finds from it instead of `read`.
+pub(crate) fn eval_with_views<'v>(
+    expr: &Expr,
+    region: &Region,
+    views: &Views<'v>,
+    read: &mut Reader<'_>,
+) -> Result<Tile<'v>, EvalError> {
+    let n = region.num_elements() as usize;
+    let mut env = Env { views, read };
+    Ok(match env.eval_val(expr, region)? {
+        Val::View(v) => Tile::View(v),
+        other => Tile::Owned(other.into_block(n)),
+    })
+}
+
+/// One operand of an elementwise operation: the output buffer itself, a scalar or values.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Out,
+    Scalar(f64),
+    Values(&'a [f64]),
+}
+
+/// `out[i] = g(a[i], b[i])`, each side the output, a scalar or values: one loop per shape of
+/// operands, each specialised for `g` so the compiler vectorizes it.
+fn apply(out: &mut [f64], a: Side<'_>, b: Side<'_>, g: impl Fn(f64, f64) -> f64) {
+    match (a, b) {
+        (Side::Out, Side::Values(y)) => {
+            for (v, &w) in out.iter_mut().zip(y) {
+                *v = g(*v, w);
+            }
+        }
+        (Side::Out, Side::Scalar(y)) => {
+            for v in out.iter_mut() {
+                *v = g(*v, y);
+            }
+        }
+        (Side::Values(x), Side::Out) => {
+            for (v, &w) in out.iter_mut().zip(x) {
+                *v = g(w, *v);
+            }
+        }
+        (Side::Scalar(x), Side::Out) => {
+            for v in out.iter_mut() {
+                *v = g(x, *v);
+            }
+        }
+        (Side::Values(x), Side::Values(y)) => {
+            for ((v, &p), &q) in out.iter_mut().zip(x).zip(y) {
+                *v = g(p, q);
+            }
+        }
+        (Side::Values(x), Side::Scalar(y)) => {
+            for (v, &p) in out.iter_mut().zip(x) {
+                *v = g(p, y);
+            }
+        }
+        (Side::Scalar(x), Side::Values(y)) => {
+            for (v, &q) in out.iter_mut().zip(y) {
+                *v = g(x, q);
+            }
+        }
+        // Not produced: the output buffer stands for one side at most, and two scalars
+        // are computed without a buffer.
+        (Side::Out, Side::Out) | (Side::Scalar(_), Side::Scalar(_)) => {}
+    }
+}
+
+fn binary_blocks(f: Fun2, a: Val<'_>, b: Val<'_>, dtype: DType) -> Result<Val<'static>, EvalError> {
     let int = dtype.is_int();
     if int && matches!(f, Fun2::FloorDiv | Fun2::Mod) {
         let zero = match &b {
             Val::Scalar(y) => *y == 0.0,
             Val::Block(y) => y.contains(&0.0),
+            Val::View(y) => y.contains(&0.0),
         };
         if zero {
             return Err(DataError::DivisionByZero(f.symbol()).into());
         }
     }
-    let out = match (a, b) {
-        (Val::Scalar(x), Val::Scalar(y)) => {
-            return Ok(Val::Scalar(dtype.round(fun2(f, x, y, int))))
-        }
-        // x ** 2 (quadratic means) without a call to powf per element.
-        (Val::Block(mut x), Val::Scalar(y)) if f == Fun2::Pow && y == 2.0 => {
-            for v in &mut x {
-                *v *= *v;
-            }
-            x
-        }
-        (Val::Block(mut x), Val::Scalar(y)) => {
-            for v in &mut x {
-                *v = fun2(f, *v, y, int);
-            }
-            x
-        }
-        (Val::Scalar(x), Val::Block(mut y)) => {
-            for v in &mut y {
-                *v = fun2(f, x, *v, int);
-            }
-            y
-        }
-        (Val::Block(mut x), Val::Block(y)) => {
-            // The common arithmetic with the operation chosen once per block, not per value.
-            let each = |x: &mut [f64], g: fn(f64, f64) -> f64| {
-                for (v, w) in x.iter_mut().zip(&y) {
-                    *v = g(*v, *w);
-                }
-            };
-            match f {
-                Fun2::Add => each(&mut x, |a, b| a + b),
-                Fun2::Sub => each(&mut x, |a, b| a - b),
-                Fun2::Mul => each(&mut x, |a, b| a * b),
-                Fun2::Div => each(&mut x, |a, b| a / b),
-                _ => {
-                    for (v, w) in x.iter_mut().zip(&y) {
-                        *v = fun2(f, *v, *w, int);
-                    }
-                }
-            }
-            x
-        }
+    if let (Val::Scalar(x), Val::Scalar(y)) = (&a, &b) {
+        return Ok(Val::Scalar(dtype.round(fun2(f, *x, *y, int))));
+    }
+    // The output reuses an owned operand's buffer; otherwise a spare one.
+    let (mut out, spent, sides) = match (a, b) {
+        (Val::Block(x), Val::Block(y)) => (x, Some(y), None),
+        (Val::Block(x), Val::View(y)) => (x, None, Some((Side::Out, Side::Values(y)))),
+        (Val::Block(x), Val::Scalar(y)) => (x, None, Some((Side::Out, Side::Scalar(y)))),
+        (Val::View(x), Val::Block(y)) => (y, None, Some((Side::Values(x), Side::Out))),
+        (Val::Scalar(x), Val::Block(y)) => (y, None, Some((Side::Scalar(x), Side::Out))),
+        (Val::View(x), Val::View(y)) => (
+            crate::scratch::values(x.len().min(y.len())),
+            None,
+            Some((Side::Values(x), Side::Values(y))),
+        ),
+        (Val::View(x), Val::Scalar(y)) => (
+            crate::scratch::values(x.len()),
+            None,
+            Some((Side::Values(x), Side::Scalar(y))),
+        ),
+        (Val::Scalar(x), Val::View(y)) => (
+            crate::scratch::values(y.len()),
+            None,
+            Some((Side::Scalar(x), Side::Values(y))),
+        ),
+        (Val::Scalar(_), Val::Scalar(_)) => unreachable!("two scalars are computed above"),
     };
+    let (sa, sb) = match (&spent, sides) {
+        (Some(y), _) => (Side::Out, Side::Values(y)),
+        (None, Some(s)) => s,
+        (None, None) => unreachable!("sides are set for every buffer but two blocks"),
+    };
+    let square = f == Fun2::Pow && matches!(sb, Side::Scalar(y) if y == 2.0);
+    // float32 results are rounded in the same loop (the common case: no second pass).
+    let f32_round = dtype == DType::Float32;
+    // The common arithmetic with the operation chosen once per block, not per value.
+    macro_rules! each {
+        ($g:expr) => {
+            if f32_round {
+                apply(&mut out, sa, sb, |a, b| f64::from($g(a, b) as f32))
+            } else {
+                apply(&mut out, sa, sb, $g)
+            }
+        };
+    }
+    match f {
+        // x ** 2 (quadratic means) without a call to powf per element.
+        _ if square => each!(|a: f64, _: f64| a * a),
+        Fun2::Add => each!(|a: f64, b: f64| a + b),
+        Fun2::Sub => each!(|a: f64, b: f64| a - b),
+        Fun2::Mul => each!(|a: f64, b: f64| a * b),
+        Fun2::Div => each!(|a: f64, b: f64| a / b),
+        _ => each!(|a: f64, b: f64| fun2(f, a, b, int)),
+    }
+    if let Some(y) = spent {
+        crate::scratch::give_values(y);
+    }
+    if f32_round {
+        return Ok(Val::Block(out));
+    }
     Ok(Val::Block(rounded(out, dtype)))
 }
 
-fn pick(v: &Val, i: usize) -> f64 {
+fn pick(v: &Val<'_>, i: usize) -> f64 {
     match v {
         Val::Scalar(s) => *s,
         Val::Block(b) => b[i],
+        Val::View(b) => b[i],
     }
 }
 
-fn eval_val(expr: &Expr, region: &Region, read: &mut Reader<'_>) -> Result<Val, EvalError> {
-    Ok(match expr {
-        Expr::Const(v) => Val::Scalar(*v),
-        Expr::Read(r) => Val::Block(read(r, region).map_err(EvalError::Read)?),
-        Expr::Unary { f, x, dtype } => match eval_val(x, region, read)? {
-            Val::Scalar(v) => Val::Scalar(dtype.round(fun1(*f, v))),
-            Val::Block(mut b) => {
-                for v in &mut b {
-                    *v = fun1(*f, *v);
+/// What an evaluation reads with: views of held blocks first, then the reader.
+struct Env<'r, 'v, 'x> {
+    views: &'r Views<'v>,
+    read: &'r mut Reader<'x>,
+}
+
+impl<'v> Env<'_, 'v, '_> {
+    fn eval_val(&mut self, expr: &Expr, region: &Region) -> Result<Val<'v>, EvalError> {
+        Ok(match expr {
+            Expr::Const(v) => Val::Scalar(*v),
+            Expr::Read(r) => match (self.views)(r) {
+                Some(v) => Val::View(v),
+                None => Val::Block((self.read)(r, region).map_err(EvalError::Read)?),
+            },
+            Expr::Unary { f, x, dtype } => match self.eval_val(x, region)? {
+                Val::Scalar(v) => Val::Scalar(dtype.round(fun1(*f, v))),
+                Val::Block(mut b) => {
+                    for v in &mut b {
+                        *v = fun1(*f, *v);
+                    }
+                    Val::Block(rounded(b, *dtype))
                 }
-                Val::Block(rounded(b, *dtype))
+                Val::View(x) => {
+                    let mut b = crate::scratch::values(x.len());
+                    for (v, &w) in b.iter_mut().zip(x) {
+                        *v = fun1(*f, w);
+                    }
+                    Val::Block(rounded(b, *dtype))
+                }
+            },
+            Expr::Cast { x, dtype } => match self.eval_val(x, region)? {
+                Val::Scalar(v) => Val::Scalar(dtype.round(v)),
+                Val::View(v) if *dtype == DType::Float64 => Val::View(v),
+                other => {
+                    let n = region.num_elements() as usize;
+                    Val::Block(rounded(other.into_block(n), *dtype))
+                }
+            },
+            Expr::Binary { f, a, b, dtype } => {
+                let a = self.eval_val(a, region)?;
+                let b = self.eval_val(b, region)?;
+                binary_blocks(*f, a, b, *dtype)?
             }
-        },
-        Expr::Cast { x, dtype } => match eval_val(x, region, read)? {
-            Val::Scalar(v) => Val::Scalar(dtype.round(v)),
-            Val::Block(b) => Val::Block(rounded(b, *dtype)),
-        },
-        Expr::Binary { f, a, b, dtype } => {
-            let a = eval_val(a, region, read)?;
-            let b = eval_val(b, region, read)?;
-            binary_blocks(*f, a, b, *dtype)?
-        }
-        Expr::Where { c, a, b, dtype } => {
-            let c = eval_val(c, region, read)?;
-            let a = eval_val(a, region, read)?;
-            let b = eval_val(b, region, read)?;
-            match c {
-                Val::Scalar(t) => {
-                    if t != 0.0 {
-                        a
-                    } else {
-                        b
+            Expr::Where { c, a, b, dtype } => {
+                let c = self.eval_val(c, region)?;
+                let a = self.eval_val(a, region)?;
+                let b = self.eval_val(b, region)?;
+                match c {
+                    Val::Scalar(t) => {
+                        if t != 0.0 {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                    c => {
+                        let n = region.num_elements() as usize;
+                        let mut out = crate::scratch::values(n);
+                        for (i, o) in out.iter_mut().enumerate() {
+                            *o = if pick(&c, i) != 0.0 {
+                                pick(&a, i)
+                            } else {
+                                pick(&b, i)
+                            };
+                        }
+                        Val::Block(rounded(out, *dtype))
                     }
                 }
-                Val::Block(cb) => {
-                    let out: Vec<f64> = cb
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &t)| if t != 0.0 { pick(&a, i) } else { pick(&b, i) })
-                        .collect();
-                    Val::Block(rounded(out, *dtype))
-                }
             }
-        }
-        Expr::Concat {
-            axis,
-            starts,
-            parts,
-            dtype,
-        } => Val::Block(rounded(concat(*axis, starts, parts, region, read)?, *dtype)),
-        Expr::Stack { x, at, axes, sizes } => Val::Block(stack(x, *at, axes, sizes, region, read)?),
-    })
+            Expr::Concat {
+                axis,
+                starts,
+                parts,
+                dtype,
+            } => Val::Block(rounded(
+                concat(*axis, starts, parts, region, self.read)?,
+                *dtype,
+            )),
+            Expr::Stack { x, at, axes, sizes } => {
+                Val::Block(stack(x, *at, axes, sizes, region, self.read)?)
+            }
+        })
+    }
+}
+
+fn eval_val(
+    expr: &Expr,
+    region: &Region,
+    read: &mut Reader<'_>,
+) -> Result<Val<'static>, EvalError> {
+    let mut env = Env {
+        views: &|_| None,
+        read,
+    };
+    env.eval_val(expr, region)
 }
 
 /// The block of a concatenation: each part that meets the block evaluated over its stretch,

@@ -472,6 +472,30 @@ impl Reduce {
                     }
                 }
             }
+            (ReduceOp::Min | ReduceOp::Max, skipna) => {
+                let run = &mut state[j..j + len];
+                let min = self.op == ReduceOp::Min;
+                // As `add`: NaN in a state is "no value yet" when skipping, else it poisons.
+                let fold = |cur: f64, v: f64| -> f64 {
+                    let better = if min { v < cur } else { v > cur };
+                    if skipna {
+                        if !v.is_nan() && (cur.is_nan() || better) {
+                            v
+                        } else {
+                            cur
+                        }
+                    } else if v.is_nan() || cur.is_nan() {
+                        f64::NAN
+                    } else if better {
+                        v
+                    } else {
+                        cur
+                    }
+                };
+                for (s, &v) in run.iter_mut().zip(values) {
+                    *s = fold(*s, v);
+                }
+            }
             _ => {
                 for (i, &v) in values.iter().enumerate() {
                     self.add(state, n, j + i, v, index);
@@ -647,8 +671,8 @@ pub enum Kernel {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum GroupStep {
-    /// Evaluate `expr` over the block and fold each value into its group's state: one
-    /// piece per block.
+    /// Evaluate `expr` over the block, tile by tile along `axis`, and fold the values at
+    /// each index into its group's state: one piece per block.
     Partial {
         expr: Expr,
         reduce: Reduce,
@@ -677,6 +701,45 @@ pub enum GroupStep {
     },
     /// Write computed coordinate labels.
     Labels { values: crate::time::LabelValues },
+}
+
+/// Elements of a tile: small enough that an expression's intermediate values stay in cache
+/// and its buffers are reused from one tile to the next.
+pub const TILE_ELEMENTS: u64 = 1 << 16;
+
+/// Indices of `axis` per tile of a block of `shape` cut along it: about [`TILE_ELEMENTS`]
+/// elements, at least one index.
+#[must_use]
+pub fn tile_step(shape: &[u64], axis: usize) -> u64 {
+    let Some(&len) = shape.get(axis) else {
+        return 1;
+    };
+    let per_index: u64 = shape.iter().product::<u64>() / len.max(1);
+    (TILE_ELEMENTS / per_index.max(1)).clamp(1, len.max(1))
+}
+
+/// Elements of the largest tile of a block of `shape` cut along `axis`.
+#[must_use]
+pub fn tile_elements(shape: &[u64], axis: usize) -> u64 {
+    let total: u64 = shape.iter().product();
+    match shape.get(axis) {
+        Some(&len) => (total / len.max(1)) * tile_step(shape, axis),
+        None => total,
+    }
+}
+
+/// Whether an expression reads only over its own domain region, so that a task evaluates it
+/// tile by tile (a concatenation or a stack evaluates its parts over other regions, so it is
+/// evaluated over the whole block).
+#[must_use]
+pub fn tileable(expr: &Expr) -> bool {
+    match expr {
+        Expr::Const(_) | Expr::Read(_) => true,
+        Expr::Unary { x, .. } | Expr::Cast { x, .. } => tileable(x),
+        Expr::Binary { a, b, .. } => tileable(a) && tileable(b),
+        Expr::Where { c, a, b, .. } => tileable(c) && tileable(a) && tileable(b),
+        Expr::Concat { .. } | Expr::Stack { .. } => false,
+    }
 }
 
 #[cfg(test)]
@@ -758,6 +821,34 @@ mod tests {
         r.add(&mut s, 1, 0, f64::NAN, 0);
         r.add(&mut s, 1, 0, f64::NAN, 1);
         assert_eq!(r.finish(&s, 1, 0), Err(DataError::AllNan("argmax")));
+    }
+
+    #[test]
+    fn min_and_max_fold_a_run_as_value_by_value() {
+        // The loops of `add_run` give what `add` gives one value at a time, NaN included
+        // (skipped, or poisoning without skipna) and a state starting empty or not.
+        let values = [3.0, f64::NAN, -1.0, 7.0, f64::NAN, 2.0];
+        for op in [ReduceOp::Min, ReduceOp::Max] {
+            for skipna in [true, false] {
+                let r = Reduce {
+                    op,
+                    skipna,
+                    ddof: 0.0,
+                };
+                let (mut by_run, mut by_value) = (r.empty(3), r.empty(3));
+                for half in values.chunks(3) {
+                    r.add_run(&mut by_run, 3, 0, half, 0);
+                    for (j, &v) in half.iter().enumerate() {
+                        r.add(&mut by_value, 3, j, v, 0);
+                    }
+                }
+                let same = by_run
+                    .iter()
+                    .zip(&by_value)
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
+                assert!(same, "{op:?} skipna={skipna}: {by_run:?} vs {by_value:?}");
+            }
+        }
     }
 
     #[test]

@@ -466,9 +466,10 @@ impl Planner<'_> {
         for r in group {
             exprs.push(self.lower(&r.input, &input.dims, &mut inputs)?);
         }
-        let base_elems: u64 = base.iter().product();
+        let axis0 = axes.first().copied().unwrap_or(0);
         if group.len() > 1
-            && group_mem(&exprs, &inputs, base_elems, None) + state_bytes > self.target.task_budget
+            && group_mem(&exprs, &inputs, (&base, axis0), None) + state_bytes
+                > self.target.task_budget
         {
             // Together they do not fit: each on its own.
             for r in group {
@@ -486,18 +487,18 @@ impl Planner<'_> {
         if group.len() == 1 {
             let state = state_bytes;
             let (e, i) = self.fit(exprs.remove(0), inputs, input, &base, &what, &|e, ins| {
-                group_mem(std::slice::from_ref(e), ins, base_elems, None) + state
+                group_mem(std::slice::from_ref(e), ins, (&base, axis0), None) + state
             })?;
             exprs = vec![e];
             inputs = i;
         }
         let mem = |fan: &[u64]| -> u64 {
-            let elems: u64 = base
+            let shape: Vec<u64> = base
                 .iter()
                 .enumerate()
                 .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k]))
-                .product();
-            group_mem(&exprs, &inputs, elems, None) + state_bytes
+                .collect();
+            group_mem(&exprs, &inputs, (&shape, axis0), None) + state_bytes
         };
         self.fits(&what, mem(&vec![1; axes.len()]))?;
         let fan = grow_fan(
@@ -751,11 +752,11 @@ impl Planner<'_> {
     ) -> Result<Endpoint, PlanError> {
         let mut inputs = Vec::new();
         let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
-        let block = grid(&lazy.shape, chunks)?.max_chunk_elements();
+        let block = grid(&lazy.shape, chunks)?.max_chunk_shape();
         let dtype = lazy.dtype;
         let splits = self.splits.len();
         let (expr, inputs) = self.fit(expr, inputs, lazy, chunks, what, &|e, ins| {
-            map_mem(e, ins, block, dtype)
+            map_mem(e, ins, &block, dtype)
         })?;
         let bytes_read =
             (self.splits.len() == splits).then(|| read_bytes(std::iter::once(lazy), self.inputs));
@@ -790,12 +791,12 @@ impl Planner<'_> {
         dtype: DType,
         bytes_read: Option<u64>,
     ) -> Result<(), PlanError> {
-        let block = output.grid().max_chunk_elements();
+        let block = output.grid().max_chunk_shape();
         let bytes_read = bytes_read.unwrap_or_else(|| expr_bytes(&expr, shape));
         self.stages.push(Stage {
             name,
             label,
-            projected_mem: map_mem(&expr, &inputs, block, dtype),
+            projected_mem: map_mem(&expr, &inputs, &block, dtype),
             bytes_read,
             bytes_written: shape.iter().product::<u64>() * dtype.size() as u64,
             kind: StageKind::Compute(ComputeStage {
@@ -813,7 +814,7 @@ impl Planner<'_> {
         let lazy = o.lazy;
         let mut inputs = Vec::new();
         let expr = self.lower(lazy, &lazy.dims, &mut inputs)?;
-        let block = o.endpoint.grid().max_chunk_elements();
+        let block = o.endpoint.grid().max_chunk_shape();
         let chunks: Vec<u64> = o
             .endpoint
             .grid()
@@ -825,7 +826,7 @@ impl Planner<'_> {
         let dtype = lazy.dtype;
         let splits = self.splits.len();
         let (expr, inputs) = self.fit(expr, inputs, lazy, &chunks, &what, &|e, ins| {
-            map_mem(e, ins, block, dtype)
+            map_mem(e, ins, &block, dtype)
         })?;
         // Split, it reads the intermediates rather than what the expression names.
         let bytes_read =
@@ -897,7 +898,7 @@ impl Planner<'_> {
             .max_by_key(|t| t.size())
             .unwrap_or(DType::Float64);
         let exprs: Vec<Expr> = parts.iter().map(|p| p.expr.clone()).collect();
-        let mem = group_mem(&exprs, &inputs, grid.max_chunk_elements(), Some(widest));
+        let mem = group_mem(&exprs, &inputs, (&grid.max_chunk_shape(), 0), Some(widest));
         if mem > self.target.task_budget {
             for o in batch {
                 self.map_output(o)?;
@@ -958,9 +959,9 @@ impl Planner<'_> {
             let sub = std::mem::replace(operand, Expr::Const(f64::NAN));
             let dtype = sub.dtype();
             let (sub, sub_inputs) = reindexed(&sub, &inputs);
-            let block = grid(&lazy.shape, chunks)?.max_chunk_elements();
+            let block = grid(&lazy.shape, chunks)?.max_chunk_shape();
             let (sub, sub_inputs) = self.fit(sub, sub_inputs, lazy, chunks, what, &|e, ins| {
-                map_mem(e, ins, block, dtype)
+                map_mem(e, ins, &block, dtype)
             })?;
             let n = self.stages.len();
             let prefix = format!("c{n}-split");
@@ -1234,8 +1235,15 @@ fn kept(values: &[u64], axes: &[usize]) -> Vec<u64> {
         .collect()
 }
 
+/// Blocks stop growing once their values (as f64) reach this: beyond it a task's fixed
+/// work (opening, markers, a state piece) is already small beside its values, while a larger
+/// block only adds pages each worker faults in afresh (its buffers are reused from one task
+/// to the next) and leaves fewer tasks to balance the workers.
+const GROWN_BLOCK_BYTES: u64 = 32 << 20;
+
 /// Fan-in along each reduced axis: grown axis by axis (at most 64 chunks) while a task of
-/// `mem` fits the budget and the step still has a task for each of the `workers`.
+/// `mem` fits the budget, the step still has a task for each of the `workers`, and a block
+/// is under [`GROWN_BLOCK_BYTES`] of values.
 fn grow_fan(
     input: &Lazy,
     base: &[u64],
@@ -1262,8 +1270,15 @@ fn grow_fan(
     // whole budget runs one task at a time, and the other cores wait.
     let per_worker = budget / workers.max(1);
     let mut fan: Vec<u64> = vec![1; axes.len()];
+    let block_bytes = |fan: &[u64]| -> u64 {
+        8 * base
+            .iter()
+            .enumerate()
+            .map(|(i, c)| axes.iter().position(|&a| a == i).map_or(*c, |k| c * fan[k]))
+            .product::<u64>()
+    };
     for k in 0..axes.len() {
-        while fan[k] < counts[axes[k]] && fan[k] < 64 {
+        while fan[k] < counts[axes[k]] && fan[k] < 64 && block_bytes(&fan) < GROWN_BLOCK_BYTES {
             fan[k] += 1;
             if mem(&fan) > per_worker || tasks(&fan) < workers {
                 fan[k] -= 1;
@@ -1451,57 +1466,93 @@ fn safe(name: &str) -> String {
         .collect()
 }
 
-/// Decode buffers of one chunk of each distinct read.
+/// The stored bytes of one chunk of each distinct read (decoded straight into the read's
+/// box from there).
 fn chunk_bytes(reads: &[&Read], inputs: &[Endpoint]) -> u64 {
     reads
         .iter()
         .map(|r| {
-            inputs.get(r.input).map_or(0, |e| {
-                e.grid().max_chunk_elements() * (8 + r.dtype.size() as u64)
-            })
+            inputs
+                .get(r.input)
+                .map_or(0, |e| e.grid().max_chunk_elements() * r.dtype.size() as u64)
         })
         .sum()
 }
 
-/// What a task evaluating `expr` over `block` elements holds at its peak: each read's
-/// bounding block and one decoded chunk of it, every node's block of f64 (counted all at
-/// once), and the output chunk encoded.
-fn map_mem(expr: &Expr, inputs: &[Endpoint], block: u64, out: DType) -> u64 {
-    group_mem(std::slice::from_ref(expr), inputs, block, Some(out))
+/// What a task evaluating `expr` over a block of shape `block` holds at its peak
+/// ([`group_mem`]), the output chunk encoded included.
+fn map_mem(expr: &Expr, inputs: &[Endpoint], block: &[u64], out: DType) -> u64 {
+    group_mem(std::slice::from_ref(expr), inputs, (block, 0), Some(out))
 }
 
-/// What a task evaluating `exprs` one after the other over `block` elements holds at its
-/// peak: the blocks of reads named more than once (kept for the next use), one decoded chunk
-/// of each read, every node's block of the largest expression, and the output chunk
-/// encoded (a map) — the reduction states are the caller's.
-fn group_mem(exprs: &[Expr], inputs: &[Endpoint], block: u64, out: Option<DType>) -> u64 {
+/// Elements of the box of source values a task holds for `read` over a block of shape
+/// `block`: the block's extent along each axis the read maps onto the domain (times its step;
+/// an indexed axis, the source's whole axis at most), one index along the others.
+fn held_elems(read: &Read, inputs: &[Endpoint], block: &[u64]) -> u64 {
+    let source = inputs.get(read.input).map(|e| e.grid().shape().to_vec());
+    read.axes
+        .iter()
+        .enumerate()
+        .map(|(k, a)| {
+            let whole = source
+                .as_ref()
+                .and_then(|s| s.get(k).copied())
+                .unwrap_or(u64::MAX);
+            match (a.to, &a.index) {
+                (None, _) => 1,
+                (Some(_), Some(_)) => whole,
+                (Some(d), None) => {
+                    let n = block.get(d).copied().unwrap_or(1);
+                    (n.saturating_sub(1) * a.step.unsigned_abs() + 1).min(whole)
+                }
+            }
+        })
+        .product()
+}
+
+/// What a task evaluating `exprs` one after the other over a block of shape `block` (cut
+/// into tiles along `axis`) holds at its peak: every distinct read's box of source values
+/// (kept for the whole task, counted all at once), one decoded chunk of each read, the
+/// largest expression's intermediate values — a tile per node where it is evaluated tile by
+/// tile, else a block per node and per read — and the output chunk encoded (a map); the
+/// reduction states are the caller's.
+fn group_mem(
+    exprs: &[Expr],
+    inputs: &[Endpoint],
+    (block, axis): (&[u64], usize),
+    out: Option<DType>,
+) -> u64 {
+    let elems: u64 = block.iter().product();
+    let tile = crate::kernel::tile_elements(block, axis);
     let mut all = Vec::new();
     for e in exprs {
         e.reads(&mut all);
     }
     let mut distinct: Vec<&Read> = Vec::new();
-    let mut kept = 0u64;
     for r in &all {
-        if distinct.contains(r) {
-            continue;
-        }
-        distinct.push(r);
-        if all.iter().filter(|x| **x == *r).count() > 1 {
-            kept += 1;
+        if !distinct.contains(r) {
+            distinct.push(r);
         }
     }
+    let held: u64 = distinct
+        .iter()
+        .map(|r| 8 * held_elems(r, inputs, block))
+        .sum();
     let largest = exprs
         .iter()
         .map(|e| {
-            let mut reads = Vec::new();
-            e.reads(&mut reads);
-            e.buffers() + reads.len() as u64
+            if crate::kernel::tileable(e) {
+                8 * tile * e.buffers()
+            } else {
+                let mut reads = Vec::new();
+                e.reads(&mut reads);
+                8 * elems * (e.buffers() + reads.len() as u64)
+            }
         })
         .max()
         .unwrap_or(0);
-    8 * block * (kept + largest)
-        + chunk_bytes(&distinct, inputs)
-        + out.map_or(0, |t| block * (8 + t.size() as u64))
+    // A map's output chunk is encoded tile by tile into its stored bytes.
+    held + largest + chunk_bytes(&distinct, inputs) + out.map_or(0, |t| elems * t.size() as u64)
 }
 
 /// Bytes a map of `expr` over a domain of `shape` reads: each distinct read over the domain
@@ -1669,6 +1720,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn projections_count_a_tile_per_operation_not_a_block() -> TestResult {
+        // One time chunk is 10 × 200 × 400 values (6.4 MB as f64). Tasks evaluate tile by
+        // tile along time, so each of the nine nodes holds one time index (80 000 values)
+        // at a time, not a block: the read's block dominates, and blocks can grow.
+        let mut inputs = inputs();
+        inputs.sources[0].shape = vec![100, 200, 400];
+        inputs.sources[0].chunks = vec![10, 200, 400];
+        let block = 8 * 10 * 200 * 400;
+        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
+        let script = "m = (sqrt(abs(air * 2 - 1)) + air * air).mean('time')";
+        let p = planned_over(&inputs, script, 16 * block, &none)?;
+        let kinds: Vec<_> = p.stages.iter().map(kernel).collect();
+        assert_eq!(kinds[0], Some("partial"), "{kinds:?}");
+        assert!(!kinds.contains(&Some("map")), "split: {kinds:?}");
+        let partial = &p.stages[0];
+        assert!(
+            partial.tasks() <= 5,
+            "{} tasks of {} bytes",
+            partial.tasks(),
+            partial.projected_mem
+        );
+        let p = planned_over(
+            &inputs,
+            "a = sqrt(abs(air * 2 - 1)) + air * air",
+            1 << 30,
+            &none,
+        )?;
+        assert!(
+            p.stages[0].projected_mem < 4 * block,
+            "{} bytes for blocks of {block}",
+            p.stages[0].projected_mem
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn blocks_stop_growing_at_a_few_tens_of_megabytes() -> TestResult {
+        // Chunks of 6.4 MB (as f64) and a budget with room for far more: blocks grow past
+        // 32 MB only by their last chunk (6 chunks), not to half the time axis (20 chunks, a
+        // task per worker), which would fault each block's pages in afresh and leave the
+        // workers two tasks to balance.
+        let mut inputs = inputs();
+        inputs.sources[0].shape = vec![400, 200, 400];
+        inputs.sources[0].chunks = vec![10, 200, 400];
+        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
+        let p = planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)?;
+        assert_eq!(kernel(&p.stages[0]), Some("partial"));
+        assert_eq!(p.stages[0].tasks(), 7, "{}", p.stages[0].label);
+        Ok(())
+    }
+
+    #[test]
     fn fan_in_follows_the_budget() -> TestResult {
         // A large budget reads all ten time chunks per task: no combine round.
         let p = planned("m = air.mean('time')", 1 << 30)?;
@@ -1789,8 +1892,19 @@ pub(crate) mod tests {
             2
         );
         let chunk = 10 * 5 * 20 * 8;
-        // Each alone needs 6 chunks of f64, both together 7.
-        let p = planned("a = air * 2\nb = air + 1", 13 * chunk / 2)?;
+        // Each alone holds its read's block, two tiles (here the block) and half a chunk
+        // each of stored input and encoded output (float32): 4 chunks of f64; together
+        // they hold both reads' blocks and stored chunks: 5.5.
+        let script = "a = air * 2\nb = air.isel(time=slice(None, None, -1)) + 1";
+        let p = planned(script, 6 * chunk)?;
+        assert_eq!(
+            p.stages
+                .iter()
+                .filter(|s| kernel(s) == Some("maps"))
+                .count(),
+            1
+        );
+        let p = planned(script, 5 * chunk)?;
         assert_eq!(
             p.stages.iter().filter(|s| kernel(s) == Some("map")).count(),
             2
@@ -1804,10 +1918,11 @@ pub(crate) mod tests {
         let fused = planned(script, 1 << 30)?;
         assert_eq!(fused.stages.len(), 1);
         assert!(fused.splits.is_empty() && fused.cleanup.is_empty());
-        // 100 kB a task: the fused task (about 150 kB) does not fit, each product does.
-        let p = planned(script, 100_000)?;
+        // 80 kB a task: the fused task (about 104 kB) does not fit, nor with one product
+        // split off (84 kB); each product does (52-56 kB).
+        let p = planned(script, 80_000)?;
         assert_eq!(p.splits.len(), 2, "{:?}", p.splits);
-        assert!(p.stages.iter().all(|s| s.projected_mem <= 100_000));
+        assert!(p.stages.iter().all(|s| s.projected_mem <= 80_000));
         // Each stage reads one pass of what it names: air (float32) or an intermediate
         // (float32 too), twice for the last, which multiplies the two intermediates.
         let reads: Vec<u64> = p.stages.iter().map(|s| s.bytes_read).collect();

@@ -8,8 +8,9 @@ use chunkmill_store::zarr::ZarrArray;
 use chunkmill_store::Store;
 
 use crate::dtype::DType;
-use crate::eval::{eval, EvalError, Reader};
-use crate::kernel::{Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
+use crate::eval::{eval, eval_with_views, EvalError};
+use crate::kernel::{tile_step, tileable, Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
+use crate::scratch;
 
 mod group;
 
@@ -39,30 +40,70 @@ fn failed(e: impl std::fmt::Display) -> TaskError {
     TaskError::failed(e.to_string())
 }
 
+/// A chunk's stored bytes: in a buffer of this thread's (given back when decoded) or as the
+/// store returned them.
+enum ChunkBytes {
+    Spare(Vec<u8>),
+    Stored(chunkmill_store::Bytes),
+}
+
+impl ChunkBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            ChunkBytes::Spare(v) => v,
+            ChunkBytes::Stored(b) => b,
+        }
+    }
+
+    fn give_back(self) {
+        if let ChunkBytes::Spare(v) = self {
+            scratch::give_bytes(v);
+        }
+    }
+}
+
 /// The stored bytes of chunk `coords` of `endpoint` and the region they cover (a Zarr chunk at
 /// its nominal shape, a piece at its exact one).
 fn read_chunk(
     endpoint: &Endpoint,
     coords: &[u64],
-) -> Result<(chunkmill_store::Bytes, Region), String> {
+    size: usize,
+) -> Result<(ChunkBytes, Region), String> {
     let grid = endpoint.grid();
     let exact = grid.chunk_region(coords);
     match endpoint {
         Endpoint::Zarr { url, path, .. } => {
             let store = Store::open(url).map_err(|e| e.to_string())?;
             let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
-            let bytes = array.read_chunk(coords).map_err(|e| e.to_string())?;
+            // The stored chunk's shape is the array's (a chunk may be longer than a short
+            // array, which the grid clamps).
+            let stored = &array.info().chunks;
             let nominal: Vec<std::ops::Range<u64>> = exact
                 .ranges()
                 .iter()
                 .zip(grid.axes())
-                .map(|(r, a)| r.start..r.start + a.chunk(0).end.max(1))
+                .enumerate()
+                .map(|(d, (r, a))| {
+                    let len = stored.get(d).copied().unwrap_or_else(|| a.chunk(0).end);
+                    r.start..r.start + len.max(1)
+                })
                 .collect();
-            Ok((bytes.into(), Region::new(nominal)))
+            let nominal = Region::new(nominal);
+            // Decompressed straight into a reused buffer where the codecs allow.
+            let mut spare = scratch::bytes(nominal.num_elements() as usize * size);
+            if array
+                .read_chunk_into(coords, &mut spare)
+                .map_err(|e| e.to_string())?
+            {
+                return Ok((ChunkBytes::Spare(spare), nominal));
+            }
+            scratch::give_bytes(spare);
+            let bytes = array.read_chunk(coords).map_err(|e| e.to_string())?;
+            Ok((ChunkBytes::Stored(bytes.into()), nominal))
         }
         Endpoint::Pieces { url, prefix, .. } => {
             let bytes = read_piece(url, prefix, grid, coords)?;
-            Ok((bytes, exact))
+            Ok((ChunkBytes::Stored(bytes), exact))
         }
         other => Err(format!(
             "{}: compute cannot read this endpoint yet",
@@ -115,6 +156,26 @@ fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Re
 /// # Errors
 /// When a chunk cannot be read.
 pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Vec<f64>, String> {
+    Ok(read_held(endpoint, read, region)?.into_values(region))
+}
+
+/// A read's values for a task's block as the task holds them: the bounding box of the source
+/// indices the block needs, decoded, and where each domain position's value is in it.
+struct Held {
+    buf: Vec<f64>,
+    /// `None` when the box is the block itself (a read along the domain's own axes,
+    /// forwards); else the offset of each position: `base` plus one move per domain axis.
+    moves: Option<Moves>,
+}
+
+struct Moves {
+    base: i64,
+    /// Per axis of the block, per index along it: the offset it adds, or [`MISSING`].
+    along: Vec<Vec<i64>>,
+}
+
+/// Read `read` over `region`: its bounding box decoded (chunks straight into it).
+fn read_held(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, String> {
     let dom = region.ranges();
     // The bounding box of the source indices this block needs.
     let bbox: Vec<std::ops::Range<u64>> = read
@@ -132,31 +193,43 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
         })
         .collect();
     let bbox = Region::new(bbox);
-    let bshape = bbox.shape();
-    let bstr = strides(&bshape);
     // Zeroed pages cost nothing until written; NaN is needed only where no chunk lands.
     let covered = bbox
         .ranges()
         .iter()
         .zip(endpoint.grid().shape())
         .all(|(r, n)| r.end <= n);
+    // Every value of a covered box is decoded over; NaN is needed only where no chunk lands.
+    let n = bbox.num_elements() as usize;
     let mut buf = if covered {
-        vec![0.0; bbox.num_elements() as usize]
+        scratch::values(n)
     } else {
-        vec![f64::NAN; bbox.num_elements() as usize]
+        scratch::values_filled(n, f64::NAN)
     };
     let size = read.dtype.size();
     for coords in endpoint.grid().chunks_in(&bbox) {
-        let (bytes, covers) = read_chunk(endpoint, &coords)?;
+        let (bytes, covers) = read_chunk(endpoint, &coords, size)?;
         let Some(both) = covers.intersect(&bbox) else {
+            bytes.give_back();
             continue;
         };
         // Decoded straight into the block: no chunk-sized buffer of values between.
+        let raw = bytes.as_slice();
+        let mut short = false;
         each_run(&covers, &bbox, &both, |s, d, n| {
-            if let Some(src) = bytes.get(s * size..(s + n) * size) {
+            if let Some(src) = raw.get(s * size..(s + n) * size) {
                 read.dtype.decode_into(src, &mut buf[d..d + n]);
+            } else {
+                short = true;
             }
         });
+        bytes.give_back();
+        if short && covered {
+            return Err(format!(
+                "{}: chunk {coords:?} holds fewer values than its shape",
+                endpoint.describe()
+            ));
+        }
     }
     if !read.missing.is_empty() {
         for v in &mut buf {
@@ -172,55 +245,171 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
             .iter()
             .enumerate()
             .all(|(k, a)| a.to == Some(k) && a.step == 1 && a.index.is_none());
-    if identity {
-        return Ok(buf);
+    let moves = (!identity).then(|| Moves::new(read, region, &bbox));
+    Ok(Held { buf, moves })
+}
+
+impl Moves {
+    /// Each domain axis moves the source offset by the source axes mapped onto it.
+    fn new(read: &Read, region: &Region, bbox: &Region) -> Moves {
+        let dom = region.ranges();
+        let bstr = strides(&bbox.shape());
+        let mut along: Vec<Vec<i64>> = region
+            .shape()
+            .iter()
+            .map(|&n| vec![0; n as usize])
+            .collect();
+        let mut base = 0i64;
+        for (k, a) in read.axes.iter().enumerate() {
+            if let Some(d) = a.to {
+                for (i, m) in along[d].iter_mut().enumerate() {
+                    let at = dom[d].start + i as u64;
+                    let t = match &a.index {
+                        Some(index) => match index.get(at as usize) {
+                            Some(&t) if t != NO_INDEX => t as i64,
+                            _ => {
+                                *m = MISSING;
+                                continue;
+                            }
+                        },
+                        None => at as i64,
+                    };
+                    if *m != MISSING {
+                        let src = a.start as i64 + a.step * t;
+                        *m += (src - bbox.ranges()[k].start as i64) * bstr[k] as i64;
+                    }
+                }
+            } else {
+                base += (a.start - bbox.ranges()[k].start) as i64 * bstr[k] as i64;
+            }
+        }
+        Moves { base, along }
     }
-    // Gather: each domain axis moves the source offset by the source axes mapped onto it.
-    let shape = region.shape();
-    let mut moves: Vec<Vec<i64>> = shape.iter().map(|&n| vec![0; n as usize]).collect();
-    let mut base = 0i64;
-    for (k, a) in read.axes.iter().enumerate() {
-        if let Some(d) = a.to {
-            for (i, m) in moves[d].iter_mut().enumerate() {
-                let at = dom[d].start + i as u64;
-                let t = match &a.index {
-                    Some(index) => match index.get(at as usize) {
-                        Some(&t) if t != NO_INDEX => t as i64,
-                        _ => {
-                            *m = MISSING;
-                            continue;
-                        }
-                    },
-                    None => at as i64,
-                };
-                if *m != MISSING {
-                    let src = a.start as i64 + a.step * t;
-                    *m += (src - bbox.ranges()[k].start as i64) * bstr[k] as i64;
+
+    /// Call `row(offset of the row's first value, its moves along the last axis)` for each
+    /// row of `sub` (a region within `block`); the offset is `None` for a row that is NaN.
+    fn rows(&self, block: &Region, sub: &Region, mut row: impl FnMut(Option<i64>, &[i64])) {
+        let Some((last, outer)) = self.along.split_last() else {
+            row(Some(self.base), &[0]);
+            return;
+        };
+        let ndim = block.ndim();
+        let from = |d: usize| (sub.ranges()[d].start - block.ranges()[d].start) as usize;
+        let lr = from(ndim - 1);
+        let last =
+            &last[lr..lr + (sub.ranges()[ndim - 1].end - sub.ranges()[ndim - 1].start) as usize];
+        let outer_ranges: Vec<std::ops::Range<u64>> = (0..ndim - 1)
+            .map(|d| {
+                let f = from(d) as u64;
+                f..f + (sub.ranges()[d].end - sub.ranges()[d].start)
+            })
+            .collect();
+        for idx in chunkmill_grid::CoordIter::new(outer_ranges) {
+            let mut off = self.base;
+            let mut missing = false;
+            for (d, &i) in idx.iter().enumerate() {
+                let m = outer[d][i as usize];
+                missing |= m == MISSING;
+                off = off.wrapping_add(m);
+            }
+            row((!missing).then_some(off), last);
+        }
+    }
+}
+
+impl Held {
+    /// The values over the whole `block` it was read for.
+    fn into_values(self, block: &Region) -> Vec<f64> {
+        if self.moves.is_none() {
+            return self.buf;
+        }
+        let mut out = scratch::values(block.num_elements() as usize);
+        self.gather_into(block, block, &mut out);
+        scratch::give_values(self.buf);
+        out
+    }
+
+    /// The values over `sub` (within the task's `block`) into `out`, row by row (a copy
+    /// where a row is a run of the box).
+    fn gather_into(&self, block: &Region, sub: &Region, out: &mut [f64]) {
+        let Some(moves) = &self.moves else {
+            copy_rows(&self.buf, block, out, sub, sub);
+            return;
+        };
+        let buf = &self.buf;
+        let mut at = 0;
+        moves.rows(block, sub, |off, last| {
+            let Some(dst) = out.get_mut(at..at + last.len()) else {
+                return;
+            };
+            at += last.len();
+            let Some(off) = off else {
+                dst.fill(f64::NAN);
+                return;
+            };
+            if is_run(last) {
+                let s = (off + last[0]) as usize;
+                dst.copy_from_slice(&buf[s..s + last.len()]);
+            } else {
+                for (o, &m) in dst.iter_mut().zip(last) {
+                    *o = if m == MISSING {
+                        f64::NAN
+                    } else {
+                        buf[(off + m) as usize]
+                    };
                 }
             }
-        } else {
-            base += (a.start - bbox.ranges()[k].start) as i64 * bstr[k] as i64;
-        }
+        });
     }
-    let n = region.num_elements() as usize;
-    let mut out = Vec::with_capacity(n);
-    for idx in chunkmill_grid::CoordIter::new(shape.iter().map(|&n| 0..n).collect()) {
-        let mut off = base;
-        let mut missing = false;
-        for (d, &i) in idx.iter().enumerate() {
-            let m = moves[d][i as usize];
-            missing |= m == MISSING;
-            off += if m == MISSING { 0 } else { m };
-        }
-        out.push(if missing { f64::NAN } else { buf[off as usize] });
+
+    /// The values over `sub` (within `block`) when they are one run of the held buffer: a
+    /// view, no copy.
+    fn view(&self, block: &Region, sub: &Region) -> Option<&[f64]> {
+        let n = sub.num_elements() as usize;
+        let start = match &self.moves {
+            None => {
+                // A run of the block when the axes before the last cut one are one long.
+                let cut = (0..block.ndim())
+                    .rev()
+                    .find(|&d| sub.ranges()[d] != block.ranges()[d]);
+                if let Some(cut) = cut {
+                    if !sub.shape()[..cut].iter().all(|&l| l == 1) {
+                        return None;
+                    }
+                }
+                let bstr = strides(&block.shape());
+                (0..block.ndim())
+                    .map(|d| (sub.ranges()[d].start - block.ranges()[d].start) * bstr[d])
+                    .sum::<u64>() as i64
+            }
+            Some(moves) => {
+                let mut start: Option<i64> = None;
+                let mut next = 0i64;
+                let mut ok = true;
+                moves.rows(block, sub, |off, last| match off {
+                    Some(off) if ok && is_run(last) && !last.is_empty() => {
+                        let s = off + last[0];
+                        if start.is_some() && s != next {
+                            ok = false;
+                        }
+                        start.get_or_insert(s);
+                        next = s + last.len() as i64;
+                    }
+                    _ => ok = false,
+                });
+                if !ok {
+                    return None;
+                }
+                start?
+            }
+        };
+        self.buf.get(start as usize..start as usize + n)
     }
-    if shape.is_empty() {
-        out.truncate(1);
-        if out.is_empty() {
-            out.push(buf.first().copied().unwrap_or(f64::NAN));
-        }
-    }
-    Ok(out)
+}
+
+/// Whether moves along a row step through consecutive values.
+fn is_run(last: &[i64]) -> bool {
+    !last.contains(&MISSING) && last.windows(2).all(|w| w[1] == w[0] + 1)
 }
 
 /// A domain offset that reads NaN (an index of [`NO_INDEX`]).
@@ -254,20 +443,16 @@ fn write(
     values: &[f64],
 ) -> Result<u64, String> {
     let grid = endpoint.grid();
-    let coords: Vec<u64> = grid
-        .chunks_in(region)
-        .next()
-        .ok_or_else(|| "an empty block".to_string())?;
     match endpoint {
-        Endpoint::Zarr { url, path, .. } => {
-            let store = Store::open(url).map_err(|e| e.to_string())?;
-            let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
+        Endpoint::Zarr { .. } => {
             let nominal: Vec<u64> = grid.axes().iter().map(|a| a.chunk(0).end.max(1)).collect();
             let exact = region.shape();
-            let bytes = if nominal == exact {
-                dtype.encode(values)
+            let mut bytes = scratch::bytes(0);
+            if nominal == exact {
+                dtype.encode_into(values, &mut bytes);
             } else {
-                let mut full = vec![0.0; nominal.iter().product::<u64>() as usize];
+                let mut full =
+                    scratch::values_filled(nominal.iter().product::<u64>() as usize, 0.0);
                 let inside = Region::whole(&exact);
                 copy_rows(
                     values,
@@ -276,25 +461,46 @@ fn write(
                     &Region::whole(&nominal),
                     &inside,
                 );
-                dtype.encode(&full)
-            };
-            let n = bytes.len() as u64;
-            array
-                .write_chunk(&coords, bytes)
-                .map_err(|e| e.to_string())?;
-            Ok(n)
+                dtype.encode_into(&full, &mut bytes);
+                scratch::give_values(full);
+            }
+            put_encoded(endpoint, region, bytes)
         }
-        Endpoint::Pieces { url, prefix, .. } => {
-            let store = Store::open(url).map_err(|e| e.to_string())?;
-            let bytes = dtype.encode(values);
-            let n = bytes.len() as u64;
-            store
-                .put(&piece_key(prefix, grid, &coords), bytes)
-                .map_err(|e| e.to_string())?;
-            Ok(n)
+        Endpoint::Pieces { .. } => {
+            let mut bytes = scratch::bytes(0);
+            dtype.encode_into(values, &mut bytes);
+            put_encoded(endpoint, region, bytes)
         }
         other => Err(format!("{}: compute cannot write here", other.describe())),
     }
+}
+
+/// Store `bytes`, the encoded chunk of `endpoint` that `region` lies in (its nominal shape);
+/// the buffer goes back for reuse.
+fn put_encoded(endpoint: &Endpoint, region: &Region, bytes: Vec<u8>) -> Result<u64, String> {
+    let grid = endpoint.grid();
+    let coords: Vec<u64> = grid
+        .chunks_in(region)
+        .next()
+        .ok_or_else(|| "an empty block".to_string())?;
+    let n = bytes.len() as u64;
+    match endpoint {
+        Endpoint::Zarr { url, path, .. } => {
+            let store = Store::open(url).map_err(|e| e.to_string())?;
+            let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
+            let written = array.write_chunk_slice(&coords, &bytes);
+            scratch::give_bytes(bytes);
+            written.map_err(|e| e.to_string())?;
+        }
+        Endpoint::Pieces { url, prefix, .. } => {
+            let store = Store::open(url).map_err(|e| e.to_string())?;
+            store
+                .put(&piece_key(prefix, grid, &coords), bytes)
+                .map_err(|e| e.to_string())?;
+        }
+        other => return Err(format!("{}: compute cannot write here", other.describe())),
+    }
+    Ok(n)
 }
 
 /// Run the task of `stage` whose block is `region`.
@@ -314,22 +520,29 @@ pub fn run_task(
     let written = match &kernel {
         Kernel::Map { expr, dtype } => {
             let mut shared = SharedReads::new(std::iter::once(expr));
-            let values = map_values(&mut shared, 0, expr, region, &mut |r, sub| {
-                read_input(stage, r, sub, cancel, &mut stats)
-            })
-            .map_err(failed)?;
-            write(output(stage, 0).map_err(failed)?, *dtype, region, &values).map_err(failed)?
+            let out = output(stage, 0).map_err(failed)?;
+            map_write(
+                &mut shared,
+                (0, expr, *dtype),
+                out,
+                region,
+                &mut |r, sub| read_input(stage, r, sub, cancel, &mut stats),
+            )
+            .map_err(failed)?
         }
         Kernel::Maps { parts } => {
             let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
             let mut written = 0;
             for (i, part) in parts.iter().enumerate() {
-                let values = map_values(&mut shared, i, &part.expr, region, &mut |r, sub| {
-                    read_input(stage, r, sub, cancel, &mut stats)
-                })
-                .map_err(failed)?;
                 let out = output(stage, part.output).map_err(failed)?;
-                written += write(out, part.dtype, region, &values).map_err(failed)?;
+                written += map_write(
+                    &mut shared,
+                    (i, &part.expr, part.dtype),
+                    out,
+                    region,
+                    &mut |r, sub| read_input(stage, r, sub, cancel, &mut stats),
+                )
+                .map_err(failed)?;
             }
             written
         }
@@ -347,8 +560,9 @@ pub fn run_task(
             group::run(stage, region, step, &mut reader).map_err(failed)?
         }
     };
-    // Blocks are freed here; give the pages back so the next task's admission holds.
-    chunkmill_exec::memory::return_free_heap();
+    // Freed memory is not trimmed here: the next task of the stage on this thread reuses it
+    // (inside the reservation the thread keeps); [`scratch::release_idle`] gives it back
+    // before the thread waits or runs another stage.
     if cancel.is_cancelled() {
         return Err(TaskError::Superseded);
     }
@@ -356,21 +570,48 @@ pub fn run_task(
     Ok(stats)
 }
 
-/// The values of expression `i` over the whole `region`, evaluated tile by tile along its
-/// first axis into one block.
-fn map_values(
+/// Evaluate expression `i` over `region` and write it to `out` as `dtype`: each tile encoded
+/// straight into its place in the stored chunk's bytes (a Zarr chunk at its nominal shape,
+/// zeros beyond the array's edge; a piece at its exact one), no block of values between.
+fn map_write(
     shared: &mut SharedReads<'_>,
-    i: usize,
-    expr: &crate::kernel::Expr,
+    (i, expr, dtype): (usize, &crate::kernel::Expr, DType),
+    out: &Endpoint,
     region: &Region,
-    read: &mut Reader<'_>,
-) -> Result<Vec<f64>, String> {
-    let mut out = vec![0.0; region.num_elements() as usize];
+    read: &mut HeldReader<'_>,
+) -> Result<u64, String> {
+    let stored = match out {
+        Endpoint::Zarr { grid, .. } => Region::new(
+            region
+                .ranges()
+                .iter()
+                .zip(grid.axes())
+                .map(|(r, a)| r.start..r.start + a.chunk(0).end.max(1))
+                .collect(),
+        ),
+        _ => region.clone(),
+    };
+    let size = dtype.size();
+    let n = stored.num_elements() as usize;
+    let mut bytes = if stored == *region {
+        scratch::bytes(n * size)
+    } else {
+        let mut b = scratch::bytes(n * size);
+        b.fill(0);
+        b
+    };
     shared.eval(i, expr, (region, 0), read, &mut |tile, values| {
-        copy_rows(&values, tile, &mut out, region, tile);
+        each_run(tile, &stored, tile, |s, d, n| {
+            if let (Some(v), Some(b)) = (
+                values.get(s..s + n),
+                bytes.get_mut(d * size..(d + n) * size),
+            ) {
+                dtype.encode_slice(v, b);
+            }
+        });
         Ok(())
     })?;
-    Ok(out)
+    put_encoded(out, region, bytes)
 }
 
 fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
@@ -386,7 +627,7 @@ fn read_input(
     region: &Region,
     cancel: &Cancel,
     stats: &mut TaskStats,
-) -> Result<Vec<f64>, String> {
+) -> Result<Held, String> {
     if cancel.is_cancelled() {
         return Err("superseded".into());
     }
@@ -394,24 +635,23 @@ fn read_input(
         .inputs
         .get(r.input)
         .ok_or("a read of an input the stage lacks")?;
-    let block = read_block(endpoint, r, region)?;
-    stats.bytes_read += (block.len() * r.dtype.size()) as u64;
-    Ok(block)
+    let held = read_held(endpoint, r, region)?;
+    stats.bytes_read += (held.buf.len() * r.dtype.size()) as u64;
+    Ok(held)
 }
 
-/// Takes the values of each tile of an expression, in order.
-type TileSink<'a> = dyn FnMut(&Region, Vec<f64>) -> Result<(), String> + 'a;
+/// Reads a read over a task's block, as held ([`Held`]).
+type HeldReader<'a> = dyn FnMut(&Read, &Region) -> Result<Held, String> + 'a;
 
-/// Elements of a tile: small enough that an expression's intermediate values stay in cache
-/// and are reused by the allocator instead of mapped afresh for each block.
-const TILE_ELEMENTS: u64 = 1 << 16;
+/// Takes the values of each tile of an expression, in order.
+type TileSink<'a> = dyn FnMut(&Region, &[f64]) -> Result<(), String> + 'a;
 
 /// The expressions of a task evaluated one after the other, each tile by tile: every read
 /// is read over the whole block once, and kept until the last expression that names it.
 struct SharedReads<'e> {
     /// Each distinct read and the last expression that names it.
     last: Vec<(&'e Read, usize)>,
-    kept: Vec<(Read, Vec<f64>)>,
+    kept: Vec<(Read, Held)>,
 }
 
 impl<'e> SharedReads<'e> {
@@ -440,7 +680,7 @@ impl<'e> SharedReads<'e> {
         i: usize,
         expr: &crate::kernel::Expr,
         (region, axis): (&Region, usize),
-        read: &mut Reader<'_>,
+        read: &mut HeldReader<'_>,
         sink: &mut TileSink<'_>,
     ) -> Result<(), String> {
         let message = |e: EvalError| match e {
@@ -449,62 +689,54 @@ impl<'e> SharedReads<'e> {
         };
         if !tileable(expr) {
             // Its parts read regions of their own: read as they ask, over the whole block.
-            let values = eval(expr, region, read).map_err(message)?;
-            sink(region, values)?;
+            let mut whole = |r: &Read, sub: &Region| Ok(read(r, sub)?.into_values(sub));
+            let values = eval(expr, region, &mut whole).map_err(message)?;
+            sink(region, &values)?;
+            scratch::give_values(values);
         } else {
             let mut reads = Vec::new();
             expr.reads(&mut reads);
             for r in reads {
                 if !self.kept.iter().any(|(x, _)| x == r) {
-                    let block = read(r, region)?;
-                    self.kept.push((r.clone(), block));
+                    let held = read(r, region)?;
+                    self.kept.push((r.clone(), held));
                 }
             }
             for tile in tiles(region, axis) {
                 let kept = &self.kept;
+                let find = |r: &Read| kept.iter().find(|(x, _)| x == r).map(|(_, h)| h);
+                // A tile whose values are one run of a held block reads a view of it.
+                let views = |r: &Read| find(r).and_then(|h| h.view(region, &tile));
                 let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
-                    let block = kept
-                        .iter()
-                        .find(|(x, _)| x == r)
-                        .map(|(_, v)| v)
-                        .ok_or("a read that was not read")?;
-                    let mut values = vec![0.0; sub.num_elements() as usize];
-                    copy_rows(block, region, &mut values, sub, sub);
+                    let held = find(r).ok_or("a read that was not read")?;
+                    let mut values = scratch::values(sub.num_elements() as usize);
+                    held.gather_into(region, sub, &mut values);
                     Ok(values)
                 };
-                let values = eval(expr, &tile, &mut reader).map_err(message)?;
-                sink(&tile, values)?;
+                let values = eval_with_views(expr, &tile, &views, &mut reader).map_err(message)?;
+                sink(&tile, &values)?;
+                values.give_back();
             }
         }
         let last = &self.last;
-        self.kept
-            .retain(|(r, _)| last.iter().any(|(x, l)| *x == r && *l > i));
+        let (keep, done): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kept)
+            .into_iter()
+            .partition(|(r, _)| last.iter().any(|(x, l)| *x == r && *l > i));
+        self.kept = keep;
+        for (_, held) in done {
+            scratch::give_values(held.buf);
+        }
         Ok(())
     }
 }
 
-/// Whether an expression reads only over its own domain region (a concatenation or a stack
-/// evaluates its parts over other regions, so it is evaluated over the whole block).
-fn tileable(expr: &crate::kernel::Expr) -> bool {
-    use crate::kernel::Expr;
-    match expr {
-        Expr::Const(_) | Expr::Read(_) => true,
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => tileable(x),
-        Expr::Binary { a, b, .. } => tileable(a) && tileable(b),
-        Expr::Where { c, a, b, .. } => tileable(c) && tileable(a) && tileable(b),
-        Expr::Concat { .. } | Expr::Stack { .. } => false,
-    }
-}
-
-/// `region` cut along `axis` into tiles of about [`TILE_ELEMENTS`] elements (at least one
+/// `region` cut along `axis` into tiles of about [`crate::kernel::TILE_ELEMENTS`] elements (at least one
 /// index of the axis each).
 fn tiles(region: &Region, axis: usize) -> Vec<Region> {
     let Some(range) = region.ranges().get(axis).cloned() else {
         return vec![region.clone()];
     };
-    let len = range.end - range.start;
-    let per_index = region.num_elements() / len.max(1);
-    let step = (TILE_ELEMENTS / per_index.max(1)).clamp(1, len.max(1));
+    let step = tile_step(&region.shape(), axis);
     (range.start..range.end)
         .step_by(step as usize)
         .map(|a| {
@@ -537,7 +769,7 @@ fn partials(
             (region, axis),
             &mut |r, sub| read_input(stage, r, sub, cancel, stats),
             &mut |tile, values| {
-                fold_block(&part.reduce, &mut state, m, &values, tile, axes);
+                fold_block(&part.reduce, &mut state, m, values, tile, axes);
                 Ok(())
             },
         )?;

@@ -13,7 +13,7 @@ use chunkmill_store::zarr::{ArraySpec, Compressor, Encoding};
 use chunkmill_store::DataType;
 use serde_json::json;
 
-use super::{grid, map_mem, read_bytes, safe, PlanError, Planner, Stored};
+use super::{grid, group_mem, read_bytes, safe, PlanError, Planner, Stored};
 use crate::dtype::DType;
 use crate::kernel::{Expr, GroupStep, Kernel, NO_INDEX};
 use crate::model::{Labels, Lazy, Reduction};
@@ -194,21 +194,21 @@ impl Planner<'_> {
         // Partial step: `fan` chunks along the grouped axis per task, grown while it fits.
         let len = input.shape[axis];
         let partial_mem = |tree: &Tree<'_>, fan: u64| {
-            map_mem(
-                &expr,
-                &inputs,
-                kept_elems * tree.base[axis] * fan,
-                DType::Float64,
-            ) + 2 * tree.state_bytes(max_groups(&g.groups, tree.base[axis] * fan))
+            let mut shape = tree.base.clone();
+            shape[axis] = (shape[axis] * fan).min(len.max(1));
+            group_mem(std::slice::from_ref(&expr), &inputs, (&shape, axis), None)
+                + 2 * tree.state_bytes(max_groups(&g.groups, tree.base[axis] * fan))
         };
         self.fits(&tree.what, partial_mem(&tree, 1))?;
         // As a reduction's blocks (`grow_fan`): grown only while every worker's block fits
-        // the budget together and each worker still has one.
+        // the budget together, each worker still has one, and a block is small enough that
+        // a larger one would save per-task work.
         let workers = self.target.workers.max(1);
         let mut fan = 1;
         while fan < len.div_ceil(tree.base[axis]).min(64)
             && partial_mem(&tree, fan + 1) <= self.target.task_budget / workers
             && len.div_ceil(tree.base[axis] * (fan + 1)) >= workers
+            && 8 * kept_elems * tree.base[axis] * fan < super::GROWN_BLOCK_BYTES
         {
             fan += 1;
         }

@@ -7,10 +7,9 @@ use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
 use chunkmill_store::Store;
 
-use super::{kept_region as kept, piece_key, read_piece, write};
+use super::{kept_region as kept, piece_key, read_piece, write, HeldReader, SharedReads};
 use crate::dtype::DType;
-use crate::eval::{eval, Reader};
-use crate::kernel::{GroupStep, Reduce};
+use crate::kernel::{Expr, GroupStep, Reduce};
 use crate::time::{LabelValues, NO_GROUP};
 
 /// The groups that indices `range` of the grouped axis meet, in group order.
@@ -124,7 +123,7 @@ pub(super) fn run(
     stage: &ComputeStage,
     region: &Region,
     step: &GroupStep,
-    read: &mut Reader<'_>,
+    read: &mut HeldReader<'_>,
 ) -> Result<u64, String> {
     match step {
         GroupStep::Partial {
@@ -133,10 +132,7 @@ pub(super) fn run(
             axis,
             groups,
             block,
-        } => {
-            let values = eval(expr, region, read).map_err(|e| e.to_string())?;
-            partial(stage, region, &values, reduce, *axis, groups, *block)
-        }
+        } => partial(stage, region, expr, reduce, (*axis, groups, *block), read),
         GroupStep::Combine {
             reduce,
             axis,
@@ -199,35 +195,48 @@ pub(super) fn run(
     }
 }
 
+/// Evaluate a block tile by tile along the grouped axis and fold each row of a tile (its
+/// values at one index of the axis, `inner` apart from the next index's) into its group's
+/// state with the reduction's loop per operation.
 fn partial(
     stage: &ComputeStage,
     region: &Region,
-    values: &[f64],
+    expr: &Expr,
     reduce: &Reduce,
-    axis: usize,
-    groups: &[u32],
-    block: u64,
+    (axis, groups, block): (usize, &[u32], u64),
+    read: &mut HeldReader<'_>,
 ) -> Result<u64, String> {
     let along = region.ranges()[axis].clone();
     let set = groups_in(groups, along.clone());
     let k = kept(region, &[axis]).num_elements() as usize;
     let n = set.len() * k;
     let mut state = reduce.empty(n);
-    // Row-major over the region: element e is (outer, t, inner); its kept element drops t.
+    // Row-major over a tile: element e is (outer, t, inner); its kept element drops t.
     let shape = region.shape();
     let inner: usize = shape[axis + 1..].iter().product::<u64>() as usize;
-    let plane = shape[axis] as usize * inner;
+    let outer: usize = shape[..axis].iter().product::<u64>() as usize;
     let local: Vec<Option<usize>> = (along.start..along.end)
         .map(|t| set.binary_search(&groups[t as usize]).ok())
         .collect();
-    for (e, &v) in values.iter().enumerate() {
-        let (outer, rest) = (e / plane, e % plane);
-        let (t, i) = (rest / inner, rest % inner);
-        if let Some(l) = local[t] {
-            let j = outer * inner + i;
-            reduce.add(&mut state, n, l * k + j, v, along.start + t as u64);
+    let mut shared = SharedReads::new(std::iter::once(expr));
+    shared.eval(0, expr, (region, axis), read, &mut |tile, values| {
+        let range = &tile.ranges()[axis];
+        let len = (range.end - range.start) as usize;
+        let first = (range.start - along.start) as usize;
+        for o in 0..outer {
+            for t in 0..len {
+                let Some(l) = local[first + t] else {
+                    continue;
+                };
+                let at = (o * len + t) * inner;
+                if let Some(row) = values.get(at..at + inner) {
+                    let index = along.start + (first + t) as u64;
+                    reduce.add_run(&mut state, n, l * k + o * inner, row, index);
+                }
+            }
         }
-    }
+        Ok(())
+    })?;
     let piece = along.start / block.max(1);
     put_piece(
         stage_output(stage)?,

@@ -930,6 +930,7 @@ impl TaskRunner for StageRunner {
         SPARE_BLOCK.with(|s| s.borrow_mut().take());
         SPARE_CUT.with(|s| s.borrow_mut().take());
         SPARE_ENCODED.with(|s| *s.borrow_mut() = Vec::new());
+        chunkmill_compute::release_idle();
     }
 
     fn task_complete(&self, stage: &Stage, task: u64) {
