@@ -262,3 +262,30 @@ def test_compute_temp_dir_reused_after_a_failure_but_foreign_files_refused(tmp_p
     r = oracle.run("compute", *args, "a = air * 2")
     oracle.assert_one_error_line(r, codes=[3], mentions=["notes.txt", "did not write"])
     assert (temp / "notes.txt").read_text() == "mine" and not out2.exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_unwritten_chunks_read_as_the_fill_value_after_tasks_with_data(tmp_path, workers):
+    """Tasks reuse their thread's buffers: a chunk that was never written must read as the
+    array's fill value, never as what the previous task left in the buffer. With one worker
+    every task follows one with data on the same thread."""
+    import zarr
+
+    path = tmp_path / "holes.zarr"
+    rng = np.random.default_rng(11)
+    x = zarr.create_array(path, shape=(40, 6, 8), chunks=(5, 6, 8), dtype="float32", fill_value=7.5,
+                          dimension_names=["time", "lat", "lon"])
+    # chunks 0-2 and 5 hold data; 3, 4, 6, 7 are never written
+    for t0 in (0, 5, 10, 25):
+        x[t0:t0 + 5] = rng.normal(280, 10, (5, 6, 8)).astype("float32")
+    want = x[:]
+    stored = sorted(p.relative_to(path / "c").parts[0] for p in (path / "c").rglob("*") if p.is_file())
+    assert stored == ["0", "1", "2", "5"], stored  # the holes really are unwritten
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", "--input", f"x={path}", "a = x * 2 + 1", "m = x.mean('time')",
+              "s = x.isel(time=slice(12, 38)).max('time')", "--output", out, "--max-mem", "64MB",
+              "--workers", workers, "--no-progress")
+    got = xr.open_zarr(out)
+    np.testing.assert_array_equal(got.a.values, want * 2 + 1)
+    np.testing.assert_allclose(got.m.values, want.astype("float64").mean(axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(got.s.values, want[12:38].max(axis=0))

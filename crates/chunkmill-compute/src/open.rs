@@ -150,9 +150,13 @@ pub fn open_inputs(specs: &[InputSpec]) -> Result<Inputs, String> {
                     })?;
                 vec![(spec.name.clone(), found)]
             }
+            // A store that is one array has no name of its own for it: it takes the input's.
             None => arrays
                 .iter()
-                .map(|a| (last(&a.path).to_string(), a))
+                .map(|a| match last(&a.path) {
+                    "" => (spec.name.clone(), a),
+                    own => (own.to_string(), a),
+                })
                 .collect(),
         };
         for (name, info) in chosen {
