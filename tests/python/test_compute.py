@@ -289,3 +289,33 @@ def test_unwritten_chunks_read_as_the_fill_value_after_tasks_with_data(tmp_path,
     np.testing.assert_array_equal(got.a.values, want * 2 + 1)
     np.testing.assert_allclose(got.m.values, want.astype("float64").mean(axis=0), rtol=1e-6)
     np.testing.assert_array_equal(got.s.values, want[12:38].max(axis=0))
+
+
+def test_partial_tasks_that_fold_several_blocks_match_numpy(tmp_path):
+    """Blocks stop growing at 32 MB of values; a partial task then folds several blocks into
+    one state (`plan` says "folded a task"). Each statistic, argmax's index across the folded
+    blocks included, equals numpy's."""
+    import zarr
+
+    path = tmp_path / "long.zarr"
+    rng = np.random.default_rng(5)
+    data = rng.normal(0, 1, (1200, 100, 100)).astype("float32")
+    data[rng.random(data.shape) < 0.05] = np.nan
+    data[1100, 3, 4] = 50.0  # argmax in the last folded block of the first task's successor
+    data[60, 7, 8] = 60.0  # and in the second block of the first task
+    x = zarr.create_array(path, shape=data.shape, chunks=(50, 100, 100), dtype="float32",
+                          fill_value=np.nan, dimension_names=["time", "lat", "lon"])
+    x[:] = data
+    stmts = ["m = x.mean('time')", "s = x.std('time')", "a = x.argmax('time')", "n = x.count('time')"]
+    common = ["--input", f"x={path}", *stmts, "--max-mem", "512MB", "--workers", "1"]
+    plan = oracle.ok("plan", "compute", *common, "--output", tmp_path / "p.zarr").stdout
+    assert "folded a task" in plan, plan
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", *common, "--output", out, "--no-progress")
+    got = xr.open_zarr(out)
+    want = data.astype("float64")
+    np.testing.assert_allclose(got.m.values, np.nanmean(want, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(got.s.values, np.nanstd(want, axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(got.a.values, np.nanargmax(want, axis=0))
+    np.testing.assert_array_equal(got.n.values, np.count_nonzero(~np.isnan(data), axis=0))
+    assert got.a.values[3, 4] == 1100 and got.a.values[7, 8] == 60

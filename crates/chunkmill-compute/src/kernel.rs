@@ -650,8 +650,16 @@ pub enum Kernel {
     /// Evaluate each part's expression over the block and reduce the domain axes `axes` into
     /// one state per kept element: written as state pieces (one per block), or, when the
     /// part's `finish` is set (the block spans the whole reduced axes), as final values of
-    /// that type. Parts reading the same array read each block of it once.
-    Partial { parts: Vec<Part>, axes: Vec<usize> },
+    /// that type. Parts reading the same array read each block of it once. A task's block
+    /// is evaluated `sub` elements of the first reduced axis at a time (0: all at once), each
+    /// folded into the same states: a task holds one sub-block's reads, and writes one state
+    /// per block however many sub-blocks it folds.
+    Partial {
+        parts: Vec<Part>,
+        axes: Vec<usize>,
+        #[serde(default)]
+        sub: u64,
+    },
     /// Merge `fan_in` states along each reduced axis into one (the output pieces are the
     /// blocks; the input is the previous state pieces).
     Combine {

@@ -509,15 +509,24 @@ impl Planner<'_> {
             &mem,
         );
         let partial_mem = mem(&fan);
+        // A task folds `per_task` such blocks one after another (holding one block's reads
+        // at a time) and writes one state for them: fewer states to write and combine.
+        let per_task = blocks_per_task(input, &base, &axes, &fan, self.target.workers);
         let block_chunks: Vec<u64> = base
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                axes.iter()
-                    .position(|&a| a == i)
-                    .map_or(*c, |k| (c * fan[k]).min(input.shape[i].max(1)))
+                axes.iter().position(|&a| a == i).map_or(*c, |k| {
+                    let along = if k == 0 { fan[k] * per_task } else { fan[k] };
+                    (c * along).min(input.shape[i].max(1))
+                })
             })
             .collect();
+        let sub = if per_task > 1 {
+            base[axis0] * fan[0]
+        } else {
+            0
+        };
         let blocks = grid(&input.shape, &block_chunks)?;
         let n_r: Vec<u64> = axes.iter().map(|&a| blocks.counts()[a]).collect();
         let done = n_r.iter().all(|&n| n == 1);
@@ -560,7 +569,7 @@ impl Planner<'_> {
         let names: Vec<String> = rounds.iter().map(|x| safe(&x.2)).collect();
         self.stages.push(Stage {
             name: format!("{stage_no:02}-{}-partial", names.join("_")),
-            label: partial_label(group, &labels, &fan),
+            label: partial_label(group, &labels, &fan, per_task),
             projected_mem: partial_mem,
             bytes_read: read_bytes(group.iter().map(|r| &r.input), self.inputs),
             bytes_written: written,
@@ -571,6 +580,7 @@ impl Planner<'_> {
                 kernel: kernel_json(&Kernel::Partial {
                     parts,
                     axes: axes.clone(),
+                    sub,
                 })?,
             }),
         });
@@ -1289,12 +1299,50 @@ fn grow_fan(
     fan
 }
 
+/// Tasks a partial step keeps at least, per worker: enough that the workers stay busy to the
+/// end of the step when tasks differ in speed.
+const PARTIAL_TASKS_PER_WORKER: u64 = 2;
+
+/// How many blocks of `fan` chunks (along the first reduced axis) one partial task folds:
+/// as many as leave [`PARTIAL_TASKS_PER_WORKER`] tasks for each worker. Each block folded
+/// into the same state instead of its own saves writing, reading and merging a state (as
+/// large as the kept part of the block) per block.
+fn blocks_per_task(input: &Lazy, base: &[u64], axes: &[usize], fan: &[u64], workers: u64) -> u64 {
+    let (Some(&axis), Some(&fan0)) = (axes.first(), fan.first()) else {
+        return 1;
+    };
+    let counts: Vec<u64> = input
+        .shape
+        .iter()
+        .zip(base)
+        .map(|(n, c)| n.div_ceil(*c).max(1))
+        .collect();
+    let along = counts[axis].div_ceil(fan0.max(1));
+    let others: u64 = (0..counts.len())
+        .filter(|&i| i != axis)
+        .map(|i| {
+            axes.iter()
+                .position(|&a| a == i)
+                .map_or(counts[i], |k| counts[i].div_ceil(fan[k].max(1)))
+        })
+        .product();
+    let wanted = PARTIAL_TASKS_PER_WORKER * workers.max(1);
+    // The most blocks a task while the step still has `wanted` tasks (at least one).
+    let tasks_along = wanted.div_ceil(others.max(1)).clamp(1, along.max(1));
+    along.div_ceil(tasks_along).max(1)
+}
+
 /// What a partial step does, as `plan compute` shows it.
-fn partial_label(group: &[Rc<Reduction>], labels: &[String], fan: &[u64]) -> String {
+fn partial_label(group: &[Rc<Reduction>], labels: &[String], fan: &[u64], per_task: u64) -> String {
     let r = &group[0];
+    let folded = if per_task > 1 {
+        format!(", {per_task} folded a task")
+    } else {
+        String::new()
+    };
     if group.len() == 1 {
         return format!(
-            "{}: {} {}(over {}) in blocks of {fan:?} chunks",
+            "{}: {} {}(over {}) in blocks of {fan:?} chunks{folded}",
             labels[0],
             r.input.operations().join(" → "),
             r.reduce.op.name(),
@@ -1312,7 +1360,7 @@ fn partial_label(group: &[Rc<Reduction>], labels: &[String], fan: &[u64]) -> Str
         })
         .collect();
     format!(
-        "{}: {} over {} in blocks of {fan:?} chunks, one read shared",
+        "{}: {} over {} in blocks of {fan:?} chunks{folded}, one read shared",
         labels.join(", "),
         each.join(" · "),
         r.dims.join(", "),
@@ -1708,7 +1756,7 @@ pub(crate) mod tests {
             let p = planned("m = air.mean('time')", budget)?;
             let partial = &p.stages[0];
             assert_eq!(kernel(partial), Some("partial"));
-            let one_chunk_blocks = partial.tasks() == 20;
+            let one_chunk_blocks = partial.label.contains("in blocks of [1] chunks");
             assert!(
                 one_chunk_blocks || 2 * partial.projected_mem <= budget,
                 "budget {budget}: {} tasks of {} bytes",
@@ -1759,15 +1807,42 @@ pub(crate) mod tests {
     fn blocks_stop_growing_at_a_few_tens_of_megabytes() -> TestResult {
         // Chunks of 6.4 MB (as f64) and a budget with room for far more: blocks grow past
         // 32 MB only by their last chunk (6 chunks), not to half the time axis (20 chunks, a
-        // task per worker), which would fault each block's pages in afresh and leave the
-        // workers two tasks to balance.
+        // task per worker), which would fault each block's pages in afresh. A task then folds
+        // two such blocks into one state, which leaves the two workers four tasks.
         let mut inputs = inputs();
         inputs.sources[0].shape = vec![400, 200, 400];
         inputs.sources[0].chunks = vec![10, 200, 400];
         let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
         let p = planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)?;
         assert_eq!(kernel(&p.stages[0]), Some("partial"));
-        assert_eq!(p.stages[0].tasks(), 7, "{}", p.stages[0].label);
+        let label = &p.stages[0].label;
+        assert!(
+            label.contains("in blocks of [6] chunks, 2 folded a task"),
+            "{label}"
+        );
+        assert_eq!(p.stages[0].tasks(), 4, "{label}");
+        Ok(())
+    }
+
+    #[test]
+    fn folded_blocks_write_one_state_per_task() -> TestResult {
+        // 100 time chunks of 6.4 MB: blocks stop at 6 chunks (17 of them); folded five a task
+        // (two tasks for each of the two workers), the partial step writes 4 states instead
+        // of 17, and so its combine reads 4.
+        let mut inputs = inputs();
+        inputs.sources[0].shape = vec![1000, 200, 400];
+        inputs.sources[0].chunks = vec![10, 200, 400];
+        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
+        let p = planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)?;
+        let partial = &p.stages[0];
+        assert!(
+            partial.label.contains("5 folded a task"),
+            "{}",
+            partial.label
+        );
+        assert_eq!(partial.tasks(), 4);
+        let state = 2 * 8 * 200 * 400;
+        assert_eq!(partial.bytes_written, 4 * state);
         Ok(())
     }
 

@@ -546,8 +546,8 @@ pub fn run_task(
             }
             written
         }
-        Kernel::Partial { parts, axes } => {
-            partials(stage, region, parts, axes, cancel, &mut stats).map_err(failed)?
+        Kernel::Partial { parts, axes, sub } => {
+            partials(stage, region, (parts, axes, *sub), cancel, &mut stats).map_err(failed)?
         }
         Kernel::Combine {
             reduce,
@@ -733,46 +733,40 @@ impl<'e> SharedReads<'e> {
 /// `region` cut along `axis` into tiles of about [`crate::kernel::TILE_ELEMENTS`] elements (at least one
 /// index of the axis each).
 fn tiles(region: &Region, axis: usize) -> Vec<Region> {
-    let Some(range) = region.ranges().get(axis).cloned() else {
-        return vec![region.clone()];
-    };
-    let step = tile_step(&region.shape(), axis);
-    (range.start..range.end)
-        .step_by(step as usize)
-        .map(|a| {
-            let mut ranges = region.ranges().to_vec();
-            ranges[axis] = a..(a + step).min(range.end);
-            Region::new(ranges)
-        })
-        .collect()
+    sub_blocks(region, axis, tile_step(&region.shape(), axis))
 }
 
-/// The partial step of one or more reductions over the same block, their reads shared.
+/// The partial step of one or more reductions over the same block, their reads shared,
+/// `sub` elements of the first reduced axis at a time (0: the whole block at once).
 fn partials(
     stage: &ComputeStage,
     region: &Region,
-    parts: &[Part],
-    axes: &[usize],
+    (parts, axes, sub): (&[Part], &[usize], u64),
     cancel: &Cancel,
     stats: &mut TaskStats,
 ) -> Result<u64, String> {
-    let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
-    let mut written = 0;
     let m = kept_region(region, axes).num_elements() as usize;
     // Tiles along a reduced axis keep the whole kept region: each folds into the same state.
     let axis = axes.first().copied().unwrap_or(0);
-    for (i, part) in parts.iter().enumerate() {
-        let mut state = part.reduce.empty(m);
-        shared.eval(
-            i,
-            &part.expr,
-            (region, axis),
-            &mut |r, sub| read_input(stage, r, sub, cancel, stats),
-            &mut |tile, values| {
-                fold_block(&part.reduce, &mut state, m, values, tile, axes);
-                Ok(())
-            },
-        )?;
+    let mut states: Vec<Vec<f64>> = parts.iter().map(|p| p.reduce.empty(m)).collect();
+    for block in sub_blocks(region, axis, sub) {
+        // Reads are held for one sub-block: the next one's replace them.
+        let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
+        for (i, (part, state)) in parts.iter().zip(states.iter_mut()).enumerate() {
+            shared.eval(
+                i,
+                &part.expr,
+                (&block, axis),
+                &mut |r, sub| read_input(stage, r, sub, cancel, stats),
+                &mut |tile, values| {
+                    fold_block(&part.reduce, state, m, values, tile, axes);
+                    Ok(())
+                },
+            )?;
+        }
+    }
+    let mut written = 0;
+    for (part, state) in parts.iter().zip(&states) {
         written += store_state(
             stage,
             output(stage, part.output)?,
@@ -780,10 +774,29 @@ fn partials(
             &part.reduce,
             axes,
             part.finish,
-            &state,
+            state,
         )?;
     }
     Ok(written)
+}
+
+/// `region` cut along `axis` into consecutive parts of `sub` elements (the last shorter);
+/// the whole region when `sub` is 0 or covers it.
+fn sub_blocks(region: &Region, axis: usize, sub: u64) -> Vec<Region> {
+    let Some(range) = region.ranges().get(axis).cloned() else {
+        return vec![region.clone()];
+    };
+    if sub == 0 || sub >= range.end - range.start {
+        return vec![region.clone()];
+    }
+    (range.start..range.end)
+        .step_by(sub as usize)
+        .map(|a| {
+            let mut ranges = region.ranges().to_vec();
+            ranges[axis] = a..(a + sub).min(range.end);
+            Region::new(ranges)
+        })
+        .collect()
 }
 
 /// The kept part of a domain region (the reduced axes dropped).
