@@ -1251,6 +1251,16 @@ fn kept(values: &[u64], axes: &[usize]) -> Vec<u64> {
 /// to the next) and leaves fewer tasks to balance the workers.
 const GROWN_BLOCK_BYTES: u64 = 32 << 20;
 
+/// Chunks of `base` along each axis of `input` (at least one).
+fn chunk_counts(input: &Lazy, base: &[u64]) -> Vec<u64> {
+    input
+        .shape
+        .iter()
+        .zip(base)
+        .map(|(n, c)| n.div_ceil(*c).max(1))
+        .collect()
+}
+
 /// Fan-in along each reduced axis: grown axis by axis (at most 64 chunks) while a task of
 /// `mem` fits the budget, the step still has a task for each of the `workers`, and a block
 /// is under [`GROWN_BLOCK_BYTES`] of values.
@@ -1261,12 +1271,7 @@ fn grow_fan(
     (budget, workers): (u64, u64),
     mem: &dyn Fn(&[u64]) -> u64,
 ) -> Vec<u64> {
-    let counts: Vec<u64> = input
-        .shape
-        .iter()
-        .zip(base)
-        .map(|(n, c)| n.div_ceil(*c).max(1))
-        .collect();
+    let counts = chunk_counts(input, base);
     let kept_blocks: u64 = kept(&counts, axes).iter().product();
     let tasks = |fan: &[u64]| -> u64 {
         kept_blocks
@@ -1311,12 +1316,7 @@ fn blocks_per_task(input: &Lazy, base: &[u64], axes: &[usize], fan: &[u64], work
     let (Some(&axis), Some(&fan0)) = (axes.first(), fan.first()) else {
         return 1;
     };
-    let counts: Vec<u64> = input
-        .shape
-        .iter()
-        .zip(base)
-        .map(|(n, c)| n.div_ceil(*c).max(1))
-        .collect();
+    let counts = chunk_counts(input, base);
     let along = counts[axis].div_ceil(fan0.max(1));
     let others: u64 = (0..counts.len())
         .filter(|&i| i != axis)
@@ -1803,17 +1803,23 @@ pub(crate) mod tests {
         Ok(())
     }
 
+    /// `m = air.mean('time')` over `times` steps in time chunks of 10 × 200 × 400 (6.4 MB
+    /// as f64), with a budget that never limits the blocks.
+    fn time_mean_of_big_chunks(times: u64) -> Result<ComputePlan, Box<dyn std::error::Error>> {
+        let mut inputs = inputs();
+        inputs.sources[0].shape = vec![times, 200, 400];
+        inputs.sources[0].chunks = vec![10, 200, 400];
+        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
+        planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)
+    }
+
     #[test]
     fn blocks_stop_growing_at_a_few_tens_of_megabytes() -> TestResult {
         // Chunks of 6.4 MB (as f64) and a budget with room for far more: blocks grow past
         // 32 MB only by their last chunk (6 chunks), not to half the time axis (20 chunks, a
         // task per worker), which would fault each block's pages in afresh. A task then folds
         // two such blocks into one state, which leaves the two workers four tasks.
-        let mut inputs = inputs();
-        inputs.sources[0].shape = vec![400, 200, 400];
-        inputs.sources[0].chunks = vec![10, 200, 400];
-        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
-        let p = planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)?;
+        let p = time_mean_of_big_chunks(400)?;
         assert_eq!(kernel(&p.stages[0]), Some("partial"));
         let label = &p.stages[0].label;
         assert!(
@@ -1829,11 +1835,7 @@ pub(crate) mod tests {
         // 100 time chunks of 6.4 MB: blocks stop at 6 chunks (17 of them); folded five a task
         // (two tasks for each of the two workers), the partial step writes 4 states instead
         // of 17, and so its combine reads 4.
-        let mut inputs = inputs();
-        inputs.sources[0].shape = vec![1000, 200, 400];
-        inputs.sources[0].chunks = vec![10, 200, 400];
-        let none = |_: &Source, _: &Pick| -> Result<Vec<f64>, String> { Err("no reads".into()) };
-        let p = planned_over(&inputs, "m = air.mean('time')", 1 << 34, &none)?;
+        let p = time_mean_of_big_chunks(1000)?;
         let partial = &p.stages[0];
         assert!(
             partial.label.contains("5 folded a task"),
