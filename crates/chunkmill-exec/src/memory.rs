@@ -152,6 +152,12 @@ pub fn return_free_heap() {
     }
 }
 
+/// Allocations of this many bytes or more are mappings of their own, which glibc resizes in
+/// place (mremap) and returns to the system on free; smaller ones come from the heap. The
+/// binary sets it (`mallopt(M_MMAP_THRESHOLD)`, glibc's largest) so that it holds whatever
+/// glibc would otherwise have moved it to.
+pub const MMAP_THRESHOLD: usize = 32 << 20;
+
 /// Peak resident memory of this process so far, in bytes (Linux `VmHWM`; 0 where unknown).
 #[must_use]
 pub fn peak_rss() -> u64 {

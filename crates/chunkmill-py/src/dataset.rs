@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chunkmill_hdf5::{Inventory, Layout, SourceFile};
 use chunkmill_manifest::reader::FilePool;
 use chunkmill_manifest::{
-    ChunkEntry, ChunkReader, Input, ManifestArray, ScanOptions, VirtualDataset,
+    ChunkEntry, ChunkReader, FileScan, Input, ManifestArray, ScanOptions, VirtualDataset,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -339,6 +339,28 @@ fn encodings(inventory: &Inventory) -> BTreeMap<String, Value> {
     out
 }
 
+/// The inventory and scan of the local file `file` opened at `path`: Zarr codecs only, or
+/// with `native_filters` chunkmill's own for filters no Zarr codec expresses; nothing
+/// inlined but what cannot be referenced; the variables in `drop` left out.
+pub(crate) fn scan_local(
+    file: &SourceFile,
+    path: &str,
+    drop: Vec<String>,
+    native_filters: bool,
+) -> PyResult<(Inventory, FileScan)> {
+    let inventory = file.inventory().map_err(errors::hdf5)?;
+    let url = Input::Local(Path::new(path).to_path_buf()).url();
+    let options = ScanOptions {
+        inline_threshold: 0,
+        load: Vec::new(),
+        native_filters,
+        drop,
+    };
+    let scan = chunkmill_manifest::scan_listed(file, &inventory, &url, &options)
+        .map_err(errors::manifest)?;
+    Ok((inventory, scan))
+}
+
 /// Opens the HDF5, NetCDF-4 or NetCDF-3 file at `path` (its metadata and chunk index only),
 /// leaving out the variables of `drop` (keys: `air`, `group/air`). With `references`, the
 /// arrays are kept as references others can read (Zarr codecs only, nothing inlined; what
@@ -353,18 +375,9 @@ pub fn open_file(
 ) -> PyResult<NativeDataset> {
     py.detach(|| {
         let file = SourceFile::open_path(path).map_err(errors::hdf5)?;
-        let inventory = file.inventory().map_err(errors::hdf5)?;
-        let url = Input::Local(Path::new(path).to_path_buf()).url();
         // Filters no Zarr codec expresses stay as chunkmill's own codecs (the reader decodes
         // them), and strings are loaded whatever their size: nothing is left out.
-        let options = ScanOptions {
-            inline_threshold: 0,
-            load: Vec::new(),
-            native_filters: !references,
-            drop,
-        };
-        let scan = chunkmill_manifest::scan_listed(&file, &inventory, &url, &options)
-            .map_err(errors::manifest)?;
+        let (inventory, scan) = scan_local(&file, path, drop, !references)?;
         let mut extra = Map::new();
         let format = match file.format() {
             chunkmill_hdf5::Format::Hdf5 { .. } if inventory.netcdf4 => "NETCDF4",

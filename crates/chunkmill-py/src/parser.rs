@@ -2,10 +2,8 @@
 //! VirtualiZarr's `ChunkManifest.from_arrays` takes, and nothing else (no readers, no
 //! storage encodings, no metadata of the whole file as one JSON document).
 
-use std::path::Path;
-
 use chunkmill_hdf5::SourceFile;
-use chunkmill_manifest::{ChunkManifest, Input, ManifestArray, ScanOptions, INLINED, MISSING};
+use chunkmill_manifest::{ChunkManifest, ManifestArray, INLINED, MISSING};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple};
 use serde_json::{json, Value};
@@ -89,18 +87,8 @@ struct Scanned {
 
 fn scan(path: &str, drop: Vec<String>) -> PyResult<Scanned> {
     let file = SourceFile::open_path_for_listing(path).map_err(errors::hdf5)?;
-    let inventory = file.inventory().map_err(errors::hdf5)?;
-    let url = Input::Local(Path::new(path).to_path_buf()).url();
-    // As `open_file(references=True)`: Zarr codecs only, nothing inlined but what cannot be
-    // referenced.
-    let options = ScanOptions {
-        inline_threshold: 0,
-        load: Vec::new(),
-        native_filters: false,
-        drop,
-    };
-    let scan = chunkmill_manifest::scan_listed(&file, &inventory, &url, &options)
-        .map_err(errors::manifest)?;
+    // As `open_file(references=True)`: Zarr codecs only.
+    let (_, scan) = crate::dataset::scan_local(&file, path, drop, false)?;
     let dataset = scan.dataset;
     let mut arrays = References::default();
     for (key, array) in &dataset.arrays {

@@ -40,9 +40,10 @@ impl Failure {
 /// thresholds by itself, and a block freed to the heap could stay resident.
 #[allow(unsafe_code)]
 fn tame_allocator() {
+    let threshold = i32::try_from(chunkmill_exec::memory::MMAP_THRESHOLD).unwrap_or(i32::MAX);
     // SAFETY: mallopt only sets allocator parameters; it is called before any other thread runs.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
         libc::mallopt(libc::M_ARENA_MAX, 4);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }

@@ -371,7 +371,7 @@ fn spare_or_zeroed(
             }
             return spare;
         }
-        if spare.capacity() >= MAPPED {
+        if spare.capacity() >= chunkmill_exec::memory::MMAP_THRESHOLD {
             // Grown in place likewise: only the pages added are faulted in and cleared.
             spare.reserve_exact(len - spare.len());
             spare.resize(len, 0);
@@ -380,10 +380,6 @@ fn spare_or_zeroed(
     }
     zeroed(len)
 }
-
-/// Buffers at least this large are mappings of their own (glibc's largest mmap threshold),
-/// which the allocator resizes without copying.
-const MAPPED: usize = 32 << 20;
 
 /// The byte range that `inner` occupies in a C-ordered buffer holding `outer`, when its
 /// elements are one run there (a piece of a block can then be read or written in place).
