@@ -5,9 +5,8 @@
 
 use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
-use chunkmill_store::Store;
 
-use super::{kept_region as kept, piece_key, read_piece, write, HeldReader, SharedReads};
+use super::{kept_region as kept, piece_key, read_piece, write, HeldReader, Io, SharedReads};
 use crate::dtype::DType;
 use crate::kernel::{Expr, GroupStep, Reduce};
 use crate::time::{LabelValues, NO_GROUP};
@@ -60,20 +59,28 @@ fn pieces(endpoint: &Endpoint) -> Result<(&str, &str, &chunkmill_grid::Grid), St
     }
 }
 
-fn put_piece(endpoint: &Endpoint, coords: &[u64], state: &[f64]) -> Result<u64, String> {
+fn put_piece(
+    io: &Io,
+    endpoint: &Endpoint,
+    coords: &[u64],
+    state: &[f64],
+) -> Result<u64, String> {
     let (url, prefix, grid) = pieces(endpoint)?;
-    let store = Store::open(url).map_err(|e| e.to_string())?;
     let bytes = DType::Float64.encode(state);
     let n = bytes.len() as u64;
-    store
+    io.pieces(url)?
         .put(&piece_key(prefix, grid, coords), bytes)
         .map_err(|e| e.to_string())?;
     Ok(n)
 }
 
-fn get_piece(endpoint: &Endpoint, coords: &[u64], out: &mut Vec<f64>) -> Result<(), String> {
-    let (url, prefix, grid) = pieces(endpoint)?;
-    let bytes = read_piece(url, prefix, grid, coords)?;
+fn get_piece(
+    io: &Io,
+    endpoint: &Endpoint,
+    coords: &[u64],
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
+    let bytes = read_piece(io, pieces(endpoint)?, coords)?;
     DType::Float64.decode(&bytes, out);
     Ok(())
 }
@@ -120,7 +127,7 @@ fn stage_output(stage: &ComputeStage) -> Result<&Endpoint, String> {
 
 /// Run one task of a group step.
 pub(super) fn run(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     region: &Region,
     step: &GroupStep,
     read: &mut HeldReader<'_>,
@@ -132,7 +139,7 @@ pub(super) fn run(
             axis,
             groups,
             block,
-        } => partial(stage, region, expr, reduce, (*axis, groups, *block), read),
+        } => partial((stage, io), region, (expr, reduce), (*axis, groups, *block), read),
         GroupStep::Combine {
             reduce,
             axis,
@@ -155,10 +162,11 @@ pub(super) fn run(
                 if from.is_empty() {
                     continue;
                 }
-                get_piece(input, &piece_coords(stage, region, *axis, i)?, &mut part)?;
+                get_piece(io, input, &piece_coords(stage, region, *axis, i)?, &mut part)?;
                 merge_groups(reduce, &mut state, &into, &part, &from, k);
             }
             put_piece(
+                io,
                 stage_output(stage)?,
                 &piece_coords(stage, region, *axis, piece)?,
                 &state,
@@ -172,7 +180,7 @@ pub(super) fn run(
             span,
             dtype,
         } => finish(
-            stage,
+            (stage, io),
             region,
             reduce,
             *axis,
@@ -187,9 +195,9 @@ pub(super) fn run(
                     let part = values
                         .get(r.start as usize..r.end as usize)
                         .ok_or("labels shorter than their array")?;
-                    write(stage_output(stage)?, *dtype, region, part)
+                    write(io, stage_output(stage)?, *dtype, region, part)
                 }
-                LabelValues::Text(text) => write_text(stage, region, text),
+                LabelValues::Text(text) => write_text((stage, io), region, text),
             }
         }
     }
@@ -199,10 +207,9 @@ pub(super) fn run(
 /// values at one index of the axis, `inner` apart from the next index's) into its group's
 /// state with the reduction's loop per operation.
 fn partial(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     region: &Region,
-    expr: &Expr,
-    reduce: &Reduce,
+    (expr, reduce): (&Expr, &Reduce),
     (axis, groups, block): (usize, &[u32], u64),
     read: &mut HeldReader<'_>,
 ) -> Result<u64, String> {
@@ -239,6 +246,7 @@ fn partial(
     })?;
     let piece = along.start / block.max(1);
     put_piece(
+        io,
         stage_output(stage)?,
         &piece_coords(stage, region, axis, piece)?,
         &state,
@@ -246,7 +254,7 @@ fn partial(
 }
 
 fn finish(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     region: &Region,
     reduce: &Reduce,
     axis: usize,
@@ -273,7 +281,7 @@ fn finish(
                 present[p] = true;
             }
         }
-        get_piece(input, &piece_coords(stage, region, axis, i)?, &mut part)?;
+        get_piece(io, input, &piece_coords(stage, region, axis, i)?, &mut part)?;
         merge_groups(reduce, &mut state, &into, &part, &from, k);
     }
     let n = into.len() * k;
@@ -293,11 +301,15 @@ fn finish(
             Ok(dtype.round(v))
         })
         .collect::<Result<Vec<f64>, String>>()?;
-    write(stage_output(stage)?, dtype, region, &values)
+    write(io, stage_output(stage)?, dtype, region, &values)
 }
 
 /// Text labels as fixed-length UTF-32 (numpy's `<U`), the width of the output array.
-fn write_text(stage: &ComputeStage, region: &Region, text: &[String]) -> Result<u64, String> {
+fn write_text(
+    (stage, io): (&ComputeStage, &Io),
+    region: &Region,
+    text: &[String],
+) -> Result<u64, String> {
     let Endpoint::Zarr { url, path, grid } = stage_output(stage)? else {
         return Err("labels go to an output array".into());
     };
@@ -317,10 +329,8 @@ fn write_text(stage: &ComputeStage, region: &Region, text: &[String]) -> Result<
             bytes[at..at + 4].copy_from_slice(&u32::from(ch).to_le_bytes());
         }
     }
-    let store = Store::open(url).map_err(|e| e.to_string())?;
-    let array = chunkmill_store::zarr::ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
     let n = bytes.len() as u64;
-    array
+    io.output(url, path)?
         .write_chunk(&coords, bytes)
         .map_err(|e| e.to_string())?;
     Ok(n)
