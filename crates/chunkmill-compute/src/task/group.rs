@@ -6,7 +6,9 @@
 use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
 
-use super::{kept_region as kept, piece_key, read_piece, write, HeldReader, Io, SharedReads};
+use super::{
+    kept_region as kept, piece_key, read_piece, sub_blocks, write, HeldReader, Io, SharedReads,
+};
 use crate::dtype::DType;
 use crate::kernel::{Expr, GroupStep, Reduce};
 use crate::time::{LabelValues, NO_GROUP};
@@ -139,7 +141,14 @@ pub(super) fn run(
             axis,
             groups,
             block,
-        } => partial((stage, io), region, (expr, reduce), (*axis, groups, *block), read),
+            sub,
+        } => partial(
+            (stage, io),
+            region,
+            (expr, reduce),
+            (*axis, groups, *block, *sub),
+            read,
+        ),
         GroupStep::Combine {
             reduce,
             axis,
@@ -203,14 +212,15 @@ pub(super) fn run(
     }
 }
 
-/// Evaluate a block tile by tile along the grouped axis and fold each row of a tile (its
-/// values at one index of the axis, `inner` apart from the next index's) into its group's
-/// state with the reduction's loop per operation.
+/// Evaluate a block tile by tile along the grouped axis, `sub` indices of it at a time
+/// (their reads held until the next ones'), and fold each row of a tile (its values at one
+/// index of the axis, `inner` apart from the next index's) into its group's state with the
+/// reduction's loop per operation.
 fn partial(
     (stage, io): (&ComputeStage, &Io),
     region: &Region,
     (expr, reduce): (&Expr, &Reduce),
-    (axis, groups, block): (usize, &[u32], u64),
+    (axis, groups, block, sub): (usize, &[u32], u64, u64),
     read: &mut HeldReader<'_>,
 ) -> Result<u64, String> {
     let along = region.ranges()[axis].clone();
@@ -225,25 +235,27 @@ fn partial(
     let local: Vec<Option<usize>> = (along.start..along.end)
         .map(|t| set.binary_search(&groups[t as usize]).ok())
         .collect();
-    let mut shared = SharedReads::new(std::iter::once(expr));
-    shared.eval(0, expr, (region, axis), read, &mut |tile, values| {
-        let range = &tile.ranges()[axis];
-        let len = (range.end - range.start) as usize;
-        let first = (range.start - along.start) as usize;
-        for o in 0..outer {
-            for t in 0..len {
-                let Some(l) = local[first + t] else {
-                    continue;
-                };
-                let at = (o * len + t) * inner;
-                if let Some(row) = values.get(at..at + inner) {
-                    let index = along.start + (first + t) as u64;
-                    reduce.add_run(&mut state, n, l * k + o * inner, row, index);
+    for part in sub_blocks(region, axis, sub) {
+        let mut shared = SharedReads::new(std::iter::once(expr));
+        shared.eval(0, expr, (&part, axis), read, &mut |tile, values| {
+            let range = &tile.ranges()[axis];
+            let len = (range.end - range.start) as usize;
+            let first = (range.start - along.start) as usize;
+            for o in 0..outer {
+                for t in 0..len {
+                    let Some(l) = local[first + t] else {
+                        continue;
+                    };
+                    let at = (o * len + t) * inner;
+                    if let Some(row) = values.get(at..at + inner) {
+                        let index = along.start + (first + t) as u64;
+                        reduce.add_run(&mut state, n, l * k + o * inner, row, index);
+                    }
                 }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
+    }
     let piece = along.start / block.max(1);
     put_piece(
         io,
