@@ -12,8 +12,10 @@ use crate::scratch;
 
 mod group;
 mod io;
+mod written;
 
 pub use io::Io;
+pub use written::{written_pieces, WrittenPiece};
 
 /// The key of piece `coords` of an intermediate `grid` under `prefix`.
 #[must_use]

@@ -212,6 +212,47 @@ pub(super) fn run(
     }
 }
 
+/// The piece a task of a group step writes to its output, if that is pieces: its
+/// coordinates and length (see [`super::written`]).
+pub(super) fn written(
+    stage: &ComputeStage,
+    region: &Region,
+    step: &GroupStep,
+) -> Result<Option<(Option<Vec<u64>>, u64)>, String> {
+    let state = |reduce: &Reduce, axis: usize, groups: usize| {
+        8 * reduce.fields() as u64 * groups as u64 * kept(region, &[axis]).num_elements()
+    };
+    Ok(Some(match step {
+        GroupStep::Partial {
+            reduce,
+            axis,
+            groups,
+            block,
+            ..
+        } => {
+            let along = region.ranges()[*axis].clone();
+            let piece = along.start / block.max(&1);
+            let bytes = state(reduce, *axis, groups_in(groups, along).len());
+            (Some(piece_coords(stage, region, *axis, piece)?), bytes)
+        }
+        GroupStep::Combine {
+            reduce,
+            axis,
+            groups,
+            block,
+            span,
+            fan,
+        } => {
+            let piece = region.ranges()[*axis].start;
+            let range = piece_range(piece, span * fan, *block, groups.len() as u64);
+            let bytes = state(reduce, *axis, groups_in(groups, range).len());
+            (Some(piece_coords(stage, region, *axis, piece)?), bytes)
+        }
+        GroupStep::Finish { dtype, .. } => (None, region.num_elements() * dtype.size() as u64),
+        GroupStep::Labels { .. } => return Ok(None),
+    }))
+}
+
 /// Evaluate a block tile by tile along the grouped axis, `sub` indices of it at a time
 /// (their reads held until the next ones'), and fold each row of a tile (its values at one
 /// index of the axis, `inner` apart from the next index's) into its group's state with the

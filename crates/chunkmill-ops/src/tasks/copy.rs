@@ -975,8 +975,22 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
     }
     let mut forgotten = 0;
     for stage in plan.stages.iter().rev() {
-        let StageKind::Copy(copy) = &stage.kind else {
-            continue;
+        let copy = match &stage.kind {
+            StageKind::Copy(copy) => copy,
+            StageKind::Compute(compute) => {
+                let lost = super::intermediates::lost_compute_tasks(plan, &done, stage, compute)?;
+                for task in lost {
+                    markers
+                        .unmark(&stage.name, task)
+                        .map_err(|e| e.to_string())?;
+                    if let Some(marked) = done.get_mut(stage.name.as_str()) {
+                        marked.remove(&task);
+                    }
+                    forgotten += 1;
+                }
+                continue;
+            }
+            StageKind::Scan(_) => continue,
         };
         let Endpoint::Pieces {
             url,
