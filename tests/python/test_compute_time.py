@@ -205,6 +205,38 @@ def test_group_partial_tasks_that_fold_several_blocks_match_xarray(tmp_path, cal
     same(out.n, ds.air.groupby("time.season").count().compute())
 
 
+@pytest.mark.parametrize("extra", [["--max-mem", "70MB"], ["--max-mem", "1GB", "--workers", "2"]])
+def test_a_climatology_in_several_finish_blocks_is_chunked_as_them(tmp_path, extra):
+    """The finish step's blocks of months are chosen after the output was named: halved when
+    12 months of 300 × 300 states do not fit the budget, or cut for the workers (blocks of 6
+    months, 2.2 MB). The output is chunked as they are, and holds every month's values (the
+    budget's halving once wrote every block into the first chunk)."""
+    path = tmp_path / "in.zarr"
+    rng = np.random.default_rng(3)
+    times = xr.date_range("2001-01-01", periods=24, freq="MS", calendar="noleap", use_cftime=True)
+    air = rng.normal(280, 10, (24, 300, 300)).astype("float32")
+    air[rng.random(air.shape) < 0.1] = np.nan
+    ds = xr.Dataset({"air": (("time", "lat", "lon"), air)}, coords={"time": times})
+    ds.time.encoding = {"units": "days since 2001-01-01", "calendar": "noleap"}
+    ds.to_zarr(path, encoding={"air": {"chunks": (2, 300, 300)}}, zarr_format=3, consolidated=False)
+    ds = opened(path, "noleap")
+    out = tmp_path / "out.zarr"
+    # 70 MB leaves no room for the anomalies' blocks: the climatology alone.
+    anom = [] if "70MB" in extra else ["anom = air.groupby('time.month') - clim"]
+    oracle.ok("compute", "--input", f"ds={path}", "clim = air.groupby('time.month').mean()", *anom,
+              "--output", out, "--no-progress", *extra)
+    got = xr.open_zarr(out, consolidated=False)
+    clim = ds.air.groupby("time.month").mean()
+    same(got.clim, clim.compute())
+    assert got.clim.encoding["chunks"][0] < 12, got.clim.encoding["chunks"]
+    if not anom:
+        return
+    air64 = ds.air.astype("float64")
+    clim32 = air64.groupby("time.month").mean().astype("float32").astype("float64")
+    exact = (air64.groupby("time.month") - clim32).astype("float32")
+    same(got.anom, exact.compute().drop_vars("month"), atol=4e-5)
+
+
 BAD = {
     "m = air.groupby('time.fortnight').mean()": ["unknown key 'time.fortnight'", "time.month"],
     "m = air.resample(time='1W').mean()": ["frequency '1W' is not supported"],

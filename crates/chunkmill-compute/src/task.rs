@@ -177,12 +177,7 @@ struct Moves {
 }
 
 /// Read `read` over `region`: its bounding box decoded (chunks straight into it).
-fn read_held(
-    io: &Io,
-    endpoint: &Endpoint,
-    read: &Read,
-    region: &Region,
-) -> Result<Held, String> {
+fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, String> {
     let dom = region.ranges();
     // The bounding box of the source indices this block needs.
     let bbox: Vec<std::ops::Range<u64>> = read

@@ -22,6 +22,12 @@ use crate::time::{Grouping, LabelValues, NO_GROUP};
 /// Pieces one finish task merges at most before combine rounds are added.
 const FINISH_FAN: u64 = 32;
 
+/// The smallest output block the finish step is cut into so that every worker has a task:
+/// below it, a chunk's file and its per-task work cost more than the parallel finish saves.
+/// Smaller blocks also let a group-wise operation (anomalies) read and decompress only the
+/// groups each of its blocks meets, not every group for every block.
+const FINISH_BLOCK_MIN_BYTES: u64 = 1 << 20;
+
 /// The most groups that one span of `width` indices meets.
 fn max_groups(groups: &[u32], width: u64) -> u64 {
     let width = width.max(1) as usize;
@@ -108,9 +114,10 @@ impl Tree<'_> {
     }
 
     /// Output blocks of groups: asked for, else every group (groupby) or as many bins as
-    /// an input chunk has indices (resample); halved until a finish task fits. With the
-    /// combine rounds they need.
-    fn finish_blocks(&self, asked: Option<u64>, budget: u64) -> (u64, Vec<u64>) {
+    /// an input chunk has indices (resample), cut so that each of the `workers` has a finish
+    /// task while a block stays over [`FINISH_BLOCK_MIN_BYTES`]; halved until a finish task
+    /// fits. With the combine rounds they need.
+    fn finish_blocks(&self, asked: Option<u64>, (budget, workers): (u64, u64)) -> (u64, Vec<u64>) {
         let g = self.g;
         let n_groups = g.len() as u64;
         let mut chunk = match asked {
@@ -119,6 +126,13 @@ impl Tree<'_> {
             None => self.base[self.axis],
         }
         .clamp(1, n_groups.max(1));
+        if asked.is_none() {
+            let shared = n_groups.div_ceil(workers.max(1)).max(1);
+            let bytes = shared * self.kept_elems * self.out_dtype.size() as u64;
+            if shared < chunk && bytes >= FINISH_BLOCK_MIN_BYTES {
+                chunk = shared;
+            }
+        }
         let mut fans = self.rounds(chunk, budget);
         while chunk > 1 && self.finish_mem(chunk, fans.iter().product()) > budget {
             chunk = chunk.div_ceil(2);
@@ -281,14 +295,15 @@ impl Planner<'_> {
     ) -> Result<(), PlanError> {
         let (r, g, label, axis, block) = (tree.r, tree.g, tree.label, tree.axis, tree.block);
         let asked = self.target.chunks.get(&g.out_dim).copied();
-        let (group_chunk, fans) = tree.finish_blocks(asked, self.target.task_budget);
+        let (group_chunk, fans) =
+            tree.finish_blocks(asked, (self.target.task_budget, self.target.workers));
         let mut out_shape = r.input.shape.clone();
         out_shape[axis] = g.len() as u64;
         let mut out_chunks = tree.base.clone();
         out_chunks[axis] = group_chunk;
         let out_grid = grid(&out_shape, &out_chunks)?;
         let final_ep = match out {
-            Some(e) => e,
+            Some(e) => self.chunked_as(e, &out_grid),
             None => {
                 let prefix = format!("c{}-{}", self.stages.len(), safe(label));
                 self.temp_pieces(prefix, out_grid.clone())
@@ -358,6 +373,37 @@ impl Planner<'_> {
         self.done
             .push((Stored::Reduce(r.clone()), final_ep, tree.out_dtype));
         Ok(())
+    }
+
+    /// Output `e` in chunks of the finish step's blocks `blocks` (its metadata, and every
+    /// later reader of it, too): a finish task writes one chunk, and its blocks are chosen
+    /// here, after the output was named.
+    fn chunked_as(&mut self, e: Endpoint, blocks: &chunkmill_grid::Grid) -> Endpoint {
+        let Endpoint::Zarr { url, path, grid } = e else {
+            return e;
+        };
+        if grid == *blocks {
+            return Endpoint::Zarr { url, path, grid };
+        }
+        let chunks: Vec<u64> = blocks
+            .axes()
+            .iter()
+            .map(|a| a.chunk(0).end.max(1))
+            .collect();
+        for spec in self.specs.iter_mut().filter(|s| s.path == path) {
+            spec.chunks.clone_from(&chunks);
+        }
+        let chunked = Endpoint::Zarr {
+            url,
+            path: path.clone(),
+            grid: blocks.clone(),
+        };
+        for named in &mut self.named {
+            if matches!(&named.2, Endpoint::Zarr { path: p, .. } if *p == path) {
+                named.2 = chunked.clone();
+            }
+        }
+        chunked
     }
 
     /// A computed coordinate (group labels, resample bins) written as the array `name`.
@@ -566,7 +612,9 @@ mod tests {
         )?;
         let partial = &p.stages[0];
         assert!(
-            partial.label.contains("in blocks of 3 chunks, 6 folded a task"),
+            partial
+                .label
+                .contains("in blocks of 3 chunks, 6 folded a task"),
             "{}",
             partial.label
         );
@@ -576,8 +624,10 @@ mod tests {
         // Each task holds one block's reads and the states of its 12 months, twice.
         assert!(partial.projected_mem <= budget / 2);
         assert!(partial.projected_mem >= 2 * 12 * month_state);
-        // The finish step merges the four pieces; the output is every day's anomaly's input.
         assert_eq!(steps(&p), ["partial", "finish", "labels"]);
+        // The finish step has a task for each worker: blocks of 6 months (1.9 MB as float32).
+        assert_eq!(p.stages[1].tasks(), 2);
+        assert_eq!(p.specs[0].chunks, [6, 200, 400]);
         Ok(())
     }
 

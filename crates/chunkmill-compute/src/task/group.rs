@@ -61,12 +61,7 @@ fn pieces(endpoint: &Endpoint) -> Result<(&str, &str, &chunkmill_grid::Grid), St
     }
 }
 
-fn put_piece(
-    io: &Io,
-    endpoint: &Endpoint,
-    coords: &[u64],
-    state: &[f64],
-) -> Result<u64, String> {
+fn put_piece(io: &Io, endpoint: &Endpoint, coords: &[u64], state: &[f64]) -> Result<u64, String> {
     let (url, prefix, grid) = pieces(endpoint)?;
     let bytes = DType::Float64.encode(state);
     let n = bytes.len() as u64;
@@ -84,6 +79,38 @@ fn get_piece(
 ) -> Result<(), String> {
     let bytes = read_piece(io, pieces(endpoint)?, coords)?;
     DType::Float64.decode(&bytes, out);
+    Ok(())
+}
+
+/// The states of groups `wanted` (positions in its list of `n_from` groups) of the piece at
+/// `coords`, each of `k` kept elements in `fields` fields, into `out` as a piece of those
+/// groups alone: the whole piece when it holds no others, else one range per field — a
+/// finish task of a few groups reads only theirs.
+fn get_groups(
+    io: &Io,
+    endpoint: &Endpoint,
+    coords: &[u64],
+    (n_from, wanted): (usize, std::ops::Range<usize>),
+    (fields, k): (usize, usize),
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
+    if wanted.len() == n_from {
+        return get_piece(io, endpoint, coords, out);
+    }
+    let (url, prefix, grid) = pieces(endpoint)?;
+    let store = io.pieces(url)?;
+    let key = piece_key(prefix, grid, coords);
+    let len = wanted.len() * k;
+    out.clear();
+    out.resize(fields * len, 0.0);
+    for (f, values) in out.chunks_exact_mut(len.max(1)).enumerate() {
+        let offset = ((f * n_from + wanted.start) * k * 8) as u64;
+        let bytes = store
+            .get_range(&key, offset, (len * 8) as u64)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{url}/{key}: intermediate piece missing"))?;
+        DType::Float64.decode_into(&bytes, values);
+    }
     Ok(())
 }
 
@@ -171,7 +198,12 @@ pub(super) fn run(
                 if from.is_empty() {
                     continue;
                 }
-                get_piece(io, input, &piece_coords(stage, region, *axis, i)?, &mut part)?;
+                get_piece(
+                    io,
+                    input,
+                    &piece_coords(stage, region, *axis, i)?,
+                    &mut part,
+                )?;
                 merge_groups(reduce, &mut state, &into, &part, &from, k);
             }
             put_piece(
@@ -334,8 +366,17 @@ fn finish(
                 present[p] = true;
             }
         }
-        get_piece(io, input, &piece_coords(stage, region, axis, i)?, &mut part)?;
-        merge_groups(reduce, &mut state, &into, &part, &from, k);
+        // Both lists are in group order and `into` is a range of groups: the piece's groups
+        // in it are one run of its list.
+        let first = from.iter().position(|g| into.binary_search(g).is_ok());
+        let last = from.iter().rposition(|g| into.binary_search(g).is_ok());
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        let coords = piece_coords(stage, region, axis, i)?;
+        let wanted = (from.len(), first..last + 1);
+        get_groups(io, input, &coords, wanted, (reduce.fields(), k), &mut part)?;
+        merge_groups(reduce, &mut state, &into, &part, &from[first..=last], k);
     }
     let n = into.len() * k;
     let shape = region.shape();
