@@ -250,7 +250,7 @@ pub(super) fn written(
     stage: &ComputeStage,
     region: &Region,
     step: &GroupStep,
-) -> Result<Option<(Option<Vec<u64>>, u64)>, String> {
+) -> Result<Option<super::written::PieceAt>, String> {
     let state = |reduce: &Reduce, axis: usize, groups: usize| {
         8 * reduce.fields() as u64 * groups as u64 * kept(region, &[axis]).num_elements()
     };

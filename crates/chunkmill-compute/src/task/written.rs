@@ -9,6 +9,10 @@ use chunkmill_plan::{ComputeStage, Endpoint};
 use super::{group, kept_region, piece_key, state_coords};
 use crate::kernel::Kernel;
 
+/// Where a piece is in its intermediate's grid (`None`: the chunk of the grid that holds the
+/// task's block, as values are written) and its length when whole.
+pub(super) type PieceAt = (Option<Vec<u64>>, u64);
+
 /// One intermediate piece a task writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WrittenPiece {
