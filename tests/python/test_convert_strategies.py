@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -200,5 +201,44 @@ def test_resume_plans_with_the_coefficients_recorded_although_the_cache_was_dele
     assert other.get("pieces") != "lz4", other
     r = oracle.run(*args(days, target, *one, "--resume"), env=cached)
     assert r.returncode == 0, oracle.describe(r)
+    xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
+    assert not Path(f"{target}.work").exists()
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs taskset and two cores")
+def test_resume_on_a_machine_with_fewer_cores_plans_the_run_it_resumes(tmp_path, days):
+    """Plan kinds are compared at the machine's core count, so a job killed on two cores and
+    resumed on one (a batch job requeued on a smaller node) planned another job, which no
+    worker count turns into the run's, and the resume was refused (exit 3). The resume now
+    plans with the cores the run recorded."""
+    target = tmp_path / "t.zarr"
+    four = ("--workers", "4")
+
+    def argv(*extra):
+        return [a if a != "64MB" else "90MB" for a in args(days, target, *extra)]
+    costs = {**os.environ, "CHUNKMILL_COSTS": "defaults,zlib_decode=10,write=100,read=100"}
+    one_core = ("taskset", "-c", str(min(os.sched_getaffinity(0))))
+
+    def plan(launcher):
+        r = subprocess.run([*launcher, str(oracle.chunkmill_bin()), "plan",
+                            *argv("--json", *four)],
+                           capture_output=True, text=True, env=costs, timeout=120)
+        assert r.returncode == 0, r.stderr
+        p = json.loads(r.stdout)
+        return p, next(a for a in p["arrays"] if a["path"] == "wind")
+
+    on_two, wind_two = plan(())
+    on_one, wind_one = plan(one_core)
+    # The premise: two cores make re-reading in small tasks, two at a time, the cheaper kind;
+    # one core decodes each source chunk once in one large task.
+    assert (wind_two["strategy"], wind_one["strategy"]) == ("multipass", "direct"), (wind_two, wind_one)
+    assert on_one["plan_id"] != on_two["plan_id"]
+    # Killed at its first task: the work dir holds the two-core plan.
+    kill_at_slow_task(argv(*four), costs, 0, tmp_path / "slow.pid")
+    assert Path(f"{target}.work").exists()
+    r = subprocess.run([*one_core, str(oracle.chunkmill_bin()), *argv(*four, "--resume")],
+                       capture_output=True, text=True, env=costs, timeout=300)
+    assert r.returncode == 0, r.stderr
     xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
     assert not Path(f"{target}.work").exists()
