@@ -263,3 +263,42 @@ fn more_memory_never_loses_the_staged_plans() {
         );
     }
 }
+
+/// Whether `plan` or one of its alternatives is of one of `kinds`.
+fn has_kind(plan: &RechunkPlan, kinds: &[chunkmill_grid::rechunk::Strategy]) -> bool {
+    std::iter::once(plan.strategy)
+        .chain(plan.alternatives.iter().map(|k| k.strategy))
+        .any(|s| kinds.contains(&s))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// More memory for the same workers never loses the staged plans a smaller budget had:
+    /// every task of a plan found at `budget` still fits at a larger one.
+    #[test]
+    fn a_larger_budget_keeps_the_staged_kinds(
+        (shape, source, target) in dims(),
+        budget_kb in 1u64..64,
+        more in 1u64..8,
+        workers in 1u64..4,
+        overhead in prop_oneof![Just(0u64), 0u64..4096],
+    ) {
+        use chunkmill_grid::rechunk::Strategy;
+        let mut small = problem(&shape, &source, &target, budget_kb * 1024, workers);
+        small.task_overhead = overhead;
+        let Ok(plan) = small.plan() else { return Ok(()) };
+        if !has_kind(&plan, &[Strategy::Intermediate, Strategy::Multistage]) {
+            return Ok(());
+        }
+        let mut large = small.clone();
+        large.budget = (budget_kb + more * budget_kb.max(4) / 4) * 1024;
+        let larger = large.plan().unwrap();
+        check_plan(&large, &larger);
+        // The staged plans stay, unless a read block grew into the write block it feeds:
+        // then one stage reading each source chunk once does what they did.
+        prop_assert!(
+            has_kind(&larger, &[Strategy::Intermediate, Strategy::Multistage, Strategy::Direct]),
+            "{} B had a staged plan, {} B only {:?}", small.budget, large.budget, larger.strategy
+        );
+    }
+}
