@@ -211,6 +211,31 @@ def test_compute_runs_on_processes_and_resumes_after_a_worker(tmp_path, src):
     np.testing.assert_allclose(xr.open_zarr(out).s.values, want, rtol=1e-5)
 
 
+def test_a_resume_with_other_workers_runs_the_plan_it_resumes(tmp_path, src):
+    """A compute's blocks follow --workers (whose default is twice the cores): a run resumed
+    with another count, or on a node with other cores, planned another job and was refused
+    (exit 3, "the work dir holds plan … of another job"). As rechunk and convert, the resume
+    now finds the worker count the stored plan was cut for and runs that plan."""
+    path, ds = src
+    args = ["compute", "--input", f"ds={path}", "s = air.std('time')", "--max-mem", "64MB",
+            "--no-progress"]
+    out = tmp_path / "w.zarr"
+    oracle.ok(*args, "--output", out, "--workers", "24", "--prepare")
+    stored = json.loads((tmp_path / "w.zarr.work" / "plan.json").read_text())
+    assert stored["stages"][0]["kind"]["kind"] == "compute"
+    oracle.ok("worker", "--plan", tmp_path / "w.zarr.work", "--stage", "0", "--tasks", "0..2",
+              "--no-progress")
+    # The premise: one worker cuts other blocks, so its plan is another.
+    other = json.loads(oracle.ok("plan", *args, "--output", tmp_path / "x.zarr", "--workers", "1",
+                                 "--json").stdout)
+    assert other["plan_id"] != stored["plan_id"]
+    report = json.loads(oracle.ok(*args, "--output", out, "--workers", "1", "--resume",
+                                  "--json").stdout)
+    assert report["plan_id"] == stored["plan_id"]
+    assert report["tasks_skipped"] == 2, report
+    np.testing.assert_allclose(xr.open_zarr(out).s.values, ds.air.std("time").values, rtol=1e-5)
+
+
 @pytest.mark.parametrize("expr", ["s = air.std('time')", "c = air.groupby('time.month').mean()"])
 def test_a_resume_runs_again_the_tasks_whose_intermediate_pieces_were_lost(tmp_path, src, expr):
     """Intermediate pieces are never synced: a power loss may take a piece whose task marker
