@@ -435,23 +435,44 @@ impl Reduce {
     }
 
     /// Fold a run of values into consecutive elements `j..j + values.len()` of a state of `n`
-    /// elements (all at index `index` along the reduced dimension), exactly as [`Reduce::add`]
-    /// folds each value. Every reduction has a loop of its own in which NaN is skipped by a
-    /// select rather than a branch, so that the compiler vectorizes it.
+    /// elements (all at index `index` along the reduced dimension), as [`Reduce::add`] folds
+    /// each value (a skipped NaN adds 0, as numpy's nansum counts it, so a sum of -0.0 may
+    /// end +0.0). Each reduction has a loop of its own, compiled once skipping NaN and once
+    /// not, with no branch per value: sums add 0 for a skipped value, the others select, so
+    /// that the compiler vectorizes them (a select between a stored value and itself would
+    /// become a conditional store, which it does not).
     pub fn add_run(&self, state: &mut [f64], n: usize, j: usize, values: &[f64], index: u64) {
+        if self.skipna {
+            self.fold_run::<true>(state, n, j, values, index);
+        } else {
+            self.fold_run::<false>(state, n, j, values, index);
+        }
+    }
+
+    fn fold_run<const SKIPNA: bool>(
+        &self,
+        state: &mut [f64],
+        n: usize,
+        j: usize,
+        values: &[f64],
+        index: u64,
+    ) {
         let len = values.len();
-        let skipna = self.skipna;
         // Whether `add` folds `v`: NaN is left out only when skipping.
-        let takes = move |v: f64| !(skipna && v.is_nan());
+        let takes = |v: f64| !SKIPNA || !v.is_nan();
+        // The field `f` of the run's elements.
+        fn field(state: &mut [f64], n: usize, f: usize, run: std::ops::Range<usize>) -> &mut [f64] {
+            &mut state[f * n + run.start..f * n + run.end]
+        }
         match self.op {
             ReduceOp::Sum => {
-                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
-                    *s = if takes(v) { *s + v } else { *s };
+                for (s, &v) in field(state, n, 0, j..j + len).iter_mut().zip(values) {
+                    *s += if takes(v) { v } else { 0.0 };
                 }
             }
             ReduceOp::Count => {
-                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
-                    *s = if takes(v) { *s + 1.0 } else { *s };
+                for (s, &v) in field(state, n, 0, j..j + len).iter_mut().zip(values) {
+                    *s += if takes(v) { 1.0 } else { 0.0 };
                 }
             }
             ReduceOp::Mean => {
@@ -460,25 +481,23 @@ impl Reduce {
                 let counts = &mut counts[j..j + len];
                 for ((s, c), &v) in sums.iter_mut().zip(counts.iter_mut()).zip(values) {
                     let take = takes(v);
-                    *s = if take { *s + v } else { *s };
-                    *c = if take { *c + 1.0 } else { *c };
+                    *s += if take { v } else { 0.0 };
+                    *c += if take { 1.0 } else { 0.0 };
                 }
             }
             ReduceOp::Min | ReduceOp::Max => {
                 let min = self.op == ReduceOp::Min;
-                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
+                for (s, &v) in field(state, n, 0, j..j + len).iter_mut().zip(values) {
                     let cur = *s;
                     let better = if min { v < cur } else { v > cur };
                     // NaN in a state is "no value yet" when skipping; else it poisons.
-                    *s = if skipna {
+                    *s = if SKIPNA {
                         if !v.is_nan() && (cur.is_nan() || better) {
                             v
                         } else {
                             cur
                         }
-                    } else if v.is_nan() {
-                        v
-                    } else if better {
+                    } else if v.is_nan() || better {
                         v
                     } else {
                         cur
@@ -494,7 +513,7 @@ impl Reduce {
                 for ((b, i), &v) in best.iter_mut().zip(indices.iter_mut()).zip(values) {
                     let cur = *b;
                     let better = if min { v < cur } else { v > cur };
-                    let set = takes(v) && (cur.is_nan() || better);
+                    let set = takes(v) & (cur.is_nan() | better);
                     *b = if set { v } else { cur };
                     *i = if set { at } else { *i };
                 }
@@ -511,15 +530,14 @@ impl Reduce {
                     .zip(m2s.iter_mut())
                     .zip(values)
                 {
-                    // Welford's update, as `add` does it, kept only where `add` folds.
-                    let count = *c + 1.0;
-                    let delta = v - *m;
-                    let mean = *m + delta / count;
-                    let m2 = *q + delta * (v - mean);
+                    // Welford's update, as `add` does it; each field adds 0 where `add` skips.
                     let take = takes(v);
-                    *c = if take { count } else { *c };
-                    *m = if take { mean } else { *m };
-                    *q = if take { m2 } else { *q };
+                    let count = *c + if take { 1.0 } else { 0.0 };
+                    let delta = if take { v - *m } else { 0.0 };
+                    let mean = *m + if take { delta / count } else { 0.0 };
+                    *q += if take { delta * (v - mean) } else { 0.0 };
+                    *c = count;
+                    *m = mean;
                 }
             }
         }
@@ -854,9 +872,9 @@ mod tests {
 
     #[test]
     fn every_reduction_folds_a_run_as_value_by_value() {
-        // The loops of `add_run` give bit for bit what `add` gives one value at a time: NaN
-        // skipped (or poisoning without skipna), ties, -0.0, a state starting empty or not,
-        // runs at several indices of the reduced axis (argmin/argmax keep the first).
+        // The loops of `add_run` give what `add` gives one value at a time: NaN skipped (or
+        // poisoning without skipna), ties, -0.0, a state starting empty or not, runs at
+        // several indices of the reduced axis (argmin/argmax keep the first).
         let rows: [[f64; 4]; 4] = [
             [3.0, f64::NAN, -0.0, 1e9 + 4.0],
             [-1.0, 7.0, f64::NAN, 1e9 + 7.0],
@@ -891,7 +909,7 @@ mod tests {
                 let same = by_run
                     .iter()
                     .zip(&by_value)
-                    .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()));
                 assert!(same, "{op:?} skipna={skipna}: {by_run:?} vs {by_value:?}");
             }
         }
