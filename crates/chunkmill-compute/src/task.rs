@@ -491,8 +491,25 @@ impl Held {
         if self.dtype != DType::Float64 {
             return None;
         }
-        let n = sub.num_elements() as usize;
-        let start = match &self.moves {
+        let start = self.run_in(block, sub)?;
+        self.words.get(start..start + sub.num_elements() as usize)
+    }
+
+    /// The values over `sub` (within `block`) as stored, when the box holds float32 values
+    /// with none missing and they are one run of it: a view, no copy.
+    fn view32(&self, block: &Region, sub: &Region) -> Option<&[f32]> {
+        if self.dtype != DType::Float32 || !self.missing.is_empty() {
+            return None;
+        }
+        let start = self.run_in(block, sub)?;
+        let f32s: &[f32] = bytemuck::cast_slice(&self.words);
+        f32s.get(start..start + sub.num_elements() as usize)
+    }
+
+    /// Where the values over `sub` (within `block`) start in the box, when they are one run
+    /// of it.
+    fn run_in(&self, block: &Region, sub: &Region) -> Option<usize> {
+        Some(match &self.moves {
             None => run_start(block, sub)?,
             Some(moves) => {
                 let mut start: Option<i64> = None;
@@ -514,8 +531,7 @@ impl Held {
                 }
                 usize::try_from(start?).ok()?
             }
-        };
-        self.words.get(start..start + n)
+        })
     }
 
     /// Its buffer back for reuse.

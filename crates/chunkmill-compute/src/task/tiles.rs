@@ -8,7 +8,7 @@
 use chunkmill_grid::Region;
 
 use super::{eval_message, fold_block, HeldReader, Held, SharedReads};
-use crate::eval::{eval_with_views, EvalError, Tile};
+use crate::eval::{eval_with_views, EvalError, Lent, Tile};
 use crate::kernel::{tile_elements, Expr, Part, Read};
 use crate::scratch;
 
@@ -17,9 +17,14 @@ use crate::scratch;
 const KEPT_TILE: u64 = 8192;
 
 /// Each distinct read of a tile, as its expressions take it: a view of its held box where
-/// that holds f64 values in one run, else decoded into a buffer of this thread's.
+/// that holds f64 or float32 values in one run, else decoded into a buffer of this thread's.
 pub(super) struct TileReads<'h> {
-    reads: Vec<(&'h Read, Tile<'h>)>,
+    reads: Vec<(&'h Read, TileRead<'h>)>,
+}
+
+enum TileRead<'h> {
+    Values(Tile<'h>),
+    F32(&'h [f32]),
 }
 
 impl<'h> TileReads<'h> {
@@ -31,7 +36,7 @@ impl<'h> TileReads<'h> {
         tile: &Region,
     ) -> Result<Self, String> {
         let n = tile.num_elements() as usize;
-        let mut out: Vec<(&'h Read, Tile<'h>)> = Vec::new();
+        let mut out: Vec<(&'h Read, TileRead<'h>)> = Vec::new();
         for &r in reads {
             if out.iter().any(|(x, _)| *x == r) {
                 continue;
@@ -40,13 +45,14 @@ impl<'h> TileReads<'h> {
                 .iter()
                 .find(|(x, _)| x == r)
                 .ok_or("a read that was not read")?;
-            let values = match held.view(block, tile) {
-                Some(v) => Tile::View(v),
-                None => {
-                    let mut buf = scratch::values(n);
-                    held.gather_into(block, tile, &mut buf);
-                    Tile::Owned(buf)
-                }
+            let values = if let Some(v) = held.view(block, tile) {
+                TileRead::Values(Tile::View(v))
+            } else if let Some(v) = held.view32(block, tile) {
+                TileRead::F32(v)
+            } else {
+                let mut buf = scratch::values(n);
+                held.gather_into(block, tile, &mut buf);
+                TileRead::Values(Tile::Owned(buf))
             };
             out.push((read, values));
         }
@@ -59,7 +65,10 @@ impl<'h> TileReads<'h> {
             self.reads
                 .iter()
                 .find(|(x, _)| *x == r)
-                .map(|(_, t)| &**t)
+                .map(|(_, t)| match t {
+                    TileRead::Values(v) => Lent::F64(v),
+                    TileRead::F32(v) => Lent::F32(v),
+                })
         };
         let mut unread = |_: &Read, _: &Region| Err("a read that was not read".to_string());
         eval_with_views(expr, tile, &views, &mut unread)
@@ -68,7 +77,9 @@ impl<'h> TileReads<'h> {
     /// Its buffers back for reuse.
     pub(super) fn give_back(self) {
         for (_, values) in self.reads {
-            values.give_back();
+            if let TileRead::Values(v) = values {
+                v.give_back();
+            }
         }
     }
 }
