@@ -97,24 +97,30 @@ fn read_chunk(
                 })
                 .collect();
             let nominal = Region::new(nominal);
+            let n = nominal.num_elements() as usize;
+            // The stored (compressed) bytes are read into a reused buffer too; a chunk's
+            // values' size is the usual size class of it.
+            let mut stored = scratch::bytes(n * size);
+            let mut read_into = |dest: &mut [u8]| {
+                array
+                    .read_chunk_into_reusing(coords, dest, &mut stored)
+                    .map_err(|e| e.to_string())
+            };
             if let Some((bbox, raw)) = into {
-                let n = nominal.num_elements() as usize;
-                let place = run_start(bbox, &nominal).and_then(|at| raw.get_mut(at * size..(at + n) * size));
+                let place = run_start(bbox, &nominal)
+                    .and_then(|at| raw.get_mut(at * size..(at + n) * size));
                 if let Some(place) = place {
-                    if array
-                        .read_chunk_into(coords, place)
-                        .map_err(|e| e.to_string())?
-                    {
+                    if read_into(place)? {
+                        scratch::give_bytes(stored);
                         return Ok((ChunkBytes::InPlace, nominal));
                     }
                 }
             }
             // Decompressed straight into a reused buffer where the codecs allow.
-            let mut spare = scratch::bytes(nominal.num_elements() as usize * size);
-            if array
-                .read_chunk_into(coords, &mut spare)
-                .map_err(|e| e.to_string())?
-            {
+            let mut spare = scratch::bytes(n * size);
+            let decoded = read_into(&mut spare)?;
+            scratch::give_bytes(stored);
+            if decoded {
                 return Ok((ChunkBytes::Spare(spare), nominal));
             }
             scratch::give_bytes(spare);
