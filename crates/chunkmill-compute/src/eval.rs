@@ -366,7 +366,9 @@ fn binary_blocks(f: Fun2, a: Val<'_>, b: Val<'_>, dtype: DType) -> Result<Val<'s
             Some((Side::Scalar(x), Side::Values(y))),
         ),
         (Val::Scalar(_), Val::Scalar(_)) => unreachable!("two scalars are computed above"),
-        (Val::View32(_), _) | (_, Val::View32(_)) => unreachable!("float32 views are widened above"),
+        (Val::View32(_), _) | (_, Val::View32(_)) => {
+            unreachable!("float32 views are widened above")
+        }
     };
     let (sa, sb) = match (&spent, sides) {
         (Some(y), _) => (Side::Out, Side::Values(y)),
@@ -667,10 +669,28 @@ mod tests {
         // scalars float32 holds) in float32 equal the f64 evaluation rounded to float32, bit
         // for bit: NaN, infinities, overflow, subnormals and cancellation included.
         let x: Vec<f32> = vec![
-            1.5, -2.25, f32::NAN, f32::INFINITY, 3.0e38, 1.0e-40, 7.0, -0.0, 1.0e-3, 16_777_217.0,
+            1.5,
+            -2.25,
+            f32::NAN,
+            f32::INFINITY,
+            3.0e38,
+            1.0e-40,
+            7.0,
+            -0.0,
+            1.0e-3,
+            16_777_217.0,
         ];
         let y: Vec<f32> = vec![
-            3.0, 1.0e-8, 2.0, -1.0, 2.0, 1.0e-3, 0.0, 5.0, 1.0e30, -16_777_216.0,
+            3.0,
+            1.0e-8,
+            2.0,
+            -1.0,
+            2.0,
+            1.0e-3,
+            0.0,
+            5.0,
+            1.0e30,
+            -16_777_216.0,
         ];
         let region = Region::new(std::iter::once(0..x.len() as u64).collect());
         let read = |input: usize| {

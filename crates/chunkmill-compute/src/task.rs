@@ -98,9 +98,9 @@ fn read_chunk(
                 .collect();
             let nominal = Region::new(nominal);
             let n = nominal.num_elements() as usize;
-            // The stored (compressed) bytes are read into a reused buffer too; a chunk's
-            // values' size is the usual size class of it.
-            let mut stored = scratch::bytes(n * size);
+            // The stored (compressed) bytes are read into a reused buffer too, sized by the
+            // read; a chunk's values' size is the usual size class of it.
+            let mut stored = scratch::bytes_as_left(n * size);
             let mut read_into = |dest: &mut [u8]| {
                 array
                     .read_chunk_into_reusing(coords, dest, &mut stored)
@@ -289,7 +289,10 @@ fn read_held(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, 
         if dtype == read.dtype {
             let held: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
             each_run(&covers, &bbox, &both, |s, d, n| {
-                match (raw.get(s * size..(s + n) * size), held.get_mut(d * size..(d + n) * size)) {
+                match (
+                    raw.get(s * size..(s + n) * size),
+                    held.get_mut(d * size..(d + n) * size),
+                ) {
                     (Some(src), Some(dst)) => dst.copy_from_slice(src),
                     _ => short = true,
                 }
@@ -901,8 +904,8 @@ fn partials(
     // Tiles along a reduced axis keep the whole kept region: each folds into the same state.
     let axis = axes.first().copied().unwrap_or(0);
     let mut states: Vec<Vec<f64>> = parts.iter().map(|p| p.reduce.empty(m)).collect();
-    let kept_first = tiles::reduces_leading_axes(region, axes)
-        && parts.iter().all(|p| tileable(&p.expr));
+    let kept_first =
+        tiles::reduces_leading_axes(region, axes) && parts.iter().all(|p| tileable(&p.expr));
     for block in sub_blocks(region, axis, sub) {
         // Reads are held for one sub-block: the next one's replace them.
         let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));

@@ -7,7 +7,7 @@
 
 use chunkmill_grid::Region;
 
-use super::{eval_message, fold_block, HeldReader, Held, SharedReads};
+use super::{eval_message, fold_block, Held, HeldReader, SharedReads};
 use crate::eval::{eval_with_views, EvalError, Lent, Tile};
 use crate::kernel::{tile_elements, Expr, Part, Read};
 use crate::scratch;
@@ -87,9 +87,7 @@ impl<'h> TileReads<'h> {
 /// Whether `axes` are the leading axes of `region` (and some axis is kept): the case that
 /// [`fold_kept_first`] tiles.
 pub(super) fn reduces_leading_axes(region: &Region, axes: &[usize]) -> bool {
-    !axes.is_empty()
-        && axes.len() < region.ndim()
-        && axes.iter().enumerate().all(|(i, &a)| i == a)
+    !axes.is_empty() && axes.len() < region.ndim() && axes.iter().enumerate().all(|(i, &a)| i == a)
 }
 
 /// `block` cut for a reduction over its first `r` axes: boxes of the kept axes of at most
@@ -175,7 +173,12 @@ pub(super) fn fold_kept_first(
     }
     // The tile's decoded reads, shared by the parts, and one part's intermediate values stay
     // within the tiles the projection counts (a tile along the reduced axis per node).
-    let nodes = parts.iter().map(|p| p.expr.buffers()).max().unwrap_or(1).max(1);
+    let nodes = parts
+        .iter()
+        .map(|p| p.expr.buffers())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let counted = tile_elements(&block.shape(), axes[0]) * nodes / (distinct.len() as u64 + nodes);
     let most = KEPT_TILE.min(counted).max(1);
     for tile in kept_tiles(block, axes.len(), most) {
@@ -211,7 +214,11 @@ mod tests {
         assert_eq!(seen.len() as u64, block.num_elements());
         assert!(seen.values().all(|&n| n == 1));
         // The first box's every reduced index comes before the next box.
-        let first: Vec<_> = tiles.iter().take(5).map(|t| t.ranges()[1].clone()).collect();
+        let first: Vec<_> = tiles
+            .iter()
+            .take(5)
+            .map(|t| t.ranges()[1].clone())
+            .collect();
         assert!(first.iter().all(|r| *r == (0..1)));
         assert_eq!(tiles[5].ranges()[1], 1..2);
         // A kept region smaller than a box: several reduced indices a tile.
