@@ -161,16 +161,80 @@ def test_sel_by_date_matches_xarray(tmp_path, daily):
 
 def test_many_time_blocks_add_a_combine_round_with_the_same_values(tmp_path):
     path = tmp_path / "in.zarr"
-    # 2200 one-day chunks: more time blocks than one finish task merges (a combine round).
+    # 2200 one-day chunks in 35 blocks of 64, one partial task each for 24 workers (two tasks
+    # a worker would fold none): more pieces than one finish task merges (a combine round).
     ds = make_input(path, "noleap", periods=2200, chunks=(1, 3, 4), dtype="float64")
-    r = oracle.ok("plan", "compute", "--input", f"ds={path}", "m = air.groupby('time.month').std()", "--output",
-                  tmp_path / "o.zarr", "--max-mem", "64MB", "--json")
+    common = ["--input", f"ds={path}", "m = air.groupby('time.month').std()", "--max-mem", "64MB",
+              "--workers", "24"]
+    r = oracle.ok("plan", "compute", *common, "--output", tmp_path / "o.zarr", "--json")
     import json
 
     kinds = [s["name"].split("-", 1)[1] for s in json.loads(r.stdout)["stages"]]
     assert any("group-combine" in k for k in kinds), kinds
-    out = compute(tmp_path, path, "m = air.groupby('time.month').std()", max_mem="64MB")
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", *common, "--output", out, "--no-progress")
+    out = xr.open_zarr(out, consolidated=False)
     same(out.m, ds.air.groupby("time.month").std().compute(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("calendar", ["noleap", "360_day"])
+def test_group_partial_tasks_that_fold_several_blocks_match_xarray(tmp_path, calendar):
+    """Four years in 3-day chunks: blocks of 64 chunks, two or more folded into each
+    partial task's states (`plan` says "folded a task"), a task's blocks and the pieces of
+    consecutive tasks sharing months. Climatologies and anomalies equal xarray's."""
+    path = tmp_path / "in.zarr"
+    ds = make_input(path, calendar, periods=1460, chunks=(3, 3, 4))
+    script = ["clim = air.groupby('time.month').mean()", "anom = air.groupby('time.month') - clim",
+              "sd = air.groupby('time.month').std()", "n = air.groupby('time.season').count()"]
+    common = ["--input", f"ds={path}", *script, "--max-mem", "256MB", "--workers", "2"]
+    plan = oracle.ok("plan", "compute", *common, "--output", tmp_path / "p.zarr").stdout
+    assert "folded a task" in plan, plan
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", *common, "--output", out, "--no-progress")
+    out = xr.open_zarr(out, consolidated=False)
+    by_month = ds.air.groupby("time.month")
+    clim = by_month.mean()
+    same(out.clim, clim.compute())
+    # xarray's float32 means accumulate in float32 (a few ulps of 280 off): the anomalies
+    # against the float64 means stored as float32, as ours are, within an ulp of 280.
+    air64 = ds.air.astype("float64")
+    clim32 = air64.groupby("time.month").mean().astype("float32").astype("float64")
+    exact = (air64.groupby("time.month") - clim32).astype("float32")
+    same(out.anom, exact.compute().drop_vars("month"), atol=4e-5)
+    same(out.sd, by_month.std().compute())
+    same(out.n, ds.air.groupby("time.season").count().compute())
+
+
+@pytest.mark.parametrize("extra", [["--max-mem", "70MB"], ["--max-mem", "1GB", "--workers", "2"]])
+def test_a_climatology_in_several_finish_blocks_is_chunked_as_them(tmp_path, extra):
+    """The finish step's blocks of months are chosen after the output was named: halved when
+    12 months of 300 × 300 states do not fit the budget, or cut for the workers (blocks of 6
+    months, 2.2 MB). The output is chunked as they are, and holds every month's values (the
+    budget's halving once wrote every block into the first chunk)."""
+    path = tmp_path / "in.zarr"
+    rng = np.random.default_rng(3)
+    times = xr.date_range("2001-01-01", periods=24, freq="MS", calendar="noleap", use_cftime=True)
+    air = rng.normal(280, 10, (24, 300, 300)).astype("float32")
+    air[rng.random(air.shape) < 0.1] = np.nan
+    ds = xr.Dataset({"air": (("time", "lat", "lon"), air)}, coords={"time": times})
+    ds.time.encoding = {"units": "days since 2001-01-01", "calendar": "noleap"}
+    ds.to_zarr(path, encoding={"air": {"chunks": (2, 300, 300)}}, zarr_format=3, consolidated=False)
+    ds = opened(path, "noleap")
+    out = tmp_path / "out.zarr"
+    # 70 MB leaves no room for the anomalies' blocks: the climatology alone.
+    anom = [] if "70MB" in extra else ["anom = air.groupby('time.month') - clim"]
+    oracle.ok("compute", "--input", f"ds={path}", "clim = air.groupby('time.month').mean()", *anom,
+              "--output", out, "--no-progress", *extra)
+    got = xr.open_zarr(out, consolidated=False)
+    clim = ds.air.groupby("time.month").mean()
+    same(got.clim, clim.compute())
+    assert got.clim.encoding["chunks"][0] < 12, got.clim.encoding["chunks"]
+    if not anom:
+        return
+    air64 = ds.air.astype("float64")
+    clim32 = air64.groupby("time.month").mean().astype("float32").astype("float64")
+    exact = (air64.groupby("time.month") - clim32).astype("float32")
+    same(got.anom, exact.compute().drop_vars("month"), atol=4e-5)
 
 
 BAD = {

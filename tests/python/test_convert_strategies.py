@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -137,14 +138,15 @@ def test_plan_prints_the_chosen_strategy_its_rivals_and_why(tmp_path, days):
 @pytest.mark.parametrize("codec", ["lz4", "zstd1"])
 def test_resume_after_kill_never_trusts_a_cut_or_corrupt_compressed_piece(tmp_path, days, codec):
     target = tmp_path / "t.zarr"
-    one = ("--workers", "1")
-    wind, plan = planned(days, target, codec, *one)
+    # Two at a time: the write stage has more tasks than the read stage.
+    two = ("--workers", "2")
+    wind, plan = planned(days, target, codec, *two)
     stages = [s for s in plan["stages"] if s["label"].startswith("wind")]
     first, second = stages[0]["tasks"], stages[1]["tasks"]
     assert second > first, stages
     # Task `first` of any stage is first reached in the second stage, whose inputs are all
     # written: the run is killed while it reads them.
-    kill_at_slow_task(args(days, target, *one), env(codec), first, tmp_path / "slow.pid")
+    kill_at_slow_task(args(days, target, *two), env(codec), first, tmp_path / "slow.pid")
     pieces = sorted(p for p in Path(f"{target}.work", "intermediate").rglob("*") if p.is_file())
     assert pieces, "the killed run left no pieces"
     head = pieces[0].read_bytes()
@@ -159,7 +161,7 @@ def test_resume_after_kill_never_trusts_a_cut_or_corrupt_compressed_piece(tmp_pa
         else:
             data = bytearray(len(data))
         piece.write_bytes(bytes(data))
-    r = oracle.run(*args(days, target, *one, "--resume"), env=env(codec))
+    r = oracle.run(*args(days, target, *two, "--resume"), env=env(codec))
     assert r.returncode == 0, oracle.describe(r)
     xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
 
@@ -169,7 +171,8 @@ def test_resume_plans_with_the_coefficients_recorded_although_the_cache_was_dele
     numbers measured again (here: a real disk against the slow one cached) would plan another
     job, whose id the work dir's plan refuses."""
     target = tmp_path / "t.zarr"
-    one = ("--workers", "1")
+    # Two at a time: the write stage has more tasks than the read stage.
+    two = ("--workers", "2")
     cache = tmp_path / "cache"
     (cache / "chunkmill").mkdir(parents=True)
     # A cache that makes LZ4 pieces the cheapest, under both build flavours' names.
@@ -182,23 +185,63 @@ def test_resume_plans_with_the_coefficients_recorded_although_the_cache_was_dele
         (cache / "chunkmill" / f"costs-dev{dev}{suffix}.json").write_text(json.dumps(numbers))
     base = {k: v for k, v in os.environ.items() if k != "CHUNKMILL_COSTS"}
     cached = {**base, "XDG_CACHE_HOME": str(cache)}
-    r = oracle.run("plan", *args(days, target, "--json", *one), env=cached)
+    r = oracle.run("plan", *args(days, target, "--json", *two), env=cached)
     assert r.returncode == 0, oracle.describe(r)
     plan = json.loads(r.stdout)
     assert plan["cost_model"]["origin"]["kind"] == "cached", plan["cost_model"]
     wind = next(a for a in plan["arrays"] if a["path"] == "wind")
     assert wind["pieces"] == "lz4", wind
     stages = [s for s in plan["stages"] if s["label"].startswith("wind")]
-    kill_at_slow_task(args(days, target, *one), cached, stages[0]["tasks"], tmp_path / "slow.pid")
+    kill_at_slow_task(args(days, target, *two), cached, stages[0]["tasks"], tmp_path / "slow.pid")
     for f in (cache / "chunkmill").iterdir():
         f.unlink()
     # The premise: measured again, this machine plans another job.
     fresh = {**base, "XDG_CACHE_HOME": str(tmp_path / "fresh-cache")}
-    r = oracle.run("plan", *args(days, tmp_path / "other.zarr", "--json", *one), env=fresh)
+    r = oracle.run("plan", *args(days, tmp_path / "other.zarr", "--json", *two), env=fresh)
     assert r.returncode == 0, oracle.describe(r)
     other = next(a for a in json.loads(r.stdout)["arrays"] if a["path"] == "wind")
     assert other.get("pieces") != "lz4", other
-    r = oracle.run(*args(days, target, *one, "--resume"), env=cached)
+    r = oracle.run(*args(days, target, *two, "--resume"), env=cached)
     assert r.returncode == 0, oracle.describe(r)
+    xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
+    assert not Path(f"{target}.work").exists()
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs taskset and two cores")
+def test_resume_on_a_machine_with_fewer_cores_plans_the_run_it_resumes(tmp_path, days):
+    """Plan kinds are compared at the machine's core count, so a job killed on two cores and
+    resumed on one (a batch job requeued on a smaller node) planned another job, which no
+    worker count turns into the run's, and the resume was refused (exit 3). The resume now
+    plans with the cores the run recorded."""
+    target = tmp_path / "t.zarr"
+    four = ("--workers", "4")
+
+    def argv(*extra):
+        return [a if a != "64MB" else "90MB" for a in args(days, target, *extra)]
+    costs = {**os.environ, "CHUNKMILL_COSTS": "defaults,zlib_decode=10,write=100,read=100"}
+    one_core = ("taskset", "-c", str(min(os.sched_getaffinity(0))))
+
+    def plan(launcher):
+        r = subprocess.run([*launcher, str(oracle.chunkmill_bin()), "plan",
+                            *argv("--json", *four)],
+                           capture_output=True, text=True, env=costs, timeout=120)
+        assert r.returncode == 0, r.stderr
+        p = json.loads(r.stdout)
+        return p, next(a for a in p["arrays"] if a["path"] == "wind")
+
+    on_two, wind_two = plan(())
+    on_one, wind_one = plan(one_core)
+    # The premise: two cores make small tasks, two at a time, the cheaper kind; one core
+    # decodes each source chunk once in one large task.
+    assert wind_one["strategy"] == "direct", wind_one
+    assert wind_two["strategy"] != "direct", wind_two
+    assert on_one["plan_id"] != on_two["plan_id"]
+    # Killed at its first task: the work dir holds the two-core plan.
+    kill_at_slow_task(argv(*four), costs, 0, tmp_path / "slow.pid")
+    assert Path(f"{target}.work").exists()
+    r = subprocess.run([*one_core, str(oracle.chunkmill_bin()), *argv(*four, "--resume")],
+                       capture_output=True, text=True, env=costs, timeout=300)
+    assert r.returncode == 0, r.stderr
     xr.testing.assert_identical(oracle.open_xr_no_flags(target).load(), want(days))
     assert not Path(f"{target}.work").exists()

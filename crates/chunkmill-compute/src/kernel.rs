@@ -719,13 +719,16 @@ pub enum Kernel {
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum GroupStep {
     /// Evaluate `expr` over the block, tile by tile along `axis`, and fold the values at
-    /// each index into its group's state: one piece per block.
+    /// each index into its group's state: one piece per block. A block is read `sub`
+    /// indices of `axis` at a time, each folded into the same states (0: all at once).
     Partial {
         expr: Expr,
         reduce: Reduce,
         axis: usize,
         groups: Vec<u32>,
         block: u64,
+        #[serde(default)]
+        sub: u64,
     },
     /// Merge `fan` consecutive pieces, each covering `span` blocks, into one.
     Combine {

@@ -26,4 +26,4 @@ pub use open::{open_inputs, read_coordinate, InputSpec};
 pub use planner::{plan, ComputePlan, PlanError, Target};
 pub use scratch::release_idle;
 pub use syntax::{parse, SyntaxError};
-pub use task::run_task;
+pub use task::{run_task, Io};

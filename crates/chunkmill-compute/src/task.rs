@@ -4,8 +4,6 @@
 use chunkmill_exec::{Cancel, TaskError, TaskStats};
 use chunkmill_grid::{Grid, Region};
 use chunkmill_plan::{ComputeStage, Endpoint};
-use chunkmill_store::zarr::ZarrArray;
-use chunkmill_store::Store;
 
 use crate::dtype::DType;
 use crate::eval::{eval, EvalError};
@@ -13,9 +11,13 @@ use crate::kernel::{tile_step, tileable, Kernel, Part, Read, ReadAxis, Reduce, N
 use crate::scratch;
 
 mod group;
+mod io;
 mod tiles;
+mod written;
 
+pub use io::Io;
 use tiles::TileReads;
+pub use written::{written_pieces, WrittenPiece};
 
 /// The key of piece `coords` of an intermediate `grid` under `prefix`.
 #[must_use]
@@ -26,12 +28,11 @@ pub fn piece_key(prefix: &str, grid: &Grid, coords: &[u64]) -> String {
 /// The stored bytes of piece `coords` of the intermediate `grid` at `url`/`prefix`; a piece
 /// that is not there is an error (its writer's marker said it was).
 fn read_piece(
-    url: &str,
-    prefix: &str,
-    grid: &Grid,
+    io: &Io,
+    (url, prefix, grid): (&str, &str, &Grid),
     coords: &[u64],
 ) -> Result<chunkmill_store::Bytes, String> {
-    let store = Store::open(url).map_err(|e| e.to_string())?;
+    let store = io.pieces(url)?;
     let key = piece_key(prefix, grid, coords);
     store
         .get(&key)
@@ -72,6 +73,7 @@ impl ChunkBytes {
 /// Zarr chunk that lies in the box as one run of it is decompressed straight into its place
 /// where the codecs allow ([`ChunkBytes::InPlace`]).
 fn read_chunk(
+    io: &Io,
     endpoint: &Endpoint,
     coords: &[u64],
     size: usize,
@@ -81,8 +83,7 @@ fn read_chunk(
     let exact = grid.chunk_region(coords);
     match endpoint {
         Endpoint::Zarr { url, path, .. } => {
-            let store = Store::open(url).map_err(|e| e.to_string())?;
-            let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
+            let array = io.input(url, path)?;
             // The stored chunk's shape is the array's (a chunk may be longer than a short
             // array, which the grid clamps).
             let stored = &array.info().chunks;
@@ -128,7 +129,7 @@ fn read_chunk(
             Ok((ChunkBytes::Stored(bytes.into()), nominal))
         }
         Endpoint::Pieces { url, prefix, .. } => {
-            let bytes = read_piece(url, prefix, grid, coords)?;
+            let bytes = read_piece(io, (url, prefix, grid), coords)?;
             Ok((ChunkBytes::Stored(bytes), exact))
         }
         other => Err(format!(
@@ -182,7 +183,7 @@ fn copy_rows(src: &[f64], from: &Region, dst: &mut [f64], to: &Region, both: &Re
 /// # Errors
 /// When a chunk cannot be read.
 pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Vec<f64>, String> {
-    Ok(read_held(endpoint, read, region)?.into_values(region))
+    Ok(read_held(&Io::default(), endpoint, read, region)?.into_values(region))
 }
 
 /// A read's values for a task's block as the task holds them: the bounding box of the source
@@ -241,7 +242,7 @@ fn run_start(outer: &Region, inner: &Region) -> Option<usize> {
 
 /// Read `read` over `region`: its bounding box as stored (chunks decompressed straight into
 /// it where they lie in it as one run, copied in otherwise).
-fn read_held(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, String> {
+fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, String> {
     let dom = region.ranges();
     // The bounding box of the source indices this block needs.
     let bbox: Vec<std::ops::Range<u64>> = read
@@ -276,7 +277,7 @@ fn read_held(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, 
     let size = read.dtype.size();
     for coords in endpoint.grid().chunks_in(&bbox) {
         let into = (dtype == read.dtype).then(|| (&bbox, bytemuck::cast_slice_mut(&mut words)));
-        let (bytes, covers) = read_chunk(endpoint, &coords, size, into)?;
+        let (bytes, covers) = read_chunk(io, endpoint, &coords, size, into)?;
         if matches!(bytes, ChunkBytes::InPlace) {
             continue;
         }
@@ -579,6 +580,7 @@ fn indexed_range(
 
 /// Write `values` (the exact `region` of `endpoint`, one chunk of it) as `dtype`.
 fn write(
+    io: &Io,
     endpoint: &Endpoint,
     dtype: DType,
     region: &Region,
@@ -606,12 +608,12 @@ fn write(
                 dtype.encode_into(&full, &mut bytes);
                 scratch::give_values(full);
             }
-            put_encoded(endpoint, region, bytes)
+            put_encoded(io, endpoint, region, bytes)
         }
         Endpoint::Pieces { .. } => {
             let mut bytes = scratch::bytes(0);
             dtype.encode_into(values, &mut bytes);
-            put_encoded(endpoint, region, bytes)
+            put_encoded(io, endpoint, region, bytes)
         }
         other => Err(format!("{}: compute cannot write here", other.describe())),
     }
@@ -619,7 +621,12 @@ fn write(
 
 /// Store `bytes`, the encoded chunk of `endpoint` that `region` lies in (its nominal shape);
 /// the buffer goes back for reuse.
-fn put_encoded(endpoint: &Endpoint, region: &Region, bytes: Vec<u8>) -> Result<u64, String> {
+fn put_encoded(
+    io: &Io,
+    endpoint: &Endpoint,
+    region: &Region,
+    bytes: Vec<u8>,
+) -> Result<u64, String> {
     let grid = endpoint.grid();
     let coords: Vec<u64> = grid
         .chunks_in(region)
@@ -628,15 +635,12 @@ fn put_encoded(endpoint: &Endpoint, region: &Region, bytes: Vec<u8>) -> Result<u
     let n = bytes.len() as u64;
     match endpoint {
         Endpoint::Zarr { url, path, .. } => {
-            let store = Store::open(url).map_err(|e| e.to_string())?;
-            let array = ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
-            let written = array.write_chunk_slice(&coords, &bytes);
+            let written = io.output(url, path)?.write_chunk_slice(&coords, &bytes);
             scratch::give_bytes(bytes);
             written.map_err(|e| e.to_string())?;
         }
         Endpoint::Pieces { url, prefix, .. } => {
-            let store = Store::open(url).map_err(|e| e.to_string())?;
-            store
+            io.pieces(url)?
                 .put(&piece_key(prefix, grid, &coords), bytes)
                 .map_err(|e| e.to_string())?;
         }
@@ -655,6 +659,7 @@ pub fn run_task(
     stage: &ComputeStage,
     region: &Region,
     cancel: &Cancel,
+    io: &Io,
 ) -> Result<TaskStats, TaskError> {
     let kernel: Kernel = serde_json::from_value(stage.kernel.clone())
         .map_err(|e| failed(format!("not a compute kernel of this chunkmill: {e}")))?;
@@ -664,11 +669,12 @@ pub fn run_task(
             let mut shared = SharedReads::new(std::iter::once(expr));
             let out = output(stage, 0).map_err(failed)?;
             map_write(
+                io,
                 &mut shared,
                 (0, expr, *dtype),
                 out,
                 region,
-                &mut |r, sub| read_input(stage, r, sub, cancel, &mut stats),
+                &mut |r, sub| read_input(io, stage, r, sub, cancel, &mut stats),
             )
             .map_err(failed)?
         }
@@ -678,28 +684,36 @@ pub fn run_task(
             for (i, part) in parts.iter().enumerate() {
                 let out = output(stage, part.output).map_err(failed)?;
                 written += map_write(
+                    io,
                     &mut shared,
                     (i, &part.expr, part.dtype),
                     out,
                     region,
-                    &mut |r, sub| read_input(stage, r, sub, cancel, &mut stats),
+                    &mut |r, sub| read_input(io, stage, r, sub, cancel, &mut stats),
                 )
                 .map_err(failed)?;
             }
             written
         }
         Kernel::Partial { parts, axes, sub } => {
-            partials(stage, region, (parts, axes, *sub), cancel, &mut stats).map_err(failed)?
+            partials(io, stage, region, (parts, axes, *sub), cancel, &mut stats).map_err(failed)?
         }
         Kernel::Combine {
             reduce,
             axes,
             fan_in,
             finish,
-        } => combine(stage, region, reduce, axes, fan_in, *finish, &mut stats).map_err(failed)?,
+        } => combine(
+            (stage, io),
+            region,
+            (reduce, axes, fan_in, *finish),
+            &mut stats,
+        )
+        .map_err(failed)?,
         Kernel::Group { step } => {
-            let mut reader = |r: &Read, sub: &Region| read_input(stage, r, sub, cancel, &mut stats);
-            group::run(stage, region, step, &mut reader).map_err(failed)?
+            let mut reader =
+                |r: &Read, sub: &Region| read_input(io, stage, r, sub, cancel, &mut stats);
+            group::run((stage, io), region, step, &mut reader).map_err(failed)?
         }
     };
     // Freed memory is not trimmed here: the next task of the stage on this thread reuses it
@@ -716,6 +730,7 @@ pub fn run_task(
 /// straight into its place in the stored chunk's bytes (a Zarr chunk at its nominal shape,
 /// zeros beyond the array's edge; a piece at its exact one), no block of values between.
 fn map_write(
+    io: &Io,
     shared: &mut SharedReads<'_>,
     (i, expr, dtype): (usize, &crate::kernel::Expr, DType),
     out: &Endpoint,
@@ -753,7 +768,7 @@ fn map_write(
         });
         Ok(())
     })?;
-    put_encoded(out, region, bytes)
+    put_encoded(io, out, region, bytes)
 }
 
 fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
@@ -764,6 +779,7 @@ fn output(stage: &ComputeStage, k: usize) -> Result<&Endpoint, String> {
 }
 
 fn read_input(
+    io: &Io,
     stage: &ComputeStage,
     r: &Read,
     region: &Region,
@@ -777,7 +793,7 @@ fn read_input(
         .inputs
         .get(r.input)
         .ok_or("a read of an input the stage lacks")?;
-    let held = read_held(endpoint, r, region)?;
+    let held = read_held(io, endpoint, r, region)?;
     stats.bytes_read += (held.len * r.dtype.size()) as u64;
     Ok(held)
 }
@@ -893,6 +909,7 @@ fn tiles(region: &Region, axis: usize) -> Vec<Region> {
 /// The partial step of one or more reductions over the same block, their reads shared,
 /// `sub` elements of the first reduced axis at a time (0: the whole block at once).
 fn partials(
+    io: &Io,
     stage: &ComputeStage,
     region: &Region,
     (parts, axes, sub): (&[Part], &[usize], u64),
@@ -914,7 +931,7 @@ fn partials(
                 &mut shared,
                 (parts, &mut states),
                 (&block, &kept, axes),
-                &mut |r, sub| read_input(stage, r, sub, cancel, stats),
+                &mut |r, sub| read_input(io, stage, r, sub, cancel, stats),
             )?;
             continue;
         }
@@ -923,7 +940,7 @@ fn partials(
                 i,
                 &part.expr,
                 (&block, axis),
-                &mut |r, sub| read_input(stage, r, sub, cancel, stats),
+                &mut |r, sub| read_input(io, stage, r, sub, cancel, stats),
                 &mut |tile, values| {
                     fold_block(&part.reduce, (state, &kept), values, tile, axes);
                     Ok(())
@@ -934,12 +951,10 @@ fn partials(
     let mut written = 0;
     for (part, state) in parts.iter().zip(&states) {
         written += store_state(
-            stage,
+            (stage, io),
             output(stage, part.output)?,
             region,
-            &part.reduce,
-            axes,
-            part.finish,
+            (&part.reduce, axes, part.finish),
             state,
         )?;
     }
@@ -1049,12 +1064,10 @@ fn state_coords(blocks_coords: &[u64]) -> Vec<u64> {
 }
 
 fn store_state(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     out: &Endpoint,
     region: &Region,
-    reduce: &Reduce,
-    axes: &[usize],
-    finish: Option<DType>,
+    (reduce, axes, finish): (&Reduce, &[usize], Option<DType>),
     state: &[f64],
 ) -> Result<u64, String> {
     let m = state.len() / reduce.fields();
@@ -1064,7 +1077,7 @@ fn store_state(
                 .map(|j| reduce.finish(state, m, j).map(|v| dtype.round(v)))
                 .collect::<Result<Vec<f64>, _>>()
                 .map_err(|e| e.to_string())?;
-            write(out, dtype, &kept_region(region, axes), &values)
+            write(io, out, dtype, &kept_region(region, axes), &values)
         }
         None => {
             let Endpoint::Pieces {
@@ -1078,10 +1091,9 @@ fn store_state(
                 .chunks_in(region)
                 .next()
                 .ok_or("an empty block")?;
-            let store = Store::open(url).map_err(|e| e.to_string())?;
             let bytes = DType::Float64.encode(state);
             let n = bytes.len() as u64;
-            store
+            io.pieces(url)?
                 .put(&piece_key(prefix, grid, &state_coords(&coords)), bytes)
                 .map_err(|e| e.to_string())?;
             Ok(n)
@@ -1090,12 +1102,9 @@ fn store_state(
 }
 
 fn combine(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     region: &Region,
-    reduce: &Reduce,
-    axes: &[usize],
-    fan_in: &[u64],
-    finish: Option<DType>,
+    (reduce, axes, fan_in, finish): (&Reduce, &[usize], &[u64], Option<DType>),
     stats: &mut TaskStats,
 ) -> Result<u64, String> {
     let Some(Endpoint::Pieces {
@@ -1104,7 +1113,7 @@ fn combine(
     else {
         return Err("a combine reads intermediate state pieces".into());
     };
-    let store = Store::open(url).map_err(|e| e.to_string())?;
+    let store = io.pieces(url)?;
     let out = stage
         .blocks
         .chunks_in(region)
@@ -1134,12 +1143,10 @@ fn combine(
         reduce.merge(&mut state, &part, m);
     }
     store_state(
-        stage,
+        (stage, io),
         output(stage, 0)?,
         region,
-        reduce,
-        axes,
-        finish,
+        (reduce, axes, finish),
         &state,
     )
 }

@@ -386,10 +386,17 @@ impl RechunkProblem {
                 .zip(&source_unit)
                 .map(|(&w, &s)| if w > s { w } else { s })
                 .collect();
+            // The write stage reads the pieces a read block is cut into, so both stages must
+            // fit: read blocks grown as far as the read stage alone allowed made pieces too
+            // large for the write blocks, and a larger budget lost every staged plan.
             let read_fits = |b: &[u64]| {
                 let blocks = self.regular(b);
-                let out = blocks.union(&self.regular(&write));
-                self.stage(&self.source, &out, blocks).projected_mem <= per_task
+                let pieces = blocks.union(&self.regular(&write));
+                self.stage(&self.source, &pieces, blocks).projected_mem <= per_task
+                    && self
+                        .stage(&pieces, &target, self.regular(&write))
+                        .projected_mem
+                        <= per_task
             };
             if !read_fits(&self.clipped(&source_unit)) {
                 continue;

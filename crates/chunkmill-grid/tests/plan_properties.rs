@@ -234,3 +234,32 @@ fn blocks_grow_from_whole_source_and_target_chunks_when_they_fit() {
         assert!(p.source.is_aligned(&block), "{block} cuts source chunks");
     }
 }
+
+/// Ten days of hourly time slices to long time series: at a 64 MB task pool the write blocks
+/// grew so long that the one-slice read block no longer fitted beside them, and every staged
+/// plan was dropped, leaving re-reading the sources 5 times as "the only plan that fits",
+/// while 40 MB (and 80 MB) still had staged plans: more memory must never lose a kind of plan.
+#[test]
+fn more_memory_never_loses_the_staged_plans() {
+    use chunkmill_grid::rechunk::Strategy;
+    let shape = [240, 180, 360];
+    // Convert's tasks also hold one source chunk beside the block.
+    for (mb, overhead) in (30..=90)
+        .step_by(2)
+        .flat_map(|mb| [(mb, 0), (mb, (1 << 20) + 180 * 360 * 4)])
+    {
+        let mut p = problem(&shape, &[1, 180, 360], &[240, 18, 36], mb << 20, 4);
+        p.task_overhead = overhead;
+        let plan = p.plan().unwrap();
+        check_plan(&p, &plan);
+        let kinds: Vec<Strategy> = std::iter::once(plan.strategy)
+            .chain(plan.alternatives.iter().map(|k| k.strategy))
+            .collect();
+        assert!(
+            kinds
+                .iter()
+                .any(|s| matches!(s, Strategy::Intermediate | Strategy::Multistage)),
+            "{mb} MB, {overhead} B a task: only {kinds:?}"
+        );
+    }
+}

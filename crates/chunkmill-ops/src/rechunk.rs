@@ -247,7 +247,7 @@ fn plan_arrays(
     let work = Store::open(&work_dir)?;
     let (temp_url, temp) = temp_store(&options.job, &work)?;
     let budget = Budget::for_max_mem(options.job.max_mem);
-    let context = PlanContext::new(budget, &options.layout, &options.job, &target, &temp);
+    let context = PlanContext::new(budget, &options.layout, &options.job, &target, &temp, &work)?;
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -293,7 +293,7 @@ fn plan_arrays(
         temp: temp_url,
         existing_target: false,
         resize: Vec::new(),
-        work_files: Vec::new(),
+        work_files: vec![context.cores_record()],
         write_url,
         inputs,
         left_out,

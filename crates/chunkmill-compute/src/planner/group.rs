@@ -22,6 +22,12 @@ use crate::time::{Grouping, LabelValues, NO_GROUP};
 /// Pieces one finish task merges at most before combine rounds are added.
 const FINISH_FAN: u64 = 32;
 
+/// The smallest output block the finish step is cut into so that every worker has a task:
+/// below it, a chunk's file and its per-task work cost more than the parallel finish saves.
+/// Smaller blocks also let a group-wise operation (anomalies) read and decompress only the
+/// groups each of its blocks meets, not every group for every block.
+const FINISH_BLOCK_MIN_BYTES: u64 = 1 << 20;
+
 /// The most groups that one span of `width` indices meets.
 fn max_groups(groups: &[u32], width: u64) -> u64 {
     let width = width.max(1) as usize;
@@ -108,9 +114,10 @@ impl Tree<'_> {
     }
 
     /// Output blocks of groups: asked for, else every group (groupby) or as many bins as
-    /// an input chunk has indices (resample); halved until a finish task fits. With the
-    /// combine rounds they need.
-    fn finish_blocks(&self, asked: Option<u64>, budget: u64) -> (u64, Vec<u64>) {
+    /// an input chunk has indices (resample), cut so that each of the `workers` has a finish
+    /// task while a block stays over [`FINISH_BLOCK_MIN_BYTES`]; halved until a finish task
+    /// fits. With the combine rounds they need.
+    fn finish_blocks(&self, asked: Option<u64>, (budget, workers): (u64, u64)) -> (u64, Vec<u64>) {
         let g = self.g;
         let n_groups = g.len() as u64;
         let mut chunk = match asked {
@@ -119,6 +126,13 @@ impl Tree<'_> {
             None => self.base[self.axis],
         }
         .clamp(1, n_groups.max(1));
+        if asked.is_none() {
+            let shared = n_groups.div_ceil(workers.max(1)).max(1);
+            let bytes = shared * self.kept_elems * self.out_dtype.size() as u64;
+            if shared < chunk && bytes >= FINISH_BLOCK_MIN_BYTES {
+                chunk = shared;
+            }
+        }
         let mut fans = self.rounds(chunk, budget);
         while chunk > 1 && self.finish_mem(chunk, fans.iter().product()) > budget {
             chunk = chunk.div_ceil(2);
@@ -191,29 +205,47 @@ impl Planner<'_> {
             kept_elems,
             out_dtype: out.as_ref().map_or(r.dtype, |o| o.1),
         };
-        // Partial step: `fan` chunks along the grouped axis per task, grown while it fits.
+        // Partial step: blocks of `fan` chunks along the grouped axis, grown while they fit,
+        // `per_task` of them folded one after another into the states of a task.
         let len = input.shape[axis];
-        let partial_mem = |tree: &Tree<'_>, fan: u64| {
+        let partial_mem = |tree: &Tree<'_>, fan: u64, per_task: u64| {
             let mut shape = tree.base.clone();
             shape[axis] = (shape[axis] * fan).min(len.max(1));
             group_mem(std::slice::from_ref(&expr), &inputs, (&shape, axis), None)
-                + 2 * tree.state_bytes(max_groups(&g.groups, tree.base[axis] * fan))
+                + 2 * tree.state_bytes(max_groups(&g.groups, tree.base[axis] * fan * per_task))
         };
-        self.fits(&tree.what, partial_mem(&tree, 1))?;
+        self.fits(&tree.what, partial_mem(&tree, 1, 1))?;
         // As a reduction's blocks (`grow_fan`): grown only while every worker's block fits
         // the budget together, each worker still has one, and a block is small enough that
         // a larger one would save per-task work.
         let workers = self.target.workers.max(1);
         let mut fan = 1;
         while fan < len.div_ceil(tree.base[axis]).min(64)
-            && partial_mem(&tree, fan + 1) <= self.target.task_budget / workers
+            && partial_mem(&tree, fan + 1, 1) <= self.target.task_budget / workers
             && len.div_ceil(tree.base[axis] * (fan + 1)) >= workers
             && 8 * kept_elems * tree.base[axis] * fan < super::GROWN_BLOCK_BYTES
         {
             fan += 1;
         }
-        let need = partial_mem(&tree, fan);
-        tree.block = (tree.base[axis] * fan).min(len.max(1));
+        // As a reduction's partial tasks: each block folded into the task's states instead of
+        // its own saves writing, reading and merging the states of the groups it meets. The
+        // states of the groups a task meets grow with it: fewer blocks a task when they would
+        // not fit beside the block each worker holds.
+        let mut per_task =
+            super::blocks_per_task(input, &tree.base, &[axis], &[fan], self.target.workers);
+        while per_task > 1 && partial_mem(&tree, fan, per_task) > self.target.task_budget / workers
+        {
+            per_task -= 1;
+        }
+        let need = partial_mem(&tree, fan, per_task);
+        let sub = tree.base[axis] * fan;
+        tree.block = (sub * per_task).min(len.max(1));
+        let sub = if per_task > 1 { sub } else { 0 };
+        let folded = if per_task > 1 {
+            format!(", {per_task} folded a task")
+        } else {
+            String::new()
+        };
         let n = len.div_ceil(tree.block).max(1);
         let first = self.pieces(&tree, 0, n)?;
         let mut block_chunks = tree.base.clone();
@@ -222,7 +254,7 @@ impl Planner<'_> {
         self.stages.push(Stage {
             name: format!("{stage_n:02}-{}-group-partial", safe(label)),
             label: format!(
-                "{label}: {} {} in blocks of {fan} chunks",
+                "{label}: {} {} in blocks of {fan} chunks{folded}",
                 input.operations().join(" → "),
                 tree.name()
             ),
@@ -239,6 +271,7 @@ impl Planner<'_> {
                     axis,
                     groups: g.groups.clone(),
                     block: tree.block,
+                    sub,
                 })?,
             }),
         });
@@ -262,14 +295,15 @@ impl Planner<'_> {
     ) -> Result<(), PlanError> {
         let (r, g, label, axis, block) = (tree.r, tree.g, tree.label, tree.axis, tree.block);
         let asked = self.target.chunks.get(&g.out_dim).copied();
-        let (group_chunk, fans) = tree.finish_blocks(asked, self.target.task_budget);
+        let (group_chunk, fans) =
+            tree.finish_blocks(asked, (self.target.task_budget, self.target.workers));
         let mut out_shape = r.input.shape.clone();
         out_shape[axis] = g.len() as u64;
         let mut out_chunks = tree.base.clone();
         out_chunks[axis] = group_chunk;
         let out_grid = grid(&out_shape, &out_chunks)?;
         let final_ep = match out {
-            Some(e) => e,
+            Some(e) => self.chunked_as(e, &out_grid),
             None => {
                 let prefix = format!("c{}-{}", self.stages.len(), safe(label));
                 self.temp_pieces(prefix, out_grid.clone())
@@ -339,6 +373,37 @@ impl Planner<'_> {
         self.done
             .push((Stored::Reduce(r.clone()), final_ep, tree.out_dtype));
         Ok(())
+    }
+
+    /// Output `e` in chunks of the finish step's blocks `blocks` (its metadata, and every
+    /// later reader of it, too): a finish task writes one chunk, and its blocks are chosen
+    /// here, after the output was named.
+    fn chunked_as(&mut self, e: Endpoint, blocks: &chunkmill_grid::Grid) -> Endpoint {
+        let Endpoint::Zarr { url, path, grid } = e else {
+            return e;
+        };
+        if grid == *blocks {
+            return Endpoint::Zarr { url, path, grid };
+        }
+        let chunks: Vec<u64> = blocks
+            .axes()
+            .iter()
+            .map(|a| a.chunk(0).end.max(1))
+            .collect();
+        for spec in self.specs.iter_mut().filter(|s| s.path == path) {
+            spec.chunks.clone_from(&chunks);
+        }
+        let chunked = Endpoint::Zarr {
+            url,
+            path: path.clone(),
+            grid: blocks.clone(),
+        };
+        for named in &mut self.named {
+            if matches!(&named.2, Endpoint::Zarr { path: p, .. } if *p == path) {
+                named.2 = chunked.clone();
+            }
+        }
+        chunked
     }
 
     /// A computed coordinate (group labels, resample bins) written as the array `name`.
@@ -487,6 +552,11 @@ mod tests {
 
     /// `air(time 730, lat 4)` in chunks of (10, 4), daily in 360_day from 2001-01-01.
     fn inputs() -> Inputs {
+        inputs_of(&[730, 4], &[10, 4], &["time", "lat"])
+    }
+
+    /// `air` of `shape` in `chunks`, time first, daily in 360_day from 2001-01-01.
+    fn inputs_of(shape: &[u64], chunks: &[u64], dims: &[&str]) -> Inputs {
         let source =
             |path: &str, shape: Vec<u64>, chunks: Vec<u64>, dims: &[&str], attrs: Value| Source {
                 url: "/data/in.zarr".into(),
@@ -502,15 +572,15 @@ mod tests {
         let mut inputs = Inputs::default();
         inputs.sources.push(source(
             "air",
-            vec![730, 4],
-            vec![10, 4],
-            &["time", "lat"],
+            shape.to_vec(),
+            chunks.to_vec(),
+            dims,
             json!({}),
         ));
         inputs.sources.push(source(
             "time",
-            vec![730],
-            vec![730],
+            vec![shape[0]],
+            vec![shape[0]],
             &["time"],
             json!({"units": "days since 2001-01-01", "calendar": "360_day"}),
         ));
@@ -523,6 +593,42 @@ mod tests {
     fn planned(script: &str, task_budget: u64) -> Result<ComputePlan, Box<dyn std::error::Error>> {
         let days = |_: &Source, _: &crate::model::Pick| Ok((0..730).map(f64::from).collect());
         crate::planner::tests::planned_over(&inputs(), script, task_budget, &days)
+    }
+
+    #[test]
+    fn a_partial_task_folds_several_blocks_into_the_states_of_its_groups() -> TestResult {
+        // Four 360-day years in chunks of 20 × 200 × 400 days (12.8 MB as f64): blocks stop
+        // at 3 chunks (60 days, a little over 32 MB). One state piece per block was 24 pieces
+        // of the 2 months each meets; folded 6 blocks a task, 4 tasks (two for each of the
+        // two workers) write one piece of the 12 months each.
+        let inputs = inputs_of(&[1440, 200, 400], &[20, 200, 400], &["time", "lat", "lon"]);
+        let days = |_: &Source, _: &crate::model::Pick| Ok((0..1440).map(f64::from).collect());
+        let budget = 1 << 30;
+        let p = crate::planner::tests::planned_over(
+            &inputs,
+            "clim = air.groupby('time.month').mean()",
+            budget,
+            &days,
+        )?;
+        let partial = &p.stages[0];
+        assert!(
+            partial
+                .label
+                .contains("in blocks of 3 chunks, 6 folded a task"),
+            "{}",
+            partial.label
+        );
+        assert_eq!(partial.tasks(), 4);
+        let month_state = 2 * 8 * 200 * 400;
+        assert_eq!(partial.bytes_written, 4 * 12 * month_state);
+        // Each task holds one block's reads and the states of its 12 months, twice.
+        assert!(partial.projected_mem <= budget / 2);
+        assert!(partial.projected_mem >= 2 * 12 * month_state);
+        assert_eq!(steps(&p), ["partial", "finish", "labels"]);
+        // The finish step has a task for each worker: blocks of 6 months (1.9 MB as float32).
+        assert_eq!(p.stages[1].tasks(), 2);
+        assert_eq!(p.specs[0].chunks, [6, 200, 400]);
+        Ok(())
     }
 
     fn steps(p: &ComputePlan) -> Vec<String> {
@@ -586,9 +692,17 @@ mod tests {
 
     #[test]
     fn a_small_budget_means_small_blocks_and_combine_rounds() -> TestResult {
-        // Room for one chunk of 40 values per partial task: 73 pieces, merged by
-        // combine rounds before one finish task reads them.
-        let p = planned("clim = air.groupby('time.month').std()", 3_000)?;
+        // Room for one chunk of 40 values per partial block, and for the states of two
+        // months beside it (6 blocks folded a task): 40 years of days leave 240 pieces, more
+        // than a finish task merges, merged by combine rounds before the finish reads them.
+        let inputs = inputs_of(&[14_400, 4], &[10, 4], &["time", "lat"]);
+        let days = |_: &Source, _: &crate::model::Pick| Ok((0..14_400).map(f64::from).collect());
+        let p = crate::planner::tests::planned_over(
+            &inputs,
+            "clim = air.groupby('time.month').std()",
+            3_000,
+            &days,
+        )?;
         let s = steps(&p);
         assert_eq!(s.first().map(String::as_str), Some("partial"));
         assert!(s.iter().any(|k| k == "combine"), "{s:?}");

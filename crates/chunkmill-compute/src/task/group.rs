@@ -5,9 +5,10 @@
 
 use chunkmill_grid::Region;
 use chunkmill_plan::{ComputeStage, Endpoint};
-use chunkmill_store::Store;
 
-use super::{kept_region as kept, piece_key, read_piece, write, HeldReader, SharedReads};
+use super::{
+    kept_region as kept, piece_key, read_piece, sub_blocks, write, HeldReader, Io, SharedReads,
+};
 use crate::dtype::DType;
 use crate::kernel::{Expr, GroupStep, Reduce};
 use crate::time::{LabelValues, NO_GROUP};
@@ -60,21 +61,56 @@ fn pieces(endpoint: &Endpoint) -> Result<(&str, &str, &chunkmill_grid::Grid), St
     }
 }
 
-fn put_piece(endpoint: &Endpoint, coords: &[u64], state: &[f64]) -> Result<u64, String> {
+fn put_piece(io: &Io, endpoint: &Endpoint, coords: &[u64], state: &[f64]) -> Result<u64, String> {
     let (url, prefix, grid) = pieces(endpoint)?;
-    let store = Store::open(url).map_err(|e| e.to_string())?;
     let bytes = DType::Float64.encode(state);
     let n = bytes.len() as u64;
-    store
+    io.pieces(url)?
         .put(&piece_key(prefix, grid, coords), bytes)
         .map_err(|e| e.to_string())?;
     Ok(n)
 }
 
-fn get_piece(endpoint: &Endpoint, coords: &[u64], out: &mut Vec<f64>) -> Result<(), String> {
-    let (url, prefix, grid) = pieces(endpoint)?;
-    let bytes = read_piece(url, prefix, grid, coords)?;
+fn get_piece(
+    io: &Io,
+    endpoint: &Endpoint,
+    coords: &[u64],
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
+    let bytes = read_piece(io, pieces(endpoint)?, coords)?;
     DType::Float64.decode(&bytes, out);
+    Ok(())
+}
+
+/// The states of groups `wanted` (positions in its list of `n_from` groups) of the piece at
+/// `coords`, each of `k` kept elements in `fields` fields, into `out` as a piece of those
+/// groups alone: the whole piece when it holds no others, else one range per field — a
+/// finish task of a few groups reads only theirs.
+fn get_groups(
+    io: &Io,
+    endpoint: &Endpoint,
+    coords: &[u64],
+    (n_from, wanted): (usize, std::ops::Range<usize>),
+    (fields, k): (usize, usize),
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
+    if wanted.len() == n_from {
+        return get_piece(io, endpoint, coords, out);
+    }
+    let (url, prefix, grid) = pieces(endpoint)?;
+    let store = io.pieces(url)?;
+    let key = piece_key(prefix, grid, coords);
+    let len = wanted.len() * k;
+    out.clear();
+    out.resize(fields * len, 0.0);
+    for (f, values) in out.chunks_exact_mut(len.max(1)).enumerate() {
+        let offset = ((f * n_from + wanted.start) * k * 8) as u64;
+        let bytes = store
+            .get_range(&key, offset, (len * 8) as u64)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{url}/{key}: intermediate piece missing"))?;
+        DType::Float64.decode_into(&bytes, values);
+    }
     Ok(())
 }
 
@@ -120,7 +156,7 @@ fn stage_output(stage: &ComputeStage) -> Result<&Endpoint, String> {
 
 /// Run one task of a group step.
 pub(super) fn run(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     region: &Region,
     step: &GroupStep,
     read: &mut HeldReader<'_>,
@@ -132,7 +168,14 @@ pub(super) fn run(
             axis,
             groups,
             block,
-        } => partial(stage, region, expr, reduce, (*axis, groups, *block), read),
+            sub,
+        } => partial(
+            (stage, io),
+            region,
+            (expr, reduce),
+            (*axis, groups, *block, *sub),
+            read,
+        ),
         GroupStep::Combine {
             reduce,
             axis,
@@ -155,10 +198,16 @@ pub(super) fn run(
                 if from.is_empty() {
                     continue;
                 }
-                get_piece(input, &piece_coords(stage, region, *axis, i)?, &mut part)?;
+                get_piece(
+                    io,
+                    input,
+                    &piece_coords(stage, region, *axis, i)?,
+                    &mut part,
+                )?;
                 merge_groups(reduce, &mut state, &into, &part, &from, k);
             }
             put_piece(
+                io,
                 stage_output(stage)?,
                 &piece_coords(stage, region, *axis, piece)?,
                 &state,
@@ -172,7 +221,7 @@ pub(super) fn run(
             span,
             dtype,
         } => finish(
-            stage,
+            (stage, io),
             region,
             reduce,
             *axis,
@@ -187,23 +236,64 @@ pub(super) fn run(
                     let part = values
                         .get(r.start as usize..r.end as usize)
                         .ok_or("labels shorter than their array")?;
-                    write(stage_output(stage)?, *dtype, region, part)
+                    write(io, stage_output(stage)?, *dtype, region, part)
                 }
-                LabelValues::Text(text) => write_text(stage, region, text),
+                LabelValues::Text(text) => write_text((stage, io), region, text),
             }
         }
     }
 }
 
-/// Evaluate a block tile by tile along the grouped axis and fold each row of a tile (its
-/// values at one index of the axis, `inner` apart from the next index's) into its group's
-/// state with the reduction's loop per operation.
-fn partial(
+/// The piece a task of a group step writes to its output, if that is pieces: its
+/// coordinates and length (see [`super::written`]).
+pub(super) fn written(
     stage: &ComputeStage,
     region: &Region,
-    expr: &Expr,
-    reduce: &Reduce,
-    (axis, groups, block): (usize, &[u32], u64),
+    step: &GroupStep,
+) -> Result<Option<super::written::PieceAt>, String> {
+    let state = |reduce: &Reduce, axis: usize, groups: usize| {
+        8 * reduce.fields() as u64 * groups as u64 * kept(region, &[axis]).num_elements()
+    };
+    Ok(Some(match step {
+        GroupStep::Partial {
+            reduce,
+            axis,
+            groups,
+            block,
+            ..
+        } => {
+            let along = region.ranges()[*axis].clone();
+            let piece = along.start / block.max(&1);
+            let bytes = state(reduce, *axis, groups_in(groups, along).len());
+            (Some(piece_coords(stage, region, *axis, piece)?), bytes)
+        }
+        GroupStep::Combine {
+            reduce,
+            axis,
+            groups,
+            block,
+            span,
+            fan,
+        } => {
+            let piece = region.ranges()[*axis].start;
+            let range = piece_range(piece, span * fan, *block, groups.len() as u64);
+            let bytes = state(reduce, *axis, groups_in(groups, range).len());
+            (Some(piece_coords(stage, region, *axis, piece)?), bytes)
+        }
+        GroupStep::Finish { dtype, .. } => (None, region.num_elements() * dtype.size() as u64),
+        GroupStep::Labels { .. } => return Ok(None),
+    }))
+}
+
+/// Evaluate a block tile by tile along the grouped axis, `sub` indices of it at a time
+/// (their reads held until the next ones'), and fold each row of a tile (its values at one
+/// index of the axis, `inner` apart from the next index's) into its group's state with the
+/// reduction's loop per operation.
+fn partial(
+    (stage, io): (&ComputeStage, &Io),
+    region: &Region,
+    (expr, reduce): (&Expr, &Reduce),
+    (axis, groups, block, sub): (usize, &[u32], u64, u64),
     read: &mut HeldReader<'_>,
 ) -> Result<u64, String> {
     let along = region.ranges()[axis].clone();
@@ -218,27 +308,30 @@ fn partial(
     let local: Vec<Option<usize>> = (along.start..along.end)
         .map(|t| set.binary_search(&groups[t as usize]).ok())
         .collect();
-    let mut shared = SharedReads::new(std::iter::once(expr));
-    shared.eval(0, expr, (region, axis), read, &mut |tile, values| {
-        let range = &tile.ranges()[axis];
-        let len = (range.end - range.start) as usize;
-        let first = (range.start - along.start) as usize;
-        for o in 0..outer {
-            for t in 0..len {
-                let Some(l) = local[first + t] else {
-                    continue;
-                };
-                let at = (o * len + t) * inner;
-                if let Some(row) = values.get(at..at + inner) {
-                    let index = along.start + (first + t) as u64;
-                    reduce.add_run(&mut state, n, l * k + o * inner, row, index);
+    for part in sub_blocks(region, axis, sub) {
+        let mut shared = SharedReads::new(std::iter::once(expr));
+        shared.eval(0, expr, (&part, axis), read, &mut |tile, values| {
+            let range = &tile.ranges()[axis];
+            let len = (range.end - range.start) as usize;
+            let first = (range.start - along.start) as usize;
+            for o in 0..outer {
+                for t in 0..len {
+                    let Some(l) = local[first + t] else {
+                        continue;
+                    };
+                    let at = (o * len + t) * inner;
+                    if let Some(row) = values.get(at..at + inner) {
+                        let index = along.start + (first + t) as u64;
+                        reduce.add_run(&mut state, n, l * k + o * inner, row, index);
+                    }
                 }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        })?;
+    }
     let piece = along.start / block.max(1);
     put_piece(
+        io,
         stage_output(stage)?,
         &piece_coords(stage, region, axis, piece)?,
         &state,
@@ -246,7 +339,7 @@ fn partial(
 }
 
 fn finish(
-    stage: &ComputeStage,
+    (stage, io): (&ComputeStage, &Io),
     region: &Region,
     reduce: &Reduce,
     axis: usize,
@@ -273,8 +366,17 @@ fn finish(
                 present[p] = true;
             }
         }
-        get_piece(input, &piece_coords(stage, region, axis, i)?, &mut part)?;
-        merge_groups(reduce, &mut state, &into, &part, &from, k);
+        // Both lists are in group order and `into` is a range of groups: the piece's groups
+        // in it are one run of its list.
+        let first = from.iter().position(|g| into.binary_search(g).is_ok());
+        let last = from.iter().rposition(|g| into.binary_search(g).is_ok());
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        let coords = piece_coords(stage, region, axis, i)?;
+        let wanted = (from.len(), first..last + 1);
+        get_groups(io, input, &coords, wanted, (reduce.fields(), k), &mut part)?;
+        merge_groups(reduce, &mut state, &into, &part, &from[first..=last], k);
     }
     let n = into.len() * k;
     let shape = region.shape();
@@ -293,11 +395,15 @@ fn finish(
             Ok(dtype.round(v))
         })
         .collect::<Result<Vec<f64>, String>>()?;
-    write(stage_output(stage)?, dtype, region, &values)
+    write(io, stage_output(stage)?, dtype, region, &values)
 }
 
 /// Text labels as fixed-length UTF-32 (numpy's `<U`), the width of the output array.
-fn write_text(stage: &ComputeStage, region: &Region, text: &[String]) -> Result<u64, String> {
+fn write_text(
+    (stage, io): (&ComputeStage, &Io),
+    region: &Region,
+    text: &[String],
+) -> Result<u64, String> {
     let Endpoint::Zarr { url, path, grid } = stage_output(stage)? else {
         return Err("labels go to an output array".into());
     };
@@ -317,10 +423,8 @@ fn write_text(stage: &ComputeStage, region: &Region, text: &[String]) -> Result<
             bytes[at..at + 4].copy_from_slice(&u32::from(ch).to_le_bytes());
         }
     }
-    let store = Store::open(url).map_err(|e| e.to_string())?;
-    let array = chunkmill_store::zarr::ZarrArray::open(&store, path).map_err(|e| e.to_string())?;
     let n = bytes.len() as u64;
-    array
+    io.output(url, path)?
         .write_chunk(&coords, bytes)
         .map_err(|e| e.to_string())?;
     Ok(n)

@@ -149,7 +149,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     // The cache's chunks are kept (each array is planned with its own), and its shards.
     let mut keep_chunks = options.layout.clone();
     keep_chunks.shards = None;
-    let context = PlanContext::new(budget_parts, &keep_chunks, run, &target, &temp);
+    let context = PlanContext::new(budget_parts, &keep_chunks, run, &target, &temp, &work)?;
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -230,6 +230,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         cleanup,
         summaries,
         resize,
+        cores_record: context.cores_record(),
     };
     append_job(options, prepared, record, grown, budget_parts, &temp)
 }
@@ -240,6 +241,8 @@ struct Grown {
     cleanup: Vec<(String, String)>,
     summaries: Vec<crate::job::ArrayPlan>,
     resize: Vec<(String, Vec<u64>)>,
+    /// The cores its plan kinds were compared at, recorded for a resume.
+    cores_record: WorkFile,
 }
 
 /// The job of an append: its stages, the arrays to resize, and its record written first.
@@ -257,6 +260,7 @@ fn append_job(
         cleanup,
         summaries,
         resize,
+        cores_record,
     } = grown;
     let plan =
         Plan::new("append", run.max_mem, stages, cleanup).with_urls(crate::work::absolute_url);
@@ -265,6 +269,7 @@ fn append_job(
         RECORD_KEY.to_string(),
         serde_json::to_value(&record).about("the append record")?,
     )];
+    work_files.push(cores_record);
     work_files.extend(prepared.references());
     let inputs = super::inputs_of(options, &prepared.source);
     Ok(ConvertJob {

@@ -359,7 +359,8 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let inputs = inputs_of(options, &prepared.source);
     let write_url = crate::safety::write_url(run.paths(), &prepared.work_dir, &inputs, false)?;
     let target = Store::open(&write_url)?;
-    let context = PlanContext::new(context_parts, &options.layout, run, &target, &temp);
+    let work = Store::open(&prepared.work_dir)?;
+    let context = PlanContext::new(context_parts, &options.layout, run, &target, &temp, &work)?;
     let mut stages = Vec::new();
     let mut cleanup = Vec::new();
     let mut summaries = Vec::new();
@@ -383,7 +384,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         // the coefficients, so small jobs never measure anything.
         if planned.summary.strategy != Strategy::Direct {
             if costs.is_none() {
-                costs = Some(job_coefficients(options, &prepared.work_dir, &temp)?);
+                costs = Some(job_coefficients(options, &work, &temp)?);
             }
             if let Some((coefficients, _)) = &costs {
                 priced(&mut job, &prepared, output, coefficients, temp.kind());
@@ -402,6 +403,7 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
         .source
         .groups_for(&keys, options.layout.zarr_format);
     let mut work_files: Vec<WorkFile> = prepared.references().into_iter().collect();
+    work_files.push(context.cores_record());
     if let Some((coefficients, _)) = &costs {
         let record = crate::job::costs::record(coefficients);
         work_files.push(WorkFile::Json(crate::job::costs::RECORD_KEY.into(), record));
@@ -437,11 +439,11 @@ pub fn plan_convert(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
 /// measures differently now), else the cached, measured or given ones.
 fn job_coefficients(
     options: &ConvertOptions,
-    work_dir: &str,
+    work: &Store,
     temp: &Store,
 ) -> Result<(crate::job::costs::Coefficients, crate::job::costs::Origin), OpsError> {
     if options.job.resume {
-        if let Some(found) = crate::job::costs::recorded(&Store::open(work_dir)?)? {
+        if let Some(found) = crate::job::costs::recorded(work)? {
             return Ok(found);
         }
     }

@@ -10,7 +10,7 @@ use chunkmill_store::zarr::{self, ArrayInfo, ArraySpec, Compressor, Encoding};
 use chunkmill_store::{Store, StoreKind};
 use serde::Serialize;
 
-use super::{human, Executor, JobOptions, TargetLayout};
+use super::{human, Executor, JobOptions, TargetLayout, WorkFile};
 use crate::spec::ChunkSpec;
 use crate::OpsError;
 
@@ -210,6 +210,8 @@ pub(crate) struct PlanContext<'a> {
     pub target: &'a Store,
     pub temp: &'a Store,
     pub budget: Budget,
+    /// The cores a threads job's plan kinds are compared at ([`planning_cores`]).
+    pub cores: u64,
 }
 
 impl<'a> PlanContext<'a> {
@@ -220,15 +222,49 @@ impl<'a> PlanContext<'a> {
         options: &'a JobOptions,
         target: &'a Store,
         temp: &'a Store,
-    ) -> Self {
-        Self {
+        work: &Store,
+    ) -> Result<Self, OpsError> {
+        Ok(Self {
             layout,
             options,
             target,
             temp,
             budget,
+            cores: planning_cores(options, work)?,
+        })
+    }
+
+    /// The work-dir record of [`PlanContext::cores`], which a resume of the job plans with.
+    pub(crate) fn cores_record(&self) -> WorkFile {
+        WorkFile::Json(
+            CORES_KEY.to_string(),
+            serde_json::json!({ "cores": self.cores }),
+        )
+    }
+}
+
+/// The work-dir key recording the cores a job's plan kinds were compared at.
+pub(crate) const CORES_KEY: &str = "cores.json";
+
+/// The cores a threads job's plan kinds are compared at: this machine's, or on `--resume`
+/// those the resumed run recorded ([`CORES_KEY`]). The plan, and so its id, depends on them:
+/// a run resumed on a node with another core count (a batch job requeued elsewhere) must
+/// find the plan its work dir holds, not be refused as another job.
+///
+/// # Errors
+/// [`OpsError`] when the work dir cannot be read.
+pub(crate) fn planning_cores(options: &JobOptions, work: &Store) -> Result<u64, OpsError> {
+    if options.resume {
+        let recorded = work
+            .get(CORES_KEY)?
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|record| record.get("cores").and_then(serde_json::Value::as_u64))
+            .filter(|&cores| cores > 0);
+        if let Some(cores) = recorded {
+            return Ok(cores);
         }
     }
+    Ok(std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
 }
 
 /// Where intermediates go: `--temp`, or `intermediate` in the work dir (its URL and store).
@@ -283,6 +319,7 @@ pub(crate) fn plan_array(
         target,
         temp,
         budget: Budget { task_budget, .. },
+        cores,
     } = *context;
     let info = job.info;
     let (chunks, shards) = target_chunks(layout, job)?;
@@ -315,10 +352,7 @@ pub(crate) fn plan_array(
     // Threads of this process share its machine's cores; other executors' workers run on
     // their own (the cores of a batch engine are not known here).
     let planned = match options.executor {
-        Executor::Threads => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-            problem.plan_among_cores(&media, cores)
-        }
+        Executor::Threads => problem.plan_among_cores(&media, cores),
         _ => problem.plan_among(&media),
     };
     let plan: RechunkPlan = planned.map_err(|e| match e {

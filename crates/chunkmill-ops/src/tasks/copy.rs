@@ -106,6 +106,9 @@ pub struct StageRunner {
     scratch_io: ScratchIo,
     /// Stages whose complete tasks remove the pieces only they read.
     removes_read_pieces: std::collections::HashSet<String>,
+    /// What compute stages read and write, opened once for all their tasks, their pieces
+    /// moved as `scratch_io` says.
+    compute_io: chunkmill_compute::Io,
 }
 
 impl Default for StageRunner {
@@ -116,6 +119,7 @@ impl Default for StageRunner {
             files: Arc::default(),
             scratch_io: ScratchIo::Direct,
             removes_read_pieces: std::collections::HashSet::new(),
+            compute_io: chunkmill_compute::Io::default(),
         }
     }
 }
@@ -138,6 +142,7 @@ impl StageRunner {
         tracing::debug!(?scratch_io, "intermediates");
         Self {
             scratch_io,
+            compute_io: chunkmill_compute::Io::new(scratch_io),
             removes_read_pieces: if remove_read_pieces {
                 super::intermediates::sole_piece_readers(plan)
             } else {
@@ -913,7 +918,9 @@ impl TaskRunner for StageRunner {
         let region = stage.task_region(task);
         match &stage.kind {
             StageKind::Copy(copy) => self.copy(&stage.name, copy, &region, cancel),
-            StageKind::Compute(compute) => chunkmill_compute::run_task(compute, &region, cancel),
+            StageKind::Compute(compute) => {
+                chunkmill_compute::run_task(compute, &region, cancel, &self.compute_io)
+            }
             // A scan task's region is its range of inputs.
             StageKind::Scan(scan) => {
                 let files = region.ranges().first().cloned().unwrap_or_default();
@@ -968,8 +975,22 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
     }
     let mut forgotten = 0;
     for stage in plan.stages.iter().rev() {
-        let StageKind::Copy(copy) = &stage.kind else {
-            continue;
+        let copy = match &stage.kind {
+            StageKind::Copy(copy) => copy,
+            StageKind::Compute(compute) => {
+                let lost = super::intermediates::lost_compute_tasks(plan, &done, stage, compute)?;
+                for task in lost {
+                    markers
+                        .unmark(&stage.name, task)
+                        .map_err(|e| e.to_string())?;
+                    if let Some(marked) = done.get_mut(stage.name.as_str()) {
+                        marked.remove(&task);
+                    }
+                    forgotten += 1;
+                }
+                continue;
+            }
+            StageKind::Scan(_) => continue,
         };
         let Endpoint::Pieces {
             url,

@@ -218,6 +218,70 @@ pub fn needed_pieces<S: std::hash::BuildHasher>(
     Some(needed)
 }
 
+/// The tasks of compute stage `stage` marked done (in `done`) whose intermediate pieces,
+/// still needed by a task not done, are missing or short: each then runs again
+/// ([`super::forget_lost_pieces`]). Pieces are read buffered, as a killed run may have left
+/// them in the page cache.
+///
+/// # Errors
+/// A piece's store cannot be opened or read, or the stage's kernel is not one this build
+/// knows.
+pub fn lost_compute_tasks<S: std::hash::BuildHasher>(
+    plan: &Plan,
+    done: &std::collections::HashMap<&str, HashSet<u64>, S>,
+    stage: &chunkmill_plan::Stage,
+    compute: &chunkmill_plan::ComputeStage,
+) -> Result<Vec<u64>, String> {
+    // Only pieces a task not done still reads are looked for: the others may be gone.
+    // `None`: every piece of that intermediate.
+    let mut needed = std::collections::HashMap::new();
+    for output in &compute.outputs {
+        if let Endpoint::Pieces {
+            url, prefix, grid, ..
+        } = output
+        {
+            let wanted = needed_pieces(plan, done, url, prefix, grid);
+            if wanted.as_ref().is_none_or(|n| !n.is_empty()) {
+                needed.insert((url.as_str(), prefix.as_str()), wanted);
+            }
+        }
+    }
+    if needed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut stores = std::collections::HashMap::new();
+    let mut lost = Vec::new();
+    let mut marked: Vec<u64> = done
+        .get(stage.name.as_str())
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    marked.sort_unstable();
+    for task in marked {
+        for piece in chunkmill_compute::task::written_pieces(compute, &stage.task_region(task))? {
+            let Some(wanted) = needed.get(&(piece.url.as_str(), piece.prefix.as_str())) else {
+                continue;
+            };
+            if wanted.as_ref().is_some_and(|n| !n.contains(&piece.number)) {
+                continue;
+            }
+            let store = match stores.entry(piece.url.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    chunkmill_store::Store::open_scratch_with(&piece.url, ScratchIo::PageCache)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            if store.size(&piece.key).map_err(|e| e.to_string())? != Some(piece.bytes) {
+                lost.push(task);
+                break;
+            }
+        }
+    }
+    Ok(lost)
+}
+
 /// The block of `blocks` that holds the whole of `piece`, if one does (its task is then the
 /// piece's only reader in the stage).
 #[must_use]
