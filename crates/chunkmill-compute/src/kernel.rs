@@ -318,22 +318,23 @@ impl ReduceOp {
         }
     }
 
+    /// Every reduction the language has.
+    pub const ALL: [ReduceOp; 9] = [
+        ReduceOp::Sum,
+        ReduceOp::Mean,
+        ReduceOp::Min,
+        ReduceOp::Max,
+        ReduceOp::Std,
+        ReduceOp::Var,
+        ReduceOp::Count,
+        ReduceOp::Argmin,
+        ReduceOp::Argmax,
+    ];
+
     /// By name.
     #[must_use]
     pub fn from_name(name: &str) -> Option<ReduceOp> {
-        [
-            ReduceOp::Sum,
-            ReduceOp::Mean,
-            ReduceOp::Min,
-            ReduceOp::Max,
-            ReduceOp::Std,
-            ReduceOp::Var,
-            ReduceOp::Count,
-            ReduceOp::Argmin,
-            ReduceOp::Argmax,
-        ]
-        .into_iter()
-        .find(|op| op.name() == name)
+        Self::ALL.into_iter().find(|op| op.name() == name)
     }
 }
 
@@ -884,18 +885,7 @@ mod tests {
             [f64::NAN, 7.0, 0.0, 1e9 + 13.0],
             [2.0, -3.5, f64::NAN, 1e9 + 16.0],
         ];
-        let ops = [
-            ReduceOp::Sum,
-            ReduceOp::Mean,
-            ReduceOp::Min,
-            ReduceOp::Max,
-            ReduceOp::Std,
-            ReduceOp::Var,
-            ReduceOp::Count,
-            ReduceOp::Argmin,
-            ReduceOp::Argmax,
-        ];
-        for op in ops {
+        for op in ReduceOp::ALL {
             for skipna in [true, false] {
                 let r = Reduce {
                     op,
