@@ -318,22 +318,23 @@ impl ReduceOp {
         }
     }
 
+    /// Every reduction the language has.
+    pub const ALL: [ReduceOp; 9] = [
+        ReduceOp::Sum,
+        ReduceOp::Mean,
+        ReduceOp::Min,
+        ReduceOp::Max,
+        ReduceOp::Std,
+        ReduceOp::Var,
+        ReduceOp::Count,
+        ReduceOp::Argmin,
+        ReduceOp::Argmax,
+    ];
+
     /// By name.
     #[must_use]
     pub fn from_name(name: &str) -> Option<ReduceOp> {
-        [
-            ReduceOp::Sum,
-            ReduceOp::Mean,
-            ReduceOp::Min,
-            ReduceOp::Max,
-            ReduceOp::Std,
-            ReduceOp::Var,
-            ReduceOp::Count,
-            ReduceOp::Argmin,
-            ReduceOp::Argmax,
-        ]
-        .into_iter()
-        .find(|op| op.name() == name)
+        Self::ALL.into_iter().find(|op| op.name() == name)
     }
 }
 
@@ -435,70 +436,109 @@ impl Reduce {
     }
 
     /// Fold a run of values into consecutive elements `j..j + values.len()` of a state of `n`
-    /// elements (all at index `index` along the reduced dimension). The common reductions
-    /// have a loop of their own, without a branch per value, which the compiler vectorizes;
-    /// the others fold value by value.
+    /// elements (all at index `index` along the reduced dimension), as [`Reduce::add`] folds
+    /// each value (a skipped NaN adds 0, as numpy's nansum counts it, so a sum of -0.0 may
+    /// end +0.0). Each reduction has a loop of its own, compiled once skipping NaN and once
+    /// not, with no branch per value: sums add 0 for a skipped value, the others select, so
+    /// that the compiler vectorizes them (a select between a stored value and itself would
+    /// become a conditional store, which it does not).
     pub fn add_run(&self, state: &mut [f64], n: usize, j: usize, values: &[f64], index: u64) {
+        if self.skipna {
+            self.fold_run::<true>(state, n, j, values, index);
+        } else {
+            self.fold_run::<false>(state, n, j, values, index);
+        }
+    }
+
+    fn fold_run<const SKIPNA: bool>(
+        &self,
+        state: &mut [f64],
+        n: usize,
+        j: usize,
+        values: &[f64],
+        index: u64,
+    ) {
         let len = values.len();
-        let skip = |v: f64| if v.is_nan() { 0.0 } else { v };
-        let present = |v: f64| f64::from(u8::from(!v.is_nan()));
-        match (self.op, self.skipna) {
-            (ReduceOp::Sum, true) => {
-                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
-                    *s += skip(v);
+        // Whether `add` folds `v`: NaN is left out only when skipping.
+        let takes = |v: f64| !SKIPNA || !v.is_nan();
+        // The field `f` of the run's elements.
+        fn field(state: &mut [f64], n: usize, f: usize, run: std::ops::Range<usize>) -> &mut [f64] {
+            &mut state[f * n + run.start..f * n + run.end]
+        }
+        match self.op {
+            ReduceOp::Sum => {
+                for (s, &v) in field(state, n, 0, j..j + len).iter_mut().zip(values) {
+                    *s += if takes(v) { v } else { 0.0 };
                 }
             }
-            (ReduceOp::Sum, false) => {
-                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
-                    *s += v;
+            ReduceOp::Count => {
+                for (s, &v) in field(state, n, 0, j..j + len).iter_mut().zip(values) {
+                    *s += if takes(v) { 1.0 } else { 0.0 };
                 }
             }
-            (ReduceOp::Count, true) => {
-                for (s, &v) in state[j..j + len].iter_mut().zip(values) {
-                    *s += present(v);
-                }
-            }
-            (ReduceOp::Mean, skipna) => {
+            ReduceOp::Mean => {
                 let (sums, counts) = state.split_at_mut(n);
                 let sums = &mut sums[j..j + len];
                 let counts = &mut counts[j..j + len];
                 for ((s, c), &v) in sums.iter_mut().zip(counts.iter_mut()).zip(values) {
-                    if skipna {
-                        *s += skip(v);
-                        *c += present(v);
-                    } else {
-                        *s += v;
-                        *c += 1.0;
-                    }
+                    let take = takes(v);
+                    *s += if take { v } else { 0.0 };
+                    *c += if take { 1.0 } else { 0.0 };
                 }
             }
-            (ReduceOp::Min | ReduceOp::Max, skipna) => {
-                let run = &mut state[j..j + len];
+            ReduceOp::Min | ReduceOp::Max => {
                 let min = self.op == ReduceOp::Min;
-                // As `add`: NaN in a state is "no value yet" when skipping, else it poisons.
-                let fold = |cur: f64, v: f64| -> f64 {
+                for (s, &v) in field(state, n, 0, j..j + len).iter_mut().zip(values) {
+                    let cur = *s;
                     let better = if min { v < cur } else { v > cur };
-                    if skipna {
+                    // NaN in a state is "no value yet" when skipping; else it poisons.
+                    *s = if SKIPNA {
                         if !v.is_nan() && (cur.is_nan() || better) {
                             v
                         } else {
                             cur
                         }
-                    } else if v.is_nan() || cur.is_nan() {
-                        f64::NAN
-                    } else if better {
+                    } else if v.is_nan() || better {
                         v
                     } else {
                         cur
-                    }
-                };
-                for (s, &v) in run.iter_mut().zip(values) {
-                    *s = fold(*s, v);
+                    };
                 }
             }
-            _ => {
-                for (i, &v) in values.iter().enumerate() {
-                    self.add(state, n, j + i, v, index);
+            ReduceOp::Argmin | ReduceOp::Argmax => {
+                let min = self.op == ReduceOp::Argmin;
+                let at = index as f64;
+                let (best, indices) = state.split_at_mut(n);
+                let best = &mut best[j..j + len];
+                let indices = &mut indices[j..j + len];
+                for ((b, i), &v) in best.iter_mut().zip(indices.iter_mut()).zip(values) {
+                    let cur = *b;
+                    let better = if min { v < cur } else { v > cur };
+                    let set = takes(v) & (cur.is_nan() | better);
+                    *b = if set { v } else { cur };
+                    *i = if set { at } else { *i };
+                }
+            }
+            ReduceOp::Var | ReduceOp::Std => {
+                let (counts, rest) = state.split_at_mut(n);
+                let (means, m2s) = rest.split_at_mut(n);
+                let counts = &mut counts[j..j + len];
+                let means = &mut means[j..j + len];
+                let m2s = &mut m2s[j..j + len];
+                for (((c, m), q), &v) in counts
+                    .iter_mut()
+                    .zip(means.iter_mut())
+                    .zip(m2s.iter_mut())
+                    .zip(values)
+                {
+                    // Welford's update, as `add` does it; each field adds 0 where `add` skips.
+                    let take = takes(v);
+                    let count = *c + if take { 1.0 } else { 0.0 };
+                    let delta = if take { v - *m } else { 0.0 };
+                    let mean = *m + if take { delta / count } else { 0.0 };
+                    *q += if take { delta * (v - mean) } else { 0.0 };
+                    *c = count;
+                    *m = mean;
                 }
             }
         }
@@ -835,22 +875,28 @@ mod tests {
     }
 
     #[test]
-    fn min_and_max_fold_a_run_as_value_by_value() {
-        // The loops of `add_run` give what `add` gives one value at a time, NaN included
-        // (skipped, or poisoning without skipna) and a state starting empty or not.
-        let values = [3.0, f64::NAN, -1.0, 7.0, f64::NAN, 2.0];
-        for op in [ReduceOp::Min, ReduceOp::Max] {
+    fn every_reduction_folds_a_run_as_value_by_value() {
+        // The loops of `add_run` give what `add` gives one value at a time: NaN skipped (or
+        // poisoning without skipna), ties, -0.0, a state starting empty or not, runs at
+        // several indices of the reduced axis (argmin/argmax keep the first).
+        let rows: [[f64; 4]; 4] = [
+            [3.0, f64::NAN, -0.0, 1e9 + 4.0],
+            [-1.0, 7.0, f64::NAN, 1e9 + 7.0],
+            [f64::NAN, 7.0, 0.0, 1e9 + 13.0],
+            [2.0, -3.5, f64::NAN, 1e9 + 16.0],
+        ];
+        for op in ReduceOp::ALL {
             for skipna in [true, false] {
                 let r = Reduce {
                     op,
                     skipna,
                     ddof: 0.0,
                 };
-                let (mut by_run, mut by_value) = (r.empty(3), r.empty(3));
-                for half in values.chunks(3) {
-                    r.add_run(&mut by_run, 3, 0, half, 0);
-                    for (j, &v) in half.iter().enumerate() {
-                        r.add(&mut by_value, 3, j, v, 0);
+                let (mut by_run, mut by_value) = (r.empty(5), r.empty(5));
+                for (t, row) in rows.iter().enumerate() {
+                    r.add_run(&mut by_run, 5, 1, row, t as u64);
+                    for (j, &v) in row.iter().enumerate() {
+                        r.add(&mut by_value, 5, 1 + j, v, t as u64);
                     }
                 }
                 let same = by_run

@@ -20,6 +20,18 @@ thread_local! {
 }
 
 fn take<T: Copy + Default>(spares: &RefCell<Vec<Vec<T>>>, n: usize) -> Vec<T> {
+    let mut v = pick(spares, n);
+    // Shrinking writes nothing; growing writes only the new tail.
+    if v.len() >= n {
+        v.truncate(n);
+    } else {
+        v.resize(n, T::default());
+    }
+    v
+}
+
+/// A spare of at least `n` elements' capacity as it was left (or a new empty one).
+fn pick<T>(spares: &RefCell<Vec<Vec<T>>>, n: usize) -> Vec<T> {
     let mut spares = spares.borrow_mut();
     // The smallest spare that holds `n` and is less than twice its size: a block's buffer
     // never serves a tile while the next block is allocated beside it, so what is kept stays
@@ -30,17 +42,10 @@ fn take<T: Copy + Default>(spares: &RefCell<Vec<Vec<T>>>, n: usize) -> Vec<T> {
         .filter(|(_, v)| v.capacity() >= n && v.capacity() / 2 <= n)
         .min_by_key(|(_, v)| v.capacity())
         .map(|(i, _)| i);
-    let mut v = match fits {
+    match fits {
         Some(i) => spares.swap_remove(i),
         None => Vec::with_capacity(n),
-    };
-    // Shrinking writes nothing; growing writes only the new tail.
-    if v.len() >= n {
-        v.truncate(n);
-    } else {
-        v.resize(n, T::default());
     }
-    v
 }
 
 fn give<T>(spares: &RefCell<Vec<Vec<T>>>, v: Vec<T>) {
@@ -81,6 +86,12 @@ pub(crate) fn give_values(v: Vec<f64>) {
 /// `n` bytes whose contents are whatever the buffer last held: the caller overwrites all.
 pub(crate) fn bytes(n: usize) -> Vec<u8> {
     BYTES.with(|s| take(s, n))
+}
+
+/// A buffer with room for `n` bytes, its length and contents as it was left: for a caller
+/// that sizes it to what it reads (nothing is written here).
+pub(crate) fn bytes_as_left(n: usize) -> Vec<u8> {
+    BYTES.with(|s| pick(s, n))
 }
 
 /// A buffer of bytes back for reuse.

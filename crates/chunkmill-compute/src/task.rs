@@ -6,15 +6,17 @@ use chunkmill_grid::{Grid, Region};
 use chunkmill_plan::{ComputeStage, Endpoint};
 
 use crate::dtype::DType;
-use crate::eval::{eval, eval_with_views, EvalError};
+use crate::eval::{eval, EvalError};
 use crate::kernel::{tile_step, tileable, Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
 use crate::scratch;
 
 mod group;
 mod io;
+mod tiles;
 mod written;
 
 pub use io::Io;
+use tiles::TileReads;
 pub use written::{written_pieces, WrittenPiece};
 
 /// The key of piece `coords` of an intermediate `grid` under `prefix`.
@@ -42,11 +44,12 @@ fn failed(e: impl std::fmt::Display) -> TaskError {
     TaskError::failed(e.to_string())
 }
 
-/// A chunk's stored bytes: in a buffer of this thread's (given back when decoded) or as the
-/// store returned them.
+/// A chunk's stored bytes: in a buffer of this thread's (given back when decoded), as the
+/// store returned them, or already in their place in the caller's box.
 enum ChunkBytes {
     Spare(Vec<u8>),
     Stored(chunkmill_store::Bytes),
+    InPlace,
 }
 
 impl ChunkBytes {
@@ -54,6 +57,7 @@ impl ChunkBytes {
         match self {
             ChunkBytes::Spare(v) => v,
             ChunkBytes::Stored(b) => b,
+            ChunkBytes::InPlace => &[],
         }
     }
 
@@ -65,12 +69,15 @@ impl ChunkBytes {
 }
 
 /// The stored bytes of chunk `coords` of `endpoint` and the region they cover (a Zarr chunk at
-/// its nominal shape, a piece at its exact one).
+/// its nominal shape, a piece at its exact one). With `into` (a box and its stored bytes), a
+/// Zarr chunk that lies in the box as one run of it is decompressed straight into its place
+/// where the codecs allow ([`ChunkBytes::InPlace`]).
 fn read_chunk(
     io: &Io,
     endpoint: &Endpoint,
     coords: &[u64],
     size: usize,
+    into: Option<(&Region, &mut [u8])>,
 ) -> Result<(ChunkBytes, Region), String> {
     let grid = endpoint.grid();
     let exact = grid.chunk_region(coords);
@@ -91,12 +98,30 @@ fn read_chunk(
                 })
                 .collect();
             let nominal = Region::new(nominal);
+            let n = nominal.num_elements() as usize;
+            // The stored (compressed) bytes are read into a reused buffer too, sized by the
+            // read; a chunk's values' size is the usual size class of it.
+            let mut stored = scratch::bytes_as_left(n * size);
+            let mut read_into = |dest: &mut [u8]| {
+                array
+                    .read_chunk_into_reusing(coords, dest, &mut stored)
+                    .map_err(|e| e.to_string())
+            };
+            if let Some((bbox, raw)) = into {
+                let place = run_start(bbox, &nominal)
+                    .and_then(|at| raw.get_mut(at * size..(at + n) * size));
+                if let Some(place) = place {
+                    if read_into(place)? {
+                        scratch::give_bytes(stored);
+                        return Ok((ChunkBytes::InPlace, nominal));
+                    }
+                }
+            }
             // Decompressed straight into a reused buffer where the codecs allow.
-            let mut spare = scratch::bytes(nominal.num_elements() as usize * size);
-            if array
-                .read_chunk_into(coords, &mut spare)
-                .map_err(|e| e.to_string())?
-            {
+            let mut spare = scratch::bytes(n * size);
+            let decoded = read_into(&mut spare)?;
+            scratch::give_bytes(stored);
+            if decoded {
                 return Ok((ChunkBytes::Spare(spare), nominal));
             }
             scratch::give_bytes(spare);
@@ -162,9 +187,18 @@ pub fn read_block(endpoint: &Endpoint, read: &Read, region: &Region) -> Result<V
 }
 
 /// A read's values for a task's block as the task holds them: the bounding box of the source
-/// indices the block needs, decoded, and where each domain position's value is in it.
+/// indices the block needs, as stored, and where each domain position's value is in it.
 struct Held {
-    buf: Vec<f64>,
+    /// The box's values in their stored type (`dtype`, native order), in 8-byte words so that
+    /// f32 and f64 values are read in place; a box with holes (beyond the array's edge) is
+    /// held as f64 values, NaN in the holes.
+    words: Vec<f64>,
+    /// Elements in the box.
+    len: usize,
+    dtype: DType,
+    /// Stored values that read NaN, masked as values are read out (an f64 box is masked once,
+    /// when it is read, and has none left here).
+    missing: Vec<f64>,
     /// `None` when the box is the block itself (a read along the domain's own axes,
     /// forwards); else the offset of each position: `base` plus one move per domain axis.
     moves: Option<Moves>,
@@ -176,7 +210,38 @@ struct Moves {
     along: Vec<Vec<i64>>,
 }
 
-/// Read `read` over `region`: its bounding box decoded (chunks straight into it).
+/// Where `inner` (a region within `outer`) starts among `outer`'s row-major elements, when
+/// its elements are one run of them: the axes after the first one it cuts are whole, the
+/// axes before it one long.
+fn run_start(outer: &Region, inner: &Region) -> Option<usize> {
+    if outer.ndim() != inner.ndim() {
+        return None;
+    }
+    let within = outer
+        .ranges()
+        .iter()
+        .zip(inner.ranges())
+        .all(|(o, i)| o.start <= i.start && i.end <= o.end);
+    if !within {
+        return None;
+    }
+    let cut = (0..outer.ndim())
+        .rev()
+        .find(|&d| inner.ranges()[d] != outer.ranges()[d]);
+    if let Some(cut) = cut {
+        if !inner.shape()[..cut].iter().all(|&l| l == 1) {
+            return None;
+        }
+    }
+    let ostr = strides(&outer.shape());
+    let at: u64 = (0..outer.ndim())
+        .map(|d| (inner.ranges()[d].start - outer.ranges()[d].start) * ostr[d])
+        .sum();
+    Some(at as usize)
+}
+
+/// Read `read` over `region`: its bounding box as stored (chunks decompressed straight into
+/// it where they lie in it as one run, copied in otherwise).
 fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Result<Held, String> {
     let dom = region.ranges();
     // The bounding box of the source indices this block needs.
@@ -195,36 +260,52 @@ fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Resu
         })
         .collect();
     let bbox = Region::new(bbox);
-    // Zeroed pages cost nothing until written; NaN is needed only where no chunk lands.
     let covered = bbox
         .ranges()
         .iter()
         .zip(endpoint.grid().shape())
         .all(|(r, n)| r.end <= n);
-    // Every value of a covered box is decoded over; NaN is needed only where no chunk lands.
+    // Every value of a covered box is stored over; NaN is needed only where no chunk lands,
+    // which only an f64 box can hold.
     let n = bbox.num_elements() as usize;
-    let mut buf = if covered {
-        scratch::values(n)
+    let dtype = if covered { read.dtype } else { DType::Float64 };
+    let mut words = if covered {
+        scratch::values((n * dtype.size()).div_ceil(8))
     } else {
         scratch::values_filled(n, f64::NAN)
     };
     let size = read.dtype.size();
     for coords in endpoint.grid().chunks_in(&bbox) {
-        let (bytes, covers) = read_chunk(io, endpoint, &coords, size)?;
+        let into = (dtype == read.dtype).then(|| (&bbox, bytemuck::cast_slice_mut(&mut words)));
+        let (bytes, covers) = read_chunk(io, endpoint, &coords, size, into)?;
+        if matches!(bytes, ChunkBytes::InPlace) {
+            continue;
+        }
         let Some(both) = covers.intersect(&bbox) else {
             bytes.give_back();
             continue;
         };
-        // Decoded straight into the block: no chunk-sized buffer of values between.
         let raw = bytes.as_slice();
         let mut short = false;
-        each_run(&covers, &bbox, &both, |s, d, n| {
-            if let Some(src) = raw.get(s * size..(s + n) * size) {
-                read.dtype.decode_into(src, &mut buf[d..d + n]);
-            } else {
-                short = true;
-            }
-        });
+        if dtype == read.dtype {
+            let held: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+            each_run(&covers, &bbox, &both, |s, d, n| {
+                match (
+                    raw.get(s * size..(s + n) * size),
+                    held.get_mut(d * size..(d + n) * size),
+                ) {
+                    (Some(src), Some(dst)) => dst.copy_from_slice(src),
+                    _ => short = true,
+                }
+            });
+        } else {
+            each_run(&covers, &bbox, &both, |s, d, n| {
+                match (raw.get(s * size..(s + n) * size), words.get_mut(d..d + n)) {
+                    (Some(src), Some(dst)) => read.dtype.decode_into(src, dst),
+                    _ => short = true,
+                }
+            });
+        }
         bytes.give_back();
         if short && covered {
             return Err(format!(
@@ -233,12 +314,10 @@ fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Resu
             ));
         }
     }
-    if !read.missing.is_empty() {
-        for v in &mut buf {
-            if read.missing.contains(v) {
-                *v = f64::NAN;
-            }
-        }
+    let mut missing = read.missing.clone();
+    if dtype == DType::Float64 && !missing.is_empty() {
+        mask(&mut words[..n], &missing);
+        missing.clear();
     }
     // A read in the domain's own axes, forwards, is its bounding box: no gather, no copy.
     let identity = read.axes.len() == dom.len()
@@ -248,7 +327,22 @@ fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Resu
             .enumerate()
             .all(|(k, a)| a.to == Some(k) && a.step == 1 && a.index.is_none());
     let moves = (!identity).then(|| Moves::new(read, region, &bbox));
-    Ok(Held { buf, moves })
+    Ok(Held {
+        words,
+        len: n,
+        dtype,
+        missing,
+        moves,
+    })
+}
+
+/// Stored values that mean "missing" read NaN.
+fn mask(values: &mut [f64], missing: &[f64]) {
+    for v in values {
+        if missing.contains(v) {
+            *v = f64::NAN;
+        }
+    }
 }
 
 impl Moves {
@@ -320,25 +414,63 @@ impl Moves {
 }
 
 impl Held {
+    /// Decode values `at..at + out.len()` of the box into `out` as f64, missing values NaN.
+    fn decode(&self, at: usize, out: &mut [f64]) {
+        let end = at + out.len();
+        match self.dtype {
+            DType::Float64 => {
+                if let Some(src) = self.words.get(at..end) {
+                    out.copy_from_slice(src);
+                }
+            }
+            DType::Float32 => {
+                let f32s: &[f32] = bytemuck::cast_slice(&self.words);
+                if let Some(src) = f32s.get(at..end) {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = f64::from(v);
+                    }
+                }
+            }
+            t => {
+                let raw: &[u8] = bytemuck::cast_slice(&self.words);
+                if let Some(src) = raw.get(at * t.size()..end * t.size()) {
+                    t.decode_into(src, out);
+                }
+            }
+        }
+        if !self.missing.is_empty() {
+            mask(out, &self.missing);
+        }
+    }
+
     /// The values over the whole `block` it was read for.
     fn into_values(self, block: &Region) -> Vec<f64> {
-        if self.moves.is_none() {
-            return self.buf;
+        if self.moves.is_none() && self.dtype == DType::Float64 {
+            let mut words = self.words;
+            words.truncate(self.len);
+            return words;
         }
         let mut out = scratch::values(block.num_elements() as usize);
         self.gather_into(block, block, &mut out);
-        scratch::give_values(self.buf);
+        scratch::give_values(self.words);
         out
     }
 
-    /// The values over `sub` (within the task's `block`) into `out`, row by row (a copy
-    /// where a row is a run of the box).
+    /// The values over `sub` (within the task's `block`) into `out`, row by row (decoded in
+    /// one loop where a row is a run of the box, the whole of `sub` at once where it is).
     fn gather_into(&self, block: &Region, sub: &Region, out: &mut [f64]) {
         let Some(moves) = &self.moves else {
-            copy_rows(&self.buf, block, out, sub, sub);
+            if let Some(at) = run_start(block, sub) {
+                self.decode(at, out);
+            } else {
+                each_run(block, sub, sub, |s, d, n| {
+                    if let Some(dst) = out.get_mut(d..d + n) {
+                        self.decode(s, dst);
+                    }
+                });
+            }
             return;
         };
-        let buf = &self.buf;
         let mut at = 0;
         moves.rows(block, sub, |off, last| {
             let Some(dst) = out.get_mut(at..at + last.len()) else {
@@ -350,40 +482,45 @@ impl Held {
                 return;
             };
             if is_run(last) {
-                let s = (off + last[0]) as usize;
-                dst.copy_from_slice(&buf[s..s + last.len()]);
+                self.decode((off + last[0]) as usize, dst);
             } else {
                 for (o, &m) in dst.iter_mut().zip(last) {
-                    *o = if m == MISSING {
-                        f64::NAN
+                    if m == MISSING {
+                        *o = f64::NAN;
                     } else {
-                        buf[(off + m) as usize]
-                    };
+                        self.decode((off + m) as usize, std::slice::from_mut(o));
+                    }
                 }
             }
         });
     }
 
-    /// The values over `sub` (within `block`) when they are one run of the held buffer: a
-    /// view, no copy.
+    /// The values over `sub` (within `block`) when the box holds f64 values and they are one
+    /// run of it: a view, no copy.
     fn view(&self, block: &Region, sub: &Region) -> Option<&[f64]> {
-        let n = sub.num_elements() as usize;
-        let start = match &self.moves {
-            None => {
-                // A run of the block when the axes before the last cut one are one long.
-                let cut = (0..block.ndim())
-                    .rev()
-                    .find(|&d| sub.ranges()[d] != block.ranges()[d]);
-                if let Some(cut) = cut {
-                    if !sub.shape()[..cut].iter().all(|&l| l == 1) {
-                        return None;
-                    }
-                }
-                let bstr = strides(&block.shape());
-                (0..block.ndim())
-                    .map(|d| (sub.ranges()[d].start - block.ranges()[d].start) * bstr[d])
-                    .sum::<u64>() as i64
-            }
+        if self.dtype != DType::Float64 {
+            return None;
+        }
+        let start = self.run_in(block, sub)?;
+        self.words.get(start..start + sub.num_elements() as usize)
+    }
+
+    /// The values over `sub` (within `block`) as stored, when the box holds float32 values
+    /// with none missing and they are one run of it: a view, no copy.
+    fn view32(&self, block: &Region, sub: &Region) -> Option<&[f32]> {
+        if self.dtype != DType::Float32 || !self.missing.is_empty() {
+            return None;
+        }
+        let start = self.run_in(block, sub)?;
+        let f32s: &[f32] = bytemuck::cast_slice(&self.words);
+        f32s.get(start..start + sub.num_elements() as usize)
+    }
+
+    /// Where the values over `sub` (within `block`) start in the box, when they are one run
+    /// of it.
+    fn run_in(&self, block: &Region, sub: &Region) -> Option<usize> {
+        Some(match &self.moves {
+            None => run_start(block, sub)?,
             Some(moves) => {
                 let mut start: Option<i64> = None;
                 let mut next = 0i64;
@@ -402,10 +539,14 @@ impl Held {
                 if !ok {
                     return None;
                 }
-                start?
+                usize::try_from(start?).ok()?
             }
-        };
-        self.buf.get(start as usize..start as usize + n)
+        })
+    }
+
+    /// Its buffer back for reuse.
+    fn give_back(self) {
+        scratch::give_values(self.words);
     }
 }
 
@@ -653,7 +794,7 @@ fn read_input(
         .get(r.input)
         .ok_or("a read of an input the stage lacks")?;
     let held = read_held(io, endpoint, r, region)?;
-    stats.bytes_read += (held.buf.len() * r.dtype.size()) as u64;
+    stats.bytes_read += (held.len * r.dtype.size()) as u64;
     Ok(held)
 }
 
@@ -700,50 +841,62 @@ impl<'e> SharedReads<'e> {
         read: &mut HeldReader<'_>,
         sink: &mut TileSink<'_>,
     ) -> Result<(), String> {
-        let message = |e: EvalError| match e {
-            EvalError::Read(m) => m,
-            data => data.to_string(),
-        };
         if !tileable(expr) {
             // Its parts read regions of their own: read as they ask, over the whole block.
             let mut whole = |r: &Read, sub: &Region| Ok(read(r, sub)?.into_values(sub));
-            let values = eval(expr, region, &mut whole).map_err(message)?;
+            let values = eval(expr, region, &mut whole).map_err(eval_message)?;
             sink(region, &values)?;
             scratch::give_values(values);
         } else {
             let mut reads = Vec::new();
             expr.reads(&mut reads);
-            for r in reads {
-                if !self.kept.iter().any(|(x, _)| x == r) {
-                    let held = read(r, region)?;
-                    self.kept.push((r.clone(), held));
-                }
-            }
+            self.hold(&reads, region, read)?;
             for tile in tiles(region, axis) {
-                let kept = &self.kept;
-                let find = |r: &Read| kept.iter().find(|(x, _)| x == r).map(|(_, h)| h);
-                // A tile whose values are one run of a held block reads a view of it.
-                let views = |r: &Read| find(r).and_then(|h| h.view(region, &tile));
-                let mut reader = |r: &Read, sub: &Region| -> Result<Vec<f64>, String> {
-                    let held = find(r).ok_or("a read that was not read")?;
-                    let mut values = scratch::values(sub.num_elements() as usize);
-                    held.gather_into(region, sub, &mut values);
-                    Ok(values)
-                };
-                let values = eval_with_views(expr, &tile, &views, &mut reader).map_err(message)?;
+                let tile_reads = TileReads::new(&self.kept, &reads, region, &tile)?;
+                let values = tile_reads.eval(expr, &tile).map_err(eval_message)?;
                 sink(&tile, &values)?;
                 values.give_back();
+                tile_reads.give_back();
             }
         }
+        self.release_after(i);
+        Ok(())
+    }
+
+    /// Read each of `reads` over `region` that is not held yet.
+    fn hold(
+        &mut self,
+        reads: &[&Read],
+        region: &Region,
+        read: &mut HeldReader<'_>,
+    ) -> Result<(), String> {
+        for &r in reads {
+            if !self.kept.iter().any(|(x, _)| x == r) {
+                let held = read(r, region)?;
+                self.kept.push((r.clone(), held));
+            }
+        }
+        Ok(())
+    }
+
+    /// Give back the reads that no expression after the `i`th names.
+    fn release_after(&mut self, i: usize) {
         let last = &self.last;
         let (keep, done): (Vec<_>, Vec<_>) = std::mem::take(&mut self.kept)
             .into_iter()
             .partition(|(r, _)| last.iter().any(|(x, l)| *x == r && *l > i));
         self.kept = keep;
         for (_, held) in done {
-            scratch::give_values(held.buf);
+            held.give_back();
         }
-        Ok(())
+    }
+}
+
+/// What a failed evaluation says.
+fn eval_message(e: EvalError) -> String {
+    match e {
+        EvalError::Read(m) => m,
+        data => data.to_string(),
     }
 }
 
@@ -763,13 +916,25 @@ fn partials(
     cancel: &Cancel,
     stats: &mut TaskStats,
 ) -> Result<u64, String> {
-    let m = kept_region(region, axes).num_elements() as usize;
+    let kept = kept_region(region, axes);
+    let m = kept.num_elements() as usize;
     // Tiles along a reduced axis keep the whole kept region: each folds into the same state.
     let axis = axes.first().copied().unwrap_or(0);
     let mut states: Vec<Vec<f64>> = parts.iter().map(|p| p.reduce.empty(m)).collect();
+    let kept_first =
+        tiles::reduces_leading_axes(region, axes) && parts.iter().all(|p| tileable(&p.expr));
     for block in sub_blocks(region, axis, sub) {
         // Reads are held for one sub-block: the next one's replace them.
         let mut shared = SharedReads::new(parts.iter().map(|p| &p.expr));
+        if kept_first {
+            tiles::fold_kept_first(
+                &mut shared,
+                (parts, &mut states),
+                (&block, &kept, axes),
+                &mut |r, sub| read_input(io, stage, r, sub, cancel, stats),
+            )?;
+            continue;
+        }
         for (i, (part, state)) in parts.iter().zip(states.iter_mut()).enumerate() {
             shared.eval(
                 i,
@@ -777,7 +942,7 @@ fn partials(
                 (&block, axis),
                 &mut |r, sub| read_input(io, stage, r, sub, cancel, stats),
                 &mut |tile, values| {
-                    fold_block(&part.reduce, state, m, values, tile, axes);
+                    fold_block(&part.reduce, (state, &kept), values, tile, axes);
                     Ok(())
                 },
             )?;
@@ -828,12 +993,12 @@ fn kept_region(region: &Region, axes: &[usize]) -> Region {
     )
 }
 
-/// Fold a block of `region`'s values (row-major) into a state of `m` kept elements: one
-/// odometer over the block, the kept offset moved by each axis's stride (0 on reduced axes).
+/// Fold a block of `region`'s values (row-major) into a state over the kept region `kept`
+/// (which holds `region`'s kept part): one odometer over the block, the kept offset moved by
+/// each axis's stride (0 on reduced axes).
 fn fold_block(
     reduce: &Reduce,
-    state: &mut [f64],
-    m: usize,
+    (state, kept): (&mut [f64], &Region),
     values: &[f64],
     region: &Region,
     axes: &[usize],
@@ -843,16 +1008,15 @@ fn fold_block(
     if values.is_empty() {
         return;
     }
-    let keep_shape: Vec<u64> = (0..ndim)
-        .filter(|d| !axes.contains(d))
-        .map(|d| shape[d])
-        .collect();
-    let kstr = strides(&keep_shape);
+    let m = kept.num_elements() as usize;
+    let kstr = strides(&kept.shape());
     let mut step = vec![0u64; ndim];
+    let mut first = 0u64;
     let mut k = 0;
     for (d, s) in step.iter_mut().enumerate() {
         if !axes.contains(&d) {
             *s = kstr[k];
+            first += (region.ranges()[d].start - kept.ranges()[k].start) * kstr[k];
             k += 1;
         }
     }
@@ -864,7 +1028,7 @@ fn fold_block(
         let row = shape[ndim - 1] as usize;
         let outer: Vec<std::ops::Range<u64>> = shape[..ndim - 1].iter().map(|&n| 0..n).collect();
         for (r, idx) in chunkmill_grid::CoordIter::new(outer).enumerate() {
-            let j: u64 = idx.iter().zip(&step).map(|(i, s)| i * s).sum();
+            let j: u64 = first + idx.iter().zip(&step).map(|(i, s)| i * s).sum::<u64>();
             let index = arg_axis.map_or(0, |a| arg_start + idx[a]);
             if let Some(run) = values.get(r * row..(r + 1) * row) {
                 reduce.add_run(state, m, j as usize, run, index);
@@ -873,7 +1037,7 @@ fn fold_block(
         return;
     }
     let mut idx = vec![0u64; ndim];
-    let mut j = 0u64;
+    let mut j = first;
     for &v in values {
         let index = arg_axis.map_or(0, |a| arg_start + idx[a]);
         reduce.add(state, m, j as usize, v, index);

@@ -13,7 +13,7 @@ use zarrs::array::{Array, ArrayBytes, ArrayBytesOffsets, ArrayMetadata};
 use zarrs_codec::CodecOptions;
 use zarrs_storage::ReadableWritableListableStorageTraits;
 
-use crate::{DataType, Store, StoreError};
+use crate::{DataType, ReadInto, Store, StoreError};
 
 /// What can go wrong with a Zarr node.
 #[derive(Debug, thiserror::Error)]
@@ -975,6 +975,9 @@ pub struct ZarrArray {
     /// themselves (no filter, no transpose, native order): then [`ZarrArray::read_chunk_into`]
     /// decodes it straight into the caller's buffer.
     direct: Option<DirectCodec>,
+    /// The store, when it is a local directory: [`ZarrArray::read_chunk_into_reusing`] reads
+    /// stored chunks from it into the caller's buffer.
+    local: Option<Store>,
 }
 
 /// A codec chain simple enough to decode without zarrs' intermediate buffers.
@@ -1093,6 +1096,7 @@ impl ZarrArray {
             options,
             swap_bytes,
             direct,
+            local: store.local_path().is_some().then(|| store.clone()),
         };
         if opened.info.dtype.is_variable() {
             let width = match record_width {
@@ -1214,10 +1218,59 @@ impl ZarrArray {
         else {
             return Ok(false);
         };
+        self.decode_direct(direct, chunk, &stored, dest)?;
+        Ok(true)
+    }
+
+    /// [`ZarrArray::read_chunk_into`], reading the stored bytes of a chunk of a local store
+    /// into `stored` (resized to fit), a buffer the caller reuses from chunk to chunk, rather
+    /// than into one allocated, faulted in and freed again for every chunk.
+    ///
+    /// # Errors
+    /// As [`ZarrArray::read_chunk_into`].
+    pub fn read_chunk_into_reusing(
+        &self,
+        chunk: &[u64],
+        dest: &mut [u8],
+        stored: &mut Vec<u8>,
+    ) -> Result<bool, ZarrError> {
+        let (Some(direct), Some(store)) = (self.direct, &self.local) else {
+            return self.read_chunk_into(chunk, dest);
+        };
+        let key = self.array.chunk_key(chunk);
+        // The stored length is known by asking: a read at the wrong length reads nothing and
+        // says the length (a chunk rewritten meanwhile says it again).
+        for _ in 0..4 {
+            match store
+                .read_exact_into(key.as_str(), stored)
+                .map_err(|e| self.chunk_err(chunk, e))?
+            {
+                ReadInto::Missing => return Ok(false),
+                ReadInto::Size(n) => {
+                    let n = usize::try_from(n).map_err(|e| self.chunk_err(chunk, e))?;
+                    stored.resize(n, 0);
+                }
+                ReadInto::Read => {
+                    self.decode_direct(direct, chunk, stored, dest)?;
+                    return Ok(true);
+                }
+            }
+        }
+        self.read_chunk_into(chunk, dest)
+    }
+
+    /// Decode a chunk's stored bytes of a direct codec into `dest`, which they must fill.
+    fn decode_direct(
+        &self,
+        direct: DirectCodec,
+        chunk: &[u64],
+        stored: &[u8],
+        dest: &mut [u8],
+    ) -> Result<(), ZarrError> {
         let len = match direct {
             DirectCodec::Raw => {
                 if stored.len() == dest.len() {
-                    dest.copy_from_slice(&stored);
+                    dest.copy_from_slice(stored);
                 }
                 stored.len()
             }
@@ -1230,7 +1283,7 @@ impl ZarrArray {
                     ),
                 };
                 decoder
-                    .decompress_to_buffer(&stored, dest)
+                    .decompress_to_buffer(stored, dest)
                     .map_err(|e| self.chunk_err(chunk, e))
             })?,
         };
@@ -1240,7 +1293,7 @@ impl ZarrArray {
                 format!("decodes to {len} bytes, expected {}", dest.len()),
             ));
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Records of [`ArrayInfo::item_size`] bytes for variable-length `elements`.

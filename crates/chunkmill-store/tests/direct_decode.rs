@@ -74,3 +74,44 @@ fn other_codecs_are_declined() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn chunks_of_a_local_store_decode_through_a_reused_buffer() -> TestResult {
+    // The stored bytes go into the caller's buffer whatever it held before (longer, shorter,
+    // empty): each chunk decodes as zarrs decodes it, an unwritten chunk is left to the
+    // caller, and a buffer of values of another length is an error.
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().to_string_lossy())?;
+    for format in [2u8, 3] {
+        for (name, compressor) in [("zstd", Compressor::Zstd(3)), ("raw", Compressor::None)] {
+            let spec = spec(&format!("{name}{format}"), format, compressor);
+            zarr::create_array(&store, &spec)?;
+            let array = ZarrArray::open(&store, &spec.path)?;
+            array.write_chunk(&[0, 0], values())?;
+            let mut other = values();
+            other.reverse();
+            array.write_chunk(&[1, 0], other)?;
+            for mut stored in [Vec::new(), vec![9u8; 3], vec![9u8; 4096]] {
+                for chunk in [[0u64, 0], [1, 0], [0, 0]] {
+                    let mut block = [0xABu8; 48];
+                    assert!(array.read_chunk_into_reusing(&chunk, &mut block, &mut stored)?);
+                    assert_eq!(
+                        &block[..],
+                        array.read_chunk(&chunk)?.as_slice(),
+                        "{name} v{format}"
+                    );
+                }
+                assert!(array
+                    .read_chunk_into_reusing(&[0, 0], &mut [0u8; 44], &mut stored)
+                    .is_err());
+            }
+        }
+        let spec = spec(&format!("unwritten{format}"), format, Compressor::Zstd(1));
+        zarr::create_array(&store, &spec)?;
+        let array = ZarrArray::open(&store, &spec.path)?;
+        let mut untouched = [7u8; 48];
+        assert!(!array.read_chunk_into_reusing(&[1, 0], &mut untouched, &mut Vec::new())?);
+        assert_eq!(untouched, [7u8; 48]);
+    }
+    Ok(())
+}

@@ -974,20 +974,28 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
         done.insert(stage.name.as_str(), marked);
     }
     let mut forgotten = 0;
+    // A task that runs again: its marker goes, and later looks at `done` see it pending.
+    let mut forget = |done: &mut HashMap<&str, HashSet<u64>>,
+                      stage: &Stage,
+                      tasks: Vec<u64>|
+     -> Result<(), String> {
+        for task in tasks {
+            markers
+                .unmark(&stage.name, task)
+                .map_err(|e| e.to_string())?;
+            if let Some(marked) = done.get_mut(stage.name.as_str()) {
+                marked.remove(&task);
+            }
+            forgotten += 1;
+        }
+        Ok(())
+    };
     for stage in plan.stages.iter().rev() {
         let copy = match &stage.kind {
             StageKind::Copy(copy) => copy,
             StageKind::Compute(compute) => {
                 let lost = super::intermediates::lost_compute_tasks(plan, &done, stage, compute)?;
-                for task in lost {
-                    markers
-                        .unmark(&stage.name, task)
-                        .map_err(|e| e.to_string())?;
-                    if let Some(marked) = done.get_mut(stage.name.as_str()) {
-                        marked.remove(&task);
-                    }
-                    forgotten += 1;
-                }
+                forget(&mut done, stage, lost)?;
                 continue;
             }
             StageKind::Scan(_) => continue,
@@ -1036,15 +1044,7 @@ pub fn forget_lost_pieces(plan: &Plan, markers: &Markers) -> Result<u64, String>
                 }
             }
         }
-        for task in lost_tasks {
-            markers
-                .unmark(&stage.name, task)
-                .map_err(|e| e.to_string())?;
-            if let Some(marked) = done.get_mut(stage.name.as_str()) {
-                marked.remove(&task);
-            }
-            forgotten += 1;
-        }
+        forget(&mut done, stage, lost_tasks)?;
     }
     Ok(forgotten)
 }
