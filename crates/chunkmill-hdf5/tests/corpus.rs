@@ -33,8 +33,16 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 // The corpus
 // ----------------------------------------------------------------------------------------
 
+/// This crate's directory as cargo gives it to the running test: `env!` bakes in the path the
+/// binary was compiled at, which cargo reuses unchanged when the same target dir serves a
+/// checkout at another path (then every script path pointed into the other checkout).
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn python_candidates() -> Vec<PathBuf> {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crate_dir = &crate_dir();
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("CHUNKMILL_PYTHON") {
         out.push(PathBuf::from(p));
@@ -74,7 +82,7 @@ fn corpus() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chunkmill-hdf5-corpus");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/make_corpus.py");
+        let script = crate_dir().join("tests/corpus/make_corpus.py");
         let index = dir.join("INDEX.json");
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let fresh = match (modified(&index), modified(&script)) {

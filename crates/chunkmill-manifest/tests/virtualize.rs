@@ -30,8 +30,16 @@ use serde_json::Value;
 
 const IMPORTS: &str = "import xarray, netCDF4, h5py, fsspec, zarr, dask, kerchunk";
 
+/// This crate's directory as cargo gives it to the running test: `env!` bakes in the path the
+/// binary was compiled at, which cargo reuses unchanged when the same target dir serves a
+/// checkout at another path (then every script path pointed into the other checkout).
+fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 fn python_candidates() -> Vec<PathBuf> {
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crate_dir = &crate_dir();
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("CHUNKMILL_PYTHON") {
         out.push(PathBuf::from(p));
@@ -83,9 +91,7 @@ fn skip() -> bool {
 }
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
+    crate_dir().join("tests/python").join(name)
 }
 
 /// The collections, generated once per test process if missing or stale.
