@@ -587,14 +587,7 @@ impl RechunkProblem {
             let per_task = self.budget / conc;
             let mut candidates = self.one_stage(per_task, &orders, conc);
             candidates.extend(self.staged(per_task, &orders, conc, media));
-            for mut plan in candidates {
-                // Re-reading at more tasks than cores only reads more: each of its variants is
-                // priced on the cores before one is kept (a 5-pass variant 4 at once was kept
-                // over a 2-pass one 2 at once that is cheaper on 2 cores). The kinds with
-                // intermediates keep the concurrency that overlaps their writes and reads.
-                if let (Some(cores), Strategy::Multipass) = (cores, plan.strategy) {
-                    plan.estimated_seconds = self.seconds_on(&plan, media, cores);
-                }
+            for plan in candidates {
                 let same_kind = |k: &RechunkPlan| {
                     k.strategy == plan.strategy && (k.stages.len() == 1 || k.medium == plan.medium)
                 };

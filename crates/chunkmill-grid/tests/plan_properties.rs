@@ -302,36 +302,3 @@ proptest! {
         );
     }
 }
-
-/// Re-reading the sources on 2 cores: a larger budget kept the variant with the most tasks at
-/// once (5 passes, 4 at once) although one at 2 at once re-read only twice, cheaper on 2 cores;
-/// the kind's estimate on the cores must not grow with the budget.
-#[test]
-fn rereading_on_the_cores_gets_no_dearer_with_more_memory() {
-    use chunkmill_grid::rechunk::Strategy;
-    let shape = [240, 180, 360];
-    let multipass = |mb: u64| {
-        let mut p = problem(&shape, &[1, 180, 360], &[240, 18, 36], mb << 20, 4);
-        p.task_overhead = (1 << 20) + 180 * 360 * 4;
-        let plan = p.plan_among_cores(&[p.intermediate_cost], 2).unwrap();
-        std::iter::once((plan.strategy, plan.estimated_seconds, plan.concurrency))
-            .chain(
-                plan.alternatives
-                    .iter()
-                    .map(|a| (a.strategy, a.estimated_seconds, a.concurrency)),
-            )
-            .find(|k| k.0 == Strategy::Multipass)
-            .map(|k| (k.1, k.2))
-    };
-    let mut cheapest = f64::INFINITY;
-    for mb in (30..=90).step_by(4) {
-        if let Some((secs, conc)) = multipass(mb) {
-            assert!(
-                secs <= cheapest * 1.001,
-                "{mb} MB: {secs} s ({conc} at once) after {cheapest} s"
-            );
-            cheapest = cheapest.min(secs);
-        }
-    }
-    assert!(cheapest.is_finite());
-}
