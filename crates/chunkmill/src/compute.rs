@@ -16,21 +16,17 @@ pub fn run(a: &ComputeArgs) -> Result<(), Failure> {
     let planned = plan_compute(&opts)?;
     // Blocks follow the workers (by default twice the cores): a run resumed with another
     // count, or on a node with other cores, finds the plan its work dir holds.
-    let planned = if opts.job.resume && !opts.job.overwrite {
-        crate::resume::reconcile(
-            planned,
-            resolve::stored_plan(&a.output, &a.common).as_ref(),
-            opts.job.workers,
-            |c| &c.job.plan,
-            |w| {
-                let mut o = opts.clone();
-                o.job.workers = w;
-                Ok(plan_compute(&o)?)
-            },
-        )?
-    } else {
-        planned
-    };
+    let planned = crate::resume::reconcile(
+        planned,
+        &opts.job,
+        || resolve::stored_plan(&a.output, &a.common),
+        |c| &c.job.plan,
+        |w| {
+            let mut o = opts.clone();
+            o.job.workers = w;
+            Ok(plan_compute(&o)?)
+        },
+    )?;
     announce_budget(opts.job.max_mem, origin, &a.common);
     let job = planned.job;
     let mut report = run_with_progress(&job, &a.common, |on_event| {

@@ -171,21 +171,17 @@ pub fn execute(a: &ConvertArgs, hooks: &Hooks<'_>) -> Result<Converted, Failure>
         // After planning, so that a refused job prints its one error line only.
         announce_budget(opts.job.max_mem, origin, &a.common);
     }
-    let job = if opts.job.resume && !opts.job.overwrite {
-        crate::resume::reconcile(
-            job,
-            resolve::stored_plan(&opts.job.target, &a.common).as_ref(),
-            opts.job.workers,
-            |j| &j.job.plan,
-            |w| {
-                let mut o = opts.clone();
-                o.job.workers = w;
-                Ok(plan_convert(&o)?)
-            },
-        )?
-    } else {
-        job
-    };
+    let job = crate::resume::reconcile(
+        job,
+        &opts.job,
+        || resolve::stored_plan(&opts.job.target, &a.common),
+        |j| &j.job.plan,
+        |w| {
+            let mut o = opts.clone();
+            o.job.workers = w;
+            Ok(plan_convert(&o)?)
+        },
+    )?;
     warn_misaligned(&job, quiet || a.common.report.json);
     if let Some(message) = &job.nothing_new {
         return Ok(Converted::NothingNew(message.clone()));

@@ -187,21 +187,17 @@ pub fn execute(a: &RechunkArgs, hooks: &Hooks<'_>) -> Result<JobReport, Failure>
         // After planning, so that a refused job prints its one error line only.
         announce_budget(opts.job.max_mem, origin, &a.common);
     }
-    let job = if opts.job.resume && !opts.job.overwrite {
-        crate::resume::reconcile(
-            job,
-            resolve::stored_plan(&a.target, &a.common).as_ref(),
-            opts.job.workers,
-            |j| &j.plan,
-            |w| {
-                let mut o = opts.clone();
-                o.job.workers = w;
-                Ok(plan_rechunk(&o)?)
-            },
-        )?
-    } else {
-        job
-    };
+    let job = crate::resume::reconcile(
+        job,
+        &opts.job,
+        || resolve::stored_plan(&a.target, &a.common),
+        |j| &j.plan,
+        |w| {
+            let mut o = opts.clone();
+            o.job.workers = w;
+            Ok(plan_rechunk(&o)?)
+        },
+    )?;
     let footprint = Footprint::before(&[&a.target, &resolve::work_dir(&a.target, &a.common)]);
     run_hooked(&job, &a.common, hooks, |on_event| {
         run_job(&job, &opts.job, on_event)

@@ -7,7 +7,7 @@
 //! plan was cut for, plans with it, and runs that plan with the workers asked for now. Only a
 //! job that differs in anything else is refused, and the message says what differs.
 
-use chunkmill_ops::job::human;
+use chunkmill_ops::job::{human, JobOptions};
 use chunkmill_plan::{Plan, StageKind};
 
 use crate::Failure;
@@ -18,22 +18,29 @@ fn candidates() -> impl Iterator<Item = usize> {
     (1..=64).chain((7..=12).map(|p| 1usize << p))
 }
 
-/// The job to run on `--resume`: `planned`, or, when the work dir's plan is the same job cut
-/// for another worker count, that job planned again with that count (the run keeps the
-/// workers asked for). `replan(w)` plans the job as asked but with `w` workers.
+/// The job to run: `planned`, unless `run` resumes (without `--overwrite`) a work dir whose
+/// plan (`stored`, read only then) is the same job cut for another worker count — then that
+/// job planned again with that count (the run keeps the workers asked for). `replan(w)` plans
+/// the job as asked but with `w` workers. Every job's plan may follow its workers (blocks,
+/// folds, concurrency), so every job goes through here.
 ///
 /// # Errors
 /// A refusal (exit 3) naming what differs, when no worker count gives the stored plan.
 pub fn reconcile<J>(
     planned: J,
-    stored: Option<&Plan>,
-    workers: usize,
+    run: &JobOptions,
+    stored: impl FnOnce() -> Option<Plan>,
     id_of: impl Fn(&J) -> &Plan,
     replan: impl Fn(usize) -> Result<J, Failure>,
 ) -> Result<J, Failure> {
-    let Some(stored) = stored else {
+    if !run.resume || run.overwrite {
+        return Ok(planned);
+    }
+    let Some(stored) = stored() else {
         return Ok(planned);
     };
+    let stored = &stored;
+    let workers = run.workers;
     if id_of(&planned).plan_id == stored.plan_id {
         return Ok(planned);
     }
