@@ -138,6 +138,14 @@ pub trait TaskRunner: Send + Sync {
     /// reservation back) and after each backup, so memory kept for reuse is always reserved.
     fn release_idle(&self) {}
 
+    /// The calling thread goes on to a task of another stage whose projected memory is
+    /// `bytes`, on a reservation resized to that: keep what it reuses between tasks only
+    /// within `bytes` (the executor shrinks the reservation after this call, or grew it
+    /// before). By default everything is given back, as [`TaskRunner::release_idle`].
+    fn keep_idle_within(&self, _bytes: u64) {
+        self.release_idle();
+    }
+
     /// Task `task` of `stage` is complete for good: its marker is written and no copy of it (a
     /// straggler or its backup) still runs in this process, so nothing of this run reads its
     /// inputs again (a resumed run does not run it again either). The scheduler calls it then;

@@ -83,6 +83,30 @@ pub struct Reservation<'a> {
     bytes: u64,
 }
 
+impl Reservation<'_> {
+    /// Bytes this reservation holds.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Makes this reservation hold `bytes` instead, if they fit now: a smaller size always
+    /// does; a larger one only when the pool has the difference free (as
+    /// [`MemoryPool::try_reserve`], without waiting). False, and unchanged, otherwise.
+    pub fn try_resize(&mut self, bytes: u64) -> bool {
+        let mut used = self.pool.used.lock();
+        if bytes > self.bytes && *used + (bytes - self.bytes) > self.pool.capacity {
+            return false;
+        }
+        *used = *used - self.bytes + bytes;
+        if bytes < self.bytes {
+            self.pool.freed.notify_all();
+        }
+        self.bytes = bytes;
+        true
+    }
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         let mut used = self.pool.used.lock();

@@ -386,6 +386,32 @@ fn spare_or_zeroed(
     zeroed(len)
 }
 
+/// Keeps this thread's spare buffers for tasks of another stage that count `bytes`: the
+/// block alone, shrunk in place to `bytes` at most, when it is a mapping of its own (its pages
+/// stay, and the next task reshapes it as [`spare_or_zeroed`] says); the cut and encode
+/// buffers are given back, being sized for the last stage's chunks.
+fn keep_spares_within(bytes: usize) {
+    SPARE_CUT.with(|s| s.borrow_mut().take());
+    SPARE_ENCODED.with(|s| *s.borrow_mut() = Vec::new());
+    SPARE_BLOCK.with(|s| {
+        let mut spare = s.borrow_mut();
+        let Some(block) = spare.as_mut() else {
+            return;
+        };
+        // A heap buffer would be moved (copied) to shrink, and its freed pages kept by the
+        // allocator all the same: not worth keeping.
+        if bytes < chunkmill_exec::memory::MMAP_THRESHOLD {
+            *spare = None;
+        } else if block.capacity() > bytes {
+            block.truncate(bytes);
+            block.shrink_to(bytes);
+            if block.capacity() > bytes {
+                *spare = None;
+            }
+        }
+    });
+}
+
 /// The byte range that `inner` occupies in a C-ordered buffer holding `outer`, when its
 /// elements are one run there (a piece of a block can then be read or written in place).
 fn contiguous_span(outer: &Region, inner: &Region, item: usize) -> Option<std::ops::Range<usize>> {
@@ -933,6 +959,11 @@ impl TaskRunner for StageRunner {
         SPARE_BLOCK.with(|s| s.borrow_mut().take());
         SPARE_CUT.with(|s| s.borrow_mut().take());
         SPARE_ENCODED.with(|s| *s.borrow_mut() = Vec::new());
+        chunkmill_compute::release_idle();
+    }
+
+    fn keep_idle_within(&self, bytes: u64) {
+        keep_spares_within(usize::try_from(bytes).unwrap_or(usize::MAX));
         chunkmill_compute::release_idle();
     }
 
