@@ -386,6 +386,20 @@ fn spare_or_zeroed(
     zeroed(len)
 }
 
+const PAGE: usize = 4096;
+
+/// `len` bytes of `buffer` (at least a page longer) from its first page boundary: a piece
+/// written from them or read into its place in them moves between the device and this memory
+/// with direct I/O, with no copy through a bounce buffer (`chunkmill_store`'s local writes and
+/// reads check the alignment).
+fn page_aligned(buffer: &mut [u8], len: usize) -> &mut [u8] {
+    let start = buffer
+        .as_ptr()
+        .align_offset(PAGE)
+        .min(buffer.len().saturating_sub(len));
+    &mut buffer[start..start + len]
+}
+
 /// Keeps this thread's spare buffers for tasks of another stage that count `bytes`: the
 /// block alone, shrunk in place to `bytes` at most, when it is a mapping of its own (its pages
 /// stay, and the next task reshapes it as [`spare_or_zeroed`] says); the cut and encode
@@ -856,11 +870,13 @@ impl StageRunner {
         let in_grid = stage.input.grid();
         let out_grid = stage.output.grid();
         let mut stats = TaskStats::default();
-        let mut block = block_buffer(region.num_elements() as usize * item);
+        let block_len = region.num_elements() as usize * item;
+        let mut buffer = block_buffer(block_len + PAGE);
+        let block = page_aligned(&mut buffer, block_len);
 
         for coords in in_grid.chunks_in(region) {
             superseded()?;
-            if let Some(read) = read_in_place(&input, in_grid, &coords, region, item, &mut block)
+            if let Some(read) = read_in_place(&input, in_grid, &coords, region, item, block)
                 .map_err(TaskError::failed)?
             {
                 stats.bytes_read += read;
@@ -869,7 +885,7 @@ impl StageRunner {
             let read = self
                 .read_chunk(&input, in_grid, &coords, stage.item_size)
                 .map_err(TaskError::failed)?;
-            read.place(&mut block, region, item);
+            read.place(block, region, item);
             stats.bytes_read += read.decoded;
         }
 
@@ -889,10 +905,9 @@ impl StageRunner {
                     let target = nominal_region(out_grid, &coords);
                     let at: Vec<u64> = coords.iter().zip(&out_offset).map(|(c, o)| c + o).collect();
                     let written = if target == *region {
-                        array.write_chunk_slice(&at, &block)
+                        array.write_chunk_slice(&at, block)
                     } else {
-                        let cut =
-                            cut_chunk(array, &block, region, &target, out_grid, &coords, item);
+                        let cut = cut_chunk(array, block, region, &target, out_grid, &coords, item);
                         let written = array.write_chunk_slice(&at, &cut);
                         SPARE_CUT.with(|s| *s.borrow_mut() = Some(cut));
                         written
@@ -921,10 +936,11 @@ impl StageRunner {
                     let written = match contiguous_span(region, &target, item) {
                         Some(span) => put(&block[span]),
                         None => {
-                            let mut cut =
-                                spare_or_zeroed(&SPARE_CUT, target.num_elements() as usize * item);
-                            copy_region(&block, region, &mut cut, &target, &target, item);
-                            let written = put(&cut);
+                            let len = target.num_elements() as usize * item;
+                            let mut cut = spare_or_zeroed(&SPARE_CUT, len + PAGE);
+                            let piece = page_aligned(&mut cut, len);
+                            copy_region(block, region, piece, &target, &target, item);
+                            let written = put(piece);
                             SPARE_CUT.with(|s| *s.borrow_mut() = Some(cut));
                             written
                         }
@@ -934,7 +950,7 @@ impl StageRunner {
                 }
             }
         }
-        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(block));
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(buffer));
         Ok(stats)
     }
 }
