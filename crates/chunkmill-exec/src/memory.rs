@@ -238,4 +238,22 @@ mod tests {
         assert!(peak.load(Ordering::SeqCst) <= 100);
         assert_eq!(pool.reserved(), 0);
     }
+
+    #[test]
+    fn a_reservation_shrinks_always_and_grows_only_into_free_memory() {
+        let pool = MemoryPool::new(100);
+        let mut a = pool.reserve(40);
+        let b = pool.reserve(50);
+        assert!(!a.try_resize(51), "only 10 free");
+        assert_eq!((a.bytes(), pool.reserved()), (40, 90));
+        assert!(a.try_resize(50));
+        assert_eq!((a.bytes(), pool.reserved()), (50, 100));
+        assert!(a.try_resize(20));
+        assert_eq!((a.bytes(), pool.reserved()), (20, 70));
+        // What the shrink freed is there for a waiting reservation.
+        let c = pool.try_reserve(30);
+        assert!(c.is_some());
+        drop((a, b, c));
+        assert_eq!(pool.reserved(), 0);
+    }
 }

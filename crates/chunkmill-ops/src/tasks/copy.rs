@@ -1130,4 +1130,38 @@ mod tests {
         assert_eq!(fresh.len(), 3 << 20);
         assert!(fresh.iter().all(|&b| b == 0));
     }
+
+    /// A view starts on a page and holds exactly the bytes asked, whatever the allocation's
+    /// own alignment.
+    #[test]
+    fn page_aligned_views_start_on_a_page() {
+        for skew in [0usize, 1, 16, 4095] {
+            let mut buffer = vec![0u8; 10_000 + PAGE + skew];
+            let view = page_aligned(&mut buffer[skew..], 10_000);
+            assert_eq!(view.len(), 10_000);
+            assert_eq!(view.as_ptr().align_offset(PAGE), 0);
+        }
+    }
+
+    /// Going on to another stage, a thread keeps its mapped block only within what the next
+    /// stage's task counts, and never its cut or encode buffers.
+    #[test]
+    fn spares_kept_for_another_stage_fit_its_projection() {
+        let big = 64 << 20;
+        let block = block_buffer(big);
+        let kept = block.as_ptr();
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(block));
+        SPARE_CUT.with(|s| *s.borrow_mut() = Some(vec![1u8; 1 << 20]));
+        keep_spares_within(40 << 20);
+        let capacity = SPARE_BLOCK.with(|s| s.borrow().as_ref().map(Vec::capacity));
+        assert!(capacity.is_some_and(|c| c <= 40 << 20), "{capacity:?}");
+        assert!(SPARE_CUT.with(|s| s.borrow().is_none()));
+        // The same mapping, shrunk in place: the next task finds its pages.
+        let again = block_buffer(40 << 20);
+        assert_eq!(again.as_ptr(), kept);
+        SPARE_BLOCK.with(|s| *s.borrow_mut() = Some(again));
+        // A stage whose tasks count less than a mapping of its own keeps nothing.
+        keep_spares_within(chunkmill_exec::memory::MMAP_THRESHOLD - 1);
+        assert!(SPARE_BLOCK.with(|s| s.borrow().is_none()));
+    }
 }
