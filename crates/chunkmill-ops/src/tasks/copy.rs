@@ -463,19 +463,18 @@ fn zeroed(len: usize) -> Vec<u8> {
     const HUGE: usize = 2 << 20;
     let mut buffer: Vec<u8> = Vec::with_capacity(len);
     if len >= 4 * HUGE {
-        let start = buffer.as_mut_ptr() as usize;
-        let aligned = start.next_multiple_of(HUGE);
-        let end = (start + len) / HUGE * HUGE;
-        if end > aligned {
-            // SAFETY: the range lies inside the allocation just made and not yet touched;
-            // madvise only sets a paging hint and never changes the memory's contents.
-            unsafe {
-                libc::madvise(
-                    aligned as *mut libc::c_void,
-                    end - aligned,
-                    libc::MADV_HUGEPAGE,
-                );
-            }
+        // The whole pages of the allocation, not only its 2 MiB-aligned middle: a hint on part
+        // of a mapping splits it in three, and a mapping in pieces cannot be grown in place
+        // (mremap fails with EFAULT), so the allocator moved a growing spare block by copying
+        // it into fresh pages, every one faulted and cleared. The kernel puts huge pages only
+        // where they fit whatever the hint covers.
+        let start = (buffer.as_mut_ptr() as usize) / PAGE * PAGE;
+        let end = (buffer.as_mut_ptr() as usize + len).next_multiple_of(PAGE);
+        // SAFETY: the range is the pages of the allocation just made (an anonymous mapping
+        // of its own at this size) and not yet touched; madvise only sets a paging hint and
+        // never changes the memory's contents.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         }
     }
     buffer.resize(len, 0);
@@ -1129,6 +1128,42 @@ mod tests {
         let fresh = block_buffer(3 << 20);
         assert_eq!(fresh.len(), 3 << 20);
         assert!(fresh.iter().all(|&b| b == 0));
+    }
+
+    /// The mappings of this process that overlap `[start, end)`.
+    fn mappings_over(start: usize, end: usize) -> usize {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        maps.lines()
+            .filter_map(|line| {
+                let (range, _) = line.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                ))
+            })
+            .filter(|&(a, b)| a < end && b > start)
+            .count()
+    }
+
+    /// A large block stays one mapping once hinted for huge pages, so it can grow in place
+    /// (a mapping split by a hint on its middle made every growth a copy into fresh pages).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_large_block_is_one_mapping_that_grows_in_place() {
+        let len = (40 << 20) + 12_345;
+        let mut block = zeroed(len);
+        let start = block.as_ptr() as usize;
+        assert_eq!(mappings_over(start, start + len), 1);
+        // Shrunk, then grown again past its first size: the pages stay where they were
+        // mapped (only moved, never copied), which is what a single mapping allows.
+        block[100] = 9;
+        block.truncate(len / 2);
+        block.shrink_to(len / 2);
+        block.reserve_exact(len);
+        let grown = block.as_ptr() as usize;
+        assert_eq!(mappings_over(grown, grown + block.capacity()), 1);
+        assert_eq!(block[100], 9);
     }
 
     /// A view starts on a page and holds exactly the bytes asked, whatever the allocation's
