@@ -230,10 +230,14 @@ impl<'a> Scheduler<'a> {
     /// The reservation of a thread going from a task of one stage to one of `run`'s. Resized
     /// in place when the pool allows it now, the thread keeping its spare buffers within the
     /// new size: a block of the last stage's size is reshaped in place, where a fresh one
-    /// cost a page fault and a page clear per page (a sixth of convert's time went to them
-    /// when the arrays' stages alternated on a thread). Otherwise everything is given back
-    /// and the thread waits for the new size as any other.
-    fn switch_stage<'p>(&'p self, mut reservation: Reservation<'p>, run: &StageRun) -> Reservation<'p> {
+    /// cost a page fault and a page clear per page each time a thread went from one array's
+    /// stage to another's. Otherwise everything is given back and the thread waits for the
+    /// new size as any other.
+    fn switch_stage<'p>(
+        &'p self,
+        mut reservation: Reservation<'p>,
+        run: &StageRun,
+    ) -> Reservation<'p> {
         let bytes = run.stage.projected_mem;
         if bytes <= reservation.bytes() {
             // Trimmed before the reservation shrinks: what the thread keeps is always reserved.

@@ -190,7 +190,15 @@ fn direct_values_from_and_into_buffers_of_any_alignment() {
         Store::open_scratch(path).unwrap(),
         Store::open_output(path).unwrap(),
     );
-    let lens = [1usize, 511, 4096, 4097, (1 << 20) + 7, 3 << 20, (17 << 20) + 4099];
+    let lens = [
+        1usize,
+        511,
+        4096,
+        4097,
+        (1 << 20) + 7,
+        3 << 20,
+        (17 << 20) + 4099,
+    ];
     for (i, len) in lens.into_iter().enumerate() {
         let value = testing::pattern(len, i as u8);
         for offset in [0usize, 512, 8, 1] {
