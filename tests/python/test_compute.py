@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 import oracle
 
@@ -423,3 +424,75 @@ def test_reductions_over_kept_boxes_match_xarray_for_each_stored_type(tmp_path):
         assert got[name].dtype == want.dtype, (stmt, got[name].dtype, want.dtype)
         np.testing.assert_allclose(got[name].values, want.values, rtol=1e-5, equal_nan=True,
                                    err_msg=stmt)
+
+
+def test_cf_packed_inputs_unpack_as_xarray_decodes_them(tmp_path):
+    """Inputs packed as archives pack them (int16 with scale_factor, add_offset and a
+    _FillValue; uint8 with a scale alone; int32 with an offset alone; a one-element list as
+    netCDF tools write it) read as xarray decodes them: float64, masked, unpacked, through a
+    plain read, a reduction, a groupby mean and an irregular last chunk; the outputs carry no
+    packing for a reader to apply again."""
+    rng = np.random.default_rng(5)
+    shape = (30, 9, 13)  # chunks (7, 4, 5): every last chunk partial
+    dims = ("time", "lat", "lon")
+    temp = rng.normal(285, 12, shape)
+    temp[rng.random(shape) < 0.1] = np.nan
+    ds = xr.Dataset(
+        {
+            "t": (dims, temp, {"units": "K"}),
+            "c": (dims, rng.uniform(0, 1, shape)),
+            "p": (dims, rng.normal(101325, 800, shape)),
+        },
+        coords={"time": np.arange(30.0), "lat": np.linspace(-40, 40, 9), "lon": np.arange(13.0)},
+    )
+    ds["time"].attrs = {"units": "days since 2001-01-01", "calendar": "standard"}
+    enc = {
+        "t": {"dtype": "int16", "scale_factor": 0.01, "add_offset": 280.0, "_FillValue": -32767,
+              "chunks": (7, 4, 5)},
+        "c": {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": None, "chunks": (7, 4, 5)},
+        "p": {"dtype": "int32", "add_offset": 100000.0, "_FillValue": None, "chunks": (7, 4, 5)},
+    }
+    path = tmp_path / "packed.zarr"
+    ds.to_zarr(path, encoding=enc, zarr_format=3, consolidated=False)
+    # netCDF tools write attributes as one-element lists; xarray takes the element
+    root = zarr.open_group(path, mode="r+")
+    root["p"].attrs["add_offset"] = [100000.0]
+    packed = xr.open_zarr(path, consolidated=False)
+    assert packed.t.encoding["dtype"] == np.int16 and packed.t.dtype == np.float64
+    stmts = {
+        "tt = t": packed.t,
+        "tm = t.mean('time')": packed.t.mean("time"),
+        "ta = t - t.mean('time')": packed.t - packed.t.mean("time"),
+        "cs = (c * p).sum('lat')": (packed.c * packed.p).sum("lat"),
+        "pm = p.max('lon')": packed.p.max("lon"),
+        "tg = t.groupby('time.month').mean('time')": packed.t.groupby("time.month").mean("time"),
+    }
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", "--input", f"ds={path}", *stmts, "--output", out, "--max-mem", "256MB",
+              "--no-progress")
+    got = xr.open_zarr(out)
+    for stmt, want in stmts.items():
+        name = stmt.split(" =")[0]
+        want = want.compute()
+        assert got[name].dtype == want.dtype == np.float64, (stmt, got[name].dtype, want.dtype)
+        if name == "tt":  # each value unpacked as xarray does it, bit for bit
+            np.testing.assert_array_equal(got[name].values, want.values, err_msg=stmt)
+        else:  # sums in another order than numpy's pairwise one (anomalies cancel: atol)
+            np.testing.assert_allclose(got[name].values, want.values, rtol=1e-12, atol=1e-9, equal_nan=True,
+                                       err_msg=stmt)
+        raw = zarr.open_array(out, path=name)
+        assert not {"scale_factor", "add_offset"} & set(raw.attrs), (stmt, dict(raw.attrs))
+
+
+def test_an_integer_scale_alone_is_refused_before_writing(tmp_path):
+    """xarray would "unpack" an integer scale_factor without an add_offset into an integer
+    type: compute refuses it, naming the array, and writes nothing."""
+    path = tmp_path / "in.zarr"
+    xr.Dataset({"v": (("x",), np.arange(10, dtype="int16"))}).to_zarr(path, zarr_format=3, consolidated=False)
+    zarr.open_array(path, path="v", mode="r+").attrs["scale_factor"] = 2
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", "m = v.mean('x')", "--output", out,
+                   "--max-mem", "64MB", "--no-progress")
+    oracle.assert_one_error_line(r, codes=[2, 3], mentions=["scale_factor", "integer"])
+    assert not out.exists()
+    assert not (tmp_path / "out.zarr.work").exists()

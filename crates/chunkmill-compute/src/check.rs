@@ -1267,6 +1267,7 @@ mod tests {
             dims: vec!["time".into(), "lat".into()],
             attrs: Map::new(),
             missing: vec![],
+            unpack: None,
         });
         inputs.names.insert("air".into(), (0, BTreeMap::new()));
         let script = crate::syntax::parse(script).map_err(|e| CheckError {
