@@ -496,3 +496,33 @@ def test_an_integer_scale_alone_is_refused_before_writing(tmp_path):
     oracle.assert_one_error_line(r, codes=[2, 3], mentions=["scale_factor", "integer"])
     assert not out.exists()
     assert not (tmp_path / "out.zarr.work").exists()
+
+
+def test_integer_arithmetic_wraps_as_numpy_does(tmp_path):
+    """Integer results beyond their type's range wrap around as numpy's do (int16 products and
+    sums, uint8 sums, negation and abs and floor division of the minimum), and integer sums
+    accumulate in int64 as numpy's do."""
+    path = tmp_path / "in.zarr"
+    xr.Dataset({
+        "n": (("x",), np.array([300, -300, 200, 32767, -32768, 7], dtype="int16")),
+        "u": (("x",), np.array([200, 100, 255, 0, 1, 2], dtype="uint8")),
+    }).to_zarr(path, zarr_format=3, consolidated=False)
+    ds = xr.open_zarr(path, consolidated=False)
+    with np.errstate(over="ignore"):
+        stmts = {
+            "a = n * n": ds.n * ds.n,
+            "b = n + n - 7": ds.n + ds.n - 7,
+            "c = u + u": ds.u + ds.u,
+            "d = -n": -ds.n,
+            "e = abs(n)": abs(ds.n),
+            "g = n // -1": ds.n // -1,
+            "s = (n * n).sum()": (ds.n * ds.n).sum(),
+        }
+        wants = {stmt: want.compute() for stmt, want in stmts.items()}
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", "--input", f"ds={path}", *stmts, "--output", out, "--max-mem", "64MB", "--no-progress")
+    got = xr.open_zarr(out, consolidated=False)
+    for stmt, want in wants.items():
+        name = stmt.split(" =")[0]
+        assert got[name].dtype == want.dtype, (stmt, got[name].dtype, want.dtype)
+        np.testing.assert_array_equal(got[name].values, want.values, err_msg=stmt)
