@@ -166,7 +166,38 @@ BAD = {
     "m = n // 0": (2, ["integer division by zero"]),
     "m = air + air.isel(lat=slice(0, 3))": (2, ["dimension 'lat' has size 7", "3"]),
     "m = air.sel(time='2000-02-30')": (2, ["1:18", "'2000-02-30' is not a date of the standard calendar"]),
+    "m = air.sel(lat=44.0, method='nearest', tolerance=0.5)": (2, ["no label 44", "tolerance=0.5"]),
+    "m = air.sel(lon=199.0, method='pad')": (2, ["no label 199", "method='pad'"]),
+    "m = air.sel(lat=44.0, method='closest')": (2, ["method 'closest'"]),
+    "m = air.sel(lat=slice(60, 30), method='nearest')": (2, ["method= takes one number"]),
+    "m = air.sel(lat=45.0, tolerance=1)": (2, ["tolerance needs a method"]),
 }
+
+
+SEL_INEXACT = {
+    "a = air.sel(lat=44.0, lon=203.4, method='nearest')":
+        lambda d: d.air.sel(lat=44.0, lon=203.4, method="nearest"),
+    "a = air.sel(lat=50.0, method='nearest').mean('time')":  # a tie, on a descending coordinate
+        lambda d: d.air.sel(lat=50.0, method="nearest").mean("time"),
+    "a = air.sel(lon=204.5, method='nearest')":  # a tie, on an increasing one
+        lambda d: d.air.sel(lon=204.5, method="nearest"),
+    "a = air.sel(lat=44.0, method='pad') - air.sel(lat=44.0, method='bfill')":
+        lambda d: d.air.sel(lat=44.0, method="pad") - d.air.sel(lat=44.0, method="bfill"),
+    "a = air.sel(lon=199.0, method='backfill', tolerance=1.5) + air.sel(lon=300.0, method='ffill')":
+        lambda d: d.air.sel(lon=199.0, method="backfill", tolerance=1.5) + d.air.sel(lon=300.0, method="ffill"),
+}
+
+
+@pytest.mark.parametrize("expr", list(SEL_INEXACT))
+def test_sel_with_a_method_picks_the_labels_xarray_picks(tmp_path, src, expr):
+    path, ds = src
+    got = compute(tmp_path, path, expr)
+    want = SEL_INEXACT[expr](ds).compute()
+    assert got.a.dims == want.dims
+    for dim in want.dims:  # the picked label shows in the values (the selected scalar
+        # coordinate itself is not written)
+        np.testing.assert_array_equal(got.a[dim].values, want[dim].values, err_msg=f"{expr}: {dim}")
+    np.testing.assert_allclose(got.a.values, want.values, rtol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("expr", list(BAD))
