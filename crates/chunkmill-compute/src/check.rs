@@ -869,12 +869,14 @@ impl Call<'_> {
                 "nearest" => Inexact::Nearest,
                 "pad" | "ffill" => Inexact::Pad,
                 "backfill" | "bfill" => Inexact::Backfill,
-                other => return err(
-                    *pos,
-                    format!(
+                other => {
+                    return err(
+                        *pos,
+                        format!(
                         "sel: method '{other}' is not one of nearest, pad, ffill, backfill, bfill"
                     ),
-                ),
+                    )
+                }
             }),
             Some((_, pos)) => return err(*pos, "sel: method is a name, like method=\"nearest\""),
         };
