@@ -103,6 +103,8 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     let cache_arrays = cache.arrays();
     let prepared = prepare(options)?;
     let work = Store::open(&prepared.work_dir)?;
+    // Before the record is read: a FIFO there would block the read.
+    crate::work_files::check_work_dir(&prepared.work_dir)?;
     let record: Option<AppendRecord> = if run.resume {
         work.get_json(RECORD_KEY)
             .ok()

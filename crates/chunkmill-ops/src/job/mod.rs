@@ -331,6 +331,7 @@ pub fn run_job(
             .map_err(|e| touched(OpsError::Failed(e)))?;
     } else {
         start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
+        safety::record_created_temp(&work, options.temp.as_deref())?;
     }
     write_job_files(job, &work, &write).map_err(touched)?;
     if options.prepare_only {
@@ -373,6 +374,7 @@ pub fn run_job(
     }
     // Killed backup copies of slow tasks (processes, SLURM) may have left temporary files.
     safety::sweep(&[&job.write_url, &job.temp]).map_err(touched)?;
+    safety::remove_created_temp(&work, &job.temp).map_err(touched)?;
     // Everything written is on disk before the target is swapped in or reported done.
     chunkmill_store::sync_pending()
         .about("syncing what was written")
