@@ -316,3 +316,20 @@ def test_a_failed_run_keeps_its_pieces_for_the_resume(tmp_path):
     oracle.ok(*args, "--resume")
     assert_rechunked(box / "out.zarr", data)
     assert not temp.exists()
+
+
+def test_the_end_of_a_run_removes_only_what_it_wrote_in_its_work_dir(tmp_path):
+    """A finished job removes the work dir it chose; what someone put there meanwhile (a note,
+    logs) used to go with it. Now only chunkmill's own entries go, and the dir stays with
+    the rest, unchanged."""
+    box = make_box(tmp_path)
+    data = big_source(box)
+    oracle.ok(*job_args("rechunk", box), "--prepare")
+    work = box / "out.zarr.work"
+    (work / "notes.txt").write_text("mine\n")
+    (work / "logs").mkdir()
+    (work / "logs" / "a.log").write_text("also mine\n")
+    theirs = {k: v for k, v in snapshot(work).items() if k.split("/")[0] in ("notes.txt", "logs")}
+    oracle.ok(*job_args("rechunk", box), "--resume")
+    assert_rechunked(box / "out.zarr", data)
+    assert snapshot(work) == theirs

@@ -3,6 +3,7 @@
 //! first write, the lock it holds while running, and the end of a run (the new target swapped
 //! in, temporary files swept, the work dir removed).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use chunkmill_store::guard::{self, Existing, Lock, Protected};
@@ -347,10 +348,11 @@ pub(crate) fn swap(work: &Store, target: &Store, staging: &Path) -> Result<(), O
     Ok(())
 }
 
-/// Removes a work dir after a successful run: everything in it, then its lock (by dropping
-/// `locks`), then the directory. Only a work dir chunkmill chose is removed this way (never
-/// one given with `--work-dir`), and [`check_paths`] refused to start in one that held
-/// anything but a chunkmill run.
+/// Removes a work dir after a successful run: everything chunkmill writes in it, then its lock
+/// (by dropping `locks`), then the directory if nothing else is left. Only a work dir
+/// chunkmill chose is removed this way (never one given with `--work-dir`), and
+/// [`check_paths`] refused to start in one that held anything but a chunkmill run; what
+/// someone put there since (a note, a log) stays, and so does the directory holding it.
 ///
 /// # Errors
 /// [`OpsError::Failed`] when something cannot be removed.
@@ -368,6 +370,13 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             entries.sort_by_key(|e| e.file_name() == "plan.json");
             for entry in entries {
                 if entry.file_name() == LOCK_KEY {
+                    continue;
+                }
+                if !crate::work_files::is_ours_in_work_dir(&entry.file_name()) {
+                    tracing::warn!(
+                        "{}: left in place: chunkmill did not write it",
+                        entry.path().display()
+                    );
                     continue;
                 }
                 let path = entry.path();
@@ -392,7 +401,8 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             let mut keys = work.list("")?;
             keys.sort_by_key(|k| k == "plan.json");
             for key in keys {
-                if key != LOCK_KEY {
+                let top = key.split('/').next().unwrap_or_default();
+                if key != LOCK_KEY && crate::work_files::is_ours_in_work_dir(OsStr::new(top)) {
                     work.erase(&key)?;
                 }
             }
@@ -404,7 +414,19 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
 
 #[cfg(test)]
 mod tests {
-    use super::is_intermediate;
+    use super::{is_intermediate, job_temp_name};
+
+    #[test]
+    fn each_target_has_its_own_temp_dir_however_it_is_written() -> Result<(), std::io::Error> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a.zarr").display().to_string();
+        let a_again = dir.path().join("x/../a.zarr/").display().to_string();
+        let b = dir.path().join("b.zarr").display().to_string();
+        assert_eq!(job_temp_name(&a), job_temp_name(&a_again));
+        assert_ne!(job_temp_name(&a), job_temp_name(&b));
+        assert!(is_intermediate(&format!("{}/a0-s0/1", job_temp_name(&a))));
+        Ok(())
+    }
 
     #[test]
     fn intermediates_are_told_from_foreign_keys() {
@@ -415,6 +437,8 @@ mod tests {
             "c12-split/4",
             "c5-anom-in/0",
             "c7-k1-r0/2",
+            "chunkmill-0123456789abcdef/a0-s1/3",
+            "chunkmill-0123456789abcdef/c3-r0-g1/0",
         ] {
             assert!(is_intermediate(ours), "{ours}");
         }
@@ -429,6 +453,9 @@ mod tests {
             "a1-s/0",
             "notes.txt",
             "c1-a b/0",
+            "chunkmill-0123/a0-s1/3",
+            "chunkmill-0123456789abcdef/notes.txt",
+            "other-0123456789abcdef/a0-s1/3",
         ] {
             assert!(!is_intermediate(foreign), "{foreign}");
         }

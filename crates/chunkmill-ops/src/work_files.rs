@@ -29,11 +29,7 @@ const WORK_FILES: &[&str] = &[
 
 /// The directories at the top of a work dir: the default intermediates, SLURM's logs,
 /// virtualize's scan (and every plan's markers, named by the plan id).
-const WORK_DIRS: &[&str] = &[
-    crate::job::plan::DEFAULT_TEMP,
-    "slurm-logs",
-    "scan",
-];
+const WORK_DIRS: &[&str] = &[crate::job::plan::DEFAULT_TEMP, "slurm-logs", "scan"];
 
 /// The record of completion in a plan's markers directory.
 const COMPLETE: &str = "complete.json";
@@ -64,6 +60,16 @@ fn expected_in_work_dir(parts: &[&OsStr]) -> Expect {
         [plan, _, _] if is_plan_id(plan) => Expect::File,
         _ => Expect::Either,
     }
+}
+
+/// Whether an entry at the top of a work dir is one chunkmill writes there: a work file, one
+/// of its directories, a plan's markers, or the temporary file of a write a kill cut short.
+/// The end of a run removes these and nothing else.
+pub(crate) fn is_ours_in_work_dir(name: &OsStr) -> bool {
+    matches!(expected_in_work_dir(&[name]), Expect::File | Expect::Dir)
+        || name
+            .to_str()
+            .is_some_and(|n| n.ends_with(chunkmill_store::guard::PARTIAL_SUFFIX))
 }
 
 fn kind_of(t: FileType) -> &'static str {
@@ -109,8 +115,8 @@ impl Tree<'_> {
         if !own.is_symlink() {
             return Ok(own);
         }
-        let target = std::fs::read_link(path)
-            .map_or_else(|_| "?".to_string(), |t| t.display().to_string());
+        let target =
+            std::fs::read_link(path).map_or_else(|_| "?".to_string(), |t| t.display().to_string());
         match std::fs::canonicalize(path) {
             Ok(real) if real.starts_with(&self.root) => std::fs::metadata(&real)
                 .map(|m| m.file_type())
@@ -181,7 +187,12 @@ fn check_tree(url: &str, role: &str, expect: fn(&[&OsStr]) -> Expect) -> Result<
         // `check_paths` names a work dir or --temp that is a file.
         return Ok(());
     }
-    Tree { root: root.clone(), role, expect }.check(&root, &mut Vec::new())
+    Tree {
+        root: root.clone(),
+        role,
+        expect,
+    }
+    .check(&root, &mut Vec::new())
 }
 
 /// Refuses a work dir holding anything chunkmill would not have written there: a work file
@@ -269,17 +280,36 @@ mod tests {
         let cases: [(&str, Make, &str); 6] = [
             ("cores.json", |p, _| std::fs::create_dir(p), "a directory"),
             ("plan.json", |p, _| mkfifo(p), "FIFO"),
-            ("intermediate", |p, _| std::fs::write(p, "x"), "keeps a directory"),
-            ("0123456789abcdef", |p, _| std::fs::write(p, "x"), "keeps a directory"),
-            ("cores.json", |p, o| std::os::unix::fs::symlink(o, p), "outside"),
-            ("lock", |p, _| std::os::unix::fs::symlink("/nowhere/x", p), "does not exist"),
+            (
+                "intermediate",
+                |p, _| std::fs::write(p, "x"),
+                "keeps a directory",
+            ),
+            (
+                "0123456789abcdef",
+                |p, _| std::fs::write(p, "x"),
+                "keeps a directory",
+            ),
+            (
+                "cores.json",
+                |p, o| std::os::unix::fs::symlink(o, p),
+                "outside",
+            ),
+            (
+                "lock",
+                |p, _| std::os::unix::fs::symlink("/nowhere/x", p),
+                "does not exist",
+            ),
         ];
         for (i, (name, make, says)) in cases.into_iter().enumerate() {
             let work = dir.path().join(format!("w{i}"));
             std::fs::create_dir(&work)?;
             make(&work.join(name), &outside)?;
             let message = refused(&work).ok_or(format!("{name}: not refused"))?;
-            assert!(message.contains(name) && message.contains(says), "{message}");
+            assert!(
+                message.contains(name) && message.contains(says),
+                "{message}"
+            );
         }
         Ok(())
     }
