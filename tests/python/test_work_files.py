@@ -92,20 +92,17 @@ def make_box(root: Path) -> Path:
     return box
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """Per job, a sandbox whose work dir a run prepared (plan and work files written, the
-    target's metadata created, no task run): what `--resume` continues."""
-    boxes = {}
-    for job in ("rechunk", "convert", "append", "compute"):
-        box = make_box(tmp_path_factory.mktemp(job))
-        if job == "append":
-            oracle.ok("convert", box / "in" / "a.nc", box / "out.zarr", "--chunks", "time=6,x=8",
-                      "--max-mem", "64MB", "--no-progress")
-        oracle.ok(*job_args(job, box), "--prepare")
-        assert (box / "out.zarr.work" / "plan.json").is_file()
-        boxes[job] = box
-    return boxes
+def prepare(job: str, root: Path) -> Path:
+    """A sandbox whose work dir a run of `job` prepared (plan and work files written, the
+    target's metadata created, no task run): what `--resume` continues. Made where the test
+    runs it: the plan holds absolute paths."""
+    box = make_box(root)
+    if job == "append":
+        oracle.ok("convert", box / "in" / "a.nc", box / "out.zarr", "--chunks", "time=6,x=8",
+                  "--max-mem", "64MB", "--no-progress")
+    oracle.ok(*job_args(job, box), "--prepare")
+    assert (box / "out.zarr.work" / "plan.json").is_file()
+    return box
 
 
 def make_fifo(p: Path) -> None:
@@ -139,13 +136,37 @@ CASES = [(job, name, kind)
          if not (name == "lock" and kind not in ("fifo", "directory"))]
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Per job, a prepared sandbox and a pristine copy of it; `restore(job)` puts the copy back
+    at the sandbox's own path (its plan holds absolute paths) and returns that path."""
+    boxes = {job: prepare(job, tmp_path_factory.mktemp(job))
+             for job in ("rechunk", "convert", "append", "compute")}
+    for box in boxes.values():
+        shutil.copytree(box, box.with_name("pristine"), symlinks=True)
+
+    def restore(job: str) -> Path:
+        box = boxes[job]
+        shutil.rmtree(box)
+        shutil.copytree(box.with_name("pristine"), box, symlinks=True)
+        return box
+
+    return restore
+
+
+@pytest.mark.parametrize("job", ["rechunk", "convert", "append", "compute"])
+def test_the_premise_a_prepared_work_dir_resumes(prepared, job):
+    box = prepared(job)
+    r = oracle.ok(*job_args(job, box), "--resume", "--json")
+    assert json.loads(r.stdout)["tasks_run"] > 0
+
+
 @pytest.mark.parametrize("job,name,kind", CASES)
-def test_a_work_file_of_another_kind_is_refused_before_anything_is_written(tmp_path, prepared, job,
-                                                                          name, kind):
+def test_a_work_file_of_another_kind_is_refused_before_anything_is_written(prepared, job, name,
+                                                                          kind):
     """The hostile pass's cases: `cores.json` a directory failed the resume with exit 1 after the
     target was written; a FIFO hung it forever. Every job now refuses, naming the path."""
-    box = tmp_path / "box"
-    shutil.copytree(prepared[job], box, symlinks=True)
+    box = prepared(job)
     path = box / "out.zarr.work" / name
     if path.exists():
         path.unlink()
