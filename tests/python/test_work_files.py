@@ -354,3 +354,22 @@ def test_the_end_of_a_run_removes_only_what_it_wrote_in_its_work_dir(tmp_path):
     oracle.ok(*job_args("rechunk", box), "--resume")
     assert_rechunked(box / "out.zarr", data)
     assert snapshot(work) == theirs
+
+
+def test_a_fresh_run_after_a_failed_one_leaves_none_of_its_pieces(tmp_path):
+    """A run that failed left its pieces in its directory of --temp; the next run on the same
+    target, a fresh start of another plan (more memory: a direct copy), wrote none there and so
+    erased none of them: after its success they, and the --temp the failed run created, were
+    left. A fresh start now abandons them; after success nothing is left."""
+    box = make_box(tmp_path)
+    data = big_source(box)
+    temp = box / "scratch"
+    args = [*job_args("rechunk", box), "--temp", temp]
+    r = run(*args, "--retries", "0", env={"CHUNKMILL_TEST_FAULT_RATE": "0.3"})
+    assert r.returncode == 1, oracle.describe(r)
+    assert any(p.is_file() for p in temp.rglob("*")), "the premise: the failed run left pieces"
+    direct = [a if a != "64MB" else "200MB" for a in args]
+    assert json.loads(oracle.ok("plan", *direct[:-3], "--json").stdout)["bytes_intermediate"] == 0
+    oracle.ok(*direct, "--overwrite")
+    assert_rechunked(box / "out.zarr", data)
+    assert not temp.exists(), sorted(map(str, temp.rglob("*")))

@@ -23,14 +23,14 @@ pub(crate) struct JobPaths<'a> {
 }
 
 /// The work dir's lock file (or lease object).
-pub(crate) const LOCK_KEY: &str = "lock";
+pub(crate) const LOCK_KEY: &str = crate::work_files::LOCK_KEY;
 /// The directories of `--temp` a job created (absent when it started), recorded in its work
 /// dir before its first piece, so that after success it removes exactly those, even when it
 /// was resumed: never a `--temp` that existed before, nor a directory holding anything.
-pub(crate) const CREATED_KEY: &str = "created.json";
+pub(crate) const CREATED_KEY: &str = crate::work_files::CREATED_KEY;
 /// Written to the work dir just before the new target is swapped in: a resumed run that
 /// finds it finishes the swap instead of writing anything.
-pub(crate) const SWAP_KEY: &str = "swap.json";
+pub(crate) const SWAP_KEY: &str = crate::work_files::SWAP_KEY;
 
 fn open(url: &str) -> Result<Store, OpsError> {
     Ok(Store::open(url)?)
@@ -178,7 +178,12 @@ pub(crate) fn staged_write_url(
 /// targets (the target's lock), so different directories; a resumed job finds its own again.
 pub(crate) fn job_temp_name(target: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(crate::work::absolute_url(target).as_bytes());
+    let absolute = Store::open(target)
+        .ok()
+        .and_then(|store| store.local_path())
+        .and_then(|path| guard::canonical(&path).ok())
+        .map_or_else(|| target.to_string(), |path| path.display().to_string());
+    let digest = sha2::Sha256::digest(absolute.as_bytes());
     format!("{JOB_TEMP_PREFIX}{}", hex::encode(&digest[..8]))
 }
 
@@ -241,7 +246,7 @@ pub(crate) fn record_created_temp(work: &Store, temp: Option<&str>) -> Result<()
     let Some(temp) = temp.and_then(|t| open(t).ok()?.local_path()) else {
         return Ok(());
     };
-    let temp = PathBuf::from(crate::work::absolute_url(&temp.display().to_string()));
+    let temp = guard::canonical(&temp)?;
     let mut created: Vec<PathBuf> = temp
         .ancestors()
         .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
@@ -272,6 +277,10 @@ fn recorded_temp_dirs(work: &Store) -> Result<Vec<PathBuf>, OpsError> {
 /// # Errors
 /// [`OpsError`] when the work dir cannot be read.
 pub(crate) fn remove_created_temp(work: &Store, job_temp: &str) -> Result<(), OpsError> {
+    // No intermediates dir (a job with nothing to do): "" would open the current directory.
+    if job_temp.is_empty() {
+        return Ok(());
+    }
     if let Some(own) = open(job_temp)?.local_path() {
         if !remove_if_empty(&own) {
             return Ok(());

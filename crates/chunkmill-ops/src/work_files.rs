@@ -14,22 +14,37 @@ use chunkmill_store::Store;
 
 use crate::OpsError;
 
+/// The work dir's lock file (or lease object).
+pub(crate) const LOCK_KEY: &str = "lock";
+/// The cores a job's plan kinds were compared at.
+pub(crate) const CORES_KEY: &str = "cores.json";
+/// The cost coefficients a job's plan was built from.
+pub(crate) const COSTS_KEY: &str = "costs.json";
+/// An append's record.
+pub(crate) const APPEND_KEY: &str = "append.json";
+/// The directories of `--temp` a job created.
+pub(crate) const CREATED_KEY: &str = "created.json";
+/// The record of a swap under way.
+pub(crate) const SWAP_KEY: &str = "swap.json";
+/// The intermediates dir in a work dir, when no `--temp` is given.
+pub(crate) const DEFAULT_TEMP: &str = "intermediate";
+
 /// The regular files at the top of a work dir, by key.
 const WORK_FILES: &[&str] = &[
     "plan.json",
-    crate::job::plan::CORES_KEY,
-    crate::job::costs::RECORD_KEY,
-    crate::convert::append::RECORD_KEY,
-    crate::safety::SWAP_KEY,
-    crate::safety::LOCK_KEY,
-    crate::safety::CREATED_KEY,
+    CORES_KEY,
+    COSTS_KEY,
+    APPEND_KEY,
+    SWAP_KEY,
+    LOCK_KEY,
+    CREATED_KEY,
     "sources.json",
     "scan-inputs.txt",
 ];
 
 /// The directories at the top of a work dir: the default intermediates, SLURM's logs,
 /// virtualize's scan (and every plan's markers, named by the plan id).
-const WORK_DIRS: &[&str] = &[crate::job::plan::DEFAULT_TEMP, "slurm-logs", "scan"];
+const WORK_DIRS: &[&str] = &[DEFAULT_TEMP, "slurm-logs", "scan"];
 
 /// The record of completion in a plan's markers directory.
 const COMPLETE: &str = "complete.json";
@@ -204,6 +219,15 @@ fn check_tree(url: &str, role: &str, expect: fn(&[&OsStr]) -> Expect) -> Result<
 /// [`OpsError::Refused`] naming the path and what it is.
 pub fn check_work_dir(work_dir: &str) -> Result<(), OpsError> {
     check_tree(work_dir, "the work dir", expected_in_work_dir)
+}
+
+/// The work dir's store, once [`check_work_dir`] found nothing of another kind in it.
+///
+/// # Errors
+/// As [`check_work_dir`], and [`OpsError`] when the store cannot be opened.
+pub(crate) fn open_checked(work_dir: &str) -> Result<Store, OpsError> {
+    check_work_dir(work_dir)?;
+    Ok(Store::open(work_dir)?)
 }
 
 /// Refuses an intermediates dir (`--temp`) holding a FIFO, socket or device, or a symbolic

@@ -467,6 +467,11 @@ fn start_afresh(
     markers.clear()?;
     work.erase(&complete_key(&job.plan))?;
     work.erase(safety::SWAP_KEY)?;
+    // The job's own intermediates dir holds only what earlier runs of a job on this target
+    // left (another plan's pieces, which no run would erase): a fresh start abandons them.
+    if !job.temp.is_empty() {
+        Store::open(&job.temp)?.erase_prefix("")?;
+    }
     Ok(())
 }
 
