@@ -46,8 +46,9 @@ const WORK_FILES: &[&str] = &[
 /// virtualize's scan (and every plan's markers, named by the plan id).
 const WORK_DIRS: &[&str] = &[DEFAULT_TEMP, "slurm-logs", "scan"];
 
-/// The record of completion in a plan's markers directory.
-const COMPLETE: &str = "complete.json";
+/// The files in a plan's markers directory beside its stages: the record of completion and
+/// the SLURM executor's record of its jobs.
+const PLAN_FILES: &[&str] = &["complete.json", "slurm-jobs.json"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -69,7 +70,9 @@ fn expected_in_work_dir(parts: &[&OsStr]) -> Expect {
         [name] if WORK_DIRS.iter().any(|d| OsStr::new(d) == *name) || is_plan_id(name) => {
             Expect::Dir
         }
-        [plan, name] if is_plan_id(plan) && *name == OsStr::new(COMPLETE) => Expect::File,
+        [plan, name] if is_plan_id(plan) && PLAN_FILES.iter().any(|f| OsStr::new(f) == *name) => {
+            Expect::File
+        }
         // A stage's markers, one file per done task.
         [plan, _] if is_plan_id(plan) => Expect::Dir,
         [plan, _, _] if is_plan_id(plan) => Expect::File,
@@ -288,6 +291,8 @@ mod tests {
         std::fs::write(work.join("plan.json"), "{}")?;
         std::fs::write(work.join("cores.json"), "{}")?;
         std::fs::write(work.join("0123456789abcdef/000-0/3"), "{}")?;
+        std::fs::write(work.join("0123456789abcdef/slurm-jobs.json"), "{}")?;
+        std::fs::write(work.join("0123456789abcdef/complete.json"), "{}")?;
         std::fs::write(work.join("intermediate/a0-s0/3"), "x")?;
         std::os::unix::fs::symlink(work.join("plan.json"), work.join("notes"))?;
         assert_eq!(refused(&work), None);
