@@ -30,7 +30,8 @@ LABELS = {
     "xarray-dask-threads": "xarray + dask (h5netcdf), threaded scheduler ({w} threads, no memory limit)",
     "rechunker": "rechunker 0.5.4 (netcdf4; max_mem {mm}, execute() on the LocalCluster, memory_limit auto)",
 }
-BAR_SPEEDUP = 5           # chunkmill >= 5x faster than xarray + dask, same run
+BAR_SPEEDUP = 5           # chunkmill >= 5x faster than xarray + dask, same run (issue 4)
+FLOOR_BAR_SPEEDUP = 8     # issue 13: >= 8x faster than xarray + dask (h5netcdf, threaded)
 BUDGET_MB = 1000          # --max-mem 1GB
 
 
@@ -181,6 +182,34 @@ def main() -> int:
                    f"{'met' if peak(cm) <= BUDGET_MB else 'NOT met'}")
         bar.append(f"- chunkmill's output equals open_mfdataset of the originals: {cm.get('verified', 'not checked')}")
 
+    floor = load_json(os.path.join(raw, "codec_floor.json"))
+    floor_lines = []
+    if floor:
+        def pick(kind, w):
+            return next((x for x in floor[kind] if x["workers"] == w), None)
+        for w in sorted({x["workers"] for x in floor["decode"]}):
+            d, e = pick("decode", w), pick("encode", w)
+            if d and e:
+                floor_lines.append(
+                    f"- {w} worker(s): inflate {d['decoded_bytes'] / 1e9:.2f} GB {d['wall_s']:.1f} s + encode "
+                    f"{e['target_bytes'] / 1e9:.2f} GB (zstd 1){' and write' if e.get('writes') else ''} "
+                    f"{e['wall_s']:.1f} s = **{d['wall_s'] + e['wall_s']:.1f} s** (CPU {d['cpu_s'] + e['cpu_s']:.1f} s)")
+        floor_lines.append(f"- ideal on {min(floor['cores'], floor['floor_workers'])} cores (the 1-worker floor's CPU "
+                           f"divided among them: no overhead, no wait): **{floor['ideal_floor_s']:.1f} s**")
+        if cm:
+            floor_lines.append(f"- chunkmill: {cm_wall / floor['ideal_floor_s']:.2f}× the ideal floor, "
+                               f"{cm_wall / floor['floor_n_workers_s']:.2f}× the {floor['floor_workers']}-worker floor")
+        peer = next((x for x in rows if x["name"] == "xarray-dask-threads" and x.get("status") == "ok"), None)
+        if peer:
+            need = peer["wall_s"] / FLOOR_BAR_SPEEDUP
+            floor_lines.append(
+                f"- issue 13's bar, ≥ {FLOOR_BAR_SPEEDUP}× xarray + dask (h5netcdf, threaded): needs ≤ {need:.1f} s, "
+                f"{need / floor['ideal_floor_s']:.2f}× the ideal floor"
+                + (f" (below it: no tool can meet it on this machine with this codec)"
+                   if need < floor["ideal_floor_s"] else "")
+                + (f"; got {peer['wall_s'] / cm_wall:.2f}× → {'met' if peer['wall_s'] / cm_wall >= FLOOR_BAR_SPEEDUP else 'NOT met'}"
+                   if cm else ""))
+
     phases = []
     for r in rows:
         rep = r.get("report")
@@ -204,6 +233,12 @@ def main() -> int:
                 f"descendant every {env.get('sample_interval_s', 0.25)} s (dask's LocalCluster: a nanny and a worker process per worker, plus the "
                 "client/scheduler process). 'within 1 GB' takes the larger of the two. Others' CPU: what the rest "
                 "of the machine used while the tool ran, and the most rustc processes seen beside it.")
+    if floor_lines:
+        text.append("")
+        text.append(f"Codec floor (bench/convert/codec_floor.py: every source chunk read from the page cache and "
+                    f"inflated once with {floor['inflate']}, every target chunk encoded once, no converting; "
+                    "best of its repeats, timed inside the process):")
+        text.extend(floor_lines)
     if phases:
         text.append("")
         text.append("Peers' phases:")
@@ -230,7 +265,7 @@ def main() -> int:
     with open(args.md, "w") as f:
         f.write(out)
     with open(args.json, "w") as f:
-        json.dump({"env": env, "tools": rows, "bar": bar,
+        json.dump({"env": env, "tools": rows, "bar": bar, "codec_floor": floor, "floor_lines": floor_lines,
                    "chunkmill_plan": load_json(os.path.join(raw, "chunkmill-plan.json"))}, f, indent=1)
     return 0
 

@@ -29,6 +29,10 @@
 #                        memory_limit 500MB each (1GB in all, the budget)
 #   xarray-dask-threads  xarray-dask-h5netcdf on dask's threaded scheduler (2 threads, no
 #                        memory limit; with netcdf4 it segfaults at once, pydata/xarray#7079)
+#   floor                bench/convert/codec_floor.py: the codec-bound floor, no converting: every
+#                        source chunk read and inflated (libdeflate) once, every target chunk encoded
+#                        (zstd 1) and written once, on 1 and on BENCH_WORKERS processes; the bar
+#                        lines say how far under the floor a ratio would need the run to be
 #   rechunker            rechunker.rechunk(open_mfdataset's dataset (netcdf4), {"time": -1,
 #                        "lat": 18, "lon": 36}, max_mem="1GB", OUT, TEMP).execute() on the
 #                        xarray-dask LocalCluster (max_mem is rechunker's per-task limit; workers
@@ -43,7 +47,7 @@
 #                           message, if missing)
 #   CHUNKMILL_EXTRA_ARGS    extra arguments for chunkmill convert (recorded in the results)
 #   BENCH_FILES=365         use the first N daily files (N < 365: chunkmill gets them as an @list)
-#   BENCH_TOOLS="..."       subset/order of: chunkmill xarray-dask xarray-dask-h5netcdf
+#   BENCH_TOOLS="..."       subset/order of: floor chunkmill xarray-dask xarray-dask-h5netcdf
 #                           xarray-dask-1gb xarray-dask-threads rechunker
 #   BENCH_WORKERS=2         dask workers (processes of 1 thread; threads for xarray-dask-threads)
 #   BENCH_MAX_MEM=1GB       the budget: chunkmill --max-mem, rechunker max_mem, xarray-dask-1gb's
@@ -82,7 +86,7 @@ CHUNKS=time=-1,lat=18,lon=36
 FILE_CACHE=${BENCH_FILE_CACHE:-512}
 SAMPLE_S=${BENCH_SAMPLE_S:-0.25}   # the tree sampler's interval (each scan of /proc costs CPU on 2 cores)
 CHUNKMILL=${CHUNKMILL:-target/release/chunkmill}
-TOOLS=${BENCH_TOOLS:-"chunkmill xarray-dask xarray-dask-h5netcdf xarray-dask-1gb xarray-dask-threads rechunker"}
+TOOLS=${BENCH_TOOLS:-"floor chunkmill xarray-dask xarray-dask-h5netcdf xarray-dask-1gb xarray-dask-threads rechunker"}
 VENV=.venv/bench
 VENV2=.venv/bench-zarr2
 NICE=(nice -n "${BENCH_NICE:-10}")
@@ -120,7 +124,7 @@ if ((NFILES == 365)); then
 else
   CM_INPUTS=("@$LIST")                 # chunkmill reads the file list
 fi
-rm -f "$RAW"/*.time "$RAW"/*.log "$RAW"/*.meta.json "$RAW"/*.tree.json "$RAW"/*.stdout "$RAW"/verify.json \
+rm -f "$RAW"/*.time "$RAW"/*.log "$RAW"/*.meta.json "$RAW"/*.tree.json "$RAW"/*.stdout "$RAW"/verify.json "$RAW"/codec_floor.json \
   "$RAW"/chunkmill-plan.json "$RAW"/output-sizes.txt
 rm -rf "${OUTDIR:?}"/*
 say "warming the page cache with the inputs ($(du -ch $(cat "$LIST") | tail -1 | cut -f1)) ..."
@@ -215,6 +219,10 @@ for tool in $TOOLS; do
   out=$OUTDIR/$tool.zarr
   rm -rf "$out" "$out.work" "$OUTDIR/$tool-temp.zarr"
   case "$tool" in
+    floor)
+      measure codec_floor "$BPY" bench/convert/codec_floor.py --list "$LIST" --chunks "$CHUNKS" --workers "$WORKERS" \
+        --json "$RAW/codec_floor.json" --write-dir "$OUTDIR/floor-writes"
+      continue ;;
     chunkmill)
       if ((!CM_OK)); then
         write_meta chunkmill skipped 0 "" "$(uptime)" 0 "" "no binary at $CHUNKMILL"; continue

@@ -30,6 +30,7 @@ LABELS = {
 }
 # The bar of issue 2: chunkmill wall <= peer wall / factor.
 BAR = {"cubed": 8, "rechunker-dask": 8, "rechunker-python": 8, "dask": 4}
+FLOOR_BAR = {"dask": 2.5, "cubed": 8}  # issue 13's, stated against the ideal codec floor
 
 
 def main() -> int:
@@ -148,6 +149,24 @@ def main() -> int:
                 bar.append(f"- within 2x of the codec floor ({run['workers']} thread(s), {run['wall_s']:.1f} s): "
                            f"{got:.2f}x → {'met' if got <= 2 else 'NOT met'}")
         bar.append(f"- output equals the source: {cm.get('verified', 'not checked')}")
+    floor_bar = []
+    one = next((run for run in (floor or {}).get("runs", []) if run["workers"] == 1 and "cpu_s" in run), None)
+    if one:
+        cores = min(int(env.get("nproc") or 1), max(run["workers"] for run in floor["runs"]))
+        ideal = one["cpu_s"] / cores
+        floor_bar.append(f"- ideal codec floor on {cores} cores: the 1-thread floor's CPU ({one['cpu_s']:.1f} s: decode, "
+                         f"encode{', write' if one.get('writes') else ''} every chunk once) divided among them, no "
+                         f"overhead, no wait, no intermediate: **{ideal:.1f} s**"
+                         + (f"; chunkmill {cm_wall / ideal:.2f}× it" if cm else ""))
+        for peer, factor in FLOOR_BAR.items():
+            r = next((x for x in rows if x["tool"] == peer and x.get("status") == "ok"), None)
+            if r is None:
+                continue
+            need = r["wall_s"] / factor
+            got = f"; got {r['wall_s'] / cm_wall:.2f}× → {'met' if r['wall_s'] / cm_wall >= factor else 'NOT met'}" if cm else ""
+            floor_bar.append(f"- issue 13: ≥ {factor}× {peer} needs ≤ {need:.2f} s, {need / ideal:.2f}× the ideal floor"
+                             + (" (under it: no tool can, and a tool within the budget also moves intermediates)"
+                                if need < ideal else "") + got)
 
     md = ["## Rechunk benchmark results", ""]
     if env:
@@ -161,7 +180,11 @@ def main() -> int:
         md.append("")
         md.append("The bar (issue 2), chunkmill against the peers of this run:")
         md.extend(bar)
-    elif not cm:
+    if floor_bar:
+        md.append("")
+        md.append("Issue 13's bar against the codec floor of this run:")
+        md.extend(floor_bar)
+    if not bar and not cm:
         md.append("")
         md.append("chunkmill: " + next((r.get("note", "not run") for r in rows if r["tool"] == "chunkmill"), "not run"))
     text = "\n".join(md) + "\n"
@@ -170,7 +193,7 @@ def main() -> int:
         f.write(text)
     with open(args.json, "w") as f:
         json.dump({"env": env, "tools": rows, "codec_floor": floor, "codec_floor_time": floor_time,
-                   "bar": bar}, f, indent=1)
+                   "bar": bar, "floor_bar": floor_bar}, f, indent=1)
     return 0
 
 

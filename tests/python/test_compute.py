@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 import oracle
 
@@ -165,7 +166,38 @@ BAD = {
     "m = n // 0": (2, ["integer division by zero"]),
     "m = air + air.isel(lat=slice(0, 3))": (2, ["dimension 'lat' has size 7", "3"]),
     "m = air.sel(time='2000-02-30')": (2, ["1:18", "'2000-02-30' is not a date of the standard calendar"]),
+    "m = air.sel(lat=44.0, method='nearest', tolerance=0.5)": (2, ["no label 44", "tolerance=0.5"]),
+    "m = air.sel(lon=199.0, method='pad')": (2, ["no label 199", "method='pad'"]),
+    "m = air.sel(lat=44.0, method='closest')": (2, ["method 'closest'"]),
+    "m = air.sel(lat=slice(60, 30), method='nearest')": (2, ["method= takes one number"]),
+    "m = air.sel(lat=45.0, tolerance=1)": (2, ["tolerance needs a method"]),
 }
+
+
+SEL_INEXACT = {
+    "a = air.sel(lat=44.0, lon=203.4, method='nearest')":
+        lambda d: d.air.sel(lat=44.0, lon=203.4, method="nearest"),
+    "a = air.sel(lat=50.0, method='nearest').mean('time')":  # a tie, on a descending coordinate
+        lambda d: d.air.sel(lat=50.0, method="nearest").mean("time"),
+    "a = air.sel(lon=204.5, method='nearest')":  # a tie, on an increasing one
+        lambda d: d.air.sel(lon=204.5, method="nearest"),
+    "a = air.sel(lat=44.0, method='pad') - air.sel(lat=44.0, method='bfill')":
+        lambda d: d.air.sel(lat=44.0, method="pad") - d.air.sel(lat=44.0, method="bfill"),
+    "a = air.sel(lon=199.0, method='backfill', tolerance=1.5) + air.sel(lon=300.0, method='ffill')":
+        lambda d: d.air.sel(lon=199.0, method="backfill", tolerance=1.5) + d.air.sel(lon=300.0, method="ffill"),
+}
+
+
+@pytest.mark.parametrize("expr", list(SEL_INEXACT))
+def test_sel_with_a_method_picks_the_labels_xarray_picks(tmp_path, src, expr):
+    path, ds = src
+    got = compute(tmp_path, path, expr)
+    want = SEL_INEXACT[expr](ds).compute()
+    assert got.a.dims == want.dims
+    for dim in want.dims:  # the picked label shows in the values (the selected scalar
+        # coordinate itself is not written)
+        np.testing.assert_array_equal(got.a[dim].values, want[dim].values, err_msg=f"{expr}: {dim}")
+    np.testing.assert_allclose(got.a.values, want.values, rtol=1e-6, equal_nan=True)
 
 
 @pytest.mark.parametrize("expr", list(BAD))
@@ -426,3 +458,105 @@ def test_reductions_over_kept_boxes_match_xarray_for_each_stored_type(tmp_path):
         assert got[name].dtype == want.dtype, (stmt, got[name].dtype, want.dtype)
         np.testing.assert_allclose(got[name].values, want.values, rtol=1e-5, equal_nan=True,
                                    err_msg=stmt)
+
+
+def test_cf_packed_inputs_unpack_as_xarray_decodes_them(tmp_path):
+    """Inputs packed as archives pack them (int16 with scale_factor, add_offset and a
+    _FillValue; uint8 with a scale alone; int32 with an offset alone; a one-element list as
+    netCDF tools write it) read as xarray decodes them: float64, masked, unpacked, through a
+    plain read, a reduction, a groupby mean and an irregular last chunk; the outputs carry no
+    packing for a reader to apply again."""
+    rng = np.random.default_rng(5)
+    shape = (30, 9, 13)  # chunks (7, 4, 5): every last chunk partial
+    dims = ("time", "lat", "lon")
+    temp = rng.normal(285, 12, shape)
+    temp[rng.random(shape) < 0.1] = np.nan
+    ds = xr.Dataset(
+        {
+            "t": (dims, temp, {"units": "K"}),
+            "c": (dims, rng.uniform(0, 1, shape)),
+            "p": (dims, rng.normal(101325, 800, shape)),
+        },
+        coords={"time": np.arange(30.0), "lat": np.linspace(-40, 40, 9), "lon": np.arange(13.0)},
+    )
+    ds["time"].attrs = {"units": "days since 2001-01-01", "calendar": "standard"}
+    enc = {
+        "t": {"dtype": "int16", "scale_factor": 0.01, "add_offset": 280.0, "_FillValue": -32767,
+              "chunks": (7, 4, 5)},
+        "c": {"dtype": "uint8", "scale_factor": 1 / 250, "_FillValue": None, "chunks": (7, 4, 5)},
+        "p": {"dtype": "int32", "add_offset": 100000.0, "_FillValue": None, "chunks": (7, 4, 5)},
+    }
+    path = tmp_path / "packed.zarr"
+    ds.to_zarr(path, encoding=enc, zarr_format=3, consolidated=False)
+    # netCDF tools write attributes as one-element lists; xarray takes the element
+    root = zarr.open_group(path, mode="r+")
+    root["p"].attrs["add_offset"] = [100000.0]
+    packed = xr.open_zarr(path, consolidated=False)
+    assert packed.t.encoding["dtype"] == np.int16 and packed.t.dtype == np.float64
+    stmts = {
+        "tt = t": packed.t,
+        "tm = t.mean('time')": packed.t.mean("time"),
+        "ta = t - t.mean('time')": packed.t - packed.t.mean("time"),
+        "cs = (c * p).sum('lat')": (packed.c * packed.p).sum("lat"),
+        "pm = p.max('lon')": packed.p.max("lon"),
+        "tg = t.groupby('time.month').mean('time')": packed.t.groupby("time.month").mean("time"),
+    }
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", "--input", f"ds={path}", *stmts, "--output", out, "--max-mem", "256MB",
+              "--no-progress")
+    got = xr.open_zarr(out)
+    for stmt, want in stmts.items():
+        name = stmt.split(" =")[0]
+        want = want.compute()
+        assert got[name].dtype == want.dtype == np.float64, (stmt, got[name].dtype, want.dtype)
+        if name == "tt":  # each value unpacked as xarray does it, bit for bit
+            np.testing.assert_array_equal(got[name].values, want.values, err_msg=stmt)
+        else:  # sums in another order than numpy's pairwise one (anomalies cancel: atol)
+            np.testing.assert_allclose(got[name].values, want.values, rtol=1e-12, atol=1e-9, equal_nan=True,
+                                       err_msg=stmt)
+        raw = zarr.open_array(out, path=name)
+        assert not {"scale_factor", "add_offset"} & set(raw.attrs), (stmt, dict(raw.attrs))
+
+
+def test_an_integer_scale_alone_is_refused_before_writing(tmp_path):
+    """xarray would "unpack" an integer scale_factor without an add_offset into an integer
+    type: compute refuses it, naming the array, and writes nothing."""
+    path = tmp_path / "in.zarr"
+    xr.Dataset({"v": (("x",), np.arange(10, dtype="int16"))}).to_zarr(path, zarr_format=3, consolidated=False)
+    zarr.open_array(path, path="v", mode="r+").attrs["scale_factor"] = 2
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", "m = v.mean('x')", "--output", out,
+                   "--max-mem", "64MB", "--no-progress")
+    oracle.assert_one_error_line(r, codes=[2, 3], mentions=["scale_factor", "integer"])
+    assert not out.exists()
+    assert not (tmp_path / "out.zarr.work").exists()
+
+
+def test_integer_arithmetic_wraps_as_numpy_does(tmp_path):
+    """Integer results beyond their type's range wrap around as numpy's do (int16 products and
+    sums, uint8 sums, negation and abs and floor division of the minimum), and integer sums
+    accumulate in int64 as numpy's do."""
+    path = tmp_path / "in.zarr"
+    xr.Dataset({
+        "n": (("x",), np.array([300, -300, 200, 32767, -32768, 7], dtype="int16")),
+        "u": (("x",), np.array([200, 100, 255, 0, 1, 2], dtype="uint8")),
+    }).to_zarr(path, zarr_format=3, consolidated=False)
+    ds = xr.open_zarr(path, consolidated=False)
+    with np.errstate(over="ignore"):
+        stmts = {
+            "a = n * n": ds.n * ds.n,
+            "b = n + n - 7": ds.n + ds.n - 7,
+            "c = u + u": ds.u + ds.u,
+            "d = -n": -ds.n,
+            "e = abs(n)": abs(ds.n),
+            "g = n // -1": ds.n // -1,
+            "s = (n * n).sum()": (ds.n * ds.n).sum(),
+        }
+        wants = {stmt: want.compute() for stmt, want in stmts.items()}
+    out = tmp_path / "out.zarr"
+    oracle.ok("compute", "--input", f"ds={path}", *stmts, "--output", out, "--max-mem", "64MB", "--no-progress")
+    got = xr.open_zarr(out, consolidated=False)
+    for stmt, want in wants.items():
+        name = stmt.split(" =")[0]
+        assert got[name].dtype == want.dtype, (stmt, got[name].dtype, want.dtype)
+        np.testing.assert_array_equal(got[name].values, want.values, err_msg=stmt)

@@ -783,7 +783,11 @@ impl Call<'_> {
 
     fn sel(&self, inputs: &Inputs, read: &Reader<'_>) -> Result<Lazy, CheckError> {
         let mut x = self.array_arg(0, "x")?;
+        let (inexact, tolerance) = self.sel_method()?;
         for (dim, (v, pos)) in &self.kw {
+            if dim == "method" || dim == "tolerance" {
+                continue;
+            }
             refuse_stacked(&x, dim, *pos)?;
             let Some(coord) = x.coords.get(dim).cloned() else {
                 return err(
@@ -798,6 +802,12 @@ impl Call<'_> {
                 pos: *pos,
                 message: m,
             })?;
+            if inexact.is_some() && !matches!(v, Val::Array(l) if l.dims.is_empty()) {
+                return err(
+                    *pos,
+                    "sel: method= takes one number per dimension (no slice, no date)",
+                );
+            }
             if let Val::Str(_) | Val::DateSlice(_) = v {
                 let axis = time_axis(&coord, inputs).map_err(|m| CheckError {
                     pos: *pos,
@@ -820,11 +830,23 @@ impl Call<'_> {
                 }
                 Val::Array(l) if l.dims.is_empty() => {
                     let want = l.is_const().unwrap_or(f64::NAN);
-                    let Some(i) = values.iter().position(|&v| v == want) else {
-                        return err(
-                            *pos,
-                            format!("sel: no label {want} in '{dim}' (exact match)"),
-                        );
+                    let found = match inexact {
+                        None => values.iter().position(|&v| v == want),
+                        Some(method) => inexact_position(&values, want, method, tolerance)
+                            .map_err(|m| CheckError {
+                                pos: *pos,
+                                message: format!("sel: '{dim}': {m}"),
+                            })?,
+                    };
+                    let Some(i) = found else {
+                        let how = match (inexact, tolerance) {
+                            (None, _) => "exact match".to_string(),
+                            (Some(m), None) => format!("method='{}'", m.name()),
+                            (Some(m), Some(t)) => {
+                                format!("method='{}', tolerance={t}", m.name())
+                            }
+                        };
+                        return err(*pos, format!("sel: no label {want} in '{dim}' ({how})"));
                     };
                     select(&x, dim, i as u64, 1, None)
                 }
@@ -837,6 +859,44 @@ impl Call<'_> {
             };
         }
         Ok(x)
+    }
+
+    /// `sel`'s `method=` (pandas' names) and `tolerance=`.
+    fn sel_method(&self) -> Result<(Option<Inexact>, Option<f64>), CheckError> {
+        let method = match self.kw.get("method") {
+            None | Some((Val::None, _)) => None,
+            Some((Val::Str(m), pos)) => Some(match m.as_str() {
+                "nearest" => Inexact::Nearest,
+                "pad" | "ffill" => Inexact::Pad,
+                "backfill" | "bfill" => Inexact::Backfill,
+                other => {
+                    return err(
+                        *pos,
+                        format!(
+                        "sel: method '{other}' is not one of nearest, pad, ffill, backfill, bfill"
+                    ),
+                    )
+                }
+            }),
+            Some((_, pos)) => return err(*pos, "sel: method is a name, like method=\"nearest\""),
+        };
+        let tolerance = match self.kw.get("tolerance") {
+            None | Some((Val::None, _)) => None,
+            Some((Val::Array(l), pos)) if l.dims.is_empty() => match l.is_const() {
+                Some(t) if t >= 0.0 => Some(t),
+                _ => return err(*pos, "sel: tolerance is a number ≥ 0"),
+            },
+            Some((_, pos)) => return err(*pos, "sel: tolerance is a number ≥ 0"),
+        };
+        if tolerance.is_some() && method.is_none() {
+            if let Some((_, pos)) = self.kw.get("tolerance") {
+                return err(
+                    *pos,
+                    "sel: tolerance needs a method, like method=\"nearest\"",
+                );
+            }
+        }
+        Ok((method, tolerance))
     }
 
     fn dim_name(&self, i: usize) -> Result<String, CheckError> {
@@ -1214,6 +1274,65 @@ fn joined_coord(parts: &[Lazy], dim: &str) -> Option<Coord> {
     })
 }
 
+/// How `sel` matches a label that is not in the coordinate: pandas' `get_indexer` methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inexact {
+    Nearest,
+    Pad,
+    Backfill,
+}
+
+impl Inexact {
+    fn name(self) -> &'static str {
+        match self {
+            Inexact::Nearest => "nearest",
+            Inexact::Pad => "pad",
+            Inexact::Backfill => "backfill",
+        }
+    }
+}
+
+/// The position `sel(…, method=…)` picks for `want` among `values`, as pandas does: `pad` the
+/// last label at or before `want` in the coordinate's order (at most it when increasing, at
+/// least it when decreasing), `backfill` the first at or after it, `nearest` the closer of
+/// the two (a tie goes to the later position on an increasing coordinate, the earlier on a
+/// decreasing one); `None` when there is none, or it is farther than `tolerance`.
+///
+/// # Errors
+/// When `values` is not monotonic (or holds NaN), as pandas refuses.
+fn inexact_position(
+    values: &[f64],
+    want: f64,
+    method: Inexact,
+    tolerance: Option<f64>,
+) -> Result<Option<usize>, String> {
+    let increasing = values.windows(2).all(|w| w[0] <= w[1]);
+    if !increasing && !values.windows(2).all(|w| w[0] >= w[1]) {
+        return Err("the coordinate must be monotonic increasing or decreasing".into());
+    }
+    let before = |v: f64| if increasing { v <= want } else { v >= want };
+    let after = |v: f64| if increasing { v >= want } else { v <= want };
+    let pad = values.iter().rposition(|&v| before(v));
+    let backfill = values.iter().position(|&v| after(v));
+    let distance = |i: usize| (values[i] - want).abs();
+    let picked = match method {
+        Inexact::Pad => pad,
+        Inexact::Backfill => backfill,
+        Inexact::Nearest => match (pad, backfill) {
+            (Some(l), Some(r)) => {
+                let left = if increasing {
+                    distance(l) < distance(r)
+                } else {
+                    distance(l) <= distance(r)
+                };
+                Some(if left { l } else { r })
+            }
+            (one, other) => one.or(other),
+        },
+    };
+    Ok(picked.filter(|&i| tolerance.is_none_or(|t| distance(i) <= t)))
+}
+
 /// xarray's label slice on a monotonic coordinate: both ends included, in the coordinate's
 /// order (a descending coordinate takes `slice(60, 30)`). Returns start and length.
 fn label_slice(values: &[f64], from: Option<f64>, to: Option<f64>) -> (u64, u64) {
@@ -1236,6 +1355,43 @@ fn label_slice(values: &[f64], from: Option<f64>, to: Option<f64>) -> (u64, u64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inexact_labels_are_pandas() -> Result<(), String> {
+        // pandas: Index(values).get_indexer([want], method=…, tolerance=…)
+        let up = [0.0, 1.0, 2.0, 3.0];
+        let down = [3.0, 2.0, 1.0, 0.0];
+        let pick = |values: &[f64], want, m| inexact_position(values, want, m, None);
+        use Inexact::{Backfill, Nearest, Pad};
+        for (want, nearest, pad, backfill) in [
+            (1.5, Some(2), Some(1), Some(2)),
+            (-5.0, Some(0), None, Some(0)),
+            (10.0, Some(3), Some(3), None),
+            (2.0, Some(2), Some(2), Some(2)),
+            (0.4, Some(0), Some(0), Some(1)),
+        ] {
+            assert_eq!(pick(&up, want, Nearest)?, nearest, "{want}");
+            assert_eq!(pick(&up, want, Pad)?, pad, "{want}");
+            assert_eq!(pick(&up, want, Backfill)?, backfill, "{want}");
+        }
+        // Decreasing: the tie of 1.5 goes to the earlier position, the label 2.
+        for (want, nearest, pad, backfill) in [
+            (1.5, Some(1), Some(1), Some(2)),
+            (-5.0, Some(3), Some(3), None),
+            (10.0, Some(0), None, Some(0)),
+            (0.4, Some(3), Some(2), Some(3)),
+        ] {
+            assert_eq!(pick(&down, want, Nearest)?, nearest, "{want}");
+            assert_eq!(pick(&down, want, Pad)?, pad, "{want}");
+            assert_eq!(pick(&down, want, Backfill)?, backfill, "{want}");
+        }
+        assert_eq!(inexact_position(&up, 1.5, Nearest, Some(0.3))?, None);
+        assert_eq!(inexact_position(&up, 2.0, Nearest, Some(0.3))?, Some(2));
+        assert_eq!(inexact_position(&up, 1.8, Nearest, Some(0.2))?, Some(2));
+        assert!(inexact_position(&[0.0, 2.0, 1.0], 1.4, Nearest, None).is_err());
+        assert!(inexact_position(&[0.0, f64::NAN, 1.0], 1.4, Nearest, None).is_err());
+        Ok(())
+    }
 
     #[test]
     fn slice_indices_are_pythons() -> Result<(), String> {
@@ -1267,6 +1423,7 @@ mod tests {
             dims: vec!["time".into(), "lat".into()],
             attrs: Map::new(),
             missing: vec![],
+            unpack: None,
         });
         inputs.names.insert("air".into(), (0, BTreeMap::new()));
         let script = crate::syntax::parse(script).map_err(|e| CheckError {

@@ -633,6 +633,7 @@ mod tests {
             input: 0,
             dtype: DType::Int32,
             missing: vec![],
+            unpack: None,
             axes: vec![],
         })
     }
@@ -698,6 +699,7 @@ mod tests {
                 input,
                 dtype: DType::Float32,
                 missing: vec![],
+                unpack: None,
                 axes: vec![],
             })
         };

@@ -145,6 +145,29 @@ pub struct ReadAxis {
 /// An index of [`ReadAxis::index`] that reads NaN.
 pub const NO_INDEX: u64 = u64::MAX;
 
+/// CF packing: a stored value `v` that is not missing reads `v × scale + offset`, computed in
+/// float64 as xarray unpacks a Zarr array (whose attributes are JSON, read as Python floats),
+/// each step rounded on its own (no fused multiply-add).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unpack {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<f64>,
+}
+
+impl Unpack {
+    /// Unpacks `values` (stored values as f64, missing ones already NaN) in place.
+    pub fn apply(self, values: &mut [f64]) {
+        match (self.scale, self.offset) {
+            (Some(s), Some(o)) => values.iter_mut().for_each(|v| *v = *v * s + o),
+            (Some(s), None) => values.iter_mut().for_each(|v| *v *= s),
+            (None, Some(o)) => values.iter_mut().for_each(|v| *v += o),
+            (None, None) => {}
+        }
+    }
+}
+
 /// An array read into the domain, broadcast over the domain axes it lacks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Read {
@@ -154,6 +177,9 @@ pub struct Read {
     pub dtype: DType,
     /// Stored values that mean "missing" (NaN), as xarray masks `_FillValue`.
     pub missing: Vec<f64>,
+    /// How values that are not missing unpack (CF `scale_factor`/`add_offset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpack: Option<Unpack>,
     /// One per axis of the array.
     pub axes: Vec<ReadAxis>,
 }

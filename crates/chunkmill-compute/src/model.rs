@@ -7,7 +7,7 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use crate::dtype::DType;
-use crate::kernel::{Fun1, Fun2, Reduce};
+use crate::kernel::{Fun1, Fun2, Reduce, Unpack};
 use crate::time::{Grouping, LabelValues};
 
 /// One input array.
@@ -28,6 +28,8 @@ pub struct Source {
     pub attrs: Map<String, Value>,
     /// Stored values read as NaN (`_FillValue`, `missing_value`, a v2 float fill value).
     pub missing: Vec<f64>,
+    /// CF packing of the stored values (`scale_factor`, `add_offset`), undone on reading.
+    pub unpack: Option<Unpack>,
 }
 
 /// How a source axis is seen: index `start + step × i` for `i < len`, named `dim`; or one

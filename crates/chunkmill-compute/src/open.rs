@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::check::Inputs;
 use crate::dtype::DType;
-use crate::kernel::{Read, ReadAxis};
+use crate::kernel::{Read, ReadAxis, Unpack};
 use crate::model::{Pick, Source};
 
 /// One `--input`.
@@ -82,13 +82,7 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
             ))
         }
     };
-    for key in ["scale_factor", "add_offset"] {
-        if info.attributes.contains_key(key) {
-            return Err(format!(
-                "{at}: CF-packed values ({key}) are not supported by compute yet"
-            ));
-        }
-    }
+    let unpack = unpacking(&at, &info.attributes)?;
     // xarray's mask: `_FillValue` and `missing_value`, and a v2 array's fill_value.
     let mut missing: Vec<f64> = ["_FillValue", "missing_value"]
         .iter()
@@ -99,13 +93,22 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
     }
     missing.retain(|v| !v.is_nan());
     missing.dedup();
-    let dtype = if stored.is_int() && !missing.is_empty() {
+    let dtype = if unpack.is_some() {
+        DType::Float64
+    } else if stored.is_int() && !missing.is_empty() {
         stored.float_of()
     } else {
         stored
     };
     if stored == DType::Bool {
         missing.clear();
+    }
+    // Decoded, as xarray moves them from the attributes to the encoding: an output keeps no
+    // packing for a reader to apply a second time.
+    let mut attrs = info.attributes.clone();
+    if unpack.is_some() {
+        attrs.remove("scale_factor");
+        attrs.remove("add_offset");
     }
     Ok(Source {
         url: url.to_string(),
@@ -115,9 +118,43 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
         shape: info.shape.clone(),
         chunks: info.chunks.clone(),
         dims,
-        attrs: info.attributes.clone(),
+        attrs,
         missing,
+        unpack,
     })
+}
+
+/// The CF packing of an array with these attributes, as xarray decodes a Zarr array: its JSON
+/// numbers read as Python ints and floats (a one-element list as its element), so values
+/// unpack into float64 (`_choose_float_dtype`: a float scale, an offset of any kind) — except
+/// under an integer scale alone, which xarray "unpacks" into an integer type: refused.
+fn unpacking(at: &str, attrs: &serde_json::Map<String, Value>) -> Result<Option<Unpack>, String> {
+    let get = |key: &str| -> Result<Option<(f64, bool)>, String> {
+        let Some(value) = attrs.get(key) else {
+            return Ok(None);
+        };
+        let value = match value {
+            Value::Array(items) if items.len() == 1 => &items[0],
+            other => other,
+        };
+        match number(value) {
+            Some(v) if v.is_finite() => Ok(Some((v, value.is_i64() || value.is_u64()))),
+            _ => Err(format!(
+                "{at}: the CF attribute {key} is {value}, not a finite number"
+            )),
+        }
+    };
+    let (scale, offset) = (get("scale_factor")?, get("add_offset")?);
+    if let (Some((_, true)), None) = (scale, offset) {
+        return Err(format!(
+            "{at}: its scale_factor is an integer and it has no add_offset: xarray would \
+             unpack it into an integer type; compute refuses rather than guess"
+        ));
+    }
+    Ok((scale.is_some() || offset.is_some()).then(|| Unpack {
+        scale: scale.map(|s| s.0),
+        offset: offset.map(|o| o.0),
+    }))
 }
 
 /// Open every input.
@@ -227,6 +264,7 @@ pub fn read_coordinate(source: &Source, pick: &Pick) -> Result<Vec<f64>, String>
         input: 0,
         dtype: source.stored,
         missing: source.missing.clone(),
+        unpack: source.unpack,
         axes: vec![ReadAxis {
             to: Some(0),
             start,
@@ -242,4 +280,53 @@ pub fn read_coordinate(source: &Source, pick: &Pick) -> Result<Vec<f64>, String>
         &read,
         &Region::new(std::iter::once(0..len).collect()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn attrs(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn cf_packing_reads_as_xarray_reads_json_attributes() {
+        let unpack = |v: Value| unpacking("a", &attrs(v));
+        assert_eq!(unpack(json!({"units": "K"})), Ok(None));
+        assert_eq!(
+            unpack(json!({"scale_factor": 0.5, "add_offset": [10.0]})),
+            Ok(Some(Unpack {
+                scale: Some(0.5),
+                offset: Some(10.0)
+            }))
+        );
+        // An integer scale with an offset unpacks into float64, as xarray's does.
+        assert_eq!(
+            unpack(json!({"scale_factor": 2, "add_offset": 1})),
+            Ok(Some(Unpack {
+                scale: Some(2.0),
+                offset: Some(1.0)
+            }))
+        );
+        assert!(unpack(json!({"scale_factor": 2})).is_err_and(|e| e.contains("integer")));
+        assert!(unpack(json!({"add_offset": "ten"})).is_err_and(|e| e.contains("add_offset")));
+        assert!(unpack(json!({"scale_factor": [1.0, 2.0]})).is_err());
+        assert!(unpack(json!({"scale_factor": "NaN"})).is_err());
+    }
+
+    #[test]
+    fn unpacking_keeps_nan_and_rounds_each_step() {
+        let mut values = [f64::NAN, 3.0, -32767.0];
+        Unpack {
+            scale: Some(0.1),
+            offset: Some(280.0),
+        }
+        .apply(&mut values);
+        assert!(values[0].is_nan());
+        // No fused multiply-add: the product is rounded before the offset is added.
+        assert_eq!(values[1].to_bits(), ((3.0f64 * 0.1) + 280.0).to_bits());
+        assert_eq!(values[2], -32767.0 * 0.1 + 280.0);
+    }
 }

@@ -994,6 +994,7 @@ impl Planner<'_> {
                 input: inputs.len() - 1,
                 dtype,
                 missing: Vec::new(),
+                unpack: None,
                 axes: (0..lazy.dims.len())
                     .map(|k| ReadAxis {
                         to: Some(k),
@@ -1031,6 +1032,7 @@ impl Planner<'_> {
                     input,
                     dtype: s.stored,
                     missing: s.missing.clone(),
+                    unpack: s.unpack,
                     axes: picks
                         .iter()
                         .map(|p| match p {
@@ -1120,6 +1122,7 @@ impl Planner<'_> {
                     input,
                     dtype: *dtype,
                     missing: Vec::new(),
+                    unpack: None,
                     axes: lazy
                         .dims
                         .iter()
@@ -1166,7 +1169,11 @@ fn plain_source(lazy: &Lazy, inputs: &Inputs) -> Option<Endpoint> {
         .iter()
         .zip(&s.shape)
         .all(|(p, n)| matches!(p, Pick::Keep { start: 0, step: 1, len, .. } if len == n));
-    (whole && picks.len() == s.shape.len() && s.missing.is_empty() && s.stored == lazy.dtype)
+    (whole
+        && picks.len() == s.shape.len()
+        && s.missing.is_empty()
+        && s.unpack.is_none()
+        && s.stored == lazy.dtype)
         .then(|| {
             Some(Endpoint::Zarr {
                 url: s.url.clone(),
@@ -1696,6 +1703,7 @@ pub(crate) mod tests {
             dims: vec!["time".into(), "lat".into(), "lon".into()],
             attrs: Map::new(),
             missing: vec![],
+            unpack: None,
         });
         inputs.names.insert("air".into(), (0, BTreeMap::new()));
         inputs

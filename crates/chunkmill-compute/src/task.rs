@@ -7,7 +7,7 @@ use chunkmill_plan::{ComputeStage, Endpoint};
 
 use crate::dtype::DType;
 use crate::eval::{eval, EvalError};
-use crate::kernel::{tile_step, tileable, Kernel, Part, Read, ReadAxis, Reduce, NO_INDEX};
+use crate::kernel::{tile_step, tileable, Kernel, Part, Read, ReadAxis, Reduce, Unpack, NO_INDEX};
 use crate::scratch;
 
 mod group;
@@ -199,6 +199,9 @@ struct Held {
     /// Stored values that read NaN, masked as values are read out (an f64 box is masked once,
     /// when it is read, and has none left here).
     missing: Vec<f64>,
+    /// CF unpacking, applied after the mask as values are read out (once, when it is read,
+    /// for an f64 box, which then has none left here).
+    unpack: Option<Unpack>,
     /// `None` when the box is the block itself (a read along the domain's own axes,
     /// forwards); else the offset of each position: `base` plus one move per domain axis.
     moves: Option<Moves>,
@@ -315,9 +318,15 @@ fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Resu
         }
     }
     let mut missing = read.missing.clone();
-    if dtype == DType::Float64 && !missing.is_empty() {
-        mask(&mut words[..n], &missing);
-        missing.clear();
+    let mut unpack = read.unpack;
+    if dtype == DType::Float64 {
+        if !missing.is_empty() {
+            mask(&mut words[..n], &missing);
+            missing.clear();
+        }
+        if let Some(u) = unpack.take() {
+            u.apply(&mut words[..n]);
+        }
     }
     // A read in the domain's own axes, forwards, is its bounding box: no gather, no copy.
     let identity = read.axes.len() == dom.len()
@@ -332,6 +341,7 @@ fn read_held(io: &Io, endpoint: &Endpoint, read: &Read, region: &Region) -> Resu
         len: n,
         dtype,
         missing,
+        unpack,
         moves,
     })
 }
@@ -441,6 +451,9 @@ impl Held {
         if !self.missing.is_empty() {
             mask(out, &self.missing);
         }
+        if let Some(u) = self.unpack {
+            u.apply(out);
+        }
     }
 
     /// The values over the whole `block` it was read for.
@@ -508,7 +521,7 @@ impl Held {
     /// The values over `sub` (within `block`) as stored, when the box holds float32 values
     /// with none missing and they are one run of it: a view, no copy.
     fn view32(&self, block: &Region, sub: &Region) -> Option<&[f32]> {
-        if self.dtype != DType::Float32 || !self.missing.is_empty() {
+        if self.dtype != DType::Float32 || !self.missing.is_empty() || self.unpack.is_some() {
             return None;
         }
         let start = self.run_in(block, sub)?;

@@ -95,6 +95,10 @@ pub(crate) enum Mode {
     /// removes each once its readers are done) never goes to the device at all. What a lost
     /// piece costs is as for [`Mode::Scratch`].
     CachedScratch,
+    /// Scratch data split between the two: the values whose key hashes below
+    /// `direct_percent` of 100 as [`Mode::Scratch`], the others as [`Mode::CachedScratch`]
+    /// (the key decides, so a value is read the way it was written, in any process).
+    SplitScratch { direct_percent: u8 },
     /// An output written once (a target's chunks): values of [`DIRECT_WRITE_MIN`] bytes or more
     /// written with O_DIRECT, still synced before the next task marker. A buffered write costs
     /// the writer a copy into the page cache and the kernel a writeback later: a third of a
@@ -109,6 +113,33 @@ pub(crate) enum Mode {
 /// tiny chunks, a direct write's padding to a page and its wait for the device cost more than
 /// the copy it saves.
 const DIRECT_WRITE_MIN: usize = 256 << 10;
+
+impl Mode {
+    /// Whether the scratch value at `key` moves around the page cache.
+    fn direct_scratch(self, key: &StoreKey) -> bool {
+        match self {
+            Mode::Scratch => true,
+            Mode::SplitScratch { direct_percent } => {
+                // FNV-1a: stable across processes and runs (std's hasher is seeded).
+                let hash = key
+                    .as_str()
+                    .bytes()
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                    });
+                hash % 100 < u64::from(direct_percent)
+            }
+            _ => false,
+        }
+    }
+
+    fn is_scratch(self) -> bool {
+        matches!(
+            self,
+            Mode::Scratch | Mode::CachedScratch | Mode::SplitScratch { .. }
+        )
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct LocalStore {
@@ -203,7 +234,7 @@ impl LocalStore {
     ) -> std::io::Result<ReadInto> {
         use std::io::Read;
         let path = self.inner.key_to_fspath(key);
-        let direct = self.mode == Mode::Scratch;
+        let direct = self.mode.direct_scratch(key);
         let opened = if direct {
             match open_direct(std::fs::OpenOptions::new().read(true)).open(&path) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => std::fs::File::open(&path),
@@ -334,7 +365,7 @@ impl LocalStore {
 
 impl ReadableStorageTraits for LocalStore {
     fn get(&self, key: &StoreKey) -> Result<zarrs_storage::MaybeBytes, StorageError> {
-        if self.mode == Mode::Scratch {
+        if self.mode.direct_scratch(key) {
             return Ok(self.read_direct(key)?);
         }
         match self.inner.get(key) {
@@ -415,11 +446,11 @@ impl LocalStore {
         ));
         let result = (|| {
             let direct = match self.mode {
-                Mode::Scratch => Self::write_direct(&temp, value)?,
                 Mode::Output if value.len() >= DIRECT_WRITE_MIN => {
                     Self::write_direct(&temp, value)?
                 }
-                Mode::Output | Mode::Buffered | Mode::CachedScratch => None,
+                mode if mode.direct_scratch(key) => Self::write_direct(&temp, value)?,
+                _ => None,
             };
             let file = match direct {
                 Some(file) => file,
@@ -431,7 +462,7 @@ impl LocalStore {
             };
             drop(file);
             std::fs::rename(&temp, &path)?;
-            if matches!(self.mode, Mode::Scratch | Mode::CachedScratch) {
+            if self.mode.is_scratch() {
                 // Not synced: see `Mode::Scratch`.
                 return Ok(());
             }
@@ -480,5 +511,32 @@ impl WritableStorageTraits for LocalStore {
 
     fn supports_set_partial(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_sends_about_its_share_of_keys_around_the_page_cache() {
+        let keys: Vec<StoreKey> = (0..2000)
+            .filter_map(|i| StoreKey::new(format!("pieces/{}.{}.0", i / 40, i % 40)).ok())
+            .collect();
+        assert_eq!(keys.len(), 2000);
+        let direct = |direct_percent| {
+            keys.iter()
+                .filter(|k| Mode::SplitScratch { direct_percent }.direct_scratch(k))
+                .count()
+        };
+        assert_eq!(direct(0), 0);
+        assert_eq!(direct(100), 2000);
+        let half = direct(50);
+        assert!((800..=1200).contains(&half), "{half} of 2000");
+        // The same key goes the same way every time (a reader finds it as it was written).
+        assert!(keys.iter().all(
+            |k| Mode::SplitScratch { direct_percent: 50 }.direct_scratch(k)
+                == Mode::SplitScratch { direct_percent: 50 }.direct_scratch(k)
+        ));
     }
 }

@@ -17,6 +17,10 @@ pub enum ScratchIo {
     /// Through the page cache, never synced: intermediates that fit in free memory, and are
     /// removed before the kernel writes them back, never reach the device.
     PageCache,
+    /// This many percent of the values (chosen by their key, the same in every process) around
+    /// the page cache, the others through it: the device moves its share while the cores
+    /// copy theirs.
+    Split { direct_percent: u8 },
 }
 
 /// Which backend a store uses.
@@ -83,6 +87,9 @@ impl Store {
             match io {
                 ScratchIo::Direct => local::Mode::Scratch,
                 ScratchIo::PageCache => local::Mode::CachedScratch,
+                ScratchIo::Split { direct_percent } => local::Mode::SplitScratch {
+                    direct_percent: direct_percent.min(100),
+                },
             },
         )
     }

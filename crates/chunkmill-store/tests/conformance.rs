@@ -167,3 +167,28 @@ fn bad_urls_are_refused() {
         .to_string()
         .contains("no bucket"));
 }
+
+/// A scratch store split between O_DIRECT and the page cache passes the conformance suite, and
+/// a plain store reads every value it wrote whichever way its key sent it (0 and 100 percent
+/// are the two whole ways).
+#[test]
+fn split_scratch_backend() {
+    for direct_percent in [0, 50, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scratch");
+        let split =
+            Store::open_scratch_with(path.to_str().unwrap(), ScratchIo::Split { direct_percent })
+                .unwrap();
+        testing::run_all(&split);
+        let plain = Store::open(path.to_str().unwrap()).unwrap();
+        for (i, len) in [1usize, 4097, 262_144, 1_000_003].into_iter().enumerate() {
+            for k in 0..8 {
+                let key = format!("p/{len}/{k}");
+                let value = testing::pattern(len, (i + k) as u8);
+                split.put_slice(&key, &value).unwrap();
+                assert_eq!(split.get(&key).unwrap().as_deref(), Some(&value[..]));
+                assert_eq!(plain.get(&key).unwrap().as_deref(), Some(&value[..]));
+            }
+        }
+    }
+}

@@ -568,6 +568,7 @@ mod tests {
                 dims: dims.iter().map(|d| (*d).to_string()).collect(),
                 attrs: attrs.as_object().cloned().unwrap_or_default(),
                 missing: vec![],
+                unpack: None,
             };
         let mut inputs = Inputs::default();
         inputs.sources.push(source(

@@ -139,10 +139,17 @@ pub fn scratch_io(plan: &Plan) -> ScratchIo {
         Ok("page-cache") => return ScratchIo::PageCache,
         Ok("") | Err(_) => {}
         Ok(other) => {
-            tracing::warn!(
-                value = other,
-                "CHUNKMILL_SCRATCH_IO is 'direct' or 'page-cache'; ignored"
-            );
+            match other
+                .strip_prefix("split:")
+                .and_then(|p| p.parse::<u8>().ok())
+                .filter(|p| *p <= 100)
+            {
+                Some(direct_percent) => return ScratchIo::Split { direct_percent },
+                None => tracing::warn!(
+                    value = other,
+                    "CHUNKMILL_SCRATCH_IO is 'direct', 'page-cache' or 'split:PERCENT'; ignored"
+                ),
+            }
         }
     }
     let bytes = intermediate_bytes(plan);
