@@ -20,6 +20,8 @@ pub mod tasks;
 pub mod values;
 pub mod virtualize;
 pub mod work;
+mod work_files;
 
 pub(crate) use error::Context;
 pub use error::{ComputeError, ErrorKind, OpsError};
+pub use work_files::check_work_dir;

@@ -3,6 +3,7 @@
 //! first write, the lock it holds while running, and the end of a run (the new target swapped
 //! in, temporary files swept, the work dir removed).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use chunkmill_store::guard::{self, Existing, Lock, Protected};
@@ -22,10 +23,14 @@ pub(crate) struct JobPaths<'a> {
 }
 
 /// The work dir's lock file (or lease object).
-pub(crate) const LOCK_KEY: &str = "lock";
+pub(crate) const LOCK_KEY: &str = crate::work_files::LOCK_KEY;
+/// The directories of `--temp` a job created (absent when it started), recorded in its work
+/// dir before its first piece, so that after success it removes exactly those, even when it
+/// was resumed: never a `--temp` that existed before, nor a directory holding anything.
+pub(crate) const CREATED_KEY: &str = crate::work_files::CREATED_KEY;
 /// Written to the work dir just before the new target is swapped in: a resumed run that
 /// finds it finishes the swap instead of writing anything.
-pub(crate) const SWAP_KEY: &str = "swap.json";
+pub(crate) const SWAP_KEY: &str = crate::work_files::SWAP_KEY;
 
 fn open(url: &str) -> Result<Store, OpsError> {
     Ok(Store::open(url)?)
@@ -52,6 +57,7 @@ pub(crate) fn check_paths(
     guard::check_apart("the work dir", work_dir, &protected)?;
     let work = open(work_dir)?;
     not_a_file(&work, work_dir, "the work dir")?;
+    crate::work_files::check_work_dir(work_dir)?;
     if !work.is_empty()? && !work.exists("plan.json")? && !work.exists(LOCK_KEY)? {
         return Err(OpsError::Refused(format!(
             "{work_dir}: the work dir exists and is not a chunkmill work dir (no plan.json); give another --work-dir"
@@ -62,6 +68,7 @@ pub(crate) fn check_paths(
         guard::check_apart(role, temp, &protected)?;
         let store = open(temp)?;
         not_a_file(&store, temp, role)?;
+        crate::work_files::check_temp_dir(temp)?;
         // Intermediates are written and erased under `a<array>-s<stage>/` prefixes: a dir
         // holding anything else is someone else's.
         let foreign = store
@@ -79,8 +86,13 @@ pub(crate) fn check_paths(
 
 /// Whether a key is one of a job's intermediate pieces: a copy stage's (`a3-s0/…`) or a
 /// compute stage's (`c4-NAME…/…`: `c`, the stage number, then `-` and a name of letters,
-/// digits, `_` and `-`, as compute's planner writes them).
+/// digits, `_` and `-`, as compute's planner writes them), in a job's own directory
+/// ([`job_temp_name`]) or, as older versions wrote them, at the top.
 fn is_intermediate(key: &str) -> bool {
+    let key = match key.split_once('/') {
+        Some((job, rest)) if is_job_temp_name(job) => rest,
+        _ => key,
+    };
     let Some((first, _)) = key.split_once('/') else {
         return false;
     };
@@ -161,6 +173,27 @@ pub(crate) fn staged_write_url(
     }
 }
 
+/// The directory of a job's own in a `--temp` shared by several jobs: `chunkmill-` and 16 hex
+/// digits of a digest of the target's absolute path. Two jobs that run at once have different
+/// targets (the target's lock), so different directories; a resumed job finds its own again.
+pub(crate) fn job_temp_name(target: &str) -> String {
+    use sha2::Digest;
+    let absolute = Store::open(target)
+        .ok()
+        .and_then(|store| store.local_path())
+        .and_then(|path| guard::canonical(&path).ok())
+        .map_or_else(|| target.to_string(), |path| path.display().to_string());
+    let digest = sha2::Sha256::digest(absolute.as_bytes());
+    format!("{JOB_TEMP_PREFIX}{}", hex::encode(&digest[..8]))
+}
+
+const JOB_TEMP_PREFIX: &str = "chunkmill-";
+
+fn is_job_temp_name(name: &str) -> bool {
+    name.strip_prefix(JOB_TEMP_PREFIX)
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The locks a job holds while it runs: its work dir's, and its target's (a sibling file
 /// `.<name>.chunkmill-lock`, for local targets), so two jobs on one target or one work dir
 /// never run at once.
@@ -174,6 +207,11 @@ pub(crate) fn lock(target: &str, work: &Store, job: &str) -> Result<Vec<Lock>, O
         if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
             let parent = open(&parent.display().to_string())?;
             let key = format!(".{}.chunkmill-lock", name.to_string_lossy());
+            // A FIFO there would block the lock's read of its holder.
+            crate::work_files::check_regular(
+                &path.with_file_name(&key),
+                "the lock file of the target",
+            )?;
             locks.push(Lock::acquire(&parent, &key, job)?);
         }
     }
@@ -195,6 +233,78 @@ pub(crate) fn sweep(urls: &[&str]) -> Result<(), OpsError> {
         }
     }
     Ok(())
+}
+
+/// Records in the work dir which directories of the local `--temp` this run will create:
+/// the dir and its ancestors that do not exist yet (absolute, links of the existing part
+/// resolved), with those an earlier killed run of the job recorded (it made them; this run,
+/// started afresh, finds them).
+///
+/// # Errors
+/// [`OpsError`] when the work dir cannot be read or written.
+pub(crate) fn record_created_temp(work: &Store, temp: Option<&str>) -> Result<(), OpsError> {
+    let Some(temp) = temp.and_then(|t| open(t).ok()?.local_path()) else {
+        return Ok(());
+    };
+    let temp = guard::canonical(&temp)?;
+    let mut created: Vec<PathBuf> = temp
+        .ancestors()
+        .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    for earlier in recorded_temp_dirs(work)? {
+        if temp.starts_with(&earlier) && !created.contains(&earlier) {
+            created.push(earlier);
+        }
+    }
+    work.put_json(CREATED_KEY, &serde_json::json!({ "created": created }))?;
+    Ok(())
+}
+
+fn recorded_temp_dirs(work: &Store) -> Result<Vec<PathBuf>, OpsError> {
+    Ok(work
+        .get_json(CREATED_KEY)?
+        .and_then(|record| serde_json::from_value(record["created"].clone()).ok())
+        .unwrap_or_default())
+}
+
+/// After a successful run, removes the directories the job created for its intermediates and
+/// left empty: its own directory (`job_temp`: the one in `--temp`, or `intermediate` in the
+/// work dir), then those of `--temp` it recorded ([`record_created_temp`]), deepest first.
+/// Each goes only while empty (`rmdir`), and a recorded one only while it still is that
+/// directory (not replaced by a link): one holding another job's pieces stays.
+///
+/// # Errors
+/// [`OpsError`] when the work dir cannot be read.
+pub(crate) fn remove_created_temp(work: &Store, job_temp: &str) -> Result<(), OpsError> {
+    // No intermediates dir (a job with nothing to do): "" would open the current directory.
+    if job_temp.is_empty() {
+        return Ok(());
+    }
+    if let Some(own) = open(job_temp)?.local_path() {
+        if !remove_if_empty(&own) {
+            return Ok(());
+        }
+    }
+    let mut created = recorded_temp_dirs(work)?;
+    created.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
+    for dir in created {
+        let still_ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
+            && std::fs::canonicalize(&dir).is_ok_and(|real| real == dir);
+        if !still_ours || !remove_if_empty(&dir) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `dir` if it is an empty directory; true when it is gone.
+fn remove_if_empty(dir: &Path) -> bool {
+    match std::fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(_) => false,
+    }
 }
 
 /// The local path of a staging store, when the job writes one (`write_url` differs from the
@@ -247,10 +357,11 @@ pub(crate) fn swap(work: &Store, target: &Store, staging: &Path) -> Result<(), O
     Ok(())
 }
 
-/// Removes a work dir after a successful run: everything in it, then its lock (by dropping
-/// `locks`), then the directory. Only a work dir chunkmill chose is removed this way (never
-/// one given with `--work-dir`), and [`check_paths`] refused to start in one that held
-/// anything but a chunkmill run.
+/// Removes a work dir after a successful run: everything chunkmill writes in it, then its lock
+/// (by dropping `locks`), then the directory if nothing else is left. Only a work dir
+/// chunkmill chose is removed this way (never one given with `--work-dir`), and
+/// [`check_paths`] refused to start in one that held anything but a chunkmill run; what
+/// someone put there since (a note, a log) stays, and so does the directory holding it.
 ///
 /// # Errors
 /// [`OpsError::Failed`] when something cannot be removed.
@@ -268,6 +379,13 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             entries.sort_by_key(|e| e.file_name() == "plan.json");
             for entry in entries {
                 if entry.file_name() == LOCK_KEY {
+                    continue;
+                }
+                if !crate::work_files::is_ours_in_work_dir(&entry.file_name()) {
+                    tracing::warn!(
+                        "{}: left in place: chunkmill did not write it",
+                        entry.path().display()
+                    );
                     continue;
                 }
                 let path = entry.path();
@@ -292,7 +410,8 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
             let mut keys = work.list("")?;
             keys.sort_by_key(|k| k == "plan.json");
             for key in keys {
-                if key != LOCK_KEY {
+                let top = key.split('/').next().unwrap_or_default();
+                if key != LOCK_KEY && crate::work_files::is_ours_in_work_dir(OsStr::new(top)) {
                     work.erase(&key)?;
                 }
             }
@@ -304,7 +423,19 @@ pub(crate) fn remove_work_dir(work: &Store, locks: Vec<Lock>) -> Result<(), OpsE
 
 #[cfg(test)]
 mod tests {
-    use super::is_intermediate;
+    use super::{is_intermediate, job_temp_name};
+
+    #[test]
+    fn each_target_has_its_own_temp_dir_however_it_is_written() -> Result<(), std::io::Error> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a.zarr").display().to_string();
+        let a_again = dir.path().join("x/../a.zarr/").display().to_string();
+        let b = dir.path().join("b.zarr").display().to_string();
+        assert_eq!(job_temp_name(&a), job_temp_name(&a_again));
+        assert_ne!(job_temp_name(&a), job_temp_name(&b));
+        assert!(is_intermediate(&format!("{}/a0-s0/1", job_temp_name(&a))));
+        Ok(())
+    }
 
     #[test]
     fn intermediates_are_told_from_foreign_keys() {
@@ -315,6 +446,8 @@ mod tests {
             "c12-split/4",
             "c5-anom-in/0",
             "c7-k1-r0/2",
+            "chunkmill-0123456789abcdef/a0-s1/3",
+            "chunkmill-0123456789abcdef/c3-r0-g1/0",
         ] {
             assert!(is_intermediate(ours), "{ours}");
         }
@@ -329,6 +462,9 @@ mod tests {
             "a1-s/0",
             "notes.txt",
             "c1-a b/0",
+            "chunkmill-0123/a0-s1/3",
+            "chunkmill-0123456789abcdef/notes.txt",
+            "other-0123456789abcdef/a0-s1/3",
         ] {
             assert!(!is_intermediate(foreign), "{foreign}");
         }

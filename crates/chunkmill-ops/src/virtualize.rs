@@ -67,6 +67,10 @@ impl ScanExecutor for ExecutorScanner {
             .map(|f| Protected::input(f.url()))
             .collect();
         guard::check_apart("the work dir", &self.work_dir, &local)?;
+        crate::work_files::check_work_dir(&self.work_dir).map_err(|e| match e {
+            crate::OpsError::Refused(message) => chunkmill_manifest::Error::Refused(message),
+            other => task_error(other),
+        })?;
         let lock = Lock::acquire(&work, crate::safety::LOCK_KEY, "virtualize scan")?;
         // Local paths absolute, so that a worker started elsewhere finds them.
         let list: String = files.iter().map(|f| format!("{}\n", f.url())).collect();

@@ -78,6 +78,9 @@ pub fn absolute_url(url: &str) -> String {
 /// invalid (named).
 pub fn load_plan(plan_url: &str) -> Result<(Store, Plan), OpsError> {
     let (store, key) = locate(plan_url)?;
+    if let Some(dir) = store.local_path() {
+        crate::work_files::check_regular(&dir.join(&key), "the plan")?;
+    }
     let bytes = store
         .get(&key)?
         .ok_or_else(|| OpsError::Refused(format!("{}: no plan there", store.join(&key))))?;
@@ -266,6 +269,8 @@ pub struct RunStatus {
 /// [`OpsError::Refused`] when there is no plan there.
 pub fn status(work_dir: &str) -> Result<RunStatus, OpsError> {
     let (work, plan) = load_plan(work_dir)?;
+    // After the plan (a plan.json path is not a work dir), before the markers are read.
+    crate::work_files::check_work_dir(work.url())?;
     let complete = work.exists(&format!("{}/complete.json", plan.plan_id))?;
     let markers = Markers::new(work, &plan.plan_id);
     let mut stages = Vec::new();

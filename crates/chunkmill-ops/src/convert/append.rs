@@ -40,7 +40,7 @@ pub struct AppendRecord {
 }
 
 /// Where the record lives in the work dir.
-pub(crate) const RECORD_KEY: &str = "append.json";
+pub(crate) const RECORD_KEY: &str = crate::work_files::APPEND_KEY;
 
 fn refused(message: String) -> OpsError {
     OpsError::Refused(message)
@@ -102,7 +102,7 @@ pub fn plan_append(options: &ConvertOptions) -> Result<ConvertJob, OpsError> {
     )?;
     let cache_arrays = cache.arrays();
     let prepared = prepare(options)?;
-    let work = Store::open(&prepared.work_dir)?;
+    let work = crate::work_files::open_checked(&prepared.work_dir)?;
     let record: Option<AppendRecord> = if run.resume {
         work.get_json(RECORD_KEY)
             .ok()

@@ -210,7 +210,7 @@ pub fn source_cost(c: &Coefficients, codecs: &[String], kind: StoreKind) -> Medi
 }
 
 /// The work-dir key under which a job records the coefficients its plan was built from.
-pub const RECORD_KEY: &str = "costs.json";
+pub const RECORD_KEY: &str = crate::work_files::COSTS_KEY;
 
 /// The coefficients a run recorded in its work dir `work` ([`RECORD_KEY`]), for its resume:
 /// the plan id of a resumed run must match the recorded plan, which coefficients measured

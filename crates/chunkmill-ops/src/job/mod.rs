@@ -331,6 +331,7 @@ pub fn run_job(
             .map_err(|e| touched(OpsError::Failed(e)))?;
     } else {
         start_afresh(job, options, &target, staging.as_deref(), &work, &markers)?;
+        safety::record_created_temp(&work, options.temp.as_deref())?;
     }
     write_job_files(job, &work, &write).map_err(touched)?;
     if options.prepare_only {
@@ -373,6 +374,7 @@ pub fn run_job(
     }
     // Killed backup copies of slow tasks (processes, SLURM) may have left temporary files.
     safety::sweep(&[&job.write_url, &job.temp]).map_err(touched)?;
+    safety::remove_created_temp(&work, &job.temp).map_err(touched)?;
     // Everything written is on disk before the target is swapped in or reported done.
     chunkmill_store::sync_pending()
         .about("syncing what was written")
@@ -465,6 +467,11 @@ fn start_afresh(
     markers.clear()?;
     work.erase(&complete_key(&job.plan))?;
     work.erase(safety::SWAP_KEY)?;
+    // The job's own intermediates dir holds only what earlier runs of a job on this target
+    // left (another plan's pieces, which no run would erase): a fresh start abandons them.
+    if !job.temp.is_empty() {
+        Store::open(&job.temp)?.erase_prefix("")?;
+    }
     Ok(())
 }
 

@@ -244,7 +244,7 @@ impl<'a> PlanContext<'a> {
 }
 
 /// The work-dir key recording the cores a job's plan kinds were compared at.
-pub(crate) const CORES_KEY: &str = "cores.json";
+pub(crate) const CORES_KEY: &str = crate::work_files::CORES_KEY;
 
 /// The cores a threads job's plan kinds are compared at: this machine's, or on `--resume`
 /// those the resumed run recorded ([`CORES_KEY`]). The plan, and so its id, depends on them:
@@ -267,12 +267,17 @@ pub(crate) fn planning_cores(options: &JobOptions, work: &Store) -> Result<u64, 
     Ok(std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
 }
 
-/// Where intermediates go: `--temp`, or `intermediate` in the work dir (its URL and store).
+/// The intermediates dir in a work dir, when no `--temp` is given.
+pub(crate) const DEFAULT_TEMP: &str = crate::work_files::DEFAULT_TEMP;
+
+/// Where intermediates go (its URL and store): `intermediate` in the work dir, or a directory
+/// of this job's own in `--temp` ([`crate::safety::job_temp_name`]), so that jobs sharing one
+/// `--temp` never write, read or erase each other's pieces (their keys are alike: `a0-s1/…`).
 pub(crate) fn temp_store(options: &JobOptions, work: &Store) -> Result<(String, Store), OpsError> {
-    let url = options
-        .temp
-        .clone()
-        .unwrap_or_else(|| work.join("intermediate"));
+    let url = match &options.temp {
+        Some(temp) => Store::open(temp)?.join(&crate::safety::job_temp_name(&options.target)),
+        None => work.join(DEFAULT_TEMP),
+    };
     let store = Store::open(&url)?;
     Ok((url, store))
 }

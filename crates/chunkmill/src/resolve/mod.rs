@@ -154,7 +154,11 @@ pub fn budget(
 
 /// The plan stored in the work dir of a job writing `target`, if it can be read.
 pub fn stored_plan(target: &str, common: &Common) -> Option<chunkmill_plan::Plan> {
-    let store = chunkmill_store::Store::open(&work_dir(target, common)).ok()?;
+    let dir = work_dir(target, common);
+    // A plan.json that is a FIFO would block this read; the job's own check of its work dir
+    // refuses it, naming it, before anything is written.
+    chunkmill_ops::check_work_dir(&dir).ok()?;
+    let store = chunkmill_store::Store::open(&dir).ok()?;
     let bytes = store.get("plan.json").ok()??;
     chunkmill_plan::Plan::from_json(&String::from_utf8_lossy(&bytes)).ok()
 }
