@@ -464,3 +464,20 @@ def s3_options() -> dict:
             "region_name": os.environ.get("AWS_REGION", "us-east-1"),
         },
     }
+
+
+def write_day_nc(path: Path, day: int) -> None:
+    """One day of a tiny NetCDF-4 collection: `time` (6 hours from day × 6, CF units, unlimited)
+    and `v` (time, x=8) float32, zlib in chunks of (3, 8), random values seeded by the day."""
+    import netCDF4
+    import numpy as np
+
+    ds = netCDF4.Dataset(path, "w")
+    ds.createDimension("time", None)
+    ds.createDimension("x", 8)
+    t = ds.createVariable("time", "f8", ("time",))
+    t.units = "hours since 2020-01-01"
+    t[:] = np.arange(6) + 6 * day
+    v = ds.createVariable("v", "f4", ("time", "x"), zlib=True, chunksizes=(3, 8))
+    v[:] = np.random.default_rng(day).random((6, 8)).astype("f4")
+    ds.close()

@@ -17,7 +17,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pytest
 import zarr
@@ -55,18 +54,6 @@ def strays(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if any(s in p.name for s in STRAYS))
 
 
-def write_nc(path: Path, day: int) -> None:
-    ds = netCDF4.Dataset(path, "w")
-    ds.createDimension("time", None)
-    ds.createDimension("x", 8)
-    t = ds.createVariable("time", "f8", ("time",))
-    t.units = "hours since 2020-01-01"
-    t[:] = np.arange(6) + 6 * day
-    v = ds.createVariable("v", "f4", ("time", "x"), zlib=True, chunksizes=(3, 8))
-    v[:] = np.random.default_rng(day).random((6, 8)).astype("f4")
-    ds.close()
-
-
 @pytest.fixture()
 def sandbox(tmp_path):
     """A user's directory: a Zarr source, NetCDF inputs, scripts, unrelated files, a symlink."""
@@ -75,8 +62,8 @@ def sandbox(tmp_path):
     (box / "scripts").mkdir()
     (box / "precious").mkdir()
     data = oracle.write_series(box / "data" / "src.zarr", SHAPE, CHUNKS)
-    write_nc(box / "data" / "a.nc", 0)
-    write_nc(box / "data" / "b.nc", 1)
+    oracle.write_day_nc(box / "data" / "a.nc", 0)
+    oracle.write_day_nc(box / "data" / "b.nc", 1)
     (box / "scripts" / "run.sh").write_text("#!/bin/sh\necho keep me\n")
     (box / "precious" / "thesis.tex").write_text("\\documentclass{article}\n")
     (box / "precious" / "config.json").write_text('{"not": "references"}\n')

@@ -19,7 +19,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pytest
 import zarr
@@ -56,18 +55,6 @@ def snapshot(root: Path) -> dict:
     return out
 
 
-def write_nc(path: Path, day: int) -> None:
-    ds = netCDF4.Dataset(path, "w")
-    ds.createDimension("time", None)
-    ds.createDimension("x", 8)
-    t = ds.createVariable("time", "f8", ("time",))
-    t.units = "hours since 2020-01-01"
-    t[:] = np.arange(6) + 6 * day
-    v = ds.createVariable("v", "f4", ("time", "x"), zlib=True, chunksizes=(3, 8))
-    v[:] = np.random.default_rng(day).random((6, 8)).astype("f4")
-    ds.close()
-
-
 def job_args(job: str, box: Path) -> list:
     """The command of `job` in the sandbox `box` (inputs in box/in, target box/out.zarr)."""
     src, a, b, target = box / "in" / "src.zarr", box / "in" / "a.nc", box / "in" / "b.nc", box / "out.zarr"
@@ -86,8 +73,8 @@ def make_box(root: Path) -> Path:
     box = root / "box"
     (box / "in").mkdir(parents=True)
     oracle.write_series(box / "in" / "src.zarr", (40, 12, 12), (4, 12, 12))
-    write_nc(box / "in" / "a.nc", 0)
-    write_nc(box / "in" / "b.nc", 1)
+    oracle.write_day_nc(box / "in" / "a.nc", 0)
+    oracle.write_day_nc(box / "in" / "b.nc", 1)
     (box / "outside.json").write_text('{"cores": 1}\n')
     return box
 
