@@ -360,3 +360,40 @@ def test_a_fresh_run_after_a_failed_one_leaves_none_of_its_pieces(tmp_path):
     oracle.ok(*direct, "--overwrite")
     assert_rechunked(box / "out.zarr", data)
     assert not temp.exists(), sorted(map(str, temp.rglob("*")))
+
+
+def test_an_edited_created_record_never_removes_a_directory_the_job_did_not_create(tmp_path):
+    """`created.json` names the directories of --temp a job made, for the end of a (resumed) run
+    to remove them. A record naming another empty directory (edited, or left by a run with
+    another --temp) made the end of the run remove it. Now only ancestors of the job's own
+    intermediates dir are candidates."""
+    box = make_box(tmp_path)
+    data = big_source(box)
+    mine = box / "mine"
+    mine.mkdir()
+    temp = box / "scratch" / "job"
+    args = [*job_args("rechunk", box), "--temp", temp]
+    oracle.ok(*args, "--prepare")
+    record = box / "out.zarr.work" / "created.json"
+    created = json.loads(record.read_text())["created"]
+    assert str(temp) in created, created
+    record.write_text(json.dumps({"created": [*created, str(mine), "mine"]}))
+    oracle.ok(*args, "--resume")
+    assert_rechunked(box / "out.zarr", data)
+    assert mine.is_dir(), "a directory the job did not create was removed"
+    assert not (box / "scratch").exists(), sorted(map(str, (box / "scratch").rglob("*")))
+
+
+@pytest.mark.parametrize("where", ["work", "parent"])
+def test_a_temp_that_is_or_holds_the_work_dir_is_refused(tmp_path, where):
+    """`--temp` given as the work dir (or a directory holding it) was accepted for a fresh start
+    and the work files went into it; a resume after a kill was then refused ("--temp holds
+    cores.json, which chunkmill did not write"): a run that could never be resumed. Now it is
+    refused before anything is written."""
+    box = make_box(tmp_path)
+    work = box / "jobs" / "w"
+    temp = work if where == "work" else box / "jobs"
+    before = snapshot(box)
+    r = run(*job_args("rechunk", box), "--temp", temp, "--work-dir", work)
+    oracle.assert_one_error_line(r, codes={3}, mentions=[str(temp), "work dir"])
+    assert snapshot(box) == before

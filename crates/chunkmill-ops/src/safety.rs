@@ -66,6 +66,7 @@ pub(crate) fn check_paths(
     if let Some(temp) = options.temp {
         let role = "the intermediates dir (--temp)";
         guard::check_apart(role, temp, &protected)?;
+        check_temp_beside_work_dir(temp, work_dir)?;
         let store = open(temp)?;
         not_a_file(&store, temp, role)?;
         crate::work_files::check_temp_dir(temp)?;
@@ -82,6 +83,20 @@ pub(crate) fn check_paths(
         }
     }
     Ok(())
+}
+
+/// Refuses a `--temp` that is, or holds, the work dir: it would hold the work files, which the
+/// resume's check of `--temp` takes for someone else's (a run that could never be resumed),
+/// and a fresh start empties the job's own directory in it.
+fn check_temp_beside_work_dir(temp: &str, work_dir: &str) -> Result<(), OpsError> {
+    let how = match guard::place(temp)?.relation(&guard::place(work_dir)?) {
+        guard::Relation::Same => "is",
+        guard::Relation::Holds => "holds",
+        guard::Relation::Inside | guard::Relation::Apart => return Ok(()),
+    };
+    Err(OpsError::Refused(format!(
+        "{temp}: the intermediates dir (--temp) {how} the work dir {work_dir}; give a --temp apart from it"
+    )))
 }
 
 /// Whether a key is one of a job's intermediate pieces: a copy stage's (`a3-s0/…`) or a
@@ -281,12 +296,20 @@ pub(crate) fn remove_created_temp(work: &Store, job_temp: &str) -> Result<(), Op
     if job_temp.is_empty() {
         return Ok(());
     }
-    if let Some(own) = open(job_temp)?.local_path() {
-        if !remove_if_empty(&own) {
-            return Ok(());
-        }
+    let Some(own) = open(job_temp)?.local_path() else {
+        return Ok(());
+    };
+    // Resolved before it goes: the recorded dirs are judged against where it lies.
+    let own = guard::canonical(&own)?;
+    if !remove_if_empty(&own) {
+        return Ok(());
     }
-    let mut created = recorded_temp_dirs(work)?;
+    // Only this job's intermediates dir's ancestors are candidates: a record naming any other
+    // directory (edited, or left by a run with another --temp) is not what this run created.
+    let mut created: Vec<PathBuf> = recorded_temp_dirs(work)?
+        .into_iter()
+        .filter(|dir| dir.is_absolute() && own.starts_with(dir) && own != *dir)
+        .collect();
     created.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
     for dir in created {
         let still_ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
