@@ -560,3 +560,27 @@ def test_integer_arithmetic_wraps_as_numpy_does(tmp_path):
         name = stmt.split(" =")[0]
         assert got[name].dtype == want.dtype, (stmt, got[name].dtype, want.dtype)
         np.testing.assert_array_equal(got[name].values, want.values, err_msg=stmt)
+
+
+def test_a_dimension_named_x_selects_like_any_other(tmp_path):
+    """`v.sel(x=…)`, `v.isel(x=…)` and `v.chunk(x=…)` took the keyword `x` for the array the
+    method is called on (the argument's name), not the dimension `x`: every selection on the
+    commonest name of a projected grid's dimension failed ("'x' has no coordinate to select
+    by; dimensions: ")."""
+    rng = np.random.default_rng(11)
+    ds = xr.Dataset({"v": (("y", "x"), rng.normal(size=(5, 8)))},
+                    coords={"y": np.arange(5.0) * 10, "x": np.array([0, 10, 20, 30, 40, 50, 60, 70])})
+    path = tmp_path / "xy.zarr"
+    ds.to_zarr(path, zarr_format=3, consolidated=False)
+    ds = xr.open_zarr(path, consolidated=False)
+    stmts = {
+        "a = v.sel(x=23, method='nearest')": ds.v.sel(x=23, method="nearest"),
+        "b = v.sel(x=40)": ds.v.sel(x=40),
+        "c = v.isel(x=slice(1, 6, 2)).mean('y')": ds.v.isel(x=slice(1, 6, 2)).mean("y"),
+        "d = v.chunk(x=3).sum('x')": ds.v.chunk(x=3).sum("x"),
+    }
+    got = compute(tmp_path, path, *stmts)
+    for stmt, want in stmts.items():
+        name = stmt.split(" =")[0]
+        assert got[name].dims == want.dims, stmt
+        np.testing.assert_allclose(got[name].values, want.values, rtol=1e-12, err_msg=stmt)

@@ -585,6 +585,20 @@ impl Call<'_> {
         }
     }
 
+    /// The array a method taking dimension names as keywords (`sel`, `isel`, `stack`,
+    /// `chunk`) is called on: only ever the first positional value, as a keyword `x` is the
+    /// dimension named `x`, never the array.
+    fn receiver(&self) -> Result<Lazy, CheckError> {
+        match self.vals.first() {
+            Some(Val::Array(l)) => Ok(l.clone()),
+            Some(_) => err(
+                self.pos,
+                format!("{}: must be called on an array", self.name),
+            ),
+            None => err(self.pos, format!("{}: missing the array", self.name)),
+        }
+    }
+
     fn unknown_kwargs(&self, allowed: &[&str]) -> Result<(), CheckError> {
         if let Some((k, (_, pos))) = self.kw.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
             return err(
@@ -739,7 +753,7 @@ impl Call<'_> {
     }
 
     fn isel(&self) -> Result<Lazy, CheckError> {
-        let mut x = self.array_arg(0, "x")?;
+        let mut x = self.receiver()?;
         for (dim, (v, pos)) in &self.kw {
             refuse_stacked(&x, dim, *pos)?;
             let Some(n) = x.size(dim) else {
@@ -782,7 +796,7 @@ impl Call<'_> {
     }
 
     fn sel(&self, inputs: &Inputs, read: &Reader<'_>) -> Result<Lazy, CheckError> {
-        let mut x = self.array_arg(0, "x")?;
+        let mut x = self.receiver()?;
         let (inexact, tolerance) = self.sel_method()?;
         for (dim, (v, pos)) in &self.kw {
             if dim == "method" || dim == "tolerance" {
@@ -981,7 +995,7 @@ impl Call<'_> {
     /// `x.stack(z=["lat", "lon"])`: the dimensions stacked into a new last one, the first
     /// varying slowest (xarray's order); their coordinates are not carried.
     fn stack(&self) -> Result<Lazy, CheckError> {
-        let mut x = self.array_arg(0, "x")?;
+        let mut x = self.receiver()?;
         if self.kw.is_empty() {
             return err(
                 self.pos,
@@ -1054,7 +1068,7 @@ impl Call<'_> {
     /// `x.rechunk(time=-1)` or `x.chunk(time=10)`: `x` with these chunks (`-1`: the whole
     /// dimension), made by the rechunk planner.
     fn rechunk(&self) -> Result<Lazy, CheckError> {
-        let x = self.array_arg(0, "x")?;
+        let x = self.receiver()?;
         let mut chunks = BTreeMap::new();
         for (dim, (v, pos)) in &self.kw {
             let Some(n) = x.size(dim) else {
