@@ -584,3 +584,36 @@ def test_a_dimension_named_x_selects_like_any_other(tmp_path):
         name = stmt.split(" =")[0]
         assert got[name].dims == want.dims, stmt
         np.testing.assert_allclose(got[name].values, want.values, rtol=1e-12, err_msg=stmt)
+
+
+def test_unsigned_bytes_are_refused_rather_than_read_with_the_wrong_sign(tmp_path):
+    """A packed int8 array with `_Unsigned = "true"` (netCDF-3 bytes): xarray reads the bytes as
+    uint8 before unpacking; compute read them signed, and every value above 127 came out 256
+    scale steps too low, silently. Refused now, naming the attribute, nothing written."""
+    raw = np.array([[-56, 3], [100, -1]], dtype="int8")
+    path = tmp_path / "in.zarr"
+    xr.Dataset({"v": (("x", "y"), raw)}).to_zarr(path, zarr_format=3, consolidated=False)
+    attrs = zarr.open_array(path, path="v", mode="r+").attrs
+    attrs.update({"_Unsigned": "true", "scale_factor": 0.5, "add_offset": 1.0})
+    want = xr.open_zarr(path, consolidated=False).v.mean("x").values
+    np.testing.assert_array_equal(want, [(200 + 100) / 2 * 0.5 + 1, (3 + 255) / 2 * 0.5 + 1])
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", "m = v.mean('x')", "--output", out,
+                   "--max-mem", "64MB", "--no-progress")
+    oracle.assert_one_error_line(r, codes=[2, 3], mentions=["_Unsigned"])
+    assert not out.exists()
+
+
+def test_sel_with_a_method_refuses_a_repeated_label_as_xarray_does(tmp_path):
+    """pandas finds no nearest label in a coordinate holding one twice (xarray raises); compute
+    picked one of them."""
+    ds = xr.Dataset({"v": (("t",), np.arange(5.0))}, coords={"t": [1.0, 2.0, 2.0, 3.0, 4.0]})
+    path = tmp_path / "in.zarr"
+    ds.to_zarr(path, zarr_format=3, consolidated=False)
+    with pytest.raises(Exception, match="uniquely valued"):
+        xr.open_zarr(path, consolidated=False).v.sel(t=2.1, method="nearest")
+    out = tmp_path / "out.zarr"
+    r = oracle.run("compute", "--input", f"ds={path}", "m = v.sel(t=2.1, method='nearest')",
+                   "--output", out, "--max-mem", "64MB", "--no-progress")
+    oracle.assert_one_error_line(r, codes=[2], mentions=["label 2 more than once"])
+    assert not out.exists()

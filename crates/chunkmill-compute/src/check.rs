@@ -1324,6 +1324,13 @@ fn inexact_position(
     if !increasing && !values.windows(2).all(|w| w[0] >= w[1]) {
         return Err("the coordinate must be monotonic increasing or decreasing".into());
     }
+    // pandas matches no label of a coordinate holding one twice (monotonic: side by side).
+    if let Some(w) = values.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "the coordinate holds the label {} more than once; a method= picks only among unique labels",
+            w[0]
+        ));
+    }
     let before = |v: f64| if increasing { v <= want } else { v >= want };
     let after = |v: f64| if increasing { v >= want } else { v <= want };
     let pad = values.iter().rposition(|&v| before(v));

@@ -82,6 +82,7 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
             ))
         }
     };
+    refuse_unsigned_view(&at, stored, &info.attributes)?;
     let unpack = unpacking(&at, &info.attributes)?;
     // xarray's mask: `_FillValue` and `missing_value`, and a v2 array's fill_value.
     let mut missing: Vec<f64> = ["_FillValue", "missing_value"]
@@ -122,6 +123,35 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
         missing,
         unpack,
     })
+}
+
+/// Refuses `_Unsigned` asking for the integers stored to be read with the other signedness
+/// (netCDF-3's bytes, often packed): xarray reads them so, compute would read other values.
+fn refuse_unsigned_view(
+    at: &str,
+    stored: DType,
+    attrs: &serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    let Some(flag) = attrs.get("_Unsigned") else {
+        return Ok(());
+    };
+    let signed = matches!(
+        stored,
+        DType::Int8 | DType::Int16 | DType::Int32 | DType::Int64
+    );
+    let other_signedness = stored.is_int()
+        && match flag.as_str() {
+            Some("true") => signed,
+            Some("false") => !signed,
+            _ => false,
+        };
+    if other_signedness {
+        return Err(format!(
+            "{at}: _Unsigned={flag} asks for its {} values to be read with the other signedness; compute does not read them so yet",
+            stored.name()
+        ));
+    }
+    Ok(())
 }
 
 /// The CF packing of an array with these attributes, as xarray decodes a Zarr array: its JSON
