@@ -397,3 +397,15 @@ def test_a_temp_that_is_or_holds_the_work_dir_is_refused(tmp_path, where):
     r = run(*job_args("rechunk", box), "--temp", temp, "--work-dir", work)
     oracle.assert_one_error_line(r, codes={3}, mentions=[str(temp), "work dir"])
     assert snapshot(box) == before
+
+
+@pytest.mark.parametrize("flag", ["--temp", "--work-dir"])
+def test_a_temp_or_work_dir_under_a_file_is_refused(tmp_path, flag):
+    """`--temp FILE/sub` passed the checks and failed at its first erase (exit 1, "erase :
+    Not a directory"), after the job had started; refused now (exit 3), naming the file."""
+    box = make_box(tmp_path)
+    under = box / "outside.json" / "sub"
+    before = snapshot(box)
+    r = run(*job_args("rechunk", box), flag, under)
+    oracle.assert_one_error_line(r, codes={3}, mentions=[str(under), str(box / "outside.json")])
+    assert snapshot(box) == before

@@ -129,12 +129,27 @@ fn is_intermediate(key: &str) -> bool {
 }
 
 fn not_a_file(store: &Store, shown: &str, role: &str) -> Result<(), OpsError> {
-    match store.local_path().map(std::fs::metadata) {
-        Some(Ok(meta)) if !meta.is_dir() => Err(OpsError::Refused(format!(
+    let Some(path) = store.local_path() else {
+        return Ok(());
+    };
+    if std::fs::metadata(&path).is_ok_and(|meta| !meta.is_dir()) {
+        return Err(OpsError::Refused(format!(
             "{shown}: {role} is a file; give a directory"
-        ))),
-        _ => Ok(()),
+        )));
     }
+    // A path under a file cannot be made: found now, not by the first write (exit 1).
+    let under_a_file = path
+        .ancestors()
+        .skip(1)
+        .find(|dir| std::fs::symlink_metadata(dir).is_ok())
+        .filter(|dir| std::fs::metadata(dir).is_ok_and(|meta| !meta.is_dir()));
+    if let Some(file) = under_a_file {
+        return Err(OpsError::Refused(format!(
+            "{shown}: {role} lies under {}, which is not a directory; give a directory",
+            file.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Checks the paths of a job and decides where it writes: the target itself, or — when
