@@ -375,9 +375,10 @@ def test_an_edited_created_record_never_removes_a_directory_the_job_did_not_crea
     args = [*job_args("rechunk", box), "--temp", temp]
     oracle.ok(*args, "--prepare")
     record = box / "out.zarr.work" / "created.json"
-    created = json.loads(record.read_text())["created"]
-    assert str(temp) in created, created
-    record.write_text(json.dumps({"created": [*created, str(mine), "mine"]}))
+    created = json.loads(record.read_text())
+    assert str(temp) in created["created"], created
+    created["created"] += [str(mine), "mine"]
+    record.write_text(json.dumps(created))
     oracle.ok(*args, "--resume")
     assert_rechunked(box / "out.zarr", data)
     assert mine.is_dir(), "a directory the job did not create was removed"
@@ -409,3 +410,24 @@ def test_a_temp_or_work_dir_under_a_file_is_refused(tmp_path, flag):
     r = run(*job_args("rechunk", box), flag, under)
     oracle.assert_one_error_line(r, codes={3}, mentions=[str(under), str(box / "outside.json")])
     assert snapshot(box) == before
+
+
+def test_an_edited_created_record_never_removes_an_ancestor_the_job_did_not_create(tmp_path):
+    """The record edited to name the user's directory holding --temp: once the job's own dirs
+    were gone it was empty, and went too. Now a recorded dir goes only while it is the one the
+    job made (its device and inode, recorded as it made it)."""
+    box = make_box(tmp_path)
+    data = big_source(box)
+    mine = box / "mine"
+    mine.mkdir()
+    temp = mine / "job"
+    args = [*job_args("rechunk", box), "--temp", temp]
+    oracle.ok(*args, "--prepare")
+    record = box / "out.zarr.work" / "created.json"
+    created = json.loads(record.read_text())
+    assert created["created"] == [str(temp)], created
+    created["created"].append(str(mine))
+    record.write_text(json.dumps(created))
+    oracle.ok(*args, "--resume")
+    assert_rechunked(box / "out.zarr", data)
+    assert mine.is_dir() and list(mine.iterdir()) == [], "the user's directory was removed"

@@ -265,37 +265,79 @@ pub(crate) fn sweep(urls: &[&str]) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// Records in the work dir which directories of the local `--temp` this run will create:
-/// the dir and its ancestors that do not exist yet (absolute, links of the existing part
-/// resolved), with those an earlier killed run of the job recorded (it made them; this run,
-/// started afresh, finds them).
+/// Records in the work dir which directories of the local `--temp` this run creates: the dir
+/// and its ancestors that do not exist yet (absolute, links of the existing part resolved),
+/// with those an earlier killed run of the job recorded (it made them; this run, started
+/// afresh, finds them) while they are still the directories it made. Each is named before it
+/// is made (a kill in between leaves it named but unproven, so kept), then made, then recorded
+/// with its identity (device and inode): the end of the run removes only a directory that
+/// still has it, so a record naming a directory someone else made never removes it.
 ///
 /// # Errors
-/// [`OpsError`] when the work dir cannot be read or written.
+/// [`OpsError`] when the work dir cannot be read or written, or the dirs cannot be made.
 pub(crate) fn record_created_temp(work: &Store, temp: Option<&str>) -> Result<(), OpsError> {
     let Some(temp) = temp.and_then(|t| open(t).ok()?.local_path()) else {
         return Ok(());
     };
     let temp = guard::canonical(&temp)?;
-    let mut created: Vec<PathBuf> = temp
+    let mut created: Vec<(PathBuf, Option<DirId>)> = temp
         .ancestors()
         .take_while(|dir| std::fs::symlink_metadata(dir).is_err())
-        .map(Path::to_path_buf)
+        .map(|dir| (dir.to_path_buf(), None))
         .collect();
-    for earlier in recorded_temp_dirs(work)? {
-        if temp.starts_with(&earlier) && !created.contains(&earlier) {
-            created.push(earlier);
+    for (earlier, id) in recorded_temp_dirs(work)? {
+        if temp.starts_with(&earlier)
+            && !created.iter().any(|(dir, _)| *dir == earlier)
+            && id.is_some()
+            && dir_id(&earlier) == id
+        {
+            created.push((earlier, id));
         }
     }
-    work.put_json(CREATED_KEY, &serde_json::json!({ "created": created }))?;
+    put_created(work, &created)?;
+    if created.iter().any(|(_, id)| id.is_none()) {
+        std::fs::create_dir_all(&temp).map_err(|e| OpsError::from(e).about(temp.display()))?;
+        for (dir, id) in &mut created {
+            id.get_or_insert_with(|| dir_id(dir).unwrap_or_default());
+        }
+        put_created(work, &created)?;
+    }
     Ok(())
 }
 
-fn recorded_temp_dirs(work: &Store) -> Result<Vec<PathBuf>, OpsError> {
-    Ok(work
-        .get_json(CREATED_KEY)?
-        .and_then(|record| serde_json::from_value(record["created"].clone()).ok())
-        .unwrap_or_default())
+/// A directory's device and inode: one removed and made again is another directory.
+type DirId = (u64, u64);
+
+fn dir_id(dir: &Path) -> Option<DirId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(dir)
+        .ok()
+        .filter(std::fs::Metadata::is_dir)
+        .map(|m| (m.dev(), m.ino()))
+}
+
+fn put_created(work: &Store, created: &[(PathBuf, Option<DirId>)]) -> Result<(), OpsError> {
+    let (dirs, ids): (Vec<_>, Vec<_>) = created.iter().cloned().unzip();
+    work.put_json(
+        CREATED_KEY,
+        &serde_json::json!({ "created": dirs, "identities": ids }),
+    )?;
+    Ok(())
+}
+
+/// The recorded dirs, each with its identity when it was recorded (`None`: unproven).
+fn recorded_temp_dirs(work: &Store) -> Result<Vec<(PathBuf, Option<DirId>)>, OpsError> {
+    let Some(record) = work.get_json(CREATED_KEY)? else {
+        return Ok(Vec::new());
+    };
+    let dirs: Vec<PathBuf> = serde_json::from_value(record["created"].clone()).unwrap_or_default();
+    let ids: Vec<Option<DirId>> =
+        serde_json::from_value(record["identities"].clone()).unwrap_or_default();
+    Ok(dirs
+        .into_iter()
+        .enumerate()
+        .map(|(i, dir)| (dir, ids.get(i).copied().flatten()))
+        .collect())
 }
 
 /// After a successful run, removes the directories the job created for its intermediates and
@@ -321,13 +363,15 @@ pub(crate) fn remove_created_temp(work: &Store, job_temp: &str) -> Result<(), Op
     }
     // Only this job's intermediates dir's ancestors are candidates: a record naming any other
     // directory (edited, or left by a run with another --temp) is not what this run created.
-    let mut created: Vec<PathBuf> = recorded_temp_dirs(work)?
+    // And only one that is still the directory the job made (its identity).
+    let mut created: Vec<(PathBuf, Option<DirId>)> = recorded_temp_dirs(work)?
         .into_iter()
-        .filter(|dir| dir.is_absolute() && own.starts_with(dir) && own != *dir)
+        .filter(|(dir, _)| dir.is_absolute() && own.starts_with(dir) && own != *dir)
         .collect();
-    created.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
-    for dir in created {
-        let still_ours = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir())
+    created.sort_by_key(|(dir, _)| std::cmp::Reverse(dir.components().count()));
+    for (dir, id) in created {
+        let still_ours = id.is_some()
+            && dir_id(&dir) == id
             && std::fs::canonicalize(&dir).is_ok_and(|real| real == dir);
         if !still_ours || !remove_if_empty(&dir) {
             break;
