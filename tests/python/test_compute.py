@@ -617,3 +617,19 @@ def test_sel_with_a_method_refuses_a_repeated_label_as_xarray_does(tmp_path):
                    "--output", out, "--max-mem", "64MB", "--no-progress")
     oracle.assert_one_error_line(r, codes=[2], mentions=["label 2 more than once"])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("missing", [[-32767], [-32767, 7]])
+def test_a_missing_value_list_masks_every_value_in_it(tmp_path, missing):
+    """`missing_value` as a list (netCDF tools write one-element lists; CF allows several):
+    xarray masks each value before unpacking; compute ignored the list, so a packed array's
+    missing values came out as numbers (-32767 × 0.5 = -16383.5)."""
+    raw = np.array([[1, -32767, 3], [4, 5, 7]], dtype="int16")
+    path = tmp_path / "in.zarr"
+    xr.Dataset({"v": (("x", "y"), raw)}).to_zarr(path, zarr_format=3, consolidated=False)
+    zarr.open_array(path, path="v", mode="r+").attrs.update({"missing_value": missing, "scale_factor": 0.5})
+    want = xr.open_zarr(path, consolidated=False).v
+    assert int(want.isnull().sum()) == len(missing), "the premise: xarray masks each listed value"
+    got = compute(tmp_path, path, "m = v * 1", "s = v.sum('y')")
+    np.testing.assert_array_equal(got.m.values, want.values)
+    np.testing.assert_array_equal(got.s.values, want.sum("y").values)

@@ -85,9 +85,16 @@ fn source(url: &str, info: &ArrayInfo) -> Result<Source, String> {
     refuse_unsigned_view(&at, stored, &info.attributes)?;
     let unpack = unpacking(&at, &info.attributes)?;
     // xarray's mask: `_FillValue` and `missing_value`, and a v2 array's fill_value.
+    // Each may be a list (netCDF tools write one-element lists; `missing_value` may name
+    // several): xarray masks every value in it.
     let mut missing: Vec<f64> = ["_FillValue", "missing_value"]
         .iter()
-        .filter_map(|k| info.attributes.get(*k).and_then(number))
+        .filter_map(|k| info.attributes.get(*k))
+        .flat_map(|v| match v {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        })
+        .filter_map(number)
         .collect();
     if info.zarr_format == 2 {
         missing.extend(number(&info.fill_value));
