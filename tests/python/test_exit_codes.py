@@ -74,6 +74,27 @@ def test_rechunk_and_convert_give_the_same_code_for_the_same_bad_zarr_store(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"
 
 
+def test_a_bare_nan_attribute_is_named_in_the_refusal(tmp_path):
+    """zarr-python writes a float('nan') attribute as a bare NaN, which JSON has no token for:
+    the refusal (exit 3, nothing written) says what is there and what to write instead."""
+    zarr = pytest.importorskip("zarr")
+    src = tmp_path / "nan.zarr"
+    a = zarr.create_array(src, shape=(4,), chunks=(2,), dtype="f4", dimension_names=["x"])
+    a[:] = np.arange(4)
+    a.attrs["valid_min"] = float("nan")
+    assert "NaN" in (src / "zarr.json").read_text()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for job in ("rechunk", "compute"):
+        if job == "rechunk":
+            r = oracle.run("rechunk", src, tmp_path / "r.zarr", "--chunks", "x=4", "--max-mem", "64MB",
+                           "--no-progress")
+        else:
+            r = oracle.run("compute", "--input", f"ds={src}", "m = ds.mean()", "--output", tmp_path / "c.zarr",
+                           "--max-mem", "64MB", "--no-progress")
+        oracle.assert_one_error_line(r, codes={3}, mentions=["nan.zarr", "zarr.json", "bare NaN", '"NaN"'])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a refused job wrote something"
+
+
 @pytest.mark.parametrize("zgroup", [b"not json", b'{"zarr_format": 3}', b"[]"])
 def test_a_group_whose_zgroup_is_not_a_v2_group_is_refused_by_both_jobs(tmp_path, zgroup):
     # The array inside is fine; the group's own metadata is not. Copying the array as if the

@@ -55,11 +55,13 @@ pub enum StoreError {
         source: zarrs_storage::StorageError,
     },
     /// A value that should be JSON is not.
-    #[error("{url}: {key}: invalid JSON: {source}")]
+    #[error("{url}: {key}: invalid JSON: {source}{hint}")]
     Json {
         url: String,
         key: String,
         #[source]
         source: serde_json::Error,
+        /// What the text at the error most likely is, when known (else empty).
+        hint: &'static str,
     },
 }

@@ -267,15 +267,20 @@ impl Store {
     pub fn get_json(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StoreError::Json {
-                        url: self.url.clone(),
-                        key: key.to_string(),
-                        source,
-                    })
-            }
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| {
+                let hint = if bare_non_finite_at(&bytes, source.line(), source.column()) {
+                    " (a bare NaN or Infinity, as Python's json writes a float('nan') attribute; \
+                     JSON has no such value: write it as the string \"NaN\" or remove it)"
+                } else {
+                    ""
+                };
+                StoreError::Json {
+                    url: self.url.clone(),
+                    key: key.to_string(),
+                    source,
+                    hint,
+                }
+            }),
         }
     }
 
@@ -355,6 +360,7 @@ impl Store {
             url: self.url.clone(),
             key: key.to_string(),
             source,
+            hint: "",
         })
     }
 
@@ -427,5 +433,44 @@ impl Store {
         } else {
             format!("{}/{}", self.url, path)
         }
+    }
+}
+
+/// Whether the JSON text at 1-based `line` and `column` (where serde_json stopped) is a bare
+/// `NaN`, `Infinity` or `-Infinity`, which Python's `json` writes and the JSON standard lacks.
+fn bare_non_finite_at(text: &[u8], line: usize, column: usize) -> bool {
+    let Some(row) = text.split(|&b| b == b'\n').nth(line.saturating_sub(1)) else {
+        return false;
+    };
+    // serde_json points at the first character it could not take, or just past it.
+    [column.saturating_sub(1), column]
+        .iter()
+        .filter_map(|&at| row.get(at..))
+        .any(|rest| {
+            [b"NaN".as_slice(), b"Infinity", b"-Infinity"]
+                .iter()
+                .any(|t| rest.starts_with(t))
+        })
+}
+
+#[cfg(test)]
+mod json_hint_tests {
+    use super::bare_non_finite_at;
+
+    fn hinted(text: &str) -> bool {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(_) => false,
+            Err(e) => bare_non_finite_at(text.as_bytes(), e.line(), e.column()),
+        }
+    }
+
+    #[test]
+    fn a_bare_nan_or_infinity_is_told_from_other_bad_json() {
+        assert!(hinted("{\"attributes\": {\"valid_min\": NaN}}"));
+        assert!(hinted("{\n  \"a\": 1,\n  \"b\": [1, Infinity]\n}"));
+        assert!(hinted("{\"a\": -Infinity}"));
+        assert!(!hinted("{\"a\": nan}"));
+        assert!(!hinted("{\"a\": 1,}"));
+        assert!(!hinted("{\"a\": \"NaN\"}"));
     }
 }
