@@ -313,7 +313,9 @@ def test_two_jobs_sharing_one_temp_keep_out_of_each_others_pieces(tmp_path):
     assert not temp.exists(), sorted(map(str, temp.rglob("*")))
 
 
-def test_a_failed_run_keeps_its_pieces_for_the_resume(tmp_path):
+def failed_run_with_pieces(tmp_path):
+    """A rechunk through `--temp` that fails part-way (injected faults, no retries) and leaves
+    pieces there: its box, source values, --temp and command."""
     box = make_box(tmp_path)
     data = big_source(box)
     temp = box / "scratch"
@@ -321,6 +323,11 @@ def test_a_failed_run_keeps_its_pieces_for_the_resume(tmp_path):
     r = run(*args, "--retries", "0", env={"CHUNKMILL_TEST_FAULT_RATE": "0.3"})
     assert r.returncode == 1, oracle.describe(r)
     assert any(p.is_file() for p in temp.rglob("*")), "the premise: a stage-0 task left pieces"
+    return box, data, temp, args
+
+
+def test_a_failed_run_keeps_its_pieces_for_the_resume(tmp_path):
+    box, data, temp, args = failed_run_with_pieces(tmp_path)
     oracle.ok(*args, "--resume")
     assert_rechunked(box / "out.zarr", data)
     assert not temp.exists()
@@ -348,13 +355,7 @@ def test_a_fresh_run_after_a_failed_one_leaves_none_of_its_pieces(tmp_path):
     target, a fresh start of another plan (more memory: a direct copy), wrote none there and so
     erased none of them: after its success they, and the --temp the failed run created, were
     left. A fresh start now abandons them; after success nothing is left."""
-    box = make_box(tmp_path)
-    data = big_source(box)
-    temp = box / "scratch"
-    args = [*job_args("rechunk", box), "--temp", temp]
-    r = run(*args, "--retries", "0", env={"CHUNKMILL_TEST_FAULT_RATE": "0.3"})
-    assert r.returncode == 1, oracle.describe(r)
-    assert any(p.is_file() for p in temp.rglob("*")), "the premise: the failed run left pieces"
+    box, data, temp, args = failed_run_with_pieces(tmp_path)
     direct = [a if a != "64MB" else "200MB" for a in args]
     assert json.loads(oracle.ok("plan", *direct[:-3], "--json").stdout)["bytes_intermediate"] == 0
     oracle.ok(*direct, "--overwrite")

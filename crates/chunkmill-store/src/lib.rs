@@ -25,7 +25,7 @@
 pub mod dtype;
 pub mod guard;
 mod local;
-pub use local::sync_pending;
+pub use local::{sync_pending, PAGE as DIRECT_IO_ALIGNMENT};
 pub mod markers;
 mod memory;
 mod s3;

@@ -147,7 +147,9 @@ pub(crate) struct LocalStore {
     mode: Mode,
 }
 
-const PAGE: usize = 4096;
+/// The alignment a local store's direct writes and reads need of a caller's memory, file
+/// offsets and lengths: a value starting on it moves with no copy through a bounce buffer.
+pub const PAGE: usize = 4096;
 
 /// Bytes moved per direct read or write: the size of each thread's bounce buffer.
 const BOUNCE: usize = 1 << 20;

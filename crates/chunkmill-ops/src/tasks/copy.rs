@@ -386,7 +386,8 @@ fn spare_or_zeroed(
     zeroed(len)
 }
 
-const PAGE: usize = 4096;
+/// What the store's direct I/O needs of a buffer to move it without a bounce copy.
+const PAGE: usize = chunkmill_store::DIRECT_IO_ALIGNMENT;
 
 /// `len` bytes of `buffer` (at least a page longer) from its first page boundary: a piece
 /// written from them or read into its place in them moves between the device and this memory
